@@ -1,0 +1,235 @@
+//! A bounded in-process cache in front of any store.
+//!
+//! A hit costs no store read. Correctness does not rest on the cache:
+//!
+//! - every write through it (touch, data, rotate, remove, purge) drops the
+//!   entry at once, so a logout on this node is seen on this node at once;
+//! - a read that started before an invalidation never puts its (possibly
+//!   dead) result into the cache after it, thanks to an invalidation epoch;
+//! - a change made elsewhere (another process, another node) is seen when
+//!   the entry's age passes `max_staleness`, or sooner when a revocation bus
+//!   calls [`CachedStore::invalidate`]. That age is the stated bound of
+//!   DESIGN.md invariant 2 for cached deployments.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use quick_cache::sync::Cache;
+
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::session::{Session, SessionData, UserId};
+use crate::store::{SessionStore, StoreError, WriteOutcome};
+use crate::token::{SessionHandle, SessionId};
+
+#[derive(Clone)]
+struct Entry {
+    session: Session,
+    cached_at: Timestamp,
+}
+
+/// Options for [`CachedStore`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct CacheOptions {
+    /// Most sessions kept. Default 100 000.
+    pub capacity: usize,
+    /// Oldest entry served; bounds how long a change made by another node
+    /// or process can go unseen here. Default 1 s.
+    pub max_staleness: Duration,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        Self {
+            capacity: 100_000,
+            max_staleness: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A [`SessionStore`] that answers repeated loads from memory.
+///
+/// ```
+/// use std::sync::Arc;
+/// use signoff::{CachedStore, MemoryStore, Policy, Sessions};
+///
+/// let cached = Arc::new(CachedStore::new(MemoryStore::new()));
+/// let sessions = Sessions::new(cached.clone(), Policy::default());
+/// // A revocation bus keeps `cached` and calls `cached.invalidate(&id)`.
+/// ```
+pub struct CachedStore<S> {
+    inner: S,
+    cache: Cache<SessionId, Entry>,
+    epoch: AtomicU64,
+    max_staleness: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl<S> std::fmt::Debug for CachedStore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedStore")
+            .field("entries", &self.cache.len())
+            .field("max_staleness", &self.max_staleness)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: SessionStore> CachedStore<S> {
+    /// A cache with default options on the system clock.
+    pub fn new(inner: S) -> Self {
+        Self::with_options(inner, CacheOptions::default(), Arc::new(SystemClock))
+    }
+
+    /// A cache with the given options and clock (the clock ages entries).
+    pub fn with_options(inner: S, options: CacheOptions, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner,
+            cache: Cache::new(options.capacity.max(1)),
+            epoch: AtomicU64::new(0),
+            max_staleness: options.max_staleness,
+            clock,
+        }
+    }
+
+    /// The store behind the cache.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Forgets one session: the next load reads the store.
+    pub fn invalidate(&self, id: &SessionId) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.cache.remove(id);
+    }
+
+    /// Forgets everything (for example when a revocation bus was lost and
+    /// invalidations may have been missed).
+    pub fn invalidate_all(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.cache.clear();
+    }
+
+    /// Number of sessions cached.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+
+    fn invalidate_all_of(&self, ids: &[SessionId]) {
+        for id in ids {
+            self.invalidate(id);
+        }
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore> SessionStore for CachedStore<S> {
+    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
+        self.inner.insert(session).await
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let now = self.clock.now();
+        if let Some(entry) = self.cache.get(id) {
+            if now.since(entry.cached_at) < self.max_staleness {
+                return Ok(Some(entry.session));
+            }
+        }
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let loaded = self.inner.load(id).await?;
+        if let Some(session) = &loaded {
+            self.cache.insert(
+                *id,
+                Entry {
+                    session: session.clone(),
+                    cached_at: now,
+                },
+            );
+            // An invalidation since we started reading may have been for
+            // this session; its removal may have run before our insert.
+            if self.epoch.load(Ordering::SeqCst) != epoch {
+                self.cache.remove(id);
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn load_by_handle(&self, handle: &SessionHandle) -> Result<Option<Session>, StoreError> {
+        self.inner.load_by_handle(handle).await
+    }
+
+    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {
+        let result = self.inner.touch(id, at).await;
+        self.invalidate(id);
+        result
+    }
+
+    async fn update_data(
+        &self,
+        id: &SessionId,
+        generation: u64,
+        data: &SessionData,
+    ) -> Result<WriteOutcome, StoreError> {
+        let result = self.inner.update_data(id, generation, data).await;
+        self.invalidate(id);
+        result
+    }
+
+    async fn rotate(
+        &self,
+        id: &SessionId,
+        generation: u64,
+        new_id: &SessionId,
+        auth_at: Option<Timestamp>,
+    ) -> Result<WriteOutcome, StoreError> {
+        // Drop the old token before and after: no read may serve it once
+        // rotation starts, whatever the outcome.
+        self.invalidate(id);
+        let result = self.inner.rotate(id, generation, new_id, auth_at).await;
+        self.invalidate(id);
+        result
+    }
+
+    async fn remove(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        self.invalidate(id);
+        let result = self.inner.remove(id).await;
+        self.invalidate(id);
+        result
+    }
+
+    async fn remove_expired(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
+        let result = self.inner.remove_expired(id, now).await;
+        self.invalidate(id);
+        result
+    }
+
+    async fn list_for_user(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
+        self.inner.list_for_user(user).await
+    }
+
+    async fn remove_for_user(
+        &self,
+        user: &UserId,
+        keep: Option<&SessionId>,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let removed = self.inner.remove_for_user(user, keep).await?;
+        self.invalidate_all_of(&removed);
+        Ok(removed)
+    }
+
+    async fn purge_expired(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let removed = self.inner.purge_expired(now, limit).await?;
+        self.invalidate_all_of(&removed);
+        Ok(removed)
+    }
+}

@@ -1,0 +1,904 @@
+//! The conformance suite every [`SessionStore`] must pass.
+//!
+//! It is public so that third-party stores can run it too. Each check is an
+//! `async fn` that takes a fresh, empty store and panics if the store breaks
+//! the contract. [`session_store_conformance!`](crate::session_store_conformance)
+//! turns the whole list into one `#[tokio::test]` per check:
+//!
+//! ```ignore
+//! // tests/conformance.rs of a store crate (needs tokio with "macros" and
+//! // "rt-multi-thread" in dev-dependencies)
+//! use std::sync::Arc;
+//! use signoff::conformance::Fixture;
+//!
+//! signoff::session_store_conformance!(|| async {
+//!     Fixture::new(Arc::new(my_crate::MyStore::connect().await.unwrap()))
+//! });
+//! ```
+//!
+//! The checks are grouped by DESIGN.md's invariants: the server decides
+//! (1), logout is final (2), nothing resurrects a session (3), only digests
+//! are stored (4), and the token rotates at privilege changes (5); then
+//! expiry, per-user operations and purge.
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, ManualClock};
+use crate::policy::{LogoutBehavior, Policy};
+use crate::session::{NewSession, Session, SessionData, SessionError, Sessions, UserId};
+use crate::store::{SessionStore, StoreError, WriteOutcome};
+use crate::token::{SessionHandle, SessionToken};
+
+/// A store under test, and whatever must live as long as it (a temporary
+/// directory, a database schema guard).
+pub struct Fixture {
+    /// The store under test; empty.
+    pub store: Arc<dyn SessionStore>,
+    _keep: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl Fixture {
+    /// A fixture around `store`.
+    pub fn new(store: Arc<dyn SessionStore>) -> Self {
+        Self { store, _keep: None }
+    }
+
+    /// Keeps `guard` alive until the check ends.
+    pub fn keeping(mut self, guard: impl Any + Send + Sync) -> Self {
+        self._keep = Some(Box::new(guard));
+        self
+    }
+}
+
+/// Generates one `#[tokio::test]` per conformance check.
+///
+/// The argument is a closure returning a future of a
+/// [`Fixture`](crate::conformance::Fixture) around a fresh, empty store.
+#[macro_export]
+macro_rules! session_store_conformance {
+    ($make:expr) => {
+        $crate::session_store_conformance!(@checks $make;
+            create_then_validate,
+            unknown_token_is_refused,
+            malformed_token_is_refused,
+            store_keeps_only_the_digest,
+            insert_never_overwrites,
+            logout_is_final,
+            logout_is_idempotent,
+            end_by_handle_is_final,
+            writes_after_removal_change_nothing,
+            stale_data_write_loses,
+            inflight_write_cannot_resurrect,
+            rotate_kills_old_token,
+            rotation_race_has_one_winner,
+            login_discards_pre_login_token,
+            login_never_carries_another_users_data,
+            logout_carries_only_listed_data_under_new_token,
+            idle_timeout_ends_session,
+            activity_keeps_session_alive,
+            absolute_lifetime_ends_active_session,
+            stricter_policy_applies_to_existing_sessions,
+            touch_is_throttled,
+            touch_never_moves_backwards,
+            remove_expired_is_conditional,
+            end_all_for_user_can_keep_current,
+            list_for_user_shows_only_own_live_sessions,
+            purge_is_bounded_and_complete,
+            concurrent_purges_remove_each_session_once,
+            session_data_round_trips_and_is_bounded,
+        );
+    };
+    (@checks $make:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let fixture: $crate::conformance::Fixture = ($make)().await;
+                $crate::conformance::$check(::std::sync::Arc::clone(&fixture.store)).await;
+                drop(fixture);
+            }
+        )*
+    };
+}
+
+const IDLE: Duration = Duration::from_secs(30 * 60);
+const ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
+const TOUCH: Duration = Duration::from_secs(60);
+
+fn policy() -> Policy {
+    Policy::builder()
+        .idle_timeout(IDLE)
+        .absolute_lifetime(ABSOLUTE)
+        .touch_interval(TOUCH)
+        .build()
+        .expect("valid test policy")
+}
+
+fn engine(store: &Arc<dyn SessionStore>, policy: Policy) -> (Sessions, ManualClock) {
+    let clock = ManualClock::starting_now();
+    let sessions = Sessions::with_clock(Arc::clone(store), policy, Arc::new(clock.clone()));
+    (sessions, clock)
+}
+
+fn alice() -> UserId {
+    UserId::new("alice")
+}
+
+async fn login(sessions: &Sessions, user: UserId) -> (SessionToken, Session) {
+    let issued = sessions
+        .login(
+            None,
+            NewSession::for_user(user)
+                .user_agent("conformance")
+                .ip("192.0.2.1"),
+        )
+        .await
+        .expect("login");
+    (issued.token, issued.session)
+}
+
+fn assert_gone(result: Result<Session, SessionError>, what: &str) {
+    match result {
+        Err(SessionError::NotFound | SessionError::Expired(_)) => {}
+        Err(e) => panic!("{what}: expected the session to be gone, got error {e:?}"),
+        Ok(_) => panic!("{what}: a session that should be gone was accepted"),
+    }
+}
+
+// ---- Invariant 1: the server decides ------------------------------------
+
+/// A created session validates, and the store returns every field as written.
+pub async fn create_then_validate(store: Arc<dyn SessionStore>) {
+    let (sessions, _) = engine(&store, policy());
+    let mut data = SessionData::new();
+    data.insert("lang".into(), "de".into());
+    let issued = sessions
+        .create(
+            NewSession::for_user(alice())
+                .user_agent("Mozilla/5.0 (X11; Linux x86_64)")
+                .ip("2001:db8::1")
+                .data(data.clone()),
+        )
+        .await
+        .expect("create");
+    let loaded = sessions
+        .validate(issued.token.expose())
+        .await
+        .expect("validate");
+    assert_eq!(loaded, issued.session);
+    assert_eq!(loaded.user_id, Some(alice()));
+    assert_eq!(
+        loaded.user_agent.as_deref(),
+        Some("Mozilla/5.0 (X11; Linux x86_64)")
+    );
+    assert_eq!(loaded.ip.as_deref(), Some("2001:db8::1"));
+    assert_eq!(loaded.data, data);
+    assert_eq!(loaded.generation, 0);
+    assert_eq!(loaded.auth_at, Some(loaded.created_at));
+    let by_handle = store
+        .load_by_handle(&loaded.handle)
+        .await
+        .expect("load by handle");
+    assert_eq!(by_handle, Some(loaded));
+}
+
+/// A well-formed token the server never issued opens nothing.
+pub async fn unknown_token_is_refused(store: Arc<dyn SessionStore>) {
+    let (sessions, _) = engine(&store, policy());
+    login(&sessions, alice()).await;
+    let stranger = SessionToken::generate();
+    assert_gone(sessions.validate(stranger.expose()).await, "unknown token");
+}
+
+/// Malformed tokens are refused with a typed error.
+pub async fn malformed_token_is_refused(store: Arc<dyn SessionStore>) {
+    let (sessions, _) = engine(&store, policy());
+    let (token, _) = login(&sessions, alice()).await;
+    let text = token.expose();
+    let oversized = text.repeat(100);
+    for bad in ["", &text[..20], &oversized, &text.replace(|_| true, "%")] {
+        match sessions.validate(bad).await {
+            Err(SessionError::Token(_)) => {}
+            other => panic!("malformed token {bad:?} gave {other:?}"),
+        }
+    }
+}
+
+// ---- Invariant 4: only digests are stored ------------------------------
+
+/// The store is keyed by the token's digest; the token itself is nowhere
+/// in what the store returns.
+pub async fn store_keeps_only_the_digest(store: Arc<dyn SessionStore>) {
+    let (sessions, _) = engine(&store, policy());
+    let (token, session) = login(&sessions, alice()).await;
+    assert_eq!(session.id, token.id());
+    let loaded = store
+        .load(&token.id())
+        .await
+        .expect("load")
+        .expect("present");
+    let dump = format!("{loaded:?}");
+    assert!(
+        !dump.contains(token.expose()),
+        "the token leaked into the record"
+    );
+    let listed = store.list_for_user(&alice()).await.expect("list");
+    assert!(!format!("{listed:?}").contains(token.expose()));
+}
+
+/// Insert never overwrites a record with the same id or handle.
+pub async fn insert_never_overwrites(store: Arc<dyn SessionStore>) {
+    let (sessions, _) = engine(&store, policy());
+    let (_, original) = login(&sessions, alice()).await;
+    let mut same_id = original.clone();
+    same_id.user_id = Some(UserId::new("mallory"));
+    same_id.handle = SessionHandle::generate();
+    assert!(matches!(
+        store.insert(&same_id).await,
+        Err(StoreError::Duplicate)
+    ));
+    let mut same_handle = original.clone();
+    same_handle.id = SessionToken::generate().id();
+    assert!(matches!(
+        store.insert(&same_handle).await,
+        Err(StoreError::Duplicate)
+    ));
+    let loaded = store.load(&original.id).await.expect("load");
+    assert_eq!(loaded, Some(original));
+    assert!(store.load(&same_handle.id).await.expect("load").is_none());
+}
+
+// ---- Invariant 2: logout is final --------------------------------------
+
+/// After logout the token is refused and the record is gone.
+pub async fn logout_is_final(store: Arc<dyn SessionStore>) {
+    let (sessions, _) = engine(&store, policy());
+    let (token, session) = login(&sessions, alice()).await;
+    sessions
+        .validate(token.expose())
+        .await
+        .expect("valid before logout");
+    assert!(sessions
+        .logout(token.expose())
+        .await
+        .expect("logout")
+        .is_none());
+    assert_gone(sessions.validate(token.expose()).await, "after logout");
+    assert!(store.load(&session.id).await.expect("load").is_none());
+    assert!(store
+        .load_by_handle(&session.handle)
+        .await
+        .expect("load")
+        .is_none());
+}
+
+/// Logging out twice, or with garbage, is not an error.
+pub async fn logout_is_idempotent(store: Arc<dyn SessionStore>) {
+    let (sessions, _) = engine(&store, policy());
+    let (token, _) = login(&sessions, alice()).await;
+    sessions.logout(token.expose()).await.expect("first logout");
+    sessions
+        .logout(token.expose())
+        .await
+        .expect("second logout");
+    sessions.logout("garbage").await.expect("garbage logout");
+    sessions.logout("").await.expect("empty logout");
+}
+
+/// Ending a session by its public handle is as final as logout.
+pub async fn end_by_handle_is_final(store: Arc<dyn SessionStore>) {
+    let (sessions, _) = engine(&store, policy());
+    let (token, session) = login(&sessions, alice()).await;
+    let (other, _) = login(&sessions, alice()).await;
+    let ended = sessions.end_by_handle(&session.handle).await.expect("end");
+    assert_eq!(ended.map(|s| s.handle), Some(session.handle));
+    assert_gone(
+        sessions.validate(token.expose()).await,
+        "after end by handle",
+    );
+    sessions
+        .validate(other.expose())
+        .await
+        .expect("the other session lives");
+    let again = sessions
+        .end_by_handle(&session.handle)
+        .await
+        .expect("end again");
+    assert!(again.is_none());
+}
+
+// ---- Invariant 3: nothing resurrects a session -------------------------
+
+/// Every conditional write against a removed session finds nothing and
+/// creates nothing.
+pub async fn writes_after_removal_change_nothing(store: Arc<dyn SessionStore>) {
+    let (sessions, clock) = engine(&store, policy());
+    let (token, session) = login(&sessions, alice()).await;
+    sessions.end(token.expose()).await.expect("end");
+    clock.advance(TOUCH * 2);
+    let now = clock.now();
+    assert!(!store.touch(&session.id, now).await.expect("touch"));
+    let mut data = SessionData::new();
+    data.insert("k".into(), "v".into());
+    assert_eq!(
+        store
+            .update_data(&session.id, session.generation, &data)
+            .await
+            .expect("update"),
+        WriteOutcome::Missing
+    );
+    let new_id = SessionToken::generate().id();
+    assert_eq!(
+        store
+            .rotate(&session.id, session.generation, &new_id, Some(now))
+            .await
+            .expect("rotate"),
+        WriteOutcome::Missing
+    );
+    assert!(!store
+        .remove_expired(&session.id, now)
+        .await
+        .expect("remove_expired"));
+    assert!(store.load(&session.id).await.expect("load").is_none());
+    assert!(store.load(&new_id).await.expect("load").is_none());
+    assert!(store
+        .load_by_handle(&session.handle)
+        .await
+        .expect("load")
+        .is_none());
+    assert!(store
+        .list_for_user(&alice())
+        .await
+        .expect("list")
+        .is_empty());
+    assert!(matches!(
+        sessions.set_data(&session, data).await,
+        Err(SessionError::NotFound)
+    ));
+    assert_gone(sessions.validate(token.expose()).await, "after writes");
+}
+
+/// A data write based on an old read loses against a newer write.
+pub async fn stale_data_write_loses(store: Arc<dyn SessionStore>) {
+    let (sessions, _) = engine(&store, policy());
+    let (token, read) = login(&sessions, alice()).await;
+    let mut first = SessionData::new();
+    first.insert("cart".into(), "1 apple".into());
+    let written = sessions
+        .set_data(&read, first.clone())
+        .await
+        .expect("first write");
+    assert_eq!(written.generation, read.generation + 1);
+    let mut second = SessionData::new();
+    second.insert("cart".into(), "stale".into());
+    assert!(matches!(
+        sessions.set_data(&read, second).await,
+        Err(SessionError::Conflict)
+    ));
+    let now = sessions.validate(token.expose()).await.expect("validate");
+    assert_eq!(now.data, first);
+}
+
+/// Many requests touch and write a session while it is logged out: once
+/// logout has answered, no request starting afterwards is accepted, and the
+/// record stays gone after all of them finish.
+pub async fn inflight_write_cannot_resurrect(store: Arc<dyn SessionStore>) {
+    let policy = Policy::builder()
+        .idle_timeout(IDLE)
+        .absolute_lifetime(ABSOLUTE)
+        .touch_interval(Duration::from_millis(1))
+        .build()
+        .expect("policy");
+    let (sessions, clock) = engine(&store, policy);
+    let (token, session) = login(&sessions, alice()).await;
+    let token = Arc::new(token);
+    let logged_out = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicUsize::new(0));
+    let after = Arc::new(AtomicUsize::new(0));
+    let accepted_after = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for worker in 0..8u32 {
+        let (sessions, clock, token) = (sessions.clone(), clock.clone(), Arc::clone(&token));
+        let (logged_out, stop, writes) = (logged_out.clone(), stop.clone(), writes.clone());
+        let (after, accepted_after, store) = (after.clone(), accepted_after.clone(), store.clone());
+        workers.push(tokio::spawn(async move {
+            let mut i = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let started_after = logged_out.load(Ordering::SeqCst);
+                clock.advance(Duration::from_millis(2));
+                if let Ok(s) = sessions.validate(token.expose()).await {
+                    if started_after {
+                        accepted_after.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let mut data = SessionData::new();
+                    data.insert(format!("w{worker}"), i.to_string());
+                    if sessions.set_data(&s, data).await.is_ok() {
+                        writes.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                let _ = store.touch(&token.id(), clock.now()).await;
+                if started_after {
+                    after.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    while writes.load(Ordering::SeqCst) < 20 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    sessions.logout(token.expose()).await.expect("logout");
+    logged_out.store(true, Ordering::SeqCst);
+    while after.load(Ordering::SeqCst) < 200 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.expect("worker");
+    }
+    assert_eq!(
+        accepted_after.load(Ordering::SeqCst),
+        0,
+        "a request that started after logout was accepted"
+    );
+    assert!(
+        store.load(&session.id).await.expect("load").is_none(),
+        "the session came back"
+    );
+    assert!(store
+        .load_by_handle(&session.handle)
+        .await
+        .expect("load")
+        .is_none());
+    assert!(store
+        .list_for_user(&alice())
+        .await
+        .expect("list")
+        .is_empty());
+    assert_gone(sessions.validate(token.expose()).await, "after the storm");
+}
+
+// ---- Invariant 5: the token rotates at privilege changes ---------------
+
+/// Rotation keeps the session (handle, user, data) under a new token and
+/// kills the old token at once.
+pub async fn rotate_kills_old_token(store: Arc<dyn SessionStore>) {
+    let (sessions, clock) = engine(&store, policy());
+    let (old, before) = login(&sessions, alice()).await;
+    clock.advance(Duration::from_secs(5));
+    let issued = sessions.rotate(old.expose(), true).await.expect("rotate");
+    assert_ne!(issued.token.expose(), old.expose());
+    assert_ne!(issued.session.id, before.id);
+    assert_eq!(issued.session.handle, before.handle);
+    assert_eq!(issued.session.user_id, before.user_id);
+    assert_eq!(issued.session.generation, before.generation + 1);
+    assert_eq!(issued.session.auth_at, Some(clock.now()));
+    assert_gone(
+        sessions.validate(old.expose()).await,
+        "old token after rotation",
+    );
+    let now = sessions
+        .validate(issued.token.expose())
+        .await
+        .expect("new token");
+    assert_eq!(now.auth_at, Some(clock.now()));
+    assert!(store.load(&before.id).await.expect("load").is_none());
+}
+
+/// Concurrent rotations of one token: exactly one wins, and only its
+/// token works afterwards.
+pub async fn rotation_race_has_one_winner(store: Arc<dyn SessionStore>) {
+    let (sessions, _) = engine(&store, policy());
+    let (old, _) = login(&sessions, alice()).await;
+    let old = Arc::new(old);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (sessions, old) = (sessions.clone(), Arc::clone(&old));
+            tokio::spawn(async move { sessions.rotate(old.expose(), false).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(issued) => winners.push(issued.token),
+            Err(SessionError::NotFound | SessionError::Conflict) => {}
+            Err(e) => panic!("unexpected rotation error {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one rotation must win");
+    assert_gone(sessions.validate(old.expose()).await, "old token");
+    sessions
+        .validate(winners[0].expose())
+        .await
+        .expect("winner's token");
+    assert_eq!(store.list_for_user(&alice()).await.expect("list").len(), 1);
+}
+
+/// A token planted before login (session fixation) is worthless after it.
+pub async fn login_discards_pre_login_token(store: Arc<dyn SessionStore>) {
+    let (sessions, _) = engine(&store, policy());
+    let mut cart = SessionData::new();
+    cart.insert("cart".into(), "2 pears".into());
+    let planted = sessions
+        .create(NewSession::anonymous().data(cart.clone()))
+        .await
+        .expect("anonymous session");
+    let issued = sessions
+        .login(Some(planted.token.expose()), NewSession::for_user(alice()))
+        .await
+        .expect("login");
+    assert_ne!(issued.token.expose(), planted.token.expose());
+    assert_ne!(issued.session.handle, planted.session.handle);
+    assert_gone(
+        sessions.validate(planted.token.expose()).await,
+        "planted token",
+    );
+    assert!(store
+        .load(&planted.session.id)
+        .await
+        .expect("load")
+        .is_none());
+    // The anonymous session's data moves into the new one.
+    assert_eq!(issued.session.data, cart);
+    assert_eq!(issued.session.user_id, Some(alice()));
+}
+
+/// Signing in over another user's session ends it and carries nothing.
+pub async fn login_never_carries_another_users_data(store: Arc<dyn SessionStore>) {
+    let (sessions, _) = engine(&store, policy());
+    let (bob_token, bob) = login(&sessions, UserId::new("bob")).await;
+    let mut secret = SessionData::new();
+    secret.insert("draft".into(), "bob's".into());
+    sessions.set_data(&bob, secret).await.expect("set data");
+    let issued = sessions
+        .login(Some(bob_token.expose()), NewSession::for_user(alice()))
+        .await
+        .expect("login");
+    assert!(issued.session.data.is_empty());
+    assert_gone(sessions.validate(bob_token.expose()).await, "bob's token");
+}
+
+/// With `CarryData`, logout moves only the listed keys to a fresh anonymous
+/// session under a new token; the old token stays dead.
+pub async fn logout_carries_only_listed_data_under_new_token(store: Arc<dyn SessionStore>) {
+    let policy = Policy::builder()
+        .idle_timeout(IDLE)
+        .absolute_lifetime(ABSOLUTE)
+        .logout(LogoutBehavior::CarryData(vec!["cart".into()]))
+        .build()
+        .expect("policy");
+    let (sessions, _) = engine(&store, policy);
+    let (token, session) = login(&sessions, alice()).await;
+    let mut data = SessionData::new();
+    data.insert("cart".into(), "3 plums".into());
+    data.insert("csrf".into(), "secret".into());
+    sessions.set_data(&session, data).await.expect("set data");
+    let carried = sessions
+        .logout(token.expose())
+        .await
+        .expect("logout")
+        .expect("a new anonymous session");
+    assert_ne!(carried.token.expose(), token.expose());
+    assert_ne!(carried.session.handle, session.handle);
+    assert_eq!(carried.session.user_id, None);
+    assert_eq!(carried.session.auth_at, None);
+    assert_eq!(
+        carried.session.data.get("cart").map(String::as_str),
+        Some("3 plums")
+    );
+    assert!(!carried.session.data.contains_key("csrf"));
+    assert_gone(sessions.validate(token.expose()).await, "old token");
+    assert!(store
+        .list_for_user(&alice())
+        .await
+        .expect("list")
+        .is_empty());
+    sessions
+        .validate(carried.token.expose())
+        .await
+        .expect("anonymous session");
+}
+
+// ---- Expiry, by moving the clock ---------------------------------------
+
+/// No activity for the idle timeout ends the session, and deletes it.
+pub async fn idle_timeout_ends_session(store: Arc<dyn SessionStore>) {
+    let (sessions, clock) = engine(&store, policy());
+    let (token, session) = login(&sessions, alice()).await;
+    clock.advance(IDLE - Duration::from_millis(1));
+    sessions
+        .validate(token.expose())
+        .await
+        .expect("just before the idle timeout");
+    clock.advance(IDLE);
+    match sessions.validate(token.expose()).await {
+        Err(SessionError::Expired(crate::ExpiredBy::Idle)) => {}
+        other => panic!("expected idle expiry, got {other:?}"),
+    }
+    assert!(store.load(&session.id).await.expect("load").is_none());
+}
+
+/// Requests keep resetting the idle timer.
+pub async fn activity_keeps_session_alive(store: Arc<dyn SessionStore>) {
+    let (sessions, clock) = engine(&store, policy());
+    let (token, _) = login(&sessions, alice()).await;
+    for _ in 0..10 {
+        clock.advance(IDLE / 2);
+        sessions
+            .validate(token.expose())
+            .await
+            .expect("active session");
+    }
+}
+
+/// However active, a session ends at its absolute lifetime.
+pub async fn absolute_lifetime_ends_active_session(store: Arc<dyn SessionStore>) {
+    let (sessions, clock) = engine(&store, policy());
+    let (token, session) = login(&sessions, alice()).await;
+    let mut elapsed = Duration::ZERO;
+    while elapsed + IDLE / 2 < ABSOLUTE {
+        clock.advance(IDLE / 2);
+        elapsed += IDLE / 2;
+        sessions
+            .validate(token.expose())
+            .await
+            .expect("within the lifetime");
+    }
+    clock.set(session.created_at.plus(ABSOLUTE));
+    match sessions.validate(token.expose()).await {
+        Err(SessionError::Expired(crate::ExpiredBy::Absolute)) => {}
+        other => panic!("expected absolute expiry, got {other:?}"),
+    }
+    assert!(store.load(&session.id).await.expect("load").is_none());
+}
+
+/// Shortening the policy applies to sessions created under the old one.
+pub async fn stricter_policy_applies_to_existing_sessions(store: Arc<dyn SessionStore>) {
+    let (lenient, clock) = engine(&store, policy());
+    let (token, session) = login(&lenient, alice()).await;
+    let strict = Policy::builder()
+        .idle_timeout(Duration::from_secs(60))
+        .absolute_lifetime(Duration::from_secs(600))
+        .build()
+        .expect("policy");
+    let strict = Sessions::with_clock(Arc::clone(&store), strict, Arc::new(clock.clone()));
+    clock.advance(Duration::from_secs(61));
+    assert_gone(
+        strict.validate(token.expose()).await,
+        "under the stricter idle timeout",
+    );
+    assert!(store.load(&session.id).await.expect("load").is_none());
+}
+
+/// Activity is written at most once per touch interval, and then it is.
+pub async fn touch_is_throttled(store: Arc<dyn SessionStore>) {
+    let (sessions, clock) = engine(&store, policy());
+    let (token, session) = login(&sessions, alice()).await;
+    clock.advance(TOUCH / 2);
+    sessions.validate(token.expose()).await.expect("validate");
+    let stored = store
+        .load(&session.id)
+        .await
+        .expect("load")
+        .expect("present");
+    assert_eq!(
+        stored.last_seen_at, session.last_seen_at,
+        "touched too early"
+    );
+    clock.advance(TOUCH);
+    let seen = sessions.validate(token.expose()).await.expect("validate");
+    assert_eq!(seen.last_seen_at, clock.now());
+    let stored = store
+        .load(&session.id)
+        .await
+        .expect("load")
+        .expect("present");
+    assert_eq!(
+        stored.last_seen_at,
+        clock.now(),
+        "not touched after the interval"
+    );
+}
+
+/// A late, slow touch never moves `last_seen_at` back.
+pub async fn touch_never_moves_backwards(store: Arc<dyn SessionStore>) {
+    let (sessions, clock) = engine(&store, policy());
+    let (_, session) = login(&sessions, alice()).await;
+    let early = clock.now();
+    clock.advance(TOUCH * 3);
+    assert!(store.touch(&session.id, clock.now()).await.expect("touch"));
+    assert!(store.touch(&session.id, early).await.expect("late touch"));
+    let stored = store
+        .load(&session.id)
+        .await
+        .expect("load")
+        .expect("present");
+    assert_eq!(stored.last_seen_at, clock.now());
+}
+
+/// Deleting for expiry is decided on the store's own record: a session
+/// another node kept alive is not deleted on a stale view.
+pub async fn remove_expired_is_conditional(store: Arc<dyn SessionStore>) {
+    let (sessions, clock) = engine(&store, policy());
+    let (token, session) = login(&sessions, alice()).await;
+    clock.advance(IDLE - TOUCH);
+    // Another node records activity.
+    assert!(store.touch(&session.id, clock.now()).await.expect("touch"));
+    clock.advance(TOUCH * 2);
+    // By the original record the session would be idle; by the store's it is not.
+    assert!(!store
+        .remove_expired(&session.id, clock.now())
+        .await
+        .expect("remove_expired"));
+    sessions
+        .validate(token.expose())
+        .await
+        .expect("still alive");
+    clock.advance(IDLE);
+    assert!(store
+        .remove_expired(&session.id, clock.now())
+        .await
+        .expect("remove_expired"));
+    assert!(store.load(&session.id).await.expect("load").is_none());
+}
+
+// ---- Per-user operations and purge -------------------------------------
+
+/// Sign out everywhere ends all of a user's sessions but the kept one, and
+/// no one else's.
+pub async fn end_all_for_user_can_keep_current(store: Arc<dyn SessionStore>) {
+    let (sessions, _) = engine(&store, policy());
+    let (a, current) = login(&sessions, alice()).await;
+    let (b, _) = login(&sessions, alice()).await;
+    let (c, _) = login(&sessions, alice()).await;
+    let (bob, _) = login(&sessions, UserId::new("bob")).await;
+    let ended = sessions
+        .end_all_for_user(&alice(), Some(&current.id))
+        .await
+        .expect("end others");
+    assert_eq!(ended, 2);
+    sessions
+        .validate(a.expose())
+        .await
+        .expect("current session kept");
+    assert_gone(sessions.validate(b.expose()).await, "other session b");
+    assert_gone(sessions.validate(c.expose()).await, "other session c");
+    sessions
+        .validate(bob.expose())
+        .await
+        .expect("bob untouched");
+    assert_eq!(
+        sessions
+            .end_all_for_user(&alice(), None)
+            .await
+            .expect("end all"),
+        1
+    );
+    assert_gone(sessions.validate(a.expose()).await, "current after end all");
+    sessions
+        .validate(bob.expose())
+        .await
+        .expect("bob still untouched");
+}
+
+/// Listing shows a user's live sessions, newest first, and nothing else.
+pub async fn list_for_user_shows_only_own_live_sessions(store: Arc<dyn SessionStore>) {
+    let (sessions, clock) = engine(&store, policy());
+    let (_, stale) = login(&sessions, alice()).await;
+    clock.advance(IDLE);
+    let (_, older) = login(&sessions, alice()).await;
+    clock.advance(Duration::from_secs(1));
+    let (_, newer) = login(&sessions, alice()).await;
+    login(&sessions, UserId::new("bob")).await;
+    sessions
+        .create(NewSession::anonymous())
+        .await
+        .expect("anonymous");
+    let listed: Vec<SessionHandle> = sessions
+        .list_for_user(&alice())
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.handle)
+        .collect();
+    assert_eq!(listed, vec![newer.handle, older.handle]);
+    assert!(!listed.contains(&stale.handle));
+    assert!(sessions
+        .list_for_user(&UserId::new("nobody"))
+        .await
+        .expect("list")
+        .is_empty());
+}
+
+/// Purge deletes expired sessions in bounded batches until none are left,
+/// and never a live one.
+pub async fn purge_is_bounded_and_complete(store: Arc<dyn SessionStore>) {
+    let (sessions, clock) = engine(&store, policy());
+    for i in 0..25 {
+        login(&sessions, UserId::new(format!("old{i}"))).await;
+    }
+    clock.advance(IDLE);
+    let mut live = Vec::new();
+    for _ in 0..5 {
+        live.push(login(&sessions, alice()).await.0);
+    }
+    let mut batches = Vec::new();
+    loop {
+        let n = sessions.purge_expired(10).await.expect("purge");
+        batches.push(n);
+        if n < 10 {
+            break;
+        }
+    }
+    assert_eq!(batches, vec![10, 10, 5,]);
+    assert_eq!(sessions.purge_expired(10).await.expect("purge"), 0);
+    for token in &live {
+        sessions
+            .validate(token.expose())
+            .await
+            .expect("live session survived purge");
+    }
+}
+
+/// Purges running at once on several nodes delete each session once.
+pub async fn concurrent_purges_remove_each_session_once(store: Arc<dyn SessionStore>) {
+    let (sessions, clock) = engine(&store, policy());
+    let mut expired = HashSet::new();
+    for i in 0..60 {
+        expired.insert(login(&sessions, UserId::new(format!("u{i}"))).await.1.id);
+    }
+    clock.advance(IDLE);
+    let now = clock.now();
+    let purgers: Vec<_> = (0..3)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let batch = store.purge_expired(now, 7).await.expect("purge");
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch);
+                }
+            })
+        })
+        .collect();
+    let mut removed = Vec::new();
+    for p in purgers {
+        removed.extend(p.await.expect("purger"));
+    }
+    let unique: HashSet<_> = removed.iter().copied().collect();
+    assert_eq!(unique.len(), removed.len(), "a session was purged twice");
+    assert_eq!(unique, expired);
+}
+
+/// Data comes back as written; oversized data is refused and not written.
+pub async fn session_data_round_trips_and_is_bounded(store: Arc<dyn SessionStore>) {
+    let (sessions, _) = engine(&store, policy());
+    let (token, session) = login(&sessions, alice()).await;
+    let mut data = SessionData::new();
+    data.insert("emoji".into(), "🍐 \"quoted\" \\ \n".into());
+    data.insert("empty".into(), String::new());
+    let written = sessions
+        .set_data(&session, data.clone())
+        .await
+        .expect("write");
+    let mut huge = SessionData::new();
+    huge.insert(
+        "blob".into(),
+        "x".repeat(crate::session::MAX_DATA_BYTES + 1),
+    );
+    assert!(matches!(
+        sessions.set_data(&written, huge).await,
+        Err(SessionError::DataTooLarge)
+    ));
+    let loaded = sessions.validate(token.expose()).await.expect("validate");
+    assert_eq!(loaded.data, data);
+    assert_eq!(loaded.generation, written.generation);
+}

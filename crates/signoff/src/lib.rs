@@ -1,0 +1,67 @@
+//! # signoff
+//!
+//! Server-side sessions whose logout is final: on this device, on every
+//! node, and for every token derived from the session.
+//!
+//! - [`SessionToken`]: 256 random bits the client holds; the store keeps
+//!   only its SHA-256 digest, the [`SessionId`].
+//! - [`Sessions`]: the engine: [`Sessions::login`], [`Sessions::validate`],
+//!   [`Sessions::rotate`], [`Sessions::logout`], per-user operations, purge.
+//! - [`Policy`]: idle and absolute timeouts, last-seen write interval,
+//!   cookie settings; refused at construction if it makes no sense.
+//! - [`SessionStore`]: one trait, with [`MemoryStore`] and
+//!   [`SqliteStore`] (feature `sqlite`, on by default), and a public
+//!   [`conformance`] suite every backend passes.
+//! - [`CachedStore`]: a bounded in-process cache in front of any store.
+//! - [`Accounts`] and [`Passwords`]: users with Argon2id password hashes.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use std::sync::Arc;
+//! use signoff::{MemoryStore, NewSession, Policy, SessionError, Sessions, UserId};
+//!
+//! let sessions = Sessions::new(Arc::new(MemoryStore::new()), Policy::default());
+//!
+//! // A token planted before login is worthless after it.
+//! let planted = sessions.create(NewSession::anonymous()).await.unwrap();
+//! let issued = sessions
+//!     .login(Some(planted.token.expose()), NewSession::for_user(UserId::new("alice")))
+//!     .await
+//!     .unwrap();
+//! assert!(sessions.validate(planted.token.expose()).await.is_err());
+//!
+//! // Logout is final.
+//! let token = issued.token.expose();
+//! assert_eq!(sessions.validate(token).await.unwrap().user_id, Some(UserId::new("alice")));
+//! sessions.logout(token).await.unwrap();
+//! assert!(matches!(sessions.validate(token).await, Err(SessionError::NotFound)));
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod cache;
+mod clock;
+pub mod conformance;
+mod policy;
+mod session;
+pub mod store;
+mod token;
+mod users;
+
+pub use cache::{CacheOptions, CachedStore};
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use policy::{CookiePolicy, LogoutBehavior, Policy, PolicyBuilder, PolicyError, SameSite};
+pub use session::{
+    ExpiredBy, Issued, NewSession, Session, SessionData, SessionError, Sessions, UserId,
+    MAX_DATA_BYTES, MAX_DATA_KEYS, MAX_IP_BYTES, MAX_USER_AGENT_BYTES,
+};
+pub use store::memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use store::sqlite::{Durability, SqliteOptions, SqliteStore};
+pub use store::{SessionStore, StoreError, WriteOutcome};
+pub use token::{SessionHandle, SessionId, SessionToken, TokenError, HANDLE_LEN, TOKEN_LEN};
+pub use users::{
+    AccountError, Accounts, PasswordParams, PasswordParamsError, Passwords, User, UserStore,
+    Verification, MAX_NAME_BYTES, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS,
+};

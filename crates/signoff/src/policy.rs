@@ -1,0 +1,357 @@
+//! Session policy: how long sessions live and how their cookie looks.
+//!
+//! A [`Policy`] is a plain value: build it, print it, compare it, test it.
+//! Nonsense (a zero timeout, an idle timeout longer than the whole lifetime)
+//! is refused when it is built, not discovered in production.
+
+use std::time::Duration;
+
+/// Why a policy was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// A duration that must be positive was zero.
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    /// The idle timeout exceeds the absolute lifetime, so it could never apply.
+    #[error("the idle timeout ({idle:?}) is longer than the absolute lifetime ({absolute:?})")]
+    IdleLongerThanAbsolute {
+        /// The idle timeout asked for.
+        idle: Duration,
+        /// The absolute lifetime asked for.
+        absolute: Duration,
+    },
+    /// The last-seen write interval is not smaller than the idle timeout,
+    /// so an active session could time out between two writes.
+    #[error("the last-seen write interval ({interval:?}) must be shorter than the idle timeout ({idle:?})")]
+    TouchIntervalTooLong {
+        /// The interval asked for.
+        interval: Duration,
+        /// The idle timeout it must stay below.
+        idle: Duration,
+    },
+    /// A duration is too large to represent as milliseconds in a store.
+    #[error("{0} is too long")]
+    TooLong(&'static str),
+    /// The cookie name is empty or contains characters a cookie name cannot have.
+    #[error("invalid cookie name {0:?}")]
+    CookieName(String),
+    /// A `__Host-` cookie must be `Secure` with path `/`.
+    #[error("a __Host- cookie must be Secure with Path=/")]
+    HostPrefixRules,
+}
+
+/// The `SameSite` attribute of the session cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SameSite {
+    /// Sent on same-site requests and top-level cross-site navigations.
+    Lax,
+    /// Sent on same-site requests only.
+    Strict,
+}
+
+impl SameSite {
+    /// The attribute's value as written in `Set-Cookie`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+        }
+    }
+}
+
+/// How the session cookie is set. The cookie is always `HttpOnly`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CookiePolicy {
+    /// Cookie name. Default `__Host-signoff`.
+    pub name: String,
+    /// Whether the cookie carries `Secure`. Default `true`.
+    pub secure: bool,
+    /// The `SameSite` attribute. Default [`SameSite::Lax`].
+    pub same_site: SameSite,
+    /// The `Path` attribute. Default `/`.
+    pub path: String,
+}
+
+impl Default for CookiePolicy {
+    fn default() -> Self {
+        Self {
+            name: "__Host-signoff".to_owned(),
+            secure: true,
+            same_site: SameSite::Lax,
+            path: "/".to_owned(),
+        }
+    }
+}
+
+impl CookiePolicy {
+    /// The policy for plain HTTP on a loopback address (development and
+    /// tests): no `Secure`, so no `__Host-` prefix either.
+    pub fn insecure_loopback() -> Self {
+        Self {
+            name: "signoff".to_owned(),
+            secure: false,
+            ..Self::default()
+        }
+    }
+
+    fn check(&self) -> Result<(), PolicyError> {
+        // RFC 6265 token characters.
+        let valid = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid {
+            return Err(PolicyError::CookieName(self.name.clone()));
+        }
+        if self.name.starts_with("__Host-") && (!self.secure || self.path != "/") {
+            return Err(PolicyError::HostPrefixRules);
+        }
+        Ok(())
+    }
+}
+
+/// What logout does with a session's non-authentication data.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LogoutBehavior {
+    /// Logout deletes the session and everything in it. The default.
+    #[default]
+    EndSession,
+    /// Logout deletes the session and carries the listed data keys (a cart,
+    /// a language choice) into a fresh anonymous session under a new token.
+    CarryData(Vec<String>),
+}
+
+/// How long sessions live, how often activity is recorded, and the cookie.
+///
+/// ```
+/// use std::time::Duration;
+/// use signoff::Policy;
+///
+/// let policy = Policy::builder()
+///     .idle_timeout(Duration::from_secs(15 * 60))
+///     .absolute_lifetime(Duration::from_secs(8 * 3600))
+///     .build()
+///     .unwrap();
+/// assert_eq!(policy.touch_interval(), Duration::from_secs(60));
+///
+/// // An idle timeout longer than the lifetime is refused.
+/// assert!(Policy::builder()
+///     .idle_timeout(Duration::from_secs(7200))
+///     .absolute_lifetime(Duration::from_secs(3600))
+///     .build()
+///     .is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    idle_timeout: Duration,
+    absolute_lifetime: Duration,
+    touch_interval: Duration,
+    cookie: CookiePolicy,
+    logout: LogoutBehavior,
+}
+
+impl Default for Policy {
+    /// Idle 30 minutes, absolute 12 hours (NIST SP 800-63B, AAL2).
+    fn default() -> Self {
+        Policy::builder()
+            .build()
+            .expect("the default policy is valid")
+    }
+}
+
+impl Policy {
+    /// Starts from the defaults: idle 30 min, absolute 12 h.
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder::default()
+    }
+
+    /// A session with no activity for this long ends.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// A session ends this long after login, however active.
+    pub fn absolute_lifetime(&self) -> Duration {
+        self.absolute_lifetime
+    }
+
+    /// Activity is written to the store at most once per this interval.
+    /// An idle timeout is therefore exact to within this interval, and
+    /// errs on the side of ending early.
+    pub fn touch_interval(&self) -> Duration {
+        self.touch_interval
+    }
+
+    /// How the session cookie is set.
+    pub fn cookie(&self) -> &CookiePolicy {
+        &self.cookie
+    }
+
+    /// What logout does with non-authentication data.
+    pub fn logout(&self) -> &LogoutBehavior {
+        &self.logout
+    }
+}
+
+/// Builds a [`Policy`]; see [`Policy::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct PolicyBuilder {
+    idle_timeout: Option<Duration>,
+    absolute_lifetime: Option<Duration>,
+    touch_interval: Option<Duration>,
+    cookie: Option<CookiePolicy>,
+    logout: LogoutBehavior,
+}
+
+impl PolicyBuilder {
+    /// Default 30 minutes.
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = Some(d);
+        self
+    }
+
+    /// Default 12 hours.
+    pub fn absolute_lifetime(mut self, d: Duration) -> Self {
+        self.absolute_lifetime = Some(d);
+        self
+    }
+
+    /// Default: the smaller of 60 s and a tenth of the idle timeout.
+    pub fn touch_interval(mut self, d: Duration) -> Self {
+        self.touch_interval = Some(d);
+        self
+    }
+
+    /// Default [`CookiePolicy::default`].
+    pub fn cookie(mut self, cookie: CookiePolicy) -> Self {
+        self.cookie = Some(cookie);
+        self
+    }
+
+    /// Default [`LogoutBehavior::EndSession`].
+    pub fn logout(mut self, logout: LogoutBehavior) -> Self {
+        self.logout = logout;
+        self
+    }
+
+    /// Checks the values and builds the policy.
+    ///
+    /// # Errors
+    /// A [`PolicyError`] naming the first rule the values break.
+    pub fn build(self) -> Result<Policy, PolicyError> {
+        const MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        let idle = self.idle_timeout.unwrap_or(Duration::from_secs(30 * 60));
+        let absolute = self
+            .absolute_lifetime
+            .unwrap_or(Duration::from_secs(12 * 3600));
+        if idle.is_zero() {
+            return Err(PolicyError::Zero("the idle timeout"));
+        }
+        if absolute.is_zero() {
+            return Err(PolicyError::Zero("the absolute lifetime"));
+        }
+        if absolute > MAX {
+            return Err(PolicyError::TooLong("the absolute lifetime"));
+        }
+        if idle > absolute {
+            return Err(PolicyError::IdleLongerThanAbsolute { idle, absolute });
+        }
+        let interval = self
+            .touch_interval
+            .unwrap_or_else(|| (idle / 10).min(Duration::from_secs(60)));
+        if interval >= idle {
+            return Err(PolicyError::TouchIntervalTooLong { interval, idle });
+        }
+        let cookie = self.cookie.unwrap_or_default();
+        cookie.check()?;
+        Ok(Policy {
+            idle_timeout: idle,
+            absolute_lifetime: absolute,
+            touch_interval: interval,
+            cookie,
+            logout: self.logout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_nist_aal2() {
+        let p = Policy::default();
+        assert_eq!(p.idle_timeout(), Duration::from_secs(1800));
+        assert_eq!(p.absolute_lifetime(), Duration::from_secs(43200));
+        assert_eq!(p.touch_interval(), Duration::from_secs(60));
+        assert_eq!(p.cookie().name, "__Host-signoff");
+        assert!(p.cookie().secure);
+    }
+
+    #[test]
+    fn touch_interval_defaults_to_a_tenth_of_short_idle_timeouts() {
+        let p = Policy::builder()
+            .idle_timeout(Duration::from_secs(100))
+            .build()
+            .unwrap();
+        assert_eq!(p.touch_interval(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn invalid_policies_are_refused() {
+        let zero = Policy::builder().idle_timeout(Duration::ZERO).build();
+        assert_eq!(zero, Err(PolicyError::Zero("the idle timeout")));
+        let zero = Policy::builder().absolute_lifetime(Duration::ZERO).build();
+        assert_eq!(zero, Err(PolicyError::Zero("the absolute lifetime")));
+        let inverted = Policy::builder()
+            .idle_timeout(Duration::from_secs(10))
+            .absolute_lifetime(Duration::from_secs(5))
+            .build();
+        assert!(matches!(
+            inverted,
+            Err(PolicyError::IdleLongerThanAbsolute { .. })
+        ));
+        let slow = Policy::builder()
+            .idle_timeout(Duration::from_secs(10))
+            .touch_interval(Duration::from_secs(10))
+            .build();
+        assert!(matches!(
+            slow,
+            Err(PolicyError::TouchIntervalTooLong { .. })
+        ));
+        let huge = Policy::builder()
+            .absolute_lifetime(Duration::from_secs(u64::MAX))
+            .build();
+        assert!(matches!(huge, Err(PolicyError::TooLong(_))));
+    }
+
+    #[test]
+    fn cookie_rules_are_checked() {
+        let bad_name = CookiePolicy {
+            name: "a b".into(),
+            ..CookiePolicy::default()
+        };
+        assert!(matches!(
+            Policy::builder().cookie(bad_name).build(),
+            Err(PolicyError::CookieName(_))
+        ));
+        let insecure_host = CookiePolicy {
+            secure: false,
+            ..CookiePolicy::default()
+        };
+        assert_eq!(
+            Policy::builder().cookie(insecure_host).build(),
+            Err(PolicyError::HostPrefixRules)
+        );
+        assert!(Policy::builder()
+            .cookie(CookiePolicy::insecure_loopback())
+            .build()
+            .is_ok());
+    }
+}

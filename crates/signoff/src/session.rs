@@ -1,0 +1,564 @@
+//! Sessions and the engine that creates, validates, rotates and ends them.
+//!
+//! Read this file top to bottom to check DESIGN.md's invariants 1–5:
+//!
+//! - A session is alive only while its record is in the store and within
+//!   both its own timeouts and the current policy's
+//!   ([`Sessions::validate`]). The client sends a token and nothing else;
+//!   cookie expiry, unknown tokens and replays change nothing.
+//! - Logout deletes the record ([`Sessions::logout`]). Later writes are
+//!   conditional on the record (see [`crate::store`]), so nothing in flight
+//!   brings it back.
+//! - Login always issues a new token and deletes the one presented before
+//!   it ([`Sessions::login`]); re-authentication rotates ([`Sessions::rotate`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::policy::{LogoutBehavior, Policy};
+use crate::store::{SessionStore, StoreError, WriteOutcome};
+use crate::token::{SessionHandle, SessionId, SessionToken, TokenError};
+
+/// Longest user agent kept with a session; longer ones are cut.
+pub const MAX_USER_AGENT_BYTES: usize = 512;
+/// Longest client address kept with a session; longer ones are cut.
+pub const MAX_IP_BYTES: usize = 64;
+/// Largest total size of a session's data (keys plus values).
+pub const MAX_DATA_BYTES: usize = 4096;
+/// Most keys a session's data may hold.
+pub const MAX_DATA_KEYS: usize = 64;
+
+/// Non-authentication data kept with a session (a cart, a language choice).
+pub type SessionData = BTreeMap<String, String>;
+
+/// Identifies a user to the engine. Opaque: the application chooses it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(String);
+
+impl UserId {
+    /// Wraps an application's user identifier.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The identifier as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserId({:?})", self.0)
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a session ended on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExpiredBy {
+    /// No activity for the idle timeout.
+    Idle,
+    /// The absolute lifetime ran out.
+    Absolute,
+}
+
+/// A session as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Digest of the current token: the store's key.
+    pub id: SessionId,
+    /// Public name, stable across rotation.
+    pub handle: SessionHandle,
+    /// The signed-in user, or `None` for an anonymous session.
+    pub user_id: Option<UserId>,
+    /// When the session was created.
+    pub created_at: Timestamp,
+    /// Last recorded activity (written at most once per touch interval).
+    pub last_seen_at: Timestamp,
+    /// When the user last proved who they are (login or re-authentication).
+    pub auth_at: Option<Timestamp>,
+    /// The absolute end of the session.
+    pub expires_at: Timestamp,
+    /// The idle timeout the session was created with.
+    pub idle_timeout: Duration,
+    /// User agent at login, cut to [`MAX_USER_AGENT_BYTES`].
+    pub user_agent: Option<String>,
+    /// Client address at login, cut to [`MAX_IP_BYTES`].
+    pub ip: Option<String>,
+    /// Non-authentication data.
+    pub data: SessionData,
+    /// Bumped by every rotation and data write; guards conditional writes.
+    pub generation: u64,
+}
+
+impl Session {
+    /// When the session ends if nothing else happens: the earlier of the
+    /// idle deadline and the absolute expiry.
+    pub fn deadline(&self) -> Timestamp {
+        self.last_seen_at
+            .plus(self.idle_timeout)
+            .min(self.expires_at)
+    }
+
+    /// Whether, and why, the session has ended at `now` under its own
+    /// timeouts and under `policy` (whichever is stricter).
+    pub fn expiry(&self, now: Timestamp, policy: &Policy) -> Option<ExpiredBy> {
+        let absolute = self
+            .expires_at
+            .min(self.created_at.plus(policy.absolute_lifetime()));
+        if now >= absolute {
+            return Some(ExpiredBy::Absolute);
+        }
+        let idle = self.idle_timeout.min(policy.idle_timeout());
+        if now >= self.last_seen_at.plus(idle) {
+            return Some(ExpiredBy::Idle);
+        }
+        None
+    }
+}
+
+/// What the client tells about itself at login, kept for the sessions list.
+#[derive(Debug, Clone, Default)]
+pub struct NewSession {
+    user_id: Option<UserId>,
+    user_agent: Option<String>,
+    ip: Option<String>,
+    data: SessionData,
+}
+
+impl NewSession {
+    /// A session for a signed-in user.
+    pub fn for_user(user: UserId) -> Self {
+        Self {
+            user_id: Some(user),
+            ..Self::default()
+        }
+    }
+
+    /// A session with no user (for data kept before login or after logout).
+    pub fn anonymous() -> Self {
+        Self::default()
+    }
+
+    /// The client's user agent; cut to [`MAX_USER_AGENT_BYTES`].
+    pub fn user_agent(mut self, ua: impl Into<String>) -> Self {
+        self.user_agent = Some(cut(ua.into(), MAX_USER_AGENT_BYTES));
+        self
+    }
+
+    /// The client's address; cut to [`MAX_IP_BYTES`].
+    pub fn ip(mut self, ip: impl Into<String>) -> Self {
+        self.ip = Some(cut(ip.into(), MAX_IP_BYTES));
+        self
+    }
+
+    /// Initial data.
+    pub fn data(mut self, data: SessionData) -> Self {
+        self.data = data;
+        self
+    }
+}
+
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+fn check_data(data: &SessionData) -> Result<(), SessionError> {
+    let bytes: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if data.len() > MAX_DATA_KEYS || bytes > MAX_DATA_BYTES {
+        return Err(SessionError::DataTooLarge);
+    }
+    Ok(())
+}
+
+/// Why a session operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The token is malformed; no store was asked.
+    #[error("malformed session token")]
+    Token(#[from] TokenError),
+    /// No live session has this token: unknown, ended or rotated away.
+    #[error("no such session")]
+    NotFound,
+    /// The session has ended by timeout (and has been deleted).
+    #[error("the session has expired ({0:?})")]
+    Expired(ExpiredBy),
+    /// Another write changed the session first; nothing was written.
+    #[error("the session was changed concurrently")]
+    Conflict,
+    /// The data exceeds [`MAX_DATA_BYTES`] or [`MAX_DATA_KEYS`].
+    #[error("session data too large")]
+    DataTooLarge,
+    /// The store failed. Callers must treat the request as unauthenticated.
+    #[error("session store error")]
+    Store(#[from] StoreError),
+}
+
+/// A token just issued to a client, with its session.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The secret to send to the client.
+    pub token: SessionToken,
+    /// The session it opens.
+    pub session: Session,
+}
+
+/// The session engine: policy and clock over a [`SessionStore`].
+///
+/// Cheap to clone; clones share the store.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::sync::Arc;
+/// use signoff::{MemoryStore, NewSession, Policy, Sessions, UserId};
+///
+/// let sessions = Sessions::new(Arc::new(MemoryStore::new()), Policy::default());
+/// let issued = sessions.login(None, NewSession::for_user(UserId::new("alice"))).await.unwrap();
+/// let token = issued.token.expose();
+///
+/// assert!(sessions.validate(token).await.is_ok());
+/// sessions.logout(token).await.unwrap();
+/// assert!(sessions.validate(token).await.is_err());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Sessions {
+    store: Arc<dyn SessionStore>,
+    policy: Arc<Policy>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sessions")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sessions {
+    /// An engine on the system clock.
+    pub fn new(store: Arc<dyn SessionStore>, policy: Policy) -> Self {
+        Self::with_clock(store, policy, Arc::new(SystemClock))
+    }
+
+    /// An engine on the given clock (tests move a [`crate::ManualClock`]).
+    pub fn with_clock(store: Arc<dyn SessionStore>, policy: Policy, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            policy: Arc::new(policy),
+            clock,
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    /// Creates a session and issues its token. For a sign-in, use
+    /// [`Sessions::login`], which also ends the session presented before.
+    ///
+    /// # Errors
+    /// [`SessionError::DataTooLarge`] or a store error.
+    pub async fn create(&self, new: NewSession) -> Result<Issued, SessionError> {
+        check_data(&new.data)?;
+        let now = self.clock.now();
+        let mut session = Session {
+            id: SessionId::from_digest([0; 32]),
+            handle: SessionHandle::generate(),
+            auth_at: new.user_id.as_ref().map(|_| now),
+            user_id: new.user_id,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now.plus(self.policy.absolute_lifetime()),
+            idle_timeout: self.policy.idle_timeout(),
+            user_agent: new.user_agent,
+            ip: new.ip,
+            data: new.data,
+            generation: 0,
+        };
+        // A collision of 256-bit tokens or 72-bit handles is not expected;
+        // if one happens, insert refuses it and we draw again.
+        let mut attempts = 0;
+        loop {
+            let token = SessionToken::generate();
+            session.id = token.id();
+            match self.store.insert(&session).await {
+                Ok(()) => return Ok(Issued { token, session }),
+                Err(StoreError::Duplicate) if attempts < 3 => {
+                    attempts += 1;
+                    session.handle = SessionHandle::generate();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Checks a token presented by a client: the per-request operation.
+    ///
+    /// The session must exist and be within its idle and absolute limits.
+    /// An expired session is deleted. Activity is written at most once per
+    /// [`Policy::touch_interval`], and only to a record that still exists.
+    ///
+    /// # Errors
+    /// [`SessionError::Token`] for a malformed token (no store access),
+    /// [`SessionError::NotFound`], [`SessionError::Expired`], or a store
+    /// error, which callers must treat as "not signed in".
+    pub async fn validate(&self, token: &str) -> Result<Session, SessionError> {
+        let token = SessionToken::parse(token)?;
+        self.validate_id(&token.id()).await
+    }
+
+    /// [`Sessions::validate`] for a token already parsed.
+    ///
+    /// # Errors
+    /// As [`Sessions::validate`].
+    pub async fn validate_id(&self, id: &SessionId) -> Result<Session, SessionError> {
+        let now = self.clock.now();
+        let mut session = self.store.load(id).await?.ok_or(SessionError::NotFound)?;
+        if let Some(reason) = session.expiry(now, &self.policy) {
+            session = self.confirm_expiry(id, now, reason).await?;
+        }
+        if now.since(session.last_seen_at) >= self.policy.touch_interval() {
+            if !self.store.touch(id, now).await? {
+                return Err(SessionError::NotFound);
+            }
+            session.last_seen_at = session.last_seen_at.max(now);
+        }
+        Ok(session)
+    }
+
+    /// The record we read says the session has expired, but that record may
+    /// be stale (a cache, or another node's touch we have not seen). Deletion
+    /// is therefore decided by the store on its own record; if the store
+    /// disagrees, we judge its fresh record instead.
+    async fn confirm_expiry(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        reason: ExpiredBy,
+    ) -> Result<Session, SessionError> {
+        if self.store.remove_expired(id, now).await? {
+            return Err(SessionError::Expired(reason));
+        }
+        let fresh = self.store.load(id).await?.ok_or(SessionError::NotFound)?;
+        match fresh.expiry(now, &self.policy) {
+            // Expired by a policy stricter than the one it was created under.
+            Some(reason) => {
+                self.store.remove(id).await?;
+                Err(SessionError::Expired(reason))
+            }
+            None => Ok(fresh),
+        }
+    }
+
+    /// Signs a user in: deletes the session presented before (if any) and
+    /// issues a new token, so a token planted before login is worthless
+    /// after it. Data of an anonymous previous session, or of one of the
+    /// same user, is carried over; another user's is not.
+    ///
+    /// # Errors
+    /// As [`Sessions::create`].
+    pub async fn login(
+        &self,
+        previous: Option<&str>,
+        new: NewSession,
+    ) -> Result<Issued, SessionError> {
+        let mut new = new;
+        if let Some(old) = previous.and_then(|t| SessionToken::parse(t).ok()) {
+            if let Some(old) = self.store.remove(&old.id()).await? {
+                let same_user = old.user_id.is_none() || old.user_id == new.user_id;
+                let live = old.expiry(self.clock.now(), &self.policy).is_none();
+                if same_user && live && new.data.is_empty() {
+                    new.data = old.data;
+                }
+            }
+        }
+        self.create(new).await
+    }
+
+    /// Issues a new token for the same session; the old token stops working
+    /// at once. With `reauthenticated`, also records that the user just
+    /// proved who they are (password re-entry, password change).
+    ///
+    /// # Errors
+    /// [`SessionError::NotFound`] if the session is gone (or another rotation
+    /// won), [`SessionError::Conflict`] if a concurrent write changed it.
+    pub async fn rotate(&self, token: &str, reauthenticated: bool) -> Result<Issued, SessionError> {
+        let old = SessionToken::parse(token)?;
+        let mut session = self.validate_id(&old.id()).await?;
+        let now = self.clock.now();
+        let auth_at = reauthenticated.then_some(now);
+        let new = SessionToken::generate();
+        match self
+            .store
+            .rotate(&old.id(), session.generation, &new.id(), auth_at)
+            .await?
+        {
+            WriteOutcome::Applied => {
+                session.id = new.id();
+                session.generation += 1;
+                if auth_at.is_some() {
+                    session.auth_at = auth_at;
+                }
+                Ok(Issued {
+                    token: new,
+                    session,
+                })
+            }
+            WriteOutcome::Stale => Err(SessionError::Conflict),
+            WriteOutcome::Missing => Err(SessionError::NotFound),
+        }
+    }
+
+    /// Replaces a session's data, only if nothing changed it since `session`
+    /// was read. Returns the session as written.
+    ///
+    /// # Errors
+    /// [`SessionError::Conflict`] if it changed, [`SessionError::NotFound`]
+    /// if it ended (nothing is recreated), [`SessionError::DataTooLarge`].
+    pub async fn set_data(
+        &self,
+        session: &Session,
+        data: SessionData,
+    ) -> Result<Session, SessionError> {
+        check_data(&data)?;
+        match self
+            .store
+            .update_data(&session.id, session.generation, &data)
+            .await?
+        {
+            WriteOutcome::Applied => Ok(Session {
+                data,
+                generation: session.generation + 1,
+                ..session.clone()
+            }),
+            WriteOutcome::Stale => Err(SessionError::Conflict),
+            WriteOutcome::Missing => Err(SessionError::NotFound),
+        }
+    }
+
+    /// Signs out: deletes the session. Idempotent: an unknown, ended or
+    /// malformed token is not an error, so the caller can always clear the
+    /// browser. With [`LogoutBehavior::CarryData`], the listed keys move to
+    /// a fresh anonymous session, whose new token is returned.
+    ///
+    /// # Errors
+    /// Only a store error: then the logout did not happen and must not be
+    /// reported as done.
+    pub async fn logout(&self, token: &str) -> Result<Option<Issued>, SessionError> {
+        let Ok(token) = SessionToken::parse(token) else {
+            return Ok(None);
+        };
+        let Some(old) = self.store.remove(&token.id()).await? else {
+            return Ok(None);
+        };
+        let LogoutBehavior::CarryData(keys) = self.policy.logout() else {
+            return Ok(None);
+        };
+        let kept: SessionData = old
+            .data
+            .into_iter()
+            .filter(|(k, _)| keys.contains(k))
+            .collect();
+        if kept.is_empty() {
+            return Ok(None);
+        }
+        let mut new = NewSession::anonymous().data(kept);
+        new.user_agent = old.user_agent;
+        new.ip = old.ip;
+        self.create(new).await.map(Some)
+    }
+
+    /// Ends the session with this token; returns whether there was one.
+    ///
+    /// # Errors
+    /// [`SessionError::Token`] or a store error.
+    pub async fn end(&self, token: &str) -> Result<bool, SessionError> {
+        let token = SessionToken::parse(token)?;
+        Ok(self.store.remove(&token.id()).await?.is_some())
+    }
+
+    /// Ends the session with this public handle (for the sessions page,
+    /// the CLI and admins); returns it if there was one.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn end_by_handle(
+        &self,
+        handle: &SessionHandle,
+    ) -> Result<Option<Session>, SessionError> {
+        let Some(session) = self.store.load_by_handle(handle).await? else {
+            return Ok(None);
+        };
+        Ok(self.store.remove(&session.id).await?)
+    }
+
+    /// Signs a user out everywhere, except the session `keep` if given.
+    /// Returns how many sessions ended.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn end_all_for_user(
+        &self,
+        user: &UserId,
+        keep: Option<&SessionId>,
+    ) -> Result<usize, SessionError> {
+        Ok(self.store.remove_for_user(user, keep).await?.len())
+    }
+
+    /// A user's live sessions, newest first.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn list_for_user(&self, user: &UserId) -> Result<Vec<Session>, SessionError> {
+        let now = self.clock.now();
+        let mut live: Vec<Session> = self
+            .store
+            .list_for_user(user)
+            .await?
+            .into_iter()
+            .filter(|s| s.expiry(now, &self.policy).is_none())
+            .collect();
+        live.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then(a.handle.cmp(&b.handle))
+        });
+        Ok(live)
+    }
+
+    /// Deletes up to `limit` expired sessions; returns how many. Run it
+    /// repeatedly (on any number of nodes) until it returns less than `limit`.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn purge_expired(&self, limit: usize) -> Result<usize, SessionError> {
+        let now = self.clock.now();
+        Ok(self.store.purge_expired(now, limit).await?.len())
+    }
+}

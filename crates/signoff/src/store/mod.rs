@@ -1,0 +1,125 @@
+//! Where sessions live: one trait, several backends, one conformance suite.
+//!
+//! The contract that keeps logout final (DESIGN.md invariants 1–3):
+//!
+//! - [`SessionStore::insert`] creates and never overwrites: an existing
+//!   id or handle is [`StoreError::Duplicate`].
+//! - Every later write is conditional on the record still existing, and
+//!   data writes and rotation also on its generation. A write racing with
+//!   a removal finds nothing and changes nothing, so it cannot bring the
+//!   session back.
+//! - Removal is by digest, and a digest is never reused: a rotated or
+//!   removed token stays dead.
+//!
+//! Backends run [`crate::conformance`] to show they keep it.
+
+use async_trait::async_trait;
+
+use crate::clock::Timestamp;
+use crate::session::{Session, SessionData, UserId};
+use crate::token::{SessionHandle, SessionId};
+
+pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+/// A boxed error from a backend's own client library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong in a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A record with this id or handle already exists; nothing was written.
+    #[error("a record with this key already exists")]
+    Duplicate,
+    /// The store could not be reached or timed out; the operation may not
+    /// have happened. Callers must fail closed.
+    #[error("the store is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// A stored record could not be read back.
+    #[error("the store holds a record it cannot read: {0}")]
+    Corrupt(&'static str),
+    /// The backend failed in another way.
+    #[error("the store failed")]
+    Backend(#[source] BoxError),
+}
+
+/// The result of a conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The record existed at the expected generation and was written.
+    Applied,
+    /// The record exists, but another write changed it first; nothing was written.
+    Stale,
+    /// The record no longer exists; nothing was written or created.
+    Missing,
+}
+
+/// A place to keep sessions.
+///
+/// Stores hold records and apply conditional writes; the policy (timeouts,
+/// when to touch) lives in [`crate::Sessions`]. Stores never read a clock:
+/// times come in as arguments, so tests can move time.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Adds a new session. Never overwrites: an existing id or handle gives
+    /// [`StoreError::Duplicate`].
+    async fn insert(&self, session: &Session) -> Result<(), StoreError>;
+
+    /// Reads the session with this digest.
+    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
+
+    /// Reads the session with this public handle.
+    async fn load_by_handle(&self, handle: &SessionHandle) -> Result<Option<Session>, StoreError>;
+
+    /// Records activity: sets `last_seen_at` to `at` unless it is already
+    /// later. Only if the session still exists; returns whether it did.
+    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError>;
+
+    /// Replaces the session's data and bumps its generation, only if it
+    /// exists at `generation`.
+    async fn update_data(
+        &self,
+        id: &SessionId,
+        generation: u64,
+        data: &SessionData,
+    ) -> Result<WriteOutcome, StoreError>;
+
+    /// Moves the session to a new digest and bumps its generation, only if
+    /// it exists at `generation`. With `auth_at`, also records a fresh
+    /// authentication. The old digest stops matching at once.
+    async fn rotate(
+        &self,
+        id: &SessionId,
+        generation: u64,
+        new_id: &SessionId,
+        auth_at: Option<Timestamp>,
+    ) -> Result<WriteOutcome, StoreError>;
+
+    /// Deletes the session and returns what it held, if it existed.
+    async fn remove(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
+
+    /// Deletes the session only if, by the store's own record, it has
+    /// expired at `now`. Returns whether it deleted it.
+    async fn remove_expired(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError>;
+
+    /// All sessions of one user, expired or not, in no particular order.
+    async fn list_for_user(&self, user: &UserId) -> Result<Vec<Session>, StoreError>;
+
+    /// Deletes all of a user's sessions except `keep`, and returns the
+    /// digests it deleted.
+    async fn remove_for_user(
+        &self,
+        user: &UserId,
+        keep: Option<&SessionId>,
+    ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Deletes at most `limit` sessions that have expired at `now` and
+    /// returns the digests it deleted. Safe to run on many nodes at once.
+    async fn purge_expired(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<SessionId>, StoreError>;
+}

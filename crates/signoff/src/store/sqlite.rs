@@ -1,0 +1,524 @@
+//! The embedded default: sessions and users in one SQLite file.
+//!
+//! WAL mode, migrations applied on open, and every write after insert a
+//! single conditional statement, so there is no read-then-write window for
+//! a concurrent logout to fall into.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+
+use super::{SessionStore, StoreError, WriteOutcome};
+use crate::clock::{duration_millis, Timestamp};
+use crate::session::{Session, SessionData, UserId};
+use crate::token::{SessionHandle, SessionId};
+use crate::users::{User, UserStore};
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The session columns, in the order [`session_from_row`] reads them.
+macro_rules! session_columns {
+    () => {
+        "id, handle, user_id, created_at, last_seen_at, auth_at, expires_at, \
+         idle_timeout_ms, user_agent, ip, data, generation"
+    };
+}
+/// The user columns, in the order [`user_from_row`] reads them.
+macro_rules! user_columns {
+    () => {
+        "id, name, password_hash, disabled, created_at"
+    };
+}
+
+/// How hard SQLite works to keep a commit through a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// `synchronous = FULL`: a commit (a logout, a revocation) survives power
+    /// loss once it returns. The default.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: a commit survives a crash of the process, but
+    /// the last ones may roll back after a power cut, including logouts.
+    Normal,
+}
+
+/// Options for [`SqliteStore::open_with`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SqliteOptions {
+    /// The database file; created if missing.
+    pub path: PathBuf,
+    /// See [`Durability`].
+    pub durability: Durability,
+    /// Connections in the pool. Default 4.
+    pub max_connections: u32,
+    /// How long to wait for a lock or a free connection before reporting
+    /// the store unavailable. Default 5 s.
+    pub busy_timeout: Duration,
+}
+
+impl SqliteOptions {
+    /// Defaults for a database at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            durability: Durability::Full,
+            max_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Sessions and users in a SQLite file.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::sync::Arc;
+/// use signoff::{Policy, Sessions, SqliteStore};
+///
+/// let store = SqliteStore::open("signoff.db").await.unwrap();
+/// let sessions = Sessions::new(Arc::new(store), Policy::default());
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database at `path` with default options.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if the file cannot be opened or created,
+    /// [`StoreError::Backend`] if migrations fail.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(SqliteOptions::new(path.as_ref())).await
+    }
+
+    /// Opens (or creates) a database with the given options and applies
+    /// pending migrations.
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open`].
+    pub async fn open_with(options: SqliteOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(backend)?
+            .filename(&options.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match options.durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(options.busy_timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.busy_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        MIGRATIONS
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        Ok(Self { pool })
+    }
+
+    /// The connection pool, for maintenance queries.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+/// Maps a driver error onto what callers need to know: retry later
+/// (unavailable), a key already taken, or a real failure.
+fn store_error(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with extended codes.
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| matches!(c & 0xff, 5 | 6)) =>
+        {
+            StoreError::Unavailable(Box::new(e))
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(e)),
+        _ => StoreError::Backend(Box::new(e)),
+    }
+}
+
+fn digest(row: &SqliteRow, col: usize) -> Result<SessionId, StoreError> {
+    let bytes: Vec<u8> = row.try_get(col).map_err(backend)?;
+    let array: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("session id is not 32 bytes"))?;
+    Ok(SessionId::from_digest(array))
+}
+
+fn session_from_row(row: &SqliteRow) -> Result<Session, StoreError> {
+    let handle: Vec<u8> = row.try_get(1).map_err(backend)?;
+    let idle_ms: i64 = row.try_get(7).map_err(backend)?;
+    let data: Option<String> = row.try_get(10).map_err(backend)?;
+    let data: SessionData = match data {
+        Some(json) => {
+            serde_json::from_str(&json).map_err(|_| StoreError::Corrupt("session data"))?
+        }
+        None => SessionData::new(),
+    };
+    let generation: i64 = row.try_get(11).map_err(backend)?;
+    Ok(Session {
+        id: digest(row, 0)?,
+        handle: SessionHandle::from_slice(&handle)
+            .map_err(|_| StoreError::Corrupt("session handle"))?,
+        user_id: row
+            .try_get::<Option<String>, _>(2)
+            .map_err(backend)?
+            .map(UserId::new),
+        created_at: Timestamp::from_millis(row.try_get(3).map_err(backend)?),
+        last_seen_at: Timestamp::from_millis(row.try_get(4).map_err(backend)?),
+        auth_at: row
+            .try_get::<Option<i64>, _>(5)
+            .map_err(backend)?
+            .map(Timestamp::from_millis),
+        expires_at: Timestamp::from_millis(row.try_get(6).map_err(backend)?),
+        idle_timeout: Duration::from_millis(
+            u64::try_from(idle_ms).map_err(|_| StoreError::Corrupt("idle timeout"))?,
+        ),
+        user_agent: row.try_get(8).map_err(backend)?,
+        ip: row.try_get(9).map_err(backend)?,
+        data,
+        generation: u64::try_from(generation).map_err(|_| StoreError::Corrupt("generation"))?,
+    })
+}
+
+fn generation_param(generation: u64) -> Result<i64, StoreError> {
+    i64::try_from(generation).map_err(|_| StoreError::Corrupt("generation out of range"))
+}
+
+fn data_param(data: &SessionData) -> Result<Option<String>, StoreError> {
+    if data.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(data)
+        .map(Some)
+        .map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+impl SqliteStore {
+    /// After a conditional write matched nothing: did the record go, or change?
+    async fn missing_or_stale(&self, id: &SessionId) -> Result<WriteOutcome, StoreError> {
+        let exists = sqlx::query("SELECT 1 FROM sessions WHERE id = ?1")
+            .bind(id.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?
+            .is_some();
+        Ok(if exists {
+            WriteOutcome::Stale
+        } else {
+            WriteOutcome::Missing
+        })
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn insert(&self, s: &Session) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id, handle, user_id, created_at, last_seen_at, auth_at, \
+             expires_at, idle_timeout_ms, user_agent, ip, data, generation) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )
+        .bind(s.id.as_bytes().as_slice())
+        .bind(s.handle.as_bytes())
+        .bind(s.user_id.as_ref().map(UserId::as_str))
+        .bind(s.created_at.as_millis())
+        .bind(s.last_seen_at.as_millis())
+        .bind(s.auth_at.map(Timestamp::as_millis))
+        .bind(s.expires_at.as_millis())
+        .bind(duration_millis(s.idle_timeout))
+        .bind(s.user_agent.as_deref())
+        .bind(s.ip.as_deref())
+        .bind(data_param(&s.data)?)
+        .bind(generation_param(s.generation)?)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE id = ?1"
+        ))
+        .bind(id.as_bytes().as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?
+        .map(|row| session_from_row(&row))
+        .transpose()
+    }
+
+    async fn load_by_handle(&self, handle: &SessionHandle) -> Result<Option<Session>, StoreError> {
+        sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE handle = ?1"
+        ))
+        .bind(handle.as_bytes())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?
+        .map(|row| session_from_row(&row))
+        .transpose()
+    }
+
+    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE sessions SET last_seen_at = max(last_seen_at, ?2) WHERE id = ?1")
+                .bind(id.as_bytes().as_slice())
+                .bind(at.as_millis())
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn update_data(
+        &self,
+        id: &SessionId,
+        generation: u64,
+        data: &SessionData,
+    ) -> Result<WriteOutcome, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET data = ?3, generation = generation + 1 \
+             WHERE id = ?1 AND generation = ?2",
+        )
+        .bind(id.as_bytes().as_slice())
+        .bind(generation_param(generation)?)
+        .bind(data_param(data)?)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        if done.rows_affected() == 1 {
+            return Ok(WriteOutcome::Applied);
+        }
+        self.missing_or_stale(id).await
+    }
+
+    async fn rotate(
+        &self,
+        id: &SessionId,
+        generation: u64,
+        new_id: &SessionId,
+        auth_at: Option<Timestamp>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET id = ?3, generation = generation + 1, \
+             auth_at = coalesce(?4, auth_at) WHERE id = ?1 AND generation = ?2",
+        )
+        .bind(id.as_bytes().as_slice())
+        .bind(generation_param(generation)?)
+        .bind(new_id.as_bytes().as_slice())
+        .bind(auth_at.map(Timestamp::as_millis))
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        if done.rows_affected() == 1 {
+            return Ok(WriteOutcome::Applied);
+        }
+        self.missing_or_stale(id).await
+    }
+
+    async fn remove(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        sqlx::query(concat!(
+            "DELETE FROM sessions WHERE id = ?1 RETURNING ",
+            session_columns!(),
+            ""
+        ))
+        .bind(id.as_bytes().as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?
+        .map(|row| session_from_row(&row))
+        .transpose()
+    }
+
+    async fn remove_expired(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id = ?1 AND deadline <= ?2")
+            .bind(id.as_bytes().as_slice())
+            .bind(now.as_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_for_user(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
+        sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE user_id = ?1"
+        ))
+        .bind(user.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(session_from_row)
+        .collect()
+    }
+
+    async fn remove_for_user(
+        &self,
+        user: &UserId,
+        keep: Option<&SessionId>,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2 RETURNING id")
+            .bind(user.as_str())
+            .bind(keep.map(|k| k.as_bytes().to_vec()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?
+            .iter()
+            .map(|row| digest(row, 0))
+            .collect()
+    }
+
+    async fn purge_expired(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        sqlx::query(
+            "DELETE FROM sessions WHERE rowid IN \
+             (SELECT rowid FROM sessions WHERE deadline <= ?1 ORDER BY deadline LIMIT ?2) \
+             RETURNING id",
+        )
+        .bind(now.as_millis())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(|row| digest(row, 0))
+        .collect()
+    }
+}
+
+fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
+    Ok(User {
+        id: UserId::new(row.try_get::<String, _>(0).map_err(backend)?),
+        name: row.try_get(1).map_err(backend)?,
+        password_hash: row.try_get(2).map_err(backend)?,
+        disabled: row.try_get(3).map_err(backend)?,
+        created_at: Timestamp::from_millis(row.try_get(4).map_err(backend)?),
+    })
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn insert_user(&self, user: &User) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO users (id, name, password_hash, disabled, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(user.id.as_str())
+        .bind(&user.name)
+        .bind(&user.password_hash)
+        .bind(user.disabled)
+        .bind(user.created_at.as_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
+        sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE name = ?1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?
+        .map(|row| user_from_row(&row))
+        .transpose()
+    }
+
+    async fn user_by_id(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id = ?1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?
+        .map(|row| user_from_row(&row))
+        .transpose()
+    }
+
+    async fn set_password_hash(&self, id: &UserId, phc: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET password_hash = ?2 WHERE id = ?1")
+            .bind(id.as_str())
+            .bind(phc)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_disabled(&self, id: &UserId, disabled: bool) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET disabled = ?2 WHERE id = ?1")
+            .bind(id.as_str())
+            .bind(disabled)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(user_from_row)
+        .collect()
+    }
+}

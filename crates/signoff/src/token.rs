@@ -1,0 +1,356 @@
+//! Session tokens, the digests that identify them in a store, and public handles.
+//!
+//! The whole scheme, top to bottom:
+//!
+//! 1. A [`SessionToken`] is 256 bits from the operating system's CSPRNG,
+//!    encoded as 43 characters of unpadded URL-safe base64. It is the only
+//!    credential: it goes into the cookie and nowhere else.
+//! 2. A [`SessionId`] is the SHA-256 digest of the token's 32 raw bytes. The
+//!    store keys sessions by it, so a leaked store yields no usable token,
+//!    and looking a session up by digest gives an attacker no timing signal
+//!    about how close a guessed token came.
+//! 3. A [`SessionHandle`] is 72 independent random bits that name a session
+//!    in listings, logs and the `X-Signoff-Session` header. It is unrelated
+//!    to the token, so it can never be turned back into one, and it stays the
+//!    same when the token rotates.
+//!
+//! Parsing is strict: anything but exactly 43 canonical base64url characters
+//! is refused with a [`TokenError`] before a store is ever asked.
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// Number of random bytes in a session token.
+const TOKEN_BYTES: usize = 32;
+/// Length of a token's text form: 32 bytes in unpadded base64.
+pub const TOKEN_LEN: usize = 43;
+/// Number of random bytes in a session handle.
+const HANDLE_BYTES: usize = 9;
+/// Length of a handle's text form: 9 bytes in unpadded base64.
+pub const HANDLE_LEN: usize = 12;
+
+/// Why a string is not a valid token or handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The value was empty.
+    #[error("the token is empty")]
+    Empty,
+    /// The value does not have the one length a token can have.
+    #[error("the token has {found} characters, not {expected}")]
+    WrongLength {
+        /// Length the value had (counted up to a small cap for oversized input).
+        found: usize,
+        /// Length a valid value has.
+        expected: usize,
+    },
+    /// The value contains a character outside the URL-safe base64 alphabet.
+    #[error("the token contains a character outside base64url")]
+    InvalidCharacter,
+    /// The value decodes, but is not the canonical encoding of its bytes.
+    #[error("the token is not canonically encoded")]
+    NonCanonical,
+}
+
+/// Decodes exactly `N` bytes from unpadded, canonical base64url text.
+fn decode_fixed<const N: usize>(text: &str, expected_len: usize) -> Result<[u8; N], TokenError> {
+    if text.is_empty() {
+        return Err(TokenError::Empty);
+    }
+    if text.len() != expected_len {
+        return Err(TokenError::WrongLength {
+            found: text.len(),
+            expected: expected_len,
+        });
+    }
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(TokenError::InvalidCharacter);
+    }
+    let mut out = [0u8; N];
+    // The alphabet and length are already right, so the only failure left is
+    // non-zero trailing bits: a second spelling of the same bytes.
+    match URL_SAFE_NO_PAD.decode_slice(text, &mut out) {
+        Ok(n) if n == N => Ok(out),
+        _ => Err(TokenError::NonCanonical),
+    }
+}
+
+/// The secret a client presents to prove it holds a session.
+///
+/// It never appears in `Debug` output and is never written to a store; only
+/// its [`SessionId`] is.
+///
+/// ```
+/// use signoff::SessionToken;
+///
+/// let token = SessionToken::generate();
+/// let text = token.expose().to_owned();
+/// let parsed = SessionToken::parse(&text).unwrap();
+/// assert_eq!(parsed.id(), token.id());
+/// assert!(!format!("{token:?}").contains(&text));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionToken {
+    text: String,
+    id: SessionId,
+}
+
+impl SessionToken {
+    /// Draws a new token from the operating system's CSPRNG.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        OsRng.fill_bytes(&mut bytes);
+        Self::from_bytes(&bytes)
+    }
+
+    /// Parses a token presented by a client.
+    ///
+    /// # Errors
+    /// A [`TokenError`] unless `text` is exactly 43 canonical base64url characters.
+    pub fn parse(text: &str) -> Result<Self, TokenError> {
+        let bytes = decode_fixed::<TOKEN_BYTES>(text, TOKEN_LEN)?;
+        Ok(Self::from_bytes(&bytes))
+    }
+
+    fn from_bytes(bytes: &[u8; TOKEN_BYTES]) -> Self {
+        Self {
+            text: URL_SAFE_NO_PAD.encode(bytes),
+            id: SessionId(Sha256::digest(bytes).into()),
+        }
+    }
+
+    /// The text to hand to the client (for example as a cookie value).
+    pub fn expose(&self) -> &str {
+        &self.text
+    }
+
+    /// The digest the store keys this token's session by.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+}
+
+impl fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionToken(<redacted>)")
+    }
+}
+
+/// The SHA-256 digest of a [`SessionToken`]: a session's key in a store.
+///
+/// It is not a credential (a client cannot present it), but it is still
+/// kept out of logs in full; `Debug` shows only a short prefix.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId([u8; 32]);
+
+impl SessionId {
+    /// Wraps digest bytes read back from a store.
+    pub fn from_digest(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The digest bytes, for writing to a store.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SessionId({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
+    }
+}
+
+/// A session's public name: safe to show, log and send upstream.
+///
+/// ```
+/// use signoff::SessionHandle;
+///
+/// let handle = SessionHandle::generate();
+/// assert_eq!(handle.to_string().len(), 12);
+/// assert_eq!(handle.to_string().parse::<SessionHandle>().unwrap(), handle);
+/// assert!("not a handle".parse::<SessionHandle>().is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionHandle([u8; HANDLE_BYTES]);
+
+impl SessionHandle {
+    /// Draws a new handle from the operating system's CSPRNG.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; HANDLE_BYTES];
+        OsRng.fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+
+    /// Wraps handle bytes read back from a store.
+    ///
+    /// # Errors
+    /// [`TokenError::WrongLength`] if `bytes` is not 9 bytes long.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, TokenError> {
+        let array: [u8; HANDLE_BYTES] = bytes.try_into().map_err(|_| TokenError::WrongLength {
+            found: bytes.len(),
+            expected: HANDLE_BYTES,
+        })?;
+        Ok(Self(array))
+    }
+
+    /// The raw bytes, for writing to a store.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for SessionHandle {
+    type Err = TokenError;
+
+    fn from_str(text: &str) -> Result<Self, TokenError> {
+        decode_fixed::<HANDLE_BYTES>(text, HANDLE_LEN).map(Self)
+    }
+}
+
+impl fmt::Display for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+impl fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionHandle({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_256_bits_and_43_chars() {
+        let token = SessionToken::generate();
+        assert_eq!(token.expose().len(), TOKEN_LEN);
+        let raw = URL_SAFE_NO_PAD.decode(token.expose()).unwrap();
+        assert_eq!(raw.len(), 32);
+    }
+
+    #[test]
+    fn tokens_do_not_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            assert!(seen.insert(SessionToken::generate().expose().to_owned()));
+        }
+    }
+
+    #[test]
+    fn id_is_sha256_of_raw_bytes() {
+        let token = SessionToken::generate();
+        let raw = URL_SAFE_NO_PAD.decode(token.expose()).unwrap();
+        let digest: [u8; 32] = Sha256::digest(&raw).into();
+        assert_eq!(token.id().as_bytes(), &digest);
+    }
+
+    #[test]
+    fn parse_round_trips() {
+        let token = SessionToken::generate();
+        let parsed = SessionToken::parse(token.expose()).unwrap();
+        assert_eq!(parsed, token);
+    }
+
+    #[test]
+    fn empty_token_is_refused() {
+        assert_eq!(SessionToken::parse(""), Err(TokenError::Empty));
+    }
+
+    #[test]
+    fn truncated_token_is_refused() {
+        let token = SessionToken::generate();
+        let text = &token.expose()[..42];
+        assert_eq!(
+            SessionToken::parse(text),
+            Err(TokenError::WrongLength {
+                found: 42,
+                expected: 43
+            })
+        );
+    }
+
+    #[test]
+    fn oversized_token_is_refused() {
+        let big = "A".repeat(1 << 20);
+        assert!(matches!(
+            SessionToken::parse(&big),
+            Err(TokenError::WrongLength { .. })
+        ));
+    }
+
+    #[test]
+    fn standard_base64_and_padding_are_refused() {
+        let token = SessionToken::generate();
+        let mut plus = token.expose().to_owned();
+        plus.replace_range(0..1, "+");
+        assert_eq!(
+            SessionToken::parse(&plus),
+            Err(TokenError::InvalidCharacter)
+        );
+        let mut padded = token.expose()[..42].to_owned();
+        padded.push('=');
+        assert_eq!(
+            SessionToken::parse(&padded),
+            Err(TokenError::InvalidCharacter)
+        );
+    }
+
+    #[test]
+    fn non_ascii_is_refused_without_panicking() {
+        // 43 bytes, but a multi-byte character in the middle.
+        let text = format!("{}é{}", "A".repeat(20), "A".repeat(21));
+        assert_eq!(text.len(), 43);
+        assert_eq!(
+            SessionToken::parse(&text),
+            Err(TokenError::InvalidCharacter)
+        );
+    }
+
+    #[test]
+    fn non_canonical_spelling_is_refused() {
+        // The last character carries 6 bits of which only 4 belong to the
+        // 32nd byte; flipping a spare bit spells the same bytes differently.
+        let token = SessionToken::generate();
+        let text = token.expose();
+        let last = text.as_bytes()[42];
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let value = alphabet.iter().position(|&c| c == last).unwrap();
+        let twin = alphabet[value ^ 0b01] as char;
+        let mut other = text[..42].to_owned();
+        other.push(twin);
+        assert_eq!(SessionToken::parse(&other), Err(TokenError::NonCanonical));
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let token = SessionToken::generate();
+        let shown = format!("{token:?}");
+        assert!(!shown.contains(token.expose()));
+    }
+
+    #[test]
+    fn handle_is_unrelated_to_token_and_round_trips() {
+        let handle = SessionHandle::generate();
+        let text = handle.to_string();
+        assert_eq!(text.len(), HANDLE_LEN);
+        assert_eq!(text.parse::<SessionHandle>().unwrap(), handle);
+        assert!(SessionHandle::from_slice(&[0u8; 8]).is_err());
+        assert!("short".parse::<SessionHandle>().is_err());
+    }
+}

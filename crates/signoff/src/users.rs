@@ -1,0 +1,572 @@
+//! Users and their passwords.
+//!
+//! Passwords are hashed with Argon2id at no less than OWASP's parameters
+//! (m = 19 MiB, t = 2, p = 1) and kept as PHC strings. Hashing runs on
+//! tokio's blocking pool behind a semaphore, so a flood of logins waits its
+//! turn instead of starving session checks. An unknown user costs the same
+//! hash as a known one, and a hash made with weaker parameters than today's
+//! is replaced at the next successful login.
+
+use std::fmt;
+use std::sync::Arc;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use rand::RngCore;
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::session::UserId;
+use crate::store::StoreError;
+
+/// Longest user name accepted.
+pub const MAX_NAME_BYTES: usize = 64;
+/// Shortest password accepted (NIST SP 800-63B).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest password accepted; bounds the work an attacker can ask for.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// A user account.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    /// Stable opaque identifier, used in sessions.
+    pub id: UserId,
+    /// Login name, unique.
+    pub name: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// A disabled user cannot sign in.
+    pub disabled: bool,
+    /// When the account was created.
+    pub created_at: Timestamp,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("password_hash", &"<redacted>")
+            .field("disabled", &self.disabled)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// Where user accounts live.
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Adds a user; [`StoreError::Duplicate`] if the id or name is taken.
+    async fn insert_user(&self, user: &User) -> Result<(), StoreError>;
+    /// Finds a user by login name.
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError>;
+    /// Finds a user by id.
+    async fn user_by_id(&self, id: &UserId) -> Result<Option<User>, StoreError>;
+    /// Replaces a user's password hash; returns whether the user exists.
+    async fn set_password_hash(&self, id: &UserId, phc: &str) -> Result<bool, StoreError>;
+    /// Disables or enables a user; returns whether the user exists.
+    async fn set_disabled(&self, id: &UserId, disabled: bool) -> Result<bool, StoreError>;
+    /// All users, by name.
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+}
+
+/// Why an account operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccountError {
+    /// The name is empty, too long, or has characters outside `A-Z a-z 0-9 . _ @ + -`.
+    #[error("user names are 1 to 64 characters from A-Z a-z 0-9 . _ @ + -")]
+    InvalidName,
+    /// The password is shorter than [`MIN_PASSWORD_CHARS`].
+    #[error("the password must have at least 8 characters")]
+    PasswordTooShort,
+    /// The password is longer than [`MAX_PASSWORD_BYTES`].
+    #[error("the password must have at most 1024 bytes")]
+    PasswordTooLong,
+    /// A user with this name exists already.
+    #[error("a user with this name exists already")]
+    NameTaken,
+    /// No user has this name (for administrative operations only; a
+    /// login never says so).
+    #[error("no such user")]
+    UnknownUser,
+    /// Wrong name or password; deliberately the same for both.
+    #[error("wrong user name or password")]
+    InvalidCredentials,
+    /// The password was right, but the account is disabled.
+    #[error("the account is disabled")]
+    Disabled,
+    /// The hash in the store is not a PHC string this crate can verify.
+    #[error("the stored password hash is unreadable")]
+    CorruptHash,
+    /// Hashing failed or its worker was lost.
+    #[error("password hashing failed")]
+    Hashing,
+    /// The store failed.
+    #[error("user store error")]
+    Store(#[from] StoreError),
+}
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordParams {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl PasswordParams {
+    /// OWASP's minimum for Argon2id: m = 19 MiB, t = 2, p = 1.
+    pub const OWASP: PasswordParams = PasswordParams {
+        memory_kib: 19 * 1024,
+        iterations: 2,
+        parallelism: 1,
+    };
+
+    /// Whether hashes made with these parameters are weaker than with `other`.
+    fn weaker_than(&self, other: &PasswordParams) -> bool {
+        self.memory_kib < other.memory_kib || self.iterations < other.iterations
+    }
+}
+
+impl Default for PasswordParams {
+    fn default() -> Self {
+        Self::OWASP
+    }
+}
+
+/// Hashes and verifies passwords on a bounded share of the blocking pool.
+#[derive(Clone)]
+pub struct Passwords {
+    params: PasswordParams,
+    argon2: Argon2<'static>,
+    permits: Arc<Semaphore>,
+    dummy: Arc<OnceCell<String>>,
+}
+
+impl fmt::Debug for Passwords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Passwords")
+            .field("params", &self.params)
+            .field("concurrency", &self.permits.available_permits())
+            .finish()
+    }
+}
+
+/// Why [`Passwords`] refused its parameters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PasswordParamsError {
+    /// Below OWASP's minimum (m = 19 MiB, t = 2, p = 1).
+    #[error("Argon2id parameters below OWASP's minimum (m=19456 KiB, t=2, p=1)")]
+    BelowMinimum,
+    /// The argon2 crate refused them.
+    #[error("invalid Argon2 parameters")]
+    Invalid,
+    /// Zero concurrent hashes would never hash anything.
+    #[error("password hashing concurrency must be at least 1")]
+    ZeroConcurrency,
+}
+
+/// The outcome of checking a password against a hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// The password is right.
+    Match {
+        /// The hash used weaker parameters than today's: store a new one.
+        needs_rehash: bool,
+    },
+    /// The password is wrong.
+    Mismatch,
+}
+
+impl Passwords {
+    /// OWASP's parameters, with as many hashes at once as there are CPUs.
+    pub fn new() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::with_params(PasswordParams::OWASP, cpus).expect("OWASP parameters are valid")
+    }
+
+    /// Custom parameters (never below OWASP's) and concurrency.
+    ///
+    /// # Errors
+    /// A [`PasswordParamsError`] for parameters below the minimum.
+    pub fn with_params(
+        params: PasswordParams,
+        concurrency: usize,
+    ) -> Result<Self, PasswordParamsError> {
+        if params.weaker_than(&PasswordParams::OWASP) || params.parallelism < 1 {
+            return Err(PasswordParamsError::BelowMinimum);
+        }
+        if concurrency == 0 {
+            return Err(PasswordParamsError::ZeroConcurrency);
+        }
+        let argon_params = Params::new(
+            params.memory_kib,
+            params.iterations,
+            params.parallelism,
+            None,
+        )
+        .map_err(|_| PasswordParamsError::Invalid)?;
+        Ok(Self {
+            params,
+            argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            dummy: Arc::new(OnceCell::new()),
+        })
+    }
+
+    /// The parameters new hashes use.
+    pub fn params(&self) -> PasswordParams {
+        self.params
+    }
+
+    /// Runs `work` on the blocking pool once a permit is free.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
+    ) -> Result<T, AccountError> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| AccountError::Hashing)?;
+        let argon2 = self.argon2.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(&argon2)
+        })
+        .await
+        .map_err(|_| AccountError::Hashing)
+    }
+
+    /// Hashes a password into a PHC string.
+    ///
+    /// # Errors
+    /// [`AccountError::PasswordTooShort`], [`AccountError::PasswordTooLong`]
+    /// or [`AccountError::Hashing`].
+    pub async fn hash(&self, password: &str) -> Result<String, AccountError> {
+        check_password(password)?;
+        let password = password.to_owned();
+        self.run(move |argon2| {
+            let salt = SaltString::generate(&mut OsRng);
+            argon2
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|_| AccountError::Hashing)
+        })
+        .await?
+    }
+
+    /// Checks a password against a PHC string.
+    ///
+    /// # Errors
+    /// [`AccountError::CorruptHash`] if `phc` cannot be read,
+    /// [`AccountError::Hashing`] if the worker was lost.
+    pub async fn verify(&self, phc: &str, password: &str) -> Result<Verification, AccountError> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Ok(Verification::Mismatch);
+        }
+        let parsed = PasswordHash::new(phc).map_err(|_| AccountError::CorruptHash)?;
+        let stored = Params::try_from(&parsed).map_err(|_| AccountError::CorruptHash)?;
+        let stored = PasswordParams {
+            memory_kib: stored.m_cost(),
+            iterations: stored.t_cost(),
+            parallelism: stored.p_cost(),
+        };
+        let needs_rehash = parsed.algorithm.as_str() != "argon2id"
+            || parsed.version != Some(Version::V0x13.into())
+            || stored.weaker_than(&self.params);
+        let phc = phc.to_owned();
+        let password = password.to_owned();
+        let matched = self
+            .run(move |argon2| {
+                PasswordHash::new(&phc)
+                    .map(|h| argon2.verify_password(password.as_bytes(), &h).is_ok())
+                    .unwrap_or(false)
+            })
+            .await?;
+        Ok(if matched {
+            Verification::Match { needs_rehash }
+        } else {
+            Verification::Mismatch
+        })
+    }
+
+    /// Spends the same work as a real verification, for unknown users.
+    async fn verify_dummy(&self, password: &str) -> Result<(), AccountError> {
+        let dummy = self
+            .dummy
+            .get_or_try_init(|| async {
+                let mut random = [0u8; 24];
+                rand::rngs::OsRng.fill_bytes(&mut random);
+                self.hash(&URL_SAFE_NO_PAD.encode(random)).await
+            })
+            .await?;
+        self.verify(dummy, password).await.map(|_| ())
+    }
+}
+
+impl Default for Passwords {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn check_password(password: &str) -> Result<(), AccountError> {
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(AccountError::PasswordTooLong);
+    }
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(AccountError::PasswordTooShort);
+    }
+    Ok(())
+}
+
+fn check_name(name: &str) -> Result<(), AccountError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(AccountError::InvalidName)
+    }
+}
+
+/// User accounts: adding, signing in, changing passwords, disabling.
+#[derive(Clone)]
+pub struct Accounts {
+    users: Arc<dyn UserStore>,
+    passwords: Passwords,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Accounts")
+            .field("passwords", &self.passwords)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Accounts {
+    /// Accounts in `users`, hashed by `passwords`.
+    pub fn new(users: Arc<dyn UserStore>, passwords: Passwords) -> Self {
+        Self {
+            users,
+            passwords,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The password hasher.
+    pub fn passwords(&self) -> &Passwords {
+        &self.passwords
+    }
+
+    /// Adds a user.
+    ///
+    /// # Errors
+    /// [`AccountError::InvalidName`], a password rule, or
+    /// [`AccountError::NameTaken`].
+    pub async fn add_user(&self, name: &str, password: &str) -> Result<User, AccountError> {
+        check_name(name)?;
+        let mut id = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut id);
+        let user = User {
+            id: UserId::new(URL_SAFE_NO_PAD.encode(id)),
+            name: name.to_owned(),
+            password_hash: self.passwords.hash(password).await?,
+            disabled: false,
+            created_at: self.clock.now(),
+        };
+        match self.users.insert_user(&user).await {
+            Ok(()) => Ok(user),
+            Err(StoreError::Duplicate) => Err(AccountError::NameTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Checks a login. Unknown names and wrong passwords give the same
+    /// error after the same work. A right password on a disabled account
+    /// gives [`AccountError::Disabled`]. A hash with outdated parameters
+    /// is replaced.
+    ///
+    /// # Errors
+    /// [`AccountError::InvalidCredentials`], [`AccountError::Disabled`], or
+    /// a store or hashing error.
+    pub async fn authenticate(&self, name: &str, password: &str) -> Result<User, AccountError> {
+        let user = if check_name(name).is_ok() {
+            self.users.user_by_name(name).await?
+        } else {
+            None
+        };
+        let Some(user) = user else {
+            self.passwords.verify_dummy(password).await?;
+            return Err(AccountError::InvalidCredentials);
+        };
+        match self.passwords.verify(&user.password_hash, password).await? {
+            Verification::Mismatch => Err(AccountError::InvalidCredentials),
+            Verification::Match { .. } if user.disabled => Err(AccountError::Disabled),
+            Verification::Match { needs_rehash } => {
+                if needs_rehash {
+                    // A failure here leaves the old, still valid hash in place.
+                    if let Ok(phc) = self.passwords.hash(password).await {
+                        if let Err(e) = self.users.set_password_hash(&user.id, &phc).await {
+                            tracing::warn!(user = %user.id, error = %e, "could not store a rehashed password");
+                        }
+                    }
+                }
+                Ok(user)
+            }
+        }
+    }
+
+    /// Sets a new password.
+    ///
+    /// # Errors
+    /// A password rule, [`AccountError::UnknownUser`], or a store error.
+    pub async fn set_password(&self, name: &str, password: &str) -> Result<User, AccountError> {
+        let user = self.user(name).await?;
+        let phc = self.passwords.hash(password).await?;
+        if !self.users.set_password_hash(&user.id, &phc).await? {
+            return Err(AccountError::UnknownUser);
+        }
+        Ok(User {
+            password_hash: phc,
+            ..user
+        })
+    }
+
+    /// Disables or enables a user. Ending the user's sessions is the
+    /// caller's job (see [`crate::Sessions::end_all_for_user`]).
+    ///
+    /// # Errors
+    /// [`AccountError::UnknownUser`] or a store error.
+    pub async fn set_disabled(&self, name: &str, disabled: bool) -> Result<User, AccountError> {
+        let user = self.user(name).await?;
+        if !self.users.set_disabled(&user.id, disabled).await? {
+            return Err(AccountError::UnknownUser);
+        }
+        Ok(User { disabled, ..user })
+    }
+
+    /// The user with this name.
+    ///
+    /// # Errors
+    /// [`AccountError::UnknownUser`] or a store error.
+    pub async fn user(&self, name: &str) -> Result<User, AccountError> {
+        self.users
+            .user_by_name(name)
+            .await?
+            .ok_or(AccountError::UnknownUser)
+    }
+
+    /// All users, by name.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn list(&self) -> Result<Vec<User>, AccountError> {
+        Ok(self.users.list_users().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_parameters_are_refused() {
+        let weak = PasswordParams {
+            memory_kib: 4096,
+            ..PasswordParams::OWASP
+        };
+        assert_eq!(
+            Passwords::with_params(weak, 1).unwrap_err(),
+            PasswordParamsError::BelowMinimum
+        );
+        let one_pass = PasswordParams {
+            iterations: 1,
+            ..PasswordParams::OWASP
+        };
+        assert!(Passwords::with_params(one_pass, 1).is_err());
+        assert_eq!(
+            Passwords::with_params(PasswordParams::OWASP, 0).unwrap_err(),
+            PasswordParamsError::ZeroConcurrency
+        );
+    }
+
+    #[tokio::test]
+    async fn hashes_are_argon2id_with_owasp_parameters() {
+        let passwords = Passwords::new();
+        let phc = passwords.hash("correct horse").await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(!phc.contains("correct horse"));
+        assert_eq!(
+            passwords.verify(&phc, "correct horse").await.unwrap(),
+            Verification::Match {
+                needs_rehash: false
+            }
+        );
+        assert_eq!(
+            passwords.verify(&phc, "wrong horse").await.unwrap(),
+            Verification::Mismatch
+        );
+    }
+
+    #[tokio::test]
+    async fn stronger_parameters_ask_for_a_rehash() {
+        let old = Passwords::new();
+        let phc = old.hash("correct horse").await.unwrap();
+        let stronger = PasswordParams {
+            iterations: 3,
+            ..PasswordParams::OWASP
+        };
+        let new = Passwords::with_params(stronger, 1).unwrap();
+        assert_eq!(
+            new.verify(&phc, "correct horse").await.unwrap(),
+            Verification::Match { needs_rehash: true }
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_hashes_and_passwords_are_errors_not_panics() {
+        let passwords = Passwords::new();
+        assert!(matches!(
+            passwords.verify("not a phc string", "whatever1").await,
+            Err(AccountError::CorruptHash)
+        ));
+        assert!(matches!(
+            passwords.hash("short").await,
+            Err(AccountError::PasswordTooShort)
+        ));
+        let huge = "x".repeat(MAX_PASSWORD_BYTES + 1);
+        assert!(matches!(
+            passwords.hash(&huge).await,
+            Err(AccountError::PasswordTooLong)
+        ));
+        let phc = passwords.hash("correct horse").await.unwrap();
+        assert_eq!(
+            passwords.verify(&phc, &huge).await.unwrap(),
+            Verification::Mismatch
+        );
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("alice").is_ok());
+        assert!(check_name("a.b+c@example.com").is_ok());
+        for bad in ["", "a b", "ä", "x\n", &"a".repeat(65), "a/b"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

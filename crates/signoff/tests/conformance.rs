@@ -1,0 +1,51 @@
+//! Every backend runs the same conformance suite.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use signoff::conformance::Fixture;
+use signoff::{CacheOptions, CachedStore, MemoryStore, SqliteStore, SystemClock};
+
+async fn sqlite() -> (SqliteStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = SqliteStore::open(dir.path().join("signoff.db"))
+        .await
+        .expect("open SQLite");
+    (store, dir)
+}
+
+/// A cache whose entries never age out during a test, so that only
+/// invalidation keeps it correct.
+fn cached<S: signoff::SessionStore>(store: S) -> CachedStore<S> {
+    let mut options = CacheOptions::default();
+    options.max_staleness = Duration::from_secs(3600);
+    CachedStore::with_options(store, options, Arc::new(SystemClock))
+}
+
+mod memory {
+    use super::*;
+    signoff::session_store_conformance!(|| async { Fixture::new(Arc::new(MemoryStore::new())) });
+}
+
+mod sqlite {
+    use super::*;
+    signoff::session_store_conformance!(|| async {
+        let (store, dir) = sqlite().await;
+        Fixture::new(Arc::new(store)).keeping(dir)
+    });
+}
+
+mod cached_memory {
+    use super::*;
+    signoff::session_store_conformance!(|| async {
+        Fixture::new(Arc::new(cached(MemoryStore::new())))
+    });
+}
+
+mod cached_sqlite {
+    use super::*;
+    signoff::session_store_conformance!(|| async {
+        let (store, dir) = sqlite().await;
+        Fixture::new(Arc::new(cached(store))).keeping(dir)
+    });
+}

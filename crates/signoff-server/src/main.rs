@@ -1,1 +1,211 @@
-fn main() {}
+//! `signoff`: the command line. The gateway (`serve`, `demo`) comes next;
+//! today it manages the users and sessions of a signoff database.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use signoff::{Accounts, Passwords, Policy, Sessions, SqliteStore};
+
+/// signoff: when a user signs out, they are out.
+#[derive(Debug, Parser)]
+#[command(name = "signoff", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Args)]
+struct Db {
+    /// The database: `sqlite://PATH` or a plain file path.
+    #[arg(long, env = "SIGNOFF_DB", default_value = "sqlite://signoff.db")]
+    db: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user. Asks for the password twice, or reads one line from
+    /// standard input with --password-stdin.
+    Add {
+        /// Login name: 1 to 64 characters from A-Z a-z 0-9 . _ @ + -
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// Set a user's password.
+    Passwd {
+        /// Login name.
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Also sign the user out of every session.
+        #[arg(long)]
+        end_sessions: bool,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// Disable a user and end all of their sessions at once.
+    Disable {
+        /// Login name.
+        name: String,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// Enable a disabled user.
+    Enable {
+        /// Login name.
+        name: String,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        db: Db,
+    },
+}
+
+/// Opens the database named by `--db`.
+async fn open(db: &Db) -> Result<SqliteStore> {
+    let path = match db.db.split_once("://") {
+        None => PathBuf::from(&db.db),
+        Some(("sqlite", path)) if !path.is_empty() => PathBuf::from(path),
+        Some(("redis" | "rediss" | "postgres" | "postgresql", _)) => {
+            bail!("--db {}: only SQLite is supported in this version", db.db)
+        }
+        Some(_) => bail!("--db {}: expected sqlite://PATH or a file path", db.db),
+    };
+    SqliteStore::open(&path)
+        .await
+        .with_context(|| format!("cannot open the database {}", path.display()))
+}
+
+/// Reads a new password from stdin or, on a terminal, asks twice.
+fn read_password(from_stdin: bool) -> Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "standard input is not a terminal: pass --password-stdin to read the password from it"
+        );
+    }
+    let first = rpassword::prompt_password("Password: ")?;
+    let second = rpassword::prompt_password("Password again: ")?;
+    if first != second {
+        bail!("the passwords do not match");
+    }
+    Ok(first)
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::User(command) => user(command).await,
+    }
+}
+
+async fn user(command: UserCommand) -> Result<()> {
+    match command {
+        UserCommand::Add {
+            name,
+            password_stdin,
+            db,
+        } => {
+            let store = open(&db).await?;
+            let password = read_password(password_stdin)?;
+            let accounts = Accounts::new(Arc::new(store), Passwords::new());
+            let user = accounts.add_user(&name, &password).await?;
+            println!("added user {} ({})", user.name, user.id);
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+            end_sessions,
+            db,
+        } => {
+            let store = Arc::new(open(&db).await?);
+            let accounts = Accounts::new(store.clone(), Passwords::new());
+            let user = accounts.user(&name).await?;
+            let password = read_password(password_stdin)?;
+            accounts.set_password(&name, &password).await?;
+            println!("password changed for {}", user.name);
+            if end_sessions {
+                let ended = Sessions::new(store, Policy::default())
+                    .end_all_for_user(&user.id, None)
+                    .await?;
+                println!("ended {ended} session(s)");
+            }
+        }
+        UserCommand::Disable { name, db } => {
+            let store = Arc::new(open(&db).await?);
+            let accounts = Accounts::new(store.clone(), Passwords::new());
+            let user = accounts.set_disabled(&name, true).await?;
+            let ended = Sessions::new(store, Policy::default())
+                .end_all_for_user(&user.id, None)
+                .await?;
+            println!("disabled {} and ended {ended} session(s)", user.name);
+        }
+        UserCommand::Enable { name, db } => {
+            let store = open(&db).await?;
+            let accounts = Accounts::new(Arc::new(store), Passwords::new());
+            let user = accounts.set_disabled(&name, false).await?;
+            println!("enabled {}", user.name);
+        }
+        UserCommand::List { db } => {
+            let store = open(&db).await?;
+            let accounts = Accounts::new(Arc::new(store), Passwords::new());
+            for user in accounts.list().await? {
+                let state = if user.disabled { "disabled" } else { "active" };
+                println!("{}\t{}\t{}", user.name, user.id, state);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SIGNOFF_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("signoff: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("signoff: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -5,7 +5,7 @@
 //! the contract. [`session_store_conformance!`](crate::session_store_conformance)
 //! turns the whole list into one `#[tokio::test]` per check:
 //!
-//! ```ignore
+//! ```text
 //! // tests/conformance.rs of a store crate (needs tokio with "macros" and
 //! // "rt-multi-thread" in dev-dependencies)
 //! use std::sync::Arc;

@@ -562,3 +562,76 @@ impl Sessions {
         Ok(self.store.purge_expired(now, limit).await?.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session_at(created: i64) -> Session {
+        Session {
+            id: SessionId::from_digest([1; 32]),
+            handle: SessionHandle::generate(),
+            user_id: None,
+            created_at: Timestamp::from_millis(created),
+            last_seen_at: Timestamp::from_millis(created),
+            auth_at: None,
+            expires_at: Timestamp::from_millis(created + 10_000),
+            idle_timeout: Duration::from_secs(4),
+            user_agent: None,
+            ip: None,
+            data: SessionData::new(),
+            generation: 0,
+        }
+    }
+
+    #[test]
+    fn client_strings_are_cut_on_a_character_boundary() {
+        let ua = "é".repeat(MAX_USER_AGENT_BYTES); // 2 bytes each
+        let new = NewSession::anonymous().user_agent(ua).ip("x".repeat(1000));
+        let cut_ua = new.user_agent.unwrap();
+        assert!(cut_ua.len() <= MAX_USER_AGENT_BYTES);
+        assert!(cut_ua.chars().all(|c| c == 'é'));
+        assert_eq!(new.ip.unwrap().len(), MAX_IP_BYTES);
+    }
+
+    #[test]
+    fn data_limits_count_keys_and_bytes() {
+        let mut data = SessionData::new();
+        for i in 0..MAX_DATA_KEYS {
+            data.insert(format!("k{i}"), String::new());
+        }
+        assert!(check_data(&data).is_ok());
+        data.insert("one more".into(), String::new());
+        assert!(matches!(check_data(&data), Err(SessionError::DataTooLarge)));
+        let mut big = SessionData::new();
+        big.insert("k".into(), "v".repeat(MAX_DATA_BYTES - 1));
+        assert!(check_data(&big).is_ok());
+        big.insert("k".into(), "v".repeat(MAX_DATA_BYTES));
+        assert!(check_data(&big).is_err());
+    }
+
+    #[test]
+    fn expiry_uses_the_stricter_of_record_and_policy() {
+        let s = session_at(0);
+        let lenient = Policy::default();
+        let at = Timestamp::from_millis;
+        assert_eq!(s.expiry(at(3_999), &lenient), None);
+        assert_eq!(s.expiry(at(4_000), &lenient), Some(ExpiredBy::Idle));
+        let mut active = s.clone();
+        active.last_seen_at = at(9_000);
+        assert_eq!(active.expiry(at(9_999), &lenient), None);
+        assert_eq!(
+            active.expiry(at(10_000), &lenient),
+            Some(ExpiredBy::Absolute)
+        );
+        let strict = Policy::builder()
+            .idle_timeout(Duration::from_secs(2))
+            .absolute_lifetime(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        assert_eq!(s.expiry(at(2_000), &strict), Some(ExpiredBy::Idle));
+        assert_eq!(active.expiry(at(3_000), &strict), Some(ExpiredBy::Absolute));
+        assert_eq!(s.deadline(), at(4_000));
+        assert_eq!(active.deadline(), at(10_000));
+    }
+}

@@ -1,0 +1,196 @@
+//! Accounts on the real SQLite store: Argon2id, uniform failures, rehash,
+//! and a login flood that does not starve session checks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signoff::{
+    AccountError, Accounts, MemoryStore, NewSession, PasswordParams, Passwords, Policy, Sessions,
+    SqliteStore, UserId, UserStore,
+};
+
+async fn accounts_with(passwords: Passwords) -> (Accounts, SqliteStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("users.db"))
+        .await
+        .unwrap();
+    (
+        Accounts::new(Arc::new(store.clone()), passwords),
+        store,
+        dir,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_outcomes() {
+    let (accounts, store, _dir) = accounts_with(Passwords::new()).await;
+    let alice = accounts
+        .add_user("alice", "correct horse battery")
+        .await
+        .unwrap();
+    assert!(alice
+        .password_hash
+        .starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+    let stored = store.user_by_name("alice").await.unwrap().unwrap();
+    assert!(!stored.password_hash.contains("correct horse"));
+
+    let ok = accounts
+        .authenticate("alice", "correct horse battery")
+        .await
+        .unwrap();
+    assert_eq!(ok.id, alice.id);
+    assert!(matches!(
+        accounts.authenticate("alice", "wrong horse battery").await,
+        Err(AccountError::InvalidCredentials)
+    ));
+    assert!(matches!(
+        accounts
+            .authenticate("nobody", "correct horse battery")
+            .await,
+        Err(AccountError::InvalidCredentials)
+    ));
+    assert!(matches!(
+        accounts.authenticate("bad name\n", "x").await,
+        Err(AccountError::InvalidCredentials)
+    ));
+    assert!(matches!(
+        accounts.add_user("alice", "another password").await,
+        Err(AccountError::NameTaken)
+    ));
+    assert!(matches!(
+        accounts.add_user("bob", "short").await,
+        Err(AccountError::PasswordTooShort)
+    ));
+
+    accounts.set_disabled("alice", true).await.unwrap();
+    assert!(matches!(
+        accounts
+            .authenticate("alice", "correct horse battery")
+            .await,
+        Err(AccountError::Disabled)
+    ));
+    assert!(matches!(
+        accounts.authenticate("alice", "wrong horse battery").await,
+        Err(AccountError::InvalidCredentials)
+    ));
+    accounts.set_disabled("alice", false).await.unwrap();
+    accounts
+        .set_password("alice", "a new passphrase")
+        .await
+        .unwrap();
+    assert!(accounts
+        .authenticate("alice", "correct horse battery")
+        .await
+        .is_err());
+    accounts
+        .authenticate("alice", "a new passphrase")
+        .await
+        .unwrap();
+    assert!(matches!(
+        accounts.set_password("nobody", "a new passphrase").await,
+        Err(AccountError::UnknownUser)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outdated_hash_is_replaced_at_login() {
+    let (old, store, _dir) = accounts_with(Passwords::new()).await;
+    old.add_user("alice", "correct horse battery")
+        .await
+        .unwrap();
+    let stronger = PasswordParams {
+        iterations: 3,
+        ..PasswordParams::OWASP
+    };
+    let new = Accounts::new(
+        Arc::new(store.clone()),
+        Passwords::with_params(stronger, 2).unwrap(),
+    );
+    new.authenticate("alice", "correct horse battery")
+        .await
+        .unwrap();
+    let stored = store.user_by_name("alice").await.unwrap().unwrap();
+    assert!(
+        stored.password_hash.contains("m=19456,t=3,p=1"),
+        "{}",
+        stored.password_hash
+    );
+    new.authenticate("alice", "correct horse battery")
+        .await
+        .unwrap();
+}
+
+/// Without the dummy verification an unknown user would answer about a
+/// thousand times faster than a wrong password; with it, the two cost the
+/// same work. The two are measured alternately and the fastest of each is
+/// compared, so load from other tests affects both alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_user_costs_as_much_as_a_wrong_password() {
+    let (accounts, _store, _dir) = accounts_with(Passwords::new()).await;
+    accounts.add_user("alice", "correct horse battery").await.unwrap();
+    // Warm up (the dummy hash is made on first use).
+    let _ = accounts.authenticate("nobody", "x").await;
+    let (mut known, mut unknown) = (Duration::MAX, Duration::MAX);
+    for _ in 0..7 {
+        for (name, best) in [("alice", &mut known), ("nobody", &mut unknown)] {
+            let start = Instant::now();
+            let result = accounts.authenticate(name, "wrong horse battery").await;
+            *best = (*best).min(start.elapsed());
+            assert!(matches!(result, Err(AccountError::InvalidCredentials)));
+        }
+    }
+    let ratio = unknown.as_secs_f64() / known.as_secs_f64();
+    assert!(ratio > 0.25 && ratio < 4.0, "unknown/known = {ratio:.2}");
+}
+
+/// 64 failing logins at once must not stall session checks: hashing runs
+/// on a bounded share of the blocking pool, off the async workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_flood_does_not_starve_session_checks() {
+    let store = Arc::new(MemoryStore::new());
+    let accounts = Accounts::new(store.clone(), Passwords::new());
+    accounts
+        .add_user("alice", "correct horse battery")
+        .await
+        .unwrap();
+    let sessions = Sessions::new(store, Policy::default());
+    let issued = sessions
+        .login(None, NewSession::for_user(UserId::new("alice")))
+        .await
+        .unwrap();
+
+    let flood: Vec<_> = (0..64)
+        .map(|_| {
+            let accounts = accounts.clone();
+            tokio::spawn(async move { accounts.authenticate("alice", "wrong guess!").await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut worst = Duration::ZERO;
+    for _ in 0..200 {
+        let start = Instant::now();
+        sessions.validate(issued.token.expose()).await.unwrap();
+        worst = worst.max(start.elapsed());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut still_hashing = 0;
+    for f in &flood {
+        if !f.is_finished() {
+            still_hashing += 1;
+        }
+    }
+    for f in flood {
+        assert!(matches!(
+            f.await.unwrap(),
+            Err(AccountError::InvalidCredentials)
+        ));
+    }
+    assert!(
+        still_hashing > 0,
+        "the flood ended before the checks: the test proved nothing"
+    );
+    assert!(
+        worst < Duration::from_millis(50),
+        "a session check took {worst:?} during the flood"
+    );
+}

@@ -127,7 +127,10 @@ async fn outdated_hash_is_replaced_at_login() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_user_costs_as_much_as_a_wrong_password() {
     let (accounts, _store, _dir) = accounts_with(Passwords::new()).await;
-    accounts.add_user("alice", "correct horse battery").await.unwrap();
+    accounts
+        .add_user("alice", "correct horse battery")
+        .await
+        .unwrap();
     // Warm up (the dummy hash is made on first use).
     let _ = accounts.authenticate("nobody", "x").await;
     let (mut known, mut unknown) = (Duration::MAX, Duration::MAX);

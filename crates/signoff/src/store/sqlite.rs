@@ -178,6 +178,10 @@ fn digest(row: &SqliteRow, col: usize) -> Result<SessionId, StoreError> {
     Ok(SessionId::from_digest(array))
 }
 
+fn session_id_from_row(row: &SqliteRow) -> Result<SessionId, StoreError> {
+    digest(row, 0)
+}
+
 fn session_from_row(row: &SqliteRow) -> Result<Session, StoreError> {
     let handle: Vec<u8> = row.try_get(1).map_err(backend)?;
     let idle_ms: i64 = row.try_get(7).map_err(backend)?;
@@ -227,7 +231,32 @@ fn data_param(data: &SessionData) -> Result<Option<String>, StoreError> {
         .map_err(|e| StoreError::Backend(Box::new(e)))
 }
 
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
 impl SqliteStore {
+    /// Runs `query` and reads the row it returns, if any, with `read`.
+    async fn one<T>(
+        &self,
+        query: Query<'_>,
+        read: fn(&SqliteRow) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let row = query
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        row.as_ref().map(read).transpose()
+    }
+
+    /// Runs `query` and reads every row it returns with `read`.
+    async fn all<T>(
+        &self,
+        query: Query<'_>,
+        read: fn(&SqliteRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = query.fetch_all(&self.pool).await.map_err(store_error)?;
+        rows.iter().map(read).collect()
+    }
+
     /// After a conditional write matched nothing: did the record go, or change?
     async fn missing_or_stale(&self, id: &SessionId) -> Result<WriteOutcome, StoreError> {
         let exists = sqlx::query("SELECT 1 FROM sessions WHERE id = ?1")
@@ -271,31 +300,29 @@ impl SessionStore for SqliteStore {
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        sqlx::query(concat!(
-            "SELECT ",
-            session_columns!(),
-            " FROM sessions WHERE id = ?1"
-        ))
-        .bind(id.as_bytes().as_slice())
-        .fetch_optional(&self.pool)
+        self.one(
+            sqlx::query(concat!(
+                "SELECT ",
+                session_columns!(),
+                " FROM sessions WHERE id = ?1"
+            ))
+            .bind(id.as_bytes().as_slice()),
+            session_from_row,
+        )
         .await
-        .map_err(store_error)?
-        .map(|row| session_from_row(&row))
-        .transpose()
     }
 
     async fn load_by_handle(&self, handle: &SessionHandle) -> Result<Option<Session>, StoreError> {
-        sqlx::query(concat!(
-            "SELECT ",
-            session_columns!(),
-            " FROM sessions WHERE handle = ?1"
-        ))
-        .bind(handle.as_bytes())
-        .fetch_optional(&self.pool)
+        self.one(
+            sqlx::query(concat!(
+                "SELECT ",
+                session_columns!(),
+                " FROM sessions WHERE handle = ?1"
+            ))
+            .bind(handle.as_bytes()),
+            session_from_row,
+        )
         .await
-        .map_err(store_error)?
-        .map(|row| session_from_row(&row))
-        .transpose()
     }
 
     async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {
@@ -356,17 +383,16 @@ impl SessionStore for SqliteStore {
     }
 
     async fn remove(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        sqlx::query(concat!(
-            "DELETE FROM sessions WHERE id = ?1 RETURNING ",
-            session_columns!(),
-            ""
-        ))
-        .bind(id.as_bytes().as_slice())
-        .fetch_optional(&self.pool)
+        self.one(
+            sqlx::query(concat!(
+                "DELETE FROM sessions WHERE id = ?1 RETURNING ",
+                session_columns!(),
+                ""
+            ))
+            .bind(id.as_bytes().as_slice()),
+            session_from_row,
+        )
         .await
-        .map_err(store_error)?
-        .map(|row| session_from_row(&row))
-        .transpose()
     }
 
     async fn remove_expired(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
@@ -380,18 +406,16 @@ impl SessionStore for SqliteStore {
     }
 
     async fn list_for_user(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
-        sqlx::query(concat!(
-            "SELECT ",
-            session_columns!(),
-            " FROM sessions WHERE user_id = ?1"
-        ))
-        .bind(user.as_str())
-        .fetch_all(&self.pool)
+        self.all(
+            sqlx::query(concat!(
+                "SELECT ",
+                session_columns!(),
+                " FROM sessions WHERE user_id = ?1"
+            ))
+            .bind(user.as_str()),
+            session_from_row,
+        )
         .await
-        .map_err(store_error)?
-        .iter()
-        .map(session_from_row)
-        .collect()
     }
 
     async fn remove_for_user(
@@ -399,15 +423,13 @@ impl SessionStore for SqliteStore {
         user: &UserId,
         keep: Option<&SessionId>,
     ) -> Result<Vec<SessionId>, StoreError> {
-        sqlx::query("DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2 RETURNING id")
-            .bind(user.as_str())
-            .bind(keep.map(|k| k.as_bytes().to_vec()))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?
-            .iter()
-            .map(|row| digest(row, 0))
-            .collect()
+        self.all(
+            sqlx::query("DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2 RETURNING id")
+                .bind(user.as_str())
+                .bind(keep.map(|k| k.as_bytes().to_vec())),
+            session_id_from_row,
+        )
+        .await
     }
 
     async fn purge_expired(
@@ -416,19 +438,17 @@ impl SessionStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<SessionId>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        sqlx::query(
-            "DELETE FROM sessions WHERE rowid IN \
-             (SELECT rowid FROM sessions WHERE deadline <= ?1 ORDER BY deadline LIMIT ?2) \
-             RETURNING id",
+        self.all(
+            sqlx::query(
+                "DELETE FROM sessions WHERE rowid IN \
+                 (SELECT rowid FROM sessions WHERE deadline <= ?1 ORDER BY deadline LIMIT ?2) \
+                 RETURNING id",
+            )
+            .bind(now.as_millis())
+            .bind(limit),
+            session_id_from_row,
         )
-        .bind(now.as_millis())
-        .bind(limit)
-        .fetch_all(&self.pool)
         .await
-        .map_err(store_error)?
-        .iter()
-        .map(|row| digest(row, 0))
-        .collect()
     }
 }
 
@@ -461,31 +481,29 @@ impl UserStore for SqliteStore {
     }
 
     async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
-        sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users WHERE name = ?1"
-        ))
-        .bind(name)
-        .fetch_optional(&self.pool)
+        self.one(
+            sqlx::query(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE name = ?1"
+            ))
+            .bind(name),
+            user_from_row,
+        )
         .await
-        .map_err(store_error)?
-        .map(|row| user_from_row(&row))
-        .transpose()
     }
 
     async fn user_by_id(&self, id: &UserId) -> Result<Option<User>, StoreError> {
-        sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users WHERE id = ?1"
-        ))
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
+        self.one(
+            sqlx::query(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users WHERE id = ?1"
+            ))
+            .bind(id.as_str()),
+            user_from_row,
+        )
         .await
-        .map_err(store_error)?
-        .map(|row| user_from_row(&row))
-        .transpose()
     }
 
     async fn set_password_hash(&self, id: &UserId, phc: &str) -> Result<bool, StoreError> {
@@ -509,16 +527,14 @@ impl UserStore for SqliteStore {
     }
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users ORDER BY name"
-        ))
-        .fetch_all(&self.pool)
+        self.all(
+            sqlx::query(concat!(
+                "SELECT ",
+                user_columns!(),
+                " FROM users ORDER BY name"
+            )),
+            user_from_row,
+        )
         .await
-        .map_err(store_error)?
-        .iter()
-        .map(user_from_row)
-        .collect()
     }
 }

@@ -45,16 +45,18 @@ enum UserCommand {
         #[command(flatten)]
         db: Db,
     },
-    /// Set a user's password.
+    /// Set a user's password and end all of their sessions (a password
+    /// change is a privilege change: nothing signed in with the old one
+    /// stays signed in).
     Passwd {
         /// Login name.
         name: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
-        /// Also sign the user out of every session.
+        /// Keep the user's sessions signed in.
         #[arg(long)]
-        end_sessions: bool,
+        keep_sessions: bool,
         #[command(flatten)]
         db: Db,
     },
@@ -139,7 +141,7 @@ async fn user(command: UserCommand) -> Result<()> {
         UserCommand::Passwd {
             name,
             password_stdin,
-            end_sessions,
+            keep_sessions,
             db,
         } => {
             let store = Arc::new(open(&db).await?);
@@ -148,7 +150,7 @@ async fn user(command: UserCommand) -> Result<()> {
             let password = read_password(password_stdin)?;
             accounts.set_password(&name, &password).await?;
             println!("password changed for {}", user.name);
-            if end_sessions {
+            if !keep_sessions {
                 let ended = Sessions::new(store, Policy::default())
                     .end_all_for_user(&user.id, None)
                     .await?;

@@ -78,6 +78,40 @@ async fn users_are_managed_and_disable_ends_sessions() {
         .unwrap();
     sessions.validate(issued.token.expose()).await.unwrap();
 
+    // A password change ends the user's sessions unless told otherwise.
+    let out = signoff(
+        &[
+            "user",
+            "passwd",
+            "alice",
+            "--password-stdin",
+            "--keep-sessions",
+            "--db",
+            &db,
+        ],
+        "a second passphrase\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    sessions.validate(issued.token.expose()).await.unwrap();
+    let out = signoff(
+        &["user", "passwd", "alice", "--password-stdin", "--db", &db],
+        "a third passphrase\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("ended 1 session"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(matches!(
+        sessions.validate(issued.token.expose()).await,
+        Err(SessionError::NotFound)
+    ));
+    let issued = sessions
+        .login(None, NewSession::for_user(alice.id.clone()))
+        .await
+        .unwrap();
+
     let out = signoff(&["user", "disable", "alice", "--db", &db], "");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(

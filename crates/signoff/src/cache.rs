@@ -5,22 +5,32 @@
 //! - every write through it (touch, data, rotate, remove, purge) drops the
 //!   entry at once, so a logout on this node is seen on this node at once;
 //! - a read that started before an invalidation never puts its (possibly
-//!   dead) result into the cache after it, thanks to an invalidation epoch;
+//!   dead) result into the cache after it: the fill checks an invalidation
+//!   epoch and inserts under the same lock that invalidation takes;
+//! - entries age on a monotonic clock, so a wall-clock step cannot keep
+//!   them alive;
 //! - a change made elsewhere (another process, another node) is seen when
 //!   the entry's age passes `max_staleness`, or sooner when a revocation bus
 //!   calls [`CachedStore::invalidate`]. That age is the stated bound of
 //!   DESIGN.md invariant 2 for cached deployments.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use quick_cache::sync::Cache;
 
-use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::clock::{Clock, MonotonicClock, Timestamp};
 use crate::session::{Session, SessionData, UserId};
 use crate::store::{SessionStore, StoreError, WriteOutcome};
+
+/// Invalidation epochs are kept per shard of the digest space, so an
+/// invalidation only spoils concurrent fills of sessions in its shard.
+const SHARDS: usize = 64;
+
+fn shard(id: &SessionId) -> usize {
+    usize::from(id.as_bytes()[0]) % SHARDS
+}
 use crate::token::{SessionHandle, SessionId};
 
 #[derive(Clone)]
@@ -62,7 +72,8 @@ impl Default for CacheOptions {
 pub struct CachedStore<S> {
     inner: S,
     cache: Cache<SessionId, Entry>,
-    epoch: AtomicU64,
+    /// Invalidation counts per shard; fills and invalidations hold the lock.
+    epochs: Mutex<[u64; SHARDS]>,
     max_staleness: Duration,
     clock: Arc<dyn Clock>,
 }
@@ -77,17 +88,22 @@ impl<S> std::fmt::Debug for CachedStore<S> {
 }
 
 impl<S: SessionStore> CachedStore<S> {
-    /// A cache with default options on the system clock.
+    /// A cache with default options, aging entries on a monotonic clock.
     pub fn new(inner: S) -> Self {
-        Self::with_options(inner, CacheOptions::default(), Arc::new(SystemClock))
+        Self::with_options(
+            inner,
+            CacheOptions::default(),
+            Arc::new(MonotonicClock::new()),
+        )
     }
 
-    /// A cache with the given options and clock (the clock ages entries).
+    /// A cache with the given options and clock. The clock only ages
+    /// entries; use a [`MonotonicClock`] outside tests.
     pub fn with_options(inner: S, options: CacheOptions, clock: Arc<dyn Clock>) -> Self {
         Self {
             inner,
             cache: Cache::new(options.capacity.max(1)),
-            epoch: AtomicU64::new(0),
+            epochs: Mutex::new([0; SHARDS]),
             max_staleness: options.max_staleness,
             clock,
         }
@@ -98,16 +114,26 @@ impl<S: SessionStore> CachedStore<S> {
         &self.inner
     }
 
+    fn epochs(&self) -> std::sync::MutexGuard<'_, [u64; SHARDS]> {
+        // The guarded value is plain counters: a panic elsewhere cannot
+        // leave them inconsistent.
+        self.epochs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Forgets one session: the next load reads the store.
     pub fn invalidate(&self, id: &SessionId) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let mut epochs = self.epochs();
+        epochs[shard(id)] += 1;
         self.cache.remove(id);
     }
 
     /// Forgets everything (for example when a revocation bus was lost and
     /// invalidations may have been missed).
     pub fn invalidate_all(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let mut epochs = self.epochs();
+        for epoch in epochs.iter_mut() {
+            *epoch += 1;
+        }
         self.cache.clear();
     }
 
@@ -121,9 +147,12 @@ impl<S: SessionStore> CachedStore<S> {
         self.cache.is_empty()
     }
 
-    fn invalidate_all_of(&self, ids: &[SessionId]) {
-        for id in ids {
-            self.invalidate(id);
+    /// After a bulk removal: forget what it removed, or, if it failed
+    /// (it may have deleted rows before failing), forget everything.
+    fn invalidate_result(&self, removed: &Result<Vec<SessionId>, StoreError>) {
+        match removed {
+            Ok(ids) => ids.iter().for_each(|id| self.invalidate(id)),
+            Err(_) => self.invalidate_all(),
         }
     }
 }
@@ -141,20 +170,18 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
                 return Ok(Some(entry.session));
             }
         }
-        let epoch = self.epoch.load(Ordering::SeqCst);
+        let epoch = self.epochs()[shard(id)];
         let loaded = self.inner.load(id).await?;
         if let Some(session) = &loaded {
-            self.cache.insert(
-                *id,
-                Entry {
+            let epochs = self.epochs();
+            // An invalidation since we started reading may have been for
+            // this session: then what we read may be dead, so keep it out.
+            if epochs[shard(id)] == epoch {
+                let entry = Entry {
                     session: session.clone(),
                     cached_at: now,
-                },
-            );
-            // An invalidation since we started reading may have been for
-            // this session; its removal may have run before our insert.
-            if self.epoch.load(Ordering::SeqCst) != epoch {
-                self.cache.remove(id);
+                };
+                self.cache.insert(*id, entry);
             }
         }
         Ok(loaded)
@@ -184,14 +211,13 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
     async fn rotate(
         &self,
         id: &SessionId,
-        generation: u64,
         new_id: &SessionId,
         auth_at: Option<Timestamp>,
-    ) -> Result<WriteOutcome, StoreError> {
+    ) -> Result<bool, StoreError> {
         // Drop the old token before and after: no read may serve it once
         // rotation starts, whatever the outcome.
         self.invalidate(id);
-        let result = self.inner.rotate(id, generation, new_id, auth_at).await;
+        let result = self.inner.rotate(id, new_id, auth_at).await;
         self.invalidate(id);
         result
     }
@@ -201,6 +227,21 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
         let result = self.inner.remove(id).await;
         self.invalidate(id);
         result
+    }
+
+    async fn remove_by_handle(
+        &self,
+        handle: &SessionHandle,
+        owner: Option<&UserId>,
+    ) -> Result<Option<Session>, StoreError> {
+        let removed = self.inner.remove_by_handle(handle, owner).await;
+        match &removed {
+            Ok(Some(session)) => self.invalidate(&session.id),
+            Ok(None) => {}
+            // It may have been deleted before the error: forget everything.
+            Err(_) => self.invalidate_all(),
+        }
+        removed
     }
 
     async fn remove_expired(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
@@ -218,9 +259,9 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
         user: &UserId,
         keep: Option<&SessionId>,
     ) -> Result<Vec<SessionId>, StoreError> {
-        let removed = self.inner.remove_for_user(user, keep).await?;
-        self.invalidate_all_of(&removed);
-        Ok(removed)
+        let removed = self.inner.remove_for_user(user, keep).await;
+        self.invalidate_result(&removed);
+        removed
     }
 
     async fn purge_expired(
@@ -228,8 +269,8 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<SessionId>, StoreError> {
-        let removed = self.inner.purge_expired(now, limit).await?;
-        self.invalidate_all_of(&removed);
-        Ok(removed)
+        let removed = self.inner.purge_expired(now, limit).await;
+        self.invalidate_result(&removed);
+        removed
     }
 }

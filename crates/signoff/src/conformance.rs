@@ -65,7 +65,7 @@ macro_rules! session_store_conformance {
             create_then_validate,
             unknown_token_is_refused,
             malformed_token_is_refused,
-            store_keeps_only_the_digest,
+            store_is_keyed_by_digest,
             insert_never_overwrites,
             logout_is_final,
             logout_is_idempotent,
@@ -77,6 +77,7 @@ macro_rules! session_store_conformance {
             rotation_race_has_one_winner,
             login_discards_pre_login_token,
             login_never_carries_another_users_data,
+            password_change_rotates_and_ends_others,
             logout_carries_only_listed_data_under_new_token,
             idle_timeout_ends_session,
             activity_keeps_session_alive,
@@ -209,9 +210,10 @@ pub async fn malformed_token_is_refused(store: Arc<dyn SessionStore>) {
 
 // ---- Invariant 4: only digests are stored ------------------------------
 
-/// The store is keyed by the token's digest; the token itself is nowhere
-/// in what the store returns.
-pub async fn store_keeps_only_the_digest(store: Arc<dyn SessionStore>) {
+/// The store is keyed by the token's digest, and the token is nowhere in
+/// what it returns. (The store API never receives a token at all; the
+/// SQLite test `sqlite_file_never_contains_a_token` checks the bytes on disk.)
+pub async fn store_is_keyed_by_digest(store: Arc<dyn SessionStore>) {
     let (sessions, _) = engine(&store, policy());
     let (token, session) = login(&sessions, alice()).await;
     assert_eq!(session.id, token.id());
@@ -288,15 +290,33 @@ pub async fn logout_is_idempotent(store: Arc<dyn SessionStore>) {
     sessions.logout("").await.expect("empty logout");
 }
 
-/// Ending a session by its public handle is as final as logout.
+/// Ending a session by its public handle is as final as logout, still
+/// finds it after a rotation, and respects the owner when one is given.
 pub async fn end_by_handle_is_final(store: Arc<dyn SessionStore>) {
     let (sessions, _) = engine(&store, policy());
     let (token, session) = login(&sessions, alice()).await;
     let (other, _) = login(&sessions, alice()).await;
-    let ended = sessions.end_by_handle(&session.handle).await.expect("end");
+    let rotated = sessions
+        .rotate(token.expose(), false)
+        .await
+        .expect("rotate");
+    let mallory = UserId::new("mallory");
+    let refused = sessions
+        .end_by_handle(&session.handle, Some(&mallory))
+        .await
+        .expect("end as someone else");
+    assert!(refused.is_none(), "ended another user's session by handle");
+    sessions
+        .validate(rotated.token.expose())
+        .await
+        .expect("untouched by the wrong owner");
+    let ended = sessions
+        .end_by_handle(&session.handle, Some(&alice()))
+        .await
+        .expect("end");
     assert_eq!(ended.map(|s| s.handle), Some(session.handle));
     assert_gone(
-        sessions.validate(token.expose()).await,
+        sessions.validate(rotated.token.expose()).await,
         "after end by handle",
     );
     sessions
@@ -304,7 +324,7 @@ pub async fn end_by_handle_is_final(store: Arc<dyn SessionStore>) {
         .await
         .expect("the other session lives");
     let again = sessions
-        .end_by_handle(&session.handle)
+        .end_by_handle(&session.handle, None)
         .await
         .expect("end again");
     assert!(again.is_none());
@@ -331,13 +351,15 @@ pub async fn writes_after_removal_change_nothing(store: Arc<dyn SessionStore>) {
         WriteOutcome::Missing
     );
     let new_id = SessionToken::generate().id();
-    assert_eq!(
-        store
-            .rotate(&session.id, session.generation, &new_id, Some(now))
-            .await
-            .expect("rotate"),
-        WriteOutcome::Missing
-    );
+    assert!(!store
+        .rotate(&session.id, &new_id, Some(now))
+        .await
+        .expect("rotate"));
+    assert!(store
+        .remove_by_handle(&session.handle, None)
+        .await
+        .expect("remove by handle")
+        .is_none());
     assert!(!store
         .remove_expired(&session.id, now)
         .await
@@ -470,13 +492,18 @@ pub async fn inflight_write_cannot_resurrect(store: Arc<dyn SessionStore>) {
 pub async fn rotate_kills_old_token(store: Arc<dyn SessionStore>) {
     let (sessions, clock) = engine(&store, policy());
     let (old, before) = login(&sessions, alice()).await;
+    // A data write between login and re-authentication must not block it.
+    sessions
+        .set_data(&before, SessionData::new())
+        .await
+        .expect("data write");
     clock.advance(Duration::from_secs(5));
     let issued = sessions.rotate(old.expose(), true).await.expect("rotate");
     assert_ne!(issued.token.expose(), old.expose());
     assert_ne!(issued.session.id, before.id);
     assert_eq!(issued.session.handle, before.handle);
     assert_eq!(issued.session.user_id, before.user_id);
-    assert_eq!(issued.session.generation, before.generation + 1);
+    assert_eq!(issued.session.generation, before.generation + 2);
     assert_eq!(issued.session.auth_at, Some(clock.now()));
     assert_gone(
         sessions.validate(old.expose()).await,
@@ -519,13 +546,21 @@ pub async fn rotation_race_has_one_winner(store: Arc<dyn SessionStore>) {
     assert_eq!(store.list_for_user(&alice()).await.expect("list").len(), 1);
 }
 
-/// A token planted before login (session fixation) is worthless after it.
+/// A token planted before login (session fixation) is worthless after it,
+/// and of the planted session's data only allow-listed keys come along.
 pub async fn login_discards_pre_login_token(store: Arc<dyn SessionStore>) {
-    let (sessions, _) = engine(&store, policy());
-    let mut cart = SessionData::new();
-    cart.insert("cart".into(), "2 pears".into());
+    let policy = Policy::builder()
+        .idle_timeout(IDLE)
+        .absolute_lifetime(ABSOLUTE)
+        .carry_on_login(vec!["cart".into()])
+        .build()
+        .expect("policy");
+    let (sessions, _) = engine(&store, policy);
+    let mut planted_data = SessionData::new();
+    planted_data.insert("cart".into(), "2 pears".into());
+    planted_data.insert("csrf".into(), "chosen by the attacker".into());
     let planted = sessions
-        .create(NewSession::anonymous().data(cart.clone()))
+        .create(NewSession::anonymous().data(planted_data))
         .await
         .expect("anonymous session");
     let issued = sessions
@@ -543,9 +578,62 @@ pub async fn login_discards_pre_login_token(store: Arc<dyn SessionStore>) {
         .await
         .expect("load")
         .is_none());
-    // The anonymous session's data moves into the new one.
-    assert_eq!(issued.session.data, cart);
     assert_eq!(issued.session.user_id, Some(alice()));
+    assert_eq!(
+        issued.session.data.get("cart").map(String::as_str),
+        Some("2 pears")
+    );
+    assert!(
+        !issued.session.data.contains_key("csrf"),
+        "planted data was carried"
+    );
+
+    // With the default policy nothing at all is carried.
+    let (plain, _) = engine(&store, self::policy());
+    let mut cart = SessionData::new();
+    cart.insert("cart".into(), "1 fig".into());
+    let planted = plain
+        .create(NewSession::anonymous().data(cart))
+        .await
+        .expect("anonymous session");
+    let issued = plain
+        .login(Some(planted.token.expose()), NewSession::for_user(alice()))
+        .await
+        .expect("login");
+    assert!(issued.session.data.is_empty());
+    assert_gone(
+        plain.validate(planted.token.expose()).await,
+        "planted token",
+    );
+}
+
+/// A password change rotates the current session (recording the fresh
+/// authentication) and ends all the user's others.
+pub async fn password_change_rotates_and_ends_others(store: Arc<dyn SessionStore>) {
+    let (sessions, clock) = engine(&store, policy());
+    let (current, before) = login(&sessions, alice()).await;
+    let (other, _) = login(&sessions, alice()).await;
+    let (bob, _) = login(&sessions, UserId::new("bob")).await;
+    clock.advance(Duration::from_secs(10));
+    let issued = sessions
+        .password_changed(current.expose(), true)
+        .await
+        .expect("password changed");
+    assert_eq!(issued.session.handle, before.handle);
+    assert_eq!(issued.session.auth_at, Some(clock.now()));
+    assert_gone(
+        sessions.validate(current.expose()).await,
+        "the pre-change token",
+    );
+    assert_gone(sessions.validate(other.expose()).await, "another session");
+    sessions
+        .validate(issued.token.expose())
+        .await
+        .expect("the rotated session");
+    sessions
+        .validate(bob.expose())
+        .await
+        .expect("another user's session");
 }
 
 /// Signing in over another user's session ends it and carries nothing.

@@ -39,6 +39,12 @@ pub enum PolicyError {
     /// A `__Host-` cookie must be `Secure` with path `/`.
     #[error("a __Host- cookie must be Secure with Path=/")]
     HostPrefixRules,
+    /// A `__Secure-` cookie must be `Secure`.
+    #[error("a __Secure- cookie must be Secure")]
+    SecurePrefixRules,
+    /// The cookie path must start with `/` and hold no `;` or control characters.
+    #[error("invalid cookie path {0:?}")]
+    CookiePath(String),
 }
 
 /// The `SameSite` attribute of the session cookie.
@@ -108,8 +114,20 @@ impl CookiePolicy {
         if !valid {
             return Err(PolicyError::CookieName(self.name.clone()));
         }
+        let path_ok = self.path.starts_with('/')
+            && self.path.len() <= 1024
+            && self
+                .path
+                .bytes()
+                .all(|b| b != b';' && !b.is_ascii_control() && b.is_ascii());
+        if !path_ok {
+            return Err(PolicyError::CookiePath(self.path.clone()));
+        }
         if self.name.starts_with("__Host-") && (!self.secure || self.path != "/") {
             return Err(PolicyError::HostPrefixRules);
+        }
+        if self.name.starts_with("__Secure-") && !self.secure {
+            return Err(PolicyError::SecurePrefixRules);
         }
         Ok(())
     }
@@ -154,6 +172,7 @@ pub struct Policy {
     touch_interval: Duration,
     cookie: CookiePolicy,
     logout: LogoutBehavior,
+    carry_on_login: Vec<String>,
 }
 
 impl Default for Policy {
@@ -197,6 +216,13 @@ impl Policy {
     pub fn logout(&self) -> &LogoutBehavior {
         &self.logout
     }
+
+    /// Data keys a login carries over from the session presented before it
+    /// (a cart filled before signing in). Empty by default: anything else a
+    /// planted session held is dropped.
+    pub fn carry_on_login(&self) -> &[String] {
+        &self.carry_on_login
+    }
 }
 
 /// Builds a [`Policy`]; see [`Policy::builder`].
@@ -207,6 +233,7 @@ pub struct PolicyBuilder {
     touch_interval: Option<Duration>,
     cookie: Option<CookiePolicy>,
     logout: LogoutBehavior,
+    carry_on_login: Vec<String>,
 }
 
 impl PolicyBuilder {
@@ -240,6 +267,12 @@ impl PolicyBuilder {
         self
     }
 
+    /// Default: none. See [`Policy::carry_on_login`].
+    pub fn carry_on_login(mut self, keys: Vec<String>) -> Self {
+        self.carry_on_login = keys;
+        self
+    }
+
     /// Checks the values and builds the policy.
     ///
     /// # Errors
@@ -250,10 +283,11 @@ impl PolicyBuilder {
         let absolute = self
             .absolute_lifetime
             .unwrap_or(Duration::from_secs(12 * 3600));
-        if idle.is_zero() {
+        // Stores count whole milliseconds: less than one is zero.
+        if idle.as_millis() == 0 {
             return Err(PolicyError::Zero("the idle timeout"));
         }
-        if absolute.is_zero() {
+        if absolute.as_millis() == 0 {
             return Err(PolicyError::Zero("the absolute lifetime"));
         }
         if absolute > MAX {
@@ -265,6 +299,9 @@ impl PolicyBuilder {
         let interval = self
             .touch_interval
             .unwrap_or_else(|| (idle / 10).min(Duration::from_secs(60)));
+        if interval.as_millis() == 0 {
+            return Err(PolicyError::Zero("the last-seen write interval"));
+        }
         if interval >= idle {
             return Err(PolicyError::TouchIntervalTooLong { interval, idle });
         }
@@ -276,6 +313,7 @@ impl PolicyBuilder {
             touch_interval: interval,
             cookie,
             logout: self.logout,
+            carry_on_login: self.carry_on_login,
         })
     }
 }
@@ -353,5 +391,27 @@ mod tests {
             .cookie(CookiePolicy::insecure_loopback())
             .build()
             .is_ok());
+        for path in ["", "relative", "/a;b", "/a\r\nSet-Cookie: x=y"] {
+            let cookie = CookiePolicy {
+                path: path.into(),
+                ..CookiePolicy::insecure_loopback()
+            };
+            assert!(
+                matches!(
+                    Policy::builder().cookie(cookie).build(),
+                    Err(PolicyError::CookiePath(_))
+                ),
+                "{path:?}"
+            );
+        }
+        let insecure_secure = CookiePolicy {
+            name: "__Secure-s".into(),
+            secure: false,
+            ..CookiePolicy::default()
+        };
+        assert_eq!(
+            Policy::builder().cookie(insecure_secure).build(),
+            Err(PolicyError::SecurePrefixRules)
+        );
     }
 }

@@ -72,8 +72,9 @@ pub enum ExpiredBy {
     Absolute,
 }
 
-/// A session as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A session as the store keeps it. `Debug` shows the data's keys, not
+/// its values, which may be secrets.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Session {
     /// Digest of the current token: the store's key.
     pub id: SessionId,
@@ -99,6 +100,25 @@ pub struct Session {
     pub data: SessionData,
     /// Bumped by every rotation and data write; guards conditional writes.
     pub generation: u64,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("handle", &self.handle)
+            .field("user_id", &self.user_id)
+            .field("created_at", &self.created_at)
+            .field("last_seen_at", &self.last_seen_at)
+            .field("auth_at", &self.auth_at)
+            .field("expires_at", &self.expires_at)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("user_agent", &self.user_agent)
+            .field("ip", &self.ip)
+            .field("data_keys", &self.data.keys().collect::<Vec<_>>())
+            .field("generation", &self.generation)
+            .finish()
+    }
 }
 
 impl Session {
@@ -178,6 +198,11 @@ fn cut(mut s: String, max: usize) -> String {
         s.truncate(end);
     }
     s
+}
+
+/// The entries of `data` whose keys are listed in `keys`.
+fn keep_keys(data: SessionData, keys: &[String]) -> SessionData {
+    data.into_iter().filter(|(k, _)| keys.contains(k)).collect()
 }
 
 fn check_data(data: &SessionData) -> Result<(), SessionError> {
@@ -378,8 +403,10 @@ impl Sessions {
 
     /// Signs a user in: deletes the session presented before (if any) and
     /// issues a new token, so a token planted before login is worthless
-    /// after it. Data of an anonymous previous session, or of one of the
-    /// same user, is carried over; another user's is not.
+    /// after it. Of the previous session's data, only the keys listed in
+    /// [`Policy::carry_on_login`] are carried over, and only if that session
+    /// was anonymous or the same user's: an attacker who planted a session
+    /// chooses nothing else in the victim's.
     ///
     /// # Errors
     /// As [`Sessions::create`].
@@ -393,8 +420,10 @@ impl Sessions {
             if let Some(old) = self.store.remove(&old.id()).await? {
                 let same_user = old.user_id.is_none() || old.user_id == new.user_id;
                 let live = old.expiry(self.clock.now(), &self.policy).is_none();
-                if same_user && live && new.data.is_empty() {
-                    new.data = old.data;
+                if same_user && live {
+                    for (key, value) in keep_keys(old.data, self.policy.carry_on_login()) {
+                        new.data.entry(key).or_insert(value);
+                    }
                 }
             }
         }
@@ -406,33 +435,50 @@ impl Sessions {
     /// proved who they are (password re-entry, password change).
     ///
     /// # Errors
-    /// [`SessionError::NotFound`] if the session is gone (or another rotation
-    /// won), [`SessionError::Conflict`] if a concurrent write changed it.
+    /// [`SessionError::NotFound`] if the session is gone, or another
+    /// rotation of the same token won.
     pub async fn rotate(&self, token: &str, reauthenticated: bool) -> Result<Issued, SessionError> {
         let old = SessionToken::parse(token)?;
         let mut session = self.validate_id(&old.id()).await?;
         let now = self.clock.now();
         let auth_at = reauthenticated.then_some(now);
         let new = SessionToken::generate();
-        match self
-            .store
-            .rotate(&old.id(), session.generation, &new.id(), auth_at)
-            .await?
-        {
-            WriteOutcome::Applied => {
-                session.id = new.id();
-                session.generation += 1;
-                if auth_at.is_some() {
-                    session.auth_at = auth_at;
-                }
-                Ok(Issued {
-                    token: new,
-                    session,
-                })
-            }
-            WriteOutcome::Stale => Err(SessionError::Conflict),
-            WriteOutcome::Missing => Err(SessionError::NotFound),
+        if !self.store.rotate(&old.id(), &new.id(), auth_at).await? {
+            // Another rotation or a logout got there first.
+            return Err(SessionError::NotFound);
         }
+        session.id = new.id();
+        session.generation += 1;
+        if auth_at.is_some() {
+            session.auth_at = auth_at;
+        }
+        Ok(Issued {
+            token: new,
+            session,
+        })
+    }
+
+    /// After the user changed their password in this session: rotates it
+    /// (recording a fresh authentication) and, with `end_others`, ends every
+    /// other session of the user. Returns the new token.
+    ///
+    /// # Errors
+    /// As [`Sessions::rotate`]; if ending the others fails, the error is
+    /// returned after the rotation has happened.
+    pub async fn password_changed(
+        &self,
+        token: &str,
+        end_others: bool,
+    ) -> Result<Issued, SessionError> {
+        let issued = self.rotate(token, true).await?;
+        if end_others {
+            if let Some(user) = &issued.session.user_id {
+                self.store
+                    .remove_for_user(user, Some(&issued.session.id))
+                    .await?;
+            }
+        }
+        Ok(issued)
     }
 
     /// Replaces a session's data, only if nothing changed it since `session`
@@ -477,21 +523,28 @@ impl Sessions {
         let Some(old) = self.store.remove(&token.id()).await? else {
             return Ok(None);
         };
+        // From here on the logout has happened; nothing below may report
+        // otherwise.
         let LogoutBehavior::CarryData(keys) = self.policy.logout() else {
             return Ok(None);
         };
-        let kept: SessionData = old
-            .data
-            .into_iter()
-            .filter(|(k, _)| keys.contains(k))
-            .collect();
+        if old.expiry(self.clock.now(), &self.policy).is_some() {
+            return Ok(None);
+        }
+        let kept = keep_keys(old.data, keys);
         if kept.is_empty() {
             return Ok(None);
         }
         let mut new = NewSession::anonymous().data(kept);
         new.user_agent = old.user_agent;
         new.ip = old.ip;
-        self.create(new).await.map(Some)
+        match self.create(new).await {
+            Ok(issued) => Ok(Some(issued)),
+            Err(e) => {
+                tracing::warn!(error = %e, "logged out, but could not carry data into a new session");
+                Ok(None)
+            }
+        }
     }
 
     /// Ends the session with this token; returns whether there was one.
@@ -503,19 +556,19 @@ impl Sessions {
         Ok(self.store.remove(&token.id()).await?.is_some())
     }
 
-    /// Ends the session with this public handle (for the sessions page,
-    /// the CLI and admins); returns it if there was one.
+    /// Ends the session with this public handle; returns it if there was
+    /// one. With `owner`, only if it is that user's (the sessions page
+    /// passes the signed-in user, so nobody ends another's session by
+    /// guessing a handle); `None` is for the CLI and admins.
     ///
     /// # Errors
     /// A store error.
     pub async fn end_by_handle(
         &self,
         handle: &SessionHandle,
+        owner: Option<&UserId>,
     ) -> Result<Option<Session>, SessionError> {
-        let Some(session) = self.store.load_by_handle(handle).await? else {
-            return Ok(None);
-        };
-        Ok(self.store.remove(&session.id).await?)
+        Ok(self.store.remove_by_handle(handle, owner).await?)
     }
 
     /// Signs a user out everywhere, except the session `keep` if given.

@@ -345,7 +345,7 @@ mod tests {
     }
 
     #[test]
-    fn handle_is_unrelated_to_token_and_round_trips() {
+    fn handle_round_trips_and_refuses_bad_input() {
         let handle = SessionHandle::generate();
         let text = handle.to_string();
         assert_eq!(text.len(), HANDLE_LEN);

@@ -68,6 +68,15 @@ pub trait UserStore: Send + Sync + 'static {
     async fn user_by_id(&self, id: &UserId) -> Result<Option<User>, StoreError>;
     /// Replaces a user's password hash; returns whether the user exists.
     async fn set_password_hash(&self, id: &UserId, phc: &str) -> Result<bool, StoreError>;
+    /// Replaces a user's password hash only if it is still `expected`;
+    /// returns whether it did. Used for rehashing at login, which must not
+    /// overwrite a password changed meanwhile.
+    async fn replace_password_hash(
+        &self,
+        id: &UserId,
+        expected: &str,
+        phc: &str,
+    ) -> Result<bool, StoreError>;
     /// Disables or enables a user; returns whether the user exists.
     async fn set_disabled(&self, id: &UserId, disabled: bool) -> Result<bool, StoreError>;
     /// All users, by name.
@@ -419,9 +428,14 @@ impl Accounts {
             Verification::Match { .. } if user.disabled => Err(AccountError::Disabled),
             Verification::Match { needs_rehash } => {
                 if needs_rehash {
-                    // A failure here leaves the old, still valid hash in place.
+                    // A failure here leaves the old, still valid hash in
+                    // place; a password changed meanwhile is left alone.
                     if let Ok(phc) = self.passwords.hash(password).await {
-                        if let Err(e) = self.users.set_password_hash(&user.id, &phc).await {
+                        let replaced = self
+                            .users
+                            .replace_password_hash(&user.id, &user.password_hash, &phc)
+                            .await;
+                        if let Err(e) = replaced {
                             tracing::warn!(user = %user.id, error = %e, "could not store a rehashed password");
                         }
                     }

@@ -197,3 +197,40 @@ async fn login_flood_does_not_starve_session_checks() {
         "a session check took {worst:?} during the flood"
     );
 }
+
+/// A rehash at login must not undo a password change that happened while
+/// the login was being checked: the replacement is conditional.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rehash_never_overwrites_a_newer_password() {
+    let (accounts, store, _dir) = accounts_with(Passwords::new()).await;
+    let alice = accounts
+        .add_user("alice", "correct horse battery")
+        .await
+        .unwrap();
+    let changed = accounts
+        .set_password("alice", "a new passphrase")
+        .await
+        .unwrap();
+    // A login that read the old hash now tries to store its rehash.
+    let late_rehash = accounts
+        .passwords()
+        .hash("correct horse battery")
+        .await
+        .unwrap();
+    let replaced = store
+        .replace_password_hash(&alice.id, &alice.password_hash, &late_rehash)
+        .await
+        .unwrap();
+    assert!(!replaced);
+    let stored = store.user_by_name("alice").await.unwrap().unwrap();
+    assert_eq!(stored.password_hash, changed.password_hash);
+    assert!(accounts
+        .authenticate("alice", "correct horse battery")
+        .await
+        .is_err());
+    // With the current hash as expected, it does replace.
+    assert!(store
+        .replace_password_hash(&alice.id, &changed.password_hash, &late_rehash)
+        .await
+        .unwrap());
+}

@@ -143,21 +143,15 @@ impl SessionStore for MemoryStore {
     async fn rotate(
         &self,
         id: &SessionId,
-        generation: u64,
         new_id: &SessionId,
         auth_at: Option<Timestamp>,
-    ) -> Result<WriteOutcome, StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut inner = self.lock();
-        match inner.sessions.get(id) {
-            None => return Ok(WriteOutcome::Missing),
-            Some(s) if s.generation != generation => return Ok(WriteOutcome::Stale),
-            Some(_) => {}
-        }
         if inner.sessions.contains_key(new_id) {
             return Err(StoreError::Duplicate);
         }
         let Some(mut session) = inner.take(id) else {
-            return Ok(WriteOutcome::Missing);
+            return Ok(false);
         };
         session.id = *new_id;
         session.generation += 1;
@@ -165,11 +159,25 @@ impl SessionStore for MemoryStore {
             session.auth_at = auth_at;
         }
         inner.add(session);
-        Ok(WriteOutcome::Applied)
+        Ok(true)
     }
 
     async fn remove(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         Ok(self.lock().take(id))
+    }
+
+    async fn remove_by_handle(
+        &self,
+        handle: &SessionHandle,
+        owner: Option<&UserId>,
+    ) -> Result<Option<Session>, StoreError> {
+        let mut inner = self.lock();
+        let Some(id) = inner.by_handle.get(handle).copied() else {
+            return Ok(None);
+        };
+        let owned = owner
+            .is_none_or(|o| inner.sessions.get(&id).and_then(|s| s.user_id.as_ref()) == Some(o));
+        Ok(if owned { inner.take(&id) } else { None })
     }
 
     async fn remove_expired(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
@@ -258,6 +266,22 @@ impl UserStore for MemoryStore {
             .get_mut(id)
             .map(|u| u.password_hash = phc.to_owned())
             .is_some())
+    }
+
+    async fn replace_password_hash(
+        &self,
+        id: &UserId,
+        expected: &str,
+        phc: &str,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.users.get_mut(id) {
+            Some(user) if user.password_hash == expected => {
+                user.password_hash = phc.to_owned();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn set_disabled(&self, id: &UserId, disabled: bool) -> Result<bool, StoreError> {

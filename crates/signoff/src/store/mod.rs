@@ -5,9 +5,10 @@
 //! - [`SessionStore::insert`] creates and never overwrites: an existing
 //!   id or handle is [`StoreError::Duplicate`].
 //! - Every later write is conditional on the record still existing, and
-//!   data writes and rotation also on its generation. A write racing with
-//!   a removal finds nothing and changes nothing, so it cannot bring the
-//!   session back.
+//!   data writes also on its generation. A write racing with a removal
+//!   finds nothing and changes nothing, so it cannot bring the session back.
+//! - Rotation moves the record to a new digest in one conditional write, so
+//!   of two concurrent rotations exactly one finds the old digest.
 //! - Removal is by digest, and a digest is never reused: a rotated or
 //!   removed token stays dead.
 //!
@@ -87,18 +88,27 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<WriteOutcome, StoreError>;
 
     /// Moves the session to a new digest and bumps its generation, only if
-    /// it exists at `generation`. With `auth_at`, also records a fresh
-    /// authentication. The old digest stops matching at once.
+    /// it still exists under `id`; returns whether it did. With `auth_at`,
+    /// also records a fresh authentication. The old digest stops matching
+    /// at once.
     async fn rotate(
         &self,
         id: &SessionId,
-        generation: u64,
         new_id: &SessionId,
         auth_at: Option<Timestamp>,
-    ) -> Result<WriteOutcome, StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// Deletes the session and returns what it held, if it existed.
     async fn remove(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
+
+    /// Deletes the session with this handle, in one step (so a concurrent
+    /// rotation cannot make it miss), and only if it belongs to `owner`
+    /// when one is given. Returns what it deleted.
+    async fn remove_by_handle(
+        &self,
+        handle: &SessionHandle,
+        owner: Option<&UserId>,
+    ) -> Result<Option<Session>, StoreError>;
 
     /// Deletes the session only if, by the store's own record, it has
     /// expired at `now`. Returns whether it deleted it.

@@ -361,25 +361,20 @@ impl SessionStore for SqliteStore {
     async fn rotate(
         &self,
         id: &SessionId,
-        generation: u64,
         new_id: &SessionId,
         auth_at: Option<Timestamp>,
-    ) -> Result<WriteOutcome, StoreError> {
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE sessions SET id = ?3, generation = generation + 1, \
-             auth_at = coalesce(?4, auth_at) WHERE id = ?1 AND generation = ?2",
+            "UPDATE sessions SET id = ?2, generation = generation + 1, \
+             auth_at = coalesce(?3, auth_at) WHERE id = ?1",
         )
         .bind(id.as_bytes().as_slice())
-        .bind(generation_param(generation)?)
         .bind(new_id.as_bytes().as_slice())
         .bind(auth_at.map(Timestamp::as_millis))
         .execute(&self.pool)
         .await
         .map_err(store_error)?;
-        if done.rows_affected() == 1 {
-            return Ok(WriteOutcome::Applied);
-        }
-        self.missing_or_stale(id).await
+        Ok(done.rows_affected() == 1)
     }
 
     async fn remove(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
@@ -390,6 +385,23 @@ impl SessionStore for SqliteStore {
                 ""
             ))
             .bind(id.as_bytes().as_slice()),
+            session_from_row,
+        )
+        .await
+    }
+
+    async fn remove_by_handle(
+        &self,
+        handle: &SessionHandle,
+        owner: Option<&UserId>,
+    ) -> Result<Option<Session>, StoreError> {
+        self.one(
+            sqlx::query(concat!(
+                "DELETE FROM sessions WHERE handle = ?1 AND (?2 IS NULL OR user_id = ?2) RETURNING ",
+                session_columns!()
+            ))
+            .bind(handle.as_bytes())
+            .bind(owner.map(UserId::as_str)),
             session_from_row,
         )
         .await
@@ -513,6 +525,23 @@ impl UserStore for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn replace_password_hash(
+        &self,
+        id: &UserId,
+        expected: &str,
+        phc: &str,
+    ) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE users SET password_hash = ?3 WHERE id = ?1 AND password_hash = ?2")
+                .bind(id.as_str())
+                .bind(expected)
+                .bind(phc)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -28,43 +28,35 @@ fn text(out: &[u8]) -> String {
     String::from_utf8_lossy(out).into_owned()
 }
 
+/// Runs signoff, asserts it succeeded, and returns what it printed.
+fn succeeds(args: &[&str], stdin: &str) -> String {
+    let out = signoff(args, stdin);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// Runs signoff, asserts it failed with an error containing `needle`.
+fn fails_saying(args: &[&str], stdin: &str, needle: &str) {
+    let out = signoff(args, stdin);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(needle), "{args:?}: {stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_are_managed_and_disable_ends_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("signoff.db").display());
+    let add = |name| ["user", "add", name, "--password-stdin", "--db", &db];
 
-    let out = signoff(
-        &["user", "add", "alice", "--password-stdin", "--db", &db],
-        "correct horse battery\n",
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(!text(&out.stdout).contains("correct horse"));
+    let out = succeeds(&add("alice"), "correct horse battery\n");
+    assert!(!out.contains("correct horse"));
+    fails_saying(&add("alice"), "another password\n", "exists already");
+    fails_saying(&add("bob"), "short\n", "at least 8");
 
-    let again = signoff(
-        &["user", "add", "alice", "--password-stdin", "--db", &db],
-        "another password\n",
-    );
-    assert!(!again.status.success());
-    assert!(
-        text(&again.stderr).contains("exists already"),
-        "{}",
-        text(&again.stderr)
-    );
-
-    let weak = signoff(
-        &["user", "add", "bob", "--password-stdin", "--db", &db],
-        "short\n",
-    );
-    assert!(!weak.status.success());
-    assert!(
-        text(&weak.stderr).contains("at least 8"),
-        "{}",
-        text(&weak.stderr)
-    );
-
-    let list = signoff(&["user", "list", "--db", &db], "");
-    assert!(text(&list.stdout).contains("alice"));
-    assert!(text(&list.stdout).contains("active"));
+    let list = succeeds(&["user", "list", "--db", &db], "");
+    assert!(list.contains("alice"));
+    assert!(list.contains("active"));
 
     // A session opened by another process on the same file (the gateway).
     let store = SqliteStore::open(dir.path().join("signoff.db"))
@@ -72,100 +64,54 @@ async fn users_are_managed_and_disable_ends_sessions() {
         .unwrap();
     let alice = store.user_by_name("alice").await.unwrap().unwrap();
     let sessions = Sessions::new(Arc::new(store), Policy::default());
-    let issued = sessions
-        .login(None, NewSession::for_user(alice.id.clone()))
-        .await
-        .unwrap();
+    let login = || sessions.login(None, NewSession::for_user(alice.id.clone()));
+    let issued = login().await.unwrap();
     sessions.validate(issued.token.expose()).await.unwrap();
 
     // A password change ends the user's sessions unless told otherwise.
-    let out = signoff(
-        &[
-            "user",
-            "passwd",
-            "alice",
-            "--password-stdin",
-            "--keep-sessions",
-            "--db",
-            &db,
-        ],
-        "a second passphrase\n",
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let passwd = ["user", "passwd", "alice", "--password-stdin", "--db", &db];
+    let keep = [&passwd[..], &["--keep-sessions"]].concat();
+    succeeds(&keep, "a second passphrase\n");
     sessions.validate(issued.token.expose()).await.unwrap();
-    let out = signoff(
-        &["user", "passwd", "alice", "--password-stdin", "--db", &db],
-        "a third passphrase\n",
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("ended 1 session"),
-        "{}",
-        text(&out.stdout)
-    );
+    let out = succeeds(&passwd, "a third passphrase\n");
+    assert!(out.contains("ended 1 session"), "{out}");
     assert!(matches!(
         sessions.validate(issued.token.expose()).await,
         Err(SessionError::NotFound)
     ));
-    let issued = sessions
-        .login(None, NewSession::for_user(alice.id.clone()))
-        .await
-        .unwrap();
 
-    let out = signoff(&["user", "disable", "alice", "--db", &db], "");
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("ended 1 session"),
-        "{}",
-        text(&out.stdout)
-    );
+    let issued = login().await.unwrap();
+    let out = succeeds(&["user", "disable", "alice", "--db", &db], "");
+    assert!(out.contains("ended 1 session"), "{out}");
     assert!(matches!(
         sessions.validate(issued.token.expose()).await,
         Err(SessionError::NotFound)
     ));
-    assert!(text(&signoff(&["user", "list", "--db", &db], "").stdout).contains("disabled"));
+    assert!(succeeds(&["user", "list", "--db", &db], "").contains("disabled"));
 }
 
 #[test]
 fn bad_input_gets_a_clear_error() {
-    let out = signoff(&["user", "list", "--db", "mysql://nowhere"], "");
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("expected sqlite://PATH"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = signoff(
-        &["user", "list", "--db", "sqlite:///nonexistent-dir/x/y.db"],
+    let list = |db| ["user", "list", "--db", db];
+    fails_saying(&list("mysql://nowhere"), "", "expected sqlite://PATH");
+    fails_saying(
+        &list("sqlite:///nonexistent-dir/x/y.db"),
         "",
-    );
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("cannot open the database"),
-        "{}",
-        text(&out.stderr)
+        "cannot open the database",
     );
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("s.db");
-    let out = signoff(&["user", "add", "alice", "--db", db.to_str().unwrap()], "");
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("--password-stdin"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = signoff(
-        &["user", "disable", "nobody", "--db", db.to_str().unwrap()],
+    let db = db.to_str().unwrap();
+    fails_saying(
+        &["user", "add", "alice", "--db", db],
         "",
+        "--password-stdin",
     );
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("no such user"),
-        "{}",
-        text(&out.stderr)
+    fails_saying(
+        &["user", "disable", "nobody", "--db", db],
+        "",
+        "no such user",
     );
 }
 
@@ -180,8 +126,6 @@ fn help_is_there_for_every_subcommand() {
         vec!["user", "enable", "--help"],
         vec!["user", "list", "--help"],
     ] {
-        let out = signoff(&args, "");
-        assert!(out.status.success(), "{args:?}");
-        assert!(text(&out.stdout).contains("Usage"), "{args:?}");
+        assert!(succeeds(&args, "").contains("Usage"), "{args:?}");
     }
 }

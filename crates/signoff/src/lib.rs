@@ -50,7 +50,7 @@ mod token;
 mod users;
 
 pub use cache::{CacheOptions, CachedStore};
-pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock, Timestamp};
 pub use policy::{CookiePolicy, LogoutBehavior, Policy, PolicyBuilder, PolicyError, SameSite};
 pub use session::{
     ExpiredBy, Issued, NewSession, Session, SessionData, SessionError, Sessions, UserId,

@@ -356,7 +356,6 @@ fn check_name(name: &str) -> Result<(), AccountError> {
 pub struct Accounts {
     users: Arc<dyn UserStore>,
     passwords: Passwords,
-    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for Accounts {
@@ -370,11 +369,7 @@ impl fmt::Debug for Accounts {
 impl Accounts {
     /// Accounts in `users`, hashed by `passwords`.
     pub fn new(users: Arc<dyn UserStore>, passwords: Passwords) -> Self {
-        Self {
-            users,
-            passwords,
-            clock: Arc::new(SystemClock),
-        }
+        Self { users, passwords }
     }
 
     /// The password hasher.
@@ -396,7 +391,7 @@ impl Accounts {
             name: name.to_owned(),
             password_hash: self.passwords.hash(password).await?,
             disabled: false,
-            created_at: self.clock.now(),
+            created_at: SystemClock.now(),
         };
         match self.users.insert_user(&user).await {
             Ok(()) => Ok(user),

@@ -1,14 +1,19 @@
-//! `signoff`: the command line. The gateway (`serve`, `demo`) comes next;
-//! today it manages the users and sessions of a signoff database.
+//! `signoff`: the gateway (`serve`, `demo`) and the command line that
+//! manages the users of a signoff database.
+
+mod config;
+mod demo;
+mod gateway;
+mod serve;
+mod server;
 
 use std::io::{BufRead, IsTerminal};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use signoff::{Accounts, Passwords, Policy, Sessions, SqliteStore};
+use signoff::{Accounts, Passwords, Policy, Sessions};
 
 /// signoff: when a user signs out, they are out.
 #[derive(Debug, Parser)]
@@ -20,6 +25,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gateway in front of an app: it owns sign-in and sign-out,
+    /// and passes only signed-in requests to the upstream.
+    Serve(Box<config::ServeArgs>),
+    /// Try signoff with nothing to set up: the gateway on 127.0.0.1:8080 in
+    /// front of a small built-in app, with a demo user.
+    Demo(demo::DemoArgs),
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
@@ -82,18 +93,8 @@ enum UserCommand {
 }
 
 /// Opens the database named by `--db`.
-async fn open(db: &Db) -> Result<SqliteStore> {
-    let path = match db.db.split_once("://") {
-        None => PathBuf::from(&db.db),
-        Some(("sqlite", path)) if !path.is_empty() => PathBuf::from(path),
-        Some(("redis" | "rediss" | "postgres" | "postgresql", _)) => {
-            bail!("--db {}: only SQLite is supported in this version", db.db)
-        }
-        Some(_) => bail!("--db {}: expected sqlite://PATH or a file path", db.db),
-    };
-    SqliteStore::open(&path)
-        .await
-        .with_context(|| format!("cannot open the database {}", path.display()))
+async fn open(db: &Db) -> Result<signoff::SqliteStore> {
+    serve::open_db(&db.db).await
 }
 
 /// Reads a new password from stdin or, on a terminal, asks twice.
@@ -121,6 +122,14 @@ fn read_password(from_stdin: bool) -> Result<String> {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Serve(args) => {
+            let settings = args.settings()?;
+            serve::run(settings, |origin| {
+                println!("signoff listening on {origin}/");
+            })
+            .await
+        }
+        Command::Demo(args) => demo::run(args).await,
         Command::User(command) => user(command).await,
     }
 }
@@ -186,12 +195,18 @@ async fn user(command: UserCommand) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The gateway logs one line per request; the user commands only warn.
+    let default_filter = match cli.command {
+        Command::Serve(_) | Command::Demo(_) => "info",
+        Command::User(_) => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SIGNOFF_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

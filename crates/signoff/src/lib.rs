@@ -13,6 +13,7 @@
 //!   [`SqliteStore`] (feature `sqlite`, on by default), and a public
 //!   [`conformance`] suite every backend passes.
 //! - [`CachedStore`]: a bounded in-process cache in front of any store.
+//! - [`csrf`]: CSRF tokens derived from the session token, stored nowhere.
 //! - [`Accounts`] and [`Passwords`]: users with Argon2id password hashes.
 //!
 //! ```
@@ -43,6 +44,7 @@
 mod cache;
 mod clock;
 pub mod conformance;
+pub mod csrf;
 mod policy;
 mod session;
 pub mod store;

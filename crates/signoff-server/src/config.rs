@@ -1,0 +1,655 @@
+//! Gateway settings: command-line flags, `SIGNOFF_*` environment variables
+//! and a TOML file, merged with precedence flag > env > file > default.
+//!
+//! clap reads flags and their environment variables (so those two are
+//! already ordered); every flag is an `Option` without a clap default, so
+//! "not given" is visible and the file or the default fills it in.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{ArgAction, Args};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Default listening address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default database.
+pub const DEFAULT_DB: &str = "sqlite://signoff.db";
+/// Default `Clear-Site-Data` values sent at logout. `prefetchCache` and
+/// `prerenderCache` stop Chromium from showing a page it prerendered
+/// before logout; other browsers ignore them.
+pub const DEFAULT_CLEAR_SITE_DATA: [&str; 5] = [
+    "cache",
+    "cookies",
+    "storage",
+    "prefetchCache",
+    "prerenderCache",
+];
+const CLEAR_SITE_DATA_VALUES: [&str; 7] = [
+    "cache",
+    "cookies",
+    "storage",
+    "executionContexts",
+    "prefetchCache",
+    "prerenderCache",
+    "*",
+];
+
+/// `signoff serve` flags. Each also reads `SIGNOFF_<NAME>` and the TOML
+/// key of the same name (with `_` for `-`).
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// The app to protect, e.g. http://127.0.0.1:5000 [file: upstream]
+    #[arg(long, env = "SIGNOFF_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8080] [file: listen]
+    #[arg(long, env = "SIGNOFF_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The URL browsers use to reach signoff, e.g. https://app.example.com;
+    /// sets the cookie's security and the origin that state changes must
+    /// come from [default: http://LISTEN] [file: public_url]
+    #[arg(long, env = "SIGNOFF_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// The database: sqlite://PATH or a file path [default: sqlite://signoff.db] [file: db]
+    #[arg(long, env = "SIGNOFF_DB", value_name = "URL")]
+    pub db: Option<String>,
+    /// Sign out after this long without a request, e.g. 30m [default: 30m] [file: idle_timeout]
+    #[arg(long, env = "SIGNOFF_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Sign out this long after login whatever happens, e.g. 12h [default: 12h] [file: absolute_timeout]
+    #[arg(long, env = "SIGNOFF_ABSOLUTE_TIMEOUT", value_name = "DURATION")]
+    pub absolute_timeout: Option<String>,
+    /// A TOML file with any of these settings
+    #[arg(long, env = "SIGNOFF_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS with it [file: tls_cert]
+    #[arg(
+        long,
+        env = "SIGNOFF_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert [file: tls_key]
+    #[arg(
+        long,
+        env = "SIGNOFF_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Allow a plain-HTTP public URL on a non-loopback address (the session
+    /// cookie then travels unencrypted) [file: allow_insecure_http]
+    #[arg(long, env = "SIGNOFF_ALLOW_INSECURE_HTTP", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub allow_insecure_http: Option<bool>,
+    /// Paths that need no session: `/x/` matches everything under /x/, any
+    /// other entry matches exactly; repeat or separate with commas
+    /// [file: public_paths]
+    #[arg(
+        long = "public-path",
+        env = "SIGNOFF_PUBLIC_PATHS",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    pub public_paths: Vec<String>,
+    /// Proxies (IPs or CIDRs) whose X-Forwarded-For is believed; repeat or
+    /// separate with commas [file: trusted_proxies]
+    #[arg(
+        long = "trusted-proxy",
+        env = "SIGNOFF_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
+    /// Inject the back-button guard script into upstream HTML [default: true] [file: inject_guard]
+    #[arg(long, env = "SIGNOFF_INJECT_GUARD", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub inject_guard: Option<bool>,
+    /// Clear-Site-Data values sent at logout, comma-separated
+    /// [default: cache,cookies,storage,prefetchCache,prerenderCache] [file: clear_site_data]
+    #[arg(
+        long,
+        env = "SIGNOFF_CLEAR_SITE_DATA",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub clear_site_data: Vec<String>,
+    /// Largest request body passed to the upstream, in bytes [default: 10485760] [file: max_body_bytes]
+    #[arg(long, env = "SIGNOFF_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<u64>,
+    /// URL prefix of signoff's own pages [default: /.signoff] [file: prefix]
+    #[arg(long, env = "SIGNOFF_PREFIX", value_name = "PATH")]
+    pub prefix: Option<String>,
+}
+
+/// The TOML file. Unknown keys are an error, so a typo is not ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    upstream: Option<String>,
+    listen: Option<String>,
+    public_url: Option<String>,
+    db: Option<String>,
+    idle_timeout: Option<String>,
+    absolute_timeout: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    allow_insecure_http: Option<bool>,
+    public_paths: Option<Vec<String>>,
+    trusted_proxies: Option<Vec<String>>,
+    inject_guard: Option<bool>,
+    clear_site_data: Option<Vec<String>>,
+    max_body_bytes: Option<u64>,
+    prefix: Option<String>,
+    #[serde(default)]
+    login: LoginFile,
+}
+
+/// `[login]` table: failure limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginFile {
+    account_free_failures: Option<u32>,
+    account_max_delay: Option<String>,
+    ip_free_failures: Option<u32>,
+    ip_max_delay: Option<String>,
+}
+
+/// Failure limits for the login form: after `free_failures` failures in a
+/// row, each further attempt must wait a delay that doubles from one
+/// second up to `max_delay`. Per account the cap is short, so an attacker
+/// cannot lock the owner out for long; per client address it is long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// Failures per account before delays start.
+    pub account_free_failures: u32,
+    /// Longest delay per account.
+    pub account_max_delay: Duration,
+    /// Failures per client address before delays start.
+    pub ip_free_failures: u32,
+    /// Longest delay per client address.
+    pub ip_max_delay: Duration,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        Self {
+            account_free_failures: 5,
+            account_max_delay: Duration::from_secs(30),
+            ip_free_failures: 10,
+            ip_max_delay: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// TLS files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Everything the gateway needs, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Upstream base URL (scheme http, host, port; no path).
+    pub upstream: http::Uri,
+    /// Address to listen on.
+    pub listen: String,
+    /// Scheme + host (+ port) browsers see, without a trailing slash.
+    pub public_origin: String,
+    /// Whether the public URL was given (else it follows the bound address).
+    pub public_url_given: bool,
+    /// Whether the public URL is HTTPS (the cookie is then `Secure`).
+    pub secure: bool,
+    /// Database URL or path.
+    pub db: String,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+    /// Absolute timeout.
+    pub absolute_timeout: Duration,
+    /// TLS, if signoff serves HTTPS itself.
+    pub tls: Option<TlsFiles>,
+    /// Paths that need no session.
+    pub public_paths: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Whether to inject the guard into upstream HTML.
+    pub inject_guard: bool,
+    /// The `Clear-Site-Data` header value sent at logout, if any.
+    pub clear_site_data: Option<String>,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: u64,
+    /// Prefix of signoff's own URLs, e.g. `/.signoff`.
+    pub prefix: String,
+    /// Login failure limits.
+    pub login: LoginLimits,
+}
+
+/// Parses `90s`, `30m`, `12h`, `1h 30m`, `2d`.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(text.trim())
+        .with_context(|| format!("{text:?} is not a duration such as 90s, 30m or 12h"))?;
+    if d.is_zero() {
+        bail!("{text:?}: a duration must be longer than zero");
+    }
+    Ok(d)
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("bad config file {}", path.display()))
+}
+
+fn nonempty<T>(from_cli: Vec<T>, from_file: Option<Vec<T>>) -> Option<Vec<T>> {
+    if from_cli.is_empty() {
+        from_file
+    } else {
+        Some(from_cli)
+    }
+}
+
+impl ServeArgs {
+    /// Merges flags and environment with the config file and defaults, and
+    /// checks the result.
+    pub fn settings(self) -> Result<Settings> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let upstream = self.upstream.or(file.upstream).context(
+            "no upstream: pass --upstream http://HOST:PORT (or SIGNOFF_UPSTREAM, or `upstream` in the config file)",
+        )?;
+        let tls = match (
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together"),
+        };
+        let mut login = LoginLimits::default();
+        if let Some(n) = file.login.account_free_failures {
+            login.account_free_failures = n;
+        }
+        if let Some(d) = &file.login.account_max_delay {
+            login.account_max_delay = parse_duration(d).context("login.account_max_delay")?;
+        }
+        if let Some(n) = file.login.ip_free_failures {
+            login.ip_free_failures = n;
+        }
+        if let Some(d) = &file.login.ip_max_delay {
+            login.ip_max_delay = parse_duration(d).context("login.ip_max_delay")?;
+        }
+        Raw {
+            upstream,
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
+            public_url: self.public_url.or(file.public_url),
+            db: self.db.or(file.db).unwrap_or_else(|| DEFAULT_DB.to_owned()),
+            idle_timeout: self.idle_timeout.or(file.idle_timeout),
+            absolute_timeout: self.absolute_timeout.or(file.absolute_timeout),
+            tls,
+            allow_insecure_http: self
+                .allow_insecure_http
+                .or(file.allow_insecure_http)
+                .unwrap_or(false),
+            public_paths: nonempty(self.public_paths, file.public_paths).unwrap_or_default(),
+            trusted_proxies: nonempty(self.trusted_proxies, file.trusted_proxies)
+                .unwrap_or_default(),
+            inject_guard: self.inject_guard.or(file.inject_guard).unwrap_or(true),
+            clear_site_data: nonempty(self.clear_site_data, file.clear_site_data),
+            max_body_bytes: self
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(10 * 1024 * 1024),
+            prefix: self
+                .prefix
+                .or(file.prefix)
+                .unwrap_or_else(|| "/.signoff".to_owned()),
+            login,
+        }
+        .check()
+    }
+}
+
+/// Merged but unchecked settings.
+pub(crate) struct Raw {
+    pub upstream: String,
+    pub listen: String,
+    pub public_url: Option<String>,
+    pub db: String,
+    pub idle_timeout: Option<String>,
+    pub absolute_timeout: Option<String>,
+    pub tls: Option<TlsFiles>,
+    pub allow_insecure_http: bool,
+    pub public_paths: Vec<String>,
+    pub trusted_proxies: Vec<String>,
+    pub inject_guard: bool,
+    pub clear_site_data: Option<Vec<String>>,
+    pub max_body_bytes: u64,
+    pub prefix: String,
+    pub login: LoginLimits,
+}
+
+impl Raw {
+    pub(crate) fn check(self) -> Result<Settings> {
+        let upstream = parse_upstream(&self.upstream)?;
+        let listen_addr: SocketAddr = self.listen.parse().with_context(|| {
+            format!(
+                "--listen {:?}: expected IP:PORT such as 127.0.0.1:8080",
+                self.listen
+            )
+        })?;
+        let public_url_given = self.public_url.is_some();
+        let public_url = self.public_url.unwrap_or_else(|| {
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{listen_addr}")
+        });
+        let (public_origin, secure, host) = parse_public_url(&public_url)?;
+        if !secure && !is_loopback_host(&host) && !self.allow_insecure_http {
+            bail!(
+                "--public-url {public_url}: plain HTTP on a non-loopback address sends the \
+                 session cookie unencrypted; use https (--tls-cert/--tls-key or a TLS proxy \
+                 in front), or pass --allow-insecure-http if you really mean it"
+            );
+        }
+        let idle_timeout = match &self.idle_timeout {
+            Some(t) => parse_duration(t).context("--idle-timeout")?,
+            None => Duration::from_secs(30 * 60),
+        };
+        let absolute_timeout = match &self.absolute_timeout {
+            Some(t) => parse_duration(t).context("--absolute-timeout")?,
+            None => Duration::from_secs(12 * 3600),
+        };
+        let public_paths = self
+            .public_paths
+            .into_iter()
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                if !p.starts_with('/') || p.contains(['?', '#', '\\']) || p.contains("..") {
+                    bail!(
+                        "public path {p:?}: expected an absolute path such as /static/ or /health"
+                    );
+                }
+                Ok(p)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse::<IpNet>()
+                    .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                    .with_context(|| format!("trusted proxy {p:?}: expected an IP or a CIDR"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let clear_site_data = clear_site_data_header(self.clear_site_data)?;
+        let prefix = self.prefix.trim_end_matches('/').to_owned();
+        if !prefix.starts_with('/')
+            || prefix.len() < 2
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+        {
+            bail!(
+                "prefix {:?}: expected a path such as /.signoff",
+                self.prefix
+            );
+        }
+        if self.max_body_bytes == 0 {
+            bail!("max_body_bytes must be more than 0");
+        }
+        Ok(Settings {
+            upstream,
+            listen: self.listen,
+            public_origin,
+            public_url_given,
+            secure,
+            db: self.db,
+            idle_timeout,
+            absolute_timeout,
+            tls: self.tls,
+            public_paths,
+            trusted_proxies,
+            inject_guard: self.inject_guard,
+            clear_site_data,
+            max_body_bytes: self.max_body_bytes,
+            prefix,
+            login: self.login,
+        })
+    }
+}
+
+fn parse_upstream(text: &str) -> Result<http::Uri> {
+    let uri: http::Uri = text
+        .parse()
+        .with_context(|| format!("--upstream {text:?} is not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => bail!("--upstream {text}: HTTPS upstreams are not supported yet; use http:// on a private network or loopback"),
+        _ => bail!("--upstream {text}: expected http://HOST:PORT"),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        bail!("--upstream {text}: no host");
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        bail!("--upstream {text}: a path prefix is not supported; give scheme, host and port only");
+    }
+    Ok(uri)
+}
+
+/// Returns (origin, is_https, host).
+fn parse_public_url(text: &str) -> Result<(String, bool, String)> {
+    let uri: http::Uri = text
+        .parse()
+        .with_context(|| format!("--public-url {text:?} is not a URL"))?;
+    let secure = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => bail!("--public-url {text}: expected http:// or https://"),
+    };
+    let Some(authority) = uri.authority() else {
+        bail!("--public-url {text}: no host");
+    };
+    if authority.as_str().contains('@') {
+        bail!("--public-url {text}: user info is not allowed");
+    }
+    if !matches!(uri.path(), "" | "/") {
+        bail!("--public-url {text}: signoff must be at the root of its origin (no path)");
+    }
+    let scheme = if secure { "https" } else { "http" };
+    let default_port = if secure { 443 } else { 80 };
+    let host = authority.host().to_ascii_lowercase();
+    let origin = match authority.port_u16() {
+        Some(port) if port != default_port => format!("{scheme}://{host}:{port}"),
+        _ => format!("{scheme}://{host}"),
+    };
+    Ok((origin, secure, host))
+}
+
+/// Whether a host name is a loopback address (`localhost`, 127/8, ::1).
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn clear_site_data_header(values: Option<Vec<String>>) -> Result<Option<String>> {
+    let values = match values {
+        None => DEFAULT_CLEAR_SITE_DATA
+            .iter()
+            .map(|v| v.to_string())
+            .collect(),
+        Some(v) => v,
+    };
+    let mut out = Vec::new();
+    for value in values {
+        let value = value.trim().trim_matches('"');
+        if value.is_empty() || value == "none" {
+            continue;
+        }
+        if !CLEAR_SITE_DATA_VALUES.contains(&value) {
+            bail!(
+                "clear_site_data {value:?}: expected some of {}, or none",
+                CLEAR_SITE_DATA_VALUES.join(", ")
+            );
+        }
+        out.push(format!("\"{value}\""));
+    }
+    Ok((!out.is_empty()).then(|| out.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Settings> {
+        let mut argv = vec!["signoff"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)?.serve.settings()
+    }
+
+    #[test]
+    fn durations_in_the_usual_form() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("12h").unwrap(), Duration::from_secs(43200));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        for bad in ["", "0s", "soon", "-5m", "30"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signoff.toml");
+        std::fs::write(
+            &file,
+            "upstream = \"http://127.0.0.1:5000\"\nidle_timeout = \"5m\"\nabsolute_timeout = \"1h\"\n[login]\nip_free_failures = 3\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let s = parse(&["--config", path, "--idle-timeout", "90s"]).unwrap();
+        assert_eq!(s.idle_timeout, Duration::from_secs(90), "flag wins");
+        assert_eq!(
+            s.absolute_timeout,
+            Duration::from_secs(3600),
+            "file fills in"
+        );
+        assert_eq!(s.listen, DEFAULT_LISTEN, "default last");
+        assert_eq!(s.login.ip_free_failures, 3);
+        assert_eq!(s.public_origin, "http://127.0.0.1:8080");
+        assert!(!s.secure);
+    }
+
+    #[test]
+    fn bad_config_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signoff.toml");
+        std::fs::write(
+            &file,
+            "upstream = \"http://127.0.0.1:5000\"\nidle_timout = \"5m\"\n",
+        )
+        .unwrap();
+        let err = format!(
+            "{:#}",
+            parse(&["--config", file.to_str().unwrap()]).unwrap_err()
+        );
+        assert!(err.contains("idle_timout"), "{err}");
+        let err = format!(
+            "{:#}",
+            parse(&["--config", "/nonexistent/x.toml"]).unwrap_err()
+        );
+        assert!(err.contains("cannot read the config file"), "{err}");
+        let err = format!("{:#}", parse(&[]).unwrap_err());
+        assert!(err.contains("no upstream"), "{err}");
+        let err = format!(
+            "{:#}",
+            parse(&["--upstream", "http://x:1", "--idle-timeout", "forever"]).unwrap_err()
+        );
+        assert!(err.contains("not a duration"), "{err}");
+        for bad in ["ftp://x", "http://x:1/app", "https://x:1", "not a url"] {
+            assert!(parse(&["--upstream", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plain_http_off_loopback_needs_a_flag() {
+        let base = ["--upstream", "http://127.0.0.1:5000", "--public-url"];
+        let mut args = base.to_vec();
+        args.push("http://app.example.com");
+        let err = format!("{:#}", parse(&args).unwrap_err());
+        assert!(err.contains("--allow-insecure-http"), "{err}");
+        args.push("--allow-insecure-http");
+        assert!(!parse(&args).unwrap().secure);
+        for ok in [
+            "http://localhost:8080",
+            "http://127.0.0.5",
+            "http://[::1]:9",
+        ] {
+            let mut args = base.to_vec();
+            args.push(ok);
+            assert!(!parse(&args).unwrap().secure, "{ok}");
+        }
+        let mut args = base.to_vec();
+        args.push("https://app.example.com/");
+        let s = parse(&args).unwrap();
+        assert!(s.secure);
+        assert_eq!(s.public_origin, "https://app.example.com");
+    }
+
+    #[test]
+    fn lists_from_flags_and_clear_site_data() {
+        let s = parse(&[
+            "--upstream",
+            "http://127.0.0.1:5000",
+            "--public-path",
+            "/static/,/health",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--clear-site-data",
+            "cache,cookies",
+        ])
+        .unwrap();
+        assert_eq!(s.public_paths, ["/static/", "/health"]);
+        assert_eq!(s.trusted_proxies.len(), 2);
+        assert_eq!(s.clear_site_data.as_deref(), Some("\"cache\", \"cookies\""));
+        let s = parse(&["--upstream", "http://127.0.0.1:5000"]).unwrap();
+        assert_eq!(
+            s.clear_site_data.as_deref(),
+            Some("\"cache\", \"cookies\", \"storage\", \"prefetchCache\", \"prerenderCache\"")
+        );
+        assert!(parse(&[
+            "--upstream",
+            "http://x:1",
+            "--clear-site-data",
+            "everything"
+        ])
+        .is_err());
+        assert!(parse(&["--upstream", "http://x:1", "--trusted-proxy", "nope"]).is_err());
+        assert!(parse(&["--upstream", "http://x:1", "--public-path", "static"]).is_err());
+    }
+}

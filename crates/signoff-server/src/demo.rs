@@ -1,0 +1,190 @@
+//! `signoff demo`: the gateway in front of a small built-in app, with a
+//! demo user, on one SQLite file. Nothing to set up.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use clap::Args;
+use rand::distributions::{Alphanumeric, DistString};
+use signoff::{AccountError, Accounts, Passwords, Policy, Sessions};
+
+use crate::config::{LoginLimits, Raw, TlsFiles};
+use crate::gateway::pages::escape;
+use crate::serve;
+
+/// `signoff demo` flags.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: String,
+    /// The database: sqlite://PATH or a file path
+    #[arg(long, default_value = "sqlite://signoff-demo.db", value_name = "URL")]
+    pub db: String,
+    /// Sign out after this long without a request [default: 30m]
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// PEM certificate chain: serve the demo over HTTPS
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The demo user's login name.
+pub const DEMO_USER: &str = "demo";
+
+/// Records every `pageshow` so a person (or a browser test) can see
+/// whether the page came from the back/forward cache.
+const PAGESHOW_RECORDER: &str = "<script>addEventListener('pageshow',function(e){\
+var c=(window.__pageshow?window.__pageshow.count:0)+1;\
+window.__pageshow={count:c,persisted:e.persisted};\
+var s=document.getElementById('pageshow');if(s){s.textContent='pageshow #'+c+(e.persisted?' (from the back/forward cache)':'');}});</script>";
+
+fn layout(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title>{PAGESHOW_RECORDER}</head><body>\
+         <nav><a href=\"/\">Home</a> · <a href=\"/public\">Public page</a> · \
+         <a href=\"/private/a\">Private page A</a> · <a href=\"/private/b\">Private page B</a></nav>\
+         {body}<p><small id=\"pageshow\"></small></p></body></html>\n"
+    )
+}
+
+async fn home() -> Html<String> {
+    Html(layout(
+        "signoff demo",
+        "<h1>signoff demo</h1><p>This app knows nothing about sessions: signoff, in front \
+         of it, owns sign-in and sign-out. The private pages ask browsers to cache them for \
+         an hour; signoff overrides that. Sign in, open both private pages, sign out, then \
+         press Back.</p>",
+    ))
+}
+
+async fn public() -> Response {
+    (
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        )],
+        Html(layout(
+            "Public page",
+            "<h1>Public page</h1><p>Anyone may see this page, and browsers may cache it.</p>",
+        )),
+    )
+        .into_response()
+}
+
+fn private(which: &str, headers: &HeaderMap) -> Response {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let user = escape(&get("x-signoff-user"));
+    let csrf = escape(&get("x-signoff-csrf"));
+    let body = format!(
+        "<h1>Private page {which}</h1>\
+         <p>Signed in as <b id=\"user\">{user}</b>. PRIVATE-{which}: this text must never be \
+         visible after sign-out, not even with Back.</p>\
+         <form method=\"post\" action=\"/.signoff/logout\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button id=\"logout\" type=\"submit\">Sign out</button></form>"
+    );
+    (
+        // What a careless app sends; signoff replaces it with no-store.
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=3600"),
+        )],
+        Html(layout(&format!("Private page {which}"), &body)),
+    )
+        .into_response()
+}
+
+/// The built-in upstream app.
+pub fn upstream_app() -> Router {
+    Router::new()
+        .route("/", get(home))
+        .route("/public", get(public))
+        .route(
+            "/private/a",
+            get(|h: HeaderMap| async move { private("A", &h) }),
+        )
+        .route(
+            "/private/b",
+            get(|h: HeaderMap| async move { private("B", &h) }),
+        )
+}
+
+/// Creates the demo user, or gives it a new password (ending its sessions).
+async fn demo_user(db: &str) -> Result<String> {
+    let store = Arc::new(serve::open_db(db).await?);
+    let accounts = Accounts::new(store.clone(), Passwords::new());
+    let password = Alphanumeric.sample_string(&mut rand::thread_rng(), 16);
+    match accounts.add_user(DEMO_USER, &password).await {
+        Ok(_) => {}
+        Err(AccountError::NameTaken) => {
+            let user = accounts.set_password(DEMO_USER, &password).await?;
+            accounts.set_disabled(DEMO_USER, false).await?;
+            Sessions::new(store.clone(), Policy::default())
+                .end_all_for_user(&user.id, None)
+                .await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    store.close().await;
+    Ok(password)
+}
+
+/// Runs the demo until Ctrl-C.
+pub async fn run(args: DemoArgs) -> Result<()> {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot start the demo app")?;
+    let upstream_addr = upstream.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(upstream, upstream_app()).await {
+            tracing::error!(error = %e, "the demo app stopped");
+        }
+    });
+    let password = demo_user(&args.db).await?;
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => None,
+    };
+    let settings = Raw {
+        upstream: format!("http://{upstream_addr}"),
+        listen: args.listen,
+        public_url: None,
+        db: args.db,
+        idle_timeout: args.idle_timeout,
+        absolute_timeout: None,
+        tls,
+        allow_insecure_http: false,
+        public_paths: vec!["/".to_owned(), "/public".to_owned()],
+        trusted_proxies: Vec::new(),
+        inject_guard: true,
+        clear_site_data: None,
+        max_body_bytes: 1024 * 1024,
+        prefix: "/.signoff".to_owned(),
+        login: LoginLimits::default(),
+    }
+    .check()?;
+    serve::run(settings, |origin| {
+        println!("signoff demo is running at {origin}/");
+        println!("  user:     {DEMO_USER}");
+        println!("  password: {password}");
+        println!("Sign in, open the private pages, sign out, press Back. Ctrl-C stops.");
+    })
+    .await
+}

@@ -1,0 +1,664 @@
+//! The gateway: signoff's own pages under the prefix, and a reverse proxy
+//! for everything else that lets only live sessions through.
+
+mod guard;
+pub mod pages;
+mod proxy;
+pub mod redirect;
+pub mod throttle;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::uri::Authority;
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use signoff::{
+    AccountError, Accounts, CookiePolicy, NewSession, Session, SessionData, SessionError,
+    SessionToken, Sessions,
+};
+
+pub use guard::Guard;
+use pages::page;
+use proxy::no_store;
+use throttle::Throttle;
+
+use crate::config::Settings;
+
+/// The session data key holding the signed-in user's name (sent upstream
+/// as `X-Signoff-User`), so no request needs a user lookup.
+pub const USER_NAME_KEY: &str = "signoff.user";
+/// Largest login or logout form accepted.
+const MAX_FORM_BYTES: usize = 8 * 1024;
+
+/// A request with a live, signed-in session.
+pub struct Authenticated {
+    /// The token the client presented.
+    pub token: SessionToken,
+    /// Its session.
+    pub session: Session,
+    /// The user's login name.
+    pub user: String,
+}
+
+enum Auth {
+    SignedIn(Box<Authenticated>),
+    /// No usable session; `stale` if the client sent a cookie anyway.
+    Anonymous {
+        stale: bool,
+    },
+    /// The store could not answer: fail closed.
+    Unavailable,
+}
+
+/// Everything the handlers share.
+pub struct Gateway {
+    settings: Arc<Settings>,
+    sessions: Sessions,
+    accounts: Accounts,
+    cookie: CookiePolicy,
+    client: Client<HttpConnector, Body>,
+    upstream_authority: Authority,
+    guard: Guard,
+    throttle: Throttle,
+}
+
+impl Gateway {
+    /// A gateway over these parts. `cookie` must match the policy inside
+    /// `sessions`.
+    pub fn new(settings: Settings, sessions: Sessions, accounts: Accounts) -> anyhow::Result<Self> {
+        let upstream_authority = settings
+            .upstream
+            .authority()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("upstream has no host"))?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .build(connector);
+        let guard = Guard::new(&settings.prefix);
+        if settings.inject_guard {
+            tracing::info!(
+                csp_source = guard.csp_source(),
+                "injecting the back-button guard into upstream HTML; a CSP in a <meta> tag must allow this hash"
+            );
+        }
+        Ok(Self {
+            cookie: sessions.policy().cookie().clone(),
+            guard,
+            throttle: Throttle::new(settings.login.clone()),
+            settings: Arc::new(settings),
+            sessions,
+            accounts,
+            client,
+            upstream_authority,
+        })
+    }
+
+    /// The axum app: own routes, then the proxy for everything else.
+    pub fn router(self: Arc<Self>) -> Router {
+        let p = self.settings.prefix.clone();
+        let own = Router::new()
+            .route(&format!("{p}/login"), get(login_page).post(login_submit))
+            .route(&format!("{p}/logout"), get(logout_page).post(logout))
+            .route(&format!("{p}/signed-out"), get(signed_out))
+            .route(&format!("{p}/status"), get(status))
+            .route(&format!("{p}/guard.js"), get(guard_js))
+            .route(&format!("{p}/healthz"), get(healthz))
+            .route(&format!("{p}/{{*rest}}"), any(not_found))
+            .route(&p, any(not_found))
+            .route_layer(middleware::map_response(own_response));
+        own.fallback(proxy)
+            .layer(middleware::from_fn(access_log))
+            .with_state(self)
+    }
+
+    fn session_cookie<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == self.cookie.name)
+            .map(|(_, value)| value.trim().trim_matches('"'))
+    }
+
+    async fn authenticate(&self, headers: &HeaderMap) -> Auth {
+        let Some(raw) = self.session_cookie(headers) else {
+            return Auth::Anonymous { stale: false };
+        };
+        let Ok(token) = SessionToken::parse(raw) else {
+            return Auth::Anonymous { stale: true };
+        };
+        match self.sessions.validate(token.expose()).await {
+            Ok(session) => match session.data.get(USER_NAME_KEY) {
+                Some(user) if session.user_id.is_some() => {
+                    Auth::SignedIn(Box::new(Authenticated {
+                        user: user.clone(),
+                        token,
+                        session,
+                    }))
+                }
+                _ => Auth::Anonymous { stale: true },
+            },
+            Err(SessionError::Store(e)) => {
+                tracing::error!(error = %e, "session store unavailable; refusing the request");
+                Auth::Unavailable
+            }
+            Err(_) => Auth::Anonymous { stale: true },
+        }
+    }
+
+    /// `Set-Cookie` issuing a session token.
+    fn set_cookie(&self, token: &SessionToken) -> HeaderValue {
+        let c = &self.cookie;
+        let secure = if c.secure { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!(
+            "{}={}; Path={}; HttpOnly; SameSite={}{secure}",
+            c.name,
+            token.expose(),
+            c.path,
+            c.same_site.as_str()
+        ))
+        .unwrap_or_else(|_| unreachable!("cookie names, paths and tokens are checked ASCII"))
+    }
+
+    /// `Set-Cookie` expiring the session cookie, with the same attributes
+    /// so the browser replaces the very cookie it holds.
+    fn expire_cookie(&self) -> HeaderValue {
+        let c = &self.cookie;
+        let secure = if c.secure { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!(
+            "{}=; Path={}; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite={}{secure}",
+            c.name,
+            c.path,
+            c.same_site.as_str()
+        ))
+        .unwrap_or_else(|_| unreachable!("cookie names and paths are checked ASCII"))
+    }
+
+    /// The client's address: the peer, or, when the peer is a trusted
+    /// proxy, the rightmost untrusted `X-Forwarded-For` entry.
+    fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> (IpAddr, bool) {
+        let trusted = |ip: &IpAddr| self.settings.trusted_proxies.iter().any(|n| n.contains(ip));
+        if !trusted(&peer) {
+            return (peer, false);
+        }
+        let chain: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map_while(|s| s.trim().parse::<IpAddr>().ok())
+            .collect();
+        let client = chain
+            .iter()
+            .rev()
+            .find(|ip| !trusted(ip))
+            .or(chain.first())
+            .copied()
+            .unwrap_or(peer);
+        (client, true)
+    }
+
+    fn same_origin(&self, headers: &HeaderMap) -> Intent {
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        if matches!(site, Some("cross-site" | "same-site")) {
+            return Intent::Foreign;
+        }
+        match origin {
+            Some(o) if o.eq_ignore_ascii_case(&self.settings.public_origin) => Intent::SameOrigin,
+            Some(_) => Intent::Foreign,
+            None if site == Some("same-origin") => Intent::SameOrigin,
+            None => Intent::Unknown,
+        }
+    }
+
+    fn login_url(&self, next: &str) -> String {
+        let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        format!("{}/login?next={next}", self.settings.prefix)
+    }
+
+    fn error_page(&self, status: StatusCode, heading: &str, text: &str) -> Response {
+        let mut r = page(status, heading, &pages::message(heading, text));
+        no_store(r.headers_mut());
+        r
+    }
+
+    fn bad_gateway(&self) -> Response {
+        self.error_page(
+            StatusCode::BAD_GATEWAY,
+            "The application is not reachable",
+            "The application behind this gateway is not answering. Try again in a moment.",
+        )
+    }
+
+    fn unavailable(&self) -> Response {
+        let mut r = self.error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Temporarily unavailable",
+            "Sessions cannot be checked right now. Try again in a moment.",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        r
+    }
+
+    /// Whether `path` needs no session. Paths with dot segments, encoded
+    /// slashes or backslashes are never public: the upstream might
+    /// normalise `/static/../admin` into a protected page.
+    fn is_public(&self, path: &str) -> bool {
+        if self.settings.public_paths.is_empty() {
+            return false;
+        }
+        let lower = path.to_ascii_lowercase();
+        if lower.contains("%2f")
+            || lower.contains("%5c")
+            || lower.contains('\\')
+            || lower.contains("%2e")
+            || lower.split('/').any(|seg| seg == "." || seg == "..")
+            || lower.contains("//")
+        {
+            return false;
+        }
+        self.settings.public_paths.iter().any(|p| {
+            if p.len() > 1 && p.ends_with('/') {
+                path.starts_with(p.as_str())
+            } else {
+                path == p
+            }
+        })
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Intent {
+    /// Origin or Sec-Fetch-Site says this origin.
+    SameOrigin,
+    /// A browser says another site sent it.
+    Foreign,
+    /// No such header: not a browser, or an old one.
+    Unknown,
+}
+
+/// Every response of signoff's own routes: no-store, and nosniff.
+async fn own_response(mut response: Response) -> Response {
+    no_store(response.headers_mut());
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// One line per request: method, path (never the query, which may hold
+/// secrets), status, latency.
+async fn access_log(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let response = next.run(req).await;
+    tracing::info!(
+        target: "signoff::access",
+        %method,
+        path = %path.chars().take(200).collect::<String>(),
+        status = response.status().as_u16(),
+        latency_us = start.elapsed().as_micros() as u64,
+    );
+    response
+}
+
+type AppState = State<Arc<Gateway>>;
+
+fn peer_ip(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}
+
+async fn proxy(State(gw): AppState, req: Request) -> Response {
+    let (client_ip, trusted) = gw.client_ip(peer_ip(&req), req.headers());
+    if gw.is_public(req.uri().path()) {
+        return gw.forward(req, client_ip, trusted, None).await;
+    }
+    match gw.authenticate(req.headers()).await {
+        Auth::SignedIn(auth) => gw.forward(req, client_ip, trusted, Some(&auth)).await,
+        Auth::Unavailable => gw.unavailable(),
+        Auth::Anonymous { stale } => {
+            let mut response = if wants_html(req.headers()) {
+                let next = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+                let mut r = StatusCode::SEE_OTHER.into_response();
+                if let Ok(v) = HeaderValue::from_str(&gw.login_url(next)) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                r
+            } else {
+                let mut r = (StatusCode::UNAUTHORIZED, "sign in first\n").into_response();
+                let challenge = format!(
+                    "Signoff realm=\"signoff\", login=\"{}/login\"",
+                    gw.settings.prefix
+                );
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+                r
+            };
+            no_store(response.headers_mut());
+            if stale {
+                response
+                    .headers_mut()
+                    .append(header::SET_COOKIE, gw.expire_cookie());
+            }
+            response
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+async fn login_page(
+    State(gw): AppState,
+    axum::extract::Query(q): axum::extract::Query<LoginQuery>,
+) -> Response {
+    let next = q
+        .next
+        .as_deref()
+        .and_then(redirect::safe_next)
+        .unwrap_or("/");
+    page(
+        StatusCode::OK,
+        "Sign in",
+        &pages::login(&gw.settings.prefix, next, "", None),
+    )
+}
+
+#[derive(Default, Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    next: Option<String>,
+}
+
+/// Reads a urlencoded form of at most [`MAX_FORM_BYTES`].
+async fn read_form<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, StatusCode> {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';').next().is_some_and(|t| {
+                t.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+    if !is_form {
+        return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+    let bytes: Bytes = axum::body::to_bytes(req.into_body(), MAX_FORM_BYTES)
+        .await
+        .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?;
+    serde_urlencoded::from_bytes(&bytes).map_err(|_| StatusCode::BAD_REQUEST)
+}
+
+fn form_error(gw: &Gateway, status: StatusCode) -> Response {
+    let text = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "The form is too large.",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            "Expected an HTML form (application/x-www-form-urlencoded)."
+        }
+        _ => "The form could not be read.",
+    };
+    gw.error_page(status, "Bad request", text)
+}
+
+async fn login_submit(State(gw): AppState, req: Request) -> Response {
+    let (client_ip, _) = gw.client_ip(peer_ip(&req), req.headers());
+    let headers = req.headers().clone();
+    if gw.same_origin(&headers) == Intent::Foreign {
+        return gw.error_page(
+            StatusCode::FORBIDDEN,
+            "Sign-in refused",
+            "This sign-in form was sent from another site.",
+        );
+    }
+    let form: LoginForm = match read_form(req).await {
+        Ok(f) => f,
+        Err(status) => return form_error(&gw, status),
+    };
+    let next = form
+        .next
+        .as_deref()
+        .and_then(redirect::safe_next)
+        .unwrap_or("/")
+        .to_owned();
+    let prefix = &gw.settings.prefix;
+    let retry = |status: StatusCode, message: &str| {
+        page(
+            status,
+            "Sign in",
+            &pages::login(prefix, &next, &form.username, Some(message)),
+        )
+    };
+    if let Err(wait) = gw
+        .throttle
+        .check(client_ip, &form.username, std::time::Instant::now())
+    {
+        let secs = wait.as_secs().max(1);
+        let mut r = retry(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("Too many failed attempts. Try again in {secs} seconds."),
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    let user = match gw
+        .accounts
+        .authenticate(&form.username, &form.password)
+        .await
+    {
+        Ok(user) => user,
+        // A disabled account answers like a wrong password: the form must
+        // not confirm that a password is right.
+        Err(AccountError::InvalidCredentials | AccountError::Disabled) => {
+            gw.throttle
+                .failed(client_ip, &form.username, std::time::Instant::now());
+            tracing::info!(target: "signoff::auth", ip = %client_ip, "login failed");
+            return retry(StatusCode::UNAUTHORIZED, "Wrong user name or password.");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "login could not be checked");
+            return retry(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in is not possible right now. Try again in a moment.",
+            );
+        }
+    };
+    gw.throttle.succeeded(&form.username);
+    let mut data = SessionData::new();
+    data.insert(USER_NAME_KEY.to_owned(), user.name.clone());
+    let mut new = NewSession::for_user(user.id.clone())
+        .ip(client_ip.to_string())
+        .data(data);
+    if let Some(ua) = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        new = new.user_agent(
+            ua.chars()
+                .take(signoff::MAX_USER_AGENT_BYTES / 4)
+                .collect::<String>(),
+        );
+    }
+    let previous = gw.session_cookie(&headers);
+    match gw.sessions.login(previous, new).await {
+        Ok(issued) => {
+            tracing::info!(target: "signoff::auth", user = %user.name, session = %issued.session.handle, "login");
+            let mut r = StatusCode::SEE_OTHER.into_response();
+            if let Ok(v) = HeaderValue::from_str(&next) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r.headers_mut()
+                .insert(header::SET_COOKIE, gw.set_cookie(&issued.token));
+            r
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not create a session");
+            retry(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in is not possible right now. Try again in a moment.",
+            )
+        }
+    }
+}
+
+async fn logout_page(State(gw): AppState, headers: HeaderMap) -> Response {
+    let csrf = gw
+        .session_cookie(&headers)
+        .and_then(|t| SessionToken::parse(t).ok())
+        .map(|t| signoff::csrf::token_for(&t));
+    page(
+        StatusCode::OK,
+        "Sign out",
+        &pages::logout_confirm(&gw.settings.prefix, csrf.as_deref()),
+    )
+}
+
+#[derive(Default, Deserialize)]
+struct LogoutForm {
+    csrf: Option<String>,
+}
+
+async fn logout(State(gw): AppState, req: Request) -> Response {
+    let headers = req.headers().clone();
+    let token = gw
+        .session_cookie(&headers)
+        .and_then(|t| SessionToken::parse(t).ok());
+    let header_csrf = headers
+        .get("x-signoff-csrf")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let has_body = headers.contains_key(header::CONTENT_TYPE);
+    let form: LogoutForm = if has_body {
+        match read_form(req).await {
+            Ok(f) => f,
+            Err(status) => return form_error(&gw, status),
+        }
+    } else {
+        LogoutForm::default()
+    };
+    let csrf_ok = token.as_ref().is_some_and(|t| {
+        [form.csrf.as_deref(), header_csrf.as_deref()]
+            .into_iter()
+            .flatten()
+            .any(|c| signoff::csrf::verify(t, c))
+    });
+    let intent = gw.same_origin(&headers);
+    if intent == Intent::Foreign || !(csrf_ok || intent == Intent::SameOrigin) {
+        tracing::warn!(target: "signoff::auth", "refused a sign-out without proof of intent");
+        return gw.error_page(
+            StatusCode::FORBIDDEN,
+            "Sign-out refused",
+            "This sign-out request did not come from this site, so nothing was changed.",
+        );
+    }
+    if let Some(token) = &token {
+        if let Err(e) = gw.sessions.logout(token.expose()).await {
+            tracing::error!(error = %e, "logout failed: the store is unavailable");
+            return gw.error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-out failed",
+                "Your session could not be ended because the session store is unavailable. \
+                 You are still signed in. Try again in a moment.",
+            );
+        }
+        tracing::info!(target: "signoff::auth", "logout");
+    }
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("{}/signed-out", gw.settings.prefix)) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::SET_COOKIE, gw.expire_cookie());
+    if let Some(csd) = &gw.settings.clear_site_data {
+        if let Ok(v) = HeaderValue::from_str(csd) {
+            h.insert("clear-site-data", v);
+        }
+    }
+    r
+}
+
+async fn signed_out(State(gw): AppState) -> Response {
+    page(
+        StatusCode::OK,
+        "Signed out",
+        &pages::signed_out(&gw.settings.prefix),
+    )
+}
+
+/// For the guard: is this browser's session alive? No secrets in the answer.
+async fn status(State(gw): AppState, headers: HeaderMap) -> Response {
+    let (code, body) = match gw.authenticate(&headers).await {
+        Auth::SignedIn(_) => (StatusCode::OK, "{\"signed_in\":true}"),
+        Auth::Anonymous { .. } => (StatusCode::UNAUTHORIZED, "{\"signed_in\":false}"),
+        Auth::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "{\"signed_in\":null}"),
+    };
+    (
+        code,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn guard_js(State(gw): AppState) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/javascript; charset=utf-8"),
+        )],
+        gw.guard.script().to_owned(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+async fn not_found(State(gw): AppState, method: Method) -> Response {
+    let _ = method;
+    gw.error_page(StatusCode::NOT_FOUND, "Not found", "There is no such page.")
+}

@@ -1,0 +1,398 @@
+//! Forwarding to the upstream: which headers go through, which are
+//! replaced, and what every authenticated response must carry.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::{Authenticated, Gateway};
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Upstream apps believe these; only signoff may set them.
+pub fn is_identity_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.starts_with("x-signoff-")
+        || name.starts_with("x-auth-request-")
+        || matches!(
+            name.as_str(),
+            "remote-user"
+                | "x-remote-user"
+                | "x-forwarded-user"
+                | "x-forwarded-email"
+                | "x-forwarded-preferred-username"
+                | "x-forwarded-groups"
+                | "x-webauth-user"
+        )
+}
+
+/// Client-sent forwarding headers: replaced, never passed on as sent.
+const FORWARDING: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "forwarded",
+];
+
+/// Removes hop-by-hop headers, including those `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The `Cookie` header without signoff's own cookie: the session token is
+/// for signoff only, never for the upstream (which might log it).
+fn cookie_without(headers: &HeaderMap, name: &str) -> Option<HeaderValue> {
+    let kept: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(n, _)| n.trim()) != name)
+        .collect();
+    if kept.is_empty() {
+        None
+    } else {
+        HeaderValue::from_str(&kept.join("; ")).ok()
+    }
+}
+
+/// Makes a response unstorable: `no-store`, no validators, `Vary: Cookie`.
+pub fn no_store(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.remove(header::EXPIRES);
+    headers.remove(header::ETAG);
+    headers.remove(header::LAST_MODIFIED);
+    headers.remove(header::AGE);
+    headers.remove(header::PRAGMA);
+    let has_cookie = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| matches!(v.trim(), "*") || v.trim().eq_ignore_ascii_case("cookie"));
+    if !has_cookie {
+        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
+    }
+}
+
+fn header_value(text: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(text).ok()
+}
+
+impl Gateway {
+    /// Sends the request upstream and prepares the answer for the client.
+    pub(super) async fn forward(
+        &self,
+        req: Request<Body>,
+        client_ip: IpAddr,
+        peer_is_trusted: bool,
+        auth: Option<&Authenticated>,
+    ) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let is_head = parts.method == Method::HEAD;
+        let max = self.settings.max_body_bytes;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return self.error_page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request too large",
+                "The request body is larger than this site accepts.",
+            );
+        }
+
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned();
+        let uri = match Uri::builder()
+            .scheme("http")
+            .authority(self.upstream_authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+        {
+            Ok(uri) => uri,
+            Err(_) => {
+                return self.error_page(StatusCode::BAD_REQUEST, "Bad request", "Malformed URL.")
+            }
+        };
+
+        let original_host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| header_value(a.as_str())));
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers);
+        let prior_for = if peer_is_trusted {
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            String::new()
+        };
+        let identity: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_identity_header(n.as_str()))
+            .cloned()
+            .collect();
+        for name in identity {
+            headers.remove(name);
+        }
+        for name in FORWARDING {
+            headers.remove(name);
+        }
+        match cookie_without(&headers, &self.cookie.name) {
+            Some(v) => {
+                headers.insert(header::COOKIE, v);
+            }
+            None => {
+                headers.remove(header::COOKIE);
+            }
+        }
+        if let Some(host) = &original_host {
+            headers.insert(header::HOST, host.clone());
+            headers.insert("x-forwarded-host", host.clone());
+        }
+        let forwarded_for = if prior_for.is_empty() {
+            client_ip.to_string()
+        } else {
+            format!("{prior_for}, {client_ip}")
+        };
+        if let Some(v) = header_value(&forwarded_for) {
+            headers.insert("x-forwarded-for", v);
+        }
+        let proto = if self.settings.secure {
+            "https"
+        } else {
+            "http"
+        };
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        if let Some(auth) = auth {
+            if let Some(v) = header_value(&auth.user) {
+                headers.insert("x-signoff-user", v);
+            }
+            if let Some(v) = header_value(&auth.session.handle.to_string()) {
+                headers.insert("x-signoff-session", v);
+            }
+            if let Some(v) = header_value(&signoff::csrf::token_for(&auth.token)) {
+                headers.insert("x-signoff-csrf", v);
+            }
+            // The answer will be no-store; a 304 would leave the browser
+            // with nothing to show.
+            headers.remove(header::IF_NONE_MATCH);
+            headers.remove(header::IF_MODIFIED_SINCE);
+        }
+
+        let mut upstream_req = Request::new(Body::new(Limited::new(body, max as usize)));
+        *upstream_req.method_mut() = parts.method;
+        *upstream_req.uri_mut() = uri;
+        *upstream_req.version_mut() = Version::HTTP_11;
+        *upstream_req.headers_mut() = headers;
+
+        let response = match tokio::time::timeout(
+            UPSTREAM_TIMEOUT,
+            self.client.request(upstream_req),
+        )
+        .await
+        {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                if error_chain_has::<LengthLimitError>(&e) {
+                    return self.error_page(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "Request too large",
+                        "The request body is larger than this site accepts.",
+                    );
+                }
+                tracing::warn!(error = %e, "upstream request failed");
+                return self.bad_gateway();
+            }
+            Err(_) => {
+                tracing::warn!("upstream did not answer within {UPSTREAM_TIMEOUT:?}");
+                return self.error_page(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "The application is not answering",
+                        "The application behind this gateway did not answer in time. Try again in a moment.",
+                    );
+            }
+        };
+
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        drop_own_cookie(&mut parts.headers, &self.cookie.name);
+        let mut response = Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)));
+        if auth.is_some() {
+            no_store(response.headers_mut());
+            if self.settings.inject_guard {
+                response = self.guard.inject(response, is_head);
+            }
+        }
+        response
+    }
+}
+
+/// How long the upstream may take to send its response headers.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The upstream may not set (or clear) signoff's session cookie.
+fn drop_own_cookie(headers: &mut HeaderMap, name: &str) {
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            let text = String::from_utf8_lossy(v.as_bytes());
+            text.split_once('=').map_or(text.trim(), |(n, _)| n.trim()) != name
+        })
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for v in kept {
+        headers.append(header::SET_COOKIE, v);
+    }
+}
+
+fn error_chain_has<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if err.is::<E>() {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_are_recognised_in_any_case() {
+        for name in [
+            "X-Signoff-User",
+            "x-signoff-session",
+            "X-SIGNOFF-CSRF",
+            "X-Signoff-Anything",
+            "Remote-User",
+            "X-Forwarded-User",
+            "X-Auth-Request-Email",
+            "x-auth-request-user",
+        ] {
+            assert!(is_identity_header(name), "{name}");
+        }
+        for name in ["x-request-id", "cookie", "x-forwarded-for", "user-agent"] {
+            assert!(!is_identity_header(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn own_cookie_never_reaches_the_upstream() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; signoff=SECRET; b=2"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("signoff=OTHER"));
+        assert_eq!(cookie_without(&h, "signoff").unwrap(), "a=1; b=2");
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("signoff=SECRET"));
+        assert!(cookie_without(&h, "signoff").is_none());
+    }
+
+    #[test]
+    fn upstream_cannot_set_our_cookie() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("signoff=x; Path=/"),
+        );
+        h.append(header::SET_COOKIE, HeaderValue::from_static("theme=dark"));
+        drop_own_cookie(&mut h, "signoff");
+        let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(left, ["theme=dark"]);
+    }
+
+    #[test]
+    fn no_store_replaces_caching_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=3600"),
+        );
+        h.insert(header::ETAG, HeaderValue::from_static("\"abc\""));
+        h.insert(
+            header::EXPIRES,
+            HeaderValue::from_static("Thu, 01 Jan 2099 00:00:00 GMT"),
+        );
+        h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        no_store(&mut h);
+        assert_eq!(h[header::CACHE_CONTROL], "no-store");
+        assert!(h.get(header::ETAG).is_none() && h.get(header::EXPIRES).is_none());
+        let vary: Vec<_> = h.get_all(header::VARY).iter().collect();
+        assert_eq!(vary, ["Accept-Encoding", "Cookie"]);
+        no_store(&mut h);
+        assert_eq!(
+            h.get_all(header::VARY).iter().count(),
+            2,
+            "Cookie added once"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

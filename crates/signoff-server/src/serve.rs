@@ -1,0 +1,145 @@
+//! `signoff serve`: open the store, build the gateway, listen.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use signoff::{Accounts, CachedStore, CookiePolicy, Passwords, Policy, Sessions, SqliteStore};
+
+use crate::config::{is_loopback_host, Settings};
+use crate::gateway::Gateway;
+use crate::server;
+
+/// Opens the database named by `--db`: `sqlite://PATH` or a plain path.
+pub async fn open_db(db: &str) -> Result<SqliteStore> {
+    let path = match db.split_once("://") {
+        None => PathBuf::from(db),
+        Some(("sqlite", path)) if !path.is_empty() => PathBuf::from(path),
+        Some(("redis" | "rediss" | "postgres" | "postgresql", _)) => {
+            bail!("--db {db}: only SQLite is supported in this version")
+        }
+        Some(_) => bail!("--db {db}: expected sqlite://PATH or a file path"),
+    };
+    SqliteStore::open(&path)
+        .await
+        .with_context(|| format!("cannot open the database {}", path.display()))
+}
+
+/// The session policy for these settings.
+pub fn policy(settings: &Settings) -> Result<Policy> {
+    let cookie = if settings.secure {
+        CookiePolicy::default()
+    } else {
+        CookiePolicy::insecure_loopback()
+    };
+    Policy::builder()
+        .idle_timeout(settings.idle_timeout)
+        .absolute_lifetime(settings.absolute_timeout)
+        .cookie(cookie)
+        .build()
+        .context("bad session timeouts")
+}
+
+/// Runs the gateway until Ctrl-C or SIGTERM. `on_ready` gets the public
+/// origin once the port is bound.
+pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<()> {
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(server::tls_acceptor)
+        .transpose()?;
+    let store = open_db(&settings.db).await?;
+    let listener = server::bind(&settings.listen).await?;
+    let local: SocketAddr = listener.local_addr().context("listening socket")?;
+    if !settings.public_url_given {
+        let scheme = if settings.secure { "https" } else { "http" };
+        settings.public_origin = format!("{scheme}://{local}");
+    }
+    if !settings.secure {
+        let host = settings
+            .public_origin
+            .trim_start_matches("http://")
+            .rsplit_once(':')
+            .map_or(settings.public_origin.as_str(), |(h, _)| h)
+            .to_owned();
+        if is_loopback_host(&host) {
+            tracing::warn!(
+                "plain HTTP on a loopback address: the session cookie is `signoff` without \
+                 `Secure` or the `__Host-` prefix; use HTTPS for anything but development"
+            );
+        } else {
+            tracing::warn!("plain HTTP on a non-loopback address (--allow-insecure-http): session cookies travel unencrypted");
+        }
+    }
+    let policy = policy(&settings)?;
+    let sessions = Sessions::new(Arc::new(CachedStore::new(store.clone())), policy);
+    let accounts = Accounts::new(Arc::new(store), Passwords::new());
+    check_upstream(&settings).await;
+
+    let purge = sessions.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            loop {
+                match purge.purge_expired(1000).await {
+                    Ok(1000) => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "purging expired sessions failed");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+
+    let origin = settings.public_origin.clone();
+    let gateway = Arc::new(Gateway::new(settings, sessions, accounts)?);
+    on_ready(&origin);
+    server::serve(listener, gateway.router(), tls, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Warns (and keeps going) if the upstream does not accept connections.
+async fn check_upstream(settings: &Settings) {
+    let Some(authority) = settings.upstream.authority() else {
+        return;
+    };
+    let port = authority.port_u16().unwrap_or(80);
+    let target = format!("{}:{port}", authority.host().trim_matches(['[', ']']));
+    let connect = tokio::net::TcpStream::connect(target);
+    match tokio::time::timeout(Duration::from_secs(2), connect).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(upstream = %settings.upstream, error = %e, "the upstream is not reachable yet; requests get 502 until it is")
+        }
+        Err(_) => {
+            tracing::warn!(upstream = %settings.upstream, "the upstream did not accept a connection within 2 s; requests get 502 until it does")
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

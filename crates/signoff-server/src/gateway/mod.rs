@@ -191,12 +191,16 @@ impl Gateway {
         .unwrap_or_else(|_| unreachable!("cookie names and paths are checked ASCII"))
     }
 
+    fn is_trusted_proxy(&self, ip: &IpAddr) -> bool {
+        self.settings.trusted_proxies.iter().any(|n| n.contains(ip))
+    }
+
     /// The client's address: the peer, or, when the peer is a trusted
     /// proxy, the rightmost untrusted `X-Forwarded-For` entry.
-    fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> (IpAddr, bool) {
-        let trusted = |ip: &IpAddr| self.settings.trusted_proxies.iter().any(|n| n.contains(ip));
+    fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let trusted = |ip: &IpAddr| self.is_trusted_proxy(ip);
         if !trusted(&peer) {
-            return (peer, false);
+            return peer;
         }
         let chain: Vec<IpAddr> = headers
             .get_all("x-forwarded-for")
@@ -205,14 +209,13 @@ impl Gateway {
             .flat_map(|v| v.split(','))
             .map_while(|s| s.trim().parse::<IpAddr>().ok())
             .collect();
-        let client = chain
+        chain
             .iter()
             .rev()
             .find(|ip| !trusted(ip))
             .or(chain.first())
             .copied()
-            .unwrap_or(peer);
-        (client, true)
+            .unwrap_or(peer)
     }
 
     fn same_origin(&self, headers: &HeaderMap) -> Intent {
@@ -340,12 +343,12 @@ fn wants_html(headers: &HeaderMap) -> bool {
 }
 
 async fn proxy(State(gw): AppState, req: Request) -> Response {
-    let (client_ip, trusted) = gw.client_ip(peer_ip(&req), req.headers());
+    let peer = peer_ip(&req);
     if gw.is_public(req.uri().path()) {
-        return gw.forward(req, client_ip, trusted, None).await;
+        return gw.forward(req, peer, None).await;
     }
     match gw.authenticate(req.headers()).await {
-        Auth::SignedIn(auth) => gw.forward(req, client_ip, trusted, Some(&auth)).await,
+        Auth::SignedIn(auth) => gw.forward(req, peer, Some(&auth)).await,
         Auth::Unavailable => gw.unavailable(),
         Auth::Anonymous { stale } => {
             let mut response = if wants_html(req.headers()) {
@@ -440,7 +443,7 @@ fn form_error(gw: &Gateway, status: StatusCode) -> Response {
 }
 
 async fn login_submit(State(gw): AppState, req: Request) -> Response {
-    let (client_ip, _) = gw.client_ip(peer_ip(&req), req.headers());
+    let client_ip = gw.client_ip(peer_ip(&req), req.headers());
     let headers = req.headers().clone();
     if gw.same_origin(&headers) == Intent::Foreign {
         return gw.error_page(

@@ -114,10 +114,10 @@ impl Gateway {
     pub(super) async fn forward(
         &self,
         req: Request<Body>,
-        client_ip: IpAddr,
-        peer_is_trusted: bool,
+        peer: IpAddr,
         auth: Option<&Authenticated>,
     ) -> Response<Body> {
+        let peer_is_trusted = self.is_trusted_proxy(&peer);
         let (parts, body) = req.into_parts();
         let is_head = parts.method == Method::HEAD;
         let max = self.settings.max_body_bytes;
@@ -192,10 +192,11 @@ impl Gateway {
             headers.insert(header::HOST, host.clone());
             headers.insert("x-forwarded-host", host.clone());
         }
+        // Append the address this request really came from.
         let forwarded_for = if prior_for.is_empty() {
-            client_ip.to_string()
+            peer.to_string()
         } else {
-            format!("{prior_for}, {client_ip}")
+            format!("{prior_for}, {peer}")
         };
         if let Some(v) = header_value(&forwarded_for) {
             headers.insert("x-forwarded-for", v);

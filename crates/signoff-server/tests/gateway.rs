@@ -1,0 +1,802 @@
+//! The gateway over HTTP: a real `signoff serve` process in front of a
+//! real upstream process (Python). Each test names the invariant of
+//! DESIGN.md it guards.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use http::Method;
+use support::{cookie, get, post_form, request, Gateway, Reply, Upstream, PASSWORD, USER};
+
+const HTML: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
+
+fn start(extra: &[&str]) -> Option<(Upstream, Gateway)> {
+    let upstream = Upstream::start()?;
+    let gateway = Gateway::start(&upstream.url(), extra);
+    Some((upstream, gateway))
+}
+
+/// What the upstream saw, from its `/echo` page.
+fn seen(reply: &Reply, header: &str) -> Vec<String> {
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pair| pair[0] == header)
+        .map(|pair| pair[1].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn alive(gw: &Gateway, token: &str) -> bool {
+    let reply = get(&gw.url("/echo"), &[("cookie", &cookie(token))]).await;
+    match reply.status {
+        200 => true,
+        401 => false,
+        other => panic!("unexpected {other}: {}", reply.text()),
+    }
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_never_reach_the_upstream() {
+    let Some((_up, gw)) = start(&[]) else { return };
+    let browser = get(&gw.url("/private/x?a=1&b=2"), &[HTML]).await;
+    assert_eq!(browser.status, 303);
+    assert_eq!(
+        browser.header("location"),
+        Some("/.signoff/login?next=%2Fprivate%2Fx%3Fa%3D1%26b%3D2")
+    );
+    assert_eq!(browser.header("cache-control"), Some("no-store"));
+    assert!(!browser.text().contains("PRIVATE"));
+
+    let api = get(&gw.url("/echo"), &[("accept", "application/json")]).await;
+    assert_eq!(api.status, 401);
+    assert!(api
+        .header("www-authenticate")
+        .is_some_and(|v| v.contains("realm=\"signoff\"")));
+    assert_eq!(api.header("cache-control"), Some("no-store"));
+
+    // A made-up or malformed cookie is no better, and gets expired.
+    for bad in ["A".repeat(43), "x".to_owned(), "%00".repeat(5000)] {
+        let r = get(&gw.url("/echo"), &[("cookie", &cookie(&bad))]).await;
+        assert_eq!(r.status, 401, "{bad:.20}");
+        assert!(r.all("set-cookie").iter().any(|c| c.contains("Max-Age=0")));
+    }
+}
+
+#[tokio::test]
+async fn login_sets_a_fresh_cookie_and_redirects_to_next() {
+    let Some((_up, gw)) = start(&[]) else { return };
+    let page = get(&gw.url("/.signoff/login?next=/private/a"), &[]).await;
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    assert!(html.contains("name=\"username\"") && html.contains("name=\"password\""));
+    assert!(html.contains("value=\"/private/a\""));
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+
+    let reply = post_form(
+        &gw.url("/.signoff/login"),
+        &[
+            ("username", USER),
+            ("password", PASSWORD),
+            ("next", "/private/a?x=1"),
+        ],
+        &[("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(reply.status, 303);
+    assert_eq!(reply.header("location"), Some("/private/a?x=1"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let set = reply.all("set-cookie").join("\n");
+    assert!(set.starts_with("signoff="), "{set}");
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set.contains(attr), "{set} lacks {attr}");
+    }
+    assert!(
+        !set.contains("Secure"),
+        "plain HTTP on loopback drops Secure"
+    );
+    let token = reply.new_cookie("signoff").unwrap();
+
+    let echo = get(&gw.url("/echo"), &[("cookie", &cookie(&token))]).await;
+    assert_eq!(seen(&echo, "x-signoff-user"), [USER]);
+    assert_eq!(seen(&echo, "x-signoff-session")[0].len(), 12);
+    assert_eq!(seen(&echo, "x-signoff-csrf")[0].len(), 43);
+    assert!(
+        gw.proc
+            .log_text()
+            .contains("plain HTTP on a loopback address"),
+        "the insecure cookie is warned about"
+    );
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_get_the_same_answer() {
+    let Some((_up, gw)) = start(&[]) else { return };
+    let attempt = |user: &'static str, password: &'static str| {
+        let url = gw.url("/.signoff/login");
+        let origin = gw.origin.clone();
+        async move {
+            let start = Instant::now();
+            let r = post_form(
+                &url,
+                &[("username", user), ("password", password)],
+                &[("origin", &origin)],
+            )
+            .await;
+            (r, start.elapsed())
+        }
+    };
+    let (wrong, _) = attempt(USER, "not the password").await;
+    let (unknown, _) = attempt("mallory", "not the password").await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(unknown.status, 401);
+    assert!(wrong.new_cookie("signoff").is_none() && unknown.new_cookie("signoff").is_none());
+    assert_eq!(
+        wrong.text().replace(USER, "NAME"),
+        unknown.text().replace("mallory", "NAME"),
+        "the page must not tell which one was wrong"
+    );
+    // Timing: both do one full Argon2id verification. Compare medians.
+    let mut t_wrong = Vec::new();
+    let mut t_unknown = Vec::new();
+    for i in 0..5 {
+        // Distinct names keep the per-account limit out of the way.
+        let user: &'static str = ["u1", "u2", "u3", "u4", "u5"][i];
+        t_unknown.push(attempt(user, "x-password").await.1);
+        t_wrong.push(attempt(USER, "y-password").await.1);
+    }
+    t_wrong.sort();
+    t_unknown.sort();
+    let (a, b) = (t_wrong[2].as_secs_f64(), t_unknown[2].as_secs_f64());
+    assert!(
+        a / b < 2.0 && b / a < 2.0,
+        "wrong password {a:.3}s vs unknown user {b:.3}s"
+    );
+}
+
+#[tokio::test]
+async fn repeated_failures_are_slowed_per_account_without_locking_the_owner_out() {
+    let Some((_up, gw)) = start(&[]) else { return };
+    let url = gw.url("/.signoff/login");
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let r = post_form(
+            &url,
+            &[("username", USER), ("password", "guess-guess")],
+            &[("origin", &gw.origin)],
+        )
+        .await;
+        statuses.push(r.status);
+        if r.status == 429 {
+            let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+            assert!((1..=30).contains(&wait), "{wait}");
+        }
+    }
+    assert_eq!(&statuses[..5], [401; 5], "five free failures");
+    assert_eq!(
+        statuses[5], 401,
+        "the sixth is checked, then the delays start"
+    );
+    assert_eq!(statuses[6], 429);
+    // Too early, even with the right password: refused without a check.
+    let r = post_form(
+        &url,
+        &[("username", USER), ("password", PASSWORD)],
+        &[("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    // After the (capped, short) delay the owner gets in.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = post_form(
+        &url,
+        &[("username", USER), ("password", PASSWORD)],
+        &[("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+}
+
+#[tokio::test]
+async fn every_open_redirect_vector_lands_on_the_home_page() {
+    let Some((_up, gw)) = start(&[]) else { return };
+    let vectors = [
+        "//evil.example",
+        "//evil.example/x",
+        "///evil.example",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "https://evil.example",
+        "http:evil.example",
+        "javascript:alert(1)",
+        "evil.example",
+        "/\t/evil.example",
+        "%2F%2Fevil.example",
+        "/%2F%2Fevil.example",
+        "/%5Cevil.example",
+        "%252F%252Fevil.example",
+        "/%09/evil.example",
+    ];
+    for next in vectors {
+        // The form keeps only a safe value...
+        let q: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        let page = get(&gw.url(&format!("/.signoff/login?next={q}")), &[]).await;
+        assert!(
+            page.text().contains("name=\"next\" value=\"/\""),
+            "{next:?}"
+        );
+        // ...and a forged form post is redirected home, not away.
+        let r = post_form(
+            &gw.url("/.signoff/login"),
+            &[("username", USER), ("password", PASSWORD), ("next", next)],
+            &[("origin", &gw.origin)],
+        )
+        .await;
+        assert_eq!(r.status, 303, "{next:?}");
+        assert_eq!(r.header("location"), Some("/"), "{next:?}");
+    }
+}
+
+#[tokio::test]
+async fn pre_login_cookie_is_worthless_after_login() {
+    let Some((_up, gw)) = start(&[]) else { return };
+    let first = gw.login(USER, PASSWORD).await;
+    // Logging in again while presenting the old cookie rotates it away.
+    let reply = post_form(
+        &gw.url("/.signoff/login"),
+        &[("username", USER), ("password", PASSWORD)],
+        &[("origin", &gw.origin), ("cookie", &cookie(&first))],
+    )
+    .await;
+    let second = reply.new_cookie("signoff").unwrap();
+    assert_ne!(first, second);
+    assert!(
+        !alive(&gw, &first).await,
+        "the planted/pre-login token died at login"
+    );
+    assert!(alive(&gw, &second).await);
+    // A value the attacker made up is never adopted.
+    let planted = "B".repeat(43);
+    let reply = post_form(
+        &gw.url("/.signoff/login"),
+        &[("username", USER), ("password", PASSWORD)],
+        &[("origin", &gw.origin), ("cookie", &cookie(&planted))],
+    )
+    .await;
+    assert_ne!(reply.new_cookie("signoff").unwrap(), planted);
+    assert!(!alive(&gw, &planted).await);
+}
+
+#[tokio::test]
+async fn logout_is_final_and_clears_the_browser() {
+    let Some((_up, gw)) = start(&[]) else { return };
+    let token = gw.login(USER, PASSWORD).await;
+    assert!(alive(&gw, &token).await);
+    let reply = post_form(
+        &gw.url("/.signoff/logout"),
+        &[],
+        &[("origin", &gw.origin), ("cookie", &cookie(&token))],
+    )
+    .await;
+    assert_eq!(reply.status, 303);
+    assert_eq!(reply.header("location"), Some("/.signoff/signed-out"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert_eq!(
+        reply.header("clear-site-data"),
+        Some("\"cache\", \"cookies\", \"storage\", \"prefetchCache\", \"prerenderCache\"")
+    );
+    let expired = reply.all("set-cookie").join("\n");
+    assert!(expired.starts_with("signoff=;"), "{expired}");
+    for attr in ["Max-Age=0", "Path=/", "HttpOnly", "SameSite=Lax"] {
+        assert!(expired.contains(attr), "{expired} lacks {attr}");
+    }
+    // Replaying the captured cookie is refused.
+    assert!(!alive(&gw, &token).await);
+    let replay = get(&gw.url("/private/a"), &[HTML, ("cookie", &cookie(&token))]).await;
+    assert_eq!(replay.status, 303);
+    assert!(!replay.text().contains("PRIVATE"));
+    // The signed-out page is public and unstorable.
+    let out = get(&gw.url("/.signoff/signed-out"), &[]).await;
+    assert_eq!(out.status, 200);
+    assert_eq!(out.header("cache-control"), Some("no-store"));
+
+    // Idempotent: again, or with garbage, it still clears the browser.
+    for c in [cookie(&token), cookie("garbage"), String::new()] {
+        let again = post_form(
+            &gw.url("/.signoff/logout"),
+            &[],
+            &[("origin", &gw.origin), ("cookie", &c)],
+        )
+        .await;
+        assert_eq!(again.status, 303, "{c}");
+        assert!(again.header("clear-site-data").is_some());
+        assert!(again.all("set-cookie").join("").contains("Max-Age=0"));
+    }
+}
+
+#[tokio::test]
+async fn forged_logouts_leave_the_session_alive() {
+    let Some((_up, gw)) = start(&[]) else { return };
+    let token = gw.login(USER, PASSWORD).await;
+    let c = cookie(&token);
+    let echo = get(&gw.url("/echo"), &[("cookie", &c)]).await;
+    let csrf = seen(&echo, "x-signoff-csrf").remove(0);
+    let url = gw.url("/.signoff/logout");
+
+    // GET changes nothing.
+    let r = get(&url, &[("cookie", &c)]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("clear-site-data").is_none());
+    assert!(alive(&gw, &token).await);
+
+    // Cross-site POSTs, header-less POSTs, wrong tokens: 403.
+    let forgeries: [&[(&str, &str)]; 6] = [
+        &[("origin", "http://evil.example")],
+        &[("origin", "null")],
+        &[("sec-fetch-site", "cross-site")],
+        &[("sec-fetch-site", "same-site")],
+        &[],
+        &[(
+            "x-signoff-csrf",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )],
+    ];
+    for extra in forgeries {
+        let mut headers = vec![("cookie", c.as_str())];
+        headers.extend_from_slice(extra);
+        let r = post_form(&url, &[], &headers).await;
+        assert_eq!(r.status, 403, "{extra:?}");
+        assert!(r.header("clear-site-data").is_none(), "{extra:?}");
+        assert!(r.all("set-cookie").is_empty(), "{extra:?}");
+        assert!(alive(&gw, &token).await, "{extra:?} ended the session");
+    }
+    // A valid token from a cross-site page is still refused.
+    let r = post_form(
+        &url,
+        &[("csrf", &csrf)],
+        &[("cookie", &c), ("origin", "http://evil.example")],
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(alive(&gw, &token).await);
+    // A token for another session does not work either.
+    let other = gw.login(USER, PASSWORD).await;
+    let other_csrf = seen(
+        &get(&gw.url("/echo"), &[("cookie", &cookie(&other))]).await,
+        "x-signoff-csrf",
+    )
+    .remove(0);
+    let r = post_form(&url, &[("csrf", &other_csrf)], &[("cookie", &c)]).await;
+    assert_eq!(r.status, 403);
+    assert!(alive(&gw, &token).await);
+
+    // The real thing, with only the CSRF token (no Origin): accepted.
+    let r = post_form(&url, &[("csrf", &csrf)], &[("cookie", &c)]).await;
+    assert_eq!(r.status, 303);
+    assert!(!alive(&gw, &token).await);
+    // And with only Sec-Fetch-Site: same-origin (a plain upstream form).
+    let r = post_form(
+        &url,
+        &[],
+        &[
+            ("cookie", &cookie(&other)),
+            ("sec-fetch-site", "same-origin"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    assert!(!alive(&gw, &other).await);
+}
+
+#[tokio::test]
+async fn cross_site_login_posts_are_refused() {
+    let Some((_up, gw)) = start(&[]) else { return };
+    let r = post_form(
+        &gw.url("/.signoff/login"),
+        &[("username", USER), ("password", PASSWORD)],
+        &[("origin", "http://evil.example")],
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(r.new_cookie("signoff").is_none());
+}
+
+#[tokio::test]
+async fn spoofed_identity_headers_never_reach_the_upstream() {
+    let Some((_up, gw)) = start(&["--public-path", "/public/"]) else {
+        return;
+    };
+    let token = gw.login(USER, PASSWORD).await;
+    let spoofed = [
+        ("x-signoff-user", "admin"),
+        ("X-Signoff-Session", "AAAAAAAAAAAA"),
+        ("x-signoff-csrf", "forged"),
+        ("remote-user", "admin"),
+        ("x-forwarded-user", "admin"),
+        ("x-auth-request-user", "admin"),
+        ("x-auth-request-email", "admin@example.com"),
+        ("x-forwarded-for", "10.9.9.9"),
+        ("x-real-ip", "10.9.9.9"),
+    ];
+    let c = cookie(&token);
+    let mut headers = vec![("cookie", format!("{c}; theme=dark"))];
+    headers.extend(spoofed.iter().map(|(k, v)| (*k, v.to_string())));
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let echo = get(&gw.url("/echo"), &headers).await;
+    assert_eq!(seen(&echo, "x-signoff-user"), [USER]);
+    assert_ne!(seen(&echo, "x-signoff-session"), ["AAAAAAAAAAAA"]);
+    assert_ne!(seen(&echo, "x-signoff-csrf"), ["forged"]);
+    for name in [
+        "remote-user",
+        "x-forwarded-user",
+        "x-auth-request-user",
+        "x-auth-request-email",
+        "x-real-ip",
+    ] {
+        assert!(seen(&echo, name).is_empty(), "{name} reached the upstream");
+    }
+    assert_eq!(
+        seen(&echo, "x-forwarded-for"),
+        ["127.0.0.1"],
+        "not from a trusted proxy"
+    );
+    assert_eq!(seen(&echo, "x-forwarded-proto"), ["http"]);
+    // The session token is for signoff only; the app's own cookies pass.
+    assert_eq!(seen(&echo, "cookie"), ["theme=dark"]);
+
+    // Public paths: no session needed, and still no spoofing.
+    let public = get(&gw.url("/public/echo"), &headers).await;
+    assert!(seen(&public, "x-signoff-user").is_empty());
+    assert!(seen(&public, "remote-user").is_empty());
+    assert_eq!(seen(&public, "cookie"), ["theme=dark"]);
+    let anonymous = get(&gw.url("/public/echo"), &[("x-signoff-user", "admin")]).await;
+    assert!(seen(&anonymous, "x-signoff-user").is_empty());
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let Some((_up, gw)) = start(&["--trusted-proxy", "127.0.0.1"]) else {
+        return;
+    };
+    let token = gw.login(USER, PASSWORD).await;
+    let echo = get(
+        &gw.url("/echo"),
+        &[
+            ("cookie", &cookie(&token)),
+            ("x-forwarded-for", "203.0.113.7"),
+        ],
+    )
+    .await;
+    assert_eq!(seen(&echo, "x-forwarded-for"), ["203.0.113.7, 127.0.0.1"]);
+}
+
+#[tokio::test]
+async fn public_paths_need_no_session_but_tricks_do_not_widen_them() {
+    let Some((_up, gw)) = start(&["--public-path", "/public/,/health"]) else {
+        return;
+    };
+    let page = get(&gw.url("/public/page"), &[HTML]).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("cache-control"),
+        Some("public, max-age=600"),
+        "anonymous public pages keep their caching"
+    );
+    assert_eq!(get(&gw.url("/health"), &[]).await.status, 200);
+    for sneaky in [
+        "/health/x",
+        "/healthx",
+        "/public/../echo",
+        "/public/%2e%2e/echo",
+        "/public/%2E%2E/echo",
+        "/public/..%2Fecho",
+        "/public//echo/../../echo",
+        "/public/.%2e/echo",
+    ] {
+        let r = get(&gw.url(sneaky), &[]).await;
+        assert_eq!(r.status, 401, "{sneaky} passed without a session");
+    }
+}
+
+#[tokio::test]
+async fn authenticated_responses_are_never_stored() {
+    let Some((_up, gw)) = start(&[]) else { return };
+    let token = gw.login(USER, PASSWORD).await;
+    let r = get(
+        &gw.url("/cacheable"),
+        &[("cookie", &cookie(&token)), ("if-none-match", "\"v1\"")],
+    )
+    .await;
+    assert_eq!(
+        r.status, 200,
+        "a validator must not earn a 304 for an unstorable page"
+    );
+    assert_eq!(r.all("cache-control"), ["no-store"]);
+    for gone in ["etag", "last-modified", "expires"] {
+        assert!(r.header(gone).is_none(), "{gone} survived");
+    }
+    assert!(r
+        .all("vary")
+        .iter()
+        .any(|v| v.eq_ignore_ascii_case("cookie")));
+    // Own pages, redirects and errors too.
+    for (path, status) in [
+        ("/.signoff/login", 200),
+        ("/.signoff/status", 200),
+        ("/.signoff/healthz", 200),
+        ("/.signoff/nope", 404),
+    ] {
+        let r = get(&gw.url(path), &[("cookie", &cookie(&token))]).await;
+        assert_eq!(r.status, status, "{path}");
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{path}");
+    }
+    // The upstream cannot set (or steal) signoff's cookie.
+    let r = get(&gw.url("/set-cookie"), &[("cookie", &cookie(&token))]).await;
+    assert_eq!(r.all("set-cookie"), ["theme=dark; Path=/"]);
+}
+
+#[tokio::test]
+async fn status_tells_the_guard_whether_the_session_lives() {
+    let Some((_up, gw)) = start(&[]) else { return };
+    let token = gw.login(USER, PASSWORD).await;
+    let url = gw.url("/.signoff/status");
+    let r = get(&url, &[("cookie", &cookie(&token))]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "{\"signed_in\":true}"));
+    assert!(!r.text().contains(&token));
+    let r = get(&url, &[]).await;
+    assert_eq!(r.status, 401);
+    let js = get(&gw.url("/.signoff/guard.js"), &[]).await;
+    assert_eq!(js.status, 200);
+    assert!(js
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert!(js.text().contains("pageshow"));
+}
+
+#[tokio::test]
+async fn guard_is_injected_under_a_strict_csp_and_nothing_else_is_allowed() {
+    let Some((_up, gw)) = start(&[]) else { return };
+    let token = gw.login(USER, PASSWORD).await;
+    let c = cookie(&token);
+    let js = get(&gw.url("/.signoff/guard.js"), &[]).await.text();
+    let tag = format!("<script>{js}</script>");
+    let r = get(&gw.url("/csp"), &[("cookie", &c)]).await;
+    let body = r.text();
+    assert_eq!(body.matches(&tag).count(), 1, "{body}");
+    assert!(body.starts_with(&format!("<!doctype html><html><head>{tag}<title>")));
+    assert!(r
+        .header("content-length")
+        .is_none_or(|n| n == body.len().to_string()));
+    let csp = r.header("content-security-policy").unwrap();
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash =
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(js.as_bytes()));
+    assert_eq!(
+        csp,
+        format!("default-src 'none'; script-src 'self' 'sha256-{hash}'; style-src 'self'"),
+        "only the guard's hash is added"
+    );
+
+    // Not injected when turned off.
+    let Some((_up2, plain)) = start(&["--inject-guard", "false"]) else {
+        return;
+    };
+    let t = plain.login(USER, PASSWORD).await;
+    let r = get(&plain.url("/csp"), &[("cookie", &cookie(&t))]).await;
+    assert!(!r.text().contains("<script>"));
+    assert_eq!(
+        r.header("content-security-policy"),
+        Some("default-src 'none'; script-src 'self'; style-src 'self'")
+    );
+}
+
+#[tokio::test]
+async fn gzip_pages_are_rewritten_and_other_bodies_pass_byte_for_byte() {
+    let Some((_up, gw)) = start(&[]) else { return };
+    let token = gw.login(USER, PASSWORD).await;
+    let c = cookie(&token);
+    let r = get(
+        &gw.url("/gzip"),
+        &[("cookie", &c), ("accept-encoding", "gzip")],
+    )
+    .await;
+    assert!(
+        r.header("content-encoding").is_none(),
+        "decoded for the rewrite"
+    );
+    let body = r.text();
+    assert!(body.contains("PRIVATE upstream page /gzip"), "{body:?}");
+    assert_eq!(body.matches("<script>").count(), 1);
+
+    let expected: Vec<u8> = (0..=255u8).collect::<Vec<_>>().repeat(16);
+    let r = get(&gw.url("/binary"), &[("cookie", &c)]).await;
+    assert_eq!(r.body.as_ref(), expected.as_slice());
+    assert_eq!(r.header("content-length"), Some("4096"));
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    let r = get(&gw.url("/echo"), &[("cookie", &c)]).await;
+    assert!(!r.text().contains("<script>"), "JSON is not touched");
+    // HEAD of an HTML page: headers only, nothing injected.
+    let r = request(Method::HEAD, &gw.url("/csp"), &[("cookie", &c)], None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+}
+
+#[tokio::test]
+async fn bodies_are_streamed_with_a_limit() {
+    let Some((_up, gw)) = start(&["--max-body-bytes", "100000"]) else {
+        return;
+    };
+    let token = gw.login(USER, PASSWORD).await;
+    let c = cookie(&token);
+    let ok = request(
+        Method::POST,
+        &gw.url("/echo"),
+        &[("cookie", &c)],
+        Some(("application/octet-stream", vec![7; 99_000])),
+    )
+    .await;
+    assert_eq!(ok.json()["body_size"], 99_000);
+    let big = request(
+        Method::POST,
+        &gw.url("/echo"),
+        &[("cookie", &c)],
+        Some(("application/octet-stream", vec![7; 100_001])),
+    )
+    .await;
+    assert_eq!(big.status, 413);
+    // Login and logout forms are small; a huge one is refused early.
+    let huge = "x".repeat(20_000);
+    let r = post_form(
+        &gw.url("/.signoff/login"),
+        &[("username", USER), ("password", &huge)],
+        &[("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    let r = request(
+        Method::POST,
+        &gw.url("/.signoff/login"),
+        &[("origin", &gw.origin)],
+        Some(("application/json", b"{}".to_vec())),
+    )
+    .await;
+    assert_eq!(r.status, 415);
+    let r = request(
+        Method::POST,
+        &gw.url("/.signoff/login"),
+        &[("origin", &gw.origin)],
+        Some((
+            "application/x-www-form-urlencoded",
+            vec![0xff, 0xfe, b'=', 0x80],
+        )),
+    )
+    .await;
+    assert!(r.status == 400 || r.status == 401, "{}", r.status);
+}
+
+#[tokio::test]
+async fn idle_and_absolute_timeouts_end_sessions() {
+    let Some((_up, gw)) = start(&["--idle-timeout", "2s", "--absolute-timeout", "4s"]) else {
+        return;
+    };
+    // Idle: two quiet seconds end the session.
+    let idle = gw.login(USER, PASSWORD).await;
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert!(!alive(&gw, &idle).await, "idle timeout");
+    // Absolute: activity every ~0.7 s keeps it alive, but not past 4 s.
+    let busy = gw.login(USER, PASSWORD).await;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(3500) {
+        assert!(
+            alive(&gw, &busy).await,
+            "died early at {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!alive(&gw, &busy).await, "absolute timeout");
+}
+
+#[tokio::test]
+async fn sessions_survive_a_gateway_restart() {
+    let Some((_up, gw)) = start(&[]) else { return };
+    let token = gw.login(USER, PASSWORD).await;
+    let gw = gw.restart();
+    assert!(alive(&gw, &token).await);
+}
+
+#[tokio::test]
+async fn unreachable_upstream_gets_a_plain_502() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gw = Gateway::start(&format!("http://127.0.0.1:{port}"), &[]);
+    assert!(
+        gw.proc.log_text().contains("not reachable"),
+        "{}",
+        gw.proc.log_text()
+    );
+    let token = gw.login(USER, PASSWORD).await;
+    let r = get(&gw.url("/x"), &[("cookie", &cookie(&token))]).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert!(r.text().contains("not reachable"));
+}
+
+#[tokio::test]
+async fn a_login_flood_does_not_stall_signed_in_users() {
+    let Some((_up, gw)) = start(&["--trusted-proxy", "127.0.0.1"]) else {
+        return;
+    };
+    let token = gw.login(USER, PASSWORD).await;
+    let c = cookie(&token);
+    let measure = |n: usize| {
+        let url = gw.url("/echo");
+        let c = c.clone();
+        async move {
+            let mut times = Vec::new();
+            for _ in 0..n {
+                let start = Instant::now();
+                let r = get(&url, &[("cookie", &c)]).await;
+                assert_eq!(r.status, 200);
+                times.push(start.elapsed());
+            }
+            times.sort();
+            times[times.len() * 99 / 100]
+        }
+    };
+    let idle = measure(100).await;
+    // 64 concurrent failing logins, each from its own address and for its
+    // own name so that every one costs a full password hash.
+    let flood: Vec<_> = (0..64)
+        .map(|i| {
+            let url = gw.url("/.signoff/login");
+            let origin = gw.origin.clone();
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for j in 0..3 {
+                    let ip = format!("198.51.{i}.{j}");
+                    let user = format!("nobody{i}x{j}");
+                    let r = post_form(
+                        &url,
+                        &[("username", &user), ("password", "wrong-password")],
+                        &[("origin", &origin), ("x-forwarded-for", &ip)],
+                    )
+                    .await;
+                    statuses.push(r.status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let busy = measure(100).await;
+    let mut still_running = 0;
+    for f in &flood {
+        still_running += usize::from(!f.is_finished());
+    }
+    for f in flood {
+        assert_eq!(
+            f.await.unwrap(),
+            [401, 401, 401],
+            "every attempt was really checked"
+        );
+    }
+    assert!(still_running > 0, "the flood ended before the measurement");
+    // Idle p99 is well under a millisecond on loopback; allow 5x or 50 ms,
+    // whichever is larger, for a debug build on a 2-core machine.
+    let bound = (idle * 5).max(Duration::from_millis(50));
+    assert!(
+        busy <= bound,
+        "p99 idle {idle:?}, during the flood {busy:?}"
+    );
+}

@@ -1,0 +1,302 @@
+//! Real processes for the gateway's tests: the `signoff` binary, a Python
+//! upstream app, and a plain HTTP client that keeps no cookies of its own.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+pub const USER: &str = "alice";
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Whether CI asked for every service to be present (then a missing one
+/// fails the test instead of skipping it).
+pub fn services_required() -> bool {
+    std::env::var("SIGNOFF_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// Fails under `SIGNOFF_REQUIRE_SERVICES=1`, else says "skipped" and
+/// returns `None`.
+pub fn missing<T>(what: &str) -> Option<T> {
+    if services_required() {
+        panic!("{what} is required (SIGNOFF_REQUIRE_SERVICES=1) but not available");
+    }
+    eprintln!("skipped: {what} is not available");
+    None
+}
+
+pub fn signoff_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_signoff")
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Spawns `cmd`, waits for its first stdout line, returns it.
+fn spawn_reading_first_line(mut cmd: Command, log: PathBuf) -> (Proc, String) {
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok);
+        let _ = tx.send(first);
+        // Keep draining so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let proc = Proc { child, log };
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Some(line)) => (proc, line),
+        _ => panic!("{cmd:?} printed nothing; its log:\n{}", proc.log_text()),
+    }
+}
+
+/// The Python upstream app.
+pub struct Upstream {
+    pub proc: Proc,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Upstream {
+    pub fn start() -> Option<Upstream> {
+        if Command::new("python3").arg("--version").output().is_err() {
+            return missing("python3 (for the upstream test app)");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/upstream/app.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script);
+        let (proc, line) = spawn_reading_first_line(cmd, dir.path().join("upstream.log"));
+        let port = line.trim().parse().expect("upstream port");
+        Some(Upstream {
+            proc,
+            port,
+            _dir: dir,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A `signoff serve` process with its own database and user `alice`.
+pub struct Gateway {
+    pub proc: Proc,
+    /// e.g. `http://127.0.0.1:40123`
+    pub origin: String,
+    pub db: String,
+    pub dir: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+pub fn signoff(args: &[&str]) -> std::process::Output {
+    Command::new(signoff_bin()).args(args).output().unwrap()
+}
+
+pub fn add_user(db: &str, name: &str, password: &str) {
+    let mut child = Command::new(signoff_bin())
+        .args(["user", "add", name, "--password-stdin", "--db", db])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    assert!(child.wait().unwrap().success(), "user add {name}");
+}
+
+impl Gateway {
+    pub fn start(upstream: &str, extra: &[&str]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("signoff.db").display());
+        add_user(&db, USER, PASSWORD);
+        let mut args: Vec<String> = ["serve", "--upstream", upstream, "--db", &db]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        if !extra.contains(&"--listen") {
+            args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+        }
+        Self::spawn(dir, db, args)
+    }
+
+    fn spawn(dir: tempfile::TempDir, db: String, args: Vec<String>) -> Gateway {
+        let mut cmd = Command::new(signoff_bin());
+        cmd.args(&args)
+            .env("SIGNOFF_LOG", "info")
+            .env_remove("SIGNOFF_CONFIG");
+        let log = dir.path().join(format!("gateway-{}.log", args.len()));
+        let (proc, line) = spawn_reading_first_line(cmd, log);
+        let origin = line
+            .strip_prefix("signoff listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .trim_end_matches('/')
+            .to_owned();
+        Gateway {
+            proc,
+            origin,
+            db,
+            dir,
+            args,
+        }
+    }
+
+    /// Stops the process and starts it again on the same database and port.
+    pub fn restart(self) -> Gateway {
+        let port = self.origin.rsplit(':').next().unwrap().to_owned();
+        let Gateway {
+            proc,
+            dir,
+            db,
+            mut args,
+            ..
+        } = self;
+        drop(proc);
+        let at = args.iter().position(|a| a == "--listen").unwrap();
+        args[at + 1] = format!("127.0.0.1:{port}");
+        Self::spawn(dir, db, args)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin)
+    }
+
+    /// Signs in; returns the session token from the cookie.
+    pub async fn login(&self, user: &str, password: &str) -> String {
+        let reply = post_form(
+            &self.url("/.signoff/login"),
+            &[("username", user), ("password", password)],
+            &[("origin", &self.origin)],
+        )
+        .await;
+        assert_eq!(reply.status, 303, "login failed: {}", reply.text());
+        reply.new_cookie("signoff").expect("a session cookie")
+    }
+}
+
+/// A reply with its body read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+
+    /// The value a `Set-Cookie` gives `name`, if it sets it non-empty.
+    pub fn new_cookie(&self, name: &str) -> Option<String> {
+        self.all("set-cookie").iter().find_map(|c| {
+            let (n, rest) = c.split_once('=')?;
+            let value = rest.split(';').next()?.to_owned();
+            (n == name && !value.is_empty()).then_some(value)
+        })
+    }
+}
+
+pub async fn request(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, Vec<u8>)>,
+) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut builder = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let body = match body {
+        Some((content_type, bytes)) => {
+            builder = builder.header("content-type", content_type);
+            Full::new(Bytes::from(bytes))
+        }
+        None => Full::new(Bytes::new()),
+    };
+    let response = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.request(builder.body(body).unwrap()),
+    )
+    .await
+    .expect("no answer in 30 s")
+    .expect("request failed");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
+    request(Method::GET, url, headers, None).await
+}
+
+pub async fn post_form(url: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Reply {
+    let body = serde_urlencoded::to_string(form).unwrap();
+    request(
+        Method::POST,
+        url,
+        headers,
+        Some(("application/x-www-form-urlencoded", body.into_bytes())),
+    )
+    .await
+}
+
+/// The `Cookie` header for a session token.
+pub fn cookie(token: &str) -> String {
+    format!("signoff={token}")
+}

@@ -1,0 +1,105 @@
+"""A real upstream app for the gateway's tests: Python's standard library
+only, so it runs wherever python3 does. Prints its port, then serves.
+
+GET  /echo, /public/echo   JSON: method, path, headers received, body size
+POST /echo                 the same, after reading the body
+GET  /cacheable            HTML the app wants cached for an hour
+GET  /csp                  HTML under a strict Content-Security-Policy
+GET  /gzip                 gzip-compressed HTML, whatever the client accepts
+GET  /binary               4096 bytes 0..255 repeated, application/octet-stream
+GET  /set-cookie           tries to set signoff's cookie and one of its own
+GET  /public/page          a public page with caching headers
+anything else              a small HTML page naming the path
+"""
+import gzip
+import json
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PAGE = (
+    "<!doctype html><html><head><title>t</title></head>"
+    "<body><p>PRIVATE upstream page {path}</p></body></html>"
+)
+STRICT_CSP = "default-src 'none'; script-src 'self'; style-src 'self'"
+BINARY = bytes(range(256)) * 16
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def send(self, status, body, headers=()):
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def echo(self, body_size):
+        data = {
+            "method": self.command,
+            "path": self.path,
+            "headers": [[k.lower(), v] for k, v in self.headers.items()],
+            "body_size": body_size,
+        }
+        self.send(200, json.dumps(data).encode(), [("Content-Type", "application/json")])
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        size = 0
+        while size < length:
+            chunk = self.rfile.read(min(65536, length - size))
+            if not chunk:
+                break
+            size += len(chunk)
+        self.echo(size)
+
+    def do_HEAD(self):
+        self.do_GET()
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path in ("/echo", "/public/echo"):
+            return self.echo(0)
+        html = [("Content-Type", "text/html; charset=utf-8")]
+        if path == "/cacheable":
+            return self.send(200, PAGE.format(path=path).encode(), html + [
+                ("Cache-Control", "public, max-age=3600"),
+                ("ETag", '"v1"'),
+                ("Last-Modified", "Wed, 21 Oct 2026 07:28:00 GMT"),
+                ("Expires", "Thu, 01 Jan 2099 00:00:00 GMT"),
+            ])
+        if path == "/csp":
+            return self.send(200, PAGE.format(path=path).encode(), html + [
+                ("Content-Security-Policy", STRICT_CSP),
+            ])
+        if path == "/gzip":
+            return self.send(200, gzip.compress(PAGE.format(path=path).encode()), html + [
+                ("Content-Encoding", "gzip"),
+            ])
+        if path == "/binary":
+            return self.send(200, BINARY, [("Content-Type", "application/octet-stream")])
+        if path == "/set-cookie":
+            self.send_response(200)
+            self.send_header("Set-Cookie", "signoff=planted-by-upstream; Path=/")
+            self.send_header("Set-Cookie", "theme=dark; Path=/")
+            self.send_header("Content-Length", "0")
+            return self.end_headers()
+        if path == "/public/page":
+            return self.send(200, b"<p>public</p>", html + [("Cache-Control", "public, max-age=600")])
+        return self.send(200, PAGE.format(path=path).encode(), html)
+
+
+def main():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

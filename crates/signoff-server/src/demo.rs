@@ -42,9 +42,9 @@ pub const DEMO_USER: &str = "demo";
 
 /// Records every `pageshow` so a person (or a browser test) can see
 /// whether the page came from the back/forward cache.
-const PAGESHOW_RECORDER: &str = "<script>addEventListener('pageshow',function(e){\
+const PAGESHOW_RECORDER: &str = "<script>window.__pageshowRecorder=true;addEventListener('pageshow',function(e){\
 var c=(window.__pageshow?window.__pageshow.count:0)+1;\
-window.__pageshow={count:c,persisted:e.persisted};\
+window.__pageshow={count:c,persisted:e.persisted,at:Date.now()};\
 var s=document.getElementById('pageshow');if(s){s.textContent='pageshow #'+c+(e.persisted?' (from the back/forward cache)':'');}});</script>";
 
 fn layout(title: &str, body: &str) -> String {

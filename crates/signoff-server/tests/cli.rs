@@ -129,3 +129,122 @@ fn help_is_there_for_every_subcommand() {
         assert!(succeeds(&args, "").contains("Usage"), "{args:?}");
     }
 }
+
+/// `signoff serve` refuses to start with a clear message, fast.
+fn serve_fails_saying(args: &[&str], envs: &[(&str, &str)], needle: &str) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_signoff"));
+    cmd.arg("serve").args(args).env_remove("SIGNOFF_DB");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run signoff");
+    assert!(!out.status.success(), "{args:?} started");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(needle), "{args:?}: {stderr}");
+}
+
+#[test]
+fn serve_explains_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let up = ["--upstream", "http://127.0.0.1:9"];
+    serve_fails_saying(&["--db", &db], &[], "no upstream");
+    serve_fails_saying(
+        &[&up[..], &["--idle-timeout", "soon", "--db", &db]].concat(),
+        &[],
+        "not a duration",
+    );
+    // A port in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    serve_fails_saying(
+        &[&up[..], &["--listen", &addr, "--db", &db]].concat(),
+        &[],
+        "already in use",
+    );
+    // A database that cannot be written.
+    serve_fails_saying(
+        &[
+            &up[..],
+            &[
+                "--db",
+                "sqlite:///proc/signoff/none.db",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+        ]
+        .concat(),
+        &[],
+        "cannot open the database",
+    );
+    // A config file with a typo.
+    let file = dir.path().join("signoff.toml");
+    std::fs::write(
+        &file,
+        "upstream = \"http://127.0.0.1:9\"\nidle_timeot = \"5m\"\n",
+    )
+    .unwrap();
+    serve_fails_saying(&["--config", file.to_str().unwrap()], &[], "idle_timeot");
+    // Plain HTTP off loopback needs a flag.
+    serve_fails_saying(
+        &[
+            &up[..],
+            &["--public-url", "http://app.example.com", "--db", &db],
+        ]
+        .concat(),
+        &[],
+        "--allow-insecure-http",
+    );
+    // Environment variables are read, and a flag beats them.
+    serve_fails_saying(
+        &["--db", &db],
+        &[("SIGNOFF_UPSTREAM", "ftp://x")],
+        "expected http://",
+    );
+    serve_fails_saying(
+        &[&up[..], &["--db", &db]].concat(),
+        &[
+            ("SIGNOFF_IDLE_TIMEOUT", "1h"),
+            ("SIGNOFF_ABSOLUTE_TIMEOUT", "never"),
+        ],
+        "--absolute-timeout",
+    );
+    serve_fails_saying(
+        &[&up[..], &["--db", &db, "--listen", "nonsense"]].concat(),
+        &[("SIGNOFF_LISTEN", "127.0.0.1:0")],
+        "nonsense",
+    );
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["demo", "--help"],
+        &["user", "--help"],
+        &["user", "add", "--help"],
+        &["user", "passwd", "--help"],
+        &["user", "disable", "--help"],
+        &["user", "enable", "--help"],
+        &["user", "list", "--help"],
+    ] {
+        let out = succeeds(args, "");
+        assert!(out.contains("Usage"), "{args:?}: {out}");
+    }
+    let serve = succeeds(&["serve", "--help"], "");
+    for flag in [
+        "--upstream",
+        "--listen",
+        "--public-url",
+        "--db",
+        "--idle-timeout",
+        "--absolute-timeout",
+        "--config",
+        "--tls-cert",
+        "--tls-key",
+        "SIGNOFF_UPSTREAM",
+    ] {
+        assert!(serve.contains(flag), "serve --help lacks {flag}");
+    }
+}

@@ -219,7 +219,12 @@ impl Gateway {
     }
 
     fn same_origin(&self, headers: &HeaderMap) -> Intent {
-        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        // `Origin: null` (privacy-sensitive contexts, `no-referrer` pages)
+        // says nothing either way; Sec-Fetch-Site then decides.
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .filter(|o| *o != "null");
         let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
         if matches!(site, Some("cross-site" | "same-site")) {
             return Intent::Foreign;

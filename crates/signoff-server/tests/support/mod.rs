@@ -2,6 +2,8 @@
 //! upstream app, and a plain HTTP client that keeps no cookies of its own.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -57,7 +59,13 @@ impl Proc {
 }
 
 /// Spawns `cmd`, waits for its first stdout line, returns it.
-fn spawn_reading_first_line(mut cmd: Command, log: PathBuf) -> (Proc, String) {
+fn spawn_reading_first_line(cmd: Command, log: PathBuf) -> (Proc, String) {
+    let (proc, mut lines) = spawn_reading_lines(cmd, log, 1);
+    (proc, lines.remove(0))
+}
+
+/// Spawns `cmd`, waits for its first `n` stdout lines, returns them.
+pub fn spawn_reading_lines(mut cmd: Command, log: PathBuf, n: usize) -> (Proc, Vec<String>) {
     let log_file = std::fs::File::create(&log).unwrap();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -69,14 +77,15 @@ fn spawn_reading_first_line(mut cmd: Command, log: PathBuf) -> (Proc, String) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(Result::ok);
+        let first: Option<Vec<String>> =
+            (0..n).map(|_| lines.next().and_then(Result::ok)).collect();
         let _ = tx.send(first);
         // Keep draining so the child never blocks on a full pipe.
         for _ in lines {}
     });
     let proc = Proc { child, log };
     match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Some(line)) => (proc, line),
+        Ok(Some(lines)) => (proc, lines),
         _ => panic!("{cmd:?} printed nothing; its log:\n{}", proc.log_text()),
     }
 }

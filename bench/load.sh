@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# Load benchmark of the gateway's hot path, against a bare hyper reverse
+# proxy measured in the same run (see the table it prints).
+#
+#   bench/load.sh            # about 4 minutes on 2 cores
+#
+# Environment: DURATION (per wrk run, default 10s), CONNS (32), ROUNDS (2),
+# SESSIONS (100000), BASE_PORT (18400), KEEP=1 to keep the temp directory
+# (logs, databases, raw wrk output).
+#
+# Everything runs on this machine: wrk, the upstream, the proxies share the
+# CPUs, so compare ratios, not absolute figures, across machines.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-32}
+ROUNDS=${ROUNDS:-2}
+SESSIONS=${SESSIONS:-100000}
+BASE_PORT=${BASE_PORT:-18400}
+FLOOD_CONNS=${FLOOD_CONNS:-64}
+PASSWORD='bench-password-123'
+REL=target/release
+OUT=target/bench-load.md
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/signoff-bench.XXXXXX")
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ ${KEEP:-0} == 1 ]]; then
+        echo "kept $TMP" >&2
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+log "building"
+cargo build --release -p signoff-server --bin signoff --examples
+
+UP_HTML=$((BASE_PORT + 1))
+UP_PLAIN=$((BASE_PORT + 2))
+BARE=$((BASE_PORT + 3))
+GW_INFO=$((BASE_PORT + 10))
+GW_WARN=$((BASE_PORT + 11))
+GW_NOGUARD=$((BASE_PORT + 12))
+GW_PLAIN=$((BASE_PORT + 13))
+GW_FLOOD=$((BASE_PORT + 14))
+GW_RSS=$((BASE_PORT + 15))
+
+# wait_http PORT PATH: until something answers there.
+wait_http() {
+    local i
+    for i in $(seq 1 100); do
+        if curl -s -o /dev/null "http://127.0.0.1:$1$2"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "nothing answers on port $1" >&2
+    exit 1
+}
+
+# start NAME CMD...: run in the background, stdout+stderr to $TMP/NAME.log.
+start() {
+    local name=$1
+    shift
+    "$@" >"$TMP/$name.log" 2>&1 &
+    PIDS+=("$!")
+    LAST_PID=$!
+}
+
+# gateway NAME PORT UPSTREAM_PORT DB [FLAGS...]; env SIGNOFF_LOG passes through.
+gateway() {
+    local name=$1 port=$2 up=$3 db=$4
+    shift 4
+    start "$name" "$REL/signoff" serve --upstream "http://127.0.0.1:$up" \
+        --listen "127.0.0.1:$port" --db "sqlite://$db" "$@"
+    eval "PID_$name=$LAST_PID"
+    wait_http "$port" /.signoff/healthz
+}
+
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
+
+# to_ms VALUE: wrk's "401.00us" / "1.23ms" / "1.01s" in milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0
+        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n *= 1; else if (v ~ /m$/) n *= 60000; else if (v ~ /s$/) n *= 1000
+        printf "%.3f", n
+    }'
+}
+
+RUN=0
+# wrk_run LABEL WRK-ARGS...: one run; appends "LABEL rps p50 p99 bad" to
+# $TMP/results and leaves the raw output in $TMP/wrk-N-LABEL.txt.
+wrk_run() {
+    local label=$1
+    shift
+    RUN=$((RUN + 1))
+    local file="$TMP/wrk-$RUN-$label.txt"
+    wrk "$@" >"$file" 2>&1
+    local rps p50 p99 bad
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$file")
+    p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$file")")
+    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$file")")
+    bad=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$file")
+    bad=${bad:-0}
+    echo "$label $rps $p50 $p99 $bad" >>"$TMP/results"
+    printf '%-16s %10s req/s  p50 %8s ms  p99 %8s ms  non-2xx %s\n' "$label" "$rps" "$p50" "$p99" "$bad" >&2
+    if [[ $bad != 0 ]]; then
+        echo "warning: $label had $bad non-2xx answers (see $file)" >&2
+    fi
+    LAST_WRK=$file
+}
+
+# mean LABEL FIELD: mean of a field (2 rps, 3 p50, 4 p99) over LABEL's runs.
+mean() {
+    awk -v l="$1" -v f="$2" '$1 == l { s += $f; n++ } END { if (n) printf "%.3f", s / n; else print "nan" }' "$TMP/results"
+}
+
+# --- set-up ---------------------------------------------------------------
+log "starting the upstreams, the bare proxy and the gateways"
+start upstream-html "$REL/examples/bench_upstream" "127.0.0.1:$UP_HTML" text/html
+start upstream-plain "$REL/examples/bench_upstream" "127.0.0.1:$UP_PLAIN" text/plain
+start bare "$REL/examples/bare_proxy" "127.0.0.1:$BARE" "127.0.0.1:$UP_HTML"
+wait_http "$UP_HTML" /
+wait_http "$UP_PLAIN" /
+wait_http "$BARE" /
+
+DB="$TMP/bench.db"
+printf '%s\n' "$PASSWORD" | "$REL/signoff" user add bench --password-stdin --db "sqlite://$DB" >&2
+
+gateway gw_info "$GW_INFO" "$UP_HTML" "$DB"
+SIGNOFF_LOG=warn gateway gw_warn "$GW_WARN" "$UP_HTML" "$DB"
+SIGNOFF_LOG=warn gateway gw_noguard "$GW_NOGUARD" "$UP_HTML" "$DB" --inject-guard false
+SIGNOFF_LOG=warn gateway gw_plain "$GW_PLAIN" "$UP_PLAIN" "$DB"
+gateway gw_flood "$GW_FLOOD" "$UP_HTML" "$DB" --trusted-proxy 127.0.0.1
+
+log "logging in"
+headers=$(curl -s -o /dev/null -D - -X POST \
+    -H "Origin: http://127.0.0.1:$GW_INFO" \
+    --data-urlencode "username=bench" --data-urlencode "password=$PASSWORD" \
+    "http://127.0.0.1:$GW_INFO/.signoff/login")
+status=$(printf '%s' "$headers" | awk 'NR == 1 { print $2 }')
+TOKEN=$(printf '%s' "$headers" | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: signoff=\([^;]*\);.*/\1/p')
+if [[ $status != 303 || -z $TOKEN ]]; then
+    echo "login failed (status $status):" >&2
+    printf '%s\n' "$headers" >&2
+    exit 1
+fi
+COOKIE="Cookie: signoff=$TOKEN"
+# The session works on every gateway (one database); check each.
+for port in "$GW_INFO" "$GW_WARN" "$GW_NOGUARD" "$GW_PLAIN" "$GW_FLOOD"; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "$COOKIE" "http://127.0.0.1:$port/")
+    if [[ $code != 200 ]]; then
+        echo "authenticated GET on port $port answered $code" >&2
+        exit 1
+    fi
+done
+curl -s -H "$COOKIE" "http://127.0.0.1:$GW_INFO/" >"$TMP/page-guarded.html"
+curl -s -H "$COOKIE" "http://127.0.0.1:$GW_NOGUARD/" >"$TMP/page-plain.html"
+echo "page bytes: bare $(curl -s "http://127.0.0.1:$BARE/" | wc -c), gateway+guard $(wc -c <"$TMP/page-guarded.html"), gateway no guard $(wc -c <"$TMP/page-plain.html")" >&2
+
+WRK=(-t2 "-c$CONNS" "-d$DURATION" --latency)
+
+# --- throughput and latency -------------------------------------------------
+log "warm-up (2 s each)"
+for port in "$BARE" "$GW_INFO" "$GW_WARN" "$GW_NOGUARD" "$GW_PLAIN"; do
+    wrk -t2 "-c$CONNS" -d2s -H "$COOKIE" "http://127.0.0.1:$port/" >/dev/null
+done
+
+log "throughput: $ROUNDS rounds of bare / gateway variants, $DURATION each, $CONNS connections"
+for round in $(seq 1 "$ROUNDS"); do
+    echo "-- round $round" >&2
+    wrk_run bare "${WRK[@]}" "http://127.0.0.1:$BARE/"
+    wrk_run gw_info "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_INFO/"
+    wrk_run bare "${WRK[@]}" "http://127.0.0.1:$BARE/"
+    wrk_run gw_warn "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_WARN/"
+    wrk_run gw_noguard "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_NOGUARD/"
+    wrk_run gw_plain "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_PLAIN/"
+done
+
+# --- login flood ------------------------------------------------------------
+log "login flood: idle, then $FLOOD_CONNS connections of failing logins"
+wrk_run flood_idle "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_FLOOD/"
+flood_secs=$((${DURATION%s} + 2))
+ORIGIN="http://127.0.0.1:$GW_FLOOD" wrk -t2 "-c$FLOOD_CONNS" "-d${flood_secs}s" --timeout 30s \
+    -s bench/login_flood.lua "http://127.0.0.1:$GW_FLOOD/" >"$TMP/flood.txt" 2>&1 &
+FLOOD_PID=$!
+PIDS+=("$FLOOD_PID")
+sleep 1
+wrk_run flood_busy "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_FLOOD/"
+wait "$FLOOD_PID" || true
+FLOOD_RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$TMP/flood.txt")
+FLOOD_CODES=$(sed -n 's/^status codes: //p' "$TMP/flood.txt")
+FLOOD_AVG=$(to_ms "$(awk '$1 == "Latency" && NF > 2 { print $2 }' "$TMP/flood.txt")")
+echo "flood: $FLOOD_RPS attempts/s, codes: $FLOOD_CODES, mean login latency $FLOOD_AVG ms" >&2
+FLOOD_RSS=$(rss_kb "$PID_gw_flood")
+
+# --- memory with many sessions ------------------------------------------------
+log "RSS: seeding $SESSIONS sessions"
+RSS_DB="$TMP/rss.db"
+printf '%s\n' "$PASSWORD" | "$REL/signoff" user add bench --password-stdin --db "sqlite://$RSS_DB" >&2
+"$REL/examples/seed_sessions" "$RSS_DB" bench "$SESSIONS" "$TMP/tokens.txt" >&2
+gateway gw_rss "$GW_RSS" "$UP_HTML" "$RSS_DB"
+sleep 1
+RSS_START=$(rss_kb "$PID_gw_rss")
+TOKENS="$TMP/tokens.txt" TOKEN_COUNT=5000 WRK_THREADS=2 \
+    wrk_run rss_5k "${WRK[@]}" -s bench/sessions.lua "http://127.0.0.1:$GW_RSS/"
+RSS_5K=$(rss_kb "$PID_gw_rss")
+TOKENS="$TMP/tokens.txt" TOKEN_COUNT=0 WRK_THREADS=2 \
+    wrk_run rss_all "${WRK[@]}" -s bench/sessions.lua "http://127.0.0.1:$GW_RSS/"
+RSS_ALL=$(rss_kb "$PID_gw_rss")
+RSS_HWM=$(hwm_kb "$PID_gw_rss")
+ALL_REQS=$(awk '/requests in/ { print $1 }' "$LAST_WRK")
+
+# --- summary ------------------------------------------------------------------
+bare_rps=$(mean bare 2)
+bare_p50=$(mean bare 3)
+bare_p99=$(mean bare 4)
+pass() { if awk "BEGIN { exit !($1) }"; then echo PASS; else echo FAIL; fi; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+diff_ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; }
+
+row() {
+    local label=$1 text=$2 rps p50 p99
+    rps=$(mean "$label" 2)
+    p50=$(mean "$label" 3)
+    p99=$(mean "$label" 4)
+    printf '| %s | %.0f | %.3f | %.3f | %sx | %s |\n' "$text" "$rps" "$p50" "$p99" \
+        "$(ratio "$rps" "$bare_rps")" "$(diff_ms "$p99" "$bare_p99")"
+}
+
+gw_rps=$(mean gw_info 2)
+gw_p99=$(mean gw_info 4)
+idle_p99=$(mean flood_idle 4)
+busy_p99=$(mean flood_busy 4)
+{
+    echo "## signoff load benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, wrk -t2 -c$CONNS -d$DURATION, $ROUNDS rounds, means)"
+    echo
+    echo "| Setup | req/s | p50 ms | p99 ms | req/s vs bare | p99 added ms |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    printf '| bare hyper proxy (baseline) | %.0f | %.3f | %.3f | 1.00x | 0 |\n' "$bare_rps" "$bare_p50" "$bare_p99"
+    row gw_info "signoff, default (info access log, guard injected)"
+    row gw_warn "signoff, SIGNOFF_LOG=warn, guard injected"
+    row gw_noguard "signoff, SIGNOFF_LOG=warn, --inject-guard false"
+    row gw_plain "signoff, SIGNOFF_LOG=warn, upstream text/plain"
+    echo
+    echo "| Login flood ($FLOOD_CONNS conns, random user + X-Forwarded-For) | value |"
+    echo "|---|---:|"
+    echo "| authenticated p99 idle / during flood (ms) | $idle_p99 / $busy_p99 |"
+    echo "| authenticated req/s idle / during flood | $(mean flood_idle 2) / $(mean flood_busy 2) |"
+    echo "| failing logins/s achieved | $FLOOD_RPS |"
+    echo "| login status codes | ${FLOOD_CODES:-n/a} |"
+    echo "| gateway RSS after the flood | $(mb "$FLOOD_RSS") MB |"
+    echo
+    echo "| RSS, $SESSIONS sessions in the store | MB |"
+    echo "|---|---:|"
+    echo "| after start-up | $(mb "$RSS_START") |"
+    echo "| after $DURATION over 5,000 sessions ($(mean rss_5k 2) req/s) | $(mb "$RSS_5K") |"
+    echo "| after $DURATION cycling all $SESSIONS ($ALL_REQS requests, $(mean rss_all 2) req/s) | $(mb "$RSS_ALL") |"
+    echo "| peak (VmHWM) | $(mb "$RSS_HWM") |"
+    echo
+    echo "| Target | measured | result |"
+    echo "|---|---:|---|"
+    echo "| 1. req/s >= 0.85x bare (default config) | $(ratio "$gw_rps" "$bare_rps")x | $(pass "$gw_rps >= 0.85 * $bare_rps") |"
+    echo "| 2. added p99 <= 1 ms (default config) | $(diff_ms "$gw_p99" "$bare_p99") ms | $(pass "$gw_p99 - $bare_p99 <= 1") |"
+    echo "| 3. p99 during flood <= 5x idle | $(ratio "$busy_p99" "$idle_p99")x | $(pass "$busy_p99 <= 5 * $idle_p99") |"
+    echo "| 4. RSS <= 60 MB with $SESSIONS sessions | $(mb "$RSS_HWM") MB peak | $(pass "$RSS_HWM <= 60 * 1024") |"
+} >"$TMP/summary.md"
+mkdir -p target
+cp "$TMP/summary.md" "$OUT"
+echo
+cat "$OUT"
+echo
+echo "(written to $OUT)"

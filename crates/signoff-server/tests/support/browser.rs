@@ -1,0 +1,825 @@
+//! Real-browser harness: drives a real browser through its W3C WebDriver
+//! server (chromedriver today; geckodriver and WebKitWebDriver are meant to be
+//! one more [`Engine`] variant each, not a copy of the suite).
+//!
+//! Every [`Browser`] gets its own driver process on a free port and its own
+//! empty profile directory, so tests are independent. Browsers are expensive
+//! on a 2-core machine, so by default only one runs at a time per test binary
+//! (see [`SLOTS_ENV`]).
+//!
+//! Availability: when the driver or the browser binary is missing,
+//! [`Browser::open`] returns `None` after writing `skipped: …` to the real
+//! stderr (not the captured one, so it shows in `cargo test` output), unless
+//! [`REQUIRE_ENV`]`=1`, in which case it panics. A test therefore starts with
+//! `let Some(browser) = Browser::open(engine).await else { return Ok(()) };`.
+//!
+//! Pages that want their `pageshow` observed include [`PAGESHOW_RECORDER`].
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::fmt;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use fantoccini::wd::Capabilities;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Set to `1` to turn "browser missing, skipped" into a test failure (CI).
+pub const REQUIRE_ENV: &str = "SIGNOFF_REQUIRE_SERVICES";
+/// How many browsers one test binary may run at once (default 1).
+pub const SLOTS_ENV: &str = "SIGNOFF_BROWSER_SLOTS";
+/// Default for every wait in this module.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Include this in a page (anywhere, before it finishes loading) to let
+/// [`Browser::last_pageshow`] see its `pageshow` events. It only adds a
+/// `pageshow` listener, which does not make a page ineligible for the
+/// back/forward cache (an `unload` listener would).
+pub const PAGESHOW_RECORDER: &str = r#"<script>
+window.__pageshowRecorder = true;
+window.addEventListener("pageshow", function (e) {
+  var prev = window.__pageshow;
+  window.__pageshow = { count: (prev ? prev.count : 0) + 1, persisted: e.persisted, at: Date.now() };
+});
+</script>"#;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A harness error: one message with the step that failed. Its `Debug` is the
+/// message, so a test returning `Result<(), Error>` fails readably.
+pub struct Error(String);
+
+impl Error {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Error(msg.into())
+    }
+}
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Error {}
+
+trait Context<T> {
+    fn context(self, what: impl fmt::Display) -> Result<T>;
+}
+impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl fmt::Display) -> Result<T> {
+        self.map_err(|e| Error(format!("{what}: {e}")))
+    }
+}
+
+/// A browser engine and its WebDriver server. Adding one means: a variant,
+/// its binaries, its driver command line and its capabilities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// Debian's Chromium through Debian's chromedriver.
+    Chromium,
+    // Firefox: geckodriver --port N; capabilities "moz:firefoxOptions"
+    //   { binary, args: ["-headless", "-profile", dir], prefs }.
+    // WebKit: WebKitWebDriver --port=N; capabilities "webkitgtk:browserOptions"
+    //   { binary: MiniBrowser, args: ["--automation", "--headless"] }.
+}
+
+impl Engine {
+    /// Every engine the suite runs against.
+    pub const ALL: &'static [Engine] = &[Engine::Chromium];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Chromium => "chromium",
+        }
+    }
+
+    /// The WebDriver server binary (`SIGNOFF_CHROMEDRIVER` overrides).
+    pub fn driver_binary(self) -> PathBuf {
+        match self {
+            Engine::Chromium => env_path("SIGNOFF_CHROMEDRIVER", "/usr/bin/chromedriver"),
+        }
+    }
+
+    /// The browser binary (`SIGNOFF_CHROMIUM` overrides).
+    pub fn browser_binary(self) -> PathBuf {
+        match self {
+            Engine::Chromium => env_path("SIGNOFF_CHROMIUM", "/usr/bin/chromium"),
+        }
+    }
+
+    /// `Err(why)` when this engine cannot run on this machine.
+    pub fn availability(self) -> std::result::Result<(), String> {
+        let missing: Vec<String> = [self.driver_binary(), self.browser_binary()]
+            .into_iter()
+            .filter(|p| !p.is_file())
+            .map(|p| p.display().to_string())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} not found (Debian: apt-get install -y chromium chromium-driver)",
+                missing.join(" and ")
+            ))
+        }
+    }
+
+    fn driver_command(self, port: u16, log: &Path) -> Command {
+        match self {
+            Engine::Chromium => {
+                let mut cmd = Command::new(self.driver_binary());
+                cmd.arg(format!("--port={port}"))
+                    .arg(format!("--log-path={}", log.display()));
+                cmd
+            }
+        }
+    }
+
+    fn capabilities(self, profile: &Path) -> Capabilities {
+        let caps = match self {
+            Engine::Chromium => json!({
+                "browserName": "chrome",
+                // Self-signed HTTPS in tests. chromedriver turns this into
+                // --ignore-certificate-errors.
+                "acceptInsecureCerts": true,
+                "pageLoadStrategy": "normal",
+                "timeouts": { "pageLoad": 30_000, "script": 10_000, "implicit": 0 },
+                "goog:chromeOptions": {
+                    "binary": self.browser_binary(),
+                    "args": [
+                        "--headless=new",
+                        "--no-sandbox",
+                        "--disable-gpu",
+                        "--disable-quic",
+                        "--no-first-run",
+                        // Without these Chromium calls out to Google hosts.
+                        "--disable-background-networking",
+                        "--disable-component-update",
+                        "--disable-sync",
+                        "--window-size=1280,900",
+                        format!("--user-data-dir={}", profile.display()),
+                    ],
+                    // chromedriver 156 adds no switch that touches the
+                    // back/forward cache (checked in `check_bfcache_allowed`);
+                    // if a future one does, list it here.
+                    "excludeSwitches": [],
+                },
+            }),
+        };
+        match caps {
+            Value::Object(map) => map,
+            _ => unreachable!("capabilities are an object"),
+        }
+    }
+
+    /// After the session starts: make sure nothing turned the back/forward
+    /// cache off, since the whole point of these tests is to run with it on.
+    fn check_bfcache_allowed(self, browser_pid: Option<u64>) -> Result<Vec<String>> {
+        let Some(pid) = browser_pid else {
+            return Ok(Vec::new());
+        };
+        let raw = match std::fs::read(format!("/proc/{pid}/cmdline")) {
+            Ok(raw) => raw,
+            Err(_) => return Ok(Vec::new()), // not Linux, or not visible
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let offending: Vec<&String> = args
+            .iter()
+            .filter(|a| {
+                a.starts_with("--disable-back-forward-cache")
+                    || (a.starts_with("--disable-features=") && a.contains("BackForwardCache"))
+            })
+            .collect();
+        if offending.is_empty() {
+            Ok(args)
+        } else {
+            Err(Error(format!(
+                "{}: the browser was started with the back/forward cache off ({offending:?}); \
+                 add the switch to excludeSwitches",
+                self.name()
+            )))
+        }
+    }
+}
+
+fn env_path(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default))
+}
+
+fn services_required() -> bool {
+    std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1")
+}
+
+/// Writes to the process's stderr directly: libtest captures `eprintln!` of
+/// passing tests, which would hide a skip.
+pub fn report_skip(what: &str, why: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: {what}: {why}");
+}
+
+fn slots() -> Arc<Semaphore> {
+    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    SLOTS
+        .get_or_init(|| {
+            let n = std::env::var(SLOTS_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(1);
+            Arc::new(Semaphore::new(n))
+        })
+        .clone()
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind a free port")?;
+    Ok(l.local_addr().context("free port address")?.port())
+}
+
+/// A running WebDriver server process. Dropping it kills its whole process
+/// group, i.e. the driver and every browser process it started.
+struct Driver {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Driver {
+    async fn start(engine: Engine, dir: &Path) -> Result<Driver> {
+        let log = dir.join(format!("{}-driver.log", engine.name()));
+        let mut last = String::new();
+        // The free port can be taken between probing and binding: retry.
+        for _ in 0..3 {
+            let port = free_port()?;
+            let mut cmd = engine.driver_command(port, &log);
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            // Own process group, so Drop can kill the browser too even when
+            // the driver never got to close it.
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+            let child = cmd
+                .spawn()
+                .context(format!("spawn {}", engine.driver_binary().display()))?;
+            let mut driver = Driver {
+                child,
+                port,
+                log: log.clone(),
+            };
+            match driver.wait_ready(Duration::from_secs(15)).await {
+                Ok(()) => return Ok(driver),
+                Err(e) => last = e.0, // driver dropped (killed) here
+            }
+        }
+        Err(Error(format!(
+            "{} did not come up: {last}; log: {}",
+            engine.driver_binary().display(),
+            log_tail(&log)
+        )))
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().context("driver status")? {
+                return Err(Error(format!("driver exited early with {status}")));
+            }
+            let port = self.port;
+            let answer = tokio::task::spawn_blocking(move || {
+                http_request(port, "GET", "/status", Duration::from_secs(2))
+            })
+            .await
+            .context("join")?;
+            if let Ok(body) = answer {
+                if body.contains("\"ready\":true") || body.contains("\"ready\": true") {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error(format!(
+                    "no ready /status on port {port} after {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Negative pid: the process group the driver leads.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// Minimal blocking HTTP/1.1 request to the local driver (status checks and
+/// the last-resort session delete in `Drop`, where nothing async can run).
+fn http_request(port: u16, method: &str, path: &str, timeout: Duration) -> std::io::Result<String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    // chromedriver ignores `Connection: close`: read by Content-Length.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            match len {
+                Some(len) if buf.len() >= end + 4 + len => break,
+                Some(_) => {}
+                None => break, // no body expected
+            }
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Waits until `condition` yields `Some`, polling every 50 ms. An `Err` from
+/// the condition counts as "not yet" (pages navigating away make scripts
+/// fail); on timeout the last error is part of the message.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut condition: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match condition().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() >= deadline {
+            let tail = last_err
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default();
+            return Err(Error(format!(
+                "timed out after {timeout:?} waiting for {what}{tail}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What the page's `pageshow` recorder saw last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageShow {
+    /// How many `pageshow` events this document has had (1 on a fresh load,
+    /// more after each restore from the back/forward cache).
+    pub count: u64,
+    /// `event.persisted` of the last one: true = restored from bfcache.
+    pub persisted: bool,
+}
+
+/// Selectors for [`Browser::submit_login_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct LoginForm<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    pub submit: &'a str,
+}
+
+impl Default for LoginForm<'_> {
+    fn default() -> Self {
+        LoginForm {
+            username: "input[name=username]",
+            password: "input[name=password]",
+            submit: "form [type=submit]",
+        }
+    }
+}
+
+/// One real browser window, its own driver and its own empty profile.
+pub struct Browser {
+    engine: Engine,
+    client: Client,
+    session_id: String,
+    browser_args: Vec<String>,
+    startup: Duration,
+    driver: Driver,
+    closed: bool,
+    // Dropped last, after the driver and the browser are gone.
+    slot: Arc<OwnedSemaphorePermit>,
+    dir: tempfile::TempDir,
+}
+
+static NAV_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+impl Browser {
+    /// Starts `engine`. `None` means skipped (reported on stderr); panics if
+    /// the engine is missing while [`REQUIRE_ENV`]`=1`, or if it is present
+    /// but fails to start.
+    pub async fn open(engine: Engine) -> Option<Browser> {
+        if let Err(why) = engine.availability() {
+            if services_required() {
+                panic!("{REQUIRE_ENV}=1 but {} cannot run: {why}", engine.name());
+            }
+            report_skip(
+                engine.name(),
+                &format!("{why}; set {REQUIRE_ENV}=1 to make this a failure"),
+            );
+            return None;
+        }
+        let slot = Arc::new(
+            slots()
+                .acquire_owned()
+                .await
+                .expect("browser slots never close"),
+        );
+        match Self::start(engine, slot).await {
+            Ok(b) => Some(b),
+            Err(e) => panic!("{} failed to start: {e}", engine.name()),
+        }
+    }
+
+    /// A second, independent browser (own profile: another user) in the same
+    /// test. It shares this browser's slot, so a test holding two browsers
+    /// cannot deadlock against the slot limit.
+    pub async fn open_another(&self, engine: Engine) -> Result<Browser> {
+        engine.availability().map_err(Error)?;
+        Self::start(engine, self.slot.clone()).await
+    }
+
+    async fn start(engine: Engine, slot: Arc<OwnedSemaphorePermit>) -> Result<Browser> {
+        let started = Instant::now();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("signoff-{}-", engine.name()))
+            .tempdir()
+            .context("create browser temp dir")?;
+        let profile = dir.path().join("profile");
+        std::fs::create_dir(&profile).context("create profile dir")?;
+        let driver = Driver::start(engine, dir.path()).await?;
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(engine.capabilities(&profile))
+            .connect(&driver.url())
+            .await
+            .map_err(|e| {
+                Error(format!(
+                    "new {} session: {e}; log: {}",
+                    engine.name(),
+                    log_tail(&driver.log)
+                ))
+            })?;
+        let response = client.session_creation_response().cloned();
+        let session_id = response
+            .as_ref()
+            .map(|r| r.session_id().to_owned())
+            .unwrap_or_default();
+        let pid = response
+            .as_ref()
+            .and_then(|r| r.capabilities())
+            .and_then(|c| c.get("goog:processID"))
+            .and_then(Value::as_u64);
+        let mut browser = Browser {
+            engine,
+            client,
+            session_id,
+            browser_args: Vec::new(),
+            startup: started.elapsed(),
+            driver,
+            closed: false,
+            slot,
+            dir,
+        };
+        browser.browser_args = engine.check_bfcache_allowed(pid)?;
+        Ok(browser)
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// How long driver + browser + session took to start (not counting the
+    /// wait for a free slot).
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// The browser's command line as the OS saw it (empty if unknown).
+    pub fn browser_args(&self) -> &[String] {
+        &self.browser_args
+    }
+
+    /// The fantoccini client, for anything this wrapper lacks.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Runs `body` as a WebDriver script (a function body: use `return`).
+    pub async fn exec(&self, body: &str) -> Result<Value> {
+        self.client
+            .execute(body, Vec::new())
+            .await
+            .context(format!("execute script {}", short(body)))
+    }
+
+    /// Runs `body` with `arguments[0..]` bound to `args`.
+    pub async fn exec_with(&self, body: &str, args: Vec<Value>) -> Result<Value> {
+        self.client
+            .execute(body, args)
+            .await
+            .context(format!("execute script {}", short(body)))
+    }
+
+    /// Evaluates one JavaScript expression.
+    pub async fn eval(&self, expr: &str) -> Result<Value> {
+        self.exec(&format!("return ({expr});")).await
+    }
+
+    pub async fn current_url(&self) -> Result<String> {
+        Ok(self
+            .client
+            .current_url()
+            .await
+            .context("current url")?
+            .to_string())
+    }
+
+    /// The page's `document.body.innerText`, "" when it has no body.
+    pub async fn visible_text(&self) -> Result<String> {
+        let v = self
+            .exec("return document.body ? document.body.innerText : '';")
+            .await?;
+        Ok(v.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Marks the current document, so a later wait can tell it was left.
+    async fn mark_leaving(&self) -> (u64, f64) {
+        let token = NAV_TOKEN.fetch_add(1, Ordering::Relaxed);
+        let t0 = self
+            .exec_with(
+                "window.__signoffLeaving = arguments[0]; return Date.now();",
+                vec![json!(token)],
+            )
+            .await
+            .ok()
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
+        (token, t0)
+    }
+
+    /// Waits until the document marked with `token` is gone, the new one is
+    /// `complete`, and, if it has a [`PAGESHOW_RECORDER`], its `pageshow`
+    /// fired after `t0` (this also covers restores from the bfcache, where
+    /// the document is old but the event is new).
+    async fn settle(&self, token: u64, t0: f64, what: &str) -> Result<()> {
+        const SETTLED: &str = r#"
+            var token = arguments[0], t0 = arguments[1];
+            if (document.readyState !== "complete") return false;
+            if (window.__signoffLeaving === token) return false;
+            if (!window.__pageshowRecorder) return true;
+            var p = window.__pageshow;
+            return !!p && p.at >= t0;"#;
+        wait_until(DEFAULT_TIMEOUT, what, || async move {
+            let v = self
+                .exec_with(SETTLED, vec![json!(token), json!(t0)])
+                .await?;
+            Ok(v.as_bool().unwrap_or(false).then_some(()))
+        })
+        .await
+    }
+
+    pub async fn goto(&self, url: &str) -> Result<()> {
+        let (token, t0) = self.mark_leaving().await;
+        self.client.goto(url).await.context(format!("goto {url}"))?;
+        self.settle(token, t0, &format!("load of {url}")).await
+    }
+
+    pub async fn back(&self) -> Result<()> {
+        let (token, t0) = self.mark_leaving().await;
+        self.client.back().await.context("back")?;
+        self.settle(token, t0, "page after Back").await
+    }
+
+    pub async fn forward(&self) -> Result<()> {
+        let (token, t0) = self.mark_leaving().await;
+        self.client.forward().await.context("forward")?;
+        self.settle(token, t0, "page after Forward").await
+    }
+
+    pub async fn refresh(&self) -> Result<()> {
+        let (token, t0) = self.mark_leaving().await;
+        self.client.refresh().await.context("refresh")?;
+        self.settle(token, t0, "page after Refresh").await
+    }
+
+    /// Waits until the current URL's path (and query) is `path`.
+    pub async fn wait_for_path(&self, path: &str, timeout: Duration) -> Result<()> {
+        wait_until(
+            timeout,
+            &format!("the browser to reach {path}"),
+            || async move {
+                let url = self.client.current_url().await.context("current url")?;
+                let here = match url.query() {
+                    Some(q) => format!("{}?{q}", url.path()),
+                    None => url.path().to_owned(),
+                };
+                Ok((here == path).then_some(()))
+            },
+        )
+        .await?;
+        self.wait_ready().await
+    }
+
+    /// Waits for `document.readyState == "complete"`.
+    pub async fn wait_ready(&self) -> Result<()> {
+        wait_until(
+            DEFAULT_TIMEOUT,
+            "document.readyState complete",
+            || async move {
+                let v = self.eval("document.readyState").await?;
+                Ok((v == "complete").then_some(()))
+            },
+        )
+        .await
+    }
+
+    /// Waits until the JavaScript expression `expr` is truthy.
+    pub async fn wait_for_js(&self, expr: &str, timeout: Duration) -> Result<()> {
+        let body = format!("return !!({expr});");
+        wait_until(timeout, expr, || {
+            let body = body.clone();
+            async move { Ok((self.exec(&body).await? == true).then_some(())) }
+        })
+        .await
+    }
+
+    /// The last `pageshow` the current page recorded; `None` when the page
+    /// has no [`PAGESHOW_RECORDER`] or it has not fired yet.
+    pub async fn last_pageshow(&self) -> Result<Option<PageShow>> {
+        let v = self.eval("window.__pageshow || null").await?;
+        Ok(v.as_object().map(|o| PageShow {
+            count: o.get("count").and_then(Value::as_u64).unwrap_or(0),
+            persisted: o.get("persisted").and_then(Value::as_bool).unwrap_or(false),
+        }))
+    }
+
+    /// `event.persisted` of the current page's last `pageshow`.
+    pub async fn last_pageshow_persisted(&self) -> Result<Option<bool>> {
+        Ok(self.last_pageshow().await?.map(|p| p.persisted))
+    }
+
+    /// Chromium's own account of why the current page was not restored from
+    /// the back/forward cache (`notRestoredReasons`), for diagnostics.
+    pub async fn not_restored_reasons(&self) -> Result<Value> {
+        self.eval(
+            "(function () { var n = performance.getEntriesByType('navigation')[0]; \
+             return n && n.notRestoredReasons ? JSON.parse(JSON.stringify(n.notRestoredReasons)) : null; })()",
+        )
+        .await
+    }
+
+    pub async fn click(&self, css: &str) -> Result<()> {
+        let el = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .context(format!("find {css}"))?;
+        el.click().await.context(format!("click {css}"))
+    }
+
+    /// Clicks something that navigates, and waits for the new page.
+    pub async fn click_and_wait(&self, css: &str) -> Result<()> {
+        let (token, t0) = self.mark_leaving().await;
+        self.click(css).await?;
+        self.settle(token, t0, &format!("page after clicking {css}"))
+            .await
+    }
+
+    pub async fn fill(&self, css: &str, text: &str) -> Result<()> {
+        let el = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .context(format!("find {css}"))?;
+        el.clear().await.context(format!("clear {css}"))?;
+        el.send_keys(text).await.context(format!("type into {css}"))
+    }
+
+    /// Fills `input[name=username]` and `input[name=password]`, submits, and
+    /// waits for the page the form leads to.
+    pub async fn submit_login(&self, username: &str, password: &str) -> Result<()> {
+        self.submit_login_with(&LoginForm::default(), username, password)
+            .await
+    }
+
+    pub async fn submit_login_with(
+        &self,
+        form: &LoginForm<'_>,
+        username: &str,
+        password: &str,
+    ) -> Result<()> {
+        self.fill(form.username, username).await?;
+        self.fill(form.password, password).await?;
+        self.click_and_wait(form.submit).await
+    }
+
+    /// Saves a PNG of the viewport (parent directories are created).
+    pub async fn screenshot(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let png = self.client.screenshot().await.context("screenshot")?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).context(format!("create {}", parent.display()))?;
+        }
+        std::fs::write(path, png).context(format!("write {}", path.display()))
+    }
+
+    /// Ends the session and the browser. Dropping a `Browser` does this too
+    /// (blocking, best effort); `close` reports errors.
+    pub async fn close(mut self) -> Result<()> {
+        self.closed = true;
+        self.client.clone().close().await.context("close session")
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.closed && !self.session_id.is_empty() {
+            // Ask the driver to quit the browser; Driver::drop then kills the
+            // whole process group anyway.
+            let _ = http_request(
+                self.driver.port,
+                "DELETE",
+                &format!("/session/{}", self.session_id),
+                Duration::from_secs(5),
+            );
+        }
+    }
+}
+
+fn short(s: &str) -> String {
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.chars().count() > 80 {
+        format!("{}…", s.chars().take(80).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// Generates one `#[tokio::test]` per engine for each scenario
+/// `async fn NAME(engine: Engine) -> Result<()>` in the calling module:
+/// `engine_tests!(positive_control, no_store);` makes
+/// `chromium::positive_control`, … Adding an engine adds a module here.
+#[macro_export]
+macro_rules! engine_tests {
+    ($($scenario:ident),+ $(,)?) => {
+        mod chromium {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() -> $crate::support::browser::Result<()> {
+                    super::$scenario($crate::support::browser::Engine::Chromium).await
+                }
+            )+
+        }
+    };
+}

@@ -101,30 +101,42 @@ to_ms() {
     }'
 }
 
+# cpu_ticks PID: user + system CPU time of a process, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
 RUN=0
-# wrk_run LABEL WRK-ARGS...: one run; appends "LABEL rps p50 p99 bad" to
-# $TMP/results and leaves the raw output in $TMP/wrk-N-LABEL.txt.
+# wrk_run LABEL PID WRK-ARGS...: one run against the process PID; appends
+# "LABEL rps p50 p99 bad cpu_us_per_request" to $TMP/results and leaves
+# the raw output in $TMP/wrk-N-LABEL.txt.
 wrk_run() {
-    local label=$1
-    shift
+    local label=$1 pid=$2
+    shift 2
     RUN=$((RUN + 1))
     local file="$TMP/wrk-$RUN-$label.txt"
+    local t0 t1
+    t0=$(cpu_ticks "$pid")
     wrk "$@" >"$file" 2>&1
-    local rps p50 p99 bad
+    t1=$(cpu_ticks "$pid")
+    local rps p50 p99 bad reqs cpu
     rps=$(awk '/^Requests\/sec:/ { print $2 }' "$file")
     p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$file")")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$file")")
     bad=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$file")
     bad=${bad:-0}
-    echo "$label $rps $p50 $p99 $bad" >>"$TMP/results"
-    printf '%-16s %10s req/s  p50 %8s ms  p99 %8s ms  non-2xx %s\n' "$label" "$rps" "$p50" "$p99" "$bad" >&2
+    reqs=$(awk '/requests in/ { print $1 }' "$file")
+    cpu=$(awk -v t=$((t1 - t0)) -v us="$TICK_US" -v n="$reqs" 'BEGIN { printf "%.1f", t * us / n }')
+    echo "$label $rps $p50 $p99 $bad $cpu" >>"$TMP/results"
+    printf '%-12s %9s req/s  p50 %7s ms  p99 %7s ms  %6s CPU us/req  non-2xx %s\n' \
+        "$label" "$rps" "$p50" "$p99" "$cpu" "$bad" >&2
     if [[ $bad != 0 ]]; then
         echo "warning: $label had $bad non-2xx answers (see $file)" >&2
     fi
     LAST_WRK=$file
 }
 
-# mean LABEL FIELD: mean of a field (2 rps, 3 p50, 4 p99) over LABEL's runs.
+# mean LABEL FIELD: mean of a field (2 rps, 3 p50, 4 p99, 6 CPU us/request)
+# over LABEL's runs.
 mean() {
     awk -v l="$1" -v f="$2" '$1 == l { s += $f; n++ } END { if (n) printf "%.3f", s / n; else print "nan" }' "$TMP/results"
 }
@@ -134,6 +146,7 @@ log "starting the upstreams, the bare proxy and the gateways"
 start upstream-html "$REL/examples/bench_upstream" "127.0.0.1:$UP_HTML" text/html
 start upstream-plain "$REL/examples/bench_upstream" "127.0.0.1:$UP_PLAIN" text/plain
 start bare "$REL/examples/bare_proxy" "127.0.0.1:$BARE" "127.0.0.1:$UP_HTML"
+PID_bare=$LAST_PID
 wait_http "$UP_HTML" /
 wait_http "$UP_PLAIN" /
 wait_http "$BARE" /
@@ -183,24 +196,25 @@ done
 log "throughput: $ROUNDS rounds of bare / gateway variants, $DURATION each, $CONNS connections"
 for round in $(seq 1 "$ROUNDS"); do
     echo "-- round $round" >&2
-    wrk_run bare "${WRK[@]}" "http://127.0.0.1:$BARE/"
-    wrk_run gw_info "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_INFO/"
-    wrk_run bare "${WRK[@]}" "http://127.0.0.1:$BARE/"
-    wrk_run gw_warn "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_WARN/"
-    wrk_run gw_noguard "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_NOGUARD/"
-    wrk_run gw_plain "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_PLAIN/"
+    wrk_run bare "$PID_bare" "${WRK[@]}" "http://127.0.0.1:$BARE/"
+    wrk_run gw_info "$PID_gw_info" "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_INFO/"
+    wrk_run bare "$PID_bare" "${WRK[@]}" "http://127.0.0.1:$BARE/"
+    wrk_run gw_warn "$PID_gw_warn" "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_WARN/"
+    wrk_run gw_noguard "$PID_gw_noguard" "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_NOGUARD/"
+    wrk_run gw_plain "$PID_gw_plain" "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_PLAIN/"
 done
 
 # --- login flood ------------------------------------------------------------
 log "login flood: idle, then $FLOOD_CONNS connections of failing logins"
-wrk_run flood_idle "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_FLOOD/"
+FLOOD_RSS0=$(rss_kb "$PID_gw_flood")
+wrk_run flood_idle "$PID_gw_flood" "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_FLOOD/"
 flood_secs=$((${DURATION%s} + 2))
 ORIGIN="http://127.0.0.1:$GW_FLOOD" wrk -t2 "-c$FLOOD_CONNS" "-d${flood_secs}s" --timeout 30s \
     -s bench/login_flood.lua "http://127.0.0.1:$GW_FLOOD/" >"$TMP/flood.txt" 2>&1 &
 FLOOD_PID=$!
 PIDS+=("$FLOOD_PID")
 sleep 1
-wrk_run flood_busy "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_FLOOD/"
+wrk_run flood_busy "$PID_gw_flood" "${WRK[@]}" -H "$COOKIE" "http://127.0.0.1:$GW_FLOOD/"
 wait "$FLOOD_PID" || true
 FLOOD_RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$TMP/flood.txt")
 FLOOD_CODES=$(sed -n 's/^status codes: //p' "$TMP/flood.txt")
@@ -217,10 +231,10 @@ gateway gw_rss "$GW_RSS" "$UP_HTML" "$RSS_DB"
 sleep 1
 RSS_START=$(rss_kb "$PID_gw_rss")
 TOKENS="$TMP/tokens.txt" TOKEN_COUNT=5000 WRK_THREADS=2 \
-    wrk_run rss_5k "${WRK[@]}" -s bench/sessions.lua "http://127.0.0.1:$GW_RSS/"
+    wrk_run rss_5k "$PID_gw_rss" "${WRK[@]}" -s bench/sessions.lua "http://127.0.0.1:$GW_RSS/"
 RSS_5K=$(rss_kb "$PID_gw_rss")
 TOKENS="$TMP/tokens.txt" TOKEN_COUNT=0 WRK_THREADS=2 \
-    wrk_run rss_all "${WRK[@]}" -s bench/sessions.lua "http://127.0.0.1:$GW_RSS/"
+    wrk_run rss_all "$PID_gw_rss" "${WRK[@]}" -s bench/sessions.lua "http://127.0.0.1:$GW_RSS/"
 RSS_ALL=$(rss_kb "$PID_gw_rss")
 RSS_HWM=$(hwm_kb "$PID_gw_rss")
 ALL_REQS=$(awk '/requests in/ { print $1 }' "$LAST_WRK")
@@ -238,8 +252,8 @@ row() {
     rps=$(mean "$label" 2)
     p50=$(mean "$label" 3)
     p99=$(mean "$label" 4)
-    printf '| %s | %.0f | %.3f | %.3f | %sx | %s |\n' "$text" "$rps" "$p50" "$p99" \
-        "$(ratio "$rps" "$bare_rps")" "$(diff_ms "$p99" "$bare_p99")"
+    printf '| %s | %.0f | %.3f | %.3f | %sx | %s | %.1f |\n' "$text" "$rps" "$p50" "$p99" \
+        "$(ratio "$rps" "$bare_rps")" "$(diff_ms "$p99" "$bare_p99")" "$(mean "$label" 6)"
 }
 
 gw_rps=$(mean gw_info 2)
@@ -249,9 +263,10 @@ busy_p99=$(mean flood_busy 4)
 {
     echo "## signoff load benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, wrk -t2 -c$CONNS -d$DURATION, $ROUNDS rounds, means)"
     echo
-    echo "| Setup | req/s | p50 ms | p99 ms | req/s vs bare | p99 added ms |"
-    echo "|---|---:|---:|---:|---:|---:|"
-    printf '| bare hyper proxy (baseline) | %.0f | %.3f | %.3f | 1.00x | 0 |\n' "$bare_rps" "$bare_p50" "$bare_p99"
+    echo "| Setup | req/s | p50 ms | p99 ms | req/s vs bare | p99 added ms | proxy CPU us/req |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    printf '| bare hyper proxy (baseline) | %.0f | %.3f | %.3f | 1.00x | 0 | %.1f |\n' \
+        "$bare_rps" "$bare_p50" "$bare_p99" "$(mean bare 6)"
     row gw_info "signoff, default (info access log, guard injected)"
     row gw_warn "signoff, SIGNOFF_LOG=warn, guard injected"
     row gw_noguard "signoff, SIGNOFF_LOG=warn, --inject-guard false"
@@ -263,7 +278,7 @@ busy_p99=$(mean flood_busy 4)
     echo "| authenticated req/s idle / during flood | $(mean flood_idle 2) / $(mean flood_busy 2) |"
     echo "| failing logins/s achieved | $FLOOD_RPS |"
     echo "| login status codes | ${FLOOD_CODES:-n/a} |"
-    echo "| gateway RSS after the flood | $(mb "$FLOOD_RSS") MB |"
+    echo "| gateway RSS before / after the flood | $(mb "$FLOOD_RSS0") / $(mb "$FLOOD_RSS") MB |"
     echo
     echo "| RSS, $SESSIONS sessions in the store | MB |"
     echo "|---|---:|"

@@ -158,7 +158,9 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
 
 #[tokio::test]
 async fn repeated_failures_are_slowed_per_account_without_locking_the_owner_out() {
-    let Some((_up, gw)) = start(&[]) else { return };
+    let Some((_up, gw)) = start(&["--trusted-proxy", "127.0.0.1"]) else {
+        return;
+    };
     let url = gw.url("/.signoff/login");
     let mut statuses = Vec::new();
     for _ in 0..7 {
@@ -419,6 +421,14 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
         ("x-auth-request-email", "admin@example.com"),
         ("x-forwarded-for", "10.9.9.9"),
         ("x-real-ip", "10.9.9.9"),
+        // Some app servers read `_` as `-`.
+        ("remote_user", "admin"),
+        ("x_signoff_user", "admin"),
+        ("x_forwarded_for", "10.9.9.9"),
+        // Some frameworks route by these.
+        ("x-original-url", "/admin"),
+        ("x-rewrite-url", "/admin"),
+        ("x-forwarded-prefix", "/evil"),
     ];
     let c = cookie(&token);
     let mut headers = vec![("cookie", format!("{c}; theme=dark"))];
@@ -495,6 +505,9 @@ async fn public_paths_need_no_session_but_tricks_do_not_widen_them() {
         "/public/..%2Fecho",
         "/public//echo/../../echo",
         "/public/.%2e/echo",
+        "/public/..;/echo",
+        "/public/%252e%252e/echo",
+        "/public/x;/../echo",
     ] {
         let r = get(&gw.url(sneaky), &[]).await;
         assert_eq!(r.status, 401, "{sneaky} passed without a session");
@@ -533,6 +546,10 @@ async fn authenticated_responses_are_never_stored() {
         assert_eq!(r.status, status, "{path}");
         assert_eq!(r.header("cache-control"), Some("no-store"), "{path}");
     }
+    // A wrong method on an own route (405) is unstorable too.
+    let r = request(Method::PUT, &gw.url("/.signoff/login"), &[], None).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
     // The upstream cannot set (or steal) signoff's cookie.
     let r = get(&gw.url("/set-cookie"), &[("cookie", &cookie(&token))]).await;
     assert_eq!(r.all("set-cookie"), ["theme=dark; Path=/"]);

@@ -120,7 +120,8 @@ impl Gateway {
             .route(&format!("{p}/healthz"), get(healthz))
             .route(&format!("{p}/{{*rest}}"), any(not_found))
             .route(&p, any(not_found))
-            .route_layer(middleware::map_response(own_response));
+            // `layer`, not `route_layer`: 405s for a wrong method get it too.
+            .layer(middleware::map_response(own_response));
         own.fallback(proxy)
             .layer(middleware::from_fn(access_log))
             .with_state(self)
@@ -192,30 +193,17 @@ impl Gateway {
     }
 
     fn is_trusted_proxy(&self, ip: &IpAddr) -> bool {
-        self.settings.trusted_proxies.iter().any(|n| n.contains(ip))
+        let ip = ip.to_canonical();
+        self.settings
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&ip))
     }
 
     /// The client's address: the peer, or, when the peer is a trusted
     /// proxy, the rightmost untrusted `X-Forwarded-For` entry.
     fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let trusted = |ip: &IpAddr| self.is_trusted_proxy(ip);
-        if !trusted(&peer) {
-            return peer;
-        }
-        let chain: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map_while(|s| s.trim().parse::<IpAddr>().ok())
-            .collect();
-        chain
-            .iter()
-            .rev()
-            .find(|ip| !trusted(ip))
-            .or(chain.first())
-            .copied()
-            .unwrap_or(peer)
+        client_ip(peer, headers, &self.settings.trusted_proxies)
     }
 
     fn same_origin(&self, headers: &HeaderMap) -> Intent {
@@ -235,6 +223,12 @@ impl Gateway {
             None if site == Some("same-origin") => Intent::SameOrigin,
             None => Intent::Unknown,
         }
+    }
+
+    /// The host (and port) of the public URL.
+    fn public_host(&self) -> &str {
+        let origin = &self.settings.public_origin;
+        origin.split_once("://").map_or(origin.as_str(), |(_, h)| h)
     }
 
     fn login_url(&self, next: &str) -> String {
@@ -275,11 +269,16 @@ impl Gateway {
             return false;
         }
         let lower = path.to_ascii_lowercase();
+        // `;` (`/static/..;/admin` in Java servers) and `%25` (double
+        // decoding) can also reach other paths upstream.
         if lower.contains("%2f")
             || lower.contains("%5c")
-            || lower.contains('\\')
+            || lower.contains("%25")
             || lower.contains("%2e")
-            || lower.split('/').any(|seg| seg == "." || seg == "..")
+            || lower.contains(['\\', ';'])
+            || lower
+                .split('/')
+                .any(|seg| seg == "." || seg.starts_with(".."))
             || lower.contains("//")
         {
             return false;
@@ -292,6 +291,38 @@ impl Gateway {
             }
         })
     }
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy,
+/// the rightmost `X-Forwarded-For` entry that is not a trusted proxy.
+/// Walking from the right (the entries our proxies appended) means a client
+/// cannot choose its own address; an entry that is not an address ends the
+/// walk at the last trusted hop.
+fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let mut client = peer.to_canonical();
+    if !is_trusted(&client) {
+        return client;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for entry in entries.iter().rev() {
+        match entry.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip.to_canonical();
+                if !is_trusted(&client) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -450,7 +481,11 @@ fn form_error(gw: &Gateway, status: StatusCode) -> Response {
 async fn login_submit(State(gw): AppState, req: Request) -> Response {
     let client_ip = gw.client_ip(peer_ip(&req), req.headers());
     let headers = req.headers().clone();
-    if gw.same_origin(&headers) == Intent::Foreign {
+    // `Origin: null` without Sec-Fetch-Site may be an old browser on an
+    // attacker's no-referrer page: refuse it here (login CSRF).
+    let null_origin = headers.get(header::ORIGIN).is_some_and(|o| o == "null")
+        && !headers.contains_key("sec-fetch-site");
+    if gw.same_origin(&headers) == Intent::Foreign || null_origin {
         return gw.error_page(
             StatusCode::FORBIDDEN,
             "Sign-in refused",
@@ -477,7 +512,7 @@ async fn login_submit(State(gw): AppState, req: Request) -> Response {
     };
     if let Err(wait) = gw
         .throttle
-        .check(client_ip, &form.username, std::time::Instant::now())
+        .attempt(client_ip, &form.username, std::time::Instant::now())
     {
         let secs = wait.as_secs().max(1);
         let mut r = retry(
@@ -498,12 +533,12 @@ async fn login_submit(State(gw): AppState, req: Request) -> Response {
         // A disabled account answers like a wrong password: the form must
         // not confirm that a password is right.
         Err(AccountError::InvalidCredentials | AccountError::Disabled) => {
-            gw.throttle
-                .failed(client_ip, &form.username, std::time::Instant::now());
             tracing::info!(target: "signoff::auth", ip = %client_ip, "login failed");
             return retry(StatusCode::UNAUTHORIZED, "Wrong user name or password.");
         }
         Err(e) => {
+            // Not the client's failure: give the attempt back.
+            gw.throttle.succeeded(client_ip, &form.username);
             tracing::error!(error = %e, "login could not be checked");
             return retry(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -511,7 +546,7 @@ async fn login_submit(State(gw): AppState, req: Request) -> Response {
             );
         }
     };
-    gw.throttle.succeeded(&form.username);
+    gw.throttle.succeeded(client_ip, &form.username);
     let mut data = SessionData::new();
     data.insert(USER_NAME_KEY.to_owned(), user.name.clone());
     let mut new = NewSession::for_user(user.id.clone())
@@ -669,4 +704,52 @@ async fn healthz() -> Response {
 async fn not_found(State(gw): AppState, method: Method) -> Response {
     let _ = method;
     gw.error_page(StatusCode::NOT_FOUND, "Not found", "There is no such page.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_walked_from_the_right() {
+        let proxies: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let outsider: IpAddr = "192.0.2.50".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Untrusted peers are the client, whatever they claim.
+        assert_eq!(
+            client_ip(outsider, &xff(&["203.0.113.9"]), &proxies),
+            outsider
+        );
+        // A trusted proxy's last appended entry wins over client-sent ones.
+        assert_eq!(
+            client_ip(proxy, &xff(&["6.6.6.6, 203.0.113.9"]), &proxies),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            client_ip(proxy, &xff(&["6.6.6.6", "203.0.113.9, 10.0.0.2"]), &proxies),
+            ip("203.0.113.9")
+        );
+        // Garbage cannot cut the list short in the client's favour.
+        assert_eq!(
+            client_ip(proxy, &xff(&["6.6.6.6, x, 203.0.113.9"]), &proxies),
+            ip("203.0.113.9")
+        );
+        assert_eq!(client_ip(proxy, &xff(&["6.6.6.6, x"]), &proxies), proxy);
+        assert_eq!(client_ip(proxy, &xff(&[]), &proxies), proxy);
+        // IPv4-mapped peers match IPv4 ranges.
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(
+            client_ip(mapped, &xff(&["203.0.113.9"]), &proxies),
+            ip("203.0.113.9")
+        );
+    }
 }

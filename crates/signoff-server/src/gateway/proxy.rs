@@ -24,9 +24,11 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// Upstream apps believe these; only signoff may set them.
+/// Upstream apps believe these; only signoff may set them. Names are
+/// compared after mapping `_` to `-`, since some app servers (CGI-style
+/// environments) read `Remote_User` as `Remote-User`.
 pub fn is_identity_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
+    let name = name.to_ascii_lowercase().replace('_', "-");
     name.starts_with("x-signoff-")
         || name.starts_with("x-auth-request-")
         || matches!(
@@ -41,14 +43,28 @@ pub fn is_identity_header(name: &str) -> bool {
         )
 }
 
-/// Client-sent forwarding headers: replaced, never passed on as sent.
-const FORWARDING: [&str; 5] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-real-ip",
-    "forwarded",
-];
+/// Client-sent headers that say where the request came from or which URL
+/// it was for. signoff sets its own `X-Forwarded-For/Proto/Host`; the rest
+/// are dropped, since some frameworks route by them (`X-Original-URL`
+/// would let `/public/x` reach `/admin` without a session).
+pub fn is_forwarding_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase().replace('_', "-");
+    name.starts_with("x-forwarded-")
+        || matches!(
+            name.as_str(),
+            "forwarded"
+                | "x-real-ip"
+                | "x-original-url"
+                | "x-original-uri"
+                | "x-rewrite-url"
+                | "front-end-https"
+                | "x-url-scheme"
+                | "x-host"
+                | "x-http-method-override"
+                | "x-http-method"
+                | "x-method-override"
+        )
+}
 
 /// Removes hop-by-hop headers, including those `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -169,15 +185,12 @@ impl Gateway {
         } else {
             String::new()
         };
-        let identity: Vec<HeaderName> = headers
+        let spoofable: Vec<HeaderName> = headers
             .keys()
-            .filter(|n| is_identity_header(n.as_str()))
+            .filter(|n| is_identity_header(n.as_str()) || is_forwarding_header(n.as_str()))
             .cloned()
             .collect();
-        for name in identity {
-            headers.remove(name);
-        }
-        for name in FORWARDING {
+        for name in spoofable {
             headers.remove(name);
         }
         match cookie_without(&headers, &self.cookie.name) {
@@ -188,9 +201,16 @@ impl Gateway {
                 headers.remove(header::COOKIE);
             }
         }
-        if let Some(host) = &original_host {
+        // With a configured public URL the host is known; don't let a
+        // client inject another one into the links the upstream builds.
+        let host = if self.settings.public_url_given {
+            header_value(self.public_host())
+        } else {
+            original_host
+        };
+        if let Some(host) = host {
             headers.insert(header::HOST, host.clone());
-            headers.insert("x-forwarded-host", host.clone());
+            headers.insert("x-forwarded-host", host);
         }
         // Append the address this request really came from.
         let forwarded_for = if prior_for.is_empty() {
@@ -320,8 +340,19 @@ mod tests {
         ] {
             assert!(is_identity_header(name), "{name}");
         }
+        assert!(is_identity_header("Remote_User"));
+        assert!(is_identity_header("X_Signoff_User"));
         for name in ["x-request-id", "cookie", "x-forwarded-for", "user-agent"] {
             assert!(!is_identity_header(name), "{name}");
+        }
+        for name in [
+            "X-Original-URL",
+            "x_forwarded_for",
+            "X-Forwarded-Prefix",
+            "Forwarded",
+            "X-Real-IP",
+        ] {
+            assert!(is_forwarding_header(name), "{name}");
         }
     }
 

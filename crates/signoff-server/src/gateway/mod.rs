@@ -15,7 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::uri::Authority;
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -325,6 +325,15 @@ fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpA
     client
 }
 
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Intent {
     /// Origin or Sec-Fetch-Site says this origin.
@@ -556,11 +565,7 @@ async fn login_submit(State(gw): AppState, req: Request) -> Response {
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
     {
-        new = new.user_agent(
-            ua.chars()
-                .take(signoff::MAX_USER_AGENT_BYTES / 4)
-                .collect::<String>(),
-        );
+        new = new.user_agent(truncate(ua, signoff::MAX_USER_AGENT_BYTES));
     }
     let previous = gw.session_cookie(&headers);
     match gw.sessions.login(previous, new).await {
@@ -701,8 +706,7 @@ async fn healthz() -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
-async fn not_found(State(gw): AppState, method: Method) -> Response {
-    let _ = method;
+async fn not_found(State(gw): AppState) -> Response {
     gw.error_page(StatusCode::NOT_FOUND, "Not found", "There is no such page.")
 }
 

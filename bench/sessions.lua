@@ -4,15 +4,19 @@
 --
 -- Reads the first TOKEN_COUNT tokens (default 5000, 0 = all) of the file
 -- TOKENS (one per line) and sends each request with the next one as the
--- `signoff` cookie. Threads start evenly spread over the tokens. A
--- rejected session shows as wrk's "Non-2xx or 3xx responses" (the
--- gateway answers 401).
+-- `signoff` cookie. Thread i of WRK_THREADS (default 2, the -t given to
+-- wrk) starts at TOKEN_OFFSET (default 0) + i * count / WRK_THREADS, and
+-- prints where it stopped, so a next run can carry on from there. A
+-- rejected session shows as wrk's "Non-2xx or 3xx responses" (the gateway
+-- answers 401).
 
+local threads = {}
 local next_id = 0
 
 function setup(thread)
    thread:set("id", next_id)
    next_id = next_id + 1
+   table.insert(threads, thread)
 end
 
 function init(args)
@@ -27,13 +31,23 @@ function init(args)
       end
    end
    if #tokens == 0 then error("no tokens in " .. path) end
-   -- Threads start evenly spread (WRK_THREADS: the -t given to wrk).
    local nthreads = tonumber(os.getenv("WRK_THREADS") or "2")
-   index = math.floor(id * #tokens / nthreads) % #tokens
+   local offset = tonumber(os.getenv("TOKEN_OFFSET") or "0")
+   sent = 0
+   index = (offset + math.floor(id * #tokens / nthreads)) % #tokens
 end
 
 request = function()
    index = index % #tokens + 1
+   sent = sent + 1
    wrk.headers["Cookie"] = tokens[index]
    return wrk.format()
+end
+
+done = function(summary, latency, requests)
+   local parts = {}
+   for _, t in ipairs(threads) do
+      table.insert(parts, string.format("%d", t:get("sent")))
+   end
+   io.write("tokens sent per thread: " .. table.concat(parts, " ") .. "\n")
 end

@@ -324,7 +324,7 @@ RSS_ROWS="| after start-up, none cached | $(mb "$(rss_kb "$PID_gw_rss")") | |"$'
 HOT=$((SESSIONS < 5000 ? SESSIONS : 5000))
 TOKENS="$TMP/tokens.txt" TOKEN_COUNT=$HOT WRK_THREADS=2 \
     wrk_run rss_hot "$PID_gw_rss" gw_rss "${WRK[@]}" -s bench/sessions.lua "http://127.0.0.1:$GW_RSS/"
-RSS_ROWS+="| $DURATION cycling over $HOT sessions (all cached) | $(mb "$(rss_kb "$PID_gw_rss")") | $(mean rss_hot 2) req/s, p99 $(mean rss_hot 4) ms |"$'\n'
+RSS_ROWS+="| $DURATION cycling over $HOT sessions (all cached) | $(mb "$(rss_kb "$PID_gw_rss")") | $(printf %.0f "$(mean rss_hot 2)") req/s, p99 $(mean rss_hot 4) ms |"$'\n'
 # Then every session once, from a single wrk thread so it can tell where
 # it stopped (at most RSS_FILL_RUNS runs): each request is a cache miss.
 offset=$HOT
@@ -340,7 +340,9 @@ while ((offset < SESSIONS && fills < ${RSS_FILL_RUNS:-8})); do
     seen=$((offset < SESSIONS ? offset : SESSIONS))
     echo "  $seen of $SESSIONS sessions seen, RSS $(mb "$(rss_kb "$PID_gw_rss")") MB" >&2
 done
-RSS_ROWS+="| after first requests of $seen sessions (each a cache miss) | $(mb "$(rss_kb "$PID_gw_rss")") | $(mean rss_fill 2) req/s, p99 $(mean rss_fill 4) ms |"$'\n'
+if ((fills > 0)); then
+    RSS_ROWS+="| after first requests of $seen sessions (each a cache miss) | $(mb "$(rss_kb "$PID_gw_rss")") | $(printf %.0f "$(mean rss_fill 2)") req/s, p99 $(mean rss_fill 4) ms |"$'\n'
+fi
 RSS_HWM=$(hwm_kb "$PID_gw_rss")
 RSS_ROWS+="| peak (VmHWM) | $(mb "$RSS_HWM") | |"
 
@@ -385,7 +387,7 @@ busy_p99=$(mean flood_busy 4)
     echo "|---|---:|"
     echo "| authenticated p99 idle / during flood (ms) | $idle_p99 / $busy_p99 |"
     echo "| authenticated p50 idle / during flood (ms) | $(mean flood_idle 3) / $(mean flood_busy 3) |"
-    echo "| authenticated req/s idle / during flood | $(mean flood_idle 2) / $(mean flood_busy 2) |"
+    printf '| authenticated req/s idle / during flood | %.0f / %.0f |\n' "$(mean flood_idle 2)" "$(mean flood_busy 2)"
     echo "| failing logins/s achieved (mean login latency) | $FLOOD_RPS ($FLOOD_AVG ms) |"
     echo "| login status codes | ${FLOOD_CODES:-n/a} |"
     echo "| gateway RSS before / after the flood (peak) | $(mb "$FLOOD_RSS0") / $(mb "$FLOOD_RSS") ($(mb "$FLOOD_HWM")) MB |"

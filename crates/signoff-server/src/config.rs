@@ -161,13 +161,14 @@ struct LoginFile {
 
 /// Failure limits for the login form: after `free_failures` failures in a
 /// row, each further attempt must wait a delay that doubles from one
-/// second up to `max_delay`. Per account the cap is short, so an attacker
-/// cannot lock the owner out for long; per client address it is long.
+/// second up to `max_delay`. The account limit counts per (account, client
+/// address), so an attacker slows only their own addresses, never the
+/// owner's; the address limit counts all names from one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginLimits {
-    /// Failures per account before delays start.
+    /// Failures per (account, address) before delays start.
     pub account_free_failures: u32,
-    /// Longest delay per account.
+    /// Longest delay per (account, address).
     pub account_max_delay: Duration,
     /// Failures per client address before delays start.
     pub ip_free_failures: u32,
@@ -208,6 +209,8 @@ pub struct Settings {
     pub public_url_given: bool,
     /// Whether the public URL is HTTPS (the cookie is then `Secure`).
     pub secure: bool,
+    /// Whether the public host is a loopback address.
+    pub loopback: bool,
     /// Database URL or path.
     pub db: String,
     /// Idle timeout.
@@ -356,7 +359,8 @@ impl Raw {
             format!("{scheme}://{listen_addr}")
         });
         let (public_origin, secure, host) = parse_public_url(&public_url)?;
-        if !secure && !is_loopback_host(&host) && !self.allow_insecure_http {
+        let loopback = is_loopback_host(&host);
+        if !secure && !loopback && !self.allow_insecure_http {
             bail!(
                 "--public-url {public_url}: plain HTTP on a non-loopback address sends the \
                  session cookie unencrypted; use https (--tls-cert/--tls-key or a TLS proxy \
@@ -418,6 +422,7 @@ impl Raw {
             public_origin,
             public_url_given,
             secure,
+            loopback,
             db: self.db,
             idle_timeout,
             absolute_timeout,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use signoff::{Accounts, CachedStore, CookiePolicy, Passwords, Policy, Sessions, SqliteStore};
 
-use crate::config::{is_loopback_host, Settings};
+use crate::config::Settings;
 use crate::gateway::Gateway;
 use crate::server;
 
@@ -58,13 +58,7 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
         settings.public_origin = format!("{scheme}://{local}");
     }
     if !settings.secure {
-        let host = settings
-            .public_origin
-            .trim_start_matches("http://")
-            .rsplit_once(':')
-            .map_or(settings.public_origin.as_str(), |(h, _)| h)
-            .to_owned();
-        if is_loopback_host(&host) {
+        if settings.loopback {
             tracing::warn!(
                 "plain HTTP on a loopback address: the session cookie is `signoff` without \
                  `Secure` or the `__Host-` prefix; use HTTPS for anything but development"

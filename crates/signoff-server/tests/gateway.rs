@@ -685,6 +685,7 @@ async fn bodies_are_streamed_with_a_limit() {
     )
     .await;
     assert_eq!(big.status, 413);
+    assert_eq!(big.header("cache-control"), Some("no-store"));
     // Login and logout forms are small; a huge one is refused early.
     let huge = "x".repeat(20_000);
     let r = post_form(

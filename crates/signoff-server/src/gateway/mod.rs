@@ -166,38 +166,29 @@ impl Gateway {
 
     /// `Set-Cookie` issuing a session token.
     fn set_cookie(&self, token: &SessionToken) -> HeaderValue {
+        self.cookie_header(token.expose(), "")
+    }
+
+    /// `Set-Cookie` expiring the session cookie, with the same attributes
+    /// so the browser replaces the very cookie it holds.
+    fn expire_cookie(&self) -> HeaderValue {
+        self.cookie_header("", "; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT")
+    }
+
+    fn cookie_header(&self, value: &str, expiry: &str) -> HeaderValue {
         let c = &self.cookie;
         let secure = if c.secure { "; Secure" } else { "" };
         HeaderValue::from_str(&format!(
-            "{}={}; Path={}; HttpOnly; SameSite={}{secure}",
+            "{}={value}; Path={}{expiry}; HttpOnly; SameSite={}{secure}",
             c.name,
-            token.expose(),
             c.path,
             c.same_site.as_str()
         ))
         .unwrap_or_else(|_| unreachable!("cookie names, paths and tokens are checked ASCII"))
     }
 
-    /// `Set-Cookie` expiring the session cookie, with the same attributes
-    /// so the browser replaces the very cookie it holds.
-    fn expire_cookie(&self) -> HeaderValue {
-        let c = &self.cookie;
-        let secure = if c.secure { "; Secure" } else { "" };
-        HeaderValue::from_str(&format!(
-            "{}=; Path={}; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite={}{secure}",
-            c.name,
-            c.path,
-            c.same_site.as_str()
-        ))
-        .unwrap_or_else(|_| unreachable!("cookie names and paths are checked ASCII"))
-    }
-
     fn is_trusted_proxy(&self, ip: &IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.settings
-            .trusted_proxies
-            .iter()
-            .any(|n| n.contains(&ip))
+        is_trusted(ip, &self.settings.trusted_proxies)
     }
 
     /// The client's address: the peer, or, when the peer is a trusted
@@ -293,15 +284,20 @@ impl Gateway {
     }
 }
 
+/// Whether `ip` (IPv4-mapped addresses as IPv4) is one of the proxies.
+fn is_trusted(ip: &IpAddr, trusted: &[ipnet::IpNet]) -> bool {
+    let ip = ip.to_canonical();
+    trusted.iter().any(|n| n.contains(&ip))
+}
+
 /// The client's address: the peer, or, when the peer is a trusted proxy,
 /// the rightmost `X-Forwarded-For` entry that is not a trusted proxy.
 /// Walking from the right (the entries our proxies appended) means a client
 /// cannot choose its own address; an entry that is not an address ends the
 /// walk at the last trusted hop.
 fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     let mut client = peer.to_canonical();
-    if !is_trusted(&client) {
+    if !is_trusted(&client, trusted) {
         return client;
     }
     let entries: Vec<&str> = headers
@@ -315,7 +311,7 @@ fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpA
         match entry.parse::<IpAddr>() {
             Ok(ip) => {
                 client = ip.to_canonical();
-                if !is_trusted(&client) {
+                if !is_trusted(&client, trusted) {
                     break;
                 }
             }

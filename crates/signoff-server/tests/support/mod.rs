@@ -130,10 +130,6 @@ pub struct Gateway {
     args: Vec<String>,
 }
 
-pub fn signoff(args: &[&str]) -> std::process::Output {
-    Command::new(signoff_bin()).args(args).output().unwrap()
-}
-
 pub fn add_user(db: &str, name: &str, password: &str) {
     let mut child = Command::new(signoff_bin())
         .args(["user", "add", name, "--password-stdin", "--db", db])

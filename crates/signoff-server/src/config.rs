@@ -42,7 +42,9 @@ const CLEAR_SITE_DATA_VALUES: [&str; 7] = [
 /// key of the same name (with `_` for `-`).
 #[derive(Debug, Default, Args)]
 pub struct ServeArgs {
-    /// The app to protect, e.g. http://127.0.0.1:5000 [file: upstream]
+    /// The app to protect, e.g. http://127.0.0.1:5000; without it signoff
+    /// serves forward-auth only (for nginx, Caddy, Traefik) and answers 404
+    /// outside its prefix [file: upstream]
     #[arg(long, env = "SIGNOFF_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
     /// Address to listen on [default: 127.0.0.1:8080] [file: listen]
@@ -199,8 +201,9 @@ pub struct TlsFiles {
 /// Everything the gateway needs, checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Upstream base URL (scheme http, host, port; no path).
-    pub upstream: http::Uri,
+    /// Upstream base URL (scheme http, host, port; no path); `None` for
+    /// forward-auth only.
+    pub upstream: Option<http::Uri>,
     /// Address to listen on.
     pub listen: String,
     /// Scheme + host (+ port) browsers see, without a trailing slash.
@@ -267,9 +270,7 @@ impl ServeArgs {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let upstream = self.upstream.or(file.upstream).context(
-            "no upstream: pass --upstream http://HOST:PORT (or SIGNOFF_UPSTREAM, or `upstream` in the config file)",
-        )?;
+        let upstream = self.upstream.or(file.upstream);
         let tls = match (
             self.tls_cert.or(file.tls_cert),
             self.tls_key.or(file.tls_key),
@@ -327,7 +328,7 @@ impl ServeArgs {
 
 /// Merged but unchecked settings.
 pub(crate) struct Raw {
-    pub upstream: String,
+    pub upstream: Option<String>,
     pub listen: String,
     pub public_url: Option<String>,
     pub db: String,
@@ -346,7 +347,7 @@ pub(crate) struct Raw {
 
 impl Raw {
     pub(crate) fn check(self) -> Result<Settings> {
-        let upstream = parse_upstream(&self.upstream)?;
+        let upstream = self.upstream.as_deref().map(parse_upstream).transpose()?;
         let listen_addr: SocketAddr = self.listen.parse().with_context(|| {
             format!(
                 "--listen {:?}: expected IP:PORT such as 127.0.0.1:8080",
@@ -587,8 +588,8 @@ mod tests {
             parse(&["--config", "/nonexistent/x.toml"]).unwrap_err()
         );
         assert!(err.contains("cannot read the config file"), "{err}");
-        let err = format!("{:#}", parse(&[]).unwrap_err());
-        assert!(err.contains("no upstream"), "{err}");
+        // No upstream: forward-auth only.
+        assert!(parse(&[]).unwrap().upstream.is_none());
         let err = format!(
             "{:#}",
             parse(&["--upstream", "http://x:1", "--idle-timeout", "forever"]).unwrap_err()

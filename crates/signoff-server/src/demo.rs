@@ -163,7 +163,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         _ => None,
     };
     let settings = Raw {
-        upstream: format!("http://{upstream_addr}"),
+        upstream: Some(format!("http://{upstream_addr}")),
         listen: args.listen,
         public_url: None,
         db: args.db,

@@ -99,7 +99,15 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
 
 /// Warns (and keeps going) if the upstream does not accept connections.
 async fn check_upstream(settings: &Settings) {
-    let Some(authority) = settings.upstream.authority() else {
+    let Some(upstream) = &settings.upstream else {
+        tracing::info!(
+            "no upstream: forward-auth only; the proxy in front asks {}/auth, and requests outside {} get 404",
+            settings.prefix,
+            settings.prefix
+        );
+        return;
+    };
+    let Some(authority) = upstream.authority() else {
         return;
     };
     let port = authority.port_u16().unwrap_or(80);
@@ -108,10 +116,10 @@ async fn check_upstream(settings: &Settings) {
     match tokio::time::timeout(Duration::from_secs(2), connect).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            tracing::warn!(upstream = %settings.upstream, error = %e, "the upstream is not reachable yet; requests get 502 until it is")
+            tracing::warn!(%upstream, error = %e, "the upstream is not reachable yet; requests get 502 until it is")
         }
         Err(_) => {
-            tracing::warn!(upstream = %settings.upstream, "the upstream did not accept a connection within 2 s; requests get 502 until it does")
+            tracing::warn!(%upstream, "the upstream did not accept a connection within 2 s; requests get 502 until it does")
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The gateway: signoff's own pages under the prefix, and a reverse proxy
 //! for everything else that lets only live sessions through.
 
+mod forward_auth;
 mod guard;
 pub mod pages;
 mod proxy;
@@ -69,7 +70,8 @@ pub struct Gateway {
     accounts: Accounts,
     cookie: CookiePolicy,
     client: Client<HttpConnector, Body>,
-    upstream_authority: Authority,
+    /// `None` in forward-auth-only mode.
+    upstream_authority: Option<Authority>,
     guard: Guard,
     throttle: Throttle,
 }
@@ -78,11 +80,14 @@ impl Gateway {
     /// A gateway over these parts. `cookie` must match the policy inside
     /// `sessions`.
     pub fn new(settings: Settings, sessions: Sessions, accounts: Accounts) -> anyhow::Result<Self> {
-        let upstream_authority = settings
-            .upstream
-            .authority()
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("upstream has no host"))?;
+        let upstream_authority = match &settings.upstream {
+            Some(uri) => Some(
+                uri.authority()
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("upstream has no host"))?,
+            ),
+            None => None,
+        };
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
         connector.set_nodelay(true);
@@ -116,6 +121,7 @@ impl Gateway {
             .route(&format!("{p}/logout"), get(logout_page).post(logout))
             .route(&format!("{p}/signed-out"), get(signed_out))
             .route(&format!("{p}/status"), get(status))
+            .route(&format!("{p}/auth"), any(forward_auth::check))
             .route(&format!("{p}/guard.js"), get(guard_js))
             .route(&format!("{p}/healthz"), get(healthz))
             .route(&format!("{p}/{{*rest}}"), any(not_found))
@@ -139,7 +145,12 @@ impl Gateway {
     }
 
     async fn authenticate(&self, headers: &HeaderMap) -> Auth {
-        let Some(raw) = self.session_cookie(headers) else {
+        self.validate(self.session_cookie(headers)).await
+    }
+
+    /// Checks a presented session token (cookie value or bearer token).
+    async fn validate(&self, raw: Option<&str>) -> Auth {
+        let Some(raw) = raw else {
             return Auth::Anonymous { stale: false };
         };
         let Ok(token) = SessionToken::parse(raw) else {
@@ -220,6 +231,39 @@ impl Gateway {
     fn public_host(&self) -> &str {
         let origin = &self.settings.public_origin;
         origin.split_once("://").map_or(origin.as_str(), |(_, h)| h)
+    }
+
+    /// The answer to a request without a live session: browsers (`html`)
+    /// are sent to the login page, other clients get 401. Either way a
+    /// stale cookie is expired.
+    fn sign_in_first(&self, html: bool, next: &str, stale: bool) -> Response {
+        let mut response = if html {
+            let mut r = StatusCode::SEE_OTHER.into_response();
+            if let Ok(v) = HeaderValue::from_str(&self.login_url(next)) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        } else {
+            let mut r = (StatusCode::UNAUTHORIZED, "sign in first\n").into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, self.challenge());
+            r
+        };
+        no_store(response.headers_mut());
+        if stale {
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, self.expire_cookie());
+        }
+        response
+    }
+
+    fn challenge(&self) -> HeaderValue {
+        HeaderValue::from_str(&format!(
+            "Signoff realm=\"signoff\", login=\"{}/login\"",
+            self.settings.prefix
+        ))
+        .unwrap_or_else(|_| unreachable!("the prefix is checked ASCII"))
     }
 
     fn login_url(&self, next: &str) -> String {
@@ -384,6 +428,13 @@ fn wants_html(headers: &HeaderMap) -> bool {
 }
 
 async fn proxy(State(gw): AppState, req: Request) -> Response {
+    if gw.upstream_authority.is_none() {
+        return gw.error_page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "This signoff serves forward-auth only; there is no application behind it.",
+        );
+    }
     let peer = peer_ip(&req);
     if gw.is_public(req.uri().path()) {
         return gw.forward(req, peer, None).await;
@@ -392,31 +443,8 @@ async fn proxy(State(gw): AppState, req: Request) -> Response {
         Auth::SignedIn(auth) => gw.forward(req, peer, Some(&auth)).await,
         Auth::Unavailable => gw.unavailable(),
         Auth::Anonymous { stale } => {
-            let mut response = if wants_html(req.headers()) {
-                let next = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-                let mut r = StatusCode::SEE_OTHER.into_response();
-                if let Ok(v) = HeaderValue::from_str(&gw.login_url(next)) {
-                    r.headers_mut().insert(header::LOCATION, v);
-                }
-                r
-            } else {
-                let mut r = (StatusCode::UNAUTHORIZED, "sign in first\n").into_response();
-                let challenge = format!(
-                    "Signoff realm=\"signoff\", login=\"{}/login\"",
-                    gw.settings.prefix
-                );
-                if let Ok(v) = HeaderValue::from_str(&challenge) {
-                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-                }
-                r
-            };
-            no_store(response.headers_mut());
-            if stale {
-                response
-                    .headers_mut()
-                    .append(header::SET_COOKIE, gw.expire_cookie());
-            }
-            response
+            let next = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            gw.sign_in_first(wants_html(req.headers()), next, stale)
         }
     }
 }

@@ -150,6 +150,9 @@ impl Gateway {
             );
         }
 
+        let Some(authority) = self.upstream_authority.clone() else {
+            return self.error_page(StatusCode::NOT_FOUND, "Not found", "There is no such page.");
+        };
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -157,7 +160,7 @@ impl Gateway {
             .to_owned();
         let uri = match Uri::builder()
             .scheme("http")
-            .authority(self.upstream_authority.clone())
+            .authority(authority)
             .path_and_query(path_and_query)
             .build()
         {

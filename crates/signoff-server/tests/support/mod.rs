@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod scenarios;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -144,13 +145,22 @@ pub fn add_user(db: &str, name: &str, password: &str) {
 
 impl Gateway {
     pub fn start(upstream: &str, extra: &[&str]) -> Gateway {
+        Self::start_with(Some(upstream), extra)
+    }
+
+    /// `signoff serve` without an upstream: forward-auth only.
+    pub fn start_forward_auth(extra: &[&str]) -> Gateway {
+        Self::start_with(None, extra)
+    }
+
+    fn start_with(upstream: Option<&str>, extra: &[&str]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}", dir.path().join("signoff.db").display());
         add_user(&db, USER, PASSWORD);
-        let mut args: Vec<String> = ["serve", "--upstream", upstream, "--db", &db]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut args: Vec<String> = vec!["serve".into(), "--db".into(), db.clone()];
+        if let Some(upstream) = upstream {
+            args.extend(["--upstream".to_owned(), upstream.to_owned()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         if !extra.contains(&"--listen") {
             args.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
@@ -201,15 +211,21 @@ impl Gateway {
 
     /// Signs in; returns the session token from the cookie.
     pub async fn login(&self, user: &str, password: &str) -> String {
-        let reply = post_form(
-            &self.url("/.signoff/login"),
-            &[("username", user), ("password", password)],
-            &[("origin", &self.origin)],
-        )
-        .await;
-        assert_eq!(reply.status, 303, "login failed: {}", reply.text());
-        reply.new_cookie("signoff").expect("a session cookie")
+        login_at(&self.origin, user, password).await
     }
+}
+
+/// Signs in at `origin` (signoff, or a proxy in front of it); returns the
+/// session token from the cookie.
+pub async fn login_at(origin: &str, user: &str, password: &str) -> String {
+    let reply = post_form(
+        &format!("{origin}/.signoff/login"),
+        &[("username", user), ("password", password)],
+        &[("origin", origin)],
+    )
+    .await;
+    assert_eq!(reply.status, 303, "login failed: {}", reply.text());
+    reply.new_cookie("signoff").expect("a session cookie")
 }
 
 /// A reply with its body read.

@@ -1,0 +1,230 @@
+//! Forward-auth: `{prefix}/auth` answers a proxy (nginx `auth_request`,
+//! Caddy `forward_auth`, Traefik `ForwardAuth`) whether the request it is
+//! holding may go to the app.
+//!
+//! - 200: a live session. The answer carries `X-Signoff-User`,
+//!   `X-Signoff-Session` (the public handle) and `X-Signoff-Csrf` for the
+//!   proxy to copy onto the upstream request, and `Cache-Control: no-store`
+//!   for it to put on the upstream's response.
+//! - 401 (nginx style, the default): no live session. For a browser's GET
+//!   or HEAD it names the login page, `next` included, in `X-Signoff-Login`,
+//!   which an nginx `error_page` can redirect to.
+//! - 303 to the login page instead, for browsers' GET and HEAD, when the
+//!   proxy asks with `?redirect=1` (Caddy and Traefik hand the answer to
+//!   the browser as it is).
+//! - 503 when the store cannot answer: the proxy must refuse the request.
+//!
+//! The original request is read from `X-Forwarded-Method`/`-Uri` (Caddy,
+//! Traefik) or `X-Original-Method`/`-URI` (nginx). They only choose between
+//! a redirect and a 401 and where the login page returns to; the decision
+//! to let a request through rests on the session alone, so a client that
+//! sends these headers itself gains nothing. The forwarded URI is used as
+//! `next` only if it is a same-origin path ([`redirect::safe_next`]).
+//! Public paths are the proxy's business in this mode: it simply does not
+//! ask signoff about them.
+
+use axum::extract::{RawQuery, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::{redirect, wants_html, AppState, Auth, Gateway};
+
+/// The header naming the login page (with `next`) on a 401.
+pub const LOGIN_HEADER: &str = "x-signoff-login";
+
+/// What the proxy told us about the request it holds.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Original<'a> {
+    /// The original method, if the proxy sent one that parses.
+    pub method: Option<Method>,
+    /// Where the login page should return to: a same-origin path.
+    pub next: &'a str,
+}
+
+/// The first of `names` present as visible ASCII.
+fn first<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
+    names
+        .iter()
+        .find_map(|n| headers.get(*n))
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// Reads the original request from the forwarded headers.
+pub(super) fn original(headers: &HeaderMap) -> Original<'_> {
+    let method = first(headers, &["x-forwarded-method", "x-original-method"])
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+    let next = first(headers, &["x-forwarded-uri", "x-original-uri"])
+        .and_then(redirect::safe_next)
+        .unwrap_or("/");
+    Original { method, next }
+}
+
+/// Whether the query asks for a redirect instead of a 401.
+fn redirect_mode(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .any(|(k, v)| k == "redirect" && !matches!(&*v, "0" | "false" | "no"))
+    })
+}
+
+/// The opaque session token in `Authorization: Bearer`, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// `{prefix}/auth`, any method.
+pub(super) async fn check(
+    State(gw): AppState,
+    RawQuery(query): RawQuery,
+    req: Request,
+) -> Response {
+    let headers = req.headers();
+    let presented = gw.session_cookie(headers).or_else(|| bearer(headers));
+    match gw.validate(presented).await {
+        Auth::SignedIn(auth) => {
+            let mut r = StatusCode::OK.into_response();
+            let h = r.headers_mut();
+            for (name, value) in [
+                ("x-signoff-user", auth.user.clone()),
+                ("x-signoff-session", auth.session.handle.to_string()),
+                ("x-signoff-csrf", signoff::csrf::token_for(&auth.token)),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    h.insert(name, v);
+                }
+            }
+            r
+        }
+        Auth::Unavailable => gw.unavailable(),
+        Auth::Anonymous { stale } => {
+            let original = original(headers);
+            let method = original.method.as_ref().unwrap_or(req.method());
+            let navigable = wants_html(headers) && matches!(*method, Method::GET | Method::HEAD);
+            // Only a stale cookie is expired: a bad bearer token is the
+            // client's to drop.
+            let stale = stale && gw.session_cookie(headers).is_some();
+            if navigable && redirect_mode(query.as_deref()) {
+                return gw.sign_in_first(true, original.next, stale);
+            }
+            let mut r = gw.sign_in_first(false, original.next, stale);
+            if navigable {
+                login_header(&gw, &mut r, original.next);
+            }
+            r
+        }
+    }
+}
+
+fn login_header(gw: &Gateway, r: &mut Response, next: &str) {
+    if let Ok(v) = HeaderValue::from_str(&gw.login_url(next)) {
+        r.headers_mut().insert(LOGIN_HEADER, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn each_forwarded_header_form_is_read() {
+        let caddy = headers(&[
+            ("x-forwarded-method", "POST"),
+            ("x-forwarded-uri", "/a?b=1"),
+        ]);
+        assert_eq!(
+            original(&caddy),
+            Original {
+                method: Some(Method::POST),
+                next: "/a?b=1"
+            }
+        );
+        let nginx = headers(&[("x-original-method", "GET"), ("x-original-uri", "/n")]);
+        assert_eq!(
+            original(&nginx),
+            Original {
+                method: Some(Method::GET),
+                next: "/n"
+            }
+        );
+        // X-Forwarded-* wins when both are present.
+        let both = headers(&[("x-original-uri", "/n"), ("x-forwarded-uri", "/f")]);
+        assert_eq!(original(&both).next, "/f");
+        // Missing headers: no method, back to the root.
+        assert_eq!(
+            original(&HeaderMap::new()),
+            Original {
+                method: None,
+                next: "/"
+            }
+        );
+        // Blank values count as missing.
+        let blank = headers(&[("x-forwarded-uri", "  "), ("x-original-uri", "/n")]);
+        assert_eq!(original(&blank).next, "/");
+        assert_eq!(
+            original(&headers(&[("x-forwarded-method", "GE T")])).method,
+            None
+        );
+    }
+
+    #[test]
+    fn hostile_forwarded_uris_become_the_root() {
+        for hostile in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil.example",
+            "/%2F%2Fevil.example",
+            "/%252F%252Fevil.example",
+            "/%5Cevil.example",
+            "javascript:alert(1)",
+            "evil.example",
+            "/\u{7f}x",
+        ] {
+            let h = headers(&[("x-forwarded-uri", hostile)]);
+            assert_eq!(original(&h).next, "/", "{hostile:?}");
+        }
+        let long = format!("/{}", "a".repeat(redirect::MAX_NEXT_LEN));
+        assert_eq!(original(&headers(&[("x-forwarded-uri", &long)])).next, "/");
+    }
+
+    #[test]
+    fn the_redirect_flag() {
+        assert!(!redirect_mode(None));
+        assert!(!redirect_mode(Some("")));
+        assert!(redirect_mode(Some("redirect=1")));
+        assert!(redirect_mode(Some("x=2&redirect")));
+        assert!(redirect_mode(Some("redirect=true")));
+        assert!(!redirect_mode(Some("redirect=0")));
+        assert!(!redirect_mode(Some("redirect=false")));
+        assert!(!redirect_mode(Some("redirects=1")));
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let h = |v: &str| headers(&[("authorization", v)]);
+        assert_eq!(bearer(&h("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(&h("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer(&h("Basic abc")), None);
+        assert_eq!(bearer(&h("Bearer")), None);
+        assert_eq!(bearer(&h("Bearer ")), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+}

@@ -1,0 +1,718 @@
+//! Forward-auth: `/.signoff/auth` on its own, then real nginx and Caddy
+//! running the example configurations in `examples/` in front of signoff
+//! and the Flask example app, checked over HTTP and in Chromium.
+//!
+//! The configurations are used as committed; the tests only put free ports
+//! in place of the documented ones.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http::Method;
+use support::browser::{Engine, Result};
+use support::scenarios::{self, Site};
+use support::*;
+
+const BROWSER: &[(&str, &str)] = &[("accept", "text/html,application/xhtml+xml")];
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn has_command(cmd: &str, arg: &str) -> bool {
+    Command::new(cmd)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+// ---- /.signoff/auth on its own -------------------------------------------
+
+fn auth_url(gw: &Gateway) -> String {
+    gw.url("/.signoff/auth")
+}
+
+#[tokio::test]
+async fn no_session_answers_401_and_names_the_login_page_for_browsers() {
+    let gw = Gateway::start_forward_auth(&[]);
+    // nginx's form.
+    let r = get(
+        &auth_url(&gw),
+        &[
+            BROWSER[0],
+            ("x-original-uri", "/private?a=1&b=2"),
+            ("x-original-method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert!(r.header("www-authenticate").is_some());
+    assert_eq!(
+        r.header("x-signoff-login"),
+        Some("/.signoff/login?next=%2Fprivate%3Fa%3D1%26b%3D2")
+    );
+    assert_eq!(r.header("x-signoff-user"), None);
+    assert!(r.all("set-cookie").is_empty());
+    // An API client is not sent to a login page.
+    let r = get(&auth_url(&gw), &[("x-original-uri", "/api/x")]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("x-signoff-login"), None);
+    // A browser's POST is not either: its body would be lost.
+    let r = get(
+        &auth_url(&gw),
+        &[
+            BROWSER[0],
+            ("x-forwarded-method", "POST"),
+            ("x-forwarded-uri", "/form"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("x-signoff-login"), None);
+    // Missing forwarded headers: the login page returns to the root.
+    let r = get(&auth_url(&gw), BROWSER).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("x-signoff-login"),
+        Some("/.signoff/login?next=%2F")
+    );
+}
+
+#[tokio::test]
+async fn redirect_mode_sends_browsers_to_the_login_page() {
+    let gw = Gateway::start_forward_auth(&[]);
+    let url = gw.url("/.signoff/auth?redirect=1");
+    // Caddy's and Traefik's form.
+    let r = get(
+        &url,
+        &[
+            BROWSER[0],
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "app.example"),
+            ("x-forwarded-uri", "/private/a?x=1"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        r.header("location"),
+        Some("/.signoff/login?next=%2Fprivate%2Fa%3Fx%3D1")
+    );
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    // HEAD is navigation too.
+    let r = get(&url, &[BROWSER[0], ("x-forwarded-method", "HEAD")]).await;
+    assert_eq!(r.status, 303);
+    // Not for a POST, nor for an API client.
+    let r = get(&url, &[BROWSER[0], ("x-forwarded-method", "POST")]).await;
+    assert_eq!(r.status, 401);
+    let r = get(&url, &[("x-forwarded-uri", "/api")]).await;
+    assert_eq!(r.status, 401);
+    // `redirect=0` is nginx style.
+    let r = get(&gw.url("/.signoff/auth?redirect=0"), BROWSER).await;
+    assert_eq!(r.status, 401);
+}
+
+#[tokio::test]
+async fn hostile_forwarded_uris_never_leave_the_origin() {
+    let gw = Gateway::start_forward_auth(&[]);
+    let redirect = gw.url("/.signoff/auth?redirect=1");
+    for hostile in [
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+        "/%2F%2Fevil.example",
+        "/%5Cevil.example",
+        "/%252F%252Fevil.example",
+        "javascript:alert(1)",
+        "evil.example",
+    ] {
+        for header in ["x-forwarded-uri", "x-original-uri"] {
+            let r = get(&redirect, &[BROWSER[0], (header, hostile)]).await;
+            assert_eq!(r.status, 303, "{header}: {hostile}");
+            assert_eq!(
+                r.header("location"),
+                Some("/.signoff/login?next=%2F"),
+                "{header}: {hostile}"
+            );
+            let r = get(&auth_url(&gw), &[BROWSER[0], (header, hostile)]).await;
+            assert_eq!(
+                r.header("x-signoff-login"),
+                Some("/.signoff/login?next=%2F"),
+                "{header}: {hostile}"
+            );
+        }
+    }
+    // The login page itself refuses such a `next` too (it is reached with
+    // whatever the browser puts in the URL).
+    let page = get(
+        &gw.url("/.signoff/login?next=%2F%2Fevil.example%2F"),
+        BROWSER,
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(!page.text().contains("evil.example"), "{}", page.text());
+}
+
+#[tokio::test]
+async fn a_live_session_answers_200_with_identity_and_no_store() {
+    let gw = Gateway::start_forward_auth(&[]);
+    let token = gw.login(USER, PASSWORD).await;
+    for (name, value) in [
+        ("cookie", cookie(&token)),
+        ("authorization", format!("Bearer {token}")),
+    ] {
+        for method in [Method::GET, Method::HEAD, Method::POST] {
+            let r = request(
+                method.clone(),
+                &auth_url(&gw),
+                &[
+                    (name, value.as_str()),
+                    // Spoofed by the client: never echoed.
+                    ("x-signoff-user", "mallory"),
+                    ("x-signoff-session", "forged"),
+                ],
+                None,
+            )
+            .await;
+            assert_eq!(r.status, 200, "{name} {method}");
+            assert_eq!(r.header("x-signoff-user"), Some(USER));
+            let handle = r.header("x-signoff-session").unwrap();
+            assert!(handle != "forged" && !handle.is_empty());
+            assert!(!token.contains(handle) && !handle.contains(&token));
+            assert!(r.header("x-signoff-csrf").is_some_and(|c| c.len() >= 32));
+            assert_eq!(r.header("cache-control"), Some("no-store"));
+            assert!(r.all("set-cookie").is_empty());
+        }
+    }
+}
+
+#[tokio::test]
+async fn spoofed_identity_without_a_session_gets_nothing() {
+    let gw = Gateway::start_forward_auth(&[]);
+    for spoof in [
+        ("x-signoff-user", USER),
+        ("x_signoff_user", USER),
+        ("remote-user", USER),
+        ("x-forwarded-user", USER),
+    ] {
+        let r = get(&auth_url(&gw), &[spoof]).await;
+        assert_eq!(r.status, 401, "{spoof:?}");
+        assert_eq!(r.header("x-signoff-user"), None);
+    }
+}
+
+#[tokio::test]
+async fn after_logout_the_cookie_and_the_bearer_token_are_refused() {
+    let gw = Gateway::start_forward_auth(&[]);
+    let token = gw.login(USER, PASSWORD).await;
+    let c = cookie(&token);
+    assert_eq!(get(&auth_url(&gw), &[("cookie", &c)]).await.status, 200);
+    let out = post_form(
+        &gw.url("/.signoff/logout"),
+        &[],
+        &[("cookie", &c), ("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(out.status, 303);
+    // The stale cookie is refused and expired; for a browser in redirect
+    // mode (Caddy, Traefik) that expiry reaches it.
+    let r = get(
+        &gw.url("/.signoff/auth?redirect=1"),
+        &[("cookie", &c), BROWSER[0]],
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    assert!(
+        r.all("set-cookie")
+            .iter()
+            .any(|s| s.starts_with("signoff=;") && s.contains("Max-Age=0")),
+        "{:?}",
+        r.all("set-cookie")
+    );
+    let bearer = format!("Bearer {token}");
+    let r = get(&auth_url(&gw), &[("authorization", &bearer)]).await;
+    assert_eq!(r.status, 401);
+    assert!(r.all("set-cookie").is_empty(), "no cookie to expire");
+}
+
+#[tokio::test]
+async fn forged_truncated_and_oversized_tokens_are_refused() {
+    let gw = Gateway::start_forward_auth(&[]);
+    let token = gw.login(USER, PASSWORD).await;
+    let truncated = &token[..token.len() - 1];
+    let mut flipped = token.clone().into_bytes();
+    flipped[5] = if flipped[5] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    let huge = "A".repeat(16 * 1024);
+    for bad in [
+        truncated,
+        flipped.as_str(),
+        "",
+        "not-a-token",
+        huge.as_str(),
+        "%00%00",
+    ] {
+        for (name, value) in [
+            ("cookie", cookie(bad)),
+            ("authorization", format!("Bearer {bad}")),
+        ] {
+            let r = get(&auth_url(&gw), &[(name, value.as_str())]).await;
+            assert!(
+                r.status == 401 || r.status == 431,
+                "{name} {bad:.20}: {}",
+                r.status
+            );
+            assert_eq!(r.header("x-signoff-user"), None);
+        }
+    }
+    // Another auth scheme is no session either.
+    let r = get(&auth_url(&gw), &[("authorization", "Basic YWxpY2U6eA==")]).await;
+    assert_eq!(r.status, 401);
+    // The real one still works: nothing above ended it.
+    let r = get(&auth_url(&gw), &[("cookie", &cookie(&token))]).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn without_an_upstream_only_signoffs_own_pages_answer() {
+    let gw = Gateway::start_forward_auth(&[]);
+    let token = gw.login(USER, PASSWORD).await;
+    let r = get(&gw.url("/private/a"), &[("cookie", &cookie(&token))]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert!(gw.proc.log_text().contains("forward-auth only"));
+    let r = get(&gw.url("/.signoff/healthz"), &[]).await;
+    assert_eq!(r.status, 200);
+}
+
+// ---- nginx and Caddy in front ---------------------------------------------
+
+/// The Flask example app (`examples/flask/app.py`).
+struct Flask {
+    _proc: Proc,
+    port: u16,
+}
+
+impl Flask {
+    fn start(dir: &Path) -> Option<Flask> {
+        let ok = Command::new("python3")
+            .args(["-c", "import flask"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return missing("python3 with Flask (python3 -m pip install flask)");
+        }
+        let mut cmd = Command::new("python3");
+        cmd.arg(repo_root().join("examples/flask/app.py"))
+            .args(["--port", "0"])
+            .env("SIGNOFF_EXAMPLE_DEBUG", "1");
+        let (proc, mut lines) = spawn_reading_lines(cmd, dir.join("flask.log"), 1);
+        let line = lines.remove(0);
+        let port = line
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Some(Flask { _proc: proc, port })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Front {
+    Nginx,
+    Caddy,
+}
+
+/// Replaces `from` (which must occur) with `to`.
+fn put(text: String, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the example no longer contains {from:?}"
+    );
+    text.replace(from, to)
+}
+
+impl Front {
+    fn available(self) -> bool {
+        match self {
+            Front::Nginx => has_command("nginx", "-v"),
+            Front::Caddy => has_command("caddy", "version"),
+        }
+    }
+
+    /// Starts the example configuration on `port`, in front of signoff
+    /// and the app.
+    fn start(self, dir: &Path, port: u16, signoff: &str, app: &str) -> Proc {
+        let log = dir.join(format!("{self:?}.log").to_lowercase());
+        let mut cmd = match self {
+            Front::Nginx => {
+                let example =
+                    std::fs::read_to_string(repo_root().join("examples/nginx/signoff.conf"))
+                        .unwrap();
+                let example = put(example, "127.0.0.1:8080", signoff);
+                let example = put(example, "127.0.0.1:5000", app);
+                let example = put(
+                    example,
+                    "listen 8000;",
+                    &format!("listen 127.0.0.1:{port};"),
+                );
+                let server = dir.join("signoff.conf");
+                std::fs::write(&server, example).unwrap();
+                let d = dir.display();
+                // The main file a distribution ships, cut to what a test
+                // needs; the example goes inside `http { }` as documented.
+                let main = format!(
+                    "daemon off;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+                     error_log {d}/nginx-error.log warn;\nevents {{ worker_connections 512; }}\n\
+                     http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  \
+                     proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \
+                     uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
+                     include {};\n}}\n",
+                    server.display()
+                );
+                let main_path = dir.join("nginx.conf");
+                std::fs::write(&main_path, main).unwrap();
+                let mut cmd = Command::new("nginx");
+                cmd.arg("-c").arg(&main_path).arg("-p").arg(dir);
+                cmd
+            }
+            Front::Caddy => {
+                let example =
+                    std::fs::read_to_string(repo_root().join("examples/caddy/Caddyfile")).unwrap();
+                let example = put(example, "127.0.0.1:8080", signoff);
+                let example = put(example, "127.0.0.1:5000", app);
+                let example = put(example, "http://:8000", &format!("http://:{port}"));
+                let file = dir.join("Caddyfile");
+                std::fs::write(&file, example).unwrap();
+                let mut cmd = Command::new("caddy");
+                cmd.args(["run", "--adapter", "caddyfile", "--config"])
+                    .arg(&file)
+                    .env("HOME", dir)
+                    .env("XDG_DATA_HOME", dir.join("data"))
+                    .env("XDG_CONFIG_HOME", dir.join("config"));
+                cmd
+            }
+        };
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {self:?}: {e}"));
+        let mut proc = Proc { child, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return proc;
+            }
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!("{self:?} exited ({status}):\n{}", proc.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{self:?} did not listen on {port}:\n{}",
+                proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Browser → nginx or Caddy → (signoff's `/auth`) → the Flask example.
+struct Stack {
+    gateway: Gateway,
+    origin: String,
+    front: Proc,
+    _flask: Flask,
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    fn start(front: Front) -> Option<Stack> {
+        if !front.available() {
+            return missing(&format!("{front:?} (Debian's nginx and caddy packages)"));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let flask = Flask::start(dir.path())?;
+        let port = free_port();
+        let origin = format!("http://127.0.0.1:{port}");
+        // signoff prints its public URL (the proxy's), so it gets a port
+        // chosen here.
+        let signoff = format!("127.0.0.1:{}", free_port());
+        let gateway = Gateway::start_forward_auth(&[
+            "--listen",
+            &signoff,
+            "--public-url",
+            &origin,
+            "--trusted-proxy",
+            "127.0.0.1",
+        ]);
+        let app = format!("127.0.0.1:{}", flask.port);
+        let proc = front.start(dir.path(), port, &signoff, &app);
+        Some(Stack {
+            gateway,
+            origin,
+            front: proc,
+            _flask: flask,
+            dir,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin)
+    }
+
+    /// The proxy's and signoff's logs, for failure messages.
+    fn logs(&self) -> String {
+        let mut text = self.front.log_text();
+        for extra in ["nginx-error.log", "flask.log"] {
+            text += &std::fs::read_to_string(self.dir.path().join(extra)).unwrap_or_default();
+        }
+        text + &self.gateway.proc.log_text()
+    }
+
+    fn site(&self, front: Front) -> Site {
+        Site {
+            origin: self.origin.clone(),
+            user: USER.to_owned(),
+            password: PASSWORD.to_owned(),
+            db: self.gateway.db.clone(),
+            label: format!("{front:?}-flask"),
+        }
+    }
+}
+
+/// The gateway suite's checks, through the proxy.
+async fn http_checks(front: Front) {
+    let Some(s) = Stack::start(front) else {
+        return;
+    };
+
+    // Not signed in: browsers go to the login page, with `next`; API
+    // clients get 401. Neither is stored.
+    let r = get(&s.url("/private/a?x=1&y=2"), BROWSER).await;
+    assert_eq!(r.status, 303, "{front:?}: {}\n{}", r.text(), s.logs());
+    assert_eq!(
+        r.header("location"),
+        Some("/.signoff/login?next=%2Fprivate%2Fa%3Fx%3D1%26y%3D2")
+    );
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let r = get(&s.url("/whoami"), &[]).await;
+    assert_eq!(r.status, 401, "{front:?}");
+    assert!(r.header("www-authenticate").is_some());
+    // Spoofed identity without a session never reaches Flask.
+    for spoof in [
+        ("x-signoff-user", USER),
+        ("x_signoff_user", USER),
+        ("remote-user", USER),
+    ] {
+        let r = get(&s.url("/whoami"), &[spoof]).await;
+        assert_eq!(r.status, 401, "{front:?} {spoof:?}: {}", r.text());
+    }
+
+    // The login page works through the proxy.
+    let page = get(&s.url("/.signoff/login?next=%2Fprivate%2Fa"), BROWSER).await;
+    assert_eq!(page.status, 200, "{front:?}");
+    assert!(page.text().contains("name=\"password\""));
+    let token = login_at(&s.origin, USER, PASSWORD).await;
+    let c = cookie(&token);
+
+    // Signed in: the app sees the user from signoff, and whatever the app
+    // says about caching, the browser gets no-store and no validators.
+    let r = get(&s.url("/private/a"), &[("cookie", &c), BROWSER[0]]).await;
+    assert_eq!(r.status, 200, "{front:?}: {}", r.text());
+    assert!(r.text().contains("PRIVATE-A") && r.text().contains(USER));
+    assert_eq!(r.all("cache-control"), vec!["no-store".to_owned()]);
+    assert_eq!(r.header("etag"), None);
+    assert!(r.all("vary").iter().any(|v| v.contains("Cookie")));
+
+    // What reached Flask: signoff's identity only, no session cookie, no
+    // conditional headers.
+    let spoofs = [
+        ("x-signoff-user", "mallory"),
+        ("x_signoff_user", "mallory"),
+        ("x-signoff-session", "mallory"),
+        ("x_signoff_session", "mallory"),
+        ("x-signoff-csrf", "mallory"),
+        ("remote-user", "mallory"),
+        ("remote_user", "mallory"),
+        ("x-remote-user", "mallory"),
+        ("x-forwarded-user", "mallory"),
+        ("x-auth-request-user", "mallory"),
+        ("if-none-match", "\"page-a\""),
+    ];
+    let jar = format!("theme=dark; {c}; lang=en");
+    let mut headers: Vec<(&str, &str)> = vec![("cookie", &jar)];
+    headers.extend(spoofs);
+    let r = get(&s.url("/debug/headers"), &headers).await;
+    assert_eq!(r.status, 200, "{front:?}: {}", r.text());
+    let seen = r.json();
+    assert_eq!(seen["user"], USER, "{front:?}: {seen}");
+    let received: Vec<(String, String)> = seen["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_ascii_lowercase(),
+                p[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (name, value) in &received {
+        assert!(!value.contains("mallory"), "{front:?}: {name}: {value}");
+        assert!(
+            !value.contains(&token),
+            "{front:?}: the token reached the app in {name}"
+        );
+        assert_ne!(name, "if-none-match", "{front:?}");
+    }
+    let app_cookie = received.iter().find(|(n, _)| n == "cookie").map(|(_, v)| v);
+    assert_eq!(
+        app_cookie.map(|v| v.trim_end_matches([';', ' '])),
+        Some("theme=dark; lang=en"),
+        "{front:?}"
+    );
+    assert!(received
+        .iter()
+        .any(|(n, v)| n == "x-signoff-session" && !v.is_empty()));
+
+    // A public page keeps the app's caching and carries no identity.
+    let r = get(&s.url("/public"), &[("x-signoff-user", "mallory")]).await;
+    assert_eq!(r.status, 200, "{front:?}");
+    assert_eq!(r.header("cache-control"), Some("public, max-age=60"));
+
+    // A forged logout changes nothing.
+    for forged in [
+        vec![("cookie", c.as_str()), ("origin", "http://evil.example")],
+        vec![("cookie", c.as_str()), ("sec-fetch-site", "cross-site")],
+        vec![("cookie", c.as_str())],
+    ] {
+        let r = post_form(&s.url("/.signoff/logout"), &[], &forged).await;
+        assert_eq!(r.status, 403, "{front:?} {forged:?}");
+    }
+    let r = get(&s.url("/whoami"), &[("cookie", &c)]).await;
+    assert_eq!(
+        r.status, 200,
+        "{front:?}: the forged logout ended the session"
+    );
+    let csrf = get(&s.url("/debug/headers"), &[("cookie", &c)])
+        .await
+        .json()["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| {
+            p[0].as_str()
+                .unwrap()
+                .eq_ignore_ascii_case("x-signoff-csrf")
+        })
+        .map(|p| p[1].as_str().unwrap().to_owned())
+        .expect("the app gets the CSRF token");
+
+    // Logout, as the app's button does: the browser gets the cookie expiry,
+    // Clear-Site-Data and no-store.
+    let r = post_form(
+        &s.url("/.signoff/logout"),
+        &[("csrf", &csrf)],
+        &[("cookie", &c), ("origin", &s.origin)],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{front:?}: {}", r.text());
+    assert_eq!(r.header("location"), Some("/.signoff/signed-out"));
+    assert!(r
+        .all("set-cookie")
+        .iter()
+        .any(|v| v.starts_with("signoff=;") && v.contains("Max-Age=0")));
+    assert!(r
+        .header("clear-site-data")
+        .is_some_and(|v| v.contains("\"cache\"") && v.contains("\"cookies\"")));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+
+    // The old cookie, replayed: refused, and a browser is told to drop it.
+    let r = get(&s.url("/whoami"), &[("cookie", &c)]).await;
+    assert_eq!(r.status, 401, "{front:?}: replay after logout");
+    let r = get(&s.url("/private/a"), &[("cookie", &c), BROWSER[0]]).await;
+    assert_eq!(r.status, 303, "{front:?}");
+    assert!(!r.text().contains("PRIVATE"));
+    assert!(
+        r.all("set-cookie").iter().any(|v| v.contains("Max-Age=0")),
+        "{front:?}: {:?}",
+        r.all("set-cookie")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_in_front_behaves_like_signoff_serve() {
+    http_checks(Front::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_in_front_behaves_like_signoff_serve() {
+    http_checks(Front::Caddy).await;
+}
+
+// ---- the back button through the proxies -----------------------------------
+
+async fn browser(engine: Engine, front: Front, scenario: Scenario) -> Result<()> {
+    let Some(stack) = Stack::start(front) else {
+        return Ok(());
+    };
+    let site = stack.site(front);
+    match scenario {
+        Scenario::LogoutThenBack => scenarios::logout_then_back(engine, &site).await,
+        Scenario::ServerSideEnd => scenarios::server_side_end_then_back(engine, &site).await,
+        Scenario::BfcacheIsOn => scenarios::bfcache_is_on(engine, &site).await,
+    }
+}
+
+enum Scenario {
+    LogoutThenBack,
+    ServerSideEnd,
+    BfcacheIsOn,
+}
+
+async fn nginx_logout_then_back(e: Engine) -> Result<()> {
+    browser(e, Front::Nginx, Scenario::LogoutThenBack).await
+}
+async fn nginx_server_side_end_then_back(e: Engine) -> Result<()> {
+    browser(e, Front::Nginx, Scenario::ServerSideEnd).await
+}
+async fn nginx_bfcache_is_on(e: Engine) -> Result<()> {
+    browser(e, Front::Nginx, Scenario::BfcacheIsOn).await
+}
+async fn caddy_logout_then_back(e: Engine) -> Result<()> {
+    browser(e, Front::Caddy, Scenario::LogoutThenBack).await
+}
+async fn caddy_server_side_end_then_back(e: Engine) -> Result<()> {
+    browser(e, Front::Caddy, Scenario::ServerSideEnd).await
+}
+async fn caddy_bfcache_is_on(e: Engine) -> Result<()> {
+    browser(e, Front::Caddy, Scenario::BfcacheIsOn).await
+}
+
+engine_tests!(
+    nginx_logout_then_back,
+    nginx_server_side_end_then_back,
+    nginx_bfcache_is_on,
+    caddy_logout_then_back,
+    caddy_server_side_end_then_back,
+    caddy_bfcache_is_on,
+);

@@ -435,22 +435,49 @@ impl Front {
     }
 }
 
-/// Browser → nginx or Caddy → (signoff's `/auth`) → the Flask example.
+/// The app behind the proxy.
+enum App {
+    /// `examples/flask/app.py`.
+    Flask(Flask),
+    /// The gateway suite's stdlib app, which echoes every header it gets
+    /// (Werkzeug drops `X_Underscore` names itself, which would hide what
+    /// the proxy lets through).
+    Echo(Upstream),
+}
+
+impl App {
+    fn port(&self) -> u16 {
+        match self {
+            App::Flask(f) => f.port,
+            App::Echo(u) => u.port,
+        }
+    }
+}
+
+/// Browser → nginx or Caddy → (signoff's `/auth`) → the app.
 struct Stack {
     gateway: Gateway,
     origin: String,
     front: Proc,
-    _flask: Flask,
+    _app: App,
     dir: tempfile::TempDir,
 }
 
 impl Stack {
     fn start(front: Front) -> Option<Stack> {
+        Self::start_with(front, false)
+    }
+
+    fn start_with(front: Front, echo: bool) -> Option<Stack> {
         if !front.available() {
             return missing(&format!("{front:?} (Debian's nginx and caddy packages)"));
         }
         let dir = tempfile::tempdir().unwrap();
-        let flask = Flask::start(dir.path())?;
+        let app = if echo {
+            App::Echo(Upstream::start()?)
+        } else {
+            App::Flask(Flask::start(dir.path())?)
+        };
         let port = free_port();
         let origin = format!("http://127.0.0.1:{port}");
         // signoff prints its public URL (the proxy's), so it gets a port
@@ -464,13 +491,13 @@ impl Stack {
             "--trusted-proxy",
             "127.0.0.1",
         ]);
-        let app = format!("127.0.0.1:{}", flask.port);
-        let proc = front.start(dir.path(), port, &signoff, &app);
+        let app_addr = format!("127.0.0.1:{}", app.port());
+        let proc = front.start(dir.path(), port, &signoff, &app_addr);
         Some(Stack {
             gateway,
             origin,
             front: proc,
-            _flask: flask,
+            _app: app,
             dir,
         })
     }
@@ -657,6 +684,65 @@ async fn http_checks(front: Front) {
         "{front:?}: {:?}",
         r.all("set-cookie")
     );
+}
+
+/// Every spelling of an identity header a client might send, against an
+/// app that shows every header it receives.
+async fn no_spelling_of_identity_reaches_the_app(front: Front) {
+    let Some(s) = Stack::start_with(front, true) else {
+        return;
+    };
+    let token = login_at(&s.origin, USER, PASSWORD).await;
+    let c = cookie(&token);
+    let mut headers = vec![("cookie", c.as_str())];
+    let names = [
+        "x-signoff-user",
+        "x_signoff_user",
+        "X_SIGNOFF_USER",
+        "x-signoff-session",
+        "x_signoff_session",
+        "x-signoff-csrf",
+        "x_signoff_csrf",
+        "remote-user",
+        "remote_user",
+        "x-remote-user",
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-auth-request-user",
+        "x-user",
+    ];
+    headers.extend(names.iter().map(|n| (*n, "mallory")));
+    let r = get(&s.url("/echo"), &headers).await;
+    assert_eq!(r.status, 200, "{front:?}: {}", r.text());
+    let seen = r.json();
+    let received = seen["headers"].as_array().unwrap();
+    for pair in received {
+        let (name, value) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+        assert!(
+            !value.contains("mallory"),
+            "{front:?} let {name}: {value} through"
+        );
+        assert!(
+            !value.contains(&token),
+            "{front:?}: the token reached the app in {name}"
+        );
+    }
+    assert!(
+        received
+            .iter()
+            .any(|p| p[0] == "x-signoff-user" && p[1] == USER),
+        "{front:?}: {seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_lets_no_spelling_of_identity_through() {
+    no_spelling_of_identity_reaches_the_app(Front::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_lets_no_spelling_of_identity_through() {
+    no_spelling_of_identity_reaches_the_app(Front::Caddy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -148,7 +148,13 @@ fn serve_explains_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("s.db").display());
     let up = ["--upstream", "http://127.0.0.1:9"];
-    serve_fails_saying(&["--db", &db], &[], "no upstream");
+    // Without --upstream it serves forward-auth only (tests/forward_auth.rs),
+    // but a bad upstream is still an error.
+    serve_fails_saying(
+        &["--db", &db, "--upstream", "ftp://x"],
+        &[],
+        "expected http://HOST:PORT",
+    );
     serve_fails_saying(
         &[&up[..], &["--idle-timeout", "soon", "--db", &db]].concat(),
         &[],

@@ -621,6 +621,15 @@ async fn http_checks(front: Front) {
         .iter()
         .any(|(n, v)| n == "x-signoff-session" && !v.is_empty()));
 
+    // The guard's status check works through the proxy.
+    let r = get(&s.url("/.signoff/status"), &[("cookie", &c)]).await;
+    assert_eq!(r.status, 200, "{front:?}");
+    assert_eq!(r.json()["signed_in"], true);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let r = get(&s.url("/.signoff/guard.js"), &[]).await;
+    assert_eq!(r.status, 200, "{front:?}");
+    assert!(r.text().contains("pageshow"));
+
     // A public page keeps the app's caching and carries no identity.
     let r = get(&s.url("/public"), &[("x-signoff-user", "mallory")]).await;
     assert_eq!(r.status, 200, "{front:?}");
@@ -672,6 +681,9 @@ async fn http_checks(front: Front) {
         .header("clear-site-data")
         .is_some_and(|v| v.contains("\"cache\"") && v.contains("\"cookies\"")));
     assert_eq!(r.header("cache-control"), Some("no-store"));
+
+    let r = get(&s.url("/.signoff/status"), &[("cookie", &c)]).await;
+    assert_eq!(r.status, 401, "{front:?}");
 
     // The old cookie, replayed: refused, and a browser is told to drop it.
     let r = get(&s.url("/whoami"), &[("cookie", &c)]).await;

@@ -248,6 +248,21 @@ async fn after_logout_the_cookie_and_the_bearer_token_are_refused() {
     let r = get(&auth_url(&gw), &[("authorization", &bearer)]).await;
     assert_eq!(r.status, 401);
     assert!(r.all("set-cookie").is_empty(), "no cookie to expire");
+
+    // At `info`, refusals are logged and granted checks are not (the proxy
+    // logs those requests itself); the token never is.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = gw.proc.log_text();
+    let auth_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("path=/.signoff/auth"))
+        .collect();
+    assert!(auth_lines.iter().any(|l| l.contains("status=401")), "{log}");
+    assert!(
+        !auth_lines.iter().any(|l| l.contains("status=200")),
+        "{log}"
+    );
+    assert!(!log.contains(&token));
 }
 
 #[tokio::test]

@@ -14,6 +14,9 @@
 //!   the browser as it is).
 //! - 503 when the store cannot answer: the proxy must refuse the request.
 //!
+//! Granted checks are logged at `debug` (the proxy logs the request it
+//! lets through); refusals at `info`, like every other request.
+//!
 //! The original request is read from `X-Forwarded-Method`/`-Uri` (Caddy,
 //! Traefik) or `X-Original-Method`/`-URI` (nginx). They only choose between
 //! a redirect and a 401 and where the login page returns to; the decision
@@ -28,7 +31,7 @@ use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{redirect, wants_html, AppState, Auth, Gateway};
+use super::{redirect, wants_html, AppState, Auth, Gateway, QuietLog};
 
 /// The header naming the login page (with `next`) on a 401.
 pub const LOGIN_HEADER: &str = "x-signoff-login";
@@ -91,6 +94,9 @@ pub(super) async fn check(
     match gw.validate(presented).await {
         Auth::SignedIn(auth) => {
             let mut r = StatusCode::OK.into_response();
+            // The proxy logs the request it let through; a second info
+            // line per request here would double the log for nothing.
+            r.extensions_mut().insert(QuietLog);
             let h = r.headers_mut();
             for (name, value) in [
                 ("x-signoff-user", auth.user.clone()),

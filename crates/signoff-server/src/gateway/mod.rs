@@ -395,21 +395,28 @@ async fn own_response(mut response: Response) -> Response {
 }
 
 /// One line per request: method, path (never the query, which may hold
-/// secrets), status, latency.
+/// secrets), status, latency; at `info`, except granted forward-auth
+/// checks ([`QuietLog`]), which are `debug`.
 async fn access_log(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let response = next.run(req).await;
-    tracing::info!(
-        target: "signoff::access",
-        %method,
-        path = %path.chars().take(200).collect::<String>(),
-        status = response.status().as_u16(),
-        latency_us = start.elapsed().as_micros() as u64,
-    );
+    let path = path.chars().take(200).collect::<String>();
+    let status = response.status().as_u16();
+    let latency_us = start.elapsed().as_micros() as u64;
+    if response.extensions().get::<QuietLog>().is_some() {
+        tracing::debug!(target: "signoff::access", %method, %path, status, latency_us);
+    } else {
+        tracing::info!(target: "signoff::access", %method, %path, status, latency_us);
+    }
     response
 }
+
+/// Marks a response whose access-log line is only worth `debug`: granted
+/// forward-auth checks, which the proxy in front logs as the request itself.
+#[derive(Clone, Copy)]
+struct QuietLog;
 
 type AppState = State<Arc<Gateway>>;
 

@@ -100,17 +100,7 @@ wait_http "$NGX_PLAIN" /
 wait_http "$NGX_AUTH" /
 
 log "logging in"
-headers=$(curl -s -o /dev/null -D - -X POST -H "Origin: $ORIGIN" \
-    --data-urlencode "username=bench" --data-urlencode "password=$PASSWORD" \
-    "$ORIGIN/.signoff/login")
-status=$(printf '%s' "$headers" | awk 'NR == 1 { print $2 }')
-TOKEN=$(printf '%s' "$headers" | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: signoff=\([^;]*\);.*/\1/p')
-if [[ $status != 303 || -z $TOKEN ]]; then
-    echo "login failed (status $status):" >&2
-    printf '%s\n' "$headers" >&2
-    exit 1
-fi
-COOKIE="Cookie: signoff=$TOKEN"
+login "$ORIGIN" bench "$PASSWORD"
 for url in "http://127.0.0.1:$FA/.signoff/auth" "http://127.0.0.1:$FA_WARN/.signoff/auth" "$ORIGIN/private/a"; do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "$COOKIE" "$url")
     if [[ $code != 200 ]]; then

@@ -58,6 +58,23 @@ to_ms() {
     }'
 }
 
+# login ORIGIN USER PASSWORD: signs in at ORIGIN (signoff, or a proxy in
+# front of it); sets TOKEN and COOKIE (a `Cookie:` header line), or exits.
+login() {
+    local headers status
+    headers=$(curl -s -o /dev/null -D - -X POST -H "Origin: $1" \
+        --data-urlencode "username=$2" --data-urlencode "password=$3" \
+        "$1/.signoff/login")
+    status=$(printf '%s' "$headers" | awk 'NR == 1 { print $2 }')
+    TOKEN=$(printf '%s' "$headers" | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: signoff=\([^;]*\);.*/\1/p')
+    if [[ $status != 303 || -z $TOKEN ]]; then
+        echo "login at $1 failed (status $status):" >&2
+        printf '%s\n' "$headers" >&2
+        exit 1
+    fi
+    COOKIE="Cookie: signoff=$TOKEN"
+}
+
 # cpu_ticks PID: user + system CPU time of a process, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))

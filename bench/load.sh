@@ -77,18 +77,7 @@ SIGNOFF_LOG=warn gateway gw_plain "$GW_PLAIN" "$UP_PLAIN" "$DB"
 gateway gw_flood "$GW_FLOOD" "$UP_HTML" "$DB" --trusted-proxy 127.0.0.1
 
 log "logging in"
-headers=$(curl -s -o /dev/null -D - -X POST \
-    -H "Origin: http://127.0.0.1:$GW_INFO" \
-    --data-urlencode "username=bench" --data-urlencode "password=$PASSWORD" \
-    "http://127.0.0.1:$GW_INFO/.signoff/login")
-status=$(printf '%s' "$headers" | awk 'NR == 1 { print $2 }')
-TOKEN=$(printf '%s' "$headers" | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: signoff=\([^;]*\);.*/\1/p')
-if [[ $status != 303 || -z $TOKEN ]]; then
-    echo "login failed (status $status):" >&2
-    printf '%s\n' "$headers" >&2
-    exit 1
-fi
-COOKIE="Cookie: signoff=$TOKEN"
+login "http://127.0.0.1:$GW_INFO" bench "$PASSWORD"
 # The session works on every gateway (one database); check each.
 for port in "$GW_INFO" "$GW_WARN" "$GW_NOGUARD" "$GW_PLAIN" "$GW_FLOOD"; do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "$COOKIE" "http://127.0.0.1:$port/")

@@ -31,10 +31,10 @@ use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{redirect, wants_html, AppState, Auth, Gateway, QuietLog};
+use super::{redirect, wants_html, AppState, Auth, Authenticated, QuietLog};
 
 /// The header naming the login page (with `next`) on a 401.
-pub const LOGIN_HEADER: &str = "x-signoff-login";
+const LOGIN_HEADER: &str = "x-signoff-login";
 
 /// What the proxy told us about the request it holds.
 #[derive(Debug, PartialEq, Eq)]
@@ -90,18 +90,20 @@ pub(super) async fn check(
     req: Request,
 ) -> Response {
     let headers = req.headers();
-    let presented = gw.session_cookie(headers).or_else(|| bearer(headers));
-    match gw.validate(presented).await {
+    let cookie = gw.session_cookie(headers);
+    match gw.validate(cookie.or_else(|| bearer(headers))).await {
         Auth::SignedIn(auth) => {
+            let csrf = signoff::csrf::token_for(&auth.token);
+            let Authenticated { user, session, .. } = *auth;
             let mut r = StatusCode::OK.into_response();
             // The proxy logs the request it let through; a second info
             // line per request here would double the log for nothing.
             r.extensions_mut().insert(QuietLog);
             let h = r.headers_mut();
             for (name, value) in [
-                ("x-signoff-user", auth.user.clone()),
-                ("x-signoff-session", auth.session.handle.to_string()),
-                ("x-signoff-csrf", signoff::csrf::token_for(&auth.token)),
+                ("x-signoff-user", user),
+                ("x-signoff-session", session.handle.to_string()),
+                ("x-signoff-csrf", csrf),
             ] {
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     h.insert(name, v);
@@ -116,22 +118,18 @@ pub(super) async fn check(
             let navigable = wants_html(headers) && matches!(*method, Method::GET | Method::HEAD);
             // Only a stale cookie is expired: a bad bearer token is the
             // client's to drop.
-            let stale = stale && gw.session_cookie(headers).is_some();
+            let stale = stale && cookie.is_some();
             if navigable && redirect_mode(query.as_deref()) {
                 return gw.sign_in_first(true, original.next, stale);
             }
             let mut r = gw.sign_in_first(false, original.next, stale);
             if navigable {
-                login_header(&gw, &mut r, original.next);
+                if let Ok(v) = HeaderValue::from_str(&gw.login_url(original.next)) {
+                    r.headers_mut().insert(LOGIN_HEADER, v);
+                }
             }
             r
         }
-    }
-}
-
-fn login_header(gw: &Gateway, r: &mut Response, next: &str) {
-    if let Ok(v) = HeaderValue::from_str(&gw.login_url(next)) {
-        r.headers_mut().insert(LOGIN_HEADER, v);
     }
 }
 

@@ -126,6 +126,26 @@ pub struct ServeArgs {
     /// URL prefix of signoff's own pages [default: /.signoff] [file: prefix]
     #[arg(long, env = "SIGNOFF_PREFIX", value_name = "PATH")]
     pub prefix: Option<String>,
+    /// Most sessions one user may hold at once; a sign-in beyond it ends
+    /// the user's oldest session [default: unlimited] [file: max_sessions]
+    #[arg(long, env = "SIGNOFF_MAX_SESSIONS", value_name = "N")]
+    pub max_sessions: Option<usize>,
+    /// Ending other sessions needs a sign-in or password re-entry within
+    /// this long, e.g. 15m [default: 15m] [file: recent_auth]
+    #[arg(long, env = "SIGNOFF_RECENT_AUTH", value_name = "DURATION")]
+    pub recent_auth: Option<String>,
+    /// Turns on the admin API: the SHA-256 (hex) of its bearer token, as
+    /// printed by `signoff admin-token` [default: off] [file: admin_token_sha256]
+    #[arg(long, env = "SIGNOFF_ADMIN_TOKEN_SHA256", value_name = "HEX")]
+    pub admin_token_sha256: Option<String>,
+    /// Delete audit events older than this, e.g. 90d [default: 90d] [file: audit_retention]
+    #[arg(long, env = "SIGNOFF_AUDIT_RETENTION", value_name = "DURATION")]
+    pub audit_retention: Option<String>,
+    /// Also write each audit event as a JSON log line (target
+    /// signoff::audit) [default: false] [file: audit_log]
+    #[arg(long, env = "SIGNOFF_AUDIT_LOG", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub audit_log: Option<bool>,
 }
 
 /// The TOML file. Unknown keys are an error, so a typo is not ignored.
@@ -147,6 +167,11 @@ struct FileConfig {
     clear_site_data: Option<Vec<String>>,
     max_body_bytes: Option<u64>,
     prefix: Option<String>,
+    max_sessions: Option<usize>,
+    recent_auth: Option<String>,
+    admin_token_sha256: Option<String>,
+    audit_retention: Option<String>,
+    audit_log: Option<bool>,
     #[serde(default)]
     login: LoginFile,
 }
@@ -236,6 +261,16 @@ pub struct Settings {
     pub prefix: String,
     /// Login failure limits.
     pub login: LoginLimits,
+    /// Most sessions per user, if limited.
+    pub max_sessions: Option<usize>,
+    /// How recent an authentication must be to end other sessions.
+    pub recent_auth: Duration,
+    /// SHA-256 of the admin API's bearer token; `None`: the API is off.
+    pub admin_token_sha256: Option<[u8; 32]>,
+    /// How long audit events are kept.
+    pub audit_retention: Duration,
+    /// Whether audit events are also logged as JSON lines.
+    pub audit_log: bool,
 }
 
 /// Parses `90s`, `30m`, `12h`, `1h 30m`, `2d`.
@@ -321,6 +356,13 @@ impl ServeArgs {
                 .or(file.prefix)
                 .unwrap_or_else(|| "/.signoff".to_owned()),
             login,
+            sessions: SessionOptions {
+                max_sessions: self.max_sessions.or(file.max_sessions),
+                recent_auth: self.recent_auth.or(file.recent_auth),
+                admin_token_sha256: self.admin_token_sha256.or(file.admin_token_sha256),
+                audit_retention: self.audit_retention.or(file.audit_retention),
+                audit_log: self.audit_log.or(file.audit_log).unwrap_or(false),
+            },
         }
         .check()
     }
@@ -343,6 +385,17 @@ pub(crate) struct Raw {
     pub max_body_bytes: u64,
     pub prefix: String,
     pub login: LoginLimits,
+    pub sessions: SessionOptions,
+}
+
+/// Merged but unchecked session, admin and audit options.
+#[derive(Debug, Default)]
+pub(crate) struct SessionOptions {
+    pub max_sessions: Option<usize>,
+    pub recent_auth: Option<String>,
+    pub admin_token_sha256: Option<String>,
+    pub audit_retention: Option<String>,
+    pub audit_log: bool,
 }
 
 impl Raw {
@@ -417,6 +470,23 @@ impl Raw {
         if self.max_body_bytes == 0 {
             bail!("max_body_bytes must be more than 0");
         }
+        let o = self.sessions;
+        if o.max_sessions == Some(0) {
+            bail!("--max-sessions 0: expected at least 1 (leave it out for no limit)");
+        }
+        let recent_auth = match &o.recent_auth {
+            Some(t) => parse_duration(t).context("--recent-auth")?,
+            None => Duration::from_secs(15 * 60),
+        };
+        let audit_retention = match &o.audit_retention {
+            Some(t) => parse_duration(t).context("--audit-retention")?,
+            None => Duration::from_secs(90 * 24 * 3600),
+        };
+        let admin_token_sha256 = o
+            .admin_token_sha256
+            .as_deref()
+            .map(parse_sha256_hex)
+            .transpose()?;
         Ok(Settings {
             upstream,
             listen: self.listen,
@@ -435,6 +505,11 @@ impl Raw {
             max_body_bytes: self.max_body_bytes,
             prefix,
             login: self.login,
+            max_sessions: o.max_sessions,
+            recent_auth,
+            admin_token_sha256,
+            audit_retention,
+            audit_log: o.audit_log,
         })
     }
 }
@@ -484,6 +559,25 @@ fn parse_public_url(text: &str) -> Result<(String, bool, String)> {
         _ => format!("{scheme}://{host}"),
     };
     Ok((origin, secure, host))
+}
+
+/// Reads 64 hex digits (a SHA-256 digest).
+fn parse_sha256_hex(text: &str) -> Result<[u8; 32]> {
+    let text = text.trim();
+    let bad = || {
+        anyhow::anyhow!(
+            "--admin-token-sha256: expected the 64 hex digits printed by `signoff admin-token`"
+        )
+    };
+    if text.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
+    }
+    Ok(out)
 }
 
 /// Whether a host name is a loopback address (`localhost`, 127/8, ::1).
@@ -657,5 +751,42 @@ mod tests {
         .is_err());
         assert!(parse(&["--upstream", "http://x:1", "--trusted-proxy", "nope"]).is_err());
         assert!(parse(&["--upstream", "http://x:1", "--public-path", "static"]).is_err());
+    }
+
+    #[test]
+    fn session_admin_and_audit_options() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.max_sessions, None);
+        assert_eq!(s.recent_auth, Duration::from_secs(900));
+        assert_eq!(s.admin_token_sha256, None);
+        assert_eq!(s.audit_retention, Duration::from_secs(90 * 86400));
+        assert!(!s.audit_log);
+        let hex = "ab".repeat(32);
+        let s = parse(&[
+            "--max-sessions",
+            "3",
+            "--recent-auth",
+            "5m",
+            "--admin-token-sha256",
+            &hex,
+            "--audit-retention",
+            "7d",
+            "--audit-log",
+        ])
+        .unwrap();
+        assert_eq!(s.max_sessions, Some(3));
+        assert_eq!(s.recent_auth, Duration::from_secs(300));
+        assert_eq!(s.admin_token_sha256, Some([0xab; 32]));
+        assert_eq!(s.audit_retention, Duration::from_secs(7 * 86400));
+        assert!(s.audit_log);
+        for bad in [
+            &["--max-sessions", "0"][..],
+            &["--recent-auth", "soon"],
+            &["--admin-token-sha256", "abc"],
+            &["--admin-token-sha256", &"zz".repeat(32)],
+            &["--admin-token-sha256", &"é".repeat(32)],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -11,9 +11,9 @@ use axum::routing::get;
 use axum::Router;
 use clap::Args;
 use rand::distributions::{Alphanumeric, DistString};
-use signoff::{AccountError, Accounts, Passwords, Policy, Sessions};
+use signoff::{AccountError, Accounts, Actor, Passwords};
 
-use crate::config::{LoginLimits, Raw, TlsFiles};
+use crate::config::{LoginLimits, Raw, SessionOptions, TlsFiles};
 use crate::gateway::pages::escape;
 use crate::serve;
 
@@ -136,8 +136,8 @@ async fn demo_user(db: &str) -> Result<String> {
         Err(AccountError::NameTaken) => {
             let user = accounts.set_password(DEMO_USER, &password).await?;
             accounts.set_disabled(DEMO_USER, false).await?;
-            Sessions::new(store.clone(), Policy::default())
-                .end_all_for_user(&user.id, None)
+            serve::cli_sessions(&store)
+                .end_all_for_user(&user.id, None, Actor::Operator, "password_change")
                 .await?;
         }
         Err(e) => return Err(e.into()),
@@ -178,6 +178,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         max_body_bytes: 1024 * 1024,
         prefix: "/.signoff".to_owned(),
         login: LoginLimits::default(),
+        sessions: SessionOptions::default(),
     }
     .check()?;
     serve::run(settings, |origin| {

@@ -3,6 +3,7 @@
 
 mod config;
 mod demo;
+mod display;
 mod gateway;
 mod serve;
 mod server;
@@ -13,7 +14,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use signoff::{Accounts, Passwords, Policy, Sessions};
+use signoff::{
+    Accounts, Actor, AuditEvent, AuditKind, AuditLog, AuditQuery, Passwords, Session,
+    SessionHandle, SqliteStore, User,
+};
 
 /// signoff: when a user signs out, they are out.
 #[derive(Debug, Parser)]
@@ -34,6 +38,60 @@ enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// List and end sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// Read the audit trail: sign-ins, failures, sign-outs, ended sessions,
+    /// password changes and disabled accounts, newest first.
+    Audit {
+        /// Only this user's events.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Only events this recent, e.g. 1h, 7d.
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// Only events of this kind, e.g. login_failed.
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// Make a new admin API token: prints the token (give it to the admin
+    /// client) and its SHA-256 (give that to `serve --admin-token-sha256`).
+    AdminToken,
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsCommand {
+    /// List live sessions: handle, user, device, address, signed in, last seen.
+    List {
+        /// Only this user's sessions (default: every user's).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// End one session by its handle, or all of a user's with --user. A
+    /// running gateway refuses them within a second (its cache's bound).
+    End {
+        /// The session's handle (from `sessions list`).
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        handle: Option<String>,
+        /// End every session of this user.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        #[command(flatten)]
+        db: Db,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -56,18 +114,21 @@ enum UserCommand {
         #[command(flatten)]
         db: Db,
     },
-    /// Set a user's password and end all of their sessions (a password
-    /// change is a privilege change: nothing signed in with the old one
-    /// stays signed in).
+    /// Set a user's password and offer to end all of their sessions. On a
+    /// terminal it asks; otherwise the sessions end unless --keep-sessions
+    /// is given (nothing signed in with the old password stays signed in).
     Passwd {
         /// Login name.
         name: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
-        /// Keep the user's sessions signed in.
-        #[arg(long)]
+        /// Keep the user's sessions signed in, without asking.
+        #[arg(long, conflicts_with = "end_sessions")]
         keep_sessions: bool,
+        /// End the user's sessions, without asking.
+        #[arg(long)]
+        end_sessions: bool,
         #[command(flatten)]
         db: Db,
     },
@@ -131,7 +192,194 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Demo(args) => demo::run(args).await,
         Command::User(command) => user(command).await,
+        Command::Sessions(command) => sessions(command).await,
+        Command::Audit {
+            user,
+            since,
+            kind,
+            limit,
+            json,
+            db,
+        } => audit(user, since, kind, limit, json, &db).await,
+        Command::AdminToken => {
+            admin_token();
+            Ok(())
+        }
     }
+}
+
+/// Records an operator's action on a user.
+async fn record(store: &Arc<SqliteStore>, kind: AuditKind, user: &User) {
+    AuditLog::new(store.clone(), false)
+        .record(
+            AuditEvent::new(kind, display::now())
+                .user(Some(&user.id), Some(&user.name))
+                .by(Actor::Operator),
+        )
+        .await;
+}
+
+/// Asks a yes/no question on the terminal; `default` on an empty answer.
+fn confirm(question: &str, default: bool) -> Result<bool> {
+    use std::io::Write;
+    let hint = if default { "[Y/n]" } else { "[y/N]" };
+    eprint!("{question} {hint} ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the answer")?;
+    Ok(match line.trim().to_ascii_lowercase().as_str() {
+        "" => default,
+        "y" | "yes" => true,
+        "n" | "no" => false,
+        other => bail!("{other:?}: answer y or n"),
+    })
+}
+
+fn session_line(user: &str, s: &Session) -> String {
+    format!(
+        "{}\t{}\t{}\t{}\t{}\t{}",
+        s.handle,
+        user,
+        display::device(s.user_agent.as_deref()),
+        s.ip.as_deref().unwrap_or("-"),
+        display::time(s.created_at),
+        display::time(s.last_seen_at)
+    )
+}
+
+fn session_json(user: &str, s: &Session) -> serde_json::Value {
+    serde_json::json!({
+        "handle": s.handle.to_string(),
+        "user": user,
+        "device": display::device(s.user_agent.as_deref()),
+        "user_agent": s.user_agent,
+        "ip": s.ip,
+        "created_at": display::rfc3339(s.created_at),
+        "last_seen_at": display::rfc3339(s.last_seen_at),
+        "auth_at": s.auth_at.map(display::rfc3339),
+        "expires_at": display::rfc3339(s.expires_at),
+    })
+}
+
+async fn sessions(command: SessionsCommand) -> Result<()> {
+    match command {
+        SessionsCommand::List { user, json, db } => {
+            let store = Arc::new(open(&db).await?);
+            let accounts = Accounts::new(store.clone(), Passwords::new());
+            let engine = serve::cli_sessions(&store);
+            let users = match user {
+                Some(name) => vec![accounts.user(&name).await?],
+                None => accounts.list().await?,
+            };
+            if !json {
+                println!("HANDLE\tUSER\tDEVICE\tADDRESS\tSIGNED IN\tLAST SEEN");
+            }
+            for user in users {
+                for s in engine.list_for_user(&user.id).await? {
+                    if json {
+                        println!("{}", session_json(&user.name, &s));
+                    } else {
+                        println!("{}", session_line(&user.name, &s));
+                    }
+                }
+            }
+        }
+        SessionsCommand::End { handle, user, db } => {
+            let store = Arc::new(open(&db).await?);
+            let engine = serve::cli_sessions(&store);
+            if let Some(name) = user {
+                let accounts = Accounts::new(store.clone(), Passwords::new());
+                let user = accounts.user(&name).await?;
+                let n = engine
+                    .end_all_for_user(&user.id, None, Actor::Operator, "operator")
+                    .await?;
+                println!("ended {n} session(s) of {}", user.name);
+            } else if let Some(handle) = handle {
+                let parsed: SessionHandle = handle
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{handle:?} is not a session handle"))?;
+                match engine.end_by_handle(&parsed, None, Actor::Operator).await? {
+                    Some(_) => println!("ended session {parsed}"),
+                    None => bail!("no live session has the handle {parsed}"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn audit(
+    user: Option<String>,
+    since: Option<String>,
+    kind: Option<String>,
+    limit: usize,
+    json: bool,
+    db: &Db,
+) -> Result<()> {
+    let store = Arc::new(open(db).await?);
+    let mut query = AuditQuery {
+        limit: Some(limit),
+        ..AuditQuery::default()
+    };
+    if let Some(name) = user {
+        let accounts = Accounts::new(store.clone(), Passwords::new());
+        query.user_id = Some(accounts.user(&name).await?.id);
+    }
+    if let Some(since) = since {
+        let d = config::parse_duration(&since).context("--since")?;
+        query.since = Some(display::now().minus(d));
+    }
+    if let Some(kind) = kind {
+        let names: Vec<&str> = AuditKind::ALL.iter().map(|k| k.as_str()).collect();
+        query.kind =
+            Some(kind.parse().map_err(|_| {
+                anyhow::anyhow!("--kind {kind}: expected one of {}", names.join(", "))
+            })?);
+    }
+    let events = AuditLog::new(store, false).query(&query).await?;
+    for e in events {
+        if json {
+            println!("{}", serde_json::to_string(&e)?);
+            continue;
+        }
+        let mut line = format!("{}\t{}", display::rfc3339(e.at), e.kind);
+        let fields = [
+            ("user", e.user_name.or(e.user_id.map(|u| u.to_string()))),
+            ("by", e.by.map(|a| a.to_string())),
+            ("reason", e.reason),
+            ("session", e.session.map(|h| h.to_string())),
+            ("ip", e.ip),
+            ("count", e.count.map(|c| c.to_string())),
+        ];
+        for (name, value) in fields {
+            if let Some(v) = value {
+                line.push_str(&format!("\t{name}={v}"));
+            }
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Prints a new random admin token and its SHA-256.
+fn admin_token() {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    use sha2::Digest as _;
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    println!("token:  {token}");
+    println!("sha256: {hex}");
+    eprintln!(
+        "Give the token to the admin client (Authorization: Bearer TOKEN) and start the \
+         gateway with --admin-token-sha256 {hex}. signoff keeps only the hash."
+    );
 }
 
 async fn user(command: UserCommand) -> Result<()> {
@@ -151,6 +399,7 @@ async fn user(command: UserCommand) -> Result<()> {
             name,
             password_stdin,
             keep_sessions,
+            end_sessions,
             db,
         } => {
             let store = Arc::new(open(&db).await?);
@@ -158,27 +407,45 @@ async fn user(command: UserCommand) -> Result<()> {
             let user = accounts.user(&name).await?;
             let password = read_password(password_stdin)?;
             accounts.set_password(&name, &password).await?;
+            record(&store, AuditKind::PasswordChanged, &user).await;
             println!("password changed for {}", user.name);
-            if !keep_sessions {
-                let ended = Sessions::new(store, Policy::default())
-                    .end_all_for_user(&user.id, None)
+            let engine = serve::cli_sessions(&store);
+            let live = engine.list_for_user(&user.id).await?.len();
+            let end = if keep_sessions {
+                false
+            } else if end_sessions || live == 0 || password_stdin || !std::io::stdin().is_terminal()
+            {
+                true
+            } else {
+                confirm(
+                    &format!("{} has {live} live session(s). End them?", user.name),
+                    true,
+                )?
+            };
+            if end {
+                let ended = engine
+                    .end_all_for_user(&user.id, None, Actor::Operator, "password_change")
                     .await?;
                 println!("ended {ended} session(s)");
+            } else {
+                println!("kept {live} session(s) signed in");
             }
         }
         UserCommand::Disable { name, db } => {
             let store = Arc::new(open(&db).await?);
             let accounts = Accounts::new(store.clone(), Passwords::new());
             let user = accounts.set_disabled(&name, true).await?;
-            let ended = Sessions::new(store, Policy::default())
-                .end_all_for_user(&user.id, None)
+            record(&store, AuditKind::UserDisabled, &user).await;
+            let ended = serve::cli_sessions(&store)
+                .end_all_for_user(&user.id, None, Actor::Operator, "user_disabled")
                 .await?;
             println!("disabled {} and ended {ended} session(s)", user.name);
         }
         UserCommand::Enable { name, db } => {
-            let store = open(&db).await?;
-            let accounts = Accounts::new(Arc::new(store), Passwords::new());
+            let store = Arc::new(open(&db).await?);
+            let accounts = Accounts::new(store.clone(), Passwords::new());
             let user = accounts.set_disabled(&name, false).await?;
+            record(&store, AuditKind::UserEnabled, &user).await;
             println!("enabled {}", user.name);
         }
         UserCommand::List { db } => {
@@ -198,7 +465,9 @@ fn main() -> ExitCode {
     // The gateway logs one line per request; the user commands only warn.
     let default_filter = match cli.command {
         Command::Serve(_) | Command::Demo(_) => "info",
-        Command::User(_) => "warn",
+        Command::User(_) | Command::Sessions(_) | Command::Audit { .. } | Command::AdminToken => {
+            "warn"
+        }
     };
     tracing_subscriber::fmt()
         .with_env_filter(

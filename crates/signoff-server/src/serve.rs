@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use signoff::{Accounts, CachedStore, CookiePolicy, Passwords, Policy, Sessions, SqliteStore};
+use signoff::{
+    Accounts, AuditLog, CachedStore, CookiePolicy, Passwords, Policy, Sessions, SqliteStore,
+};
 
 use crate::config::Settings;
 use crate::gateway::Gateway;
@@ -37,9 +39,17 @@ pub fn policy(settings: &Settings) -> Result<Policy> {
     Policy::builder()
         .idle_timeout(settings.idle_timeout)
         .absolute_lifetime(settings.absolute_timeout)
+        .max_sessions_per_user(settings.max_sessions)
+        .recent_auth(settings.recent_auth)
         .cookie(cookie)
         .build()
-        .context("bad session timeouts")
+        .context("bad session settings")
+}
+
+/// The engine the command line uses on a database: no cache (it runs
+/// once), every end of a session recorded in the audit trail.
+pub fn cli_sessions(store: &Arc<SqliteStore>) -> Sessions {
+    Sessions::new(store.clone(), Policy::default()).with_audit(AuditLog::new(store.clone(), false))
 }
 
 /// Runs the gateway until Ctrl-C or SIGTERM. `on_ready` gets the public
@@ -68,15 +78,23 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
         }
     }
     let policy = policy(&settings)?;
-    let sessions = Sessions::new(Arc::new(CachedStore::new(store.clone())), policy);
-    let accounts = Accounts::new(Arc::new(store), Passwords::new());
+    let store = Arc::new(store);
+    let audit = AuditLog::new(store.clone(), settings.audit_log);
+    let sessions = Sessions::new(Arc::new(CachedStore::new((*store).clone())), policy)
+        .with_audit(audit.clone());
+    let accounts = Accounts::new(store, Passwords::new());
     check_upstream(&settings).await;
 
     let purge = sessions.clone();
+    let retention = settings.audit_retention;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
+            let cutoff = purge.now().minus(retention);
+            if let Err(e) = audit.purge_before(cutoff).await {
+                tracing::warn!(error = %e, "purging old audit events failed");
+            }
             loop {
                 match purge.purge_expired(1000).await {
                     Ok(1000) => continue,

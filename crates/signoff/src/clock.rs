@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A point in time: milliseconds since the Unix epoch.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Timestamp(i64);
 
 impl Timestamp {
@@ -23,6 +26,11 @@ impl Timestamp {
     /// This time moved forward by `d`, saturating instead of overflowing.
     pub fn plus(self, d: Duration) -> Self {
         Self(self.0.saturating_add(duration_millis(d)))
+    }
+
+    /// This time moved back by `d`, saturating instead of overflowing.
+    pub fn minus(self, d: Duration) -> Self {
+        Self(self.0.saturating_sub(duration_millis(d)))
     }
 
     /// How long after `earlier` this is; zero if it is not after it.

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::Actor;
 use crate::clock::{Clock, ManualClock};
 use crate::policy::{LogoutBehavior, Policy};
 use crate::session::{NewSession, Session, SessionData, SessionError, Sessions, UserId};
@@ -302,7 +303,7 @@ pub async fn end_by_handle_is_final(store: Arc<dyn SessionStore>) {
         .expect("rotate");
     let mallory = UserId::new("mallory");
     let refused = sessions
-        .end_by_handle(&session.handle, Some(&mallory))
+        .end_by_handle(&session.handle, Some(&mallory), Actor::Admin)
         .await
         .expect("end as someone else");
     assert!(refused.is_none(), "ended another user's session by handle");
@@ -311,7 +312,7 @@ pub async fn end_by_handle_is_final(store: Arc<dyn SessionStore>) {
         .await
         .expect("untouched by the wrong owner");
     let ended = sessions
-        .end_by_handle(&session.handle, Some(&alice()))
+        .end_by_handle(&session.handle, Some(&alice()), Actor::Admin)
         .await
         .expect("end");
     assert_eq!(ended.map(|s| s.handle), Some(session.handle));
@@ -324,7 +325,7 @@ pub async fn end_by_handle_is_final(store: Arc<dyn SessionStore>) {
         .await
         .expect("the other session lives");
     let again = sessions
-        .end_by_handle(&session.handle, None)
+        .end_by_handle(&session.handle, None, Actor::Admin)
         .await
         .expect("end again");
     assert!(again.is_none());
@@ -337,7 +338,10 @@ pub async fn end_by_handle_is_final(store: Arc<dyn SessionStore>) {
 pub async fn writes_after_removal_change_nothing(store: Arc<dyn SessionStore>) {
     let (sessions, clock) = engine(&store, policy());
     let (token, session) = login(&sessions, alice()).await;
-    sessions.end(token.expose()).await.expect("end");
+    sessions
+        .end(token.expose(), Actor::Admin)
+        .await
+        .expect("end");
     clock.advance(TOUCH * 2);
     let now = clock.now();
     assert!(!store.touch(&session.id, now).await.expect("touch"));
@@ -846,7 +850,7 @@ pub async fn end_all_for_user_can_keep_current(store: Arc<dyn SessionStore>) {
     let (c, _) = login(&sessions, alice()).await;
     let (bob, _) = login(&sessions, UserId::new("bob")).await;
     let ended = sessions
-        .end_all_for_user(&alice(), Some(&current.id))
+        .end_all_for_user(&alice(), Some(&current.id), Actor::User, "test")
         .await
         .expect("end others");
     assert_eq!(ended, 2);
@@ -862,7 +866,7 @@ pub async fn end_all_for_user_can_keep_current(store: Arc<dyn SessionStore>) {
         .expect("bob untouched");
     assert_eq!(
         sessions
-            .end_all_for_user(&alice(), None)
+            .end_all_for_user(&alice(), None, Actor::Admin, "test")
             .await
             .expect("end all"),
         1

@@ -41,6 +41,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod audit;
 mod cache;
 mod clock;
 pub mod conformance;
@@ -51,6 +52,7 @@ pub mod store;
 mod token;
 mod users;
 
+pub use audit::{Actor, AuditEvent, AuditKind, AuditLog, AuditQuery, AuditStore};
 pub use cache::{CacheOptions, CachedStore};
 pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock, Timestamp};
 pub use policy::{CookiePolicy, LogoutBehavior, Policy, PolicyBuilder, PolicyError, SameSite};

@@ -173,6 +173,8 @@ pub struct Policy {
     cookie: CookiePolicy,
     logout: LogoutBehavior,
     carry_on_login: Vec<String>,
+    max_sessions_per_user: Option<usize>,
+    recent_auth: Duration,
 }
 
 impl Default for Policy {
@@ -223,6 +225,18 @@ impl Policy {
     pub fn carry_on_login(&self) -> &[String] {
         &self.carry_on_login
     }
+
+    /// Most live sessions one user may hold; a login beyond it ends the
+    /// user's oldest sessions (by creation). `None` (the default): no limit.
+    pub fn max_sessions_per_user(&self) -> Option<usize> {
+        self.max_sessions_per_user
+    }
+
+    /// How recent an authentication must be for sensitive actions, such as
+    /// ending the user's other sessions. Default 15 minutes.
+    pub fn recent_auth(&self) -> Duration {
+        self.recent_auth
+    }
 }
 
 /// Builds a [`Policy`]; see [`Policy::builder`].
@@ -234,6 +248,8 @@ pub struct PolicyBuilder {
     cookie: Option<CookiePolicy>,
     logout: LogoutBehavior,
     carry_on_login: Vec<String>,
+    max_sessions_per_user: Option<usize>,
+    recent_auth: Option<Duration>,
 }
 
 impl PolicyBuilder {
@@ -273,6 +289,18 @@ impl PolicyBuilder {
         self
     }
 
+    /// Default: no limit. See [`Policy::max_sessions_per_user`].
+    pub fn max_sessions_per_user(mut self, max: Option<usize>) -> Self {
+        self.max_sessions_per_user = max;
+        self
+    }
+
+    /// Default 15 minutes. See [`Policy::recent_auth`].
+    pub fn recent_auth(mut self, d: Duration) -> Self {
+        self.recent_auth = Some(d);
+        self
+    }
+
     /// Checks the values and builds the policy.
     ///
     /// # Errors
@@ -305,6 +333,13 @@ impl PolicyBuilder {
         if interval >= idle {
             return Err(PolicyError::TouchIntervalTooLong { interval, idle });
         }
+        if self.max_sessions_per_user == Some(0) {
+            return Err(PolicyError::Zero("the maximum sessions per user"));
+        }
+        let recent_auth = self.recent_auth.unwrap_or(Duration::from_secs(15 * 60));
+        if recent_auth.as_millis() == 0 {
+            return Err(PolicyError::Zero("the recent-authentication window"));
+        }
         let cookie = self.cookie.unwrap_or_default();
         cookie.check()?;
         Ok(Policy {
@@ -314,6 +349,8 @@ impl PolicyBuilder {
             cookie,
             logout: self.logout,
             carry_on_login: self.carry_on_login,
+            max_sessions_per_user: self.max_sessions_per_user,
+            recent_auth,
         })
     }
 }

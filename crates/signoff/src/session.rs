@@ -17,6 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::{Actor, AuditEvent, AuditKind, AuditLog};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::policy::{LogoutBehavior, Policy};
 use crate::store::{SessionStore, StoreError, WriteOutcome};
@@ -35,7 +36,8 @@ pub const MAX_DATA_KEYS: usize = 64;
 pub type SessionData = BTreeMap<String, String>;
 
 /// Identifies a user to the engine. Opaque: the application chooses it.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct UserId(String);
 
 impl UserId {
@@ -269,6 +271,7 @@ pub struct Sessions {
     store: Arc<dyn SessionStore>,
     policy: Arc<Policy>,
     clock: Arc<dyn Clock>,
+    audit: Option<AuditLog>,
 }
 
 impl fmt::Debug for Sessions {
@@ -291,7 +294,63 @@ impl Sessions {
             store,
             policy: Arc::new(policy),
             clock,
+            audit: None,
         }
+    }
+
+    /// Records every session end into `audit`: logouts, ends by the user,
+    /// an admin or an operator, the per-user limit, and timeouts.
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// The audit log, if one is attached.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    /// The current time on the engine's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Whether the session's last authentication (login or re-entry of the
+    /// password) is within [`Policy::recent_auth`].
+    pub fn is_recent_auth(&self, session: &Session) -> bool {
+        session
+            .auth_at
+            .is_some_and(|at| self.clock.now().since(at) < self.policy.recent_auth())
+    }
+
+    async fn record(&self, event: impl FnOnce(AuditEvent) -> AuditEvent, kind: AuditKind) {
+        if let Some(audit) = &self.audit {
+            audit
+                .record(event(AuditEvent::new(kind, self.clock.now())))
+                .await;
+        }
+    }
+
+    /// Records that sessions ended, by whom and why.
+    async fn record_ended(
+        &self,
+        user: Option<&UserId>,
+        handle: Option<&SessionHandle>,
+        by: Actor,
+        reason: &str,
+        count: u64,
+    ) {
+        self.record(
+            |e| {
+                let e = e.user(user, None).by(by).reason(reason).count(count);
+                match handle {
+                    Some(h) => e.session(h),
+                    None => e,
+                }
+            },
+            AuditKind::SessionEnded,
+        )
+        .await;
     }
 
     /// The policy in force.
@@ -366,7 +425,7 @@ impl Sessions {
         let now = self.clock.now();
         let mut session = self.store.load(id).await?.ok_or(SessionError::NotFound)?;
         if let Some(reason) = session.expiry(now, &self.policy) {
-            session = self.confirm_expiry(id, now, reason).await?;
+            session = self.confirm_expiry(&session, now, reason).await?;
         }
         if now.since(session.last_seen_at) >= self.policy.touch_interval() {
             if !self.store.touch(id, now).await? {
@@ -383,22 +442,41 @@ impl Sessions {
     /// disagrees, we judge its fresh record instead.
     async fn confirm_expiry(
         &self,
-        id: &SessionId,
+        stale: &Session,
         now: Timestamp,
         reason: ExpiredBy,
     ) -> Result<Session, SessionError> {
+        let id = &stale.id;
         if self.store.remove_expired(id, now).await? {
+            self.record_expired(stale, reason).await;
             return Err(SessionError::Expired(reason));
         }
         let fresh = self.store.load(id).await?.ok_or(SessionError::NotFound)?;
         match fresh.expiry(now, &self.policy) {
             // Expired by a policy stricter than the one it was created under.
             Some(reason) => {
-                self.store.remove(id).await?;
+                if self.store.remove(id).await?.is_some() {
+                    self.record_expired(&fresh, reason).await;
+                }
                 Err(SessionError::Expired(reason))
             }
             None => Ok(fresh),
         }
+    }
+
+    async fn record_expired(&self, session: &Session, reason: ExpiredBy) {
+        let reason = match reason {
+            ExpiredBy::Idle => "idle",
+            ExpiredBy::Absolute => "absolute",
+        };
+        self.record_ended(
+            session.user_id.as_ref(),
+            Some(&session.handle),
+            Actor::Timeout,
+            reason,
+            1,
+        )
+        .await;
     }
 
     /// Signs a user in: deletes the session presented before (if any) and
@@ -427,7 +505,54 @@ impl Sessions {
                 }
             }
         }
-        self.create(new).await
+        let issued = self.create(new).await?;
+        if let (Some(max), Some(user)) = (
+            self.policy.max_sessions_per_user(),
+            issued.session.user_id.as_ref(),
+        ) {
+            self.enforce_limit(user, &issued.session.id, max).await?;
+        }
+        Ok(issued)
+    }
+
+    /// Ends the user's oldest sessions (by creation) until, with the one
+    /// just created (`newest`), at most `max` are live.
+    async fn enforce_limit(
+        &self,
+        user: &UserId,
+        newest: &SessionId,
+        max: usize,
+    ) -> Result<(), SessionError> {
+        let others: Vec<Session> = self
+            .list_for_user(user)
+            .await?
+            .into_iter()
+            .filter(|s| &s.id != newest)
+            .collect();
+        // `list_for_user` is newest first: the excess is at the end.
+        let mut ended = 0;
+        for old in others.iter().skip(max.saturating_sub(1)) {
+            if self
+                .store
+                .remove_by_handle(&old.handle, Some(user))
+                .await?
+                .is_some()
+            {
+                ended += 1;
+                self.record_ended(
+                    Some(user),
+                    Some(&old.handle),
+                    Actor::Policy,
+                    "max_sessions",
+                    1,
+                )
+                .await;
+            }
+        }
+        if ended > 0 {
+            tracing::info!(target: "signoff::auth", user = %user, ended, "per-user session limit: ended the oldest sessions");
+        }
+        Ok(())
     }
 
     /// Issues a new token for the same session; the old token stops working
@@ -473,9 +598,13 @@ impl Sessions {
         let issued = self.rotate(token, true).await?;
         if end_others {
             if let Some(user) = &issued.session.user_id {
-                self.store
-                    .remove_for_user(user, Some(&issued.session.id))
-                    .await?;
+                self.end_all_for_user(
+                    user,
+                    Some(&issued.session.id),
+                    Actor::User,
+                    "password_change",
+                )
+                .await?;
             }
         }
         Ok(issued)
@@ -525,6 +654,15 @@ impl Sessions {
         };
         // From here on the logout has happened; nothing below may report
         // otherwise.
+        self.record(
+            |e| {
+                e.user(old.user_id.as_ref(), None)
+                    .session(&old.handle)
+                    .by(Actor::User)
+            },
+            AuditKind::Logout,
+        )
+        .await;
         let LogoutBehavior::CarryData(keys) = self.policy.logout() else {
             return Ok(None);
         };
@@ -547,13 +685,19 @@ impl Sessions {
         }
     }
 
-    /// Ends the session with this token; returns whether there was one.
+    /// Ends the session with this token on behalf of `by`; returns whether
+    /// there was one.
     ///
     /// # Errors
     /// [`SessionError::Token`] or a store error.
-    pub async fn end(&self, token: &str) -> Result<bool, SessionError> {
+    pub async fn end(&self, token: &str, by: Actor) -> Result<bool, SessionError> {
         let token = SessionToken::parse(token)?;
-        Ok(self.store.remove(&token.id()).await?.is_some())
+        let Some(old) = self.store.remove(&token.id()).await? else {
+            return Ok(false);
+        };
+        self.record_ended(old.user_id.as_ref(), Some(&old.handle), by, "ended", 1)
+            .await;
+        Ok(true)
     }
 
     /// Ends the session with this public handle; returns it if there was
@@ -567,12 +711,20 @@ impl Sessions {
         &self,
         handle: &SessionHandle,
         owner: Option<&UserId>,
+        by: Actor,
     ) -> Result<Option<Session>, SessionError> {
-        Ok(self.store.remove_by_handle(handle, owner).await?)
+        let ended = self.store.remove_by_handle(handle, owner).await?;
+        if let Some(old) = &ended {
+            self.record_ended(old.user_id.as_ref(), Some(&old.handle), by, "ended", 1)
+                .await;
+        }
+        Ok(ended)
     }
 
-    /// Signs a user out everywhere, except the session `keep` if given.
-    /// Returns how many sessions ended.
+    /// Signs a user out everywhere, except the session `keep` if given, on
+    /// behalf of `by` for `reason` (a short class such as
+    /// `user_disabled`, recorded in the audit trail). Returns how many
+    /// sessions ended. The action is recorded even when none did.
     ///
     /// # Errors
     /// A store error.
@@ -580,8 +732,13 @@ impl Sessions {
         &self,
         user: &UserId,
         keep: Option<&SessionId>,
+        by: Actor,
+        reason: &str,
     ) -> Result<usize, SessionError> {
-        Ok(self.store.remove_for_user(user, keep).await?.len())
+        let n = self.store.remove_for_user(user, keep).await?.len();
+        self.record_ended(Some(user), None, by, reason, n as u64)
+            .await;
+        Ok(n)
     }
 
     /// A user's live sessions, newest first.
@@ -612,7 +769,12 @@ impl Sessions {
     /// A store error.
     pub async fn purge_expired(&self, limit: usize) -> Result<usize, SessionError> {
         let now = self.clock.now();
-        Ok(self.store.purge_expired(now, limit).await?.len())
+        let n = self.store.purge_expired(now, limit).await?.len();
+        if n > 0 {
+            self.record_ended(None, None, Actor::Timeout, "purge", n as u64)
+                .await;
+        }
+        Ok(n)
     }
 }
 

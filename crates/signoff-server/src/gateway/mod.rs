@@ -1,6 +1,8 @@
 //! The gateway: signoff's own pages under the prefix, and a reverse proxy
 //! for everything else that lets only live sessions through.
 
+mod account;
+mod admin;
 mod forward_auth;
 mod guard;
 pub mod pages;
@@ -19,15 +21,15 @@ use axum::http::uri::Authority;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::Router;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use signoff::{
-    AccountError, Accounts, CookiePolicy, NewSession, Session, SessionData, SessionError,
-    SessionToken, Sessions,
+    AccountError, Accounts, Actor, AuditEvent, AuditKind, CookiePolicy, NewSession, Session,
+    SessionData, SessionError, SessionToken, Sessions,
 };
 
 pub use guard::Guard;
@@ -124,8 +126,24 @@ impl Gateway {
             .route(&format!("{p}/auth"), any(forward_auth::check))
             .route(&format!("{p}/guard.js"), get(guard_js))
             .route(&format!("{p}/healthz"), get(healthz))
+            .route(&format!("{p}/sessions"), get(account::sessions_page))
+            .route(&format!("{p}/sessions/end"), post(account::end_one))
+            .route(
+                &format!("{p}/sessions/end-others"),
+                post(account::end_others),
+            )
+            .route(&format!("{p}/sessions/end-all"), post(account::end_all))
+            .route(
+                &format!("{p}/reauth"),
+                get(account::reauth_page).post(account::reauth_submit),
+            )
+            .route(
+                &format!("{p}/password"),
+                get(account::password_page).post(account::password_submit),
+            )
             .route(&format!("{p}/{{*rest}}"), any(not_found))
             .route(&p, any(not_found))
+            .nest(&format!("{p}/admin"), admin::router(&self))
             // `layer`, not `route_layer`: 405s for a wrong method get it too.
             .layer(middleware::map_response(own_response));
         own.fallback(proxy)
@@ -256,6 +274,53 @@ impl Gateway {
                 .append(header::SET_COOKIE, self.expire_cookie());
         }
         response
+    }
+
+    /// What logout answers: 303 to the signed-out page, the cookie
+    /// expired, and `Clear-Site-Data`.
+    fn signed_out_response(&self) -> Response {
+        let mut r = StatusCode::SEE_OTHER.into_response();
+        let h = r.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&format!("{}/signed-out", self.settings.prefix)) {
+            h.insert(header::LOCATION, v);
+        }
+        h.insert(header::SET_COOKIE, self.expire_cookie());
+        if let Some(csd) = &self.settings.clear_site_data {
+            if let Ok(v) = HeaderValue::from_str(csd) {
+                h.insert("clear-site-data", v);
+            }
+        }
+        r
+    }
+
+    /// Records an audit event, if the engine has an audit log.
+    async fn audit(&self, event: AuditEvent) {
+        if let Some(audit) = self.sessions.audit() {
+            audit.record(event).await;
+        }
+    }
+
+    /// Records a failed sign-in. The name typed is kept only if an account
+    /// has it (a password typed into the name field is not); a wrong
+    /// password and an unknown name are told apart here, never to the client.
+    async fn record_login_failure(&self, name: &str, ip: IpAddr, disabled: bool) {
+        if self.sessions.audit().is_none() {
+            return;
+        }
+        let user = self.accounts.user(name).await.ok();
+        let reason = match (&user, disabled) {
+            (_, true) => "disabled",
+            (Some(_), false) => "wrong_password",
+            (None, false) => "unknown_user",
+        };
+        let event = AuditEvent::new(AuditKind::LoginFailed, self.sessions.now())
+            .user(
+                user.as_ref().map(|u| &u.id),
+                user.as_ref().map(|u| u.name.as_str()),
+            )
+            .reason(reason)
+            .ip(ip);
+        self.audit(event).await;
     }
 
     fn challenge(&self) -> HeaderValue {
@@ -572,8 +637,14 @@ async fn login_submit(State(gw): AppState, req: Request) -> Response {
         Ok(user) => user,
         // A disabled account answers like a wrong password: the form must
         // not confirm that a password is right.
-        Err(AccountError::InvalidCredentials | AccountError::Disabled) => {
+        Err(e @ (AccountError::InvalidCredentials | AccountError::Disabled)) => {
             tracing::info!(target: "signoff::auth", ip = %client_ip, "login failed");
+            gw.record_login_failure(
+                &form.username,
+                client_ip,
+                matches!(e, AccountError::Disabled),
+            )
+            .await;
             return retry(StatusCode::UNAUTHORIZED, "Wrong user name or password.");
         }
         Err(e) => {
@@ -602,6 +673,14 @@ async fn login_submit(State(gw): AppState, req: Request) -> Response {
     match gw.sessions.login(previous, new).await {
         Ok(issued) => {
             tracing::info!(target: "signoff::auth", user = %user.name, session = %issued.session.handle, "login");
+            gw.audit(
+                AuditEvent::new(AuditKind::LoginSucceeded, gw.sessions.now())
+                    .user(Some(&user.id), Some(&user.name))
+                    .session(&issued.session.handle)
+                    .by(Actor::User)
+                    .ip(client_ip),
+            )
+            .await;
             let mut r = StatusCode::SEE_OTHER.into_response();
             if let Ok(v) = HeaderValue::from_str(&next) {
                 r.headers_mut().insert(header::LOCATION, v);
@@ -682,18 +761,7 @@ async fn logout(State(gw): AppState, req: Request) -> Response {
         }
         tracing::info!(target: "signoff::auth", "logout");
     }
-    let mut r = StatusCode::SEE_OTHER.into_response();
-    let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&format!("{}/signed-out", gw.settings.prefix)) {
-        h.insert(header::LOCATION, v);
-    }
-    h.insert(header::SET_COOKIE, gw.expire_cookie());
-    if let Some(csd) = &gw.settings.clear_site_data {
-        if let Ok(v) = HeaderValue::from_str(csd) {
-            h.insert("clear-site-data", v);
-        }
-    }
-    r
+    gw.signed_out_response()
 }
 
 async fn signed_out(State(gw): AppState) -> Response {

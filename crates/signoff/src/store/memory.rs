@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::{SessionStore, StoreError, WriteOutcome};
+use crate::audit::{self, AuditEvent, AuditQuery, AuditStore};
 use crate::clock::Timestamp;
 use crate::session::{Session, SessionData, UserId};
 use crate::token::{SessionHandle, SessionId};
@@ -33,6 +34,7 @@ struct Inner {
     by_user: HashMap<UserId, HashSet<SessionId>>,
     by_deadline: BTreeSet<(Timestamp, SessionId)>,
     users: HashMap<UserId, User>,
+    audit: Vec<AuditEvent>,
 }
 
 impl Inner {
@@ -297,5 +299,38 @@ impl UserStore for MemoryStore {
         let mut users: Vec<User> = self.lock().users.values().cloned().collect();
         users.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(users)
+    }
+}
+
+#[async_trait]
+impl AuditStore for MemoryStore {
+    async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let mut event = event.clone();
+        event.seq = i64::try_from(inner.audit.len()).unwrap_or(i64::MAX) + 1;
+        inner.audit.push(event);
+        Ok(())
+    }
+
+    async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let inner = self.lock();
+        let mut events = audit::select(&inner.audit, query);
+        for e in &mut events {
+            if e.user_name.is_none() {
+                e.user_name = e
+                    .user_id
+                    .as_ref()
+                    .and_then(|id| inner.users.get(id))
+                    .map(|u| u.name.clone());
+            }
+        }
+        Ok(events)
+    }
+
+    async fn purge_before(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let was = inner.audit.len();
+        inner.audit.retain(|e| e.at >= before);
+        Ok((was - inner.audit.len()) as u64)
     }
 }

@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use super::{SessionStore, StoreError, WriteOutcome};
+use crate::audit::{Actor, AuditEvent, AuditKind, AuditQuery, AuditStore};
 use crate::clock::{duration_millis, Timestamp};
 use crate::session::{Session, SessionData, UserId};
 use crate::token::{SessionHandle, SessionId};
@@ -565,5 +566,87 @@ impl UserStore for SqliteStore {
             user_from_row,
         )
         .await
+    }
+}
+
+fn audit_from_row(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
+    let kind: String = row.try_get(2).map_err(backend)?;
+    let session: Option<String> = row.try_get(5).map_err(backend)?;
+    let actor: Option<String> = row.try_get(6).map_err(backend)?;
+    let count: Option<i64> = row.try_get(9).map_err(backend)?;
+    Ok(AuditEvent {
+        seq: row.try_get(0).map_err(backend)?,
+        at: Timestamp::from_millis(row.try_get(1).map_err(backend)?),
+        kind: kind.parse()?,
+        user_id: row
+            .try_get::<Option<String>, _>(3)
+            .map_err(backend)?
+            .map(UserId::new),
+        user_name: row.try_get(4).map_err(backend)?,
+        session: session
+            .map(|h| {
+                h.parse()
+                    .map_err(|_| StoreError::Corrupt("audit session handle"))
+            })
+            .transpose()?,
+        by: actor.map(|a| a.parse()).transpose()?,
+        reason: row.try_get(7).map_err(backend)?,
+        ip: row.try_get(8).map_err(backend)?,
+        count: count
+            .map(|c| u64::try_from(c).map_err(|_| StoreError::Corrupt("audit count")))
+            .transpose()?,
+    })
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn append(&self, e: &AuditEvent) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit (at, kind, user_id, user_name, session, actor, reason, ip, count) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .bind(e.at.as_millis())
+        .bind(e.kind.as_str())
+        .bind(e.user_id.as_ref().map(UserId::as_str))
+        .bind(e.user_name.as_deref())
+        .bind(e.session.map(|h| h.to_string()))
+        .bind(e.by.map(Actor::as_str))
+        .bind(e.reason.as_deref())
+        .bind(e.ip.as_deref())
+        .bind(e.count.map(|c| i64::try_from(c).unwrap_or(i64::MAX)))
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn query(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let limit =
+            i64::try_from(q.limit.unwrap_or(crate::audit::DEFAULT_LIMIT)).unwrap_or(i64::MAX);
+        self.all(
+            sqlx::query(
+                "SELECT a.seq, a.at, a.kind, a.user_id, coalesce(a.user_name, u.name), a.session, \
+                 a.actor, a.reason, a.ip, a.count \
+                 FROM audit a LEFT JOIN users u ON u.id = a.user_id \
+                 WHERE (?1 IS NULL OR a.user_id = ?1) AND (?2 IS NULL OR a.at >= ?2) \
+                 AND (?3 IS NULL OR a.kind = ?3) \
+                 ORDER BY a.seq DESC LIMIT ?4",
+            )
+            .bind(q.user_id.as_ref().map(UserId::as_str))
+            .bind(q.since.map(Timestamp::as_millis))
+            .bind(q.kind.map(AuditKind::as_str))
+            .bind(limit),
+            audit_from_row,
+        )
+        .await
+    }
+
+    async fn purge_before(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM audit WHERE at < ?1")
+            .bind(before.as_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected())
     }
 }

@@ -1,0 +1,86 @@
+//! How sessions are shown to people: the device from the User-Agent, and
+//! times. Shared by the sessions page, the admin API and the CLI.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use signoff::Timestamp;
+
+/// "Firefox 128 on Linux", from a User-Agent, parsed with woothee. Falls
+/// back to "Unknown device" for an empty or unknown agent.
+pub fn device(user_agent: Option<&str>) -> String {
+    let Some(ua) = user_agent.filter(|u| !u.trim().is_empty()) else {
+        return "Unknown device".to_owned();
+    };
+    let Some(parsed) = woothee::parser::Parser::new().parse(ua) else {
+        return "Unknown device".to_owned();
+    };
+    let known = |s: &str| !s.is_empty() && s != woothee::woothee::VALUE_UNKNOWN;
+    let browser = if known(parsed.name) {
+        let major = parsed.version.split('.').next().unwrap_or("");
+        if known(major) {
+            format!("{} {major}", parsed.name)
+        } else {
+            parsed.name.to_owned()
+        }
+    } else {
+        "Unknown browser".to_owned()
+    };
+    if known(parsed.os) {
+        format!("{browser} on {}", parsed.os)
+    } else {
+        browser
+    }
+}
+
+/// A time as `2026-11-21 14:16 UTC`.
+pub fn time(ts: Timestamp) -> String {
+    let millis = u64::try_from(ts.as_millis()).unwrap_or(0);
+    let at = UNIX_EPOCH + Duration::from_millis(millis);
+    let text = humantime::format_rfc3339_seconds(at).to_string();
+    // 2026-11-21T14:16:26Z
+    match (text.get(..10), text.get(11..16)) {
+        (Some(date), Some(hm)) => format!("{date} {hm} UTC"),
+        _ => text,
+    }
+}
+
+/// A time as RFC 3339 (`2026-11-21T14:16:26Z`), for machines.
+pub fn rfc3339(ts: Timestamp) -> String {
+    let millis = u64::try_from(ts.as_millis()).unwrap_or(0);
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(millis)).to_string()
+}
+
+/// Now, as a [`Timestamp`].
+pub fn now() -> Timestamp {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    Timestamp::from_millis(millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_read_like_a_person_would_say_them() {
+        let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
+        assert_eq!(device(Some(chrome)), "Chrome 156 on Linux");
+        let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1";
+        assert_eq!(device(Some(iphone)), "Safari 17 on iPhone");
+        assert_eq!(device(None), "Unknown device");
+        assert_eq!(device(Some("  ")), "Unknown device");
+        assert_eq!(device(Some("curl/8.5.0")), "Unknown device");
+        assert_eq!(device(Some("\u{0}<script>")), "Unknown device");
+    }
+
+    #[test]
+    fn times_are_utc_minutes() {
+        assert_eq!(time(Timestamp::from_millis(0)), "1970-01-01 00:00 UTC");
+        assert_eq!(
+            time(Timestamp::from_millis(1_795_270_586_000)),
+            "2026-11-22 13:36 UTC"
+        );
+        assert_eq!(rfc3339(Timestamp::from_millis(0)), "1970-01-01T00:00:00Z");
+    }
+}

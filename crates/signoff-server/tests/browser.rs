@@ -102,6 +102,19 @@ async fn server_side_end_then_back(engine: Engine, transport: Transport) -> Resu
     scenarios::server_side_end_then_back(engine, &demo.site(transport)).await
 }
 
+/// The session is ended by the same user on another device, from the
+/// sessions page ("Sign out everywhere else"), while this browser has a
+/// private page in its history.
+async fn signed_out_from_another_device_http(engine: Engine) -> Result<()> {
+    let demo = Demo::start(Transport::Http);
+    scenarios::server_side_end_then_back_by(
+        engine,
+        &demo.site(Transport::Http),
+        scenarios::ServerEnd::OtherDevice,
+    )
+    .await
+}
+
 async fn bfcache_is_on(engine: Engine, transport: Transport) -> Result<()> {
     let demo = Demo::start(transport);
     scenarios::bfcache_is_on(engine, &demo.site(transport)).await
@@ -131,6 +144,7 @@ engine_tests!(
     logout_then_back_https,
     server_side_end_then_back_http,
     server_side_end_then_back_https,
+    signed_out_from_another_device_http,
     bfcache_is_on_http,
     bfcache_is_on_https,
 );

@@ -8,6 +8,12 @@
 //! | `validate/cache_hit`                 | `baseline/parse_and_hash_token` |
 //! | `validate/sqlite_miss/{10k,1m}`      | `baseline/sqlx_select_1`        |
 //! | `create/sqlite_full`, `_normal`      | `baseline/sqlx_insert_full`     |
+//! | `user_sessions/list_and_end_1000/{10k,1m}` | `baseline/sqlx_select_1`  |
+//!
+//! `user_sessions` lists and then ends all 1,000 sessions of one user in a
+//! store that also holds the 10k or 1M others, through the cache and with
+//! the audit trail on, as the sessions page, the CLI and the admin API do.
+//! Re-creating the 1,000 before each run is not timed.
 //!
 //! The 10k and 1M session databases are built once under
 //! `target/bench-data/` and reused. `SIGNOFF_BENCH_SIZES=10000` skips the
@@ -20,8 +26,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use rand::seq::SliceRandom;
 use signoff::{
-    CachedStore, Durability, ManualClock, NewSession, Policy, SessionToken, Sessions,
-    SqliteOptions, SqliteStore, Timestamp, UserId,
+    Actor, AuditLog, CachedStore, Durability, ManualClock, NewSession, Policy, SessionToken,
+    Sessions, SqliteOptions, SqliteStore, Timestamp, UserId,
 };
 use tokio::runtime::Runtime;
 
@@ -234,9 +240,74 @@ fn create(c: &mut Criterion) {
     });
 }
 
+/// Gives `user` `n` fresh sessions, in one transaction.
+async fn sessions_for(store: &SqliteStore, user: &str, n: usize) {
+    let mut tx = store.pool().begin().await.expect("begin");
+    for i in 0..n {
+        let token = SessionToken::generate();
+        sqlx::query(
+            "INSERT INTO sessions (id, handle, user_id, created_at, last_seen_at, auth_at, \
+             expires_at, idle_timeout_ms, user_agent, ip, data, generation) \
+             VALUES (?1, ?2, ?3, ?4, ?4, ?4, ?5, ?6, ?7, ?8, NULL, 0)",
+        )
+        .bind(token.id().as_bytes().as_slice())
+        .bind(signoff::SessionHandle::generate().as_bytes())
+        .bind(user)
+        .bind(T0 + i as i64)
+        .bind(T0 + 12 * 3600 * 1000)
+        .bind(30 * 60 * 1000i64)
+        .bind(UA)
+        .bind("198.51.100.7")
+        .execute(&mut *tx)
+        .await
+        .expect("insert");
+    }
+    tx.commit().await.expect("commit");
+}
+
+fn user_sessions(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("user_sessions/list_and_end_1000");
+    group.sample_size(20);
+    for n in sizes() {
+        let (store, _) = rt.block_on(populated(n));
+        let audit = AuditLog::new(Arc::new(store.clone()), false);
+        let sessions = Sessions::with_clock(
+            Arc::new(CachedStore::new(store.clone())),
+            Policy::default(),
+            clock(),
+        )
+        .with_audit(audit);
+        let heavy = UserId::new("bench-heavy-user");
+        group.bench_with_input(BenchmarkId::from_parameter(label(n)), &n, |b, _| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let store = store.clone();
+                let sessions = sessions.clone();
+                let heavy = heavy.clone();
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        sessions_for(&store, heavy.as_str(), 1000).await;
+                        let start = std::time::Instant::now();
+                        let listed = sessions.list_for_user(&heavy).await.expect("list");
+                        let ended = sessions
+                            .end_all_for_user(&heavy, None, Actor::Admin, "bench")
+                            .await
+                            .expect("end");
+                        total += start.elapsed();
+                        assert_eq!((listed.len(), ended), (1000, 1000));
+                    }
+                    total
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(50).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = cache_hit, cache_miss, create
+    targets = cache_hit, cache_miss, create, user_sessions
 }
 criterion_main!(benches);

@@ -321,3 +321,44 @@ pub async fn post_form(url: &str, form: &[(&str, &str)], headers: &[(&str, &str)
 pub fn cookie(token: &str) -> String {
     format!("signoff={token}")
 }
+
+/// The CSRF token in one of signoff's forms.
+pub fn csrf_in(html: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no CSRF field in {html:.500}"))
+        + marker.len();
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end].to_owned()
+}
+
+/// The sessions page as the holder of `token` sees it (status 200 checked).
+pub async fn sessions_page(origin: &str, token: &str) -> String {
+    let reply = get(
+        &format!("{origin}/.signoff/sessions"),
+        &[("cookie", &cookie(token))],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "sessions page: {}", reply.text());
+    reply.text()
+}
+
+/// Posts one of the sessions page's forms (`end`, `end-others`,
+/// `end-all`) as a same-origin browser would, with the page's CSRF token.
+pub async fn sessions_action(
+    origin: &str,
+    token: &str,
+    action: &str,
+    extra: &[(&str, &str)],
+) -> Reply {
+    let csrf = csrf_in(&sessions_page(origin, token).await);
+    let mut form = vec![("csrf", csrf.as_str())];
+    form.extend_from_slice(extra);
+    post_form(
+        &format!("{origin}/.signoff/sessions/{action}"),
+        &form,
+        &[("cookie", &cookie(token)), ("origin", origin)],
+    )
+    .await
+}

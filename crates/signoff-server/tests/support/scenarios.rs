@@ -128,11 +128,32 @@ pub async fn logout_then_back(engine: Engine, site: &Site) -> Result<()> {
     b.close().await
 }
 
+/// How a session is ended from outside the browser that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerEnd {
+    /// `signoff user disable` (another process: the gateway's cache may
+    /// answer for up to its 1 s staleness bound).
+    CliDisable,
+    /// The same user on another device presses "Sign out everywhere else"
+    /// on the sessions page (plain HTTP only: the client has no TLS).
+    OtherDevice,
+}
+
 /// The session ends on the server only (the CLI disables the user): no
 /// cookie changes in the browser, so only the guard can act. First, as a
 /// control, Back with the session alive restores the private page from
 /// the back/forward cache and the guard leaves it alone.
 pub async fn server_side_end_then_back(engine: Engine, site: &Site) -> Result<()> {
+    server_side_end_then_back_by(engine, site, ServerEnd::CliDisable).await
+}
+
+/// [`server_side_end_then_back`], with the session ended by `how`; then
+/// Back, Forward and reload show nothing private either.
+pub async fn server_side_end_then_back_by(
+    engine: Engine,
+    site: &Site,
+    how: ServerEnd,
+) -> Result<()> {
     let Some(b) = Browser::open(engine).await else {
         return Ok(());
     };
@@ -156,14 +177,32 @@ pub async fn server_side_end_then_back(engine: Engine, site: &Site) -> Result<()
     b.forward().await?;
     b.wait_for_path("/public", Duration::from_secs(10)).await?;
 
-    // End the session from outside, then wait out the gateway's cache
-    // staleness bound (1 s, documented).
-    let out = Command::new(signoff_bin())
-        .args(["user", "disable", &site.user, "--db", &site.db])
-        .output()
-        .unwrap();
-    check(out.status.success(), format!("user disable: {out:?}"))?;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    match how {
+        ServerEnd::CliDisable => {
+            // End the session from outside, then wait out the gateway's
+            // cache staleness bound (1 s, documented).
+            let out = Command::new(signoff_bin())
+                .args(["user", "disable", &site.user, "--db", &site.db])
+                .output()
+                .unwrap();
+            check(out.status.success(), format!("user disable: {out:?}"))?;
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+        ServerEnd::OtherDevice => {
+            let other = super::login_at(&site.origin, &site.user, &site.password).await;
+            let reply = super::sessions_action(&site.origin, &other, "end-others", &[]).await;
+            check(
+                reply.status == 303
+                    && reply
+                        .header("location")
+                        .is_some_and(|l| l.ends_with("/.signoff/sessions?ended=1")),
+                format!(
+                    "sign out everywhere else: {} {:?}",
+                    reply.status, reply.headers
+                ),
+            )?;
+        }
+    }
 
     b.back().await?;
     b.wait_for_path(
@@ -177,8 +216,20 @@ pub async fn server_side_end_then_back(engine: Engine, site: &Site) -> Result<()
         path == "/.signoff/login?next=%2Fprivate%2Fb",
         format!("the guard went to {path}"),
     )?;
-    b.screenshot(site.artifact(engine, "server-side-end"))
+    b.screenshot(site.artifact(engine, &format!("server-side-end-{how:?}")))
         .await?;
+    if how == ServerEnd::OtherDevice {
+        for (i, forward) in [true, false, true].into_iter().enumerate() {
+            if forward {
+                b.forward().await?;
+            } else {
+                b.back().await?;
+            }
+            nothing_private(&b, &format!("after the other device, step {}", i + 1)).await?;
+        }
+        b.refresh().await?;
+        nothing_private(&b, "after the other device, reload").await?;
+    }
     b.close().await
 }
 

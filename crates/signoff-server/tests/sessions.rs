@@ -1,0 +1,1112 @@
+//! Sessions users can see and end, password change, the per-user limit,
+//! the CLI, the admin API and the audit trail, against real `signoff serve`
+//! processes and real clients (each with its own cookie).
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http::Method;
+use support::{
+    add_user, cookie, csrf_in, get, post_form, request, sessions_action, sessions_page,
+    signoff_bin, Gateway, Reply, Upstream, PASSWORD, USER,
+};
+
+const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
+const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1";
+
+/// Signs in with a given User-Agent; returns the token.
+async fn login_as(gw: &Gateway, user: &str, password: &str, ua: &str) -> String {
+    let reply = post_form(
+        &gw.url("/.signoff/login"),
+        &[("username", user), ("password", password)],
+        &[("origin", &gw.origin), ("user-agent", ua)],
+    )
+    .await;
+    assert_eq!(reply.status, 303, "login: {}", reply.text());
+    reply.new_cookie("signoff").expect("a session cookie")
+}
+
+/// Whether `token` still opens a private upstream page.
+async fn alive(gw: &Gateway, token: &str) -> bool {
+    let reply = get(&gw.url("/private"), &[("cookie", &cookie(token))]).await;
+    match reply.status {
+        200 => true,
+        401 | 303 => false,
+        other => panic!("unexpected {other}: {}", reply.text()),
+    }
+}
+
+/// Polls until `token` is refused; panics after `limit`.
+async fn refused_within(gw: &Gateway, token: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while alive(gw, token).await {
+        assert!(start.elapsed() < limit, "still alive after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+fn cli(args: &[&str], db: &str) -> std::process::Output {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--db", db]);
+    let out = Command::new(signoff_bin())
+        .args(&all)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "signoff {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The audit trail as JSON objects, oldest first.
+fn audit(db: &str) -> Vec<serde_json::Value> {
+    let out = cli(&["audit", "--json"], db);
+    let mut events: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    events.reverse();
+    events
+}
+
+fn count(events: &[serde_json::Value], kind: &str, pairs: &[(&str, &str)]) -> usize {
+    events
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .filter(|e| pairs.iter().all(|(k, v)| e[*k] == *v))
+        .count()
+}
+
+fn setup(extra: &[&str]) -> Option<(Upstream, Gateway)> {
+    let upstream = Upstream::start()?;
+    let gw = Gateway::start(&upstream.url(), extra);
+    Some((upstream, gw))
+}
+
+/// The handle of the session on the page that is not the current one.
+fn other_handle(page: &str) -> String {
+    let rows: Vec<&str> = page.split("<li class=\"session\"").skip(1).collect();
+    let row = rows
+        .iter()
+        .find(|r| !r.contains("data-current"))
+        .unwrap_or_else(|| panic!("no other session on {page}"));
+    let start = row.find("data-handle=\"").unwrap() + 13;
+    row[start..start + 12].to_owned()
+}
+
+#[tokio::test]
+async fn sessions_page_lists_devices_and_marks_the_current_one() {
+    let Some((_up, gw)) = setup(&[]) else { return };
+    let a = login_as(&gw, USER, PASSWORD, CHROME).await;
+    let _b = login_as(&gw, USER, PASSWORD, IPHONE).await;
+    let page = sessions_page(&gw.origin, &a).await;
+    assert_eq!(page.matches("<li class=\"session\"").count(), 2, "{page}");
+    assert!(
+        page.contains("Chrome 156 on Linux</b> (this device)"),
+        "{page}"
+    );
+    assert!(page.contains("Safari 17 on iPhone"), "{page}");
+    assert!(page.contains("Signed in from 127.0.0.1"), "{page}");
+    assert!(page.contains("Sign out everywhere else") && page.contains("Sign out everywhere"));
+    // Not signed in: to the login page, coming back here.
+    let r = get(&gw.url("/.signoff/sessions"), &[("accept", "text/html")]).await;
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        r.header("location"),
+        Some("/.signoff/login?next=%2F.signoff%2Fsessions")
+    );
+    // The page is private: never cached.
+    let r = get(&gw.url("/.signoff/sessions"), &[("cookie", &cookie(&a))]).await;
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+}
+
+#[tokio::test]
+async fn sign_out_everywhere_else_ends_b_keeps_and_rotates_a() {
+    let Some((_up, gw)) = setup(&[]) else { return };
+    let a = login_as(&gw, USER, PASSWORD, CHROME).await;
+    let b = login_as(&gw, USER, PASSWORD, IPHONE).await;
+    assert!(alive(&gw, &a).await && alive(&gw, &b).await);
+    let reply = sessions_action(&gw.origin, &a, "end-others", &[]).await;
+    assert_eq!(reply.status, 303, "{}", reply.text());
+    assert_eq!(reply.header("location"), Some("/.signoff/sessions?ended=1"));
+    let a2 = reply.new_cookie("signoff").expect("A's token is rotated");
+    assert_ne!(a2, a);
+    assert!(!alive(&gw, &b).await, "B was signed out at once");
+    assert!(
+        !alive(&gw, &a).await,
+        "A's old token died with the rotation"
+    );
+    assert!(alive(&gw, &a2).await, "A goes on");
+    let page = sessions_page(&gw.origin, &a2).await;
+    assert_eq!(page.matches("<li class=\"session\"").count(), 1, "{page}");
+}
+
+#[tokio::test]
+async fn signing_out_one_other_session_and_everywhere() {
+    let Some((_up, gw)) = setup(&[]) else { return };
+    let a = login_as(&gw, USER, PASSWORD, CHROME).await;
+    let b = login_as(&gw, USER, PASSWORD, IPHONE).await;
+    let handle_b = other_handle(&sessions_page(&gw.origin, &a).await);
+    let reply = sessions_action(&gw.origin, &a, "end", &[("handle", &handle_b)]).await;
+    assert_eq!(reply.status, 303, "{}", reply.text());
+    assert!(!alive(&gw, &b).await);
+    assert!(
+        alive(&gw, &a).await,
+        "ending one other session keeps A's token"
+    );
+
+    // Another user's handle ends nothing, whoever asks.
+    add_user(&gw.db, "bob", PASSWORD);
+    let bob = login_as(&gw, "bob", PASSWORD, CHROME).await;
+    let bob_handle = stdout(&cli(&["sessions", "list", "--user", "bob"], &gw.db))
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_owned();
+    let reply = sessions_action(&gw.origin, &a, "end", &[("handle", &bob_handle)]).await;
+    assert_eq!(reply.header("location"), Some("/.signoff/sessions?ended=0"));
+    assert!(alive(&gw, &bob).await, "alice cannot end bob's session");
+    // The current session's own handle is refused (Sign out is for that).
+    let own = sessions_page(&gw.origin, &a).await;
+    let start = own.find("data-handle=\"").unwrap() + 13;
+    let reply = sessions_action(
+        &gw.origin,
+        &a,
+        "end",
+        &[("handle", &own[start..start + 12])],
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+    let reply = sessions_action(&gw.origin, &a, "end", &[("handle", "not a handle")]).await;
+    assert_eq!(reply.status, 400);
+
+    // Everywhere: like logout.
+    let c = login_as(&gw, USER, PASSWORD, IPHONE).await;
+    let reply = sessions_action(&gw.origin, &a, "end-all", &[]).await;
+    assert_eq!(reply.status, 303);
+    assert_eq!(reply.header("location"), Some("/.signoff/signed-out"));
+    assert!(reply
+        .header("set-cookie")
+        .is_some_and(|c| c.starts_with("signoff=;") && c.contains("Max-Age=0")));
+    assert!(reply
+        .header("clear-site-data")
+        .is_some_and(|v| v.contains("\"cache\"")));
+    assert!(!alive(&gw, &a).await && !alive(&gw, &c).await);
+    assert!(alive(&gw, &bob).await);
+}
+
+#[tokio::test]
+async fn forged_session_actions_are_refused() {
+    let Some((_up, gw)) = setup(&[]) else { return };
+    let a = login_as(&gw, USER, PASSWORD, CHROME).await;
+    let b = login_as(&gw, USER, PASSWORD, IPHONE).await;
+    let csrf_a = csrf_in(&sessions_page(&gw.origin, &a).await);
+    let csrf_b = csrf_in(&sessions_page(&gw.origin, &b).await);
+    let url = gw.url("/.signoff/sessions/end-others");
+    let cases: [(&str, Vec<(&str, &str)>, Vec<(&str, String)>); 5] = [
+        ("no CSRF token", vec![], vec![("origin", gw.origin.clone())]),
+        (
+            "another session's CSRF token",
+            vec![("csrf", csrf_b.as_str())],
+            vec![("origin", gw.origin.clone())],
+        ),
+        (
+            "foreign origin",
+            vec![("csrf", csrf_a.as_str())],
+            vec![("origin", "https://evil.example".to_owned())],
+        ),
+        (
+            "cross-site fetch",
+            vec![("csrf", csrf_a.as_str())],
+            vec![("sec-fetch-site", "cross-site".to_owned())],
+        ),
+        ("garbage CSRF token", vec![("csrf", "x")], vec![]),
+    ];
+    for (what, form, headers) in cases {
+        let mut h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let c = cookie(&a);
+        h.push(("cookie", &c));
+        let reply = post_form(&url, &form, &h).await;
+        assert_eq!(reply.status, 403, "{what}: {}", reply.text());
+        assert!(alive(&gw, &b).await, "{what}: B must live");
+    }
+    // A GET changes nothing.
+    let reply = get(&url, &[("cookie", &cookie(&a))]).await;
+    assert_eq!(reply.status, 405);
+    // Without a session: to the login page, nothing ended.
+    let reply = post_form(&url, &[("csrf", &csrf_a)], &[("origin", &gw.origin)]).await;
+    assert!(matches!(reply.status, 303 | 401), "{}", reply.status);
+    assert!(alive(&gw, &b).await);
+}
+
+#[tokio::test]
+async fn ending_other_sessions_needs_a_recent_password() {
+    let Some((_up, gw)) = setup(&["--recent-auth", "1s"]) else {
+        return;
+    };
+    let a = login_as(&gw, USER, PASSWORD, CHROME).await;
+    let b = login_as(&gw, USER, PASSWORD, IPHONE).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for action in ["end-others", "end-all"] {
+        let reply = sessions_action(&gw.origin, &a, action, &[]).await;
+        assert_eq!(reply.status, 303, "{action}");
+        assert_eq!(
+            reply.header("location"),
+            Some("/.signoff/reauth?next=%2F.signoff%2Fsessions"),
+            "{action}"
+        );
+        assert!(alive(&gw, &b).await && alive(&gw, &a).await, "{action}");
+    }
+    // The re-entry page; a wrong password changes nothing.
+    let page = get(
+        &gw.url("/.signoff/reauth?next=%2F.signoff%2Fsessions"),
+        &[("cookie", &cookie(&a))],
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    let csrf = csrf_in(&page.text());
+    let url = gw.url("/.signoff/reauth");
+    let c = cookie(&a);
+    let headers = [("cookie", c.as_str()), ("origin", gw.origin.as_str())];
+    let wrong = post_form(
+        &url,
+        &[
+            ("csrf", &csrf),
+            ("password", "wrong password"),
+            ("next", "/.signoff/sessions"),
+        ],
+        &headers,
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.new_cookie("signoff").is_none());
+    // An open redirect is not possible through `next`.
+    let right = post_form(
+        &url,
+        &[
+            ("csrf", &csrf),
+            ("password", PASSWORD),
+            ("next", "//evil.example/"),
+        ],
+        &headers,
+    )
+    .await;
+    assert_eq!(right.status, 303);
+    assert_eq!(right.header("location"), Some("/"));
+    let a2 = right
+        .new_cookie("signoff")
+        .expect("re-entry rotates the session");
+    assert!(!alive(&gw, &a).await, "the pre-re-entry token is dead");
+    let reply = sessions_action(&gw.origin, &a2, "end-others", &[]).await;
+    assert_eq!(reply.header("location"), Some("/.signoff/sessions?ended=1"));
+    assert!(!alive(&gw, &b).await);
+}
+
+#[tokio::test]
+async fn password_change_ends_the_others_and_rotates() {
+    let Some((_up, gw)) = setup(&[]) else { return };
+    let a = login_as(&gw, USER, PASSWORD, CHROME).await;
+    let b = login_as(&gw, USER, PASSWORD, IPHONE).await;
+    let page = get(&gw.url("/.signoff/password"), &[("cookie", &cookie(&a))]).await;
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    assert!(
+        html.contains("name=\"end_others\" type=\"checkbox\" value=\"on\" checked"),
+        "signing out the others is ticked by default: {html}"
+    );
+    let csrf = csrf_in(&html);
+    let url = gw.url("/.signoff/password");
+    let c = cookie(&a);
+    let headers = [("cookie", c.as_str()), ("origin", gw.origin.as_str())];
+    let new_password = "a much better passphrase";
+    let tries: [(&str, &str, &str, u16); 3] = [
+        (
+            "wrong current password",
+            "nope nope nope",
+            new_password,
+            401,
+        ),
+        (
+            "confirmation differs",
+            PASSWORD,
+            "something else entirely",
+            422,
+        ),
+        ("too short", PASSWORD, "short", 422),
+    ];
+    for (what, current, confirm, status) in tries {
+        let new = if what == "too short" {
+            "short"
+        } else {
+            new_password
+        };
+        let reply = post_form(
+            &url,
+            &[
+                ("csrf", &csrf),
+                ("current", current),
+                ("new", new),
+                ("confirm", confirm),
+                ("end_others", "on"),
+            ],
+            &headers,
+        )
+        .await;
+        assert_eq!(reply.status, status, "{what}: {}", reply.text());
+        assert!(alive(&gw, &b).await, "{what}: nothing changed");
+    }
+    let reply = post_form(
+        &url,
+        &[
+            ("csrf", &csrf),
+            ("current", PASSWORD),
+            ("new", new_password),
+            ("confirm", new_password),
+            ("end_others", "on"),
+        ],
+        &headers,
+    )
+    .await;
+    assert_eq!(reply.status, 303, "{}", reply.text());
+    assert_eq!(
+        reply.header("location"),
+        Some("/.signoff/password?changed=1")
+    );
+    let a2 = reply.new_cookie("signoff").expect("rotated");
+    assert!(!alive(&gw, &b).await, "the other session ended");
+    assert!(
+        !alive(&gw, &a).await,
+        "the old token of this session is dead"
+    );
+    assert!(alive(&gw, &a2).await);
+    // The new password signs in, the old one does not.
+    let _ = login_as(&gw, USER, new_password, CHROME).await;
+    let old = post_form(
+        &gw.url("/.signoff/login"),
+        &[("username", USER), ("password", PASSWORD)],
+        &[("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(old.status, 401);
+
+    // Unticked: the others stay.
+    let c = login_as(&gw, USER, new_password, IPHONE).await;
+    let csrf = csrf_in(
+        &get(&gw.url("/.signoff/password"), &[("cookie", &cookie(&a2))])
+            .await
+            .text(),
+    );
+    let c2 = cookie(&a2);
+    let reply = post_form(
+        &url,
+        &[
+            ("csrf", &csrf),
+            ("current", new_password),
+            ("new", PASSWORD),
+            ("confirm", PASSWORD),
+        ],
+        &[("cookie", &c2), ("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(reply.status, 303, "{}", reply.text());
+    assert_eq!(
+        reply.header("location"),
+        Some("/.signoff/password?changed=0")
+    );
+    assert!(alive(&gw, &c).await, "unticked: the other session stays");
+}
+
+#[tokio::test]
+async fn the_oldest_session_ends_beyond_the_limit() {
+    let Some((_up, gw)) = setup(&["--max-sessions", "2"]) else {
+        return;
+    };
+    let first = login_as(&gw, USER, PASSWORD, CHROME).await;
+    let second = login_as(&gw, USER, PASSWORD, IPHONE).await;
+    assert!(alive(&gw, &first).await);
+    let third = login_as(&gw, USER, PASSWORD, CHROME).await;
+    assert!(!alive(&gw, &first).await, "the oldest ended");
+    assert!(alive(&gw, &second).await && alive(&gw, &third).await);
+    let events = audit(&gw.db);
+    assert_eq!(
+        count(
+            &events,
+            "session_ended",
+            &[("by", "policy"), ("reason", "max_sessions")]
+        ),
+        1,
+        "{events:#?}"
+    );
+    // Another user's sessions do not count.
+    add_user(&gw.db, "bob", PASSWORD);
+    let bob = login_as(&gw, "bob", PASSWORD, CHROME).await;
+    assert!(alive(&gw, &second).await && alive(&gw, &third).await && alive(&gw, &bob).await);
+}
+
+#[tokio::test]
+async fn the_cli_lists_and_ends_sessions() {
+    let Some((_up, gw)) = setup(&[]) else { return };
+    let a = login_as(&gw, USER, PASSWORD, CHROME).await;
+    let b = login_as(&gw, USER, PASSWORD, IPHONE).await;
+    let list = stdout(&cli(&["sessions", "list", "--user", USER], &gw.db));
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 3, "header and two sessions: {list}");
+    assert!(lines[0].starts_with("HANDLE\tUSER\tDEVICE"));
+    assert!(list.contains("Safari 17 on iPhone") && list.contains("Chrome 156 on Linux"));
+    // B's handle is the iPhone's.
+    let handle_b = lines
+        .iter()
+        .find(|l| l.contains("iPhone"))
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap();
+    let out = cli(&["sessions", "end", handle_b], &gw.db);
+    assert!(stdout(&out).contains("ended session"));
+    let took = refused_within(&gw, &b, Duration::from_millis(1500)).await;
+    eprintln!("the CLI's end reached the gateway after {took:?}");
+    assert!(alive(&gw, &a).await, "A goes on");
+    // JSON lines, and every user without --user.
+    let json = stdout(&cli(&["sessions", "list", "--json"], &gw.db));
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["user"], USER);
+    // Unknown handles and users are errors with a message.
+    for args in [
+        &["sessions", "end", "AAAAAAAAAAAA"][..],
+        &["sessions", "end", "not-a-handle"],
+        &["sessions", "end", "--user", "nobody"],
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["--db", &gw.db]);
+        let out = Command::new(signoff_bin()).args(&all).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}");
+    }
+    let out = cli(&["sessions", "end", "--user", USER], &gw.db);
+    assert!(
+        stdout(&out).contains("ended 1 session(s)"),
+        "{}",
+        stdout(&out)
+    );
+    refused_within(&gw, &a, Duration::from_millis(1500)).await;
+}
+
+#[tokio::test]
+async fn a_disabled_user_is_out_at_once() {
+    let Some((_up, gw)) = setup(&[]) else { return };
+    let a = login_as(&gw, USER, PASSWORD, CHROME).await;
+    let b = login_as(&gw, USER, PASSWORD, IPHONE).await;
+    let out = cli(&["user", "disable", USER], &gw.db);
+    assert!(stdout(&out).contains("ended 2 session(s)"));
+    // Another process: within the gateway cache's 1 s bound.
+    refused_within(&gw, &a, Duration::from_millis(1500)).await;
+    assert!(!alive(&gw, &b).await);
+    let reply = post_form(
+        &gw.url("/.signoff/login"),
+        &[("username", USER), ("password", PASSWORD)],
+        &[("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(reply.status, 401, "a disabled user cannot sign in");
+}
+
+// ---------------------------------------------------------------- admin API
+
+struct Admin {
+    gw: Gateway,
+    _up: Upstream,
+    token: String,
+}
+
+fn admin_token() -> (String, String) {
+    let out = Command::new(signoff_bin())
+        .arg("admin-token")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    (field("token:"), field("sha256:"))
+}
+
+fn admin() -> Option<Admin> {
+    let (token, hash) = admin_token();
+    let (up, gw) = setup(&["--admin-token-sha256", &hash])?;
+    assert!(
+        !gw.proc.log_text().contains(&token),
+        "the token is never logged"
+    );
+    Some(Admin { gw, _up: up, token })
+}
+
+impl Admin {
+    async fn call(&self, method: Method, path: &str, body: Option<&str>) -> Reply {
+        let auth = format!("Bearer {}", self.token);
+        request(
+            method,
+            &self.gw.url(&format!("/.signoff/admin{path}")),
+            &[("authorization", &auth)],
+            body.map(|b| ("application/json", b.as_bytes().to_vec())),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn admin_api_lists_and_ends_sessions() {
+    let Some(admin) = admin() else { return };
+    let gw = &admin.gw;
+    let a = login_as(gw, USER, PASSWORD, CHROME).await;
+    let b = login_as(gw, USER, PASSWORD, IPHONE).await;
+    let users = admin.call(Method::GET, "/users", None).await;
+    assert_eq!(users.status, 200, "{}", users.text());
+    assert_eq!(users.header("content-type"), Some("application/json"));
+    assert_eq!(users.header("cache-control"), Some("no-store"));
+    assert_eq!(users.json()[0]["name"], USER);
+    assert_eq!(users.json()[0]["disabled"], false);
+    let one = admin
+        .call(Method::GET, &format!("/users/{USER}"), None)
+        .await;
+    assert_eq!(one.json()["name"], USER);
+
+    let list = admin
+        .call(Method::GET, &format!("/users/{USER}/sessions"), None)
+        .await
+        .json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    let b_handle = list
+        .iter()
+        .find(|s| s["device"] == "Safari 17 on iPhone")
+        .unwrap()["handle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ended = admin
+        .call(Method::DELETE, &format!("/sessions/{b_handle}"), None)
+        .await;
+    assert_eq!(ended.status, 200);
+    assert_eq!(ended.json()["ended"], 1);
+    assert!(!alive(gw, &b).await, "B refused at once");
+    assert!(alive(gw, &a).await, "A goes on");
+    let again = admin
+        .call(Method::DELETE, &format!("/sessions/{b_handle}"), None)
+        .await;
+    assert_eq!(again.status, 404);
+    assert_eq!(again.json()["error"], "unknown_session");
+
+    let c = login_as(gw, USER, PASSWORD, IPHONE).await;
+    let all = admin
+        .call(Method::DELETE, &format!("/users/{USER}/sessions"), None)
+        .await;
+    assert_eq!(all.json()["ended"], 2);
+    assert!(!alive(gw, &a).await && !alive(gw, &c).await);
+
+    // Disable: sessions die at once, sign-in refused; enable again.
+    let d = login_as(gw, USER, PASSWORD, CHROME).await;
+    let off = admin
+        .call(
+            Method::PATCH,
+            &format!("/users/{USER}"),
+            Some(r#"{"disabled":true}"#),
+        )
+        .await;
+    assert_eq!(off.status, 200, "{}", off.text());
+    assert_eq!(off.json()["disabled"], true);
+    assert!(!alive(gw, &d).await);
+    let refused = post_form(
+        &gw.url("/.signoff/login"),
+        &[("username", USER), ("password", PASSWORD)],
+        &[("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(refused.status, 401);
+    let on = admin
+        .call(
+            Method::PATCH,
+            &format!("/users/{USER}"),
+            Some(r#"{"disabled":false}"#),
+        )
+        .await;
+    assert_eq!(on.json()["disabled"], false);
+    let _ = login_as(gw, USER, PASSWORD, CHROME).await;
+
+    // The audit trail through the API.
+    let events = admin
+        .call(
+            Method::GET,
+            &format!("/audit?user={USER}&kind=session_ended"),
+            None,
+        )
+        .await;
+    assert_eq!(events.status, 200, "{}", events.text());
+    let events = events.json();
+    let by_admin = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["by"] == "admin")
+        .count();
+    assert_eq!(by_admin, 3, "one, all, disable: {events:#}");
+}
+
+#[tokio::test]
+async fn admin_api_refuses_bad_tokens_and_bad_input_with_json() {
+    let Some(admin) = admin() else { return };
+    let gw = &admin.gw;
+    let url = gw.url("/.signoff/admin/users");
+    let wrong = format!("Bearer {}x", admin.token);
+    let basic = format!("Basic {}", admin.token);
+    let cookie_only = login_as(gw, USER, PASSWORD, CHROME).await;
+    let c = cookie(&cookie_only);
+    for (what, headers) in [
+        ("no token", vec![]),
+        ("wrong token", vec![("authorization", wrong.as_str())]),
+        ("Basic scheme", vec![("authorization", basic.as_str())]),
+        ("empty bearer", vec![("authorization", "Bearer ")]),
+        ("a session cookie", vec![("cookie", c.as_str())]),
+    ] {
+        let reply = get(&url, &headers).await;
+        assert_eq!(reply.status, 401, "{what}");
+        assert_eq!(reply.json()["error"], "unauthorized", "{what}");
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some("Bearer realm=\"signoff-admin\""),
+            "{what}"
+        );
+    }
+    // Each endpoint's bad inputs.
+    let cases: [(Method, &str, Option<&str>, u16, &str); 11] = [
+        (Method::GET, "/users/nobody", None, 404, "unknown_user"),
+        (
+            Method::GET,
+            "/users/nobody/sessions",
+            None,
+            404,
+            "unknown_user",
+        ),
+        (
+            Method::DELETE,
+            "/users/nobody/sessions",
+            None,
+            404,
+            "unknown_user",
+        ),
+        (
+            Method::PATCH,
+            "/users/nobody",
+            Some(r#"{"disabled":true}"#),
+            404,
+            "unknown_user",
+        ),
+        (
+            Method::PATCH,
+            "/users/alice",
+            Some("{not json"),
+            400,
+            "invalid_json",
+        ),
+        (
+            Method::PATCH,
+            "/users/alice",
+            Some(r#"{"disabled":"yes"}"#),
+            400,
+            "invalid_json",
+        ),
+        (
+            Method::PATCH,
+            "/users/alice",
+            Some(r#"{"disabled":true,"admin":true}"#),
+            400,
+            "invalid_json",
+        ),
+        (
+            Method::DELETE,
+            "/sessions/not-a-handle",
+            None,
+            400,
+            "invalid_handle",
+        ),
+        (
+            Method::DELETE,
+            "/sessions/AAAAAAAAAAAA",
+            None,
+            404,
+            "unknown_session",
+        ),
+        (
+            Method::GET,
+            "/audit?kind=nonsense",
+            None,
+            400,
+            "invalid_kind",
+        ),
+        (Method::GET, "/nothing-here", None, 404, "not_found"),
+    ];
+    for (method, path, body, status, code) in cases {
+        let reply = admin.call(method.clone(), path, body).await;
+        assert_eq!(reply.status, status, "{method} {path}: {}", reply.text());
+        assert_eq!(reply.json()["error"], code, "{method} {path}");
+    }
+    let reply = admin.call(Method::POST, "/users", None).await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.json()["error"], "method_not_allowed");
+    let auth = format!("Bearer {}", admin.token);
+    let reply = request(
+        Method::PATCH,
+        &gw.url("/.signoff/admin/users/alice"),
+        &[("authorization", &auth)],
+        Some(("text/plain", b"{\"disabled\":true}".to_vec())),
+    )
+    .await;
+    assert_eq!(reply.status, 415);
+    let big = format!("{{\"disabled\":true,\"pad\":\"{}\"}}", "x".repeat(20_000));
+    let reply = admin.call(Method::PATCH, "/users/alice", Some(&big)).await;
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.json()["error"], "too_large");
+    // None of that disabled alice.
+    assert!(alive(gw, &cookie_only).await);
+}
+
+#[tokio::test]
+async fn admin_token_checks_take_the_same_time() {
+    let Some(admin) = admin() else { return };
+    let url = admin.gw.url("/.signoff/admin/users");
+    let wrong_same_length = format!("Bearer {}", "A".repeat(admin.token.len()));
+    let wrong_prefix = format!("Bearer {}A", &admin.token[..admin.token.len() - 1]);
+    let short = "Bearer x".to_owned();
+    let kinds: [(&str, Option<&str>); 4] = [
+        ("missing", None),
+        ("short", Some(&short)),
+        ("wrong, same length", Some(&wrong_same_length)),
+        ("right but for the last character", Some(&wrong_prefix)),
+    ];
+    // Interleaved rounds, so machine noise hits every kind alike.
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); kinds.len()];
+    for _ in 0..150 {
+        for (i, (_, auth)) in kinds.iter().enumerate() {
+            let headers: Vec<(&str, &str)> =
+                auth.map(|a| vec![("authorization", a)]).unwrap_or_default();
+            let start = Instant::now();
+            let reply = get(&url, &headers).await;
+            times[i].push(start.elapsed());
+            assert_eq!(reply.status, 401);
+        }
+    }
+    let medians: Vec<Duration> = times
+        .iter_mut()
+        .map(|t| {
+            t.sort();
+            t[t.len() / 2]
+        })
+        .collect();
+    eprintln!(
+        "median refusal times: {:?}",
+        kinds.iter().map(|k| k.0).zip(&medians).collect::<Vec<_>>()
+    );
+    let fastest = *medians.iter().min().unwrap();
+    let slowest = *medians.iter().max().unwrap();
+    // A slow check on one path only (say, a password hash for a wrong
+    // token) would show as many times the others; loopback noise is well
+    // under this.
+    assert!(
+        slowest < fastest * 2 + Duration::from_micros(300),
+        "refusals differ in time: {medians:?}"
+    );
+}
+
+#[tokio::test]
+async fn admin_api_is_off_without_a_token_and_documents_itself() {
+    let Some((_up, gw)) = setup(&[]) else { return };
+    let reply = get(&gw.url("/.signoff/admin/users"), &[]).await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.json()["error"], "not_found");
+    let reply = get(&gw.url("/.signoff/admin/openapi.json"), &[]).await;
+    assert_eq!(reply.status, 404, "no document either while the API is off");
+
+    let Some(admin) = admin() else { return };
+    let doc = get(&admin.gw.url("/.signoff/admin/openapi.json"), &[]).await;
+    assert_eq!(doc.status, 200);
+    let doc = doc.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert_eq!(doc["servers"][0]["url"], "/.signoff/admin");
+    // Every documented operation exists: calling it with the token never
+    // gets the router's "no such endpoint" or "method not allowed".
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), 5, "{paths:?}");
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let concrete = path
+                .replace("{name}", USER)
+                .replace("{handle}", "AAAAAAAAAAAA");
+            let m: Method = method.to_uppercase().parse().unwrap();
+            let body = (m == Method::PATCH).then_some(r#"{"disabled":false}"#);
+            let reply = admin.call(m.clone(), &concrete, body).await;
+            assert!(
+                reply.status != 405
+                    && !(reply.status == 404 && reply.json()["error"] == "not_found"),
+                "{method} {path} is documented but not served: {} {}",
+                reply.status,
+                reply.text()
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------------- audit trail
+
+#[tokio::test]
+async fn every_audit_event_is_written_once_per_action() {
+    let (token, hash) = admin_token();
+    let Some((_up, gw)) = setup(&["--admin-token-sha256", &hash, "--max-sessions", "3"]) else {
+        return;
+    };
+    let wrong_password = "Tr0ub4dor&3-not-it";
+    // login_failed ×2 (unknown user, wrong password)
+    for (user, password) in [("mallory", "whatever123"), (USER, wrong_password)] {
+        let r = post_form(
+            &gw.url("/.signoff/login"),
+            &[("username", user), ("password", password)],
+            &[("origin", &gw.origin)],
+        )
+        .await;
+        assert_eq!(r.status, 401);
+    }
+    // login_succeeded ×3
+    let a = login_as(&gw, USER, PASSWORD, CHROME).await;
+    let b = login_as(&gw, USER, PASSWORD, IPHONE).await;
+    let c = login_as(&gw, USER, PASSWORD, IPHONE).await;
+    // session_ended by policy ×1 (the fourth sign-in ends the oldest, a)
+    let d = login_as(&gw, USER, PASSWORD, CHROME).await;
+    assert!(!alive(&gw, &a).await);
+    // session_ended by user ×1 (sign out everywhere else, from d: ends b, c)
+    let r = sessions_action(&gw.origin, &d, "end-others", &[]).await;
+    assert_eq!(r.status, 303);
+    let d = r.new_cookie("signoff").unwrap();
+    assert!(!alive(&gw, &b).await && !alive(&gw, &c).await);
+    // logout ×1
+    let csrf = csrf_in(&sessions_page(&gw.origin, &d).await);
+    let r = post_form(
+        &gw.url("/.signoff/logout"),
+        &[("csrf", &csrf)],
+        &[("cookie", &cookie(&d)), ("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    // login_succeeded ×2 more; password_changed ×1 (+ session_ended by user)
+    let e = login_as(&gw, USER, PASSWORD, CHROME).await;
+    let _f = login_as(&gw, USER, PASSWORD, IPHONE).await;
+    let csrf = csrf_in(
+        &get(&gw.url("/.signoff/password"), &[("cookie", &cookie(&e))])
+            .await
+            .text(),
+    );
+    let new_password = "the new secret passphrase";
+    let r = post_form(
+        &gw.url("/.signoff/password"),
+        &[
+            ("csrf", &csrf),
+            ("current", PASSWORD),
+            ("new", new_password),
+            ("confirm", new_password),
+            ("end_others", "on"),
+        ],
+        &[("cookie", &cookie(&e)), ("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    let e = r.new_cookie("signoff").unwrap();
+    // reauthenticated ×1
+    let csrf = csrf_in(
+        &get(&gw.url("/.signoff/reauth"), &[("cookie", &cookie(&e))])
+            .await
+            .text(),
+    );
+    let r = post_form(
+        &gw.url("/.signoff/reauth"),
+        &[("csrf", &csrf), ("password", new_password), ("next", "/")],
+        &[("cookie", &cookie(&e)), ("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    let e = r.new_cookie("signoff").unwrap();
+    // session_ended by admin ×1; user_disabled ×1 by admin (+ session_ended
+    // by admin for its sessions, none left); user_enabled ×1
+    let auth = format!("Bearer {token}");
+    let list = request(
+        Method::GET,
+        &gw.url(&format!("/.signoff/admin/users/{USER}/sessions")),
+        &[("authorization", &auth)],
+        None,
+    )
+    .await
+    .json();
+    let handle = list[0]["handle"].as_str().unwrap().to_owned();
+    let r = request(
+        Method::DELETE,
+        &gw.url(&format!("/.signoff/admin/sessions/{handle}")),
+        &[("authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(!alive(&gw, &e).await);
+    for body in [r#"{"disabled":true}"#, r#"{"disabled":false}"#] {
+        let r = request(
+            Method::PATCH,
+            &gw.url(&format!("/.signoff/admin/users/{USER}")),
+            &[("authorization", &auth)],
+            Some(("application/json", body.as_bytes().to_vec())),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    // By the CLI: user_disabled, session_ended by operator, user_enabled.
+    let g = login_as(&gw, USER, new_password, CHROME).await;
+    cli(&["user", "disable", USER], &gw.db);
+    cli(&["user", "enable", USER], &gw.db);
+    refused_within(&gw, &g, Duration::from_millis(1500)).await;
+
+    let events = audit(&gw.db);
+    let kinds = |kind: &str, pairs: &[(&str, &str)]| count(&events, kind, pairs);
+    assert_eq!(
+        kinds("login_failed", &[("reason", "unknown_user")]),
+        1,
+        "{events:#?}"
+    );
+    assert_eq!(
+        kinds(
+            "login_failed",
+            &[("reason", "wrong_password"), ("user_name", USER)]
+        ),
+        1
+    );
+    assert_eq!(kinds("login_failed", &[]), 2);
+    assert_eq!(kinds("login_succeeded", &[]), 7, "{events:#?}");
+    assert_eq!(kinds("session_ended", &[("by", "policy")]), 1);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["kind"] == "session_ended"
+                && e["by"] == "user"
+                && e["reason"] == "sign_out_everywhere_else"
+                && e["count"] == 2)
+            .count(),
+        1,
+        "{events:#?}"
+    );
+    assert_eq!(kinds("logout", &[("by", "user")]), 1);
+    assert_eq!(kinds("password_changed", &[("by", "user")]), 1);
+    assert_eq!(
+        kinds(
+            "session_ended",
+            &[("by", "user"), ("reason", "password_change")]
+        ),
+        1
+    );
+    assert_eq!(kinds("reauthenticated", &[]), 1);
+    assert_eq!(
+        kinds("session_ended", &[("by", "admin"), ("reason", "ended")]),
+        1
+    );
+    assert_eq!(kinds("user_disabled", &[("by", "admin")]), 1);
+    assert_eq!(
+        kinds(
+            "session_ended",
+            &[("by", "admin"), ("reason", "user_disabled")]
+        ),
+        1
+    );
+    assert_eq!(kinds("user_enabled", &[("by", "admin")]), 1);
+    assert_eq!(kinds("user_disabled", &[("by", "operator")]), 1);
+    assert_eq!(
+        kinds(
+            "session_ended",
+            &[("by", "operator"), ("reason", "user_disabled")]
+        ),
+        1
+    );
+    assert_eq!(kinds("user_enabled", &[("by", "operator")]), 1);
+    // No secrets anywhere in the trail or the database file.
+    let raw = std::fs::read(gw.db.strip_prefix("sqlite://").unwrap()).unwrap();
+    let wal = std::fs::read(format!("{}-wal", gw.db.strip_prefix("sqlite://").unwrap()))
+        .unwrap_or_default();
+    for secret in [
+        wrong_password,
+        PASSWORD,
+        new_password,
+        "whatever123",
+        token.as_str(),
+    ] {
+        for bytes in [&raw, &wal] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret:?} is stored"
+            );
+        }
+    }
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(
+        !text.contains("mallory"),
+        "a name no account has is not kept"
+    );
+    // The CLI's filters.
+    let since = stdout(&cli(
+        &["audit", "--user", USER, "--since", "1h", "--kind", "logout"],
+        &gw.db,
+    ));
+    assert_eq!(since.lines().count(), 1, "{since}");
+    assert!(since.contains("\tlogout\tuser=alice\tby=user"), "{since}");
+}
+
+#[tokio::test]
+async fn timeouts_are_audited_once_and_json_lines_are_optional() {
+    let Some((_up, gw)) = setup(&["--idle-timeout", "1s", "--audit-log"]) else {
+        return;
+    };
+    let a = login_as(&gw, USER, PASSWORD, CHROME).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Two requests race to find it expired; one ends it.
+    let (x, y) = tokio::join!(alive(&gw, &a), alive(&gw, &a));
+    assert!(!x && !y);
+    assert!(!alive(&gw, &a).await);
+    let events = audit(&gw.db);
+    assert_eq!(
+        count(
+            &events,
+            "session_ended",
+            &[("by", "timeout"), ("reason", "idle")]
+        ),
+        1,
+        "{events:#?}"
+    );
+    let log = gw.proc.log_text();
+    assert!(
+        log.contains(r#""kind":"login_succeeded""#) && log.contains(r#""reason":"idle""#),
+        "JSON audit lines: {log}"
+    );
+    assert!(!log.contains(&a), "the token is never logged");
+}

@@ -17,7 +17,7 @@ pub fn device(user_agent: Option<&str>) -> String {
     let known = |s: &str| !s.is_empty() && s != woothee::woothee::VALUE_UNKNOWN;
     let browser = if known(parsed.name) {
         let major = parsed.version.split('.').next().unwrap_or("");
-        if known(major) {
+        if !major.is_empty() && major.bytes().all(|b| b.is_ascii_digit()) {
             format!("{} {major}", parsed.name)
         } else {
             parsed.name.to_owned()
@@ -70,7 +70,7 @@ mod tests {
         assert_eq!(device(Some(iphone)), "Safari 17 on iPhone");
         assert_eq!(device(None), "Unknown device");
         assert_eq!(device(Some("  ")), "Unknown device");
-        assert_eq!(device(Some("curl/8.5.0")), "Unknown device");
+        assert_eq!(device(Some("curl/8.5.0")), "HTTP Library");
         assert_eq!(device(Some("\u{0}<script>")), "Unknown device");
     }
 
@@ -79,7 +79,7 @@ mod tests {
         assert_eq!(time(Timestamp::from_millis(0)), "1970-01-01 00:00 UTC");
         assert_eq!(
             time(Timestamp::from_millis(1_795_270_586_000)),
-            "2026-11-22 13:36 UTC"
+            "2026-11-21 14:16 UTC"
         );
         assert_eq!(rfc3339(Timestamp::from_millis(0)), "1970-01-01T00:00:00Z");
     }

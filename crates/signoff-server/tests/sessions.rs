@@ -490,7 +490,7 @@ async fn the_cli_lists_and_ends_sessions() {
     // Unknown handles and users are errors with a message.
     for args in [
         &["sessions", "end", "AAAAAAAAAAAA"][..],
-        &["sessions", "end", "not-a-handle"],
+        &["sessions", "end", "tooshort"],
         &["sessions", "end", "--user", "nobody"],
     ] {
         let mut all = args.to_vec();
@@ -745,7 +745,7 @@ async fn admin_api_refuses_bad_tokens_and_bad_input_with_json() {
         ),
         (
             Method::DELETE,
-            "/sessions/not-a-handle",
+            "/sessions/tooshort",
             None,
             400,
             "invalid_handle",

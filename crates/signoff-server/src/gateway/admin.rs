@@ -17,7 +17,7 @@ use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{any, delete, get};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -84,7 +84,10 @@ pub(super) fn router(gw: &Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/audit", get(audit))
         .route_layer(middleware::from_fn_with_state(gw.clone(), require_token))
         .route("/openapi.json", get(openapi_json))
-        .fallback(unknown_route)
+        // A route, not a fallback: the outer router's catch-all for the
+        // prefix would otherwise answer with an HTML page.
+        .route("/", any(unknown_route))
+        .route("/{*rest}", any(unknown_route))
         .layer(middleware::from_fn_with_state(gw.clone(), enabled))
         .layer(middleware::map_response(json_errors_for_axum))
 }

@@ -208,6 +208,9 @@ async fn signing_out_one_other_session_and_everywhere() {
     assert!(alive(&gw, &bob).await);
 }
 
+/// What is wrong, the form, the headers.
+type Forgery<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<(&'a str, String)>);
+
 #[tokio::test]
 async fn forged_session_actions_are_refused() {
     let Some((_up, gw)) = setup(&[]) else { return };
@@ -216,7 +219,7 @@ async fn forged_session_actions_are_refused() {
     let csrf_a = csrf_in(&sessions_page(&gw.origin, &a).await);
     let csrf_b = csrf_in(&sessions_page(&gw.origin, &b).await);
     let url = gw.url("/.signoff/sessions/end-others");
-    let cases: [(&str, Vec<(&str, &str)>, Vec<(&str, String)>); 5] = [
+    let cases: [Forgery; 5] = [
         ("no CSRF token", vec![], vec![("origin", gw.origin.clone())]),
         (
             "another session's CSRF token",

@@ -210,7 +210,7 @@ impl AuditEvent {
 
     /// Sets the session.
     pub fn session(mut self, handle: &SessionHandle) -> Self {
-        self.session = Some(handle.clone());
+        self.session = Some(*handle);
         self
     }
 

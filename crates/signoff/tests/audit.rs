@@ -120,6 +120,9 @@ async fn futures_join<T>(
     vec![a, b, c]
 }
 
+/// Kind, actor, reason, count.
+type Row = (AuditKind, Option<Actor>, Option<String>, Option<u64>);
+
 #[tokio::test]
 async fn each_way_of_ending_records_who_and_how_many() {
     let (sessions, store, clock) = engine(Policy::default());
@@ -165,7 +168,7 @@ async fn each_way_of_ending_records_who_and_how_many() {
     assert_eq!(sessions.purge_expired(100).await.unwrap(), 3);
     assert_eq!(sessions.purge_expired(100).await.unwrap(), 0);
 
-    let got: Vec<(AuditKind, Option<Actor>, Option<String>, Option<u64>)> = events(store.as_ref())
+    let got: Vec<Row> = events(store.as_ref())
         .await
         .into_iter()
         .map(|e| (e.kind, e.by, e.reason, e.count))

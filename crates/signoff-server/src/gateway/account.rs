@@ -6,6 +6,10 @@
 //! current one needs a recent authentication ([`signoff::Policy::recent_auth`]);
 //! without one the browser is sent to the re-entry page first.
 
+// Handlers return `Err(response)` to answer early; a `Response` is large,
+// but these are not hot paths and boxing it would only add noise.
+#![allow(clippy::result_large_err)]
+
 use std::net::IpAddr;
 
 use axum::extract::{Query, Request, State};

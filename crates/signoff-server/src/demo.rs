@@ -136,7 +136,7 @@ async fn demo_user(db: &str) -> Result<String> {
         Err(AccountError::NameTaken) => {
             let user = accounts.set_password(DEMO_USER, &password).await?;
             accounts.set_disabled(DEMO_USER, false).await?;
-            serve::cli_sessions(&store)
+            serve::cli_sessions(&store)?
                 .end_all_for_user(&user.id, None, Actor::Operator, "password_change")
                 .await?;
         }

@@ -269,7 +269,7 @@ async fn sessions(command: SessionsCommand) -> Result<()> {
         SessionsCommand::List { user, json, db } => {
             let store = Arc::new(open(&db).await?);
             let accounts = Accounts::new(store.clone(), Passwords::new());
-            let engine = serve::cli_sessions(&store);
+            let engine = serve::cli_sessions(&store)?;
             let users = match user {
                 Some(name) => vec![accounts.user(&name).await?],
                 None => accounts.list().await?,
@@ -289,7 +289,7 @@ async fn sessions(command: SessionsCommand) -> Result<()> {
         }
         SessionsCommand::End { handle, user, db } => {
             let store = Arc::new(open(&db).await?);
-            let engine = serve::cli_sessions(&store);
+            let engine = serve::cli_sessions(&store)?;
             if let Some(name) = user {
                 let accounts = Accounts::new(store.clone(), Passwords::new());
                 let user = accounts.user(&name).await?;
@@ -409,7 +409,7 @@ async fn user(command: UserCommand) -> Result<()> {
             accounts.set_password(&name, &password).await?;
             record(&store, AuditKind::PasswordChanged, &user).await;
             println!("password changed for {}", user.name);
-            let engine = serve::cli_sessions(&store);
+            let engine = serve::cli_sessions(&store)?;
             let live = engine.list_for_user(&user.id).await?.len();
             let end = if keep_sessions {
                 false
@@ -436,7 +436,7 @@ async fn user(command: UserCommand) -> Result<()> {
             let accounts = Accounts::new(store.clone(), Passwords::new());
             let user = accounts.set_disabled(&name, true).await?;
             record(&store, AuditKind::UserDisabled, &user).await;
-            let ended = serve::cli_sessions(&store)
+            let ended = serve::cli_sessions(&store)?
                 .end_all_for_user(&user.id, None, Actor::Operator, "user_disabled")
                 .await?;
             println!("disabled {} and ended {ended} session(s)", user.name);

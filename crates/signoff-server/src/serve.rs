@@ -48,8 +48,17 @@ pub fn policy(settings: &Settings) -> Result<Policy> {
 
 /// The engine the command line uses on a database: no cache (it runs
 /// once), every end of a session recorded in the audit trail.
-pub fn cli_sessions(store: &Arc<SqliteStore>) -> Sessions {
-    Sessions::new(store.clone(), Policy::default()).with_audit(AuditLog::new(store.clone(), false))
+/// Its policy is as lenient as allowed, so each session is judged by the
+/// timeouts it was created with (whatever the gateway's flags), and the CLI
+/// never hides a session the gateway still accepts.
+pub fn cli_sessions(store: &Arc<SqliteStore>) -> Result<Sessions> {
+    const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let policy = Policy::builder()
+        .idle_timeout(LONGEST)
+        .absolute_lifetime(LONGEST)
+        .build()
+        .context("the command line's session policy")?;
+    Ok(Sessions::new(store.clone(), policy).with_audit(AuditLog::new(store.clone(), false)))
 }
 
 /// Runs the gateway until Ctrl-C or SIGTERM. `on_ready` gets the public

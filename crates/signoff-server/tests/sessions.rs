@@ -701,6 +701,14 @@ async fn admin_api_refuses_bad_tokens_and_bad_input_with_json() {
             "{what}"
         );
     }
+    // The scheme is case-insensitive (RFC 9110); the token is not.
+    let lower = format!("bearer {}", admin.token);
+    assert_eq!(get(&url, &[("authorization", &lower)]).await.status, 200);
+    let upper_token = format!("Bearer {}", admin.token.to_uppercase());
+    assert_eq!(
+        get(&url, &[("authorization", &upper_token)]).await.status,
+        401
+    );
     // Each endpoint's bad inputs.
     let cases: [(Method, &str, Option<&str>, u16, &str); 11] = [
         (Method::GET, "/users/nobody", None, 404, "unknown_user"),

@@ -498,6 +498,16 @@ impl Sessions {
             if let Some(old) = self.store.remove(&old.id()).await? {
                 let same_user = old.user_id.is_none() || old.user_id == new.user_id;
                 let live = old.expiry(self.clock.now(), &self.policy).is_none();
+                if old.user_id.is_some() {
+                    self.record_ended(
+                        old.user_id.as_ref(),
+                        Some(&old.handle),
+                        Actor::User,
+                        "login",
+                        1,
+                    )
+                    .await;
+                }
                 if same_user && live {
                     for (key, value) in keep_keys(old.data, self.policy.carry_on_login()) {
                         new.data.entry(key).or_insert(value);
@@ -510,28 +520,33 @@ impl Sessions {
             self.policy.max_sessions_per_user(),
             issued.session.user_id.as_ref(),
         ) {
-            self.enforce_limit(user, &issued.session.id, max).await?;
+            self.enforce_limit(user, &issued.session, max).await?;
         }
         Ok(issued)
     }
 
     /// Ends the user's oldest sessions (by creation) until, with the one
-    /// just created (`newest`), at most `max` are live.
+    /// just created (`newest`), at most `max` are live. Only sessions older
+    /// than `newest` (by creation time, then handle) are candidates, so two
+    /// sign-ins at once cannot end each other: the later one wins.
     async fn enforce_limit(
         &self,
         user: &UserId,
-        newest: &SessionId,
+        newest: &Session,
         max: usize,
     ) -> Result<(), SessionError> {
+        let key = |s: &Session| (s.created_at, s.handle);
         let others: Vec<Session> = self
             .list_for_user(user)
             .await?
             .into_iter()
-            .filter(|s| &s.id != newest)
+            .filter(|s| s.id != newest.id)
             .collect();
-        // `list_for_user` is newest first: the excess is at the end.
+        let excess = (others.len() + 1).saturating_sub(max);
+        let mut older: Vec<&Session> = others.iter().filter(|s| key(s) < key(newest)).collect();
+        older.sort_by_key(|s| key(s));
         let mut ended = 0;
-        for old in others.iter().skip(max.saturating_sub(1)) {
+        for old in older.into_iter().take(excess) {
             if self
                 .store
                 .remove_by_handle(&old.handle, Some(user))
@@ -653,7 +668,11 @@ impl Sessions {
             return Ok(None);
         };
         // From here on the logout has happened; nothing below may report
-        // otherwise.
+        // otherwise. A session that had already expired ended by timeout.
+        if let Some(reason) = old.expiry(self.clock.now(), &self.policy) {
+            self.record_expired(&old, reason).await;
+            return Ok(None);
+        }
         self.record(
             |e| {
                 e.user(old.user_id.as_ref(), None)
@@ -666,9 +685,6 @@ impl Sessions {
         let LogoutBehavior::CarryData(keys) = self.policy.logout() else {
             return Ok(None);
         };
-        if old.expiry(self.clock.now(), &self.policy).is_some() {
-            return Ok(None);
-        }
         let kept = keep_keys(old.data, keys);
         if kept.is_empty() {
             return Ok(None);

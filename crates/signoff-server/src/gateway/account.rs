@@ -110,6 +110,7 @@ impl Gateway {
             .attempt(ip, &auth.user, std::time::Instant::now())
         {
             let secs = wait.as_secs().max(1);
+            tracing::info!(target: "signoff::auth", ip = %ip, "password check refused: too many failures");
             return Err(form(
                 StatusCode::TOO_MANY_REQUESTS,
                 &format!("Too many failed attempts. Try again in {secs} seconds."),
@@ -604,37 +605,63 @@ pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Respon
             .await;
     }
     let end_others = form.end_others.is_some();
-    let before = match (end_others, auth.session.user_id.as_ref()) {
-        (true, Some(user)) => gw
-            .sessions
-            .list_for_user(user)
-            .await
-            .map_or(0, |l| l.len().saturating_sub(1)),
-        _ => 0,
+    let Some(user_id) = auth.session.user_id.clone() else {
+        return gw.sign_in_first(true, &here, true);
     };
-    match gw
-        .sessions
-        .password_changed(auth.token.expose(), end_others)
-        .await
-    {
-        Ok(issued) => {
-            tracing::info!(target: "signoff::auth", user = %auth.user, end_others, "password changed");
-            let mut r = gw.see_other(&format!("{here}?changed={before}"));
-            r.headers_mut()
-                .insert(header::SET_COOKIE, gw.set_cookie(&issued.token));
-            r
+    // The password has changed: from here on, rotate this session, then end
+    // the others, and say plainly if either could not be done.
+    let not_updated = |gw: &Gateway, e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "password changed, but the sessions could not be updated");
+        gw.error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Password changed, sessions not updated",
+            "Your password was changed, but the session store is unavailable, so your \
+             other sessions may still be signed in. Sign in again in a moment and use \
+             Sign out everywhere on your sessions page.",
+        )
+    };
+    let issued = match gw.sessions.rotate(auth.token.expose(), true).await {
+        Ok(issued) => issued,
+        Err(signoff::SessionError::Store(e)) => return not_updated(&gw, &e),
+        Err(_) => {
+            // This session ended meanwhile; the others still must.
+            if end_others {
+                if let Err(e) = gw
+                    .sessions
+                    .end_all_for_user(&user_id, None, Actor::User, "password_change")
+                    .await
+                {
+                    return not_updated(&gw, &e);
+                }
+            }
+            return gw.sign_in_first(true, &here, true);
         }
-        Err(signoff::SessionError::Store(e)) => {
-            // The password is changed; say so, and that the sessions may not be.
-            tracing::error!(error = %e, "password changed, but the sessions could not be updated");
-            gw.error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Password changed, sessions not updated",
-                "Your password was changed, but the session store is unavailable, so your \
-                 other sessions may still be signed in. Open your sessions page in a moment \
-                 and sign out everywhere else.",
+    };
+    let ended = if end_others {
+        match gw
+            .sessions
+            .end_all_for_user(
+                &user_id,
+                Some(&issued.session.id),
+                Actor::User,
+                "password_change",
             )
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                let mut r = not_updated(&gw, &e);
+                r.headers_mut()
+                    .insert(header::SET_COOKIE, gw.set_cookie(&issued.token));
+                return r;
+            }
         }
-        Err(_) => gw.sign_in_first(true, &here, true),
-    }
+    } else {
+        0
+    };
+    tracing::info!(target: "signoff::auth", user = %auth.user, ended, "password changed");
+    let mut r = gw.see_other(&format!("{here}?changed={ended}"));
+    r.headers_mut()
+        .insert(header::SET_COOKIE, gw.set_cookie(&issued.token));
+    r
 }

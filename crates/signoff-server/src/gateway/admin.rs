@@ -156,7 +156,10 @@ async fn require_token(State(gw): AppState, req: Request, next: Next) -> Respons
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
         .unwrap_or("");
     let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
     if !bool::from(digest.ct_eq(&expected)) {
@@ -430,7 +433,15 @@ async fn patch_user(State(gw): AppState, Path(name): Path<String>, req: Request)
             .await
         {
             // Disabled, but sessions may live: say so rather than claim done.
-            return unavailable(&e);
+            tracing::error!(error = %e, "a user was disabled, but their sessions could not be ended");
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sessions_not_ended",
+                "the user is disabled, but their sessions could not be ended; repeat the request",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
         }
     }
     tracing::info!(target: "signoff::admin", user = %user.name, disabled = user.disabled, "admin changed a user");

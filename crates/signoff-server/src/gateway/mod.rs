@@ -620,6 +620,7 @@ async fn login_submit(State(gw): AppState, req: Request) -> Response {
         .attempt(client_ip, &form.username, std::time::Instant::now())
     {
         let secs = wait.as_secs().max(1);
+        tracing::info!(target: "signoff::auth", ip = %client_ip, "login refused: too many failures");
         let mut r = retry(
             StatusCode::TOO_MANY_REQUESTS,
             &format!("Too many failed attempts. Try again in {secs} seconds."),

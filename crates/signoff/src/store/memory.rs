@@ -35,6 +35,7 @@ struct Inner {
     by_deadline: BTreeSet<(Timestamp, SessionId)>,
     users: HashMap<UserId, User>,
     audit: Vec<AuditEvent>,
+    audit_seq: i64,
 }
 
 impl Inner {
@@ -307,7 +308,8 @@ impl AuditStore for MemoryStore {
     async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let mut event = event.clone();
-        event.seq = i64::try_from(inner.audit.len()).unwrap_or(i64::MAX) + 1;
+        inner.audit_seq += 1;
+        event.seq = inner.audit_seq;
         inner.audit.push(event);
         Ok(())
     }

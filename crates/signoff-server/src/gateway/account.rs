@@ -17,7 +17,7 @@ use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use signoff::{AccountError, Actor, AuditEvent, AuditKind, Session, SessionHandle};
+use signoff::{AccountError, Actor, AuditEvent, AuditKind, Session, SessionHandle, UserId};
 
 use super::pages::{escape, page};
 use super::{peer_ip, read_form, redirect, AppState, Auth, Authenticated, Gateway, Intent};
@@ -82,17 +82,28 @@ impl Gateway {
         )
     }
 
+    /// An audit event done by the signed-in user from `session`.
+    fn by_user(
+        &self,
+        kind: AuditKind,
+        auth: &Authenticated,
+        session: &Session,
+        ip: IpAddr,
+    ) -> AuditEvent {
+        AuditEvent::new(kind, self.sessions.now())
+            .user(session.user_id.as_ref(), Some(&auth.user))
+            .session(&session.handle)
+            .by(Actor::User)
+            .ip(ip)
+    }
+
     /// Records a failed password check by a signed-in user.
     async fn record_password_failure(&self, auth: &Authenticated, ip: IpAddr, reason: &str) {
-        if let Some(audit) = self.sessions.audit() {
-            let event = AuditEvent::new(AuditKind::LoginFailed, self.sessions.now())
-                .user(auth.session.user_id.as_ref(), Some(&auth.user))
-                .session(&auth.session.handle)
-                .by(Actor::User)
-                .reason(reason)
-                .ip(ip);
-            audit.record(event).await;
-        }
+        self.audit(
+            self.by_user(AuditKind::LoginFailed, auth, &auth.session, ip)
+                .reason(reason),
+        )
+        .await;
     }
 
     /// Checks the signed-in user's password, throttled like the login form.
@@ -226,24 +237,31 @@ pub(super) struct EndForm {
     handle: Option<String>,
 }
 
-/// Reads the form and checks intent; `Err` is the response to send.
-async fn signed_in_post(
+/// For the forms that end sessions: reads the form, checks intent, and
+/// asks for the password again unless the last authentication is recent.
+/// Returns the signed-in user and their id; `Err` is the response to send.
+async fn ending_post(
     gw: &Gateway,
     req: Request,
-) -> Result<(Authenticated, EndForm, IpAddr), Response> {
+) -> Result<(Authenticated, EndForm, UserId), Response> {
     let headers = req.headers().clone();
-    let ip = gw.client_ip(peer_ip(&req), &headers);
     let auth = gw.page_user(&headers, &gw.sessions_url()).await?;
     let form: EndForm = read_form(req)
         .await
         .map_err(|status| super::form_error(gw, status))?;
     gw.check_intent(&headers, &auth, form.csrf.as_deref())?;
-    Ok((auth, form, ip))
+    if !gw.sessions.is_recent_auth(&auth.session) {
+        return Err(gw.reauth_first());
+    }
+    let Some(user_id) = auth.session.user_id.clone() else {
+        return Err(gw.sign_in_first(true, &gw.sessions_url(), true));
+    };
+    Ok((auth, form, user_id))
 }
 
 /// `POST /sessions/end`: ends one of the user's other sessions.
 pub(super) async fn end_one(State(gw): AppState, req: Request) -> Response {
-    let (auth, form, _) = match signed_in_post(&gw, req).await {
+    let (auth, form, user_id) = match ending_post(&gw, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -265,13 +283,10 @@ pub(super) async fn end_one(State(gw): AppState, req: Request) -> Response {
             "To end this device's session, use Sign out.",
         );
     }
-    if !gw.sessions.is_recent_auth(&auth.session) {
-        return gw.reauth_first();
-    }
     // Only the user's own sessions: a handle of someone else's ends nothing.
     match gw
         .sessions
-        .end_by_handle(&handle, auth.session.user_id.as_ref(), Actor::User)
+        .end_by_handle(&handle, Some(&user_id), Actor::User)
         .await
     {
         Ok(ended) => {
@@ -286,15 +301,9 @@ pub(super) async fn end_one(State(gw): AppState, req: Request) -> Response {
 /// `POST /sessions/end-others`: signs out everywhere else, and rotates
 /// this session's token.
 pub(super) async fn end_others(State(gw): AppState, req: Request) -> Response {
-    let (auth, _, _) = match signed_in_post(&gw, req).await {
+    let (auth, _, user_id) = match ending_post(&gw, req).await {
         Ok(x) => x,
         Err(r) => return r,
-    };
-    if !gw.sessions.is_recent_auth(&auth.session) {
-        return gw.reauth_first();
-    }
-    let Some(user_id) = auth.session.user_id.as_ref() else {
-        return gw.sign_in_first(true, &gw.sessions_url(), true);
     };
     let issued = match gw.sessions.rotate(auth.token.expose(), false).await {
         Ok(issued) => issued,
@@ -304,7 +313,7 @@ pub(super) async fn end_others(State(gw): AppState, req: Request) -> Response {
     match gw
         .sessions
         .end_all_for_user(
-            user_id,
+            &user_id,
             Some(&issued.session.id),
             Actor::User,
             "sign_out_everywhere_else",
@@ -331,19 +340,13 @@ pub(super) async fn end_others(State(gw): AppState, req: Request) -> Response {
 /// `POST /sessions/end-all`: signs out everywhere, this device included;
 /// answers like logout.
 pub(super) async fn end_all(State(gw): AppState, req: Request) -> Response {
-    let (auth, _, _) = match signed_in_post(&gw, req).await {
+    let (auth, _, user_id) = match ending_post(&gw, req).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !gw.sessions.is_recent_auth(&auth.session) {
-        return gw.reauth_first();
-    }
-    let Some(user_id) = auth.session.user_id.as_ref() else {
-        return gw.sign_in_first(true, &gw.sessions_url(), true);
-    };
     match gw
         .sessions
-        .end_all_for_user(user_id, None, Actor::User, "sign_out_everywhere")
+        .end_all_for_user(&user_id, None, Actor::User, "sign_out_everywhere")
         .await
     {
         Ok(n) => {
@@ -384,12 +387,7 @@ pub(super) async fn reauth_page(
     Query(q): Query<NextQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let next = q
-        .next
-        .as_deref()
-        .and_then(redirect::safe_next)
-        .unwrap_or("/")
-        .to_owned();
+    let next = redirect::next_or_root(q.next.as_deref()).to_owned();
     let auth = match gw.page_user(&headers, &gw.sessions_url()).await {
         Ok(a) => a,
         Err(r) => return r,
@@ -425,12 +423,7 @@ pub(super) async fn reauth_submit(State(gw): AppState, req: Request) -> Response
     if let Err(r) = gw.check_intent(&headers, &auth, form.csrf.as_deref()) {
         return r;
     }
-    let next = form
-        .next
-        .as_deref()
-        .and_then(redirect::safe_next)
-        .unwrap_or("/")
-        .to_owned();
+    let next = redirect::next_or_root(form.next.as_deref()).to_owned();
     let retry = |status: StatusCode, message: &str| {
         page(
             status,
@@ -449,17 +442,8 @@ pub(super) async fn reauth_submit(State(gw): AppState, req: Request) -> Response
         Err(signoff::SessionError::Store(e)) => return gw.store_failed("re-authentication", &e),
         Err(_) => return gw.sign_in_first(true, &next, true),
     };
-    if let Some(audit) = gw.sessions.audit() {
-        audit
-            .record(
-                AuditEvent::new(AuditKind::Reauthenticated, gw.sessions.now())
-                    .user(issued.session.user_id.as_ref(), Some(&auth.user))
-                    .session(&issued.session.handle)
-                    .by(Actor::User)
-                    .ip(ip),
-            )
-            .await;
-    }
+    gw.audit(gw.by_user(AuditKind::Reauthenticated, &auth, &issued.session, ip))
+        .await;
     tracing::info!(target: "signoff::auth", user = %auth.user, "re-authenticated");
     let mut r = gw.see_other(&next);
     r.headers_mut()
@@ -593,17 +577,8 @@ pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Respon
         }
         Err(e) => return gw.store_failed("changing a password", &e),
     }
-    if let Some(audit) = gw.sessions.audit() {
-        audit
-            .record(
-                AuditEvent::new(AuditKind::PasswordChanged, gw.sessions.now())
-                    .user(auth.session.user_id.as_ref(), Some(&auth.user))
-                    .session(&auth.session.handle)
-                    .by(Actor::User)
-                    .ip(ip),
-            )
-            .await;
-    }
+    gw.audit(gw.by_user(AuditKind::PasswordChanged, &auth, &auth.session, ip))
+        .await;
     let end_others = form.end_others.is_some();
     let Some(user_id) = auth.session.user_id.clone() else {
         return gw.sign_in_first(true, &here, true);

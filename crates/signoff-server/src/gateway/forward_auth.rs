@@ -59,9 +59,7 @@ fn first<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
 pub(super) fn original(headers: &HeaderMap) -> Original<'_> {
     let method = first(headers, &["x-forwarded-method", "x-original-method"])
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
-    let next = first(headers, &["x-forwarded-uri", "x-original-uri"])
-        .and_then(redirect::safe_next)
-        .unwrap_or("/");
+    let next = redirect::next_or_root(first(headers, &["x-forwarded-uri", "x-original-uri"]));
     Original { method, next }
 }
 

@@ -530,11 +530,7 @@ async fn login_page(
     State(gw): AppState,
     axum::extract::Query(q): axum::extract::Query<LoginQuery>,
 ) -> Response {
-    let next = q
-        .next
-        .as_deref()
-        .and_then(redirect::safe_next)
-        .unwrap_or("/");
+    let next = redirect::next_or_root(q.next.as_deref());
     page(
         StatusCode::OK,
         "Sign in",
@@ -601,12 +597,7 @@ async fn login_submit(State(gw): AppState, req: Request) -> Response {
         Ok(f) => f,
         Err(status) => return form_error(&gw, status),
     };
-    let next = form
-        .next
-        .as_deref()
-        .and_then(redirect::safe_next)
-        .unwrap_or("/")
-        .to_owned();
+    let next = redirect::next_or_root(form.next.as_deref()).to_owned();
     let prefix = &gw.settings.prefix;
     let retry = |status: StatusCode, message: &str| {
         page(

@@ -34,6 +34,11 @@ pub fn safe_next(next: &str) -> Option<&str> {
     Some(next)
 }
 
+/// `next` if it is a same-origin path, else `/`.
+pub fn next_or_root(next: Option<&str>) -> &str {
+    next.and_then(safe_next).unwrap_or("/")
+}
+
 /// One slash, then no backslash or control character.
 fn plain_path(s: &str) -> bool {
     let b = s.as_bytes();

@@ -55,7 +55,10 @@ pub struct ServeArgs {
     /// come from [default: http://LISTEN] [file: public_url]
     #[arg(long, env = "SIGNOFF_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
-    /// The database: sqlite://PATH or a file path [default: sqlite://signoff.db] [file: db]
+    /// Where sessions, users and the audit trail live: sqlite://PATH (or a
+    /// file path) for one node; redis://HOST[:PORT][/DB] (rediss:// for TLS)
+    /// or postgres://USER@HOST/DB for many nodes sharing one store
+    /// [default: sqlite://signoff.db] [file: db]
     #[arg(long, env = "SIGNOFF_DB", value_name = "URL")]
     pub db: Option<String>,
     /// Sign out after this long without a request, e.g. 30m [default: 30m] [file: idle_timeout]
@@ -146,6 +149,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGNOFF_AUDIT_LOG", value_name = "BOOL",
           num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub audit_log: Option<bool>,
+    /// Longest a session check may be answered from this node's memory,
+    /// e.g. 1s; 0s reads the store on every request. With Redis or
+    /// PostgreSQL, ends and rotations on other nodes arrive sooner over the
+    /// revocation bus [default: 1s] [file: cache_staleness]
+    #[arg(long, env = "SIGNOFF_CACHE_STALENESS", value_name = "DURATION")]
+    pub cache_staleness: Option<String>,
+    /// Serve Prometheus metrics at PREFIX/metrics (counts only, no user
+    /// data) [default: false] [file: metrics]
+    #[arg(long, env = "SIGNOFF_METRICS", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub metrics: Option<bool>,
 }
 
 /// The TOML file. Unknown keys are an error, so a typo is not ignored.
@@ -172,6 +186,8 @@ struct FileConfig {
     admin_token_sha256: Option<String>,
     audit_retention: Option<String>,
     audit_log: Option<bool>,
+    cache_staleness: Option<String>,
+    metrics: Option<bool>,
     #[serde(default)]
     login: LoginFile,
 }
@@ -271,6 +287,10 @@ pub struct Settings {
     pub audit_retention: Duration,
     /// Whether audit events are also logged as JSON lines.
     pub audit_log: bool,
+    /// Longest a cached session check is served; zero means no cache.
+    pub cache_staleness: Duration,
+    /// Whether PREFIX/metrics is served.
+    pub metrics: bool,
 }
 
 /// Parses `90s`, `30m`, `12h`, `1h 30m`, `2d`.
@@ -362,6 +382,8 @@ impl ServeArgs {
                 admin_token_sha256: self.admin_token_sha256.or(file.admin_token_sha256),
                 audit_retention: self.audit_retention.or(file.audit_retention),
                 audit_log: self.audit_log.or(file.audit_log).unwrap_or(false),
+                cache_staleness: self.cache_staleness.or(file.cache_staleness),
+                metrics: self.metrics.or(file.metrics).unwrap_or(false),
             },
         }
         .check()
@@ -396,6 +418,8 @@ pub(crate) struct SessionOptions {
     pub admin_token_sha256: Option<String>,
     pub audit_retention: Option<String>,
     pub audit_log: bool,
+    pub cache_staleness: Option<String>,
+    pub metrics: bool,
 }
 
 impl Raw {
@@ -482,6 +506,14 @@ impl Raw {
             Some(t) => parse_duration(t).context("--audit-retention")?,
             None => Duration::from_secs(90 * 24 * 3600),
         };
+        let cache_staleness = match o.cache_staleness.as_deref().map(str::trim) {
+            Some("0" | "0s" | "off") => Duration::ZERO,
+            Some(t) => parse_duration(t).context("--cache-staleness")?,
+            None => Duration::from_secs(1),
+        };
+        if cache_staleness > Duration::from_secs(60) {
+            bail!("--cache-staleness: at most 60s (a logout elsewhere may go unseen this long when no revocation bus carries it)");
+        }
         let admin_token_sha256 = o
             .admin_token_sha256
             .as_deref()
@@ -510,6 +542,8 @@ impl Raw {
             admin_token_sha256,
             audit_retention,
             audit_log: o.audit_log,
+            cache_staleness,
+            metrics: o.metrics,
         })
     }
 }

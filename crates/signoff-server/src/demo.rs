@@ -2,7 +2,6 @@
 //! demo user, on one SQLite file. Nothing to set up.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -11,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use clap::Args;
 use rand::distributions::{Alphanumeric, DistString};
-use signoff::{AccountError, Accounts, Actor, Passwords};
+use signoff::{AccountError, Actor};
 
 use crate::config::{LoginLimits, Raw, SessionOptions, TlsFiles};
 use crate::gateway::pages::escape;
@@ -128,15 +127,16 @@ pub fn upstream_app() -> Router {
 
 /// Creates the demo user, or gives it a new password (ending its sessions).
 async fn demo_user(db: &str) -> Result<String> {
-    let store = Arc::new(serve::open_db(db).await?);
-    let accounts = Accounts::new(store.clone(), Passwords::new());
+    let store = serve::open_db(db).await?;
+    let accounts = store.accounts();
     let password = Alphanumeric.sample_string(&mut rand::thread_rng(), 16);
     match accounts.add_user(DEMO_USER, &password).await {
         Ok(_) => {}
         Err(AccountError::NameTaken) => {
             let user = accounts.set_password(DEMO_USER, &password).await?;
             accounts.set_disabled(DEMO_USER, false).await?;
-            serve::cli_sessions(&store)?
+            store
+                .cli_sessions()?
                 .end_all_for_user(&user.id, None, Actor::Operator, "password_change")
                 .await?;
         }

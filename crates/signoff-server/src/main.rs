@@ -5,19 +5,16 @@ mod config;
 mod demo;
 mod display;
 mod gateway;
+mod metrics;
 mod serve;
 mod server;
 
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use signoff::{
-    Accounts, Actor, AuditEvent, AuditKind, AuditLog, AuditQuery, Passwords, Session,
-    SessionHandle, SqliteStore, User,
-};
+use signoff::{Actor, AuditEvent, AuditKind, AuditQuery, Session, SessionHandle, User};
 
 /// signoff: when a user signs out, they are out.
 #[derive(Debug, Parser)]
@@ -154,7 +151,7 @@ enum UserCommand {
 }
 
 /// Opens the database named by `--db`.
-async fn open(db: &Db) -> Result<signoff::SqliteStore> {
+async fn open(db: &Db) -> Result<serve::Backend> {
     serve::open_db(&db.db).await
 }
 
@@ -209,8 +206,9 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 /// Records an operator's action on a user.
-async fn record(store: &Arc<SqliteStore>, kind: AuditKind, user: &User) {
-    AuditLog::new(store.clone(), false)
+async fn record(store: &serve::Backend, kind: AuditKind, user: &User) {
+    store
+        .audit_log(false)
         .record(
             AuditEvent::new(kind, display::now())
                 .user(Some(&user.id), Some(&user.name))
@@ -267,9 +265,9 @@ fn session_json(user: &str, s: &Session) -> serde_json::Value {
 async fn sessions(command: SessionsCommand) -> Result<()> {
     match command {
         SessionsCommand::List { user, json, db } => {
-            let store = Arc::new(open(&db).await?);
-            let accounts = Accounts::new(store.clone(), Passwords::new());
-            let engine = serve::cli_sessions(&store)?;
+            let store = open(&db).await?;
+            let accounts = store.accounts();
+            let engine = store.cli_sessions()?;
             let users = match user {
                 Some(name) => vec![accounts.user(&name).await?],
                 None => accounts.list().await?,
@@ -288,10 +286,10 @@ async fn sessions(command: SessionsCommand) -> Result<()> {
             }
         }
         SessionsCommand::End { handle, user, db } => {
-            let store = Arc::new(open(&db).await?);
-            let engine = serve::cli_sessions(&store)?;
+            let store = open(&db).await?;
+            let engine = store.cli_sessions()?;
             if let Some(name) = user {
-                let accounts = Accounts::new(store.clone(), Passwords::new());
+                let accounts = store.accounts();
                 let user = accounts.user(&name).await?;
                 let n = engine
                     .end_all_for_user(&user.id, None, Actor::Operator, "operator")
@@ -319,13 +317,13 @@ async fn audit(
     json: bool,
     db: &Db,
 ) -> Result<()> {
-    let store = Arc::new(open(db).await?);
+    let store = open(db).await?;
     let mut query = AuditQuery {
         limit: Some(limit),
         ..AuditQuery::default()
     };
     if let Some(name) = user {
-        let accounts = Accounts::new(store.clone(), Passwords::new());
+        let accounts = store.accounts();
         query.user_id = Some(accounts.user(&name).await?.id);
     }
     if let Some(since) = since {
@@ -339,7 +337,7 @@ async fn audit(
                 anyhow::anyhow!("--kind {kind}: expected one of {}", names.join(", "))
             })?);
     }
-    let events = AuditLog::new(store, false).query(&query).await?;
+    let events = store.audit_log(false).query(&query).await?;
     for e in events {
         if json {
             println!("{}", serde_json::to_string(&e)?);
@@ -391,7 +389,7 @@ async fn user(command: UserCommand) -> Result<()> {
         } => {
             let store = open(&db).await?;
             let password = read_password(password_stdin)?;
-            let accounts = Accounts::new(Arc::new(store), Passwords::new());
+            let accounts = store.accounts();
             let user = accounts.add_user(&name, &password).await?;
             println!("added user {} ({})", user.name, user.id);
         }
@@ -402,14 +400,14 @@ async fn user(command: UserCommand) -> Result<()> {
             end_sessions,
             db,
         } => {
-            let store = Arc::new(open(&db).await?);
-            let accounts = Accounts::new(store.clone(), Passwords::new());
+            let store = open(&db).await?;
+            let accounts = store.accounts();
             let user = accounts.user(&name).await?;
             let password = read_password(password_stdin)?;
             accounts.set_password(&name, &password).await?;
             record(&store, AuditKind::PasswordChanged, &user).await;
             println!("password changed for {}", user.name);
-            let engine = serve::cli_sessions(&store)?;
+            let engine = store.cli_sessions()?;
             let live = engine.list_for_user(&user.id).await?.len();
             let end = if keep_sessions {
                 false
@@ -432,25 +430,26 @@ async fn user(command: UserCommand) -> Result<()> {
             }
         }
         UserCommand::Disable { name, db } => {
-            let store = Arc::new(open(&db).await?);
-            let accounts = Accounts::new(store.clone(), Passwords::new());
+            let store = open(&db).await?;
+            let accounts = store.accounts();
             let user = accounts.set_disabled(&name, true).await?;
             record(&store, AuditKind::UserDisabled, &user).await;
-            let ended = serve::cli_sessions(&store)?
+            let ended = store
+                .cli_sessions()?
                 .end_all_for_user(&user.id, None, Actor::Operator, "user_disabled")
                 .await?;
             println!("disabled {} and ended {ended} session(s)", user.name);
         }
         UserCommand::Enable { name, db } => {
-            let store = Arc::new(open(&db).await?);
-            let accounts = Accounts::new(store.clone(), Passwords::new());
+            let store = open(&db).await?;
+            let accounts = store.accounts();
             let user = accounts.set_disabled(&name, false).await?;
             record(&store, AuditKind::UserEnabled, &user).await;
             println!("enabled {}", user.name);
         }
         UserCommand::List { db } => {
             let store = open(&db).await?;
-            let accounts = Accounts::new(Arc::new(store), Passwords::new());
+            let accounts = store.accounts();
             for user in accounts.list().await? {
                 let state = if user.disabled { "disabled" } else { "active" };
                 println!("{}\t{}\t{}", user.name, user.id, state);

@@ -6,27 +6,174 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use signoff::bus::{BusHandle, BusOptions, RevocationBus};
 use signoff::{
-    Accounts, AuditLog, CachedStore, CookiePolicy, Passwords, Policy, Sessions, SqliteStore,
+    Accounts, AuditLog, AuditStore, CacheOptions, CachedStore, CookiePolicy, MonotonicClock,
+    Passwords, Policy, PostgresOptions, PostgresStore, RedisOptions, RedisStore, SessionStore,
+    Sessions, SqliteStore, UserStore,
 };
 
 use crate::config::Settings;
 use crate::gateway::Gateway;
 use crate::server;
 
-/// Opens the database named by `--db`: `sqlite://PATH` or a plain path.
-pub async fn open_db(db: &str) -> Result<SqliteStore> {
-    let path = match db.split_once("://") {
-        None => PathBuf::from(db),
-        Some(("sqlite", path)) if !path.is_empty() => PathBuf::from(path),
-        Some(("redis" | "rediss" | "postgres" | "postgresql", _)) => {
-            bail!("--db {db}: only SQLite is supported in this version")
+/// The stores behind one `--db`: sessions, users and the audit trail all
+/// live in the same backend, so nodes share nothing but it.
+#[derive(Clone)]
+pub struct Backend {
+    /// Sessions, uncached.
+    pub sessions: Arc<dyn SessionStore>,
+    /// User accounts.
+    pub users: Arc<dyn UserStore>,
+    /// The audit trail.
+    pub audit: Arc<dyn AuditStore>,
+    /// The revocation bus, for stores that several nodes share.
+    pub bus: Option<Arc<dyn RevocationBus>>,
+    /// `sqlite`, `redis` or `postgres`.
+    pub kind: &'static str,
+    sqlite: Option<SqliteStore>,
+}
+
+impl Backend {
+    /// A shared store: everything in it, and its revocation bus.
+    fn shared<S>(store: S, kind: &'static str) -> Self
+    where
+        S: SessionStore + UserStore + AuditStore + RevocationBus + Clone,
+    {
+        let store = Arc::new(store);
+        Self {
+            sessions: store.clone(),
+            users: store.clone(),
+            audit: store.clone(),
+            bus: Some(store),
+            kind,
+            sqlite: None,
         }
-        Some(_) => bail!("--db {db}: expected sqlite://PATH or a file path"),
+    }
+
+    /// Accounts on this backend.
+    pub fn accounts(&self) -> Accounts {
+        Accounts::new(self.users.clone(), Passwords::new())
+    }
+
+    /// The audit trail of this backend.
+    pub fn audit_log(&self, json_lines: bool) -> AuditLog {
+        AuditLog::new(self.audit.clone(), json_lines)
+    }
+
+    /// The engine the command line uses: no cache (it runs once), every
+    /// end of a session recorded in the audit trail. Its policy is as
+    /// lenient as allowed, so each session is judged by the timeouts it was
+    /// created with (whatever the gateway's flags), and the CLI never hides
+    /// a session the gateway still accepts. On Redis and PostgreSQL, what it
+    /// ends reaches running nodes over the revocation bus.
+    pub fn cli_sessions(&self) -> Result<Sessions> {
+        const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        let policy = Policy::builder()
+            .idle_timeout(LONGEST)
+            .absolute_lifetime(LONGEST)
+            .build()
+            .context("the command line's session policy")?;
+        Ok(Sessions::new(self.sessions.clone(), policy).with_audit(self.audit_log(false)))
+    }
+
+    /// Closes what needs closing (the SQLite pool, so the file is released).
+    pub async fn close(&self) {
+        if let Some(sqlite) = &self.sqlite {
+            sqlite.close().await;
+        }
+    }
+}
+
+/// `db` with any password in it replaced by `***`, for messages.
+pub fn redact(db: &str) -> String {
+    let Some((scheme, rest)) = db.split_once("://") else {
+        return db.to_owned();
     };
-    SqliteStore::open(&path)
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => db.to_owned(),
+    }
+}
+
+/// Opens the store named by `--db`: `sqlite://PATH` or a plain path,
+/// `redis://…`/`rediss://…`, or `postgres://…`/`postgresql://…`.
+pub async fn open_db(db: &str) -> Result<Backend> {
+    let shown = redact(db);
+    match db.split_once("://") {
+        None => open_sqlite(PathBuf::from(db)).await,
+        Some(("sqlite", path)) if !path.is_empty() => open_sqlite(PathBuf::from(path)).await,
+        Some(("redis" | "rediss", _)) => {
+            let (url, prefix) = take_param(db, "prefix")?;
+            let mut options = RedisOptions::new(url);
+            if let Some(prefix) = prefix {
+                options.prefix = prefix;
+            }
+            let store = RedisStore::connect_with(options)
+                .await
+                .with_context(|| format!("cannot connect to Redis at {shown}"))?;
+            Ok(Backend::shared(store, "redis"))
+        }
+        Some(("postgres" | "postgresql", _)) => {
+            let (url, schema) = take_param(db, "schema")?;
+            let mut options = PostgresOptions::new(url);
+            options.schema = schema;
+            let store = PostgresStore::connect_with(options)
+                .await
+                .with_context(|| format!("cannot connect to PostgreSQL at {shown}"))?;
+            Ok(Backend::shared(store, "postgres"))
+        }
+        Some(_) => bail!(
+            "--db {shown}: expected sqlite://PATH, a file path, redis://HOST or postgres://HOST/DB"
+        ),
+    }
+}
+
+/// Removes signoff's own query parameter `name` (`?prefix=…` for Redis,
+/// `?schema=…` for PostgreSQL) from `url`; the driver gets the rest.
+fn take_param(url: &str, name: &str) -> Result<(String, Option<String>)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut value = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((key, v)) if key == name => {
+                if value.replace(v.to_owned()).is_some() {
+                    bail!("--db: {name} is given twice");
+                }
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, value))
+}
+
+async fn open_sqlite(path: PathBuf) -> Result<Backend> {
+    let store = SqliteStore::open(&path)
         .await
-        .with_context(|| format!("cannot open the database {}", path.display()))
+        .with_context(|| format!("cannot open the database {}", path.display()))?;
+    let shared = Arc::new(store.clone());
+    Ok(Backend {
+        sessions: shared.clone(),
+        users: shared.clone(),
+        audit: shared,
+        bus: None,
+        kind: "sqlite",
+        sqlite: Some(store),
+    })
 }
 
 /// The session policy for these settings.
@@ -46,21 +193,6 @@ pub fn policy(settings: &Settings) -> Result<Policy> {
         .context("bad session settings")
 }
 
-/// The engine the command line uses on a database: no cache (it runs
-/// once), every end of a session recorded in the audit trail.
-/// Its policy is as lenient as allowed, so each session is judged by the
-/// timeouts it was created with (whatever the gateway's flags), and the CLI
-/// never hides a session the gateway still accepts.
-pub fn cli_sessions(store: &Arc<SqliteStore>) -> Result<Sessions> {
-    const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    let policy = Policy::builder()
-        .idle_timeout(LONGEST)
-        .absolute_lifetime(LONGEST)
-        .build()
-        .context("the command line's session policy")?;
-    Ok(Sessions::new(store.clone(), policy).with_audit(AuditLog::new(store.clone(), false)))
-}
-
 /// Runs the gateway until Ctrl-C or SIGTERM. `on_ready` gets the public
 /// origin once the port is bound.
 pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<()> {
@@ -69,7 +201,7 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
         .as_ref()
         .map(server::tls_acceptor)
         .transpose()?;
-    let store = open_db(&settings.db).await?;
+    let backend = open_db(&settings.db).await?;
     let listener = server::bind(&settings.listen).await?;
     let local: SocketAddr = listener.local_addr().context("listening socket")?;
     if !settings.public_url_given {
@@ -87,11 +219,16 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
         }
     }
     let policy = policy(&settings)?;
-    let store = Arc::new(store);
-    let audit = AuditLog::new(store.clone(), settings.audit_log);
-    let sessions = Sessions::new(Arc::new(CachedStore::new((*store).clone())), policy)
-        .with_audit(audit.clone());
-    let accounts = Accounts::new(store, Passwords::new());
+    let audit = backend.audit_log(settings.audit_log);
+    let (store, cache, bus) = session_store(&backend, settings.cache_staleness);
+    let sessions = Sessions::new(store, policy).with_audit(audit.clone());
+    let accounts = backend.accounts();
+    tracing::info!(
+        store = backend.kind,
+        cache = ?settings.cache_staleness,
+        bus = bus.is_some(),
+        "session store ready"
+    );
     check_upstream(&settings).await;
 
     let purge = sessions.clone();
@@ -118,10 +255,44 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
     });
 
     let origin = settings.public_origin.clone();
-    let gateway = Arc::new(Gateway::new(settings, sessions, accounts)?);
+    let metrics = crate::metrics::Sources {
+        store: backend.kind,
+        cache,
+        bus: bus.as_ref().map(|b| b.stats().clone()),
+    };
+    let gateway = Arc::new(Gateway::new(settings, sessions, accounts)?.with_metrics(metrics));
     on_ready(&origin);
     server::serve(listener, gateway.router(), tls, shutdown_signal()).await;
+    drop(bus);
     Ok(())
+}
+
+/// The session store the gateway uses: the backend behind a local cache
+/// (unless `staleness` is zero) that a revocation bus keeps honest when the
+/// backend is shared.
+fn session_store(
+    backend: &Backend,
+    staleness: Duration,
+) -> (
+    Arc<dyn SessionStore>,
+    Option<Arc<crate::metrics::LocalCache>>,
+    Option<BusHandle>,
+) {
+    if staleness.is_zero() {
+        return (backend.sessions.clone(), None, None);
+    }
+    let mut options = CacheOptions::default();
+    options.max_staleness = staleness;
+    let cache = Arc::new(CachedStore::with_options(
+        backend.sessions.clone(),
+        options,
+        Arc::new(MonotonicClock::new()),
+    ));
+    let bus = backend
+        .bus
+        .clone()
+        .map(|bus| signoff::bus::run(bus, cache.clone(), BusOptions::default()));
+    (cache.clone(), Some(cache), bus)
 }
 
 /// Warns (and keeps going) if the upstream does not accept connections.
@@ -171,4 +342,40 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden_in_messages() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db.internal:5432/signoff"),
+            "postgres://app:***@db.internal:5432/signoff"
+        );
+        assert_eq!(
+            redact("redis://:s3cret@cache/0?prefix=x"),
+            "redis://:***@cache/0?prefix=x"
+        );
+        assert_eq!(redact("redis://user@cache"), "redis://user@cache");
+        assert_eq!(redact("sqlite://a@b.db"), "sqlite://a@b.db");
+        assert_eq!(redact("plain.db"), "plain.db");
+    }
+
+    #[test]
+    fn own_parameters_are_taken_out() {
+        assert_eq!(
+            take_param("redis://h/0?prefix=p1&protocol=resp3", "prefix").unwrap(),
+            (
+                "redis://h/0?protocol=resp3".to_owned(),
+                Some("p1".to_owned())
+            )
+        );
+        assert_eq!(
+            take_param("postgres://h/db", "schema").unwrap(),
+            ("postgres://h/db".to_owned(), None)
+        );
+        assert!(take_param("postgres://h/db?schema=a&schema=b", "schema").is_err());
+    }
 }

@@ -12,8 +12,12 @@
 //! - a change made elsewhere (another process, another node) is seen when
 //!   the entry's age passes `max_staleness`, or sooner when a revocation bus
 //!   calls [`CachedStore::invalidate`]. That age is the stated bound of
-//!   DESIGN.md invariant 2 for cached deployments.
+//!   DESIGN.md invariant 2 for cached deployments;
+//! - an untrusted cache ([`CachedStore::set_trusted`], which the revocation
+//!   bus uses while it cannot be sure it hears every announcement) serves
+//!   nothing and keeps nothing: every load reads the store.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -76,6 +80,31 @@ pub struct CachedStore<S> {
     epochs: Mutex<[u64; SHARDS]>,
     max_staleness: Duration,
     clock: Arc<dyn Clock>,
+    trusted: AtomicBool,
+    stats: CacheStats,
+}
+
+/// Counters of a [`CachedStore`], for metrics.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    bypassed: AtomicU64,
+}
+
+impl CacheStats {
+    /// Loads answered from memory.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+    /// Loads that read the store because the entry was missing or too old.
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+    /// Loads that read the store because the cache was not trusted.
+    pub fn bypassed(&self) -> u64 {
+        self.bypassed.load(Ordering::Relaxed)
+    }
 }
 
 impl<S> std::fmt::Debug for CachedStore<S> {
@@ -106,6 +135,8 @@ impl<S: SessionStore> CachedStore<S> {
             epochs: Mutex::new([0; SHARDS]),
             max_staleness: options.max_staleness,
             clock,
+            trusted: AtomicBool::new(true),
+            stats: CacheStats::default(),
         }
     }
 
@@ -137,6 +168,28 @@ impl<S: SessionStore> CachedStore<S> {
         self.cache.clear();
     }
 
+    /// Serve from memory (`true`, the default) or read the store on every
+    /// load. Turning trust off also empties the cache; turning it back on
+    /// starts empty too.
+    pub fn set_trusted(&self, trusted: bool) {
+        let mut epochs = self.epochs();
+        for epoch in epochs.iter_mut() {
+            *epoch += 1;
+        }
+        self.cache.clear();
+        self.trusted.store(trusted, Ordering::SeqCst);
+    }
+
+    /// Whether loads are served from memory.
+    pub fn is_trusted(&self) -> bool {
+        self.trusted.load(Ordering::SeqCst)
+    }
+
+    /// Hit and miss counters.
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
     /// Number of sessions cached.
     pub fn len(&self) -> usize {
         self.cache.len()
@@ -164,19 +217,27 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        if !self.trusted.load(Ordering::SeqCst) {
+            self.stats.bypassed.fetch_add(1, Ordering::Relaxed);
+            return self.inner.load(id).await;
+        }
         let now = self.clock.now();
         if let Some(entry) = self.cache.get(id) {
             if now.since(entry.cached_at) < self.max_staleness {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(Some(entry.session));
             }
         }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let epoch = self.epochs()[shard(id)];
         let loaded = self.inner.load(id).await?;
         if let Some(session) = &loaded {
             let epochs = self.epochs();
             // An invalidation since we started reading may have been for
             // this session: then what we read may be dead, so keep it out.
-            if epochs[shard(id)] == epoch {
+            // Trust withdrawn meanwhile bumped every epoch, so this also
+            // keeps an untrusted cache empty.
+            if epochs[shard(id)] == epoch && self.trusted.load(Ordering::SeqCst) {
                 let entry = Entry {
                     session: session.clone(),
                     cached_at: now,
@@ -272,5 +333,17 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
         let removed = self.inner.purge_expired(now, limit).await;
         self.invalidate_result(&removed);
         removed
+    }
+}
+
+impl<S: SessionStore> crate::bus::CacheControl for CachedStore<S> {
+    fn invalidate(&self, id: &SessionId) {
+        CachedStore::invalidate(self, id);
+    }
+    fn invalidate_all(&self) {
+        CachedStore::invalidate_all(self);
+    }
+    fn set_trusted(&self, trusted: bool) {
+        CachedStore::set_trusted(self, trusted);
     }
 }

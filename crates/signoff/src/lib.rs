@@ -42,6 +42,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod bus;
 mod cache;
 mod clock;
 pub mod conformance;
@@ -53,7 +54,7 @@ mod token;
 mod users;
 
 pub use audit::{Actor, AuditEvent, AuditKind, AuditLog, AuditQuery, AuditStore};
-pub use cache::{CacheOptions, CachedStore};
+pub use cache::{CacheOptions, CacheStats, CachedStore};
 pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock, Timestamp};
 pub use policy::{CookiePolicy, LogoutBehavior, Policy, PolicyBuilder, PolicyError, SameSite};
 pub use session::{
@@ -61,6 +62,10 @@ pub use session::{
     MAX_DATA_BYTES, MAX_DATA_KEYS, MAX_IP_BYTES, MAX_USER_AGENT_BYTES,
 };
 pub use store::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use store::postgres::{PostgresOptions, PostgresStore};
+#[cfg(feature = "redis")]
+pub use store::redis::{RedisOptions, RedisStore};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use store::{SessionStore, StoreError, WriteOutcome};

@@ -74,6 +74,7 @@ impl Gateway {
     }
 
     fn store_failed(&self, what: &str, e: &dyn std::fmt::Display) -> Response {
+        self.count_store_error();
         tracing::error!(error = %e, "{what} failed: the store is unavailable");
         self.error_page(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -76,6 +76,8 @@ pub struct Gateway {
     upstream_authority: Option<Authority>,
     guard: Guard,
     throttle: Throttle,
+    metrics: crate::metrics::Sources,
+    counters: crate::metrics::Counters,
 }
 
 impl Gateway {
@@ -112,7 +114,22 @@ impl Gateway {
             accounts,
             client,
             upstream_authority,
+            metrics: crate::metrics::Sources::default(),
+            counters: crate::metrics::Counters::default(),
         })
+    }
+
+    /// Where `PREFIX/metrics` (served with `--metrics`) reads its figures.
+    pub fn with_metrics(mut self, sources: crate::metrics::Sources) -> Self {
+        self.metrics = sources;
+        self
+    }
+
+    /// Counts a store failure for the metrics.
+    fn count_store_error(&self) {
+        self.counters
+            .store_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The axum app: own routes, then the proxy for everything else.
@@ -126,6 +143,7 @@ impl Gateway {
             .route(&format!("{p}/auth"), any(forward_auth::check))
             .route(&format!("{p}/guard.js"), get(guard_js))
             .route(&format!("{p}/healthz"), get(healthz))
+            .route(&format!("{p}/metrics"), get(metrics))
             .route(&format!("{p}/sessions"), get(account::sessions_page))
             .route(&format!("{p}/sessions/end"), post(account::end_one))
             .route(
@@ -186,6 +204,7 @@ impl Gateway {
                 _ => Auth::Anonymous { stale: true },
             },
             Err(SessionError::Store(e)) => {
+                self.count_store_error();
                 tracing::error!(error = %e, "session store unavailable; refusing the request");
                 Auth::Unavailable
             }
@@ -642,6 +661,7 @@ async fn login_submit(State(gw): AppState, req: Request) -> Response {
         Err(e) => {
             // Not the client's failure: give the attempt back.
             gw.throttle.succeeded(client_ip, &form.username);
+            gw.count_store_error();
             tracing::error!(error = %e, "login could not be checked");
             return retry(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -682,6 +702,7 @@ async fn login_submit(State(gw): AppState, req: Request) -> Response {
             r
         }
         Err(e) => {
+            gw.count_store_error();
             tracing::error!(error = %e, "could not create a session");
             retry(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -743,6 +764,7 @@ async fn logout(State(gw): AppState, req: Request) -> Response {
     }
     if let Some(token) = &token {
         if let Err(e) = gw.sessions.logout(token.expose()).await {
+            gw.count_store_error();
             tracing::error!(error = %e, "logout failed: the store is unavailable");
             return gw.error_page(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -791,6 +813,22 @@ async fn guard_js(State(gw): AppState) -> Response {
         gw.guard.script().to_owned(),
     )
         .into_response()
+}
+
+async fn metrics(State(gw): AppState) -> Response {
+    if !gw.settings.metrics {
+        return not_found(State(gw)).await;
+    }
+    let mut r = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        crate::metrics::render(&gw.metrics, &gw.counters),
+    )
+        .into_response();
+    no_store(r.headers_mut());
+    r
 }
 
 async fn healthz() -> Response {

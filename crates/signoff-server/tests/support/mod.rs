@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod scenarios;
+pub mod services;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -157,6 +158,18 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}", dir.path().join("signoff.db").display());
         add_user(&db, USER, PASSWORD);
+        Self::start_on(dir, &db, upstream, extra)
+    }
+
+    /// `signoff serve` on a store that already exists (Redis, PostgreSQL,
+    /// or another node's SQLite file); `dir` keeps its log.
+    pub fn start_on(
+        dir: tempfile::TempDir,
+        db: &str,
+        upstream: Option<&str>,
+        extra: &[&str],
+    ) -> Gateway {
+        let db = db.to_owned();
         let mut args: Vec<String> = vec!["serve".into(), "--db".into(), db.clone()];
         if let Some(upstream) = upstream {
             args.extend(["--upstream".to_owned(), upstream.to_owned()]);

@@ -21,6 +21,10 @@ use crate::session::{Session, SessionData, UserId};
 use crate::token::{SessionHandle, SessionId};
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -132,4 +136,68 @@ pub trait SessionStore: Send + Sync + 'static {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<SessionId>, StoreError>;
+}
+
+/// A shared store is a store: lets a [`crate::CachedStore`] wrap an
+/// `Arc<dyn SessionStore>` chosen at run time.
+#[async_trait]
+impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
+    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
+        (**self).insert(session).await
+    }
+    async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        (**self).load(id).await
+    }
+    async fn load_by_handle(&self, handle: &SessionHandle) -> Result<Option<Session>, StoreError> {
+        (**self).load_by_handle(handle).await
+    }
+    async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {
+        (**self).touch(id, at).await
+    }
+    async fn update_data(
+        &self,
+        id: &SessionId,
+        generation: u64,
+        data: &SessionData,
+    ) -> Result<WriteOutcome, StoreError> {
+        (**self).update_data(id, generation, data).await
+    }
+    async fn rotate(
+        &self,
+        id: &SessionId,
+        new_id: &SessionId,
+        auth_at: Option<Timestamp>,
+    ) -> Result<bool, StoreError> {
+        (**self).rotate(id, new_id, auth_at).await
+    }
+    async fn remove(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        (**self).remove(id).await
+    }
+    async fn remove_by_handle(
+        &self,
+        handle: &SessionHandle,
+        owner: Option<&UserId>,
+    ) -> Result<Option<Session>, StoreError> {
+        (**self).remove_by_handle(handle, owner).await
+    }
+    async fn remove_expired(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {
+        (**self).remove_expired(id, now).await
+    }
+    async fn list_for_user(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
+        (**self).list_for_user(user).await
+    }
+    async fn remove_for_user(
+        &self,
+        user: &UserId,
+        keep: Option<&SessionId>,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        (**self).remove_for_user(user, keep).await
+    }
+    async fn purge_expired(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        (**self).purge_expired(now, limit).await
+    }
 }

@@ -1,0 +1,538 @@
+//! Many nodes on one shared store: two `signoff serve` processes on Redis
+//! (and again on PostgreSQL) in front of one upstream. A logout on node A
+//! must be refused on node B, quickly with local caches on (the revocation
+//! bus) and at once with them off; and when the store dies, nothing is let
+//! through, and service comes back by itself.
+//!
+//! The timing tests use the machine's Redis and PostgreSQL, each run under
+//! its own key prefix or schema. The fault tests start and kill their own
+//! `redis-server` and PostgreSQL cluster on free ports.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signoff::{
+    NewSession, Policy, PostgresOptions, PostgresStore, RedisOptions, RedisStore, SessionData,
+    SessionStore, Sessions, UserId, UserStore,
+};
+use support::services::{self, PgCluster, RedisServer};
+use support::{add_user, cookie, get, post_form, Gateway, Upstream, PASSWORD, USER};
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Redis,
+    Postgres,
+}
+
+/// One deployment's store: the `--db` URL the nodes get, and its name
+/// (key prefix or schema) for cleaning up.
+struct Shared {
+    kind: Kind,
+    base: String,
+    name: String,
+}
+
+impl Shared {
+    fn new(kind: Kind, base: String) -> Shared {
+        let name = match kind {
+            Kind::Redis => services::unique("signoff-test-"),
+            Kind::Postgres => services::unique("signoff_t_"),
+        };
+        Shared { kind, base, name }
+    }
+
+    fn on_machine(kind: Kind) -> Option<Shared> {
+        let base = match kind {
+            Kind::Redis => services::shared_redis()?,
+            Kind::Postgres => services::shared_postgres()?,
+        };
+        Some(Shared::new(kind, base))
+    }
+
+    fn db(&self) -> String {
+        match self.kind {
+            Kind::Redis => format!("{}?prefix={}", self.base, self.name),
+            Kind::Postgres => format!("{}?schema={}", self.base, self.name),
+        }
+    }
+
+    /// The test's own connection to the store, to make sessions the way a
+    /// third node would (without paying for a password hash each time).
+    async fn engine(&self) -> (Sessions, UserId) {
+        let (sessions, users): (Arc<dyn SessionStore>, Arc<dyn UserStore>) = match self.kind {
+            Kind::Redis => {
+                let mut options = RedisOptions::new(self.base.clone());
+                options.prefix = self.name.clone();
+                let store = Arc::new(RedisStore::connect_with(options).await.unwrap());
+                (store.clone(), store)
+            }
+            Kind::Postgres => {
+                let mut options = PostgresOptions::new(self.base.clone());
+                options.schema = Some(self.name.clone());
+                let store = Arc::new(PostgresStore::connect_with(options).await.unwrap());
+                (store.clone(), store)
+            }
+        };
+        let user = users.user_by_name(USER).await.unwrap().expect("alice");
+        (Sessions::new(sessions, Policy::default()), user.id)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Best effort: the machine's servers are shared by every run.
+        match self.kind {
+            Kind::Redis => {
+                let script = format!(
+                    "redis-cli -u '{}' --scan --pattern '{}:*' | xargs -r redis-cli -u '{}' unlink",
+                    self.base, self.name, self.base
+                );
+                let _ = std::process::Command::new("sh")
+                    .args(["-c", &script])
+                    .output();
+            }
+            Kind::Postgres => {
+                let _ = std::process::Command::new("psql")
+                    .args([&self.base, "-q", "-c"])
+                    .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
+                    .output();
+            }
+        }
+    }
+}
+
+/// Two gateways on one store, and the upstream they share.
+struct TwoNodes {
+    a: Gateway,
+    b: Gateway,
+    _upstream: Upstream,
+}
+
+fn two_nodes(db: &str, extra: &[&str]) -> Option<TwoNodes> {
+    let upstream = Upstream::start()?;
+    add_user(db, USER, PASSWORD);
+    let a = Gateway::start_on(
+        tempfile::tempdir().unwrap(),
+        db,
+        Some(&upstream.url()),
+        extra,
+    );
+    let b = Gateway::start_on(
+        tempfile::tempdir().unwrap(),
+        db,
+        Some(&upstream.url()),
+        extra,
+    );
+    Some(TwoNodes {
+        a,
+        b,
+        _upstream: upstream,
+    })
+}
+
+/// A signed-in session made the way the gateway makes them.
+async fn session(engine: &Sessions, user: &UserId) -> String {
+    let mut data = SessionData::new();
+    data.insert("signoff.user".to_owned(), USER.to_owned());
+    let issued = engine
+        .create(NewSession::for_user(user.clone()).data(data))
+        .await
+        .unwrap();
+    issued.token.expose().to_owned()
+}
+
+async fn private(gw: &Gateway, token: &str) -> u16 {
+    get(&gw.url("/private/page"), &[("cookie", &cookie(token))])
+        .await
+        .status
+}
+
+/// Signs out at `gw` as a same-origin browser form would.
+async fn logout(gw: &Gateway, token: &str) -> support::Reply {
+    post_form(
+        &gw.url("/.signoff/logout"),
+        &[],
+        &[("cookie", &cookie(token)), ("origin", &gw.origin)],
+    )
+    .await
+}
+
+async fn metric(gw: &Gateway, name: &str) -> Option<f64> {
+    let text = get(&gw.url("/.signoff/metrics"), &[]).await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits until node `gw` has subscribed to the bus.
+async fn wait_for_bus(gw: &Gateway) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(gw, "signoff_bus_connected").await != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "node never subscribed to the revocation bus; its log:\n{}",
+            gw.proc.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// For each trial: a fresh session, used on B (so B caches it) and on A;
+/// logged out on A; then B is asked until it refuses. Returns the time from
+/// A's logout response to B's first refusal, and how many of B's answers
+/// after the logout response still let the session through.
+async fn revocation_trials(
+    nodes: &TwoNodes,
+    engine: &Sessions,
+    user: &UserId,
+    trials: usize,
+) -> (Vec<Duration>, usize) {
+    let mut samples = Vec::with_capacity(trials);
+    let mut stale = 0;
+    for _ in 0..trials {
+        let token = session(engine, user).await;
+        // Twice on B: with caches on, the second answer comes from B's
+        // memory, so only an invalidation can make B refuse it later.
+        assert_eq!(
+            private(&nodes.b, &token).await,
+            200,
+            "B accepts the session"
+        );
+        assert_eq!(
+            private(&nodes.b, &token).await,
+            200,
+            "B accepts the session"
+        );
+        assert_eq!(
+            private(&nodes.a, &token).await,
+            200,
+            "A accepts the session"
+        );
+        let out = logout(&nodes.a, &token).await;
+        assert_eq!(out.status, 303, "logout on A: {}", out.text());
+        let done = Instant::now();
+        loop {
+            let status = private(&nodes.b, &token).await;
+            if status == 401 {
+                break;
+            }
+            assert_eq!(status, 200, "B answered neither 200 nor 401");
+            stale += 1;
+            assert!(
+                done.elapsed() < Duration::from_secs(5),
+                "B still accepts a session A signed out 5 s ago"
+            );
+        }
+        samples.push(done.elapsed());
+        // A refuses it at once, of course.
+        assert_eq!(private(&nodes.a, &token).await, 401);
+    }
+    samples.sort();
+    (samples, stale)
+}
+
+fn report(label: &str, samples: &[Duration], stale: usize) {
+    eprintln!(
+        "FIGURE {label}: {} trials, logout on A to refusal on B: p50 {:?}, p99 {:?}, max {:?}; \
+         stale answers {stale}",
+        samples.len(),
+        percentile(samples, 50.0),
+        percentile(samples, 99.0),
+        samples.last().unwrap(),
+    );
+}
+
+async fn logout_reaches_the_other_node_with_caches(kind: Kind) {
+    let Some(shared) = Shared::on_machine(kind) else {
+        return;
+    };
+    let Some(nodes) = two_nodes(&shared.db(), &["--metrics", "--cache-staleness", "30s"]) else {
+        return;
+    };
+    wait_for_bus(&nodes.a).await;
+    wait_for_bus(&nodes.b).await;
+    let (engine, user) = shared.engine().await;
+
+    // A real sign-in on A, used on B, signed out on A.
+    let token = nodes.a.login(USER, PASSWORD).await;
+    assert_eq!(private(&nodes.b, &token).await, 200);
+    assert_eq!(logout(&nodes.a, &token).await.status, 303);
+
+    let (samples, stale) = revocation_trials(&nodes, &engine, &user, 300).await;
+    report(&format!("{kind:?} caches on"), &samples, stale);
+    // With a 30 s cache, only the bus can make B refuse this fast.
+    let p99 = percentile(&samples, 99.0);
+    assert!(p99 <= Duration::from_millis(50), "p99 {p99:?} > 50 ms");
+    let hits = metric(&nodes.b, "signoff_session_cache_hits_total").await;
+    assert!(hits.unwrap_or(0.0) >= 300.0, "B's cache was used: {hits:?}");
+    let applied = metric(&nodes.b, "signoff_bus_invalidations_total").await;
+    assert!(applied.unwrap_or(0.0) >= 300.0, "invalidations {applied:?}");
+}
+
+async fn logout_is_immediate_without_caches(kind: Kind) {
+    let Some(shared) = Shared::on_machine(kind) else {
+        return;
+    };
+    let Some(nodes) = two_nodes(&shared.db(), &["--cache-staleness", "0s"]) else {
+        return;
+    };
+    let (engine, user) = shared.engine().await;
+    let (samples, stale) = revocation_trials(&nodes, &engine, &user, 1000).await;
+    report(&format!("{kind:?} caches off"), &samples, stale);
+    assert_eq!(stale, 0, "B let a signed-out session through");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_logout_on_one_node_reaches_the_other_within_50ms() {
+    logout_reaches_the_other_node_with_caches(Kind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_logout_on_one_node_reaches_the_other_within_50ms() {
+    logout_reaches_the_other_node_with_caches(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_without_caches_no_node_ever_answers_stale() {
+    logout_is_immediate_without_caches(Kind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_without_caches_no_node_ever_answers_stale() {
+    logout_is_immediate_without_caches(Kind::Postgres).await;
+}
+
+/// Ends on every node what the CLI, the sessions page or the admin API
+/// ends elsewhere: here, the CLI's `sessions end --user` on the shared store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cli_end_reaches_every_node() {
+    let Some(shared) = Shared::on_machine(Kind::Redis) else {
+        return;
+    };
+    let Some(nodes) = two_nodes(&shared.db(), &["--metrics", "--cache-staleness", "30s"]) else {
+        return;
+    };
+    wait_for_bus(&nodes.a).await;
+    wait_for_bus(&nodes.b).await;
+    let token = nodes.a.login(USER, PASSWORD).await;
+    assert_eq!(private(&nodes.a, &token).await, 200);
+    assert_eq!(private(&nodes.b, &token).await, 200);
+    let out = std::process::Command::new(support::signoff_bin())
+        .args(["sessions", "end", "--user", USER, "--db", &shared.db()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = Instant::now();
+    for node in [&nodes.a, &nodes.b] {
+        while private(node, &token).await != 401 {
+            assert!(
+                done.elapsed() < Duration::from_millis(500),
+                "a node still accepts it"
+            );
+        }
+    }
+}
+
+/// Requests hammering one node in the background; each records when its
+/// answer came and what it was.
+fn load(
+    gw: &Gateway,
+    token: &str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<(Instant, u16)>> {
+    let url = gw.url("/private/load");
+    let cookie = cookie(token);
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let status = get(&url, &[("cookie", &cookie)]).await.status;
+            seen.push((Instant::now(), status));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        seen
+    })
+}
+
+/// Kills the store under load and brings it back:
+/// - while it is down, protected requests get 503 (with `no-store`), never
+///   200, on both nodes, and the process keeps answering its health check;
+/// - a logout during the outage is reported as failed (the session is not
+///   ended, and the user is told so) and works once the store is back;
+/// - after a restart, sessions made before the crash work again, on both
+///   nodes, without restarting signoff.
+async fn store_outage(kind: Kind, kill: impl FnOnce(), restart: impl FnOnce(), shared: Shared) {
+    let Some(nodes) = two_nodes(&shared.db(), &["--metrics"]) else {
+        return;
+    };
+    wait_for_bus(&nodes.a).await;
+    wait_for_bus(&nodes.b).await;
+    let kept = nodes.a.login(USER, PASSWORD).await;
+    let to_end = nodes.b.login(USER, PASSWORD).await;
+    assert_eq!(private(&nodes.b, &kept).await, 200);
+    assert_eq!(private(&nodes.a, &to_end).await, 200);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loads = [
+        load(&nodes.a, &kept, stop.clone()),
+        load(&nodes.b, &kept, stop.clone()),
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // During the outage.
+    for node in [&nodes.a, &nodes.b] {
+        let reply = get(&node.url("/private/x"), &[("cookie", &cookie(&kept))]).await;
+        assert_eq!(reply.status, 503, "{kind:?} down: {}", reply.text());
+        assert!(reply
+            .header("cache-control")
+            .unwrap_or("")
+            .contains("no-store"));
+        assert_eq!(get(&node.url("/.signoff/healthz"), &[]).await.status, 200);
+        assert_eq!(
+            metric(node, "signoff_session_cache_trusted").await,
+            Some(0.0)
+        );
+    }
+    let failed = logout(&nodes.b, &to_end).await;
+    assert_eq!(failed.status, 503, "logout while down: {}", failed.text());
+    assert!(
+        failed.text().contains("still signed in"),
+        "{}",
+        failed.text()
+    );
+    assert!(failed.header("clear-site-data").is_none());
+    assert!(failed.new_cookie("signoff").is_none());
+    let login = post_form(
+        &nodes.a.url("/.signoff/login"),
+        &[("username", USER), ("password", PASSWORD)],
+        &[("origin", &nodes.a.origin)],
+    )
+    .await;
+    assert_eq!(login.status, 503, "login while down");
+    assert!(login.text().contains("Try again"), "{}", login.text());
+
+    let restarting = Instant::now();
+    restart();
+    let back = Instant::now();
+    for node in [&nodes.a, &nodes.b] {
+        while private(node, &kept).await != 200 {
+            assert!(
+                back.elapsed() < Duration::from_secs(20),
+                "{kind:?}: service did not resume; log:\n{}",
+                node.proc.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    eprintln!(
+        "FIGURE {kind:?} outage: service back {:?} after the store",
+        back.elapsed()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // A node learns of the crash when its bus connection breaks (at once)
+    // or goes silent (1 s at most); until then its cache may still answer
+    // for sessions that were alive when the store died, which is true: no
+    // logout can have happened in a dead store. After that, nothing but 503.
+    let noticed = killed + Duration::from_millis(250);
+    let mut after_kill = 0;
+    let mut last_200 = None;
+    for task in loads {
+        for (answered, status) in task.await.unwrap() {
+            assert!(status == 200 || status == 503, "load got {status}");
+            if answered > killed && answered < restarting && status == 200 {
+                last_200 = last_200.max(Some(answered - killed));
+            }
+            if answered > noticed && answered < restarting {
+                after_kill += 1;
+                assert_eq!(
+                    status,
+                    503,
+                    "{kind:?}: a 200 {:?} after the store was down",
+                    answered - killed
+                );
+            }
+        }
+    }
+    // PostgreSQL's pool waits up to its 1 s connect timeout before each
+    // 503, so only a few answers fall inside the outage there.
+    assert!(
+        after_kill >= 4,
+        "the load ran through the outage ({after_kill})"
+    );
+    eprintln!(
+        "FIGURE {kind:?} outage: {after_kill} answers while down, all 503; \
+         last cached 200 {last_200:?} after the crash"
+    );
+
+    // The logout that failed did not happen, as its page said; it works now,
+    // and on both nodes.
+    assert_eq!(private(&nodes.a, &to_end).await, 200);
+    assert_eq!(logout(&nodes.b, &to_end).await.status, 303);
+    let done = Instant::now();
+    for node in [&nodes.a, &nodes.b] {
+        while private(node, &to_end).await != 401 {
+            assert!(done.elapsed() < Duration::from_millis(500));
+        }
+    }
+    for node in [&nodes.a, &nodes.b] {
+        wait_for_bus(node).await;
+        assert!(
+            metric(node, "signoff_bus_losses_total")
+                .await
+                .unwrap_or(0.0)
+                >= 1.0
+        );
+        assert!(
+            metric(node, "signoff_store_errors_total")
+                .await
+                .unwrap_or(0.0)
+                >= 1.0
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_crash_fails_closed_and_recovers_with_sessions_kept() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let server = Arc::new(std::sync::Mutex::new(server));
+    let shared = Shared::new(Kind::Redis, server.lock().unwrap().url());
+    let (k, r) = (server.clone(), server.clone());
+    store_outage(
+        Kind::Redis,
+        move || k.lock().unwrap().kill(),
+        move || r.lock().unwrap().restart(),
+        shared,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crash_fails_closed_and_recovers_with_sessions_kept() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let cluster = Arc::new(std::sync::Mutex::new(cluster));
+    let shared = Shared::new(Kind::Postgres, cluster.lock().unwrap().url());
+    let (k, r) = (cluster.clone(), cluster.clone());
+    store_outage(
+        Kind::Postgres,
+        move || k.lock().unwrap().kill(),
+        move || r.lock().unwrap().restart(),
+        shared,
+    )
+    .await;
+}

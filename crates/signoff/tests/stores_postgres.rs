@@ -1,0 +1,529 @@
+//! The PostgreSQL store's users, audit trail and revocation bus.
+//!
+//! Needs a PostgreSQL server: `SIGNOFF_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/test`). Each test runs in a fresh
+//! schema, dropped afterwards.
+#![cfg(feature = "postgres")]
+
+use std::time::Duration;
+
+use signoff::bus::{invalidation_payload, BusSubscription, RevocationBus};
+use signoff::{
+    Actor, AuditEvent, AuditKind, AuditQuery, AuditStore, PostgresOptions, PostgresStore, Session,
+    SessionData, SessionHandle, SessionStore, SessionToken, StoreError, Timestamp, User, UserId,
+    UserStore, WriteOutcome,
+};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The test server's URL. These tests always need PostgreSQL: a missing
+/// server is a failure, never a silent pass.
+async fn postgres_url() -> String {
+    let url = std::env::var("SIGNOFF_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+    let reachable = tokio::time::timeout(
+        Duration::from_secs(5),
+        <sqlx::PgConnection as sqlx::Connection>::connect(&url),
+    )
+    .await;
+    match reachable {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+            url
+        }
+        Ok(Err(e)) => panic!(
+            "these tests need PostgreSQL; cannot connect ({e}). \
+             Set SIGNOFF_TEST_POSTGRES to a postgres:// URL of a server where the user may \
+             create schemas (default {DEFAULT_URL})"
+        ),
+        Err(_) => panic!(
+            "these tests need PostgreSQL; no answer within 5 s. \
+             Set SIGNOFF_TEST_POSTGRES to a postgres:// URL (default {DEFAULT_URL})"
+        ),
+    }
+}
+
+/// Drops its schema when dropped, best effort.
+struct DropSchema {
+    url: String,
+    schema: String,
+}
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
+        let dropper = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let work = async {
+                    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
+                    sqlx::Executor::execute(&mut conn, sql.as_str()).await?;
+                    sqlx::Connection::close(conn).await
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(10), work).await;
+            });
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// A store in a fresh schema named `<prefix><16 hex>`, and its guard.
+async fn store_in(prefix: &str) -> (PostgresStore, DropSchema) {
+    let url = postgres_url().await;
+    let schema = format!("{prefix}{:016x}", rand::random::<u64>());
+    let guard = DropSchema {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let mut options = PostgresOptions::new(url);
+    options.schema = Some(schema);
+    options.max_connections = 4;
+    let store = PostgresStore::connect_with(options)
+        .await
+        .expect("connect to PostgreSQL");
+    (store, guard)
+}
+
+async fn fresh() -> (PostgresStore, DropSchema) {
+    store_in("signoff_t_").await
+}
+
+fn user(id: &str, name: &str) -> User {
+    User {
+        id: UserId::new(id),
+        name: name.to_owned(),
+        password_hash: format!("$argon2id$hash-of-{id}"),
+        disabled: false,
+        created_at: Timestamp::from_millis(1_700_000_000_000),
+    }
+}
+
+fn session(user: &str) -> Session {
+    let now = Timestamp::from_millis(1_700_000_000_000);
+    Session {
+        id: SessionToken::generate().id(),
+        handle: SessionHandle::generate(),
+        user_id: Some(UserId::new(user)),
+        created_at: now,
+        last_seen_at: now,
+        auth_at: Some(now),
+        expires_at: Timestamp::from_millis(now.as_millis() + 3_600_000),
+        idle_timeout: Duration::from_secs(600),
+        user_agent: Some("test".to_owned()),
+        ip: None,
+        data: SessionData::new(),
+        generation: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_round_trip_and_writes_are_conditional() {
+    let (store, _guard) = fresh().await;
+    let alice = user("u1", "alice");
+    store.insert_user(&alice).await.unwrap();
+    store.insert_user(&user("u2", "bob")).await.unwrap();
+    store.insert_user(&user("u3", "Carol")).await.unwrap();
+
+    // Neither a taken name nor a taken id goes in.
+    assert!(matches!(
+        store.insert_user(&user("u9", "alice")).await,
+        Err(StoreError::Duplicate)
+    ));
+    assert!(matches!(
+        store.insert_user(&user("u1", "alicia")).await,
+        Err(StoreError::Duplicate)
+    ));
+
+    assert_eq!(
+        store.user_by_name("alice").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store.user_by_id(&UserId::new("u1")).await.unwrap(),
+        Some(alice)
+    );
+    assert_eq!(store.user_by_name("nobody").await.unwrap(), None);
+    assert_eq!(store.user_by_id(&UserId::new("u9")).await.unwrap(), None);
+
+    let u1 = UserId::new("u1");
+    assert!(store.set_password_hash(&u1, "$argon2id$new").await.unwrap());
+    assert!(!store
+        .set_password_hash(&UserId::new("u9"), "$argon2id$x")
+        .await
+        .unwrap());
+    // Replacement only from the expected hash.
+    assert!(!store
+        .replace_password_hash(&u1, "$argon2id$hash-of-u1", "$argon2id$rehash")
+        .await
+        .unwrap());
+    assert_eq!(
+        store.user_by_id(&u1).await.unwrap().unwrap().password_hash,
+        "$argon2id$new"
+    );
+    assert!(store
+        .replace_password_hash(&u1, "$argon2id$new", "$argon2id$rehash")
+        .await
+        .unwrap());
+    assert_eq!(
+        store.user_by_id(&u1).await.unwrap().unwrap().password_hash,
+        "$argon2id$rehash"
+    );
+
+    assert!(store.set_disabled(&u1, true).await.unwrap());
+    assert!(store.user_by_id(&u1).await.unwrap().unwrap().disabled);
+    assert!(store.set_disabled(&u1, false).await.unwrap());
+    assert!(!store.user_by_id(&u1).await.unwrap().unwrap().disabled);
+    assert!(!store.set_disabled(&UserId::new("u9"), true).await.unwrap());
+
+    // By name, in byte order as SQLite sorts.
+    let names: Vec<String> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["Carol", "alice", "bob"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_appends_filters_and_purges() {
+    let (store, _guard) = fresh().await;
+    store.insert_user(&user("u1", "alice")).await.unwrap();
+    let handle = SessionHandle::generate();
+    let at = Timestamp::from_millis;
+    let u1 = UserId::new("u1");
+    let u2 = UserId::new("u2");
+    let events = [
+        AuditEvent::new(AuditKind::LoginSucceeded, at(100))
+            .user(Some(&u1), None)
+            .session(&handle)
+            .by(Actor::User)
+            .ip("192.0.2.1"),
+        AuditEvent::new(AuditKind::LoginFailed, at(200))
+            .user(Some(&u2), Some("bob"))
+            .reason("wrong_password"),
+        AuditEvent::new(AuditKind::SessionEnded, at(300))
+            .user(Some(&u1), Some("alice-then"))
+            .by(Actor::Admin)
+            .count(3),
+        AuditEvent::new(AuditKind::Logout, at(400)).user(Some(&u1), None),
+    ];
+    for e in &events {
+        store.append(e).await.unwrap();
+    }
+
+    let all = store.query(&AuditQuery::default()).await.unwrap();
+    assert_eq!(all.len(), 4);
+    // Newest first, seq assigned in order.
+    let kinds: Vec<AuditKind> = all.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            AuditKind::Logout,
+            AuditKind::SessionEnded,
+            AuditKind::LoginFailed,
+            AuditKind::LoginSucceeded
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].seq > w[1].seq));
+    // Every field comes back; a missing name is filled in from users, a
+    // recorded one is kept.
+    let first = &all[3];
+    let mut expected = events[0].clone();
+    expected.seq = first.seq;
+    expected.user_name = Some("alice".to_owned());
+    assert_eq!(first, &expected);
+    assert_eq!(all[1].user_name.as_deref(), Some("alice-then"));
+    assert_eq!(all[1].count, Some(3));
+    assert_eq!(all[1].by, Some(Actor::Admin));
+    assert_eq!(all[2].user_name.as_deref(), Some("bob"));
+    assert_eq!(all[2].reason.as_deref(), Some("wrong_password"));
+
+    let query = |user: Option<&UserId>, since: Option<i64>, kind, limit| AuditQuery {
+        user_id: user.cloned(),
+        since: since.map(at),
+        kind,
+        limit,
+    };
+    let seen = |events: Vec<AuditEvent>| events.into_iter().map(|e| e.at).collect::<Vec<_>>();
+    assert_eq!(
+        seen(
+            store
+                .query(&query(Some(&u1), None, None, None))
+                .await
+                .unwrap()
+        ),
+        [at(400), at(300), at(100)]
+    );
+    assert_eq!(
+        seen(
+            store
+                .query(&query(None, Some(200), None, None))
+                .await
+                .unwrap()
+        ),
+        [at(400), at(300), at(200)]
+    );
+    assert_eq!(
+        seen(
+            store
+                .query(&query(None, None, Some(AuditKind::LoginFailed), None))
+                .await
+                .unwrap()
+        ),
+        [at(200)]
+    );
+    assert_eq!(
+        seen(
+            store
+                .query(&query(None, None, None, Some(2)))
+                .await
+                .unwrap()
+        ),
+        [at(400), at(300)]
+    );
+    assert_eq!(
+        seen(
+            store
+                .query(&query(
+                    Some(&u1),
+                    Some(150),
+                    Some(AuditKind::Logout),
+                    Some(5)
+                ))
+                .await
+                .unwrap()
+        ),
+        [at(400)]
+    );
+
+    assert_eq!(store.purge_before(at(300)).await.unwrap(), 2);
+    assert_eq!(
+        seen(store.query(&AuditQuery::default()).await.unwrap()),
+        [at(400), at(300)]
+    );
+    assert_eq!(store.purge_before(at(300)).await.unwrap(), 0);
+}
+
+/// The next message within `within`, or `None`.
+async fn next_within(sub: &mut Box<dyn BusSubscription>, within: Duration) -> Option<String> {
+    match tokio::time::timeout(within, sub.next()).await {
+        Ok(message) => Some(message.expect("subscription lost")),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_announce_changes_but_touches_do_not() {
+    let (store, _guard) = fresh().await;
+    let mut sub = store.subscribe().await.unwrap();
+    let second = Duration::from_secs(1);
+    let quiet = Duration::from_millis(300);
+
+    let a = session("alice");
+    store.insert(&a).await.unwrap();
+    assert_eq!(
+        next_within(&mut sub, quiet).await,
+        None,
+        "insert announces nothing"
+    );
+
+    // A touch moves last_seen_at only: nothing to announce.
+    let later = Timestamp::from_millis(a.last_seen_at.as_millis() + 1000);
+    assert!(store.touch(&a.id, later).await.unwrap());
+    assert_eq!(
+        next_within(&mut sub, quiet).await,
+        None,
+        "touch must not announce"
+    );
+
+    // A data write announces the (unchanged) digest.
+    let mut data = SessionData::new();
+    data.insert("theme".to_owned(), "dark".to_owned());
+    assert_eq!(
+        store.update_data(&a.id, 0, &data).await.unwrap(),
+        WriteOutcome::Applied
+    );
+    assert_eq!(
+        next_within(&mut sub, second).await,
+        Some(invalidation_payload(&a.id))
+    );
+    // A stale data write changes nothing and announces nothing.
+    assert_eq!(
+        store.update_data(&a.id, 0, &data).await.unwrap(),
+        WriteOutcome::Stale
+    );
+    assert_eq!(next_within(&mut sub, quiet).await, None, "stale write");
+
+    // A rotation announces the old digest.
+    let rotated = SessionToken::generate().id();
+    assert!(store.rotate(&a.id, &rotated, None).await.unwrap());
+    assert_eq!(
+        next_within(&mut sub, second).await,
+        Some(invalidation_payload(&a.id))
+    );
+
+    // A removal announces the digest it removed.
+    let removed = store.remove(&rotated).await.unwrap().expect("removed");
+    assert_eq!(removed.generation, 2);
+    assert_eq!(
+        next_within(&mut sub, second).await,
+        Some(invalidation_payload(&rotated))
+    );
+    // Removing nothing announces nothing.
+    assert!(store.remove(&rotated).await.unwrap().is_none());
+    assert_eq!(next_within(&mut sub, quiet).await, None, "nothing removed");
+
+    // Bulk removals announce each session.
+    let b = session("bob");
+    let c = session("bob");
+    store.insert(&b).await.unwrap();
+    store.insert(&c).await.unwrap();
+    assert_eq!(
+        store
+            .remove_for_user(&UserId::new("bob"), None)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let mut heard = vec![
+        next_within(&mut sub, second).await,
+        next_within(&mut sub, second).await,
+    ];
+    heard.sort();
+    let mut expected = vec![
+        Some(invalidation_payload(&b.id)),
+        Some(invalidation_payload(&c.id)),
+    ];
+    expected.sort();
+    assert_eq!(heard, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolled_back_writes_announce_nothing() {
+    let (store, _guard) = fresh().await;
+    let mut sub = store.subscribe().await.unwrap();
+    let a = session("alice");
+    store.insert(&a).await.unwrap();
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query("DELETE FROM sessions WHERE id = $1")
+        .bind(a.id.as_bytes().as_slice())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        next_within(&mut sub, Duration::from_millis(300)).await,
+        None
+    );
+    assert!(store.load(&a.id).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_reaches_subscribers_of_the_same_schema_only() {
+    let (store, _guard) = fresh().await;
+    let (other, _other_guard) = fresh().await;
+    assert_ne!(store.channel(), other.channel());
+    assert!(store.channel().starts_with("signoff_signoff_t_"));
+    let mut sub = store.subscribe().await.unwrap();
+    let mut other_sub = other.subscribe().await.unwrap();
+    store.publish("hb:1:2").await.unwrap();
+    assert_eq!(
+        next_within(&mut sub, Duration::from_secs(1))
+            .await
+            .as_deref(),
+        Some("hb:1:2")
+    );
+    assert_eq!(
+        next_within(&mut other_sub, Duration::from_millis(300)).await,
+        None
+    );
+    // Another store on the same schema (another node) hears it too.
+    let mut options = PostgresOptions::new(postgres_url().await);
+    options.schema = store.schema().map(str::to_owned);
+    let node2 = PostgresStore::connect_with(options).await.unwrap();
+    assert_eq!(node2.channel(), store.channel());
+    let mut sub2 = node2.subscribe().await.unwrap();
+    let a = session("alice");
+    node2.insert(&a).await.unwrap();
+    store.remove(&a.id).await.unwrap().expect("removed");
+    let payload = Some(invalidation_payload(&a.id));
+    assert_eq!(next_within(&mut sub, Duration::from_secs(1)).await, payload);
+    assert_eq!(
+        next_within(&mut sub2, Duration::from_secs(1)).await,
+        payload
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_schema_names_get_a_hashed_channel() {
+    // 63 bytes: `signoff_` + it would exceed the identifier limit.
+    let (store, _guard) = store_in(&format!("signoff_t_{}_", "x".repeat(36))).await;
+    let schema = store.schema().unwrap();
+    assert_eq!(schema.len(), 63);
+    assert!(store.channel().len() <= 63);
+    assert!(!store.channel().contains(schema));
+    let mut sub = store.subscribe().await.unwrap();
+    let a = session("alice");
+    store.insert(&a).await.unwrap();
+    store.remove(&a.id).await.unwrap().expect("removed");
+    assert_eq!(
+        next_within(&mut sub, Duration::from_secs(1)).await,
+        Some(invalidation_payload(&a.id))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_notification_connection_ends_the_subscription() {
+    let (store, _guard) = fresh().await;
+    let mut sub = store.subscribe().await.unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE query = 'LISTEN \"' || $1 || '\"' AND pid <> pg_backend_pid()",
+    )
+    .bind(store.channel())
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(killed, [true]);
+    match tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+        Ok(Err(StoreError::Unavailable(_))) => {}
+        other => panic!("expected the subscription to report its loss, got {other:?}"),
+    }
+    // Subscribing again works.
+    let mut sub = store.subscribe().await.unwrap();
+    store.publish("hb:1:1").await.unwrap();
+    assert_eq!(
+        next_within(&mut sub, Duration::from_secs(1))
+            .await
+            .as_deref(),
+        Some("hb:1:1")
+    );
+}
+
+#[tokio::test]
+async fn bad_schema_names_and_dead_servers_are_refused() {
+    let mut options = PostgresOptions::new(postgres_url().await);
+    options.schema = Some("x\"; DROP SCHEMA public; --".to_owned());
+    assert!(matches!(
+        PostgresStore::connect_with(options).await,
+        Err(StoreError::Backend(_))
+    ));
+    // Nothing listens on port 1.
+    let mut options = PostgresOptions::new("postgres://postgres:hunter2@127.0.0.1:1/test");
+    options.connect_timeout = Duration::from_millis(500);
+    assert!(!format!("{options:?}").contains("hunter2"));
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        PostgresStore::connect_with(options).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

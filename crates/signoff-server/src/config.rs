@@ -59,7 +59,7 @@ pub struct ServeArgs {
     /// file path) for one node; redis://HOST[:PORT][/DB] (rediss:// for TLS)
     /// or postgres://USER@HOST/DB for many nodes sharing one store
     /// [default: sqlite://signoff.db] [file: db]
-    #[arg(long, env = "SIGNOFF_DB", value_name = "URL")]
+    #[arg(long, env = "SIGNOFF_DB", value_name = "URL", hide_env_values = true)]
     pub db: Option<String>,
     /// Sign out after this long without a request, e.g. 30m [default: 30m] [file: idle_timeout]
     #[arg(long, env = "SIGNOFF_IDLE_TIMEOUT", value_name = "DURATION")]

@@ -93,8 +93,14 @@ enum SessionsCommand {
 
 #[derive(Debug, Args)]
 struct Db {
-    /// The database: `sqlite://PATH` or a plain file path.
-    #[arg(long, env = "SIGNOFF_DB", default_value = "sqlite://signoff.db")]
+    /// The store: `sqlite://PATH` (or a file path), `redis://HOST[?prefix=P]`
+    /// or `postgres://USER@HOST/DB[?schema=S]`, as `signoff serve --db`.
+    #[arg(
+        long,
+        env = "SIGNOFF_DB",
+        default_value = "sqlite://signoff.db",
+        hide_env_values = true
+    )]
     db: String,
 }
 

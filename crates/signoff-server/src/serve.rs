@@ -85,27 +85,10 @@ impl Backend {
     }
 }
 
-/// `db` with any password in it replaced by `***`, for messages.
-pub fn redact(db: &str) -> String {
-    let Some((scheme, rest)) = db.split_once("://") else {
-        return db.to_owned();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{tail}")
-        }
-        None => db.to_owned(),
-    }
-}
-
 /// Opens the store named by `--db`: `sqlite://PATH` or a plain path,
 /// `redis://…`/`rediss://…`, or `postgres://…`/`postgresql://…`.
 pub async fn open_db(db: &str) -> Result<Backend> {
-    let shown = redact(db);
+    let shown = signoff::store::redact_url(db);
     match db.split_once("://") {
         None => open_sqlite(PathBuf::from(db)).await,
         Some(("sqlite", path)) if !path.is_empty() => open_sqlite(PathBuf::from(path)).await,
@@ -118,6 +101,14 @@ pub async fn open_db(db: &str) -> Result<Backend> {
             let store = RedisStore::connect_with(options)
                 .await
                 .with_context(|| format!("cannot connect to Redis at {shown}"))?;
+            match store.deployment_warnings().await {
+                Ok(warnings) => {
+                    for w in warnings {
+                        tracing::warn!("{w}");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the Redis configuration"),
+            }
             Ok(Backend::shared(store, "redis"))
         }
         Some(("postgres" | "postgresql", _)) => {
@@ -350,17 +341,24 @@ mod tests {
 
     #[test]
     fn passwords_are_hidden_in_messages() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db.internal:5432/signoff"),
-            "postgres://app:***@db.internal:5432/signoff"
-        );
-        assert_eq!(
-            redact("redis://:s3cret@cache/0?prefix=x"),
-            "redis://:***@cache/0?prefix=x"
-        );
-        assert_eq!(redact("redis://user@cache"), "redis://user@cache");
-        assert_eq!(redact("sqlite://a@b.db"), "sqlite://a@b.db");
-        assert_eq!(redact("plain.db"), "plain.db");
+        use signoff::store::redact_url;
+        for (url, shown) in [
+            (
+                "postgres://app:s3cret@db.internal:5432/signoff",
+                "postgres://app:***@db.internal:5432/signoff",
+            ),
+            (
+                "redis://:s3/cr?et#x@cache/0?prefix=x",
+                "redis://:***@cache/0?prefix=x",
+            ),
+            (
+                "postgres://db/app?user=a&password=s3cret",
+                "postgres://db/app?user=a&password=***",
+            ),
+            ("redis://user@cache", "redis://user@cache"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
     }
 
     #[test]

@@ -312,7 +312,16 @@ async fn postgres_without_caches_no_node_ever_answers_stale() {
 /// ends elsewhere: here, the CLI's `sessions end --user` on the shared store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cli_end_reaches_every_node() {
-    let Some(shared) = Shared::on_machine(Kind::Redis) else {
+    cli_end_reaches_every_node(Kind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cli_end_reaches_every_node() {
+    cli_end_reaches_every_node(Kind::Postgres).await;
+}
+
+async fn cli_end_reaches_every_node(kind: Kind) {
+    let Some(shared) = Shared::on_machine(kind) else {
         return;
     };
     let Some(nodes) = two_nodes(&shared.db(), &["--metrics", "--cache-staleness", "30s"]) else {

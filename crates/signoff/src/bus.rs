@@ -8,16 +8,19 @@
 //! write can commit without its announcement. Every node subscribes and
 //! drops the named session from its cache.
 //!
-//! A node that cannot be sure it hears every announcement stops trusting
-//! its cache: [`run`] marks the cache untrusted (every load reads the
-//! store) whenever the subscription is down, and also when nothing at all
-//! has been heard for [`BusOptions::silence_limit`] although every node
-//! sends a heartbeat each [`BusOptions::heartbeat_interval`]. Once
+//! A node that cannot be sure it hears every announcement in time stops
+//! trusting its cache: [`run`] marks the cache untrusted (every load reads
+//! the store) whenever the subscription is down, when nothing at all has
+//! been heard for [`BusOptions::silence_limit`] although every node sends
+//! a heartbeat each [`BusOptions::heartbeat_interval`], and when this
+//! node's own heartbeat takes longer than the silence limit to come back
+//! (the listener has fallen behind, so announcements arrive late). Once
 //! subscribed again it empties the cache and trusts it again, so an
 //! announcement missed while away cannot leave a dead session cached.
 //!
 //! Messages are short text: the lowercase hex of a session digest (never a
-//! token), or a heartbeat `hb:<node>:<sequence>`.
+//! token), `*` (forget everything, e.g. after a `TRUNCATE`), or a heartbeat
+//! `hb:<node>:<sequence>`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,6 +64,8 @@ pub trait RevocationBus: Send + Sync + 'static {
 pub enum BusMessage {
     /// Forget this session.
     Invalidate(SessionId),
+    /// Forget every session.
+    InvalidateAll,
     /// A node's heartbeat.
     Heartbeat {
         /// The sending node's random id.
@@ -87,6 +92,9 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Parses a payload; `None` for anything malformed (ignored, counted).
 pub fn parse(payload: &str) -> Option<BusMessage> {
+    if payload == "*" {
+        return Some(BusMessage::InvalidateAll);
+    }
     if let Some(rest) = payload.strip_prefix("hb:") {
         let (node, seq) = rest.split_once(':')?;
         return Some(BusMessage::Heartbeat {
@@ -220,6 +228,9 @@ pub fn run(
     options: BusOptions,
 ) -> BusHandle {
     cache.set_trusted(false);
+    let mut options = options;
+    options.heartbeat_interval = options.heartbeat_interval.max(Duration::from_millis(1));
+    options.silence_limit = options.silence_limit.max(options.heartbeat_interval * 2);
     let stats = Arc::new(BusStats::default());
     let node: u64 = rand::random();
     let pending: Pending = Arc::default();
@@ -281,7 +292,18 @@ async fn listen(
     node: u64,
     pending: Pending,
 ) {
+    // However this task ends (dropped, aborted, panicking), the cache is
+    // left untrusted.
+    struct Untrust(Arc<dyn CacheControl>);
+    impl Drop for Untrust {
+        fn drop(&mut self) {
+            self.0.set_trusted(false);
+        }
+    }
+    let _untrust = Untrust(cache.clone());
     let mut backoff = options.retry_initial;
+    let mut check = tokio::time::interval(options.heartbeat_interval);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let subscription = tokio::time::timeout(options.silence_limit * 2, bus.subscribe()).await;
         let mut subscription = match subscription {
@@ -300,40 +322,94 @@ async fn listen(
             }
         };
         // Subscribed: anything announced from now on reaches us, and what
-        // was missed before is dropped with the whole cache.
+        // was missed before is dropped with the whole cache. Heartbeats sent
+        // while away will never come back: forget them.
+        pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         cache.invalidate_all();
         cache.set_trusted(true);
         stats.connected.store(true, Ordering::Relaxed);
         tracing::info!("revocation bus: subscribed; local session cache trusted");
         backoff = options.retry_initial;
+        // The subscription is read by a task of its own, so that the
+        // checks below never cancel a read halfway through a message. The
+        // channel is bounded: a listener that falls behind stalls the pump,
+        // its heartbeats come back late, and the check notices.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let pump = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                let next = subscription.next().await;
+                let end = next.is_err();
+                if tx.send(next).await.is_err() || end {
+                    break;
+                }
+            }
+        }));
+        let mut last_heard = Instant::now();
         let lost = loop {
-            match tokio::time::timeout(options.silence_limit, subscription.next()).await {
-                Ok(Ok(payload)) => match parse(&payload) {
-                    Some(BusMessage::Invalidate(id)) => {
-                        cache.invalidate(&id);
-                        stats.invalidations.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Some(BusMessage::Heartbeat { node: from, seq }) => {
-                        stats.heartbeats.fetch_add(1, Ordering::Relaxed);
-                        if from == node {
-                            own_heartbeat(&stats, &pending, seq);
-                        }
-                    }
-                    None => {
-                        stats.malformed.fetch_add(1, Ordering::Relaxed);
-                    }
+            let payload = tokio::select! {
+                next = rx.recv() => match next {
+                    Some(Ok(payload)) => payload,
+                    Some(Err(e)) => break format!("subscription lost: {e}"),
+                    None => break "subscription ended".to_owned(),
                 },
-                Ok(Err(e)) => break format!("subscription lost: {e}"),
-                Err(_) => break format!("nothing heard for {:?}", options.silence_limit),
+                _ = check.tick() => {
+                    if last_heard.elapsed() > options.silence_limit {
+                        break format!("nothing heard for {:?}", last_heard.elapsed());
+                    }
+                    if let Some(late) = oldest_unheard(&pending, options.silence_limit) {
+                        break format!("own heartbeat not back after {late:?}: announcements are late");
+                    }
+                    continue;
+                }
+            };
+            last_heard = Instant::now();
+            match parse(&payload) {
+                Some(BusMessage::Invalidate(id)) => {
+                    cache.invalidate(&id);
+                    stats.invalidations.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(BusMessage::InvalidateAll) => {
+                    cache.invalidate_all();
+                    stats.invalidations.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(BusMessage::Heartbeat { node: from, seq }) => {
+                    stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                    if from == node {
+                        own_heartbeat(&stats, &pending, seq);
+                    }
+                }
+                None => {
+                    stats.malformed.fetch_add(1, Ordering::Relaxed);
+                }
             }
         };
         cache.set_trusted(false);
         stats.connected.store(false, Ordering::Relaxed);
         stats.losses.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(reason = %lost, "revocation bus lost; reading the store on every request until resubscribed");
-        drop(subscription);
+        drop(pump);
         tokio::time::sleep(backoff).await;
     }
+}
+
+/// Stops a task when dropped (also when the task that holds it is aborted).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How long the oldest heartbeat still unheard has been out, if longer
+/// than `limit`.
+fn oldest_unheard(pending: &Pending, limit: Duration) -> Option<Duration> {
+    let pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
+    let age = pending.front()?.1.elapsed();
+    (age > limit).then_some(age)
 }
 
 fn own_heartbeat(stats: &BusStats, pending: &Pending, seq: u64) {
@@ -362,6 +438,7 @@ mod tests {
             parse(&invalidation_payload(&id)),
             Some(BusMessage::Invalidate(id))
         );
+        assert_eq!(parse("*"), Some(BusMessage::InvalidateAll));
         assert_eq!(
             parse("hb:7:9"),
             Some(BusMessage::Heartbeat { node: 7, seq: 9 })

@@ -9,10 +9,13 @@
 //!   [`Sessions::rotate`], [`Sessions::logout`], per-user operations, purge.
 //! - [`Policy`]: idle and absolute timeouts, last-seen write interval,
 //!   cookie settings; refused at construction if it makes no sense.
-//! - [`SessionStore`]: one trait, with [`MemoryStore`] and
-//!   [`SqliteStore`] (feature `sqlite`, on by default), and a public
-//!   [`conformance`] suite every backend passes.
-//! - [`CachedStore`]: a bounded in-process cache in front of any store.
+//! - [`SessionStore`]: one trait, with [`MemoryStore`],
+//!   [`SqliteStore`] (feature `sqlite`, on by default), `RedisStore`
+//!   (feature `redis`) and `PostgresStore` (feature `postgres`), and a
+//!   public [`conformance`] suite every backend passes.
+//! - [`CachedStore`]: a bounded in-process cache in front of any store;
+//!   [`bus::run`] keeps it honest across nodes on a shared store's
+//!   revocation bus.
 //! - [`csrf`]: CSRF tokens derived from the session token, stored nowhere.
 //! - [`Accounts`] and [`Passwords`]: users with Argon2id password hashes.
 //!

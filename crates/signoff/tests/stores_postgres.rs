@@ -427,6 +427,23 @@ async fn rolled_back_writes_announce_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncating_the_sessions_table_tells_every_node_to_forget_everything() {
+    let (store, _guard) = fresh().await;
+    let mut sub = store.subscribe().await.unwrap();
+    store.insert(&session("alice")).await.unwrap();
+    sqlx::query("TRUNCATE sessions")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let heard = next_within(&mut sub, Duration::from_secs(1)).await;
+    assert_eq!(heard.as_deref(), Some("*"));
+    assert_eq!(
+        signoff::bus::parse("*"),
+        Some(signoff::bus::BusMessage::InvalidateAll)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_reaches_subscribers_of_the_same_schema_only() {
     let (store, _guard) = fresh().await;
     let (other, _other_guard) = fresh().await;

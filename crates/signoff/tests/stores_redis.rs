@@ -614,17 +614,88 @@ async fn insert_never_overwrites_even_without_pointers() {
 
 /// A server that goes away makes operations fail as unavailable within the
 /// timeouts, and a subscription report the loss, instead of hanging.
-/// Ignored by default: it starts its own `redis-server` on port 6391.
+/// A `redis-server` of the test's own, killed when dropped.
+struct OwnRedis(std::process::Child);
+
+impl OwnRedis {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts a `redis-server` on a free port, with `args`.
+fn own_redis(args: &[&str]) -> (OwnRedis, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = OwnRedis(
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server (the tests need the redis-server binary)"),
+    );
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (server, port);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("redis-server did not start on port {port}");
+}
+
 #[tokio::test]
-#[ignore = "needs the redis-server binary; run with --ignored"]
+async fn settings_that_can_undo_a_logout_are_reported() {
+    let (mut unsafe_server, port) =
+        own_redis(&["--appendonly", "no", "--maxmemory-policy", "allkeys-lru"]);
+    let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let warnings = store.deployment_warnings().await.unwrap();
+    unsafe_server.kill();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("appendonly no"), "{warnings:?}");
+    assert!(warnings[1].contains("allkeys-lru"), "{warnings:?}");
+
+    let (mut everysec, port) = own_redis(&["--appendonly", "yes", "--appendfsync", "everysec"]);
+    let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let warnings = store.deployment_warnings().await.unwrap();
+    everysec.kill();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("everysec"), "{warnings:?}");
+
+    let (mut safe, port) = own_redis(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let warnings = store.deployment_warnings().await.unwrap();
+    safe.kill();
+    assert_eq!(warnings, Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn a_server_that_dies_is_unavailable_not_hanging() {
-    let mut server = std::process::Command::new("redis-server")
-        .args(["--port", "6391", "--save", "", "--appendonly", "no"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut options = RedisOptions::new("redis://127.0.0.1:6391");
+    let (mut server, port) = own_redis(&["--appendonly", "no"]);
+    let mut options = RedisOptions::new(format!("redis://127.0.0.1:{port}"));
     options.connect_timeout = Duration::from_millis(500);
     options.response_timeout = Duration::from_millis(500);
     let store = RedisStore::connect_with(options).await.unwrap();
@@ -636,8 +707,7 @@ async fn a_server_that_dies_is_unavailable_not_hanging() {
             .as_deref(),
         Some("x")
     );
-    server.kill().expect("stop redis-server");
-    let _ = server.wait();
+    server.kill();
     let lost = tokio::time::timeout(Duration::from_secs(3), sub.next()).await;
     assert!(
         matches!(lost, Ok(Err(StoreError::Unavailable(_)))),

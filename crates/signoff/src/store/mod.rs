@@ -28,6 +28,50 @@ pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+/// `url` with any password in it replaced by `***`, for messages and
+/// `Debug`: the password of `user:password@`, whatever characters it holds
+/// (everything up to the last `@` counts as user info), and a `password=`
+/// query parameter.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    // Up to the last `@`: whatever the password holds, it is covered (at
+    // worst, a `@` further on hides more than the password).
+    let (userinfo, rest) = match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let shown = match userinfo.find(':') {
+                Some(colon) => format!("{}:***@", &userinfo[..colon]),
+                None => format!("{userinfo}@"),
+            };
+            (shown, &rest[at + 1..])
+        }
+        None => (String::new(), rest),
+    };
+    let rest = match rest.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = match query.find('#') {
+                Some(h) => query.split_at(h),
+                None => (query, ""),
+            };
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}{fragment}", query.join("&"))
+        }
+        None => rest.to_owned(),
+    };
+    format!("{scheme}{userinfo}{rest}")
+}
+
 /// A boxed error from a backend's own client library.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

@@ -103,55 +103,13 @@ impl PostgresOptions {
 impl fmt::Debug for PostgresOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresOptions")
-            .field("url", &redact_url(&self.url))
+            .field("url", &super::redact_url(&self.url))
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
-}
-
-/// The URL with any password (in the user info, or a `password=` query
-/// parameter) replaced by `***`.
-fn redact_url(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
-        Some(i) => url.split_at(i + 3),
-        None => ("", url),
-    };
-    // Up to the last `@`: whatever the password holds, it is covered (at
-    // worst, a `@` further on hides more than the password).
-    let (userinfo, rest) = match rest.rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let shown = match userinfo.find(':') {
-                Some(colon) => format!("{}:***@", &userinfo[..colon]),
-                None => format!("{userinfo}@"),
-            };
-            (shown, &rest[at + 1..])
-        }
-        None => (String::new(), rest),
-    };
-    let rest = match rest.split_once('?') {
-        Some((path, query)) => {
-            let (query, fragment) = match query.find('#') {
-                Some(h) => query.split_at(h),
-                None => (query, ""),
-            };
-            let query: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
-                        format!("{key}=***")
-                    }
-                    _ => pair.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}{fragment}", query.join("&"))
-        }
-        None => rest.to_owned(),
-    };
-    format!("{scheme}{userinfo}{rest}")
 }
 
 /// Whether `name` matches `[a-z_][a-z0-9_]{0,62}`.
@@ -988,7 +946,7 @@ mod tests {
             ("postgres://alice@db/app", "postgres://alice@db/app"),
             ("postgres://db", "postgres://db"),
         ] {
-            assert_eq!(redact_url(url), shown);
+            assert_eq!(super::super::redact_url(url), shown);
             let debug = format!("{:?}", PostgresOptions::new(url));
             assert!(
                 !debug.contains("s3cret") && !debug.contains("p@ss"),

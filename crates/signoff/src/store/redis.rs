@@ -120,27 +120,12 @@ impl RedisOptions {
 impl fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisOptions")
-            .field("url", &redact_url(&self.url))
+            .field("url", &super::redact_url(&self.url))
             .field("prefix", &self.prefix)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .finish()
     }
-}
-
-/// The URL with any password replaced by `***`.
-fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &rest[..at];
-    let user = userinfo.split_once(':').map_or("", |(u, _)| u);
-    format!("{}{}:***{}", &url[..scheme_end + 3], user, &rest[at..])
 }
 
 fn valid_prefix(prefix: &str) -> bool {
@@ -474,6 +459,66 @@ impl RedisStore {
     /// The pub/sub channel revocations are announced on: `<prefix>:revoked`.
     pub fn channel(&self) -> &str {
         &self.inner.channel
+    }
+
+    /// What in the server's configuration can undo a logout, in words for
+    /// the operator's log. Empty when nothing was found, or when the server
+    /// does not allow `CONFIG GET` (as some managed services do; then
+    /// check their settings by hand):
+    ///
+    /// - without AOF (`appendonly no`), a restart loses every session or
+    ///   brings back an old snapshot, in which sessions ended since are alive
+    ///   again; `appendfsync everysec` can lose the last second of logouts;
+    /// - an eviction policy other than `noeviction` may drop a user's index
+    ///   of sessions, and "sign out everywhere" would then miss some.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if the server cannot be reached.
+    pub async fn deployment_warnings(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut warnings = Vec::new();
+        let get = |name: &'static str| {
+            let mut conn = conn.clone();
+            async move {
+                let pair: Result<Vec<String>, _> = redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg(name)
+                    .query_async(&mut conn)
+                    .await;
+                pair.map(|p| p.get(1).cloned())
+            }
+        };
+        let appendonly = match get("appendonly").await {
+            Ok(v) => v,
+            Err(e) => match store_error(e) {
+                StoreError::Unavailable(e) => return Err(StoreError::Unavailable(e)),
+                _ => return Ok(warnings),
+            },
+        };
+        if appendonly.as_deref() == Some("no") {
+            warnings.push(
+                "Redis runs without AOF (appendonly no): a restart loses every session, or \
+                 restores a snapshot in which sessions ended since are alive again; \
+                 set appendonly yes with appendfsync always"
+                    .to_owned(),
+            );
+        } else if let Ok(Some(fsync)) = get("appendfsync").await {
+            if fsync != "always" {
+                warnings.push(format!(
+                    "Redis appendfsync is {fsync}: a crash can lose the last writes, \
+                     including logouts, which would then be undone; appendfsync always keeps them"
+                ));
+            }
+        }
+        if let Ok(Some(policy)) = get("maxmemory-policy").await {
+            if policy != "noeviction" {
+                warnings.push(format!(
+                    "Redis maxmemory-policy is {policy}: evicting a user's session index would \
+                     make \"sign out everywhere\" miss sessions; set maxmemory-policy noeviction"
+                ));
+            }
+        }
+        Ok(warnings)
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -1445,12 +1490,14 @@ impl BusSubscription for RedisSubscription {
             };
             match push.kind {
                 PushKind::Message => match push.data.get(1) {
+                    // Anything odd is handed on as text for the bus to count
+                    // as malformed: whoever can publish must not be able to
+                    // make nodes drop their subscription.
                     Some(Value::BulkString(bytes)) => {
-                        return String::from_utf8(bytes.clone())
-                            .map_err(|_| StoreError::Corrupt("revocation message is not UTF-8"));
+                        return Ok(String::from_utf8_lossy(bytes).into_owned());
                     }
                     Some(Value::SimpleString(text)) => return Ok(text.clone()),
-                    _ => return Err(StoreError::Corrupt("revocation message")),
+                    _ => return Ok(String::new()),
                 },
                 PushKind::Disconnection => {
                     return Err(StoreError::Unavailable(plain(
@@ -1519,14 +1566,17 @@ mod tests {
     #[test]
     fn passwords_are_redacted() {
         assert_eq!(
-            redact_url("redis://:hunter2@host:6379/0"),
+            super::super::redact_url("redis://:hunter2@host:6379/0"),
             "redis://:***@host:6379/0"
         );
         assert_eq!(
-            redact_url("rediss://bob:hunter2@host/"),
+            super::super::redact_url("rediss://bob:hunter2@host/"),
             "rediss://bob:***@host/"
         );
-        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(
+            super::super::redact_url("redis://host:6379"),
+            "redis://host:6379"
+        );
         let shown = format!("{:?}", RedisOptions::new("redis://u:p4ss@h"));
         assert!(!shown.contains("p4ss"), "{shown}");
     }

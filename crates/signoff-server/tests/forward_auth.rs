@@ -22,14 +22,6 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn has_command(cmd: &str, arg: &str) -> bool {
     Command::new(cmd)
         .arg(arg)
@@ -493,11 +485,11 @@ impl Stack {
         } else {
             App::Flask(Flask::start(dir.path())?)
         };
-        let port = free_port();
+        let port = support::services::free_port();
         let origin = format!("http://127.0.0.1:{port}");
         // signoff prints its public URL (the proxy's), so it gets a port
         // chosen here.
-        let signoff = format!("127.0.0.1:{}", free_port());
+        let signoff = format!("127.0.0.1:{}", support::services::free_port());
         let gateway = Gateway::start_forward_auth(&[
             "--listen",
             &signoff,

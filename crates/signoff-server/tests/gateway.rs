@@ -751,11 +751,7 @@ async fn sessions_survive_a_gateway_restart() {
 #[tokio::test]
 async fn unreachable_upstream_gets_a_plain_502() {
     // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::services::free_port();
     let gw = Gateway::start(&format!("http://127.0.0.1:{port}"), &[]);
     assert!(
         gw.proc.log_text().contains("not reachable"),
@@ -836,4 +832,29 @@ async fn a_login_flood_does_not_stall_signed_in_users() {
         busy <= bound,
         "p99 idle {idle:?}, during the flood {busy:?}"
     );
+}
+
+#[tokio::test]
+async fn metrics_are_off_unless_asked_for() {
+    let Some((_up, gw)) = start(&[]) else {
+        return;
+    };
+    assert_eq!(get(&gw.url("/.signoff/metrics"), &[]).await.status, 404);
+    let Some((_up, gw)) = start(&["--metrics"]) else {
+        return;
+    };
+    let reply = get(&gw.url("/.signoff/metrics"), &[]).await;
+    assert_eq!(reply.status, 200);
+    let text = reply.text();
+    assert!(
+        text.contains("signoff_store_info{backend=\"sqlite\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("signoff_session_cache_hits_total"), "{text}");
+    // SQLite has no revocation bus.
+    assert!(!text.contains("signoff_bus_connected"), "{text}");
+    assert!(reply
+        .header("cache-control")
+        .unwrap_or("")
+        .contains("no-store"));
 }

@@ -129,6 +129,19 @@ fn node() -> Node {
     }
 }
 
+/// A new session, checked once so this node has it cached (or, with an
+/// untrusted cache, read from the store); returns its token.
+async fn cached_session(n: &Node) -> String {
+    let issued = n
+        .sessions
+        .create(NewSession::for_user(UserId::new("u")))
+        .await
+        .unwrap();
+    let token = issued.token.expose().to_owned();
+    n.sessions.validate(&token).await.unwrap();
+    token
+}
+
 async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..200 {
         if f() {
@@ -159,13 +172,7 @@ async fn announcements_reach_the_cache_and_a_lost_bus_withdraws_trust() {
     assert!(n.cache.is_trusted());
 
     // Cached, ended elsewhere, announced: refused here.
-    let a = n
-        .sessions
-        .create(NewSession::for_user(UserId::new("u")))
-        .await
-        .unwrap();
-    let a = a.token.expose().to_owned();
-    n.sessions.validate(&a).await.unwrap();
+    let a = cached_session(&n).await;
     assert_eq!(n.cache.len(), 1);
     end_elsewhere(&n, &bus, &a, true).await;
     wait_until("invalidated", || n.cache.is_empty()).await;
@@ -181,13 +188,7 @@ async fn announcements_reach_the_cache_and_a_lost_bus_withdraws_trust() {
     // The connection breaks and cannot be reopened: untrusted, so a
     // session ended without an announcement is still refused.
     bus.deaf.store(true, Ordering::SeqCst);
-    let b = n
-        .sessions
-        .create(NewSession::for_user(UserId::new("u")))
-        .await
-        .unwrap();
-    let b = b.token.expose().to_owned();
-    n.sessions.validate(&b).await.unwrap();
+    let b = cached_session(&n).await;
     bus.break_connections();
     wait_until("untrusted", || !n.cache.is_trusted()).await;
     end_elsewhere(&n, &bus, &b, false).await;
@@ -199,13 +200,7 @@ async fn announcements_reach_the_cache_and_a_lost_bus_withdraws_trust() {
     assert_eq!(handle.stats().losses(), 1);
 
     // Back: trusted again, and it starts empty, so nothing missed survives.
-    let c = n
-        .sessions
-        .create(NewSession::for_user(UserId::new("u")))
-        .await
-        .unwrap();
-    let c = c.token.expose().to_owned();
-    n.sessions.validate(&c).await.unwrap();
+    cached_session(&n).await;
     assert!(n.cache.is_empty(), "an untrusted cache keeps nothing");
     bus.deaf.store(false, Ordering::SeqCst);
     wait_until("resubscribed", || n.cache.is_trusted()).await;
@@ -223,13 +218,7 @@ async fn a_silent_bus_is_treated_as_lost() {
     let n = node();
     let handle = bus::run(bus.clone(), n.cache.clone(), options());
     wait_until("subscribed", || handle.stats().connected()).await;
-    let s = n
-        .sessions
-        .create(NewSession::for_user(UserId::new("u")))
-        .await
-        .unwrap();
-    let s = s.token.expose().to_owned();
-    n.sessions.validate(&s).await.unwrap();
+    let s = cached_session(&n).await;
 
     // The connection stays open but delivers nothing, not even heartbeats:
     // after the silence limit the cache is no longer trusted, and an end
@@ -256,13 +245,7 @@ async fn garbage_on_the_bus_is_counted_and_ignored() {
     let n = node();
     let handle = bus::run(bus.clone(), n.cache.clone(), options());
     wait_until("subscribed", || handle.stats().connected()).await;
-    let s = n
-        .sessions
-        .create(NewSession::for_user(UserId::new("u")))
-        .await
-        .unwrap();
-    let s = s.token.expose().to_owned();
-    n.sessions.validate(&s).await.unwrap();
+    cached_session(&n).await;
     for junk in ["", "hb:x", "zz", &"0".repeat(5000)] {
         bus.publish(junk).await.unwrap();
     }

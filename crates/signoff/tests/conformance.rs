@@ -1,9 +1,14 @@
-//! Every backend runs the same conformance suite.
+//! Every backend runs the same conformance suite: memory and SQLite
+//! always, Redis and PostgreSQL with their features (the server crate turns
+//! them on, so `cargo test --workspace` runs them; they need the servers,
+//! see `support/mod.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use signoff::conformance::Fixture;
+
+mod support;
 use signoff::{CacheOptions, CachedStore, MemoryStore, SqliteStore, SystemClock};
 
 async fn sqlite() -> (SqliteStore, tempfile::TempDir) {
@@ -47,5 +52,41 @@ mod cached_sqlite {
     signoff::session_store_conformance!(|| async {
         let (store, dir) = sqlite().await;
         Fixture::new(Arc::new(cached(store))).keeping(dir)
+    });
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    signoff::session_store_conformance!(|| async {
+        let (store, guard) = support::postgres::fresh().await;
+        Fixture::new(Arc::new(store)).keeping(guard)
+    });
+}
+
+#[cfg(feature = "postgres")]
+mod cached_postgres {
+    use super::*;
+    signoff::session_store_conformance!(|| async {
+        let (store, guard) = support::postgres::fresh().await;
+        Fixture::new(Arc::new(cached(store))).keeping(guard)
+    });
+}
+
+#[cfg(feature = "redis")]
+mod redis {
+    use super::*;
+    signoff::session_store_conformance!(|| async {
+        let (store, cleanup) = support::redis::store().await;
+        Fixture::new(Arc::new(store)).keeping(cleanup)
+    });
+}
+
+#[cfg(feature = "redis")]
+mod cached_redis {
+    use super::*;
+    signoff::session_store_conformance!(|| async {
+        let (store, cleanup) = support::redis::store().await;
+        Fixture::new(Arc::new(cached(store))).keeping(cleanup)
     });
 }

@@ -7,91 +7,16 @@
 
 use std::time::Duration;
 
-use signoff::bus::{invalidation_payload, BusSubscription, RevocationBus};
+use signoff::bus::{invalidation_payload, RevocationBus};
 use signoff::{
     Actor, AuditEvent, AuditKind, AuditQuery, AuditStore, PostgresOptions, PostgresStore, Session,
     SessionData, SessionHandle, SessionStore, SessionToken, StoreError, Timestamp, User, UserId,
     UserStore, WriteOutcome,
 };
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// The test server's URL. These tests always need PostgreSQL: a missing
-/// server is a failure, never a silent pass.
-async fn postgres_url() -> String {
-    let url = std::env::var("SIGNOFF_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.to_owned());
-    let reachable = tokio::time::timeout(
-        Duration::from_secs(5),
-        <sqlx::PgConnection as sqlx::Connection>::connect(&url),
-    )
-    .await;
-    match reachable {
-        Ok(Ok(conn)) => {
-            let _ = sqlx::Connection::close(conn).await;
-            url
-        }
-        Ok(Err(e)) => panic!(
-            "these tests need PostgreSQL; cannot connect ({e}). \
-             Set SIGNOFF_TEST_POSTGRES to a postgres:// URL of a server where the user may \
-             create schemas (default {DEFAULT_URL})"
-        ),
-        Err(_) => panic!(
-            "these tests need PostgreSQL; no answer within 5 s. \
-             Set SIGNOFF_TEST_POSTGRES to a postgres:// URL (default {DEFAULT_URL})"
-        ),
-    }
-}
-
-/// Drops its schema when dropped, best effort.
-struct DropSchema {
-    url: String,
-    schema: String,
-}
-
-impl Drop for DropSchema {
-    fn drop(&mut self) {
-        let url = self.url.clone();
-        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema);
-        let dropper = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async move {
-                let work = async {
-                    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
-                    sqlx::Executor::execute(&mut conn, sql.as_str()).await?;
-                    sqlx::Connection::close(conn).await
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(10), work).await;
-            });
-        });
-        let _ = dropper.join();
-    }
-}
-
-/// A store in a fresh schema named `<prefix><16 hex>`, and its guard.
-async fn store_in(prefix: &str) -> (PostgresStore, DropSchema) {
-    let url = postgres_url().await;
-    let schema = format!("{prefix}{:016x}", rand::random::<u64>());
-    let guard = DropSchema {
-        url: url.clone(),
-        schema: schema.clone(),
-    };
-    let mut options = PostgresOptions::new(url);
-    options.schema = Some(schema);
-    options.max_connections = 4;
-    let store = PostgresStore::connect_with(options)
-        .await
-        .expect("connect to PostgreSQL");
-    (store, guard)
-}
-
-async fn fresh() -> (PostgresStore, DropSchema) {
-    store_in("signoff_t_").await
-}
+mod support;
+use support::next_within;
+use support::postgres::{fresh, postgres_url, store_in};
 
 fn user(id: &str, name: &str) -> User {
     User {
@@ -309,14 +234,6 @@ async fn audit_appends_filters_and_purges() {
         [at(400), at(300)]
     );
     assert_eq!(store.purge_before(at(300)).await.unwrap(), 0);
-}
-
-/// The next message within `within`, or `None`.
-async fn next_within(sub: &mut Box<dyn BusSubscription>, within: Duration) -> Option<String> {
-    match tokio::time::timeout(within, sub.next()).await {
-        Ok(message) => Some(message.expect("subscription lost")),
-        Err(_) => None,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

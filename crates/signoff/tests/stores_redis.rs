@@ -15,67 +15,9 @@ use signoff::{
     UserStore, WriteOutcome,
 };
 
-/// Deletes every key under a test prefix when dropped (best effort).
-struct Cleanup {
-    url: String,
-    prefix: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let url = self.url.clone();
-        let pattern = format!("{}:*", self.prefix);
-        let cleaner = std::thread::spawn(move || {
-            let Ok(client) = redis::Client::open(url.as_str()) else {
-                return;
-            };
-            let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
-                return;
-            };
-            let mut cursor: u64 = 0;
-            loop {
-                let Ok((next, keys)) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query::<(u64, Vec<String>)>(&mut con)
-                else {
-                    return;
-                };
-                if !keys.is_empty() {
-                    let _ = redis::cmd("UNLINK").arg(&keys).query::<i64>(&mut con);
-                }
-                if next == 0 {
-                    return;
-                }
-                cursor = next;
-            }
-        });
-        let _ = cleaner.join();
-    }
-}
-
-fn redis_url() -> String {
-    std::env::var("SIGNOFF_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-/// A store on a fresh prefix, and the guard that deletes its keys.
-async fn store() -> (RedisStore, Cleanup) {
-    let url = redis_url();
-    let prefix = format!("signoff-test-{:016x}", rand::random::<u64>());
-    let mut options = RedisOptions::new(url.clone());
-    options.prefix = prefix.clone();
-    let store = RedisStore::connect_with(options).await.unwrap_or_else(|e| {
-        panic!(
-            "these tests need a Redis or Valkey server (7.0 or later) at {url}: {e:?}. \
-             Start one (e.g. `redis-server` or `docker run -p 6379:6379 redis:7`) or set \
-             SIGNOFF_TEST_REDIS=redis://host:port to point at one."
-        )
-    });
-    (store, Cleanup { url, prefix })
-}
+mod support;
+use support::next_within;
+use support::redis::{redis_url, store};
 
 fn user(id: &str, name: &str, hash: &str, at: i64) -> User {
     User {
@@ -360,14 +302,6 @@ async fn audit_query_filters_orders_and_limits() {
 }
 
 // ---- The revocation bus ----------------------------------------------------
-
-async fn next_within(sub: &mut Box<dyn BusSubscription>, wait: Duration) -> Option<String> {
-    match tokio::time::timeout(wait, sub.next()).await {
-        Ok(Ok(payload)) => Some(payload),
-        Ok(Err(e)) => panic!("subscription failed: {e:?}"),
-        Err(_) => None,
-    }
-}
 
 /// Asserts that `sub` hears nothing now, and is still alive.
 async fn assert_silent(store: &RedisStore, sub: &mut Box<dyn BusSubscription>, what: &str) {

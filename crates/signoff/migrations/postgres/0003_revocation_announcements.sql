@@ -2,7 +2,8 @@
 -- NOTIFY is delivered when (and only if) the transaction commits, so no
 -- removal, rotation or data change can commit unannounced.
 --
--- The payload is the lowercase hex of the session's old digest. The channel
+-- The payload is the lowercase hex of the session's old digest, or '*'
+-- after a TRUNCATE. The channel
 -- is 'signoff_' || <schema of the sessions table>, or 'signoff_' || md5(schema)
 -- when that would exceed PostgreSQL's 63-byte identifier limit.
 -- PostgresStore::channel computes the same rule; keep both in step.
@@ -14,7 +15,13 @@ BEGIN
     IF octet_length(channel) > 63 THEN
         channel := 'signoff_' || md5(TG_TABLE_SCHEMA);
     END IF;
-    PERFORM pg_notify(channel, encode(OLD.id, 'hex'));
+    IF TG_OP = 'TRUNCATE' THEN
+        -- An operator's "sign everybody out" fires no row trigger: '*'
+        -- makes every node empty its session cache.
+        PERFORM pg_notify(channel, '*');
+    ELSE
+        PERFORM pg_notify(channel, encode(OLD.id, 'hex'));
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -36,3 +43,7 @@ CREATE TRIGGER sessions_announce_update
           OR OLD.expires_at IS DISTINCT FROM NEW.expires_at
           OR OLD.idle_timeout_ms IS DISTINCT FROM NEW.idle_timeout_ms)
     EXECUTE FUNCTION signoff_announce();
+
+CREATE TRIGGER sessions_announce_truncate
+    AFTER TRUNCATE ON sessions
+    FOR EACH STATEMENT EXECUTE FUNCTION signoff_announce();

@@ -160,6 +160,41 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGNOFF_METRICS", value_name = "BOOL",
           num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub metrics: Option<bool>,
+    /// Token mode for APIs and mobile apps: PREFIX/api/login, /token,
+    /// /revoke, /introspect, /api/logout and /jwks.json, and
+    /// `Authorization: Bearer` access tokens on proxied requests
+    /// [default: false] [file: tokens]
+    #[arg(long, env = "SIGNOFF_TOKENS", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub tokens: Option<bool>,
+    /// Lifetime of access tokens, e.g. 5m (at most 1h) [default: 5m] [file: access_token_ttl]
+    #[arg(long, env = "SIGNOFF_ACCESS_TOKEN_TTL", value_name = "DURATION")]
+    pub access_token_ttl: Option<String>,
+    /// How long a refresh token just used may be used once more without
+    /// counting as theft (for a client that lost the answer), e.g. 5s; 0s
+    /// means never (at most 60s) [default: 0s] [file: refresh_grace]
+    #[arg(long, env = "SIGNOFF_REFRESH_GRACE", value_name = "DURATION")]
+    pub refresh_grace: Option<String>,
+    /// Signature algorithm of new token keys: EdDSA or ES256 [default: EdDSA] [file: token_alg]
+    #[arg(long, env = "SIGNOFF_TOKEN_ALG", value_name = "ALG")]
+    pub token_alg: Option<String>,
+    /// `iss` of access tokens [default: the public URL] [file: token_issuer]
+    #[arg(long, env = "SIGNOFF_TOKEN_ISSUER", value_name = "URL")]
+    pub token_issuer: Option<String>,
+    /// `aud` of access tokens [default: the public URL] [file: token_audience]
+    #[arg(long, env = "SIGNOFF_TOKEN_AUDIENCE", value_name = "TEXT")]
+    pub token_audience: Option<String>,
+    /// A confidential client allowed to introspect and revoke, as
+    /// ID:SHA256HEX of its secret (`signoff admin-token` makes one); repeat
+    /// or separate with commas [file: token_clients]
+    #[arg(
+        long = "token-client",
+        env = "SIGNOFF_TOKEN_CLIENTS",
+        value_name = "ID:HEX",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub token_clients: Vec<String>,
 }
 
 /// The TOML file. Unknown keys are an error, so a typo is not ignored.
@@ -188,6 +223,13 @@ struct FileConfig {
     audit_log: Option<bool>,
     cache_staleness: Option<String>,
     metrics: Option<bool>,
+    tokens: Option<bool>,
+    access_token_ttl: Option<String>,
+    refresh_grace: Option<String>,
+    token_alg: Option<String>,
+    token_issuer: Option<String>,
+    token_audience: Option<String>,
+    token_clients: Option<Vec<String>>,
     #[serde(default)]
     login: LoginFile,
 }
@@ -291,6 +333,25 @@ pub struct Settings {
     pub cache_staleness: Duration,
     /// Whether PREFIX/metrics is served.
     pub metrics: bool,
+    /// Token mode, if on.
+    pub tokens: Option<TokenSettings>,
+}
+
+/// Token mode settings.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// `iss`; `None`: the public origin.
+    pub issuer: Option<String>,
+    /// `aud`; `None`: the public origin.
+    pub audience: Option<String>,
+    /// Access token lifetime.
+    pub access_ttl: Duration,
+    /// Refresh token reuse grace window (zero: none).
+    pub refresh_grace: Duration,
+    /// Algorithm of keys created here.
+    pub algorithm: signoff::tokens::SigningAlgorithm,
+    /// Confidential clients: id and SHA-256 of the secret.
+    pub clients: Vec<(String, [u8; 32])>,
 }
 
 /// Parses `90s`, `30m`, `12h`, `1h 30m`, `2d`.
@@ -385,6 +446,15 @@ impl ServeArgs {
                 cache_staleness: self.cache_staleness.or(file.cache_staleness),
                 metrics: self.metrics.or(file.metrics).unwrap_or(false),
             },
+            tokens: TokenOptionsRaw {
+                on: self.tokens.or(file.tokens).unwrap_or(false),
+                access_ttl: self.access_token_ttl.or(file.access_token_ttl),
+                refresh_grace: self.refresh_grace.or(file.refresh_grace),
+                alg: self.token_alg.or(file.token_alg),
+                issuer: self.token_issuer.or(file.token_issuer),
+                audience: self.token_audience.or(file.token_audience),
+                clients: nonempty(self.token_clients, file.token_clients).unwrap_or_default(),
+            },
         }
         .check()
     }
@@ -408,6 +478,99 @@ pub(crate) struct Raw {
     pub prefix: String,
     pub login: LoginLimits,
     pub sessions: SessionOptions,
+    pub tokens: TokenOptionsRaw,
+}
+
+/// Merged but unchecked token options.
+#[derive(Debug, Default)]
+pub(crate) struct TokenOptionsRaw {
+    pub on: bool,
+    pub access_ttl: Option<String>,
+    pub refresh_grace: Option<String>,
+    pub alg: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub clients: Vec<String>,
+}
+
+impl TokenOptionsRaw {
+    fn check(self) -> Result<Option<TokenSettings>> {
+        if !self.on {
+            let set = self.access_ttl.is_some()
+                || self.refresh_grace.is_some()
+                || self.alg.is_some()
+                || self.issuer.is_some()
+                || self.audience.is_some()
+                || !self.clients.is_empty();
+            if set {
+                bail!("token settings are given but token mode is off: add --tokens");
+            }
+            return Ok(None);
+        }
+        let access_ttl = match &self.access_ttl {
+            Some(t) => parse_duration(t).context("--access-token-ttl")?,
+            None => Duration::from_secs(300),
+        };
+        if access_ttl > Duration::from_secs(3600) {
+            bail!("--access-token-ttl: at most 1h (an access token is checked against its session on every request, but clients that verify it themselves trust it this long)");
+        }
+        if access_ttl < Duration::from_secs(1) {
+            bail!("--access-token-ttl: at least 1s");
+        }
+        let refresh_grace = match self.refresh_grace.as_deref().map(str::trim) {
+            None | Some("0" | "0s" | "off") => Duration::ZERO,
+            Some(t) => parse_duration(t).context("--refresh-grace")?,
+        };
+        if refresh_grace > Duration::from_secs(60) {
+            bail!("--refresh-grace: at most 60s (a stolen refresh token can be used this long after the real client without ending the session)");
+        }
+        let algorithm = match &self.alg {
+            Some(a) => a
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--token-alg: {e}"))?,
+            None => signoff::tokens::SigningAlgorithm::EdDSA,
+        };
+        let clients = self
+            .clients
+            .iter()
+            .map(|c| c.trim())
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                let (id, hex) = c
+                    .rsplit_once(':')
+                    .with_context(|| "--token-client: expected ID:SHA256HEX".to_owned())?;
+                if !signoff::tokens::valid_client_id(id) {
+                    bail!("--token-client {id:?}: a client id is 1 to 64 characters of A-Z a-z 0-9 . _ : -");
+                }
+                let digest = parse_sha256_hex(hex).context("--token-client")?;
+                Ok((id.to_owned(), digest))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut ids: Vec<&str> = clients.iter().map(|(id, _)| id.as_str()).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            bail!("--token-client: a client id is given twice");
+        }
+        for (name, value) in [
+            ("--token-issuer", &self.issuer),
+            ("--token-audience", &self.audience),
+        ] {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.trim().is_empty() || v.len() > 256)
+            {
+                bail!("{name}: expected 1 to 256 characters");
+            }
+        }
+        Ok(Some(TokenSettings {
+            issuer: self.issuer,
+            audience: self.audience,
+            access_ttl,
+            refresh_grace,
+            algorithm,
+            clients,
+        }))
+    }
 }
 
 /// Merged but unchecked session, admin and audit options.
@@ -514,11 +677,13 @@ impl Raw {
         if cache_staleness > Duration::from_secs(60) {
             bail!("--cache-staleness: at most 60s (a logout elsewhere may go unseen this long when no revocation bus carries it)");
         }
+        let tokens = self.tokens.check()?;
         let admin_token_sha256 = o
             .admin_token_sha256
             .as_deref()
             .map(parse_sha256_hex)
-            .transpose()?;
+            .transpose()
+            .context("--admin-token-sha256")?;
         Ok(Settings {
             upstream,
             listen: self.listen,
@@ -544,6 +709,7 @@ impl Raw {
             audit_log: o.audit_log,
             cache_staleness,
             metrics: o.metrics,
+            tokens,
         })
     }
 }
@@ -598,11 +764,7 @@ fn parse_public_url(text: &str) -> Result<(String, bool, String)> {
 /// Reads 64 hex digits (a SHA-256 digest).
 fn parse_sha256_hex(text: &str) -> Result<[u8; 32]> {
     let text = text.trim();
-    let bad = || {
-        anyhow::anyhow!(
-            "--admin-token-sha256: expected the 64 hex digits printed by `signoff admin-token`"
-        )
-    };
+    let bad = || anyhow::anyhow!("expected the 64 hex digits printed by `signoff admin-token`");
     if text.len() != 64 {
         return Err(bad());
     }

@@ -12,7 +12,7 @@ use clap::Args;
 use rand::distributions::{Alphanumeric, DistString};
 use signoff::{AccountError, Actor};
 
-use crate::config::{LoginLimits, Raw, SessionOptions, TlsFiles};
+use crate::config::{LoginLimits, Raw, SessionOptions, TlsFiles, TokenOptionsRaw};
 use crate::gateway::pages::escape;
 use crate::serve;
 
@@ -123,6 +123,30 @@ pub fn upstream_app() -> Router {
             "/private/b",
             get(|h: HeaderMap| async move { private("B", &h) }),
         )
+        .route("/api/me", get(api_me))
+}
+
+/// For API clients (token mode): who signoff says is calling.
+async fn api_me(headers: HeaderMap) -> Response {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let body = serde_json::json!({
+        "user": get("x-signoff-user"),
+        "session": get("x-signoff-session"),
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Creates the demo user, or gives it a new password (ending its sessions).
@@ -179,6 +203,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         prefix: "/.signoff".to_owned(),
         login: LoginLimits::default(),
         sessions: SessionOptions::default(),
+        // Token mode too, so `examples/token-client.sh` has something to talk to.
+        tokens: TokenOptionsRaw {
+            on: true,
+            ..TokenOptionsRaw::default()
+        },
     }
     .check()?;
     serve::run(settings, |origin| {

@@ -62,6 +62,28 @@ enum Command {
     /// Make a new admin API token: prints the token (give it to the admin
     /// client) and its SHA-256 (give that to `serve --admin-token-sha256`).
     AdminToken,
+    /// The keys that sign access tokens (token mode, `serve --tokens`).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Add a new signing key: it signs from now on, the previous key still
+    /// verifies, and older keys are dropped. Running gateways pick it up
+    /// within 30 seconds. Refresh tokens stay valid.
+    Rotate {
+        /// Algorithm of the new key: EdDSA or ES256.
+        #[arg(long, default_value = "EdDSA", value_name = "ALG")]
+        alg: String,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// List the signing keys: kid, algorithm, created, current or previous.
+    List {
+        #[command(flatten)]
+        db: Db,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,7 +230,46 @@ async fn run(cli: Cli) -> Result<()> {
             admin_token();
             Ok(())
         }
+        Command::Keys(command) => keys(command).await,
     }
+}
+
+async fn keys(command: KeysCommand) -> Result<()> {
+    match command {
+        KeysCommand::Rotate { alg, db } => {
+            let alg: signoff::tokens::SigningAlgorithm = alg
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--alg: {e}"))?;
+            let store = open(&db).await?;
+            let key = signoff::tokens::rotate_keys(store.state.as_ref(), alg, display::now())
+                .await
+                .context("cannot rotate the token keys")?;
+            println!("new signing key {} ({})", key.kid, key.alg);
+            store.close().await;
+        }
+        KeysCommand::List { db } => {
+            let store = open(&db).await?;
+            let keys = signoff::tokens::list_keys(store.state.as_ref())
+                .await
+                .context("cannot read the token keys")?;
+            if keys.is_empty() {
+                println!("no keys yet: `serve --tokens` creates one on its first start");
+            } else {
+                println!("KID\tALG\tCREATED\tROLE");
+            }
+            for k in keys {
+                let role = if k.current { "current" } else { "previous" };
+                println!(
+                    "{}\t{}\t{}\t{role}",
+                    k.kid,
+                    k.alg,
+                    display::time(k.created_at)
+                );
+            }
+            store.close().await;
+        }
+    }
+    Ok(())
 }
 
 /// Records an operator's action on a user.
@@ -470,9 +531,11 @@ fn main() -> ExitCode {
     // The gateway logs one line per request; the user commands only warn.
     let default_filter = match cli.command {
         Command::Serve(_) | Command::Demo(_) => "info",
-        Command::User(_) | Command::Sessions(_) | Command::Audit { .. } | Command::AdminToken => {
-            "warn"
-        }
+        Command::User(_)
+        | Command::Sessions(_)
+        | Command::Audit { .. }
+        | Command::AdminToken
+        | Command::Keys(_) => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(

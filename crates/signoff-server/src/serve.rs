@@ -10,7 +10,7 @@ use signoff::bus::{BusHandle, BusOptions, RevocationBus};
 use signoff::{
     Accounts, AuditLog, AuditStore, CacheOptions, CachedStore, CookiePolicy, MonotonicClock,
     Passwords, Policy, PostgresOptions, PostgresStore, RedisOptions, RedisStore, SessionStore,
-    Sessions, SqliteStore, UserStore,
+    Sessions, SqliteStore, StateStore, UserStore,
 };
 
 use crate::config::Settings;
@@ -27,6 +27,8 @@ pub struct Backend {
     pub users: Arc<dyn UserStore>,
     /// The audit trail.
     pub audit: Arc<dyn AuditStore>,
+    /// The engine's own records (token keys).
+    pub state: Arc<dyn StateStore>,
     /// The revocation bus, for stores that several nodes share.
     pub bus: Option<Arc<dyn RevocationBus>>,
     /// `sqlite`, `redis` or `postgres`.
@@ -38,13 +40,14 @@ impl Backend {
     /// A shared store: everything in it, and its revocation bus.
     fn shared<S>(store: S, kind: &'static str) -> Self
     where
-        S: SessionStore + UserStore + AuditStore + RevocationBus + Clone,
+        S: SessionStore + UserStore + AuditStore + StateStore + RevocationBus + Clone,
     {
         let store = Arc::new(store);
         Self {
             sessions: store.clone(),
             users: store.clone(),
             audit: store.clone(),
+            state: store.clone(),
             bus: Some(store),
             kind,
             sqlite: None,
@@ -160,7 +163,8 @@ async fn open_sqlite(path: PathBuf) -> Result<Backend> {
     Ok(Backend {
         sessions: shared.clone(),
         users: shared.clone(),
-        audit: shared,
+        audit: shared.clone(),
+        state: shared,
         bus: None,
         kind: "sqlite",
         sqlite: Some(store),
@@ -214,6 +218,27 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
     let (store, cache, bus) = session_store(&backend, settings.cache_staleness);
     let sessions = Sessions::new(store, policy).with_audit(audit.clone());
     let accounts = backend.accounts();
+    let tokens = match &settings.tokens {
+        Some(t) => {
+            let mut options = signoff::tokens::TokenOptions::new(
+                t.issuer
+                    .clone()
+                    .unwrap_or_else(|| settings.public_origin.clone()),
+                t.audience
+                    .clone()
+                    .unwrap_or_else(|| settings.public_origin.clone()),
+            );
+            options.access_ttl = t.access_ttl;
+            options.refresh_grace = t.refresh_grace;
+            options.algorithm = t.algorithm;
+            let tokens =
+                signoff::tokens::Tokens::open(sessions.clone(), backend.state.clone(), options)
+                    .await
+                    .context("cannot set up token mode (the signing keys)")?;
+            Some(Arc::new(tokens))
+        }
+        None => None,
+    };
     tracing::info!(
         store = backend.kind,
         cache = ?settings.cache_staleness,
@@ -251,7 +276,11 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
         cache,
         bus: bus.as_ref().map(|b| b.stats().clone()),
     };
-    let gateway = Arc::new(Gateway::new(settings, sessions, accounts)?.with_metrics(metrics));
+    let gateway = Arc::new(
+        Gateway::new(settings, sessions, accounts)?
+            .with_metrics(metrics)
+            .with_tokens(tokens),
+    );
     on_ready(&origin);
     server::serve(listener, gateway.router(), tls, shutdown_signal()).await;
     drop(bus);

@@ -320,6 +320,110 @@ async fn postgres_cli_end_reaches_every_node() {
     cli_end_reaches_every_node(Kind::Postgres).await;
 }
 
+/// Token mode on two nodes (caches on, 30 s): an access token signed by
+/// node A is accepted by B (shared keys); after logout on A, B refuses that
+/// same unexpired token, within the bus's delay, and the refresh token is
+/// dead on B too. Both nodes name the same issuer and audience, as nodes
+/// behind one load balancer (one public URL) do.
+async fn bearer_logout_reaches_the_other_node(kind: Kind) {
+    let Some(shared) = Shared::on_machine(kind) else {
+        return;
+    };
+    let flags = [
+        "--metrics",
+        "--cache-staleness",
+        "30s",
+        "--tokens",
+        "--token-issuer",
+        "https://app.test",
+        "--token-audience",
+        "https://app.test",
+    ];
+    let Some(nodes) = two_nodes(&shared.db(), &flags) else {
+        return;
+    };
+    wait_for_bus(&nodes.a).await;
+    wait_for_bus(&nodes.b).await;
+    let bearer_status = |gw: &Gateway, token: &str| {
+        let url = gw.url("/private/page");
+        let auth = format!("Bearer {token}");
+        async move { get(&url, &[("authorization", &auth)]).await.status }
+    };
+    let mut samples = Vec::new();
+    let mut stale = 0;
+    for _ in 0..20 {
+        let login = support::request(
+            hyper::Method::POST,
+            &nodes.a.url("/.signoff/api/login"),
+            &[],
+            Some((
+                "application/json",
+                serde_json::json!({"username": USER, "password": PASSWORD})
+                    .to_string()
+                    .into_bytes(),
+            )),
+        )
+        .await;
+        assert_eq!(login.status, 200, "{}", login.text());
+        let pair = login.json();
+        let access = pair["access_token"].as_str().unwrap().to_owned();
+        let refresh = pair["refresh_token"].as_str().unwrap().to_owned();
+        // Twice on B, so its cache holds the session.
+        assert_eq!(bearer_status(&nodes.b, &access).await, 200);
+        assert_eq!(bearer_status(&nodes.b, &access).await, 200);
+        let out = support::request(
+            hyper::Method::POST,
+            &nodes.a.url("/.signoff/api/logout"),
+            &[("authorization", &format!("Bearer {access}"))],
+            None,
+        )
+        .await;
+        assert_eq!(out.status, 200, "{}", out.text());
+        let done = Instant::now();
+        loop {
+            let status = bearer_status(&nodes.b, &access).await;
+            if status == 401 {
+                break;
+            }
+            assert_eq!(status, 200);
+            stale += 1;
+            assert!(
+                done.elapsed() < Duration::from_secs(1),
+                "B still accepts an access token 1 s after logout on A (its cache is 30 s)"
+            );
+        }
+        samples.push(done.elapsed());
+        let r = post_form(
+            &nodes.b.url("/.signoff/token"),
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+            &[],
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            400,
+            "the refresh token is dead on B: {}",
+            r.text()
+        );
+    }
+    samples.sort();
+    report(
+        &format!("{kind:?} bearer token, caches on"),
+        &samples,
+        stale,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_bearer_token_logout_on_one_node_is_refused_on_the_other() {
+    bearer_logout_reaches_the_other_node(Kind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_bearer_token_logout_on_one_node_is_refused_on_the_other() {
+    bearer_logout_reaches_the_other_node(Kind::Postgres).await;
+}
+
 async fn cli_end_reaches_every_node(kind: Kind) {
     let Some(shared) = Shared::on_machine(kind) else {
         return;

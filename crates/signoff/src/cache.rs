@@ -76,6 +76,10 @@ impl Default for CacheOptions {
 pub struct CachedStore<S> {
     inner: S,
     cache: Cache<SessionId, Entry>,
+    /// Which digest a handle was last seen under: a hint only, for
+    /// [`SessionStore::load_by_handle`]; the session itself is read through
+    /// `cache` (and its invalidations) by that digest.
+    handles: Cache<SessionHandle, SessionId>,
     /// Invalidation counts per shard; fills and invalidations hold the lock.
     epochs: Mutex<[u64; SHARDS]>,
     max_staleness: Duration,
@@ -132,6 +136,7 @@ impl<S: SessionStore> CachedStore<S> {
         Self {
             inner,
             cache: Cache::new(options.capacity.max(1)),
+            handles: Cache::new(options.capacity.max(1)),
             epochs: Mutex::new([0; SHARDS]),
             max_staleness: options.max_staleness,
             clock,
@@ -166,6 +171,7 @@ impl<S: SessionStore> CachedStore<S> {
             *epoch += 1;
         }
         self.cache.clear();
+        self.handles.clear();
     }
 
     /// Serve from memory (`true`, the default) or read the store on every
@@ -177,6 +183,7 @@ impl<S: SessionStore> CachedStore<S> {
             *epoch += 1;
         }
         self.cache.clear();
+        self.handles.clear();
         self.trusted.store(trusted, Ordering::SeqCst);
     }
 
@@ -249,7 +256,27 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
     }
 
     async fn load_by_handle(&self, handle: &SessionHandle) -> Result<Option<Session>, StoreError> {
-        self.inner.load_by_handle(handle).await
+        // The handle's last known digest, read through the digest cache, so
+        // a revocation announced for that digest is seen here too. If the
+        // session is gone from that digest (ended, or rotated to another),
+        // the store decides.
+        if self.trusted.load(Ordering::SeqCst) {
+            if let Some(id) = self.handles.get(handle) {
+                if let Some(session) = self.load(&id).await? {
+                    if session.handle == *handle {
+                        return Ok(Some(session));
+                    }
+                }
+            }
+        }
+        let loaded = self.inner.load_by_handle(handle).await?;
+        match &loaded {
+            Some(session) => self.handles.insert(*handle, session.id),
+            None => {
+                self.handles.remove(handle);
+            }
+        }
+        Ok(loaded)
     }
 
     async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {

@@ -18,6 +18,8 @@
 //!   revocation bus.
 //! - [`csrf`]: CSRF tokens derived from the session token, stored nowhere.
 //! - [`Accounts`] and [`Passwords`]: users with Argon2id password hashes.
+//! - [`tokens`]: token mode for APIs: signed access tokens checked against
+//!   the session, and rotating refresh tokens with reuse detection.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -54,6 +56,7 @@ mod policy;
 mod session;
 pub mod store;
 mod token;
+pub mod tokens;
 mod users;
 
 pub use audit::{Actor, AuditEvent, AuditKind, AuditLog, AuditQuery, AuditStore};
@@ -71,7 +74,7 @@ pub use store::postgres::{PostgresOptions, PostgresStore};
 pub use store::redis::{RedisOptions, RedisStore};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::{Durability, SqliteOptions, SqliteStore};
-pub use store::{SessionStore, StoreError, WriteOutcome};
+pub use store::{SessionStore, StateStore, StoreError, Versioned, WriteOutcome};
 pub use token::{SessionHandle, SessionId, SessionToken, TokenError, HANDLE_LEN, TOKEN_LEN};
 pub use users::{
     AccountError, Accounts, PasswordParams, PasswordParamsError, Passwords, User, UserStore,

@@ -422,8 +422,30 @@ impl Sessions {
     /// # Errors
     /// As [`Sessions::validate`].
     pub async fn validate_id(&self, id: &SessionId) -> Result<Session, SessionError> {
+        let session = self.store.load(id).await?.ok_or(SessionError::NotFound)?;
+        self.check_loaded(session).await
+    }
+
+    /// [`Sessions::validate`] for a session named by its public handle:
+    /// for credentials that carry the handle rather than the token, such as
+    /// the `sid` of an access token ([`crate::tokens`]). The same checks and
+    /// the same activity writes as a token.
+    ///
+    /// # Errors
+    /// As [`Sessions::validate`].
+    pub async fn validate_handle(&self, handle: &SessionHandle) -> Result<Session, SessionError> {
+        let session = self
+            .store
+            .load_by_handle(handle)
+            .await?
+            .ok_or(SessionError::NotFound)?;
+        self.check_loaded(session).await
+    }
+
+    /// Timeouts and activity for a session just read.
+    async fn check_loaded(&self, mut session: Session) -> Result<Session, SessionError> {
         let now = self.clock.now();
-        let mut session = self.store.load(id).await?.ok_or(SessionError::NotFound)?;
+        let id = &session.id.clone();
         if let Some(reason) = session.expiry(now, &self.policy) {
             session = self.confirm_expiry(&session, now, reason).await?;
         }
@@ -729,9 +751,20 @@ impl Sessions {
         owner: Option<&UserId>,
         by: Actor,
     ) -> Result<Option<Session>, SessionError> {
+        self.end_handle_because(handle, owner, by, "ended").await
+    }
+
+    /// [`Sessions::end_by_handle`], recording `reason` in the audit trail.
+    pub(crate) async fn end_handle_because(
+        &self,
+        handle: &SessionHandle,
+        owner: Option<&UserId>,
+        by: Actor,
+        reason: &str,
+    ) -> Result<Option<Session>, SessionError> {
         let ended = self.store.remove_by_handle(handle, owner).await?;
         if let Some(old) = &ended {
-            self.record_ended(old.user_id.as_ref(), Some(&old.handle), by, "ended", 1)
+            self.record_ended(old.user_id.as_ref(), Some(&old.handle), by, reason, 1)
                 .await;
         }
         Ok(ended)

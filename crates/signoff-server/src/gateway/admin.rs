@@ -149,20 +149,10 @@ async fn enabled(State(gw): AppState, req: Request, next: Next) -> Response {
 
 /// The bearer token's SHA-256 must match, compared in constant time.
 async fn require_token(State(gw): AppState, req: Request, next: Next) -> Response {
-    let Some(expected) = gw.settings.admin_token_sha256 else {
+    if gw.settings.admin_token_sha256.is_none() {
         return unknown_route().await;
-    };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(token)
-        })
-        .unwrap_or("");
-    let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
-    if !bool::from(digest.ct_eq(&expected)) {
+    }
+    if !admin_token_ok(&gw, req.headers()) {
         tracing::warn!(target: "signoff::admin", "refused an admin request without the right token");
         let mut r = error(
             StatusCode::UNAUTHORIZED,
@@ -176,6 +166,25 @@ async fn require_token(State(gw): AppState, req: Request, next: Next) -> Respons
         return r;
     }
     next.run(req).await
+}
+
+/// Whether the request carries the admin token (`Authorization: Bearer`),
+/// by SHA-256 compared in constant time; always false when the admin API is
+/// off.
+pub(super) fn admin_token_ok(gw: &Gateway, headers: &HeaderMap) -> bool {
+    let Some(expected) = gw.settings.admin_token_sha256 else {
+        return false;
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
+        .unwrap_or("");
+    let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+    bool::from(digest.ct_eq(&expected))
 }
 
 async fn unknown_route() -> Response {

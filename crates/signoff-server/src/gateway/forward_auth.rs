@@ -27,11 +27,13 @@
 //! ask signoff about them.
 
 use axum::extract::{RawQuery, Request, State};
-use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::header::{HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{redirect, wants_html, AppState, Auth, Authenticated, QuietLog};
+use signoff::tokens::{kind_of, TokenKind};
+
+use super::{bearer, redirect, wants_html, AppState, QuietLog, Who};
 
 /// The header naming the login page (with `next`) on a 401.
 const LOGIN_HEADER: &str = "x-signoff-login";
@@ -71,16 +73,6 @@ fn redirect_mode(query: Option<&str>) -> bool {
     })
 }
 
-/// The opaque session token in `Authorization: Bearer`, if any.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
 /// `{prefix}/auth`, any method.
 pub(super) async fn check(
     State(gw): AppState,
@@ -89,28 +81,33 @@ pub(super) async fn check(
 ) -> Response {
     let headers = req.headers();
     let cookie = gw.session_cookie(headers);
-    match gw.validate(cookie.or_else(|| bearer(headers))).await {
-        Auth::SignedIn(auth) => {
-            let csrf = signoff::csrf::token_for(&auth.token);
-            let Authenticated { user, session, .. } = *auth;
+    let presented = cookie.or_else(|| bearer(headers));
+    // An access token (token mode): checked like on proxied requests.
+    let who = match (cookie, presented) {
+        (None, Some(raw)) if kind_of(raw) == TokenKind::Access => gw.identify_bearer(raw).await,
+        _ => Who::from(gw.validate(presented).await),
+    };
+    match who {
+        Who::Known(identity) => {
             let mut r = StatusCode::OK.into_response();
             // The proxy logs the request it let through; a second info
             // line per request here would double the log for nothing.
             r.extensions_mut().insert(QuietLog);
             let h = r.headers_mut();
             for (name, value) in [
-                ("x-signoff-user", user),
-                ("x-signoff-session", session.handle.to_string()),
-                ("x-signoff-csrf", csrf),
+                ("x-signoff-user", Some(identity.user)),
+                ("x-signoff-session", Some(identity.handle.to_string())),
+                ("x-signoff-csrf", identity.csrf),
             ] {
-                if let Ok(v) = HeaderValue::from_str(&value) {
+                if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
                     h.insert(name, v);
                 }
             }
             r
         }
-        Auth::Unavailable => gw.unavailable(),
-        Auth::Anonymous { stale } => {
+        Who::Unavailable => gw.unavailable(),
+        Who::BadBearer(why) => gw.invalid_token(&why),
+        Who::Anonymous { stale } => {
             let original = original(headers);
             let method = original.method.as_ref().unwrap_or(req.method());
             let navigable = wants_html(headers) && matches!(*method, Method::GET | Method::HEAD);

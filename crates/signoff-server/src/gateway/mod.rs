@@ -9,6 +9,7 @@ pub mod pages;
 mod proxy;
 pub mod redirect;
 pub mod throttle;
+mod tokens;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -27,9 +28,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
+use signoff::tokens::Tokens;
 use signoff::{
     AccountError, Accounts, Actor, AuditEvent, AuditKind, CookiePolicy, NewSession, Session,
-    SessionData, SessionError, SessionToken, Sessions,
+    SessionData, SessionError, SessionHandle, SessionToken, Sessions,
 };
 
 pub use guard::Guard;
@@ -55,6 +57,53 @@ pub struct Authenticated {
     pub user: String,
 }
 
+/// Who a proxied or forward-auth request is from.
+pub struct Identity {
+    /// The user's login name.
+    pub user: String,
+    /// The session's public handle.
+    pub handle: SessionHandle,
+    /// With a session cookie: the CSRF token the upstream may put in forms.
+    pub csrf: Option<String>,
+    /// The request carried a session token in `Authorization`, which the
+    /// upstream must not see (like the cookie).
+    pub strip_authorization: bool,
+}
+
+impl Identity {
+    fn of_cookie(auth: &Authenticated) -> Self {
+        Self {
+            user: auth.user.clone(),
+            handle: auth.session.handle,
+            csrf: Some(signoff::csrf::token_for(&auth.token)),
+            strip_authorization: false,
+        }
+    }
+}
+
+/// The outcome of checking a request's credentials.
+enum Who {
+    Known(Identity),
+    /// No usable session; `stale` if the client sent a cookie anyway.
+    Anonymous {
+        stale: bool,
+    },
+    /// A bearer token that is not (or no longer) good, and why.
+    BadBearer(String),
+    /// The store could not answer: fail closed.
+    Unavailable,
+}
+
+impl From<Auth> for Who {
+    fn from(auth: Auth) -> Self {
+        match auth {
+            Auth::SignedIn(a) => Who::Known(Identity::of_cookie(&a)),
+            Auth::Anonymous { stale } => Who::Anonymous { stale },
+            Auth::Unavailable => Who::Unavailable,
+        }
+    }
+}
+
 enum Auth {
     SignedIn(Box<Authenticated>),
     /// No usable session; `stale` if the client sent a cookie anyway.
@@ -78,6 +127,8 @@ pub struct Gateway {
     throttle: Throttle,
     metrics: crate::metrics::Sources,
     counters: crate::metrics::Counters,
+    /// Token mode, if on.
+    tokens: Option<Arc<Tokens>>,
 }
 
 impl Gateway {
@@ -116,12 +167,20 @@ impl Gateway {
             upstream_authority,
             metrics: crate::metrics::Sources::default(),
             counters: crate::metrics::Counters::default(),
+            tokens: None,
         })
     }
 
     /// Where `PREFIX/metrics` (served with `--metrics`) reads its figures.
     pub fn with_metrics(mut self, sources: crate::metrics::Sources) -> Self {
         self.metrics = sources;
+        self
+    }
+
+    /// Turns on token mode (`PREFIX/api/login`, `/token`, … and bearer
+    /// access tokens).
+    pub fn with_tokens(mut self, tokens: Option<Arc<Tokens>>) -> Self {
+        self.tokens = tokens;
         self
     }
 
@@ -159,6 +218,12 @@ impl Gateway {
                 &format!("{p}/password"),
                 get(account::password_page).post(account::password_submit),
             )
+            .route(&format!("{p}/api/login"), post(tokens::api_login))
+            .route(&format!("{p}/api/logout"), post(tokens::api_logout))
+            .route(&format!("{p}/token"), post(tokens::token))
+            .route(&format!("{p}/revoke"), post(tokens::revoke))
+            .route(&format!("{p}/introspect"), post(tokens::introspect))
+            .route(&format!("{p}/jwks.json"), get(tokens::jwks))
             .route(&format!("{p}/{{*rest}}"), any(not_found))
             .route(&p, any(not_found))
             .nest(&format!("{p}/admin"), admin::router(&self))
@@ -510,6 +575,16 @@ fn peer_ip(req: &Request) -> IpAddr {
         .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
 }
 
+/// The token in `Authorization: Bearer`, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 fn wants_html(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
@@ -530,10 +605,15 @@ async fn proxy(State(gw): AppState, req: Request) -> Response {
     if gw.is_public(req.uri().path()) {
         return gw.forward(req, peer, None).await;
     }
-    match gw.authenticate(req.headers()).await {
-        Auth::SignedIn(auth) => gw.forward(req, peer, Some(&auth)).await,
-        Auth::Unavailable => gw.unavailable(),
-        Auth::Anonymous { stale } => {
+    let who = match bearer(req.headers()) {
+        Some(raw) if gw.tokens.is_some() => gw.identify_bearer(raw).await,
+        _ => Who::from(gw.authenticate(req.headers()).await),
+    };
+    match who {
+        Who::Known(identity) => gw.forward(req, peer, Some(&identity)).await,
+        Who::Unavailable => gw.unavailable(),
+        Who::BadBearer(why) => gw.invalid_token(&why),
+        Who::Anonymous { stale } => {
             let next = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
             gw.sign_in_first(wants_html(req.headers()), next, stale)
         }

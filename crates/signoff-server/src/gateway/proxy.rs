@@ -9,7 +9,7 @@ use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::{Authenticated, Gateway};
+use super::{Gateway, Identity};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 9] = [
@@ -131,7 +131,7 @@ impl Gateway {
         &self,
         req: Request<Body>,
         peer: IpAddr,
-        auth: Option<&Authenticated>,
+        auth: Option<&Identity>,
     ) -> Response<Body> {
         let peer_is_trusted = self.is_trusted_proxy(&peer);
         let (parts, body) = req.into_parts();
@@ -234,11 +234,14 @@ impl Gateway {
             if let Some(v) = header_value(&auth.user) {
                 headers.insert("x-signoff-user", v);
             }
-            if let Some(v) = header_value(&auth.session.handle.to_string()) {
+            if let Some(v) = header_value(&auth.handle.to_string()) {
                 headers.insert("x-signoff-session", v);
             }
-            if let Some(v) = header_value(&signoff::csrf::token_for(&auth.token)) {
+            if let Some(v) = auth.csrf.as_deref().and_then(header_value) {
                 headers.insert("x-signoff-csrf", v);
+            }
+            if auth.strip_authorization {
+                headers.remove(header::AUTHORIZATION);
             }
             // The answer will be no-store; a 304 would leave the browser
             // with nothing to show.

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{SessionStore, StoreError, WriteOutcome};
+use super::{SessionStore, StateStore, StoreError, Versioned, WriteOutcome};
 use crate::audit::{self, AuditEvent, AuditQuery, AuditStore};
 use crate::clock::Timestamp;
 use crate::session::{Session, SessionData, UserId};
@@ -36,6 +36,7 @@ struct Inner {
     users: HashMap<UserId, User>,
     audit: Vec<AuditEvent>,
     audit_seq: i64,
+    state: HashMap<String, Versioned>,
 }
 
 impl Inner {
@@ -334,5 +335,34 @@ impl AuditStore for MemoryStore {
         let was = inner.audit.len();
         inner.audit.retain(|e| e.at >= before);
         Ok((was - inner.audit.len()) as u64)
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    async fn get_state(&self, name: &str) -> Result<Option<Versioned>, StoreError> {
+        Ok(self.lock().state.get(name).cloned())
+    }
+
+    async fn put_state(
+        &self,
+        name: &str,
+        value: &[u8],
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let current = inner.state.get(name).map(|v| v.version);
+        if current != expected {
+            return Ok(false);
+        }
+        let version = expected.map_or(1, |v| v + 1);
+        inner.state.insert(
+            name.to_owned(),
+            Versioned {
+                value: value.to_vec(),
+                version,
+            },
+        );
+        Ok(true)
     }
 }

@@ -182,6 +182,45 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Vec<SessionId>, StoreError>;
 }
 
+/// A small named record of the engine's own state, with its version.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The record's bytes.
+    pub value: Vec<u8>,
+    /// Starts at 1; every replacement adds 1.
+    pub version: u64,
+}
+
+impl std::fmt::Debug for Versioned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The value may hold private keys.
+        f.debug_struct("Versioned")
+            .field("bytes", &self.value.len())
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// Where the engine keeps small records of its own, such as the keys that
+/// sign access tokens ([`crate::tokens`]), so every node sharing the store
+/// shares them. Writes are compare-and-set, so two nodes starting at once,
+/// or a rotation racing a start, cannot overwrite each other.
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// Reads the record `name`.
+    async fn get_state(&self, name: &str) -> Result<Option<Versioned>, StoreError>;
+
+    /// Writes the record `name`: with `expected: None`, only if there is
+    /// none yet (it gets version 1); with `Some(v)`, only if it is at
+    /// version `v` (it gets `v + 1`). Returns whether it wrote.
+    async fn put_state(
+        &self,
+        name: &str,
+        value: &[u8],
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError>;
+}
+
 /// A shared store is a store: lets a [`crate::CachedStore`] wrap an
 /// `Arc<dyn SessionStore>` chosen at run time.
 #[async_trait]

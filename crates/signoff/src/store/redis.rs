@@ -331,7 +331,22 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 ";
 
+/// Compare-and-set of an engine state record: a hash of `value` and
+/// `version`. ARGV: value, expected version (empty: only if absent).
+const PUT_STATE: &str = "
+local current = redis.call('HGET', KEYS[1], 'version')
+if ARGV[2] == '' then
+  if current then return 0 end
+  redis.call('HSET', KEYS[1], 'value', ARGV[1], 'version', 1)
+  return 1
+end
+if current ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'value', ARGV[1], 'version', tonumber(ARGV[2]) + 1)
+return 1
+";
+
 struct Scripts {
+    put_state: Script,
     insert: Script,
     touch: Script,
     update_data: Script,
@@ -349,6 +364,7 @@ struct Scripts {
 impl Scripts {
     fn new() -> Self {
         Self {
+            put_state: Script::new(PUT_STATE),
             insert: Script::new(INSERT),
             touch: Script::new(TOUCH),
             update_data: Script::new(UPDATE_DATA),
@@ -530,6 +546,10 @@ impl RedisStore {
     }
 
     // -- keys --
+
+    fn state_key(&self, name: &str) -> String {
+        format!("{}:state:{}", self.p(), encode(name))
+    }
 
     fn record_key(&self, handle: &SessionHandle, user: Option<&UserId>) -> String {
         match user {
@@ -1556,6 +1576,43 @@ impl RevocationBus for RedisStore {
             .await
             .map_err(store_error)?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl super::StateStore for RedisStore {
+    async fn get_state(&self, name: &str) -> Result<Option<super::Versioned>, StoreError> {
+        let (value, version): (Option<Vec<u8>>, Option<u64>) = redis::cmd("HMGET")
+            .arg(self.state_key(name))
+            .arg("value")
+            .arg("version")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        match (value, version) {
+            (Some(value), Some(version)) => Ok(Some(super::Versioned { value, version })),
+            (None, None) => Ok(None),
+            _ => Err(StoreError::Corrupt("engine state record is incomplete")),
+        }
+    }
+
+    async fn put_state(
+        &self,
+        name: &str,
+        value: &[u8],
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let written: i64 = self
+            .inner
+            .scripts
+            .put_state
+            .key(self.state_key(name))
+            .arg(value)
+            .arg(expected.map(|v| v.to_string()).unwrap_or_default())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(written == 1)
     }
 }
 

@@ -650,3 +650,46 @@ impl AuditStore for SqliteStore {
         Ok(done.rows_affected())
     }
 }
+
+#[async_trait]
+impl super::StateStore for SqliteStore {
+    async fn get_state(&self, name: &str) -> Result<Option<super::Versioned>, StoreError> {
+        self.one(
+            sqlx::query("SELECT value, version FROM engine_state WHERE name = ?1").bind(name),
+            |row| {
+                let version: i64 = row.try_get("version").map_err(backend)?;
+                Ok(super::Versioned {
+                    value: row.try_get("value").map_err(backend)?,
+                    version: u64::try_from(version)
+                        .map_err(|_| StoreError::Corrupt("negative state version"))?,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn put_state(
+        &self,
+        name: &str,
+        value: &[u8],
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let query = match expected {
+            None => sqlx::query(
+                "INSERT INTO engine_state (name, value, version) VALUES (?1, ?2, 1) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(value),
+            Some(v) => sqlx::query(
+                "UPDATE engine_state SET value = ?2, version = version + 1 \
+                 WHERE name = ?1 AND version = ?3",
+            )
+            .bind(name)
+            .bind(value)
+            .bind(i64::try_from(v).map_err(|_| StoreError::Corrupt("state version too large"))?),
+        };
+        let done = query.execute(&self.pool).await.map_err(store_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+}

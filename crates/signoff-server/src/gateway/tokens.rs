@@ -1,0 +1,598 @@
+//! Token mode (`--tokens`): sign-in for API and mobile clients, the OAuth
+//! token, revocation (RFC 7009) and introspection (RFC 7662) endpoints, the
+//! JWKS, and bearer access tokens on proxied and forward-auth requests.
+//!
+//! Every token belongs to a server-side session ([`signoff::tokens`]), so
+//! the sessions page, "sign out everywhere", the CLI and the admin API end
+//! token clients exactly as they end browsers. Errors follow RFC 6749 §5.2
+//! (`{"error": "invalid_grant", "error_description": "…"}`); every answer
+//! here is `Cache-Control: no-store` (the prefix's middleware sees to it).
+
+// Helpers return `Err(response)` to answer early, as in the admin API; not
+// a hot path.
+#![allow(clippy::result_large_err)]
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use signoff::tokens::{
+    kind_of, AccessError, GrantError, Requester, TokenKind, TokenPair, Tokens, DEFAULT_CLIENT,
+};
+use signoff::{AccountError, Actor, AuditEvent, AuditKind, NewSession, SessionData};
+use subtle::ConstantTimeEq;
+
+use super::{
+    admin, bearer, peer_ip, proxy::no_store, read_form, truncate, AppState, Gateway, Identity,
+    Intent, Who, USER_NAME_KEY,
+};
+
+/// Largest JSON body of `api/login`.
+const MAX_JSON_BYTES: usize = 8 * 1024;
+
+/// An RFC 6749 §5.2 error answer.
+fn oauth_error(status: StatusCode, error: &'static str, description: &str) -> Response {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        error: &'static str,
+        error_description: &'a str,
+    }
+    let body = serde_json::to_string(&Body {
+        error,
+        error_description: description,
+    })
+    .unwrap_or_default();
+    json_response(status, body)
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    no_store(r.headers_mut());
+    r
+}
+
+fn token_response(pair: &TokenPair) -> Response {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        access_token: &'a str,
+        token_type: &'static str,
+        expires_in: u64,
+        refresh_token: &'a str,
+    }
+    let body = serde_json::to_string(&Body {
+        access_token: &pair.access_token,
+        token_type: "Bearer",
+        expires_in: pair.expires_in,
+        refresh_token: &pair.refresh_token,
+    })
+    .unwrap_or_default();
+    json_response(StatusCode::OK, body)
+}
+
+fn unavailable() -> Response {
+    let mut r = oauth_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "the session store is unavailable; try again in a moment",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+fn off() -> Response {
+    oauth_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "token mode is off (start signoff with --tokens)",
+    )
+}
+
+/// A form body as RFC 6749 wants it, with its errors as `invalid_request`.
+async fn oauth_form<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, Response> {
+    read_form(req).await.map_err(|status| {
+        let (status, text) = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => (status, "the request body is too large"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                StatusCode::BAD_REQUEST,
+                "expected application/x-www-form-urlencoded",
+            ),
+            _ => (
+                StatusCode::BAD_REQUEST,
+                "the form could not be read (a parameter given twice?)",
+            ),
+        };
+        oauth_error(status, "invalid_request", text)
+    })
+}
+
+impl Gateway {
+    fn tokens(&self) -> Result<&Tokens, Response> {
+        self.tokens.as_deref().ok_or_else(off)
+    }
+
+    /// The answer to a bearer token that is not good (RFC 6750 §3).
+    pub(super) fn invalid_token(&self, why: &str) -> Response {
+        let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", why);
+        let challenge = format!(
+            "Bearer realm=\"signoff\", error=\"invalid_token\", error_description=\"{}\"",
+            why.replace(['"', '\\'], "'")
+        );
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        r
+    }
+
+    /// Checks a bearer token: an access token (signature and claims here,
+    /// then its session through the cache and revocation bus) or a session
+    /// token.
+    pub(super) async fn identify_bearer(&self, raw: &str) -> Who {
+        match kind_of(raw) {
+            TokenKind::Access => {
+                let Some(tokens) = &self.tokens else {
+                    return Who::BadBearer("access tokens need token mode (--tokens)".into());
+                };
+                match tokens.authenticate(raw).await {
+                    Ok((_, session)) => match session.data.get(USER_NAME_KEY) {
+                        Some(user) => Who::Known(Identity {
+                            user: user.clone(),
+                            handle: session.handle,
+                            csrf: None,
+                            strip_authorization: false,
+                        }),
+                        None => Who::BadBearer("the token's session has no user".into()),
+                    },
+                    Err(AccessError::Store(e)) => {
+                        self.count_store_error();
+                        tracing::error!(error = %e, "session store unavailable; refusing the request");
+                        Who::Unavailable
+                    }
+                    Err(e) => Who::BadBearer(e.to_string()),
+                }
+            }
+            TokenKind::Session => match Who::from(self.validate(Some(raw)).await) {
+                Who::Known(identity) => Who::Known(Identity {
+                    csrf: None,
+                    strip_authorization: true,
+                    ..identity
+                }),
+                Who::Anonymous { .. } => {
+                    Who::BadBearer("the session has ended or does not exist".into())
+                }
+                other => other,
+            },
+            TokenKind::Refresh => Who::BadBearer(
+                "a refresh token is not an access token; exchange it at the token endpoint".into(),
+            ),
+            TokenKind::Unknown => Who::BadBearer("not a token issued here".into()),
+        }
+    }
+
+    /// Who calls `introspect` or `revoke` with credentials: the admin token
+    /// (`Bearer`), or a configured client (`Basic`, RFC 6749 §2.3.1).
+    /// `Ok(None)`: no credentials sent; `Err`: wrong ones.
+    fn caller(&self, headers: &HeaderMap) -> Result<Option<Caller>, Response> {
+        let Some(value) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(None);
+        };
+        let (scheme, credentials) = value.trim().split_once(' ').unwrap_or((value, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            if admin::admin_token_ok(self, headers) {
+                return Ok(Some(Caller::Admin));
+            }
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            if let Some(id) = self.client_credentials(credentials.trim()) {
+                return Ok(Some(Caller::Client(id)));
+            }
+        }
+        tracing::warn!(target: "signoff::auth", "refused a token endpoint request with wrong credentials");
+        let mut r = oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"signoff\""),
+        );
+        Err(r)
+    }
+
+    /// The client whose `Basic` credentials these are. Every configured
+    /// client's digest is compared, in constant time, so the answer takes
+    /// as long for a wrong id as for a wrong secret.
+    fn client_credentials(&self, encoded: &str) -> Option<String> {
+        let clients = &self.settings.tokens.as_ref()?.clients;
+        let decoded = STANDARD.decode(encoded).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (id, secret) = text.split_once(':')?;
+        // RFC 6749 §2.3.1: both parts are form-urlencoded.
+        let decode = |s: &str| -> String {
+            form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let (id, secret) = (decode(id), decode(secret));
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let mut found = None;
+        for (client, expected) in clients {
+            let id_ok = client.as_bytes().ct_eq(id.as_bytes());
+            let secret_ok = expected.ct_eq(&digest);
+            if bool::from(id_ok & secret_ok) {
+                found = Some(client.clone());
+            }
+        }
+        found
+    }
+}
+
+enum Caller {
+    Admin,
+    Client(String),
+}
+
+#[derive(Deserialize)]
+struct LoginJson {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    client_id: Option<String>,
+}
+
+/// `POST PREFIX/api/login`: JSON `{"username", "password", "client_id"?}`
+/// → a token pair for a new session. Same limits and audit as the form.
+pub(super) async fn api_login(State(gw): AppState, req: Request) -> Response {
+    let tokens = match gw.tokens() {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let client_ip = gw.client_ip(peer_ip(&req), req.headers());
+    let headers = req.headers().clone();
+    // A browser on another site cannot send JSON here without a CORS
+    // preflight we never grant; refuse what it can send anyway.
+    if gw.same_origin(&headers) == Intent::Foreign {
+        return oauth_error(
+            StatusCode::FORBIDDEN,
+            "invalid_request",
+            "sign-in requests from other sites are refused",
+        );
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "expected a JSON body (Content-Type: application/json)",
+        );
+    }
+    let body: Bytes = match axum::body::to_bytes(req.into_body(), MAX_JSON_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return oauth_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "the request body is too large",
+            )
+        }
+    };
+    let Ok(login) = serde_json::from_slice::<LoginJson>(&body) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "expected {\"username\": \"…\", \"password\": \"…\"}",
+        );
+    };
+    let client = login.client_id.as_deref().unwrap_or(DEFAULT_CLIENT);
+    if !signoff::tokens::valid_client_id(client) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_id must be 1 to 64 characters of A-Z a-z 0-9 . _ : -",
+        );
+    }
+    if let Err(wait) = gw
+        .throttle
+        .attempt(client_ip, &login.username, std::time::Instant::now())
+    {
+        let secs = wait.as_secs().max(1);
+        tracing::info!(target: "signoff::auth", ip = %client_ip, "API login refused: too many failures");
+        let mut r = oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow_down",
+            &format!("too many failed attempts; try again in {secs} seconds"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    let user = match gw
+        .accounts
+        .authenticate(&login.username, &login.password)
+        .await
+    {
+        Ok(user) => user,
+        Err(e @ (AccountError::InvalidCredentials | AccountError::Disabled)) => {
+            tracing::info!(target: "signoff::auth", ip = %client_ip, "API login failed");
+            gw.record_login_failure(
+                &login.username,
+                client_ip,
+                matches!(e, AccountError::Disabled),
+            )
+            .await;
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "wrong user name or password",
+            );
+        }
+        Err(e) => {
+            gw.throttle.succeeded(client_ip, &login.username);
+            gw.count_store_error();
+            tracing::error!(error = %e, "API login could not be checked");
+            return unavailable();
+        }
+    };
+    gw.throttle.succeeded(client_ip, &login.username);
+    let mut data = SessionData::new();
+    data.insert(USER_NAME_KEY.to_owned(), user.name.clone());
+    let mut new = NewSession::for_user(user.id.clone())
+        .ip(client_ip.to_string())
+        .data(data);
+    if let Some(ua) = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        new = new.user_agent(truncate(ua, signoff::MAX_USER_AGENT_BYTES));
+    }
+    let issued = match gw.sessions.login(None, new).await {
+        Ok(issued) => issued,
+        Err(e) => {
+            gw.count_store_error();
+            tracing::error!(error = %e, "could not create a session");
+            return unavailable();
+        }
+    };
+    let pair = match tokens.issue(&issued.session, client).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            // Leave no session behind that no client holds.
+            let _ = gw.sessions.end(issued.token.expose(), Actor::User).await;
+            gw.count_store_error();
+            tracing::error!(error = %e, "could not issue tokens");
+            return unavailable();
+        }
+    };
+    tracing::info!(target: "signoff::auth", user = %user.name, session = %pair.session.handle, client, "API login");
+    gw.audit(
+        AuditEvent::new(AuditKind::LoginSucceeded, gw.sessions.now())
+            .user(Some(&user.id), Some(&user.name))
+            .session(&pair.session.handle)
+            .by(Actor::User)
+            .ip(client_ip),
+    )
+    .await;
+    token_response(&pair)
+}
+
+/// `POST PREFIX/api/logout` with `Authorization: Bearer` (an access token
+/// or a session token): ends the session, and with it every token of it.
+pub(super) async fn api_logout(State(gw): AppState, headers: HeaderMap) -> Response {
+    if let Err(r) = gw.tokens() {
+        return r;
+    }
+    let Some(raw) = bearer(&headers) else {
+        return gw.invalid_token("send the access token as Authorization: Bearer");
+    };
+    let handle = match gw.identify_bearer(raw).await {
+        Who::Known(identity) => identity.handle,
+        Who::BadBearer(why) => return gw.invalid_token(&why),
+        Who::Unavailable => return unavailable(),
+        Who::Anonymous { .. } => return gw.invalid_token("no session"),
+    };
+    match gw.sessions.end_by_handle(&handle, None, Actor::User).await {
+        Ok(_) => {
+            tracing::info!(target: "signoff::auth", session = %handle, "API logout");
+            json_response(StatusCode::OK, "{\"signed_out\":true}".to_owned())
+        }
+        Err(e) => {
+            // Not done: say so, so the client does not believe it is out.
+            gw.count_store_error();
+            tracing::error!(error = %e, "API logout failed: the store is unavailable");
+            unavailable()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: Option<String>,
+    refresh_token: Option<String>,
+    client_id: Option<String>,
+}
+
+/// `POST PREFIX/token`: `grant_type=refresh_token` (RFC 6749 §6).
+pub(super) async fn token(State(gw): AppState, req: Request) -> Response {
+    let tokens = match gw.tokens() {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let form: TokenForm = match oauth_form(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match form.grant_type.as_deref() {
+        Some("refresh_token") => {}
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only grant_type=refresh_token is supported here; sign in at api/login",
+            )
+        }
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is missing",
+            )
+        }
+    }
+    let Some(refresh_token) = form.refresh_token.as_deref().filter(|t| !t.is_empty()) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "refresh_token is missing",
+        );
+    };
+    match tokens
+        .refresh(refresh_token, form.client_id.as_deref())
+        .await
+    {
+        Ok(pair) => token_response(&pair),
+        Err(GrantError::Store(e)) => {
+            gw.count_store_error();
+            tracing::error!(error = %e, "refresh failed: the store is unavailable");
+            unavailable()
+        }
+        Err(e) => {
+            tracing::info!(target: "signoff::auth", reason = %e, "refresh refused");
+            oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", &e.to_string())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenParam {
+    token: Option<String>,
+    // RFC 7009 §2.1 / RFC 7662 §2.1: a hint we may ignore; we tell the
+    // kinds apart by their shape.
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+}
+
+/// `POST PREFIX/revoke` (RFC 7009): `token` (+ `token_type_hint`). Ends the
+/// token's session if the token is live and was issued to the caller: a
+/// configured client (`Basic`), the admin token (any client's), or a public
+/// client naming itself with `client_id` (default `default`). Answers 200
+/// whatever the token was, so nothing is learnt about other clients' tokens.
+pub(super) async fn revoke(State(gw): AppState, req: Request) -> Response {
+    let tokens = match gw.tokens() {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let caller = match gw.caller(req.headers()) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let form: TokenParam = match oauth_form(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let Some(token) = form.token.as_deref().filter(|t| !t.is_empty()) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is missing",
+        );
+    };
+    let requester = match &caller {
+        Some(Caller::Admin) => Requester::Admin,
+        Some(Caller::Client(id)) => Requester::Client(id),
+        None => Requester::Client(form.client_id.as_deref().unwrap_or(DEFAULT_CLIENT)),
+    };
+    match tokens.revoke(token, requester).await {
+        Ok(ended) => {
+            if ended {
+                tracing::info!(target: "signoff::auth", "token revoked; its session ended");
+            }
+            json_response(StatusCode::OK, String::new())
+        }
+        Err(e) => {
+            gw.count_store_error();
+            tracing::error!(error = %e, "revocation failed: the store is unavailable");
+            unavailable()
+        }
+    }
+}
+
+/// `POST PREFIX/introspect` (RFC 7662), for the admin token or a configured
+/// client: what a token is, or exactly `{"active":false}`.
+pub(super) async fn introspect(State(gw): AppState, req: Request) -> Response {
+    let tokens = match gw.tokens() {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match gw.caller(req.headers()) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            let mut r = oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "introspection needs client credentials (Basic) or the admin token (Bearer)",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"signoff\""),
+            );
+            return r;
+        }
+        Err(r) => return r,
+    }
+    let form: TokenParam = match oauth_form(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let Some(token) = form.token.as_deref().filter(|t| !t.is_empty()) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is missing",
+        );
+    };
+    match tokens.introspect(token).await {
+        Ok(info) => json_response(
+            StatusCode::OK,
+            serde_json::to_string(&info).unwrap_or_else(|_| "{\"active\":false}".to_owned()),
+        ),
+        Err(e) => {
+            gw.count_store_error();
+            tracing::error!(error = %e, "introspection failed: the store is unavailable");
+            unavailable()
+        }
+    }
+}
+
+/// `GET PREFIX/jwks.json`: the public keys that verify access tokens.
+pub(super) async fn jwks(State(gw): AppState) -> Response {
+    let tokens = match gw.tokens() {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let mut r = json_response(StatusCode::OK, tokens.jwks().await.to_string());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    r
+}

@@ -278,6 +278,9 @@ impl From<SessionError> for GrantError {
         match e {
             SessionError::Store(e) => GrantError::Store(e),
             SessionError::Expired(_) => GrantError::Invalid("the session has expired"),
+            SessionError::Conflict => {
+                GrantError::Invalid("the session changed at the same time; try again")
+            }
             _ => GrantError::Invalid("the session has ended"),
         }
     }
@@ -1149,7 +1152,7 @@ impl Tokens {
         let session = match self.sessions.validate_handle(&handle).await {
             Ok(s) => s,
             Err(SessionError::Store(e)) => return Err(AccessError::Store(e)),
-            Err(_) => return Ok((claims.clone(), Session { ..todo!() })),
+            Err(_) => return Err(AccessError::SessionEnded),
         };
         if session.user_id.as_ref().map(|u| u.as_str()) != Some(claims.sub.as_str()) {
             return Err(AccessError::SessionEnded);

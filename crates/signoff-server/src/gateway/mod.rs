@@ -705,74 +705,18 @@ async fn login_submit(State(gw): AppState, req: Request) -> Response {
             &pages::login(prefix, &next, &form.username, Some(message)),
         )
     };
-    if let Err(wait) = gw
-        .throttle
-        .attempt(client_ip, &form.username, std::time::Instant::now())
-    {
-        let secs = wait.as_secs().max(1);
-        tracing::info!(target: "signoff::auth", ip = %client_ip, "login refused: too many failures");
-        let mut r = retry(
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!("Too many failed attempts. Try again in {secs} seconds."),
-        );
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return r;
-    }
-    let user = match gw
-        .accounts
-        .authenticate(&form.username, &form.password)
+    let previous = gw.session_cookie(&headers);
+    match gw
+        .sign_in(
+            client_ip,
+            &headers,
+            &form.username,
+            &form.password,
+            previous,
+        )
         .await
     {
-        Ok(user) => user,
-        // A disabled account answers like a wrong password: the form must
-        // not confirm that a password is right.
-        Err(e @ (AccountError::InvalidCredentials | AccountError::Disabled)) => {
-            tracing::info!(target: "signoff::auth", ip = %client_ip, "login failed");
-            gw.record_login_failure(
-                &form.username,
-                client_ip,
-                matches!(e, AccountError::Disabled),
-            )
-            .await;
-            return retry(StatusCode::UNAUTHORIZED, "Wrong user name or password.");
-        }
-        Err(e) => {
-            // Not the client's failure: give the attempt back.
-            gw.throttle.succeeded(client_ip, &form.username);
-            gw.count_store_error();
-            tracing::error!(error = %e, "login could not be checked");
-            return retry(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Sign-in is not possible right now. Try again in a moment.",
-            );
-        }
-    };
-    gw.throttle.succeeded(client_ip, &form.username);
-    let mut data = SessionData::new();
-    data.insert(USER_NAME_KEY.to_owned(), user.name.clone());
-    let mut new = NewSession::for_user(user.id.clone())
-        .ip(client_ip.to_string())
-        .data(data);
-    if let Some(ua) = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-    {
-        new = new.user_agent(truncate(ua, signoff::MAX_USER_AGENT_BYTES));
-    }
-    let previous = gw.session_cookie(&headers);
-    match gw.sessions.login(previous, new).await {
-        Ok(issued) => {
-            tracing::info!(target: "signoff::auth", user = %user.name, session = %issued.session.handle, "login");
-            gw.audit(
-                AuditEvent::new(AuditKind::LoginSucceeded, gw.sessions.now())
-                    .user(Some(&user.id), Some(&user.name))
-                    .session(&issued.session.handle)
-                    .by(Actor::User)
-                    .ip(client_ip),
-            )
-            .await;
+        Ok((_, issued)) => {
             let mut r = StatusCode::SEE_OTHER.into_response();
             if let Ok(v) = HeaderValue::from_str(&next) {
                 r.headers_mut().insert(header::LOCATION, v);
@@ -781,14 +725,104 @@ async fn login_submit(State(gw): AppState, req: Request) -> Response {
                 .insert(header::SET_COOKIE, gw.set_cookie(&issued.token));
             r
         }
-        Err(e) => {
-            gw.count_store_error();
-            tracing::error!(error = %e, "could not create a session");
-            retry(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Sign-in is not possible right now. Try again in a moment.",
-            )
+        Err(SignInError::Throttled(secs)) => {
+            let mut r = retry(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("Too many failed attempts. Try again in {secs} seconds."),
+            );
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
         }
+        // A disabled account answers like a wrong password: the form must
+        // not confirm that a password is right.
+        Err(SignInError::Refused) => {
+            retry(StatusCode::UNAUTHORIZED, "Wrong user name or password.")
+        }
+        Err(SignInError::Unavailable) => retry(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in is not possible right now. Try again in a moment.",
+        ),
+    }
+}
+
+/// Why [`Gateway::sign_in`] made no session.
+enum SignInError {
+    /// Too many failures: wait this many seconds (nothing was checked).
+    Throttled(u64),
+    /// A wrong name or password, or a disabled account: one answer for all.
+    Refused,
+    /// The store could not answer.
+    Unavailable,
+}
+
+impl Gateway {
+    /// The sign-in the form and `api/login` share: the failure delays, the
+    /// password check (a disabled account fails like a wrong password), the
+    /// audit trail, and a new session that replaces `previous` (so a token
+    /// planted before sign-in is worthless after it).
+    async fn sign_in(
+        &self,
+        client_ip: IpAddr,
+        headers: &HeaderMap,
+        username: &str,
+        password: &str,
+        previous: Option<&str>,
+    ) -> Result<(signoff::User, signoff::Issued), SignInError> {
+        if let Err(wait) = self
+            .throttle
+            .attempt(client_ip, username, std::time::Instant::now())
+        {
+            tracing::info!(target: "signoff::auth", ip = %client_ip, "login refused: too many failures");
+            return Err(SignInError::Throttled(wait.as_secs().max(1)));
+        }
+        let user = match self.accounts.authenticate(username, password).await {
+            Ok(user) => user,
+            Err(e @ (AccountError::InvalidCredentials | AccountError::Disabled)) => {
+                tracing::info!(target: "signoff::auth", ip = %client_ip, "login failed");
+                self.record_login_failure(username, client_ip, matches!(e, AccountError::Disabled))
+                    .await;
+                return Err(SignInError::Refused);
+            }
+            Err(e) => {
+                // Not the client's failure: give the attempt back.
+                self.throttle.succeeded(client_ip, username);
+                self.count_store_error();
+                tracing::error!(error = %e, "login could not be checked");
+                return Err(SignInError::Unavailable);
+            }
+        };
+        self.throttle.succeeded(client_ip, username);
+        let mut data = SessionData::new();
+        data.insert(USER_NAME_KEY.to_owned(), user.name.clone());
+        let mut new = NewSession::for_user(user.id.clone())
+            .ip(client_ip.to_string())
+            .data(data);
+        if let Some(ua) = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            new = new.user_agent(truncate(ua, signoff::MAX_USER_AGENT_BYTES));
+        }
+        let issued = match self.sessions.login(previous, new).await {
+            Ok(issued) => issued,
+            Err(e) => {
+                self.count_store_error();
+                tracing::error!(error = %e, "could not create a session");
+                return Err(SignInError::Unavailable);
+            }
+        };
+        tracing::info!(target: "signoff::auth", user = %user.name, session = %issued.session.handle, "login");
+        self.audit(
+            AuditEvent::new(AuditKind::LoginSucceeded, self.sessions.now())
+                .user(Some(&user.id), Some(&user.name))
+                .session(&issued.session.handle)
+                .by(Actor::User)
+                .ip(client_ip),
+        )
+        .await;
+        Ok((user, issued))
     }
 }
 

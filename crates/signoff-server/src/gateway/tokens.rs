@@ -24,12 +24,12 @@ use sha2::{Digest, Sha256};
 use signoff::tokens::{
     kind_of, AccessError, GrantError, Requester, TokenKind, TokenPair, Tokens, DEFAULT_CLIENT,
 };
-use signoff::{AccountError, Actor, AuditEvent, AuditKind, NewSession, SessionData};
+use signoff::Actor;
 use subtle::ConstantTimeEq;
 
 use super::{
-    admin, bearer, peer_ip, proxy::no_store, read_form, truncate, AppState, Gateway, Identity,
-    Intent, Who, USER_NAME_KEY,
+    admin, bearer, peer_ip, proxy::no_store, read_form, AppState, Gateway, Identity, Intent,
+    SignInError, Who, USER_NAME_KEY,
 };
 
 /// Largest JSON body of `api/login`.
@@ -309,68 +309,31 @@ pub(super) async fn api_login(State(gw): AppState, req: Request) -> Response {
             "client_id must be 1 to 64 characters of A-Z a-z 0-9 . _ : -",
         );
     }
-    if let Err(wait) = gw
-        .throttle
-        .attempt(client_ip, &login.username, std::time::Instant::now())
-    {
-        let secs = wait.as_secs().max(1);
-        tracing::info!(target: "signoff::auth", ip = %client_ip, "API login refused: too many failures");
-        let mut r = oauth_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "slow_down",
-            &format!("too many failed attempts; try again in {secs} seconds"),
-        );
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return r;
-    }
-    let user = match gw
-        .accounts
-        .authenticate(&login.username, &login.password)
+    // No `previous`: an API client has no cookie to replace.
+    let issued = match gw
+        .sign_in(client_ip, &headers, &login.username, &login.password, None)
         .await
     {
-        Ok(user) => user,
-        Err(e @ (AccountError::InvalidCredentials | AccountError::Disabled)) => {
-            tracing::info!(target: "signoff::auth", ip = %client_ip, "API login failed");
-            gw.record_login_failure(
-                &login.username,
-                client_ip,
-                matches!(e, AccountError::Disabled),
-            )
-            .await;
+        Ok((_, issued)) => issued,
+        Err(SignInError::Throttled(secs)) => {
+            let mut r = oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "slow_down",
+                &format!("too many failed attempts; try again in {secs} seconds"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+        Err(SignInError::Refused) => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_grant",
                 "wrong user name or password",
-            );
+            )
         }
-        Err(e) => {
-            gw.throttle.succeeded(client_ip, &login.username);
-            gw.count_store_error();
-            tracing::error!(error = %e, "API login could not be checked");
-            return unavailable();
-        }
-    };
-    gw.throttle.succeeded(client_ip, &login.username);
-    let mut data = SessionData::new();
-    data.insert(USER_NAME_KEY.to_owned(), user.name.clone());
-    let mut new = NewSession::for_user(user.id.clone())
-        .ip(client_ip.to_string())
-        .data(data);
-    if let Some(ua) = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-    {
-        new = new.user_agent(truncate(ua, signoff::MAX_USER_AGENT_BYTES));
-    }
-    let issued = match gw.sessions.login(None, new).await {
-        Ok(issued) => issued,
-        Err(e) => {
-            gw.count_store_error();
-            tracing::error!(error = %e, "could not create a session");
-            return unavailable();
-        }
+        Err(SignInError::Unavailable) => return unavailable(),
     };
     let pair = match tokens.issue(&issued.session, client).await {
         Ok(pair) => pair,
@@ -382,15 +345,7 @@ pub(super) async fn api_login(State(gw): AppState, req: Request) -> Response {
             return unavailable();
         }
     };
-    tracing::info!(target: "signoff::auth", user = %user.name, session = %pair.session.handle, client, "API login");
-    gw.audit(
-        AuditEvent::new(AuditKind::LoginSucceeded, gw.sessions.now())
-            .user(Some(&user.id), Some(&user.name))
-            .session(&pair.session.handle)
-            .by(Actor::User)
-            .ip(client_ip),
-    )
-    .await;
+    tracing::info!(target: "signoff::auth", session = %pair.session.handle, client, "tokens issued");
     token_response(&pair)
 }
 

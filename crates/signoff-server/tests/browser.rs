@@ -246,6 +246,7 @@ async fn bfcache_is_on_https(e: Engine) -> Result<()> {
 }
 
 engine_tests!(
+    every engine:
     logout_then_back_http,
     logout_then_back_https,
     server_side_end_then_back_http,

@@ -47,9 +47,6 @@ pub const SCENARIOS: &[(&str, &str)] = &[
 /// How one test ended.
 pub enum Outcome {
     Passed,
-    /// The engine ran but cannot show what the scenario looks for; the
-    /// test says so and the matrix shows it, it does not count as shown.
-    NotShown(String),
     Failed(String),
     Skipped(String),
 }
@@ -58,7 +55,6 @@ impl Outcome {
     fn code(&self) -> &'static str {
         match self {
             Outcome::Passed => "passed",
-            Outcome::NotShown(_) => "not shown",
             Outcome::Failed(_) => "failed",
             Outcome::Skipped(_) => "skipped",
         }
@@ -67,7 +63,7 @@ impl Outcome {
     fn detail(&self) -> &str {
         match self {
             Outcome::Passed => "",
-            Outcome::NotShown(d) | Outcome::Failed(d) | Outcome::Skipped(d) => d,
+            Outcome::Failed(d) | Outcome::Skipped(d) => d,
         }
     }
 }
@@ -172,13 +168,15 @@ fn render(results: &[Value]) -> String {
          drives `signoff demo` in three real engines over W3C WebDriver with the\n\
          back/forward cache (bfcache) on, over plain HTTP on 127.0.0.1 and over HTTPS\n\
          with a self-signed certificate. ✓ passed: no private text was visible at\n\
-         any step (for 4: the page was restored from bfcache). ✗ failed.\n\
-         \"not shown\": the engine could not show what the test looks for, and\n\
-         the test said so. \"skipped\": the engine is not installed (allowed only\n\
-         without `SIGNOFF_REQUIRE_SERVICES=1`). – : not run by the latest run (a\n\
-         filtered `cargo test`, or no such case: 2b needs a second client that\n\
-         speaks HTTP only). Screenshots after logout and Back:\n\
-         `target/browser-artifacts/` (a CI artifact).\n"
+         any step; for 4, the page came back from bfcache. ✗ failed, with the\n\
+         reason below. Row 4 is the positive control: every engine here can show\n\
+         a bfcache restore, so it fails (it never passes quietly) when one does\n\
+         not, since the other rows then prove less. \"skipped\": the engine is\n\
+         not installed (allowed only without `SIGNOFF_REQUIRE_SERVICES=1`).\n\
+         – : not run by the latest run (a filtered `cargo test`; 2b runs over\n\
+         HTTP only, its second device being the tests' plain-HTTP client).\n\
+         Screenshots of each engine after logout and Back:\n\
+         `target/browser-artifacts/` (kept by CI).\n"
     );
     let engines: Vec<String> = Engine::ALL
         .iter()

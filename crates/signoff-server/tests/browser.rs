@@ -104,7 +104,7 @@ impl Demo {
 
 /// The idle timeout for scenario 3: short, but far above the few
 /// milliseconds between the requests of a sign-in.
-const IDLE: Duration = Duration::from_secs(3);
+const IDLE: Duration = Duration::from_secs(4);
 
 #[derive(Clone, Copy, Debug)]
 enum Scenario {

@@ -1,16 +1,21 @@
-//! The back button after logout, in a real browser with the back/forward
-//! cache on: `signoff demo` (gateway + built-in app) driven over WebDriver,
-//! over plain HTTP on 127.0.0.1 and over HTTPS with a self-signed
-//! certificate. One scenario list; each engine is one more driver in
-//! `support::browser` (Chromium today).
+//! The back button after logout, in real browsers with the back/forward
+//! cache on: `signoff demo` (gateway + built-in app) driven over WebDriver
+//! in Chromium, Firefox and WebKit, over plain HTTP on 127.0.0.1 and over
+//! HTTPS with a self-signed certificate. One scenario list; each engine is
+//! one driver in `support::browser`.
 //!
 //! Screenshots of what each scenario ends on go to
-//! `target/browser-artifacts/`.
+//! `target/browser-artifacts/`; every test's outcome goes into
+//! `docs/browser-matrix.md` (see `matrix`).
 
+#[path = "browser/matrix.rs"]
+mod matrix;
 mod support;
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
+use matrix::Outcome;
 use support::browser::{Engine, Result};
 use support::scenarios::{self, Site};
 use support::{signoff_bin, spawn_reading_lines, Proc};
@@ -32,10 +37,15 @@ struct Demo {
 
 impl Demo {
     fn start(transport: Transport) -> Demo {
+        Demo::start_with(transport, &[])
+    }
+
+    fn start_with(transport: Transport, extra: &[&str]) -> Demo {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}", dir.path().join("demo.db").display());
         let mut cmd = Command::new(signoff_bin());
         cmd.args(["demo", "--listen", "127.0.0.1:0", "--db", &db])
+            .args(extra)
             .env("SIGNOFF_LOG", "info");
         if transport == Transport::Https {
             let cert = rcgen::generate_simple_self_signed(vec![
@@ -92,59 +102,158 @@ impl Demo {
     }
 }
 
-async fn logout_then_back(engine: Engine, transport: Transport) -> Result<()> {
-    let demo = Demo::start(transport);
-    scenarios::logout_then_back(engine, &demo.site(transport)).await
+/// The idle timeout for scenario 3: short, but far above the few
+/// milliseconds between the requests of a sign-in.
+const IDLE: Duration = Duration::from_secs(4);
+
+#[derive(Clone, Copy, Debug)]
+enum Scenario {
+    LogoutThenBack,
+    ServerSideEndThenBack,
+    SignedOutFromAnotherDevice,
+    IdleTimeoutThenBack,
+    BfcacheIsOn,
 }
 
-async fn server_side_end_then_back(engine: Engine, transport: Transport) -> Result<()> {
-    let demo = Demo::start(transport);
-    scenarios::server_side_end_then_back(engine, &demo.site(transport)).await
+impl Scenario {
+    /// Its row in the matrix.
+    fn id(self) -> &'static str {
+        match self {
+            Scenario::LogoutThenBack => "logout_then_back",
+            Scenario::ServerSideEndThenBack => "server_side_end_then_back",
+            Scenario::SignedOutFromAnotherDevice => "signed_out_from_another_device",
+            Scenario::IdleTimeoutThenBack => "idle_timeout_then_back",
+            Scenario::BfcacheIsOn => "bfcache_is_on",
+        }
+    }
 }
 
-/// The session is ended by the same user on another device, from the
-/// sessions page ("Sign out everywhere else"), while this browser has a
-/// private page in its history.
-async fn signed_out_from_another_device_http(engine: Engine) -> Result<()> {
-    let demo = Demo::start(Transport::Http);
-    scenarios::server_side_end_then_back_by(
+/// Runs one scenario against a fresh `signoff demo` and records the outcome
+/// in the matrix, also when the scenario panics.
+async fn run(scenario: Scenario, engine: Engine, transport: Transport) -> Result<()> {
+    let mut pending = Pending {
+        scenario,
         engine,
-        &demo.site(Transport::Http),
-        scenarios::ServerEnd::OtherDevice,
-    )
-    .await
+        transport,
+        started: Instant::now(),
+        findings: Vec::new(),
+        done: false,
+    };
+    let (result, findings) = scenarios::with_findings(async {
+        let demo = match scenario {
+            Scenario::IdleTimeoutThenBack => Demo::start_with(
+                transport,
+                &["--idle-timeout", &format!("{}s", IDLE.as_secs())],
+            ),
+            _ => Demo::start(transport),
+        };
+        let site = demo.site(transport);
+        match scenario {
+            Scenario::LogoutThenBack => scenarios::logout_then_back(engine, &site).await,
+            Scenario::ServerSideEndThenBack => {
+                scenarios::server_side_end_then_back(engine, &site).await
+            }
+            Scenario::SignedOutFromAnotherDevice => {
+                scenarios::server_side_end_then_back_by(
+                    engine,
+                    &site,
+                    scenarios::ServerEnd::OtherDevice,
+                )
+                .await
+            }
+            Scenario::IdleTimeoutThenBack => {
+                scenarios::idle_timeout_then_back(engine, &site, IDLE).await
+            }
+            Scenario::BfcacheIsOn => scenarios::bfcache_is_on(engine, &site).await,
+        }
+    })
+    .await;
+    pending.findings = findings;
+    let outcome = match (&result, engine.availability()) {
+        // `Browser::open` said "skipped" (it panics instead when required).
+        (Ok(()), Err(why)) => Outcome::Skipped(why),
+        (Ok(()), Ok(())) => Outcome::Passed,
+        (Err(e), _) => Outcome::Failed(e.to_string()),
+    };
+    pending.finish(&outcome);
+    result
 }
 
-async fn bfcache_is_on(engine: Engine, transport: Transport) -> Result<()> {
-    let demo = Demo::start(transport);
-    scenarios::bfcache_is_on(engine, &demo.site(transport)).await
+/// A test still running; dropped unfinished (a panic), it records "failed".
+struct Pending {
+    scenario: Scenario,
+    engine: Engine,
+    transport: Transport,
+    started: Instant,
+    findings: Vec<String>,
+    done: bool,
+}
+
+impl Pending {
+    fn finish(&mut self, outcome: &Outcome) {
+        self.done = true;
+        matrix::record(
+            self.scenario.id(),
+            self.engine,
+            self.transport,
+            outcome,
+            &self.findings,
+            self.started.elapsed(),
+        );
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(&Outcome::Failed(
+                "panicked (see the test output)".to_owned(),
+            ));
+        }
+    }
 }
 
 async fn logout_then_back_http(e: Engine) -> Result<()> {
-    logout_then_back(e, Transport::Http).await
+    run(Scenario::LogoutThenBack, e, Transport::Http).await
 }
 async fn logout_then_back_https(e: Engine) -> Result<()> {
-    logout_then_back(e, Transport::Https).await
+    run(Scenario::LogoutThenBack, e, Transport::Https).await
 }
 async fn server_side_end_then_back_http(e: Engine) -> Result<()> {
-    server_side_end_then_back(e, Transport::Http).await
+    run(Scenario::ServerSideEndThenBack, e, Transport::Http).await
 }
 async fn server_side_end_then_back_https(e: Engine) -> Result<()> {
-    server_side_end_then_back(e, Transport::Https).await
+    run(Scenario::ServerSideEndThenBack, e, Transport::Https).await
+}
+/// The session is ended by the same user on another device, from the
+/// sessions page ("Sign out everywhere else"), while this browser has a
+/// private page in its history. Plain HTTP only: the other device is the
+/// tests' HTTP client, which has no TLS.
+async fn signed_out_from_another_device_http(e: Engine) -> Result<()> {
+    run(Scenario::SignedOutFromAnotherDevice, e, Transport::Http).await
+}
+async fn idle_timeout_then_back_http(e: Engine) -> Result<()> {
+    run(Scenario::IdleTimeoutThenBack, e, Transport::Http).await
+}
+async fn idle_timeout_then_back_https(e: Engine) -> Result<()> {
+    run(Scenario::IdleTimeoutThenBack, e, Transport::Https).await
 }
 async fn bfcache_is_on_http(e: Engine) -> Result<()> {
-    bfcache_is_on(e, Transport::Http).await
+    run(Scenario::BfcacheIsOn, e, Transport::Http).await
 }
 async fn bfcache_is_on_https(e: Engine) -> Result<()> {
-    bfcache_is_on(e, Transport::Https).await
+    run(Scenario::BfcacheIsOn, e, Transport::Https).await
 }
 
 engine_tests!(
+    every engine:
     logout_then_back_http,
     logout_then_back_https,
     server_side_end_then_back_http,
     server_side_end_then_back_https,
     signed_out_from_another_device_http,
+    idle_timeout_then_back_http,
+    idle_timeout_then_back_https,
     bfcache_is_on_http,
     bfcache_is_on_https,
 );

@@ -1,6 +1,7 @@
 //! Real-browser harness: drives a real browser through its W3C WebDriver
-//! server (chromedriver today; geckodriver and WebKitWebDriver are meant to be
-//! one more [`Engine`] variant each, not a copy of the suite).
+//! server: chromedriver for Chromium, geckodriver for Firefox, WebKitWebDriver
+//! for WebKitGTK's MiniBrowser (on a private Xvfb display). Each engine is one
+//! [`Engine`] variant; the scenarios are the same for all.
 //!
 //! Every [`Browser`] gets its own driver process on a free port and its own
 //! empty profile directory, so tests are independent. Browsers are expensive
@@ -16,6 +17,7 @@
 //! Pages that want their `pageshow` observed include [`PAGESHOW_RECORDER`].
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::io::{Read, Write};
@@ -23,7 +25,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use fantoccini::wd::Capabilities;
@@ -35,6 +37,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub const REQUIRE_ENV: &str = "SIGNOFF_REQUIRE_SERVICES";
 /// How many browsers one test binary may run at once (default 1).
 pub const SLOTS_ENV: &str = "SIGNOFF_BROWSER_SLOTS";
+/// How long starting a browser session may take.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(45);
 /// Default for every wait in this module.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -73,6 +77,25 @@ impl fmt::Display for Error {
 }
 impl std::error::Error for Error {}
 
+/// Every WebDriver command gets a deadline: a browser that stops answering
+/// fails the test instead of hanging it.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(40);
+
+trait Within<T>: Future<Output = std::result::Result<T, fantoccini::error::CmdError>> + Sized {
+    async fn within(self, what: impl fmt::Display) -> Result<T> {
+        match tokio::time::timeout(COMMAND_TIMEOUT, self).await {
+            Ok(r) => r.map_err(|e| Error(format!("{what}: {e}"))),
+            Err(_) => Err(Error(format!(
+                "{what}: no answer after {COMMAND_TIMEOUT:?}"
+            ))),
+        }
+    }
+}
+impl<T, F> Within<T> for F where
+    F: Future<Output = std::result::Result<T, fantoccini::error::CmdError>>
+{
+}
+
 trait Context<T> {
     fn context(self, what: impl fmt::Display) -> Result<T>;
 }
@@ -84,66 +107,122 @@ impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
 
 /// A browser engine and its WebDriver server. Adding one means: a variant,
 /// its binaries, its driver command line and its capabilities.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Engine {
     /// Debian's Chromium through Debian's chromedriver.
     Chromium,
-    // Firefox: geckodriver --port N; capabilities "moz:firefoxOptions"
-    //   { binary, args: ["-headless", "-profile", dir], prefs }.
-    // WebKit: WebKitWebDriver --port=N; capabilities "webkitgtk:browserOptions"
-    //   { binary: MiniBrowser, args: ["--automation", "--headless"] }.
+    /// Debian's Firefox ESR through geckodriver (`cargo install geckodriver`).
+    Firefox,
+    /// WebKitGTK's MiniBrowser through Debian's WebKitWebDriver, on an Xvfb
+    /// display of its own (MiniBrowser's headless mode hangs).
+    WebKit,
 }
 
 impl Engine {
     /// Every engine the suite runs against.
-    pub const ALL: &'static [Engine] = &[Engine::Chromium];
+    pub const ALL: &'static [Engine] = &[Engine::Chromium, Engine::Firefox, Engine::WebKit];
 
     pub fn name(self) -> &'static str {
         match self {
             Engine::Chromium => "chromium",
+            Engine::Firefox => "firefox",
+            Engine::WebKit => "webkit",
         }
     }
 
-    /// The WebDriver server binary (`SIGNOFF_CHROMEDRIVER` overrides).
+    /// For people: "Chromium", "Firefox", "WebKit".
+    pub fn title(self) -> &'static str {
+        match self {
+            Engine::Chromium => "Chromium",
+            Engine::Firefox => "Firefox",
+            Engine::WebKit => "WebKit",
+        }
+    }
+
+    /// The WebDriver server binary (`SIGNOFF_CHROMEDRIVER`,
+    /// `SIGNOFF_GECKODRIVER`, `SIGNOFF_WEBKITWEBDRIVER` override).
     pub fn driver_binary(self) -> PathBuf {
         match self {
             Engine::Chromium => env_path("SIGNOFF_CHROMEDRIVER", "/usr/bin/chromedriver"),
+            Engine::Firefox => std::env::var_os("SIGNOFF_GECKODRIVER")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(geckodriver),
+            Engine::WebKit => env_path("SIGNOFF_WEBKITWEBDRIVER", "/usr/bin/WebKitWebDriver"),
         }
     }
 
-    /// The browser binary (`SIGNOFF_CHROMIUM` overrides).
+    /// The browser binary (`SIGNOFF_CHROMIUM`, `SIGNOFF_FIREFOX`,
+    /// `SIGNOFF_MINIBROWSER` override).
     pub fn browser_binary(self) -> PathBuf {
         match self {
             Engine::Chromium => env_path("SIGNOFF_CHROMIUM", "/usr/bin/chromium"),
+            Engine::Firefox => env_path("SIGNOFF_FIREFOX", "/usr/bin/firefox-esr"),
+            Engine::WebKit => std::env::var_os("SIGNOFF_MINIBROWSER")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(minibrowser),
         }
+    }
+
+    /// Everything this engine needs on disk.
+    fn binaries(self) -> Vec<PathBuf> {
+        let mut all = vec![self.driver_binary(), self.browser_binary()];
+        if self == Engine::WebKit {
+            all.push(xvfb_binary());
+        }
+        all
     }
 
     /// `Err(why)` when this engine cannot run on this machine.
     pub fn availability(self) -> std::result::Result<(), String> {
-        let missing: Vec<String> = [self.driver_binary(), self.browser_binary()]
+        let missing: Vec<String> = self
+            .binaries()
             .into_iter()
             .filter(|p| !p.is_file())
             .map(|p| p.display().to_string())
             .collect();
         if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} not found (Debian: apt-get install -y chromium chromium-driver)",
-                missing.join(" and ")
-            ))
+            return Ok(());
         }
+        let install = match self {
+            Engine::Chromium => "apt-get install -y chromium chromium-driver",
+            Engine::Firefox => "apt-get install -y firefox-esr; cargo install geckodriver --locked",
+            Engine::WebKit => "apt-get install -y webkit2gtk-driver xvfb",
+        };
+        Err(format!(
+            "{} not found (Debian: {install})",
+            missing.join(" and ")
+        ))
     }
 
-    fn driver_command(self, port: u16, log: &Path) -> Command {
+    fn driver_command(self, port: u16, log: &Path, display: Option<&str>) -> Result<Command> {
+        let mut cmd = Command::new(self.driver_binary());
         match self {
             Engine::Chromium => {
-                let mut cmd = Command::new(self.driver_binary());
                 cmd.arg(format!("--port={port}"))
                     .arg(format!("--log-path={}", log.display()));
-                cmd
+                cmd.stderr(Stdio::null());
+            }
+            Engine::Firefox => {
+                // Anything it creates goes under the browser's temp dir, so
+                // it goes with it. Marionette's port is system-allocated by
+                // default; BiDi's is not (9222), so parallel drivers need 0.
+                let root = log.parent().unwrap_or(Path::new("."));
+                cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                    .args(["--websocket-port", "0"])
+                    .arg("--profile-root")
+                    .arg(root)
+                    .args(["--log", "info"]);
+                cmd.stderr(log_file(log)?);
+            }
+            Engine::WebKit => {
+                cmd.arg(format!("--port={port}"));
+                cmd.env("DISPLAY", display.unwrap_or(":0"));
+                cmd.stderr(log_file(log)?);
             }
         }
+        Ok(cmd)
     }
 
     fn capabilities(self, profile: &Path) -> Capabilities {
@@ -174,6 +253,56 @@ impl Engine {
                     // back/forward cache (checked in `check_bfcache_allowed`);
                     // if a future one does, list it here.
                     "excludeSwitches": [],
+                },
+            }),
+            Engine::Firefox => json!({
+                "browserName": "firefox",
+                "acceptInsecureCerts": true,
+                "pageLoadStrategy": "normal",
+                "timeouts": { "pageLoad": 30_000, "script": 10_000, "implicit": 0 },
+                "moz:firefoxOptions": {
+                    "binary": self.browser_binary(),
+                    "args": [
+                        "-headless", "-width", "1280", "-height", "900",
+                        "-profile", profile,
+                    ],
+                    "prefs": {
+                        // The back/forward cache: on, with room for the few
+                        // pages a scenario visits (the default depends on RAM).
+                        "browser.sessionhistory.max_total_viewers": 8,
+                        // http://127.0.0.1 as asked, never upgraded.
+                        "dom.security.https_first": false,
+                        "dom.security.https_first_pbm": false,
+                        "dom.security.https_only_mode": false,
+                        // No calls to outside hosts (refused here, and slow).
+                        "network.captive-portal-service.enabled": false,
+                        "network.connectivity-service.enabled": false,
+                        "network.dns.disablePrefetch": true,
+                        "network.prefetch-next": false,
+                        "browser.safebrowsing.downloads.remote.enabled": false,
+                        "browser.region.network.url": "",
+                        "browser.region.update.enabled": false,
+                        "app.update.disabledForTesting": true,
+                        "datareporting.policy.dataSubmissionEnabled": false,
+                        "toolkit.telemetry.enabled": false,
+                        "extensions.update.enabled": false,
+                        "media.gmp-manager.url": "",
+                    },
+                },
+            }),
+            Engine::WebKit => json!({
+                // No browserName: WebKitWebDriver matches it against the
+                // name the binary reports, which is not "MiniBrowser".
+                "acceptInsecureCerts": true,
+                "pageLoadStrategy": "normal",
+                "timeouts": { "pageLoad": 30_000, "script": 10_000, "implicit": 0 },
+                "webkitgtk:browserOptions": {
+                    "binary": self.browser_binary(),
+                    // Without --automation MiniBrowser never answers the
+                    // driver (session creation hangs). The page cache
+                    // (WebKit's back/forward cache) is on by default; say
+                    // so, so a changed default cannot turn it off.
+                    "args": ["--automation", "--enable-page-cache=true"],
                 },
             }),
         };
@@ -224,6 +353,53 @@ fn env_path(var: &str, default: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(default))
 }
 
+/// `geckodriver` on `PATH`, else where `cargo install` puts it.
+fn geckodriver() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("geckodriver"))
+        .find(|p| p.is_file());
+    on_path.unwrap_or_else(|| {
+        let cargo_home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+            .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
+        cargo_home.join("bin/geckodriver")
+    })
+}
+
+/// WebKitGTK's MiniBrowser: `/usr/lib/<triplet>/webkit2gtk-4.*/MiniBrowser`
+/// (Debian's libwebkit2gtk-4.1-0 or -4.0-37), newest API first.
+fn minibrowser() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|lib| {
+            std::fs::read_dir(lib.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|d| d.file_name().to_string_lossy().starts_with("webkit2gtk-4."))
+        .map(|d| d.path().join("MiniBrowser"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser"))
+}
+
+fn xvfb_binary() -> PathBuf {
+    env_path("SIGNOFF_XVFB", "/usr/bin/Xvfb")
+}
+
+fn log_file(path: &Path) -> Result<std::fs::File> {
+    std::fs::File::create(path).context(format!("create {}", path.display()))
+}
+
 fn services_required() -> bool {
     std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1")
 }
@@ -255,25 +431,104 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr().context("free port address")?.port())
 }
 
+/// A private X display (Xvfb) for engines that need one. Xvfb picks a free
+/// display number itself (`-displayfd`), so parallel tests cannot collide.
+struct Display {
+    child: Child,
+    name: String,
+}
+
+impl Display {
+    async fn start(log: &Path) -> Result<Display> {
+        let mut cmd = Command::new(xvfb_binary());
+        cmd.args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1280x900x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file(log)?);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd
+            .spawn()
+            .context(format!("spawn {}", xvfb_binary().display()))?;
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let mut display = Display {
+            child,
+            name: String::new(),
+        };
+        // Xvfb writes the display number once it accepts clients.
+        let read = tokio::task::spawn_blocking(move || {
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while stdout.read(&mut byte).map(|n| n == 1).unwrap_or(false) && byte[0] != b'\n' {
+                line.push(byte[0]);
+            }
+            String::from_utf8_lossy(&line).trim().to_owned()
+        });
+        let number = match tokio::time::timeout(Duration::from_secs(15), read).await {
+            Ok(Ok(n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => n,
+            // Drop kills Xvfb, which also ends the blocked read.
+            _ => {
+                return Err(Error(format!(
+                    "Xvfb gave no display number; log: {}",
+                    log_tail(log)
+                )))
+            }
+        };
+        display.name = format!(":{number}");
+        Ok(display)
+    }
+}
+
+impl Drop for Display {
+    fn drop(&mut self) {
+        kill_group(&mut self.child);
+    }
+}
+
+/// Kills the process group `child` leads, then reaps `child`.
+fn kill_group(child: &mut Child) {
+    // Negative pid: the process group.
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A running WebDriver server process. Dropping it kills its whole process
-/// group, i.e. the driver and every browser process it started.
+/// group, i.e. the driver and every browser process it started, then the
+/// engine's X display if it has one.
 struct Driver {
     child: Child,
     port: u16,
     log: PathBuf,
+    // Declared after `child`: fields drop in order, after `Drop::drop`.
+    _display: Option<Display>,
 }
 
 impl Driver {
     async fn start(engine: Engine, dir: &Path) -> Result<Driver> {
         let log = dir.join(format!("{}-driver.log", engine.name()));
+        let mut display = match engine {
+            Engine::WebKit => Some(Display::start(&dir.join("xvfb.log")).await?),
+            Engine::Chromium | Engine::Firefox => None,
+        };
         let mut last = String::new();
         // The free port can be taken between probing and binding: retry.
         for _ in 0..3 {
             let port = free_port()?;
-            let mut cmd = engine.driver_command(port, &log);
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
+            let mut cmd =
+                engine.driver_command(port, &log, display.as_ref().map(|d| d.name.as_str()))?;
+            cmd.stdin(Stdio::null()).stdout(Stdio::null());
             // Own process group, so Drop can kill the browser too even when
             // the driver never got to close it.
             std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
@@ -284,9 +539,13 @@ impl Driver {
                 child,
                 port,
                 log: log.clone(),
+                _display: None,
             };
             match driver.wait_ready(Duration::from_secs(15)).await {
-                Ok(()) => return Ok(driver),
+                Ok(()) => {
+                    driver._display = display.take();
+                    return Ok(driver);
+                }
                 Err(e) => last = e.0, // driver dropped (killed) here
             }
         }
@@ -330,14 +589,7 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        // Negative pid: the process group the driver leads.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_group(&mut self.child);
     }
 }
 
@@ -444,6 +696,7 @@ pub struct Browser {
     engine: Engine,
     client: Client,
     session_id: String,
+    version: String,
     browser_args: Vec<String>,
     startup: Duration,
     driver: Driver,
@@ -454,6 +707,20 @@ pub struct Browser {
 }
 
 static NAV_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+fn versions() -> &'static Mutex<BTreeMap<Engine, String>> {
+    static VERSIONS: OnceLock<Mutex<BTreeMap<Engine, String>>> = OnceLock::new();
+    VERSIONS.get_or_init(Default::default)
+}
+
+/// The version of `engine` that this process has started, if any.
+pub fn seen_version(engine: Engine) -> Option<String> {
+    versions()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&engine)
+        .cloned()
+}
 
 impl Browser {
     /// Starts `engine`. `None` means skipped (reported on stderr); panics if
@@ -499,17 +766,29 @@ impl Browser {
         let profile = dir.path().join("profile");
         std::fs::create_dir(&profile).context("create profile dir")?;
         let driver = Driver::start(engine, dir.path()).await?;
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(engine.capabilities(&profile))
-            .connect(&driver.url())
-            .await
-            .map_err(|e| {
-                Error(format!(
+        let mut builder =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        builder.capabilities(engine.capabilities(&profile));
+        let url = driver.url();
+        let connect = builder.connect(&url);
+        // A browser that never answers its driver would hang the test.
+        let client = match tokio::time::timeout(SESSION_TIMEOUT, connect).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                return Err(Error(format!(
                     "new {} session: {e}; log: {}",
                     engine.name(),
                     log_tail(&driver.log)
-                ))
-            })?;
+                )))
+            }
+            Err(_) => {
+                return Err(Error(format!(
+                    "new {} session: no answer after {SESSION_TIMEOUT:?}; log: {}",
+                    engine.name(),
+                    log_tail(&driver.log)
+                )))
+            }
+        };
         let response = client.session_creation_response().cloned();
         let session_id = response
             .as_ref()
@@ -520,10 +799,24 @@ impl Browser {
             .and_then(|r| r.capabilities())
             .and_then(|c| c.get("goog:processID"))
             .and_then(Value::as_u64);
+        let version = response
+            .as_ref()
+            .and_then(|r| r.capabilities())
+            .and_then(|c| c.get("browserVersion"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if !version.is_empty() {
+            versions()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(engine, version.clone());
+        }
         let mut browser = Browser {
             engine,
             client,
             session_id,
+            version,
             browser_args: Vec::new(),
             startup: started.elapsed(),
             driver,
@@ -537,6 +830,11 @@ impl Browser {
 
     pub fn engine(&self) -> Engine {
         self.engine
+    }
+
+    /// The browser's version, as its driver reported it.
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     /// How long driver + browser + session took to start (not counting the
@@ -559,16 +857,16 @@ impl Browser {
     pub async fn exec(&self, body: &str) -> Result<Value> {
         self.client
             .execute(body, Vec::new())
+            .within(format!("execute script {}", short(body)))
             .await
-            .context(format!("execute script {}", short(body)))
     }
 
     /// Runs `body` with `arguments[0..]` bound to `args`.
     pub async fn exec_with(&self, body: &str, args: Vec<Value>) -> Result<Value> {
         self.client
             .execute(body, args)
+            .within(format!("execute script {}", short(body)))
             .await
-            .context(format!("execute script {}", short(body)))
     }
 
     /// Evaluates one JavaScript expression.
@@ -580,8 +878,8 @@ impl Browser {
         Ok(self
             .client
             .current_url()
-            .await
-            .context("current url")?
+            .within("current url")
+            .await?
             .to_string())
     }
 
@@ -631,25 +929,25 @@ impl Browser {
 
     pub async fn goto(&self, url: &str) -> Result<()> {
         let (token, t0) = self.mark_leaving().await;
-        self.client.goto(url).await.context(format!("goto {url}"))?;
+        self.client.goto(url).within(format!("goto {url}")).await?;
         self.settle(token, t0, &format!("load of {url}")).await
     }
 
     pub async fn back(&self) -> Result<()> {
         let (token, t0) = self.mark_leaving().await;
-        self.client.back().await.context("back")?;
+        self.client.back().within("back").await?;
         self.settle(token, t0, "page after Back").await
     }
 
     pub async fn forward(&self) -> Result<()> {
         let (token, t0) = self.mark_leaving().await;
-        self.client.forward().await.context("forward")?;
+        self.client.forward().within("forward").await?;
         self.settle(token, t0, "page after Forward").await
     }
 
     pub async fn refresh(&self) -> Result<()> {
         let (token, t0) = self.mark_leaving().await;
-        self.client.refresh().await.context("refresh")?;
+        self.client.refresh().within("refresh").await?;
         self.settle(token, t0, "page after Refresh").await
     }
 
@@ -659,7 +957,7 @@ impl Browser {
             timeout,
             &format!("the browser to reach {path}"),
             || async move {
-                let url = self.client.current_url().await.context("current url")?;
+                let url = self.client.current_url().within("current url").await?;
                 let here = match url.query() {
                     Some(q) => format!("{}?{q}", url.path()),
                     None => url.path().to_owned(),
@@ -723,9 +1021,9 @@ impl Browser {
         let el = self
             .client
             .find(Locator::Css(css))
-            .await
-            .context(format!("find {css}"))?;
-        el.click().await.context(format!("click {css}"))
+            .within(format!("find {css}"))
+            .await?;
+        el.click().within(format!("click {css}")).await
     }
 
     /// Clicks something that navigates, and waits for the new page.
@@ -740,10 +1038,10 @@ impl Browser {
         let el = self
             .client
             .find(Locator::Css(css))
-            .await
-            .context(format!("find {css}"))?;
-        el.clear().await.context(format!("clear {css}"))?;
-        el.send_keys(text).await.context(format!("type into {css}"))
+            .within(format!("find {css}"))
+            .await?;
+        el.clear().within(format!("clear {css}")).await?;
+        el.send_keys(text).within(format!("type into {css}")).await
     }
 
     /// Fills `input[name=username]` and `input[name=password]`, submits, and
@@ -767,26 +1065,28 @@ impl Browser {
     /// Saves a PNG of the viewport (parent directories are created).
     pub async fn screenshot(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let png = self.client.screenshot().await.context("screenshot")?;
+        let png = self.client.screenshot().within("screenshot").await?;
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).context(format!("create {}", parent.display()))?;
         }
         std::fs::write(path, png).context(format!("write {}", path.display()))
     }
 
-    /// Ends the session and the browser. Dropping a `Browser` does this too
-    /// (blocking, best effort); `close` reports errors.
+    /// Ends the browser by killing its driver's process group, as dropping
+    /// it does. A WebDriver quit would be politer but costs Firefox over a
+    /// second per test, and the profile is thrown away anyway.
     pub async fn close(mut self) -> Result<()> {
         self.closed = true;
-        self.client.clone().close().await.context("close session")
+        Ok(())
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
         if !self.closed && !self.session_id.is_empty() {
-            // Ask the driver to quit the browser; Driver::drop then kills the
-            // whole process group anyway.
+            // Dropped early (a failed step): ask the driver to quit the
+            // browser, which leaves its logs complete; Driver::drop then
+            // kills the whole process group anyway.
             let _ = http_request(
                 self.driver.port,
                 "DELETE",
@@ -807,19 +1107,31 @@ fn short(s: &str) -> String {
 }
 
 /// Generates one `#[tokio::test]` per engine for each scenario
-/// `async fn NAME(engine: Engine) -> Result<()>` in the calling module:
-/// `engine_tests!(positive_control, no_store);` makes
-/// `chromium::positive_control`, … Adding an engine adds a module here.
+/// `async fn NAME(engine: Engine) -> Result<()>` in the calling module.
+/// `engine_tests!(every engine: positive_control, no_store);` makes
+/// `chromium::positive_control`, `firefox::positive_control`,
+/// `webkit::positive_control`, … (the browser suite: adding an engine adds
+/// a line here). `engine_tests!(positive_control, no_store);` makes the
+/// Chromium ones only: the tests behind nginx and Caddy check the proxies,
+/// and the engines' differences are the browser suite's job.
 #[macro_export]
 macro_rules! engine_tests {
-    ($($scenario:ident),+ $(,)?) => {
-        mod chromium {
+    (every engine: $($scenario:ident),+ $(,)?) => {
+        $crate::engine_tests!(@engine chromium, Chromium, $($scenario),+);
+        $crate::engine_tests!(@engine firefox, Firefox, $($scenario),+);
+        $crate::engine_tests!(@engine webkit, WebKit, $($scenario),+);
+    };
+    (@engine $module:ident, $variant:ident, $($scenario:ident),+) => {
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() -> $crate::support::browser::Result<()> {
-                    super::$scenario($crate::support::browser::Engine::Chromium).await
+                    super::$scenario($crate::support::browser::Engine::$variant).await
                 }
             )+
         }
+    };
+    ($($scenario:ident),+ $(,)?) => {
+        $crate::engine_tests!(@engine chromium, Chromium, $($scenario),+);
     };
 }

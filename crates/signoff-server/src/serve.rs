@@ -231,6 +231,7 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
             options.access_ttl = t.access_ttl;
             options.refresh_grace = t.refresh_grace;
             options.algorithm = t.algorithm;
+            options.confidential_clients = t.clients.iter().map(|(id, _)| id.clone()).collect();
             let tokens =
                 signoff::tokens::Tokens::open(sessions.clone(), backend.state.clone(), options)
                     .await

@@ -150,8 +150,8 @@ async fn access_tokens_reach_the_app_until_logout_then_are_refused_at_once() {
     let pair = api_login(&t.gw, Some("mobile")).await;
     let access = s(&pair["access_token"]);
 
-    // The upstream sees who it is, and the access token itself (it may
-    // verify it with the JWKS); a spoofed identity header is replaced.
+    // The upstream sees who it is, but not the token (its logs must not
+    // hold a replayable credential); a spoofed identity header is replaced.
     let r = get(
         &t.gw.url("/echo"),
         &[
@@ -162,9 +162,10 @@ async fn access_tokens_reach_the_app_until_logout_then_are_refused_at_once() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(upstream_header(&r, "x-signoff-user").as_deref(), Some(USER));
-    assert_eq!(
-        upstream_header(&r, "authorization"),
-        Some(format!("Bearer {access}"))
+    assert!(
+        upstream_header(&r, "authorization").is_none(),
+        "{}",
+        r.text()
     );
     assert!(upstream_header(&r, "x-signoff-csrf").is_none());
     assert_no_store(&r);
@@ -619,4 +620,79 @@ async fn the_example_client_walks_login_refresh_logout_refused() {
     );
     assert!(stdout.contains("401"), "{stdout}");
     assert!(stdout.contains("signed out means out."), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_confidential_client_must_authenticate_to_act_as_itself() {
+    let Some(t) = setup(&[]) else { return };
+    let login = serde_json::json!({"username": USER, "password": PASSWORD, "client_id": "api"});
+    let url = t.gw.url("/.signoff/api/login");
+    // Naming the configured client without its secret, or with a wrong one.
+    let r = post_json(&url, &login, &[]).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"], "invalid_client");
+    let wrong = basic("api", "wrong");
+    assert_eq!(
+        post_json(&url, &login, &[("authorization", &wrong)])
+            .await
+            .status,
+        401
+    );
+    // With it: tokens issued to "api".
+    let right = basic("api", CLIENT_SECRET);
+    let r = post_json(&url, &login, &[("authorization", &right)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rt = s(&r.json()["refresh_token"]);
+    // A thief with the refresh token but not the secret gets nothing, and
+    // ends nothing.
+    let token_url = t.gw.url("/.signoff/token");
+    for (form, auth) in [
+        (
+            vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt.as_str()),
+            ],
+            None,
+        ),
+        (
+            vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt.as_str()),
+                ("client_id", "api"),
+            ],
+            None,
+        ),
+        (
+            vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt.as_str()),
+            ],
+            Some(&wrong),
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let r = post_form(&token_url, &form, &headers).await;
+        assert!(r.status == 400 || r.status == 401, "{form:?}: {}", r.text());
+        assert_no_store(&r);
+    }
+    // The client itself still can: nothing was ended.
+    let r = post_form(
+        &token_url,
+        &[("grant_type", "refresh_token"), ("refresh_token", &rt)],
+        &[("authorization", &right)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Revoking in its name without the secret is refused.
+    let r = post_form(
+        &t.gw.url("/.signoff/revoke"),
+        &[
+            ("token", &s(&r.json()["refresh_token"])),
+            ("client_id", "api"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 401);
 }

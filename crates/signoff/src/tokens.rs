@@ -134,6 +134,10 @@ pub struct TokenOptions {
     pub refresh_grace: Duration,
     /// Algorithm of keys created here (first start, rotation).
     pub algorithm: SigningAlgorithm,
+    /// Clients that authenticate (confidential clients): their refresh
+    /// tokens refresh only when [`Tokens::refresh`] is told that client
+    /// authenticated. Empty by default.
+    pub confidential_clients: Vec<String>,
 }
 
 impl TokenOptions {
@@ -145,6 +149,7 @@ impl TokenOptions {
             access_ttl: Duration::from_secs(300),
             refresh_grace: Duration::ZERO,
             algorithm: SigningAlgorithm::EdDSA,
+            confidential_clients: Vec::new(),
         }
     }
 }
@@ -780,7 +785,7 @@ pub struct Tokens {
     reloading: tokio::sync::Mutex<()>,
     /// Access tokens whose signature and claims (other than time) checked
     /// out: the exact text → its claims.
-    verified: Cache<String, Arc<AccessClaims>>,
+    verified: Cache<String, (Arc<AccessClaims>, u64)>,
 }
 
 impl fmt::Debug for Tokens {
@@ -959,6 +964,9 @@ impl Tokens {
     /// RFC 6749 §6: exchanges a refresh token for a new pair. The token used
     /// stops working; a second use of it ends the session (outside the
     /// grace window). With `client`, the token must have been issued to it.
+    /// A token issued to one of [`TokenOptions::confidential_clients`]
+    /// refreshes only with `client` naming it: callers pass such an id only
+    /// after checking that client's credentials.
     ///
     /// # Errors
     /// [`GrantError::Invalid`], [`GrantError::Reused`] (the session has been
@@ -990,6 +998,16 @@ impl Tokens {
                 .map_or(DEFAULT_CLIENT, String::as_str);
             if client.is_some_and(|c| c != issued_to) {
                 return Err(GrantError::Invalid("issued to another client"));
+            }
+            let confidential = self
+                .options
+                .confidential_clients
+                .iter()
+                .any(|c| c == issued_to);
+            if confidential && client != Some(issued_to) {
+                return Err(GrantError::Invalid(
+                    "issued to a client that must authenticate",
+                ));
             }
             let now = self.sessions.now();
             let live = rt.n == state.n && ct_eq(&presented, &state.current);
@@ -1064,11 +1082,16 @@ impl Tokens {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AccessError::Oversized);
         }
+        // A token is remembered with the key set that verified it, and
+        // counts as verified only under that same set: after a rotation
+        // (which may drop its key) it is checked again.
+        let version = self.keys(KEYS_MAX_AGE).await.version;
         let claims = match self.verified.get(token) {
-            Some(claims) => claims,
-            None => {
-                let claims = Arc::new(self.verify_signature(token).await?);
-                self.verified.insert(token.to_owned(), claims.clone());
+            Some((claims, v)) if v == version => claims,
+            _ => {
+                let (claims, v) = self.verify_signature(token).await?;
+                let claims = Arc::new(claims);
+                self.verified.insert(token.to_owned(), (claims.clone(), v));
                 claims
             }
         };
@@ -1092,7 +1115,8 @@ impl Tokens {
         Ok(())
     }
 
-    async fn verify_signature(&self, token: &str) -> Result<AccessClaims, AccessError> {
+    /// The claims, and the version of the key set that verified them.
+    async fn verify_signature(&self, token: &str) -> Result<(AccessClaims, u64), AccessError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AccessError::Malformed)?;
         let typ_ok = header.typ.as_deref().is_some_and(|t| {
             t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
@@ -1134,7 +1158,7 @@ impl Tokens {
                     _ => AccessError::Malformed,
                 }
             })?;
-        Ok(data.claims)
+        Ok((data.claims, keys.version))
     }
 
     /// Checks an access token and that its session is alive (through the

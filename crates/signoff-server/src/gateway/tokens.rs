@@ -144,11 +144,13 @@ impl Gateway {
                 };
                 match tokens.authenticate(raw).await {
                     Ok((_, session)) => match session.data.get(USER_NAME_KEY) {
+                        // Not passed on: the upstream gets the identity
+                        // headers, and a token in its logs could be replayed.
                         Some(user) => Who::Known(Identity {
                             user: user.clone(),
                             handle: session.handle,
                             csrf: None,
-                            strip_authorization: false,
+                            strip_authorization: true,
                         }),
                         None => Who::BadBearer("the token's session has no user".into()),
                     },
@@ -245,6 +247,30 @@ enum Caller {
     Client(String),
 }
 
+impl Gateway {
+    /// Whether `id` is a configured (confidential) client, which must
+    /// authenticate with `Basic` to act as itself.
+    fn is_confidential(&self, id: &str) -> bool {
+        self.settings
+            .tokens
+            .as_ref()
+            .is_some_and(|t| t.clients.iter().any(|(c, _)| c == id))
+    }
+}
+
+fn client_must_authenticate() -> Response {
+    let mut r = oauth_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "this client must authenticate (Authorization: Basic)",
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"signoff\""),
+    );
+    r
+}
+
 #[derive(Deserialize)]
 struct LoginJson {
     #[serde(default)]
@@ -302,6 +328,13 @@ pub(super) async fn api_login(State(gw): AppState, req: Request) -> Response {
         );
     };
     let client = login.client_id.as_deref().unwrap_or(DEFAULT_CLIENT);
+    if gw.is_confidential(client) {
+        match gw.caller(&headers) {
+            Ok(Some(Caller::Client(id))) if id == client => {}
+            Err(r) => return r,
+            _ => return client_must_authenticate(),
+        }
+    }
     if !signoff::tokens::valid_client_id(client) {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -391,9 +424,29 @@ pub(super) async fn token(State(gw): AppState, req: Request) -> Response {
         Ok(t) => t,
         Err(r) => return r,
     };
+    let caller = match gw.caller(req.headers()) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let form: TokenForm = match oauth_form(req).await {
         Ok(f) => f,
         Err(r) => return r,
+    };
+    // The client: authenticated (`Basic`), or a public one naming itself.
+    let client = match (&caller, form.client_id.as_deref()) {
+        (Some(Caller::Client(id)), named) => {
+            if named.is_some_and(|n| n != id) {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "client_id differs from the authenticated client",
+                );
+            }
+            Some(id.as_str())
+        }
+        (Some(Caller::Admin), _) => return client_must_authenticate(),
+        (None, Some(named)) if gw.is_confidential(named) => return client_must_authenticate(),
+        (None, named) => named,
     };
     match form.grant_type.as_deref() {
         Some("refresh_token") => {}
@@ -419,10 +472,7 @@ pub(super) async fn token(State(gw): AppState, req: Request) -> Response {
             "refresh_token is missing",
         );
     };
-    match tokens
-        .refresh(refresh_token, form.client_id.as_deref())
-        .await
-    {
+    match tokens.refresh(refresh_token, client).await {
         Ok(pair) => token_response(&pair),
         Err(GrantError::Store(e)) => {
             gw.count_store_error();
@@ -474,14 +524,22 @@ pub(super) async fn revoke(State(gw): AppState, req: Request) -> Response {
     let requester = match &caller {
         Some(Caller::Admin) => Requester::Admin,
         Some(Caller::Client(id)) => Requester::Client(id),
-        None => Requester::Client(form.client_id.as_deref().unwrap_or(DEFAULT_CLIENT)),
+        None => {
+            let named = form.client_id.as_deref().unwrap_or(DEFAULT_CLIENT);
+            if gw.is_confidential(named) {
+                return client_must_authenticate();
+            }
+            Requester::Client(named)
+        }
     };
     match tokens.revoke(token, requester).await {
         Ok(ended) => {
             if ended {
                 tracing::info!(target: "signoff::auth", "token revoked; its session ended");
             }
-            json_response(StatusCode::OK, String::new())
+            let mut r = StatusCode::OK.into_response();
+            no_store(r.headers_mut());
+            r
         }
         Err(e) => {
             gw.count_store_error();

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use support::{
-    add_user, cookie, csrf_in, get, post_form, request, sessions_action, sessions_page,
-    signoff_bin, Gateway, Reply, Upstream, PASSWORD, USER,
+    add_user, admin_token, cookie, csrf_in, get, post_form, request, sessions_action,
+    sessions_page, signoff_bin, Gateway, Reply, Upstream, PASSWORD, USER,
 };
 
 const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
@@ -536,23 +536,6 @@ struct Admin {
     gw: Gateway,
     _up: Upstream,
     token: String,
-}
-
-fn admin_token() -> (String, String) {
-    let out = Command::new(signoff_bin())
-        .arg("admin-token")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = stdout(&out);
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
-    (field("token:"), field("sha256:"))
 }
 
 fn admin() -> Option<Admin> {

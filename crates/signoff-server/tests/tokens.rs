@@ -15,8 +15,8 @@ use hyper::Method;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use support::{
-    cookie, get, post_form, request, sessions_action, sessions_page, signoff_bin, Gateway, Reply,
-    Upstream, PASSWORD, USER,
+    admin_token, cookie, get, post_form, request, sessions_action, sessions_page, signoff_bin,
+    Gateway, Reply, Upstream, PASSWORD, USER,
 };
 
 const CLIENT_SECRET: &str = "resource-server-secret";
@@ -33,23 +33,6 @@ fn basic(id: &str, secret: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(raw)
     )
-}
-
-fn admin_token() -> (String, String) {
-    let out = Command::new(signoff_bin())
-        .arg("admin-token")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap()
-            .trim()
-            .to_owned()
-    };
-    (field("token:"), field("sha256:"))
 }
 
 struct Setup {

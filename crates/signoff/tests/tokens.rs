@@ -5,6 +5,7 @@
 //!
 //! Redis and PostgreSQL variants need those servers (see `support`).
 
+use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1691,4 +1692,46 @@ async fn nodes_starting_together_share_one_key_set() {
     }
     assert!(sets.windows(2).all(|w| w[0] == w[1]), "{sets:?}");
     assert_eq!(list_keys(state.as_ref()).await.expect("list").len(), 1);
+}
+
+/// DESIGN invariant 4 for token mode: the store holds digests of refresh
+/// tokens, never the tokens, and nothing of an access token. The database
+/// file and its WAL are scanned for every token issued, live and used; the
+/// stored digest of the live refresh token is the positive control.
+#[tokio::test]
+async fn the_sqlite_file_never_holds_a_refresh_or_access_token() {
+    let rig = sqlite_rig(Duration::ZERO).await;
+    let (_, first) = rig.sign_in("alice").await;
+    let second = rig
+        .tokens
+        .refresh(&first.refresh_token, Some(CLIENT))
+        .await
+        .expect("refresh");
+    let dir = rig._dir.as_ref().expect("a database directory").path();
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        bytes.extend(std::fs::read(entry.expect("entry").path()).expect("read"));
+    }
+    let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    for token in [
+        &first.refresh_token,
+        &second.refresh_token,
+        &first.access_token,
+        &second.access_token,
+    ] {
+        assert!(!contains(token.as_bytes()), "a token is stored in clear");
+        // Nor its last two parts alone (a refresh token's nonce and tag, an
+        // access token's claims and signature).
+        for part in token.rsplit('.').take(2) {
+            assert!(!contains(part.as_bytes()), "part of a token is stored");
+        }
+    }
+    let digest: String = Sha256::digest(second.refresh_token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(
+        contains(digest.as_bytes()),
+        "the control: the live digest is stored"
+    );
 }

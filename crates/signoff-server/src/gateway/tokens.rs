@@ -496,6 +496,19 @@ struct TokenParam {
     client_id: Option<String>,
 }
 
+/// The form of `revoke` and `introspect`, and its `token`.
+async fn token_form(req: Request) -> Result<(TokenParam, String), Response> {
+    let mut form: TokenParam = oauth_form(req).await?;
+    match form.token.take().filter(|t| !t.is_empty()) {
+        Some(token) => Ok((form, token)),
+        None => Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is missing",
+        )),
+    }
+}
+
 /// `POST PREFIX/revoke` (RFC 7009): `token` (+ `token_type_hint`). Ends the
 /// token's session if the token is live and was issued to the caller: a
 /// configured client (`Basic`), the admin token (any client's), or a public
@@ -510,17 +523,11 @@ pub(super) async fn revoke(State(gw): AppState, req: Request) -> Response {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let form: TokenParam = match oauth_form(req).await {
-        Ok(f) => f,
+    let (form, token) = match token_form(req).await {
+        Ok(read) => read,
         Err(r) => return r,
     };
-    let Some(token) = form.token.as_deref().filter(|t| !t.is_empty()) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is missing",
-        );
-    };
+    let token = token.as_str();
     let requester = match &caller {
         Some(Caller::Admin) => Requester::Admin,
         Some(Caller::Client(id)) => Requester::Client(id),
@@ -572,17 +579,11 @@ pub(super) async fn introspect(State(gw): AppState, req: Request) -> Response {
         }
         Err(r) => return r,
     }
-    let form: TokenParam = match oauth_form(req).await {
-        Ok(f) => f,
+    let (_, token) = match token_form(req).await {
+        Ok(read) => read,
         Err(r) => return r,
     };
-    let Some(token) = form.token.as_deref().filter(|t| !t.is_empty()) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is missing",
-        );
-    };
+    let token = token.as_str();
     match tokens.introspect(token).await {
         Ok(info) => json_response(
             StatusCode::OK,

@@ -375,3 +375,21 @@ pub async fn sessions_action(
     )
     .await
 }
+
+/// A new admin API token from `signoff admin-token`: (token, its SHA-256).
+pub fn admin_token() -> (String, String) {
+    let out = Command::new(signoff_bin())
+        .arg("admin-token")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    (field("token:"), field("sha256:"))
+}

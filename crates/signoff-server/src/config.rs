@@ -114,6 +114,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGNOFF_INJECT_GUARD", value_name = "BOOL",
           num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub inject_guard: Option<bool>,
+    /// Send a private page whose Content-Encoding the guard cannot read
+    /// without the guard, instead of refusing it with 502 [default: false]
+    /// [file: allow_unguarded_html]
+    #[arg(long, env = "SIGNOFF_ALLOW_UNGUARDED_HTML", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub allow_unguarded_html: Option<bool>,
+    /// Strict-Transport-Security value sent on every answer, or "off"
+    /// [default: max-age=31536000 when signoff serves TLS itself, else off]
+    /// [file: hsts]
+    #[arg(long, env = "SIGNOFF_HSTS", value_name = "VALUE")]
+    pub hsts: Option<String>,
     /// Clear-Site-Data values sent at logout, comma-separated
     /// [default: cache,cookies,storage,prefetchCache,prerenderCache] [file: clear_site_data]
     #[arg(
@@ -213,6 +224,8 @@ struct FileConfig {
     public_paths: Option<Vec<String>>,
     trusted_proxies: Option<Vec<String>>,
     inject_guard: Option<bool>,
+    allow_unguarded_html: Option<bool>,
+    hsts: Option<String>,
     clear_site_data: Option<Vec<String>>,
     max_body_bytes: Option<u64>,
     prefix: Option<String>,
@@ -311,6 +324,11 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// Whether to inject the guard into upstream HTML.
     pub inject_guard: bool,
+    /// Whether a private page the guard cannot read goes out without it
+    /// (else: 502).
+    pub allow_unguarded_html: bool,
+    /// The `Strict-Transport-Security` value sent on every answer, if any.
+    pub hsts: Option<http::HeaderValue>,
     /// The `Clear-Site-Data` header value sent at logout, if any.
     pub clear_site_data: Option<String>,
     /// Largest request body, in bytes.
@@ -427,6 +445,11 @@ impl ServeArgs {
             trusted_proxies: nonempty(self.trusted_proxies, file.trusted_proxies)
                 .unwrap_or_default(),
             inject_guard: self.inject_guard.or(file.inject_guard).unwrap_or(true),
+            allow_unguarded_html: self
+                .allow_unguarded_html
+                .or(file.allow_unguarded_html)
+                .unwrap_or(false),
+            hsts: self.hsts.or(file.hsts),
             clear_site_data: nonempty(self.clear_site_data, file.clear_site_data),
             max_body_bytes: self
                 .max_body_bytes
@@ -473,6 +496,8 @@ pub(crate) struct Raw {
     pub public_paths: Vec<String>,
     pub trusted_proxies: Vec<String>,
     pub inject_guard: bool,
+    pub allow_unguarded_html: bool,
+    pub hsts: Option<String>,
     pub clear_site_data: Option<Vec<String>>,
     pub max_body_bytes: u64,
     pub prefix: String,
@@ -642,6 +667,7 @@ impl Raw {
             })
             .collect::<Result<Vec<_>>>()?;
         let clear_site_data = clear_site_data_header(self.clear_site_data)?;
+        let hsts = hsts_header(self.hsts.as_deref(), secure, self.tls.is_some())?;
         let prefix = self.prefix.trim_end_matches('/').to_owned();
         if !prefix.starts_with('/')
             || prefix.len() < 2
@@ -698,6 +724,8 @@ impl Raw {
             public_paths,
             trusted_proxies,
             inject_guard: self.inject_guard,
+            allow_unguarded_html: self.allow_unguarded_html,
+            hsts,
             clear_site_data,
             max_body_bytes: self.max_body_bytes,
             prefix,
@@ -781,6 +809,33 @@ pub fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The `Strict-Transport-Security` value: off unless signoff serves TLS
+/// itself or one is given, and only for an HTTPS public URL.
+fn hsts_header(value: Option<&str>, secure: bool, tls: bool) -> Result<Option<http::HeaderValue>> {
+    let value = match value.map(str::trim) {
+        Some(v) if v.is_empty() || v.eq_ignore_ascii_case("off") => return Ok(None),
+        Some(v) => v,
+        None if tls => "max-age=31536000",
+        None => return Ok(None),
+    };
+    let has_max_age = value.split(';').any(|d| {
+        d.trim().split_once('=').is_some_and(|(n, v)| {
+            n.trim().eq_ignore_ascii_case("max-age")
+                && !v.is_empty()
+                && v.trim().bytes().all(|b| b.is_ascii_digit())
+        })
+    });
+    if !has_max_age {
+        bail!("--hsts {value:?}: expected a value such as max-age=31536000 (with optional ; includeSubDomains), or off");
+    }
+    if !secure {
+        bail!("--hsts: the public URL is plain HTTP, and browsers take HSTS only over HTTPS; leave it off or use an https public URL");
+    }
+    http::HeaderValue::from_str(value)
+        .map(Some)
+        .with_context(|| format!("--hsts {value:?}: not a valid header value"))
 }
 
 fn clear_site_data_header(values: Option<Vec<String>>) -> Result<Option<String>> {

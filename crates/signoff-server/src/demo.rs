@@ -198,6 +198,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         public_paths: vec!["/".to_owned(), "/public".to_owned()],
         trusted_proxies: Vec::new(),
         inject_guard: true,
+        allow_unguarded_html: false,
+        hsts: None,
         clear_site_data: None,
         max_body_bytes: 1024 * 1024,
         prefix: "/.signoff".to_owned(),

@@ -527,6 +527,13 @@ async fn public_paths_need_no_session_but_tricks_do_not_widen_them() {
         "/public/..;/echo",
         "/public/%252e%252e/echo",
         "/public/x;/../echo",
+        // Overlong UTF-8, IIS %u and full-width forms of the dot.
+        "/public/%c0%ae%c0%ae/echo",
+        "/public/%C0%AE./echo",
+        "/public/%e0%80%ae%e0%80%ae/echo",
+        "/public/%u002e%u002e/echo",
+        "/public/%ef%bc%8e%ef%bc%8e/echo",
+        "/public/%2e%2e%5cecho",
     ] {
         let r = get(&gw.url(sneaky), &[]).await;
         assert_eq!(r.status, 401, "{sneaky} passed without a session");
@@ -612,10 +619,16 @@ async fn guard_is_injected_under_a_strict_csp_and_nothing_else_is_allowed() {
     use sha2::Digest as _;
     let hash =
         base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(js.as_bytes()));
+    // The policy blocks requests (default-src 'none'): the guard's status
+    // request, exactly that URL, is let through too.
     assert_eq!(
         csp,
-        format!("default-src 'none'; script-src 'self' 'sha256-{hash}'; style-src 'self'"),
-        "only the guard's hash is added"
+        format!(
+            "default-src 'none'; script-src 'self' 'sha256-{hash}'; style-src 'self'; \
+             connect-src {}/.signoff/status",
+            gw.origin
+        ),
+        "only the guard's hash and status request are added"
     );
 
     // Not injected when turned off.
@@ -638,12 +651,12 @@ async fn gzip_pages_are_rewritten_and_other_bodies_pass_byte_for_byte() {
     let c = cookie(&token);
     let r = get(
         &gw.url("/gzip"),
-        &[("cookie", &c), ("accept-encoding", "gzip")],
+        &[("cookie", &c), ("accept-encoding", "identity")],
     )
     .await;
     assert!(
         r.header("content-encoding").is_none(),
-        "decoded for the rewrite"
+        "decoded for the rewrite, and sent as the client asked"
     );
     let body = r.text();
     assert!(body.contains("PRIVATE upstream page /gzip"), "{body:?}");
@@ -857,4 +870,208 @@ async fn metrics_are_off_unless_asked_for() {
         .header("cache-control")
         .unwrap_or("")
         .contains("no-store"));
+}
+
+/// Decodes a body the gateway compressed for the client.
+async fn decoded(reply: &Reply) -> String {
+    use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZstdDecoder};
+    use tokio::io::AsyncReadExt as _;
+    let body: &[u8] = reply.body.as_ref();
+    let mut out = Vec::new();
+    match reply.header("content-encoding") {
+        None => out.extend_from_slice(body),
+        Some("zstd") => {
+            ZstdDecoder::new(body).read_to_end(&mut out).await.unwrap();
+        }
+        Some("br") => {
+            BrotliDecoder::new(body)
+                .read_to_end(&mut out)
+                .await
+                .unwrap();
+        }
+        Some("gzip") => {
+            GzipDecoder::new(body).read_to_end(&mut out).await.unwrap();
+        }
+        Some(other) => panic!("unexpected coding {other}"),
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Invariant 6 (the guard, docs/security.md): a private HTML page never
+/// leaves the gateway without the guard, whatever coding the upstream
+/// prefers. The upstream is asked only for codings the gateway reads, the
+/// page is compressed again for the client, and a page that still comes in
+/// an unreadable coding is refused (or, when the operator accepts the risk,
+/// passed on).
+#[tokio::test]
+async fn a_private_page_never_goes_out_without_its_guard() {
+    let Some((_up, gw)) = start(&["--public-path", "/public/"]) else {
+        return;
+    };
+    let token = gw.login(USER, PASSWORD).await;
+    let c = cookie(&token);
+    // Chromium 156's Accept-Encoding, plus the dictionary codings it may add.
+    let chromium = ("accept-encoding", "gzip, deflate, br, zstd, dcb, dcz");
+    let echo = get(&gw.url("/echo"), &[("cookie", &c), chromium]).await;
+    assert_eq!(seen(&echo, "accept-encoding"), ["zstd, br, gzip, deflate"]);
+    let echo = get(
+        &gw.url("/echo"),
+        &[("cookie", &c), ("accept-encoding", "gzip;q=0.5, dcz")],
+    )
+    .await;
+    assert_eq!(seen(&echo, "accept-encoding"), ["gzip;q=0.5"]);
+    // Anonymous requests to public pages get no guard: nothing changes.
+    let echo = get(&gw.url("/public/echo"), &[chromium]).await;
+    assert_eq!(seen(&echo, "accept-encoding"), [chromium.1]);
+
+    // A server that prefers dcz falls back to gzip, which is decoded,
+    // rewritten, and compressed again in the client's best coding.
+    for (accept, coding) in [
+        ("gzip, deflate, br, zstd, dcb, dcz", Some("zstd")),
+        ("gzip, deflate, br, dcz", Some("br")),
+        ("gzip, dcz", Some("gzip")),
+        ("identity", None),
+    ] {
+        let r = get(
+            &gw.url("/negotiated"),
+            &[("cookie", &c), ("accept-encoding", accept)],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{accept}");
+        assert_eq!(r.header("content-encoding"), coding, "{accept}");
+        assert!(r
+            .all("vary")
+            .iter()
+            .any(|v| v.to_ascii_lowercase().contains("accept-encoding")));
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        let body = decoded(&r).await;
+        assert!(body.contains("PRIVATE upstream page /negotiated"), "{body}");
+        assert_eq!(body.matches("pageshow").count(), 1, "{accept}: {body}");
+    }
+
+    // Still unreadable: refused, with a page that names the coding.
+    let r = get(&gw.url("/dcz"), &[("cookie", &c), chromium]).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert!(r.header("content-encoding").is_none());
+    let text = r.text();
+    assert!(
+        text.contains("dcz") && text.contains("allow_unguarded_html"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("not really"),
+        "the upstream body leaked: {text}"
+    );
+
+    // Downloads and UTF-16 pages pass untouched (and still unstorable).
+    let r = get(&gw.url("/download"), &[("cookie", &c)]).await;
+    assert_eq!(r.status, 200);
+    assert!(!r.text().contains("<script>"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let r = get(&gw.url("/utf16"), &[("cookie", &c)]).await;
+    assert_eq!(&r.body[..2], b"\xff\xfe");
+    assert!(!r.body.windows(8).any(|w| w == b"<script>"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+
+    // An operator who accepts the risk gets the page as it came.
+    let Some((_up2, lax)) = start(&["--allow-unguarded-html"]) else {
+        return;
+    };
+    let t = lax.login(USER, PASSWORD).await;
+    let r = get(&lax.url("/dcz"), &[("cookie", &cookie(&t)), chromium]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), Some("dcz"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+}
+
+/// HSTS on HTTPS answers: on by default when signoff serves TLS itself,
+/// configurable, and never on plain HTTP.
+#[tokio::test]
+async fn https_answers_carry_hsts() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        support::missing::<()>("curl (for an HTTPS client)");
+        return;
+    }
+    let Some(upstream) = Upstream::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let (cert_path, key_path) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
+    let hsts = |origin: &str, path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-k", "-s", "-o", "/dev/null", "-D", "-", "--max-time", "10"])
+            .arg(format!("{origin}{path}"))
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(head.starts_with("http/"), "{origin}{path}: {head}");
+        head.lines()
+            .find_map(|l| l.strip_prefix("strict-transport-security:"))
+            .map(|v| v.trim().to_owned())
+    };
+    let tls = Gateway::start(
+        &upstream.url(),
+        &[
+            "--tls-cert",
+            cert_path,
+            "--tls-key",
+            key_path,
+            "--public-path",
+            "/public/",
+        ],
+    );
+    assert!(tls.origin.starts_with("https://"), "{}", tls.origin);
+    for path in [
+        "/.signoff/login",
+        "/public/page",
+        "/private",
+        "/.signoff/nope",
+    ] {
+        assert_eq!(
+            hsts(&tls.origin, path).as_deref(),
+            Some("max-age=31536000"),
+            "{path}"
+        );
+    }
+    let custom = Gateway::start(
+        &upstream.url(),
+        &[
+            "--tls-cert",
+            cert_path,
+            "--tls-key",
+            key_path,
+            "--hsts",
+            "max-age=60; includeSubDomains",
+        ],
+    );
+    assert_eq!(
+        hsts(&custom.origin, "/.signoff/login").as_deref(),
+        Some("max-age=60; includesubdomains")
+    );
+    let off = Gateway::start(
+        &upstream.url(),
+        &[
+            "--tls-cert",
+            cert_path,
+            "--tls-key",
+            key_path,
+            "--hsts",
+            "off",
+        ],
+    );
+    assert_eq!(hsts(&off.origin, "/.signoff/login"), None);
+    // Plain HTTP: none, since browsers ignore it there anyway.
+    let plain = Gateway::start(&upstream.url(), &[]);
+    let r = get(&plain.url("/.signoff/login"), &[]).await;
+    assert!(r.header("strict-transport-security").is_none());
 }

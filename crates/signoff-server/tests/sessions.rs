@@ -768,6 +768,24 @@ async fn admin_api_refuses_bad_tokens_and_bad_input_with_json() {
     let reply = admin.call(Method::POST, "/users", None).await;
     assert_eq!(reply.status, 405);
     assert_eq!(reply.json()["error"], "method_not_allowed");
+    // Without any token too: a wrong method gets 405 before the token is
+    // checked, as docs/admin-api.md says.
+    for (method, path) in [
+        (Method::POST, "/users"),
+        (Method::PUT, "/users/alice"),
+        (Method::POST, "/users/alice/sessions"),
+        (Method::GET, "/sessions/AAAAAAAAAAAA"),
+        (Method::DELETE, "/audit"),
+    ] {
+        let url = gw.url(&format!("/.signoff/admin{path}"));
+        let reply = request(method.clone(), &url, &[], None).await;
+        assert_eq!(reply.status, 405, "{method} {path}: {}", reply.text());
+        assert_eq!(
+            reply.json()["error"],
+            "method_not_allowed",
+            "{method} {path}"
+        );
+    }
     let auth = format!("Bearer {}", admin.token);
     let reply = request(
         Method::PATCH,

@@ -77,16 +77,26 @@ pub fn openapi(prefix: &str) -> utoipa::openapi::OpenApi {
 
 /// The admin routes, to be nested at `PREFIX/admin`.
 pub(super) fn router(gw: &Arc<Gateway>) -> Router<Arc<Gateway>> {
+    // The token check wraps each method's handler, not the route: a method
+    // the route does not serve gets 405 before the token is looked at.
+    let token = || middleware::from_fn_with_state(gw.clone(), require_token);
     Router::new()
-        .route("/users", get(list_users))
-        .route("/users/{name}", get(get_user).patch(patch_user))
+        .route("/users", get(list_users).route_layer(token()))
+        .route(
+            "/users/{name}",
+            get(get_user).patch(patch_user).route_layer(token()),
+        )
         .route(
             "/users/{name}/sessions",
-            get(user_sessions).delete(end_user_sessions),
+            get(user_sessions)
+                .delete(end_user_sessions)
+                .route_layer(token()),
         )
-        .route("/sessions/{handle}", delete(end_session))
-        .route("/audit", get(audit))
-        .route_layer(middleware::from_fn_with_state(gw.clone(), require_token))
+        .route(
+            "/sessions/{handle}",
+            delete(end_session).route_layer(token()),
+        )
+        .route("/audit", get(audit).route_layer(token()))
         .route("/openapi.json", get(openapi_json))
         // A route, not a fallback: the outer router's catch-all for the
         // prefix would otherwise answer with an HTML page.

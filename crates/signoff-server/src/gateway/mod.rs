@@ -229,7 +229,12 @@ impl Gateway {
             .nest(&format!("{p}/admin"), admin::router(&self))
             // `layer`, not `route_layer`: 405s for a wrong method get it too.
             .layer(middleware::map_response(own_response));
+        let hsts = self.settings.hsts.clone();
         own.fallback(proxy)
+            .layer(middleware::map_response(move |response: Response| {
+                let hsts = hsts.clone();
+                async move { with_hsts(response, hsts) }
+            }))
             .layer(middleware::from_fn(access_log))
             .with_state(self)
     }
@@ -445,26 +450,10 @@ impl Gateway {
         r
     }
 
-    /// Whether `path` needs no session. Paths with dot segments, encoded
-    /// slashes or backslashes are never public: the upstream might
-    /// normalise `/static/../admin` into a protected page.
+    /// Whether `path` needs no session: it is one of the public paths and
+    /// can mean nothing else to the upstream ([`is_plain_path`]).
     fn is_public(&self, path: &str) -> bool {
-        if self.settings.public_paths.is_empty() {
-            return false;
-        }
-        let lower = path.to_ascii_lowercase();
-        // `;` (`/static/..;/admin` in Java servers) and `%25` (double
-        // decoding) can also reach other paths upstream.
-        if lower.contains("%2f")
-            || lower.contains("%5c")
-            || lower.contains("%25")
-            || lower.contains("%2e")
-            || lower.contains(['\\', ';'])
-            || lower
-                .split('/')
-                .any(|seg| seg == "." || seg.starts_with(".."))
-            || lower.contains("//")
-        {
+        if self.settings.public_paths.is_empty() || !is_plain_path(path) {
             return false;
         }
         self.settings.public_paths.iter().any(|p| {
@@ -475,6 +464,58 @@ impl Gateway {
             }
         })
     }
+}
+
+/// Whether a request path means the same to every upstream, however it
+/// decodes and normalises it: only when it holds no dot segment, empty
+/// segment, backslash or `;` (`/static/..;/admin` in Java servers),
+/// neither as it is nor once percent-decoded, and every escape is a plain
+/// `%XX` of a printable ASCII character other than `%` (so no double
+/// encoding, no IIS `%u002e`, no overlong UTF-8 such as `%c0%ae`, no
+/// full-width dots). Anything else may reach another path upstream, so it
+/// is never public; it still works for a signed-in user.
+pub fn is_plain_path(path: &str) -> bool {
+    let raw = path.as_bytes();
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'%' {
+            let hex = |b: u8| (b as char).to_digit(16);
+            let (Some(hi), Some(lo)) = (
+                raw.get(i + 1).copied().and_then(hex),
+                raw.get(i + 2).copied().and_then(hex),
+            ) else {
+                return false;
+            };
+            let byte = (hi * 16 + lo) as u8;
+            // An escaped separator or dot means something else to each server.
+            if !(0x20..0x7f).contains(&byte) || b"%/\\.;?#".contains(&byte) {
+                return false;
+            }
+            decoded.push(byte);
+            i += 3;
+        } else {
+            if !(0x21..0x7f).contains(&b) {
+                return false;
+            }
+            decoded.push(b);
+            i += 1;
+        }
+    }
+    if decoded.first() != Some(&b'/') || decoded.iter().any(|b| matches!(b, b'\\' | b';')) {
+        return false;
+    }
+    let segments: Vec<&[u8]> = decoded[1..].split(|b| *b == b'/').collect();
+    let last = segments.len() - 1;
+    segments.iter().enumerate().all(|(n, segment)| {
+        // Only the last segment may be empty: `/static/` is a directory.
+        if segment.is_empty() {
+            n == last
+        } else {
+            *segment != b"." && !segment.starts_with(b"..")
+        }
+    })
 }
 
 /// Whether `ip` (IPv4-mapped addresses as IPv4) is one of the proxies.
@@ -501,17 +542,35 @@ fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpA
         .map(str::trim)
         .collect();
     for entry in entries.iter().rev() {
-        match entry.parse::<IpAddr>() {
-            Ok(ip) => {
+        match forwarded_address(entry) {
+            Some(ip) => {
                 client = ip.to_canonical();
                 if !is_trusted(&client, trusted) {
                     break;
                 }
             }
-            Err(_) => break,
+            None => break,
         }
     }
     client
+}
+
+/// The address in one `X-Forwarded-For` entry: `203.0.113.5`, `2001:db8::1`,
+/// and, as some proxies (Azure Application Gateway, IIS) write them, with a
+/// port (`203.0.113.5:40001`, `[2001:db8::1]:443`) or brackets alone.
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(socket) = entry.parse::<SocketAddr>() {
+        return Some(socket.ip());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|e| e.strip_suffix(']'))
+        .and_then(|e| e.parse::<std::net::Ipv6Addr>().ok())
+        .map(IpAddr::V6)
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.
@@ -531,6 +590,17 @@ enum Intent {
     Foreign,
     /// No such header: not a browser, or an old one.
     Unknown,
+}
+
+/// Every answer on an HTTPS site: `Strict-Transport-Security`, when on
+/// (it replaces the upstream's own).
+fn with_hsts(mut response: Response, hsts: Option<HeaderValue>) -> Response {
+    if let Some(value) = hsts {
+        response
+            .headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, value);
+    }
+    response
 }
 
 /// Every response of signoff's own routes: no-store, and nosniff.
@@ -992,11 +1062,99 @@ mod tests {
         );
         assert_eq!(client_ip(proxy, &xff(&["6.6.6.6, x"]), &proxies), proxy);
         assert_eq!(client_ip(proxy, &xff(&[]), &proxies), proxy);
+        // Entries with a port (Azure Application Gateway, IIS) are the
+        // address, not garbage that ends the walk at the proxy.
+        for entry in [
+            "203.0.113.5:40001",
+            "[2001:db8::1]:443",
+            "[2001:db8::1]",
+            " 203.0.113.5 ",
+        ] {
+            let expected = if entry.contains("2001") {
+                ip("2001:db8::1")
+            } else {
+                ip("203.0.113.5")
+            };
+            assert_eq!(
+                client_ip(proxy, &xff(&[&format!("6.6.6.6, {entry}")]), &proxies),
+                expected,
+                "{entry}"
+            );
+        }
+        // A trusted proxy with a port is still walked past.
+        assert_eq!(
+            client_ip(proxy, &xff(&["203.0.113.5:1, 10.0.0.2:8080"]), &proxies),
+            ip("203.0.113.5")
+        );
+        for garbage in [
+            "203.0.113.5:x",
+            "[2001:db8::1",
+            "2001:db8::1]:443",
+            "unknown",
+        ] {
+            assert_eq!(
+                client_ip(proxy, &xff(&[garbage]), &proxies),
+                proxy,
+                "{garbage}"
+            );
+        }
         // IPv4-mapped peers match IPv4 ranges.
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         assert_eq!(
             client_ip(mapped, &xff(&["203.0.113.9"]), &proxies),
             ip("203.0.113.9")
         );
+    }
+
+    #[test]
+    fn only_plain_paths_can_be_public() {
+        for plain in [
+            "/",
+            "/public",
+            "/static/",
+            "/static/app.js",
+            "/a%20b",
+            "/.well-known/x",
+            "/a/b.c",
+        ] {
+            assert!(is_plain_path(plain), "{plain}");
+        }
+        for tricky in [
+            // Dot segments, plain and encoded in every spelling.
+            "/static/../admin",
+            "/static/./x",
+            "/static/%2e%2e/admin",
+            "/static/%2E./admin",
+            "/static/.%2e/admin",
+            // Overlong UTF-8 and IIS %u forms of a dot or slash.
+            "/static/%c0%ae%c0%ae/admin",
+            "/static/%c0%2e%c0%2e/admin",
+            "/static/%e0%80%ae/admin",
+            "/static/%c0%af",
+            "/static/%u002e%u002e/admin",
+            "/static/%U002E",
+            // Full-width dots and slashes, which some servers fold.
+            "/static/%ef%bc%8e%ef%bc%8e/admin",
+            "/static/%ef%bc%8fadmin",
+            // Encoded separators, double encoding, broken escapes.
+            "/static%2fadmin",
+            "/static/%5c..%5cadmin",
+            "/static/%252e%252e/admin",
+            "/static/%2",
+            "/static/%zz",
+            "/static/%00",
+            "/static/%0a",
+            "/static/%3b/admin",
+            // Separators that Java and Windows servers honour.
+            "/static/..;/admin",
+            "/static;/x",
+            "/static\\..\\admin",
+            "//static/x",
+            "/static//x",
+            "static/x",
+            "",
+        ] {
+            assert!(!is_plain_path(tricky), "{tricky}");
+        }
     }
 }

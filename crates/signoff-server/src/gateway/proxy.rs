@@ -9,6 +9,7 @@ use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use super::guard::{encoding, PageRequest, Unreadable};
 use super::{Gateway, Identity};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
@@ -175,7 +176,18 @@ impl Gateway {
             .get(header::HOST)
             .cloned()
             .or_else(|| parts.uri.authority().and_then(|a| header_value(a.as_str())));
+        // The answer may get the guard: it must come in a coding the guard
+        // can read (docs/security.md, "the guard under every encoding").
+        let page = (auth.is_some() && self.settings.inject_guard).then(|| PageRequest {
+            is_head,
+            compress: encoding::for_client(&parts.headers),
+            status_url: self.status_url(original_host.as_ref()),
+        });
         let mut headers = parts.headers;
+        if page.is_some() {
+            let offered = encoding::for_upstream(&headers);
+            headers.insert(header::ACCEPT_ENCODING, offered);
+        }
         strip_hop_by_hop(&mut headers);
         let prior_for = if peer_is_trusted {
             headers
@@ -289,11 +301,63 @@ impl Gateway {
         let mut response = Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)));
         if auth.is_some() {
             no_store(response.headers_mut());
-            if self.settings.inject_guard {
-                response = self.guard.inject(response, is_head);
-            }
+        }
+        if let Some(page) = page {
+            response = match self.guard.inject(response, &page) {
+                Ok(response) => response,
+                Err(Unreadable { response, coding }) if self.settings.allow_unguarded_html => {
+                    tracing::warn!(
+                        coding = %coding.0,
+                        "a private page went out without the back-button guard: its content \
+                         coding cannot be read (allow_unguarded_html is on)"
+                    );
+                    response
+                }
+                Err(Unreadable { coding, .. }) => {
+                    tracing::error!(
+                        coding = %coding.0,
+                        "refused a private page the back-button guard cannot read; make the \
+                         application use gzip, br or zstd, or set allow_unguarded_html"
+                    );
+                    return self.error_page(
+                        StatusCode::BAD_GATEWAY,
+                        "This page cannot be shown safely",
+                        &format!(
+                            "The application sent this page compressed as \"{}\", which signoff \
+                             cannot read, so it cannot add the guard that keeps the page from \
+                             coming back with the Back button after you sign out. The operator \
+                             can make the application use gzip, br or zstd (or turn on \
+                             allow_unguarded_html to accept the risk).",
+                            coding.0
+                        ),
+                    );
+                }
+            };
         }
         response
+    }
+
+    /// The status endpoint's absolute URL as the browser sees it, for a
+    /// CSP source: the public URL's origin, or, without one, the request's
+    /// own host. `None` for a host a CSP source cannot name (IPv6 literals).
+    fn status_url(&self, host: Option<&HeaderValue>) -> Option<String> {
+        let origin = if self.settings.public_url_given {
+            self.settings.public_origin.clone()
+        } else {
+            let host = host?.to_str().ok()?;
+            let scheme = if self.settings.secure {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{host}")
+        };
+        let (_, host) = origin.split_once("://")?;
+        let nameable = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
+        nameable.then(|| format!("{origin}{}/status", self.settings.prefix))
     }
 }
 
@@ -305,15 +369,33 @@ fn drop_own_cookie(headers: &mut HeaderMap, name: &str) {
     let kept: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)
         .iter()
-        .filter(|v| {
-            let text = String::from_utf8_lossy(v.as_bytes());
-            text.split_once('=').map_or(text.trim(), |(n, _)| n.trim()) != name
-        })
+        .filter(|v| !sets_cookie_named(v.as_bytes(), name))
         .cloned()
         .collect();
     headers.remove(header::SET_COOKIE);
     for v in kept {
         headers.append(header::SET_COOKIE, v);
+    }
+}
+
+/// Whether a `Set-Cookie` value would come back from the browser as a
+/// cookie called `name`: named so, or nameless (`=name=…`, or no `=` at
+/// all), which browsers store with an empty name and send back as the bare
+/// value, `name=…` (RFC 6265bis §5.6).
+fn sets_cookie_named(value: &[u8], name: &str) -> bool {
+    let text = String::from_utf8_lossy(value);
+    let pair = text.split(';').next().unwrap_or_default();
+    let (own_name, own_value) = pair.split_once('=').unwrap_or(("", pair));
+    let own_name = own_name.trim();
+    if own_name.is_empty() {
+        let own_value = own_value.trim();
+        own_value
+            .split_once('=')
+            .map_or(own_value, |(n, _)| n)
+            .trim()
+            == name
+    } else {
+        own_name == name
     }
 }
 
@@ -384,9 +466,21 @@ mod tests {
             HeaderValue::from_static("signoff=x; Path=/"),
         );
         h.append(header::SET_COOKIE, HeaderValue::from_static("theme=dark"));
+        // Nameless cookies come back from the browser as `signoff=…`.
+        for sneaky in [
+            "=signoff=x; Path=/",
+            " = signoff=x",
+            "=signoff",
+            "signoff",
+            " signoff =x",
+        ] {
+            h.append(header::SET_COOKIE, HeaderValue::from_static(sneaky));
+        }
+        h.append(header::SET_COOKIE, HeaderValue::from_static("=theme=light"));
+        h.append(header::SET_COOKIE, HeaderValue::from_static("signoffx=1"));
         drop_own_cookie(&mut h, "signoff");
         let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
-        assert_eq!(left, ["theme=dark"]);
+        assert_eq!(left, ["theme=dark", "=theme=light", "signoffx=1"]);
     }
 
     #[test]

@@ -6,6 +6,12 @@ POST /echo                 the same, after reading the body
 GET  /cacheable            HTML the app wants cached for an hour
 GET  /csp                  HTML under a strict Content-Security-Policy
 GET  /gzip                 gzip-compressed HTML, whatever the client accepts
+GET  /dcz                  HTML labelled with a coding no gateway reads (dcz)
+GET  /negotiated           HTML compressed like a server that prefers codings the
+                           gateway may not read: dcz if accepted, else gzip, else
+                           plain
+GET  /download             HTML sent as an attachment
+GET  /utf16                UTF-16LE HTML with a byte-order mark
 GET  /binary               4096 bytes 0..255 repeated, application/octet-stream
 GET  /set-cookie           tries to set signoff's cookie and one of its own
 GET  /public/page          a public page with caching headers
@@ -84,6 +90,29 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, gzip.compress(PAGE.format(path=path).encode()), html + [
                 ("Content-Encoding", "gzip"),
             ])
+        if path == "/dcz":
+            return self.send(200, b"\x5e\x2a\x4d\x18 not really dcz", html + [
+                ("Content-Encoding", "dcz"),
+            ])
+        if path == "/negotiated":
+            accepted = self.headers.get("Accept-Encoding", "")
+            codings = [c.split(";")[0].strip().lower() for c in accepted.split(",")]
+            body = PAGE.format(path=path).encode()
+            if "dcz" in codings:
+                return self.send(200, b"\x5e\x2a\x4d\x18 not really dcz", html + [
+                    ("Content-Encoding", "dcz"), ("Vary", "Accept-Encoding"),
+                ])
+            if "gzip" in codings:
+                return self.send(200, gzip.compress(body), html + [
+                    ("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding"),
+                ])
+            return self.send(200, body, html + [("Vary", "Accept-Encoding")])
+        if path == "/download":
+            return self.send(200, PAGE.format(path=path).encode(), html + [
+                ("Content-Disposition", 'attachment; filename="page.html"'),
+            ])
+        if path == "/utf16":
+            return self.send(200, PAGE.format(path=path).encode("utf-16"), html)
         if path == "/binary":
             return self.send(200, BINARY, [("Content-Type", "application/octet-stream")])
         if path == "/set-cookie":

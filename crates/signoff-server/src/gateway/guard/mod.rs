@@ -12,17 +12,24 @@
 //! [`Guard::inject`] streams the rewrite: upstream body chunks are fed into a
 //! [`lol_html`] rewriter as they arrive and its output is forwarded as soon as
 //! it is produced; once the script has been placed, the rest of the body is
-//! passed through without parsing. Compressed bodies (gzip, deflate, br) are
-//! decoded and sent on uncompressed.
+//! passed through without parsing. Compressed bodies (gzip, deflate, br,
+//! zstd) are decoded and compressed again for the client
+//! ([`encoding`]); a page in a coding the guard cannot read is handed back
+//! as [`Unreadable`], so the caller can refuse it rather than send a private
+//! page without its guard.
 //!
-//! The script is allowed to run under the upstream's Content-Security-Policy
-//! by adding its hash ([`Guard::csp_source`]) to the policy headers with
-//! [`extend_csp`]. Policies delivered in the page itself, through
+//! The script is allowed to run, and its status request to be made, under
+//! the upstream's Content-Security-Policy by adding the script's hash
+//! ([`Guard::csp_source`]) and the status URL to the policy headers
+//! ([`csp::extend_csp`]). Policies delivered in the page itself, through
 //! `<meta http-equiv="Content-Security-Policy">`, are out of scope: they are
 //! left as they are, and a page whose meta policy forbids inline scripts
 //! simply does not run the guard (the page is not otherwise affected).
 
 #![forbid(unsafe_code)]
+
+pub mod csp;
+pub mod encoding;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -30,27 +37,24 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use async_compression::tokio::bufread::{BrotliDecoder, DeflateDecoder, GzipDecoder, ZlibDecoder};
 use axum::body::{Body, HttpBody as _};
 use base64::Engine as _;
 use bytes::Bytes;
-use futures_util::stream::{self, BoxStream};
-use futures_util::{StreamExt as _, TryStreamExt as _};
+use futures_util::stream;
+use futures_util::StreamExt as _;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use lol_html::html_content::{ContentType, DocumentEnd};
 use lol_html::send::{DocumentContentHandlers, ElementContentHandlers, HtmlRewriter, Settings};
 use lol_html::{MemorySettings, OutputSink, Selector};
 use sha2::{Digest as _, Sha256};
-use tokio_util::io::{ReaderStream, StreamReader};
+
+use encoding::{ByteStream, Coding, Unsupported};
 
 /// Hard cap on the memory one HTML rewriter may use for its internal buffers
 /// (a start tag split across chunks is buffered until it is complete). Only
 /// the part of the page before the injection point is parsed at all.
 const MAX_REWRITER_MEMORY: usize = 1024 * 1024;
-
-/// Read size for decompressed output.
-const DECODE_CHUNK: usize = 16 * 1024;
 
 /// Headers that describe the exact bytes of the upstream body and become
 /// false once the body is rewritten.
@@ -60,6 +64,20 @@ const STALE_BODY_HEADERS: [&str; 5] = [
     "content-digest",
     "repr-digest",
     "accept-ranges",
+];
+
+/// The WHATWG encoding labels of UTF-16LE and UTF-16BE. Such a page is not
+/// ASCII-compatible: an ASCII tag appended to it would be garbage.
+const UTF16_LABELS: [&str; 9] = [
+    "csunicode",
+    "iso-10646-ucs-2",
+    "ucs-2",
+    "unicode",
+    "unicodefeff",
+    "unicodefffe",
+    "utf-16",
+    "utf-16be",
+    "utf-16le",
 ];
 
 /// The guard for one gateway: its script text and CSP hash, built once at startup.
@@ -73,6 +91,26 @@ pub struct Guard {
     csp_source: String,
     /// The universal selector `*`, parsed once.
     any_element: Option<Selector>,
+}
+
+/// What the gateway knows of the request whose answer is rewritten.
+#[derive(Clone, Debug, Default)]
+pub struct PageRequest {
+    /// A HEAD request: there is no body to rewrite.
+    pub is_head: bool,
+    /// How to compress a page that was decoded ([`encoding::for_client`]).
+    pub compress: Coding,
+    /// The status endpoint's absolute URL as the browser fetches it, added
+    /// to a `connect-src` that would block it.
+    pub status_url: Option<String>,
+}
+
+/// A page that should get the guard but is in a content coding the guard
+/// cannot read. The response is handed back untouched.
+#[derive(Debug)]
+pub struct Unreadable {
+    pub response: Response<Body>,
+    pub coding: Unsupported,
 }
 
 impl Guard {
@@ -120,77 +158,103 @@ impl Guard {
     /// injects `<script>…</script>` as the first child of `<head>` (or, if the
     /// page has no `<head>` tag, just before its first element other than
     /// `<html>`, or at the end of a page without elements), removes
-    /// `Content-Length` and body digests, decodes gzip/deflate/br bodies and
-    /// adds the script's hash to every `Content-Security-Policy` and
-    /// `Content-Security-Policy-Report-Only` header.
+    /// `Content-Length` and body digests, decodes gzip/deflate/br/zstd
+    /// bodies (and compresses them again as `request.compress` says), and
+    /// extends every `Content-Security-Policy` and
+    /// `Content-Security-Policy-Report-Only` header for the script and its
+    /// status request.
     ///
     /// Everything else is returned unchanged, byte for byte:
     /// - `is_head` requests and statuses without a body (1xx, 204, 205, 304),
     ///   206 partial content and any response with `Content-Range`;
     /// - a `Content-Type` other than exactly one `text/html` or
     ///   `application/xhtml+xml` value (compared case-insensitively,
-    ///   parameters ignored), including a missing one; and HTML declared as
-    ///   UTF-16, which is not ASCII-compatible;
-    /// - a body known to be empty;
-    /// - a `Content-Encoding` other than identity, gzip, x-gzip, deflate or
-    ///   br, or several stacked encodings (logged as a warning).
+    ///   parameters ignored), including a missing one;
+    /// - a download: any `Content-Disposition` other than `inline`;
+    /// - UTF-16 HTML, which is not ASCII-compatible: declared with any
+    ///   WHATWG label for UTF-16, or starting with a UTF-16 byte-order mark
+    ///   (then decoded and compressed again, but not otherwise changed);
+    /// - a body known to be empty.
     ///
-    /// An upstream body error, a corrupt compressed body or a page that
-    /// makes the rewriter exceed its memory cap ends the new body with an error.
-    pub fn inject(&self, response: Response<Body>, is_head: bool) -> Response<Body> {
+    /// A page that should get the guard but is in another content coding,
+    /// or in several stacked ones, is handed back as [`Unreadable`].
+    ///
+    /// An upstream body error, a corrupt compressed body, one that decodes
+    /// past [`encoding::MAX_DECODED_BYTES`], or a page that makes the
+    /// rewriter exceed its memory cap ends the new body with an error.
+    pub fn inject(
+        &self,
+        response: Response<Body>,
+        request: &PageRequest,
+    ) -> Result<Response<Body>, Unreadable> {
         let Some(selector) = self.any_element.as_ref() else {
-            return response;
+            return Ok(response);
         };
-        if is_head
+        if request.is_head
             || !status_has_body(response.status())
             || response.headers().contains_key(header::CONTENT_RANGE)
             || !is_injectable_html(response.headers())
             || response.body().size_hint().exact() == Some(0)
         {
-            return response;
+            return Ok(response);
         }
-        let coding = match content_coding(response.headers()) {
+        let coding = match encoding::content_coding(response.headers()) {
             Ok(coding) => coding,
-            Err(Unsupported) => {
-                let encodings = response
-                    .headers()
-                    .get_all(header::CONTENT_ENCODING)
-                    .iter()
-                    .count();
-                tracing::warn!(
-                    header_lines = encodings,
-                    "pageshow guard not injected: unsupported or stacked Content-Encoding"
-                );
-                return response;
-            }
+            Err(coding) => return Err(Unreadable { response, coding }),
         };
         let (mut parts, body) = response.into_parts();
         let injected = Arc::new(AtomicBool::new(false));
         let output = Arc::new(Mutex::new(Vec::new()));
         let rewriter = self.rewriter(selector, &injected, &output);
-        let input = decode(body, coding);
+        let input = encoding::decode(body, coding);
 
         let headers = &mut parts.headers;
         headers.remove(header::CONTENT_LENGTH);
+        let compress = if coding == Coding::Identity {
+            Coding::Identity
+        } else {
+            request.compress
+        };
         if coding != Coding::Identity {
             headers.remove(header::CONTENT_ENCODING);
+            if compress != Coding::Identity {
+                headers.insert(
+                    header::CONTENT_ENCODING,
+                    HeaderValue::from_static(compress.name()),
+                );
+            }
+            let varies = headers
+                .get_all(header::VARY)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|v| v.trim() == "*" || v.trim().eq_ignore_ascii_case("accept-encoding"));
+            if !varies {
+                headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+            }
         }
         for name in STALE_BODY_HEADERS {
             headers.remove(name);
         }
-        self.extend_csp_headers(headers, header::CONTENT_SECURITY_POLICY);
-        self.extend_csp_headers(headers, header::CONTENT_SECURITY_POLICY_REPORT_ONLY);
+        let status_url = request.status_url.as_deref();
+        self.extend_csp_headers(headers, header::CONTENT_SECURITY_POLICY, status_url);
+        self.extend_csp_headers(
+            headers,
+            header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
+            status_url,
+        );
 
         let state = Rewrite {
             input,
-            stage: Stage::Rewriting(Box::new(rewriter)),
+            stage: Stage::Sniffing(Box::new(rewriter), Vec::new()),
             output,
             injected,
         };
-        Response::from_parts(
+        let rewritten = stream::try_unfold(state, next_chunk).boxed();
+        Ok(Response::from_parts(
             parts,
-            Body::from_stream(stream::try_unfold(state, next_chunk)),
-        )
+            Body::from_stream(encoding::encode(rewritten, compress)),
+        ))
     }
 
     /// A rewriter that places the script tag and raises `injected` when done.
@@ -250,7 +314,7 @@ impl Guard {
         HtmlRewriter::new(settings, Sink(Arc::clone(output)))
     }
 
-    fn extend_csp_headers(&self, headers: &mut HeaderMap, name: HeaderName) {
+    fn extend_csp_headers(&self, headers: &mut HeaderMap, name: HeaderName, status: Option<&str>) {
         let values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
         if values.is_empty() {
             return;
@@ -258,7 +322,7 @@ impl Guard {
         headers.remove(&name);
         for value in values {
             let extended = value.to_str().ok().and_then(|policy| {
-                HeaderValue::from_str(&extend_csp(policy, &self.csp_source)).ok()
+                HeaderValue::from_str(&csp::extend_csp(policy, &self.csp_source, status)).ok()
             });
             match extended {
                 Some(extended) => headers.append(&name, extended),
@@ -328,7 +392,8 @@ fn status_has_body(status: StatusCode) -> bool {
         || status == StatusCode::NOT_MODIFIED)
 }
 
-/// Exactly one Content-Type, `text/html` or `application/xhtml+xml`, not UTF-16.
+/// Exactly one Content-Type, `text/html` or `application/xhtml+xml`, not
+/// declared UTF-16, and not a download.
 fn is_injectable_html(headers: &HeaderMap) -> bool {
     let mut values = headers.get_all(header::CONTENT_TYPE).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
@@ -344,110 +409,36 @@ fn is_injectable_html(headers: &HeaderMap) -> bool {
     {
         return false;
     }
-    !fields.any(|param| {
+    let utf16 = fields.any(|param| {
         let Some((name, charset)) = param.split_once('=') else {
             return false;
         };
-        let charset = charset.trim().trim_matches('"').as_bytes();
+        let charset = charset.trim().trim_matches('"');
         name.trim().eq_ignore_ascii_case("charset")
-            && charset
-                .get(..6)
-                .is_some_and(|start| start.eq_ignore_ascii_case(b"utf-16"))
-    })
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Coding {
-    Identity,
-    Gzip,
-    Deflate,
-    Brotli,
-}
-
-struct Unsupported;
-
-/// The body's single content coding, ignoring `identity` entries.
-fn content_coding(headers: &HeaderMap) -> Result<Coding, Unsupported> {
-    let mut coding = Coding::Identity;
-    let mut seen = false;
-    for value in headers.get_all(header::CONTENT_ENCODING) {
-        let value = value.to_str().map_err(|_| Unsupported)?;
-        for token in value.split(',').map(str::trim) {
-            if token.is_empty() || token.eq_ignore_ascii_case("identity") {
-                continue;
-            }
-            if seen {
-                return Err(Unsupported);
-            }
-            seen = true;
-            coding = if token.eq_ignore_ascii_case("gzip") || token.eq_ignore_ascii_case("x-gzip") {
-                Coding::Gzip
-            } else if token.eq_ignore_ascii_case("deflate") {
-                Coding::Deflate
-            } else if token.eq_ignore_ascii_case("br") {
-                Coding::Brotli
-            } else {
-                return Err(Unsupported);
-            };
-        }
+            && UTF16_LABELS.iter().any(|l| l.eq_ignore_ascii_case(charset))
+    });
+    if utf16 {
+        tracing::warn!("pageshow guard not injected: the page is declared UTF-16");
+        return false;
     }
-    Ok(coding)
+    // RFC 6266: an unknown disposition type is handled like `attachment`.
+    headers
+        .get_all(header::CONTENT_DISPOSITION)
+        .iter()
+        .all(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .eq_ignore_ascii_case("inline")
+            })
+        })
 }
 
-type ByteStream = BoxStream<'static, io::Result<Bytes>>;
-
-/// The body's decoded bytes. Decoding starts at the first non-empty chunk,
-/// so an empty compressed body decodes to nothing rather than an error.
-fn decode(body: Body, coding: Coding) -> ByteStream {
-    let raw = body.into_data_stream().map_err(io::Error::other).boxed();
-    if coding == Coding::Identity {
-        return raw;
-    }
-    stream::once(async move {
-        let mut raw = raw;
-        let first = loop {
-            match raw.next().await {
-                Some(Ok(chunk)) if chunk.is_empty() => continue,
-                Some(Ok(chunk)) => break chunk,
-                Some(Err(error)) => return stream::iter([Err(error)]).boxed(),
-                None => return stream::empty().boxed(),
-            }
-        };
-        // "deflate" is meant to be zlib-wrapped, but some servers send raw
-        // deflate; browsers accept both, so tell them apart like they do.
-        let zlib = looks_like_zlib(&first);
-        let reader = StreamReader::new(stream::iter([Ok(first)]).chain(raw));
-        match coding {
-            Coding::Gzip => {
-                let mut decoder = GzipDecoder::new(reader);
-                decoder.multiple_members(true);
-                ReaderStream::with_capacity(decoder, DECODE_CHUNK).boxed()
-            }
-            Coding::Deflate if zlib => {
-                ReaderStream::with_capacity(ZlibDecoder::new(reader), DECODE_CHUNK).boxed()
-            }
-            Coding::Deflate => {
-                ReaderStream::with_capacity(DeflateDecoder::new(reader), DECODE_CHUNK).boxed()
-            }
-            Coding::Brotli => {
-                ReaderStream::with_capacity(BrotliDecoder::new(reader), DECODE_CHUNK).boxed()
-            }
-            Coding::Identity => reader.into_inner().boxed(),
-        }
-    })
-    .flatten()
-    .boxed()
-}
-
-/// A zlib header: compression method 8, window ≤ 32 KiB, check bits valid.
-fn looks_like_zlib(bytes: &[u8]) -> bool {
-    match *bytes {
-        [cmf, flg, ..] => {
-            cmf & 0x0f == 8 && cmf >> 4 <= 7 && ((u16::from(cmf) << 8) | u16::from(flg)) % 31 == 0
-        }
-        // Too little to tell: zlib is what the standard says.
-        _ => true,
-    }
+/// A UTF-16 byte-order mark (either order) at the start of the body.
+fn starts_with_utf16_bom(bytes: &[u8]) -> bool {
+    matches!(bytes, [0xfe, 0xff, ..] | [0xff, 0xfe, ..])
 }
 
 /// Collects the rewriter's output between reads.
@@ -463,6 +454,8 @@ impl OutputSink for Sink {
 }
 
 enum Stage {
+    /// Holding the first bytes until a UTF-16 byte-order mark can be ruled out.
+    Sniffing(Box<HtmlRewriter<'static, Sink>>, Vec<u8>),
     /// Parsing until the script is placed.
     Rewriting(Box<HtmlRewriter<'static, Sink>>),
     /// Script placed: the rest of the body is forwarded as it is.
@@ -488,219 +481,138 @@ fn rewrite_error(error: lol_html::errors::RewritingError) -> io::Error {
     io::Error::other(format!("pageshow guard: HTML rewriting failed: {error}"))
 }
 
+/// Feeds one chunk, or the end of the body (`None`), to the rewriter. The
+/// stage becomes `Rewriting` while the script is still to be placed,
+/// `Passthrough` once it is, and `Done` at the end.
+fn feed(
+    state: &mut Rewrite,
+    mut rewriter: Box<HtmlRewriter<'static, Sink>>,
+    chunk: Option<&[u8]>,
+) -> io::Result<()> {
+    match chunk {
+        Some(chunk) => {
+            rewriter.write(chunk).map_err(rewrite_error)?;
+            if state.injected.load(Ordering::Relaxed) {
+                // Flush what the rewriter holds back; later chunks skip it.
+                rewriter.end().map_err(rewrite_error)?;
+                state.stage = Stage::Passthrough;
+            } else {
+                state.stage = Stage::Rewriting(rewriter);
+            }
+        }
+        None => {
+            rewriter.end().map_err(rewrite_error)?;
+            state.stage = Stage::Done;
+        }
+    }
+    Ok(())
+}
+
 /// The next chunk of the rewritten body. After an error the stream ends
 /// (`try_unfold` drops the state), so a failed rewriter is never used again.
 async fn next_chunk(mut state: Rewrite) -> io::Result<Option<(Bytes, Rewrite)>> {
     loop {
-        let rewriter = match std::mem::replace(&mut state.stage, Stage::Passthrough) {
-            Stage::Passthrough => match state.input.next().await {
-                Some(Ok(chunk)) if chunk.is_empty() => continue,
-                Some(Ok(chunk)) => return Ok(Some((chunk, state))),
-                Some(Err(error)) => return Err(error),
-                None => return Ok(None),
-            },
-            Stage::Done => return Ok(None),
-            Stage::Rewriting(rewriter) => rewriter,
-        };
-        let finished = match state.input.next().await {
-            Some(Ok(chunk)) => {
-                let mut rewriter = rewriter;
-                rewriter.write(&chunk).map_err(rewrite_error)?;
-                if state.injected.load(Ordering::Relaxed) {
-                    // Flush what the rewriter holds back; later chunks skip it.
-                    rewriter.end().map_err(rewrite_error)?;
-                } else {
-                    state.stage = Stage::Rewriting(rewriter);
+        match std::mem::replace(&mut state.stage, Stage::Done) {
+            Stage::Passthrough => {
+                state.stage = Stage::Passthrough;
+                match state.input.next().await {
+                    Some(Ok(chunk)) if chunk.is_empty() => continue,
+                    Some(Ok(chunk)) => return Ok(Some((chunk, state))),
+                    Some(Err(error)) => return Err(error),
+                    None => return Ok(None),
                 }
-                false
             }
-            Some(Err(error)) => return Err(error),
-            None => {
-                rewriter.end().map_err(rewrite_error)?;
-                state.stage = Stage::Done;
-                true
+            Stage::Done => {
+                let output = state.take_output();
+                if output.is_empty() {
+                    return Ok(None);
+                }
+                return Ok(Some((Bytes::from(output), state)));
             }
-        };
+            Stage::Sniffing(rewriter, mut held) => {
+                let ended = match state.input.next().await {
+                    Some(Ok(chunk)) => {
+                        held.extend_from_slice(&chunk);
+                        false
+                    }
+                    Some(Err(error)) => return Err(error),
+                    None => true,
+                };
+                if held.len() < 2 && !ended {
+                    state.stage = Stage::Sniffing(rewriter, held);
+                    continue;
+                }
+                if starts_with_utf16_bom(&held) {
+                    tracing::warn!(
+                        "pageshow guard not injected: the page is UTF-16 (byte-order mark)"
+                    );
+                    state.stage = if ended {
+                        Stage::Done
+                    } else {
+                        Stage::Passthrough
+                    };
+                    return Ok(Some((Bytes::from(held), state)));
+                }
+                if !held.is_empty() {
+                    feed(&mut state, rewriter, Some(&held))?;
+                    if ended {
+                        match std::mem::replace(&mut state.stage, Stage::Done) {
+                            Stage::Rewriting(rewriter) => feed(&mut state, rewriter, None)?,
+                            _ => state.stage = Stage::Done,
+                        }
+                    }
+                } else {
+                    feed(&mut state, rewriter, None)?;
+                }
+            }
+            Stage::Rewriting(rewriter) => match state.input.next().await {
+                Some(Ok(chunk)) => feed(&mut state, rewriter, Some(&chunk))?,
+                Some(Err(error)) => return Err(error),
+                None => feed(&mut state, rewriter, None)?,
+            },
+        }
+        if matches!(state.stage, Stage::Done) {
+            continue;
+        }
         let output = state.take_output();
         if !output.is_empty() {
             return Ok(Some((Bytes::from(output), state)));
         }
-        if finished {
-            return Ok(None);
-        }
     }
-}
-
-/// Adds `source` (the hash expression) to a CSP header value so the inline script may run, without weakening the policy.
-///
-/// The value may hold several comma-separated policies; each is handled on
-/// its own. In each policy the list that governs inline `<script>` elements
-/// is `script-src-elem`, else `script-src`, else `default-src` (only the
-/// first occurrence of a directive counts, as in browsers). `source` is
-/// added to `script-src-elem` and to `script-src` where present; when only
-/// `default-src` governs, a `script-src` directive is appended that copies
-/// its sources plus `source`. A list that already allows every inline script
-/// (`'unsafe-inline'` without nonces, hashes or `'strict-dynamic'`) is left
-/// alone, since a hash would switch `'unsafe-inline'` off; a `'none'` is
-/// replaced by `source`. Everything else is kept byte for byte.
-pub fn extend_csp(policy: &str, source: &str) -> String {
-    policy
-        .split(',')
-        .map(|one| extend_one_policy(one, source))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// A directive's place in the policy text.
-#[derive(Clone, Copy)]
-struct Directive<'a> {
-    /// Where its source list starts (just after the name).
-    value_start: usize,
-    /// Where its text ends, trailing whitespace excluded.
-    end: usize,
-    value: &'a str,
-}
-
-/// One text edit: replace `start..end` by `text`.
-struct Edit {
-    start: usize,
-    end: usize,
-    text: String,
-}
-
-fn extend_one_policy(policy: &str, source: &str) -> String {
-    let mut script_src_elem = None;
-    let mut script_src = None;
-    let mut default_src = None;
-    let mut offset = 0;
-    for segment in policy.split(';') {
-        let start = offset;
-        offset += segment.len() + 1;
-        let trimmed_start = segment.trim_start_matches(is_csp_space);
-        let trimmed = trimmed_start.trim_end_matches(is_csp_space);
-        if trimmed.is_empty() {
-            continue;
-        }
-        let lead = segment.len() - trimmed_start.len();
-        let name_len = trimmed.find(is_csp_space).unwrap_or(trimmed.len());
-        let name = &trimmed[..name_len];
-        let directive = Directive {
-            value_start: start + lead + name_len,
-            end: start + lead + trimmed.len(),
-            value: &trimmed[name_len..],
-        };
-        let slot = if name.eq_ignore_ascii_case("script-src-elem") {
-            &mut script_src_elem
-        } else if name.eq_ignore_ascii_case("script-src") {
-            &mut script_src
-        } else if name.eq_ignore_ascii_case("default-src") {
-            &mut default_src
-        } else {
-            continue;
-        };
-        if slot.is_none() {
-            *slot = Some(directive);
-        }
-    }
-
-    let mut edits: Vec<Edit> = [script_src, script_src_elem]
-        .into_iter()
-        .flatten()
-        .filter_map(|directive| list_edit(&directive, source))
-        .collect();
-
-    if script_src_elem.is_none() && script_src.is_none() {
-        if let Some(default) = default_src {
-            if let Some(edit) = list_edit(&default, source) {
-                // The new list: default-src's own, with the same edit applied.
-                let mut list = String::new();
-                list.push_str(&policy[default.value_start..edit.start]);
-                list.push_str(&edit.text);
-                list.push_str(&policy[edit.end..default.end]);
-                let body = policy.trim_end_matches(is_csp_space);
-                let separator = if body.ends_with(';') { " " } else { "; " };
-                edits.push(Edit {
-                    start: body.len(),
-                    end: body.len(),
-                    text: format!("{separator}script-src{list}"),
-                });
-            }
-        }
-    }
-
-    edits.sort_by_key(|edit| std::cmp::Reverse(edit.start));
-    let mut out = policy.to_owned();
-    for edit in edits {
-        out.replace_range(edit.start..edit.end, &edit.text);
-    }
-    out
-}
-
-/// How to let `source` into one directive's source list, or `None` if the
-/// list already allows it (or every inline script).
-fn list_edit(directive: &Directive<'_>, source: &str) -> Option<Edit> {
-    let tokens = || {
-        directive
-            .value
-            .split(is_csp_space)
-            .filter(|t| !t.is_empty())
-    };
-    let has = |keyword: &str| tokens().any(|t| t.eq_ignore_ascii_case(keyword));
-    let has_prefix = |prefix: &str| {
-        tokens().any(|t| {
-            t.get(..prefix.len())
-                .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
-        })
-    };
-    let restricts_inline = has_prefix("'nonce-")
-        || has_prefix("'sha256-")
-        || has_prefix("'sha384-")
-        || has_prefix("'sha512-")
-        || has("'strict-dynamic'");
-    if (has("'unsafe-inline'") && !restricts_inline) || tokens().any(|t| t == source) {
-        return None;
-    }
-    // `'none'` cannot stand beside other sources: replace it.
-    let mut position = 0;
-    for token in directive.value.split(is_csp_space) {
-        if token.eq_ignore_ascii_case("'none'") {
-            let start = directive.value_start + position;
-            return Some(Edit {
-                start,
-                end: start + token.len(),
-                text: source.to_owned(),
-            });
-        }
-        position += token.len() + 1;
-    }
-    Some(Edit {
-        start: directive.end,
-        end: directive.end,
-        text: format!(" {source}"),
-    })
-}
-
-/// ASCII whitespace as CSP and the HTTP header grammar see it.
-fn is_csp_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\x0c' | '\r')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use async_compression::tokio::bufread::{
-        BrotliEncoder, DeflateEncoder, GzipEncoder, ZlibEncoder,
+        BrotliEncoder, DeflateEncoder, GzipEncoder, ZlibEncoder, ZstdEncoder,
     };
+    use futures_util::TryStreamExt as _;
     use std::time::Duration;
     use tokio::io::AsyncReadExt as _;
 
-    const H: &str = "'sha256-HASH='";
     const PAGE: &str = "<!DOCTYPE html>\n<html lang=\"en\"><!-- <head> -->\n<head data-x=\"1\">\
         <meta charset=\"utf-8\"><title>T &amp; t</title><script>var s = \"<head>\";</script>\
         </head><body class=a><p>Hello <b>world</b></p><img src=x.png/></body></html>\n";
 
     fn guard() -> Guard {
         Guard::new("/.signoff")
+    }
+
+    /// `inject` for a GET (or HEAD) whose client takes no compression.
+    trait InjectPlain {
+        fn inject_plain(&self, response: Response<Body>, is_head: bool) -> Response<Body>;
+    }
+
+    impl InjectPlain for Guard {
+        fn inject_plain(&self, response: Response<Body>, is_head: bool) -> Response<Body> {
+            let request = PageRequest {
+                is_head,
+                ..PageRequest::default()
+            };
+            self.inject(response, &request)
+                .unwrap_or_else(|u| panic!("unreadable: {:?}", u.coding))
+        }
     }
 
     fn tag(guard: &Guard) -> String {
@@ -758,7 +670,7 @@ mod tests {
     }
 
     async fn inject_text(guard: &Guard, body: impl Into<Body>) -> String {
-        text(guard.inject(html(body), false)).await
+        text(guard.inject_plain(html(body), false)).await
     }
 
     #[tokio::test]
@@ -827,12 +739,12 @@ mod tests {
             assert_eq!(whole.matches(guard.script()).count(), 1, "{doc}");
             for seed in 0..40 {
                 let chunked =
-                    text(guard.inject(html(tiny_chunks(doc.as_bytes(), seed)), false)).await;
+                    text(guard.inject_plain(html(tiny_chunks(doc.as_bytes(), seed)), false)).await;
                 assert_eq!(chunked, whole, "{doc} / seed {seed}");
             }
         }
         // And the exact expected text for the full page.
-        let chunked = text(guard.inject(html(tiny_chunks(PAGE.as_bytes(), 7)), false)).await;
+        let chunked = text(guard.inject_plain(html(tiny_chunks(PAGE.as_bytes(), 7)), false)).await;
         assert_eq!(chunked, expected_page(&guard));
     }
 
@@ -842,7 +754,7 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
         let body = Body::from_stream(stream::poll_fn(move |cx| rx.poll_recv(cx)));
         let mut out = guard
-            .inject(html(body), false)
+            .inject_plain(html(body), false)
             .into_body()
             .into_data_stream();
         async fn next(out: &mut axum::body::BodyDataStream) -> Option<Result<Bytes, axum::Error>> {
@@ -870,6 +782,7 @@ mod tests {
             "zlib" => ZlibEncoder::new(data).read_to_end(&mut out).await,
             "deflate" => DeflateEncoder::new(data).read_to_end(&mut out).await,
             "br" => BrotliEncoder::new(data).read_to_end(&mut out).await,
+            "zstd" => ZstdEncoder::new(data).read_to_end(&mut out).await,
             _ => unreachable!(),
         }
         .unwrap();
@@ -898,6 +811,8 @@ mod tests {
             ("deflate", "deflate"),
             ("br", "br"),
             ("br", "identity, br"),
+            ("zstd", "zstd"),
+            ("zstd", "ZSTD"),
         ] {
             let data = compress(coding, PAGE.as_bytes()).await;
             for chunked in [false, true] {
@@ -906,7 +821,7 @@ mod tests {
                 } else {
                     Body::from(data.clone())
                 };
-                let out = guard.inject(encoded(body, header_value, data.len()), false);
+                let out = guard.inject_plain(encoded(body, header_value, data.len()), false);
                 let headers = out.headers();
                 assert!(
                     headers.get(header::CONTENT_ENCODING).is_none(),
@@ -928,7 +843,7 @@ mod tests {
         let (a, b) = PAGE.split_at(PAGE.len() / 2);
         let mut data = compress("gzip", a.as_bytes()).await;
         data.extend(compress("gzip", b.as_bytes()).await);
-        let out = guard.inject(encoded(Body::from(data.clone()), "gzip", data.len()), false);
+        let out = guard.inject_plain(encoded(Body::from(data.clone()), "gzip", data.len()), false);
         assert_eq!(text(out).await, expected_page(&guard));
     }
 
@@ -941,7 +856,7 @@ mod tests {
         headers.insert("content-md5", HeaderValue::from_static("abc"));
         headers.insert("digest", HeaderValue::from_static("sha-256=abc"));
         headers.insert(header::ETAG, HeaderValue::from_static("\"v1\""));
-        let out = guard.inject(input, false);
+        let out = guard.inject_plain(input, false);
         assert!(out.headers().get(header::CONTENT_LENGTH).is_none());
         assert!(out.headers().get("content-md5").is_none());
         assert!(out.headers().get("digest").is_none());
@@ -962,24 +877,25 @@ mod tests {
             ("text/html-sandboxed", false),
             ("application/json", false),
         ] {
-            let out = text(guard.inject(response(Body::from(PAGE), content_type), false)).await;
+            let out =
+                text(guard.inject_plain(response(Body::from(PAGE), content_type), false)).await;
             assert_eq!(out.contains(guard.script()), injected, "{content_type}");
         }
         // No Content-Type at all, and two of them.
-        let out = text(guard.inject(Response::new(Body::from(PAGE)), false)).await;
+        let out = text(guard.inject_plain(Response::new(Body::from(PAGE)), false)).await;
         assert_eq!(out, PAGE);
         let mut twice = html(PAGE);
         twice
             .headers_mut()
             .append(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-        assert_eq!(text(guard.inject(twice, false)).await, PAGE);
+        assert_eq!(text(guard.inject_plain(twice, false)).await, PAGE);
     }
 
     /// Asserts `inject` leaves the response exactly as it was.
     async fn assert_untouched(input: Response<Body>, body: &[u8], is_head: bool) {
         let status = input.status();
         let headers = input.headers().clone();
-        let out = guard().inject(input, is_head);
+        let out = guard().inject_plain(input, is_head);
         assert_eq!(out.status(), status);
         assert_eq!(out.headers(), &headers);
         assert_eq!(read_body(out).await.unwrap(), body);
@@ -1038,23 +954,172 @@ mod tests {
             assert_untouched(with_length(status, PAGE), PAGE.as_bytes(), false).await;
         }
         // Statuses with a body are rewritten, errors included.
-        let out = guard().inject(with_length(StatusCode::NOT_FOUND, PAGE), false);
+        let out = guard().inject_plain(with_length(StatusCode::NOT_FOUND, PAGE), false);
         assert!(out.headers().get(header::CONTENT_LENGTH).is_none());
         assert_eq!(text(out).await, expected_page(&guard()));
     }
 
     #[tokio::test]
-    async fn unknown_or_stacked_encodings_are_untouched() {
+    async fn unreadable_codings_are_handed_back_untouched() {
         let gzipped = compress("gzip", PAGE.as_bytes()).await;
-        for encoding in ["zstd", "gzip, br", "gzip, gzip", "compress"] {
+        let guard = guard();
+        for (encoding, named) in [
+            ("dcz", "dcz"),
+            ("gzip, br", "gzip, br"),
+            ("gzip, gzip", "gzip, gzip"),
+            ("compress", "compress"),
+        ] {
             let input = encoded(Body::from(gzipped.clone()), encoding, gzipped.len());
-            assert_untouched(input, &gzipped, false).await;
+            let headers = input.headers().clone();
+            let unreadable = guard.inject(input, &PageRequest::default()).unwrap_err();
+            assert_eq!(unreadable.coding.0, named);
+            assert_eq!(unreadable.response.headers(), &headers);
+            assert_eq!(read_body(unreadable.response).await.unwrap(), gzipped);
         }
         let mut input = encoded(Body::from(gzipped.clone()), "gzip", gzipped.len());
         input
             .headers_mut()
             .append(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
+        assert!(guard.inject(input, &PageRequest::default()).is_err());
+        // Not HTML: no guard is due, so any coding passes untouched.
+        let mut input = encoded(Body::from(gzipped.clone()), "dcz", gzipped.len());
+        input.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
         assert_untouched(input, &gzipped, false).await;
+    }
+
+    #[tokio::test]
+    async fn decoded_pages_are_compressed_again_for_the_client() {
+        let guard = guard();
+        let gzipped = compress("gzip", PAGE.as_bytes()).await;
+        for coding in [Coding::Zstd, Coding::Brotli, Coding::Gzip] {
+            let request = PageRequest {
+                compress: coding,
+                ..PageRequest::default()
+            };
+            let mut input = encoded(Body::from(gzipped.clone()), "gzip", gzipped.len());
+            input.headers_mut().remove(header::VARY);
+            let out = guard.inject(input, &request).unwrap();
+            assert_eq!(out.headers()[header::CONTENT_ENCODING], coding.name());
+            assert_eq!(out.headers()[header::VARY], "Accept-Encoding");
+            assert!(out.headers().get(header::CONTENT_LENGTH).is_none());
+            let body = read_body(out).await.unwrap();
+            let decoded: Vec<Bytes> = encoding::decode(Body::from(body), coding)
+                .try_collect()
+                .await
+                .unwrap();
+            assert_eq!(
+                decoded.concat(),
+                expected_page(&guard).as_bytes(),
+                "{coding:?}"
+            );
+        }
+        // A page that came uncompressed is not compressed here.
+        let request = PageRequest {
+            compress: Coding::Zstd,
+            ..PageRequest::default()
+        };
+        let out = guard.inject(html(PAGE), &request).unwrap();
+        assert!(out.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(text(out).await, expected_page(&guard));
+    }
+
+    #[tokio::test]
+    async fn utf16_pages_are_passed_through() {
+        let guard = guard();
+        // Any WHATWG label of UTF-16 in the header.
+        for charset in [
+            "utf-16",
+            "UTF-16LE",
+            "utf-16be",
+            "unicode",
+            "ucs-2",
+            "csUnicode",
+            "iso-10646-ucs-2",
+            "unicodefffe",
+            "\"unicodeFEFF\"",
+        ] {
+            let content_type = format!("text/html; charset={charset}");
+            let input = response(Body::from(PAGE), &content_type);
+            assert_untouched(input, PAGE.as_bytes(), false).await;
+        }
+        // A byte-order mark, whatever the header says, in any chunking.
+        let utf16le: Vec<u8> = [0xff, 0xfe]
+            .into_iter()
+            .chain(PAGE.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let utf16be: Vec<u8> = [0xfe, 0xff]
+            .into_iter()
+            .chain(PAGE.encode_utf16().flat_map(u16::to_be_bytes))
+            .collect();
+        for page in [utf16le, utf16be] {
+            for seed in 0..5 {
+                let out = guard.inject_plain(html(tiny_chunks(&page, seed)), false);
+                assert_eq!(read_body(out).await.unwrap(), page);
+            }
+            let gzipped = compress("gzip", &page).await;
+            let out = guard.inject_plain(encoded(Body::from(gzipped.clone()), "gzip", 0), false);
+            assert_eq!(read_body(out).await.unwrap(), page);
+        }
+        // A UTF-8 byte-order mark is ASCII-compatible: the guard goes in.
+        let out = inject_text(&guard, format!("\u{feff}{PAGE}")).await;
+        assert_eq!(out, format!("\u{feff}{}", expected_page(&guard)));
+        // One byte, then the end: not a mark, and still rewritten.
+        assert_eq!(inject_text(&guard, "x").await, format!("x{}", tag(&guard)));
+    }
+
+    #[tokio::test]
+    async fn downloads_are_not_rewritten() {
+        let guard = guard();
+        for disposition in [
+            "attachment",
+            "Attachment; filename=\"page.html\"",
+            "attachment;filename*=UTF-8''p%C3%A4ge.html",
+            "form-data; name=x",
+            "something-new",
+        ] {
+            let mut input = html(PAGE);
+            input.headers_mut().insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static(disposition),
+            );
+            assert_untouched(input, PAGE.as_bytes(), false).await;
+        }
+        let mut input = html(PAGE);
+        input.headers_mut().insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("inline; filename=\"page.html\""),
+        );
+        assert_eq!(
+            text(guard.inject_plain(input, false)).await,
+            expected_page(&guard)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_blocking_connect_src_lets_the_status_request_through() {
+        let guard = guard();
+        let status = "https://app.example/.signoff/status";
+        let request = PageRequest {
+            status_url: Some(status.to_owned()),
+            ..PageRequest::default()
+        };
+        let mut input = html(PAGE);
+        input.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; connect-src https://api.example"),
+        );
+        let out = guard.inject(input, &request).unwrap();
+        assert_eq!(
+            out.headers()[header::CONTENT_SECURITY_POLICY],
+            format!(
+                "default-src 'none'; connect-src https://api.example {status}; script-src {}",
+                guard.csp_source()
+            )
+            .as_str()
+        );
     }
 
     fn failing_body(chunks: Vec<Bytes>) -> Body {
@@ -1076,16 +1141,16 @@ mod tests {
                 Bytes::from_static(b"<p>"),
             ],
         ] {
-            let out = guard.inject(html(failing_body(chunks.clone())), false);
+            let out = guard.inject_plain(html(failing_body(chunks.clone())), false);
             assert!(read_body(out).await.is_err(), "{chunks:?}");
         }
         let gzipped = Bytes::from(compress("gzip", PAGE.as_bytes()).await);
         let half = gzipped.slice(..gzipped.len() / 2);
-        let out = guard.inject(encoded(failing_body(vec![half.clone()]), "gzip", 0), false);
+        let out = guard.inject_plain(encoded(failing_body(vec![half.clone()]), "gzip", 0), false);
         assert!(read_body(out).await.is_err());
         // A truncated or corrupt compressed body is an error too.
         for bad in [half, Bytes::from_static(b"not gzip at all")] {
-            let out = guard.inject(encoded(Body::from(bad), "gzip", 0), false);
+            let out = guard.inject_plain(encoded(Body::from(bad), "gzip", 0), false);
             assert!(read_body(out).await.is_err());
         }
     }
@@ -1100,10 +1165,10 @@ mod tests {
             .chunks(8 * 1024)
             .map(|c| Ok::<_, io::Error>(Bytes::copy_from_slice(c)))
             .collect();
-        let out = guard.inject(html(Body::from_stream(stream::iter(chunks))), false);
+        let out = guard.inject_plain(html(Body::from_stream(stream::iter(chunks))), false);
         assert!(read_body(out).await.is_err());
         // The same tag in one chunk needs no buffering and is fine.
-        let out = guard.inject(html(page.clone()), false);
+        let out = guard.inject_plain(html(page.clone()), false);
         assert_eq!(
             read_body(out).await.unwrap().len(),
             page.len() + tag(&guard).len()
@@ -1126,7 +1191,7 @@ mod tests {
             header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
             HeaderValue::from_static("script-src 'none'"),
         );
-        let out = guard.inject(input, false);
+        let out = guard.inject_plain(input, false);
         let policies: Vec<_> = out
             .headers()
             .get_all(header::CONTENT_SECURITY_POLICY)
@@ -1194,154 +1259,5 @@ mod tests {
         assert!(!script.contains('<') && !script.contains('&'));
         assert!(Guard::new("auth").script().contains("\"/auth/status\""));
         assert!(Guard::new("/x/").script().contains("\"/x/status\""));
-    }
-
-    fn ext(policy: &str) -> String {
-        extend_csp(policy, H)
-    }
-
-    #[test]
-    fn csp_script_src() {
-        assert_eq!(
-            ext("default-src 'self'; script-src 'self' https://cdn.example"),
-            format!("default-src 'self'; script-src 'self' https://cdn.example {H}")
-        );
-        assert_eq!(
-            ext("script-src 'nonce-abc' 'strict-dynamic'; object-src 'none'"),
-            format!("script-src 'nonce-abc' 'strict-dynamic' {H}; object-src 'none'")
-        );
-        // An empty list allows nothing, like 'none'.
-        assert_eq!(
-            ext("script-src; img-src *"),
-            format!("script-src {H}; img-src *")
-        );
-    }
-
-    #[test]
-    fn csp_script_src_elem_and_script_src() {
-        assert_eq!(
-            ext("script-src 'self'; script-src-elem 'self' https://a"),
-            format!("script-src 'self' {H}; script-src-elem 'self' https://a {H}")
-        );
-        // script-src-elem governs: no script-src is made up from default-src.
-        assert_eq!(
-            ext("default-src 'self'; script-src-elem 'self'"),
-            format!("default-src 'self'; script-src-elem 'self' {H}")
-        );
-        // Each list on its own merits.
-        assert_eq!(
-            ext("script-src 'nonce-a'; script-src-elem 'unsafe-inline'"),
-            format!("script-src 'nonce-a' {H}; script-src-elem 'unsafe-inline'")
-        );
-    }
-
-    #[test]
-    fn csp_default_src_only() {
-        assert_eq!(
-            ext("default-src 'self' https:; img-src *"),
-            format!("default-src 'self' https:; img-src *; script-src 'self' https: {H}")
-        );
-        assert_eq!(
-            ext("default-src 'none'"),
-            format!("default-src 'none'; script-src {H}")
-        );
-        assert_eq!(
-            ext("default-src 'self' 'unsafe-inline'; img-src *"),
-            "default-src 'self' 'unsafe-inline'; img-src *"
-        );
-        assert_eq!(
-            ext("default-src 'unsafe-inline' 'nonce-x'"),
-            format!(
-                "default-src 'unsafe-inline' 'nonce-x'; script-src 'unsafe-inline' 'nonce-x' {H}"
-            )
-        );
-    }
-
-    #[test]
-    fn csp_unsafe_inline() {
-        for policy in [
-            "script-src 'self' 'unsafe-inline'",
-            "script-src 'UNSAFE-INLINE' https:",
-            "script-src-elem 'unsafe-inline'; script-src 'unsafe-inline'",
-        ] {
-            assert_eq!(ext(policy), policy);
-        }
-        for list in [
-            "'unsafe-inline' 'nonce-abc'",
-            "'unsafe-inline' 'sha384-xyz'",
-            "'unsafe-inline' 'SHA512-xyz'",
-            "'unsafe-inline' 'strict-dynamic'",
-        ] {
-            assert_eq!(
-                ext(&format!("script-src {list}")),
-                format!("script-src {list} {H}")
-            );
-        }
-    }
-
-    #[test]
-    fn csp_none() {
-        assert_eq!(
-            ext("script-src 'none'; object-src 'none'"),
-            format!("script-src {H}; object-src 'none'")
-        );
-        assert_eq!(ext("script-src  'NONE' "), format!("script-src  {H} "));
-        assert_eq!(
-            ext("script-src-elem 'none'; script-src 'none'"),
-            format!("script-src-elem {H}; script-src {H}")
-        );
-    }
-
-    #[test]
-    fn csp_without_script_directive() {
-        for policy in [
-            "",
-            "  ",
-            "img-src 'self'; frame-ancestors 'none'",
-            "script-src-attr 'none'; style-src 'self'",
-            "upgrade-insecure-requests;",
-        ] {
-            assert_eq!(ext(policy), policy);
-        }
-    }
-
-    #[test]
-    fn csp_whitespace_case_and_trailing_semicolons() {
-        assert_eq!(
-            ext("  Script-Src\t'self'   ;  DEFAULT-SRC 'none' "),
-            format!("  Script-Src\t'self' {H}   ;  DEFAULT-SRC 'none' ")
-        );
-        assert_eq!(ext("script-src 'self';"), format!("script-src 'self' {H};"));
-        assert_eq!(
-            ext("default-src 'self';"),
-            format!("default-src 'self'; script-src 'self' {H}")
-        );
-        assert_eq!(
-            ext("Default-Src\t'self' ;; "),
-            format!("Default-Src\t'self' ;; script-src\t'self' {H} ")
-        );
-        assert_eq!(ext(";;script-src;;"), format!(";;script-src {H};;"));
-    }
-
-    #[test]
-    fn csp_duplicates_lists_and_repeats() {
-        // Only the first occurrence of a directive counts.
-        assert_eq!(
-            ext("script-src 'self'; script-src 'none'"),
-            format!("script-src 'self' {H}; script-src 'none'")
-        );
-        // Comma-separated policies are each enforced: each is extended.
-        assert_eq!(
-            ext("script-src 'self', default-src 'none'"),
-            format!("script-src 'self' {H}, default-src 'none'; script-src {H}")
-        );
-        // Adding twice changes nothing more.
-        for policy in [
-            "script-src 'self'",
-            "default-src 'none'",
-            "script-src 'none'",
-        ] {
-            assert_eq!(ext(&ext(policy)), ext(policy));
-        }
     }
 }

@@ -110,7 +110,8 @@ fn private(which: &str, headers: &HeaderMap) -> Response {
         .into_response()
 }
 
-/// The built-in upstream app.
+/// The built-in upstream app. It compresses its pages like many real
+/// servers do (Caddy's `encode zstd gzip`, recent Node): zstd first.
 pub fn upstream_app() -> Router {
     Router::new()
         .route("/", get(home))
@@ -124,6 +125,75 @@ pub fn upstream_app() -> Router {
             get(|h: HeaderMap| async move { private("B", &h) }),
         )
         .route("/api/me", get(api_me))
+        .layer(axum::middleware::from_fn(compress_like_a_real_server))
+}
+
+/// The coding a server that prefers zstd, then br, then gzip picks from
+/// `Accept-Encoding` (an entry with `q=0` is a refusal).
+fn preferred_coding(headers: &HeaderMap) -> Option<&'static str> {
+    let accepted: Vec<(String, bool)> = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|entry| {
+            let mut parts = entry.split(';');
+            let coding = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    == Some(0.0)
+            });
+            (coding, !refused)
+        })
+        .collect();
+    ["zstd", "br", "gzip"]
+        .into_iter()
+        .find(|c| accepted.iter().any(|(name, ok)| name == c && *ok))
+}
+
+async fn compress_like_a_real_server(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder, ZstdEncoder};
+    use tokio::io::AsyncReadExt as _;
+    let coding = preferred_coding(req.headers());
+    let mut response = next.run(req).await;
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    let Some(coding) = coding.filter(|_| is_html) else {
+        return response;
+    };
+    let (mut parts, body) = response.into_parts();
+    let Ok(page) = axum::body::to_bytes(body, 1024 * 1024).await else {
+        return (http::StatusCode::INTERNAL_SERVER_ERROR, "page too large").into_response();
+    };
+    let mut out = Vec::new();
+    let done = match coding {
+        "zstd" => ZstdEncoder::new(&page[..]).read_to_end(&mut out).await,
+        "br" => BrotliEncoder::new(&page[..]).read_to_end(&mut out).await,
+        _ => GzipEncoder::new(&page[..]).read_to_end(&mut out).await,
+    };
+    if done.is_err() {
+        return (
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "compression failed",
+        )
+            .into_response();
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+    Response::from_parts(parts, axum::body::Body::from(out))
 }
 
 /// For API clients (token mode): who signoff says is calling.
@@ -219,4 +289,26 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         println!("Sign in, open the private pages, sign out, press Back. Ctrl-C stops.");
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_app_prefers_zstd_like_real_servers() {
+        let pick = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).unwrap(),
+            );
+            preferred_coding(&h)
+        };
+        assert_eq!(pick("gzip, deflate, br, zstd"), Some("zstd"));
+        assert_eq!(pick("gzip, deflate, br"), Some("br"));
+        assert_eq!(pick("gzip, zstd;q=0"), Some("gzip"));
+        assert_eq!(pick("deflate"), None);
+        assert_eq!(preferred_coding(&HeaderMap::new()), None);
+    }
 }

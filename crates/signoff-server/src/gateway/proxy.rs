@@ -303,7 +303,7 @@ impl Gateway {
             no_store(response.headers_mut());
         }
         if let Some(page) = page {
-            response = match self.guard.inject(response, &page) {
+            response = match self.guard.inject(response, &page).map_err(|u| *u) {
                 Ok(response) => response,
                 Err(Unreadable { response, coding }) if self.settings.allow_unguarded_html => {
                     tracing::warn!(

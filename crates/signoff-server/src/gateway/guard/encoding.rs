@@ -293,7 +293,7 @@ fn looks_like_zlib(bytes: &[u8]) -> bool {
 /// A streaming encoder into memory.
 enum Encoder {
     Gzip(GzipEncoder<Vec<u8>>),
-    Brotli(BrotliEncoder<Vec<u8>>),
+    Brotli(Box<BrotliEncoder<Vec<u8>>>),
     Zstd(ZstdEncoder<Vec<u8>>),
 }
 
@@ -302,9 +302,10 @@ impl Encoder {
         Some(match coding {
             Coding::Gzip => Encoder::Gzip(GzipEncoder::with_quality(Vec::new(), Level::Default)),
             // Quality 4: about gzip's speed, with brotli's better ratio.
-            Coding::Brotli => {
-                Encoder::Brotli(BrotliEncoder::with_quality(Vec::new(), Level::Precise(4)))
-            }
+            Coding::Brotli => Encoder::Brotli(Box::new(BrotliEncoder::with_quality(
+                Vec::new(),
+                Level::Precise(4),
+            ))),
             Coding::Zstd => Encoder::Zstd(ZstdEncoder::with_quality(Vec::new(), Level::Default)),
             Coding::Identity | Coding::Deflate => return None,
         })

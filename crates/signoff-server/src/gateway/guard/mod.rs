@@ -186,7 +186,7 @@ impl Guard {
         &self,
         response: Response<Body>,
         request: &PageRequest,
-    ) -> Result<Response<Body>, Unreadable> {
+    ) -> Result<Response<Body>, Box<Unreadable>> {
         let Some(selector) = self.any_element.as_ref() else {
             return Ok(response);
         };
@@ -200,7 +200,7 @@ impl Guard {
         }
         let coding = match encoding::content_coding(response.headers()) {
             Ok(coding) => coding,
-            Err(coding) => return Err(Unreadable { response, coding }),
+            Err(coding) => return Err(Box::new(Unreadable { response, coding })),
         };
         let (mut parts, body) = response.into_parts();
         let injected = Arc::new(AtomicBool::new(false));
@@ -971,7 +971,7 @@ mod tests {
         ] {
             let input = encoded(Body::from(gzipped.clone()), encoding, gzipped.len());
             let headers = input.headers().clone();
-            let unreadable = guard.inject(input, &PageRequest::default()).unwrap_err();
+            let unreadable = *guard.inject(input, &PageRequest::default()).unwrap_err();
             assert_eq!(unreadable.coding.0, named);
             assert_eq!(unreadable.response.headers(), &headers);
             assert_eq!(read_body(unreadable.response).await.unwrap(), gzipped);

@@ -86,6 +86,9 @@ impl SessionStore for Probe {
     async fn purge_expired(&self, now: Timestamp, l: usize) -> Result<Vec<SessionId>, StoreError> {
         self.inner.purge_expired(now, l).await
     }
+    async fn successor(&self, old: &SessionId) -> Result<Option<SessionHandle>, StoreError> {
+        self.inner.successor(old).await
+    }
 }
 
 fn cache_options(max_staleness: Duration) -> CacheOptions {

@@ -302,3 +302,15 @@ async fn sqlite_purge_runs_in_batches_until_done() {
     }
     assert_eq!(total, 30);
 }
+
+mod support;
+
+/// Rotated-away digests are kept (for logout) until their session's
+/// absolute expiry, then purged: in memory and in SQLite.
+#[tokio::test]
+async fn rotated_digests_are_kept_until_expiry_then_purged() {
+    support::rotated_digest_is_kept_until_expiry(Arc::new(MemoryStore::new())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
+    support::rotated_digest_is_kept_until_expiry(Arc::new(store)).await;
+}

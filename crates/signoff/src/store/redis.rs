@@ -1021,23 +1021,29 @@ impl SessionStore for RedisStore {
             return Ok(false);
         };
         self.index_of(&record)?;
-        let (handle, expires): (Option<String>, Option<i64>) = redis::cmd("HMGET")
-            .arg(&record)
-            .arg("handle")
-            .arg("expires_at")
-            .query_async(&mut self.conn())
-            .await
-            .map_err(store_error)?;
-        let (Some(handle), Some(expires)) = (handle, expires) else {
+        let (current, handle, expires): (Option<String>, Option<String>, Option<i64>) =
+            redis::cmd("HMGET")
+                .arg(&record)
+                .arg("id")
+                .arg("handle")
+                .arg("expires_at")
+                .query_async(&mut self.conn())
+                .await
+                .map_err(store_error)?;
+        let (Some(current), Some(handle), Some(expires)) = (current, handle, expires) else {
             return Ok(false);
         };
+        if current != digest_hex(id) {
+            // Rotated or replaced already: the script below would refuse too.
+            return Ok(false);
+        }
         let handle: SessionHandle = handle
             .parse()
             .map_err(|_| StoreError::Corrupt("session handle"))?;
         // The old digest's successor pointer before the rotation, so no
         // rotation commits without it. It is true whatever happens next
-        // (this digest was this session's), so it is never taken back, and
-        // NX leaves one written by a concurrent rotation of the same token.
+        // (this digest was just this session's), so it is never taken back,
+        // and NX leaves one written by a concurrent rotation of this token.
         let _: Option<String> = redis::cmd("SET")
             .arg(self.rotated_key(id))
             .arg(handle.to_string())

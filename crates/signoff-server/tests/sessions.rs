@@ -1124,3 +1124,112 @@ async fn timeouts_are_audited_once_and_json_lines_are_optional() {
     );
     assert!(!log.contains(&a), "the token is never logged");
 }
+
+/// A logout sent with the cookie from before a rotation (another tab
+/// re-authenticated, signed out everywhere else or changed the password
+/// meanwhile) answers like any logout and ends the rotated session too:
+/// the browser drops the new cookie with the old one, so a copy of the new
+/// cookie must not keep working.
+#[tokio::test]
+async fn logout_with_the_cookie_from_before_a_rotation_ends_the_rotated_session() {
+    let Some((_up, gw)) = setup(&[]) else { return };
+    let logout = |old: String, csrf: Option<String>| {
+        let url = gw.url("/.signoff/logout");
+        let origin = gw.origin.clone();
+        async move {
+            let form: Vec<(&str, &str)> = csrf.iter().map(|c| ("csrf", c.as_str())).collect();
+            post_form(
+                &url,
+                &form,
+                &[("cookie", &cookie(&old)), ("origin", &origin)],
+            )
+            .await
+        }
+    };
+    let signed_out = |r: &Reply, how: &str| {
+        assert_eq!(r.status, 303, "{how}: {}", r.text());
+        assert_eq!(r.header("location"), Some("/.signoff/signed-out"), "{how}");
+        assert!(r.header("clear-site-data").is_some(), "{how}");
+        assert!(
+            r.all("set-cookie").join("\n").starts_with("signoff=;"),
+            "{how}"
+        );
+    };
+
+    // Re-authentication in one tab; the other tab's logout form still
+    // carries the old cookie and its CSRF token.
+    let a = login_as(&gw, USER, PASSWORD, CHROME).await;
+    let bystander = login_as(&gw, USER, PASSWORD, IPHONE).await;
+    let old_csrf = csrf_in(&sessions_page(&gw.origin, &a).await);
+    let reauth_csrf = csrf_in(
+        &get(&gw.url("/.signoff/reauth"), &[("cookie", &cookie(&a))])
+            .await
+            .text(),
+    );
+    let r = post_form(
+        &gw.url("/.signoff/reauth"),
+        &[
+            ("csrf", &reauth_csrf),
+            ("password", PASSWORD),
+            ("next", "/"),
+        ],
+        &[("cookie", &cookie(&a)), ("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let a2 = r.new_cookie("signoff").expect("re-entry rotates");
+    assert!(alive(&gw, &a2).await);
+    signed_out(&logout(a.clone(), Some(old_csrf)).await, "after re-entry");
+    assert!(
+        !alive(&gw, &a2).await,
+        "the re-entered session outlived logout"
+    );
+    assert!(!alive(&gw, &a).await);
+    assert!(alive(&gw, &bystander).await, "another session was ended");
+
+    // Sign-out everywhere else, then a same-origin logout with the old cookie.
+    let b = login_as(&gw, USER, PASSWORD, CHROME).await;
+    let r = sessions_action(&gw.origin, &b, "end-others", &[]).await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let b2 = r.new_cookie("signoff").expect("end-others rotates");
+    assert!(alive(&gw, &b2).await && !alive(&gw, &bystander).await);
+    signed_out(&logout(b, None).await, "after end-others");
+    assert!(!alive(&gw, &b2).await, "the kept session outlived logout");
+
+    // A password change.
+    let c = login_as(&gw, USER, PASSWORD, CHROME).await;
+    let csrf = csrf_in(
+        &get(&gw.url("/.signoff/password"), &[("cookie", &cookie(&c))])
+            .await
+            .text(),
+    );
+    let new_password = "a rotated passphrase";
+    let r = post_form(
+        &gw.url("/.signoff/password"),
+        &[
+            ("csrf", &csrf),
+            ("current", PASSWORD),
+            ("new", new_password),
+            ("confirm", new_password),
+        ],
+        &[("cookie", &cookie(&c)), ("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let c2 = r.new_cookie("signoff").expect("a password change rotates");
+    assert!(alive(&gw, &c2).await);
+    signed_out(&logout(c, None).await, "after a password change");
+    assert!(!alive(&gw, &c2).await, "the session outlived logout");
+
+    // Each is in the audit trail as a logout by the user.
+    let events = audit(&gw.db);
+    assert_eq!(
+        count(
+            &events,
+            "logout",
+            &[("reason", "rotated_token"), ("by", "user")]
+        ),
+        3,
+        "{events:#?}"
+    );
+}

@@ -361,6 +361,11 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
         self.invalidate_result(&removed);
         removed
     }
+
+    async fn successor(&self, old: &SessionId) -> Result<Option<SessionHandle>, StoreError> {
+        // Not cached: read once per logout with a rotated-away token.
+        self.inner.successor(old).await
+    }
 }
 
 impl<S: SessionStore> crate::bus::CacheControl for CachedStore<S> {

@@ -27,10 +27,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::audit::Actor;
+use crate::audit::{Actor, AuditKind, AuditLog, AuditQuery};
 use crate::clock::{Clock, ManualClock};
 use crate::policy::{LogoutBehavior, Policy};
 use crate::session::{NewSession, Session, SessionData, SessionError, Sessions, UserId};
+use crate::store::memory::MemoryStore;
 use crate::store::{SessionStore, StoreError, WriteOutcome};
 use crate::token::{SessionHandle, SessionToken};
 
@@ -71,6 +72,8 @@ macro_rules! session_store_conformance {
             logout_is_final,
             logout_is_idempotent,
             end_by_handle_is_final,
+            logout_with_a_rotated_token_ends_its_successor,
+            logout_racing_a_rotation_ends_the_session,
             writes_after_removal_change_nothing,
             stale_data_write_loses,
             inflight_write_cannot_resurrect,
@@ -329,6 +332,168 @@ pub async fn end_by_handle_is_final(store: Arc<dyn SessionStore>) {
         .await
         .expect("end again");
     assert!(again.is_none());
+}
+
+/// Logout with a token that was rotated away (re-authentication, password
+/// change, sign-out everywhere else, or a chain of them) ends the session
+/// it was rotated into, and records it like any logout. The old token
+/// never opens that session, ends nothing else, and a token from before a
+/// login ends nothing after it.
+pub async fn logout_with_a_rotated_token_ends_its_successor(store: Arc<dyn SessionStore>) {
+    let clock = ManualClock::starting_now();
+    let audit = AuditLog::new(Arc::new(MemoryStore::new()), false);
+    let sessions = Sessions::with_clock(Arc::clone(&store), policy(), Arc::new(clock.clone()))
+        .with_audit(audit.clone());
+    let (bystander, _) = login(&sessions, alice()).await;
+
+    // Re-authentication, then a chain: every old token ends the newest.
+    for depth in 1..=3 {
+        let (first, session) = login(&sessions, alice()).await;
+        let mut tokens = vec![first];
+        for _ in 0..depth {
+            let last = tokens.last().expect("a token");
+            let issued = sessions.rotate(last.expose(), true).await.expect("rotate");
+            tokens.push(issued.token);
+        }
+        let newest = tokens.pop().expect("the newest token");
+        for old in &tokens {
+            assert_gone(
+                sessions.validate(old.expose()).await,
+                "a rotated-away token",
+            );
+            assert!(store.load(&old.id()).await.expect("load").is_none());
+            assert_eq!(
+                store.successor(&old.id()).await.expect("successor"),
+                Some(session.handle),
+                "a rotated-away digest must lead to its session's handle"
+            );
+        }
+        assert_eq!(
+            store.successor(&newest.id()).await.expect("successor"),
+            None,
+            "the current token is no rotated-away one"
+        );
+        // The oldest after a single rotation, a middle one after a chain.
+        let old = &tokens[tokens.len() / 2];
+        assert!(sessions
+            .logout(old.expose())
+            .await
+            .expect("logout")
+            .is_none());
+        assert_gone(
+            sessions.validate(newest.expose()).await,
+            "the successor after a logout with a rotated-away token",
+        );
+        assert!(store
+            .load_by_handle(&session.handle)
+            .await
+            .expect("load")
+            .is_none());
+        let events = audit
+            .query(&AuditQuery {
+                kind: Some(AuditKind::Logout),
+                ..AuditQuery::default()
+            })
+            .await
+            .expect("audit");
+        assert!(
+            events
+                .iter()
+                .any(|e| e.session == Some(session.handle) && e.user_id == Some(alice())),
+            "the logout was not recorded"
+        );
+        // Every token of the chain stays dead; logging out again is a no-op.
+        for t in tokens.iter().chain([&newest]) {
+            sessions.logout(t.expose()).await.expect("logout again");
+            assert_gone(sessions.validate(t.expose()).await, "after the logout");
+        }
+    }
+
+    sessions
+        .validate(bystander.expose())
+        .await
+        .expect("the user's unrelated session lives");
+
+    // A password change that ends the others, as the account page does.
+    let (current, _) = login(&sessions, alice()).await;
+    let (other, _) = login(&sessions, alice()).await;
+    let changed = sessions
+        .password_changed(current.expose(), true)
+        .await
+        .expect("password changed");
+    assert_gone(sessions.validate(other.expose()).await, "another session");
+    sessions.logout(current.expose()).await.expect("logout");
+    assert_gone(
+        sessions.validate(changed.token.expose()).await,
+        "the session after a password change",
+    );
+
+    // Sign-out everywhere else: rotate without re-authentication, then end
+    // the others (the gateway's end-others).
+    let (current, _) = login(&sessions, alice()).await;
+    let (other, _) = login(&sessions, alice()).await;
+    let kept = sessions
+        .rotate(current.expose(), false)
+        .await
+        .expect("rotate");
+    sessions
+        .end_all_for_user(&alice(), Some(&kept.session.id), Actor::User, "test")
+        .await
+        .expect("end others");
+    assert_gone(sessions.validate(other.expose()).await, "another session");
+    sessions.logout(current.expose()).await.expect("logout");
+    assert_gone(
+        sessions.validate(kept.token.expose()).await,
+        "the session kept by sign-out everywhere else",
+    );
+
+    // A token presented at login (a planted one, say) ends nothing after it.
+    let planted = sessions
+        .create(NewSession::anonymous())
+        .await
+        .expect("anonymous session");
+    let signed_in = sessions
+        .login(Some(planted.token.expose()), NewSession::for_user(alice()))
+        .await
+        .expect("login");
+    sessions
+        .logout(planted.token.expose())
+        .await
+        .expect("logout with the planted token");
+    sessions
+        .validate(signed_in.token.expose())
+        .await
+        .expect("a pre-login token must not end the session after login");
+}
+
+/// A logout with a token racing a rotation of the same token: whichever
+/// wins, once both have answered the session is gone under every token.
+pub async fn logout_racing_a_rotation_ends_the_session(store: Arc<dyn SessionStore>) {
+    let (sessions, _) = engine(&store, policy());
+    for _ in 0..20 {
+        let (token, session) = login(&sessions, alice()).await;
+        let rotating = {
+            let (sessions, token) = (sessions.clone(), token.expose().to_owned());
+            tokio::spawn(async move { sessions.rotate(&token, true).await })
+        };
+        let logging_out = {
+            let (sessions, token) = (sessions.clone(), token.expose().to_owned());
+            tokio::spawn(async move { sessions.logout(&token).await })
+        };
+        logging_out.await.expect("task").expect("logout");
+        if let Ok(issued) = rotating.await.expect("task") {
+            assert_gone(
+                sessions.validate(issued.token.expose()).await,
+                "the rotated token after a racing logout",
+            );
+        }
+        assert_gone(sessions.validate(token.expose()).await, "the old token");
+        assert!(store
+            .load_by_handle(&session.handle)
+            .await
+            .expect("load")
+            .is_none());
+    }
 }
 
 // ---- Invariant 3: nothing resurrects a session -------------------------

@@ -11,6 +11,8 @@
 //!   brings it back.
 //! - Login always issues a new token and deletes the one presented before
 //!   it ([`Sessions::login`]); re-authentication rotates ([`Sessions::rotate`]).
+//!   A rotated-away token opens nothing, but logout with it still ends the
+//!   session it was rotated into.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -593,7 +595,8 @@ impl Sessions {
     }
 
     /// Issues a new token for the same session; the old token stops working
-    /// at once. With `reauthenticated`, also records that the user just
+    /// at once, except that [`Sessions::logout`] with it still ends the
+    /// session. With `reauthenticated`, also records that the user just
     /// proved who they are (password re-entry, password change).
     ///
     /// # Errors
@@ -679,6 +682,12 @@ impl Sessions {
     /// browser. With [`LogoutBehavior::CarryData`], the listed keys move to
     /// a fresh anonymous session, whose new token is returned.
     ///
+    /// A token that was rotated away ([`Sessions::rotate`]) ends the session
+    /// it was rotated into, through any number of rotations, until that
+    /// session's absolute expiry; then nothing is carried. A token from
+    /// before [`Sessions::login`] ends nothing after it: login starts a new
+    /// session, and a planted token must not sign the victim out.
+    ///
     /// # Errors
     /// Only a store error: then the logout did not happen and must not be
     /// reported as done.
@@ -687,6 +696,15 @@ impl Sessions {
             return Ok(None);
         };
         let Some(old) = self.store.remove(&token.id()).await? else {
+            // A token rotated away (by a request racing this logout, say)
+            // still ends what it became. Nothing is carried: the old token
+            // must not reach the successor's data.
+            if let Some(ended) = self.end_successor(&token.id()).await? {
+                match ended.expiry(self.clock.now(), &self.policy) {
+                    Some(reason) => self.record_expired(&ended, reason).await,
+                    None => self.record_logout(&ended, Some("rotated_token")).await,
+                }
+            }
             return Ok(None);
         };
         // From here on the logout has happened; nothing below may report
@@ -695,15 +713,7 @@ impl Sessions {
             self.record_expired(&old, reason).await;
             return Ok(None);
         }
-        self.record(
-            |e| {
-                e.user(old.user_id.as_ref(), None)
-                    .session(&old.handle)
-                    .by(Actor::User)
-            },
-            AuditKind::Logout,
-        )
-        .await;
+        self.record_logout(&old, None).await;
         let LogoutBehavior::CarryData(keys) = self.policy.logout() else {
             return Ok(None);
         };
@@ -723,14 +733,45 @@ impl Sessions {
         }
     }
 
-    /// Ends the session with this token on behalf of `by`; returns whether
-    /// there was one.
+    async fn record_logout(&self, ended: &Session, reason: Option<&str>) {
+        self.record(
+            |e| {
+                let e = e
+                    .user(ended.user_id.as_ref(), None)
+                    .session(&ended.handle)
+                    .by(Actor::User);
+                match reason {
+                    Some(r) => e.reason(r),
+                    None => e,
+                }
+            },
+            AuditKind::Logout,
+        )
+        .await;
+    }
+
+    /// Ends the session that the digest `old` was rotated into (found by
+    /// its handle, so chains of rotations are followed), if it is still in
+    /// the store; returns it.
+    async fn end_successor(&self, old: &SessionId) -> Result<Option<Session>, SessionError> {
+        let Some(handle) = self.store.successor(old).await? else {
+            return Ok(None);
+        };
+        Ok(self.store.remove_by_handle(&handle, None).await?)
+    }
+
+    /// Ends the session with this token on behalf of `by`, or the one it
+    /// was rotated into; returns whether there was one.
     ///
     /// # Errors
     /// [`SessionError::Token`] or a store error.
     pub async fn end(&self, token: &str, by: Actor) -> Result<bool, SessionError> {
         let token = SessionToken::parse(token)?;
-        let Some(old) = self.store.remove(&token.id()).await? else {
+        let removed = match self.store.remove(&token.id()).await? {
+            Some(old) => Some(old),
+            None => self.end_successor(&token.id()).await?,
+        };
+        let Some(old) = removed else {
             return Ok(false);
         };
         self.record_ended(old.user_id.as_ref(), Some(&old.handle), by, "ended", 1)

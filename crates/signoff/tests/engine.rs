@@ -86,6 +86,9 @@ impl SessionStore for Probe {
     async fn purge_expired(&self, now: Timestamp, l: usize) -> Result<Vec<SessionId>, StoreError> {
         self.inner.purge_expired(now, l).await
     }
+    async fn successor(&self, old: &SessionId) -> Result<Option<SessionHandle>, StoreError> {
+        self.inner.successor(old).await
+    }
 }
 
 fn cache_options(max_staleness: Duration) -> CacheOptions {
@@ -298,4 +301,16 @@ async fn sqlite_purge_runs_in_batches_until_done() {
         }
     }
     assert_eq!(total, 30);
+}
+
+mod support;
+
+/// Rotated-away digests are kept (for logout) until their session's
+/// absolute expiry, then purged: in memory and in SQLite.
+#[tokio::test]
+async fn rotated_digests_are_kept_until_expiry_then_purged() {
+    support::rotated_digest_is_kept_until_expiry(Arc::new(MemoryStore::new())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
+    support::rotated_digest_is_kept_until_expiry(Arc::new(store)).await;
 }

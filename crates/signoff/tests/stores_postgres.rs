@@ -461,3 +461,11 @@ async fn bad_schema_names_and_dead_servers_are_refused() {
     ));
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// Rotated-away digests are kept (for logout) until their session's
+/// absolute expiry, then purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_digests_are_kept_until_expiry_then_purged() {
+    let (store, _guard) = fresh().await;
+    support::rotated_digest_is_kept_until_expiry(std::sync::Arc::new(store)).await;
+}

@@ -660,3 +660,51 @@ async fn a_server_that_dies_is_unavailable_not_hanging() {
         started.elapsed()
     );
 }
+
+/// A rotated-away digest's successor pointer holds only the handle and
+/// expires natively with the session's own keys (its `expires_at` plus the
+/// clock margin), so it lasts as long as the session can.
+#[tokio::test]
+async fn rotated_digests_expire_with_their_session() {
+    let (store, _cleanup) = store().await;
+    let sessions = Sessions::new(Arc::new(store.clone()), Policy::default());
+    let issued = sessions
+        .login(None, NewSession::for_user(UserId::new("alice")))
+        .await
+        .unwrap();
+    let rotated = sessions.rotate(issued.token.expose(), true).await.unwrap();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let p = store.prefix().to_owned();
+    let key = format!("{p}:r:{}", invalidation_payload(&issued.session.id));
+    let held: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(held, issued.session.handle.to_string());
+    let pointer_expiry: i64 = redis::cmd("PEXPIRETIME")
+        .arg(&key)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let record: String = redis::cmd("GET")
+        .arg(format!(
+            "{p}:d:{}",
+            invalidation_payload(&rotated.session.id)
+        ))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let record_expiry: i64 = redis::cmd("PEXPIRETIME")
+        .arg(&record)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(record_expiry > issued.session.expires_at.as_millis());
+    assert_eq!(pointer_expiry, record_expiry);
+    // The pointer opens nothing; logout through it ends the session.
+    assert_eq!(store.load(&issued.session.id).await.unwrap(), None);
+    sessions.logout(issued.token.expose()).await.unwrap();
+    assert!(sessions.validate(rotated.token.expose()).await.is_err());
+}

@@ -37,6 +37,9 @@ struct Inner {
     audit: Vec<AuditEvent>,
     audit_seq: i64,
     state: HashMap<String, Versioned>,
+    /// Rotated-away digests: the session's handle and `expires_at`.
+    rotated: HashMap<SessionId, (SessionHandle, Timestamp)>,
+    rotated_by_expiry: BTreeSet<(Timestamp, SessionId)>,
 }
 
 impl Inner {
@@ -157,6 +160,12 @@ impl SessionStore for MemoryStore {
         let Some(mut session) = inner.take(id) else {
             return Ok(false);
         };
+        // A digest is rotated away at most once, so nothing is overwritten.
+        inner
+            .rotated
+            .entry(*id)
+            .or_insert((session.handle, session.expires_at));
+        inner.rotated_by_expiry.insert((session.expires_at, *id));
         session.id = *new_id;
         session.generation += 1;
         if auth_at.is_some() {
@@ -240,7 +249,22 @@ impl SessionStore for MemoryStore {
         for id in &ids {
             inner.take(id);
         }
+        let retired: Vec<(Timestamp, SessionId)> = inner
+            .rotated_by_expiry
+            .iter()
+            .take_while(|(expires, _)| *expires <= now)
+            .take(limit)
+            .copied()
+            .collect();
+        for key in &retired {
+            inner.rotated_by_expiry.remove(key);
+            inner.rotated.remove(&key.1);
+        }
         Ok(ids)
+    }
+
+    async fn successor(&self, old: &SessionId) -> Result<Option<SessionHandle>, StoreError> {
+        Ok(self.lock().rotated.get(old).map(|(handle, _)| *handle))
     }
 }
 

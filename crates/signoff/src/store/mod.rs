@@ -11,6 +11,10 @@
 //!   of two concurrent rotations exactly one finds the old digest.
 //! - Removal is by digest, and a digest is never reused: a rotated or
 //!   removed token stays dead.
+//! - A rotated-away digest is kept, in the same write as the rotation, as a
+//!   pointer to the session's handle until the session's absolute expiry
+//!   ([`SessionStore::successor`]). It opens nothing: a logout carrying the
+//!   old token follows it to end the session the token was rotated into.
 //!
 //! Backends run [`crate::conformance`] to show they keep it.
 
@@ -138,7 +142,8 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Moves the session to a new digest and bumps its generation, only if
     /// it still exists under `id`; returns whether it did. With `auth_at`,
     /// also records a fresh authentication. The old digest stops matching
-    /// at once.
+    /// at once, and from the same write on, [`SessionStore::successor`]
+    /// of it answers the session's handle until the session's `expires_at`.
     async fn rotate(
         &self,
         id: &SessionId,
@@ -175,11 +180,21 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Deletes at most `limit` sessions that have expired at `now` and
     /// returns the digests it deleted. Safe to run on many nodes at once.
+    /// Also deletes (up to `limit`, unreported) rotated-away digests whose
+    /// session's `expires_at` has passed, unless the backend expires them
+    /// natively.
     async fn purge_expired(
         &self,
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// The handle of the session whose token had the digest `old` until
+    /// [`SessionStore::rotate`] moved it away, whether or not that session
+    /// still lives. `None` for a digest that was never rotated away, or
+    /// once the session's `expires_at` has passed and the pointer was
+    /// purged. Only for ending the session: a handle is no credential.
+    async fn successor(&self, old: &SessionId) -> Result<Option<SessionHandle>, StoreError>;
 }
 
 /// A small named record of the engine's own state, with its version.
@@ -282,5 +297,8 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
         limit: usize,
     ) -> Result<Vec<SessionId>, StoreError> {
         (**self).purge_expired(now, limit).await
+    }
+    async fn successor(&self, old: &SessionId) -> Result<Option<SessionHandle>, StoreError> {
+        (**self).successor(old).await
     }
 }

@@ -548,11 +548,15 @@ impl SessionStore for PostgresStore {
         new_id: &SessionId,
         auth_at: Option<Timestamp>,
     ) -> Result<bool, StoreError> {
+        // One statement: the old digest is kept (for logout) exactly when
+        // the record moves.
         let n = self
             .exec(
                 sqlx::query(
-                    "UPDATE sessions SET id = $2, generation = generation + 1, \
-                     auth_at = coalesce($3, auth_at) WHERE id = $1",
+                    "WITH moved AS (UPDATE sessions SET id = $2, generation = generation + 1, \
+                     auth_at = coalesce($3, auth_at) WHERE id = $1 RETURNING handle, expires_at) \
+                     INSERT INTO rotated_tokens (id, handle, expires_at) \
+                     SELECT $1, handle, expires_at FROM moved",
                 )
                 .bind(id.as_bytes().as_slice())
                 .bind(new_id.as_bytes().as_slice())
@@ -641,16 +645,41 @@ impl SessionStore for PostgresStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // SKIP LOCKED: purges running at once on several nodes take
         // disjoint rows instead of queueing behind each other.
-        self.all(
+        let purged = self
+            .all(
+                sqlx::query(
+                    "DELETE FROM sessions WHERE id IN \
+                     (SELECT id FROM sessions WHERE deadline <= $1 ORDER BY deadline LIMIT $2 \
+                      FOR UPDATE SKIP LOCKED) \
+                     RETURNING id",
+                )
+                .bind(now.as_millis())
+                .bind(limit),
+                session_id_from_row,
+            )
+            .await?;
+        self.exec(
             sqlx::query(
-                "DELETE FROM sessions WHERE id IN \
-                 (SELECT id FROM sessions WHERE deadline <= $1 ORDER BY deadline LIMIT $2 \
-                  FOR UPDATE SKIP LOCKED) \
-                 RETURNING id",
+                "DELETE FROM rotated_tokens WHERE id IN \
+                 (SELECT id FROM rotated_tokens WHERE expires_at <= $1 LIMIT $2 \
+                  FOR UPDATE SKIP LOCKED)",
             )
             .bind(now.as_millis())
             .bind(limit),
-            session_id_from_row,
+        )
+        .await?;
+        Ok(purged)
+    }
+
+    async fn successor(&self, old: &SessionId) -> Result<Option<SessionHandle>, StoreError> {
+        self.one(
+            sqlx::query("SELECT handle FROM rotated_tokens WHERE id = $1")
+                .bind(old.as_bytes().as_slice()),
+            |row| {
+                let handle: Vec<u8> = row.try_get(0).map_err(backend)?;
+                SessionHandle::from_slice(&handle)
+                    .map_err(|_| StoreError::Corrupt("rotated token handle"))
+            },
         )
         .await
     }

@@ -14,6 +14,7 @@
 //! | `<p>:u:{u:<uid>}` | set | the user's session record keys |
 //! | `<p>:d:<digest hex>` | string | digest → record key (a hint) |
 //! | `<p>:h:<handle>` | string | handle → record key (a hint) |
+//! | `<p>:r:<digest hex>` | string | rotated-away digest → handle, for logout |
 //! | `<p>:deadlines` | sorted set | record key, scored by its deadline (a hint) |
 //! | `<p>:user:{<uid>}` | hash | a user account |
 //! | `<p>:username:<name>` | string | login name → user id (uniqueness) |
@@ -47,6 +48,11 @@
 //! each through the same conditional script as `remove_expired`, repairing
 //! index entries it finds stale; each record is deleted by exactly one
 //! caller, and only that caller reports it.
+//!
+//! A rotation first writes the old digest's successor pointer
+//! (`<p>:r:<digest hex>`, `SET NX`), so no rotation commits without it.
+//! It holds a handle only: logout follows it to end the session, and no
+//! read ever accepts the old digest through it.
 //!
 //! Every script that removes a record or changes its `id`, `data`,
 //! `generation` or `auth_at` also `PUBLISH`es the old digest's hex on
@@ -566,6 +572,10 @@ impl RedisStore {
         format!("{}:d:{}", self.p(), digest_hex(id))
     }
 
+    fn rotated_key(&self, id: &SessionId) -> String {
+        format!("{}:r:{}", self.p(), digest_hex(id))
+    }
+
     fn handle_key(&self, handle: &SessionHandle) -> String {
         format!("{}:h:{handle}", self.p())
     }
@@ -1011,15 +1021,38 @@ impl SessionStore for RedisStore {
             return Ok(false);
         };
         self.index_of(&record)?;
-        let expires: Option<i64> = redis::cmd("HGET")
-            .arg(&record)
-            .arg("expires_at")
+        let (current, handle, expires): (Option<String>, Option<String>, Option<i64>) =
+            redis::cmd("HMGET")
+                .arg(&record)
+                .arg("id")
+                .arg("handle")
+                .arg("expires_at")
+                .query_async(&mut self.conn())
+                .await
+                .map_err(store_error)?;
+        let (Some(current), Some(handle), Some(expires)) = (current, handle, expires) else {
+            return Ok(false);
+        };
+        if current != digest_hex(id) {
+            // Rotated or replaced already: the script below would refuse too.
+            return Ok(false);
+        }
+        let handle: SessionHandle = handle
+            .parse()
+            .map_err(|_| StoreError::Corrupt("session handle"))?;
+        // The old digest's successor pointer before the rotation, so no
+        // rotation commits without it. It is true whatever happens next
+        // (this digest was just this session's), so it is never taken back,
+        // and NX leaves one written by a concurrent rotation of this token.
+        let _: Option<String> = redis::cmd("SET")
+            .arg(self.rotated_key(id))
+            .arg(handle.to_string())
+            .arg("NX")
+            .arg("PXAT")
+            .arg(native_expiry(Timestamp::from_millis(expires)))
             .query_async(&mut self.conn())
             .await
             .map_err(store_error)?;
-        let Some(expires) = expires else {
-            return Ok(false);
-        };
         // The new pointer first: once the record answers to the new digest,
         // the pointer must already lead there.
         let new_key = self.digest_key(new_id);
@@ -1233,6 +1266,16 @@ impl SessionStore for RedisStore {
             }
         }
         Ok(removed)
+    }
+
+    async fn successor(&self, old: &SessionId) -> Result<Option<SessionHandle>, StoreError> {
+        let Some(handle) = self.get_pointer(&self.rotated_key(old)).await? else {
+            return Ok(None);
+        };
+        handle
+            .parse()
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt("rotated token handle"))
     }
 }
 

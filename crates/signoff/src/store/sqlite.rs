@@ -365,6 +365,18 @@ impl SessionStore for SqliteStore {
         new_id: &SessionId,
         auth_at: Option<Timestamp>,
     ) -> Result<bool, StoreError> {
+        // One transaction: the old digest is kept (for logout) exactly
+        // when the record moves. Its first statement writes, so the write
+        // lock is taken before anything is read.
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        sqlx::query(
+            "INSERT INTO rotated_tokens (id, handle, expires_at) \
+             SELECT id, handle, expires_at FROM sessions WHERE id = ?1",
+        )
+        .bind(id.as_bytes().as_slice())
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
         let done = sqlx::query(
             "UPDATE sessions SET id = ?2, generation = generation + 1, \
              auth_at = coalesce(?3, auth_at) WHERE id = ?1",
@@ -372,9 +384,10 @@ impl SessionStore for SqliteStore {
         .bind(id.as_bytes().as_slice())
         .bind(new_id.as_bytes().as_slice())
         .bind(auth_at.map(Timestamp::as_millis))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -451,15 +464,39 @@ impl SessionStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<SessionId>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.all(
-            sqlx::query(
-                "DELETE FROM sessions WHERE rowid IN \
+        let purged = self
+            .all(
+                sqlx::query(
+                    "DELETE FROM sessions WHERE rowid IN \
                  (SELECT rowid FROM sessions WHERE deadline <= ?1 ORDER BY deadline LIMIT ?2) \
                  RETURNING id",
+                )
+                .bind(now.as_millis())
+                .bind(limit),
+                session_id_from_row,
             )
-            .bind(now.as_millis())
-            .bind(limit),
-            session_id_from_row,
+            .await?;
+        sqlx::query(
+            "DELETE FROM rotated_tokens WHERE rowid IN \
+             (SELECT rowid FROM rotated_tokens WHERE expires_at <= ?1 LIMIT ?2)",
+        )
+        .bind(now.as_millis())
+        .bind(limit)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(purged)
+    }
+
+    async fn successor(&self, old: &SessionId) -> Result<Option<SessionHandle>, StoreError> {
+        self.one(
+            sqlx::query("SELECT handle FROM rotated_tokens WHERE id = ?1")
+                .bind(old.as_bytes().as_slice()),
+            |row| {
+                let handle: Vec<u8> = row.try_get(0).map_err(backend)?;
+                SessionHandle::from_slice(&handle)
+                    .map_err(|_| StoreError::Corrupt("rotated token handle"))
+            },
         )
         .await
     }

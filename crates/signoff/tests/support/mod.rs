@@ -174,3 +174,64 @@ pub mod redis {
         (store, Cleanup { url, prefix })
     }
 }
+
+/// A rotated-away digest leads to its session's handle through every purge
+/// while the session can live (up to its absolute expiry, activity or not),
+/// and a purge after that expiry removes it. For the stores that purge
+/// these pointers; Redis expires them natively (see `stores_redis.rs`).
+pub async fn rotated_digest_is_kept_until_expiry(store: std::sync::Arc<dyn signoff::SessionStore>) {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use signoff::{ManualClock, NewSession, Policy, Sessions, UserId};
+
+    let clock = ManualClock::starting_now();
+    let policy = Policy::builder()
+        .idle_timeout(Duration::from_secs(30 * 60))
+        .absolute_lifetime(Duration::from_secs(2 * 3600))
+        .build()
+        .expect("policy");
+    let sessions = Sessions::with_clock(Arc::clone(&store), policy, Arc::new(clock.clone()));
+    let alice = || NewSession::for_user(UserId::new("alice"));
+    let active = sessions.login(None, alice()).await.expect("login");
+    let idle = sessions.login(None, alice()).await.expect("login");
+    let active_new = sessions
+        .rotate(active.token.expose(), true)
+        .await
+        .expect("rotate");
+    sessions
+        .rotate(idle.token.expose(), true)
+        .await
+        .expect("rotate");
+    // Kept alive until just before its absolute expiry; the other one
+    // idles out and is purged, and its pointer is harmless until expiry.
+    for _ in 0..5 {
+        clock.advance(Duration::from_secs(20 * 60));
+        sessions
+            .validate(active_new.token.expose())
+            .await
+            .expect("active");
+        sessions.purge_expired(1000).await.expect("purge");
+        for old in [&active, &idle] {
+            assert_eq!(
+                store.successor(&old.token.id()).await.expect("successor"),
+                Some(old.session.handle),
+                "a pointer was purged before its session's absolute expiry"
+            );
+        }
+    }
+    sessions
+        .logout(active.token.expose())
+        .await
+        .expect("logout");
+    assert!(sessions.validate(active_new.token.expose()).await.is_err());
+    clock.set(active.session.expires_at);
+    sessions.purge_expired(1000).await.expect("purge");
+    for old in [&active, &idle] {
+        assert_eq!(
+            store.successor(&old.token.id()).await.expect("successor"),
+            None,
+            "a pointer outlived its session's absolute expiry"
+        );
+    }
+}

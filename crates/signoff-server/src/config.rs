@@ -971,6 +971,42 @@ mod tests {
     }
 
     #[test]
+    fn hsts_defaults_and_checks() {
+        let tls = ["--tls-cert", "/c.pem", "--tls-key", "/k.pem"];
+        let hsts =
+            |extra: &[&str]| parse(extra).map(|s| s.hsts.map(|v| v.to_str().unwrap().to_owned()));
+        assert_eq!(hsts(&tls).unwrap().as_deref(), Some("max-age=31536000"));
+        assert_eq!(hsts(&[]).unwrap(), None, "plain HTTP: off");
+        let proxied = [
+            "--public-url",
+            "https://app.example.com",
+            "--hsts",
+            "max-age=60; includeSubDomains",
+        ];
+        assert_eq!(
+            hsts(&proxied).unwrap().as_deref(),
+            Some("max-age=60; includeSubDomains")
+        );
+        let mut off = tls.to_vec();
+        off.extend(["--hsts", "off"]);
+        assert_eq!(hsts(&off).unwrap(), None);
+        for bad in ["yes", "max-age=", "max-age=1y", "includeSubDomains"] {
+            let mut args = tls.to_vec();
+            args.extend(["--hsts", bad]);
+            let err = format!("{:#}", parse(&args).unwrap_err());
+            assert!(err.contains("max-age=31536000"), "{bad}: {err}");
+        }
+        let err = format!("{:#}", parse(&["--hsts", "max-age=60"]).unwrap_err());
+        assert!(err.contains("plain HTTP"), "{err}");
+        assert!(
+            parse(&["--allow-unguarded-html"])
+                .unwrap()
+                .allow_unguarded_html
+        );
+        assert!(!parse(&[]).unwrap().allow_unguarded_html);
+    }
+
+    #[test]
     fn lists_from_flags_and_clear_site_data() {
         let s = parse(&[
             "--upstream",

@@ -849,23 +849,6 @@ async fn http_checks(front: Front) {
     );
 }
 
-/// How a client may spell `name` (a name on the list, `-` spelling):
-/// first the `-` and `_` spellings, then mixes of the two. Case does not
-/// matter to nginx, Go or Python (and hyper sends lowercase).
-fn spellings(name: &str) -> (Vec<String>, Vec<String>) {
-    let mut plain = vec![name.to_owned()];
-    if name.contains('-') {
-        plain.push(name.replace('-', "_"));
-    }
-    let mut mixed = Vec::new();
-    if name.matches('-').count() >= 2 {
-        mixed.push(name.replacen('-', "_", 1));
-        let (head, tail) = name.split_once('-').unwrap();
-        mixed.push(format!("{head}-{}", tail.replace('-', "_")));
-    }
-    (plain, mixed)
-}
-
 /// What the app received, as (lowercase name, value) pairs.
 fn received(r: &Reply) -> Vec<(String, String)> {
     r.json()["headers"]
@@ -893,7 +876,7 @@ async fn no_spelling_of_identity_reaches_the_app(front: Front) {
     let names = identity_headers::concrete_names();
     let mut refused = 0;
     for name in &names {
-        let (plain, mixed) = spellings(name);
+        let (plain, mixed) = identity_headers::spellings(name);
         for (path, session) in [
             ("/echo", true),
             ("/public/echo", false),

@@ -259,6 +259,24 @@ pub fn concrete_names() -> Vec<String> {
     names
 }
 
+/// How a client may spell `name` (a name on the list, `-` spelling):
+/// first the `-` and `_` spellings, then mixes of the two. Case does not
+/// matter to nginx, Go or Python (and hyper sends lowercase).
+#[cfg(test)]
+pub fn spellings(name: &str) -> (Vec<String>, Vec<String>) {
+    let mut plain = vec![name.to_owned()];
+    if name.contains('-') {
+        plain.push(name.replace('-', "_"));
+    }
+    let mut mixed = Vec::new();
+    if name.matches('-').count() >= 2 {
+        mixed.push(name.replacen('-', "_", 1));
+        let (head, tail) = name.split_once('-').unwrap();
+        mixed.push(format!("{head}-{}", tail.replace('-', "_")));
+    }
+    (plain, mixed)
+}
+
 /// The example files generated from the lists, by path under `examples/`.
 #[cfg(test)]
 pub mod examples {
@@ -477,16 +495,30 @@ mod tests {
     }
 
     #[test]
-    fn every_concrete_name_is_on_its_list() {
+    fn every_concrete_name_is_on_its_list_in_every_spelling() {
         let names = concrete_names();
         assert!(names.len() > 100, "{}", names.len());
         for name in &names {
-            assert!(
-                is_identity_header(name) || is_forwarding_header(name),
-                "{name}"
-            );
             assert_eq!(name, &normal(name));
+            let (plain, mixed) = spellings(name);
+            for spelt in plain.iter().chain(&mixed) {
+                assert!(
+                    is_identity_header(spelt) || is_forwarding_header(spelt),
+                    "{spelt}"
+                );
+            }
         }
+        assert_eq!(
+            spellings("x-signoff-user"),
+            (
+                vec!["x-signoff-user".to_owned(), "x_signoff_user".to_owned()],
+                vec!["x_signoff-user".to_owned(), "x-signoff_user".to_owned()]
+            )
+        );
+        assert_eq!(
+            spellings("forwarded"),
+            (vec!["forwarded".to_owned()], vec![])
+        );
     }
 
     /// The committed example files are what the lists generate.

@@ -3,7 +3,8 @@
 //! (which refuses what a proxy failed to strip) and the example proxy
 //! configurations, whose strip lines are generated from it
 //! (`examples/nginx/signoff-identity-headers.conf`,
-//! `examples/caddy/identity-headers.caddy`; a test fails when they drift).
+//! `examples/caddy/identity-headers.caddy`,
+//! `examples/traefik/identity-headers.yml`; a test fails when they drift).
 //!
 //! Names are compared in lowercase with `_` read as `-`: CGI, WSGI and
 //! similar environments turn `X_Signoff_User` and `X-Signoff-User` into the
@@ -295,6 +296,17 @@ pub mod examples {
         "x-original-method",
     ];
 
+    /// The names Traefik's entry point replaces itself (it drops the
+    /// client's unless `forwardedHeaders.trustedIPs` says otherwise).
+    pub const SET_BY_TRAEFIK: &[&str] = &[
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-server",
+        "x-real-ip",
+    ];
+
     /// `X-Signoff-User`: how the files spell a name.
     fn title(name: &str) -> String {
         let mut out = String::with_capacity(name.len());
@@ -397,11 +409,40 @@ pub mod examples {
         out
     }
 
+    /// `examples/traefik/identity-headers.yml`.
+    pub fn traefik() -> String {
+        let mut out = commented(HEAD);
+        out += &commented(
+            "\nThe middleware dynamic.yml puts first on the app's router (load both\n\
+             files with --providers.file.directory). An empty value removes the\n\
+             header; Go keeps `X_Signoff_User` apart from `X-Signoff-User`, so\n\
+             both spellings are listed. Traefik cannot remove by prefix: these\n\
+             are the known names under each prefix on the list, and\n\
+             /.signoff/auth refuses (403) a request that still carries another\n\
+             identity header or another mix of `-` and `_`. Traefik's entry\n\
+             point replaces these itself: X-Forwarded-For, X-Forwarded-Proto,\n\
+             X-Forwarded-Host, X-Forwarded-Port, X-Forwarded-Server, X-Real-Ip.",
+        );
+        out += "\nhttp:\n  middlewares:\n    signoff-strip-identity:\n      headers:\n        \
+                customRequestHeaders:\n";
+        for name in concrete_names() {
+            if SET_BY_TRAEFIK.contains(&name.as_str()) {
+                continue;
+            }
+            out += &format!("          {}: \"\"\n", title(&name));
+            if name.contains('-') {
+                out += &format!("          {}: \"\"\n", go_key(&name.replace('-', "_")));
+            }
+        }
+        out
+    }
+
     /// Each generated file, by its path under `examples/`.
-    pub fn all() -> [(&'static str, String); 2] {
+    pub fn all() -> [(&'static str, String); 3] {
         [
             ("nginx/signoff-identity-headers.conf", nginx()),
             ("caddy/identity-headers.caddy", caddy()),
+            ("traefik/identity-headers.yml", traefik()),
         ]
     }
 

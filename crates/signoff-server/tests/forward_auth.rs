@@ -1010,6 +1010,21 @@ async fn public_exceptions_follow_the_path_the_app_gets(front: Front) {
             }
         }
     }
+    // A client cannot name the URI signoff decides on: the proxies set it.
+    let claims = [
+        ("x-forwarded-uri", "/public"),
+        ("x-original-uri", "/public"),
+        ("x-original-url", "/public"),
+        ("x-rewrite-url", "/public"),
+    ];
+    for claim in claims {
+        let r = get(&s.url("/private/a"), &[claim]).await;
+        assert!(!r.text().contains("PRIVATE"), "{front:?} {claim:?}");
+        assert_eq!(r.status, 401, "{front:?} {claim:?}");
+    }
+    let r = get(&s.url("/private/a"), &claims).await;
+    assert_eq!(r.status, 401, "{front:?}");
+
     // The real public pages work without a session, with the app's caching.
     for path in ["/public", "/public/page", "/public/page?x=1"] {
         let r = get(&s.url(path), &[]).await;

@@ -44,6 +44,7 @@ const IDENTITY: &[&str] = &[
     "x-client-dn",
     // Google IAP, API Gateway and Cloud Endpoints.
     "x-goog-iap-jwt-assertion",
+    "cf-access-jwt-assertion",
     "x-apigateway-api-userinfo",
     "x-endpoint-api-userinfo",
     // API gateways (WSO2, Envoy filters).
@@ -93,8 +94,9 @@ const IDENTITY_PREFIXES: &[(&str, &[&str])] = &[
     ("x-goog-authenticated-user-", &["email", "id"]),
     // AWS Application Load Balancer.
     ("x-amzn-oidc-", &["accesstoken", "identity", "data"]),
-    // Cloudflare Access.
-    ("cf-access-", &["authenticated-user-email", "jwt-assertion"]),
+    // Cloudflare Access (not `Cf-Access-Client-*`: service tokens a
+    // client sends to Cloudflare).
+    ("cf-access-authenticated-user-", &["email"]),
     // Apache mod_auth_openidc (`OIDC_CLAIM_email`, `OIDC_access_token`).
     (
         "oidc-",

@@ -12,15 +12,16 @@
 //! - 303 to the login page instead, for browsers' GET and HEAD, when the
 //!   proxy asks with `?redirect=1` (Caddy and Traefik hand the answer to
 //!   the browser as it is).
+//! - 200 without identity headers: the forwarded path is public
+//!   (`--public-path`), as `signoff serve` forwards public paths.
 //! - 503 when the store cannot answer: the proxy must refuse the request.
-//!
-//! Granted checks are logged at `debug` (the proxy logs the request it
-//! lets through); refusals at `info`, like every other request.
-//!
 //! - 403 when the request still carries a header only signoff may set
 //!   ([`identity_headers::escaped_the_proxy`]): the proxy would pass it to
 //!   the app, so its configuration missed one (nginx cannot delete by
 //!   prefix, Caddy sees `X-Signoff_User` as its own name).
+//!
+//! Granted checks are logged at `debug` (the proxy logs the request it
+//! lets through); refusals at `info`, like every other request.
 //!
 //! The original request is read from `X-Forwarded-Method`/`-Uri` (Caddy,
 //! Traefik) or `X-Original-Method`/`-URI` (nginx). The proxy must set the

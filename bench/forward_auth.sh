@@ -62,6 +62,8 @@ wait_http "$FA_WARN" /.signoff/healthz
 # The committed example, with this run's ports, plus a server without auth.
 sed -e "s/127\.0\.0\.1:8080/127.0.0.1:$FA/" -e "s/127\.0\.0\.1:5000/127.0.0.1:$UP/" \
     -e "s/listen 8000;/listen 127.0.0.1:$NGX_AUTH;/" examples/nginx/signoff.conf >"$TMP/signoff.conf"
+# Beside nginx.conf, as the example says.
+cp examples/nginx/signoff-identity-headers.conf "$TMP/"
 cat >"$TMP/nginx.conf" <<NGINX
 daemon off;
 worker_processes auto;

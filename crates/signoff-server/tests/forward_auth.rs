@@ -7,6 +7,12 @@
 
 mod support;
 
+// The list `signoff serve` and `/.signoff/auth` use, and the example
+// files are generated from.
+#[allow(dead_code)]
+#[path = "../src/gateway/identity_headers.rs"]
+mod identity_headers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -172,19 +178,14 @@ async fn a_live_session_answers_200_with_identity_and_no_store() {
             let r = request(
                 method.clone(),
                 &auth_url(&gw),
-                &[
-                    (name, value.as_str()),
-                    // Spoofed by the client: never echoed.
-                    ("x-signoff-user", "mallory"),
-                    ("x-signoff-session", "forged"),
-                ],
+                &[(name, value.as_str())],
                 None,
             )
             .await;
             assert_eq!(r.status, 200, "{name} {method}");
             assert_eq!(r.header("x-signoff-user"), Some(USER));
             let handle = r.header("x-signoff-session").unwrap();
-            assert!(handle != "forged" && !handle.is_empty());
+            assert!(!handle.is_empty());
             assert!(!token.contains(handle) && !handle.contains(&token));
             assert!(r.header("x-signoff-csrf").is_some_and(|c| c.len() >= 32));
             assert_eq!(r.header("cache-control"), Some("no-store"));
@@ -193,19 +194,139 @@ async fn a_live_session_answers_200_with_identity_and_no_store() {
     }
 }
 
+/// A header only signoff may set that reaches `/auth` would reach the app
+/// too: the proxy missed it (nginx cannot remove by prefix; Caddy keeps
+/// `X-Signoff_User` apart from `X-Signoff-User`), so the request is
+/// refused, with or without a session.
 #[tokio::test]
-async fn spoofed_identity_without_a_session_gets_nothing() {
+async fn headers_the_proxy_should_have_removed_are_refused() {
     let gw = Gateway::start_forward_auth(&[]);
-    for spoof in [
-        ("x-signoff-user", USER),
-        ("x_signoff_user", USER),
-        ("remote-user", USER),
-        ("x-forwarded-user", USER),
+    let token = gw.login(USER, PASSWORD).await;
+    let c = cookie(&token);
+    for name in [
+        "x-signoff-user",
+        "x_signoff_user",
+        "x-signoff_user",
+        "x-signoff-made-up",
+        "remote-user",
+        "remote_groups",
+        "x-forwarded-user",
+        "x-webauth-user",
+        "x-auth-request-groups",
+        "x-ms-client-principal-made-up",
+        "x-amzn-oidc-made-up",
+        "oidc_claim_made_up",
+        "x_forwarded_for",
+        "x-forwarded_uri",
+        "true_client_ip",
     ] {
-        let r = get(&auth_url(&gw), &[spoof]).await;
-        assert_eq!(r.status, 401, "{spoof:?}");
-        assert_eq!(r.header("x-signoff-user"), None);
+        for session in [None, Some(("cookie", c.as_str()))] {
+            let mut headers = vec![(name, USER)];
+            headers.extend(session);
+            let r = get(&auth_url(&gw), &headers).await;
+            assert_eq!(r.status, 403, "{name} {session:?}");
+            assert_eq!(r.header("x-signoff-user"), None);
+            assert_eq!(r.header("cache-control"), Some("no-store"));
+        }
     }
+    // What proxies write themselves is not refused.
+    let written = [
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-host", "app.example"),
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-uri", "/a"),
+        ("x-original-uri", "/a"),
+        ("x-original-method", "GET"),
+        ("x-real-ip", "127.0.0.1"),
+        ("cf-connecting-ip", "127.0.0.1"),
+    ];
+    let r = get(&auth_url(&gw), &written).await;
+    assert_eq!(r.status, 401);
+    let mut headers = written.to_vec();
+    headers.push(("cookie", &c));
+    let r = get(&auth_url(&gw), &headers).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-signoff-user"), Some(USER));
+}
+
+/// `--public-path` in forward-auth mode: decided on the forwarded URI as
+/// the app gets it, with `signoff serve`'s strict matching.
+#[tokio::test]
+async fn public_paths_are_decided_on_the_raw_forwarded_uri() {
+    let gw = Gateway::start_forward_auth(&["--public-path", "/public,/static/"]);
+    let token = gw.login(USER, PASSWORD).await;
+    let c = cookie(&token);
+    for header in ["x-original-uri", "x-forwarded-uri"] {
+        for public in [
+            "/public",
+            "/public?a=1",
+            "/static/app.css",
+            "/static/a/b.js?v=2",
+        ] {
+            for session in [None, Some(("cookie", c.as_str()))] {
+                let mut headers = vec![(header, public)];
+                headers.extend(session);
+                let r = get(&auth_url(&gw), &headers).await;
+                assert_eq!(r.status, 200, "{header}: {public} {session:?}");
+                // No identity, as `signoff serve` sends none on public paths.
+                assert_eq!(r.header("x-signoff-user"), None, "{public}");
+                assert_eq!(r.header("x-signoff-session"), None, "{public}");
+            }
+        }
+        for private in [
+            "/private/a/..%2F..%2Fpublic",
+            "/private/%2e%2e/public",
+            "/%70ublic",
+            "/PUBLIC",
+            "/Public",
+            "//public",
+            "/public;x=1",
+            "/public/",
+            "/public.",
+            "/publicity",
+            "/static",
+            "/STATIC/app.css",
+            "/static/../private",
+            "/static/..%2Fprivate",
+            "/static/%2e%2e/private",
+            "/static/..;/private",
+            "/static//app.css",
+            "/static/./app.css",
+            "/static\\..\\private",
+            "/x?/public",
+            "http://127.0.0.1/public",
+            "public",
+            "",
+        ] {
+            let r = get(&auth_url(&gw), &[(header, private)]).await;
+            assert_eq!(r.status, 401, "{header}: {private:?}");
+        }
+    }
+    // The proxy's X-Forwarded-Uri wins over X-Original-URI, both ways.
+    let r = get(
+        &auth_url(&gw),
+        &[
+            ("x-forwarded-uri", "/private"),
+            ("x-original-uri", "/public"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let r = get(
+        &auth_url(&gw),
+        &[
+            ("x-forwarded-uri", "/public"),
+            ("x-original-uri", "/private"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // No URI at all is not the root, even when the root is public.
+    let gw = Gateway::start_forward_auth(&["--public-path", "/"]);
+    assert_eq!(get(&auth_url(&gw), &[]).await.status, 401);
+    let r = get(&auth_url(&gw), &[("x-original-uri", "/")]).await;
+    assert_eq!(r.status, 200);
 }
 
 #[tokio::test]
@@ -381,6 +502,12 @@ impl Front {
                 );
                 let server = dir.join("signoff.conf");
                 std::fs::write(&server, example).unwrap();
+                // Beside nginx.conf, as documented.
+                std::fs::copy(
+                    repo_root().join("examples/nginx/signoff-identity-headers.conf"),
+                    dir.join("signoff-identity-headers.conf"),
+                )
+                .unwrap();
                 let d = dir.display();
                 // The main file a distribution ships, cut to what a test
                 // needs; the example goes inside `http { }` as documented.
@@ -407,6 +534,11 @@ impl Front {
                 let example = put(example, "http://:8000", &format!("http://:{port}"));
                 let file = dir.join("Caddyfile");
                 std::fs::write(&file, example).unwrap();
+                std::fs::copy(
+                    repo_root().join("examples/caddy/identity-headers.caddy"),
+                    dir.join("identity-headers.caddy"),
+                )
+                .unwrap();
                 let mut cmd = Command::new("caddy");
                 cmd.args(["run", "--adapter", "caddyfile", "--config"])
                     .arg(&file)
@@ -490,6 +622,9 @@ impl Stack {
         // signoff prints its public URL (the proxy's), so it gets a port
         // chosen here.
         let signoff = format!("127.0.0.1:{}", support::services::free_port());
+        // As the examples document; the echo app's public pages are
+        // under /public/.
+        let public = if echo { "/public,/public/" } else { "/public" };
         let gateway = Gateway::start_forward_auth(&[
             "--listen",
             &signoff,
@@ -497,6 +632,8 @@ impl Stack {
             &origin,
             "--trusted-proxy",
             "127.0.0.1",
+            "--public-path",
+            public,
         ]);
         let app_addr = format!("127.0.0.1:{}", app.port());
         let proc = front.start(dir.path(), port, &signoff, &app_addr);
@@ -637,10 +774,17 @@ async fn http_checks(front: Front) {
     assert_eq!(r.status, 200, "{front:?}");
     assert!(r.text().contains("pageshow"));
 
-    // A public page keeps the app's caching and carries no identity.
-    let r = get(&s.url("/public"), &[("x-signoff-user", "mallory")]).await;
-    assert_eq!(r.status, 200, "{front:?}");
-    assert_eq!(r.header("cache-control"), Some("public, max-age=60"));
+    // A public page keeps the app's caching, with or without a session,
+    // as with `signoff serve`.
+    for headers in [
+        vec![("x-signoff-user", "mallory")],
+        vec![("x-signoff-user", "mallory"), ("cookie", c.as_str())],
+    ] {
+        let r = get(&s.url("/public"), &headers).await;
+        assert_eq!(r.status, 200, "{front:?}: {}", r.text());
+        assert_eq!(r.header("cache-control"), Some("public, max-age=60"));
+        assert!(!r.text().contains("mallory"));
+    }
 
     // A forged logout changes nothing.
     for forged in [
@@ -705,53 +849,223 @@ async fn http_checks(front: Front) {
     );
 }
 
-/// Every spelling of an identity header a client might send, against an
-/// app that shows every header it receives.
+/// What the app received, as (lowercase name, value) pairs.
+fn received(r: &Reply) -> Vec<(String, String)> {
+    r.json()["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_ascii_lowercase(),
+                p[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Every name on signoff's list, in every spelling, on a signed-in route
+/// and a public one (with and without a session), against an app that
+/// shows every header it receives: nothing a client sent reaches it.
 async fn no_spelling_of_identity_reaches_the_app(front: Front) {
     let Some(s) = Stack::start_with(front, true) else {
         return;
     };
     let token = login_at(&s.origin, USER, PASSWORD).await;
     let c = cookie(&token);
-    let mut headers = vec![("cookie", c.as_str())];
-    let names = [
-        "x-signoff-user",
-        "x_signoff_user",
-        "X_SIGNOFF_USER",
-        "x-signoff-session",
-        "x_signoff_session",
-        "x-signoff-csrf",
-        "x_signoff_csrf",
-        "remote-user",
-        "remote_user",
-        "x-remote-user",
-        "x-forwarded-user",
-        "x-forwarded-email",
-        "x-auth-request-user",
-        "x-user",
-    ];
-    headers.extend(names.iter().map(|n| (*n, "mallory")));
-    let r = get(&s.url("/echo"), &headers).await;
-    assert_eq!(r.status, 200, "{front:?}: {}", r.text());
-    let seen = r.json();
-    let received = seen["headers"].as_array().unwrap();
-    for pair in received {
-        let (name, value) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+    let names = identity_headers::concrete_names();
+    let mut refused = 0;
+    for name in &names {
+        let (plain, mixed) = identity_headers::spellings(name);
+        for (path, session) in [
+            ("/echo", true),
+            ("/public/echo", false),
+            ("/public/echo", true),
+        ] {
+            for (set, may_refuse) in [(&plain, false), (&mixed, true)] {
+                if set.is_empty() {
+                    continue;
+                }
+                let mut headers = vec![("x-control", "kept")];
+                if session {
+                    headers.push(("cookie", c.as_str()));
+                }
+                headers.extend(set.iter().map(|n| (n.as_str(), "mallory")));
+                let r = get(&s.url(path), &headers).await;
+                // A spelling the proxy cannot remove reaches signoff's
+                // /auth, which refuses the request.
+                if may_refuse && r.status == 403 {
+                    refused += 1;
+                    continue;
+                }
+                assert_eq!(
+                    r.status,
+                    200,
+                    "{front:?} {path} {set:?}: {}\n{}",
+                    r.text(),
+                    s.logs()
+                );
+                let seen = received(&r);
+                assert!(seen.contains(&("x-control".into(), "kept".into())));
+                for (n, v) in &seen {
+                    assert!(
+                        !v.contains("mallory"),
+                        "{front:?} {path} let {n}: {v} through"
+                    );
+                    assert!(
+                        !v.contains(&token),
+                        "{front:?}: the token reached the app in {n}"
+                    );
+                }
+                let users: Vec<&String> = seen
+                    .iter()
+                    .filter(|(n, _)| n.replace('_', "-").starts_with("x-signoff-user"))
+                    .map(|(_, v)| v)
+                    .collect();
+                if path == "/echo" {
+                    assert_eq!(users, [USER], "{front:?} {set:?}");
+                } else {
+                    // Public: no identity, as with `signoff serve`.
+                    assert!(
+                        !seen.iter().any(|(n, _)| n.starts_with("x-signoff-")),
+                        "{front:?} {path} {set:?}: {seen:?}"
+                    );
+                }
+            }
+        }
+        // Without a session, a protected path stays closed whatever is sent.
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        headers.extend(plain.iter().chain(&mixed).map(|n| (n.as_str(), USER)));
+        let r = get(&s.url("/echo"), &headers).await;
         assert!(
-            !value.contains("mallory"),
-            "{front:?} let {name}: {value} through"
-        );
-        assert!(
-            !value.contains(&token),
-            "{front:?}: the token reached the app in {name}"
+            r.status == 401 || r.status == 403,
+            "{front:?} {name}: {}",
+            r.status
         );
     }
+    // nginx drops every name with `_`; Caddy removes the `-` and `_`
+    // spellings and signoff refuses the mixes.
+    match front {
+        Front::Nginx => assert_eq!(refused, 0),
+        Front::Caddy => assert!(refused > 0),
+    }
+}
+
+/// Paths that nginx and Caddy decode, normalise or match in any case into
+/// `/public` (or the reverse), sent to an app that routes on the raw
+/// target as it arrives: without a session, none of them may get an
+/// answer from the app, and the real public page still works.
+async fn public_exceptions_follow_the_path_the_app_gets(front: Front) {
+    let Some(s) = Stack::start_with(front, true) else {
+        return;
+    };
+    let tricks = [
+        "/private/a/..%2F..%2Fpublic",
+        "/private/a/..%2f..%2fpublic",
+        "/private/%2e%2e/public",
+        "/private/%2E%2E/public",
+        "/private/a/%2e%2e%2f%2e%2e%2fpublic",
+        "/private/a/..%252F..%252Fpublic",
+        "/private/..%5Cpublic",
+        "/private;/../public",
+        "/private/..;/public",
+        "/private/./../public",
+        "/private/../public",
+        "/%70ublic",
+        "/%70ublic/page",
+        "/PUBLIC",
+        "/Public",
+        "/PUBLIC/page",
+        "//public",
+        "//public/page",
+        "/public;x=1",
+        "/public/..;/private",
+        "/public/../private",
+        "/public/%2e%2e/private",
+        "/public/..%2Fprivate",
+        "/public%2F..%2Fprivate",
+        "/public/./page",
+        "/public//page",
+        "/public/%2e/page",
+        "/public/page/..%2F..%2Fprivate",
+        "/public%00",
+        "/public%20",
+        "/public.",
+        "/public/page?x=/../../private",
+    ];
+    for trick in tricks {
+        for headers in [&[][..], BROWSER] {
+            let r = get(&s.url(trick), headers).await;
+            // Only the real public pages (the last trick's path is one) may
+            // answer; the app names any other path it serves as PRIVATE.
+            assert!(
+                !r.text().contains("PRIVATE"),
+                "{front:?} {trick}: the app answered {}: {}\n{}",
+                r.status,
+                r.text(),
+                s.logs()
+            );
+            if !trick.starts_with("/public/page?") {
+                assert_ne!(r.status, 200, "{front:?} {trick}: {}", r.text());
+            }
+        }
+    }
+    // A client cannot name the URI signoff decides on: the proxies set it.
+    let claims = [
+        ("x-forwarded-uri", "/public"),
+        ("x-original-uri", "/public"),
+        ("x-original-url", "/public"),
+        ("x-rewrite-url", "/public"),
+    ];
+    for claim in claims {
+        let r = get(&s.url("/private/a"), &[claim]).await;
+        assert!(!r.text().contains("PRIVATE"), "{front:?} {claim:?}");
+        assert_eq!(r.status, 401, "{front:?} {claim:?}");
+    }
+    let r = get(&s.url("/private/a"), &claims).await;
+    assert_eq!(r.status, 401, "{front:?}");
+
+    // The real public pages work without a session, with the app's caching.
+    for path in ["/public", "/public/page", "/public/page?x=1"] {
+        let r = get(&s.url(path), &[]).await;
+        assert_eq!(
+            r.status,
+            200,
+            "{front:?} {path}: {}\n{}",
+            r.text(),
+            s.logs()
+        );
+        assert_eq!(r.text(), "<p>public</p>");
+        assert_eq!(r.header("cache-control"), Some("public, max-age=600"));
+    }
+    // With a session the same tricks reach the app, raw: the control that
+    // the app routes on what the proxy forwards, not on the proxy's path.
+    let token = login_at(&s.origin, USER, PASSWORD).await;
+    let c = cookie(&token);
+    let r = get(&s.url("/private/a/..%2F..%2Fpublic"), &[("cookie", &c)]).await;
+    assert_eq!(r.status, 200, "{front:?}");
     assert!(
-        received
-            .iter()
-            .any(|p| p[0] == "x-signoff-user" && p[1] == USER),
-        "{front:?}: {seen}"
+        r.text()
+            .contains("PRIVATE upstream page /private/a/..%2F..%2Fpublic"),
+        "{front:?}: {}",
+        r.text()
     );
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let r = get(&s.url("/PUBLIC"), &[("cookie", &c)]).await;
+    assert!(
+        r.text().contains("PRIVATE upstream page /PUBLIC"),
+        "{front:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_public_exceptions_follow_the_path_the_app_gets() {
+    public_exceptions_follow_the_path_the_app_gets(Front::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_public_exceptions_follow_the_path_the_app_gets() {
+    public_exceptions_follow_the_path_the_app_gets(Front::Caddy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

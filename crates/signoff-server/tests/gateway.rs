@@ -4,6 +4,11 @@
 
 mod support;
 
+// The list `signoff serve` strips, as the examples do.
+#[allow(dead_code)]
+#[path = "../src/gateway/identity_headers.rs"]
+mod identity_headers;
+
 use std::time::{Duration, Instant};
 
 use http::Method;
@@ -483,6 +488,37 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     assert_eq!(seen(&public, "cookie"), ["theme=dark"]);
     let anonymous = get(&gw.url("/public/echo"), &[("x-signoff-user", "admin")]).await;
     assert!(seen(&anonymous, "x-signoff-user").is_empty());
+
+    // Every name on the list, in every spelling, signed in and on a public
+    // path with and without a session: nothing the client sent arrives.
+    for name in identity_headers::concrete_names() {
+        let (plain, mixed) = identity_headers::spellings(&name);
+        for (path, session) in [
+            ("/echo", true),
+            ("/public/echo", false),
+            ("/public/echo", true),
+        ] {
+            let mut headers = vec![("x-control", "kept")];
+            if session {
+                headers.push(("cookie", &c));
+            }
+            headers.extend(plain.iter().chain(&mixed).map(|n| (n.as_str(), "mallory")));
+            let echo = get(&gw.url(path), &headers).await;
+            assert_eq!(seen(&echo, "x-control"), ["kept"]);
+            for pair in echo.json()["headers"].as_array().unwrap() {
+                assert!(
+                    !pair[1].as_str().unwrap().contains("mallory"),
+                    "{path}: {pair} reached the upstream"
+                );
+            }
+            let user = seen(&echo, "x-signoff-user");
+            if path == "/echo" {
+                assert_eq!(user, [USER], "{name}");
+            } else {
+                assert!(user.is_empty(), "{name}");
+            }
+        }
+    }
 }
 
 #[tokio::test]

@@ -12,19 +12,27 @@
 //! - 303 to the login page instead, for browsers' GET and HEAD, when the
 //!   proxy asks with `?redirect=1` (Caddy and Traefik hand the answer to
 //!   the browser as it is).
+//! - 200 without identity headers: the forwarded path is public
+//!   (`--public-path`), as `signoff serve` forwards public paths.
 //! - 503 when the store cannot answer: the proxy must refuse the request.
+//! - 403 when the request still carries a header only signoff may set
+//!   ([`identity_headers::escaped_the_proxy`]): the proxy would pass it to
+//!   the app, so its configuration missed one (nginx cannot delete by
+//!   prefix, Caddy sees `X-Signoff_User` as its own name).
 //!
 //! Granted checks are logged at `debug` (the proxy logs the request it
 //! lets through); refusals at `info`, like every other request.
 //!
 //! The original request is read from `X-Forwarded-Method`/`-Uri` (Caddy,
-//! Traefik) or `X-Original-Method`/`-URI` (nginx). They only choose between
-//! a redirect and a 401 and where the login page returns to; the decision
-//! to let a request through rests on the session alone, so a client that
-//! sends these headers itself gains nothing. The forwarded URI is used as
-//! `next` only if it is a same-origin path ([`redirect::safe_next`]).
-//! Public paths are the proxy's business in this mode: it simply does not
-//! ask signoff about them.
+//! Traefik) or `X-Original-Method`/`-URI` (nginx). The proxy must set the
+//! URI header itself, raw, as it forwards the request to the app
+//! (`$request_uri`, `{uri}`): `--public-path` is decided on its path, with
+//! the same strict matching as `signoff serve` (encoded dots and slashes,
+//! `;`, `//`, other cases are never public), so public exceptions follow the
+//! path the app receives, not the proxy's decoded one. Otherwise these
+//! headers only choose between a redirect and a 401 and where the login
+//! page returns to. The forwarded URI is used as `next` only if it is a
+//! same-origin path ([`redirect::safe_next`]).
 
 use axum::extract::{RawQuery, Request, State};
 use axum::http::header::{HeaderMap, HeaderValue};
@@ -33,7 +41,7 @@ use axum::response::{IntoResponse, Response};
 
 use signoff::tokens::{kind_of, TokenKind};
 
-use super::{bearer, redirect, wants_html, AppState, QuietLog, Who};
+use super::{bearer, identity_headers, redirect, wants_html, AppState, QuietLog, Who};
 
 /// The header naming the login page (with `next`) on a 401.
 const LOGIN_HEADER: &str = "x-signoff-login";
@@ -65,6 +73,14 @@ pub(super) fn original(headers: &HeaderMap) -> Original<'_> {
     Original { method, next }
 }
 
+/// The path of the original request, raw, as the proxy forwards it to the
+/// app; `None` if the proxy sent no URI or not an origin-form one.
+fn forwarded_path(headers: &HeaderMap) -> Option<&str> {
+    let uri = first(headers, &["x-forwarded-uri", "x-original-uri"])?;
+    let path = uri.split_once('?').map_or(uri, |(path, _)| path);
+    path.starts_with('/').then_some(path)
+}
+
 /// Whether the query asks for a redirect instead of a 401.
 fn redirect_mode(query: Option<&str>) -> bool {
     query.is_some_and(|q| {
@@ -80,6 +96,24 @@ pub(super) async fn check(
     req: Request,
 ) -> Response {
     let headers = req.headers();
+    if let Some(name) = headers
+        .keys()
+        .find(|n| identity_headers::escaped_the_proxy(n.as_str()))
+    {
+        tracing::info!(header = %name, "refused: the proxy passed on a header only signoff may set");
+        return gw.error_page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "The request carries a header that only the sign-in gateway may set.",
+        );
+    }
+    // Public, like `signoff serve`: no session needed, none looked up, and
+    // no identity for the app.
+    if forwarded_path(headers).is_some_and(|path| gw.is_public(path)) {
+        let mut r = StatusCode::OK.into_response();
+        r.extensions_mut().insert(QuietLog);
+        return r;
+    }
     let cookie = gw.session_cookie(headers);
     let presented = cookie.or_else(|| bearer(headers));
     // An access token (token mode): checked like on proxied requests.
@@ -202,6 +236,22 @@ mod tests {
         }
         let long = format!("/{}", "a".repeat(redirect::MAX_NEXT_LEN));
         assert_eq!(original(&headers(&[("x-forwarded-uri", &long)])).next, "/");
+    }
+
+    #[test]
+    fn the_forwarded_path_is_raw_and_origin_form() {
+        let path = |v: &str| forwarded_path(&headers(&[("x-original-uri", v)])).map(str::to_owned);
+        assert_eq!(path("/public?a=1").as_deref(), Some("/public"));
+        assert_eq!(
+            path("/private/a/..%2F..%2Fpublic").as_deref(),
+            Some("/private/a/..%2F..%2Fpublic")
+        );
+        assert_eq!(path("http://host/public"), None);
+        assert_eq!(path("public"), None);
+        assert_eq!(path(" "), None);
+        assert_eq!(forwarded_path(&HeaderMap::new()), None);
+        let both = headers(&[("x-original-uri", "/public"), ("x-forwarded-uri", "/p")]);
+        assert_eq!(forwarded_path(&both), Some("/p"));
     }
 
     #[test]

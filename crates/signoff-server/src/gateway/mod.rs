@@ -5,6 +5,7 @@ mod account;
 mod admin;
 mod forward_auth;
 mod guard;
+mod identity_headers;
 pub mod pages;
 mod proxy;
 pub mod redirect;

@@ -10,6 +10,7 @@ use axum::http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::guard::{encoding, PageRequest, Unreadable};
+use super::identity_headers::{is_forwarding_header, is_identity_header};
 use super::{Gateway, Identity};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
@@ -24,48 +25,6 @@ const HOP_BY_HOP: [&str; 9] = [
     "transfer-encoding",
     "upgrade",
 ];
-
-/// Upstream apps believe these; only signoff may set them. Names are
-/// compared after mapping `_` to `-`, since some app servers (CGI-style
-/// environments) read `Remote_User` as `Remote-User`.
-pub fn is_identity_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase().replace('_', "-");
-    name.starts_with("x-signoff-")
-        || name.starts_with("x-auth-request-")
-        || matches!(
-            name.as_str(),
-            "remote-user"
-                | "x-remote-user"
-                | "x-forwarded-user"
-                | "x-forwarded-email"
-                | "x-forwarded-preferred-username"
-                | "x-forwarded-groups"
-                | "x-webauth-user"
-        )
-}
-
-/// Client-sent headers that say where the request came from or which URL
-/// it was for. signoff sets its own `X-Forwarded-For/Proto/Host`; the rest
-/// are dropped, since some frameworks route by them (`X-Original-URL`
-/// would let `/public/x` reach `/admin` without a session).
-pub fn is_forwarding_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase().replace('_', "-");
-    name.starts_with("x-forwarded-")
-        || matches!(
-            name.as_str(),
-            "forwarded"
-                | "x-real-ip"
-                | "x-original-url"
-                | "x-original-uri"
-                | "x-rewrite-url"
-                | "front-end-https"
-                | "x-url-scheme"
-                | "x-host"
-                | "x-http-method-override"
-                | "x-http-method"
-                | "x-method-override"
-        )
-}
 
 /// Removes hop-by-hop headers, including those `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -413,36 +372,6 @@ fn error_chain_has<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identity_headers_are_recognised_in_any_case() {
-        for name in [
-            "X-Signoff-User",
-            "x-signoff-session",
-            "X-SIGNOFF-CSRF",
-            "X-Signoff-Anything",
-            "Remote-User",
-            "X-Forwarded-User",
-            "X-Auth-Request-Email",
-            "x-auth-request-user",
-        ] {
-            assert!(is_identity_header(name), "{name}");
-        }
-        assert!(is_identity_header("Remote_User"));
-        assert!(is_identity_header("X_Signoff_User"));
-        for name in ["x-request-id", "cookie", "x-forwarded-for", "user-agent"] {
-            assert!(!is_identity_header(name), "{name}");
-        }
-        for name in [
-            "X-Original-URL",
-            "x_forwarded_for",
-            "X-Forwarded-Prefix",
-            "Forwarded",
-            "X-Real-IP",
-        ] {
-            assert!(is_forwarding_header(name), "{name}");
-        }
-    }
 
     #[test]
     fn own_cookie_never_reaches_the_upstream() {

@@ -14,8 +14,12 @@ GET  /download             HTML sent as an attachment
 GET  /utf16                UTF-16LE HTML with a byte-order mark
 GET  /binary               4096 bytes 0..255 repeated, application/octet-stream
 GET  /set-cookie           tries to set signoff's cookie and one of its own
-GET  /public/page          a public page with caching headers
+GET  /public, /public/page  a public page with caching headers
 anything else              a small HTML page naming the path
+
+Routes are matched on the raw request target, encoded as it arrived
+(like Express, Node's URL or Go's RawPath): /private/..%2Fpublic is not
+/public here.
 """
 import gzip
 import json
@@ -121,7 +125,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Set-Cookie", "theme=dark; Path=/")
             self.send_header("Content-Length", "0")
             return self.end_headers()
-        if path == "/public/page":
+        if path in ("/public", "/public/page"):
             return self.send(200, b"<p>public</p>", html + [("Cache-Control", "public, max-age=600")])
         return self.send(200, PAGE.format(path=path).encode(), html)
 

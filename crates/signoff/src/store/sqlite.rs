@@ -1,22 +1,32 @@
 //! The embedded default: sessions and users in one SQLite file.
 //!
-//! WAL mode, migrations applied on open, and every write after insert a
-//! single conditional statement, so there is no read-then-write window for
-//! a concurrent logout to fall into.
+//! - WAL mode, migrations applied on open, and every write after insert a
+//!   single conditional statement, so there is no read-then-write window
+//!   for a concurrent logout to fall into.
+//! - Other processes on the same file (the CLI, a second gateway) are heard
+//!   of through a change log that triggers fill inside each writing
+//!   transaction (`migrations/sqlite/0004_session_changes.sql`). The store
+//!   is a [`RevocationBus`] whose subscription polls that log every
+//!   [`SqliteOptions::watch_interval`] on a connection of its own, so
+//!   [`crate::bus::run`] keeps a [`crate::CachedStore`] honest as it does
+//!   for Redis and PostgreSQL.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::Row;
+use sqlx::{Connection, Row};
+use tokio::sync::broadcast;
 
 use super::{SessionStore, StoreError, WriteOutcome};
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditQuery, AuditStore};
+use crate::bus::{BusSubscription, RevocationBus};
 use crate::clock::{duration_millis, Timestamp};
 use crate::session::{Session, SessionData, UserId};
 use crate::token::{SessionHandle, SessionId};
@@ -64,6 +74,10 @@ pub struct SqliteOptions {
     /// How long to wait for a lock or a free connection before reporting
     /// the store unavailable. Default 5 s.
     pub busy_timeout: Duration,
+    /// How often a bus subscription ([`RevocationBus::subscribe`]) looks
+    /// for changes made by other processes. Default 10 ms; each look is one
+    /// `PRAGMA data_version`, plus one indexed read when something changed.
+    pub watch_interval: Duration,
 }
 
 impl SqliteOptions {
@@ -74,6 +88,7 @@ impl SqliteOptions {
             durability: Durability::Full,
             max_connections: 4,
             busy_timeout: Duration::from_secs(5),
+            watch_interval: Duration::from_millis(10),
         }
     }
 }
@@ -92,6 +107,12 @@ impl SqliteOptions {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// For the watcher's own connection.
+    connect: SqliteConnectOptions,
+    watch_interval: Duration,
+    /// [`RevocationBus::publish`]: reaches this process's subscriptions
+    /// (heartbeats); other processes hear of changes through the triggers.
+    local: broadcast::Sender<String>,
 }
 
 impl SqliteStore {
@@ -124,14 +145,19 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.busy_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         MIGRATIONS
             .run(&pool)
             .await
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            connect: connect.create_if_missing(false),
+            watch_interval: options.watch_interval.max(Duration::from_millis(1)),
+            local: broadcast::channel(256).0,
+        })
     }
 
     /// The connection pool, for maintenance queries.
@@ -691,5 +717,153 @@ impl super::StateStore for SqliteStore {
         };
         let done = query.execute(&self.pool).await.map_err(store_error)?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+/// Changes read in one poll at most; a larger backlog (a mass sign-out)
+/// is answered by forgetting everything.
+const CHANGES_PER_POLL: usize = 1000;
+
+/// A watch on the change log, on a connection of its own.
+struct SqliteSubscription {
+    conn: SqliteConnection,
+    /// The highest change read.
+    last: i64,
+    /// `PRAGMA data_version` at the last read: it moves when another
+    /// connection commits, so an idle poll costs no table read.
+    data_version: i64,
+    ready: VecDeque<String>,
+    local: broadcast::Receiver<String>,
+    ticker: tokio::time::Interval,
+}
+
+/// The error for a change log that cannot be followed.
+#[derive(Debug, thiserror::Error)]
+#[error("this process's own announcements were dropped")]
+struct LocalClosed;
+
+impl SqliteSubscription {
+    async fn poll(&mut self) -> Result<(), StoreError> {
+        let version: i64 = sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(unavailable)?;
+        if version == self.data_version {
+            return Ok(());
+        }
+        self.data_version = version;
+        let limit = i64::try_from(CHANGES_PER_POLL + 1).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, id FROM session_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .bind(self.last)
+        .bind(limit)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(unavailable)?;
+        if rows.is_empty() {
+            // The log never shrinks below what was read unless the file was
+            // replaced (a restore): start over from what it holds now.
+            let top = self.top().await?;
+            if top < self.last {
+                self.last = top;
+                self.ready.push_back("*".to_owned());
+            }
+            return Ok(());
+        }
+        let gap = rows.first().is_some_and(|(seq, _)| *seq != self.last + 1);
+        if gap || rows.len() > CHANGES_PER_POLL {
+            // Rows not read yet were pruned, or too many to read now.
+            self.last = self.top().await?;
+            self.ready.push_back("*".to_owned());
+            return Ok(());
+        }
+        for (seq, id) in rows {
+            self.last = seq;
+            match <[u8; 32]>::try_from(id.as_slice()) {
+                Ok(digest) => {
+                    self.ready
+                        .push_back(crate::bus::invalidation_payload(&SessionId::from_digest(
+                            digest,
+                        )))
+                }
+                Err(_) => self.ready.push_back("*".to_owned()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn top(&mut self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM session_changes")
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
+#[async_trait]
+impl BusSubscription for SqliteSubscription {
+    async fn next(&mut self) -> Result<String, StoreError> {
+        loop {
+            if let Some(payload) = self.ready.pop_front() {
+                return Ok(payload);
+            }
+            // The heartbeats that come back here pass through this same
+            // loop, so a poll that hangs makes them late and the bus runner
+            // stops trusting the cache; a poll that fails ends the
+            // subscription (the same).
+            tokio::select! {
+                biased;
+                local = self.local.recv() => match local {
+                    Ok(payload) => return Ok(payload),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(StoreError::Unavailable(Box::new(LocalClosed)))
+                    }
+                },
+                _ = self.ticker.tick() => self.poll().await?,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl RevocationBus for SqliteStore {
+    /// A watch on the change log the triggers fill. Returns once it knows
+    /// where the log ends, so every change committed afterwards (by any
+    /// process) is delivered.
+    async fn subscribe(&self) -> Result<Box<dyn BusSubscription>, StoreError> {
+        let mut conn = SqliteConnection::connect_with(&self.connect)
+            .await
+            .map_err(unavailable)?;
+        let data_version: i64 = sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut ticker = tokio::time::interval(self.watch_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut subscription = SqliteSubscription {
+            conn,
+            last: 0,
+            data_version,
+            ready: VecDeque::new(),
+            local: self.local.subscribe(),
+            ticker,
+        };
+        subscription.last = subscription.top().await?;
+        Ok(Box::new(subscription))
+    }
+
+    /// Delivers `payload` to this process's subscriptions only (the bus
+    /// runner's heartbeats). Other processes learn of changes to sessions
+    /// from the change log, not from here.
+    async fn publish(&self, payload: &str) -> Result<(), StoreError> {
+        // No subscriber yet is no error: the runner subscribes in its own time.
+        let _ = self.local.send(payload.to_owned());
+        Ok(())
     }
 }

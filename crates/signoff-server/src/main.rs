@@ -99,8 +99,9 @@ enum SessionsCommand {
         #[command(flatten)]
         db: Db,
     },
-    /// End one session by its handle, or all of a user's with --user. A
-    /// running gateway refuses them within a second (its cache's bound).
+    /// End one session by its handle, or all of a user's with --user.
+    /// Running gateways hear of it over their revocation bus (on SQLite, by
+    /// watching the file) and refuse them within milliseconds.
     End {
         /// The session's handle (from `sessions list`).
         #[arg(required_unless_present = "user", conflicts_with = "user")]

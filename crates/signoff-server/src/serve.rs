@@ -29,7 +29,8 @@ pub struct Backend {
     pub audit: Arc<dyn AuditStore>,
     /// The engine's own records (token keys).
     pub state: Arc<dyn StateStore>,
-    /// The revocation bus, for stores that several nodes share.
+    /// The revocation bus: pub/sub on Redis, `LISTEN`/`NOTIFY` on
+    /// PostgreSQL, the change log watcher on SQLite.
     pub bus: Option<Arc<dyn RevocationBus>>,
     /// `sqlite`, `redis` or `postgres`.
     pub kind: &'static str,
@@ -68,8 +69,9 @@ impl Backend {
     /// end of a session recorded in the audit trail. Its policy is as
     /// lenient as allowed, so each session is judged by the timeouts it was
     /// created with (whatever the gateway's flags), and the CLI never hides
-    /// a session the gateway still accepts. On Redis and PostgreSQL, what it
-    /// ends reaches running nodes over the revocation bus.
+    /// a session the gateway still accepts. What it ends reaches running
+    /// gateways over the revocation bus (on SQLite, through the change log
+    /// they watch).
     pub fn cli_sessions(&self) -> Result<Sessions> {
         const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
         let policy = Policy::builder()
@@ -164,8 +166,9 @@ async fn open_sqlite(path: PathBuf) -> Result<Backend> {
         sessions: shared.clone(),
         users: shared.clone(),
         audit: shared.clone(),
-        state: shared,
-        bus: None,
+        state: shared.clone(),
+        // Hears of what the CLI and other processes on the file end.
+        bus: Some(shared),
         kind: "sqlite",
         sqlite: Some(store),
     })
@@ -216,6 +219,10 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
     let policy = policy(&settings)?;
     let audit = backend.audit_log(settings.audit_log);
     let (store, cache, bus) = session_store(&backend, settings.cache_staleness);
+    // The guard's status check reads the store itself, never the cache:
+    // it is what decides whether a page restored by Back stays visible.
+    let uncached =
+        Sessions::new(backend.sessions.clone(), policy.clone()).with_audit(audit.clone());
     let sessions = Sessions::new(store, policy).with_audit(audit.clone());
     let accounts = backend.accounts();
     let tokens = match &settings.tokens {
@@ -280,7 +287,8 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
     let gateway = Arc::new(
         Gateway::new(settings, sessions, accounts)?
             .with_metrics(metrics)
-            .with_tokens(tokens),
+            .with_tokens(tokens)
+            .with_uncached_sessions(uncached),
     );
     on_ready(&origin);
     server::serve(listener, gateway.router(), tls, shutdown_signal()).await;
@@ -289,8 +297,8 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
 }
 
 /// The session store the gateway uses: the backend behind a local cache
-/// (unless `staleness` is zero) that a revocation bus keeps honest when the
-/// backend is shared.
+/// (unless `staleness` is zero) that the backend's revocation bus keeps
+/// honest.
 fn session_store(
     backend: &Backend,
     staleness: Duration,

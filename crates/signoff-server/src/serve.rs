@@ -10,7 +10,7 @@ use signoff::bus::{BusHandle, BusOptions, RevocationBus};
 use signoff::{
     Accounts, AuditLog, AuditStore, CacheOptions, CachedStore, CookiePolicy, MonotonicClock,
     Passwords, Policy, PostgresOptions, PostgresStore, RedisOptions, RedisStore, SessionStore,
-    Sessions, SqliteStore, StateStore, UserStore,
+    Sessions, SqliteOptions, SqliteStore, StateStore, UserStore,
 };
 
 use crate::config::Settings;
@@ -92,11 +92,15 @@ impl Backend {
 
 /// Opens the store named by `--db`: `sqlite://PATH` or a plain path,
 /// `redis://…`/`rediss://…`, or `postgres://…`/`postgresql://…`.
-pub async fn open_db(db: &str) -> Result<Backend> {
+/// `allow_readable_db`: open a SQLite file that other users can read, with
+/// a warning, instead of refusing.
+pub async fn open_db(db: &str, allow_readable_db: bool) -> Result<Backend> {
     let shown = signoff::store::redact_url(db);
     match db.split_once("://") {
-        None => open_sqlite(PathBuf::from(db)).await,
-        Some(("sqlite", path)) if !path.is_empty() => open_sqlite(PathBuf::from(path)).await,
+        None => open_sqlite(PathBuf::from(db), allow_readable_db).await,
+        Some(("sqlite", path)) if !path.is_empty() => {
+            open_sqlite(PathBuf::from(path), allow_readable_db).await
+        }
         Some(("redis" | "rediss", _)) => {
             let (url, prefix) = take_param(db, "prefix")?;
             let mut options = RedisOptions::new(url);
@@ -157,10 +161,22 @@ fn take_param(url: &str, name: &str) -> Result<(String, Option<String>)> {
     Ok((url, value))
 }
 
-async fn open_sqlite(path: PathBuf) -> Result<Backend> {
-    let store = SqliteStore::open(&path)
-        .await
-        .with_context(|| format!("cannot open the database {}", path.display()))?;
+async fn open_sqlite(path: PathBuf, allow_readable: bool) -> Result<Backend> {
+    let mut options = SqliteOptions::new(&path);
+    options.allow_readable = allow_readable;
+    let store = match SqliteStore::open_with(options).await {
+        Ok(store) => store,
+        Err(signoff::StoreError::Backend(e)) if e.is::<signoff::store::sqlite::OpenToOthers>() => {
+            bail!(
+                "refusing the database {}: {e}; or pass --allow-readable-db to open it anyway \
+                 (with a warning)",
+                path.display()
+            )
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot open the database {}", path.display()))
+        }
+    };
     let shared = Arc::new(store.clone());
     Ok(Backend {
         sessions: shared.clone(),
@@ -199,7 +215,7 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
         .as_ref()
         .map(server::tls_acceptor)
         .transpose()?;
-    let backend = open_db(&settings.db).await?;
+    let backend = open_db(&settings.db, settings.allow_readable_db).await?;
     let listener = server::bind(&settings.listen).await?;
     let local: SocketAddr = listener.local_addr().context("listening socket")?;
     if !settings.public_url_given {

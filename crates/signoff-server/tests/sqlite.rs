@@ -143,3 +143,86 @@ async fn guard_status_reads_the_store_not_the_cache() {
         "the cache still answers for the page (this is what /status must not rely on)"
     );
 }
+
+#[cfg(unix)]
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Runs `signoff serve` expecting it to stop by itself; kills it after 20 s.
+fn serve_exits(db: &str, extra: &[&str]) -> (bool, String) {
+    let mut child = Command::new(signoff_bin())
+        .args(["serve", "--db", db, "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env_remove("SIGNOFF_CONFIG")
+        .env_remove("SIGNOFF_ALLOW_READABLE_DB")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut text = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut text)
+                .unwrap();
+            return (status.success(), text);
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("signoff serve kept running on {db}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The file holds password hashes and the token signing keys: the CLI
+/// creates it for this user only, and `signoff serve` (like the CLI)
+/// refuses one that other users can read, naming the fix, unless
+/// --allow-readable-db says to go on with a warning.
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_file_open_to_other_users_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signoff.db");
+    let db = format!("sqlite://{}", path.display());
+    support::add_user(&db, USER, PASSWORD);
+    for suffix in ["", "-wal", "-shm"] {
+        let file = dir.path().join(format!("signoff.db{suffix}"));
+        if let Ok(meta) = std::fs::metadata(&file) {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{suffix}");
+        }
+    }
+
+    chmod(&path, 0o644);
+    let (ok, stderr) = serve_exits(&db, &["--upstream", "http://127.0.0.1:9"]);
+    assert!(!ok, "started on a readable database: {stderr}");
+    assert!(stderr.contains("mode 0644"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("chmod 600 {}", path.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--allow-readable-db"), "{stderr}");
+    // The CLI too.
+    let out = Command::new(signoff_bin())
+        .args(["user", "list", "--db", &db])
+        .env_remove("SIGNOFF_ALLOW_READABLE_DB")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+
+    // Allowed: it starts, and says so loudly.
+    let gw = Gateway::start_on(dir, &db, None, &["--allow-readable-db"]);
+    let log = gw.proc.log_text();
+    assert!(log.contains("OPEN TO OTHER USERS"), "{log}");
+}

@@ -1,4 +1,4 @@
-//! SQLite as a revocation bus. Two stores on one
+//! SQLite as a revocation bus, and who may read its file. Two stores on one
 //! file stand for two processes (a gateway and the CLI, or two gateways):
 //! what one ends, the other's long-lived cache drops within 50 ms, heard
 //! from the change log the triggers fill, not from the cache's age.
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use signoff::bus::{self, BusHandle, BusOptions};
 use signoff::{
     CacheOptions, CachedStore, NewSession, Policy, SessionData, SessionError, Sessions,
-    SqliteStore, SystemClock, UserId,
+    SqliteOptions, SqliteStore, StoreError, SystemClock, UserId,
 };
 
 /// The bound the watcher promises for ends made by another process.
@@ -195,4 +195,80 @@ async fn sqlite_watcher_that_cannot_read_withdraws_trust() {
     ));
     assert!(gateway.cache.stats().bypassed() >= 1);
     assert!(gateway.bus.stats().losses() >= 1);
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The file holds password hashes and token signing keys: a new database
+/// and the -wal and -shm beside it are for this user only.
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_new_database_files_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signoff.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let sessions = Sessions::new(Arc::new(store.clone()), Policy::default());
+    sessions
+        .login(None, NewSession::for_user(UserId::new("alice")))
+        .await
+        .unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let file = dir.path().join(format!("signoff.db{suffix}"));
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    store.close().await;
+}
+
+/// A database other users can read, or in a directory they can write, is
+/// refused with the fix in the message, unless explicitly allowed.
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_database_open_to_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signoff.db");
+    SqliteStore::open(&path).await.unwrap().close().await;
+    let chmod = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    chmod(&path, 0o644);
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    let text = err_text(&err);
+    assert!(matches!(err, StoreError::Backend(_)));
+    assert!(text.contains("mode 0644"), "{text}");
+    assert!(
+        text.contains(&format!("chmod 600 {}", path.display())),
+        "{text}"
+    );
+    let mut allowed = SqliteOptions::new(&path);
+    allowed.allow_readable = true;
+    SqliteStore::open_with(allowed).await.unwrap().close().await;
+
+    chmod(&path, 0o600);
+    for companion in ["-wal", "-shm"] {
+        let file = dir.path().join(format!("signoff.db{companion}"));
+        if file.exists() {
+            chmod(&file, 0o600);
+        }
+    }
+    SqliteStore::open(&path).await.unwrap().close().await;
+    chmod(dir.path(), 0o777);
+    let text = err_text(&SqliteStore::open(&path).await.unwrap_err());
+    chmod(dir.path(), 0o700);
+    assert!(text.contains("writable by other users"), "{text}");
+}
+
+fn err_text(e: &StoreError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

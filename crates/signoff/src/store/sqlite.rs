@@ -3,6 +3,11 @@
 //! - WAL mode, migrations applied on open, and every write after insert a
 //!   single conditional statement, so there is no read-then-write window
 //!   for a concurrent logout to fall into.
+//! - The file holds password hashes and the keys that sign access tokens:
+//!   it is created mode 0600 (SQLite gives its `-wal` and `-shm` the same
+//!   mode), and opening a file that other users can read or write, or one
+//!   in a directory they can write, is refused unless
+//!   [`SqliteOptions::allow_readable`] is set.
 //! - Other processes on the same file (the CLI, a second gateway) are heard
 //!   of through a change log that triggers fill inside each writing
 //!   transaction (`migrations/sqlite/0004_session_changes.sql`). The store
@@ -31,6 +36,13 @@ use crate::clock::{duration_millis, Timestamp};
 use crate::session::{Session, SessionData, UserId};
 use crate::token::{SessionHandle, SessionId};
 use crate::users::{User, UserStore};
+
+/// Why [`SqliteStore::open_with`] refused a database: it, a file beside it
+/// or its directory is open to other users. The message names each and the
+/// command that fixes it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OpenToOthers(String);
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -78,6 +90,11 @@ pub struct SqliteOptions {
     /// for changes made by other processes. Default 10 ms; each look is one
     /// `PRAGMA data_version`, plus one indexed read when something changed.
     pub watch_interval: Duration,
+    /// Open the file even if other users can read or write it (or its
+    /// `-wal`/`-shm`), or can write its directory; a warning is logged
+    /// instead. Default `false`: such a file is refused, because it holds
+    /// password hashes and the keys that sign access tokens.
+    pub allow_readable: bool,
 }
 
 impl SqliteOptions {
@@ -89,6 +106,7 @@ impl SqliteOptions {
             max_connections: 4,
             busy_timeout: Duration::from_secs(5),
             watch_interval: Duration::from_millis(10),
+            allow_readable: false,
         }
     }
 }
@@ -129,8 +147,12 @@ impl SqliteStore {
     /// pending migrations.
     ///
     /// # Errors
-    /// As [`SqliteStore::open`].
+    /// As [`SqliteStore::open`]; also [`StoreError::Backend`] with a message
+    /// naming the fix if the file or its directory is open to other users
+    /// (see [`SqliteOptions::allow_readable`]).
     pub async fn open_with(options: SqliteOptions) -> Result<Self, StoreError> {
+        #[cfg(unix)]
+        permissions::prepare(&options.path, options.allow_readable)?;
         let connect = SqliteConnectOptions::from_str("sqlite:")
             .map_err(backend)?
             .filename(&options.path)
@@ -865,5 +887,111 @@ impl RevocationBus for SqliteStore {
         // No subscriber yet is no error: the runner subscribes in its own time.
         let _ = self.local.send(payload.to_owned());
         Ok(())
+    }
+}
+
+/// Who may read the database file.
+#[cfg(unix)]
+mod permissions {
+    use std::fs::{self, OpenOptions};
+    use std::io::ErrorKind;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+
+    use super::OpenToOthers;
+    use crate::store::StoreError;
+
+    /// Refuses (or, with `allow`, warns about) a directory other users can
+    /// write or files they can open, and creates a missing database file
+    /// with mode 0600 before SQLite opens it. SQLite gives the `-wal` and
+    /// `-shm` it creates the main file's mode.
+    pub(super) fn prepare(path: &Path, allow: bool) -> Result<(), StoreError> {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut problems = Vec::new();
+        if let Ok(meta) = fs::metadata(&dir) {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o022 != 0 {
+                problems.push(format!(
+                    "the directory {} is writable by other users (mode {mode:04o}), who could \
+                     replace the database or plant its -wal file; use a directory only this \
+                     user can write (chmod go-w {})",
+                    dir.display(),
+                    shell_quote(&dir)
+                ));
+            }
+        }
+        if problems.is_empty() || allow {
+            // create_new: never follows a planted link, never changes a file
+            // that exists. The umask can only take bits away from 0600.
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::Unavailable(Box::new(e))),
+            }
+        }
+        let mut open = Vec::new();
+        for file in companions(path) {
+            if let Ok(meta) = fs::metadata(&file) {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    open.push((file, mode));
+                }
+            }
+        }
+        if !open.is_empty() {
+            let names: Vec<String> = open
+                .iter()
+                .map(|(f, mode)| format!("{} (mode {mode:04o})", f.display()))
+                .collect();
+            let fix: Vec<String> = companions(path).iter().map(|f| shell_quote(f)).collect();
+            problems.push(format!(
+                "other users can read or write {}, and the database holds password hashes \
+                 and the keys that sign access tokens; fix: chmod 600 {}",
+                names.join(", "),
+                fix.join(" ")
+            ));
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let message = problems.join("; ");
+        if allow {
+            tracing::warn!(
+                "SQLITE DATABASE OPEN TO OTHER USERS (allowed by the settings): {message}"
+            );
+            return Ok(());
+        }
+        Err(StoreError::Backend(Box::new(OpenToOthers(message))))
+    }
+
+    /// The database file and the two SQLite keeps beside it in WAL mode.
+    fn companions(path: &Path) -> [PathBuf; 3] {
+        let with = |suffix: &str| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        [path.to_path_buf(), with("-wal"), with("-shm")]
+    }
+
+    /// The path as one shell word.
+    fn shell_quote(path: &Path) -> String {
+        let text = path.display().to_string();
+        if text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+@:,".contains(&b))
+        {
+            text
+        } else {
+            format!("'{}'", text.replace('\'', "'\\''"))
+        }
     }
 }

@@ -150,9 +150,9 @@ pub struct ServeArgs {
           num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub audit_log: Option<bool>,
     /// Longest a session check may be answered from this node's memory,
-    /// e.g. 1s; 0s reads the store on every request. With Redis or
-    /// PostgreSQL, ends and rotations on other nodes arrive sooner over the
-    /// revocation bus [default: 1s] [file: cache_staleness]
+    /// e.g. 1s; 0s reads the store on every request. Ends and rotations
+    /// elsewhere (other nodes, the CLI) arrive sooner over the revocation
+    /// bus [default: 1s] [file: cache_staleness]
     #[arg(long, env = "SIGNOFF_CACHE_STALENESS", value_name = "DURATION")]
     pub cache_staleness: Option<String>,
     /// Start even if the SQLite file (or its -wal/-shm) is open to other

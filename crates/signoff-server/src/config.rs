@@ -161,11 +161,17 @@ pub struct ServeArgs {
           num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub audit_log: Option<bool>,
     /// Longest a session check may be answered from this node's memory,
-    /// e.g. 1s; 0s reads the store on every request. With Redis or
-    /// PostgreSQL, ends and rotations on other nodes arrive sooner over the
-    /// revocation bus [default: 1s] [file: cache_staleness]
+    /// e.g. 1s; 0s reads the store on every request. Ends and rotations
+    /// elsewhere (other nodes, the CLI) arrive sooner over the revocation
+    /// bus [default: 1s] [file: cache_staleness]
     #[arg(long, env = "SIGNOFF_CACHE_STALENESS", value_name = "DURATION")]
     pub cache_staleness: Option<String>,
+    /// Start even if the SQLite file (or its -wal/-shm) is open to other
+    /// users or its directory is writable by them, with a warning; by
+    /// default that is refused [default: false] [file: allow_readable_db]
+    #[arg(long, env = "SIGNOFF_ALLOW_READABLE_DB", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub allow_readable_db: Option<bool>,
     /// Serve Prometheus metrics at PREFIX/metrics (counts only, no user
     /// data) [default: false] [file: metrics]
     #[arg(long, env = "SIGNOFF_METRICS", value_name = "BOOL",
@@ -235,6 +241,7 @@ struct FileConfig {
     audit_retention: Option<String>,
     audit_log: Option<bool>,
     cache_staleness: Option<String>,
+    allow_readable_db: Option<bool>,
     metrics: Option<bool>,
     tokens: Option<bool>,
     access_token_ttl: Option<String>,
@@ -349,6 +356,8 @@ pub struct Settings {
     pub audit_log: bool,
     /// Longest a cached session check is served; zero means no cache.
     pub cache_staleness: Duration,
+    /// Open a SQLite file other users can read, warning instead of refusing.
+    pub allow_readable_db: bool,
     /// Whether PREFIX/metrics is served.
     pub metrics: bool,
     /// Token mode, if on.
@@ -467,6 +476,10 @@ impl ServeArgs {
                 audit_retention: self.audit_retention.or(file.audit_retention),
                 audit_log: self.audit_log.or(file.audit_log).unwrap_or(false),
                 cache_staleness: self.cache_staleness.or(file.cache_staleness),
+                allow_readable_db: self
+                    .allow_readable_db
+                    .or(file.allow_readable_db)
+                    .unwrap_or(false),
                 metrics: self.metrics.or(file.metrics).unwrap_or(false),
             },
             tokens: TokenOptionsRaw {
@@ -607,6 +620,7 @@ pub(crate) struct SessionOptions {
     pub audit_retention: Option<String>,
     pub audit_log: bool,
     pub cache_staleness: Option<String>,
+    pub allow_readable_db: bool,
     pub metrics: bool,
 }
 
@@ -736,6 +750,7 @@ impl Raw {
             audit_retention,
             audit_log: o.audit_log,
             cache_staleness,
+            allow_readable_db: o.allow_readable_db,
             metrics: o.metrics,
             tokens,
         })

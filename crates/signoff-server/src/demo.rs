@@ -221,7 +221,7 @@ async fn api_me(headers: HeaderMap) -> Response {
 
 /// Creates the demo user, or gives it a new password (ending its sessions).
 async fn demo_user(db: &str) -> Result<String> {
-    let store = serve::open_db(db).await?;
+    let store = serve::open_db(db, false).await?;
     let accounts = store.accounts();
     let password = Alphanumeric.sample_string(&mut rand::thread_rng(), 16);
     match accounts.add_user(DEMO_USER, &password).await {

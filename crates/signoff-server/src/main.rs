@@ -99,8 +99,9 @@ enum SessionsCommand {
         #[command(flatten)]
         db: Db,
     },
-    /// End one session by its handle, or all of a user's with --user. A
-    /// running gateway refuses them within a second (its cache's bound).
+    /// End one session by its handle, or all of a user's with --user.
+    /// Running gateways hear of it over their revocation bus (on SQLite, by
+    /// watching the file) and refuse them within milliseconds.
     End {
         /// The session's handle (from `sessions list`).
         #[arg(required_unless_present = "user", conflicts_with = "user")]
@@ -124,6 +125,11 @@ struct Db {
         hide_env_values = true
     )]
     db: String,
+    /// Open a SQLite file that other users can read, with a warning, instead
+    /// of refusing (as `signoff serve --allow-readable-db`).
+    #[arg(long, env = "SIGNOFF_ALLOW_READABLE_DB", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    allow_readable_db: Option<bool>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,7 +186,7 @@ enum UserCommand {
 
 /// Opens the database named by `--db`.
 async fn open(db: &Db) -> Result<serve::Backend> {
-    serve::open_db(&db.db).await
+    serve::open_db(&db.db, db.allow_readable_db.unwrap_or(false)).await
 }
 
 /// Reads a new password from stdin or, on a terminal, asks twice.

@@ -10,7 +10,7 @@ use signoff::bus::{BusHandle, BusOptions, RevocationBus};
 use signoff::{
     Accounts, AuditLog, AuditStore, CacheOptions, CachedStore, CookiePolicy, MonotonicClock,
     Passwords, Policy, PostgresOptions, PostgresStore, RedisOptions, RedisStore, SessionStore,
-    Sessions, SqliteStore, StateStore, UserStore,
+    Sessions, SqliteOptions, SqliteStore, StateStore, UserStore,
 };
 
 use crate::config::Settings;
@@ -29,7 +29,8 @@ pub struct Backend {
     pub audit: Arc<dyn AuditStore>,
     /// The engine's own records (token keys).
     pub state: Arc<dyn StateStore>,
-    /// The revocation bus, for stores that several nodes share.
+    /// The revocation bus: pub/sub on Redis, `LISTEN`/`NOTIFY` on
+    /// PostgreSQL, the change log watcher on SQLite.
     pub bus: Option<Arc<dyn RevocationBus>>,
     /// `sqlite`, `redis` or `postgres`.
     pub kind: &'static str,
@@ -68,8 +69,9 @@ impl Backend {
     /// end of a session recorded in the audit trail. Its policy is as
     /// lenient as allowed, so each session is judged by the timeouts it was
     /// created with (whatever the gateway's flags), and the CLI never hides
-    /// a session the gateway still accepts. On Redis and PostgreSQL, what it
-    /// ends reaches running nodes over the revocation bus.
+    /// a session the gateway still accepts. What it ends reaches running
+    /// gateways over the revocation bus (on SQLite, through the change log
+    /// they watch).
     pub fn cli_sessions(&self) -> Result<Sessions> {
         const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
         let policy = Policy::builder()
@@ -90,11 +92,15 @@ impl Backend {
 
 /// Opens the store named by `--db`: `sqlite://PATH` or a plain path,
 /// `redis://…`/`rediss://…`, or `postgres://…`/`postgresql://…`.
-pub async fn open_db(db: &str) -> Result<Backend> {
+/// `allow_readable_db`: open a SQLite file that other users can read, with
+/// a warning, instead of refusing.
+pub async fn open_db(db: &str, allow_readable_db: bool) -> Result<Backend> {
     let shown = signoff::store::redact_url(db);
     match db.split_once("://") {
-        None => open_sqlite(PathBuf::from(db)).await,
-        Some(("sqlite", path)) if !path.is_empty() => open_sqlite(PathBuf::from(path)).await,
+        None => open_sqlite(PathBuf::from(db), allow_readable_db).await,
+        Some(("sqlite", path)) if !path.is_empty() => {
+            open_sqlite(PathBuf::from(path), allow_readable_db).await
+        }
         Some(("redis" | "rediss", _)) => {
             let (url, prefix) = take_param(db, "prefix")?;
             let mut options = RedisOptions::new(url);
@@ -155,17 +161,30 @@ fn take_param(url: &str, name: &str) -> Result<(String, Option<String>)> {
     Ok((url, value))
 }
 
-async fn open_sqlite(path: PathBuf) -> Result<Backend> {
-    let store = SqliteStore::open(&path)
-        .await
-        .with_context(|| format!("cannot open the database {}", path.display()))?;
+async fn open_sqlite(path: PathBuf, allow_readable: bool) -> Result<Backend> {
+    let mut options = SqliteOptions::new(&path);
+    options.allow_readable = allow_readable;
+    let store = match SqliteStore::open_with(options).await {
+        Ok(store) => store,
+        Err(signoff::StoreError::Backend(e)) if e.is::<signoff::store::sqlite::OpenToOthers>() => {
+            bail!(
+                "refusing the database {}: {e}; or pass --allow-readable-db to open it anyway \
+                 (with a warning)",
+                path.display()
+            )
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot open the database {}", path.display()))
+        }
+    };
     let shared = Arc::new(store.clone());
     Ok(Backend {
         sessions: shared.clone(),
         users: shared.clone(),
         audit: shared.clone(),
-        state: shared,
-        bus: None,
+        state: shared.clone(),
+        // Hears of what the CLI and other processes on the file end.
+        bus: Some(shared),
         kind: "sqlite",
         sqlite: Some(store),
     })
@@ -196,7 +215,7 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
         .as_ref()
         .map(server::tls_acceptor)
         .transpose()?;
-    let backend = open_db(&settings.db).await?;
+    let backend = open_db(&settings.db, settings.allow_readable_db).await?;
     let listener = server::bind(&settings.listen).await?;
     let local: SocketAddr = listener.local_addr().context("listening socket")?;
     if !settings.public_url_given {
@@ -216,6 +235,10 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
     let policy = policy(&settings)?;
     let audit = backend.audit_log(settings.audit_log);
     let (store, cache, bus) = session_store(&backend, settings.cache_staleness);
+    // The guard's status check reads the store itself, never the cache:
+    // it is what decides whether a page restored by Back stays visible.
+    let uncached =
+        Sessions::new(backend.sessions.clone(), policy.clone()).with_audit(audit.clone());
     let sessions = Sessions::new(store, policy).with_audit(audit.clone());
     let accounts = backend.accounts();
     let tokens = match &settings.tokens {
@@ -280,7 +303,8 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
     let gateway = Arc::new(
         Gateway::new(settings, sessions, accounts)?
             .with_metrics(metrics)
-            .with_tokens(tokens),
+            .with_tokens(tokens)
+            .with_uncached_sessions(uncached),
     );
     on_ready(&origin);
     server::serve(listener, gateway.router(), tls, shutdown_signal()).await;
@@ -289,8 +313,8 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
 }
 
 /// The session store the gateway uses: the backend behind a local cache
-/// (unless `staleness` is zero) that a revocation bus keeps honest when the
-/// backend is shared.
+/// (unless `staleness` is zero) that the backend's revocation bus keeps
+/// honest.
 fn session_store(
     backend: &Backend,
     staleness: Duration,

@@ -1,12 +1,13 @@
 //! The revocation bus: how a logout on one node reaches every other node's
 //! cache.
 //!
-//! Every node keeps a [`CachedStore`](crate::CachedStore). A shared store
-//! (Redis, PostgreSQL) announces each session it ends, rotates or changes
-//! on a channel, as part of the same write (a `PUBLISH` inside the Lua
-//! script, a `pg_notify` from a trigger in the same transaction), so no
-//! write can commit without its announcement. Every node subscribes and
-//! drops the named session from its cache.
+//! Every node keeps a [`CachedStore`](crate::CachedStore). A store
+//! announces each session it ends, rotates or changes, as part of the same
+//! write (a `PUBLISH` inside the Lua script on Redis, a `pg_notify` from a
+//! trigger in the same transaction on PostgreSQL, a row a trigger appends
+//! to a change log that each process polls on SQLite), so no write can
+//! commit without its announcement. Every node subscribes and drops the
+//! named session from its cache.
 //!
 //! A node that cannot be sure it hears every announcement in time stops
 //! trusting its cache: [`run`] marks the cache untrusted (every load reads

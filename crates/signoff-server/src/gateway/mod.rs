@@ -119,6 +119,9 @@ enum Auth {
 pub struct Gateway {
     settings: Arc<Settings>,
     sessions: Sessions,
+    /// The same engine without the local cache: for the guard's status
+    /// check, which must see a session ended anywhere at once.
+    uncached: Sessions,
     accounts: Accounts,
     cookie: CookiePolicy,
     client: Client<HttpConnector, Body>,
@@ -162,6 +165,7 @@ impl Gateway {
             guard,
             throttle: Throttle::new(settings.login.clone()),
             settings: Arc::new(settings),
+            uncached: sessions.clone(),
             sessions,
             accounts,
             client,
@@ -175,6 +179,13 @@ impl Gateway {
     /// Where `PREFIX/metrics` (served with `--metrics`) reads its figures.
     pub fn with_metrics(mut self, sources: crate::metrics::Sources) -> Self {
         self.metrics = sources;
+        self
+    }
+
+    /// The engine over the store itself, bypassing the local cache, that
+    /// `PREFIX/status` asks (by default the cached one).
+    pub fn with_uncached_sessions(mut self, uncached: Sessions) -> Self {
+        self.uncached = uncached;
         self
     }
 
@@ -257,13 +268,18 @@ impl Gateway {
 
     /// Checks a presented session token (cookie value or bearer token).
     async fn validate(&self, raw: Option<&str>) -> Auth {
+        self.validate_in(&self.sessions, raw).await
+    }
+
+    /// [`Gateway::validate`] with a given engine (cached or not).
+    async fn validate_in(&self, sessions: &Sessions, raw: Option<&str>) -> Auth {
         let Some(raw) = raw else {
             return Auth::Anonymous { stale: false };
         };
         let Ok(token) = SessionToken::parse(raw) else {
             return Auth::Anonymous { stale: true };
         };
-        match self.sessions.validate(token.expose()).await {
+        match sessions.validate(token.expose()).await {
             Ok(session) => match session.data.get(USER_NAME_KEY) {
                 Some(user) if session.user_id.is_some() => {
                     Auth::SignedIn(Box::new(Authenticated {
@@ -972,8 +988,13 @@ async fn signed_out(State(gw): AppState) -> Response {
 }
 
 /// For the guard: is this browser's session alive? No secrets in the answer.
+/// Read from the store, never the cache: a page restored by Back right
+/// after a sign-out elsewhere must not be kept on a cached answer.
 async fn status(State(gw): AppState, headers: HeaderMap) -> Response {
-    let (code, body) = match gw.authenticate(&headers).await {
+    let auth = gw
+        .validate_in(&gw.uncached, gw.session_cookie(&headers))
+        .await;
+    let (code, body) = match auth {
         Auth::SignedIn(_) => (StatusCode::OK, "{\"signed_in\":true}"),
         Auth::Anonymous { .. } => (StatusCode::UNAUTHORIZED, "{\"signed_in\":false}"),
         Auth::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "{\"signed_in\":null}"),

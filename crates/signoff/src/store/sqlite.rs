@@ -1,26 +1,48 @@
 //! The embedded default: sessions and users in one SQLite file.
 //!
-//! WAL mode, migrations applied on open, and every write after insert a
-//! single conditional statement, so there is no read-then-write window for
-//! a concurrent logout to fall into.
+//! - WAL mode, migrations applied on open, and every write after insert a
+//!   single conditional statement, so there is no read-then-write window
+//!   for a concurrent logout to fall into.
+//! - The file holds password hashes and the keys that sign access tokens:
+//!   it is created mode 0600 (SQLite gives its `-wal` and `-shm` the same
+//!   mode), and opening a file that other users can read or write, or one
+//!   in a directory they can write, is refused unless
+//!   [`SqliteOptions::allow_readable`] is set.
+//! - Other processes on the same file (the CLI, a second gateway) are heard
+//!   of through a change log that triggers fill inside each writing
+//!   transaction (`migrations/sqlite/0004_session_changes.sql`). The store
+//!   is a [`RevocationBus`] whose subscription polls that log every
+//!   [`SqliteOptions::watch_interval`] on a connection of its own, so
+//!   [`crate::bus::run`] keeps a [`crate::CachedStore`] honest as it does
+//!   for Redis and PostgreSQL.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::Row;
+use sqlx::{Connection, Row};
+use tokio::sync::broadcast;
 
 use super::{SessionStore, StoreError, WriteOutcome};
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditQuery, AuditStore};
+use crate::bus::{BusSubscription, RevocationBus};
 use crate::clock::{duration_millis, Timestamp};
 use crate::session::{Session, SessionData, UserId};
 use crate::token::{SessionHandle, SessionId};
 use crate::users::{User, UserStore};
+
+/// Why [`SqliteStore::open_with`] refused a database: it, a file beside it
+/// or its directory is open to other users. The message names each and the
+/// command that fixes it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OpenToOthers(String);
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -64,6 +86,15 @@ pub struct SqliteOptions {
     /// How long to wait for a lock or a free connection before reporting
     /// the store unavailable. Default 5 s.
     pub busy_timeout: Duration,
+    /// How often a bus subscription ([`RevocationBus::subscribe`]) looks
+    /// for changes made by other processes. Default 10 ms; each look is one
+    /// `PRAGMA data_version`, plus one indexed read when something changed.
+    pub watch_interval: Duration,
+    /// Open the file even if other users can read or write it (or its
+    /// `-wal`/`-shm`), or can write its directory; a warning is logged
+    /// instead. Default `false`: such a file is refused, because it holds
+    /// password hashes and the keys that sign access tokens.
+    pub allow_readable: bool,
 }
 
 impl SqliteOptions {
@@ -74,6 +105,8 @@ impl SqliteOptions {
             durability: Durability::Full,
             max_connections: 4,
             busy_timeout: Duration::from_secs(5),
+            watch_interval: Duration::from_millis(10),
+            allow_readable: false,
         }
     }
 }
@@ -92,6 +125,12 @@ impl SqliteOptions {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// For the watcher's own connection.
+    connect: SqliteConnectOptions,
+    watch_interval: Duration,
+    /// [`RevocationBus::publish`]: reaches this process's subscriptions
+    /// (heartbeats); other processes hear of changes through the triggers.
+    local: broadcast::Sender<String>,
 }
 
 impl SqliteStore {
@@ -108,8 +147,12 @@ impl SqliteStore {
     /// pending migrations.
     ///
     /// # Errors
-    /// As [`SqliteStore::open`].
+    /// As [`SqliteStore::open`]; also [`StoreError::Backend`] with a message
+    /// naming the fix if the file or its directory is open to other users
+    /// (see [`SqliteOptions::allow_readable`]).
     pub async fn open_with(options: SqliteOptions) -> Result<Self, StoreError> {
+        #[cfg(unix)]
+        permissions::prepare(&options.path, options.allow_readable)?;
         let connect = SqliteConnectOptions::from_str("sqlite:")
             .map_err(backend)?
             .filename(&options.path)
@@ -124,14 +167,19 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.busy_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         MIGRATIONS
             .run(&pool)
             .await
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            connect: connect.create_if_missing(false),
+            watch_interval: options.watch_interval.max(Duration::from_millis(1)),
+            local: broadcast::channel(256).0,
+        })
     }
 
     /// The connection pool, for maintenance queries.
@@ -728,5 +776,259 @@ impl super::StateStore for SqliteStore {
         };
         let done = query.execute(&self.pool).await.map_err(store_error)?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+/// Changes read in one poll at most; a larger backlog (a mass sign-out)
+/// is answered by forgetting everything.
+const CHANGES_PER_POLL: usize = 1000;
+
+/// A watch on the change log, on a connection of its own.
+struct SqliteSubscription {
+    conn: SqliteConnection,
+    /// The highest change read.
+    last: i64,
+    /// `PRAGMA data_version` at the last read: it moves when another
+    /// connection commits, so an idle poll costs no table read.
+    data_version: i64,
+    ready: VecDeque<String>,
+    local: broadcast::Receiver<String>,
+    ticker: tokio::time::Interval,
+}
+
+/// The error for a change log that cannot be followed.
+#[derive(Debug, thiserror::Error)]
+#[error("this process's own announcements were dropped")]
+struct LocalClosed;
+
+impl SqliteSubscription {
+    async fn poll(&mut self) -> Result<(), StoreError> {
+        let version: i64 = sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(unavailable)?;
+        if version == self.data_version {
+            return Ok(());
+        }
+        self.data_version = version;
+        let limit = i64::try_from(CHANGES_PER_POLL + 1).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, id FROM session_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .bind(self.last)
+        .bind(limit)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(unavailable)?;
+        if rows.is_empty() {
+            // The log never shrinks below what was read unless the file was
+            // replaced (a restore): start over from what it holds now.
+            let top = self.top().await?;
+            if top < self.last {
+                self.last = top;
+                self.ready.push_back("*".to_owned());
+            }
+            return Ok(());
+        }
+        let gap = rows.first().is_some_and(|(seq, _)| *seq != self.last + 1);
+        if gap || rows.len() > CHANGES_PER_POLL {
+            // Rows not read yet were pruned, or too many to read now.
+            self.last = self.top().await?;
+            self.ready.push_back("*".to_owned());
+            return Ok(());
+        }
+        for (seq, id) in rows {
+            self.last = seq;
+            match <[u8; 32]>::try_from(id.as_slice()) {
+                Ok(digest) => {
+                    self.ready
+                        .push_back(crate::bus::invalidation_payload(&SessionId::from_digest(
+                            digest,
+                        )))
+                }
+                Err(_) => self.ready.push_back("*".to_owned()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn top(&mut self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM session_changes")
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
+}
+
+#[async_trait]
+impl BusSubscription for SqliteSubscription {
+    async fn next(&mut self) -> Result<String, StoreError> {
+        loop {
+            if let Some(payload) = self.ready.pop_front() {
+                return Ok(payload);
+            }
+            // The heartbeats that come back here pass through this same
+            // loop, so a poll that hangs makes them late and the bus runner
+            // stops trusting the cache; a poll that fails ends the
+            // subscription (the same).
+            tokio::select! {
+                biased;
+                local = self.local.recv() => match local {
+                    Ok(payload) => return Ok(payload),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(StoreError::Unavailable(Box::new(LocalClosed)))
+                    }
+                },
+                _ = self.ticker.tick() => self.poll().await?,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl RevocationBus for SqliteStore {
+    /// A watch on the change log the triggers fill. Returns once it knows
+    /// where the log ends, so every change committed afterwards (by any
+    /// process) is delivered.
+    async fn subscribe(&self) -> Result<Box<dyn BusSubscription>, StoreError> {
+        let mut conn = SqliteConnection::connect_with(&self.connect)
+            .await
+            .map_err(unavailable)?;
+        let data_version: i64 = sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut ticker = tokio::time::interval(self.watch_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut subscription = SqliteSubscription {
+            conn,
+            last: 0,
+            data_version,
+            ready: VecDeque::new(),
+            local: self.local.subscribe(),
+            ticker,
+        };
+        subscription.last = subscription.top().await?;
+        Ok(Box::new(subscription))
+    }
+
+    /// Delivers `payload` to this process's subscriptions only (the bus
+    /// runner's heartbeats). Other processes learn of changes to sessions
+    /// from the change log, not from here.
+    async fn publish(&self, payload: &str) -> Result<(), StoreError> {
+        // No subscriber yet is no error: the runner subscribes in its own time.
+        let _ = self.local.send(payload.to_owned());
+        Ok(())
+    }
+}
+
+/// Who may read the database file.
+#[cfg(unix)]
+mod permissions {
+    use std::fs::{self, OpenOptions};
+    use std::io::ErrorKind;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+
+    use super::OpenToOthers;
+    use crate::store::StoreError;
+
+    /// Refuses (or, with `allow`, warns about) a directory other users can
+    /// write or files they can open, and creates a missing database file
+    /// with mode 0600 before SQLite opens it. SQLite gives the `-wal` and
+    /// `-shm` it creates the main file's mode.
+    pub(super) fn prepare(path: &Path, allow: bool) -> Result<(), StoreError> {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut problems = Vec::new();
+        if let Ok(meta) = fs::metadata(&dir) {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o022 != 0 {
+                problems.push(format!(
+                    "the directory {} is writable by other users (mode {mode:04o}), who could \
+                     replace the database or plant its -wal file; use a directory only this \
+                     user can write (chmod go-w {})",
+                    dir.display(),
+                    shell_quote(&dir)
+                ));
+            }
+        }
+        if problems.is_empty() || allow {
+            // create_new: never follows a planted link, never changes a file
+            // that exists. The umask can only take bits away from 0600.
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::Unavailable(Box::new(e))),
+            }
+        }
+        let mut open = Vec::new();
+        for file in companions(path) {
+            if let Ok(meta) = fs::metadata(&file) {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    open.push((file, mode));
+                }
+            }
+        }
+        if !open.is_empty() {
+            let names: Vec<String> = open
+                .iter()
+                .map(|(f, mode)| format!("{} (mode {mode:04o})", f.display()))
+                .collect();
+            let fix: Vec<String> = companions(path).iter().map(|f| shell_quote(f)).collect();
+            problems.push(format!(
+                "other users can read or write {}, and the database holds password hashes \
+                 and the keys that sign access tokens; fix: chmod 600 {}",
+                names.join(", "),
+                fix.join(" ")
+            ));
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let message = problems.join("; ");
+        if allow {
+            tracing::warn!(
+                "SQLITE DATABASE OPEN TO OTHER USERS (allowed by the settings): {message}"
+            );
+            return Ok(());
+        }
+        Err(StoreError::Backend(Box::new(OpenToOthers(message))))
+    }
+
+    /// The database file and the two SQLite keeps beside it in WAL mode.
+    fn companions(path: &Path) -> [PathBuf; 3] {
+        let with = |suffix: &str| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        [path.to_path_buf(), with("-wal"), with("-shm")]
+    }
+
+    /// The path as one shell word.
+    fn shell_quote(path: &Path) -> String {
+        let text = path.display().to_string();
+        if text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+@:,".contains(&b))
+        {
+            text
+        } else {
+            format!("'{}'", text.replace('\'', "'\\''"))
+        }
     }
 }

@@ -191,6 +191,7 @@ pub fn policy(settings: &Settings) -> Result<Policy> {
 /// Runs the gateway until Ctrl-C or SIGTERM. `on_ready` gets the public
 /// origin once the port is bound.
 pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<()> {
+    let limits = server::Limits::from_settings(&settings.connections);
     let tls = settings
         .tls
         .as_ref()
@@ -283,7 +284,7 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
             .with_tokens(tokens),
     );
     on_ready(&origin);
-    server::serve(listener, gateway.router(), tls, shutdown_signal()).await;
+    server::serve(listener, gateway.router(), tls, limits, shutdown_signal()).await;
     drop(bus);
     Ok(())
 }

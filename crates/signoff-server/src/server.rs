@@ -182,6 +182,12 @@ impl Conn {
         self.activity.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a request ever arrived on it.
+    fn ever_used(&self) -> bool {
+        let a = self.activity();
+        a.busy > 0 || a.last_end.is_some()
+    }
+
     /// When this connection is to be closed for idleness; `None` while a
     /// request is in progress.
     fn idle_deadline(&self, limits: &Limits) -> Option<Instant> {
@@ -434,6 +440,10 @@ async fn serve_http<I>(
         }
     };
     tracing::debug!(%peer, "closing a connection: {why}");
-    served.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(CLOSE_GRACE, served).await;
+    // A connection that never carried a request has nothing to finish; one
+    // that did gets HTTP/2's GOAWAY, in case a request is on its way.
+    if conn.ever_used() {
+        served.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(CLOSE_GRACE, served).await;
+    }
 }

@@ -1034,6 +1034,35 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_from_flags_and_file() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.connections, ConnectionLimits::default());
+        assert_eq!(s.connections.client_timeout, Duration::from_secs(10));
+        assert_eq!(s.connections.keepalive_timeout, Duration::from_secs(60));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signoff.toml");
+        std::fs::write(
+            &file,
+            "client_timeout = \"3s\"\nkeepalive_timeout = \"5m\"\nmax_connections = 500\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let s = parse(&["--config", path, "--max-connections", "40"]).unwrap();
+        assert_eq!(s.connections.client_timeout, Duration::from_secs(3));
+        assert_eq!(s.connections.keepalive_timeout, Duration::from_secs(300));
+        assert_eq!(s.connections.max_connections, Some(40), "flag wins");
+        for bad in [
+            &["--max-connections", "0"][..],
+            &["--client-timeout", "0s"],
+            &["--client-timeout", "6m"],
+            &["--keepalive-timeout", "2h"],
+            &["--keepalive-timeout", "never"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn session_admin_and_audit_options() {
         let s = parse(&[]).unwrap();
         assert_eq!(s.max_sessions, None);

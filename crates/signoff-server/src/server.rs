@@ -237,23 +237,19 @@ impl Registry {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A place for a new connection, closing the oldest unproven one (idle
-    /// ones first) when at the cap; `None` if nothing can be closed.
+    /// A place for a new connection, closing the oldest unproven one when
+    /// at the cap (first in, first out: a newcomer survives about `max`
+    /// later arrivals); `None` if nothing can be closed.
     fn admit(self: &Arc<Self>) -> Option<Slot> {
         let mut t = self.lock();
         if t.open.len() - t.shedding >= self.max {
             if t.shedding >= SHED_BACKLOG {
                 return None;
             }
-            let sheddable = |c: &&Arc<Conn>| {
-                !c.proven.load(Ordering::Relaxed) && !c.shed.load(Ordering::Relaxed)
-            };
             let victim = t
                 .open
                 .values()
-                .filter(sheddable)
-                .find(|c| c.activity().busy == 0)
-                .or_else(|| t.open.values().find(sheddable))?
+                .find(|c| !c.proven.load(Ordering::Relaxed) && !c.shed.load(Ordering::Relaxed))?
                 .clone();
             victim.shed.store(true, Ordering::Relaxed);
             victim.close.notify_one();
@@ -445,5 +441,83 @@ async fn serve_http<I>(
     if conn.ever_used() {
         served.as_mut().graceful_shutdown();
         let _ = tokio::time::timeout(CLOSE_GRACE, served).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(max: usize) -> Arc<Registry> {
+        Arc::new(Registry {
+            max,
+            table: Mutex::default(),
+        })
+    }
+
+    fn shed(slot: &Slot) -> bool {
+        slot.conn.shed.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_oldest_unproven_connection_makes_room() {
+        let r = registry(3);
+        let proven = r.admit().unwrap();
+        proven.conn.proven.store(true, Ordering::Relaxed);
+        let busy = r.admit().unwrap();
+        let _request = Busy::start(&busy.conn);
+        let idle = r.admit().unwrap();
+        // Full: the oldest unproven one goes, busy or not; never the proven.
+        let a = r.admit().unwrap();
+        assert!(shed(&busy) && !shed(&idle) && !shed(&proven));
+        let b = r.admit().unwrap();
+        assert!(shed(&idle) && !shed(&a));
+        drop(idle);
+        drop(busy);
+        assert_eq!(r.lock().open.len(), 3);
+        assert_eq!(r.lock().shedding, 0);
+        let c = r.admit().unwrap();
+        assert!(shed(&a) && !shed(&b) && !shed(&proven));
+        drop(a);
+        // Only proven connections left to shed: the newcomer is refused.
+        b.conn.proven.store(true, Ordering::Relaxed);
+        c.conn.proven.store(true, Ordering::Relaxed);
+        assert!(r.admit().is_none());
+        drop(c);
+        assert!(r.admit().is_some(), "room again once one closes");
+    }
+
+    #[tokio::test]
+    async fn a_live_session_proves_only_its_own_connection() {
+        let r = registry(10);
+        let (one, two) = (r.admit().unwrap(), r.admit().unwrap());
+        CONNECTION
+            .scope(one.conn.clone(), async { note_live_session() })
+            .await;
+        note_live_session(); // outside any request: nothing to mark
+        assert!(one.conn.proven.load(Ordering::Relaxed));
+        assert!(!two.conn.proven.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn idle_deadlines_follow_the_phase() {
+        let limits = Limits {
+            client_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            max_connections: 1,
+        };
+        let r = registry(1);
+        let slot = r.admit().unwrap();
+        let conn = &slot.conn;
+        assert_eq!(
+            conn.idle_deadline(&limits),
+            Some(conn.accepted + limits.client_timeout)
+        );
+        let request = Busy::start(conn);
+        assert_eq!(conn.idle_deadline(&limits), None, "no deadline mid-request");
+        drop(request);
+        let after = conn.idle_deadline(&limits).unwrap();
+        assert!(after >= conn.accepted + limits.keepalive_timeout);
+        assert!(conn.ever_used());
     }
 }

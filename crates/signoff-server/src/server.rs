@@ -214,6 +214,8 @@ struct Table {
     open: BTreeMap<u64, Arc<Conn>>,
     /// How many of `open` are being closed.
     shedding: usize,
+    /// When reaching the cap was last logged.
+    warned_at: Option<Instant>,
 }
 
 /// A connection's place in the registry, given back when dropped.
@@ -243,6 +245,16 @@ impl Registry {
     fn admit(self: &Arc<Self>) -> Option<Slot> {
         let mut t = self.lock();
         if t.open.len() - t.shedding >= self.max {
+            if t.warned_at
+                .is_none_or(|at| at.elapsed() > Duration::from_secs(60))
+            {
+                t.warned_at = Some(Instant::now());
+                tracing::warn!(
+                    max_connections = self.max,
+                    "at the connection cap: closing the oldest connections that never carried \
+                     a live session (logged at most once a minute)"
+                );
+            }
             if t.shedding >= SHED_BACKLOG {
                 return None;
             }
@@ -436,9 +448,10 @@ async fn serve_http<I>(
         }
     };
     tracing::debug!(%peer, "closing a connection: {why}");
-    // A connection that never carried a request has nothing to finish; one
-    // that did gets HTTP/2's GOAWAY, in case a request is on its way.
-    if conn.ever_used() {
+    // One that is shed goes at once: its descriptor is wanted now. One that
+    // never carried a request has nothing to finish. An idle one that did
+    // gets HTTP/2's GOAWAY, in case a request is on its way.
+    if !conn.shed.load(Ordering::Relaxed) && conn.ever_used() {
         served.as_mut().graceful_shutdown();
         let _ = tokio::time::timeout(CLOSE_GRACE, served).await;
     }

@@ -121,6 +121,10 @@ enum Kind {
     IdleHttp1AfterRequest,
     /// The login form's headers, then its body a byte at a time.
     SlowBody,
+    /// The same with the logout form.
+    SlowLogoutBody,
+    /// Connects to the HTTPS port and never starts the handshake.
+    SilentTls,
     /// A complete TLS handshake, then nothing.
     QuietTls,
 }
@@ -132,7 +136,7 @@ async fn open(server: &Server, kind: Kind) -> (Box<dyn Conn>, Instant) {
     let mut tcp = TcpStream::connect(server.addr).await.unwrap();
     let host = server.addr.to_string();
     match kind {
-        Kind::SilentTcp => {}
+        Kind::SilentTcp | Kind::SilentTls => {}
         Kind::PartialPreface => tcp.write_all(&PREFACE[..16]).await.unwrap(),
         Kind::IdleHttp2 => {
             tcp.write_all(&[PREFACE, SETTINGS].concat()).await.unwrap();
@@ -151,9 +155,14 @@ async fn open(server: &Server, kind: Kind) -> (Box<dyn Conn>, Instant) {
             read_until(&mut tcp, b"ok\n").await;
             return (Box::new(tcp), Instant::now());
         }
-        Kind::SlowBody => {
+        Kind::SlowBody | Kind::SlowLogoutBody => {
+            let form = if kind == Kind::SlowBody {
+                "login"
+            } else {
+                "logout"
+            };
             let head = format!(
-                "POST /.signoff/login HTTP/1.1\r\nhost: {host}\r\n\
+                "POST /.signoff/{form} HTTP/1.1\r\nhost: {host}\r\n\
                  content-type: application/x-www-form-urlencoded\r\n\
                  content-length: 1000\r\n\r\nusername=a"
             );
@@ -275,11 +284,16 @@ async fn every_kind_of_silent_connection_is_closed_within_its_bound() {
         Kind::IdleHttp2AfterRequest,
         Kind::IdleHttp1AfterRequest,
         Kind::SlowBody,
+        Kind::SlowLogoutBody,
+        Kind::SilentTls,
         Kind::QuietTls,
     ];
     let mut waits = Vec::new();
     for kind in kinds {
-        let server = if kind == Kind::QuietTls { &tls } else { &plain };
+        let server = match kind {
+            Kind::SilentTls | Kind::QuietTls => &tls,
+            _ => &plain,
+        };
         let bound = match kind {
             Kind::IdleHttp2AfterRequest | Kind::IdleHttp1AfterRequest => KEEPALIVE_TIMEOUT,
             _ => CLIENT_TIMEOUT,
@@ -304,7 +318,7 @@ async fn every_kind_of_silent_connection_is_closed_within_its_bound() {
             took + Duration::from_millis(50) >= bound,
             "{kind:?}: closed after {took:?}, before its {bound:?} bound"
         );
-        if kind == Kind::SlowBody {
+        if matches!(kind, Kind::SlowBody | Kind::SlowLogoutBody) {
             let text = String::from_utf8_lossy(&seen);
             assert!(text.starts_with("HTTP/1.1 408 "), "{kind:?}: {text}");
         }
@@ -313,6 +327,7 @@ async fn every_kind_of_silent_connection_is_closed_within_its_bound() {
     for server in [&plain, &tls] {
         let log = server.proc.log_text();
         assert!(!log.contains("accept failed"), "{log}");
+        assert!(!log.contains("at the connection cap"), "{log}");
     }
 }
 
@@ -353,6 +368,7 @@ async fn flood(server: &Server, n: usize) -> Vec<tokio::task::JoinHandle<()>> {
         Kind::PartialPreface,
         Kind::IdleHttp2,
         Kind::SlowBody,
+        Kind::SlowLogoutBody,
     ];
     let mut held = Vec::new();
     for i in 0..n {
@@ -409,6 +425,7 @@ async fn signed_in_requests_and_logout_get_through_a_flood_under_a_low_fd_limit(
 
     let log = server.proc.log_text();
     assert!(log.contains("max_connections=64 fd_limit=256"), "{log}");
+    assert!(log.contains("at the connection cap"), "{log}");
     assert!(!log.contains("accept failed"), "{log}");
     assert!(!log.to_lowercase().contains("too many open files"), "{log}");
     for h in held {

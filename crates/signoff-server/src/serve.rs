@@ -273,10 +273,12 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
     });
 
     let origin = settings.public_origin.clone();
+    let connections = Arc::new(server::ConnectionStats::default());
     let metrics = crate::metrics::Sources {
         store: backend.kind,
         cache,
         bus: bus.as_ref().map(|b| b.stats().clone()),
+        connections: Some(connections.clone()),
     };
     let gateway = Arc::new(
         Gateway::new(settings, sessions, accounts)?
@@ -284,7 +286,15 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
             .with_tokens(tokens),
     );
     on_ready(&origin);
-    server::serve(listener, gateway.router(), tls, limits, shutdown_signal()).await;
+    server::serve(
+        listener,
+        gateway.router(),
+        tls,
+        limits,
+        connections,
+        shutdown_signal(),
+    )
+    .await;
     drop(bus);
     Ok(())
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -84,7 +84,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// one upstream connection each may use: the store, logs, the listener.
 const FD_RESERVE: u64 = 128;
 /// Connections being shed whose descriptors are not yet released; beyond
-/// this, new connections are refused rather than outrun the closing.
+/// this, accepting waits for them rather than outrun the closing.
 const SHED_BACKLOG: usize = 64;
 
 /// The time limits and the cap `serve` applies.
@@ -144,6 +144,21 @@ impl Limits {
             max_connections,
         }
     }
+}
+
+/// Connection figures for `PREFIX/metrics`.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    /// The cap in force.
+    pub max: AtomicU64,
+    /// Client connections open now.
+    pub open: AtomicU64,
+    /// Closed at the cap to make room for a new one.
+    pub shed: AtomicU64,
+    /// New connections closed at once: at the cap, none to shed.
+    pub refused: AtomicU64,
+    /// Closed for taking too long (TLS handshake, first request, idle).
+    pub timed_out: AtomicU64,
 }
 
 tokio::task_local! {
@@ -206,6 +221,18 @@ impl Conn {
 struct Registry {
     max: usize,
     table: Mutex<Table>,
+    stats: Arc<ConnectionStats>,
+    /// Signalled when a shed connection is gone.
+    released: Notify,
+}
+
+/// What [`Registry::admit`] decided for a new connection.
+enum Admission {
+    Admitted(Slot),
+    /// Too many connections are still closing: try again once one is gone.
+    Wait,
+    /// At the cap, and every open connection carried a live session.
+    Refused,
 }
 
 #[derive(Default)]
@@ -228,8 +255,12 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut t = self.registry.lock();
-        if t.open.remove(&self.id).is_some() && self.conn.shed.load(Ordering::Relaxed) {
-            t.shedding -= 1;
+        if t.open.remove(&self.id).is_some() {
+            self.registry.stats.open.fetch_sub(1, Ordering::Relaxed);
+            if self.conn.shed.load(Ordering::Relaxed) {
+                t.shedding -= 1;
+                self.registry.released.notify_one();
+            }
         }
     }
 }
@@ -241,8 +272,8 @@ impl Registry {
 
     /// A place for a new connection, closing the oldest unproven one when
     /// at the cap (first in, first out: a newcomer survives about `max`
-    /// later arrivals); `None` if nothing can be closed.
-    fn admit(self: &Arc<Self>) -> Option<Slot> {
+    /// later arrivals).
+    fn admit(self: &Arc<Self>) -> Admission {
         let mut t = self.lock();
         if t.open.len() - t.shedding >= self.max {
             if t.warned_at
@@ -256,13 +287,18 @@ impl Registry {
                 );
             }
             if t.shedding >= SHED_BACKLOG {
-                return None;
+                return Admission::Wait;
             }
             let victim = t
                 .open
                 .values()
-                .find(|c| !c.proven.load(Ordering::Relaxed) && !c.shed.load(Ordering::Relaxed))?
-                .clone();
+                .find(|c| !c.proven.load(Ordering::Relaxed) && !c.shed.load(Ordering::Relaxed))
+                .cloned();
+            let Some(victim) = victim else {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                return Admission::Refused;
+            };
+            self.stats.shed.fetch_add(1, Ordering::Relaxed);
             victim.shed.store(true, Ordering::Relaxed);
             victim.close.notify_one();
             t.shedding += 1;
@@ -277,7 +313,8 @@ impl Registry {
             close: Notify::new(),
         });
         t.open.insert(id, conn.clone());
-        Some(Slot {
+        self.stats.open.fetch_add(1, Ordering::Relaxed);
+        Admission::Admitted(Slot {
             registry: self.clone(),
             id,
             conn,
@@ -336,11 +373,17 @@ pub async fn serve(
     app: Router,
     tls: Option<TlsAcceptor>,
     limits: Limits,
+    stats: Arc<ConnectionStats>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    stats
+        .max
+        .store(limits.max_connections as u64, Ordering::Relaxed);
     let registry = Arc::new(Registry {
         max: limits.max_connections,
         table: Mutex::default(),
+        stats,
+        released: Notify::new(),
     });
     tokio::pin!(shutdown);
     loop {
@@ -356,8 +399,19 @@ pub async fn serve(
             },
             () = &mut shutdown => return,
         };
-        let Some(slot) = registry.admit() else {
-            tracing::debug!(%peer, "connection refused: every open connection has a live session");
+        let slot = loop {
+            match registry.admit() {
+                Admission::Admitted(slot) => break Some(slot),
+                Admission::Refused => break None,
+                // New connections wait in the kernel's queue meanwhile.
+                Admission::Wait => {
+                    let released = registry.released.notified();
+                    let _ = tokio::time::timeout(Duration::from_millis(100), released).await;
+                }
+            }
+        };
+        let Some(slot) = slot else {
+            tracing::debug!(%peer, "connection refused: at the cap, and no connection can be shed");
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -366,7 +420,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let deadline = slot.conn.accepted + limits.client_timeout;
             match tls {
-                None => serve_http(TokioIo::new(stream), peer, app, limits, &slot.conn).await,
+                None => serve_http(TokioIo::new(stream), peer, app, limits, &slot).await,
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream));
                     let tls_stream = tokio::select! {
@@ -378,12 +432,13 @@ pub async fn serve(
                             }
                             Err(_) => {
                                 tracing::debug!(%peer, "TLS handshake timed out");
+                                slot.registry.stats.timed_out.fetch_add(1, Ordering::Relaxed);
                                 return;
                             }
                         },
                         () = slot.conn.close.notified() => return,
                     };
-                    serve_http(TokioIo::new(tls_stream), peer, app, limits, &slot.conn).await;
+                    serve_http(TokioIo::new(tls_stream), peer, app, limits, &slot).await;
                 }
             }
             drop(slot);
@@ -393,15 +448,11 @@ pub async fn serve(
 
 /// Serves HTTP/1 or HTTP/2 on one connection until the client closes it,
 /// it stays idle past its deadline, or the registry sheds it.
-async fn serve_http<I>(
-    io: TokioIo<I>,
-    peer: SocketAddr,
-    app: Router,
-    limits: Limits,
-    conn: &Arc<Conn>,
-) where
+async fn serve_http<I>(io: TokioIo<I>, peer: SocketAddr, app: Router, limits: Limits, slot: &Slot)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let conn = &slot.conn;
     let on_request = conn.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
@@ -438,7 +489,10 @@ async fn serve_http<I>(
             () = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
                 match conn.idle_deadline(&limits) {
-                    Some(deadline) if deadline <= now => break "idle past its deadline",
+                    Some(deadline) if deadline <= now => {
+                        slot.registry.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                        break "idle past its deadline";
+                    }
                     Some(deadline) => wake = deadline,
                     // Checked again once the request could have ended.
                     None => wake = now + limits.keepalive_timeout,
@@ -465,7 +519,16 @@ mod tests {
         Arc::new(Registry {
             max,
             table: Mutex::default(),
+            stats: Arc::default(),
+            released: Notify::new(),
         })
+    }
+
+    fn admit(r: &Arc<Registry>) -> Slot {
+        match r.admit() {
+            Admission::Admitted(slot) => slot,
+            _ => panic!("not admitted"),
+        }
     }
 
     fn shed(slot: &Slot) -> bool {
@@ -475,35 +538,59 @@ mod tests {
     #[tokio::test]
     async fn at_the_cap_the_oldest_unproven_connection_makes_room() {
         let r = registry(3);
-        let proven = r.admit().unwrap();
+        let proven = admit(&r);
         proven.conn.proven.store(true, Ordering::Relaxed);
-        let busy = r.admit().unwrap();
+        let busy = admit(&r);
         let _request = Busy::start(&busy.conn);
-        let idle = r.admit().unwrap();
+        let idle = admit(&r);
         // Full: the oldest unproven one goes, busy or not; never the proven.
-        let a = r.admit().unwrap();
+        let a = admit(&r);
         assert!(shed(&busy) && !shed(&idle) && !shed(&proven));
-        let b = r.admit().unwrap();
+        let b = admit(&r);
         assert!(shed(&idle) && !shed(&a));
         drop(idle);
         drop(busy);
         assert_eq!(r.lock().open.len(), 3);
         assert_eq!(r.lock().shedding, 0);
-        let c = r.admit().unwrap();
+        let c = admit(&r);
         assert!(shed(&a) && !shed(&b) && !shed(&proven));
         drop(a);
         // Only proven connections left to shed: the newcomer is refused.
         b.conn.proven.store(true, Ordering::Relaxed);
         c.conn.proven.store(true, Ordering::Relaxed);
-        assert!(r.admit().is_none());
+        assert!(matches!(r.admit(), Admission::Refused));
         drop(c);
-        assert!(r.admit().is_some(), "room again once one closes");
+        admit(&r); // room again once one closes
+        let stats = &r.stats;
+        assert_eq!(stats.shed.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            stats.open.load(Ordering::Relaxed),
+            r.lock().open.len() as u64
+        );
+    }
+
+    #[tokio::test]
+    async fn accepting_waits_while_too_many_connections_are_closing() {
+        let r = registry(1);
+        let mut held = vec![admit(&r)];
+        for _ in 0..SHED_BACKLOG {
+            held.push(admit(&r));
+        }
+        assert_eq!(r.lock().shedding, SHED_BACKLOG);
+        assert!(matches!(r.admit(), Admission::Wait));
+        drop(held.remove(0));
+        // The accept loop is woken, and there is room to shed again.
+        tokio::time::timeout(Duration::from_secs(1), r.released.notified())
+            .await
+            .unwrap();
+        admit(&r);
     }
 
     #[tokio::test]
     async fn a_live_session_proves_only_its_own_connection() {
         let r = registry(10);
-        let (one, two) = (r.admit().unwrap(), r.admit().unwrap());
+        let (one, two) = (admit(&r), admit(&r));
         CONNECTION
             .scope(one.conn.clone(), async { note_live_session() })
             .await;
@@ -520,7 +607,7 @@ mod tests {
             max_connections: 1,
         };
         let r = registry(1);
-        let slot = r.admit().unwrap();
+        let slot = admit(&r);
         let conn = &slot.conn;
         assert_eq!(
             conn.idle_deadline(&limits),

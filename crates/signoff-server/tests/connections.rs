@@ -274,7 +274,13 @@ async fn every_kind_of_silent_connection_is_closed_within_its_bound() {
         return;
     };
     raise_own_fd_limit();
-    let flags = ["--client-timeout", "1s", "--keepalive-timeout", "2s"];
+    let flags = [
+        "--client-timeout",
+        "1s",
+        "--keepalive-timeout",
+        "2s",
+        "--metrics",
+    ];
     let plain = Server::start(&upstream, None, false, &flags);
     let tls = Server::start(&upstream, None, true, &flags);
     let kinds = [
@@ -329,6 +335,15 @@ async fn every_kind_of_silent_connection_is_closed_within_its_bound() {
         assert!(!log.contains("accept failed"), "{log}");
         assert!(!log.contains("at the connection cap"), "{log}");
     }
+    // On the plain port, silent TCP, half prefaces and both idle HTTP/2
+    // kinds at least were closed by signoff's own deadlines (slow bodies
+    // end with their 408; idle HTTP/1 by hyper's timer or signoff's).
+    let metrics = get(&plain.url("/.signoff/metrics"), &[]).await.text();
+    let timed_out = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("signoff_connections_timed_out_total "))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(timed_out.parse::<u64>().unwrap() >= 4 * 40, "{metrics}");
 }
 
 /// An HTTP/1.1 connection the test keeps open for several requests.
@@ -391,7 +406,12 @@ async fn signed_in_requests_and_logout_get_through_a_flood_under_a_low_fd_limit(
         return;
     };
     raise_own_fd_limit();
-    let server = Server::start(&upstream, Some(256), false, &["--client-timeout", "60s"]);
+    let server = Server::start(
+        &upstream,
+        Some(256),
+        false,
+        &["--client-timeout", "60s", "--metrics"],
+    );
     let alice = support::login_at(&server.origin, USER, PASSWORD).await;
     let bob = support::login_at(&server.origin, "bob", PASSWORD).await;
     let mut kept = KeepAlive::open(server.addr).await;
@@ -423,6 +443,18 @@ async fn signed_in_requests_and_logout_get_through_a_flood_under_a_low_fd_limit(
     assert_eq!(after.status, 401, "bob's session outlived his sign-out");
     assert_eq!(kept.get("/after", &alice).await.0, 200);
 
+    let metrics = get(&server.url("/.signoff/metrics"), &[]).await.text();
+    let figure = |name: &str| -> u64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("signoff_connections_{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(figure("max"), 64);
+    assert!(figure("open") <= 64, "{metrics}");
+    assert!(figure("shed_total") >= 600 - 64, "{metrics}");
+    assert_eq!(figure("refused_total"), 0, "{metrics}");
     let log = server.proc.log_text();
     assert!(log.contains("max_connections=64 fd_limit=256"), "{log}");
     assert!(log.contains("at the connection cap"), "{log}");

@@ -119,6 +119,8 @@ enum Kind {
     IdleHttp2AfterRequest,
     /// One HTTP/1.1 request, answered, then nothing (keep-alive).
     IdleHttp1AfterRequest,
+    /// A request's headers a byte at a time.
+    SlowHeaders,
     /// The login form's headers, then its body a byte at a time.
     SlowBody,
     /// The same with the logout form.
@@ -155,6 +157,11 @@ async fn open(server: &Server, kind: Kind) -> (Box<dyn Conn>, Instant) {
             read_until(&mut tcp, b"ok\n").await;
             return (Box::new(tcp), Instant::now());
         }
+        Kind::SlowHeaders => {
+            let head = format!("GET /.signoff/healthz HTTP/1.1\r\nhost: {host}\r\nx-slow: ");
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            return (trickle(tcp), start);
+        }
         Kind::SlowBody | Kind::SlowLogoutBody => {
             let form = if kind == Kind::SlowBody {
                 "login"
@@ -167,18 +174,7 @@ async fn open(server: &Server, kind: Kind) -> (Box<dyn Conn>, Instant) {
                  content-length: 1000\r\n\r\nusername=a"
             );
             tcp.write_all(head.as_bytes()).await.unwrap();
-            let deadline_start = Instant::now();
-            let (read, mut write) = tcp.into_split();
-            // A byte every 100 ms, until the server closes.
-            tokio::spawn(async move {
-                for _ in 0..990 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    if write.write_all(b"a").await.is_err() {
-                        break;
-                    }
-                }
-            });
-            return (Box::new(read), deadline_start);
+            return (trickle(tcp), Instant::now());
         }
         Kind::QuietTls => {
             let mut roots = rustls::RootCertStore::empty();
@@ -199,6 +195,20 @@ async fn open(server: &Server, kind: Kind) -> (Box<dyn Conn>, Instant) {
         }
     }
     (Box::new(tcp), start)
+}
+
+/// Sends a byte every 100 ms (at most 990), until the server closes.
+fn trickle(tcp: TcpStream) -> Box<dyn Conn> {
+    let (read, mut write) = tcp.into_split();
+    tokio::spawn(async move {
+        for _ in 0..990 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if write.write_all(b"a").await.is_err() {
+                break;
+            }
+        }
+    });
+    Box::new(read)
 }
 
 trait Conn: AsyncRead + Unpin + Send {}
@@ -289,6 +299,7 @@ async fn every_kind_of_silent_connection_is_closed_within_its_bound() {
         Kind::IdleHttp2,
         Kind::IdleHttp2AfterRequest,
         Kind::IdleHttp1AfterRequest,
+        Kind::SlowHeaders,
         Kind::SlowBody,
         Kind::SlowLogoutBody,
         Kind::SilentTls,
@@ -335,15 +346,16 @@ async fn every_kind_of_silent_connection_is_closed_within_its_bound() {
         assert!(!log.contains("accept failed"), "{log}");
         assert!(!log.contains("at the connection cap"), "{log}");
     }
-    // On the plain port, silent TCP, half prefaces and both idle HTTP/2
-    // kinds at least were closed by signoff's own deadlines (slow bodies
-    // end with their 408; idle HTTP/1 by hyper's timer or signoff's).
+    // On the plain port, silent TCP, half prefaces, both idle HTTP/2 kinds
+    // and slow headers at least were closed by signoff's own deadlines
+    // (slow bodies end with their 408; idle HTTP/1 by hyper's timer or
+    // signoff's, whichever fires first).
     let metrics = get(&plain.url("/.signoff/metrics"), &[]).await.text();
     let timed_out = metrics
         .lines()
         .find_map(|l| l.strip_prefix("signoff_connections_timed_out_total "))
         .unwrap_or_else(|| panic!("{metrics}"));
-    assert!(timed_out.parse::<u64>().unwrap() >= 4 * 40, "{metrics}");
+    assert!(timed_out.parse::<u64>().unwrap() >= 5 * 40, "{metrics}");
 }
 
 /// An HTTP/1.1 connection the test keeps open for several requests.

@@ -465,11 +465,12 @@ where
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper starts this timer whenever it waits for a request, so it bounds
-    // keep-alive idleness plus the next request's headers.
+    // keep-alive idleness plus the next request's headers; the first
+    // request has the client timeout below, which must not be cut short.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.keepalive_timeout);
+        .header_read_timeout(limits.keepalive_timeout.max(limits.client_timeout));
     builder
         .http2()
         .timer(TokioTimer::new())

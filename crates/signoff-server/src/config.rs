@@ -212,6 +212,21 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub token_clients: Vec<String>,
+    /// Longest a client may take from connecting to the end of its first
+    /// request's headers (TLS handshake included), and to send a form or
+    /// JSON body to signoff's own pages, e.g. 10s [default: 10s] [file: client_timeout]
+    #[arg(long, env = "SIGNOFF_CLIENT_TIMEOUT", value_name = "DURATION")]
+    pub client_timeout: Option<String>,
+    /// Longest a connection may stay open with no request in progress
+    /// (HTTP/1 keep-alive, HTTP/2 with no open stream), e.g. 60s
+    /// [default: 60s] [file: keepalive_timeout]
+    #[arg(long, env = "SIGNOFF_KEEPALIVE_TIMEOUT", value_name = "DURATION")]
+    pub keepalive_timeout: Option<String>,
+    /// Most client connections open at once; beyond it the oldest
+    /// connection that has not shown a live session is closed
+    /// [default: from the file-descriptor limit] [file: max_connections]
+    #[arg(long, env = "SIGNOFF_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
 }
 
 /// The TOML file. Unknown keys are an error, so a typo is not ignored.
@@ -250,6 +265,9 @@ struct FileConfig {
     token_issuer: Option<String>,
     token_audience: Option<String>,
     token_clients: Option<Vec<String>>,
+    client_timeout: Option<String>,
+    keepalive_timeout: Option<String>,
+    max_connections: Option<usize>,
     #[serde(default)]
     login: LoginFile,
 }
@@ -362,6 +380,64 @@ pub struct Settings {
     pub metrics: bool,
     /// Token mode, if on.
     pub tokens: Option<TokenSettings>,
+    /// Connection time limits and cap.
+    pub connections: ConnectionLimits,
+}
+
+/// How long clients may take, and how many may be connected. Every phase
+/// of a connection is bounded, so silent clients cannot pile up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// From accept to the end of the first request's headers (TLS
+    /// handshake included); also the deadline for a body sent to
+    /// signoff's own endpoints.
+    pub client_timeout: Duration,
+    /// Longest a connection stays open with no request in progress.
+    pub keepalive_timeout: Duration,
+    /// Most open client connections; `None`: derived from the
+    /// file-descriptor limit at start.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            client_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            max_connections: None,
+        }
+    }
+}
+
+/// Merged but unchecked connection limits.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionLimitsRaw {
+    pub client_timeout: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+}
+
+impl ConnectionLimitsRaw {
+    fn check(self) -> Result<ConnectionLimits> {
+        let mut limits = ConnectionLimits::default();
+        if let Some(t) = &self.client_timeout {
+            limits.client_timeout = parse_duration(t).context("--client-timeout")?;
+        }
+        if let Some(t) = &self.keepalive_timeout {
+            limits.keepalive_timeout = parse_duration(t).context("--keepalive-timeout")?;
+        }
+        if limits.client_timeout > Duration::from_secs(300) {
+            bail!("--client-timeout: at most 5m");
+        }
+        if limits.keepalive_timeout > Duration::from_secs(3600) {
+            bail!("--keepalive-timeout: at most 1h");
+        }
+        if self.max_connections == Some(0) {
+            bail!("--max-connections 0: expected at least 1 (leave it out for the default)");
+        }
+        limits.max_connections = self.max_connections;
+        Ok(limits)
+    }
 }
 
 /// Token mode settings.
@@ -491,6 +567,11 @@ impl ServeArgs {
                 audience: self.token_audience.or(file.token_audience),
                 clients: nonempty(self.token_clients, file.token_clients).unwrap_or_default(),
             },
+            connections: ConnectionLimitsRaw {
+                client_timeout: self.client_timeout.or(file.client_timeout),
+                keepalive_timeout: self.keepalive_timeout.or(file.keepalive_timeout),
+                max_connections: self.max_connections.or(file.max_connections),
+            },
         }
         .check()
     }
@@ -517,6 +598,7 @@ pub(crate) struct Raw {
     pub login: LoginLimits,
     pub sessions: SessionOptions,
     pub tokens: TokenOptionsRaw,
+    pub connections: ConnectionLimitsRaw,
 }
 
 /// Merged but unchecked token options.
@@ -718,6 +800,7 @@ impl Raw {
             bail!("--cache-staleness: at most 60s (a logout elsewhere may go unseen this long when no revocation bus carries it)");
         }
         let tokens = self.tokens.check()?;
+        let connections = self.connections.check()?;
         let admin_token_sha256 = o
             .admin_token_sha256
             .as_deref()
@@ -753,6 +836,7 @@ impl Raw {
             allow_readable_db: o.allow_readable_db,
             metrics: o.metrics,
             tokens,
+            connections,
         })
     }
 }
@@ -1053,6 +1137,35 @@ mod tests {
         .is_err());
         assert!(parse(&["--upstream", "http://x:1", "--trusted-proxy", "nope"]).is_err());
         assert!(parse(&["--upstream", "http://x:1", "--public-path", "static"]).is_err());
+    }
+
+    #[test]
+    fn connection_limits_from_flags_and_file() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.connections, ConnectionLimits::default());
+        assert_eq!(s.connections.client_timeout, Duration::from_secs(10));
+        assert_eq!(s.connections.keepalive_timeout, Duration::from_secs(60));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signoff.toml");
+        std::fs::write(
+            &file,
+            "client_timeout = \"3s\"\nkeepalive_timeout = \"5m\"\nmax_connections = 500\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let s = parse(&["--config", path, "--max-connections", "40"]).unwrap();
+        assert_eq!(s.connections.client_timeout, Duration::from_secs(3));
+        assert_eq!(s.connections.keepalive_timeout, Duration::from_secs(300));
+        assert_eq!(s.connections.max_connections, Some(40), "flag wins");
+        for bad in [
+            &["--max-connections", "0"][..],
+            &["--client-timeout", "0s"],
+            &["--client-timeout", "6m"],
+            &["--keepalive-timeout", "2h"],
+            &["--keepalive-timeout", "never"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -12,7 +12,9 @@ use clap::Args;
 use rand::distributions::{Alphanumeric, DistString};
 use signoff::{AccountError, Actor};
 
-use crate::config::{LoginLimits, Raw, SessionOptions, TlsFiles, TokenOptionsRaw};
+use crate::config::{
+    ConnectionLimitsRaw, LoginLimits, Raw, SessionOptions, TlsFiles, TokenOptionsRaw,
+};
 use crate::gateway::pages::escape;
 use crate::serve;
 
@@ -280,6 +282,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             on: true,
             ..TokenOptionsRaw::default()
         },
+        connections: ConnectionLimitsRaw::default(),
     }
     .check()?;
     serve::run(settings, |origin| {

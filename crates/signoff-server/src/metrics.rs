@@ -20,6 +20,8 @@ pub struct Sources {
     pub cache: Option<Arc<LocalCache>>,
     /// The revocation bus, if the store has one.
     pub bus: Option<Arc<BusStats>>,
+    /// Client connections.
+    pub connections: Option<Arc<crate::server::ConnectionStats>>,
 }
 
 /// Counters the gateway keeps itself.
@@ -48,6 +50,38 @@ pub fn render(sources: &Sources, counters: &Counters) -> String {
         "Store calls that failed; the request was refused (503) or reported as failed.",
         counters.store_errors.load(Ordering::Relaxed),
     );
+    if let Some(c) = &sources.connections {
+        for (name, kind, help, value) in [
+            ("open", "gauge", "Client connections open now.", &c.open),
+            (
+                "max",
+                "gauge",
+                "The cap on open client connections.",
+                &c.max,
+            ),
+            (
+                "shed_total",
+                "counter",
+                "Connections closed at the cap to make room; none had carried a live session.",
+                &c.shed,
+            ),
+            (
+                "refused_total",
+                "counter",
+                "New connections closed at once: at the cap, with none that could be shed.",
+                &c.refused,
+            ),
+            (
+                "timed_out_total",
+                "counter",
+                "Connections closed for taking too long: TLS handshake, first request, or idle.",
+                &c.timed_out,
+            ),
+        ] {
+            let name = format!("signoff_connections_{name}");
+            line(&mut out, &name, kind, help, value.load(Ordering::Relaxed));
+        }
+    }
     if let Some(cache) = &sources.cache {
         let stats = cache.stats();
         line(

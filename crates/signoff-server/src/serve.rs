@@ -210,6 +210,7 @@ pub fn policy(settings: &Settings) -> Result<Policy> {
 /// Runs the gateway until Ctrl-C or SIGTERM. `on_ready` gets the public
 /// origin once the port is bound.
 pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<()> {
+    let limits = server::Limits::from_settings(&settings.connections);
     let tls = settings
         .tls
         .as_ref()
@@ -295,10 +296,12 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
     });
 
     let origin = settings.public_origin.clone();
+    let connections = Arc::new(server::ConnectionStats::default());
     let metrics = crate::metrics::Sources {
         store: backend.kind,
         cache,
         bus: bus.as_ref().map(|b| b.stats().clone()),
+        connections: Some(connections.clone()),
     };
     let gateway = Arc::new(
         Gateway::new(settings, sessions, accounts)?
@@ -307,7 +310,15 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
             .with_uncached_sessions(uncached),
     );
     on_ready(&origin);
-    server::serve(listener, gateway.router(), tls, shutdown_signal()).await;
+    server::serve(
+        listener,
+        gateway.router(),
+        tls,
+        limits,
+        connections,
+        shutdown_signal(),
+    )
+    .await;
     drop(bus);
     Ok(())
 }

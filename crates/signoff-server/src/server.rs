@@ -1,17 +1,32 @@
 //! Listening: plain HTTP or HTTPS (rustls), HTTP/1.1 and HTTP/2, with the
 //! peer address handed to the app.
+//!
+//! Every phase of a connection has a deadline, and the number of open
+//! connections is capped below the file-descriptor limit. At the cap, the
+//! oldest connection that never carried a live session is closed to make
+//! room, so a flood of silent or slow clients cannot lock signed-in users
+//! out (nor keep them from signing out).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
-use hyper::body::Incoming;
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::ServerConfig;
@@ -59,13 +74,317 @@ pub async fn bind(addr: &str) -> Result<TcpListener> {
     })
 }
 
+/// HTTP/2 keep-alive: a PING this often, and the connection closes when
+/// its answer takes longer than [`PING_TIMEOUT`] (a peer that vanished).
+const PING_INTERVAL: Duration = Duration::from_secs(20);
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a connection being closed may take to finish (HTTP/2 GOAWAY).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// File descriptors kept for everything but client connections beyond the
+/// one upstream connection each may use: the store, logs, the listener.
+const FD_RESERVE: u64 = 128;
+/// Connections being shed whose descriptors are not yet released; beyond
+/// this, accepting waits for them rather than outrun the closing.
+const SHED_BACKLOG: usize = 64;
+
+/// The time limits and the cap `serve` applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// From accept to the end of the first request's headers, TLS
+    /// handshake included.
+    pub client_timeout: Duration,
+    /// Longest a connection stays open with no request in progress.
+    pub keepalive_timeout: Duration,
+    /// Most open client connections.
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// Raises the soft file-descriptor limit to the hard one and settles
+    /// the connection cap: the configured one, or what the limit leaves
+    /// room for (half of what remains after a reserve, since each client
+    /// connection may hold an upstream connection too).
+    pub fn from_settings(settings: &crate::config::ConnectionLimits) -> Self {
+        let nofile = match rlimit::increase_nofile_limit(u64::MAX) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot raise the file-descriptor limit");
+                rlimit::Resource::NOFILE
+                    .get()
+                    .map_or(1024, |(soft, _)| soft)
+            }
+        };
+        let room = usize::try_from(nofile.saturating_sub(FD_RESERVE) / 2)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        let max_connections = match settings.max_connections {
+            Some(n) => {
+                if n > room {
+                    tracing::warn!(
+                        max_connections = n,
+                        fd_limit = nofile,
+                        "--max-connections is above what the file-descriptor limit leaves room \
+                         for ({room}); accepting may fail with \"Too many open files\""
+                    );
+                }
+                n
+            }
+            None => room,
+        };
+        tracing::info!(
+            max_connections,
+            fd_limit = nofile,
+            client_timeout = ?settings.client_timeout,
+            keepalive_timeout = ?settings.keepalive_timeout,
+            "connection limits"
+        );
+        Self {
+            client_timeout: settings.client_timeout,
+            keepalive_timeout: settings.keepalive_timeout,
+            max_connections,
+        }
+    }
+}
+
+/// Connection figures for `PREFIX/metrics`.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    /// The cap in force.
+    pub max: AtomicU64,
+    /// Client connections open now.
+    pub open: AtomicU64,
+    /// Closed at the cap to make room for a new one.
+    pub shed: AtomicU64,
+    /// New connections closed at once: at the cap, none to shed.
+    pub refused: AtomicU64,
+    /// Closed for taking too long (TLS handshake, first request, idle).
+    pub timed_out: AtomicU64,
+}
+
+tokio::task_local! {
+    /// The connection the current request arrived on.
+    static CONNECTION: Arc<Conn>;
+}
+
+/// Marks the connection of the request being handled as one that carried a
+/// live session: it is never closed to make room for other connections.
+pub fn note_live_session() {
+    let _ = CONNECTION.try_with(|c| c.proven.store(true, Ordering::Relaxed));
+}
+
+/// One open client connection, as the registry and its task see it.
+struct Conn {
+    accepted: Instant,
+    /// A request on it carried a live session.
+    proven: AtomicBool,
+    activity: Mutex<Activity>,
+    /// Set under the registry's lock when it is chosen to be closed.
+    shed: AtomicBool,
+    /// Wakes its task to close it.
+    close: Notify,
+}
+
+#[derive(Default)]
+struct Activity {
+    /// Requests in progress.
+    busy: usize,
+    /// When the last request ended; `None` before the first.
+    last_end: Option<Instant>,
+}
+
+impl Conn {
+    fn activity(&self) -> MutexGuard<'_, Activity> {
+        self.activity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a request ever arrived on it.
+    fn ever_used(&self) -> bool {
+        let a = self.activity();
+        a.busy > 0 || a.last_end.is_some()
+    }
+
+    /// When this connection is to be closed for idleness; `None` while a
+    /// request is in progress.
+    fn idle_deadline(&self, limits: &Limits) -> Option<Instant> {
+        let a = self.activity();
+        if a.busy > 0 {
+            return None;
+        }
+        Some(match a.last_end {
+            None => self.accepted + limits.client_timeout,
+            Some(end) => end + limits.keepalive_timeout,
+        })
+    }
+}
+
+/// Every open client connection, oldest first.
+struct Registry {
+    max: usize,
+    table: Mutex<Table>,
+    stats: Arc<ConnectionStats>,
+    /// Signalled when a shed connection is gone.
+    released: Notify,
+}
+
+/// What [`Registry::admit`] decided for a new connection.
+enum Admission {
+    Admitted(Slot),
+    /// Too many connections are still closing: try again once one is gone.
+    Wait,
+    /// At the cap, and every open connection carried a live session.
+    Refused,
+}
+
+#[derive(Default)]
+struct Table {
+    next_id: u64,
+    open: BTreeMap<u64, Arc<Conn>>,
+    /// How many of `open` are being closed.
+    shedding: usize,
+    /// When reaching the cap was last logged.
+    warned_at: Option<Instant>,
+}
+
+/// A connection's place in the registry, given back when dropped.
+struct Slot {
+    registry: Arc<Registry>,
+    id: u64,
+    conn: Arc<Conn>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut t = self.registry.lock();
+        if t.open.remove(&self.id).is_some() {
+            self.registry.stats.open.fetch_sub(1, Ordering::Relaxed);
+            if self.conn.shed.load(Ordering::Relaxed) {
+                t.shedding -= 1;
+                self.registry.released.notify_one();
+            }
+        }
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for a new connection, closing the oldest unproven one when
+    /// at the cap (first in, first out: a newcomer survives about `max`
+    /// later arrivals).
+    fn admit(self: &Arc<Self>) -> Admission {
+        let mut t = self.lock();
+        if t.open.len() - t.shedding >= self.max {
+            if t.warned_at
+                .is_none_or(|at| at.elapsed() > Duration::from_secs(60))
+            {
+                t.warned_at = Some(Instant::now());
+                tracing::warn!(
+                    max_connections = self.max,
+                    "at the connection cap: closing the oldest connections that never carried \
+                     a live session (logged at most once a minute)"
+                );
+            }
+            if t.shedding >= SHED_BACKLOG {
+                return Admission::Wait;
+            }
+            let victim = t
+                .open
+                .values()
+                .find(|c| !c.proven.load(Ordering::Relaxed) && !c.shed.load(Ordering::Relaxed))
+                .cloned();
+            let Some(victim) = victim else {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                return Admission::Refused;
+            };
+            self.stats.shed.fetch_add(1, Ordering::Relaxed);
+            victim.shed.store(true, Ordering::Relaxed);
+            victim.close.notify_one();
+            t.shedding += 1;
+        }
+        let id = t.next_id;
+        t.next_id += 1;
+        let conn = Arc::new(Conn {
+            accepted: Instant::now(),
+            proven: AtomicBool::new(false),
+            activity: Mutex::new(Activity::default()),
+            shed: AtomicBool::new(false),
+            close: Notify::new(),
+        });
+        t.open.insert(id, conn.clone());
+        self.stats.open.fetch_add(1, Ordering::Relaxed);
+        Admission::Admitted(Slot {
+            registry: self.clone(),
+            id,
+            conn,
+        })
+    }
+}
+
+/// A request in progress on a connection, from its headers until its
+/// response body is done or dropped.
+struct Busy(Arc<Conn>);
+
+impl Busy {
+    fn start(conn: &Arc<Conn>) -> Self {
+        conn.activity().busy += 1;
+        Self(conn.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut a = self.0.activity();
+        a.busy -= 1;
+        a.last_end = Some(Instant::now());
+    }
+}
+
+/// A response body that keeps its request counted as in progress.
+struct Tracked {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsAcceptor>,
+    limits: Limits,
+    stats: Arc<ConnectionStats>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    stats
+        .max
+        .store(limits.max_connections as u64, Ordering::Relaxed);
+    let registry = Arc::new(Registry {
+        max: limits.max_connections,
+        table: Mutex::default(),
+        stats,
+        released: Notify::new(),
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -80,45 +399,226 @@ pub async fn serve(
             },
             () = &mut shutdown => return,
         };
+        let slot = loop {
+            match registry.admit() {
+                Admission::Admitted(slot) => break Some(slot),
+                Admission::Refused => break None,
+                // New connections wait in the kernel's queue meanwhile.
+                Admission::Wait => {
+                    let released = registry.released.notified();
+                    let _ = tokio::time::timeout(Duration::from_millis(100), released).await;
+                }
+            }
+        };
+        let Some(slot) = slot else {
+            tracing::debug!(%peer, "connection refused: at the cap, and no connection can be shed");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                app.clone().oneshot(req)
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30));
-            let result = match tls {
-                None => {
-                    builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await
-                }
+            let deadline = slot.conn.accepted + limits.client_timeout;
+            match tls {
+                None => serve_http(TokioIo::new(stream), peer, app, limits, &slot).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(tls_stream)) => {
-                            builder
-                                .serve_connection(TokioIo::new(tls_stream), service)
-                                .await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    }
+                    let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream));
+                    let tls_stream = tokio::select! {
+                        r = handshake => match r {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                slot.registry.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                                return;
+                            }
+                        },
+                        () = slot.conn.close.notified() => return,
+                    };
+                    serve_http(TokioIo::new(tls_stream), peer, app, limits, &slot).await;
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
+            drop(slot);
         });
+    }
+}
+
+/// Serves HTTP/1 or HTTP/2 on one connection until the client closes it,
+/// it stays idle past its deadline, or the registry sheds it.
+async fn serve_http<I>(io: TokioIo<I>, peer: SocketAddr, app: Router, limits: Limits, slot: &Slot)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = &slot.conn;
+    let on_request = conn.clone();
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+        let busy = Busy::start(&on_request);
+        let response = CONNECTION.scope(on_request.clone(), app.clone().oneshot(req));
+        async move {
+            let response = response.await?;
+            Ok::<_, std::convert::Infallible>(response.map(|inner| Tracked { inner, _busy: busy }))
+        }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper starts this timer whenever it waits for a request, so it bounds
+    // keep-alive idleness plus the next request's headers; the first
+    // request has the client timeout below, which must not be cut short.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.keepalive_timeout.max(limits.client_timeout));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(PING_INTERVAL)
+        .keep_alive_timeout(PING_TIMEOUT);
+    let served = builder.serve_connection(io, service);
+    tokio::pin!(served);
+    let mut wake = conn.accepted + limits.client_timeout;
+    let why = loop {
+        tokio::select! {
+            result = served.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                match conn.idle_deadline(&limits) {
+                    Some(deadline) if deadline <= now => {
+                        slot.registry.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                        break "idle past its deadline";
+                    }
+                    Some(deadline) => wake = deadline,
+                    // Checked again once the request could have ended.
+                    None => wake = now + limits.keepalive_timeout,
+                }
+            }
+            () = conn.close.notified() => break "shed to make room for another connection",
+        }
+    };
+    tracing::debug!(%peer, "closing a connection: {why}");
+    // One that is shed goes at once: its descriptor is wanted now. One that
+    // never carried a request has nothing to finish. An idle one that did
+    // gets HTTP/2's GOAWAY, in case a request is on its way.
+    if !conn.shed.load(Ordering::Relaxed) && conn.ever_used() {
+        served.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(CLOSE_GRACE, served).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(max: usize) -> Arc<Registry> {
+        Arc::new(Registry {
+            max,
+            table: Mutex::default(),
+            stats: Arc::default(),
+            released: Notify::new(),
+        })
+    }
+
+    fn admit(r: &Arc<Registry>) -> Slot {
+        match r.admit() {
+            Admission::Admitted(slot) => slot,
+            _ => panic!("not admitted"),
+        }
+    }
+
+    fn shed(slot: &Slot) -> bool {
+        slot.conn.shed.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_oldest_unproven_connection_makes_room() {
+        let r = registry(3);
+        let proven = admit(&r);
+        proven.conn.proven.store(true, Ordering::Relaxed);
+        let busy = admit(&r);
+        let _request = Busy::start(&busy.conn);
+        let idle = admit(&r);
+        // Full: the oldest unproven one goes, busy or not; never the proven.
+        let a = admit(&r);
+        assert!(shed(&busy) && !shed(&idle) && !shed(&proven));
+        let b = admit(&r);
+        assert!(shed(&idle) && !shed(&a));
+        drop(idle);
+        drop(busy);
+        assert_eq!(r.lock().open.len(), 3);
+        assert_eq!(r.lock().shedding, 0);
+        let c = admit(&r);
+        assert!(shed(&a) && !shed(&b) && !shed(&proven));
+        drop(a);
+        // Only proven connections left to shed: the newcomer is refused.
+        b.conn.proven.store(true, Ordering::Relaxed);
+        c.conn.proven.store(true, Ordering::Relaxed);
+        assert!(matches!(r.admit(), Admission::Refused));
+        drop(c);
+        admit(&r); // room again once one closes
+        let stats = &r.stats;
+        assert_eq!(stats.shed.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            stats.open.load(Ordering::Relaxed),
+            r.lock().open.len() as u64
+        );
+    }
+
+    #[tokio::test]
+    async fn accepting_waits_while_too_many_connections_are_closing() {
+        let r = registry(1);
+        let mut held = vec![admit(&r)];
+        for _ in 0..SHED_BACKLOG {
+            held.push(admit(&r));
+        }
+        assert_eq!(r.lock().shedding, SHED_BACKLOG);
+        assert!(matches!(r.admit(), Admission::Wait));
+        drop(held.remove(0));
+        // The accept loop is woken, and there is room to shed again.
+        tokio::time::timeout(Duration::from_secs(1), r.released.notified())
+            .await
+            .unwrap();
+        admit(&r);
+    }
+
+    #[tokio::test]
+    async fn a_live_session_proves_only_its_own_connection() {
+        let r = registry(10);
+        let (one, two) = (admit(&r), admit(&r));
+        CONNECTION
+            .scope(one.conn.clone(), async { note_live_session() })
+            .await;
+        note_live_session(); // outside any request: nothing to mark
+        assert!(one.conn.proven.load(Ordering::Relaxed));
+        assert!(!two.conn.proven.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn idle_deadlines_follow_the_phase() {
+        let limits = Limits {
+            client_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            max_connections: 1,
+        };
+        let r = registry(1);
+        let slot = admit(&r);
+        let conn = &slot.conn;
+        assert_eq!(
+            conn.idle_deadline(&limits),
+            Some(conn.accepted + limits.client_timeout)
+        );
+        let request = Busy::start(conn);
+        assert_eq!(conn.idle_deadline(&limits), None, "no deadline mid-request");
+        drop(request);
+        let after = conn.idle_deadline(&limits).unwrap();
+        assert!(after >= conn.accepted + limits.keepalive_timeout);
+        assert!(conn.ever_used());
     }
 }

@@ -32,6 +32,7 @@ use subtle::ConstantTimeEq;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use super::own_body::BodyError;
 use super::{AppState, Gateway};
 use crate::display;
 
@@ -613,14 +614,19 @@ async fn read_json<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, Resp
             "send Content-Type: application/json",
         ));
     }
-    let bytes: Bytes = axum::body::to_bytes(req.into_body(), MAX_JSON_BYTES)
+    let bytes: Bytes = super::own_body::read(req.into_body(), MAX_JSON_BYTES)
         .await
-        .map_err(|_| {
-            error(
+        .map_err(|e| match e {
+            BodyError::TooLarge => error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
                 format!("the body must be at most {MAX_JSON_BYTES} bytes"),
-            )
+            ),
+            BodyError::TooSlow => error(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the body took too long to arrive",
+            ),
         })?;
     serde_json::from_slice(&bytes).map_err(|e| {
         error(

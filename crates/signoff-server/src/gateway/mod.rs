@@ -6,6 +6,7 @@ mod admin;
 mod forward_auth;
 mod guard;
 mod identity_headers;
+mod own_body;
 pub mod pages;
 mod proxy;
 pub mod redirect;
@@ -16,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::uri::Authority;
@@ -206,6 +207,7 @@ impl Gateway {
     /// The axum app: own routes, then the proxy for everything else.
     pub fn router(self: Arc<Self>) -> Router {
         let p = self.settings.prefix.clone();
+        let within = self.settings.connections.client_timeout;
         let own = Router::new()
             .route(&format!("{p}/login"), get(login_page).post(login_submit))
             .route(&format!("{p}/logout"), get(logout_page).post(logout))
@@ -239,6 +241,9 @@ impl Gateway {
             .route(&format!("{p}/{{*rest}}"), any(not_found))
             .route(&p, any(not_found))
             .nest(&format!("{p}/admin"), admin::router(&self))
+            .layer(middleware::map_request(move |req: Request| async move {
+                own_body::with_deadline(req, within)
+            }))
             // `layer`, not `route_layer`: 405s for a wrong method get it too.
             .layer(middleware::map_response(own_response));
         let hsts = self.settings.hsts.clone();
@@ -282,6 +287,7 @@ impl Gateway {
         match sessions.validate(token.expose()).await {
             Ok(session) => match session.data.get(USER_NAME_KEY) {
                 Some(user) if session.user_id.is_some() => {
+                    crate::server::note_live_session();
                     Auth::SignedIn(Box::new(Authenticated {
                         user: user.clone(),
                         token,
@@ -748,15 +754,19 @@ async fn read_form<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, Stat
     if !is_form {
         return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
-    let bytes: Bytes = axum::body::to_bytes(req.into_body(), MAX_FORM_BYTES)
+    let bytes = own_body::read(req.into_body(), MAX_FORM_BYTES)
         .await
-        .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?;
+        .map_err(|e| match e {
+            own_body::BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            own_body::BodyError::TooSlow => StatusCode::REQUEST_TIMEOUT,
+        })?;
     serde_urlencoded::from_bytes(&bytes).map_err(|_| StatusCode::BAD_REQUEST)
 }
 
 fn form_error(gw: &Gateway, status: StatusCode) -> Response {
     let text = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "The form is too large.",
+        StatusCode::REQUEST_TIMEOUT => "The form took too long to arrive.",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             "Expected an HTML form (application/x-www-form-urlencoded)."
         }

@@ -27,6 +27,7 @@ use signoff::tokens::{
 use signoff::Actor;
 use subtle::ConstantTimeEq;
 
+use super::own_body::BodyError;
 use super::{
     admin, bearer, peer_ip, proxy::no_store, read_form, AppState, Gateway, Identity, Intent,
     SignInError, Who, USER_NAME_KEY,
@@ -102,6 +103,7 @@ async fn oauth_form<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, Res
     read_form(req).await.map_err(|status| {
         let (status, text) = match status {
             StatusCode::PAYLOAD_TOO_LARGE => (status, "the request body is too large"),
+            StatusCode::REQUEST_TIMEOUT => (status, "the request body took too long to arrive"),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => (
                 StatusCode::BAD_REQUEST,
                 "expected application/x-www-form-urlencoded",
@@ -146,12 +148,15 @@ impl Gateway {
                     Ok((_, session)) => match session.data.get(USER_NAME_KEY) {
                         // Not passed on: the upstream gets the identity
                         // headers, and a token in its logs could be replayed.
-                        Some(user) => Who::Known(Identity {
-                            user: user.clone(),
-                            handle: session.handle,
-                            csrf: None,
-                            strip_authorization: true,
-                        }),
+                        Some(user) => {
+                            crate::server::note_live_session();
+                            Who::Known(Identity {
+                                user: user.clone(),
+                                handle: session.handle,
+                                csrf: None,
+                                strip_authorization: true,
+                            })
+                        }
                         None => Who::BadBearer("the token's session has no user".into()),
                     },
                     Err(AccessError::Store(e)) => {
@@ -310,13 +315,20 @@ pub(super) async fn api_login(State(gw): AppState, req: Request) -> Response {
             "expected a JSON body (Content-Type: application/json)",
         );
     }
-    let body: Bytes = match axum::body::to_bytes(req.into_body(), MAX_JSON_BYTES).await {
+    let body: Bytes = match super::own_body::read(req.into_body(), MAX_JSON_BYTES).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(BodyError::TooLarge) => {
             return oauth_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request",
                 "the request body is too large",
+            )
+        }
+        Err(BodyError::TooSlow) => {
+            return oauth_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                "the request body took too long to arrive",
             )
         }
     };

@@ -1,0 +1,90 @@
+//! Bodies sent to signoff's own endpoints (forms and small JSON): they must
+//! arrive within the client timeout, so a client sending a byte now and
+//! then cannot hold a connection open.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use hyper::body::{Frame, SizeHint};
+use tokio::time::Sleep;
+
+/// The body did not arrive in time.
+#[derive(Debug)]
+pub(super) struct TooSlow;
+
+impl std::fmt::Display for TooSlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body did not arrive in time")
+    }
+}
+
+impl std::error::Error for TooSlow {}
+
+/// A body that fails with [`TooSlow`] once its deadline passes.
+struct Deadline {
+    inner: Body,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl hyper::body::Body for Deadline {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match this.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(TooSlow.into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Gives `req`'s body a deadline `within` from now (its headers are in).
+pub(super) fn with_deadline(req: Request, within: Duration) -> Request {
+    req.map(|inner| {
+        Body::new(Deadline {
+            inner,
+            sleep: Box::pin(tokio::time::sleep(within)),
+        })
+    })
+}
+
+/// Why a body could not be read.
+pub(super) enum BodyError {
+    /// Larger than the limit (or broken off).
+    TooLarge,
+    /// Not all there by its deadline.
+    TooSlow,
+}
+
+/// Reads a whole body of at most `limit` bytes.
+pub(super) async fn read(body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cause {
+            if c.is::<TooSlow>() {
+                return BodyError::TooSlow;
+            }
+            cause = c.source();
+        }
+        BodyError::TooLarge
+    })
+}

@@ -83,6 +83,12 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// File descriptors kept for everything but client connections beyond the
 /// one upstream connection each may use: the store, logs, the listener.
 const FD_RESERVE: u64 = 128;
+/// Most concurrent streams on one HTTP/2 connection: each may hold an
+/// upstream connection, so one client must not open hundreds.
+const MAX_STREAMS: u32 = 16;
+/// How long a proxied request may wait for an upstream slot
+/// ([`UpstreamSlots`]) before it is answered 503.
+pub const UPSTREAM_SLOT_WAIT: Duration = Duration::from_secs(5);
 /// Connections being shed whose descriptors are not yet released; beyond
 /// this, accepting waits for them rather than outrun the closing.
 const SHED_BACKLOG: usize = 64;
@@ -166,8 +172,55 @@ tokio::task_local! {
     static CONNECTION: Arc<Conn>;
 }
 
+/// The descriptors proxied requests may hold open towards the upstream, as
+/// many as the cap allows client connections: one HTTP/2 connection can
+/// carry many requests, so counting connections alone does not bound them.
+/// Requests without a live session may take at most half, so anonymous
+/// requests (public paths) cannot take them all. Put in each request's
+/// extensions by [`serve`].
+#[derive(Clone, Debug)]
+pub struct UpstreamSlots {
+    any: Arc<tokio::sync::Semaphore>,
+    anonymous: Arc<tokio::sync::Semaphore>,
+}
+
+/// A held upstream slot; dropped with the response body.
+pub struct UpstreamSlot {
+    _any: tokio::sync::OwnedSemaphorePermit,
+    _anonymous: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl UpstreamSlots {
+    pub fn new(max: usize) -> Self {
+        Self {
+            any: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+            anonymous: Arc::new(tokio::sync::Semaphore::new((max / 2).max(1))),
+        }
+    }
+
+    /// Waits at most [`UPSTREAM_SLOT_WAIT`] for a slot; `None`: too busy.
+    pub async fn acquire(&self, signed_in: bool) -> Option<UpstreamSlot> {
+        tokio::time::timeout(UPSTREAM_SLOT_WAIT, async {
+            let anonymous = if signed_in {
+                None
+            } else {
+                Some(self.anonymous.clone().acquire_owned().await.ok()?)
+            };
+            let any = self.any.clone().acquire_owned().await.ok()?;
+            Some(UpstreamSlot {
+                _any: any,
+                _anonymous: anonymous,
+            })
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
 /// Marks the connection of the request being handled as one that carried a
-/// live session: it is never closed to make room for other connections.
+/// live session: it is not closed to make room for other connections while
+/// its requests keep carrying one (each request starts unproven).
 pub fn note_live_session() {
     let _ = CONNECTION.try_with(|c| c.proven.store(true, Ordering::Relaxed));
 }
@@ -175,6 +228,9 @@ pub fn note_live_session() {
 /// One open client connection, as the registry and its task see it.
 struct Conn {
     accepted: Instant,
+    /// The client's address (the peer: shedding happens before any
+    /// header is read).
+    peer: std::net::IpAddr,
     /// A request on it carried a live session.
     proven: AtomicBool,
     activity: Mutex<Activity>,
@@ -220,6 +276,8 @@ impl Conn {
 /// Every open client connection, oldest first.
 struct Registry {
     max: usize,
+    /// Upstream slots for the requests of every connection.
+    upstream: UpstreamSlots,
     table: Mutex<Table>,
     stats: Arc<ConnectionStats>,
     /// Signalled when a shed connection is gone.
@@ -270,10 +328,12 @@ impl Registry {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A place for a new connection, closing the oldest unproven one when
-    /// at the cap (first in, first out: a newcomer survives about `max`
-    /// later arrivals).
-    fn admit(self: &Arc<Self>) -> Admission {
+    /// A place for a new connection from `peer`. At the cap one is closed
+    /// to make room: the oldest unproven one of the address holding the
+    /// most unproven connections (so one flooding address sheds its own),
+    /// else the oldest idle proven one of the address holding the most
+    /// proven ones; only when neither exists is the newcomer refused.
+    fn admit(self: &Arc<Self>, peer: std::net::IpAddr) -> Admission {
         let mut t = self.lock();
         if t.open.len() - t.shedding >= self.max {
             if t.warned_at
@@ -289,11 +349,8 @@ impl Registry {
             if t.shedding >= SHED_BACKLOG {
                 return Admission::Wait;
             }
-            let victim = t
-                .open
-                .values()
-                .find(|c| !c.proven.load(Ordering::Relaxed) && !c.shed.load(Ordering::Relaxed))
-                .cloned();
+            let victim = heaviest_oldest(&t.open, |c| !c.proven.load(Ordering::Relaxed))
+                .or_else(|| heaviest_oldest(&t.open, |c| c.activity().busy == 0));
             let Some(victim) = victim else {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 return Admission::Refused;
@@ -307,6 +364,7 @@ impl Registry {
         t.next_id += 1;
         let conn = Arc::new(Conn {
             accepted: Instant::now(),
+            peer,
             proven: AtomicBool::new(false),
             activity: Mutex::new(Activity::default()),
             shed: AtomicBool::new(false),
@@ -320,6 +378,26 @@ impl Registry {
             conn,
         })
     }
+}
+
+/// Among the open connections that `eligible` accepts (and are not already
+/// being shed), the oldest of the address that holds the most of them.
+fn heaviest_oldest(
+    open: &BTreeMap<u64, Arc<Conn>>,
+    eligible: impl Fn(&Conn) -> bool,
+) -> Option<Arc<Conn>> {
+    let candidates = || {
+        open.values()
+            .filter(|c| !c.shed.load(Ordering::Relaxed) && eligible(c))
+    };
+    let mut counts: std::collections::HashMap<std::net::IpAddr, usize> =
+        std::collections::HashMap::new();
+    for c in candidates() {
+        *counts.entry(c.peer).or_default() += 1;
+    }
+    let (&heaviest, _) = counts.iter().max_by_key(|(_, n)| **n)?;
+    // `open` is ordered by id, so the first is the oldest.
+    candidates().find(|c| c.peer == heaviest).cloned()
 }
 
 /// A request in progress on a connection, from its headers until its
@@ -381,6 +459,7 @@ pub async fn serve(
         .store(limits.max_connections as u64, Ordering::Relaxed);
     let registry = Arc::new(Registry {
         max: limits.max_connections,
+        upstream: UpstreamSlots::new(limits.max_connections),
         table: Mutex::default(),
         stats,
         released: Notify::new(),
@@ -400,7 +479,7 @@ pub async fn serve(
             () = &mut shutdown => return,
         };
         let slot = loop {
-            match registry.admit() {
+            match registry.admit(peer.ip().to_canonical()) {
                 Admission::Admitted(slot) => break Some(slot),
                 Admission::Refused => break None,
                 // New connections wait in the kernel's queue meanwhile.
@@ -454,8 +533,13 @@ where
 {
     let conn = &slot.conn;
     let on_request = conn.clone();
+    let upstream = slot.registry.upstream.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+        req.extensions_mut().insert(upstream.clone());
+        // Proof lasts while requests keep carrying a live session: one that
+        // ended (logout, disable) no longer pins the connection.
+        on_request.proven.store(false, Ordering::Relaxed);
         let busy = Busy::start(&on_request);
         let response = CONNECTION.scope(on_request.clone(), app.clone().oneshot(req));
         async move {
@@ -474,6 +558,7 @@ where
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
         .keep_alive_interval(PING_INTERVAL)
         .keep_alive_timeout(PING_TIMEOUT);
     let served = builder.serve_connection(io, service);
@@ -519,6 +604,7 @@ mod tests {
     fn registry(max: usize) -> Arc<Registry> {
         Arc::new(Registry {
             max,
+            upstream: UpstreamSlots::new(max),
             table: Mutex::default(),
             stats: Arc::default(),
             released: Notify::new(),
@@ -526,7 +612,11 @@ mod tests {
     }
 
     fn admit(r: &Arc<Registry>) -> Slot {
-        match r.admit() {
+        admit_from(r, [192, 0, 2, 1])
+    }
+
+    fn admit_from(r: &Arc<Registry>, ip: [u8; 4]) -> Slot {
+        match r.admit(std::net::IpAddr::from(ip)) {
             Admission::Admitted(slot) => slot,
             _ => panic!("not admitted"),
         }
@@ -556,10 +646,15 @@ mod tests {
         let c = admit(&r);
         assert!(shed(&a) && !shed(&b) && !shed(&proven));
         drop(a);
-        // Only proven connections left to shed: the newcomer is refused.
+        // Only proven connections left, each in a request: the newcomer is
+        // refused.
         b.conn.proven.store(true, Ordering::Relaxed);
         c.conn.proven.store(true, Ordering::Relaxed);
-        assert!(matches!(r.admit(), Admission::Refused));
+        let _requests = [&proven, &b, &c].map(|slot| Busy::start(&slot.conn));
+        assert!(matches!(
+            r.admit(std::net::IpAddr::from([192, 0, 2, 1])),
+            Admission::Refused
+        ));
         drop(c);
         admit(&r); // room again once one closes
         let stats = &r.stats;
@@ -572,6 +667,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_flooding_address_sheds_its_own_connections_first() {
+        let r = registry(4);
+        let honest = admit_from(&r, [198, 51, 100, 7]);
+        let flood: Vec<Slot> = (0..3).map(|_| admit_from(&r, [203, 0, 113, 9])).collect();
+        // Younger than the honest one, but its address holds the most.
+        let more: Vec<Slot> = (0..5).map(|_| admit_from(&r, [203, 0, 113, 9])).collect();
+        assert!(!shed(&honest), "the flood shed the honest connection");
+        assert!(flood.iter().all(shed));
+        assert!(more[..2].iter().all(shed) && !more[2..].iter().any(shed));
+        // A newcomer from the honest address sheds a flood connection too.
+        let second = admit_from(&r, [198, 51, 100, 7]);
+        assert!(!shed(&honest) && !shed(&second));
+    }
+
+    #[tokio::test]
+    async fn idle_proven_connections_make_room_before_anyone_is_refused() {
+        let r = registry(2);
+        let heavy: Vec<Slot> = (0..2).map(|_| admit_from(&r, [203, 0, 113, 9])).collect();
+        for slot in &heavy {
+            slot.conn.proven.store(true, Ordering::Relaxed);
+        }
+        let _request = Busy::start(&heavy[0].conn);
+        // The idle proven one goes, never the one in a request.
+        let newcomer = admit_from(&r, [198, 51, 100, 7]);
+        assert!(!shed(&heavy[0]) && shed(&heavy[1]) && !shed(&newcomer));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn upstream_slots_are_bounded_and_half_are_for_signed_in_requests() {
+        let slots = UpstreamSlots::new(4);
+        let a = slots.acquire(false).await.unwrap();
+        let b = slots.acquire(false).await.unwrap();
+        // Anonymous requests have had their half; signed-in ones still get in.
+        let started = Instant::now();
+        assert!(slots.acquire(false).await.is_none());
+        assert!(started.elapsed() >= UPSTREAM_SLOT_WAIT);
+        let c = slots.acquire(true).await.unwrap();
+        let d = slots.acquire(true).await.unwrap();
+        assert!(slots.acquire(true).await.is_none(), "all four are taken");
+        drop((a, c));
+        assert!(slots.acquire(false).await.is_some());
+        drop((b, d));
+    }
+
+    #[tokio::test]
     async fn accepting_waits_while_too_many_connections_are_closing() {
         let r = registry(1);
         let mut held = vec![admit(&r)];
@@ -579,7 +719,10 @@ mod tests {
             held.push(admit(&r));
         }
         assert_eq!(r.lock().shedding, SHED_BACKLOG);
-        assert!(matches!(r.admit(), Admission::Wait));
+        assert!(matches!(
+            r.admit(std::net::IpAddr::from([192, 0, 2, 1])),
+            Admission::Wait
+        ));
         drop(held.remove(0));
         // The accept loop is woken, and there is room to shed again.
         tokio::time::timeout(Duration::from_secs(1), r.released.notified())

@@ -218,13 +218,19 @@ impl<T: AsyncRead + Unpin + Send> Conn for T {}
 /// (HPACK: indexed `:method GET`, `:scheme http`; literal `:path`,
 /// `:authority`).
 fn h2_get(authority: &str, path: &str) -> Vec<u8> {
+    h2_get_on(1, authority, path)
+}
+
+/// [`h2_get`] on another stream.
+fn h2_get_on(stream: u32, authority: &str, path: &str) -> Vec<u8> {
     let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
     block.extend_from_slice(path.as_bytes());
     block.extend([0x01, authority.len() as u8]);
     block.extend_from_slice(authority.as_bytes());
     let len = block.len() as u32;
     let mut frame = len.to_be_bytes()[1..].to_vec();
-    frame.extend([0x01, 0x05, 0, 0, 0, 1]);
+    frame.extend([0x01, 0x05]);
+    frame.extend(stream.to_be_bytes());
     frame.extend(block);
     frame
 }
@@ -475,4 +481,53 @@ async fn signed_in_requests_and_logout_get_through_a_flood_under_a_low_fd_limit(
     for h in held {
         h.abort();
     }
+}
+
+/// Invariant 2 and 9: HTTP/2 multiplies requests per connection, each of
+/// which may hold an upstream connection. Anonymous clients opening
+/// hundreds of streams for a large public body and never reading it, under
+/// `ulimit -n 256`, must not run signoff out of descriptors: streams per
+/// connection are capped, upstream slots are bounded (half for signed-in
+/// requests), and sign-in, signed-in pages and sign-out keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_cannot_run_the_gateway_out_of_descriptors() {
+    let Some(upstream) = Upstream::start() else {
+        return;
+    };
+    raise_own_fd_limit();
+    let server = Server::start(
+        &upstream,
+        Some(256),
+        false,
+        &["--client-timeout", "60s", "--public-path", "/public/"],
+    );
+    let host = server.addr.to_string();
+    let mut attackers = Vec::new();
+    for _ in 0..6 {
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        let mut frames = [PREFACE, SETTINGS].concat();
+        for stream in (1..200u32).step_by(2) {
+            frames.extend(h2_get_on(stream, &host, "/public/big"));
+        }
+        tcp.write_all(&frames).await.unwrap();
+        // Never read: the answers stay stuck in flow control.
+        attackers.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let alice = support::login_at(&server.origin, USER, PASSWORD).await;
+    let page = get(&server.url("/private"), &[("cookie", &cookie(&alice))]).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let out = post_form(
+        &server.url("/.signoff/logout"),
+        &[],
+        &[("cookie", &cookie(&alice)), ("origin", &server.origin)],
+    )
+    .await;
+    assert_eq!(out.status, 303, "{}", out.text());
+    let after = get(&server.url("/private"), &[("cookie", &cookie(&alice))]).await;
+    assert_eq!(after.status, 401);
+    let log = server.proc.log_text();
+    assert!(!log.contains("accept failed"), "{log}");
+    assert!(!log.to_lowercase().contains("too many open files"), "{log}");
+    drop(attackers);
 }

@@ -303,21 +303,34 @@ async fn public_paths_are_decided_on_the_raw_forwarded_uri() {
             assert_eq!(r.status, 401, "{header}: {private:?}");
         }
     }
-    // The proxy's X-Forwarded-Uri wins over X-Original-URI, both ways.
+    // Two spellings that disagree are refused, whichever way round, with or
+    // without a session: a proxy that sets one and passes the client's
+    // other on must not let the client pick the one that decides.
+    for (forwarded, original) in [("/private", "/public"), ("/public", "/private")] {
+        for session in [None, Some(("cookie", c.as_str()))] {
+            let mut headers = vec![("x-forwarded-uri", forwarded), ("x-original-uri", original)];
+            headers.extend(session);
+            let r = get(&auth_url(&gw), &headers).await;
+            assert_eq!(r.status, 403, "{forwarded} / {original} {session:?}");
+            assert_eq!(r.header("x-signoff-user"), None);
+        }
+    }
     let r = get(
         &auth_url(&gw),
         &[
-            ("x-forwarded-uri", "/private"),
             ("x-original-uri", "/public"),
+            ("x-forwarded-method", "GET"),
+            ("x-original-method", "POST"),
         ],
     )
     .await;
-    assert_eq!(r.status, 401);
+    assert_eq!(r.status, 403);
+    // The same URI in both is fine.
     let r = get(
         &auth_url(&gw),
         &[
             ("x-forwarded-uri", "/public"),
-            ("x-original-uri", "/private"),
+            ("x-original-uri", "/public"),
         ],
     )
     .await;

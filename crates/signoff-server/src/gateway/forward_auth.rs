@@ -81,6 +81,24 @@ fn forwarded_path(headers: &HeaderMap) -> Option<&str> {
     path.starts_with('/').then_some(path)
 }
 
+/// Whether the proxy's two spellings of the original request disagree: a
+/// proxy that sets one and passes the client's other on (nginx's usual
+/// `auth_request` recipe sets only `X-Original-URI`) must not let the
+/// client choose which one decides.
+fn spellings_disagree(headers: &HeaderMap) -> bool {
+    [
+        ["x-forwarded-uri", "x-original-uri"],
+        ["x-forwarded-method", "x-original-method"],
+    ]
+    .iter()
+    .any(
+        |[a, b]| match (first(headers, &[a]), first(headers, &[b])) {
+            (Some(a), Some(b)) => a != b,
+            _ => false,
+        },
+    )
+}
+
 /// Whether the query asks for a redirect instead of a 401.
 fn redirect_mode(query: Option<&str>) -> bool {
     query.is_some_and(|q| {
@@ -105,6 +123,17 @@ pub(super) async fn check(
             StatusCode::FORBIDDEN,
             "Request refused",
             "The request carries a header that only the sign-in gateway may set.",
+        );
+    }
+    if spellings_disagree(headers) {
+        tracing::warn!(
+            "refused: X-Forwarded-Uri/-Method and X-Original-URI/-Method disagree; \
+             the proxy must set one and clear the other (docs/forward-auth.md)"
+        );
+        return gw.error_page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "The proxy in front sent two different original requests.",
         );
     }
     // Public, like `signoff serve`: no session needed, none looked up, and

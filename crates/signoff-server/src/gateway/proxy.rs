@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use super::guard::{encoding, PageRequest, Unreadable};
 use super::identity_headers::{is_forwarding_header, is_identity_header};
 use super::{Gateway, Identity};
+use crate::server::{UpstreamSlots, UPSTREAM_SLOT_WAIT};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 9] = [
@@ -220,6 +221,26 @@ impl Gateway {
             headers.remove(header::IF_MODIFIED_SINCE);
         }
 
+        // A slot towards the upstream, held until the response body is done.
+        let slot = match parts.extensions.get::<UpstreamSlots>() {
+            Some(slots) => match slots.acquire(auth.is_some()).await {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::warn!(
+                        "no upstream slot free within {UPSTREAM_SLOT_WAIT:?}; answering 503"
+                    );
+                    let mut r = self.error_page(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Too busy",
+                        "The gateway is handling as many requests as it can. Try again in a moment.",
+                    );
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                    return r;
+                }
+            },
+            None => None,
+        };
         let mut upstream_req = Request::new(Body::new(Limited::new(body, max as usize)));
         *upstream_req.method_mut() = parts.method;
         *upstream_req.uri_mut() = uri;
@@ -260,6 +281,14 @@ impl Gateway {
         let mut response = Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)));
         if auth.is_some() {
             no_store(response.headers_mut());
+        }
+        if let Some(slot) = slot {
+            response = response.map(|body| {
+                Body::new(body.map_frame(move |frame| {
+                    let _held = &slot;
+                    frame
+                }))
+            });
         }
         if let Some(page) = page {
             response = match self.guard.inject(response, &page).map_err(|u| *u) {

@@ -15,6 +15,7 @@ GET  /utf16                UTF-16LE HTML with a byte-order mark
 GET  /binary               4096 bytes 0..255 repeated, application/octet-stream
 GET  /set-cookie           tries to set signoff's cookie and one of its own
 GET  /public, /public/page  a public page with caching headers
+GET  /public/big           a public 2 MiB text body
 anything else              a small HTML page naming the path
 
 Routes are matched on the raw request target, encoded as it arrived
@@ -125,6 +126,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Set-Cookie", "theme=dark; Path=/")
             self.send_header("Content-Length", "0")
             return self.end_headers()
+        if path == "/public/big":
+            return self.send(200, b"x" * (2 * 1024 * 1024), [("Content-Type", "text/plain")])
         if path in ("/public", "/public/page"):
             return self.send(200, b"<p>public</p>", html + [("Cache-Control", "public, max-age=600")])
         return self.send(200, PAGE.format(path=path).encode(), html)

@@ -256,7 +256,11 @@ pub fn decode(body: Body, coding: Coding) -> ByteStream {
                 ReaderStream::with_capacity(BrotliDecoder::new(reader), DECODE_CHUNK).boxed()
             }
             Coding::Zstd => {
-                let mut decoder = ZstdDecoder::new(reader);
+                // Browsers accept windows up to 8 MiB (RFC 8878 §3.1.1.1.2
+                // for HTTP); the library's default would allow 128 MiB per
+                // response.
+                let params = [async_compression::zstd::DParameter::window_log_max(23)];
+                let mut decoder = ZstdDecoder::with_params(reader, &params);
                 decoder.multiple_members(true);
                 ReaderStream::with_capacity(decoder, DECODE_CHUNK).boxed()
             }

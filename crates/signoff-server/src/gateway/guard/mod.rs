@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod csp;
+pub mod document;
 pub mod encoding;
 
 use std::borrow::Cow;
@@ -49,6 +50,7 @@ use lol_html::send::{DocumentContentHandlers, ElementContentHandlers, HtmlRewrit
 use lol_html::{MemorySettings, OutputSink, Selector};
 use sha2::{Digest as _, Sha256};
 
+use document::Document;
 use encoding::{ByteStream, Coding, Unsupported};
 
 /// Hard cap on the memory one HTML rewriter may use for its internal buffers
@@ -64,20 +66,6 @@ const STALE_BODY_HEADERS: [&str; 5] = [
     "content-digest",
     "repr-digest",
     "accept-ranges",
-];
-
-/// The WHATWG encoding labels of UTF-16LE and UTF-16BE. Such a page is not
-/// ASCII-compatible: an ASCII tag appended to it would be garbage.
-const UTF16_LABELS: [&str; 9] = [
-    "csunicode",
-    "iso-10646-ucs-2",
-    "ucs-2",
-    "unicode",
-    "unicodefeff",
-    "unicodefffe",
-    "utf-16",
-    "utf-16be",
-    "utf-16le",
 ];
 
 /// The guard for one gateway: its script text and CSP hash, built once at startup.
@@ -193,16 +181,28 @@ impl Guard {
         if request.is_head
             || !status_has_body(response.status())
             || response.headers().contains_key(header::CONTENT_RANGE)
-            || !is_injectable_html(response.headers())
             || response.body().size_hint().exact() == Some(0)
         {
             return Ok(response);
         }
+        let sniff = match document::classify(response.headers()) {
+            Document::Other => return Ok(response),
+            Document::Utf16Html => {
+                tracing::warn!("pageshow guard not injected: the page is declared UTF-16");
+                return Ok(response);
+            }
+            Document::Html(_) => false,
+            Document::Sniffed => true,
+        };
         let coding = match encoding::content_coding(response.headers()) {
             Ok(coding) => coding,
             Err(coding) => return Err(Box::new(Unreadable { response, coding })),
         };
         let (mut parts, body) = response.into_parts();
+        if let Document::Html(value) = document::classify(&parts.headers) {
+            // One value, the one the browser would pick among several.
+            parts.headers.insert(header::CONTENT_TYPE, value);
+        }
         let injected = Arc::new(AtomicBool::new(false));
         let output = Arc::new(Mutex::new(Vec::new()));
         let rewriter = self.rewriter(selector, &injected, &output);
@@ -249,6 +249,7 @@ impl Guard {
             stage: Stage::Sniffing(Box::new(rewriter), Vec::new()),
             output,
             injected,
+            sniff,
         };
         let rewritten = stream::try_unfold(state, next_chunk).boxed();
         Ok(Response::from_parts(
@@ -392,50 +393,6 @@ fn status_has_body(status: StatusCode) -> bool {
         || status == StatusCode::NOT_MODIFIED)
 }
 
-/// Exactly one Content-Type, `text/html` or `application/xhtml+xml`, not
-/// declared UTF-16, and not a download.
-fn is_injectable_html(headers: &HeaderMap) -> bool {
-    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return false;
-    };
-    let Ok(value) = value.to_str() else {
-        return false;
-    };
-    let mut fields = value.split(';');
-    let essence = fields.next().unwrap_or_default().trim();
-    if !(essence.eq_ignore_ascii_case("text/html")
-        || essence.eq_ignore_ascii_case("application/xhtml+xml"))
-    {
-        return false;
-    }
-    let utf16 = fields.any(|param| {
-        let Some((name, charset)) = param.split_once('=') else {
-            return false;
-        };
-        let charset = charset.trim().trim_matches('"');
-        name.trim().eq_ignore_ascii_case("charset")
-            && UTF16_LABELS.iter().any(|l| l.eq_ignore_ascii_case(charset))
-    });
-    if utf16 {
-        tracing::warn!("pageshow guard not injected: the page is declared UTF-16");
-        return false;
-    }
-    // RFC 6266: an unknown disposition type is handled like `attachment`.
-    headers
-        .get_all(header::CONTENT_DISPOSITION)
-        .iter()
-        .all(|v| {
-            v.to_str().is_ok_and(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .eq_ignore_ascii_case("inline")
-            })
-        })
-}
-
 /// A UTF-16 byte-order mark (either order) at the start of the body.
 fn starts_with_utf16_bom(bytes: &[u8]) -> bool {
     matches!(bytes, [0xfe, 0xff, ..] | [0xff, 0xfe, ..])
@@ -469,6 +426,8 @@ struct Rewrite {
     stage: Stage,
     output: Arc<Mutex<Vec<u8>>>,
     injected: Arc<AtomicBool>,
+    /// No usable `Content-Type`: rewrite only if the start sniffs as HTML.
+    sniff: bool,
 }
 
 impl Rewrite {
@@ -538,9 +497,25 @@ async fn next_chunk(mut state: Rewrite) -> io::Result<Option<(Bytes, Rewrite)>> 
                     Some(Err(error)) => return Err(error),
                     None => true,
                 };
-                if held.len() < 2 && !ended {
+                let html = if state.sniff {
+                    document::sniffs_as_html(&held, ended)
+                } else {
+                    Some(true)
+                };
+                if (held.len() < 2 || html.is_none()) && !ended {
                     state.stage = Stage::Sniffing(rewriter, held);
                     continue;
+                }
+                if html == Some(false) {
+                    state.stage = if ended {
+                        Stage::Done
+                    } else {
+                        Stage::Passthrough
+                    };
+                    if held.is_empty() {
+                        continue;
+                    }
+                    return Ok(Some((Bytes::from(held), state)));
                 }
                 if starts_with_utf16_bom(&held) {
                     tracing::warn!(
@@ -881,14 +856,64 @@ mod tests {
                 text(guard.inject_plain(response(Body::from(PAGE), content_type), false)).await;
             assert_eq!(out.contains(guard.script()), injected, "{content_type}");
         }
-        // No Content-Type at all, and two of them.
-        let out = text(guard.inject_plain(Response::new(Body::from(PAGE)), false)).await;
-        assert_eq!(out, PAGE);
-        let mut twice = html(PAGE);
-        twice
+        // Several values: the browser takes the last valid one, and so does
+        // the guard, leaving only that one.
+        for values in [
+            &["text/html", "text/html"][..],
+            &["text/plain, text/html"],
+            &["text/plain", "text/html; charset=utf-8"],
+        ] {
+            let mut input = Response::new(Body::from(PAGE));
+            for value in values {
+                input
+                    .headers_mut()
+                    .append(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            }
+            let out = guard.inject_plain(input, false);
+            assert_eq!(
+                out.headers().get_all(header::CONTENT_TYPE).iter().count(),
+                1
+            );
+            assert_eq!(text(out).await, expected_page(&guard), "{values:?}");
+        }
+        let mut input = html(PAGE);
+        input
             .headers_mut()
-            .append(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-        assert_eq!(text(guard.inject_plain(twice, false)).await, PAGE);
+            .append(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert_untouched(input, PAGE.as_bytes(), false).await;
+    }
+
+    #[tokio::test]
+    async fn pages_without_a_type_are_sniffed_like_browsers_do() {
+        let guard = guard();
+        // HTML by its first bytes: the guard goes in, in any chunking.
+        for seed in 0..10 {
+            let out = guard.inject_plain(Response::new(tiny_chunks(PAGE.as_bytes(), seed)), false);
+            assert_eq!(text(out).await, expected_page(&guard), "seed {seed}");
+        }
+        let out = guard.inject_plain(Response::new(Body::from("\n  <p>private</p>")), false);
+        assert_eq!(
+            text(out).await,
+            format!("\n  {}<p>private</p>", tag(&guard))
+        );
+        let mut invalid = Response::new(Body::from(PAGE));
+        invalid
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("html"));
+        assert_eq!(
+            text(guard.inject_plain(invalid, false)).await,
+            expected_page(&guard)
+        );
+        // Anything else passes as it came.
+        for body in [
+            &b"{\"a\":\"<head>\"}"[..],
+            b"%PDF-1.7 <head>",
+            b"plain <html> text",
+            b"",
+        ] {
+            let out = guard.inject_plain(Response::new(tiny_chunks(body, 3)), false);
+            assert_eq!(read_body(out).await.unwrap(), body);
+        }
     }
 
     /// Asserts `inject` leaves the response exactly as it was.
@@ -1077,8 +1102,6 @@ mod tests {
             "attachment",
             "Attachment; filename=\"page.html\"",
             "attachment;filename*=UTF-8''p%C3%A4ge.html",
-            "form-data; name=x",
-            "something-new",
         ] {
             let mut input = html(PAGE);
             input.headers_mut().insert(
@@ -1087,15 +1110,19 @@ mod tests {
             );
             assert_untouched(input, PAGE.as_bytes(), false).await;
         }
-        let mut input = html(PAGE);
-        input.headers_mut().insert(
-            header::CONTENT_DISPOSITION,
-            HeaderValue::from_static("inline; filename=\"page.html\""),
-        );
-        assert_eq!(
-            text(guard.inject_plain(input, false)).await,
-            expected_page(&guard)
-        );
+        // What browsers render inline gets the guard.
+        for disposition in ["inline; filename=\"page.html\"", "filename=\"r.html\"", ""] {
+            let mut input = html(PAGE);
+            input.headers_mut().insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static(disposition),
+            );
+            assert_eq!(
+                text(guard.inject_plain(input, false)).await,
+                expected_page(&guard),
+                "{disposition:?}"
+            );
+        }
     }
 
     #[tokio::test]

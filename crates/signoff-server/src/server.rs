@@ -78,6 +78,10 @@ pub async fn bind(addr: &str) -> Result<TcpListener> {
 /// its answer takes longer than [`PING_TIMEOUT`] (a peer that vanished).
 const PING_INTERVAL: Duration = Duration::from_secs(20);
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest a connection with a request in progress may go without a
+/// request starting or a response moving: longer than the upstream's
+/// 60 s to answer, and than the usual heartbeat of event streams.
+const STALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a connection being closed may take to finish (HTTP/2 GOAWAY).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// File descriptors kept for everything but client connections beyond the
@@ -219,10 +223,17 @@ impl UpstreamSlots {
 }
 
 /// Marks the connection of the request being handled as one that carried a
-/// live session: it is not closed to make room for other connections while
-/// its requests keep carrying one (each request starts unproven).
+/// live session: it is not closed to make room for other connections.
 pub fn note_live_session() {
     let _ = CONNECTION.try_with(|c| c.proven.store(true, Ordering::Relaxed));
+}
+
+/// A request on this connection carried no live session (none, or one that
+/// has ended): the connection no longer counts as signed in. Requests that
+/// check no session (public paths, health) leave it as it was, so a
+/// signed-in page's assets do not unprove it.
+pub fn note_no_live_session() {
+    let _ = CONNECTION.try_with(|c| c.proven.store(false, Ordering::Relaxed));
 }
 
 /// One open client connection, as the registry and its task see it.
@@ -244,6 +255,8 @@ struct Conn {
 struct Activity {
     /// Requests in progress.
     busy: usize,
+    /// When a request last started or its response last moved.
+    progress: Option<Instant>,
     /// When the last request ended; `None` before the first.
     last_end: Option<Instant>,
 }
@@ -349,8 +362,13 @@ impl Registry {
             if t.shedding >= SHED_BACKLOG {
                 return Admission::Wait;
             }
-            let victim = heaviest_oldest(&t.open, |c| !c.proven.load(Ordering::Relaxed))
-                .or_else(|| heaviest_oldest(&t.open, |c| c.activity().busy == 0));
+            let unproven = |c: &Conn| !c.proven.load(Ordering::Relaxed);
+            let idle = |c: &Conn| c.activity().busy == 0;
+            let victim = pick_victim(&t.open, |c| unproven(c) && idle(c), 0)
+                .or_else(|| pick_victim(&t.open, unproven, 0))
+                // One address holding many signed-in connections gives up
+                // an idle one before anyone is refused.
+                .or_else(|| pick_victim(&t.open, |c| !unproven(c) && idle(c), self.max / 8));
             let Some(victim) = victim else {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 return Admission::Refused;
@@ -380,24 +398,50 @@ impl Registry {
     }
 }
 
-/// Among the open connections that `eligible` accepts (and are not already
-/// being shed), the oldest of the address that holds the most of them.
-fn heaviest_oldest(
+/// How many of the oldest eligible connections [`pick_victim`] looks at:
+/// shedding stays cheap at a cap of hundreds of thousands.
+const SHED_WINDOW: usize = 256;
+
+/// Where a connection comes from, for shedding: its IPv4 address, or its
+/// IPv6 /64 (one host usually holds a whole /64).
+fn origin_of(ip: std::net::IpAddr) -> u128 {
+    match ip {
+        std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        std::net::IpAddr::V6(v6) => (u128::from(v6) >> 64) | (1 << 127),
+    }
+}
+
+/// Among the oldest [`SHED_WINDOW`] open connections that `eligible`
+/// accepts (and are not already being shed), the oldest of the origin that
+/// holds more of them than the average (and more than one, and more than
+/// `floor`); with no such origin and no floor, the oldest.
+fn pick_victim(
     open: &BTreeMap<u64, Arc<Conn>>,
     eligible: impl Fn(&Conn) -> bool,
+    floor: usize,
 ) -> Option<Arc<Conn>> {
-    let candidates = || {
-        open.values()
-            .filter(|c| !c.shed.load(Ordering::Relaxed) && eligible(c))
-    };
-    let mut counts: std::collections::HashMap<std::net::IpAddr, usize> =
-        std::collections::HashMap::new();
-    for c in candidates() {
-        *counts.entry(c.peer).or_default() += 1;
+    let window: Vec<&Arc<Conn>> = open
+        .values()
+        .filter(|c| !c.shed.load(Ordering::Relaxed) && eligible(c))
+        .take(SHED_WINDOW)
+        .collect();
+    let mut counts: std::collections::HashMap<u128, usize> = std::collections::HashMap::new();
+    for c in &window {
+        *counts.entry(origin_of(c.peer)).or_default() += 1;
     }
-    let (&heaviest, _) = counts.iter().max_by_key(|(_, n)| **n)?;
-    // `open` is ordered by id, so the first is the oldest.
-    candidates().find(|c| c.peer == heaviest).cloned()
+    let (&heaviest, &most) = counts.iter().max_by_key(|(_, n)| **n)?;
+    let clearly = most > floor && most > 1 && most * counts.len() > window.len();
+    if clearly {
+        window
+            .into_iter()
+            .find(|c| origin_of(c.peer) == heaviest)
+            .cloned()
+    } else if floor == 0 {
+        // `open` is ordered by id, so the first is the oldest.
+        window.first().map(|c| (*c).clone())
+    } else {
+        None
+    }
 }
 
 /// A request in progress on a connection, from its headers until its
@@ -406,7 +450,10 @@ struct Busy(Arc<Conn>);
 
 impl Busy {
     fn start(conn: &Arc<Conn>) -> Self {
-        conn.activity().busy += 1;
+        let mut a = conn.activity();
+        a.busy += 1;
+        a.progress = Some(Instant::now());
+        drop(a);
         Self(conn.clone())
     }
 }
@@ -433,7 +480,12 @@ impl hyper::body::Body for Tracked {
         self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            this._busy.0.activity().progress = Some(Instant::now());
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -537,9 +589,6 @@ where
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
         req.extensions_mut().insert(upstream.clone());
-        // Proof lasts while requests keep carrying a live session: one that
-        // ended (logout, disable) no longer pins the connection.
-        on_request.proven.store(false, Ordering::Relaxed);
         let busy = Busy::start(&on_request);
         let response = CONNECTION.scope(on_request.clone(), app.clone().oneshot(req));
         async move {
@@ -580,8 +629,16 @@ where
                         break "idle past its deadline";
                     }
                     Some(deadline) => wake = deadline,
-                    // Checked again once the request could have ended.
-                    None => wake = now + limits.keepalive_timeout,
+                    None => {
+                        // A response nobody reads (or an upstream that went
+                        // quiet) must not hold the connection for ever.
+                        let progress = conn.activity().progress.unwrap_or(conn.accepted);
+                        if progress + STALL_TIMEOUT <= now {
+                            slot.registry.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                            break "no progress on its requests";
+                        }
+                        wake = (progress + STALL_TIMEOUT).min(now + limits.keepalive_timeout);
+                    }
                 }
             }
             () = conn.close.notified() => break "shed to make room for another connection",
@@ -627,30 +684,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn at_the_cap_the_oldest_unproven_connection_makes_room() {
+    async fn at_the_cap_an_unproven_connection_makes_room_idle_ones_first() {
         let r = registry(3);
         let proven = admit(&r);
         proven.conn.proven.store(true, Ordering::Relaxed);
         let busy = admit(&r);
         let _request = Busy::start(&busy.conn);
         let idle = admit(&r);
-        // Full: the oldest unproven one goes, busy or not; never the proven.
+        // Full: an idle unproven one goes first (the oldest); never the
+        // proven one.
         let a = admit(&r);
-        assert!(shed(&busy) && !shed(&idle) && !shed(&proven));
+        assert!(shed(&idle) && !shed(&busy) && !shed(&proven) && !shed(&a));
         let b = admit(&r);
-        assert!(shed(&idle) && !shed(&a));
+        assert!(shed(&a) && !shed(&busy) && !shed(&b));
         drop(idle);
-        drop(busy);
+        drop(a);
         assert_eq!(r.lock().open.len(), 3);
         assert_eq!(r.lock().shedding, 0);
+        // No idle unproven one left but the newest: still idle ones first.
         let c = admit(&r);
-        assert!(shed(&a) && !shed(&b) && !shed(&proven));
-        drop(a);
+        assert!(shed(&b) && !shed(&busy) && !shed(&c));
+        drop(b);
+        // Only busy ones left to choose from: the busy unproven one goes.
+        let _c_request = Busy::start(&c.conn);
+        let d = admit(&r);
+        assert!(shed(&busy) && !shed(&c) && !shed(&d) && !shed(&proven));
+        drop(busy);
         // Only proven connections left, each in a request: the newcomer is
         // refused.
-        b.conn.proven.store(true, Ordering::Relaxed);
         c.conn.proven.store(true, Ordering::Relaxed);
-        let _requests = [&proven, &b, &c].map(|slot| Busy::start(&slot.conn));
+        d.conn.proven.store(true, Ordering::Relaxed);
+        let _requests = [&proven, &d].map(|slot| Busy::start(&slot.conn));
         assert!(matches!(
             r.admit(std::net::IpAddr::from([192, 0, 2, 1])),
             Admission::Refused
@@ -658,7 +722,7 @@ mod tests {
         drop(c);
         admit(&r); // room again once one closes
         let stats = &r.stats;
-        assert_eq!(stats.shed.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.shed.load(Ordering::Relaxed), 4);
         assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
         assert_eq!(
             stats.open.load(Ordering::Relaxed),

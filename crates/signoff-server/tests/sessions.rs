@@ -4,12 +4,12 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http::Method;
 use support::{
-    add_user, admin_token, cookie, csrf_in, get, post_form, request, sessions_action,
+    add_user, admin_token, cli, cookie, csrf_in, get, post_form, request, sessions_action,
     sessions_page, signoff_bin, Gateway, Reply, Upstream, PASSWORD, USER,
 };
 
@@ -46,22 +46,6 @@ async fn refused_within(gw: &Gateway, token: &str, limit: Duration) -> Duration 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     start.elapsed()
-}
-
-fn cli(args: &[&str], db: &str) -> std::process::Output {
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--db", db]);
-    let out = Command::new(signoff_bin())
-        .args(&all)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "signoff {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn stdout(out: &std::process::Output) -> String {

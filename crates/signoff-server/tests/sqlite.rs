@@ -9,7 +9,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{cookie, get, post_form, signoff_bin, Gateway, Upstream, PASSWORD, USER};
+use support::{cli, cookie, get, post_form, signoff_bin, Gateway, Upstream, PASSWORD, USER};
 
 /// The bound for ends made by another process on the same file.
 const BOUND: Duration = Duration::from_millis(50);
@@ -49,20 +49,6 @@ async fn refused_after(gw: &Gateway, token: &str, since: Instant) -> Duration {
             "still let through"
         );
     }
-}
-
-fn cli(args: &[&str], db: &str) {
-    let out = Command::new(signoff_bin())
-        .args(args)
-        .args(["--db", db])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "signoff {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test]

@@ -278,6 +278,15 @@ impl Gateway {
 
     /// [`Gateway::validate`] with a given engine (cached or not).
     async fn validate_in(&self, sessions: &Sessions, raw: Option<&str>) -> Auth {
+        let auth = self.check_token(sessions, raw).await;
+        if matches!(auth, Auth::Anonymous { .. }) {
+            // A connection pinned by a session that has ended is pinned no more.
+            crate::server::note_no_live_session();
+        }
+        auth
+    }
+
+    async fn check_token(&self, sessions: &Sessions, raw: Option<&str>) -> Auth {
         let Some(raw) = raw else {
             return Auth::Anonymous { stale: false };
         };

@@ -144,6 +144,22 @@ pub fn add_user(db: &str, name: &str, password: &str) {
     assert!(child.wait().unwrap().success(), "user add {name}");
 }
 
+/// Runs `signoff ARGS --db DB` and asserts it succeeded.
+pub fn cli(args: &[&str], db: &str) -> std::process::Output {
+    let out = Command::new(signoff_bin())
+        .args(args)
+        .args(["--db", db])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "signoff {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 impl Gateway {
     pub fn start(upstream: &str, extra: &[&str]) -> Gateway {
         Self::start_with(Some(upstream), extra)

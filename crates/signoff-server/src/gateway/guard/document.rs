@@ -39,8 +39,23 @@ pub fn classify(headers: &HeaderMap) -> Document {
     if is_download(headers) {
         return Document::Other;
     }
-    let Some(mime) = extract_mime(headers) else {
-        return Document::Sniffed;
+    let Some(mime) = extract_mime(headers).filter(|m| {
+        // MIME Sniffing §7: these say "unknown", and browsers sniff them.
+        !matches!(
+            m.essence.as_str(),
+            "unknown/unknown" | "application/unknown"
+        )
+    }) else {
+        // With `nosniff`, a typeless body is shown as text, never as HTML.
+        let nosniff = headers
+            .get_all(header::X_CONTENT_TYPE_OPTIONS)
+            .iter()
+            .any(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"nosniff"));
+        return if nosniff {
+            Document::Other
+        } else {
+            Document::Sniffed
+        };
     };
     if mime.essence != "text/html" && mime.essence != "application/xhtml+xml" {
         return Document::Other;
@@ -52,26 +67,33 @@ pub fn classify(headers: &HeaderMap) -> Document {
     {
         return Document::Utf16Html;
     }
-    match HeaderValue::from_str(mime.text.trim()) {
+    // The charset an earlier value carried stays (Fetch), so it is written
+    // out: the browser must not be left to guess the page's encoding.
+    let text = match (
+        &mime.charset,
+        mime.text.to_ascii_lowercase().contains("charset"),
+    ) {
+        (Some(charset), false) => format!("{}; charset={charset}", mime.text),
+        _ => mime.text.clone(),
+    };
+    match HeaderValue::from_str(text.trim()) {
         Ok(value) => Document::Html(value),
         Err(_) => Document::Other,
     }
 }
 
-/// A download: a `Content-Disposition` whose type is `attachment`. Any
-/// other value (`inline`, a bare `filename=…`, an empty one) is rendered
-/// by Chromium and Firefox, so it still gets the guard.
+/// A download: a `Content-Disposition` whose type is a token other than
+/// `inline` (`attachment`, and unknown types, which RFC 6266 and browsers
+/// treat alike). A value without a type (empty, or a bare `filename=…`) is
+/// rendered by Chromium and Firefox, so it still gets the guard.
 fn is_download(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::CONTENT_DISPOSITION)
         .iter()
         .any(|v| {
-            String::from_utf8_lossy(v.as_bytes())
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .eq_ignore_ascii_case("attachment")
+            let text = String::from_utf8_lossy(v.as_bytes());
+            let kind = text.split(';').next().unwrap_or_default().trim();
+            is_token(kind) && !kind.eq_ignore_ascii_case("inline")
         })
 }
 
@@ -165,9 +187,24 @@ fn parse_mime(text: &str) -> Option<Mime> {
 /// resource header).
 pub const SNIFF_BYTES: usize = 1445;
 
-/// The HTML patterns of WHATWG MIME Sniffing §7.1, each followed by a
-/// space or `>` (except the comment).
-const HTML_PATTERNS: [&[u8]; 17] = [
+/// The HTML patterns of WHATWG MIME Sniffing §7.1, and the tags Firefox's
+/// sniffer adds, each followed by a space or `>` (except the comment and
+/// `<!`, which Firefox takes as HTML whatever follows): the union, so a
+/// page any of them renders as HTML gets the guard.
+const HTML_PATTERNS: [&[u8]; 30] = [
+    b"<!",
+    b"<META",
+    b"<FORM",
+    b"<PRE",
+    b"<IMG",
+    b"<LINK",
+    b"<CENTER",
+    b"<H2",
+    b"<H3",
+    b"<H4",
+    b"<H5",
+    b"<H6",
+    b"<BASE",
     b"<!DOCTYPE HTML",
     b"<HTML",
     b"<HEAD",
@@ -201,7 +238,7 @@ pub fn sniffs_as_html(bytes: &[u8], ended: bool) -> Option<bool> {
     };
     let mut undecided = false;
     for pattern in HTML_PATTERNS {
-        let needs_end = pattern != b"<!--";
+        let needs_end = pattern != b"<!--" && pattern != b"<!";
         let wanted = pattern.len() + usize::from(needs_end);
         if rest.len() < wanted {
             let prefix_matches = rest
@@ -297,22 +334,39 @@ mod tests {
             (vec![("content-type", "html")], Document::Sniffed),
             (vec![("content-type", "*/*")], Document::Sniffed),
             (vec![("content-type", "text/")], Document::Sniffed),
+            (vec![("content-type", "unknown/unknown")], Document::Sniffed),
+            (
+                vec![("content-type", "application/unknown")],
+                Document::Sniffed,
+            ),
             (vec![("content-type", "text/plain")], Document::Other),
             (
                 vec![("content-type", "text/html-sandboxed")],
                 Document::Other,
             ),
+            // A charset from an earlier value is written out.
+            (
+                vec![
+                    ("content-type", "text/html; charset=iso-2022-jp"),
+                    ("content-type", "text/html"),
+                ],
+                html("text/html; charset=iso-2022-jp"),
+            ),
+            // Typeless with nosniff: shown as text.
+            (vec![("x-content-type-options", "nosniff")], Document::Other),
         ] {
             assert_eq!(classify(&headers(&pairs)), expected, "{pairs:?}");
         }
     }
 
     #[test]
-    fn only_attachments_are_downloads() {
+    fn only_typed_dispositions_other_than_inline_are_downloads() {
         let page = ("content-type", "text/html");
         for (disposition, download) in [
             ("attachment", true),
             ("Attachment; filename=\"page.html\"", true),
+            ("form-data; name=x", true),
+            ("something-new", true),
             ("inline", false),
             ("inline; filename=\"page.html\"", false),
             ("filename=\"r.html\"", false),
@@ -331,6 +385,10 @@ mod tests {
             (b"<HtMl lang=en>", false, Some(true)),
             (b"<p>hi", false, Some(true)),
             (b"<!--x-->", false, Some(true)),
+            (b"<!x", false, Some(true)),
+            (b"<meta charset=\"utf-8\"><title>Account", false, Some(true)),
+            (b"<form action=x>", false, Some(true)),
+            (b"<h2>Orders</h2>", false, Some(true)),
             (b"<b>", true, Some(true)),
             (b"<br/>", true, Some(false)),
             (b"<bx", true, Some(false)),

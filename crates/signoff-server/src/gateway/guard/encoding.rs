@@ -315,44 +315,35 @@ impl Encoder {
         })
     }
 
+    fn writer(&mut self) -> &mut (dyn tokio::io::AsyncWrite + Unpin + Send) {
+        match self {
+            Encoder::Gzip(e) => e,
+            Encoder::Brotli(e) => e.as_mut(),
+            Encoder::Zstd(e) => e,
+        }
+    }
+
+    /// The compressed bytes produced so far.
+    fn take(&mut self) -> Vec<u8> {
+        std::mem::take(match self {
+            Encoder::Gzip(e) => e.get_mut(),
+            Encoder::Brotli(e) => e.get_mut(),
+            Encoder::Zstd(e) => e.get_mut(),
+        })
+    }
+
     /// Compresses `chunk` and flushes, so a page that streams keeps
     /// streaming; returns the compressed bytes produced.
     async fn chunk(&mut self, chunk: &[u8]) -> io::Result<Vec<u8>> {
-        match self {
-            Encoder::Gzip(e) => {
-                e.write_all(chunk).await?;
-                e.flush().await?;
-                Ok(std::mem::take(e.get_mut()))
-            }
-            Encoder::Brotli(e) => {
-                e.write_all(chunk).await?;
-                e.flush().await?;
-                Ok(std::mem::take(e.get_mut()))
-            }
-            Encoder::Zstd(e) => {
-                e.write_all(chunk).await?;
-                e.flush().await?;
-                Ok(std::mem::take(e.get_mut()))
-            }
-        }
+        self.writer().write_all(chunk).await?;
+        self.writer().flush().await?;
+        Ok(self.take())
     }
 
     /// Ends the stream; returns the last bytes.
     async fn finish(&mut self) -> io::Result<Vec<u8>> {
-        match self {
-            Encoder::Gzip(e) => {
-                e.shutdown().await?;
-                Ok(std::mem::take(e.get_mut()))
-            }
-            Encoder::Brotli(e) => {
-                e.shutdown().await?;
-                Ok(std::mem::take(e.get_mut()))
-            }
-            Encoder::Zstd(e) => {
-                e.shutdown().await?;
-                Ok(std::mem::take(e.get_mut()))
-            }
-        }
+        self.writer().shutdown().await?;
+        Ok(self.take())
     }
 }
 

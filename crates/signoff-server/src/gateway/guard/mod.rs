@@ -1102,6 +1102,8 @@ mod tests {
             "attachment",
             "Attachment; filename=\"page.html\"",
             "attachment;filename*=UTF-8''p%C3%A4ge.html",
+            "form-data; name=x",
+            "something-new",
         ] {
             let mut input = html(PAGE);
             input.headers_mut().insert(

@@ -58,6 +58,9 @@ use encoding::{ByteStream, Coding, Unsupported};
 /// the part of the page before the injection point is parsed at all.
 const MAX_REWRITER_MEMORY: usize = 1024 * 1024;
 
+/// Bytes handed to the HTML parser at a time before the guard is placed.
+const PARSE_SLICE: usize = 1024;
+
 /// Headers that describe the exact bytes of the upstream body and become
 /// false once the body is rewritten.
 const STALE_BODY_HEADERS: [&str; 5] = [
@@ -450,14 +453,24 @@ fn feed(
 ) -> io::Result<()> {
     match chunk {
         Some(chunk) => {
-            rewriter.write(chunk).map_err(rewrite_error)?;
-            if state.injected.load(Ordering::Relaxed) {
-                // Flush what the rewriter holds back; later chunks skip it.
-                rewriter.end().map_err(rewrite_error)?;
-                state.stage = Stage::Passthrough;
-            } else {
-                state.stage = Stage::Rewriting(rewriter);
+            // In slices, stopping at the injection: the rest of a large
+            // chunk goes on unparsed (parsing it is most of the cost).
+            for (i, slice) in chunk.chunks(PARSE_SLICE).enumerate() {
+                rewriter.write(slice).map_err(rewrite_error)?;
+                if state.injected.load(Ordering::Relaxed) {
+                    // Flush what the rewriter holds back; the rest skips it.
+                    rewriter.end().map_err(rewrite_error)?;
+                    let rest = &chunk[((i + 1) * PARSE_SLICE).min(chunk.len())..];
+                    state
+                        .output
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .extend_from_slice(rest);
+                    state.stage = Stage::Passthrough;
+                    return Ok(());
+                }
             }
+            state.stage = Stage::Rewriting(rewriter);
         }
         None => {
             rewriter.end().map_err(rewrite_error)?;
@@ -1196,7 +1209,14 @@ mod tests {
             .collect();
         let out = guard.inject_plain(html(Body::from_stream(stream::iter(chunks))), false);
         assert!(read_body(out).await.is_err());
-        // The same tag in one chunk needs no buffering and is fine.
+        // The parser is fed in slices, so one chunk holding it all is no way
+        // round the cap.
+        let out = guard.inject_plain(html(page.clone()), false);
+        assert!(read_body(out).await.is_err());
+        // A long tag within the cap is fine.
+        let mut page = b"<html data-x=\"".to_vec();
+        page.resize(page.len() + MAX_REWRITER_MEMORY / 4, b'a');
+        page.extend_from_slice(b"\"><head><title>x</title>");
         let out = guard.inject_plain(html(page.clone()), false);
         assert_eq!(
             read_body(out).await.unwrap().len(),

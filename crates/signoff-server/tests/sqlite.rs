@@ -207,6 +207,18 @@ async fn sqlite_file_open_to_other_users_is_refused_at_start() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
 
+    // A directory that does not exist is named, with the command to make it.
+    let missing = dir.path().join("not-yet");
+    let (ok, stderr) = serve_exits(
+        &format!("sqlite://{}", missing.join("signoff.db").display()),
+        &["--upstream", "http://127.0.0.1:9"],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("mkdir -p {}", missing.display())),
+        "{stderr}"
+    );
+
     // Allowed: it starts, and says so loudly.
     let gw = Gateway::start_on(dir, &db, None, &["--allow-readable-db"]);
     let log = gw.proc.log_text();

@@ -971,6 +971,17 @@ mod permissions {
             {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) if e.kind() == ErrorKind::NotFound && !dir.exists() => {
+                    return Err(StoreError::Unavailable(Box::new(std::io::Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "the directory {} does not exist; create it first (mkdir -p {}) \
+                             or choose another path",
+                            dir.display(),
+                            shell_quote(&dir)
+                        ),
+                    ))))
+                }
                 Err(e) => return Err(StoreError::Unavailable(Box::new(e))),
             }
         }

@@ -524,8 +524,10 @@ impl Front {
                 let d = dir.display();
                 // The main file a distribution ships, cut to what a test
                 // needs; the example goes inside `http { }` as documented.
+                // One process (no master): killing it leaves no worker
+                // behind when the test ends.
                 let main = format!(
-                    "daemon off;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+                    "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
                      error_log {d}/nginx-error.log warn;\nevents {{ worker_connections 512; }}\n\
                      http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  \
                      proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  \

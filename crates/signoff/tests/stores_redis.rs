@@ -549,12 +549,18 @@ async fn insert_never_overwrites_even_without_pointers() {
 /// A server that goes away makes operations fail as unavailable within the
 /// timeouts, and a subscription report the loss, instead of hanging.
 /// A `redis-server` of the test's own, killed when dropped.
-struct OwnRedis(std::process::Child);
+/// A `redis-server` of the test's own, writing its files (an append-only
+/// log, when asked for) in a temporary directory, never in the checkout.
+struct OwnRedis {
+    child: std::process::Child,
+    /// Kept until the server is gone.
+    _dir: tempfile::TempDir,
+}
 
 impl OwnRedis {
     fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -571,8 +577,9 @@ fn own_redis(args: &[&str]) -> (OwnRedis, u16) {
         .local_addr()
         .unwrap()
         .port();
-    let server = OwnRedis(
-        std::process::Command::new("redis-server")
+    let dir = tempfile::tempdir().unwrap();
+    let server = OwnRedis {
+        child: std::process::Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -581,11 +588,14 @@ fn own_redis(args: &[&str]) -> (OwnRedis, u16) {
                 "--save",
                 "",
             ])
+            .arg("--dir")
+            .arg(dir.path())
             .args(args)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start redis-server (the tests need the redis-server binary)"),
-    );
+        _dir: dir,
+    };
     for _ in 0..500 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return (server, port);

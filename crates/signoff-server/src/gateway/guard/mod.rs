@@ -188,21 +188,23 @@ impl Guard {
         {
             return Ok(response);
         }
-        let sniff = match document::classify(response.headers()) {
+        // `Some(type)`: declared HTML; `None`: to be sniffed.
+        let content_type = match document::classify(response.headers()) {
             Document::Other => return Ok(response),
             Document::Utf16Html => {
                 tracing::warn!("pageshow guard not injected: the page is declared UTF-16");
                 return Ok(response);
             }
-            Document::Html(_) => false,
-            Document::Sniffed => true,
+            Document::Html(value) => Some(value),
+            Document::Sniffed => None,
         };
+        let sniff = content_type.is_none();
         let coding = match encoding::content_coding(response.headers()) {
             Ok(coding) => coding,
             Err(coding) => return Err(Box::new(Unreadable { response, coding })),
         };
         let (mut parts, body) = response.into_parts();
-        if let Document::Html(value) = document::classify(&parts.headers) {
+        if let Some(value) = content_type {
             // One value, the one the browser would pick among several.
             parts.headers.insert(header::CONTENT_TYPE, value);
         }

@@ -452,7 +452,7 @@ pub struct TokenSettings {
     /// Refresh token reuse grace window (zero: none).
     pub refresh_grace: Duration,
     /// Algorithm of keys created here.
-    pub algorithm: signoff::tokens::SigningAlgorithm,
+    pub algorithm: signoff::token_mode::SigningAlgorithm,
     /// Confidential clients: id and SHA-256 of the secret.
     pub clients: Vec<(String, [u8; 32])>,
 }
@@ -648,7 +648,7 @@ impl TokenOptionsRaw {
             Some(a) => a
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("--token-alg: {e}"))?,
-            None => signoff::tokens::SigningAlgorithm::EdDSA,
+            None => signoff::token_mode::SigningAlgorithm::EdDSA,
         };
         let clients = self
             .clients
@@ -659,7 +659,7 @@ impl TokenOptionsRaw {
                 let (id, hex) = c
                     .rsplit_once(':')
                     .with_context(|| "--token-client: expected ID:SHA256HEX".to_owned())?;
-                if !signoff::tokens::valid_client_id(id) {
+                if !signoff::token_mode::valid_client_id(id) {
                     bail!("--token-client {id:?}: a client id is 1 to 64 characters of A-Z a-z 0-9 . _ : -");
                 }
                 let digest = parse_sha256_hex(hex).context("--token-client")?;

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use signoff::bus::BusStats;
+use signoff::revocation::BusStats;
 use signoff::{CachedStore, SessionStore};
 
 /// The gateway's local session cache.
@@ -21,7 +21,7 @@ pub struct Sources {
     /// The revocation bus, if the store has one.
     pub bus: Option<Arc<BusStats>>,
     /// Client connections.
-    pub connections: Option<Arc<crate::server::ConnectionStats>>,
+    pub connections: Option<Arc<crate::listener::ConnectionStats>>,
 }
 
 /// Counters the gateway keeps itself.

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, Criterion};
-use signoff::tokens::{AccessClaims, TokenOptions, Tokens};
+use signoff::token_mode::{AccessClaims, TokenOptions, Tokens};
 use signoff::{
     CachedStore, ManualClock, NewSession, Policy, Sessions, SqliteStore, StateStore, Timestamp,
     UserId,

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::session::UserId;
+use crate::session_token::SessionHandle;
 use crate::store::StoreError;
-use crate::token::SessionHandle;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -35,7 +35,7 @@ const SHARDS: usize = 64;
 fn shard(id: &SessionId) -> usize {
     usize::from(id.as_bytes()[0]) % SHARDS
 }
-use crate::token::{SessionHandle, SessionId};
+use crate::session_token::{SessionHandle, SessionId};
 
 #[derive(Clone)]
 struct Entry {
@@ -368,7 +368,7 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
     }
 }
 
-impl<S: SessionStore> crate::bus::CacheControl for CachedStore<S> {
+impl<S: SessionStore> crate::revocation::CacheControl for CachedStore<S> {
     fn invalidate(&self, id: &SessionId) {
         CachedStore::invalidate(self, id);
     }

@@ -31,9 +31,9 @@ use crate::audit::{Actor, AuditKind, AuditLog, AuditQuery};
 use crate::clock::{Clock, ManualClock};
 use crate::policy::{LogoutBehavior, Policy};
 use crate::session::{NewSession, Session, SessionData, SessionError, Sessions, UserId};
+use crate::session_token::{SessionHandle, SessionToken};
 use crate::store::memory::MemoryStore;
 use crate::store::{SessionStore, StoreError, WriteOutcome};
-use crate::token::{SessionHandle, SessionToken};
 
 /// A store under test, and whatever must live as long as it (a temporary
 /// directory, a database schema guard).

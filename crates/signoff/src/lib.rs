@@ -14,11 +14,11 @@
 //!   (feature `redis`) and `PostgresStore` (feature `postgres`), and a
 //!   public [`conformance`] suite every backend passes.
 //! - [`CachedStore`]: a bounded in-process cache in front of any store;
-//!   [`bus::run`] keeps it honest across nodes on a shared store's
+//!   [`revocation::run`] keeps it honest across nodes on a shared store's
 //!   revocation bus.
 //! - [`csrf`]: CSRF tokens derived from the session token, stored nowhere.
 //! - [`Accounts`] and [`Passwords`]: users with Argon2id password hashes.
-//! - [`tokens`]: token mode for APIs: signed access tokens checked against
+//! - [`token_mode`]: token mode for APIs: signed access tokens checked against
 //!   the session, and rotating refresh tokens with reuse detection.
 //!
 //! ```
@@ -47,16 +47,16 @@
 #![deny(missing_docs)]
 
 pub mod audit;
-pub mod bus;
 mod cache;
 mod clock;
 pub mod conformance;
 pub mod csrf;
 mod policy;
+pub mod revocation;
 mod session;
+mod session_token;
 pub mod store;
-mod token;
-pub mod tokens;
+pub mod token_mode;
 mod users;
 
 pub use audit::{Actor, AuditEvent, AuditKind, AuditLog, AuditQuery, AuditStore};
@@ -67,6 +67,9 @@ pub use session::{
     ExpiredBy, Issued, NewSession, Session, SessionData, SessionError, Sessions, UserId,
     MAX_DATA_BYTES, MAX_DATA_KEYS, MAX_IP_BYTES, MAX_USER_AGENT_BYTES,
 };
+pub use session_token::{
+    SessionHandle, SessionId, SessionToken, TokenError, HANDLE_LEN, TOKEN_LEN,
+};
 pub use store::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use store::postgres::{PostgresOptions, PostgresStore};
@@ -75,7 +78,6 @@ pub use store::redis::{RedisOptions, RedisStore};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use store::{SessionStore, StateStore, StoreError, Versioned, WriteOutcome};
-pub use token::{SessionHandle, SessionId, SessionToken, TokenError, HANDLE_LEN, TOKEN_LEN};
 pub use users::{
     AccountError, Accounts, PasswordParams, PasswordParamsError, Passwords, User, UserStore,
     Verification, MAX_NAME_BYTES, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS,

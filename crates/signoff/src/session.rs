@@ -22,8 +22,8 @@ use std::time::Duration;
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditLog};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::policy::{LogoutBehavior, Policy};
+use crate::session_token::{SessionHandle, SessionId, SessionToken, TokenError};
 use crate::store::{SessionStore, StoreError, WriteOutcome};
-use crate::token::{SessionHandle, SessionId, SessionToken, TokenError};
 
 /// Longest user agent kept with a session; longer ones are cut.
 pub const MAX_USER_AGENT_BYTES: usize = 512;
@@ -430,7 +430,7 @@ impl Sessions {
 
     /// [`Sessions::validate`] for a session named by its public handle:
     /// for credentials that carry the handle rather than the token, such as
-    /// the `sid` of an access token ([`crate::tokens`]). The same checks and
+    /// the `sid` of an access token ([`crate::token_mode`]). The same checks and
     /// the same activity writes as a token.
     ///
     /// # Errors

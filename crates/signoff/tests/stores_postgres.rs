@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use signoff::bus::{invalidation_payload, RevocationBus};
+use signoff::revocation::{invalidation_payload, RevocationBus};
 use signoff::{
     Actor, AuditEvent, AuditKind, AuditQuery, AuditStore, PostgresOptions, PostgresStore, Session,
     SessionData, SessionHandle, SessionStore, SessionToken, StoreError, Timestamp, User, UserId,
@@ -355,8 +355,8 @@ async fn truncating_the_sessions_table_tells_every_node_to_forget_everything() {
     let heard = next_within(&mut sub, Duration::from_secs(1)).await;
     assert_eq!(heard.as_deref(), Some("*"));
     assert_eq!(
-        signoff::bus::parse("*"),
-        Some(signoff::bus::BusMessage::InvalidateAll)
+        signoff::revocation::parse("*"),
+        Some(signoff::revocation::BusMessage::InvalidateAll)
     );
 }
 

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use signoff::bus::{invalidation_payload, BusSubscription, RevocationBus};
+use signoff::revocation::{invalidation_payload, BusSubscription, RevocationBus};
 use signoff::{
     Actor, AuditEvent, AuditKind, AuditQuery, AuditStore, NewSession, Policy, RedisOptions,
     RedisStore, SessionData, SessionStore, Sessions, StoreError, Timestamp, User, UserId,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use signoff::bus::{self, BusHandle, BusOptions};
+use signoff::revocation::{self, BusHandle, BusOptions};
 use signoff::{
     CacheOptions, CachedStore, NewSession, Policy, SessionData, SessionError, Sessions,
     SqliteOptions, SqliteStore, StoreError, SystemClock, UserId,
@@ -32,7 +32,7 @@ async fn node(path: &std::path::Path) -> Node {
         o,
         Arc::new(SystemClock),
     ));
-    let bus = bus::run(store, cache.clone(), BusOptions::default());
+    let bus = revocation::run(store, cache.clone(), BusOptions::default());
     let start = Instant::now();
     while !bus.stats().connected() {
         assert!(start.elapsed() < Duration::from_secs(5), "never watching");

@@ -1,4 +1,4 @@
-//! Token mode ([`signoff::tokens`]) through its public API: hostile access
+//! Token mode ([`signoff::token_mode`]) through its public API: hostile access
 //! tokens, the link between tokens and their session (logout ends every
 //! token derived from it), refresh rotation with reuse detection, keys,
 //! introspection, revocation, and the `StateStore` the keys live in.
@@ -15,7 +15,7 @@ use ring::signature::{
     EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING,
 };
 use serde_json::{json, Value};
-use signoff::tokens::{
+use signoff::token_mode::{
     list_keys, rotate_keys, AccessError, GrantError, Requester, SigningAlgorithm, TokenOptions,
     TokenPair, Tokens,
 };
@@ -491,7 +491,7 @@ async fn oversized_token_is_refused_unread() {
     claims["padding"] = json!("x".repeat(4096));
     // Correctly signed by our key: only its size is wrong.
     let token = sign_ed25519(&key, &our_header(&kid), &claims);
-    assert!(token.len() > signoff::tokens::MAX_TOKEN_BYTES);
+    assert!(token.len() > signoff::token_mode::MAX_TOKEN_BYTES);
     let e = refused(&rig, &token).await;
     assert!(matches!(e, AccessError::Oversized), "{e:?}");
     let e = refused(&rig, &"a".repeat(1 << 20)).await;

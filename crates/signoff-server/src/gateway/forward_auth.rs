@@ -39,7 +39,7 @@ use axum::http::header::{HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use signoff::tokens::{kind_of, TokenKind};
+use signoff::token_mode::{kind_of, TokenKind};
 
 use super::{bearer, identity_headers, redirect, wants_html, AppState, QuietLog, Who};
 

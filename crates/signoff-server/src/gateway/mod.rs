@@ -11,7 +11,7 @@ pub mod pages;
 mod proxy;
 pub mod redirect;
 pub mod throttle;
-mod tokens;
+mod token_mode;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -30,7 +30,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
-use signoff::tokens::Tokens;
+use signoff::token_mode::Tokens;
 use signoff::{
     AccountError, Accounts, Actor, AuditEvent, AuditKind, CookiePolicy, NewSession, Session,
     SessionData, SessionError, SessionHandle, SessionToken, Sessions,
@@ -232,12 +232,12 @@ impl Gateway {
                 &format!("{p}/password"),
                 get(account::password_page).post(account::password_submit),
             )
-            .route(&format!("{p}/api/login"), post(tokens::api_login))
-            .route(&format!("{p}/api/logout"), post(tokens::api_logout))
-            .route(&format!("{p}/token"), post(tokens::token))
-            .route(&format!("{p}/revoke"), post(tokens::revoke))
-            .route(&format!("{p}/introspect"), post(tokens::introspect))
-            .route(&format!("{p}/jwks.json"), get(tokens::jwks))
+            .route(&format!("{p}/api/login"), post(token_mode::api_login))
+            .route(&format!("{p}/api/logout"), post(token_mode::api_logout))
+            .route(&format!("{p}/token"), post(token_mode::token))
+            .route(&format!("{p}/revoke"), post(token_mode::revoke))
+            .route(&format!("{p}/introspect"), post(token_mode::introspect))
+            .route(&format!("{p}/jwks.json"), get(token_mode::jwks))
             .route(&format!("{p}/{{*rest}}"), any(not_found))
             .route(&p, any(not_found))
             .nest(&format!("{p}/admin"), admin::router(&self))
@@ -281,7 +281,7 @@ impl Gateway {
         let auth = self.check_token(sessions, raw).await;
         if matches!(auth, Auth::Anonymous { .. }) {
             // A connection pinned by a session that has ended is pinned no more.
-            crate::server::note_no_live_session();
+            crate::listener::note_no_live_session();
         }
         auth
     }
@@ -296,7 +296,7 @@ impl Gateway {
         match sessions.validate(token.expose()).await {
             Ok(session) => match session.data.get(USER_NAME_KEY) {
                 Some(user) if session.user_id.is_some() => {
-                    crate::server::note_live_session();
+                    crate::listener::note_live_session();
                     Auth::SignedIn(Box::new(Authenticated {
                         user: user.clone(),
                         token,

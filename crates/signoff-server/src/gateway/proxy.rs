@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use super::guard::{encoding, PageRequest, Unreadable};
 use super::identity_headers::{is_forwarding_header, is_identity_header};
 use super::{Gateway, Identity};
-use crate::server::{UpstreamSlots, UPSTREAM_SLOT_WAIT};
+use crate::listener::{UpstreamSlots, UPSTREAM_SLOT_WAIT};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 9] = [

@@ -10,7 +10,7 @@ use super::{SessionStore, StateStore, StoreError, Versioned, WriteOutcome};
 use crate::audit::{self, AuditEvent, AuditQuery, AuditStore};
 use crate::clock::Timestamp;
 use crate::session::{Session, SessionData, UserId};
-use crate::token::{SessionHandle, SessionId};
+use crate::session_token::{SessionHandle, SessionId};
 use crate::users::{User, UserStore};
 
 /// Sessions in a map behind one lock, with the same indexes a database

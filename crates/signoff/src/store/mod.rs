@@ -22,7 +22,7 @@ use async_trait::async_trait;
 
 use crate::clock::Timestamp;
 use crate::session::{Session, SessionData, UserId};
-use crate::token::{SessionHandle, SessionId};
+use crate::session_token::{SessionHandle, SessionId};
 
 pub mod memory;
 #[cfg(feature = "postgres")]
@@ -217,7 +217,7 @@ impl std::fmt::Debug for Versioned {
 }
 
 /// Where the engine keeps small records of its own, such as the keys that
-/// sign access tokens ([`crate::tokens`]), so every node sharing the store
+/// sign access tokens ([`crate::token_mode`]), so every node sharing the store
 /// shares them. Writes are compare-and-set, so two nodes starting at once,
 /// or a rotation racing a start, cannot overwrite each other.
 #[async_trait]

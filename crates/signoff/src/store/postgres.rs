@@ -34,10 +34,10 @@ use sqlx::{Connection, Executor, Row};
 
 use super::{SessionStore, StoreError, WriteOutcome};
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditQuery, AuditStore};
-use crate::bus::{BusSubscription, RevocationBus};
 use crate::clock::{duration_millis, Timestamp};
+use crate::revocation::{BusSubscription, RevocationBus};
 use crate::session::{Session, SessionData, UserId};
-use crate::token::{SessionHandle, SessionId};
+use crate::session_token::{SessionHandle, SessionId};
 use crate::users::{User, UserStore};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

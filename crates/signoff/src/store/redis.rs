@@ -57,7 +57,7 @@
 //! Every script that removes a record or changes its `id`, `data`,
 //! `generation` or `auth_at` also `PUBLISH`es the old digest's hex on
 //! `<p>:revoked`, so no such write commits without its announcement
-//! ([`crate::bus`]). Touching does not publish.
+//! ([`crate::revocation`]). Touching does not publish.
 //!
 //! # Time
 //!
@@ -82,10 +82,10 @@ use redis::{
 
 use super::{SessionStore, StoreError, WriteOutcome};
 use crate::audit::{self, AuditEvent, AuditQuery, AuditStore};
-use crate::bus::{invalidation_payload, BusSubscription, RevocationBus};
 use crate::clock::{duration_millis, Timestamp};
+use crate::revocation::{invalidation_payload, BusSubscription, RevocationBus};
 use crate::session::{Session, SessionData, UserId};
-use crate::token::{SessionHandle, SessionId};
+use crate::session_token::{SessionHandle, SessionId};
 use crate::users::{User, UserStore};
 
 /// Native expiry beyond a session's own `expires_at`, in milliseconds.

@@ -13,7 +13,7 @@
 //!   transaction (`migrations/sqlite/0004_session_changes.sql`). The store
 //!   is a [`RevocationBus`] whose subscription polls that log every
 //!   [`SqliteOptions::watch_interval`] on a connection of its own, so
-//!   [`crate::bus::run`] keeps a [`crate::CachedStore`] honest as it does
+//!   [`crate::revocation::run`] keeps a [`crate::CachedStore`] honest as it does
 //!   for Redis and PostgreSQL.
 
 use std::collections::VecDeque;
@@ -31,10 +31,10 @@ use tokio::sync::broadcast;
 
 use super::{SessionStore, StoreError, WriteOutcome};
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditQuery, AuditStore};
-use crate::bus::{BusSubscription, RevocationBus};
 use crate::clock::{duration_millis, Timestamp};
+use crate::revocation::{BusSubscription, RevocationBus};
 use crate::session::{Session, SessionData, UserId};
-use crate::token::{SessionHandle, SessionId};
+use crate::session_token::{SessionHandle, SessionId};
 use crate::users::{User, UserStore};
 
 /// Why [`SqliteStore::open_with`] refused a database: it, a file beside it
@@ -840,12 +840,11 @@ impl SqliteSubscription {
         for (seq, id) in rows {
             self.last = seq;
             match <[u8; 32]>::try_from(id.as_slice()) {
-                Ok(digest) => {
-                    self.ready
-                        .push_back(crate::bus::invalidation_payload(&SessionId::from_digest(
-                            digest,
-                        )))
-                }
+                Ok(digest) => self
+                    .ready
+                    .push_back(crate::revocation::invalidation_payload(
+                        &SessionId::from_digest(digest),
+                    )),
                 Err(_) => self.ready.push_back("*".to_owned()),
             }
         }

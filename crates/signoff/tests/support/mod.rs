@@ -8,7 +8,7 @@
 /// fails the test.
 #[cfg(any(feature = "postgres", feature = "redis"))]
 pub async fn next_within(
-    sub: &mut Box<dyn signoff::bus::BusSubscription>,
+    sub: &mut Box<dyn signoff::revocation::BusSubscription>,
     wait: std::time::Duration,
 ) -> Option<String> {
     match tokio::time::timeout(wait, sub.next()).await {

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::session_token::SessionId;
 use crate::store::StoreError;
-use crate::token::SessionId;
 
 /// What a node's cache must offer the bus.
 pub trait CacheControl: Send + Sync + 'static {

@@ -12,11 +12,12 @@ use clap::Args;
 use rand::distributions::{Alphanumeric, DistString};
 use signoff::{AccountError, Actor};
 
+use super::serve;
+use crate::backend;
 use crate::config::{
     ConnectionLimitsRaw, LoginLimits, Raw, SessionOptions, TlsFiles, TokenOptionsRaw,
 };
 use crate::gateway::pages::escape;
-use crate::serve;
 
 /// `signoff demo` flags.
 #[derive(Debug, Args)]
@@ -223,7 +224,7 @@ async fn api_me(headers: HeaderMap) -> Response {
 
 /// Creates the demo user, or gives it a new password (ending its sessions).
 async fn demo_user(db: &str) -> Result<String> {
-    let store = serve::open_db(db, false).await?;
+    let store = backend::open_db(db, false).await?;
     let accounts = store.accounts();
     let password = Alphanumeric.sample_string(&mut rand::thread_rng(), 16);
     match accounts.add_user(DEMO_USER, &password).await {

@@ -47,8 +47,8 @@ use sha2::{Digest, Sha256};
 use crate::audit::Actor;
 use crate::clock::Timestamp;
 use crate::session::{Session, SessionError, Sessions};
+use crate::session_token::{SessionHandle, SessionToken};
 use crate::store::{StateStore, StoreError, WriteOutcome};
-use crate::token::{SessionHandle, SessionToken};
 
 /// The session data key holding the refresh state (hashed).
 pub const REFRESH_KEY: &str = "signoff.refresh";
@@ -480,7 +480,7 @@ async fn load_or_create(
         };
         let bytes = serde_json::to_vec(&fresh).map_err(|e| KeysError::Corrupt(e.to_string()))?;
         if state.put_state(KEYS_STATE, &bytes, None).await? {
-            tracing::info!(target: "signoff::tokens", kid = %fresh.signing[0].kid, alg = alg.as_str(), "created the token signing key");
+            tracing::info!(target: "signoff::token_mode", kid = %fresh.signing[0].kid, alg = alg.as_str(), "created the token signing key");
             return build_keyset(&fresh, 1);
         }
         // Another node created them first: read theirs.
@@ -520,7 +520,7 @@ pub async fn rotate_keys(
             .put_state(KEYS_STATE, &bytes, Some(current.version))
             .await?
         {
-            tracing::info!(target: "signoff::tokens", kid = %info.kid, alg = %info.alg, "rotated the token signing key");
+            tracing::info!(target: "signoff::token_mode", kid = %info.kid, alg = %info.alg, "rotated the token signing key");
             return Ok(info);
         }
     }
@@ -852,13 +852,13 @@ impl Tokens {
             Ok(Some(v)) => match parse_keys(&v.value).and_then(|s| build_keyset(&s, v.version)) {
                 Ok(set) => Some(Arc::new(set)),
                 Err(e) => {
-                    tracing::error!(target: "signoff::tokens", error = %e, "could not read the token keys; keeping the ones loaded");
+                    tracing::error!(target: "signoff::token_mode", error = %e, "could not read the token keys; keeping the ones loaded");
                     None
                 }
             },
             Ok(None) => None,
             Err(e) => {
-                tracing::warn!(target: "signoff::tokens", error = %e, "could not re-read the token keys");
+                tracing::warn!(target: "signoff::token_mode", error = %e, "could not re-read the token keys");
                 None
             }
         };
@@ -918,7 +918,7 @@ impl Tokens {
         refresh_token: String,
     ) -> Result<TokenPair, GrantError> {
         let access_token = self.sign(keys, &session, client).map_err(|e| {
-            tracing::error!(target: "signoff::tokens", error = %e, "could not sign an access token");
+            tracing::error!(target: "signoff::token_mode", error = %e, "could not sign an access token");
             GrantError::Invalid("the token could not be signed")
         })?;
         Ok(TokenPair {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use signoff::bus::{self, BusOptions, BusSubscription, RevocationBus};
+use signoff::revocation::{self, BusOptions, BusSubscription, RevocationBus};
 use signoff::{
     CacheOptions, CachedStore, MemoryStore, NewSession, Policy, SessionError, SessionStore,
     Sessions, StoreError, SystemClock, UserId,
@@ -168,7 +168,9 @@ async fn end_elsewhere(node: &Node, bus: &TestBus, token: &str, announce: bool) 
     let id = signoff::SessionToken::parse(token).unwrap().id();
     assert!(node.store.remove(&id).await.unwrap().is_some());
     if announce {
-        bus.publish(&bus::invalidation_payload(&id)).await.unwrap();
+        bus.publish(&revocation::invalidation_payload(&id))
+            .await
+            .unwrap();
     }
 }
 
@@ -179,7 +181,7 @@ async fn announcements_reach_the_cache_and_a_lost_bus_withdraws_trust() {
     // The bus refuses at first, so "untrusted until subscribed" is seen
     // for certain rather than raced.
     bus.deaf.store(true, Ordering::SeqCst);
-    let handle = bus::run(bus.clone(), n.cache.clone(), options());
+    let handle = revocation::run(bus.clone(), n.cache.clone(), options());
     assert!(!n.cache.is_trusted(), "untrusted until subscribed");
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!n.cache.is_trusted(), "untrusted while subscribing fails");
@@ -233,7 +235,7 @@ async fn announcements_reach_the_cache_and_a_lost_bus_withdraws_trust() {
 async fn a_silent_bus_is_treated_as_lost() {
     let bus = TestBus::new();
     let n = node();
-    let handle = bus::run(bus.clone(), n.cache.clone(), quick_to_notice());
+    let handle = revocation::run(bus.clone(), n.cache.clone(), quick_to_notice());
     wait_until("subscribed", || handle.stats().connected()).await;
     let s = cached_session(&n).await;
 
@@ -260,7 +262,7 @@ async fn a_silent_bus_is_treated_as_lost() {
 async fn garbage_on_the_bus_is_counted_and_ignored() {
     let bus = TestBus::new();
     let n = node();
-    let handle = bus::run(bus.clone(), n.cache.clone(), options());
+    let handle = revocation::run(bus.clone(), n.cache.clone(), options());
     wait_until("subscribed", || handle.stats().connected()).await;
     cached_session(&n).await;
     for junk in ["", "hb:x", "zz", &"0".repeat(5000)] {
@@ -275,7 +277,7 @@ async fn garbage_on_the_bus_is_counted_and_ignored() {
 async fn a_bus_that_falls_behind_is_treated_as_lost() {
     let bus = TestBus::new();
     let n = node();
-    let handle = bus::run(bus.clone(), n.cache.clone(), quick_to_notice());
+    let handle = revocation::run(bus.clone(), n.cache.clone(), quick_to_notice());
     wait_until("subscribed", || handle.stats().connected()).await;
     // Messages keep coming (so it is never silent), but ever later: this
     // node's own heartbeats come back after more than the silence limit.

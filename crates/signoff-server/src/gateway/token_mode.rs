@@ -2,7 +2,7 @@
 //! token, revocation (RFC 7009) and introspection (RFC 7662) endpoints, the
 //! JWKS, and bearer access tokens on proxied and forward-auth requests.
 //!
-//! Every token belongs to a server-side session ([`signoff::tokens`]), so
+//! Every token belongs to a server-side session ([`signoff::token_mode`]), so
 //! the sessions page, "sign out everywhere", the CLI and the admin API end
 //! token clients exactly as they end browsers. Errors follow RFC 6749 §5.2
 //! (`{"error": "invalid_grant", "error_description": "…"}`); every answer
@@ -21,7 +21,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use signoff::tokens::{
+use signoff::token_mode::{
     kind_of, AccessError, GrantError, Requester, TokenKind, TokenPair, Tokens, DEFAULT_CLIENT,
 };
 use signoff::Actor;
@@ -149,7 +149,7 @@ impl Gateway {
                         // Not passed on: the upstream gets the identity
                         // headers, and a token in its logs could be replayed.
                         Some(user) => {
-                            crate::server::note_live_session();
+                            crate::listener::note_live_session();
                             Who::Known(Identity {
                                 user: user.clone(),
                                 handle: session.handle,
@@ -347,7 +347,7 @@ pub(super) async fn api_login(State(gw): AppState, req: Request) -> Response {
             _ => return client_must_authenticate(),
         }
     }
-    if !signoff::tokens::valid_client_id(client) {
+    if !signoff::token_mode::valid_client_id(client) {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",

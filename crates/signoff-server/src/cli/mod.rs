@@ -1,0 +1,151 @@
+//! The command line: one module per command. Each command reads the store
+//! named by `--db` (the same URLs as `signoff serve --db`).
+
+mod admin_token;
+mod audit;
+mod demo;
+mod keys;
+pub mod serve;
+mod sessions;
+mod user;
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use signoff::{Actor, AuditEvent, AuditKind, User};
+
+use crate::backend::Backend;
+use crate::display;
+
+/// signoff: when a user signs out, they are out.
+#[derive(Debug, Parser)]
+#[command(name = "signoff", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway in front of an app: it owns sign-in and sign-out,
+    /// and passes only signed-in requests to the upstream.
+    Serve(Box<crate::config::ServeArgs>),
+    /// Try signoff with nothing to set up: the gateway on 127.0.0.1:8080 in
+    /// front of a small built-in app, with a demo user.
+    Demo(demo::DemoArgs),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// List and end sessions.
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCommand),
+    /// Read the audit trail: sign-ins, failures, sign-outs, ended sessions,
+    /// password changes and disabled accounts, newest first.
+    Audit(audit::AuditArgs),
+    /// Make a new admin API token: prints the token (give it to the admin
+    /// client) and its SHA-256 (give that to `serve --admin-token-sha256`).
+    AdminToken,
+    /// The keys that sign access tokens (token mode, `serve --tokens`).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct Db {
+    /// The store: `sqlite://PATH` (or a file path), `redis://HOST[?prefix=P]`
+    /// or `postgres://USER@HOST/DB[?schema=S]`, as `signoff serve --db`.
+    #[arg(
+        long,
+        env = "SIGNOFF_DB",
+        default_value = "sqlite://signoff.db",
+        hide_env_values = true
+    )]
+    pub db: String,
+    /// Open a SQLite file that other users can read, with a warning, instead
+    /// of refusing (as `signoff serve --allow-readable-db`).
+    #[arg(long, env = "SIGNOFF_ALLOW_READABLE_DB", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub allow_readable_db: Option<bool>,
+}
+
+/// Opens the database named by `--db`.
+pub async fn open(db: &Db) -> Result<Backend> {
+    crate::backend::open_db(&db.db, db.allow_readable_db.unwrap_or(false)).await
+}
+
+/// Reads a new password from stdin or, on a terminal, asks twice.
+pub fn read_password(from_stdin: bool) -> Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "standard input is not a terminal: pass --password-stdin to read the password from it"
+        );
+    }
+    let first = rpassword::prompt_password("Password: ")?;
+    let second = rpassword::prompt_password("Password again: ")?;
+    if first != second {
+        bail!("the passwords do not match");
+    }
+    Ok(first)
+}
+
+/// Records an operator's action on a user.
+pub async fn record(store: &Backend, kind: AuditKind, user: &User) {
+    store
+        .audit_log(false)
+        .record(
+            AuditEvent::new(kind, display::now())
+                .user(Some(&user.id), Some(&user.name))
+                .by(Actor::Operator),
+        )
+        .await;
+}
+
+/// Asks a yes/no question on the terminal; `default` on an empty answer.
+pub fn confirm(question: &str, default: bool) -> Result<bool> {
+    use std::io::Write;
+    let hint = if default { "[Y/n]" } else { "[y/N]" };
+    eprint!("{question} {hint} ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the answer")?;
+    Ok(match line.trim().to_ascii_lowercase().as_str() {
+        "" => default,
+        "y" | "yes" => true,
+        "n" | "no" => false,
+        other => bail!("{other:?}: answer y or n"),
+    })
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = args.settings()?;
+            serve::run(settings, |origin| {
+                println!("signoff listening on {origin}/");
+            })
+            .await
+        }
+        Command::Demo(args) => demo::run(args).await,
+        Command::User(command) => user::run(command).await,
+        Command::Sessions(command) => sessions::run(command).await,
+        Command::Audit(args) => audit::run(args).await,
+        Command::AdminToken => {
+            admin_token::run();
+            Ok(())
+        }
+        Command::Keys(command) => keys::run(command).await,
+    }
+}

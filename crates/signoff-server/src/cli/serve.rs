@@ -1,0 +1,195 @@
+//! `signoff serve`: open the store, build the gateway, listen.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use signoff::{CookiePolicy, Policy, Sessions};
+
+use crate::backend::{open_db, session_store};
+use crate::config::Settings;
+use crate::gateway::Gateway;
+use crate::listener;
+
+/// The session policy for these settings.
+pub fn policy(settings: &Settings) -> Result<Policy> {
+    let cookie = if settings.secure {
+        CookiePolicy::default()
+    } else {
+        CookiePolicy::insecure_loopback()
+    };
+    Policy::builder()
+        .idle_timeout(settings.idle_timeout)
+        .absolute_lifetime(settings.absolute_timeout)
+        .max_sessions_per_user(settings.max_sessions)
+        .recent_auth(settings.recent_auth)
+        .cookie(cookie)
+        .build()
+        .context("bad session settings")
+}
+
+/// Runs the gateway until Ctrl-C or SIGTERM. `on_ready` gets the public
+/// origin once the port is bound.
+pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<()> {
+    let limits = listener::Limits::from_settings(&settings.connections);
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(listener::tls_acceptor)
+        .transpose()?;
+    let backend = open_db(&settings.db, settings.allow_readable_db).await?;
+    let listener = listener::bind(&settings.listen).await?;
+    let local: SocketAddr = listener.local_addr().context("listening socket")?;
+    if !settings.public_url_given {
+        let scheme = if settings.secure { "https" } else { "http" };
+        settings.public_origin = format!("{scheme}://{local}");
+    }
+    if !settings.secure {
+        if settings.loopback {
+            tracing::warn!(
+                "plain HTTP on a loopback address: the session cookie is `signoff` without \
+                 `Secure` or the `__Host-` prefix; use HTTPS for anything but development"
+            );
+        } else {
+            tracing::warn!("plain HTTP on a non-loopback address (--allow-insecure-http): session cookies travel unencrypted");
+        }
+    }
+    let policy = policy(&settings)?;
+    let audit = backend.audit_log(settings.audit_log);
+    let (store, cache, bus) = session_store(&backend, settings.cache_staleness);
+    // The guard's status check reads the store itself, never the cache:
+    // it is what decides whether a page restored by Back stays visible.
+    let uncached =
+        Sessions::new(backend.sessions.clone(), policy.clone()).with_audit(audit.clone());
+    let sessions = Sessions::new(store, policy).with_audit(audit.clone());
+    let accounts = backend.accounts();
+    let tokens = match &settings.tokens {
+        Some(t) => {
+            let mut options = signoff::token_mode::TokenOptions::new(
+                t.issuer
+                    .clone()
+                    .unwrap_or_else(|| settings.public_origin.clone()),
+                t.audience
+                    .clone()
+                    .unwrap_or_else(|| settings.public_origin.clone()),
+            );
+            options.access_ttl = t.access_ttl;
+            options.refresh_grace = t.refresh_grace;
+            options.algorithm = t.algorithm;
+            options.confidential_clients = t.clients.iter().map(|(id, _)| id.clone()).collect();
+            let tokens =
+                signoff::token_mode::Tokens::open(sessions.clone(), backend.state.clone(), options)
+                    .await
+                    .context("cannot set up token mode (the signing keys)")?;
+            Some(Arc::new(tokens))
+        }
+        None => None,
+    };
+    tracing::info!(
+        store = backend.kind,
+        cache = ?settings.cache_staleness,
+        bus = bus.is_some(),
+        "session store ready"
+    );
+    check_upstream(&settings).await;
+
+    let purge = sessions.clone();
+    let retention = settings.audit_retention;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let cutoff = purge.now().minus(retention);
+            if let Err(e) = audit.purge_before(cutoff).await {
+                tracing::warn!(error = %e, "purging old audit events failed");
+            }
+            loop {
+                match purge.purge_expired(1000).await {
+                    Ok(1000) => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "purging expired sessions failed");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+
+    let origin = settings.public_origin.clone();
+    let connections = Arc::new(listener::ConnectionStats::default());
+    let metrics = crate::metrics::Sources {
+        store: backend.kind,
+        cache,
+        bus: bus.as_ref().map(|b| b.stats().clone()),
+        connections: Some(connections.clone()),
+    };
+    let gateway = Arc::new(
+        Gateway::new(settings, sessions, accounts)?
+            .with_metrics(metrics)
+            .with_tokens(tokens)
+            .with_uncached_sessions(uncached),
+    );
+    on_ready(&origin);
+    listener::serve(
+        listener,
+        gateway.router(),
+        tls,
+        limits,
+        connections,
+        shutdown_signal(),
+    )
+    .await;
+    drop(bus);
+    Ok(())
+}
+
+/// Warns (and keeps going) if the upstream does not accept connections.
+async fn check_upstream(settings: &Settings) {
+    let Some(upstream) = &settings.upstream else {
+        tracing::info!(
+            "no upstream: forward-auth only; the proxy in front asks {}/auth, and requests outside {} get 404",
+            settings.prefix,
+            settings.prefix
+        );
+        return;
+    };
+    let Some(authority) = upstream.authority() else {
+        return;
+    };
+    let port = authority.port_u16().unwrap_or(80);
+    let target = format!("{}:{port}", authority.host().trim_matches(['[', ']']));
+    let connect = tokio::net::TcpStream::connect(target);
+    match tokio::time::timeout(Duration::from_secs(2), connect).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(%upstream, error = %e, "the upstream is not reachable yet; requests get 502 until it is")
+        }
+        Err(_) => {
+            tracing::warn!(%upstream, "the upstream did not accept a connection within 2 s; requests get 502 until it does")
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,110 @@
+//! `signoff sessions list|end`.
+
+use anyhow::{bail, Result};
+use clap::Subcommand;
+use signoff::{Actor, Session, SessionHandle};
+
+use super::{open, Db};
+use crate::display;
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List live sessions: handle, user, device, address, signed in, last seen.
+    List {
+        /// Only this user's sessions (default: every user's).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// End one session by its handle, or all of a user's with --user.
+    /// Running gateways hear of it over their revocation bus (on SQLite, by
+    /// watching the file) and refuse them within milliseconds.
+    End {
+        /// The session's handle (from `sessions list`).
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        handle: Option<String>,
+        /// End every session of this user.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        #[command(flatten)]
+        db: Db,
+    },
+}
+
+fn session_line(user: &str, s: &Session) -> String {
+    format!(
+        "{}\t{}\t{}\t{}\t{}\t{}",
+        s.handle,
+        user,
+        display::device(s.user_agent.as_deref()),
+        s.ip.as_deref().unwrap_or("-"),
+        display::time(s.created_at),
+        display::time(s.last_seen_at)
+    )
+}
+
+fn session_json(user: &str, s: &Session) -> serde_json::Value {
+    serde_json::json!({
+        "handle": s.handle.to_string(),
+        "user": user,
+        "device": display::device(s.user_agent.as_deref()),
+        "user_agent": s.user_agent,
+        "ip": s.ip,
+        "created_at": display::rfc3339(s.created_at),
+        "last_seen_at": display::rfc3339(s.last_seen_at),
+        "auth_at": s.auth_at.map(display::rfc3339),
+        "expires_at": display::rfc3339(s.expires_at),
+    })
+}
+
+/// Runs `signoff sessions …`.
+pub async fn run(command: SessionsCommand) -> Result<()> {
+    match command {
+        SessionsCommand::List { user, json, db } => {
+            let store = open(&db).await?;
+            let accounts = store.accounts();
+            let engine = store.cli_sessions()?;
+            let users = match user {
+                Some(name) => vec![accounts.user(&name).await?],
+                None => accounts.list().await?,
+            };
+            if !json {
+                println!("HANDLE\tUSER\tDEVICE\tADDRESS\tSIGNED IN\tLAST SEEN");
+            }
+            for user in users {
+                for s in engine.list_for_user(&user.id).await? {
+                    if json {
+                        println!("{}", session_json(&user.name, &s));
+                    } else {
+                        println!("{}", session_line(&user.name, &s));
+                    }
+                }
+            }
+        }
+        SessionsCommand::End { handle, user, db } => {
+            let store = open(&db).await?;
+            let engine = store.cli_sessions()?;
+            if let Some(name) = user {
+                let accounts = store.accounts();
+                let user = accounts.user(&name).await?;
+                let n = engine
+                    .end_all_for_user(&user.id, None, Actor::Operator, "operator")
+                    .await?;
+                println!("ended {n} session(s) of {}", user.name);
+            } else if let Some(handle) = handle {
+                let parsed: SessionHandle = handle
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{handle:?} is not a session handle"))?;
+                match engine.end_by_handle(&parsed, None, Actor::Operator).await? {
+                    Some(_) => println!("ended session {parsed}"),
+                    None => bail!("no live session has the handle {parsed}"),
+                }
+            }
+        }
+    }
+    Ok(())
+}

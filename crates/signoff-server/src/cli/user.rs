@@ -1,0 +1,141 @@
+//! `signoff user …`: manage accounts.
+
+use std::io::IsTerminal;
+
+use anyhow::Result;
+use clap::Subcommand;
+use signoff::{Actor, AuditKind};
+
+use super::{confirm, open, read_password, record, Db};
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user. Asks for the password twice, or reads one line from
+    /// standard input with --password-stdin.
+    Add {
+        /// Login name: 1 to 64 characters from A-Z a-z 0-9 . _ @ + -
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// Set a user's password and offer to end all of their sessions. On a
+    /// terminal it asks; otherwise the sessions end unless --keep-sessions
+    /// is given (nothing signed in with the old password stays signed in).
+    Passwd {
+        /// Login name.
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Keep the user's sessions signed in, without asking.
+        #[arg(long, conflicts_with = "end_sessions")]
+        keep_sessions: bool,
+        /// End the user's sessions, without asking.
+        #[arg(long)]
+        end_sessions: bool,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// Disable a user and end all of their sessions at once.
+    Disable {
+        /// Login name.
+        name: String,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// Enable a disabled user.
+    Enable {
+        /// Login name.
+        name: String,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        db: Db,
+    },
+}
+
+/// Runs `signoff user …`.
+pub async fn run(command: UserCommand) -> Result<()> {
+    match command {
+        UserCommand::Add {
+            name,
+            password_stdin,
+            db,
+        } => {
+            let store = open(&db).await?;
+            let password = read_password(password_stdin)?;
+            let accounts = store.accounts();
+            let user = accounts.add_user(&name, &password).await?;
+            println!("added user {} ({})", user.name, user.id);
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+            keep_sessions,
+            end_sessions,
+            db,
+        } => {
+            let store = open(&db).await?;
+            let accounts = store.accounts();
+            let user = accounts.user(&name).await?;
+            let password = read_password(password_stdin)?;
+            accounts.set_password(&name, &password).await?;
+            record(&store, AuditKind::PasswordChanged, &user).await;
+            println!("password changed for {}", user.name);
+            let engine = store.cli_sessions()?;
+            let live = engine.list_for_user(&user.id).await?.len();
+            let end = if keep_sessions {
+                false
+            } else if end_sessions || live == 0 || password_stdin || !std::io::stdin().is_terminal()
+            {
+                true
+            } else {
+                confirm(
+                    &format!("{} has {live} live session(s). End them?", user.name),
+                    true,
+                )?
+            };
+            if end {
+                let ended = engine
+                    .end_all_for_user(&user.id, None, Actor::Operator, "password_change")
+                    .await?;
+                println!("ended {ended} session(s)");
+            } else {
+                println!("kept {live} session(s) signed in");
+            }
+        }
+        UserCommand::Disable { name, db } => {
+            let store = open(&db).await?;
+            let accounts = store.accounts();
+            let user = accounts.set_disabled(&name, true).await?;
+            record(&store, AuditKind::UserDisabled, &user).await;
+            let ended = store
+                .cli_sessions()?
+                .end_all_for_user(&user.id, None, Actor::Operator, "user_disabled")
+                .await?;
+            println!("disabled {} and ended {ended} session(s)", user.name);
+        }
+        UserCommand::Enable { name, db } => {
+            let store = open(&db).await?;
+            let accounts = store.accounts();
+            let user = accounts.set_disabled(&name, false).await?;
+            record(&store, AuditKind::UserEnabled, &user).await;
+            println!("enabled {}", user.name);
+        }
+        UserCommand::List { db } => {
+            let store = open(&db).await?;
+            let accounts = store.accounts();
+            for user in accounts.list().await? {
+                let state = if user.disabled { "disabled" } else { "active" };
+                println!("{}\t{}\t{}", user.name, user.id, state);
+            }
+        }
+    }
+    Ok(())
+}

@@ -6,7 +6,8 @@
 //!
 //! Screenshots of what each scenario ends on go to
 //! `target/browser-artifacts/`; every test's outcome goes into
-//! `docs/browser-matrix.md` (see `matrix`).
+//! `target/browser-matrix.md`, and into the tracked `docs/browser-matrix.md`
+//! with `SIGNOFF_WRITE_BROWSER_MATRIX=1` (see `matrix`).
 
 #[path = "browser/matrix.rs"]
 mod matrix;

@@ -1,6 +1,6 @@
 //! The gateway over HTTP: a real `signoff serve` process in front of a
 //! real upstream process (Python). Each test names the invariant of
-//! DESIGN.md it guards.
+//! docs/security.md it guards.
 
 mod support;
 

@@ -12,7 +12,7 @@
 //! - a change made elsewhere (another process, another node) is seen when
 //!   the entry's age passes `max_staleness`, or sooner when a revocation bus
 //!   calls [`CachedStore::invalidate`]. That age is the stated bound of
-//!   DESIGN.md invariant 2 for cached deployments;
+//!   invariant 2 (docs/security.md) for cached deployments;
 //! - an untrusted cache ([`CachedStore::set_trusted`], which the revocation
 //!   bus uses while it cannot be sure it hears every announcement) serves
 //!   nothing and keeps nothing: every load reads the store.

@@ -16,7 +16,7 @@
 //! });
 //! ```
 //!
-//! The checks are grouped by DESIGN.md's invariants: the server decides
+//! The checks are grouped by the invariants in docs/security.md: the server decides
 //! (1), logout is final (2), nothing resurrects a session (3), only digests
 //! are stored (4), and the token rotates at privilege changes (5); then
 //! expiry, per-user operations and purge.

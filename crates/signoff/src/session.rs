@@ -1,6 +1,6 @@
 //! Sessions and the engine that creates, validates, rotates and ends them.
 //!
-//! Read this file top to bottom to check DESIGN.md's invariants 1–5:
+//! Read this file top to bottom to check invariants 1–5 of docs/security.md:
 //!
 //! - A session is alive only while its record is in the store and within
 //!   both its own timeouts and the current policy's

@@ -174,7 +174,7 @@ async fn inflight_load_cannot_recache_a_logged_out_session() {
 /// Two engines with their own caches on one SQLite file stand for two
 /// processes (the gateway and the CLI). A logout in one is seen by the
 /// other once its cache entry is older than `max_staleness`: that is the
-/// bound DESIGN.md invariant 2 asks to state. Measured here with a clock.
+/// bound invariant 2 (docs/security.md) asks to state. Measured here with a clock.
 #[tokio::test]
 async fn logout_elsewhere_is_seen_within_the_staleness_bound() {
     let dir = tempfile::tempdir().unwrap();

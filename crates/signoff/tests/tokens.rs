@@ -1694,7 +1694,7 @@ async fn nodes_starting_together_share_one_key_set() {
     assert_eq!(list_keys(state.as_ref()).await.expect("list").len(), 1);
 }
 
-/// DESIGN invariant 4 for token mode: the store holds digests of refresh
+/// Invariant 4 (docs/security.md) for token mode: the store holds digests of refresh
 /// tokens, never the tokens, and nothing of an access token. The database
 /// file and its WAL are scanned for every token issued, live and used; the
 /// stored digest of the live refresh token is the positive control.

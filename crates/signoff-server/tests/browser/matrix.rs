@@ -1,6 +1,9 @@
-//! `docs/browser-matrix.md`, written by the browser suite itself: every test
+//! The browser matrix, written by the browser suite itself: every test
 //! records its outcome as one file under `target/browser-results/`, then
-//! rebuilds the document from all the files of this run.
+//! rebuilds `target/browser-matrix.md` from all the files of this run. The
+//! tracked `docs/browser-matrix.md` is rewritten only on purpose, with
+//! `SIGNOFF_WRITE_BROWSER_MATRIX=1` (a plain `cargo test` leaves the
+//! checkout as it was).
 //!
 //! Tests run on parallel threads of one process, so recording and
 //! rebuilding hold one lock, and every file is written whole (temporary
@@ -72,12 +75,24 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn results_dir() -> PathBuf {
-    root().join("target/browser-results")
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
-fn document() -> PathBuf {
-    root().join("docs/browser-matrix.md")
+fn results_dir() -> PathBuf {
+    target_dir().join("browser-results")
+}
+
+/// Where the document goes: under `target/`, and also into `docs/` when
+/// asked for.
+fn documents() -> Vec<PathBuf> {
+    let mut out = vec![target_dir().join("browser-matrix.md")];
+    if std::env::var("SIGNOFF_WRITE_BROWSER_MATRIX").as_deref() == Ok("1") {
+        out.push(root().join("docs/browser-matrix.md"));
+    }
+    out
 }
 
 fn transport_name(t: Transport) -> &'static str {
@@ -121,7 +136,12 @@ pub fn record(
     );
     let written = std::fs::create_dir_all(&dir)
         .and_then(|()| write_whole(&dir.join(name), entry.to_string().as_bytes()))
-        .and_then(|()| write_whole(&document(), render(&read_all(&dir)).as_bytes()));
+        .and_then(|()| {
+            let doc = render(&read_all(&dir));
+            documents()
+                .iter()
+                .try_for_each(|path| write_whole(path, doc.as_bytes()))
+        });
     if let Err(e) = written {
         eprintln!("browser matrix: cannot write the results: {e}");
     }
@@ -273,8 +293,8 @@ fn one_line(s: &str) -> String {
 const CONTRIBUTIONS: &str = "
 ## What each measure contributes
 
-signoff sends all three by default; none is enough alone (DESIGN.md section 2
-has the measured table for each measure on its own).
+signoff sends all three by default; none is enough alone (`docs/gateway.md`,
+\"Browser facts\", has the measured table for each measure on its own).
 
 - `Cache-Control: no-store` on every authenticated response keeps private
   pages out of the HTTP cache, so a reload or a Back that is not served

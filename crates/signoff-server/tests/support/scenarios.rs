@@ -61,7 +61,7 @@ pub fn note(finding: impl Into<String>) {
 }
 
 /// Whether `engine` keeps a `Cache-Control: no-store` page in its
-/// back/forward cache, as measured (DESIGN.md section 2): Chromium does,
+/// back/forward cache, as measured (docs/gateway.md, "Browser facts"): Chromium does,
 /// Firefox does not, WebKit does over HTTP only. Where it does, a restored
 /// private page is the guard's to handle, and the tests insist on seeing
 /// the restore; where it does not, Back asks the server.

@@ -1,6 +1,6 @@
 //! Where sessions live: one trait, several backends, one conformance suite.
 //!
-//! The contract that keeps logout final (DESIGN.md invariants 1–3):
+//! The contract that keeps logout final (invariants 1–3 of docs/security.md):
 //!
 //! - [`SessionStore::insert`] creates and never overwrites: an existing
 //!   id or handle is [`StoreError::Duplicate`].

@@ -57,6 +57,19 @@ impl RedisStore {
         Ok((!fields.is_empty()).then_some(fields))
     }
 
+    /// The record a pointer leads to, as it is now: the caller checks that
+    /// it still has the digest or handle the pointer was named for.
+    async fn follow(&self, pointer: &str) -> Result<Option<Session>, StoreError> {
+        let Some(record) = self.get_pointer(pointer).await? else {
+            return Ok(None);
+        };
+        self.index_of(&record)?;
+        let Some(fields) = self.read_record(&record).await? else {
+            return Ok(None);
+        };
+        session_from_fields(fields).map(Some)
+    }
+
     /// After a record was deleted: its pointers and index entry go too.
     async fn after_removal(&self, record_key: &str, session: &Session) {
         self.forget(&[
@@ -258,27 +271,13 @@ impl SessionStore for RedisStore {
     }
 
     async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        let Some(record) = self.get_pointer(&self.digest_key(id)).await? else {
-            return Ok(None);
-        };
-        self.index_of(&record)?;
-        let Some(fields) = self.read_record(&record).await? else {
-            return Ok(None);
-        };
-        let session = session_from_fields(fields)?;
-        Ok((session.id == *id).then_some(session))
+        let session = self.follow(&self.digest_key(id)).await?;
+        Ok(session.filter(|s| s.id == *id))
     }
 
     async fn load_by_handle(&self, handle: &SessionHandle) -> Result<Option<Session>, StoreError> {
-        let Some(record) = self.get_pointer(&self.handle_key(handle)).await? else {
-            return Ok(None);
-        };
-        self.index_of(&record)?;
-        let Some(fields) = self.read_record(&record).await? else {
-            return Ok(None);
-        };
-        let session = session_from_fields(fields)?;
-        Ok((session.handle == *handle).then_some(session))
+        let session = self.follow(&self.handle_key(handle)).await?;
+        Ok(session.filter(|s| s.handle == *handle))
     }
 
     async fn touch(&self, id: &SessionId, at: Timestamp) -> Result<bool, StoreError> {

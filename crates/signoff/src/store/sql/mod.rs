@@ -123,7 +123,7 @@ impl<'a> Statement<'a> {
     }
 }
 
-/// What sqlx's executors return.
+/// A boxed future that can cross threads, as sqlx's executors give.
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>;

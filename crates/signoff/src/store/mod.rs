@@ -1,6 +1,6 @@
 //! Where sessions live: one trait, several backends, one conformance suite.
 //!
-//! The contract that keeps logout final (invariants 1–3 in docs/security.md):
+//! The contract that keeps logout final (invariants 1–3 of docs/security.md):
 //!
 //! - [`SessionStore::insert`] creates and never overwrites: an existing
 //!   id or handle is [`StoreError::Duplicate`].
@@ -29,6 +29,8 @@ pub mod memory;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

@@ -15,8 +15,7 @@ use signoff::{AccountError, Actor};
 use super::serve;
 use crate::backend;
 use crate::config::{
-    ListenOptions, LoginOptions, Options, ProxyOptions, SessionOptions, StoreOptions,
-    TokenModeOptions,
+    ListenOptions, LoginFile, Options, ProxyOptions, SessionOptions, StoreOptions, TokenModeOptions,
 };
 use crate::gateway::pages::escape;
 
@@ -284,7 +283,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         },
         ..Options::default()
     }
-    .check(&LoginOptions::default())?;
+    .check(&LoginFile::default())?;
     serve::run(settings, |origin| {
         println!("signoff demo is running at {origin}/");
         println!("  user:     {DEMO_USER}");

@@ -10,7 +10,7 @@ use super::parse_duration;
 /// `[login]` table: failure limits.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LoginOptions {
+pub struct LoginFile {
     account_free_failures: Option<u32>,
     account_max_delay: Option<String>,
     ip_free_failures: Option<u32>,
@@ -45,7 +45,7 @@ impl Default for LoginLimits {
     }
 }
 
-impl LoginOptions {
+impl LoginFile {
     pub(super) fn check(&self) -> Result<LoginLimits> {
         let mut login = LoginLimits::default();
         if let Some(n) = self.account_free_failures {

@@ -61,7 +61,7 @@ pub use audit::AuditOptions;
 pub use connections::{ConnectionLimits, ConnectionOptions};
 pub use headers::HeaderOptions;
 pub use listen::{is_loopback_host, ListenOptions};
-pub use login::{LoginLimits, LoginOptions};
+pub use login::{LoginFile, LoginLimits};
 pub use proxy::ProxyOptions;
 pub use sessions::SessionOptions;
 pub use store::StoreOptions;
@@ -152,7 +152,7 @@ pub struct ServeArgs {
 #[derive(Debug, Default)]
 struct FileConfig {
     options: Options,
-    login: LoginOptions,
+    login: LoginFile,
 }
 
 /// TLS files.
@@ -303,7 +303,7 @@ fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
     #[derive(Deserialize)]
     struct LoginTable {
         #[serde(default)]
-        login: LoginOptions,
+        login: LoginFile,
     }
     check_keys(text)?;
     let options = Options {
@@ -350,7 +350,7 @@ fn parse_sha256_hex(text: &str) -> Result<[u8; 32]> {
 impl Options {
     /// Applies the defaults and checks everything: the one place a given
     /// value becomes a [`Settings`] field.
-    pub fn check(self, login: &LoginOptions) -> Result<Settings> {
+    pub fn check(self, login: &LoginFile) -> Result<Settings> {
         let Self {
             listen: l,
             proxy: p,
@@ -363,7 +363,11 @@ impl Options {
         } = self;
         let tls = l.tls()?;
         let login = login.check()?;
-        let upstream = p.upstream.as_deref().map(proxy::parse_upstream).transpose()?;
+        let upstream = p
+            .upstream
+            .as_deref()
+            .map(proxy::parse_upstream)
+            .transpose()?;
         let listen = l.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen_addr: SocketAddr = listen.parse().with_context(|| {
             format!("--listen {listen:?}: expected IP:PORT such as 127.0.0.1:8080")
@@ -767,7 +771,7 @@ mod doc_tests {
         ];
         out.extend(top.iter().flatten().map(|k| k.to_string()));
         out.extend(
-            serde_fields::<LoginOptions>()
+            serde_fields::<LoginFile>()
                 .iter()
                 .map(|k| format!("login.{k}")),
         );
@@ -799,7 +803,10 @@ mod doc_tests {
                     .map(|t| t.split([' ', '[']).next().unwrap().to_owned())
                     .collect()
             };
-            if cells.get(1).is_some_and(|c| c.starts_with("---") || *c == "flag" || *c == "key") {
+            if cells
+                .get(1)
+                .is_some_and(|c| c.starts_with("---") || *c == "flag" || *c == "key")
+            {
                 continue;
             }
             match table {
@@ -845,7 +852,10 @@ mod doc_tests {
             .collect();
         serde_keys.sort();
         assert_eq!(ids, keys);
-        assert_eq!(ids, serde_keys, "a flag without a file key or a file key without a flag");
+        assert_eq!(
+            ids, serde_keys,
+            "a flag without a file key or a file key without a flag"
+        );
     }
 
     #[test]
@@ -857,6 +867,9 @@ mod doc_tests {
             .collect();
         order.sort_unstable();
         let expected: Vec<usize> = (0..order.len()).collect();
-        assert_eq!(order, expected, "each flag's display_order is its place in `serve --help`");
+        assert_eq!(
+            order, expected,
+            "each flag's display_order is its place in `serve --help`"
+        );
     }
 }

@@ -15,7 +15,7 @@ use signoff::{AccountError, Actor};
 use super::serve;
 use crate::backend;
 use crate::config::{
-    ConnectionLimitsRaw, LoginLimits, Raw, SessionOptions, TlsFiles, TokenOptionsRaw,
+    ListenOptions, LoginFile, Options, ProxyOptions, SessionOptions, StoreOptions, TokenModeOptions,
 };
 use crate::gateway::pages::escape;
 
@@ -255,37 +255,35 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         }
     });
     let password = demo_user(&args.db).await?;
-    let tls = match (args.tls_cert, args.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
-        _ => None,
-    };
-    let settings = Raw {
-        upstream: Some(format!("http://{upstream_addr}")),
-        listen: args.listen,
-        public_url: None,
-        db: args.db,
-        idle_timeout: args.idle_timeout,
-        absolute_timeout: None,
-        tls,
-        allow_insecure_http: false,
-        public_paths: vec!["/".to_owned(), "/public".to_owned()],
-        trusted_proxies: Vec::new(),
-        inject_guard: true,
-        allow_unguarded_html: false,
-        hsts: None,
-        clear_site_data: None,
-        max_body_bytes: 1024 * 1024,
-        prefix: "/.signoff".to_owned(),
-        login: LoginLimits::default(),
-        sessions: SessionOptions::default(),
-        // Token mode too, so `examples/token-client.sh` has something to talk to.
-        tokens: TokenOptionsRaw {
-            on: true,
-            ..TokenOptionsRaw::default()
+    let settings = Options {
+        listen: ListenOptions {
+            listen: Some(args.listen),
+            tls_cert: args.tls_cert,
+            tls_key: args.tls_key,
+            ..ListenOptions::default()
         },
-        connections: ConnectionLimitsRaw::default(),
+        proxy: ProxyOptions {
+            upstream: Some(format!("http://{upstream_addr}")),
+            public_paths: Some(vec!["/".to_owned(), "/public".to_owned()]),
+            max_body_bytes: Some(1024 * 1024),
+            ..ProxyOptions::default()
+        },
+        sessions: SessionOptions {
+            idle_timeout: args.idle_timeout,
+            ..SessionOptions::default()
+        },
+        store: StoreOptions {
+            db: Some(args.db),
+            ..StoreOptions::default()
+        },
+        // Token mode too, so `examples/token-client.sh` has something to talk to.
+        tokens: TokenModeOptions {
+            tokens: Some(true),
+            ..TokenModeOptions::default()
+        },
+        ..Options::default()
     }
-    .check()?;
+    .check(&LoginFile::default())?;
     serve::run(settings, |origin| {
         println!("signoff demo is running at {origin}/");
         println!("  user:     {DEMO_USER}");

@@ -1,0 +1,875 @@
+//! Gateway settings: command-line flags, `SIGNOFF_*` environment variables
+//! and a TOML file, merged with precedence flag > env > file > default.
+//!
+//! Each setting is one field of one section struct (a module here) that
+//! both clap and serde read: its flag, variable, help and file key are
+//! defined there once. clap reads flags and their environment variables
+//! (so those two are already ordered); every field is an `Option` without a
+//! clap default, so "not given" is visible and the file or the default
+//! fills it in. [`Options::or`] lays the command line over the file and
+//! [`Options::check`] applies the defaults and checks the result.
+//!
+//! A new setting: a field in its section (with `display_order`, its place
+//! in `serve --help`), its check in [`Options::check`], a [`Settings`]
+//! field if the gateway reads it, and a row in `docs/configuration.md`.
+
+/// Defines a section: a struct whose `Option` fields are read by clap
+/// (flags and environment) and serde (the TOML file) alike, and its
+/// [`Layer`] implementation, which fills each field not given from below.
+macro_rules! section {
+    ($(#[$meta:meta])* pub struct $name:ident {
+        $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)*
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, clap::Args, serde::Deserialize)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
+        }
+
+        impl $crate::config::Layer for $name {
+            fn or(self, below: Self) -> Self {
+                Self {
+                    $($field: $crate::config::Layer::or(self.$field, below.$field),)*
+                }
+            }
+        }
+    };
+}
+
+mod audit;
+mod connections;
+mod headers;
+mod listen;
+mod login;
+mod proxy;
+mod sessions;
+mod store;
+mod tokens;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ipnet::IpNet;
+use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+
+pub use audit::AuditOptions;
+pub use connections::{ConnectionLimits, ConnectionOptions};
+pub use headers::HeaderOptions;
+pub use listen::{is_loopback_host, ListenOptions};
+pub use login::{LoginFile, LoginLimits};
+pub use proxy::ProxyOptions;
+pub use sessions::SessionOptions;
+pub use store::StoreOptions;
+pub use tokens::{TokenModeOptions, TokenSettings};
+
+/// Default listening address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default database.
+pub const DEFAULT_DB: &str = "sqlite://signoff.db";
+
+/// One source of settings laid over another: a value given above wins.
+pub trait Layer {
+    /// `self` where given, else `below`.
+    fn or(self, below: Self) -> Self;
+}
+
+/// Whether a value counts as given; an empty list from the command line
+/// does not.
+pub trait Given {
+    /// Whether this value was given.
+    fn given(&self) -> bool {
+        true
+    }
+}
+
+impl Given for String {}
+impl Given for PathBuf {}
+impl Given for bool {}
+impl Given for u64 {}
+impl Given for usize {}
+impl<T> Given for Vec<T> {
+    fn given(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
+impl<T: Given> Layer for Option<T> {
+    fn or(self, below: Self) -> Self {
+        self.filter(Given::given).or(below)
+    }
+}
+
+section! {
+    /// Every setting with a flag, a variable and a top-level file key, by
+    /// section.
+    pub struct Options {
+        #[command(flatten)]
+        #[serde(flatten)]
+        pub listen: ListenOptions,
+        #[command(flatten)]
+        #[serde(flatten)]
+        pub proxy: ProxyOptions,
+        #[command(flatten)]
+        #[serde(flatten)]
+        pub headers: HeaderOptions,
+        #[command(flatten)]
+        #[serde(flatten)]
+        pub sessions: SessionOptions,
+        #[command(flatten)]
+        #[serde(flatten)]
+        pub audit: AuditOptions,
+        #[command(flatten)]
+        #[serde(flatten)]
+        pub store: StoreOptions,
+        #[command(flatten)]
+        #[serde(flatten)]
+        pub tokens: TokenModeOptions,
+        #[command(flatten)]
+        #[serde(flatten)]
+        pub connections: ConnectionOptions,
+    }
+}
+
+/// `signoff serve` flags. Each also reads `SIGNOFF_<NAME>` and the TOML
+/// key of the same name (with `_` for `-`).
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// The settings given on the command line or in the environment.
+    #[command(flatten)]
+    pub options: Options,
+    /// A TOML file with any of these settings
+    #[arg(long, env = "SIGNOFF_CONFIG", value_name = "PATH", display_order = 6)]
+    pub config: Option<PathBuf>,
+}
+
+/// The TOML file: the top-level keys of [`Options`] and the `[login]`
+/// table. Unknown keys are an error, so a typo is not ignored.
+#[derive(Debug, Default)]
+struct FileConfig {
+    options: Options,
+    login: LoginFile,
+}
+
+/// TLS files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Everything the gateway needs, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Upstream base URL (scheme http, host, port; no path); `None` for
+    /// forward-auth only.
+    pub upstream: Option<http::Uri>,
+    /// Address to listen on.
+    pub listen: String,
+    /// Scheme + host (+ port) browsers see, without a trailing slash.
+    pub public_origin: String,
+    /// Whether the public URL was given (else it follows the bound address).
+    pub public_url_given: bool,
+    /// Whether the public URL is HTTPS (the cookie is then `Secure`).
+    pub secure: bool,
+    /// Whether the public host is a loopback address.
+    pub loopback: bool,
+    /// Database URL or path.
+    pub db: String,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+    /// Absolute timeout.
+    pub absolute_timeout: Duration,
+    /// TLS, if signoff serves HTTPS itself.
+    pub tls: Option<TlsFiles>,
+    /// Paths that need no session.
+    pub public_paths: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Whether to inject the guard into upstream HTML.
+    pub inject_guard: bool,
+    /// Whether a private page the guard cannot read goes out without it
+    /// (else: 502).
+    pub allow_unguarded_html: bool,
+    /// The `Strict-Transport-Security` value sent on every answer, if any.
+    pub hsts: Option<http::HeaderValue>,
+    /// The `Clear-Site-Data` header value sent at logout, if any.
+    pub clear_site_data: Option<String>,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: u64,
+    /// Prefix of signoff's own URLs, e.g. `/.signoff`.
+    pub prefix: String,
+    /// Login failure limits.
+    pub login: LoginLimits,
+    /// Most sessions per user, if limited.
+    pub max_sessions: Option<usize>,
+    /// How recent an authentication must be to end other sessions.
+    pub recent_auth: Duration,
+    /// SHA-256 of the admin API's bearer token; `None`: the API is off.
+    pub admin_token_sha256: Option<[u8; 32]>,
+    /// How long audit events are kept.
+    pub audit_retention: Duration,
+    /// Whether audit events are also logged as JSON lines.
+    pub audit_log: bool,
+    /// Longest a cached session check is served; zero means no cache.
+    pub cache_staleness: Duration,
+    /// Open a SQLite file other users can read, warning instead of refusing.
+    pub allow_readable_db: bool,
+    /// Whether PREFIX/metrics is served.
+    pub metrics: bool,
+    /// Token mode, if on.
+    pub tokens: Option<TokenSettings>,
+    /// Connection time limits and cap.
+    pub connections: ConnectionLimits,
+}
+
+/// Parses `90s`, `30m`, `12h`, `1h 30m`, `2d`.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(text.trim())
+        .with_context(|| format!("{text:?} is not a duration such as 90s, 30m or 12h"))?;
+    if d.is_zero() {
+        bail!("{text:?}: a duration must be longer than zero");
+    }
+    Ok(d)
+}
+
+/// The top-level file keys in `serve --help` order (each flag's clap id is
+/// its file key), then `login`.
+fn file_keys() -> &'static [String] {
+    static KEYS: OnceLock<Vec<String>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        let mut args: Vec<_> = command
+            .get_arguments()
+            .filter(|a| a.get_id() != "config")
+            .collect();
+        args.sort_by_key(|a| a.get_display_order());
+        let mut keys: Vec<String> = args.iter().map(|a| a.get_id().to_string()).collect();
+        keys.push("login".to_owned());
+        keys
+    })
+}
+
+/// Refuses a top-level key that is no setting, with the message (and the
+/// position) serde gives for a struct that denies unknown fields.
+fn check_keys(text: &str) -> Result<(), toml::de::Error> {
+    struct Table;
+    struct Key;
+    impl<'de> Visitor<'de> for Table {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a table of settings")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while map.next_key_seed(Key)?.is_some() {
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Key {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, key: D) -> Result<(), D::Error> {
+            let key = String::deserialize(key)?;
+            let known = file_keys();
+            if known.contains(&key) {
+                return Ok(());
+            }
+            let expected: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
+            Err(D::Error::custom(format_args!(
+                "unknown field `{key}`, expected one of {}",
+                expected.join(", ")
+            )))
+        }
+    }
+    toml::Deserializer::new(text).deserialize_map(Table)
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    parse_file(&text).with_context(|| format!("bad config file {}", path.display()))
+}
+
+/// Each section reads the whole file (skipping the keys of the others), so
+/// a bad value is reported at its position.
+fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
+    #[derive(Deserialize)]
+    struct LoginTable {
+        #[serde(default)]
+        login: LoginFile,
+    }
+    check_keys(text)?;
+    let options = Options {
+        listen: toml::from_str(text)?,
+        proxy: toml::from_str(text)?,
+        headers: toml::from_str(text)?,
+        sessions: toml::from_str(text)?,
+        audit: toml::from_str(text)?,
+        store: toml::from_str(text)?,
+        tokens: toml::from_str(text)?,
+        connections: toml::from_str(text)?,
+    };
+    let login = toml::from_str::<LoginTable>(text)?.login;
+    Ok(FileConfig { options, login })
+}
+
+impl ServeArgs {
+    /// Merges flags and environment with the config file and defaults, and
+    /// checks the result.
+    pub fn settings(self) -> Result<Settings> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        self.options.or(file.options).check(&file.login)
+    }
+}
+
+/// Reads 64 hex digits (a SHA-256 digest).
+fn parse_sha256_hex(text: &str) -> Result<[u8; 32]> {
+    let text = text.trim();
+    let bad = || anyhow::anyhow!("expected the 64 hex digits printed by `signoff admin-token`");
+    if text.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+impl Options {
+    /// Applies the defaults and checks everything: the one place a given
+    /// value becomes a [`Settings`] field.
+    pub fn check(self, login: &LoginFile) -> Result<Settings> {
+        let Self {
+            listen: l,
+            proxy: p,
+            headers: h,
+            sessions: s,
+            audit: a,
+            store: st,
+            tokens: t,
+            connections: c,
+        } = self;
+        let tls = l.tls()?;
+        let login = login.check()?;
+        let upstream = p
+            .upstream
+            .as_deref()
+            .map(proxy::parse_upstream)
+            .transpose()?;
+        let listen = l.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen_addr: SocketAddr = listen.parse().with_context(|| {
+            format!("--listen {listen:?}: expected IP:PORT such as 127.0.0.1:8080")
+        })?;
+        let public_url_given = l.public_url.is_some();
+        let public_url = l.public_url.unwrap_or_else(|| {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{listen_addr}")
+        });
+        let (public_origin, secure, host) = listen::parse_public_url(&public_url)?;
+        let loopback = is_loopback_host(&host);
+        if !secure && !loopback && !l.allow_insecure_http.unwrap_or(false) {
+            bail!(
+                "--public-url {public_url}: plain HTTP on a non-loopback address sends the \
+                 session cookie unencrypted; use https (--tls-cert/--tls-key or a TLS proxy \
+                 in front), or pass --allow-insecure-http if you really mean it"
+            );
+        }
+        let idle_timeout = match &s.idle_timeout {
+            Some(t) => parse_duration(t).context("--idle-timeout")?,
+            None => Duration::from_secs(30 * 60),
+        };
+        let absolute_timeout = match &s.absolute_timeout {
+            Some(t) => parse_duration(t).context("--absolute-timeout")?,
+            None => Duration::from_secs(12 * 3600),
+        };
+        let public_paths = proxy::public_paths(p.public_paths.unwrap_or_default())?;
+        let trusted_proxies = proxy::trusted_proxies(&p.trusted_proxies.unwrap_or_default())?;
+        let clear_site_data = headers::clear_site_data_header(h.clear_site_data)?;
+        let hsts = headers::hsts_header(h.hsts.as_deref(), secure, tls.is_some())?;
+        let prefix = proxy::prefix(p.prefix.as_deref().unwrap_or("/.signoff"))?;
+        let max_body_bytes = p.max_body_bytes.unwrap_or(10 * 1024 * 1024);
+        if max_body_bytes == 0 {
+            bail!("max_body_bytes must be more than 0");
+        }
+        if s.max_sessions == Some(0) {
+            bail!("--max-sessions 0: expected at least 1 (leave it out for no limit)");
+        }
+        let recent_auth = match &s.recent_auth {
+            Some(t) => parse_duration(t).context("--recent-auth")?,
+            None => Duration::from_secs(15 * 60),
+        };
+        let audit_retention = match &a.audit_retention {
+            Some(t) => parse_duration(t).context("--audit-retention")?,
+            None => Duration::from_secs(90 * 24 * 3600),
+        };
+        let cache_staleness = match st.cache_staleness.as_deref().map(str::trim) {
+            Some("0" | "0s" | "off") => Duration::ZERO,
+            Some(t) => parse_duration(t).context("--cache-staleness")?,
+            None => Duration::from_secs(1),
+        };
+        if cache_staleness > Duration::from_secs(60) {
+            bail!("--cache-staleness: at most 60s (a logout elsewhere may go unseen this long when no revocation bus carries it)");
+        }
+        let tokens = t.check()?;
+        let connections = c.check()?;
+        let admin_token_sha256 = a
+            .admin_token_sha256
+            .as_deref()
+            .map(parse_sha256_hex)
+            .transpose()
+            .context("--admin-token-sha256")?;
+        Ok(Settings {
+            upstream,
+            listen,
+            public_origin,
+            public_url_given,
+            secure,
+            loopback,
+            db: st.db.unwrap_or_else(|| DEFAULT_DB.to_owned()),
+            idle_timeout,
+            absolute_timeout,
+            tls,
+            public_paths,
+            trusted_proxies,
+            inject_guard: p.inject_guard.unwrap_or(true),
+            allow_unguarded_html: p.allow_unguarded_html.unwrap_or(false),
+            hsts,
+            clear_site_data,
+            max_body_bytes,
+            prefix,
+            login,
+            max_sessions: s.max_sessions,
+            recent_auth,
+            admin_token_sha256,
+            audit_retention,
+            audit_log: a.audit_log.unwrap_or(false),
+            cache_staleness,
+            allow_readable_db: st.allow_readable_db.unwrap_or(false),
+            metrics: a.metrics.unwrap_or(false),
+            tokens,
+            connections,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Settings> {
+        let mut argv = vec!["signoff"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)?.serve.settings()
+    }
+
+    #[test]
+    fn durations_in_the_usual_form() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("12h").unwrap(), Duration::from_secs(43200));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        for bad in ["", "0s", "soon", "-5m", "30"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signoff.toml");
+        std::fs::write(
+            &file,
+            "upstream = \"http://127.0.0.1:5000\"\nidle_timeout = \"5m\"\nabsolute_timeout = \"1h\"\n[login]\nip_free_failures = 3\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let s = parse(&["--config", path, "--idle-timeout", "90s"]).unwrap();
+        assert_eq!(s.idle_timeout, Duration::from_secs(90), "flag wins");
+        assert_eq!(
+            s.absolute_timeout,
+            Duration::from_secs(3600),
+            "file fills in"
+        );
+        assert_eq!(s.listen, DEFAULT_LISTEN, "default last");
+        assert_eq!(s.login.ip_free_failures, 3);
+        assert_eq!(s.public_origin, "http://127.0.0.1:8080");
+        assert!(!s.secure);
+    }
+
+    #[test]
+    fn bad_config_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signoff.toml");
+        std::fs::write(
+            &file,
+            "upstream = \"http://127.0.0.1:5000\"\nidle_timout = \"5m\"\n",
+        )
+        .unwrap();
+        let err = format!(
+            "{:#}",
+            parse(&["--config", file.to_str().unwrap()]).unwrap_err()
+        );
+        assert!(err.contains("idle_timout"), "{err}");
+        let err = format!(
+            "{:#}",
+            parse(&["--config", "/nonexistent/x.toml"]).unwrap_err()
+        );
+        assert!(err.contains("cannot read the config file"), "{err}");
+        // No upstream: forward-auth only.
+        assert!(parse(&[]).unwrap().upstream.is_none());
+        let err = format!(
+            "{:#}",
+            parse(&["--upstream", "http://x:1", "--idle-timeout", "forever"]).unwrap_err()
+        );
+        assert!(err.contains("not a duration"), "{err}");
+        for bad in ["ftp://x", "http://x:1/app", "https://x:1", "not a url"] {
+            assert!(parse(&["--upstream", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plain_http_off_loopback_needs_a_flag() {
+        let base = ["--upstream", "http://127.0.0.1:5000", "--public-url"];
+        let mut args = base.to_vec();
+        args.push("http://app.example.com");
+        let err = format!("{:#}", parse(&args).unwrap_err());
+        assert!(err.contains("--allow-insecure-http"), "{err}");
+        args.push("--allow-insecure-http");
+        assert!(!parse(&args).unwrap().secure);
+        for ok in [
+            "http://localhost:8080",
+            "http://127.0.0.5",
+            "http://[::1]:9",
+        ] {
+            let mut args = base.to_vec();
+            args.push(ok);
+            assert!(!parse(&args).unwrap().secure, "{ok}");
+        }
+        let mut args = base.to_vec();
+        args.push("https://app.example.com/");
+        let s = parse(&args).unwrap();
+        assert!(s.secure);
+        assert_eq!(s.public_origin, "https://app.example.com");
+    }
+
+    #[test]
+    fn hsts_defaults_and_checks() {
+        let tls = ["--tls-cert", "/c.pem", "--tls-key", "/k.pem"];
+        let hsts =
+            |extra: &[&str]| parse(extra).map(|s| s.hsts.map(|v| v.to_str().unwrap().to_owned()));
+        assert_eq!(hsts(&tls).unwrap().as_deref(), Some("max-age=31536000"));
+        assert_eq!(hsts(&[]).unwrap(), None, "plain HTTP: off");
+        let proxied = [
+            "--public-url",
+            "https://app.example.com",
+            "--hsts",
+            "max-age=60; includeSubDomains",
+        ];
+        assert_eq!(
+            hsts(&proxied).unwrap().as_deref(),
+            Some("max-age=60; includeSubDomains")
+        );
+        let mut off = tls.to_vec();
+        off.extend(["--hsts", "off"]);
+        assert_eq!(hsts(&off).unwrap(), None);
+        for bad in ["yes", "max-age=", "max-age=1y", "includeSubDomains"] {
+            let mut args = tls.to_vec();
+            args.extend(["--hsts", bad]);
+            let err = format!("{:#}", parse(&args).unwrap_err());
+            assert!(err.contains("max-age=31536000"), "{bad}: {err}");
+        }
+        let err = format!("{:#}", parse(&["--hsts", "max-age=60"]).unwrap_err());
+        assert!(err.contains("plain HTTP"), "{err}");
+        assert!(
+            parse(&["--allow-unguarded-html"])
+                .unwrap()
+                .allow_unguarded_html
+        );
+        assert!(!parse(&[]).unwrap().allow_unguarded_html);
+    }
+
+    #[test]
+    fn lists_from_flags_and_clear_site_data() {
+        let s = parse(&[
+            "--upstream",
+            "http://127.0.0.1:5000",
+            "--public-path",
+            "/static/,/health",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--clear-site-data",
+            "cache,cookies",
+        ])
+        .unwrap();
+        assert_eq!(s.public_paths, ["/static/", "/health"]);
+        assert_eq!(s.trusted_proxies.len(), 2);
+        assert_eq!(s.clear_site_data.as_deref(), Some("\"cache\", \"cookies\""));
+        let s = parse(&["--upstream", "http://127.0.0.1:5000"]).unwrap();
+        assert_eq!(
+            s.clear_site_data.as_deref(),
+            Some("\"cache\", \"cookies\", \"storage\", \"prefetchCache\", \"prerenderCache\"")
+        );
+        assert!(parse(&[
+            "--upstream",
+            "http://x:1",
+            "--clear-site-data",
+            "everything"
+        ])
+        .is_err());
+        assert!(parse(&["--upstream", "http://x:1", "--trusted-proxy", "nope"]).is_err());
+        assert!(parse(&["--upstream", "http://x:1", "--public-path", "static"]).is_err());
+    }
+
+    #[test]
+    fn connection_limits_from_flags_and_file() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.connections, ConnectionLimits::default());
+        assert_eq!(s.connections.client_timeout, Duration::from_secs(10));
+        assert_eq!(s.connections.keepalive_timeout, Duration::from_secs(60));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signoff.toml");
+        std::fs::write(
+            &file,
+            "client_timeout = \"3s\"\nkeepalive_timeout = \"5m\"\nmax_connections = 500\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let s = parse(&["--config", path, "--max-connections", "40"]).unwrap();
+        assert_eq!(s.connections.client_timeout, Duration::from_secs(3));
+        assert_eq!(s.connections.keepalive_timeout, Duration::from_secs(300));
+        assert_eq!(s.connections.max_connections, Some(40), "flag wins");
+        for bad in [
+            &["--max-connections", "0"][..],
+            &["--client-timeout", "0s"],
+            &["--client-timeout", "6m"],
+            &["--keepalive-timeout", "2h"],
+            &["--keepalive-timeout", "never"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn session_admin_and_audit_options() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.max_sessions, None);
+        assert_eq!(s.recent_auth, Duration::from_secs(900));
+        assert_eq!(s.admin_token_sha256, None);
+        assert_eq!(s.audit_retention, Duration::from_secs(90 * 86400));
+        assert!(!s.audit_log);
+        let hex = "ab".repeat(32);
+        let s = parse(&[
+            "--max-sessions",
+            "3",
+            "--recent-auth",
+            "5m",
+            "--admin-token-sha256",
+            &hex,
+            "--audit-retention",
+            "7d",
+            "--audit-log",
+        ])
+        .unwrap();
+        assert_eq!(s.max_sessions, Some(3));
+        assert_eq!(s.recent_auth, Duration::from_secs(300));
+        assert_eq!(s.admin_token_sha256, Some([0xab; 32]));
+        assert_eq!(s.audit_retention, Duration::from_secs(7 * 86400));
+        assert!(s.audit_log);
+        for bad in [
+            &["--max-sessions", "0"][..],
+            &["--recent-auth", "soon"],
+            &["--admin-token-sha256", "abc"],
+            &["--admin-token-sha256", &"zz".repeat(32)],
+            &["--admin-token-sha256", &"é".repeat(32)],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
+
+/// `docs/configuration.md` lists exactly the settings the code has.
+#[cfg(test)]
+mod doc_tests {
+    use std::collections::BTreeSet;
+
+    use clap::Args;
+    use serde::de::{Deserializer, Error as _, Visitor};
+    use serde::Deserialize;
+
+    use super::*;
+
+    /// The field names serde reads for a struct (its keys in the file).
+    fn serde_fields<'de, T: Deserialize<'de>>() -> Vec<&'static str> {
+        struct Fields<'a>(&'a mut Vec<&'static str>);
+        impl<'de> Deserializer<'de> for Fields<'_> {
+            type Error = serde::de::value::Error;
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+                Err(Self::Error::custom("not a struct"))
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0.extend(fields);
+                Err(Self::Error::custom("fields read"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+                bytes byte_buf option unit unit_struct newtype_struct seq tuple
+                tuple_struct map enum identifier ignored_any
+            }
+        }
+        let mut out = Vec::new();
+        let _ = T::deserialize(Fields(&mut out));
+        out
+    }
+
+    fn command() -> clap::Command {
+        ServeArgs::augment_args(clap::Command::new("serve"))
+    }
+
+    /// Flags, variables and file keys (`login.KEY` for the `[login]`
+    /// table) the code reads.
+    fn from_code() -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for arg in command().get_arguments() {
+            out.insert(format!("--{}", arg.get_long().unwrap()));
+            out.insert(arg.get_env().unwrap().to_str().unwrap().to_owned());
+        }
+        let top = [
+            serde_fields::<ListenOptions>(),
+            serde_fields::<ProxyOptions>(),
+            serde_fields::<HeaderOptions>(),
+            serde_fields::<SessionOptions>(),
+            serde_fields::<AuditOptions>(),
+            serde_fields::<StoreOptions>(),
+            serde_fields::<TokenModeOptions>(),
+            serde_fields::<ConnectionOptions>(),
+        ];
+        out.extend(top.iter().flatten().map(|k| k.to_string()));
+        out.extend(
+            serde_fields::<LoginFile>()
+                .iter()
+                .map(|k| format!("login.{k}")),
+        );
+        out
+    }
+
+    /// The same, from the tables of `docs/configuration.md`: the settings
+    /// table (flag, environment, file key) and the `[login]` table.
+    fn from_doc() -> BTreeSet<String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let mut out = BTreeSet::new();
+        let mut table = "";
+        for line in doc.lines() {
+            if !line.starts_with('|') {
+                table = "";
+                continue;
+            }
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            match cells.get(1).copied() {
+                Some("flag") => table = "settings",
+                Some("key") => table = "login",
+                _ => {}
+            }
+            let ticked = |cell: &str| -> Vec<String> {
+                cell.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(|t| t.split([' ', '[']).next().unwrap().to_owned())
+                    .collect()
+            };
+            if cells
+                .get(1)
+                .is_some_and(|c| c.starts_with("---") || *c == "flag" || *c == "key")
+            {
+                continue;
+            }
+            match table {
+                "settings" => {
+                    for cell in &cells[1..4] {
+                        out.extend(ticked(cell));
+                    }
+                }
+                "login" => out.extend(ticked(cells[1]).iter().map(|k| format!("login.{k}"))),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_configuration_doc_lists_every_setting_and_nothing_else() {
+        let code = from_code();
+        let doc = from_doc();
+        let missing: Vec<_> = code.difference(&doc).collect();
+        let extra: Vec<_> = doc.difference(&code).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "docs/configuration.md is out of date: missing from its tables: {missing:?}; \
+             listed there but not in the code: {extra:?}"
+        );
+    }
+
+    #[test]
+    fn each_flag_has_the_file_key_of_its_name() {
+        let mut ids: Vec<String> = command()
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .filter(|id| id != "config")
+            .collect();
+        ids.sort();
+        let mut keys: Vec<String> = file_keys().to_vec();
+        keys.retain(|k| k != "login");
+        keys.sort();
+        let mut serde_keys: Vec<String> = from_code()
+            .into_iter()
+            .filter(|k| !k.starts_with('-') && !k.starts_with("SIGNOFF_") && !k.contains('.'))
+            .collect();
+        serde_keys.sort();
+        assert_eq!(ids, keys);
+        assert_eq!(
+            ids, serde_keys,
+            "a flag without a file key or a file key without a flag"
+        );
+    }
+
+    #[test]
+    fn help_order_is_dense() {
+        // `--help` is added after the flags and takes the next place.
+        let mut order: Vec<usize> = command()
+            .get_arguments()
+            .map(|a| a.get_display_order())
+            .collect();
+        order.sort_unstable();
+        let expected: Vec<usize> = (0..order.len()).collect();
+        assert_eq!(
+            order, expected,
+            "each flag's display_order is its place in `serve --help`"
+        );
+    }
+}

@@ -11,26 +11,47 @@
 #![allow(clippy::result_large_err)]
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::extract::{Query, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
 use serde::Deserialize;
 use signoff::{AccountError, Actor, AuditEvent, AuditKind, Session, SessionHandle, UserId};
 
 use super::pages::{escape, page};
-use super::{peer_ip, read_form, redirect, AppState, Auth, Authenticated, Gateway, Intent};
+use super::client_addr::{client_ip, peer_ip};
+use super::csrf_form::read_form;
+use super::error_pages::{error_page, form_error, unavailable};
+use super::origin::{self, Intent};
+use super::sign_in::signed_out_response;
+use super::signed_in::{self, sign_in_first, Auth, Authenticated};
+use super::{cookies, redirect, AppState, Gateway};
 use crate::display;
+
+/// The account family's routes.
+pub(super) fn routes(gw: &Gateway) -> Router<Arc<Gateway>> {
+    let p = &gw.settings.prefix;
+    Router::new()
+        .route(&format!("{p}/sessions"), get(sessions_page))
+        .route(&format!("{p}/sessions/end"), post(end_one))
+        .route(&format!("{p}/sessions/end-others"), post(end_others))
+        .route(&format!("{p}/sessions/end-all"), post(end_all))
+        .route(&format!("{p}/reauth"), get(reauth_page).post(reauth_submit))
+        .route(&format!("{p}/password"), get(password_page).post(password_submit))
+}
 
 impl Gateway {
     /// The signed-in user of an HTML page, or the response to send instead
     /// (to the login page, coming back to `here`; or 503).
     async fn page_user(&self, headers: &HeaderMap, here: &str) -> Result<Authenticated, Response> {
-        match self.authenticate(headers).await {
+        match signed_in::authenticate(self, headers).await {
             Auth::SignedIn(auth) => Ok(*auth),
-            Auth::Anonymous { stale } => Err(self.sign_in_first(true, here, stale)),
-            Auth::Unavailable => Err(self.unavailable()),
+            Auth::Anonymous { stale } => Err(sign_in_first(self, true, here, stale)),
+            Auth::Unavailable => Err(unavailable(self)),
         }
     }
 
@@ -43,9 +64,10 @@ impl Gateway {
         csrf: Option<&str>,
     ) -> Result<(), Response> {
         let csrf_ok = csrf.is_some_and(|c| signoff::csrf::verify(&auth.token, c));
-        if self.same_origin(headers) == Intent::Foreign || !csrf_ok {
+        if origin::intent(headers, &self.settings.public_origin) == Intent::Foreign || !csrf_ok {
             tracing::warn!(target: "signoff::auth", "refused an account change without proof of intent");
-            return Err(self.error_page(
+            return Err(error_page(
+            self,
                 StatusCode::FORBIDDEN,
                 "Request refused",
                 "This request did not come from this site's own page, so nothing was changed.",
@@ -76,7 +98,8 @@ impl Gateway {
     fn store_failed(&self, what: &str, e: &dyn std::fmt::Display) -> Response {
         self.count_store_error();
         tracing::error!(error = %e, "{what} failed: the store is unavailable");
-        self.error_page(
+        error_page(
+            self,
             StatusCode::SERVICE_UNAVAILABLE,
             "Not done",
             "The session store is unavailable, so nothing was changed. Try again in a moment.",
@@ -175,7 +198,7 @@ pub(super) async fn sessions_page(
         Err(r) => return r,
     };
     let Some(user_id) = auth.session.user_id.clone() else {
-        return gw.sign_in_first(true, &gw.sessions_url(), true);
+        return sign_in_first(&gw, true, &gw.sessions_url(), true);
     };
     let list = match gw.sessions.list_for_user(&user_id).await {
         Ok(list) => list,
@@ -249,13 +272,13 @@ async fn ending_post(
     let auth = gw.page_user(&headers, &gw.sessions_url()).await?;
     let form: EndForm = read_form(req)
         .await
-        .map_err(|status| super::form_error(gw, status))?;
+        .map_err(|status| form_error(gw, status))?;
     gw.check_intent(&headers, &auth, form.csrf.as_deref())?;
     if !gw.sessions.is_recent_auth(&auth.session) {
         return Err(gw.reauth_first());
     }
     let Some(user_id) = auth.session.user_id.clone() else {
-        return Err(gw.sign_in_first(true, &gw.sessions_url(), true));
+        return Err(sign_in_first(&gw, true, &gw.sessions_url(), true));
     };
     Ok((auth, form, user_id))
 }
@@ -271,14 +294,16 @@ pub(super) async fn end_one(State(gw): AppState, req: Request) -> Response {
         .as_deref()
         .and_then(|h| h.parse::<SessionHandle>().ok())
     else {
-        return gw.error_page(
+        return error_page(
+            &gw,
             StatusCode::BAD_REQUEST,
             "Bad request",
             "The form did not name a session.",
         );
     };
     if handle == auth.session.handle {
-        return gw.error_page(
+        return error_page(
+            &gw,
             StatusCode::BAD_REQUEST,
             "Bad request",
             "To end this device's session, use Sign out.",
@@ -309,7 +334,7 @@ pub(super) async fn end_others(State(gw): AppState, req: Request) -> Response {
     let issued = match gw.sessions.rotate(auth.token.expose(), false).await {
         Ok(issued) => issued,
         Err(signoff::SessionError::Store(e)) => return gw.store_failed("rotating a session", &e),
-        Err(_) => return gw.sign_in_first(true, &gw.sessions_url(), true),
+        Err(_) => return sign_in_first(&gw, true, &gw.sessions_url(), true),
     };
     match gw
         .sessions
@@ -325,14 +350,14 @@ pub(super) async fn end_others(State(gw): AppState, req: Request) -> Response {
             tracing::info!(target: "signoff::auth", user = %auth.user, ended = n, "signed out everywhere else");
             let mut r = gw.see_other(&format!("{}?ended={n}", gw.sessions_url()));
             r.headers_mut()
-                .insert(header::SET_COOKIE, gw.set_cookie(&issued.token));
+                .insert(header::SET_COOKIE, cookies::issue(&gw.cookie, &issued.token));
             r
         }
         Err(e) => {
             // The rotation happened: the browser must get its new token.
             let mut r = gw.store_failed("ending the other sessions", &e);
             r.headers_mut()
-                .insert(header::SET_COOKIE, gw.set_cookie(&issued.token));
+                .insert(header::SET_COOKIE, cookies::issue(&gw.cookie, &issued.token));
             r
         }
     }
@@ -352,7 +377,7 @@ pub(super) async fn end_all(State(gw): AppState, req: Request) -> Response {
     {
         Ok(n) => {
             tracing::info!(target: "signoff::auth", user = %auth.user, ended = n, "signed out everywhere");
-            gw.signed_out_response()
+            signed_out_response(&gw)
         }
         Err(e) => gw.store_failed("signing out everywhere", &e),
     }
@@ -412,14 +437,14 @@ pub(super) struct ReauthForm {
 /// the fresh authentication.
 pub(super) async fn reauth_submit(State(gw): AppState, req: Request) -> Response {
     let headers = req.headers().clone();
-    let ip = gw.client_ip(peer_ip(&req), &headers);
+    let ip = client_ip(peer_ip(req.extensions()), &headers, &gw.settings.trusted_proxies);
     let auth = match gw.page_user(&headers, &gw.sessions_url()).await {
         Ok(a) => a,
         Err(r) => return r,
     };
     let form: ReauthForm = match read_form(req).await {
         Ok(f) => f,
-        Err(status) => return super::form_error(&gw, status),
+        Err(status) => return form_error(&gw, status),
     };
     if let Err(r) = gw.check_intent(&headers, &auth, form.csrf.as_deref()) {
         return r;
@@ -441,14 +466,14 @@ pub(super) async fn reauth_submit(State(gw): AppState, req: Request) -> Response
     let issued = match gw.sessions.rotate(auth.token.expose(), true).await {
         Ok(issued) => issued,
         Err(signoff::SessionError::Store(e)) => return gw.store_failed("re-authentication", &e),
-        Err(_) => return gw.sign_in_first(true, &next, true),
+        Err(_) => return sign_in_first(&gw, true, &next, true),
     };
     gw.audit(gw.by_user(AuditKind::Reauthenticated, &auth, &issued.session, ip))
         .await;
     tracing::info!(target: "signoff::auth", user = %auth.user, "re-authenticated");
     let mut r = gw.see_other(&next);
     r.headers_mut()
-        .insert(header::SET_COOKIE, gw.set_cookie(&issued.token));
+        .insert(header::SET_COOKIE, cookies::issue(&gw.cookie, &issued.token));
     r
 }
 
@@ -529,7 +554,7 @@ pub(super) struct PasswordForm {
 /// rotates this session and, unless unticked, ends the others.
 pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Response {
     let headers = req.headers().clone();
-    let ip = gw.client_ip(peer_ip(&req), &headers);
+    let ip = client_ip(peer_ip(req.extensions()), &headers, &gw.settings.trusted_proxies);
     let here = format!("{}/password", gw.settings.prefix);
     let auth = match gw.page_user(&headers, &here).await {
         Ok(a) => a,
@@ -537,7 +562,7 @@ pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Respon
     };
     let form: PasswordForm = match read_form(req).await {
         Ok(f) => f,
-        Err(status) => return super::form_error(&gw, status),
+        Err(status) => return form_error(&gw, status),
     };
     if let Err(r) = gw.check_intent(&headers, &auth, form.csrf.as_deref()) {
         return r;
@@ -582,13 +607,14 @@ pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Respon
         .await;
     let end_others = form.end_others.is_some();
     let Some(user_id) = auth.session.user_id.clone() else {
-        return gw.sign_in_first(true, &here, true);
+        return sign_in_first(&gw, true, &here, true);
     };
     // The password has changed: from here on, rotate this session, then end
     // the others, and say plainly if either could not be done.
     let not_updated = |gw: &Gateway, e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "password changed, but the sessions could not be updated");
-        gw.error_page(
+        error_page(
+            &gw,
             StatusCode::SERVICE_UNAVAILABLE,
             "Password changed, sessions not updated",
             "Your password was changed, but the session store is unavailable, so your \
@@ -610,7 +636,7 @@ pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Respon
                     return not_updated(&gw, &e);
                 }
             }
-            return gw.sign_in_first(true, &here, true);
+            return sign_in_first(&gw, true, &here, true);
         }
     };
     let ended = if end_others {
@@ -628,7 +654,7 @@ pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Respon
             Err(e) => {
                 let mut r = not_updated(&gw, &e);
                 r.headers_mut()
-                    .insert(header::SET_COOKIE, gw.set_cookie(&issued.token));
+                    .insert(header::SET_COOKIE, cookies::issue(&gw.cookie, &issued.token));
                 return r;
             }
         }
@@ -638,6 +664,6 @@ pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Respon
     tracing::info!(target: "signoff::auth", user = %auth.user, ended, "password changed");
     let mut r = gw.see_other(&format!("{here}?changed={ended}"));
     r.headers_mut()
-        .insert(header::SET_COOKIE, gw.set_cookie(&issued.token));
+        .insert(header::SET_COOKIE, cookies::issue(&gw.cookie, &issued.token));
     r
 }

@@ -6,15 +6,11 @@
 //! current one needs a recent authentication ([`signoff::Policy::recent_auth`]);
 //! without one the browser is sent to the re-entry page first.
 
-// Handlers return `Err(response)` to answer early; a `Response` is large,
-// but these are not hot paths and boxing it would only add noise.
-#![allow(clippy::result_large_err)]
-
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{Query, Request, State};
-use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::header::{self, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,13 +18,12 @@ use axum::Router;
 use serde::Deserialize;
 use signoff::{AccountError, Actor, AuditEvent, AuditKind, Session, SessionHandle, UserId};
 
+use super::client_addr::ClientAddr;
+use super::csrf_form::{CsrfForm, IntentForm, Proof};
+use super::error_pages::error_page;
 use super::pages::{escape, page};
-use super::client_addr::{client_ip, peer_ip};
-use super::csrf_form::read_form;
-use super::error_pages::{error_page, form_error, unavailable};
-use super::origin::{self, Intent};
 use super::sign_in::signed_out_response;
-use super::signed_in::{self, sign_in_first, Auth, Authenticated};
+use super::signed_in::{sign_in_first, Authenticated, SignedIn, ToPassword, ToSessions};
 use super::{cookies, redirect, AppState, Gateway};
 use crate::display;
 
@@ -44,142 +39,99 @@ pub(super) fn routes(gw: &Gateway) -> Router<Arc<Gateway>> {
         .route(&format!("{p}/password"), get(password_page).post(password_submit))
 }
 
-impl Gateway {
-    /// The signed-in user of an HTML page, or the response to send instead
-    /// (to the login page, coming back to `here`; or 503).
-    async fn page_user(&self, headers: &HeaderMap, here: &str) -> Result<Authenticated, Response> {
-        match signed_in::authenticate(self, headers).await {
-            Auth::SignedIn(auth) => Ok(*auth),
-            Auth::Anonymous { stale } => Err(sign_in_first(self, true, here, stale)),
-            Auth::Unavailable => Err(unavailable(self)),
+fn see_other(location: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn sessions_url(gw: &Gateway) -> String {
+    format!("{}/sessions", gw.settings.prefix)
+}
+
+/// Where to send a user who must enter their password again first.
+fn reauth_first(gw: &Gateway) -> Response {
+    let next: String = form_urlencoded::byte_serialize(sessions_url(gw).as_bytes()).collect();
+    see_other(&format!("{}/reauth?next={next}", gw.settings.prefix))
+}
+
+fn store_failed(gw: &Gateway, what: &str, e: &dyn std::fmt::Display) -> Response {
+    gw.count_store_error();
+    tracing::error!(error = %e, "{what} failed: the store is unavailable");
+    error_page(
+        gw,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Not done",
+        "The session store is unavailable, so nothing was changed. Try again in a moment.",
+    )
+}
+
+/// An audit event done by the signed-in user from `session`.
+fn by_user(
+    gw: &Gateway,
+    kind: AuditKind,
+    auth: &Authenticated,
+    session: &Session,
+    ip: IpAddr,
+) -> AuditEvent {
+    AuditEvent::new(kind, gw.sessions.now())
+        .user(session.user_id.as_ref(), Some(&auth.user))
+        .session(&session.handle)
+        .by(Actor::User)
+        .ip(ip)
+}
+
+/// Checks the signed-in user's password, throttled like the login form.
+/// `Err` is the status and message for the form to show again.
+async fn check_password(
+    gw: &Gateway,
+    auth: &Authenticated,
+    ip: IpAddr,
+    password: &str,
+    reason: &str,
+) -> Result<(), (StatusCode, String)> {
+    if let Err(wait) = gw
+        .throttle
+        .attempt(ip, &auth.user, std::time::Instant::now())
+    {
+        let secs = wait.as_secs().max(1);
+        tracing::info!(target: "signoff::auth", ip = %ip, "password check refused: too many failures");
+        return Err((
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many failed attempts. Try again in {secs} seconds."),
+        ));
+    }
+    match gw.accounts.authenticate(&auth.user, password).await {
+        Ok(_) => {
+            gw.throttle.succeeded(ip, &auth.user);
+            Ok(())
+        }
+        Err(AccountError::InvalidCredentials | AccountError::Disabled) => {
+            gw.audit(by_user(gw, AuditKind::LoginFailed, auth, &auth.session, ip).reason(reason))
+                .await;
+            Err((
+                StatusCode::UNAUTHORIZED,
+                "That password is not right.".to_owned(),
+            ))
+        }
+        Err(e) => {
+            gw.throttle.succeeded(ip, &auth.user);
+            tracing::error!(error = %e, "a password could not be checked");
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Your password cannot be checked right now. Try again in a moment.".to_owned(),
+            ))
         }
     }
+}
 
-    /// Refuses a state change a browser says came from another site, or
-    /// whose CSRF token does not belong to this session.
-    fn check_intent(
-        &self,
-        headers: &HeaderMap,
-        auth: &Authenticated,
-        csrf: Option<&str>,
-    ) -> Result<(), Response> {
-        let csrf_ok = csrf.is_some_and(|c| signoff::csrf::verify(&auth.token, c));
-        if origin::intent(headers, &self.settings.public_origin) == Intent::Foreign || !csrf_ok {
-            tracing::warn!(target: "signoff::auth", "refused an account change without proof of intent");
-            return Err(error_page(
-            self,
-                StatusCode::FORBIDDEN,
-                "Request refused",
-                "This request did not come from this site's own page, so nothing was changed.",
-            ));
-        }
-        Ok(())
-    }
-
-    fn see_other(&self, location: &str) -> Response {
-        let mut r = StatusCode::SEE_OTHER.into_response();
-        if let Ok(v) = HeaderValue::from_str(location) {
-            r.headers_mut().insert(header::LOCATION, v);
-        }
-        r
-    }
-
-    fn sessions_url(&self) -> String {
-        format!("{}/sessions", self.settings.prefix)
-    }
-
-    /// Where to send a user who must enter their password again first.
-    fn reauth_first(&self) -> Response {
-        let next: String =
-            form_urlencoded::byte_serialize(self.sessions_url().as_bytes()).collect();
-        self.see_other(&format!("{}/reauth?next={next}", self.settings.prefix))
-    }
-
-    fn store_failed(&self, what: &str, e: &dyn std::fmt::Display) -> Response {
-        self.count_store_error();
-        tracing::error!(error = %e, "{what} failed: the store is unavailable");
-        error_page(
-            self,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not done",
-            "The session store is unavailable, so nothing was changed. Try again in a moment.",
-        )
-    }
-
-    /// An audit event done by the signed-in user from `session`.
-    fn by_user(
-        &self,
-        kind: AuditKind,
-        auth: &Authenticated,
-        session: &Session,
-        ip: IpAddr,
-    ) -> AuditEvent {
-        AuditEvent::new(kind, self.sessions.now())
-            .user(session.user_id.as_ref(), Some(&auth.user))
-            .session(&session.handle)
-            .by(Actor::User)
-            .ip(ip)
-    }
-
-    /// Records a failed password check by a signed-in user.
-    async fn record_password_failure(&self, auth: &Authenticated, ip: IpAddr, reason: &str) {
-        self.audit(
-            self.by_user(AuditKind::LoginFailed, auth, &auth.session, ip)
-                .reason(reason),
-        )
-        .await;
-    }
-
-    /// Checks the signed-in user's password, throttled like the login form.
-    /// `Err` is the page to show: `form` with the error filled in.
-    async fn check_password(
-        &self,
-        auth: &Authenticated,
-        ip: IpAddr,
-        password: &str,
-        reason: &str,
-        form: impl Fn(StatusCode, &str) -> Response,
-    ) -> Result<(), Response> {
-        if let Err(wait) = self
-            .throttle
-            .attempt(ip, &auth.user, std::time::Instant::now())
-        {
-            let secs = wait.as_secs().max(1);
-            tracing::info!(target: "signoff::auth", ip = %ip, "password check refused: too many failures");
-            return Err(form(
-                StatusCode::TOO_MANY_REQUESTS,
-                &format!("Too many failed attempts. Try again in {secs} seconds."),
-            ));
-        }
-        match self.accounts.authenticate(&auth.user, password).await {
-            Ok(_) => {
-                self.throttle.succeeded(ip, &auth.user);
-                Ok(())
-            }
-            Err(AccountError::InvalidCredentials | AccountError::Disabled) => {
-                self.record_password_failure(auth, ip, reason).await;
-                Err(form(
-                    StatusCode::UNAUTHORIZED,
-                    "That password is not right.",
-                ))
-            }
-            Err(e) => {
-                self.throttle.succeeded(ip, &auth.user);
-                tracing::error!(error = %e, "a password could not be checked");
-                Err(form(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Your password cannot be checked right now. Try again in a moment.",
-                ))
-            }
-        }
-    }
-
-    fn csrf_field(auth: &Authenticated) -> String {
-        format!(
-            "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-            escape(&signoff::csrf::token_for(&auth.token))
-        )
-    }
+fn csrf_field(auth: &Authenticated) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        escape(&signoff::csrf::token_for(&auth.token))
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,24 +140,20 @@ pub(super) struct SessionsQuery {
 }
 
 /// `GET /sessions`: the user's live sessions.
-pub(super) async fn sessions_page(
+async fn sessions_page(
     State(gw): AppState,
     Query(q): Query<SessionsQuery>,
-    headers: HeaderMap,
+    SignedIn(auth, _): SignedIn<ToSessions>,
 ) -> Response {
-    let auth = match gw.page_user(&headers, &gw.sessions_url()).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let Some(user_id) = auth.session.user_id.clone() else {
-        return sign_in_first(&gw, true, &gw.sessions_url(), true);
+        return sign_in_first(&gw, true, &sessions_url(&gw), true);
     };
     let list = match gw.sessions.list_for_user(&user_id).await {
         Ok(list) => list,
-        Err(e) => return gw.store_failed("listing sessions", &e),
+        Err(e) => return store_failed(&gw, "listing sessions", &e),
     };
     let p = escape(&gw.settings.prefix);
-    let csrf = Gateway::csrf_field(&auth);
+    let csrf = csrf_field(&auth);
     let mut rows = String::new();
     // The current session first, then newest first.
     let (current, others): (Vec<&Session>, Vec<&Session>) =
@@ -256,39 +204,56 @@ pub(super) async fn sessions_page(
 }
 
 #[derive(Default, Deserialize)]
-pub(super) struct EndForm {
+struct EndForm {
     csrf: Option<String>,
     handle: Option<String>,
 }
 
-/// For the forms that end sessions: reads the form, checks intent, and
-/// asks for the password again unless the last authentication is recent.
-/// Returns the signed-in user and their id; `Err` is the response to send.
-async fn ending_post(
-    gw: &Gateway,
-    req: Request,
-) -> Result<(Authenticated, EndForm, UserId), Response> {
-    let headers = req.headers().clone();
-    let auth = gw.page_user(&headers, &gw.sessions_url()).await?;
-    let form: EndForm = read_form(req)
-        .await
-        .map_err(|status| form_error(gw, status))?;
-    gw.check_intent(&headers, &auth, form.csrf.as_deref())?;
-    if !gw.sessions.is_recent_auth(&auth.session) {
-        return Err(gw.reauth_first());
+impl IntentForm for EndForm {
+    const PROOF: Proof = Proof::Token;
+
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
     }
-    let Some(user_id) = auth.session.user_id.clone() else {
-        return Err(sign_in_first(&gw, true, &gw.sessions_url(), true));
-    };
-    Ok((auth, form, user_id))
+}
+
+/// A form that ends sessions: from the signed-in user, with intent shown,
+/// and a recent authentication (else the browser is sent to enter the
+/// password again first).
+struct Ending {
+    auth: Authenticated,
+    form: EndForm,
+    user_id: UserId,
+}
+
+impl FromRequest<Arc<Gateway>> for Ending {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, gw: &Arc<Gateway>) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let SignedIn(auth, _) = SignedIn::<ToSessions>::from_request_parts(&mut parts, gw).await?;
+        let CsrfForm(form) = CsrfForm::from_request(Request::from_parts(parts, body), gw).await?;
+        if !gw.sessions.is_recent_auth(&auth.session) {
+            return Err(reauth_first(gw));
+        }
+        let Some(user_id) = auth.session.user_id.clone() else {
+            return Err(sign_in_first(gw, true, &sessions_url(gw), true));
+        };
+        Ok(Ending {
+            auth,
+            form,
+            user_id,
+        })
+    }
 }
 
 /// `POST /sessions/end`: ends one of the user's other sessions.
-pub(super) async fn end_one(State(gw): AppState, req: Request) -> Response {
-    let (auth, form, user_id) = match ending_post(&gw, req).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+async fn end_one(State(gw): AppState, ending: Ending) -> Response {
+    let Ending {
+        auth,
+        form,
+        user_id,
+    } = ending;
     let Some(handle) = form
         .handle
         .as_deref()
@@ -318,23 +283,20 @@ pub(super) async fn end_one(State(gw): AppState, req: Request) -> Response {
         Ok(ended) => {
             let n = u32::from(ended.is_some());
             tracing::info!(target: "signoff::auth", user = %auth.user, ended = n, "ended a session from the sessions page");
-            gw.see_other(&format!("{}?ended={n}", gw.sessions_url()))
+            see_other(&format!("{}?ended={n}", sessions_url(&gw)))
         }
-        Err(e) => gw.store_failed("ending a session", &e),
+        Err(e) => store_failed(&gw, "ending a session", &e),
     }
 }
 
 /// `POST /sessions/end-others`: signs out everywhere else, and rotates
 /// this session's token.
-pub(super) async fn end_others(State(gw): AppState, req: Request) -> Response {
-    let (auth, _, user_id) = match ending_post(&gw, req).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+async fn end_others(State(gw): AppState, ending: Ending) -> Response {
+    let Ending { auth, user_id, .. } = ending;
     let issued = match gw.sessions.rotate(auth.token.expose(), false).await {
         Ok(issued) => issued,
-        Err(signoff::SessionError::Store(e)) => return gw.store_failed("rotating a session", &e),
-        Err(_) => return sign_in_first(&gw, true, &gw.sessions_url(), true),
+        Err(signoff::SessionError::Store(e)) => return store_failed(&gw, "rotating a session", &e),
+        Err(_) => return sign_in_first(&gw, true, &sessions_url(&gw), true),
     };
     match gw
         .sessions
@@ -348,14 +310,14 @@ pub(super) async fn end_others(State(gw): AppState, req: Request) -> Response {
     {
         Ok(n) => {
             tracing::info!(target: "signoff::auth", user = %auth.user, ended = n, "signed out everywhere else");
-            let mut r = gw.see_other(&format!("{}?ended={n}", gw.sessions_url()));
+            let mut r = see_other(&format!("{}?ended={n}", sessions_url(&gw)));
             r.headers_mut()
                 .insert(header::SET_COOKIE, cookies::issue(&gw.cookie, &issued.token));
             r
         }
         Err(e) => {
             // The rotation happened: the browser must get its new token.
-            let mut r = gw.store_failed("ending the other sessions", &e);
+            let mut r = store_failed(&gw, "ending the other sessions", &e);
             r.headers_mut()
                 .insert(header::SET_COOKIE, cookies::issue(&gw.cookie, &issued.token));
             r
@@ -365,11 +327,8 @@ pub(super) async fn end_others(State(gw): AppState, req: Request) -> Response {
 
 /// `POST /sessions/end-all`: signs out everywhere, this device included;
 /// answers like logout.
-pub(super) async fn end_all(State(gw): AppState, req: Request) -> Response {
-    let (auth, _, user_id) = match ending_post(&gw, req).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+async fn end_all(State(gw): AppState, ending: Ending) -> Response {
+    let Ending { auth, user_id, .. } = ending;
     match gw
         .sessions
         .end_all_for_user(&user_id, None, Actor::User, "sign_out_everywhere")
@@ -379,7 +338,7 @@ pub(super) async fn end_all(State(gw): AppState, req: Request) -> Response {
             tracing::info!(target: "signoff::auth", user = %auth.user, ended = n, "signed out everywhere");
             signed_out_response(&gw)
         }
-        Err(e) => gw.store_failed("signing out everywhere", &e),
+        Err(e) => store_failed(&gw, "signing out everywhere", &e),
     }
 }
 
@@ -401,23 +360,19 @@ fn reauth_form(gw: &Gateway, auth: &Authenticated, next: &str, error: Option<&st
          <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
          <button type=\"submit\">Continue</button></form></main>",
         p = escape(&gw.settings.prefix),
-        csrf = Gateway::csrf_field(auth),
+        csrf = csrf_field(auth),
         user = escape(&auth.user),
         next = escape(next),
     )
 }
 
 /// `GET /reauth`: asks for the password again.
-pub(super) async fn reauth_page(
+async fn reauth_page(
     State(gw): AppState,
     Query(q): Query<NextQuery>,
-    headers: HeaderMap,
+    SignedIn(auth, _): SignedIn<ToSessions>,
 ) -> Response {
     let next = redirect::next_or_root(q.next.as_deref()).to_owned();
-    let auth = match gw.page_user(&headers, &gw.sessions_url()).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     page(
         StatusCode::OK,
         "Confirm it is you",
@@ -426,29 +381,29 @@ pub(super) async fn reauth_page(
 }
 
 #[derive(Default, Deserialize)]
-pub(super) struct ReauthForm {
+struct ReauthForm {
     csrf: Option<String>,
     #[serde(default)]
     password: String,
     next: Option<String>,
 }
 
+impl IntentForm for ReauthForm {
+    const PROOF: Proof = Proof::Token;
+
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
 /// `POST /reauth`: checks the password, rotates the session and records
 /// the fresh authentication.
-pub(super) async fn reauth_submit(State(gw): AppState, req: Request) -> Response {
-    let headers = req.headers().clone();
-    let ip = client_ip(peer_ip(req.extensions()), &headers, &gw.settings.trusted_proxies);
-    let auth = match gw.page_user(&headers, &gw.sessions_url()).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let form: ReauthForm = match read_form(req).await {
-        Ok(f) => f,
-        Err(status) => return form_error(&gw, status),
-    };
-    if let Err(r) = gw.check_intent(&headers, &auth, form.csrf.as_deref()) {
-        return r;
-    }
+async fn reauth_submit(
+    State(gw): AppState,
+    ClientAddr(ip): ClientAddr,
+    SignedIn(auth, _): SignedIn<ToSessions>,
+    CsrfForm(form): CsrfForm<ReauthForm>,
+) -> Response {
     let next = redirect::next_or_root(form.next.as_deref()).to_owned();
     let retry = |status: StatusCode, message: &str| {
         page(
@@ -457,21 +412,20 @@ pub(super) async fn reauth_submit(State(gw): AppState, req: Request) -> Response
             &reauth_form(&gw, &auth, &next, Some(message)),
         )
     };
-    if let Err(r) = gw
-        .check_password(&auth, ip, &form.password, "reauth_wrong_password", retry)
-        .await
+    if let Err((status, message)) =
+        check_password(&gw, &auth, ip, &form.password, "reauth_wrong_password").await
     {
-        return r;
+        return retry(status, &message);
     }
     let issued = match gw.sessions.rotate(auth.token.expose(), true).await {
         Ok(issued) => issued,
-        Err(signoff::SessionError::Store(e)) => return gw.store_failed("re-authentication", &e),
+        Err(signoff::SessionError::Store(e)) => return store_failed(&gw, "re-authentication", &e),
         Err(_) => return sign_in_first(&gw, true, &next, true),
     };
-    gw.audit(gw.by_user(AuditKind::Reauthenticated, &auth, &issued.session, ip))
+    gw.audit(by_user(&gw, AuditKind::Reauthenticated, &auth, &issued.session, ip))
         .await;
     tracing::info!(target: "signoff::auth", user = %auth.user, "re-authenticated");
-    let mut r = gw.see_other(&next);
+    let mut r = see_other(&next);
     r.headers_mut()
         .insert(header::SET_COOKIE, cookies::issue(&gw.cookie, &issued.token));
     r
@@ -509,23 +463,18 @@ fn password_form(
          <button type=\"submit\">Change password</button></form>\
          <p><a href=\"{p}/sessions\">Your sessions</a></p></main>",
         p = escape(&gw.settings.prefix),
-        csrf = Gateway::csrf_field(auth),
+        csrf = csrf_field(auth),
         user = escape(&auth.user),
         min = signoff::MIN_PASSWORD_CHARS,
     )
 }
 
 /// `GET /password`: the password change form.
-pub(super) async fn password_page(
+async fn password_page(
     State(gw): AppState,
     Query(q): Query<PasswordQuery>,
-    headers: HeaderMap,
+    SignedIn(auth, _): SignedIn<ToPassword>,
 ) -> Response {
-    let here = format!("{}/password", gw.settings.prefix);
-    let auth = match gw.page_user(&headers, &here).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let notice = q.changed.map(|n| match n {
         0 => "Your password was changed.".to_owned(),
         1 => "Your password was changed, and 1 other session was signed out.".to_owned(),
@@ -539,7 +488,7 @@ pub(super) async fn password_page(
 }
 
 #[derive(Default, Deserialize)]
-pub(super) struct PasswordForm {
+struct PasswordForm {
     csrf: Option<String>,
     #[serde(default)]
     current: String,
@@ -550,23 +499,23 @@ pub(super) struct PasswordForm {
     end_others: Option<String>,
 }
 
+impl IntentForm for PasswordForm {
+    const PROOF: Proof = Proof::Token;
+
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
 /// `POST /password`: changes the password (the current one required),
 /// rotates this session and, unless unticked, ends the others.
-pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Response {
-    let headers = req.headers().clone();
-    let ip = client_ip(peer_ip(req.extensions()), &headers, &gw.settings.trusted_proxies);
+async fn password_submit(
+    State(gw): AppState,
+    ClientAddr(ip): ClientAddr,
+    SignedIn(auth, _): SignedIn<ToPassword>,
+    CsrfForm(form): CsrfForm<PasswordForm>,
+) -> Response {
     let here = format!("{}/password", gw.settings.prefix);
-    let auth = match gw.page_user(&headers, &here).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let form: PasswordForm = match read_form(req).await {
-        Ok(f) => f,
-        Err(status) => return form_error(&gw, status),
-    };
-    if let Err(r) = gw.check_intent(&headers, &auth, form.csrf.as_deref()) {
-        return r;
-    }
     let retry = |status: StatusCode, message: &str| {
         page(
             status,
@@ -580,17 +529,16 @@ pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Respon
             "The new passwords do not match.",
         );
     }
-    if let Err(r) = gw
-        .check_password(
-            &auth,
-            ip,
-            &form.current,
-            "password_change_wrong_password",
-            retry,
-        )
-        .await
+    if let Err((status, message)) = check_password(
+        &gw,
+        &auth,
+        ip,
+        &form.current,
+        "password_change_wrong_password",
+    )
+    .await
     {
-        return r;
+        return retry(status, &message);
     }
     match gw.accounts.set_password(&auth.user, &form.new).await {
         Ok(_) => {}
@@ -601,9 +549,9 @@ pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Respon
         ) => {
             return retry(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string());
         }
-        Err(e) => return gw.store_failed("changing a password", &e),
+        Err(e) => return store_failed(&gw, "changing a password", &e),
     }
-    gw.audit(gw.by_user(AuditKind::PasswordChanged, &auth, &auth.session, ip))
+    gw.audit(by_user(&gw, AuditKind::PasswordChanged, &auth, &auth.session, ip))
         .await;
     let end_others = form.end_others.is_some();
     let Some(user_id) = auth.session.user_id.clone() else {
@@ -662,7 +610,7 @@ pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Respon
         0
     };
     tracing::info!(target: "signoff::auth", user = %auth.user, ended, "password changed");
-    let mut r = gw.see_other(&format!("{here}?changed={ended}"));
+    let mut r = see_other(&format!("{here}?changed={ended}"));
     r.headers_mut()
         .insert(header::SET_COOKIE, cookies::issue(&gw.cookie, &issued.token));
     r

@@ -227,7 +227,7 @@ impl BackTo for ToPassword {
 /// The signed-in user of an HTML page. Without a live session the browser
 /// is sent to the login page (coming back to `B`); when the store cannot
 /// answer, 503.
-pub(super) struct SignedIn<B>(pub Authenticated, PhantomData<B>);
+pub(super) struct SignedIn<B>(pub Authenticated, pub PhantomData<B>);
 
 impl<S: SessionCheck, B: BackTo> FromRequestParts<S> for SignedIn<B> {
     type Rejection = Response;

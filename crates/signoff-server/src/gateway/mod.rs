@@ -37,7 +37,6 @@ use signoff::{
 };
 
 pub use guard::Guard;
-use pages::page;
 use proxy::no_store;
 use throttle::Throttle;
 
@@ -245,7 +244,9 @@ impl Gateway {
                 own_body::with_deadline(req, within)
             }))
             // `layer`, not `route_layer`: 405s for a wrong method get it too.
-            .layer(middleware::map_response(own_response));
+            .layer(middleware::map_response(own_response))
+            // After the layers above, so it keeps its own `Cache-Control`.
+            .route(&format!("{p}/signoff.css"), get(pages::stylesheet));
         let hsts = self.settings.hsts.clone();
         own.fallback(proxy)
             .layer(middleware::map_response(move |response: Response| {
@@ -458,7 +459,14 @@ impl Gateway {
     }
 
     fn error_page(&self, status: StatusCode, heading: &str, text: &str) -> Response {
-        let mut r = page(status, heading, &pages::message(heading, text));
+        let mut r = pages::message(
+            status,
+            &pages::MessagePage {
+                prefix: &self.settings.prefix,
+                heading,
+                text,
+            },
+        );
         no_store(r.headers_mut());
         r
     }
@@ -732,10 +740,14 @@ async fn login_page(
     axum::extract::Query(q): axum::extract::Query<LoginQuery>,
 ) -> Response {
     let next = redirect::next_or_root(q.next.as_deref());
-    page(
+    pages::login(
         StatusCode::OK,
-        "Sign in",
-        &pages::login(&gw.settings.prefix, next, "", None),
+        &pages::LoginPage {
+            prefix: &gw.settings.prefix,
+            next,
+            username: "",
+            error: None,
+        },
     )
 }
 
@@ -805,10 +817,14 @@ async fn login_submit(State(gw): AppState, req: Request) -> Response {
     let next = redirect::next_or_root(form.next.as_deref()).to_owned();
     let prefix = &gw.settings.prefix;
     let retry = |status: StatusCode, message: &str| {
-        page(
+        pages::login(
             status,
-            "Sign in",
-            &pages::login(prefix, &next, &form.username, Some(message)),
+            &pages::LoginPage {
+                prefix,
+                next: &next,
+                username: &form.username,
+                error: Some(message),
+            },
         )
     };
     let previous = gw.session_cookie(&headers);
@@ -937,11 +953,10 @@ async fn logout_page(State(gw): AppState, headers: HeaderMap) -> Response {
         .session_cookie(&headers)
         .and_then(|t| SessionToken::parse(t).ok())
         .map(|t| signoff::csrf::token_for(&t));
-    page(
-        StatusCode::OK,
-        "Sign out",
-        &pages::logout_confirm(&gw.settings.prefix, csrf.as_deref()),
-    )
+    pages::logout(&pages::LogoutPage {
+        prefix: &gw.settings.prefix,
+        csrf: csrf.as_deref(),
+    })
 }
 
 #[derive(Default, Deserialize)]
@@ -999,11 +1014,9 @@ async fn logout(State(gw): AppState, req: Request) -> Response {
 }
 
 async fn signed_out(State(gw): AppState) -> Response {
-    page(
-        StatusCode::OK,
-        "Signed out",
-        &pages::signed_out(&gw.settings.prefix),
-    )
+    pages::signed_out(&pages::SignedOutPage {
+        prefix: &gw.settings.prefix,
+    })
 }
 
 /// For the guard: is this browser's session alive? No secrets in the answer.

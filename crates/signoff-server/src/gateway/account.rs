@@ -21,7 +21,7 @@ use signoff::{AccountError, Actor, AuditEvent, AuditKind, Session, SessionHandle
 use super::client_addr::ClientAddr;
 use super::csrf_form::{CsrfForm, IntentForm, Proof};
 use super::error_pages::error_page;
-use super::pages::{escape, page};
+use super::pages;
 use super::sign_in::signed_out_response;
 use super::signed_in::{sign_in_first, Authenticated, SignedIn, ToPassword, ToSessions};
 use super::{cookies, redirect, AppState, Gateway};
@@ -127,11 +127,8 @@ async fn check_password(
     }
 }
 
-fn csrf_field(auth: &Authenticated) -> String {
-    format!(
-        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-        escape(&signoff::csrf::token_for(&auth.token))
-    )
+fn csrf_token(auth: &Authenticated) -> String {
+    signoff::csrf::token_for(&auth.token)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,55 +149,29 @@ async fn sessions_page(
         Ok(list) => list,
         Err(e) => return store_failed(&gw, "listing sessions", &e),
     };
-    let p = escape(&gw.settings.prefix);
-    let csrf = csrf_field(&auth);
-    let mut rows = String::new();
+    let csrf = csrf_token(&auth);
     // The current session first, then newest first.
     let (current, others): (Vec<&Session>, Vec<&Session>) =
         list.iter().partition(|s| s.handle == auth.session.handle);
-    for s in current.into_iter().chain(others) {
-        let this = s.handle == auth.session.handle;
-        let button = if this {
-            format!(
-                "<form method=\"post\" action=\"{p}/logout\">{csrf}\
-                 <button type=\"submit\">Sign out</button></form>"
-            )
-        } else {
-            format!(
-                "<form method=\"post\" action=\"{p}/sessions/end\">{csrf}\
-                 <input type=\"hidden\" name=\"handle\" value=\"{h}\">\
-                 <button type=\"submit\">Sign out</button></form>",
-                h = s.handle
-            )
-        };
-        rows.push_str(&format!(
-            "<li class=\"session\" data-handle=\"{h}\"{cur}><b>{device}</b>{mark}<br>\
-             <small>Signed in from {ip} at {created}; last seen {seen}</small>{button}</li>",
-            h = s.handle,
-            cur = if this { " data-current=\"true\"" } else { "" },
-            device = escape(&display::device(s.user_agent.as_deref())),
-            mark = if this { " (this device)" } else { "" },
-            ip = escape(s.ip.as_deref().unwrap_or("an unknown address")),
-            created = display::time(s.created_at),
-            seen = display::time(s.last_seen_at),
-        ));
-    }
-    let notice = match q.ended {
-        Some(1) => "<p role=\"status\">Signed out 1 session.</p>".to_owned(),
-        Some(n) => format!("<p role=\"status\">Signed out {n} sessions.</p>"),
-        None => String::new(),
-    };
-    let body = format!(
-        "<main><h1>Your sessions</h1>{notice}<p>Signed in as <b>{user}</b>. These devices are \
-         signed in to your account.</p><ul class=\"sessions\">{rows}</ul>\
-         <form method=\"post\" action=\"{p}/sessions/end-others\">{csrf}\
-         <button id=\"end-others\" type=\"submit\">Sign out everywhere else</button></form>\
-         <form method=\"post\" action=\"{p}/sessions/end-all\">{csrf}\
-         <button id=\"end-all\" type=\"submit\">Sign out everywhere</button></form>\
-         <p><a href=\"{p}/password\">Change your password</a></p></main>",
-        user = escape(&auth.user),
-    );
-    page(StatusCode::OK, "Your sessions", &body)
+    let rows = current
+        .into_iter()
+        .chain(others)
+        .map(|s| pages::SessionRow {
+            handle: s.handle.to_string(),
+            current: s.handle == auth.session.handle,
+            device: display::device(s.user_agent.as_deref()),
+            ip: s.ip.as_deref().unwrap_or("an unknown address").to_owned(),
+            created: display::time(s.created_at),
+            seen: display::time(s.last_seen_at),
+        })
+        .collect();
+    pages::sessions(&pages::SessionsPage {
+        prefix: &gw.settings.prefix,
+        user: &auth.user,
+        csrf: &csrf,
+        rows,
+        ended: q.ended,
+    })
 }
 
 #[derive(Default, Deserialize)]
@@ -347,22 +318,22 @@ pub(super) struct NextQuery {
     next: Option<String>,
 }
 
-fn reauth_form(gw: &Gateway, auth: &Authenticated, next: &str, error: Option<&str>) -> String {
-    let error = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
-        .unwrap_or_default();
-    format!(
-        "<main><h1>Confirm it is you</h1>{error}<p>Enter the password of <b>{user}</b> to \
-         continue.</p><form method=\"post\" action=\"{p}/reauth\">{csrf}\
-         <input type=\"hidden\" name=\"next\" value=\"{next}\">\
-         <input type=\"hidden\" name=\"username\" autocomplete=\"username\" value=\"{user}\">\
-         <label for=\"password\">Password</label>\
-         <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-         <button type=\"submit\">Continue</button></form></main>",
-        p = escape(&gw.settings.prefix),
-        csrf = csrf_field(auth),
-        user = escape(&auth.user),
-        next = escape(next),
+fn reauth_form(
+    gw: &Gateway,
+    auth: &Authenticated,
+    next: &str,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    pages::reauth(
+        status,
+        &pages::ReauthPage {
+            prefix: &gw.settings.prefix,
+            user: &auth.user,
+            csrf: &csrf_token(auth),
+            next,
+            error,
+        },
     )
 }
 
@@ -373,11 +344,7 @@ async fn reauth_page(
     SignedIn(auth, _): SignedIn<ToSessions>,
 ) -> Response {
     let next = redirect::next_or_root(q.next.as_deref()).to_owned();
-    page(
-        StatusCode::OK,
-        "Confirm it is you",
-        &reauth_form(&gw, &auth, &next, None),
-    )
+    reauth_form(&gw, &auth, &next, StatusCode::OK, None)
 }
 
 #[derive(Default, Deserialize)]
@@ -405,13 +372,8 @@ async fn reauth_submit(
     CsrfForm(form): CsrfForm<ReauthForm>,
 ) -> Response {
     let next = redirect::next_or_root(form.next.as_deref()).to_owned();
-    let retry = |status: StatusCode, message: &str| {
-        page(
-            status,
-            "Confirm it is you",
-            &reauth_form(&gw, &auth, &next, Some(message)),
-        )
-    };
+    let retry =
+        |status: StatusCode, message: &str| reauth_form(&gw, &auth, &next, status, Some(message));
     if let Err((status, message)) =
         check_password(&gw, &auth, ip, &form.password, "reauth_wrong_password").await
     {
@@ -439,33 +401,20 @@ pub(super) struct PasswordQuery {
 fn password_form(
     gw: &Gateway,
     auth: &Authenticated,
+    status: StatusCode,
     notice: Option<&str>,
     error: Option<&str>,
-) -> String {
-    let error = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
-        .unwrap_or_default();
-    let notice = notice
-        .map(|n| format!("<p role=\"status\">{}</p>", escape(n)))
-        .unwrap_or_default();
-    format!(
-        "<main><h1>Change your password</h1>{notice}{error}\
-         <form method=\"post\" action=\"{p}/password\">{csrf}\
-         <input type=\"hidden\" name=\"username\" autocomplete=\"username\" value=\"{user}\">\
-         <label for=\"current\">Current password</label>\
-         <input id=\"current\" name=\"current\" type=\"password\" autocomplete=\"current-password\" required>\
-         <label for=\"new\">New password (at least {min} characters)</label>\
-         <input id=\"new\" name=\"new\" type=\"password\" autocomplete=\"new-password\" minlength=\"{min}\" required>\
-         <label for=\"confirm\">New password again</label>\
-         <input id=\"confirm\" name=\"confirm\" type=\"password\" autocomplete=\"new-password\" minlength=\"{min}\" required>\
-         <label><input id=\"end_others\" name=\"end_others\" type=\"checkbox\" value=\"on\" checked \
-         style=\"width:auto\"> Sign out my other sessions</label>\
-         <button type=\"submit\">Change password</button></form>\
-         <p><a href=\"{p}/sessions\">Your sessions</a></p></main>",
-        p = escape(&gw.settings.prefix),
-        csrf = csrf_field(auth),
-        user = escape(&auth.user),
-        min = signoff::MIN_PASSWORD_CHARS,
+) -> Response {
+    pages::password(
+        status,
+        &pages::PasswordPage {
+            prefix: &gw.settings.prefix,
+            user: &auth.user,
+            csrf: &csrf_token(auth),
+            min: signoff::MIN_PASSWORD_CHARS,
+            notice,
+            error,
+        },
     )
 }
 
@@ -480,11 +429,7 @@ async fn password_page(
         1 => "Your password was changed, and 1 other session was signed out.".to_owned(),
         n => format!("Your password was changed, and {n} other sessions were signed out."),
     });
-    page(
-        StatusCode::OK,
-        "Change your password",
-        &password_form(&gw, &auth, notice.as_deref(), None),
-    )
+    password_form(&gw, &auth, StatusCode::OK, notice.as_deref(), None)
 }
 
 #[derive(Default, Deserialize)]
@@ -516,13 +461,8 @@ async fn password_submit(
     CsrfForm(form): CsrfForm<PasswordForm>,
 ) -> Response {
     let here = format!("{}/password", gw.settings.prefix);
-    let retry = |status: StatusCode, message: &str| {
-        page(
-            status,
-            "Change your password",
-            &password_form(&gw, &auth, None, Some(message)),
-        )
-    };
+    let retry =
+        |status: StatusCode, message: &str| password_form(&gw, &auth, status, None, Some(message));
     if form.new != form.confirm {
         return retry(
             StatusCode::UNPROCESSABLE_ENTITY,

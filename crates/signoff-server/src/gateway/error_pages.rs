@@ -4,13 +4,20 @@ use axum::http::header::{self, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::pages::{self, page};
+use super::pages;
 use super::proxy::no_store;
 use super::Gateway;
 
 /// A page saying what went wrong.
-pub(super) fn error_page(_gw: &Gateway, status: StatusCode, heading: &str, text: &str) -> Response {
-    let mut r = page(status, heading, &pages::message(heading, text));
+pub(super) fn error_page(gw: &Gateway, status: StatusCode, heading: &str, text: &str) -> Response {
+    let mut r = pages::message(
+        status,
+        &pages::MessagePage {
+            prefix: &gw.settings.prefix,
+            heading,
+            text,
+        },
+    );
     no_store(r.headers_mut());
     r
 }

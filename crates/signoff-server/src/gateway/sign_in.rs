@@ -19,7 +19,7 @@ use signoff::{
 use super::client_addr::ClientAddr;
 use super::csrf_form::{CsrfForm, FormGate, FormRefusal, IntentForm, Proof};
 use super::error_pages::{error_page, form_error};
-use super::pages::{self, page};
+use super::pages;
 use super::signed_in::{self, Auth};
 use super::{cookies, redirect, AppState, Gateway, USER_NAME_KEY};
 
@@ -34,6 +34,15 @@ pub(super) fn routes(gw: &Gateway) -> Router<Arc<Gateway>> {
         .route(&format!("{p}/guard.js"), get(guard_js))
 }
 
+/// `PREFIX/signoff.css`, the pages' stylesheet: merged outside the prefix
+/// middleware, so it keeps its own `Cache-Control`.
+pub(super) fn stylesheet_route(gw: &Gateway) -> Router<Arc<Gateway>> {
+    Router::new().route(
+        &format!("{}/signoff.css", gw.settings.prefix),
+        get(pages::stylesheet),
+    )
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct LoginQuery {
     next: Option<String>,
@@ -44,10 +53,14 @@ async fn login_page(
     Query(q): Query<LoginQuery>,
 ) -> Response {
     let next = redirect::next_or_root(q.next.as_deref());
-    page(
+    pages::login(
         StatusCode::OK,
-        "Sign in",
-        &pages::login(&gw.settings.prefix, next, "", None),
+        &pages::LoginPage {
+            prefix: &gw.settings.prefix,
+            next,
+            username: "",
+            error: None,
+        },
     )
 }
 
@@ -73,10 +86,14 @@ async fn login_submit(
     let next = redirect::next_or_root(form.next.as_deref()).to_owned();
     let prefix = &gw.settings.prefix;
     let retry = |status: StatusCode, message: &str| {
-        page(
+        pages::login(
             status,
-            "Sign in",
-            &pages::login(prefix, &next, &form.username, Some(message)),
+            &pages::LoginPage {
+                prefix,
+                next: &next,
+                username: &form.username,
+                error: Some(message),
+            },
         )
     };
     let previous = cookies::read(&headers, &gw.cookie.name);
@@ -200,11 +217,10 @@ pub(super) async fn sign_in(
 
 async fn logout_page(State(gw): AppState, headers: HeaderMap) -> Response {
     let csrf = cookies::token(&headers, &gw.cookie.name).map(|t| signoff::csrf::token_for(&t));
-    page(
-        StatusCode::OK,
-        "Sign out",
-        &pages::logout_confirm(&gw.settings.prefix, csrf.as_deref()),
-    )
+    pages::logout(&pages::LogoutPage {
+        prefix: &gw.settings.prefix,
+        csrf: csrf.as_deref(),
+    })
 }
 
 #[derive(Default, Deserialize)]
@@ -244,11 +260,9 @@ async fn logout(
 }
 
 async fn signed_out(State(gw): AppState) -> Response {
-    page(
-        StatusCode::OK,
-        "Signed out",
-        &pages::signed_out(&gw.settings.prefix),
-    )
+    pages::signed_out(&pages::SignedOutPage {
+        prefix: &gw.settings.prefix,
+    })
 }
 
 /// What logout answers: 303 to the signed-out page, the cookie

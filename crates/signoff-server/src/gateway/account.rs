@@ -36,7 +36,10 @@ pub(super) fn routes(gw: &Gateway) -> Router<Arc<Gateway>> {
         .route(&format!("{p}/sessions/end-others"), post(end_others))
         .route(&format!("{p}/sessions/end-all"), post(end_all))
         .route(&format!("{p}/reauth"), get(reauth_page).post(reauth_submit))
-        .route(&format!("{p}/password"), get(password_page).post(password_submit))
+        .route(
+            &format!("{p}/password"),
+            get(password_page).post(password_submit),
+        )
 }
 
 fn see_other(location: &str) -> Response {
@@ -282,15 +285,19 @@ async fn end_others(State(gw): AppState, ending: Ending) -> Response {
         Ok(n) => {
             tracing::info!(target: "signoff::auth", user = %auth.user, ended = n, "signed out everywhere else");
             let mut r = see_other(&format!("{}?ended={n}", sessions_url(&gw)));
-            r.headers_mut()
-                .insert(header::SET_COOKIE, cookies::issue(&gw.cookie, &issued.token));
+            r.headers_mut().insert(
+                header::SET_COOKIE,
+                cookies::issue(&gw.cookie, &issued.token),
+            );
             r
         }
         Err(e) => {
             // The rotation happened: the browser must get its new token.
             let mut r = store_failed(&gw, "ending the other sessions", &e);
-            r.headers_mut()
-                .insert(header::SET_COOKIE, cookies::issue(&gw.cookie, &issued.token));
+            r.headers_mut().insert(
+                header::SET_COOKIE,
+                cookies::issue(&gw.cookie, &issued.token),
+            );
             r
         }
     }
@@ -384,12 +391,20 @@ async fn reauth_submit(
         Err(signoff::SessionError::Store(e)) => return store_failed(&gw, "re-authentication", &e),
         Err(_) => return sign_in_first(&gw, true, &next, true),
     };
-    gw.audit(by_user(&gw, AuditKind::Reauthenticated, &auth, &issued.session, ip))
-        .await;
+    gw.audit(by_user(
+        &gw,
+        AuditKind::Reauthenticated,
+        &auth,
+        &issued.session,
+        ip,
+    ))
+    .await;
     tracing::info!(target: "signoff::auth", user = %auth.user, "re-authenticated");
     let mut r = see_other(&next);
-    r.headers_mut()
-        .insert(header::SET_COOKIE, cookies::issue(&gw.cookie, &issued.token));
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        cookies::issue(&gw.cookie, &issued.token),
+    );
     r
 }
 
@@ -491,8 +506,14 @@ async fn password_submit(
         }
         Err(e) => return store_failed(&gw, "changing a password", &e),
     }
-    gw.audit(by_user(&gw, AuditKind::PasswordChanged, &auth, &auth.session, ip))
-        .await;
+    gw.audit(by_user(
+        &gw,
+        AuditKind::PasswordChanged,
+        &auth,
+        &auth.session,
+        ip,
+    ))
+    .await;
     let end_others = form.end_others.is_some();
     let Some(user_id) = auth.session.user_id.clone() else {
         return sign_in_first(&gw, true, &here, true);
@@ -502,7 +523,7 @@ async fn password_submit(
     let not_updated = |gw: &Gateway, e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "password changed, but the sessions could not be updated");
         error_page(
-            &gw,
+            gw,
             StatusCode::SERVICE_UNAVAILABLE,
             "Password changed, sessions not updated",
             "Your password was changed, but the session store is unavailable, so your \
@@ -541,8 +562,10 @@ async fn password_submit(
             Ok(n) => n,
             Err(e) => {
                 let mut r = not_updated(&gw, &e);
-                r.headers_mut()
-                    .insert(header::SET_COOKIE, cookies::issue(&gw.cookie, &issued.token));
+                r.headers_mut().insert(
+                    header::SET_COOKIE,
+                    cookies::issue(&gw.cookie, &issued.token),
+                );
                 return r;
             }
         }
@@ -551,7 +574,9 @@ async fn password_submit(
     };
     tracing::info!(target: "signoff::auth", user = %auth.user, ended, "password changed");
     let mut r = see_other(&format!("{here}?changed={ended}"));
-    r.headers_mut()
-        .insert(header::SET_COOKIE, cookies::issue(&gw.cookie, &issued.token));
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        cookies::issue(&gw.cookie, &issued.token),
+    );
     r
 }

@@ -128,8 +128,7 @@ impl<S: FormGate, T: IntentForm> FromRequest<S> for CsrfForm<T> {
                 Proof::NotForeign => true,
                 Proof::Token => verified(&[form.csrf()]),
                 Proof::TokenOrSameOrigin => {
-                    verified(&[form.csrf(), header_csrf.as_deref()])
-                        || intent == Intent::SameOrigin
+                    verified(&[form.csrf(), header_csrf.as_deref()]) || intent == Intent::SameOrigin
                 }
             };
         if !shown {

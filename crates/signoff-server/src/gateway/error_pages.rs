@@ -56,4 +56,3 @@ pub(super) fn form_error(gw: &Gateway, status: StatusCode) -> Response {
     };
     error_page(gw, status, "Bad request", text)
 }
-

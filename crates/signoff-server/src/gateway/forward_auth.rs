@@ -48,9 +48,7 @@ use signoff::token_mode::{kind_of, TokenKind};
 use super::error_pages::{error_page, unavailable};
 use super::layers::QuietLog;
 use super::signed_in::{self, bearer, login_url, sign_in_first, wants_html, Who};
-use super::{
-    cookies, identity_headers, public_path, redirect, token_mode, AppState, Gateway,
-};
+use super::{cookies, identity_headers, public_path, redirect, token_mode, AppState, Gateway};
 
 /// The header naming the login page (with `next`) on a 401.
 const LOGIN_HEADER: &str = "x-signoff-login";
@@ -122,18 +120,15 @@ pub(super) fn routes(gw: &Gateway) -> Router<Arc<Gateway>> {
 }
 
 /// The check itself.
-async fn check(
-    State(gw): AppState,
-    RawQuery(query): RawQuery,
-    req: Request,
-) -> Response {
+async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> Response {
     let headers = req.headers();
     if let Some(name) = headers
         .keys()
         .find(|n| identity_headers::escaped_the_proxy(n.as_str()))
     {
         tracing::info!(header = %name, "refused: the proxy passed on a header only signoff may set");
-        return error_page(&gw, 
+        return error_page(
+            &gw,
             StatusCode::FORBIDDEN,
             "Request refused",
             "The request carries a header that only the sign-in gateway may set.",
@@ -144,7 +139,8 @@ async fn check(
             "refused: X-Forwarded-Uri/-Method and X-Original-URI/-Method disagree; \
              the proxy must set one and clear the other (docs/forward-auth.md)"
         );
-        return error_page(&gw, 
+        return error_page(
+            &gw,
             StatusCode::FORBIDDEN,
             "Request refused",
             "The proxy in front sent two different original requests.",
@@ -161,7 +157,9 @@ async fn check(
     let presented = cookie.or_else(|| bearer(headers));
     // An access token (token mode): checked like on proxied requests.
     let who = match (cookie, presented) {
-        (None, Some(raw)) if kind_of(raw) == TokenKind::Access => token_mode::identify_bearer(&gw, raw).await,
+        (None, Some(raw)) if kind_of(raw) == TokenKind::Access => {
+            token_mode::identify_bearer(&gw, raw).await
+        }
         _ => Who::from(signed_in::validate(&gw, &gw.sessions, presented).await),
     };
     match who {
@@ -196,7 +194,8 @@ async fn check(
             }
             let mut r = sign_in_first(&gw, false, original.next, stale);
             if navigable {
-                if let Ok(v) = HeaderValue::from_str(&login_url(&gw.settings.prefix, original.next)) {
+                if let Ok(v) = HeaderValue::from_str(&login_url(&gw.settings.prefix, original.next))
+                {
                     r.headers_mut().insert(LOGIN_HEADER, v);
                 }
             }

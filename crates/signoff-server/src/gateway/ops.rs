@@ -45,5 +45,10 @@ async fn healthz() -> Response {
 }
 
 async fn not_found(State(gw): AppState) -> Response {
-    error_page(&gw, StatusCode::NOT_FOUND, "Not found", "There is no such page.")
+    error_page(
+        &gw,
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is no such page.",
+    )
 }

@@ -29,7 +29,8 @@ pub(super) fn routes(_gw: &Gateway) -> Router<Arc<Gateway>> {
 
 async fn proxy(State(gw): AppState, req: Request<Body>) -> Response<Body> {
     if gw.upstream_authority.is_none() {
-        return error_page(&gw, 
+        return error_page(
+            &gw,
             StatusCode::NOT_FOUND,
             "Not found",
             "This signoff serves forward-auth only; there is no application behind it.",
@@ -143,7 +144,8 @@ pub(super) async fn forward(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max) {
-        return error_page(&gw, 
+        return error_page(
+            gw,
             StatusCode::PAYLOAD_TOO_LARGE,
             "Request too large",
             "The request body is larger than this site accepts.",
@@ -151,7 +153,12 @@ pub(super) async fn forward(
     }
 
     let Some(authority) = gw.upstream_authority.clone() else {
-        return error_page(&gw, StatusCode::NOT_FOUND, "Not found", "There is no such page.");
+        return error_page(
+            gw,
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such page.",
+        );
     };
     let path_and_query = parts
         .uri
@@ -165,9 +172,7 @@ pub(super) async fn forward(
         .build()
     {
         Ok(uri) => uri,
-        Err(_) => {
-            return error_page(&gw, StatusCode::BAD_REQUEST, "Bad request", "Malformed URL.")
-        }
+        Err(_) => return error_page(gw, StatusCode::BAD_REQUEST, "Bad request", "Malformed URL."),
     };
 
     let original_host = parts
@@ -235,11 +240,7 @@ pub(super) async fn forward(
     if let Some(v) = header_value(&forwarded_for) {
         headers.insert("x-forwarded-for", v);
     }
-    let proto = if gw.settings.secure {
-        "https"
-    } else {
-        "http"
-    };
+    let proto = if gw.settings.secure { "https" } else { "http" };
     headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     if let Some(auth) = auth {
         if let Some(v) = header_value(&auth.user) {
@@ -268,7 +269,8 @@ pub(super) async fn forward(
                 tracing::warn!(
                     "no upstream slot free within {UPSTREAM_SLOT_WAIT:?}; answering 503"
                 );
-                let mut r = error_page(&gw, 
+                let mut r = error_page(
+                    gw,
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Too busy",
                     "The gateway is handling as many requests as it can. Try again in a moment.",
@@ -286,27 +288,25 @@ pub(super) async fn forward(
     *upstream_req.version_mut() = Version::HTTP_11;
     *upstream_req.headers_mut() = headers;
 
-    let response = match tokio::time::timeout(
-        UPSTREAM_TIMEOUT,
-        gw.client.request(upstream_req),
-    )
-    .await
+    let response = match tokio::time::timeout(UPSTREAM_TIMEOUT, gw.client.request(upstream_req))
+        .await
     {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
             if error_chain_has::<LengthLimitError>(&e) {
-                return error_page(&gw, 
+                return error_page(
+                    gw,
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "Request too large",
                     "The request body is larger than this site accepts.",
                 );
             }
             tracing::warn!(error = %e, "upstream request failed");
-            return bad_gateway(&gw);
+            return bad_gateway(gw);
         }
         Err(_) => {
             tracing::warn!("upstream did not answer within {UPSTREAM_TIMEOUT:?}");
-            return error_page(&gw, 
+            return error_page(gw,
                     StatusCode::GATEWAY_TIMEOUT,
                     "The application is not answering",
                     "The application behind this gateway did not answer in time. Try again in a moment.",
@@ -346,7 +346,8 @@ pub(super) async fn forward(
                     "refused a private page the back-button guard cannot read; make the \
                      application use gzip, br or zstd, or set allow_unguarded_html"
                 );
-                return error_page(&gw, 
+                return error_page(
+                    gw,
                     StatusCode::BAD_GATEWAY,
                     "This page cannot be shown safely",
                     &format!(
@@ -372,11 +373,7 @@ fn status_url(gw: &Gateway, host: Option<&HeaderValue>) -> Option<String> {
         gw.settings.public_origin.clone()
     } else {
         let host = host?.to_str().ok()?;
-        let scheme = if gw.settings.secure {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = if gw.settings.secure { "https" } else { "http" };
         format!("{scheme}://{host}")
     };
     let (_, host) = origin.split_once("://")?;

@@ -12,9 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
-use signoff::{
-    AccountError, Actor, AuditEvent, AuditKind, NewSession, SessionData, SessionToken,
-};
+use signoff::{AccountError, Actor, AuditEvent, AuditKind, NewSession, SessionData, SessionToken};
 
 use super::client_addr::ClientAddr;
 use super::csrf_form::{CsrfForm, FormGate, FormRefusal, IntentForm, Proof};
@@ -48,10 +46,7 @@ struct LoginQuery {
     next: Option<String>,
 }
 
-async fn login_page(
-    State(gw): AppState,
-    Query(q): Query<LoginQuery>,
-) -> Response {
+async fn login_page(State(gw): AppState, Query(q): Query<LoginQuery>) -> Response {
     let next = redirect::next_or_root(q.next.as_deref());
     pages::login(
         StatusCode::OK,
@@ -112,8 +107,10 @@ async fn login_submit(
             if let Ok(v) = HeaderValue::from_str(&next) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
-            r.headers_mut()
-                .insert(header::SET_COOKIE, cookies::issue(&gw.cookie, &issued.token));
+            r.headers_mut().insert(
+                header::SET_COOKIE,
+                cookies::issue(&gw.cookie, &issued.token),
+            );
             r
         }
         Err(SignInError::Throttled(secs)) => {
@@ -247,7 +244,7 @@ async fn logout(
             gw.count_store_error();
             tracing::error!(error = %e, "logout failed: the store is unavailable");
             return error_page(
-            &gw,
+                &gw,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Sign-out failed",
                 "Your session could not be ended because the session store is unavailable. \

@@ -15,12 +15,10 @@ use hyper_util::rt::TokioExecutor;
 use signoff::token_mode::Tokens;
 use signoff::{Accounts, CookiePolicy, Sessions};
 
+use super::client_addr::TrustedProxies;
 use super::guard::Guard;
 use super::throttle::Throttle;
-use super::client_addr::TrustedProxies;
-use super::{
-    account, admin, forward_auth, layers, ops, own_body, proxy, sign_in, token_mode,
-};
+use super::{account, admin, forward_auth, layers, ops, own_body, proxy, sign_in, token_mode};
 use crate::config::Settings;
 
 /// Everything the handlers share.

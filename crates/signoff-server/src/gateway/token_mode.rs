@@ -140,9 +140,7 @@ impl<S: Send + Sync, T: for<'de> Deserialize<'de>> FromRequest<S> for OAuthForm<
         read_form(req).await.map(OAuthForm).map_err(|status| {
             let (status, text) = match status {
                 StatusCode::PAYLOAD_TOO_LARGE => (status, "the request body is too large"),
-                StatusCode::REQUEST_TIMEOUT => {
-                    (status, "the request body took too long to arrive")
-                }
+                StatusCode::REQUEST_TIMEOUT => (status, "the request body took too long to arrive"),
                 StatusCode::UNSUPPORTED_MEDIA_TYPE => (
                     StatusCode::BAD_REQUEST,
                     "expected application/x-www-form-urlencoded",

@@ -232,17 +232,18 @@ struct BadClient;
 
 impl IntoResponse for BadClient {
     fn into_response(self) -> Response {
-        let mut r = oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client authentication failed",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"signoff\""),
-        );
-        r
+        invalid_client("client authentication failed")
     }
+}
+
+/// 401 `invalid_client`, asking for `Basic` credentials.
+fn invalid_client(description: &str) -> Response {
+    let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", description);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"signoff\""),
+    );
+    r
 }
 
 /// The caller of a request. `Ok(None)`: no credentials sent.
@@ -286,18 +287,9 @@ impl FromRequestParts<Arc<Gateway>> for Caller {
     async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, Response> {
         match caller(gw, &parts.headers) {
             Ok(Some(caller)) => Ok(caller),
-            Ok(None) => {
-                let mut r = oauth_error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_client",
-                    "introspection needs client credentials (Basic) or the admin token (Bearer)",
-                );
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"signoff\""),
-                );
-                Err(r)
-            }
+            Ok(None) => Err(invalid_client(
+                "introspection needs client credentials (Basic) or the admin token (Bearer)",
+            )),
             Err(bad) => Err(bad.into_response()),
         }
     }
@@ -341,16 +333,7 @@ fn is_confidential(gw: &Gateway, id: &str) -> bool {
 }
 
 fn client_must_authenticate() -> Response {
-    let mut r = oauth_error(
-        StatusCode::UNAUTHORIZED,
-        "invalid_client",
-        "this client must authenticate (Authorization: Basic)",
-    );
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"signoff\""),
-    );
-    r
+    invalid_client("this client must authenticate (Authorization: Basic)")
 }
 
 #[derive(Deserialize)]

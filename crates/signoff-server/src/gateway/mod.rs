@@ -214,6 +214,7 @@ impl Gateway {
             .route(&format!("{p}/status"), get(status))
             .route(&format!("{p}/auth"), any(forward_auth::check))
             .route(&format!("{p}/guard.js"), get(guard_js))
+            .route(&format!("{p}/signoff.css"), get(pages::stylesheet))
             .route(&format!("{p}/healthz"), get(healthz))
             .route(&format!("{p}/metrics"), get(metrics))
             .route(&format!("{p}/sessions"), get(account::sessions_page))
@@ -244,9 +245,7 @@ impl Gateway {
                 own_body::with_deadline(req, within)
             }))
             // `layer`, not `route_layer`: 405s for a wrong method get it too.
-            .layer(middleware::map_response(own_response))
-            // After the layers above, so it keeps its own `Cache-Control`.
-            .route(&format!("{p}/signoff.css"), get(pages::stylesheet));
+            .layer(middleware::map_response(own_response));
         let hsts = self.settings.hsts.clone();
         own.fallback(proxy)
             .layer(middleware::map_response(move |response: Response| {
@@ -643,9 +642,11 @@ fn with_hsts(mut response: Response, hsts: Option<HeaderValue>) -> Response {
     response
 }
 
-/// Every response of signoff's own routes: no-store, and nosniff.
+/// Every response of signoff's own routes: no-store (but a [`pages::StaticAsset`]), and nosniff.
 async fn own_response(mut response: Response) -> Response {
-    no_store(response.headers_mut());
+    if response.extensions().get::<pages::StaticAsset>().is_none() {
+        no_store(response.headers_mut());
+    }
     response.headers_mut().insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

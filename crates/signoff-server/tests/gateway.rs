@@ -1121,6 +1121,10 @@ async fn own_pages_use_the_one_stylesheet_and_no_inline_style() {
     assert_eq!(css.header("cache-control"), Some("public, max-age=86400"));
     assert_eq!(css.header("x-content-type-options"), Some("nosniff"));
     assert!(css.text().contains("label.check"), "{}", css.text());
+    // Only the stylesheet itself is cacheable: a wrong method is not.
+    let wrong = request(Method::POST, &gw.url("/.signoff/signoff.css"), &[], None).await;
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.header("cache-control"), Some("no-store"));
 
     let token = gw.login(USER, PASSWORD).await;
     let c = cookie(&token);

@@ -8,6 +8,7 @@ use axum::http::header::{self, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use super::pages::StaticAsset;
 use super::proxy::no_store;
 
 /// Every answer on an HTTPS site: `Strict-Transport-Security`, when on
@@ -21,9 +22,12 @@ pub(super) fn with_hsts(mut response: Response, hsts: Option<HeaderValue>) -> Re
     response
 }
 
-/// Every response of signoff's own routes: no-store, and nosniff.
+/// Every response of signoff's own routes: no-store (but a
+/// [`StaticAsset`]), and nosniff.
 pub(super) async fn own_response(mut response: Response) -> Response {
-    no_store(response.headers_mut());
+    if response.extensions().get::<StaticAsset>().is_none() {
+        no_store(response.headers_mut());
+    }
     response.headers_mut().insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

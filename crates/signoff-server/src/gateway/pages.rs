@@ -132,10 +132,16 @@ pub fn password(status: StatusCode, page: &PasswordPage<'_>) -> Response {
     respond(status, page)
 }
 
+/// Marks a response that is the same for everyone and keeps its own
+/// `Cache-Control` (signoff's other responses are `no-store`).
+#[derive(Clone, Copy)]
+pub struct StaticAsset;
+
 /// `GET /signoff.css`: the same bytes for the life of the process, so
 /// browsers may keep it a day (a new release is at most a day stale).
 pub async fn stylesheet() -> Response {
     let mut response = STYLESHEET.into_response();
+    response.extensions_mut().insert(StaticAsset);
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -144,10 +150,6 @@ pub async fn stylesheet() -> Response {
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=86400"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
     );
     response
 }

@@ -30,15 +30,7 @@ pub(super) fn routes(gw: &Gateway) -> Router<Arc<Gateway>> {
         .route(&format!("{p}/signed-out"), get(signed_out))
         .route(&format!("{p}/status"), get(status))
         .route(&format!("{p}/guard.js"), get(guard_js))
-}
-
-/// `PREFIX/signoff.css`, the pages' stylesheet: merged outside the prefix
-/// middleware, so it keeps its own `Cache-Control`.
-pub(super) fn stylesheet_route(gw: &Gateway) -> Router<Arc<Gateway>> {
-    Router::new().route(
-        &format!("{}/signoff.css", gw.settings.prefix),
-        get(pages::stylesheet),
-    )
+        .route(&format!("{p}/signoff.css"), get(pages::stylesheet))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -132,9 +132,7 @@ impl Gateway {
                 own_body::with_deadline(req, within)
             }))
             // `layer`, not `route_layer`: 405s for a wrong method get it too.
-            .layer(middleware::map_response(layers::own_response))
-            // After the layers above, so it keeps its own `Cache-Control`.
-            .merge(sign_in::stylesheet_route(&self));
+            .layer(middleware::map_response(layers::own_response));
         let hsts = self.settings.hsts.clone();
         own.merge(proxy::routes(&self))
             .layer(middleware::map_response(move |response: Response| {

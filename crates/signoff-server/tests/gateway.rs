@@ -1111,3 +1111,45 @@ async fn https_answers_carry_hsts() {
     let r = get(&plain.url("/.signoff/login"), &[]).await;
     assert!(r.header("strict-transport-security").is_none());
 }
+
+#[tokio::test]
+async fn own_pages_use_the_one_stylesheet_and_no_inline_style() {
+    let Some((_up, gw)) = start(&[]) else { return };
+    let css = get(&gw.url("/.signoff/signoff.css"), &[]).await;
+    assert_eq!(css.status, 200);
+    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
+    assert_eq!(css.header("cache-control"), Some("public, max-age=86400"));
+    assert_eq!(css.header("x-content-type-options"), Some("nosniff"));
+    assert!(css.text().contains("label.check"), "{}", css.text());
+    // Only the stylesheet itself is cacheable: a wrong method is not.
+    let wrong = request(Method::POST, &gw.url("/.signoff/signoff.css"), &[], None).await;
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.header("cache-control"), Some("no-store"));
+
+    let token = gw.login(USER, PASSWORD).await;
+    let c = cookie(&token);
+    for path in [
+        "/.signoff/login",
+        "/.signoff/logout",
+        "/.signoff/signed-out",
+        "/.signoff/no-such-page",
+        "/.signoff/sessions",
+        "/.signoff/reauth",
+        "/.signoff/password",
+    ] {
+        let page = get(&gw.url(path), &[("cookie", &c)]).await;
+        assert!([200, 404].contains(&page.status), "{path}: {}", page.status);
+        let html = page.text();
+        assert!(
+            html.contains("<link rel=\"stylesheet\" href=\"/.signoff/signoff.css\">"),
+            "{path}: {html}"
+        );
+        assert!(
+            !html.contains("style=") && !html.contains("<style"),
+            "{path}: {html}"
+        );
+        let csp = page.header("content-security-policy").unwrap_or_default();
+        assert!(csp.contains("style-src 'self';"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+    }
+}

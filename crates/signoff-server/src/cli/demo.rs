@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use askama::Template;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -17,7 +18,6 @@ use crate::backend;
 use crate::config::{
     ListenOptions, LoginFile, Options, ProxyOptions, SessionOptions, StoreOptions, TokenModeOptions,
 };
-use crate::gateway::pages::escape;
 
 /// `signoff demo` flags.
 #[derive(Debug, Args)]
@@ -42,32 +42,37 @@ pub struct DemoArgs {
 /// The demo user's login name.
 pub const DEMO_USER: &str = "demo";
 
-/// Records every `pageshow` so a person (or a browser test) can see
-/// whether the page came from the back/forward cache.
-const PAGESHOW_RECORDER: &str = "<script>window.__pageshowRecorder=true;addEventListener('pageshow',function(e){\
-var c=(window.__pageshow?window.__pageshow.count:0)+1;\
-window.__pageshow={count:c,persisted:e.persisted,at:Date.now()};\
-var s=document.getElementById('pageshow');if(s){s.textContent='pageshow #'+c+(e.persisted?' (from the back/forward cache)':'');}});</script>";
+/// The demo app's home page. Every demo page records each `pageshow`, so
+/// a person (or a browser test) can see whether the page came from the
+/// back/forward cache (`templates/demo/base.html`).
+#[derive(Template)]
+#[template(path = "demo/home.html")]
+struct HomePage;
 
-fn layout(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title>{PAGESHOW_RECORDER}</head><body>\
-         <nav><a href=\"/\">Home</a> · <a href=\"/public\">Public page</a> · \
-         <a href=\"/private/a\">Private page A</a> · <a href=\"/private/b\">Private page B</a></nav>\
-         {body}<p><small id=\"pageshow\"></small></p></body></html>\n"
-    )
+/// A page anyone may see.
+#[derive(Template)]
+#[template(path = "demo/public.html")]
+struct PublicPage;
+
+/// A page behind signoff, showing who signoff says is signed in.
+#[derive(Template)]
+#[template(path = "demo/private.html")]
+struct PrivatePage<'a> {
+    which: &'a str,
+    user: &'a str,
+    csrf: &'a str,
 }
 
-async fn home() -> Html<String> {
-    Html(layout(
-        "signoff demo",
-        "<h1>signoff demo</h1><p>This app knows nothing about sessions: signoff, in front \
-         of it, owns sign-in and sign-out. The private pages ask browsers to cache them for \
-         an hour; signoff overrides that. Sign in, open both private pages, sign out, then \
-         press Back.</p>",
-    ))
+/// A demo page as HTML.
+fn render(page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => (http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn home() -> Response {
+    render(&HomePage)
 }
 
 async fn public() -> Response {
@@ -76,10 +81,7 @@ async fn public() -> Response {
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=60"),
         )],
-        Html(layout(
-            "Public page",
-            "<h1>Public page</h1><p>Anyone may see this page, and browsers may cache it.</p>",
-        )),
+        render(&PublicPage),
     )
         .into_response()
 }
@@ -92,23 +94,20 @@ fn private(which: &str, headers: &HeaderMap) -> Response {
             .unwrap_or("")
             .to_owned()
     };
-    let user = escape(&get("x-signoff-user"));
-    let csrf = escape(&get("x-signoff-csrf"));
-    let body = format!(
-        "<h1>Private page {which}</h1>\
-         <p>Signed in as <b id=\"user\">{user}</b>. PRIVATE-{which}: this text must never be \
-         visible after sign-out, not even with Back.</p>\
-         <form method=\"post\" action=\"/.signoff/logout\">\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-         <button id=\"logout\" type=\"submit\">Sign out</button></form>"
-    );
+    let user = get("x-signoff-user");
+    let csrf = get("x-signoff-csrf");
+    let page = render(&PrivatePage {
+        which,
+        user: &user,
+        csrf: &csrf,
+    });
     (
         // What a careless app sends; signoff replaces it with no-store.
         [(
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=3600"),
         )],
-        Html(layout(&format!("Private page {which}"), &body)),
+        page,
     )
         .into_response()
 }

@@ -6,157 +6,132 @@
 //! current one needs a recent authentication ([`signoff::Policy::recent_auth`]);
 //! without one the browser is sent to the re-entry page first.
 
-// Handlers return `Err(response)` to answer early; a `Response` is large,
-// but these are not hot paths and boxing it would only add noise.
-#![allow(clippy::result_large_err)]
-
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use axum::extract::{Query, Request, State};
-use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::header::{self, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
 use serde::Deserialize;
 use signoff::{AccountError, Actor, AuditEvent, AuditKind, Session, SessionHandle, UserId};
 
-use super::pages::{escape, page};
-use super::{peer_ip, read_form, redirect, AppState, Auth, Authenticated, Gateway, Intent};
+use super::client_addr::ClientAddr;
+use super::csrf_form::{CsrfForm, IntentForm, Proof};
+use super::error_pages::error_page;
+use super::pages;
+use super::sign_in::signed_out_response;
+use super::signed_in::{sign_in_first, Authenticated, SignedIn, ToPassword, ToSessions};
+use super::{cookies, redirect, AppState, Gateway};
 use crate::display;
 
-impl Gateway {
-    /// The signed-in user of an HTML page, or the response to send instead
-    /// (to the login page, coming back to `here`; or 503).
-    async fn page_user(&self, headers: &HeaderMap, here: &str) -> Result<Authenticated, Response> {
-        match self.authenticate(headers).await {
-            Auth::SignedIn(auth) => Ok(*auth),
-            Auth::Anonymous { stale } => Err(self.sign_in_first(true, here, stale)),
-            Auth::Unavailable => Err(self.unavailable()),
-        }
-    }
-
-    /// Refuses a state change a browser says came from another site, or
-    /// whose CSRF token does not belong to this session.
-    fn check_intent(
-        &self,
-        headers: &HeaderMap,
-        auth: &Authenticated,
-        csrf: Option<&str>,
-    ) -> Result<(), Response> {
-        let csrf_ok = csrf.is_some_and(|c| signoff::csrf::verify(&auth.token, c));
-        if self.same_origin(headers) == Intent::Foreign || !csrf_ok {
-            tracing::warn!(target: "signoff::auth", "refused an account change without proof of intent");
-            return Err(self.error_page(
-                StatusCode::FORBIDDEN,
-                "Request refused",
-                "This request did not come from this site's own page, so nothing was changed.",
-            ));
-        }
-        Ok(())
-    }
-
-    fn see_other(&self, location: &str) -> Response {
-        let mut r = StatusCode::SEE_OTHER.into_response();
-        if let Ok(v) = HeaderValue::from_str(location) {
-            r.headers_mut().insert(header::LOCATION, v);
-        }
-        r
-    }
-
-    fn sessions_url(&self) -> String {
-        format!("{}/sessions", self.settings.prefix)
-    }
-
-    /// Where to send a user who must enter their password again first.
-    fn reauth_first(&self) -> Response {
-        let next: String =
-            form_urlencoded::byte_serialize(self.sessions_url().as_bytes()).collect();
-        self.see_other(&format!("{}/reauth?next={next}", self.settings.prefix))
-    }
-
-    fn store_failed(&self, what: &str, e: &dyn std::fmt::Display) -> Response {
-        self.count_store_error();
-        tracing::error!(error = %e, "{what} failed: the store is unavailable");
-        self.error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not done",
-            "The session store is unavailable, so nothing was changed. Try again in a moment.",
+/// The account family's routes.
+pub(super) fn routes(gw: &Gateway) -> Router<Arc<Gateway>> {
+    let p = &gw.settings.prefix;
+    Router::new()
+        .route(&format!("{p}/sessions"), get(sessions_page))
+        .route(&format!("{p}/sessions/end"), post(end_one))
+        .route(&format!("{p}/sessions/end-others"), post(end_others))
+        .route(&format!("{p}/sessions/end-all"), post(end_all))
+        .route(&format!("{p}/reauth"), get(reauth_page).post(reauth_submit))
+        .route(
+            &format!("{p}/password"),
+            get(password_page).post(password_submit),
         )
-    }
+}
 
-    /// An audit event done by the signed-in user from `session`.
-    fn by_user(
-        &self,
-        kind: AuditKind,
-        auth: &Authenticated,
-        session: &Session,
-        ip: IpAddr,
-    ) -> AuditEvent {
-        AuditEvent::new(kind, self.sessions.now())
-            .user(session.user_id.as_ref(), Some(&auth.user))
-            .session(&session.handle)
-            .by(Actor::User)
-            .ip(ip)
+fn see_other(location: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
     }
+    r
+}
 
-    /// Records a failed password check by a signed-in user.
-    async fn record_password_failure(&self, auth: &Authenticated, ip: IpAddr, reason: &str) {
-        self.audit(
-            self.by_user(AuditKind::LoginFailed, auth, &auth.session, ip)
-                .reason(reason),
-        )
-        .await;
+fn sessions_url(gw: &Gateway) -> String {
+    format!("{}/sessions", gw.settings.prefix)
+}
+
+/// Where to send a user who must enter their password again first.
+fn reauth_first(gw: &Gateway) -> Response {
+    let next: String = form_urlencoded::byte_serialize(sessions_url(gw).as_bytes()).collect();
+    see_other(&format!("{}/reauth?next={next}", gw.settings.prefix))
+}
+
+fn store_failed(gw: &Gateway, what: &str, e: &dyn std::fmt::Display) -> Response {
+    gw.count_store_error();
+    tracing::error!(error = %e, "{what} failed: the store is unavailable");
+    error_page(
+        gw,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Not done",
+        "The session store is unavailable, so nothing was changed. Try again in a moment.",
+    )
+}
+
+/// An audit event done by the signed-in user from `session`.
+fn by_user(
+    gw: &Gateway,
+    kind: AuditKind,
+    auth: &Authenticated,
+    session: &Session,
+    ip: IpAddr,
+) -> AuditEvent {
+    AuditEvent::new(kind, gw.sessions.now())
+        .user(session.user_id.as_ref(), Some(&auth.user))
+        .session(&session.handle)
+        .by(Actor::User)
+        .ip(ip)
+}
+
+/// Checks the signed-in user's password, throttled like the login form.
+/// `Err` is the status and message for the form to show again.
+async fn check_password(
+    gw: &Gateway,
+    auth: &Authenticated,
+    ip: IpAddr,
+    password: &str,
+    reason: &str,
+) -> Result<(), (StatusCode, String)> {
+    if let Err(wait) = gw
+        .throttle
+        .attempt(ip, &auth.user, std::time::Instant::now())
+    {
+        let secs = wait.as_secs().max(1);
+        tracing::info!(target: "signoff::auth", ip = %ip, "password check refused: too many failures");
+        return Err((
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many failed attempts. Try again in {secs} seconds."),
+        ));
     }
-
-    /// Checks the signed-in user's password, throttled like the login form.
-    /// `Err` is the page to show: `form` with the error filled in.
-    async fn check_password(
-        &self,
-        auth: &Authenticated,
-        ip: IpAddr,
-        password: &str,
-        reason: &str,
-        form: impl Fn(StatusCode, &str) -> Response,
-    ) -> Result<(), Response> {
-        if let Err(wait) = self
-            .throttle
-            .attempt(ip, &auth.user, std::time::Instant::now())
-        {
-            let secs = wait.as_secs().max(1);
-            tracing::info!(target: "signoff::auth", ip = %ip, "password check refused: too many failures");
-            return Err(form(
-                StatusCode::TOO_MANY_REQUESTS,
-                &format!("Too many failed attempts. Try again in {secs} seconds."),
-            ));
+    match gw.accounts.authenticate(&auth.user, password).await {
+        Ok(_) => {
+            gw.throttle.succeeded(ip, &auth.user);
+            Ok(())
         }
-        match self.accounts.authenticate(&auth.user, password).await {
-            Ok(_) => {
-                self.throttle.succeeded(ip, &auth.user);
-                Ok(())
-            }
-            Err(AccountError::InvalidCredentials | AccountError::Disabled) => {
-                self.record_password_failure(auth, ip, reason).await;
-                Err(form(
-                    StatusCode::UNAUTHORIZED,
-                    "That password is not right.",
-                ))
-            }
-            Err(e) => {
-                self.throttle.succeeded(ip, &auth.user);
-                tracing::error!(error = %e, "a password could not be checked");
-                Err(form(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Your password cannot be checked right now. Try again in a moment.",
-                ))
-            }
+        Err(AccountError::InvalidCredentials | AccountError::Disabled) => {
+            gw.audit(by_user(gw, AuditKind::LoginFailed, auth, &auth.session, ip).reason(reason))
+                .await;
+            Err((
+                StatusCode::UNAUTHORIZED,
+                "That password is not right.".to_owned(),
+            ))
+        }
+        Err(e) => {
+            gw.throttle.succeeded(ip, &auth.user);
+            tracing::error!(error = %e, "a password could not be checked");
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Your password cannot be checked right now. Try again in a moment.".to_owned(),
+            ))
         }
     }
+}
 
-    fn csrf_field(auth: &Authenticated) -> String {
-        format!(
-            "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-            escape(&signoff::csrf::token_for(&auth.token))
-        )
-    }
+fn csrf_token(auth: &Authenticated) -> String {
+    signoff::csrf::token_for(&auth.token)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,120 +140,109 @@ pub(super) struct SessionsQuery {
 }
 
 /// `GET /sessions`: the user's live sessions.
-pub(super) async fn sessions_page(
+async fn sessions_page(
     State(gw): AppState,
     Query(q): Query<SessionsQuery>,
-    headers: HeaderMap,
+    SignedIn(auth, _): SignedIn<ToSessions>,
 ) -> Response {
-    let auth = match gw.page_user(&headers, &gw.sessions_url()).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let Some(user_id) = auth.session.user_id.clone() else {
-        return gw.sign_in_first(true, &gw.sessions_url(), true);
+        return sign_in_first(&gw, true, &sessions_url(&gw), true);
     };
     let list = match gw.sessions.list_for_user(&user_id).await {
         Ok(list) => list,
-        Err(e) => return gw.store_failed("listing sessions", &e),
+        Err(e) => return store_failed(&gw, "listing sessions", &e),
     };
-    let p = escape(&gw.settings.prefix);
-    let csrf = Gateway::csrf_field(&auth);
-    let mut rows = String::new();
+    let csrf = csrf_token(&auth);
     // The current session first, then newest first.
     let (current, others): (Vec<&Session>, Vec<&Session>) =
         list.iter().partition(|s| s.handle == auth.session.handle);
-    for s in current.into_iter().chain(others) {
-        let this = s.handle == auth.session.handle;
-        let button = if this {
-            format!(
-                "<form method=\"post\" action=\"{p}/logout\">{csrf}\
-                 <button type=\"submit\">Sign out</button></form>"
-            )
-        } else {
-            format!(
-                "<form method=\"post\" action=\"{p}/sessions/end\">{csrf}\
-                 <input type=\"hidden\" name=\"handle\" value=\"{h}\">\
-                 <button type=\"submit\">Sign out</button></form>",
-                h = s.handle
-            )
-        };
-        rows.push_str(&format!(
-            "<li class=\"session\" data-handle=\"{h}\"{cur}><b>{device}</b>{mark}<br>\
-             <small>Signed in from {ip} at {created}; last seen {seen}</small>{button}</li>",
-            h = s.handle,
-            cur = if this { " data-current=\"true\"" } else { "" },
-            device = escape(&display::device(s.user_agent.as_deref())),
-            mark = if this { " (this device)" } else { "" },
-            ip = escape(s.ip.as_deref().unwrap_or("an unknown address")),
-            created = display::time(s.created_at),
-            seen = display::time(s.last_seen_at),
-        ));
-    }
-    let notice = match q.ended {
-        Some(1) => "<p role=\"status\">Signed out 1 session.</p>".to_owned(),
-        Some(n) => format!("<p role=\"status\">Signed out {n} sessions.</p>"),
-        None => String::new(),
-    };
-    let body = format!(
-        "<main><h1>Your sessions</h1>{notice}<p>Signed in as <b>{user}</b>. These devices are \
-         signed in to your account.</p><ul class=\"sessions\">{rows}</ul>\
-         <form method=\"post\" action=\"{p}/sessions/end-others\">{csrf}\
-         <button id=\"end-others\" type=\"submit\">Sign out everywhere else</button></form>\
-         <form method=\"post\" action=\"{p}/sessions/end-all\">{csrf}\
-         <button id=\"end-all\" type=\"submit\">Sign out everywhere</button></form>\
-         <p><a href=\"{p}/password\">Change your password</a></p></main>",
-        user = escape(&auth.user),
-    );
-    page(StatusCode::OK, "Your sessions", &body)
+    let rows = current
+        .into_iter()
+        .chain(others)
+        .map(|s| pages::SessionRow {
+            handle: s.handle.to_string(),
+            current: s.handle == auth.session.handle,
+            device: display::device(s.user_agent.as_deref()),
+            ip: s.ip.as_deref().unwrap_or("an unknown address").to_owned(),
+            created: display::time(s.created_at),
+            seen: display::time(s.last_seen_at),
+        })
+        .collect();
+    pages::sessions(&pages::SessionsPage {
+        prefix: &gw.settings.prefix,
+        user: &auth.user,
+        csrf: &csrf,
+        rows,
+        ended: q.ended,
+    })
 }
 
 #[derive(Default, Deserialize)]
-pub(super) struct EndForm {
+struct EndForm {
     csrf: Option<String>,
     handle: Option<String>,
 }
 
-/// For the forms that end sessions: reads the form, checks intent, and
-/// asks for the password again unless the last authentication is recent.
-/// Returns the signed-in user and their id; `Err` is the response to send.
-async fn ending_post(
-    gw: &Gateway,
-    req: Request,
-) -> Result<(Authenticated, EndForm, UserId), Response> {
-    let headers = req.headers().clone();
-    let auth = gw.page_user(&headers, &gw.sessions_url()).await?;
-    let form: EndForm = read_form(req)
-        .await
-        .map_err(|status| super::form_error(gw, status))?;
-    gw.check_intent(&headers, &auth, form.csrf.as_deref())?;
-    if !gw.sessions.is_recent_auth(&auth.session) {
-        return Err(gw.reauth_first());
+impl IntentForm for EndForm {
+    const PROOF: Proof = Proof::Token;
+
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
     }
-    let Some(user_id) = auth.session.user_id.clone() else {
-        return Err(gw.sign_in_first(true, &gw.sessions_url(), true));
-    };
-    Ok((auth, form, user_id))
+}
+
+/// A form that ends sessions: from the signed-in user, with intent shown,
+/// and a recent authentication (else the browser is sent to enter the
+/// password again first).
+struct Ending {
+    auth: Authenticated,
+    form: EndForm,
+    user_id: UserId,
+}
+
+impl FromRequest<Arc<Gateway>> for Ending {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, gw: &Arc<Gateway>) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let SignedIn(auth, _) = SignedIn::<ToSessions>::from_request_parts(&mut parts, gw).await?;
+        let CsrfForm(form) = CsrfForm::from_request(Request::from_parts(parts, body), gw).await?;
+        if !gw.sessions.is_recent_auth(&auth.session) {
+            return Err(reauth_first(gw));
+        }
+        let Some(user_id) = auth.session.user_id.clone() else {
+            return Err(sign_in_first(gw, true, &sessions_url(gw), true));
+        };
+        Ok(Ending {
+            auth,
+            form,
+            user_id,
+        })
+    }
 }
 
 /// `POST /sessions/end`: ends one of the user's other sessions.
-pub(super) async fn end_one(State(gw): AppState, req: Request) -> Response {
-    let (auth, form, user_id) = match ending_post(&gw, req).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+async fn end_one(State(gw): AppState, ending: Ending) -> Response {
+    let Ending {
+        auth,
+        form,
+        user_id,
+    } = ending;
     let Some(handle) = form
         .handle
         .as_deref()
         .and_then(|h| h.parse::<SessionHandle>().ok())
     else {
-        return gw.error_page(
+        return error_page(
+            &gw,
             StatusCode::BAD_REQUEST,
             "Bad request",
             "The form did not name a session.",
         );
     };
     if handle == auth.session.handle {
-        return gw.error_page(
+        return error_page(
+            &gw,
             StatusCode::BAD_REQUEST,
             "Bad request",
             "To end this device's session, use Sign out.",
@@ -293,23 +257,20 @@ pub(super) async fn end_one(State(gw): AppState, req: Request) -> Response {
         Ok(ended) => {
             let n = u32::from(ended.is_some());
             tracing::info!(target: "signoff::auth", user = %auth.user, ended = n, "ended a session from the sessions page");
-            gw.see_other(&format!("{}?ended={n}", gw.sessions_url()))
+            see_other(&format!("{}?ended={n}", sessions_url(&gw)))
         }
-        Err(e) => gw.store_failed("ending a session", &e),
+        Err(e) => store_failed(&gw, "ending a session", &e),
     }
 }
 
 /// `POST /sessions/end-others`: signs out everywhere else, and rotates
 /// this session's token.
-pub(super) async fn end_others(State(gw): AppState, req: Request) -> Response {
-    let (auth, _, user_id) = match ending_post(&gw, req).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+async fn end_others(State(gw): AppState, ending: Ending) -> Response {
+    let Ending { auth, user_id, .. } = ending;
     let issued = match gw.sessions.rotate(auth.token.expose(), false).await {
         Ok(issued) => issued,
-        Err(signoff::SessionError::Store(e)) => return gw.store_failed("rotating a session", &e),
-        Err(_) => return gw.sign_in_first(true, &gw.sessions_url(), true),
+        Err(signoff::SessionError::Store(e)) => return store_failed(&gw, "rotating a session", &e),
+        Err(_) => return sign_in_first(&gw, true, &sessions_url(&gw), true),
     };
     match gw
         .sessions
@@ -323,16 +284,20 @@ pub(super) async fn end_others(State(gw): AppState, req: Request) -> Response {
     {
         Ok(n) => {
             tracing::info!(target: "signoff::auth", user = %auth.user, ended = n, "signed out everywhere else");
-            let mut r = gw.see_other(&format!("{}?ended={n}", gw.sessions_url()));
-            r.headers_mut()
-                .insert(header::SET_COOKIE, gw.set_cookie(&issued.token));
+            let mut r = see_other(&format!("{}?ended={n}", sessions_url(&gw)));
+            r.headers_mut().insert(
+                header::SET_COOKIE,
+                cookies::issue(&gw.cookie, &issued.token),
+            );
             r
         }
         Err(e) => {
             // The rotation happened: the browser must get its new token.
-            let mut r = gw.store_failed("ending the other sessions", &e);
-            r.headers_mut()
-                .insert(header::SET_COOKIE, gw.set_cookie(&issued.token));
+            let mut r = store_failed(&gw, "ending the other sessions", &e);
+            r.headers_mut().insert(
+                header::SET_COOKIE,
+                cookies::issue(&gw.cookie, &issued.token),
+            );
             r
         }
     }
@@ -340,11 +305,8 @@ pub(super) async fn end_others(State(gw): AppState, req: Request) -> Response {
 
 /// `POST /sessions/end-all`: signs out everywhere, this device included;
 /// answers like logout.
-pub(super) async fn end_all(State(gw): AppState, req: Request) -> Response {
-    let (auth, _, user_id) = match ending_post(&gw, req).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+async fn end_all(State(gw): AppState, ending: Ending) -> Response {
+    let Ending { auth, user_id, .. } = ending;
     match gw
         .sessions
         .end_all_for_user(&user_id, None, Actor::User, "sign_out_everywhere")
@@ -352,9 +314,9 @@ pub(super) async fn end_all(State(gw): AppState, req: Request) -> Response {
     {
         Ok(n) => {
             tracing::info!(target: "signoff::auth", user = %auth.user, ended = n, "signed out everywhere");
-            gw.signed_out_response()
+            signed_out_response(&gw)
         }
-        Err(e) => gw.store_failed("signing out everywhere", &e),
+        Err(e) => store_failed(&gw, "signing out everywhere", &e),
     }
 }
 
@@ -363,92 +325,86 @@ pub(super) struct NextQuery {
     next: Option<String>,
 }
 
-fn reauth_form(gw: &Gateway, auth: &Authenticated, next: &str, error: Option<&str>) -> String {
-    let error = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
-        .unwrap_or_default();
-    format!(
-        "<main><h1>Confirm it is you</h1>{error}<p>Enter the password of <b>{user}</b> to \
-         continue.</p><form method=\"post\" action=\"{p}/reauth\">{csrf}\
-         <input type=\"hidden\" name=\"next\" value=\"{next}\">\
-         <input type=\"hidden\" name=\"username\" autocomplete=\"username\" value=\"{user}\">\
-         <label for=\"password\">Password</label>\
-         <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-         <button type=\"submit\">Continue</button></form></main>",
-        p = escape(&gw.settings.prefix),
-        csrf = Gateway::csrf_field(auth),
-        user = escape(&auth.user),
-        next = escape(next),
+fn reauth_form(
+    gw: &Gateway,
+    auth: &Authenticated,
+    next: &str,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    pages::reauth(
+        status,
+        &pages::ReauthPage {
+            prefix: &gw.settings.prefix,
+            user: &auth.user,
+            csrf: &csrf_token(auth),
+            next,
+            error,
+        },
     )
 }
 
 /// `GET /reauth`: asks for the password again.
-pub(super) async fn reauth_page(
+async fn reauth_page(
     State(gw): AppState,
     Query(q): Query<NextQuery>,
-    headers: HeaderMap,
+    SignedIn(auth, _): SignedIn<ToSessions>,
 ) -> Response {
     let next = redirect::next_or_root(q.next.as_deref()).to_owned();
-    let auth = match gw.page_user(&headers, &gw.sessions_url()).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    page(
-        StatusCode::OK,
-        "Confirm it is you",
-        &reauth_form(&gw, &auth, &next, None),
-    )
+    reauth_form(&gw, &auth, &next, StatusCode::OK, None)
 }
 
 #[derive(Default, Deserialize)]
-pub(super) struct ReauthForm {
+struct ReauthForm {
     csrf: Option<String>,
     #[serde(default)]
     password: String,
     next: Option<String>,
 }
 
+impl IntentForm for ReauthForm {
+    const PROOF: Proof = Proof::Token;
+
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
 /// `POST /reauth`: checks the password, rotates the session and records
 /// the fresh authentication.
-pub(super) async fn reauth_submit(State(gw): AppState, req: Request) -> Response {
-    let headers = req.headers().clone();
-    let ip = gw.client_ip(peer_ip(&req), &headers);
-    let auth = match gw.page_user(&headers, &gw.sessions_url()).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let form: ReauthForm = match read_form(req).await {
-        Ok(f) => f,
-        Err(status) => return super::form_error(&gw, status),
-    };
-    if let Err(r) = gw.check_intent(&headers, &auth, form.csrf.as_deref()) {
-        return r;
-    }
+async fn reauth_submit(
+    State(gw): AppState,
+    ClientAddr(ip): ClientAddr,
+    SignedIn(auth, _): SignedIn<ToSessions>,
+    CsrfForm(form): CsrfForm<ReauthForm>,
+) -> Response {
     let next = redirect::next_or_root(form.next.as_deref()).to_owned();
-    let retry = |status: StatusCode, message: &str| {
-        page(
-            status,
-            "Confirm it is you",
-            &reauth_form(&gw, &auth, &next, Some(message)),
-        )
-    };
-    if let Err(r) = gw
-        .check_password(&auth, ip, &form.password, "reauth_wrong_password", retry)
-        .await
+    let retry =
+        |status: StatusCode, message: &str| reauth_form(&gw, &auth, &next, status, Some(message));
+    if let Err((status, message)) =
+        check_password(&gw, &auth, ip, &form.password, "reauth_wrong_password").await
     {
-        return r;
+        return retry(status, &message);
     }
     let issued = match gw.sessions.rotate(auth.token.expose(), true).await {
         Ok(issued) => issued,
-        Err(signoff::SessionError::Store(e)) => return gw.store_failed("re-authentication", &e),
-        Err(_) => return gw.sign_in_first(true, &next, true),
+        Err(signoff::SessionError::Store(e)) => return store_failed(&gw, "re-authentication", &e),
+        Err(_) => return sign_in_first(&gw, true, &next, true),
     };
-    gw.audit(gw.by_user(AuditKind::Reauthenticated, &auth, &issued.session, ip))
-        .await;
+    gw.audit(by_user(
+        &gw,
+        AuditKind::Reauthenticated,
+        &auth,
+        &issued.session,
+        ip,
+    ))
+    .await;
     tracing::info!(target: "signoff::auth", user = %auth.user, "re-authenticated");
-    let mut r = gw.see_other(&next);
-    r.headers_mut()
-        .insert(header::SET_COOKIE, gw.set_cookie(&issued.token));
+    let mut r = see_other(&next);
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        cookies::issue(&gw.cookie, &issued.token),
+    );
     r
 }
 
@@ -460,61 +416,39 @@ pub(super) struct PasswordQuery {
 fn password_form(
     gw: &Gateway,
     auth: &Authenticated,
+    status: StatusCode,
     notice: Option<&str>,
     error: Option<&str>,
-) -> String {
-    let error = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
-        .unwrap_or_default();
-    let notice = notice
-        .map(|n| format!("<p role=\"status\">{}</p>", escape(n)))
-        .unwrap_or_default();
-    format!(
-        "<main><h1>Change your password</h1>{notice}{error}\
-         <form method=\"post\" action=\"{p}/password\">{csrf}\
-         <input type=\"hidden\" name=\"username\" autocomplete=\"username\" value=\"{user}\">\
-         <label for=\"current\">Current password</label>\
-         <input id=\"current\" name=\"current\" type=\"password\" autocomplete=\"current-password\" required>\
-         <label for=\"new\">New password (at least {min} characters)</label>\
-         <input id=\"new\" name=\"new\" type=\"password\" autocomplete=\"new-password\" minlength=\"{min}\" required>\
-         <label for=\"confirm\">New password again</label>\
-         <input id=\"confirm\" name=\"confirm\" type=\"password\" autocomplete=\"new-password\" minlength=\"{min}\" required>\
-         <label><input id=\"end_others\" name=\"end_others\" type=\"checkbox\" value=\"on\" checked \
-         style=\"width:auto\"> Sign out my other sessions</label>\
-         <button type=\"submit\">Change password</button></form>\
-         <p><a href=\"{p}/sessions\">Your sessions</a></p></main>",
-        p = escape(&gw.settings.prefix),
-        csrf = Gateway::csrf_field(auth),
-        user = escape(&auth.user),
-        min = signoff::MIN_PASSWORD_CHARS,
+) -> Response {
+    pages::password(
+        status,
+        &pages::PasswordPage {
+            prefix: &gw.settings.prefix,
+            user: &auth.user,
+            csrf: &csrf_token(auth),
+            min: signoff::MIN_PASSWORD_CHARS,
+            notice,
+            error,
+        },
     )
 }
 
 /// `GET /password`: the password change form.
-pub(super) async fn password_page(
+async fn password_page(
     State(gw): AppState,
     Query(q): Query<PasswordQuery>,
-    headers: HeaderMap,
+    SignedIn(auth, _): SignedIn<ToPassword>,
 ) -> Response {
-    let here = format!("{}/password", gw.settings.prefix);
-    let auth = match gw.page_user(&headers, &here).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let notice = q.changed.map(|n| match n {
         0 => "Your password was changed.".to_owned(),
         1 => "Your password was changed, and 1 other session was signed out.".to_owned(),
         n => format!("Your password was changed, and {n} other sessions were signed out."),
     });
-    page(
-        StatusCode::OK,
-        "Change your password",
-        &password_form(&gw, &auth, notice.as_deref(), None),
-    )
+    password_form(&gw, &auth, StatusCode::OK, notice.as_deref(), None)
 }
 
 #[derive(Default, Deserialize)]
-pub(super) struct PasswordForm {
+struct PasswordForm {
     csrf: Option<String>,
     #[serde(default)]
     current: String,
@@ -525,47 +459,41 @@ pub(super) struct PasswordForm {
     end_others: Option<String>,
 }
 
+impl IntentForm for PasswordForm {
+    const PROOF: Proof = Proof::Token;
+
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
 /// `POST /password`: changes the password (the current one required),
 /// rotates this session and, unless unticked, ends the others.
-pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Response {
-    let headers = req.headers().clone();
-    let ip = gw.client_ip(peer_ip(&req), &headers);
+async fn password_submit(
+    State(gw): AppState,
+    ClientAddr(ip): ClientAddr,
+    SignedIn(auth, _): SignedIn<ToPassword>,
+    CsrfForm(form): CsrfForm<PasswordForm>,
+) -> Response {
     let here = format!("{}/password", gw.settings.prefix);
-    let auth = match gw.page_user(&headers, &here).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let form: PasswordForm = match read_form(req).await {
-        Ok(f) => f,
-        Err(status) => return super::form_error(&gw, status),
-    };
-    if let Err(r) = gw.check_intent(&headers, &auth, form.csrf.as_deref()) {
-        return r;
-    }
-    let retry = |status: StatusCode, message: &str| {
-        page(
-            status,
-            "Change your password",
-            &password_form(&gw, &auth, None, Some(message)),
-        )
-    };
+    let retry =
+        |status: StatusCode, message: &str| password_form(&gw, &auth, status, None, Some(message));
     if form.new != form.confirm {
         return retry(
             StatusCode::UNPROCESSABLE_ENTITY,
             "The new passwords do not match.",
         );
     }
-    if let Err(r) = gw
-        .check_password(
-            &auth,
-            ip,
-            &form.current,
-            "password_change_wrong_password",
-            retry,
-        )
-        .await
+    if let Err((status, message)) = check_password(
+        &gw,
+        &auth,
+        ip,
+        &form.current,
+        "password_change_wrong_password",
+    )
+    .await
     {
-        return r;
+        return retry(status, &message);
     }
     match gw.accounts.set_password(&auth.user, &form.new).await {
         Ok(_) => {}
@@ -576,19 +504,26 @@ pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Respon
         ) => {
             return retry(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string());
         }
-        Err(e) => return gw.store_failed("changing a password", &e),
+        Err(e) => return store_failed(&gw, "changing a password", &e),
     }
-    gw.audit(gw.by_user(AuditKind::PasswordChanged, &auth, &auth.session, ip))
-        .await;
+    gw.audit(by_user(
+        &gw,
+        AuditKind::PasswordChanged,
+        &auth,
+        &auth.session,
+        ip,
+    ))
+    .await;
     let end_others = form.end_others.is_some();
     let Some(user_id) = auth.session.user_id.clone() else {
-        return gw.sign_in_first(true, &here, true);
+        return sign_in_first(&gw, true, &here, true);
     };
     // The password has changed: from here on, rotate this session, then end
     // the others, and say plainly if either could not be done.
     let not_updated = |gw: &Gateway, e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "password changed, but the sessions could not be updated");
-        gw.error_page(
+        error_page(
+            gw,
             StatusCode::SERVICE_UNAVAILABLE,
             "Password changed, sessions not updated",
             "Your password was changed, but the session store is unavailable, so your \
@@ -610,7 +545,7 @@ pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Respon
                     return not_updated(&gw, &e);
                 }
             }
-            return gw.sign_in_first(true, &here, true);
+            return sign_in_first(&gw, true, &here, true);
         }
     };
     let ended = if end_others {
@@ -627,8 +562,10 @@ pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Respon
             Ok(n) => n,
             Err(e) => {
                 let mut r = not_updated(&gw, &e);
-                r.headers_mut()
-                    .insert(header::SET_COOKIE, gw.set_cookie(&issued.token));
+                r.headers_mut().insert(
+                    header::SET_COOKIE,
+                    cookies::issue(&gw.cookie, &issued.token),
+                );
                 return r;
             }
         }
@@ -636,8 +573,10 @@ pub(super) async fn password_submit(State(gw): AppState, req: Request) -> Respon
         0
     };
     tracing::info!(target: "signoff::auth", user = %auth.user, ended, "password changed");
-    let mut r = gw.see_other(&format!("{here}?changed={ended}"));
-    r.headers_mut()
-        .insert(header::SET_COOKIE, gw.set_cookie(&issued.token));
+    let mut r = see_other(&format!("{here}?changed={ended}"));
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        cookies::issue(&gw.cookie, &issued.token),
+    );
     r
 }

@@ -9,15 +9,11 @@
 //! (no CSRF). The OpenAPI document at `openapi.json` is generated from the
 //! handlers below by utoipa and needs no token.
 
-// Handlers return `Err(response)` to answer early; a `Response` is large,
-// but these are not hot paths and boxing it would only add noise.
-#![allow(clippy::result_large_err)]
-
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +28,7 @@ use subtle::ConstantTimeEq;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::own_body::BodyError;
+use super::own_body::{self, BodyError};
 use super::{AppState, Gateway};
 use crate::display;
 
@@ -76,8 +72,13 @@ pub fn openapi(prefix: &str) -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// The admin API, at `PREFIX/admin`.
+pub(super) fn routes(gw: &Arc<Gateway>) -> Router<Arc<Gateway>> {
+    Router::new().nest(&format!("{}/admin", gw.settings.prefix), router(gw))
+}
+
 /// The admin routes, to be nested at `PREFIX/admin`.
-pub(super) fn router(gw: &Arc<Gateway>) -> Router<Arc<Gateway>> {
+fn router(gw: &Arc<Gateway>) -> Router<Arc<Gateway>> {
     // The token check wraps each method's handler, not the route: a method
     // the route does not serve gets 405 before the token is looked at.
     let token = || middleware::from_fn_with_state(gw.clone(), require_token);
@@ -355,20 +356,65 @@ impl From<AuditEvent> for AuditEventJson {
     }
 }
 
-async fn find_user(gw: &Gateway, name: &str) -> Result<User, Response> {
+/// Why a user named in a request could not be had.
+enum NoUser {
+    /// 404: no user has this name.
+    Unknown,
+    /// 503: the store could not answer (logged).
+    Unavailable,
+}
+
+impl IntoResponse for NoUser {
+    fn into_response(self) -> Response {
+        match self {
+            NoUser::Unknown => error(
+                StatusCode::NOT_FOUND,
+                "unknown_user",
+                "no user has this name",
+            ),
+            NoUser::Unavailable => unavailable_answer(),
+        }
+    }
+}
+
+async fn find_user(gw: &Gateway, name: &str) -> Result<User, NoUser> {
     match gw.accounts.user(name).await {
         Ok(u) => Ok(u),
-        Err(AccountError::UnknownUser) => Err(error(
-            StatusCode::NOT_FOUND,
-            "unknown_user",
-            "no user has this name",
-        )),
-        Err(e) => Err(unavailable(&e)),
+        Err(AccountError::UnknownUser) => Err(NoUser::Unknown),
+        Err(e) => {
+            log_unavailable(&e);
+            Err(NoUser::Unavailable)
+        }
+    }
+}
+
+/// The user the path names (`/users/{name}`).
+struct NamedUser(User);
+
+impl FromRequestParts<Arc<Gateway>> for NamedUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, Response> {
+        let Path(name) = Path::<String>::from_request_parts(parts, gw)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        find_user(gw, &name)
+            .await
+            .map(NamedUser)
+            .map_err(IntoResponse::into_response)
     }
 }
 
 fn unavailable(e: &dyn std::fmt::Display) -> Response {
+    log_unavailable(e);
+    unavailable_answer()
+}
+
+fn log_unavailable(e: &dyn std::fmt::Display) {
     tracing::error!(error = %e, "admin request failed: the store is unavailable");
+}
+
+fn unavailable_answer() -> Response {
     let mut r = error(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
@@ -397,11 +443,8 @@ async fn list_users(State(gw): AppState) -> Response {
     (status = 401, description = "Missing or wrong token", body = ApiError),
     (status = 404, description = "Unknown user", body = ApiError),
 ))]
-async fn get_user(State(gw): AppState, Path(name): Path<String>) -> Response {
-    match find_user(&gw, &name).await {
-        Ok(user) => ok(&UserJson::from(&user)),
-        Err(r) => r,
-    }
+async fn get_user(NamedUser(user): NamedUser) -> Response {
+    ok(&UserJson::from(&user))
 }
 
 /// Disable (ending all sessions) or enable a user.
@@ -415,14 +458,15 @@ async fn get_user(State(gw): AppState, Path(name): Path<String>) -> Response {
         (status = 413, description = "Body too large", body = ApiError),
         (status = 415, description = "Not application/json", body = ApiError),
 ))]
-async fn patch_user(State(gw): AppState, Path(name): Path<String>, req: Request) -> Response {
-    let patch: PatchUser = match read_json(req).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+async fn patch_user(
+    State(gw): AppState,
+    Path(name): Path<String>,
+    AdminJson(patch): AdminJson<PatchUser>,
+) -> Response {
+    // Looked up after the body is read: a bad body is 400 whoever it names.
     let user = match find_user(&gw, &name).await {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(no) => return no.into_response(),
     };
     let user = match gw.accounts.set_disabled(&user.name, patch.disabled).await {
         Ok(u) => u,
@@ -474,11 +518,7 @@ async fn patch_user(State(gw): AppState, Path(name): Path<String>, req: Request)
     (status = 401, description = "Missing or wrong token", body = ApiError),
     (status = 404, description = "Unknown user", body = ApiError),
 ))]
-async fn user_sessions(State(gw): AppState, Path(name): Path<String>) -> Response {
-    let user = match find_user(&gw, &name).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
+async fn user_sessions(State(gw): AppState, NamedUser(user): NamedUser) -> Response {
     match gw.sessions.list_for_user(&user.id).await {
         Ok(list) => ok(&list.iter().map(SessionJson::from).collect::<Vec<_>>()),
         Err(e) => unavailable(&e),
@@ -491,11 +531,7 @@ async fn user_sessions(State(gw): AppState, Path(name): Path<String>) -> Respons
     (status = 401, description = "Missing or wrong token", body = ApiError),
     (status = 404, description = "Unknown user", body = ApiError),
 ))]
-async fn end_user_sessions(State(gw): AppState, Path(name): Path<String>) -> Response {
-    let user = match find_user(&gw, &name).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
+async fn end_user_sessions(State(gw): AppState, NamedUser(user): NamedUser) -> Response {
     match gw
         .sessions
         .end_all_for_user(&user.id, None, Actor::Admin, "admin")
@@ -569,7 +605,7 @@ async fn audit(State(gw): AppState, Query(p): Query<AuditParams>) -> Response {
     if let Some(name) = &p.user {
         match find_user(&gw, name).await {
             Ok(u) => query.user_id = Some(u.id),
-            Err(r) => return r,
+            Err(no) => return no.into_response(),
         }
     }
     if let Some(since) = &p.since {
@@ -599,42 +635,40 @@ async fn audit(State(gw): AppState, Query(p): Query<AuditParams>) -> Response {
     }
 }
 
-/// Reads a JSON body of at most [`MAX_JSON_BYTES`].
-async fn read_json<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, Response> {
-    let is_json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send Content-Type: application/json",
-        ));
+/// A JSON body of at most [`MAX_JSON_BYTES`].
+struct AdminJson<T>(T);
+
+impl<S: Send + Sync, T: for<'de> Deserialize<'de>> FromRequest<S> for AdminJson<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Response> {
+        let bytes = own_body::read(req, "application/json", MAX_JSON_BYTES)
+            .await
+            .map_err(|e| match e {
+                BodyError::WrongType => error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send Content-Type: application/json",
+                ),
+                BodyError::TooLarge => error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the body must be at most {MAX_JSON_BYTES} bytes"),
+                ),
+                BodyError::TooSlow => error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    "the body took too long to arrive",
+                ),
+            })?;
+        serde_json::from_slice(&bytes).map(AdminJson).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not the expected JSON: {e}"),
+            )
+        })
     }
-    let bytes: Bytes = super::own_body::read(req.into_body(), MAX_JSON_BYTES)
-        .await
-        .map_err(|e| match e {
-            BodyError::TooLarge => error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the body must be at most {MAX_JSON_BYTES} bytes"),
-            ),
-            BodyError::TooSlow => error(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                "the body took too long to arrive",
-            ),
-        })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("the body is not the expected JSON: {e}"),
-        )
-    })
 }
 
 #[cfg(test)]

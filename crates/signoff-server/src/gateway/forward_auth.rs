@@ -34,14 +34,21 @@
 //! page returns to. The forwarded URI is used as `next` only if it is a
 //! same-origin path ([`redirect::safe_next`]).
 
+use std::sync::Arc;
+
 use axum::extract::{RawQuery, Request, State};
 use axum::http::header::{HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
 
 use signoff::token_mode::{kind_of, TokenKind};
 
-use super::{bearer, identity_headers, redirect, wants_html, AppState, QuietLog, Who};
+use super::error_pages::{error_page, unavailable};
+use super::layers::QuietLog;
+use super::signed_in::{self, bearer, login_url, sign_in_first, wants_html, Who};
+use super::{cookies, identity_headers, public_path, redirect, token_mode, AppState, Gateway};
 
 /// The header naming the login page (with `next`) on a 401.
 const LOGIN_HEADER: &str = "x-signoff-login";
@@ -108,18 +115,20 @@ fn redirect_mode(query: Option<&str>) -> bool {
 }
 
 /// `{prefix}/auth`, any method.
-pub(super) async fn check(
-    State(gw): AppState,
-    RawQuery(query): RawQuery,
-    req: Request,
-) -> Response {
+pub(super) fn routes(gw: &Gateway) -> Router<Arc<Gateway>> {
+    Router::new().route(&format!("{}/auth", gw.settings.prefix), any(check))
+}
+
+/// The check itself.
+async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> Response {
     let headers = req.headers();
     if let Some(name) = headers
         .keys()
         .find(|n| identity_headers::escaped_the_proxy(n.as_str()))
     {
         tracing::info!(header = %name, "refused: the proxy passed on a header only signoff may set");
-        return gw.error_page(
+        return error_page(
+            &gw,
             StatusCode::FORBIDDEN,
             "Request refused",
             "The request carries a header that only the sign-in gateway may set.",
@@ -130,7 +139,8 @@ pub(super) async fn check(
             "refused: X-Forwarded-Uri/-Method and X-Original-URI/-Method disagree; \
              the proxy must set one and clear the other (docs/forward-auth.md)"
         );
-        return gw.error_page(
+        return error_page(
+            &gw,
             StatusCode::FORBIDDEN,
             "Request refused",
             "The proxy in front sent two different original requests.",
@@ -138,17 +148,19 @@ pub(super) async fn check(
     }
     // Public, like `signoff serve`: no session needed, none looked up, and
     // no identity for the app.
-    if forwarded_path(headers).is_some_and(|path| gw.is_public(path)) {
+    if forwarded_path(headers).is_some_and(|path| public_path::is_public(&gw.settings, path)) {
         let mut r = StatusCode::OK.into_response();
         r.extensions_mut().insert(QuietLog);
         return r;
     }
-    let cookie = gw.session_cookie(headers);
+    let cookie = cookies::read(headers, &gw.cookie.name);
     let presented = cookie.or_else(|| bearer(headers));
     // An access token (token mode): checked like on proxied requests.
     let who = match (cookie, presented) {
-        (None, Some(raw)) if kind_of(raw) == TokenKind::Access => gw.identify_bearer(raw).await,
-        _ => Who::from(gw.validate(presented).await),
+        (None, Some(raw)) if kind_of(raw) == TokenKind::Access => {
+            token_mode::identify_bearer(&gw, raw).await
+        }
+        _ => Who::from(signed_in::validate(&gw, &gw.sessions, presented).await),
     };
     match who {
         Who::Known(identity) => {
@@ -168,8 +180,8 @@ pub(super) async fn check(
             }
             r
         }
-        Who::Unavailable => gw.unavailable(),
-        Who::BadBearer(why) => gw.invalid_token(&why),
+        Who::Unavailable => unavailable(&gw),
+        Who::BadBearer(why) => token_mode::invalid_token(&why),
         Who::Anonymous { stale } => {
             let original = original(headers);
             let method = original.method.as_ref().unwrap_or(req.method());
@@ -178,11 +190,12 @@ pub(super) async fn check(
             // client's to drop.
             let stale = stale && cookie.is_some();
             if navigable && redirect_mode(query.as_deref()) {
-                return gw.sign_in_first(true, original.next, stale);
+                return sign_in_first(&gw, true, original.next, stale);
             }
-            let mut r = gw.sign_in_first(false, original.next, stale);
+            let mut r = sign_in_first(&gw, false, original.next, stale);
             if navigable {
-                if let Ok(v) = HeaderValue::from_str(&gw.login_url(original.next)) {
+                if let Ok(v) = HeaderValue::from_str(&login_url(&gw.settings.prefix, original.next))
+                {
                     r.headers_mut().insert(LOGIN_HEADER, v);
                 }
             }

@@ -69,22 +69,36 @@ pub(super) fn with_deadline(req: Request, within: Duration) -> Request {
 
 /// Why a body could not be read.
 pub(super) enum BodyError {
+    /// Not of the expected `Content-Type`.
+    WrongType,
     /// Larger than the limit (or broken off).
     TooLarge,
     /// Not all there by its deadline.
     TooSlow,
 }
 
-/// Reads a whole body of at most `limit` bytes.
-pub(super) async fn read(body: Body, limit: usize) -> Result<Bytes, BodyError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(c) = cause {
-            if c.is::<TooSlow>() {
-                return BodyError::TooSlow;
+/// Reads a whole body of at most `limit` bytes whose `Content-Type` is
+/// `media_type` (parameters aside); the type is checked first.
+pub(super) async fn read(req: Request, media_type: &str, limit: usize) -> Result<Bytes, BodyError> {
+    let typed = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(media_type));
+    if !typed {
+        return Err(BodyError::WrongType);
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(c) = cause {
+                if c.is::<TooSlow>() {
+                    return BodyError::TooSlow;
+                }
+                cause = c.source();
             }
-            cause = c.source();
-        }
-        BodyError::TooLarge
-    })
+            BodyError::TooLarge
+        })
 }

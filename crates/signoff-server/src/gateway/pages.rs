@@ -1,63 +1,181 @@
 //! signoff's own pages: plain HTML that works without JavaScript, with a
 //! strict Content-Security-Policy of their own.
+//!
+//! Every page is an auto-escaping template in `templates/` (on the shared
+//! `base.html`), filled from a page model here; every page links the one
+//! stylesheet, [`STYLESHEET`], served at `{prefix}/signoff.css`.
 
-use std::sync::OnceLock;
-
+use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use sha2::{Digest, Sha256};
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:26rem;margin:2rem auto;padding:0 1rem;line-height:1.5}\
-label{display:block;margin-top:1rem}input{width:100%;box-sizing:border-box;padding:.6rem;font-size:1rem}\
-button{margin-top:1.2rem;padding:.6rem 1.2rem;font-size:1rem}.error{color:#a00}";
+/// The stylesheet of every signoff page.
+pub const STYLESHEET: &str = include_str!("../../templates/signoff.css");
 
-/// The CSP of every signoff page: nothing but this stylesheet; forms post
-/// only to this origin; no framing.
-fn csp() -> &'static HeaderValue {
-    static CSP: OnceLock<HeaderValue> = OnceLock::new();
-    CSP.get_or_init(|| {
-        let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE));
-        let value = format!(
-            "default-src 'none'; style-src 'sha256-{hash}'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'"
-        );
-        HeaderValue::from_str(&value)
-            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"))
-    })
+/// The CSP of every signoff page: styles only from this origin (the
+/// stylesheet), no scripts; forms post only to this origin; no framing.
+const CSP: &str = "default-src 'none'; style-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+/// The login form. `next` is kept in a hidden field.
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage<'a> {
+    pub prefix: &'a str,
+    pub next: &'a str,
+    pub username: &'a str,
+    pub error: Option<&'a str>,
 }
 
-/// Escapes text for HTML element content and quoted attributes.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// The confirmation asked by `GET /logout`, which itself changes nothing.
+#[derive(Template)]
+#[template(path = "logout.html")]
+pub struct LogoutPage<'a> {
+    pub prefix: &'a str,
+    pub csrf: Option<&'a str>,
 }
 
-/// A complete page. `body` must already be escaped.
-pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{}</title><style>{STYLE}</style></head><body>\n{body}\n</body></html>\n",
-        escape(title)
+/// After logout.
+#[derive(Template)]
+#[template(path = "signed_out.html")]
+pub struct SignedOutPage<'a> {
+    pub prefix: &'a str,
+}
+
+/// A plain message: errors and refusals.
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct MessagePage<'a> {
+    pub prefix: &'a str,
+    pub heading: &'a str,
+    pub text: &'a str,
+}
+
+/// The signed-in user's sessions, the current one first.
+#[derive(Template)]
+#[template(path = "sessions.html")]
+pub struct SessionsPage<'a> {
+    pub prefix: &'a str,
+    pub user: &'a str,
+    pub csrf: &'a str,
+    pub rows: Vec<SessionRow>,
+    /// How many sessions the last action signed out, if any.
+    pub ended: Option<u32>,
+}
+
+/// One session on the sessions page, its times already formatted.
+pub struct SessionRow {
+    pub handle: String,
+    pub current: bool,
+    pub device: String,
+    pub ip: String,
+    pub created: String,
+    pub seen: String,
+}
+
+/// The password re-entry form; `next` is kept in a hidden field.
+#[derive(Template)]
+#[template(path = "reauth.html")]
+pub struct ReauthPage<'a> {
+    pub prefix: &'a str,
+    pub user: &'a str,
+    pub csrf: &'a str,
+    pub next: &'a str,
+    pub error: Option<&'a str>,
+}
+
+/// The password change form.
+#[derive(Template)]
+#[template(path = "password.html")]
+pub struct PasswordPage<'a> {
+    pub prefix: &'a str,
+    pub user: &'a str,
+    pub csrf: &'a str,
+    /// The shortest password accepted.
+    pub min: usize,
+    pub notice: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+/// `GET /login`, and the login form again with an error.
+pub fn login(status: StatusCode, page: &LoginPage<'_>) -> Response {
+    respond(status, page)
+}
+
+/// `GET /logout`.
+pub fn logout(page: &LogoutPage<'_>) -> Response {
+    respond(StatusCode::OK, page)
+}
+
+/// `GET /signed-out`.
+pub fn signed_out(page: &SignedOutPage<'_>) -> Response {
+    respond(StatusCode::OK, page)
+}
+
+/// An error or refusal.
+pub fn message(status: StatusCode, page: &MessagePage<'_>) -> Response {
+    respond(status, page)
+}
+
+/// `GET /sessions`.
+pub fn sessions(page: &SessionsPage<'_>) -> Response {
+    respond(StatusCode::OK, page)
+}
+
+/// `GET /reauth`, and the form again with an error.
+pub fn reauth(status: StatusCode, page: &ReauthPage<'_>) -> Response {
+    respond(status, page)
+}
+
+/// `GET /password`, and the form again with an error.
+pub fn password(status: StatusCode, page: &PasswordPage<'_>) -> Response {
+    respond(status, page)
+}
+
+/// Marks a response that is the same for everyone and keeps its own
+/// `Cache-Control` (signoff's other responses are `no-store`).
+#[derive(Clone, Copy)]
+pub struct StaticAsset;
+
+/// `GET /signoff.css`: the same bytes for the life of the process, so
+/// browsers may keep it a day (a new release is at most a day stale).
+pub async fn stylesheet() -> Response {
+    let mut response = STYLESHEET.into_response();
+    response.extensions_mut().insert(StaticAsset);
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
     );
-    let mut response = (status, html).into_response();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=86400"),
+    );
+    response
+}
+
+/// A rendered page with signoff's own headers.
+fn respond(status: StatusCode, page: &impl Template) -> Response {
+    let mut response = match page.render() {
+        Ok(html) => (status, html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a page could not be rendered");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered\n",
+            )
+                .into_response()
+        }
+    };
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    h.insert(header::CONTENT_SECURITY_POLICY, csp().clone());
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
@@ -66,82 +184,353 @@ pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
     response
 }
 
-/// The login form. `next` is kept in a hidden field.
-pub fn login(prefix: &str, next: &str, username: &str, error: Option<&str>) -> String {
-    let error = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
-        .unwrap_or_default();
-    format!(
-        "<main><h1>Sign in</h1>{error}\
-         <form method=\"post\" action=\"{p}/login\">\
-         <input type=\"hidden\" name=\"next\" value=\"{next}\">\
-         <label for=\"username\">User name</label>\
-         <input id=\"username\" name=\"username\" autocomplete=\"username\" autocapitalize=\"none\" \
-         spellcheck=\"false\" required value=\"{user}\">\
-         <label for=\"password\">Password</label>\
-         <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-         <button type=\"submit\">Sign in</button></form></main>",
-        p = escape(prefix),
-        next = escape(next),
-        user = escape(username),
-    )
-}
-
-/// The confirmation asked by `GET /logout`, which itself changes nothing.
-pub fn logout_confirm(prefix: &str, csrf: Option<&str>) -> String {
-    let csrf = csrf
-        .map(|t| {
-            format!(
-                "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-                escape(t)
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        "<main><h1>Sign out</h1><form method=\"post\" action=\"{p}/logout\">{csrf}\
-         <button type=\"submit\">Sign out</button></form></main>",
-        p = escape(prefix)
-    )
-}
-
-/// After logout.
-pub fn signed_out(prefix: &str) -> String {
-    format!(
-        "<main><h1>You are signed out</h1><p>Your session has ended on this device and \
-         on the server.</p><p><a href=\"{}/login\">Sign in again</a></p></main>",
-        escape(prefix)
-    )
-}
-
-/// A plain message with an optional link.
-pub fn message(heading: &str, text: &str) -> String {
-    format!(
-        "<main><h1>{}</h1><p>{}</p></main>",
-        escape(heading),
-        escape(text)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn escape_covers_markup_and_quotes() {
-        assert_eq!(
-            escape("<a href=\"x\" onclick='y'>&</a>"),
-            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;&lt;/a&gt;"
+        let html = MessagePage {
+            prefix: "/.signoff",
+            heading: "h",
+            text: "<a href=\"x\" onclick='y'>&</a>",
+        }
+        .render()
+        .unwrap();
+        assert!(
+            html.contains("&#60;a href=&#34;x&#34; onclick=&#39;y&#39;&#62;&#38;&#60;/a&#62;"),
+            "{html}"
         );
     }
 
     #[test]
     fn login_page_escapes_what_the_client_sent() {
-        let html = login("/.signoff", "/\"><script>x</script>", "<b>", Some("<i>"));
+        let html = LoginPage {
+            prefix: "/.signoff",
+            next: "/\"><script>x</script>",
+            username: "<b>",
+            error: Some("<i>"),
+        }
+        .render()
+        .unwrap();
         assert!(!html.contains("<script>x"), "{html}");
         assert!(!html.contains("<b>") && !html.contains("<i>"), "{html}");
         assert!(html.contains("name=\"username\"") && html.contains("name=\"password\""));
         assert!(
             html.contains("<label for=\"username\">") && html.contains("<label for=\"password\">")
+        );
+    }
+
+    /// Every page, with `evil` in each field a user or client controls.
+    fn every_page(evil: &str) -> Vec<(&'static str, String)> {
+        let row = |current| SessionRow {
+            handle: "h".to_owned(),
+            current,
+            device: evil.to_owned(),
+            ip: evil.to_owned(),
+            created: evil.to_owned(),
+            seen: evil.to_owned(),
+        };
+        vec![
+            (
+                "login",
+                LoginPage {
+                    prefix: "/.signoff",
+                    next: evil,
+                    username: evil,
+                    error: Some(evil),
+                }
+                .render(),
+            ),
+            (
+                "logout",
+                LogoutPage {
+                    prefix: "/.signoff",
+                    csrf: Some(evil),
+                }
+                .render(),
+            ),
+            (
+                "signed out",
+                SignedOutPage {
+                    prefix: "/.signoff",
+                }
+                .render(),
+            ),
+            (
+                "message",
+                MessagePage {
+                    prefix: "/.signoff",
+                    heading: evil,
+                    text: evil,
+                }
+                .render(),
+            ),
+            (
+                "sessions",
+                SessionsPage {
+                    prefix: "/.signoff",
+                    user: evil,
+                    csrf: evil,
+                    rows: vec![row(true), row(false)],
+                    ended: Some(2),
+                }
+                .render(),
+            ),
+            (
+                "reauth",
+                ReauthPage {
+                    prefix: "/.signoff",
+                    user: evil,
+                    csrf: evil,
+                    next: evil,
+                    error: Some(evil),
+                }
+                .render(),
+            ),
+            (
+                "password",
+                PasswordPage {
+                    prefix: "/.signoff",
+                    user: evil,
+                    csrf: evil,
+                    min: 8,
+                    notice: Some(evil),
+                    error: Some(evil),
+                }
+                .render(),
+            ),
+        ]
+        .into_iter()
+        .map(|(name, html)| (name, html.unwrap()))
+        .collect()
+    }
+
+    #[test]
+    fn every_page_escapes_what_users_and_clients_control() {
+        let evil = "\"'><script>alert(1)</script>";
+        for (name, html) in every_page(evil) {
+            assert!(!html.contains("<script"), "{name}: {html}");
+            assert!(!html.contains("'>"), "{name}: {html}");
+        }
+        let sessions = &every_page("<script>")[4].1;
+        assert!(
+            sessions.contains("<b>&#60;script&#62;</b> (this device)"),
+            "{sessions}"
+        );
+    }
+
+    #[test]
+    fn every_page_links_the_stylesheet_and_has_no_inline_style() {
+        for (name, html) in every_page("x") {
+            assert!(html.starts_with("<!doctype html>\n"), "{name}: {html}");
+            assert_eq!(
+                html.matches("<link rel=\"stylesheet\" href=\"/.signoff/signoff.css\">")
+                    .count(),
+                1,
+                "{name}: {html}"
+            );
+            let lower = html.to_ascii_lowercase();
+            assert!(
+                !lower.contains("style=") && !lower.contains("<style"),
+                "{name}: {html}"
+            );
+        }
+        assert!(CSP.contains("style-src 'self';") && !CSP.contains("unsafe-inline"));
+    }
+
+    #[test]
+    fn the_checkbox_sits_on_its_label_line() {
+        let html = &every_page("x")[6].1;
+        assert!(
+            html.contains("<label class=\"check\"><input id=\"end_others\""),
+            "{html}"
+        );
+        assert!(
+            STYLESHEET.contains("label.check") && STYLESHEET.contains("input[type=\"checkbox\"]")
+        );
+    }
+
+    /// Element names that make a string literal HTML markup.
+    const TAGS: &[&str] = &[
+        "!doctype", "a", "b", "body", "br", "button", "code", "div", "em", "footer", "form", "h1",
+        "h2", "h3", "head", "header", "html", "i", "iframe", "img", "input", "label", "li", "link",
+        "main", "meta", "nav", "ol", "option", "p", "pre", "script", "section", "select", "small",
+        "span", "strong", "style", "table", "td", "textarea", "th", "title", "tr", "ul",
+    ];
+
+    /// Calls that build text from pieces.
+    const BUILDERS: &[&str] = &[
+        "format!(",
+        "format_args!(",
+        "write!(",
+        "writeln!(",
+        "concat!(",
+        "push_str(",
+    ];
+
+    /// Does this text hold an HTML tag (`<p>`, `</b>`, `<input type=…`)?
+    fn has_tag(text: &str) -> bool {
+        let lower = text.to_ascii_lowercase();
+        lower.match_indices('<').any(|(at, _)| {
+            let rest = &lower[at + 1..];
+            let rest = rest.strip_prefix('/').unwrap_or(rest);
+            TAGS.iter().any(|tag| {
+                rest.strip_prefix(tag).is_some_and(|after| {
+                    after
+                        .chars()
+                        .next()
+                        .is_some_and(|c| !c.is_ascii_alphanumeric() && c != '-' && c != '_')
+                })
+            })
+        })
+    }
+
+    /// Does a raw string literal (`r"…"`, `r#"…"#`) start at `i`?
+    fn raw_string_at(bytes: &[u8], i: usize) -> bool {
+        let hashes = bytes[i + 1..].iter().take_while(|&&b| b == b'#').count();
+        let after_word = i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        !after_word && bytes.get(i + 1 + hashes) == Some(&b'"')
+    }
+
+    /// The string literals inside the call whose `(` is at the start of `code`.
+    fn literals_in_call(code: &str) -> Vec<String> {
+        let bytes = code.as_bytes();
+        let mut found = Vec::new();
+        let mut depth = 0usize;
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'(' | b'[' | b'{' => depth += 1,
+                b')' | b']' | b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                b'r' if raw_string_at(bytes, i) => {
+                    let hashes = bytes[i + 1..].iter().take_while(|&&b| b == b'#').count();
+                    let start = i + 1 + hashes + 1;
+                    let end_marker = format!("\"{}", "#".repeat(hashes));
+                    let end = code[start..]
+                        .find(&end_marker)
+                        .map_or(code.len(), |e| start + e);
+                    found.push(code[start..end].to_owned());
+                    i = end + end_marker.len();
+                    continue;
+                }
+                b'"' => {
+                    let mut text = String::new();
+                    let mut j = i + 1;
+                    while j < bytes.len() && bytes[j] != b'"' {
+                        if bytes[j] == b'\\' {
+                            j += 1;
+                        }
+                        text.push(char::from(bytes[j]));
+                        j += 1;
+                    }
+                    found.push(text);
+                    i = j + 1;
+                    continue;
+                }
+                b'\'' => {
+                    // A char literal ('"', '\'') or a lifetime.
+                    if bytes.get(i + 1) == Some(&b'\\') {
+                        i += 3;
+                        while i < bytes.len() && bytes[i] != b'\'' {
+                            i += 1;
+                        }
+                    } else if bytes.get(i + 2) == Some(&b'\'') {
+                        i += 2;
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        found
+    }
+
+    /// The HTML-building calls in one file's code (its test module left out:
+    /// tests build upstream pages as input).
+    fn markup_built_in(source: &str) -> Vec<String> {
+        let code = source.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+        let code: String = code
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut found = Vec::new();
+        for builder in BUILDERS {
+            for (at, _) in code.match_indices(builder) {
+                let call = &code[at + builder.len() - 1..];
+                found.extend(
+                    literals_in_call(call)
+                        .into_iter()
+                        .filter(|l| has_tag(l))
+                        .map(|l| format!("{builder}{l:?}")),
+                );
+            }
+        }
+        found
+    }
+
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn the_markup_finder_finds_markup_and_nothing_else() {
+        for html in [
+            r#"let x = format!("<p class=\"error\">{}</p>", e);"#,
+            r#"out.push_str("<li>");"#,
+            r#"write!(f, "{a}</b>")?;"#,
+            r#"let t = format!("<!doctype html>\n<html lang=\"en\">");"#,
+            r##"let t = format!(r#"<input type="hidden" value="{v}">"#);"##,
+            r#"let t = format!("{}", x.map(|c| '"').then("<br>"));"#,
+            r#"let t = format!("{}{}", '\'', "<br>");"#,
+        ] {
+            assert_eq!(markup_built_in(html).len(), 1, "{html}");
+        }
+        for plain in [
+            r#"let x = format!("Vec<u8> is {} < {}", a, b);"#,
+            r#"let x = format!("{a}<{b}> <T> <paragraph> <a-b> <>");"#,
+            r#"tracing::info!("a CSP in a <meta> tag must allow this hash");"#,
+            "// format!(\"<p>\") in a comment",
+            "#[cfg(test)]\nmod tests {\n    fn f() { format!(\"<html>{t}\"); }\n}",
+        ] {
+            assert_eq!(markup_built_in(plain), Vec::<String>::new(), "{plain}");
+        }
+    }
+
+    /// Pages come from auto-escaping templates only: no HTML is built by
+    /// string formatting anywhere in this crate.
+    #[test]
+    fn no_markup_is_built_by_string_formatting() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        assert!(files.len() > 10, "{files:?}");
+        let found: Vec<String> = files
+            .iter()
+            .flat_map(|path| {
+                let text = std::fs::read_to_string(path).unwrap();
+                markup_built_in(&text)
+                    .into_iter()
+                    .map(move |call| format!("{}: {call}", path.display()))
+            })
+            .collect();
+        assert!(
+            found.is_empty(),
+            "HTML belongs in templates/ (auto-escaping), not in string formatting:\n{}",
+            found.join("\n")
         );
     }
 }

@@ -1,18 +1,59 @@
-//! Forwarding to the upstream: which headers go through, which are
-//! replaced, and what every authenticated response must carry.
+//! The proxy: every request outside the prefix, let through to the
+//! upstream with a live session (or on a public path); which headers go
+//! through, which are replaced, and what every authenticated response
+//! must carry.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::State;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, Request, Response, StatusCode, Uri, Version};
+use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use super::client_addr::{is_trusted, peer_ip};
+use super::error_pages::{bad_gateway, error_page, unavailable};
 use super::guard::{encoding, PageRequest, Unreadable};
 use super::identity_headers::{is_forwarding_header, is_identity_header};
-use super::{Gateway, Identity};
+use super::signed_in::{self, bearer, wants_html, Identity, Who};
+use super::{origin, public_path, token_mode, AppState, Gateway};
 use crate::listener::{UpstreamSlots, UPSTREAM_SLOT_WAIT};
+
+/// The fallback: everything not under the prefix.
+pub(super) fn routes(_gw: &Gateway) -> Router<Arc<Gateway>> {
+    Router::new().fallback(proxy)
+}
+
+async fn proxy(State(gw): AppState, req: Request<Body>) -> Response<Body> {
+    if gw.upstream_authority.is_none() {
+        return error_page(
+            &gw,
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "This signoff serves forward-auth only; there is no application behind it.",
+        );
+    }
+    let peer = peer_ip(req.extensions());
+    if public_path::is_public(&gw.settings, req.uri().path()) {
+        return forward(&gw, req, peer, None).await;
+    }
+    let who = match bearer(req.headers()) {
+        Some(raw) if gw.tokens.is_some() => token_mode::identify_bearer(&gw, raw).await,
+        _ => Who::from(signed_in::authenticate(&gw, req.headers()).await),
+    };
+    match who {
+        Who::Known(identity) => forward(&gw, req, peer, Some(&identity)).await,
+        Who::Unavailable => unavailable(&gw),
+        Who::BadBearer(why) => token_mode::invalid_token(&why),
+        Who::Anonymous { stale } => {
+            let next = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            signed_in::sign_in_first(&gw, wants_html(req.headers()), next, stale)
+        }
+    }
+}
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 9] = [
@@ -86,267 +127,261 @@ fn header_value(text: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(text).ok()
 }
 
-impl Gateway {
-    /// Sends the request upstream and prepares the answer for the client.
-    pub(super) async fn forward(
-        &self,
-        req: Request<Body>,
-        peer: IpAddr,
-        auth: Option<&Identity>,
-    ) -> Response<Body> {
-        let peer_is_trusted = self.is_trusted_proxy(&peer);
-        let (parts, body) = req.into_parts();
-        let is_head = parts.method == Method::HEAD;
-        let max = self.settings.max_body_bytes;
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max) {
-            return self.error_page(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request too large",
-                "The request body is larger than this site accepts.",
-            );
-        }
+/// Sends the request upstream and prepares the answer for the client.
+pub(super) async fn forward(
+    gw: &Gateway,
+    req: Request<Body>,
+    peer: IpAddr,
+    auth: Option<&Identity>,
+) -> Response<Body> {
+    let peer_is_trusted = is_trusted(&peer, &gw.settings.trusted_proxies);
+    let (parts, body) = req.into_parts();
+    let is_head = parts.method == Method::HEAD;
+    let max = gw.settings.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return error_page(
+            gw,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request too large",
+            "The request body is larger than this site accepts.",
+        );
+    }
 
-        let Some(authority) = self.upstream_authority.clone() else {
-            return self.error_page(StatusCode::NOT_FOUND, "Not found", "There is no such page.");
-        };
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_owned();
-        let uri = match Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(path_and_query)
-            .build()
-        {
-            Ok(uri) => uri,
-            Err(_) => {
-                return self.error_page(StatusCode::BAD_REQUEST, "Bad request", "Malformed URL.")
-            }
-        };
+    let Some(authority) = gw.upstream_authority.clone() else {
+        return error_page(
+            gw,
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such page.",
+        );
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    let uri = match Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()
+    {
+        Ok(uri) => uri,
+        Err(_) => return error_page(gw, StatusCode::BAD_REQUEST, "Bad request", "Malformed URL."),
+    };
 
-        let original_host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| header_value(a.as_str())));
-        // The answer may get the guard: it must come in a coding the guard
-        // can read (docs/security.md, "the guard under every encoding").
-        let page = (auth.is_some() && self.settings.inject_guard).then(|| PageRequest {
-            is_head,
-            compress: encoding::for_client(&parts.headers),
-            status_url: self.status_url(original_host.as_ref()),
-        });
-        let mut headers = parts.headers;
-        if page.is_some() {
-            let offered = encoding::for_upstream(&headers);
-            headers.insert(header::ACCEPT_ENCODING, offered);
+    let original_host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| header_value(a.as_str())));
+    // The answer may get the guard: it must come in a coding the guard
+    // can read (docs/security.md, "the guard under every encoding").
+    let page = (auth.is_some() && gw.settings.inject_guard).then(|| PageRequest {
+        is_head,
+        compress: encoding::for_client(&parts.headers),
+        status_url: status_url(gw, original_host.as_ref()),
+    });
+    let mut headers = parts.headers;
+    if page.is_some() {
+        let offered = encoding::for_upstream(&headers);
+        headers.insert(header::ACCEPT_ENCODING, offered);
+    }
+    strip_hop_by_hop(&mut headers);
+    let prior_for = if peer_is_trusted {
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        String::new()
+    };
+    let spoofable: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_identity_header(n.as_str()) || is_forwarding_header(n.as_str()))
+        .cloned()
+        .collect();
+    for name in spoofable {
+        headers.remove(name);
+    }
+    match cookie_without(&headers, &gw.cookie.name) {
+        Some(v) => {
+            headers.insert(header::COOKIE, v);
         }
-        strip_hop_by_hop(&mut headers);
-        let prior_for = if peer_is_trusted {
-            headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-                .join(", ")
-        } else {
-            String::new()
-        };
-        let spoofable: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| is_identity_header(n.as_str()) || is_forwarding_header(n.as_str()))
-            .cloned()
-            .collect();
-        for name in spoofable {
-            headers.remove(name);
+        None => {
+            headers.remove(header::COOKIE);
         }
-        match cookie_without(&headers, &self.cookie.name) {
-            Some(v) => {
-                headers.insert(header::COOKIE, v);
-            }
+    }
+    // With a configured public URL the host is known; don't let a
+    // client inject another one into the links the upstream builds.
+    let host = if gw.settings.public_url_given {
+        header_value(origin::host_of(&gw.settings.public_origin))
+    } else {
+        original_host
+    };
+    if let Some(host) = host {
+        headers.insert(header::HOST, host.clone());
+        headers.insert("x-forwarded-host", host);
+    }
+    // Append the address this request really came from.
+    let forwarded_for = if prior_for.is_empty() {
+        peer.to_string()
+    } else {
+        format!("{prior_for}, {peer}")
+    };
+    if let Some(v) = header_value(&forwarded_for) {
+        headers.insert("x-forwarded-for", v);
+    }
+    let proto = if gw.settings.secure { "https" } else { "http" };
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    if let Some(auth) = auth {
+        if let Some(v) = header_value(&auth.user) {
+            headers.insert("x-signoff-user", v);
+        }
+        if let Some(v) = header_value(&auth.handle.to_string()) {
+            headers.insert("x-signoff-session", v);
+        }
+        if let Some(v) = auth.csrf.as_deref().and_then(header_value) {
+            headers.insert("x-signoff-csrf", v);
+        }
+        if auth.strip_authorization {
+            headers.remove(header::AUTHORIZATION);
+        }
+        // The answer will be no-store; a 304 would leave the browser
+        // with nothing to show.
+        headers.remove(header::IF_NONE_MATCH);
+        headers.remove(header::IF_MODIFIED_SINCE);
+    }
+
+    // A slot towards the upstream, held until the response body is done.
+    let slot = match parts.extensions.get::<UpstreamSlots>() {
+        Some(slots) => match slots.acquire(auth.is_some()).await {
+            Some(slot) => Some(slot),
             None => {
-                headers.remove(header::COOKIE);
+                tracing::warn!(
+                    "no upstream slot free within {UPSTREAM_SLOT_WAIT:?}; answering 503"
+                );
+                let mut r = error_page(
+                    gw,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Too busy",
+                    "The gateway is handling as many requests as it can. Try again in a moment.",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return r;
             }
-        }
-        // With a configured public URL the host is known; don't let a
-        // client inject another one into the links the upstream builds.
-        let host = if self.settings.public_url_given {
-            header_value(self.public_host())
-        } else {
-            original_host
-        };
-        if let Some(host) = host {
-            headers.insert(header::HOST, host.clone());
-            headers.insert("x-forwarded-host", host);
-        }
-        // Append the address this request really came from.
-        let forwarded_for = if prior_for.is_empty() {
-            peer.to_string()
-        } else {
-            format!("{prior_for}, {peer}")
-        };
-        if let Some(v) = header_value(&forwarded_for) {
-            headers.insert("x-forwarded-for", v);
-        }
-        let proto = if self.settings.secure {
-            "https"
-        } else {
-            "http"
-        };
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-        if let Some(auth) = auth {
-            if let Some(v) = header_value(&auth.user) {
-                headers.insert("x-signoff-user", v);
-            }
-            if let Some(v) = header_value(&auth.handle.to_string()) {
-                headers.insert("x-signoff-session", v);
-            }
-            if let Some(v) = auth.csrf.as_deref().and_then(header_value) {
-                headers.insert("x-signoff-csrf", v);
-            }
-            if auth.strip_authorization {
-                headers.remove(header::AUTHORIZATION);
-            }
-            // The answer will be no-store; a 304 would leave the browser
-            // with nothing to show.
-            headers.remove(header::IF_NONE_MATCH);
-            headers.remove(header::IF_MODIFIED_SINCE);
-        }
+        },
+        None => None,
+    };
+    let mut upstream_req = Request::new(Body::new(Limited::new(body, max as usize)));
+    *upstream_req.method_mut() = parts.method;
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.version_mut() = Version::HTTP_11;
+    *upstream_req.headers_mut() = headers;
 
-        // A slot towards the upstream, held until the response body is done.
-        let slot = match parts.extensions.get::<UpstreamSlots>() {
-            Some(slots) => match slots.acquire(auth.is_some()).await {
-                Some(slot) => Some(slot),
-                None => {
-                    tracing::warn!(
-                        "no upstream slot free within {UPSTREAM_SLOT_WAIT:?}; answering 503"
-                    );
-                    let mut r = self.error_page(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "Too busy",
-                        "The gateway is handling as many requests as it can. Try again in a moment.",
-                    );
-                    r.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                    return r;
-                }
-            },
-            None => None,
-        };
-        let mut upstream_req = Request::new(Body::new(Limited::new(body, max as usize)));
-        *upstream_req.method_mut() = parts.method;
-        *upstream_req.uri_mut() = uri;
-        *upstream_req.version_mut() = Version::HTTP_11;
-        *upstream_req.headers_mut() = headers;
-
-        let response = match tokio::time::timeout(
-            UPSTREAM_TIMEOUT,
-            self.client.request(upstream_req),
-        )
+    let response = match tokio::time::timeout(UPSTREAM_TIMEOUT, gw.client.request(upstream_req))
         .await
-        {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) => {
-                if error_chain_has::<LengthLimitError>(&e) {
-                    return self.error_page(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "Request too large",
-                        "The request body is larger than this site accepts.",
-                    );
-                }
-                tracing::warn!(error = %e, "upstream request failed");
-                return self.bad_gateway();
+    {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            if error_chain_has::<LengthLimitError>(&e) {
+                return error_page(
+                    gw,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Request too large",
+                    "The request body is larger than this site accepts.",
+                );
             }
-            Err(_) => {
-                tracing::warn!("upstream did not answer within {UPSTREAM_TIMEOUT:?}");
-                return self.error_page(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "The application is not answering",
-                        "The application behind this gateway did not answer in time. Try again in a moment.",
-                    );
+            tracing::warn!(error = %e, "upstream request failed");
+            return bad_gateway(gw);
+        }
+        Err(_) => {
+            tracing::warn!("upstream did not answer within {UPSTREAM_TIMEOUT:?}");
+            return error_page(gw,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "The application is not answering",
+                    "The application behind this gateway did not answer in time. Try again in a moment.",
+                );
+        }
+    };
+
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    drop_own_cookie(&mut parts.headers, &gw.cookie.name);
+    let mut response = Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)));
+    if auth.is_some() {
+        no_store(response.headers_mut());
+    }
+    if let Some(slot) = slot {
+        response = response.map(|body| {
+            Body::new(body.map_frame(move |frame| {
+                let _held = &slot;
+                frame
+            }))
+        });
+    }
+    if let Some(page) = page {
+        response = match gw.guard.inject(response, &page).map_err(|u| *u) {
+            Ok(response) => response,
+            Err(Unreadable { response, coding }) if gw.settings.allow_unguarded_html => {
+                tracing::warn!(
+                    coding = %coding.0,
+                    "a private page went out without the back-button guard: its content \
+                     coding cannot be read (allow_unguarded_html is on)"
+                );
+                response
+            }
+            Err(Unreadable { coding, .. }) => {
+                tracing::error!(
+                    coding = %coding.0,
+                    "refused a private page the back-button guard cannot read; make the \
+                     application use gzip, br or zstd, or set allow_unguarded_html"
+                );
+                return error_page(
+                    gw,
+                    StatusCode::BAD_GATEWAY,
+                    "This page cannot be shown safely",
+                    &format!(
+                        "The application sent this page compressed as \"{}\", which signoff \
+                         cannot read, so it cannot add the guard that keeps the page from \
+                         coming back with the Back button after you sign out. The operator \
+                         can make the application use gzip, br or zstd (or turn on \
+                         allow_unguarded_html to accept the risk).",
+                        coding.0
+                    ),
+                );
             }
         };
-
-        let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        drop_own_cookie(&mut parts.headers, &self.cookie.name);
-        let mut response = Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)));
-        if auth.is_some() {
-            no_store(response.headers_mut());
-        }
-        if let Some(slot) = slot {
-            response = response.map(|body| {
-                Body::new(body.map_frame(move |frame| {
-                    let _held = &slot;
-                    frame
-                }))
-            });
-        }
-        if let Some(page) = page {
-            response = match self.guard.inject(response, &page).map_err(|u| *u) {
-                Ok(response) => response,
-                Err(Unreadable { response, coding }) if self.settings.allow_unguarded_html => {
-                    tracing::warn!(
-                        coding = %coding.0,
-                        "a private page went out without the back-button guard: its content \
-                         coding cannot be read (allow_unguarded_html is on)"
-                    );
-                    response
-                }
-                Err(Unreadable { coding, .. }) => {
-                    tracing::error!(
-                        coding = %coding.0,
-                        "refused a private page the back-button guard cannot read; make the \
-                         application use gzip, br or zstd, or set allow_unguarded_html"
-                    );
-                    return self.error_page(
-                        StatusCode::BAD_GATEWAY,
-                        "This page cannot be shown safely",
-                        &format!(
-                            "The application sent this page compressed as \"{}\", which signoff \
-                             cannot read, so it cannot add the guard that keeps the page from \
-                             coming back with the Back button after you sign out. The operator \
-                             can make the application use gzip, br or zstd (or turn on \
-                             allow_unguarded_html to accept the risk).",
-                            coding.0
-                        ),
-                    );
-                }
-            };
-        }
-        response
     }
+    response
+}
 
-    /// The status endpoint's absolute URL as the browser sees it, for a
-    /// CSP source: the public URL's origin, or, without one, the request's
-    /// own host. `None` for a host a CSP source cannot name (IPv6 literals).
-    fn status_url(&self, host: Option<&HeaderValue>) -> Option<String> {
-        let origin = if self.settings.public_url_given {
-            self.settings.public_origin.clone()
-        } else {
-            let host = host?.to_str().ok()?;
-            let scheme = if self.settings.secure {
-                "https"
-            } else {
-                "http"
-            };
-            format!("{scheme}://{host}")
-        };
-        let (_, host) = origin.split_once("://")?;
-        let nameable = !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
-        nameable.then(|| format!("{origin}{}/status", self.settings.prefix))
-    }
+/// The status endpoint's absolute URL as the browser sees it, for a
+/// CSP source: the public URL's origin, or, without one, the request's
+/// own host. `None` for a host a CSP source cannot name (IPv6 literals).
+fn status_url(gw: &Gateway, host: Option<&HeaderValue>) -> Option<String> {
+    let origin = if gw.settings.public_url_given {
+        gw.settings.public_origin.clone()
+    } else {
+        let host = host?.to_str().ok()?;
+        let scheme = if gw.settings.secure { "https" } else { "http" };
+        format!("{scheme}://{host}")
+    };
+    let (_, host) = origin.split_once("://")?;
+    let nameable = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
+    nameable.then(|| format!("{origin}{}/status", gw.settings.prefix))
 }
 
 /// How long the upstream may take to send its response headers.

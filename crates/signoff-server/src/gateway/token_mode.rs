@@ -8,15 +8,15 @@
 //! (`{"error": "invalid_grant", "error_description": "…"}`); every answer
 //! here is `Cache-Control: no-store` (the prefix's middleware sees to it).
 
-// Helpers return `Err(response)` to answer early, as in the admin API; not
-// a hot path.
-#![allow(clippy::result_large_err)]
+use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -27,11 +27,14 @@ use signoff::token_mode::{
 use signoff::Actor;
 use subtle::ConstantTimeEq;
 
-use super::own_body::BodyError;
-use super::{
-    admin, bearer, peer_ip, proxy::no_store, read_form, AppState, Gateway, Identity, Intent,
-    SignInError, Who, USER_NAME_KEY,
-};
+use super::client_addr::ClientAddr;
+use super::csrf_form::read_form;
+use super::origin::{self, Intent};
+use super::own_body::{self, BodyError};
+use super::proxy::no_store;
+use super::sign_in::{sign_in, SignInError};
+use super::signed_in::{self, bearer, Identity, Who};
+use super::{admin, AppState, Gateway, USER_NAME_KEY};
 
 /// Largest JSON body of `api/login`.
 const MAX_JSON_BYTES: usize = 8 * 1024;
@@ -90,84 +93,115 @@ fn unavailable() -> Response {
     r
 }
 
-fn off() -> Response {
-    oauth_error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "token mode is off (start signoff with --tokens)",
-    )
+/// Token mode's routes; each answers 404 while token mode is off.
+pub(super) fn routes(gw: &Gateway) -> Router<Arc<Gateway>> {
+    let p = &gw.settings.prefix;
+    Router::new()
+        .route(&format!("{p}/api/login"), post(api_login))
+        .route(&format!("{p}/api/logout"), post(api_logout))
+        .route(&format!("{p}/token"), post(token))
+        .route(&format!("{p}/revoke"), post(revoke))
+        .route(&format!("{p}/introspect"), post(introspect))
+        .route(&format!("{p}/jwks.json"), get(jwks))
+}
+
+/// Token mode's engine, when token mode is on; else the request is
+/// refused with [`Off`].
+struct On(Arc<Tokens>);
+
+/// Token mode is off: 404.
+struct Off;
+
+impl IntoResponse for Off {
+    fn into_response(self) -> Response {
+        oauth_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "token mode is off (start signoff with --tokens)",
+        )
+    }
+}
+
+impl FromRequestParts<Arc<Gateway>> for On {
+    type Rejection = Off;
+
+    async fn from_request_parts(_: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, Off> {
+        gw.tokens.clone().map(On).ok_or(Off)
+    }
 }
 
 /// A form body as RFC 6749 wants it, with its errors as `invalid_request`.
-async fn oauth_form<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, Response> {
-    read_form(req).await.map_err(|status| {
-        let (status, text) = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => (status, "the request body is too large"),
-            StatusCode::REQUEST_TIMEOUT => (status, "the request body took too long to arrive"),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-                StatusCode::BAD_REQUEST,
-                "expected application/x-www-form-urlencoded",
-            ),
-            _ => (
-                StatusCode::BAD_REQUEST,
-                "the form could not be read (a parameter given twice?)",
-            ),
-        };
-        oauth_error(status, "invalid_request", text)
-    })
+struct OAuthForm<T>(T);
+
+impl<S: Send + Sync, T: for<'de> Deserialize<'de>> FromRequest<S> for OAuthForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Response> {
+        read_form(req).await.map(OAuthForm).map_err(|status| {
+            let (status, text) = match status {
+                StatusCode::PAYLOAD_TOO_LARGE => (status, "the request body is too large"),
+                StatusCode::REQUEST_TIMEOUT => (status, "the request body took too long to arrive"),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                    StatusCode::BAD_REQUEST,
+                    "expected application/x-www-form-urlencoded",
+                ),
+                _ => (
+                    StatusCode::BAD_REQUEST,
+                    "the form could not be read (a parameter given twice?)",
+                ),
+            };
+            oauth_error(status, "invalid_request", text)
+        })
+    }
 }
 
-impl Gateway {
-    fn tokens(&self) -> Result<&Tokens, Response> {
-        self.tokens.as_deref().ok_or_else(off)
+/// The answer to a bearer token that is not good (RFC 6750 §3).
+pub(super) fn invalid_token(why: &str) -> Response {
+    let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", why);
+    let challenge = format!(
+        "Bearer realm=\"signoff\", error=\"invalid_token\", error_description=\"{}\"",
+        why.replace(['"', '\\'], "'")
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
+    r
+}
 
-    /// The answer to a bearer token that is not good (RFC 6750 §3).
-    pub(super) fn invalid_token(&self, why: &str) -> Response {
-        let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", why);
-        let challenge = format!(
-            "Bearer realm=\"signoff\", error=\"invalid_token\", error_description=\"{}\"",
-            why.replace(['"', '\\'], "'")
-        );
-        if let Ok(v) = HeaderValue::from_str(&challenge) {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
-        r
-    }
-
-    /// Checks a bearer token: an access token (signature and claims here,
-    /// then its session through the cache and revocation bus) or a session
-    /// token.
-    pub(super) async fn identify_bearer(&self, raw: &str) -> Who {
-        match kind_of(raw) {
-            TokenKind::Access => {
-                let Some(tokens) = &self.tokens else {
-                    return Who::BadBearer("access tokens need token mode (--tokens)".into());
-                };
-                match tokens.authenticate(raw).await {
-                    Ok((_, session)) => match session.data.get(USER_NAME_KEY) {
-                        // Not passed on: the upstream gets the identity
-                        // headers, and a token in its logs could be replayed.
-                        Some(user) => {
-                            crate::listener::note_live_session();
-                            Who::Known(Identity {
-                                user: user.clone(),
-                                handle: session.handle,
-                                csrf: None,
-                                strip_authorization: true,
-                            })
-                        }
-                        None => Who::BadBearer("the token's session has no user".into()),
-                    },
-                    Err(AccessError::Store(e)) => {
-                        self.count_store_error();
-                        tracing::error!(error = %e, "session store unavailable; refusing the request");
-                        Who::Unavailable
+/// Checks a bearer token: an access token (signature and claims here,
+/// then its session through the cache and revocation bus) or a session
+/// token.
+pub(super) async fn identify_bearer(gw: &Gateway, raw: &str) -> Who {
+    match kind_of(raw) {
+        TokenKind::Access => {
+            let Some(tokens) = &gw.tokens else {
+                return Who::BadBearer("access tokens need token mode (--tokens)".into());
+            };
+            match tokens.authenticate(raw).await {
+                Ok((_, session)) => match session.data.get(USER_NAME_KEY) {
+                    // Not passed on: the upstream gets the identity
+                    // headers, and a token in its logs could be replayed.
+                    Some(user) => {
+                        crate::listener::note_live_session();
+                        Who::Known(Identity {
+                            user: user.clone(),
+                            handle: session.handle,
+                            csrf: None,
+                            strip_authorization: true,
+                        })
                     }
-                    Err(e) => Who::BadBearer(e.to_string()),
+                    None => Who::BadBearer("the token's session has no user".into()),
+                },
+                Err(AccessError::Store(e)) => {
+                    gw.count_store_error();
+                    tracing::error!(error = %e, "session store unavailable; refusing the request");
+                    Who::Unavailable
                 }
+                Err(e) => Who::BadBearer(e.to_string()),
             }
-            TokenKind::Session => match Who::from(self.validate(Some(raw)).await) {
+        }
+        TokenKind::Session => {
+            match Who::from(signed_in::validate(gw, &gw.sessions, Some(raw)).await) {
                 Who::Known(identity) => Who::Known(Identity {
                     csrf: None,
                     strip_authorization: true,
@@ -177,103 +211,129 @@ impl Gateway {
                     Who::BadBearer("the session has ended or does not exist".into())
                 }
                 other => other,
-            },
-            TokenKind::Refresh => Who::BadBearer(
-                "a refresh token is not an access token; exchange it at the token endpoint".into(),
-            ),
-            TokenKind::Unknown => Who::BadBearer("not a token issued here".into()),
-        }
-    }
-
-    /// Who calls `introspect` or `revoke` with credentials: the admin token
-    /// (`Bearer`), or a configured client (`Basic`, RFC 6749 §2.3.1).
-    /// `Ok(None)`: no credentials sent; `Err`: wrong ones.
-    fn caller(&self, headers: &HeaderMap) -> Result<Option<Caller>, Response> {
-        let Some(value) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
-            return Ok(None);
-        };
-        let (scheme, credentials) = value.trim().split_once(' ').unwrap_or((value, ""));
-        if scheme.eq_ignore_ascii_case("bearer") {
-            if admin::admin_token_ok(self, headers) {
-                return Ok(Some(Caller::Admin));
-            }
-        } else if scheme.eq_ignore_ascii_case("basic") {
-            if let Some(id) = self.client_credentials(credentials.trim()) {
-                return Ok(Some(Caller::Client(id)));
             }
         }
-        tracing::warn!(target: "signoff::auth", "refused a token endpoint request with wrong credentials");
-        let mut r = oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client authentication failed",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"signoff\""),
-        );
-        Err(r)
-    }
-
-    /// The client whose `Basic` credentials these are. Every configured
-    /// client's digest is compared, in constant time, so the answer takes
-    /// as long for a wrong id as for a wrong secret.
-    fn client_credentials(&self, encoded: &str) -> Option<String> {
-        let clients = &self.settings.tokens.as_ref()?.clients;
-        let decoded = STANDARD.decode(encoded).ok()?;
-        let text = String::from_utf8(decoded).ok()?;
-        let (id, secret) = text.split_once(':')?;
-        // RFC 6749 §2.3.1: both parts are form-urlencoded.
-        let decode = |s: &str| -> String {
-            form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        };
-        let (id, secret) = (decode(id), decode(secret));
-        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        let mut found = None;
-        for (client, expected) in clients {
-            let id_ok = client.as_bytes().ct_eq(id.as_bytes());
-            let secret_ok = expected.ct_eq(&digest);
-            if bool::from(id_ok & secret_ok) {
-                found = Some(client.clone());
-            }
-        }
-        found
+        TokenKind::Refresh => Who::BadBearer(
+            "a refresh token is not an access token; exchange it at the token endpoint".into(),
+        ),
+        TokenKind::Unknown => Who::BadBearer("not a token issued here".into()),
     }
 }
 
+/// Who calls `introspect` or `revoke` with credentials: the admin token
+/// (`Bearer`), or a configured client (`Basic`, RFC 6749 §2.3.1).
 enum Caller {
     Admin,
     Client(String),
 }
 
-impl Gateway {
-    /// Whether `id` is a configured (confidential) client, which must
-    /// authenticate with `Basic` to act as itself.
-    fn is_confidential(&self, id: &str) -> bool {
-        self.settings
-            .tokens
-            .as_ref()
-            .is_some_and(|t| t.clients.iter().any(|(c, _)| c == id))
+/// Credentials were sent, and are wrong: 401 `invalid_client`.
+struct BadClient;
+
+impl IntoResponse for BadClient {
+    fn into_response(self) -> Response {
+        invalid_client("client authentication failed")
     }
 }
 
-fn client_must_authenticate() -> Response {
-    let mut r = oauth_error(
-        StatusCode::UNAUTHORIZED,
-        "invalid_client",
-        "this client must authenticate (Authorization: Basic)",
-    );
+/// 401 `invalid_client`, asking for `Basic` credentials.
+fn invalid_client(description: &str) -> Response {
+    let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", description);
     r.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"signoff\""),
     );
     r
+}
+
+/// The caller of a request. `Ok(None)`: no credentials sent.
+fn caller(gw: &Gateway, headers: &HeaderMap) -> Result<Option<Caller>, BadClient> {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    let (scheme, credentials) = value.trim().split_once(' ').unwrap_or((value, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if admin::admin_token_ok(gw, headers) {
+            return Ok(Some(Caller::Admin));
+        }
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        if let Some(id) = client_credentials(gw, credentials.trim()) {
+            return Ok(Some(Caller::Client(id)));
+        }
+    }
+    tracing::warn!(target: "signoff::auth", "refused a token endpoint request with wrong credentials");
+    Err(BadClient)
+}
+
+/// Credentials optional: a wrong one is refused, none is `None`.
+impl OptionalFromRequestParts<Arc<Gateway>> for Caller {
+    type Rejection = BadClient;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        gw: &Arc<Gateway>,
+    ) -> Result<Option<Self>, BadClient> {
+        caller(gw, &parts.headers)
+    }
+}
+
+/// Credentials required (introspection): none is 401 too.
+impl FromRequestParts<Arc<Gateway>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, Response> {
+        match caller(gw, &parts.headers) {
+            Ok(Some(caller)) => Ok(caller),
+            Ok(None) => Err(invalid_client(
+                "introspection needs client credentials (Basic) or the admin token (Bearer)",
+            )),
+            Err(bad) => Err(bad.into_response()),
+        }
+    }
+}
+
+/// The client whose `Basic` credentials these are. Every configured
+/// client's digest is compared, in constant time, so the answer takes
+/// as long for a wrong id as for a wrong secret.
+fn client_credentials(gw: &Gateway, encoded: &str) -> Option<String> {
+    let clients = &gw.settings.tokens.as_ref()?.clients;
+    let decoded = STANDARD.decode(encoded).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    // RFC 6749 §2.3.1: both parts are form-urlencoded.
+    let decode = |s: &str| -> String {
+        form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let (id, secret) = (decode(id), decode(secret));
+    let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    let mut found = None;
+    for (client, expected) in clients {
+        let id_ok = client.as_bytes().ct_eq(id.as_bytes());
+        let secret_ok = expected.ct_eq(&digest);
+        if bool::from(id_ok & secret_ok) {
+            found = Some(client.clone());
+        }
+    }
+    found
+}
+
+/// Whether `id` is a configured (confidential) client, which must
+/// authenticate with `Basic` to act as itself.
+fn is_confidential(gw: &Gateway, id: &str) -> bool {
+    gw.settings
+        .tokens
+        .as_ref()
+        .is_some_and(|t| t.clients.iter().any(|(c, _)| c == id))
+}
+
+fn client_must_authenticate() -> Response {
+    invalid_client("this client must authenticate (Authorization: Basic)")
 }
 
 #[derive(Deserialize)]
@@ -285,65 +345,63 @@ struct LoginJson {
     client_id: Option<String>,
 }
 
+/// The body of `api/login`, from no browser on another site.
+impl FromRequest<Arc<Gateway>> for LoginJson {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, gw: &Arc<Gateway>) -> Result<Self, Response> {
+        // A browser on another site cannot send JSON here without a CORS
+        // preflight we never grant; refuse what it can send anyway.
+        if origin::intent(req.headers(), &gw.settings.public_origin) == Intent::Foreign {
+            return Err(oauth_error(
+                StatusCode::FORBIDDEN,
+                "invalid_request",
+                "sign-in requests from other sites are refused",
+            ));
+        }
+        let body = own_body::read(req, "application/json", MAX_JSON_BYTES)
+            .await
+            .map_err(|e| match e {
+                BodyError::WrongType => oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "expected a JSON body (Content-Type: application/json)",
+                ),
+                BodyError::TooLarge => oauth_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request",
+                    "the request body is too large",
+                ),
+                BodyError::TooSlow => oauth_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request",
+                    "the request body took too long to arrive",
+                ),
+            })?;
+        serde_json::from_slice(&body).map_err(|_| {
+            oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "expected {\"username\": \"…\", \"password\": \"…\"}",
+            )
+        })
+    }
+}
+
 /// `POST PREFIX/api/login`: JSON `{"username", "password", "client_id"?}`
 /// → a token pair for a new session. Same limits and audit as the form.
-pub(super) async fn api_login(State(gw): AppState, req: Request) -> Response {
-    let tokens = match gw.tokens() {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let client_ip = gw.client_ip(peer_ip(&req), req.headers());
-    let headers = req.headers().clone();
-    // A browser on another site cannot send JSON here without a CORS
-    // preflight we never grant; refuse what it can send anyway.
-    if gw.same_origin(&headers) == Intent::Foreign {
-        return oauth_error(
-            StatusCode::FORBIDDEN,
-            "invalid_request",
-            "sign-in requests from other sites are refused",
-        );
-    }
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "expected a JSON body (Content-Type: application/json)",
-        );
-    }
-    let body: Bytes = match super::own_body::read(req.into_body(), MAX_JSON_BYTES).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge) => {
-            return oauth_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request",
-                "the request body is too large",
-            )
-        }
-        Err(BodyError::TooSlow) => {
-            return oauth_error(
-                StatusCode::REQUEST_TIMEOUT,
-                "invalid_request",
-                "the request body took too long to arrive",
-            )
-        }
-    };
-    let Ok(login) = serde_json::from_slice::<LoginJson>(&body) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "expected {\"username\": \"…\", \"password\": \"…\"}",
-        );
-    };
+async fn api_login(
+    State(gw): AppState,
+    On(tokens): On,
+    ClientAddr(client_ip): ClientAddr,
+    headers: HeaderMap,
+    login: LoginJson,
+) -> Response {
     let client = login.client_id.as_deref().unwrap_or(DEFAULT_CLIENT);
-    if gw.is_confidential(client) {
-        match gw.caller(&headers) {
+    if is_confidential(&gw, client) {
+        match caller(&gw, &headers) {
             Ok(Some(Caller::Client(id))) if id == client => {}
-            Err(r) => return r,
+            Err(bad) => return bad.into_response(),
             _ => return client_must_authenticate(),
         }
     }
@@ -355,9 +413,15 @@ pub(super) async fn api_login(State(gw): AppState, req: Request) -> Response {
         );
     }
     // No `previous`: an API client has no cookie to replace.
-    let issued = match gw
-        .sign_in(client_ip, &headers, &login.username, &login.password, None)
-        .await
+    let issued = match sign_in(
+        &gw,
+        client_ip,
+        &headers,
+        &login.username,
+        &login.password,
+        None,
+    )
+    .await
     {
         Ok((_, issued)) => issued,
         Err(SignInError::Throttled(secs)) => {
@@ -396,18 +460,15 @@ pub(super) async fn api_login(State(gw): AppState, req: Request) -> Response {
 
 /// `POST PREFIX/api/logout` with `Authorization: Bearer` (an access token
 /// or a session token): ends the session, and with it every token of it.
-pub(super) async fn api_logout(State(gw): AppState, headers: HeaderMap) -> Response {
-    if let Err(r) = gw.tokens() {
-        return r;
-    }
+async fn api_logout(State(gw): AppState, _: On, headers: HeaderMap) -> Response {
     let Some(raw) = bearer(&headers) else {
-        return gw.invalid_token("send the access token as Authorization: Bearer");
+        return invalid_token("send the access token as Authorization: Bearer");
     };
-    let handle = match gw.identify_bearer(raw).await {
+    let handle = match identify_bearer(&gw, raw).await {
         Who::Known(identity) => identity.handle,
-        Who::BadBearer(why) => return gw.invalid_token(&why),
+        Who::BadBearer(why) => return invalid_token(&why),
         Who::Unavailable => return unavailable(),
-        Who::Anonymous { .. } => return gw.invalid_token("no session"),
+        Who::Anonymous { .. } => return invalid_token("no session"),
     };
     match gw.sessions.end_by_handle(&handle, None, Actor::User).await {
         Ok(_) => {
@@ -431,19 +492,12 @@ struct TokenForm {
 }
 
 /// `POST PREFIX/token`: `grant_type=refresh_token` (RFC 6749 §6).
-pub(super) async fn token(State(gw): AppState, req: Request) -> Response {
-    let tokens = match gw.tokens() {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let caller = match gw.caller(req.headers()) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let form: TokenForm = match oauth_form(req).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
+async fn token(
+    State(gw): AppState,
+    On(tokens): On,
+    caller: Option<Caller>,
+    OAuthForm(form): OAuthForm<TokenForm>,
+) -> Response {
     // The client: authenticated (`Basic`), or a public one naming itself.
     let client = match (&caller, form.client_id.as_deref()) {
         (Some(Caller::Client(id)), named) => {
@@ -457,7 +511,7 @@ pub(super) async fn token(State(gw): AppState, req: Request) -> Response {
             Some(id.as_str())
         }
         (Some(Caller::Admin), _) => return client_must_authenticate(),
-        (None, Some(named)) if gw.is_confidential(named) => return client_must_authenticate(),
+        (None, Some(named)) if is_confidential(&gw, named) => return client_must_authenticate(),
         (None, named) => named,
     };
     match form.grant_type.as_deref() {
@@ -508,16 +562,28 @@ struct TokenParam {
     client_id: Option<String>,
 }
 
-/// The form of `revoke` and `introspect`, and its `token`.
-async fn token_form(req: Request) -> Result<(TokenParam, String), Response> {
-    let mut form: TokenParam = oauth_form(req).await?;
-    match form.token.take().filter(|t| !t.is_empty()) {
-        Some(token) => Ok((form, token)),
-        None => Err(oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "token is missing",
-        )),
+/// The form of `revoke` and `introspect`, with its `token`.
+struct TokenRequest {
+    token: String,
+    client_id: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequest<S> for TokenRequest {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let OAuthForm(form) = OAuthForm::<TokenParam>::from_request(req, state).await?;
+        match form.token.filter(|t| !t.is_empty()) {
+            Some(token) => Ok(TokenRequest {
+                token,
+                client_id: form.client_id,
+            }),
+            None => Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "token is missing",
+            )),
+        }
     }
 }
 
@@ -526,26 +592,19 @@ async fn token_form(req: Request) -> Result<(TokenParam, String), Response> {
 /// configured client (`Basic`), the admin token (any client's), or a public
 /// client naming itself with `client_id` (default `default`). Answers 200
 /// whatever the token was, so nothing is learnt about other clients' tokens.
-pub(super) async fn revoke(State(gw): AppState, req: Request) -> Response {
-    let tokens = match gw.tokens() {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let caller = match gw.caller(req.headers()) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let (form, token) = match token_form(req).await {
-        Ok(read) => read,
-        Err(r) => return r,
-    };
-    let token = token.as_str();
+async fn revoke(
+    State(gw): AppState,
+    On(tokens): On,
+    caller: Option<Caller>,
+    form: TokenRequest,
+) -> Response {
+    let token = form.token.as_str();
     let requester = match &caller {
         Some(Caller::Admin) => Requester::Admin,
         Some(Caller::Client(id)) => Requester::Client(id),
         None => {
             let named = form.client_id.as_deref().unwrap_or(DEFAULT_CLIENT);
-            if gw.is_confidential(named) {
+            if is_confidential(&gw, named) {
                 return client_must_authenticate();
             }
             Requester::Client(named)
@@ -570,32 +629,13 @@ pub(super) async fn revoke(State(gw): AppState, req: Request) -> Response {
 
 /// `POST PREFIX/introspect` (RFC 7662), for the admin token or a configured
 /// client: what a token is, or exactly `{"active":false}`.
-pub(super) async fn introspect(State(gw): AppState, req: Request) -> Response {
-    let tokens = match gw.tokens() {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    match gw.caller(req.headers()) {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            let mut r = oauth_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "introspection needs client credentials (Basic) or the admin token (Bearer)",
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"signoff\""),
-            );
-            return r;
-        }
-        Err(r) => return r,
-    }
-    let (_, token) = match token_form(req).await {
-        Ok(read) => read,
-        Err(r) => return r,
-    };
-    let token = token.as_str();
+async fn introspect(
+    State(gw): AppState,
+    On(tokens): On,
+    _: Caller,
+    form: TokenRequest,
+) -> Response {
+    let token = form.token.as_str();
     match tokens.introspect(token).await {
         Ok(info) => json_response(
             StatusCode::OK,
@@ -610,11 +650,7 @@ pub(super) async fn introspect(State(gw): AppState, req: Request) -> Response {
 }
 
 /// `GET PREFIX/jwks.json`: the public keys that verify access tokens.
-pub(super) async fn jwks(State(gw): AppState) -> Response {
-    let tokens = match gw.tokens() {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
+async fn jwks(On(tokens): On) -> Response {
     let mut r = json_response(StatusCode::OK, tokens.jwks().await.to_string());
     r.headers_mut().insert(
         header::CONTENT_TYPE,

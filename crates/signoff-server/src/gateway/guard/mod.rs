@@ -38,6 +38,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use askama::Template;
 use axum::body::{Body, HttpBody as _};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -70,6 +71,14 @@ const STALE_BODY_HEADERS: [&str; 5] = [
     "repr-digest",
     "accept-ranges",
 ];
+
+/// The tag injected into upstream pages: the script as it is, our own
+/// JavaScript (no user text in it), hence not escaped.
+#[derive(Template)]
+#[template(path = "guard.html")]
+struct GuardTag<'a> {
+    script: &'a str,
+}
 
 /// The guard for one gateway: its script text and CSP hash, built once at startup.
 #[derive(Clone, Debug)]
@@ -119,7 +128,9 @@ impl Guard {
             "'sha256-{}'",
             base64::engine::general_purpose::STANDARD.encode(digest)
         );
-        let tag = format!("<script>{script}</script>");
+        let tag = GuardTag { script: &script }
+            .render()
+            .unwrap_or_else(|e| unreachable!("rendering to a String cannot fail: {e}"));
         let any_element = match "*".parse::<Selector>() {
             Ok(selector) => Some(selector),
             Err(error) => {

@@ -1,0 +1,48 @@
+//! The session cookie: reading it from a request, and the `Set-Cookie`
+//! values that issue and expire it.
+
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use signoff::{CookiePolicy, SessionToken};
+
+/// The value of the cookie called `name`, if the request carries one.
+pub(super) fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.trim().trim_matches('"'))
+}
+
+/// The session token in the request's cookie, if it parses.
+pub(super) fn token(headers: &HeaderMap, name: &str) -> Option<SessionToken> {
+    read(headers, name).and_then(|t| SessionToken::parse(t).ok())
+}
+
+/// `Set-Cookie` issuing a session token.
+pub(super) fn issue(policy: &CookiePolicy, token: &SessionToken) -> HeaderValue {
+    header_value(policy, token.expose(), "")
+}
+
+/// `Set-Cookie` expiring the session cookie, with the same attributes
+/// so the browser replaces the very cookie it holds.
+pub(super) fn expire(policy: &CookiePolicy) -> HeaderValue {
+    header_value(
+        policy,
+        "",
+        "; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+    )
+}
+
+fn header_value(c: &CookiePolicy, value: &str, expiry: &str) -> HeaderValue {
+    let secure = if c.secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{}={value}; Path={}{expiry}; HttpOnly; SameSite={}{secure}",
+        c.name,
+        c.path,
+        c.same_site.as_str()
+    ))
+    .unwrap_or_else(|_| unreachable!("cookie names, paths and tokens are checked ASCII"))
+}

@@ -1,0 +1,379 @@
+//! Sign-in: the login form, logout, the signed-out page, and for the
+//! guard its script and `status`; the sign-in that the form and token
+//! mode's `api/login` share.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use signoff::{AccountError, Actor, AuditEvent, AuditKind, NewSession, SessionData, SessionToken};
+
+use super::client_addr::ClientAddr;
+use super::csrf_form::{CsrfForm, FormGate, FormRefusal, IntentForm, Proof};
+use super::error_pages::{error_page, form_error};
+use super::pages;
+use super::signed_in::{self, Auth};
+use super::{cookies, redirect, AppState, Gateway, USER_NAME_KEY};
+
+/// The sign-in family's routes.
+pub(super) fn routes(gw: &Gateway) -> Router<Arc<Gateway>> {
+    let p = &gw.settings.prefix;
+    Router::new()
+        .route(&format!("{p}/login"), get(login_page).post(login_submit))
+        .route(&format!("{p}/logout"), get(logout_page).post(logout))
+        .route(&format!("{p}/signed-out"), get(signed_out))
+        .route(&format!("{p}/status"), get(status))
+        .route(&format!("{p}/guard.js"), get(guard_js))
+        .route(&format!("{p}/signoff.css"), get(pages::stylesheet))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+async fn login_page(State(gw): AppState, Query(q): Query<LoginQuery>) -> Response {
+    let next = redirect::next_or_root(q.next.as_deref());
+    pages::login(
+        StatusCode::OK,
+        &pages::LoginPage {
+            prefix: &gw.settings.prefix,
+            next,
+            username: "",
+            error: None,
+        },
+    )
+}
+
+#[derive(Default, Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    next: Option<String>,
+}
+
+impl IntentForm for LoginForm {
+    const PROOF: Proof = Proof::NotForeign;
+}
+
+async fn login_submit(
+    State(gw): AppState,
+    ClientAddr(client_ip): ClientAddr,
+    headers: HeaderMap,
+    CsrfForm(form): CsrfForm<LoginForm>,
+) -> Response {
+    let next = redirect::next_or_root(form.next.as_deref()).to_owned();
+    let prefix = &gw.settings.prefix;
+    let retry = |status: StatusCode, message: &str| {
+        pages::login(
+            status,
+            &pages::LoginPage {
+                prefix,
+                next: &next,
+                username: &form.username,
+                error: Some(message),
+            },
+        )
+    };
+    let previous = cookies::read(&headers, &gw.cookie.name);
+    match sign_in(
+        &gw,
+        client_ip,
+        &headers,
+        &form.username,
+        &form.password,
+        previous,
+    )
+    .await
+    {
+        Ok((_, issued)) => {
+            let mut r = StatusCode::SEE_OTHER.into_response();
+            if let Ok(v) = HeaderValue::from_str(&next) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r.headers_mut().insert(
+                header::SET_COOKIE,
+                cookies::issue(&gw.cookie, &issued.token),
+            );
+            r
+        }
+        Err(SignInError::Throttled(secs)) => {
+            let mut r = retry(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("Too many failed attempts. Try again in {secs} seconds."),
+            );
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+        // A disabled account answers like a wrong password: the form must
+        // not confirm that a password is right.
+        Err(SignInError::Refused) => {
+            retry(StatusCode::UNAUTHORIZED, "Wrong user name or password.")
+        }
+        Err(SignInError::Unavailable) => retry(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in is not possible right now. Try again in a moment.",
+        ),
+    }
+}
+
+/// Why [`Gateway::sign_in`] made no session.
+pub(super) enum SignInError {
+    /// Too many failures: wait this many seconds (nothing was checked).
+    Throttled(u64),
+    /// A wrong name or password, or a disabled account: one answer for all.
+    Refused,
+    /// The store could not answer.
+    Unavailable,
+}
+
+/// The sign-in the form and `api/login` share: the failure delays, the
+/// password check (a disabled account fails like a wrong password), the
+/// audit trail, and a new session that replaces `previous` (so a token
+/// planted before sign-in is worthless after it).
+pub(super) async fn sign_in(
+    gw: &Gateway,
+    client_ip: IpAddr,
+    headers: &HeaderMap,
+    username: &str,
+    password: &str,
+    previous: Option<&str>,
+) -> Result<(signoff::User, signoff::Issued), SignInError> {
+    if let Err(wait) = gw
+        .throttle
+        .attempt(client_ip, username, std::time::Instant::now())
+    {
+        tracing::info!(target: "signoff::auth", ip = %client_ip, "login refused: too many failures");
+        return Err(SignInError::Throttled(wait.as_secs().max(1)));
+    }
+    let user = match gw.accounts.authenticate(username, password).await {
+        Ok(user) => user,
+        Err(e @ (AccountError::InvalidCredentials | AccountError::Disabled)) => {
+            tracing::info!(target: "signoff::auth", ip = %client_ip, "login failed");
+            record_login_failure(gw, username, client_ip, matches!(e, AccountError::Disabled))
+                .await;
+            return Err(SignInError::Refused);
+        }
+        Err(e) => {
+            // Not the client's failure: give the attempt back.
+            gw.throttle.succeeded(client_ip, username);
+            gw.count_store_error();
+            tracing::error!(error = %e, "login could not be checked");
+            return Err(SignInError::Unavailable);
+        }
+    };
+    gw.throttle.succeeded(client_ip, username);
+    let mut data = SessionData::new();
+    data.insert(USER_NAME_KEY.to_owned(), user.name.clone());
+    let mut new = NewSession::for_user(user.id.clone())
+        .ip(client_ip.to_string())
+        .data(data);
+    if let Some(ua) = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        new = new.user_agent(truncate(ua, signoff::MAX_USER_AGENT_BYTES));
+    }
+    let issued = match gw.sessions.login(previous, new).await {
+        Ok(issued) => issued,
+        Err(e) => {
+            gw.count_store_error();
+            tracing::error!(error = %e, "could not create a session");
+            return Err(SignInError::Unavailable);
+        }
+    };
+    tracing::info!(target: "signoff::auth", user = %user.name, session = %issued.session.handle, "login");
+    gw.audit(
+        AuditEvent::new(AuditKind::LoginSucceeded, gw.sessions.now())
+            .user(Some(&user.id), Some(&user.name))
+            .session(&issued.session.handle)
+            .by(Actor::User)
+            .ip(client_ip),
+    )
+    .await;
+    Ok((user, issued))
+}
+
+async fn logout_page(State(gw): AppState, headers: HeaderMap) -> Response {
+    let csrf = cookies::token(&headers, &gw.cookie.name).map(|t| signoff::csrf::token_for(&t));
+    pages::logout(&pages::LogoutPage {
+        prefix: &gw.settings.prefix,
+        csrf: csrf.as_deref(),
+    })
+}
+
+#[derive(Default, Deserialize)]
+struct LogoutForm {
+    csrf: Option<String>,
+}
+
+impl IntentForm for LogoutForm {
+    const PROOF: Proof = Proof::TokenOrSameOrigin;
+
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
+async fn logout(
+    State(gw): AppState,
+    headers: HeaderMap,
+    CsrfForm(_): CsrfForm<LogoutForm>,
+) -> Response {
+    let token = cookies::token(&headers, &gw.cookie.name);
+    if let Some(token) = &token {
+        if let Err(e) = gw.sessions.logout(token.expose()).await {
+            gw.count_store_error();
+            tracing::error!(error = %e, "logout failed: the store is unavailable");
+            return error_page(
+                &gw,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-out failed",
+                "Your session could not be ended because the session store is unavailable. \
+                 You are still signed in. Try again in a moment.",
+            );
+        }
+        tracing::info!(target: "signoff::auth", "logout");
+    }
+    signed_out_response(&gw)
+}
+
+async fn signed_out(State(gw): AppState) -> Response {
+    pages::signed_out(&pages::SignedOutPage {
+        prefix: &gw.settings.prefix,
+    })
+}
+
+/// What logout answers: 303 to the signed-out page, the cookie
+/// expired, and `Clear-Site-Data`.
+pub(super) fn signed_out_response(gw: &Gateway) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("{}/signed-out", gw.settings.prefix)) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::SET_COOKIE, cookies::expire(&gw.cookie));
+    if let Some(csd) = &gw.settings.clear_site_data {
+        if let Ok(v) = HeaderValue::from_str(csd) {
+            h.insert("clear-site-data", v);
+        }
+    }
+    r
+}
+
+/// Records a failed sign-in. The name typed is kept only if an account
+/// has it (a password typed into the name field is not); a wrong
+/// password and an unknown name are told apart here, never to the client.
+async fn record_login_failure(gw: &Gateway, name: &str, ip: IpAddr, disabled: bool) {
+    if gw.sessions.audit().is_none() {
+        return;
+    }
+    let user = gw.accounts.user(name).await.ok();
+    let reason = match (&user, disabled) {
+        (_, true) => "disabled",
+        (Some(_), false) => "wrong_password",
+        (None, false) => "unknown_user",
+    };
+    let event = AuditEvent::new(AuditKind::LoginFailed, gw.sessions.now())
+        .user(
+            user.as_ref().map(|u| &u.id),
+            user.as_ref().map(|u| u.name.as_str()),
+        )
+        .reason(reason)
+        .ip(ip);
+    gw.audit(event).await;
+}
+
+/// For the guard: is this browser's session alive? No secrets in the answer.
+/// Read from the store, never the cache: a page restored by Back right
+/// after a sign-out elsewhere must not be kept on a cached answer.
+async fn status(State(gw): AppState, headers: HeaderMap) -> Response {
+    let cookie = cookies::read(&headers, &gw.cookie.name);
+    let auth = signed_in::validate(&gw, &gw.uncached, cookie).await;
+    let (code, body) = match auth {
+        Auth::SignedIn(_) => (StatusCode::OK, "{\"signed_in\":true}"),
+        Auth::Anonymous { .. } => (StatusCode::UNAUTHORIZED, "{\"signed_in\":false}"),
+        Auth::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "{\"signed_in\":null}"),
+    };
+    (
+        code,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn guard_js(State(gw): AppState) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/javascript; charset=utf-8"),
+        )],
+        gw.guard.script().to_owned(),
+    )
+        .into_response()
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+pub(super) fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The form refusals of the sign-in and account pages.
+impl FormGate for Gateway {
+    fn public_origin(&self) -> &str {
+        &self.settings.public_origin
+    }
+
+    fn session_token(&self, headers: &HeaderMap) -> Option<SessionToken> {
+        cookies::token(headers, &self.cookie.name)
+    }
+
+    fn refuse_form(&self, why: FormRefusal) -> Response {
+        match why {
+            FormRefusal::Unreadable(status) => form_error(self, status),
+            // Login CSRF.
+            FormRefusal::NoIntent(Proof::NotForeign) => error_page(
+                self,
+                StatusCode::FORBIDDEN,
+                "Sign-in refused",
+                "This sign-in form was sent from another site.",
+            ),
+            FormRefusal::NoIntent(Proof::TokenOrSameOrigin) => {
+                tracing::warn!(target: "signoff::auth", "refused a sign-out without proof of intent");
+                error_page(
+                    self,
+                    StatusCode::FORBIDDEN,
+                    "Sign-out refused",
+                    "This sign-out request did not come from this site, so nothing was changed.",
+                )
+            }
+            FormRefusal::NoIntent(Proof::Token) => {
+                tracing::warn!(target: "signoff::auth", "refused an account change without proof of intent");
+                error_page(
+                    self,
+                    StatusCode::FORBIDDEN,
+                    "Request refused",
+                    "This request did not come from this site's own page, so nothing was changed.",
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Who a request is from: its session (cookie or bearer token) checked
+//! against the store, the [`SignedIn`] extractor for the pages that need a
+//! signed-in user, and the answer to a request without a live session.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use signoff::{Session, SessionError, SessionHandle, SessionToken, Sessions};
+
+use super::error_pages::unavailable;
+use super::proxy::no_store;
+use super::{cookies, Gateway, USER_NAME_KEY};
+
+/// A request with a live, signed-in session.
+pub struct Authenticated {
+    /// The token the client presented.
+    pub token: SessionToken,
+    /// Its session.
+    pub session: Session,
+    /// The user's login name.
+    pub user: String,
+}
+
+/// Who a proxied or forward-auth request is from.
+pub struct Identity {
+    /// The user's login name.
+    pub user: String,
+    /// The session's public handle.
+    pub handle: SessionHandle,
+    /// With a session cookie: the CSRF token the upstream may put in forms.
+    pub csrf: Option<String>,
+    /// The request carried a session token in `Authorization`, which the
+    /// upstream must not see (like the cookie).
+    pub strip_authorization: bool,
+}
+
+impl Identity {
+    fn of_cookie(auth: &Authenticated) -> Self {
+        Self {
+            user: auth.user.clone(),
+            handle: auth.session.handle,
+            csrf: Some(signoff::csrf::token_for(&auth.token)),
+            strip_authorization: false,
+        }
+    }
+}
+
+/// The outcome of checking a request's credentials.
+pub(super) enum Who {
+    Known(Identity),
+    /// No usable session; `stale` if the client sent a cookie anyway.
+    Anonymous {
+        stale: bool,
+    },
+    /// A bearer token that is not (or no longer) good, and why.
+    BadBearer(String),
+    /// The store could not answer: fail closed.
+    Unavailable,
+}
+
+impl From<Auth> for Who {
+    fn from(auth: Auth) -> Self {
+        match auth {
+            Auth::SignedIn(a) => Who::Known(Identity::of_cookie(&a)),
+            Auth::Anonymous { stale } => Who::Anonymous { stale },
+            Auth::Unavailable => Who::Unavailable,
+        }
+    }
+}
+
+/// The outcome of checking a session token.
+pub(super) enum Auth {
+    SignedIn(Box<Authenticated>),
+    /// No usable session; `stale` if the client sent a cookie anyway.
+    Anonymous {
+        stale: bool,
+    },
+    /// The store could not answer: fail closed.
+    Unavailable,
+}
+
+/// The request's session cookie, checked.
+pub(super) async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Auth {
+    validate(gw, &gw.sessions, cookies::read(headers, &gw.cookie.name)).await
+}
+
+/// Checks a presented session token (cookie value or bearer token) with a
+/// given engine (cached or not).
+pub(super) async fn validate(gw: &Gateway, sessions: &Sessions, raw: Option<&str>) -> Auth {
+    let auth = check_token(gw, sessions, raw).await;
+    if matches!(auth, Auth::Anonymous { .. }) {
+        // A connection pinned by a session that has ended is pinned no more.
+        crate::listener::note_no_live_session();
+    }
+    auth
+}
+
+async fn check_token(gw: &Gateway, sessions: &Sessions, raw: Option<&str>) -> Auth {
+    let Some(raw) = raw else {
+        return Auth::Anonymous { stale: false };
+    };
+    let Ok(token) = SessionToken::parse(raw) else {
+        return Auth::Anonymous { stale: true };
+    };
+    match sessions.validate(token.expose()).await {
+        Ok(session) => match session.data.get(USER_NAME_KEY) {
+            Some(user) if session.user_id.is_some() => {
+                crate::listener::note_live_session();
+                Auth::SignedIn(Box::new(Authenticated {
+                    user: user.clone(),
+                    token,
+                    session,
+                }))
+            }
+            _ => Auth::Anonymous { stale: true },
+        },
+        Err(SessionError::Store(e)) => {
+            gw.count_store_error();
+            tracing::error!(error = %e, "session store unavailable; refusing the request");
+            Auth::Unavailable
+        }
+        Err(_) => Auth::Anonymous { stale: true },
+    }
+}
+
+/// The token in `Authorization: Bearer`, if any.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether the client takes HTML (a browser navigating).
+pub(super) fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}
+
+/// The answer to a request without a live session: browsers (`html`)
+/// are sent to the login page, other clients get 401. Either way a
+/// stale cookie is expired.
+pub(super) fn sign_in_first(gw: &Gateway, html: bool, next: &str, stale: bool) -> Response {
+    let prefix = &gw.settings.prefix;
+    let mut response = if html {
+        let mut r = StatusCode::SEE_OTHER.into_response();
+        if let Ok(v) = HeaderValue::from_str(&login_url(prefix, next)) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        r
+    } else {
+        let mut r = (StatusCode::UNAUTHORIZED, "sign in first\n").into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge(prefix));
+        r
+    };
+    no_store(response.headers_mut());
+    if stale {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, cookies::expire(&gw.cookie));
+    }
+    response
+}
+
+fn challenge(prefix: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "Signoff realm=\"signoff\", login=\"{prefix}/login\""
+    ))
+    .unwrap_or_else(|_| unreachable!("the prefix is checked ASCII"))
+}
+
+/// The login page, coming back to `next`.
+pub(super) fn login_url(prefix: &str, next: &str) -> String {
+    let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    format!("{prefix}/login?next={next}")
+}
+
+/// What [`SignedIn`] needs from the app state.
+pub(super) trait SessionCheck: Send + Sync {
+    /// The request's session, checked against the store.
+    fn check(&self, headers: &HeaderMap) -> impl Future<Output = Auth> + Send;
+    /// The answer to a request without a live session.
+    fn refuse(&self, why: NotSignedIn) -> Response;
+}
+
+/// Why [`SignedIn`] refused a request.
+pub(super) enum NotSignedIn {
+    /// No live session: sign in, then come back to `back_to` (a path
+    /// under the prefix); `stale` if a cookie was sent anyway.
+    Anonymous { back_to: &'static str, stale: bool },
+    /// The store could not answer.
+    Unavailable,
+}
+
+/// Where a page sends the browser back after the sign-in it asks for.
+pub(super) trait BackTo {
+    /// A path under the prefix.
+    const PATH: &'static str;
+}
+
+/// Back to the sessions page.
+pub(super) struct ToSessions;
+
+impl BackTo for ToSessions {
+    const PATH: &'static str = "/sessions";
+}
+
+/// Back to the password page.
+pub(super) struct ToPassword;
+
+impl BackTo for ToPassword {
+    const PATH: &'static str = "/password";
+}
+
+/// The signed-in user of an HTML page. Without a live session the browser
+/// is sent to the login page (coming back to `B`); when the store cannot
+/// answer, 503.
+pub(super) struct SignedIn<B>(pub Authenticated, pub PhantomData<B>);
+
+impl<S: SessionCheck, B: BackTo> FromRequestParts<S> for SignedIn<B> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match state.check(&parts.headers).await {
+            Auth::SignedIn(auth) => Ok(SignedIn(*auth, PhantomData)),
+            Auth::Anonymous { stale } => Err(state.refuse(NotSignedIn::Anonymous {
+                back_to: B::PATH,
+                stale,
+            })),
+            Auth::Unavailable => Err(state.refuse(NotSignedIn::Unavailable)),
+        }
+    }
+}
+
+impl<T: SessionCheck> SessionCheck for Arc<T> {
+    fn check(&self, headers: &HeaderMap) -> impl Future<Output = Auth> + Send {
+        (**self).check(headers)
+    }
+
+    fn refuse(&self, why: NotSignedIn) -> Response {
+        (**self).refuse(why)
+    }
+}
+
+impl SessionCheck for Gateway {
+    async fn check(&self, headers: &HeaderMap) -> Auth {
+        authenticate(self, headers).await
+    }
+
+    fn refuse(&self, why: NotSignedIn) -> Response {
+        match why {
+            NotSignedIn::Anonymous { back_to, stale } => {
+                let here = format!("{}{back_to}", self.settings.prefix);
+                sign_in_first(self, true, &here, stale)
+            }
+            NotSignedIn::Unavailable => unavailable(self),
+        }
+    }
+}

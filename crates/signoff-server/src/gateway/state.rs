@@ -1,0 +1,151 @@
+//! [`Gateway`]: the state every handler shares, and the router that merges
+//! the endpoint families' `routes()` under the middleware.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::uri::Authority;
+use axum::middleware;
+use axum::response::Response;
+use axum::Router;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use signoff::token_mode::Tokens;
+use signoff::{Accounts, CookiePolicy, Sessions};
+
+use super::client_addr::TrustedProxies;
+use super::guard::Guard;
+use super::throttle::Throttle;
+use super::{account, admin, forward_auth, layers, ops, own_body, proxy, sign_in, token_mode};
+use crate::config::Settings;
+
+/// Everything the handlers share.
+pub struct Gateway {
+    pub(super) settings: Arc<Settings>,
+    pub(super) sessions: Sessions,
+    /// The same engine without the local cache: for the guard's status
+    /// check, which must see a session ended anywhere at once.
+    pub(super) uncached: Sessions,
+    pub(super) accounts: Accounts,
+    pub(super) cookie: CookiePolicy,
+    pub(super) client: Client<HttpConnector, Body>,
+    /// `None` in forward-auth-only mode.
+    pub(super) upstream_authority: Option<Authority>,
+    pub(super) guard: Guard,
+    pub(super) throttle: Throttle,
+    pub(super) metrics: crate::metrics::Sources,
+    pub(super) counters: crate::metrics::Counters,
+    /// Token mode, if on.
+    pub(super) tokens: Option<Arc<Tokens>>,
+}
+
+impl Gateway {
+    /// A gateway over these parts. `cookie` must match the policy inside
+    /// `sessions`.
+    pub fn new(settings: Settings, sessions: Sessions, accounts: Accounts) -> anyhow::Result<Self> {
+        let upstream_authority = match &settings.upstream {
+            Some(uri) => Some(
+                uri.authority()
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("upstream has no host"))?,
+            ),
+            None => None,
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .build(connector);
+        let guard = Guard::new(&settings.prefix);
+        if settings.inject_guard {
+            tracing::info!(
+                csp_source = guard.csp_source(),
+                "injecting the back-button guard into upstream HTML; a CSP in a <meta> tag must allow this hash"
+            );
+        }
+        Ok(Self {
+            cookie: sessions.policy().cookie().clone(),
+            guard,
+            throttle: Throttle::new(settings.login.clone()),
+            settings: Arc::new(settings),
+            uncached: sessions.clone(),
+            sessions,
+            accounts,
+            client,
+            upstream_authority,
+            metrics: crate::metrics::Sources::default(),
+            counters: crate::metrics::Counters::default(),
+            tokens: None,
+        })
+    }
+
+    /// Where `PREFIX/metrics` (served with `--metrics`) reads its figures.
+    pub fn with_metrics(mut self, sources: crate::metrics::Sources) -> Self {
+        self.metrics = sources;
+        self
+    }
+
+    /// The engine over the store itself, bypassing the local cache, that
+    /// `PREFIX/status` asks (by default the cached one).
+    pub fn with_uncached_sessions(mut self, uncached: Sessions) -> Self {
+        self.uncached = uncached;
+        self
+    }
+
+    /// Turns on token mode (`PREFIX/api/login`, `/token`, … and bearer
+    /// access tokens).
+    pub fn with_tokens(mut self, tokens: Option<Arc<Tokens>>) -> Self {
+        self.tokens = tokens;
+        self
+    }
+
+    /// Counts a store failure for the metrics.
+    pub(super) fn count_store_error(&self) {
+        self.counters
+            .store_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Records an audit event, if the engine has an audit log.
+    pub(super) async fn audit(&self, event: signoff::AuditEvent) {
+        if let Some(audit) = self.sessions.audit() {
+            audit.record(event).await;
+        }
+    }
+
+    /// The axum app: the families' own routes under the prefix (each
+    /// body with a deadline, each answer no-store and nosniff), then the
+    /// proxy for everything else; HSTS and the access log on all of it.
+    pub fn router(self: Arc<Self>) -> Router {
+        let within = self.settings.connections.client_timeout;
+        let own = Router::new()
+            .merge(sign_in::routes(&self))
+            .merge(account::routes(&self))
+            .merge(token_mode::routes(&self))
+            .merge(forward_auth::routes(&self))
+            .merge(admin::routes(&self))
+            .merge(ops::routes(&self))
+            .layer(middleware::map_request(move |req: Request| async move {
+                own_body::with_deadline(req, within)
+            }))
+            // `layer`, not `route_layer`: 405s for a wrong method get it too.
+            .layer(middleware::map_response(layers::own_response));
+        let hsts = self.settings.hsts.clone();
+        own.merge(proxy::routes(&self))
+            .layer(middleware::map_response(move |response: Response| {
+                let hsts = hsts.clone();
+                async move { layers::with_hsts(response, hsts) }
+            }))
+            .layer(middleware::from_fn(layers::access_log))
+            .with_state(self)
+    }
+}
+
+impl TrustedProxies for Gateway {
+    fn trusted_proxies(&self) -> &[ipnet::IpNet] {
+        &self.settings.trusted_proxies
+    }
+}

@@ -16,6 +16,9 @@
 //! - [`CachedStore`]: a bounded in-process cache in front of any store;
 //!   [`revocation::run`] keeps it honest across nodes on a shared store's
 //!   revocation bus.
+//! - [`SessionWatch`]: a per-node registry of open connections by session,
+//!   whose [`Watch::ended`] resolves when the session ends, for whatever
+//!   reason and on whichever node.
 //! - [`csrf`]: CSRF tokens derived from the session token, stored nowhere.
 //! - [`Accounts`] and [`Passwords`]: users with Argon2id password hashes.
 //! - [`token_mode`]: token mode for APIs: signed access tokens checked against
@@ -54,6 +57,7 @@ pub mod csrf;
 mod policy;
 pub mod revocation;
 mod session;
+pub mod session_watch;
 mod session_token;
 pub mod store;
 pub mod token_mode;
@@ -67,6 +71,7 @@ pub use session::{
     ExpiredBy, Issued, NewSession, Session, SessionData, SessionError, Sessions, UserId,
     MAX_DATA_BYTES, MAX_DATA_KEYS, MAX_IP_BYTES, MAX_USER_AGENT_BYTES,
 };
+pub use session_watch::{EndReason, SessionWatch, Watch, WatchOptions, WatchStats};
 pub use session_token::{
     SessionHandle, SessionId, SessionToken, TokenError, HANDLE_LEN, TOKEN_LEN,
 };

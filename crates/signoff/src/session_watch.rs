@@ -66,10 +66,10 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::audit::Actor;
@@ -216,7 +216,10 @@ struct Entry {
     last_seen: AtomicI64,
     /// When a touch was last sent to the store (millis): the throttle.
     touch_sent: AtomicI64,
-    ended: watch::Sender<Option<EndReason>>,
+    /// Set once, when the session is found ended; then `ended` wakes
+    /// every waiter.
+    reason: OnceLock<EndReason>,
+    ended: Notify,
 }
 
 /// The registry's view of one watched session.
@@ -291,7 +294,8 @@ impl Table {
     fn end(&mut self, handle: SessionHandle, reason: EndReason, stats: &WatchStats) {
         if let Some(slot) = self.slots.remove(&handle) {
             self.forget(&handle, &slot);
-            slot.entry.ended.send_replace(Some(reason));
+            let _ = slot.entry.reason.set(reason);
+            slot.entry.ended.notify_waiters();
             stats.ended.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -363,7 +367,8 @@ impl SessionWatch {
                     user: session.user_id.clone(),
                     last_seen: AtomicI64::new(last_seen),
                     touch_sent: AtomicI64::new(last_seen),
-                    ended: watch::Sender::new(None),
+                    reason: OnceLock::new(),
+                    ended: Notify::new(),
                 });
                 let slot = Slot {
                     entry: entry.clone(),
@@ -551,6 +556,8 @@ impl Shared {
                 if slot.next_check != at {
                     continue;
                 }
+                // Popped: the next `schedule` must push again.
+                slot.next_check = Timestamp::from_millis(i64::MIN);
                 if slot.deadline() > now {
                     // Activity moved the deadline out.
                     table.schedule(handle);
@@ -701,13 +708,16 @@ impl Watch {
 
     /// Resolves when the session has ended; at once if it already has.
     pub async fn ended(&self) -> EndReason {
-        let mut rx = self.entry.ended.subscribe();
-        let reason = match rx.wait_for(Option::is_some).await {
-            Ok(reason) => reason.unwrap_or(EndReason::Gone),
-            // The sender lives in `self.entry`: not reached.
-            Err(_) => EndReason::Gone,
-        };
-        reason
+        loop {
+            // Registered before looking, so an end in between still wakes us.
+            let notified = self.entry.ended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = self.entry.reason.get() {
+                return *reason;
+            }
+            notified.await;
+        }
     }
 
     /// [`Watch::ended`] as a future that owns this watch, for a response
@@ -718,7 +728,7 @@ impl Watch {
 
     /// Why the session ended, if it has.
     pub fn end_reason(&self) -> Option<EndReason> {
-        *self.entry.ended.borrow()
+        self.entry.reason.get().copied()
     }
 
     /// Records activity from the client (a frame it sent): written to the
@@ -794,5 +804,24 @@ impl Drop for Watch {
                 table.forget(&self.entry.handle, &slot);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What one watched session costs the registry, beside the heap
+    /// blocks of its user id and of the maps' spare capacity.
+    #[test]
+    fn an_entry_is_a_few_hundred_bytes() {
+        let slot = std::mem::size_of::<(SessionHandle, Slot)>();
+        let by_id = std::mem::size_of::<(SessionId, SessionHandle)>();
+        // The Arc's two counters beside the entry.
+        let entry = std::mem::size_of::<Entry>() + 16;
+        let total = slot + by_id + entry;
+        println!("session watch: slot {slot} B, index {by_id} B, entry {entry} B: {total} B");
+        assert!(total <= 400, "{total}");
+        assert!(std::mem::size_of::<Watch>() <= 16);
     }
 }

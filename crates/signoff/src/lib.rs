@@ -57,8 +57,8 @@ pub mod csrf;
 mod policy;
 pub mod revocation;
 mod session;
-pub mod session_watch;
 mod session_token;
+pub mod session_watch;
 pub mod store;
 pub mod token_mode;
 mod users;
@@ -71,10 +71,10 @@ pub use session::{
     ExpiredBy, Issued, NewSession, Session, SessionData, SessionError, Sessions, UserId,
     MAX_DATA_BYTES, MAX_DATA_KEYS, MAX_IP_BYTES, MAX_USER_AGENT_BYTES,
 };
-pub use session_watch::{EndReason, SessionWatch, Watch, WatchOptions, WatchStats};
 pub use session_token::{
     SessionHandle, SessionId, SessionToken, TokenError, HANDLE_LEN, TOKEN_LEN,
 };
+pub use session_watch::{EndReason, SessionWatch, Watch, WatchOptions, WatchStats};
 pub use store::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use store::postgres::{PostgresOptions, PostgresStore};

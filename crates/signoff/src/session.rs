@@ -598,11 +598,7 @@ impl Sessions {
         older.sort_by_key(|s| key(s));
         let mut ended = 0;
         for old in older.into_iter().take(excess) {
-            if let Some(removed) = self
-                .store
-                .remove_by_handle(&old.handle, Some(user))
-                .await?
-            {
+            if let Some(removed) = self.store.remove_by_handle(&old.handle, Some(user)).await? {
                 self.tell_watch(&removed.id, Some(EndReason::EndedBy(Actor::Policy)));
                 ended += 1;
                 self.record_ended(

@@ -64,7 +64,6 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fmt;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
@@ -511,7 +510,11 @@ impl Shared {
 
     /// One round of the driver: starts what is due, and says how long to
     /// sleep at most.
-    fn tick(self: &Arc<Self>, next_poll: &mut Option<Instant>, next_retry: &mut Instant) -> Duration {
+    fn tick(
+        self: &Arc<Self>,
+        next_poll: &mut Option<Instant>,
+        next_retry: &mut Instant,
+    ) -> Duration {
         let now = self.clock.now();
         let real_now = Instant::now();
         let mut sleep = self.options.clock_check;
@@ -522,7 +525,7 @@ impl Shared {
             if self.trusted.load(Ordering::SeqCst) {
                 *next_poll = None;
             } else {
-                let due = next_poll.map_or(true, |at| real_now >= at);
+                let due = next_poll.is_none_or(|at| real_now >= at);
                 if due {
                     if !table.slots.is_empty() {
                         table.all_dirty = true;
@@ -619,7 +622,12 @@ impl Shared {
                 Ok(Some(s)) if s.handle == entry.handle && s.user_id == entry.user => {
                     match s.expiry(now, &self.policy) {
                         Some(by) => Verdict::End(EndReason::Expired(by)),
-                        None => Verdict::Alive(s),
+                        None => Verdict::Alive(Alive {
+                            id: s.id,
+                            absolute: absolute_end(&s, &self.policy),
+                            idle: s.idle_timeout.min(self.policy.idle_timeout()),
+                            last_seen: s.last_seen_at,
+                        }),
                     }
                 }
                 Ok(_) => Verdict::End(slot.hint.unwrap_or(EndReason::Gone)),
@@ -645,12 +653,12 @@ impl Shared {
                 Verdict::Alive(session) => {
                     slot.failing_since = None;
                     slot.hint = None;
-                    slot.absolute = absolute_end(&session, &self.policy);
-                    slot.idle = session.idle_timeout.min(self.policy.idle_timeout());
+                    slot.absolute = session.absolute;
+                    slot.idle = session.idle;
                     let old = std::mem::replace(&mut slot.id, session.id);
                     entry
                         .last_seen
-                        .fetch_max(session.last_seen_at.as_millis(), Ordering::SeqCst);
+                        .fetch_max(session.last_seen.as_millis(), Ordering::SeqCst);
                     table.failing.remove(&entry.handle);
                     if old != session.id {
                         // Rotated: from now on, announcements name the new digest.
@@ -674,10 +682,18 @@ impl Shared {
     }
 }
 
+/// What the registry keeps of a session found alive.
+struct Alive {
+    id: SessionId,
+    absolute: Timestamp,
+    idle: Duration,
+    last_seen: Timestamp,
+}
+
 /// What a check found.
 enum Verdict {
     End(EndReason),
-    Alive(Session),
+    Alive(Alive),
     Retry,
 }
 
@@ -722,8 +738,8 @@ impl Watch {
 
     /// [`Watch::ended`] as a future that owns this watch, for a response
     /// body or task that must hold it without borrowing.
-    pub fn into_ended(self) -> impl Future<Output = EndReason> + Send + 'static {
-        async move { self.ended().await }
+    pub async fn into_ended(self) -> EndReason {
+        self.ended().await
     }
 
     /// Why the session ended, if it has.

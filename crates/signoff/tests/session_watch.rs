@@ -17,9 +17,9 @@ use async_trait::async_trait;
 use signoff::revocation::{self, BusOptions, BusSubscription, Fanout, RevocationBus};
 use signoff::{
     Actor, CacheOptions, CachedStore, Clock, EndReason, ExpiredBy, ManualClock, MemoryStore,
-    NewSession, Policy, Session, SessionData, SessionHandle, SessionId, SessionStore,
-    SessionWatch, Sessions, SqliteStore, StoreError, SystemClock, Timestamp, UserId, Watch,
-    WatchOptions, WriteOutcome,
+    NewSession, Policy, Session, SessionData, SessionHandle, SessionId, SessionStore, SessionWatch,
+    Sessions, SqliteStore, StoreError, SystemClock, Timestamp, UserId, Watch, WatchOptions,
+    WriteOutcome,
 };
 use tokio::sync::broadcast;
 
@@ -421,7 +421,10 @@ async fn the_per_user_limit_and_a_reused_refresh_token_end_their_watches() {
         options(),
     );
     watch.set_trusted(true);
-    let limited = Policy::builder().max_sessions_per_user(Some(1)).build().unwrap();
+    let limited = Policy::builder()
+        .max_sessions_per_user(Some(1))
+        .build()
+        .unwrap();
     let sessions = Sessions::new(memory.clone(), limited).with_watch(watch.clone());
 
     let (_, first) = sign_in(&sessions, "dave").await;
@@ -465,10 +468,15 @@ async fn idle_and_absolute_timeouts_end_the_watch_and_activity_defers_idle() {
         .build()
         .unwrap();
     let store = Counting::new(Arc::new(MemoryStore::new()));
-    let watch = SessionWatch::new(store.clone(), policy.clone(), Arc::new(clock.clone()), options());
+    let watch = SessionWatch::new(
+        store.clone(),
+        policy.clone(),
+        Arc::new(clock.clone()),
+        options(),
+    );
     watch.set_trusted(true);
-    let sessions =
-        Sessions::with_clock(store.clone(), policy, Arc::new(clock.clone())).with_watch(watch.clone());
+    let sessions = Sessions::with_clock(store.clone(), policy, Arc::new(clock.clone()))
+        .with_watch(watch.clone());
 
     // Idle: nothing for 60 s ends it; the watch reads the store once at
     // the deadline and once when registered, not in between.
@@ -481,7 +489,9 @@ async fn idle_and_absolute_timeouts_end_the_watch_and_activity_defers_idle() {
     assert_eq!(store.reads(), reads, "no read before the deadline");
     clock.advance(Duration::from_secs(1));
     assert_eq!(
-        ends_within(&w, Instant::now(), Duration::from_secs(1)).await.0,
+        ends_within(&w, Instant::now(), Duration::from_secs(1))
+            .await
+            .0,
         EndReason::Expired(ExpiredBy::Idle)
     );
 
@@ -513,7 +523,9 @@ async fn idle_and_absolute_timeouts_end_the_watch_and_activity_defers_idle() {
     stays_open(&w, Duration::from_millis(100), "299 s").await;
     clock.set(start.plus(Duration::from_secs(300)));
     assert_eq!(
-        ends_within(&w, Instant::now(), Duration::from_secs(1)).await.0,
+        ends_within(&w, Instant::now(), Duration::from_secs(1))
+            .await
+            .0,
         EndReason::Expired(ExpiredBy::Absolute)
     );
 }
@@ -529,7 +541,12 @@ async fn idle_deadline_follows_activity_seen_elsewhere() {
         .build()
         .unwrap();
     let store = Arc::new(MemoryStore::new());
-    let watch = SessionWatch::new(store.clone(), policy.clone(), Arc::new(clock.clone()), options());
+    let watch = SessionWatch::new(
+        store.clone(),
+        policy.clone(),
+        Arc::new(clock.clone()),
+        options(),
+    );
     watch.set_trusted(true);
     let sessions = Sessions::with_clock(store, policy, Arc::new(clock.clone()));
     let (token, s) = sign_in(&sessions, "fay").await;
@@ -540,7 +557,9 @@ async fn idle_deadline_follows_activity_seen_elsewhere() {
     stays_open(&w, Duration::from_millis(200), "touched elsewhere").await;
     clock.advance(Duration::from_secs(30));
     assert_eq!(
-        ends_within(&w, Instant::now(), Duration::from_secs(1)).await.0,
+        ends_within(&w, Instant::now(), Duration::from_secs(1))
+            .await
+            .0,
         EndReason::Expired(ExpiredBy::Idle)
     );
 }
@@ -633,20 +652,34 @@ async fn announcements_end_watches_and_an_idle_trusted_watch_reads_nothing() {
     bus.announce(&s0.id).await;
     for w in &watches[0..10] {
         let (reason, took) = ends_within(w, t, Duration::from_secs(1)).await;
-        assert_eq!(reason, EndReason::Gone, "ended elsewhere: how is not known here");
+        assert_eq!(
+            reason,
+            EndReason::Gone,
+            "ended elsewhere: how is not known here"
+        );
         figures.push(took);
     }
     for w in &watches[10..] {
         assert_eq!(w.end_reason(), None);
     }
-    stays_open(&watches[20], Duration::from_millis(100), "same user, other session").await;
+    stays_open(
+        &watches[20],
+        Duration::from_millis(100),
+        "same user, other session",
+    )
+    .await;
 
     // A rotation elsewhere moves the watch; a logout with the new token
     // (announced under the new digest) ends it.
     let (token1, s1) = &sessions[1];
     let rotated = n.other.rotate(token1, true).await.unwrap();
     bus.announce(&s1.id).await;
-    stays_open(&watches[10], Duration::from_millis(200), "rotated elsewhere").await;
+    stays_open(
+        &watches[10],
+        Duration::from_millis(200),
+        "rotated elsewhere",
+    )
+    .await;
     let t = Instant::now();
     n.other.logout(rotated.token.expose()).await.unwrap();
     bus.announce(&rotated.session.id).await;
@@ -679,7 +712,10 @@ async fn a_lost_bus_falls_back_to_polling_within_the_bound() {
     wait_until("untrusted", || !n.watch.is_trusted()).await;
     let polls = n.watch.stats().polls();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(n.watch.stats().polls() >= polls + 2, "polls about every 500 ms");
+    assert!(
+        n.watch.stats().polls() >= polls + 2,
+        "polls about every 500 ms"
+    );
     // An end that is never announced is still seen within the bound.
     let mut figures = Vec::new();
     let t = Instant::now();
@@ -697,7 +733,10 @@ async fn a_lost_bus_falls_back_to_polling_within_the_bound() {
     let t = Instant::now();
     n.other.logout(rotated.token.expose()).await.unwrap();
     figures.push(ends_within(&w, t, Duration::from_secs(1)).await.1);
-    report("unannounced end to resolution while polling (500 ms)", &mut figures);
+    report(
+        "unannounced end to resolution while polling (500 ms)",
+        &mut figures,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -724,7 +763,10 @@ async fn without_any_bus_an_end_by_another_engine_is_found_by_polling() {
         sessions.logout(&token).await.unwrap();
         figures.push(ends_within(&w, t, Duration::from_secs(1)).await.1);
     }
-    report("end to resolution, no bus (polling every 500 ms)", &mut figures);
+    report(
+        "end to resolution, no bus (polling every 500 ms)",
+        &mut figures,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -744,7 +786,9 @@ async fn an_end_racing_the_registration_is_not_missed() {
     sessions.logout(&token).await.unwrap();
     let w = watch.watch(&s);
     assert_eq!(
-        ends_within(&w, Instant::now(), Duration::from_secs(1)).await.0,
+        ends_within(&w, Instant::now(), Duration::from_secs(1))
+            .await
+            .0,
         EndReason::Gone
     );
 }
@@ -818,7 +862,9 @@ async fn across_nodes(
     figures.push(ends_within(&o, t, Duration::from_secs(1)).await.1);
     stays_open(&w, Duration::from_millis(300), "password change elsewhere").await;
     let t = Instant::now();
-    b.end_by_handle(&s.handle, None, Actor::Admin).await.unwrap();
+    b.end_by_handle(&s.handle, None, Actor::Admin)
+        .await
+        .unwrap();
     figures.push(ends_within(&w, t, Duration::from_secs(1)).await.1);
     drop(changed);
     assert!(watch.is_trusted(), "no polling was needed");

@@ -547,6 +547,15 @@ impl Shared {
                 }
                 sleep = sleep.min(next_retry.saturating_duration_since(real_now));
             }
+            if table.deadlines.len() > 2 * table.slots.len() + 64 {
+                // Mostly stale items (slots gone or rescheduled): rebuild.
+                let live = table
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| s.next_check != Timestamp::from_millis(i64::MIN))
+                    .map(|(h, s)| Reverse((s.next_check, *h)));
+                table.deadlines = live.collect();
+            }
             while let Some(&Reverse((at, handle))) = table.deadlines.peek() {
                 if at > now {
                     sleep = sleep.min(at.since(now));
@@ -839,5 +848,30 @@ mod tests {
         println!("session watch: slot {slot} B, index {by_id} B, entry {entry} B: {total} B");
         assert!(total <= 400, "{total}");
         assert!(std::mem::size_of::<Watch>() <= 16);
+    }
+
+    #[tokio::test]
+    async fn short_lived_watches_leave_no_deadlines_behind() {
+        use crate::{MemoryStore, NewSession, Sessions, SystemClock};
+        let store = Arc::new(MemoryStore::new());
+        let watch = SessionWatch::new(
+            store.clone(),
+            Policy::default(),
+            Arc::new(SystemClock),
+            WatchOptions::default(),
+        );
+        let sessions = Sessions::new(store, Policy::default());
+        let issued = sessions.create(NewSession::anonymous()).await.unwrap();
+        let _kept = watch.watch(&issued.session);
+        for _ in 0..1000 {
+            let issued = sessions.create(NewSession::anonymous()).await.unwrap();
+            drop(watch.watch(&issued.session));
+            let mut next_poll = None;
+            let mut next_retry = Instant::now();
+            watch.shared.tick(&mut next_poll, &mut next_retry);
+        }
+        let table = watch.shared.table();
+        assert_eq!(table.slots.len(), 1);
+        assert!(table.deadlines.len() <= 2 + 64, "{}", table.deadlines.len());
     }
 }

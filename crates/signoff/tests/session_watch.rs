@@ -429,6 +429,8 @@ async fn the_per_user_limit_and_a_reused_refresh_token_end_their_watches() {
 
     let (_, first) = sign_in(&sessions, "dave").await;
     let w = watch.watch(&first);
+    // The limit ends sessions created strictly before the new one.
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let t = Instant::now();
     let (_, second) = sign_in(&sessions, "dave").await;
     assert_eq!(
@@ -454,6 +456,26 @@ async fn the_per_user_limit_and_a_reused_refresh_token_end_their_watches() {
         EndReason::EndedBy(Actor::Policy)
     );
     assert!(tokens.refresh(&next.refresh_token, None).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owned_future_keeps_the_session_watched() {
+    // A response body holds `into_ended()` without borrowing the watch; the
+    // future alone keeps the entry registered.
+    let (watch, sessions) = local(Arc::new(MemoryStore::new()));
+    let (token, s) = sign_in(&sessions, "ned").await;
+    let w = watch.watch(&s);
+    let ended = tokio::spawn(w.clone().into_ended());
+    drop(w);
+    assert_eq!(watch.sessions(), 1);
+    assert_eq!(watch.watchers(), 1);
+    sessions.logout(&token).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(1), ended)
+        .await
+        .expect("in time")
+        .unwrap();
+    assert_eq!(reason, EndReason::Logout);
+    assert_eq!(watch.sessions(), 0);
 }
 
 // ---- Timeouts ---------------------------------------------------------------

@@ -16,6 +16,9 @@
 //! - [`CachedStore`]: a bounded in-process cache in front of any store;
 //!   [`revocation::run`] keeps it honest across nodes on a shared store's
 //!   revocation bus.
+//! - [`SessionWatch`]: a per-node registry of open connections by session,
+//!   whose [`Watch::ended`] resolves when the session ends, for whatever
+//!   reason and on whichever node.
 //! - [`csrf`]: CSRF tokens derived from the session token, stored nowhere.
 //! - [`Accounts`] and [`Passwords`]: users with Argon2id password hashes.
 //! - [`token_mode`]: token mode for APIs: signed access tokens checked against
@@ -55,6 +58,7 @@ mod policy;
 pub mod revocation;
 mod session;
 mod session_token;
+pub mod session_watch;
 pub mod store;
 pub mod token_mode;
 mod users;
@@ -70,6 +74,7 @@ pub use session::{
 pub use session_token::{
     SessionHandle, SessionId, SessionToken, TokenError, HANDLE_LEN, TOKEN_LEN,
 };
+pub use session_watch::{EndReason, SessionWatch, Watch, WatchOptions, WatchStats};
 pub use store::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use store::postgres::{PostgresOptions, PostgresStore};

@@ -19,6 +19,11 @@
 //! subscribed again it empties the cache and trusts it again, so an
 //! announcement missed while away cannot leave a dead session cached.
 //!
+//! A node's [`SessionWatch`](crate::SessionWatch) listens the same way
+//! (it is a [`CacheControl`]; [`Fanout`] feeds both from one bus): an
+//! announcement makes the open connections of that session check it, and
+//! an untrusted bus makes them poll the store.
+//!
 //! Messages are short text: the lowercase hex of a session digest (never a
 //! token), `*` (forget everything, e.g. after a `TRUNCATE`), or a heartbeat
 //! `hb:<node>:<sequence>`.
@@ -41,6 +46,53 @@ pub trait CacheControl: Send + Sync + 'static {
     fn invalidate_all(&self);
     /// Serve from the cache (`true`) or read the store on every load.
     fn set_trusted(&self, trusted: bool);
+}
+
+/// Several listeners on one bus, for example a node's
+/// [`CachedStore`](crate::CachedStore) and its
+/// [`SessionWatch`](crate::SessionWatch): each hears every call.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::sync::Arc;
+/// use signoff::revocation::{CacheControl, Fanout};
+/// use signoff::{CachedStore, MemoryStore, Policy, SessionWatch, SystemClock, WatchOptions};
+///
+/// let store = Arc::new(MemoryStore::new());
+/// let cache = Arc::new(CachedStore::new(store.clone()));
+/// let watch = SessionWatch::new(store, Policy::default(), Arc::new(SystemClock), WatchOptions::default());
+/// let listeners = Arc::new(Fanout::new(vec![cache, Arc::new(watch)]));
+/// // signoff::revocation::run(bus, listeners, BusOptions::default());
+/// # let _ = listeners;
+/// # }
+/// ```
+pub struct Fanout(Vec<Arc<dyn CacheControl>>);
+
+impl Fanout {
+    /// Every call goes to each of `listeners`, in order.
+    pub fn new(listeners: Vec<Arc<dyn CacheControl>>) -> Self {
+        Self(listeners)
+    }
+}
+
+impl fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fanout")
+            .field("listeners", &self.0.len())
+            .finish()
+    }
+}
+
+impl CacheControl for Fanout {
+    fn invalidate(&self, id: &SessionId) {
+        self.0.iter().for_each(|l| l.invalidate(id));
+    }
+    fn invalidate_all(&self) {
+        self.0.iter().for_each(|l| l.invalidate_all());
+    }
+    fn set_trusted(&self, trusted: bool) {
+        self.0.iter().for_each(|l| l.set_trusted(trusted));
+    }
 }
 
 /// An open subscription to the bus.

@@ -23,6 +23,7 @@ use crate::audit::{Actor, AuditEvent, AuditKind, AuditLog};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::policy::{LogoutBehavior, Policy};
 use crate::session_token::{SessionHandle, SessionId, SessionToken, TokenError};
+use crate::session_watch::{EndReason, SessionWatch};
 use crate::store::{SessionStore, StoreError, WriteOutcome};
 
 /// Longest user agent kept with a session; longer ones are cut.
@@ -274,6 +275,7 @@ pub struct Sessions {
     policy: Arc<Policy>,
     clock: Arc<dyn Clock>,
     audit: Option<AuditLog>,
+    watch: Option<SessionWatch>,
 }
 
 impl fmt::Debug for Sessions {
@@ -297,6 +299,7 @@ impl Sessions {
             policy: Arc::new(policy),
             clock,
             audit: None,
+            watch: None,
         }
     }
 
@@ -305,6 +308,27 @@ impl Sessions {
     pub fn with_audit(mut self, audit: AuditLog) -> Self {
         self.audit = Some(audit);
         self
+    }
+
+    /// Tells `watch` of every session this engine ends or rotates, so the
+    /// connections watching it check it at once (and learn why it ended),
+    /// bus or no bus. See [`crate::session_watch`].
+    pub fn with_watch(mut self, watch: SessionWatch) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
+    /// The session watch, if one is attached.
+    pub fn watch(&self) -> Option<&SessionWatch> {
+        self.watch.as_ref()
+    }
+
+    /// Tells the attached watch, if any, that the session with digest `id`
+    /// was ended here (with `reason`) or changed (`None`).
+    fn tell_watch(&self, id: &SessionId, reason: Option<EndReason>) {
+        if let Some(watch) = &self.watch {
+            watch.ended_here(id, reason);
+        }
     }
 
     /// The audit log, if one is attached.
@@ -472,6 +496,7 @@ impl Sessions {
     ) -> Result<Session, SessionError> {
         let id = &stale.id;
         if self.store.remove_expired(id, now).await? {
+            self.tell_watch(id, Some(EndReason::Expired(reason)));
             self.record_expired(stale, reason).await;
             return Err(SessionError::Expired(reason));
         }
@@ -480,6 +505,7 @@ impl Sessions {
             // Expired by a policy stricter than the one it was created under.
             Some(reason) => {
                 if self.store.remove(id).await?.is_some() {
+                    self.tell_watch(id, Some(EndReason::Expired(reason)));
                     self.record_expired(&fresh, reason).await;
                 }
                 Err(SessionError::Expired(reason))
@@ -520,6 +546,7 @@ impl Sessions {
         let mut new = new;
         if let Some(old) = previous.and_then(|t| SessionToken::parse(t).ok()) {
             if let Some(old) = self.store.remove(&old.id()).await? {
+                self.tell_watch(&old.id, Some(EndReason::EndedBy(Actor::User)));
                 let same_user = old.user_id.is_none() || old.user_id == new.user_id;
                 let live = old.expiry(self.clock.now(), &self.policy).is_none();
                 if old.user_id.is_some() {
@@ -571,12 +598,8 @@ impl Sessions {
         older.sort_by_key(|s| key(s));
         let mut ended = 0;
         for old in older.into_iter().take(excess) {
-            if self
-                .store
-                .remove_by_handle(&old.handle, Some(user))
-                .await?
-                .is_some()
-            {
+            if let Some(removed) = self.store.remove_by_handle(&old.handle, Some(user)).await? {
+                self.tell_watch(&removed.id, Some(EndReason::EndedBy(Actor::Policy)));
                 ended += 1;
                 self.record_ended(
                     Some(user),
@@ -612,6 +635,8 @@ impl Sessions {
             // Another rotation or a logout got there first.
             return Err(SessionError::NotFound);
         }
+        // Not an end: the watch follows the session to its new digest.
+        self.tell_watch(&old.id(), None);
         session.id = new.id();
         session.generation += 1;
         if auth_at.is_some() {
@@ -700,7 +725,12 @@ impl Sessions {
             // still ends what it became. Nothing is carried: the old token
             // must not reach the successor's data.
             if let Some(ended) = self.end_successor(&token.id()).await? {
-                match ended.expiry(self.clock.now(), &self.policy) {
+                let expired = ended.expiry(self.clock.now(), &self.policy);
+                self.tell_watch(
+                    &ended.id,
+                    Some(expired.map_or(EndReason::Logout, EndReason::Expired)),
+                );
+                match expired {
                     Some(reason) => self.record_expired(&ended, reason).await,
                     None => self.record_logout(&ended, Some("rotated_token")).await,
                 }
@@ -709,7 +739,12 @@ impl Sessions {
         };
         // From here on the logout has happened; nothing below may report
         // otherwise. A session that had already expired ended by timeout.
-        if let Some(reason) = old.expiry(self.clock.now(), &self.policy) {
+        let expired = old.expiry(self.clock.now(), &self.policy);
+        self.tell_watch(
+            &old.id,
+            Some(expired.map_or(EndReason::Logout, EndReason::Expired)),
+        );
+        if let Some(reason) = expired {
             self.record_expired(&old, reason).await;
             return Ok(None);
         }
@@ -774,6 +809,7 @@ impl Sessions {
         let Some(old) = removed else {
             return Ok(false);
         };
+        self.tell_watch(&old.id, Some(EndReason::EndedBy(by)));
         self.record_ended(old.user_id.as_ref(), Some(&old.handle), by, "ended", 1)
             .await;
         Ok(true)
@@ -805,6 +841,7 @@ impl Sessions {
     ) -> Result<Option<Session>, SessionError> {
         let ended = self.store.remove_by_handle(handle, owner).await?;
         if let Some(old) = &ended {
+            self.tell_watch(&old.id, Some(EndReason::EndedBy(by)));
             self.record_ended(old.user_id.as_ref(), Some(&old.handle), by, reason, 1)
                 .await;
         }
@@ -825,7 +862,11 @@ impl Sessions {
         by: Actor,
         reason: &str,
     ) -> Result<usize, SessionError> {
-        let n = self.store.remove_for_user(user, keep).await?.len();
+        let removed = self.store.remove_for_user(user, keep).await?;
+        for id in &removed {
+            self.tell_watch(id, Some(EndReason::EndedBy(by)));
+        }
+        let n = removed.len();
         self.record_ended(Some(user), None, by, reason, n as u64)
             .await;
         Ok(n)
@@ -859,7 +900,11 @@ impl Sessions {
     /// A store error.
     pub async fn purge_expired(&self, limit: usize) -> Result<usize, SessionError> {
         let now = self.clock.now();
-        let n = self.store.purge_expired(now, limit).await?.len();
+        let purged = self.store.purge_expired(now, limit).await?;
+        for id in &purged {
+            self.tell_watch(id, None);
+        }
+        let n = purged.len();
         if n > 0 {
             self.record_ended(None, None, Actor::Timeout, "purge", n as u64)
                 .await;

@@ -113,6 +113,12 @@ fn bad_input_gets_a_clear_error() {
         "",
         "no such user",
     );
+    // One handle in 64 starts with `-`: it is a handle, not a flag.
+    fails_saying(
+        &["sessions", "end", "-cErkjih6u-Y", "--db", db],
+        "",
+        "no live session has the handle -cErkjih6u-Y",
+    );
 }
 
 #[test]

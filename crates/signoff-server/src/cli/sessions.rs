@@ -24,8 +24,13 @@ pub enum SessionsCommand {
     /// Running gateways hear of it over their revocation bus (on SQLite, by
     /// watching the file) and refuse them within milliseconds.
     End {
-        /// The session's handle (from `sessions list`).
-        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        /// The session's handle (from `sessions list`). Handles may start
+        /// with `-`, and are read as handles all the same.
+        #[arg(
+            required_unless_present = "user",
+            conflicts_with = "user",
+            allow_hyphen_values = true
+        )]
         handle: Option<String>,
         /// End every session of this user.
         #[arg(long, value_name = "NAME")]

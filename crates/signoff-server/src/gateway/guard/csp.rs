@@ -2,6 +2,8 @@
 //! guard: its script may run (the script's hash) and its status request
 //! may be made (the status URL), and nothing else is allowed.
 
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
 /// Extends a CSP header value so the guard can work, without weakening the
 /// policy for anything else: `script` (the hash expression of the guard
 /// script) may run inline, and `connect` (the absolute URL of the status
@@ -230,6 +232,34 @@ fn add_source(directive: &Directive<'_>, source: &str) -> Edit {
 /// ASCII whitespace as CSP and the HTTP header grammar see it.
 fn is_csp_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\x0c' | '\r')
+}
+
+/// Extends every `name` header (a CSP or its report-only twin) for the
+/// guard: its script's `source` and, where requests are blocked, the
+/// `status` URL ([`extend_csp`]).
+pub fn extend_headers(
+    headers: &mut HeaderMap,
+    name: HeaderName,
+    source: &str,
+    status: Option<&str>,
+) {
+    let values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
+    if values.is_empty() {
+        return;
+    }
+    headers.remove(&name);
+    for value in values {
+        let extended = value.to_str().ok().and_then(|policy| {
+            HeaderValue::from_str(&extend_csp(policy, source, status)).ok()
+        });
+        match extended {
+            Some(extended) => headers.append(&name, extended),
+            None => {
+                tracing::warn!(header = %name, "CSP header is not visible ASCII; left as is");
+                headers.append(&name, value)
+            }
+        };
+    }
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@
 //! (answer 200) or replaces it with the login page
 //! (`{prefix}/login?next=…`) on any other answer or a network error.
 //!
-//! [`Guard::inject`] streams the rewrite: upstream body chunks are fed into a
-//! [`lol_html`] rewriter as they arrive and its output is forwarded as soon as
+//! [`Guard::inject`] streams the rewrite (`rewrite.rs`): upstream body
+//! chunks are fed into a [`lol_html`] rewriter as they arrive and its output is forwarded as soon as
 //! it is produced; once the script has been placed, the rest of the body is
 //! passed through without parsing. Compressed bodies (gzip, deflate, br,
 //! zstd) are decoded and compressed again for the client
@@ -31,36 +31,22 @@
 pub mod csp;
 pub mod document;
 pub mod encoding;
+mod rewrite;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use askama::Template;
 use axum::body::{Body, HttpBody as _};
 use base64::Engine as _;
-use bytes::Bytes;
-use futures_util::stream;
-use futures_util::StreamExt as _;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
-use lol_html::html_content::{ContentType, DocumentEnd};
-use lol_html::send::{DocumentContentHandlers, ElementContentHandlers, HtmlRewriter, Settings};
-use lol_html::{MemorySettings, OutputSink, Selector};
+use lol_html::Selector;
 use sha2::{Digest as _, Sha256};
 
 use document::Document;
-use encoding::{ByteStream, Coding, Unsupported};
-
-/// Hard cap on the memory one HTML rewriter may use for its internal buffers
-/// (a start tag split across chunks is buffered until it is complete). Only
-/// the part of the page before the injection point is parsed at all.
-const MAX_REWRITER_MEMORY: usize = 1024 * 1024;
-
-/// Bytes handed to the HTML parser at a time before the guard is placed.
-const PARSE_SLICE: usize = 1024;
+use encoding::{Coding, Unsupported};
 
 /// Headers that describe the exact bytes of the upstream body and become
 /// false once the body is rewritten.
@@ -219,9 +205,6 @@ impl Guard {
             // One value, the one the browser would pick among several.
             parts.headers.insert(header::CONTENT_TYPE, value);
         }
-        let injected = Arc::new(AtomicBool::new(false));
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let rewriter = self.rewriter(selector, &injected, &output);
         let input = encoding::decode(body, coding);
 
         let headers = &mut parts.headers;
@@ -253,103 +236,21 @@ impl Guard {
             headers.remove(name);
         }
         let status_url = request.status_url.as_deref();
-        self.extend_csp_headers(headers, header::CONTENT_SECURITY_POLICY, status_url);
-        self.extend_csp_headers(
-            headers,
+        for name in [
+            header::CONTENT_SECURITY_POLICY,
             header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
-            status_url,
-        );
+        ] {
+            csp::extend_headers(headers, name, &self.csp_source, status_url);
+        }
 
-        let state = Rewrite {
-            input,
-            stage: Stage::Sniffing(Box::new(rewriter), Vec::new()),
-            output,
-            injected,
-            sniff,
-        };
-        let rewritten = stream::try_unfold(state, next_chunk).boxed();
+        let rewritten = rewrite::body(input, selector, &self.tag, sniff);
         Ok(Response::from_parts(
             parts,
             Body::from_stream(encoding::encode(rewritten, compress)),
         ))
     }
 
-    /// A rewriter that places the script tag and raises `injected` when done.
-    fn rewriter(
-        &self,
-        selector: &Selector,
-        injected: &Arc<AtomicBool>,
-        output: &Arc<Mutex<Vec<u8>>>,
-    ) -> HtmlRewriter<'static, Sink> {
-        let on_element = {
-            let injected = Arc::clone(injected);
-            let tag = Arc::clone(&self.tag);
-            move |el: &mut lol_html::send::Element<'_, '_>| {
-                if injected.load(Ordering::Relaxed) {
-                    return Ok(());
-                }
-                let name = el.tag_name();
-                if name.eq_ignore_ascii_case("html") {
-                    return Ok(());
-                }
-                // `<head/>` (harmless in HTML, meaningful in XHTML) cannot take
-                // content without losing its slash: put the script before it.
-                if name.eq_ignore_ascii_case("head")
-                    && el.can_have_content()
-                    && !el.is_self_closing()
-                {
-                    el.prepend(&tag, ContentType::Html);
-                } else {
-                    el.before(&tag, ContentType::Html);
-                }
-                injected.store(true, Ordering::Relaxed);
-                Ok(())
-            }
-        };
-        let on_end = {
-            let injected = Arc::clone(injected);
-            let tag = Arc::clone(&self.tag);
-            move |end: &mut DocumentEnd<'_>| {
-                if !injected.swap(true, Ordering::Relaxed) {
-                    end.append(&tag, ContentType::Html);
-                }
-                Ok(())
-            }
-        };
-        let settings = Settings {
-            element_content_handlers: vec![(
-                Cow::Borrowed(selector),
-                ElementContentHandlers::default().element(on_element),
-            )],
-            document_content_handlers: vec![DocumentContentHandlers::default().end(on_end)],
-            memory_settings: MemorySettings {
-                preallocated_parsing_buffer_size: 1024,
-                max_allowed_memory_usage: MAX_REWRITER_MEMORY,
-            },
-            ..Settings::new_send()
-        };
-        HtmlRewriter::new(settings, Sink(Arc::clone(output)))
-    }
 
-    fn extend_csp_headers(&self, headers: &mut HeaderMap, name: HeaderName, status: Option<&str>) {
-        let values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
-        if values.is_empty() {
-            return;
-        }
-        headers.remove(&name);
-        for value in values {
-            let extended = value.to_str().ok().and_then(|policy| {
-                HeaderValue::from_str(&csp::extend_csp(policy, &self.csp_source, status)).ok()
-            });
-            match extended {
-                Some(extended) => headers.append(&name, extended),
-                None => {
-                    tracing::warn!(header = %name, "CSP header is not visible ASCII; left as is");
-                    headers.append(&name, value)
-                }
-            };
-        }
-    }
 }
 
 /// Builds the guard script. ES5, pure ASCII, and free of `<` and `&` so it
@@ -409,181 +310,15 @@ fn status_has_body(status: StatusCode) -> bool {
         || status == StatusCode::NOT_MODIFIED)
 }
 
-/// A UTF-16 byte-order mark (either order) at the start of the body.
-fn starts_with_utf16_bom(bytes: &[u8]) -> bool {
-    matches!(bytes, [0xfe, 0xff, ..] | [0xff, 0xfe, ..])
-}
-
-/// Collects the rewriter's output between reads.
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl OutputSink for Sink {
-    fn handle_chunk(&mut self, chunk: &[u8]) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(chunk);
-    }
-}
-
-enum Stage {
-    /// Holding the first bytes until a UTF-16 byte-order mark can be ruled out.
-    Sniffing(Box<HtmlRewriter<'static, Sink>>, Vec<u8>),
-    /// Parsing until the script is placed.
-    Rewriting(Box<HtmlRewriter<'static, Sink>>),
-    /// Script placed: the rest of the body is forwarded as it is.
-    Passthrough,
-    /// The input has ended.
-    Done,
-}
-
-struct Rewrite {
-    input: ByteStream,
-    stage: Stage,
-    output: Arc<Mutex<Vec<u8>>>,
-    injected: Arc<AtomicBool>,
-    /// No usable `Content-Type`: rewrite only if the start sniffs as HTML.
-    sniff: bool,
-}
-
-impl Rewrite {
-    fn take_output(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.output.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
-
-fn rewrite_error(error: lol_html::errors::RewritingError) -> io::Error {
-    io::Error::other(format!("pageshow guard: HTML rewriting failed: {error}"))
-}
-
-/// Feeds one chunk, or the end of the body (`None`), to the rewriter. The
-/// stage becomes `Rewriting` while the script is still to be placed,
-/// `Passthrough` once it is, and `Done` at the end.
-fn feed(
-    state: &mut Rewrite,
-    mut rewriter: Box<HtmlRewriter<'static, Sink>>,
-    chunk: Option<&[u8]>,
-) -> io::Result<()> {
-    match chunk {
-        Some(chunk) => {
-            // In slices, stopping at the injection: the rest of a large
-            // chunk goes on unparsed (parsing it is most of the cost).
-            for (i, slice) in chunk.chunks(PARSE_SLICE).enumerate() {
-                rewriter.write(slice).map_err(rewrite_error)?;
-                if state.injected.load(Ordering::Relaxed) {
-                    // Flush what the rewriter holds back; the rest skips it.
-                    rewriter.end().map_err(rewrite_error)?;
-                    let rest = &chunk[((i + 1) * PARSE_SLICE).min(chunk.len())..];
-                    state
-                        .output
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .extend_from_slice(rest);
-                    state.stage = Stage::Passthrough;
-                    return Ok(());
-                }
-            }
-            state.stage = Stage::Rewriting(rewriter);
-        }
-        None => {
-            rewriter.end().map_err(rewrite_error)?;
-            state.stage = Stage::Done;
-        }
-    }
-    Ok(())
-}
-
-/// The next chunk of the rewritten body. After an error the stream ends
-/// (`try_unfold` drops the state), so a failed rewriter is never used again.
-async fn next_chunk(mut state: Rewrite) -> io::Result<Option<(Bytes, Rewrite)>> {
-    loop {
-        match std::mem::replace(&mut state.stage, Stage::Done) {
-            Stage::Passthrough => {
-                state.stage = Stage::Passthrough;
-                match state.input.next().await {
-                    Some(Ok(chunk)) if chunk.is_empty() => continue,
-                    Some(Ok(chunk)) => return Ok(Some((chunk, state))),
-                    Some(Err(error)) => return Err(error),
-                    None => return Ok(None),
-                }
-            }
-            Stage::Done => {
-                let output = state.take_output();
-                if output.is_empty() {
-                    return Ok(None);
-                }
-                return Ok(Some((Bytes::from(output), state)));
-            }
-            Stage::Sniffing(rewriter, mut held) => {
-                let ended = match state.input.next().await {
-                    Some(Ok(chunk)) => {
-                        held.extend_from_slice(&chunk);
-                        false
-                    }
-                    Some(Err(error)) => return Err(error),
-                    None => true,
-                };
-                let html = if state.sniff {
-                    document::sniffs_as_html(&held, ended)
-                } else {
-                    Some(true)
-                };
-                if (held.len() < 2 || html.is_none()) && !ended {
-                    state.stage = Stage::Sniffing(rewriter, held);
-                    continue;
-                }
-                if html == Some(false) {
-                    state.stage = if ended {
-                        Stage::Done
-                    } else {
-                        Stage::Passthrough
-                    };
-                    if held.is_empty() {
-                        continue;
-                    }
-                    return Ok(Some((Bytes::from(held), state)));
-                }
-                if starts_with_utf16_bom(&held) {
-                    tracing::warn!(
-                        "pageshow guard not injected: the page is UTF-16 (byte-order mark)"
-                    );
-                    state.stage = if ended {
-                        Stage::Done
-                    } else {
-                        Stage::Passthrough
-                    };
-                    return Ok(Some((Bytes::from(held), state)));
-                }
-                if !held.is_empty() {
-                    feed(&mut state, rewriter, Some(&held))?;
-                    if ended {
-                        match std::mem::replace(&mut state.stage, Stage::Done) {
-                            Stage::Rewriting(rewriter) => feed(&mut state, rewriter, None)?,
-                            _ => state.stage = Stage::Done,
-                        }
-                    }
-                } else {
-                    feed(&mut state, rewriter, None)?;
-                }
-            }
-            Stage::Rewriting(rewriter) => match state.input.next().await {
-                Some(Ok(chunk)) => feed(&mut state, rewriter, Some(&chunk))?,
-                Some(Err(error)) => return Err(error),
-                None => feed(&mut state, rewriter, None)?,
-            },
-        }
-        if matches!(state.stage, Stage::Done) {
-            continue;
-        }
-        let output = state.take_output();
-        if !output.is_empty() {
-            return Ok(Some((Bytes::from(output), state)));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io;
+
+    use bytes::Bytes;
+    use futures_util::stream;
+    use futures_util::StreamExt as _;
+
+    use super::rewrite::MAX_REWRITER_MEMORY;
     use super::*;
     use async_compression::tokio::bufread::{
         BrotliEncoder, DeflateEncoder, GzipEncoder, ZlibEncoder, ZstdEncoder,

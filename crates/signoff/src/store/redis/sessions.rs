@@ -80,6 +80,30 @@ impl RedisStore {
         self.forget_deadlines(&[record_key.to_owned()]).await;
     }
 
+    /// Runs a removal script whose arguments are set, on `record_key` (and
+    /// its index), and clears what pointed at the session it removed.
+    async fn run_removal(
+        &self,
+        record_key: &str,
+        mut call: redis::ScriptInvocation<'_>,
+    ) -> Result<Option<Session>, StoreError> {
+        let index = self.index_of(record_key)?;
+        call.key(record_key);
+        if let Some(index) = &index {
+            call.key(index);
+        }
+        let removed: Option<HashMap<String, Vec<u8>>> = call
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        let Some(fields) = removed else {
+            return Ok(None);
+        };
+        let session = session_from_fields(fields)?;
+        self.after_removal(record_key, &session).await;
+        Ok(Some(session))
+    }
+
     /// Runs the remove-if-due script on one record.
     async fn remove_if_due(
         &self,
@@ -424,23 +448,9 @@ impl SessionStore for RedisStore {
         let Some(record) = self.get_pointer(&self.digest_key(id)).await? else {
             return Ok(None);
         };
-        let index = self.index_of(&record)?;
         let mut call = self.inner.scripts.remove.prepare_invoke();
-        call.key(&record);
-        if let Some(index) = &index {
-            call.key(index);
-        }
         call.arg(digest_hex(id)).arg(self.channel());
-        let removed: Option<HashMap<String, Vec<u8>>> = call
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(store_error)?;
-        let Some(fields) = removed else {
-            return Ok(None);
-        };
-        let session = session_from_fields(fields)?;
-        self.after_removal(&record, &session).await;
-        Ok(Some(session))
+        self.run_removal(&record, call).await
     }
 
     async fn remove_by_handle(
@@ -451,26 +461,12 @@ impl SessionStore for RedisStore {
         let Some(record) = self.get_pointer(&self.handle_key(handle)).await? else {
             return Ok(None);
         };
-        let index = self.index_of(&record)?;
         let mut call = self.inner.scripts.remove_by_handle.prepare_invoke();
-        call.key(&record);
-        if let Some(index) = &index {
-            call.key(index);
-        }
         call.arg(handle.to_string())
             .arg(if owner.is_some() { "1" } else { "0" })
             .arg(owner.map(UserId::as_str).unwrap_or_default())
             .arg(self.channel());
-        let removed: Option<HashMap<String, Vec<u8>>> = call
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(store_error)?;
-        let Some(fields) = removed else {
-            return Ok(None);
-        };
-        let session = session_from_fields(fields)?;
-        self.after_removal(&record, &session).await;
-        Ok(Some(session))
+        self.run_removal(&record, call).await
     }
 
     async fn remove_expired(&self, id: &SessionId, now: Timestamp) -> Result<bool, StoreError> {

@@ -249,9 +249,10 @@ pub fn extend_headers(
     }
     headers.remove(&name);
     for value in values {
-        let extended = value.to_str().ok().and_then(|policy| {
-            HeaderValue::from_str(&extend_csp(policy, source, status)).ok()
-        });
+        let extended = value
+            .to_str()
+            .ok()
+            .and_then(|policy| HeaderValue::from_str(&extend_csp(policy, source, status)).ok());
         match extended {
             Some(extended) => headers.append(&name, extended),
             None => {

@@ -249,8 +249,6 @@ impl Guard {
             Body::from_stream(encoding::encode(rewritten, compress)),
         ))
     }
-
-
 }
 
 /// Builds the guard script. ES5, pure ASCII, and free of `<` and `&` so it

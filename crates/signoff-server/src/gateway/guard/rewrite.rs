@@ -70,10 +70,7 @@ fn rewriter(
             }
             // `<head/>` (harmless in HTML, meaningful in XHTML) cannot take
             // content without losing its slash: put the script before it.
-            if name.eq_ignore_ascii_case("head")
-                && el.can_have_content()
-                && !el.is_self_closing()
-            {
+            if name.eq_ignore_ascii_case("head") && el.can_have_content() && !el.is_self_closing() {
                 el.prepend(&tag, ContentType::Html);
             } else {
                 el.before(&tag, ContentType::Html);

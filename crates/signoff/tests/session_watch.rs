@@ -249,16 +249,16 @@ fn report(what: &str, figures: &mut [Duration]) {
     );
 }
 
+/// A watch over `store` with the default policy and the system clock.
+fn watch_over(store: Arc<dyn SessionStore>, options: WatchOptions) -> SessionWatch {
+    SessionWatch::new(store, Policy::default(), Arc::new(SystemClock), options)
+}
+
 /// A watch and an engine attached to it over `store`. Trusted: only what
 /// the engine tells it (no bus, no polling), so the local path is what is
 /// tested.
 fn local(store: Arc<dyn SessionStore>) -> (SessionWatch, Sessions) {
-    let watch = SessionWatch::new(
-        store.clone(),
-        Policy::default(),
-        Arc::new(SystemClock),
-        options(),
-    );
+    let watch = watch_over(store.clone(), options());
     watch.set_trusted(true);
     let sessions = Sessions::new(store, Policy::default()).with_watch(watch.clone());
     (watch, sessions)
@@ -414,12 +414,7 @@ async fn sqlite_every_local_end_resolves_its_watch_only() {
 async fn the_per_user_limit_and_a_reused_refresh_token_end_their_watches() {
     use signoff::token_mode::{TokenOptions, Tokens};
     let memory = Arc::new(MemoryStore::new());
-    let watch = SessionWatch::new(
-        memory.clone(),
-        Policy::default(),
-        Arc::new(SystemClock),
-        options(),
-    );
+    let watch = watch_over(memory.clone(), options());
     watch.set_trusted(true);
     let limited = Policy::builder()
         .max_sessions_per_user(Some(1))
@@ -600,12 +595,7 @@ struct Node {
 async fn node_on(bus: Arc<TestBus>) -> Node {
     let memory: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
     let store = Counting::new(memory.clone());
-    let watch = SessionWatch::new(
-        store.clone(),
-        Policy::default(),
-        Arc::new(SystemClock),
-        WatchOptions::default(),
-    );
+    let watch = watch_over(store.clone(), WatchOptions::default());
     let mut o = CacheOptions::default();
     o.max_staleness = Duration::from_secs(3600);
     let cache = Arc::new(CachedStore::with_options(
@@ -765,12 +755,7 @@ async fn a_lost_bus_falls_back_to_polling_within_the_bound() {
 async fn without_any_bus_an_end_by_another_engine_is_found_by_polling() {
     // MemoryStore, no bus, nothing attached: the watch polls from the start.
     let store = Arc::new(MemoryStore::new());
-    let watch = SessionWatch::new(
-        store.clone(),
-        Policy::default(),
-        Arc::new(SystemClock),
-        WatchOptions::default(),
-    );
+    let watch = watch_over(store.clone(), WatchOptions::default());
     assert!(!watch.is_trusted());
     let sessions = Sessions::new(store, Policy::default());
     let mut figures = Vec::new();
@@ -796,12 +781,7 @@ async fn an_end_racing_the_registration_is_not_missed() {
     // Validated, then ended (announced to nobody yet watching), then
     // registered: the read at registration catches it, even when trusted.
     let store = Arc::new(MemoryStore::new());
-    let watch = SessionWatch::new(
-        store.clone(),
-        Policy::default(),
-        Arc::new(SystemClock),
-        options(),
-    );
+    let watch = watch_over(store.clone(), options());
     watch.set_trusted(true);
     let sessions = Sessions::new(store, Policy::default()).with_watch(watch.clone());
     let (token, s) = sign_in(&sessions, "kim").await;
@@ -818,12 +798,7 @@ async fn an_end_racing_the_registration_is_not_missed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_stays_down_ends_the_watch_a_blip_does_not() {
     let store = Counting::new(Arc::new(MemoryStore::new()));
-    let watch = SessionWatch::new(
-        store.clone(),
-        Policy::default(),
-        Arc::new(SystemClock),
-        WatchOptions::default(),
-    );
+    let watch = watch_over(store.clone(), WatchOptions::default());
     let sessions = Sessions::new(store.clone(), Policy::default());
     let (_, s) = sign_in(&sessions, "lee").await;
     let w = watch.watch(&s);
@@ -851,12 +826,7 @@ async fn across_nodes(
     a_bus: Arc<dyn RevocationBus>,
     b_store: Arc<dyn SessionStore>,
 ) -> Vec<Duration> {
-    let watch = SessionWatch::new(
-        a_store,
-        Policy::default(),
-        Arc::new(SystemClock),
-        WatchOptions::default(),
-    );
+    let watch = watch_over(a_store, WatchOptions::default());
     let handle = revocation::run(a_bus, Arc::new(watch.clone()), BusOptions::default());
     wait_until("subscribed", || handle.stats().connected()).await;
     let b = Sessions::new(b_store, Policy::default());

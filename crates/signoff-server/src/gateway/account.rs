@@ -168,13 +168,16 @@ async fn sessions_page(
             seen: display::time(s.last_seen_at),
         })
         .collect();
-    pages::sessions(&pages::SessionsPage {
-        prefix: &gw.settings.prefix,
-        user: &auth.user,
-        csrf: &csrf,
-        rows,
-        ended: q.ended,
-    })
+    pages::render(
+        StatusCode::OK,
+        &pages::SessionsPage {
+            prefix: &gw.settings.prefix,
+            user: &auth.user,
+            csrf: &csrf,
+            rows,
+            ended: q.ended,
+        },
+    )
 }
 
 #[derive(Default, Deserialize)]
@@ -332,7 +335,7 @@ fn reauth_form(
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
-    pages::reauth(
+    pages::render(
         status,
         &pages::ReauthPage {
             prefix: &gw.settings.prefix,
@@ -420,7 +423,7 @@ fn password_form(
     notice: Option<&str>,
     error: Option<&str>,
 ) -> Response {
-    pages::password(
+    pages::render(
         status,
         &pages::PasswordPage {
             prefix: &gw.settings.prefix,

@@ -10,7 +10,7 @@ use super::Gateway;
 
 /// A page saying what went wrong.
 pub(super) fn error_page(gw: &Gateway, status: StatusCode, heading: &str, text: &str) -> Response {
-    let mut r = pages::message(
+    let mut r = pages::render(
         status,
         &pages::MessagePage {
             prefix: &gw.settings.prefix,

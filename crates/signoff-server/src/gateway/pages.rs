@@ -97,41 +97,6 @@ pub struct PasswordPage<'a> {
     pub error: Option<&'a str>,
 }
 
-/// `GET /login`, and the login form again with an error.
-pub fn login(status: StatusCode, page: &LoginPage<'_>) -> Response {
-    respond(status, page)
-}
-
-/// `GET /logout`.
-pub fn logout(page: &LogoutPage<'_>) -> Response {
-    respond(StatusCode::OK, page)
-}
-
-/// `GET /signed-out`.
-pub fn signed_out(page: &SignedOutPage<'_>) -> Response {
-    respond(StatusCode::OK, page)
-}
-
-/// An error or refusal.
-pub fn message(status: StatusCode, page: &MessagePage<'_>) -> Response {
-    respond(status, page)
-}
-
-/// `GET /sessions`.
-pub fn sessions(page: &SessionsPage<'_>) -> Response {
-    respond(StatusCode::OK, page)
-}
-
-/// `GET /reauth`, and the form again with an error.
-pub fn reauth(status: StatusCode, page: &ReauthPage<'_>) -> Response {
-    respond(status, page)
-}
-
-/// `GET /password`, and the form again with an error.
-pub fn password(status: StatusCode, page: &PasswordPage<'_>) -> Response {
-    respond(status, page)
-}
-
 /// Marks a response that is the same for everyone and keeps its own
 /// `Cache-Control` (signoff's other responses are `no-store`).
 #[derive(Clone, Copy)]
@@ -154,8 +119,8 @@ pub async fn stylesheet() -> Response {
     response
 }
 
-/// A rendered page with signoff's own headers.
-fn respond(status: StatusCode, page: &impl Template) -> Response {
+/// A page (one of the models above) rendered with signoff's own headers.
+pub fn render(status: StatusCode, page: &impl Template) -> Response {
     let mut response = match page.render() {
         Ok(html) => (status, html).into_response(),
         Err(e) => {

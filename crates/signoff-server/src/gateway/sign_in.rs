@@ -40,7 +40,7 @@ struct LoginQuery {
 
 async fn login_page(State(gw): AppState, Query(q): Query<LoginQuery>) -> Response {
     let next = redirect::next_or_root(q.next.as_deref());
-    pages::login(
+    pages::render(
         StatusCode::OK,
         &pages::LoginPage {
             prefix: &gw.settings.prefix,
@@ -73,7 +73,7 @@ async fn login_submit(
     let next = redirect::next_or_root(form.next.as_deref()).to_owned();
     let prefix = &gw.settings.prefix;
     let retry = |status: StatusCode, message: &str| {
-        pages::login(
+        pages::render(
             status,
             &pages::LoginPage {
                 prefix,
@@ -206,10 +206,13 @@ pub(super) async fn sign_in(
 
 async fn logout_page(State(gw): AppState, headers: HeaderMap) -> Response {
     let csrf = cookies::token(&headers, &gw.cookie.name).map(|t| signoff::csrf::token_for(&t));
-    pages::logout(&pages::LogoutPage {
-        prefix: &gw.settings.prefix,
-        csrf: csrf.as_deref(),
-    })
+    pages::render(
+        StatusCode::OK,
+        &pages::LogoutPage {
+            prefix: &gw.settings.prefix,
+            csrf: csrf.as_deref(),
+        },
+    )
 }
 
 #[derive(Default, Deserialize)]
@@ -249,9 +252,12 @@ async fn logout(
 }
 
 async fn signed_out(State(gw): AppState) -> Response {
-    pages::signed_out(&pages::SignedOutPage {
-        prefix: &gw.settings.prefix,
-    })
+    pages::render(
+        StatusCode::OK,
+        &pages::SignedOutPage {
+            prefix: &gw.settings.prefix,
+        },
+    )
 }
 
 /// What logout answers: 303 to the signed-out page, the cookie

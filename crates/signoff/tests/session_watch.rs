@@ -249,6 +249,23 @@ fn report(what: &str, figures: &mut [Duration]) {
     );
 }
 
+/// Registers a watch on `s` and waits until the registry's own first read
+/// of a new session has finished, so that an end made right after is told
+/// by the engine (with its reason) rather than found by that read ("gone").
+async fn registered(watch: &SessionWatch, s: &Session) -> Watch {
+    let (sessions, reads) = (watch.sessions(), watch.stats().store_reads());
+    let w = watch.watch(s);
+    if watch.sessions() > sessions {
+        wait_until("the registration read", || {
+            watch.stats().store_reads() > reads
+        })
+        .await;
+        // Counted as it starts; a memory or SQLite read ends well within this.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w
+}
+
 /// A watch over `store` with the default policy and the system clock.
 fn watch_over(store: Arc<dyn SessionStore>, options: WatchOptions) -> SessionWatch {
     SessionWatch::new(store, Policy::default(), Arc::new(SystemClock), options)
@@ -278,9 +295,9 @@ async fn every_local_end(store: Arc<dyn SessionStore>) {
     // Logout; a second watcher of the same session shares its entry.
     let (token, s) = sign_in(&sessions, "alice").await;
     let (_, other) = sign_in(&sessions, "alice").await;
-    let kept = watch.watch(&other);
-    let w = watch.watch(&s);
-    let w2 = watch.watch(&s);
+    let kept = registered(&watch, &other).await;
+    let w = registered(&watch, &s).await;
+    let w2 = registered(&watch, &s).await;
     assert_eq!(watch.sessions(), 2);
     assert_eq!(watch.watchers(), 3);
     let t = Instant::now();
@@ -292,7 +309,7 @@ async fn every_local_end(store: Arc<dyn SessionStore>) {
 
     // End by token, by an operator.
     let (token, s) = sign_in(&sessions, "alice").await;
-    let w = watch.watch(&s);
+    let w = registered(&watch, &s).await;
     let t = Instant::now();
     assert!(sessions.end(&token, Actor::Operator).await.unwrap());
     let (reason, took) = ends_within(&w, t, bound).await;
@@ -301,7 +318,7 @@ async fn every_local_end(store: Arc<dyn SessionStore>) {
 
     // "Sign out" on one row of the sessions page.
     let (_, s) = sign_in(&sessions, "alice").await;
-    let w = watch.watch(&s);
+    let w = registered(&watch, &s).await;
     let t = Instant::now();
     sessions
         .end_by_handle(&s.handle, Some(&user("alice")), Actor::User)
@@ -314,7 +331,7 @@ async fn every_local_end(store: Arc<dyn SessionStore>) {
 
     // An admin ends it by handle.
     let (_, s) = sign_in(&sessions, "alice").await;
-    let w = watch.watch(&s);
+    let w = registered(&watch, &s).await;
     let t = Instant::now();
     sessions
         .end_by_handle(&s.handle, None, Actor::Admin)
@@ -329,12 +346,12 @@ async fn every_local_end(store: Arc<dyn SessionStore>) {
 
     // Re-authentication rotates: the watch stays, and follows.
     let (token, s) = sign_in(&sessions, "alice").await;
-    let w = watch.watch(&s);
+    let w = registered(&watch, &s).await;
     let rotated = sessions.rotate(&token, true).await.unwrap();
     stays_open(&w, Duration::from_millis(200), "re-authentication").await;
     // Password change: rotates this one, ends the user's others.
     let (_, victim) = sign_in(&sessions, "alice").await;
-    let doomed = watch.watch(&victim);
+    let doomed = registered(&watch, &victim).await;
     let t = Instant::now();
     let changed = sessions
         .password_changed(rotated.token.expose(), true)
@@ -355,7 +372,7 @@ async fn every_local_end(store: Arc<dyn SessionStore>) {
 
     // Logout with a token rotated away still ends the session it became.
     let (token, s) = sign_in(&sessions, "alice").await;
-    let w = watch.watch(&s);
+    let w = registered(&watch, &s).await;
     sessions.rotate(&token, false).await.unwrap();
     stays_open(&w, Duration::from_millis(100), "rotation").await;
     let t = Instant::now();
@@ -367,9 +384,9 @@ async fn every_local_end(store: Arc<dyn SessionStore>) {
     let (_, here) = sign_in(&sessions, "bob").await;
     let (_, there) = sign_in(&sessions, "bob").await;
     let (_, carol) = sign_in(&sessions, "carol").await;
-    let w_here = watch.watch(&here);
-    let w_there = watch.watch(&there);
-    let w_carol = watch.watch(&carol);
+    let w_here = registered(&watch, &here).await;
+    let w_there = registered(&watch, &there).await;
+    let w_carol = registered(&watch, &carol).await;
     let t = Instant::now();
     sessions
         .end_all_for_user(&user("bob"), Some(&here.id), Actor::User, "sign_out_others")
@@ -423,7 +440,7 @@ async fn the_per_user_limit_and_a_reused_refresh_token_end_their_watches() {
     let sessions = Sessions::new(memory.clone(), limited).with_watch(watch.clone());
 
     let (_, first) = sign_in(&sessions, "dave").await;
-    let w = watch.watch(&first);
+    let w = registered(&watch, &first).await;
     // The limit ends sessions created strictly before the new one.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let t = Instant::now();
@@ -440,7 +457,7 @@ async fn the_per_user_limit_and_a_reused_refresh_token_end_their_watches() {
     )
     .await
     .unwrap();
-    let w = watch.watch(&second);
+    let w = registered(&watch, &second).await;
     let pair = tokens.issue(&second, "app").await.unwrap();
     let next = tokens.refresh(&pair.refresh_token, None).await.unwrap();
     stays_open(&w, Duration::from_millis(100), "a refresh").await;
@@ -459,7 +476,7 @@ async fn an_owned_future_keeps_the_session_watched() {
     // future alone keeps the entry registered.
     let (watch, sessions) = local(Arc::new(MemoryStore::new()));
     let (token, s) = sign_in(&sessions, "ned").await;
-    let w = watch.watch(&s);
+    let w = registered(&watch, &s).await;
     let ended = tokio::spawn(w.clone().into_ended());
     drop(w);
     assert_eq!(watch.sessions(), 1);

@@ -171,7 +171,10 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
             let h = r.headers_mut();
             for (name, value) in [
                 ("x-signoff-user", Some(identity.user)),
-                ("x-signoff-session", Some(identity.handle.to_string())),
+                (
+                    "x-signoff-session",
+                    Some(identity.session.handle.to_string()),
+                ),
                 ("x-signoff-csrf", identity.csrf),
             ] {
                 if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {

@@ -9,14 +9,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use http::Method;
-use support::websocket::WsUpstream;
+use support::websocket::{connect, echo, next_close, Socket, WsUpstream};
 use support::*;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The bound of docs/security.md, invariant 10, for an end on this node.
 const CLOSE_BOUND: Duration = Duration::from_secs(1);
@@ -27,21 +22,9 @@ async fn start(extra: &[&str]) -> (WsUpstream, Gateway) {
     (up, gw)
 }
 
-fn ws_url(gw: &Gateway, path: &str) -> String {
-    format!("{}{path}", gw.origin.replacen("http://", "ws://", 1))
-}
-
 /// Opens a WebSocket at `path` with these extra headers.
 async fn open_with(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> Result<Socket, WsError> {
-    let mut request = ws_url(gw, path).into_client_request().unwrap();
-    for (name, value) in headers {
-        request.headers_mut().append(
-            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
-    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
-    Ok(socket)
+    connect(&gw.origin, path, headers).await
 }
 
 /// Opens a WebSocket as a browser on the gateway's own page would.
@@ -64,34 +47,8 @@ async fn refused(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> (u16, ht
     }
 }
 
-async fn echo(socket: &mut Socket, text: &str) -> String {
-    socket.send(Message::text(text)).await.unwrap();
-    match tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => t.as_str().to_owned(),
-        other => panic!("no echo: {other:?}"),
-    }
-}
-
-/// Waits for the gateway's close; returns its code and how long it took.
 async fn closed_within(socket: &mut Socket, within: Duration) -> (u16, String, Duration) {
-    let started = Instant::now();
-    loop {
-        match tokio::time::timeout(within + Duration::from_secs(2), socket.next()).await {
-            Ok(Some(Ok(Message::Close(Some(frame))))) => {
-                let took = started.elapsed();
-                return (
-                    u16::from(frame.code),
-                    frame.reason.as_str().to_owned(),
-                    took,
-                );
-            }
-            Ok(Some(Ok(Message::Close(None)))) => panic!("closed without a code"),
-            Ok(Some(Ok(_))) => continue,
-            Ok(Some(Err(e))) => panic!("the socket broke instead of closing: {e}"),
-            Ok(None) => panic!("the socket ended without a close frame"),
-            Err(_) => panic!("the socket stayed open for {:?}", started.elapsed()),
-        }
-    }
+    next_close(socket, within).await
 }
 
 /// Asserts the socket was closed for a session end, within the bound.
@@ -580,4 +537,68 @@ async fn an_event_stream_arrives_as_sent_and_ends_at_logout() {
         "the stream ended {took:?} after logout"
     );
     assert!(stream.broken(), "cut off, not ended as if complete");
+}
+
+/// In Chromium: a page's WebSocket through the gateway works, and signing
+/// out in another tab closes it with 1008 (what the page's `onclose` sees).
+#[tokio::test]
+async fn in_chromium_signing_out_in_another_tab_closes_the_pages_socket() {
+    use support::browser::{Browser, Engine};
+    let Some(browser) = Browser::open(Engine::Chromium).await else {
+        return;
+    };
+    let (_up, gw) = start(&[]).await;
+    let result = async {
+        browser.goto(&gw.url("/page")).await?;
+        browser.submit_login(USER, PASSWORD).await?;
+        browser
+            .wait_for_path("/page", Duration::from_secs(10))
+            .await?;
+        browser
+            .wait_for_js(
+                "window.socketLog && window.socketLog.indexOf('message:hello') >= 0",
+                Duration::from_secs(10),
+            )
+            .await?;
+        // Another tab of the same browser signs out.
+        let client = browser.client();
+        let driver = |e: fantoccini::error::CmdError| support::browser::Error::new(e.to_string());
+        let first = client.window().await.map_err(driver)?;
+        let tab = client.new_window(true).await.map_err(driver)?;
+        client.switch_to_window(tab.handle).await.map_err(driver)?;
+        browser.goto(&gw.url("/.signoff/logout")).await?;
+        browser.click_and_wait("form button[type=submit]").await?;
+        let signed_out = Instant::now();
+        client.close_window().await.map_err(driver)?;
+        client.switch_to_window(first).await.map_err(driver)?;
+        browser
+            .wait_for_js(
+                "window.socketLog.some(function (e) { return e.indexOf('close:') === 0; })",
+                Duration::from_secs(5),
+            )
+            .await?;
+        let took = signed_out.elapsed();
+        let log = browser.eval("window.socketLog").await?;
+        Ok::<_, support::browser::Error>((log, took))
+    }
+    .await;
+    let artifact = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("../browser-artifacts/websocket-signed-out.png");
+    let _ = browser.screenshot(&artifact).await;
+    let (log, took) =
+        result.unwrap_or_else(|e| panic!("{e}; gateway log:\n{}", gw.proc.log_text()));
+    let closes: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str())
+        .filter(|e| e.starts_with("close:"))
+        .collect();
+    assert_eq!(closes, ["close:1008:signed out"], "{log}");
+    // Measured from when the click's page load finished, so generous.
+    assert!(
+        took <= Duration::from_secs(2),
+        "closed {took:?} after signing out"
+    );
+    browser.close().await.unwrap();
 }

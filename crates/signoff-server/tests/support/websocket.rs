@@ -22,11 +22,73 @@ use http::{header, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A client's socket.
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens a WebSocket at `origin` (`http://host:port`) + `path`, with these
+/// extra request headers.
+pub async fn connect(
+    origin: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Socket, WsError> {
+    let url = format!("{}{path}", origin.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+    Ok(socket)
+}
+
+/// Sends `text` and returns the echo.
+pub async fn echo(socket: &mut Socket, text: &str) -> String {
+    socket.send(Message::text(text)).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if !t.as_str().starts_with("tick ") => {
+                return t.as_str().to_owned()
+            }
+            Ok(Some(Ok(Message::Text(_)))) => continue,
+            other => panic!("no echo: {other:?}"),
+        }
+    }
+}
+
+/// Waits for the close frame; returns its code, its reason and how long
+/// it took. Panics if the socket breaks, ends without one, or stays open
+/// for `within` and 2 s more.
+pub async fn next_close(socket: &mut Socket, within: Duration) -> (u16, String, Duration) {
+    let started = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + within + Duration::from_secs(2);
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                let took = started.elapsed();
+                return (
+                    u16::from(frame.code),
+                    frame.reason.as_str().to_owned(),
+                    took,
+                );
+            }
+            Ok(Some(Ok(Message::Close(None)))) => panic!("closed without a code"),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => panic!("the socket broke instead of closing: {e}"),
+            Ok(None) => panic!("the socket ended without a close frame"),
+            Err(_) => panic!("the socket stayed open for {:?}", started.elapsed()),
+        }
+    }
+}
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 

@@ -602,3 +602,55 @@ async fn in_chromium_signing_out_in_another_tab_closes_the_pages_socket() {
     );
     browser.close().await.unwrap();
 }
+
+/// Forward-auth refuses what `serve` refuses: an upgrade from another
+/// site's page (the proxy passes `Upgrade` and `Origin` to `/auth`).
+#[tokio::test]
+async fn forward_auth_refuses_upgrades_from_another_site() {
+    // The public URL is the proxy's; signoff listens elsewhere.
+    let listen = format!("127.0.0.1:{}", support::services::free_port());
+    let public = "http://127.0.0.1:8000";
+    let _gw = Gateway::start_forward_auth(&["--listen", &listen, "--public-url", public]);
+    let signoff = format!("http://{listen}");
+    let login = post_form(
+        &format!("{signoff}/.signoff/login"),
+        &[("username", USER), ("password", PASSWORD)],
+        &[("origin", public)],
+    )
+    .await;
+    assert_eq!(login.status, 303, "{}", login.text());
+    let token = login.new_cookie("signoff").unwrap();
+    let auth = format!("{signoff}/.signoff/auth");
+    let ask = |origin: &'static str, site: Option<&'static str>| {
+        let auth = auth.clone();
+        let token = token.clone();
+        async move {
+            let cookie = cookie(&token);
+            let mut headers = vec![
+                ("cookie", cookie.as_str()),
+                ("upgrade", "websocket"),
+                ("x-forwarded-uri", "/ws/app"),
+                ("origin", origin),
+            ];
+            if let Some(site) = site {
+                headers.push(("sec-fetch-site", site));
+            }
+            get(&auth, &headers).await.status
+        }
+    };
+    assert_eq!(ask("http://127.0.0.1:8000", None).await, 200);
+    assert_eq!(ask("http://evil.example", None).await, 403);
+    assert_eq!(ask("null", None).await, 403);
+    assert_eq!(ask("http://127.0.0.1:8000", Some("cross-site")).await, 403);
+    // Not an upgrade: the Origin is the proxy's business (forms have their
+    // own check at signoff's endpoints).
+    let plain = get(
+        &auth,
+        &[
+            ("cookie", &cookie(&token)),
+            ("origin", "http://evil.example"),
+        ],
+    )
+    .await;
+    assert_eq!(plain.status, 200);
+}

@@ -51,8 +51,7 @@ pub(super) fn requested(req: &Request<Body>) -> bool {
 /// open one: only the public origin may. A client that sends no `Origin`
 /// is not a browser and cannot be made to carry someone's cookie.
 pub(super) fn origin_allowed(gw: &Gateway, headers: &HeaderMap) -> bool {
-    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if matches!(site, Some("cross-site" | "same-site")) {
+    if marked_cross_site(headers) {
         return false;
     }
     let Some(origin) = headers.get(header::ORIGIN) else {
@@ -79,6 +78,13 @@ pub(super) fn origin_allowed(gw: &Gateway, headers: &HeaderMap) -> bool {
                 && &origin[scheme.len()..scheme.len() + 3] == "://"
                 && origin[scheme.len() + 3..].eq_ignore_ascii_case(host)
         })
+}
+
+/// Whether the browser says another site's page opened it
+/// (`Sec-Fetch-Site: cross-site` or `same-site`).
+pub(super) fn marked_cross_site(headers: &HeaderMap) -> bool {
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    matches!(site, Some("cross-site" | "same-site"))
 }
 
 /// The answer to an upgrade from another origin.

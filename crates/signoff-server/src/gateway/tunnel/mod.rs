@@ -73,10 +73,9 @@ pub(super) fn origin_allowed(gw: &Gateway, headers: &HeaderMap) -> bool {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|host| {
-            origin.len() == scheme.len() + 3 + host.len()
-                && origin[..scheme.len()].eq_ignore_ascii_case(scheme)
-                && &origin[scheme.len()..scheme.len() + 3] == "://"
-                && origin[scheme.len() + 3..].eq_ignore_ascii_case(host)
+            origin.split_once("://").is_some_and(|(given, rest)| {
+                given.eq_ignore_ascii_case(scheme) && rest.eq_ignore_ascii_case(host)
+            })
         })
 }
 

@@ -25,6 +25,7 @@ mod layers;
 mod ops;
 mod origin;
 mod own_body;
+mod own_origin;
 pub mod pages;
 mod proxy;
 mod public_path;
@@ -34,6 +35,7 @@ mod signed_in;
 mod state;
 pub mod throttle;
 mod token_mode;
+mod upstream_client;
 
 use std::sync::Arc;
 

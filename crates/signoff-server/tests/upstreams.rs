@@ -221,6 +221,7 @@ async fn an_unverifiable_upstream_certificate_is_a_502_with_a_clear_log() {
         .lines()
         .find(|l| l.contains("certificate could not be verified"))
         .unwrap_or_else(|| panic!("no certificate line in the log:\n{log}"));
+    eprintln!("the log says: {line}");
     assert!(line.contains("ERROR"), "{line}");
     assert!(line.contains("--upstream-ca"), "{line}");
     assert!(
@@ -245,6 +246,7 @@ async fn a_certificate_for_another_host_is_refused() {
         .lines()
         .find(|l| l.contains("certificate could not be verified"))
         .unwrap_or_else(|| panic!("no certificate line in the log:\n{log}"));
+    eprintln!("the log says: {line}");
     assert!(
         squeezed(line).contains("notvalidforname"),
         "rustls's reason: {line}"

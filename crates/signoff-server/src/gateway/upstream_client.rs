@@ -101,15 +101,15 @@ pub(super) fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        // `io::Error::source` skips the error it wraps; look inside.
-        if let Some(tls) = err
+        // `io::Error::source` skips the error it wraps (hyper-rustls wraps
+        // tokio-rustls's io::Error in another): look inside instead.
+        current = match err
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
-            return Some(tls);
-        }
-        current = err.source();
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     None
 }
@@ -134,7 +134,6 @@ pub(super) fn log_failure(settings: &Settings, e: &(dyn std::error::Error + 'sta
             };
             tracing::error!(
                 %upstream,
-                reason = %tls,
                 "the upstream's TLS certificate could not be verified ({tls}) against {against}; \
                  if a private CA signed it, give that CA's PEM certificate with \
                  --upstream-ca FILE (SIGNOFF_UPSTREAM_CA, upstream_ca), and check that the \

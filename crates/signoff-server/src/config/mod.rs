@@ -45,6 +45,7 @@ mod proxy;
 mod sessions;
 mod store;
 mod tokens;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,9 +67,13 @@ pub use proxy::ProxyOptions;
 pub use sessions::SessionOptions;
 pub use store::StoreOptions;
 pub use tokens::{TokenModeOptions, TokenSettings};
+pub use upstream::{UpstreamCa, UpstreamOptions};
 
 /// Default listening address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default `max_body_bytes`: 64 MiB, room for the base64 JSON uploads of
+/// apps such as JupyterLab (docs/configuration.md).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 /// Default database.
 pub const DEFAULT_DB: &str = "sqlite://signoff.db";
 
@@ -132,6 +137,9 @@ section! {
         #[command(flatten)]
         #[serde(flatten)]
         pub connections: ConnectionOptions,
+        #[command(flatten)]
+        #[serde(flatten)]
+        pub upstream: UpstreamOptions,
     }
 }
 
@@ -167,9 +175,18 @@ pub struct TlsFiles {
 /// Everything the gateway needs, checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Upstream base URL (scheme http, host, port; no path); `None` for
-    /// forward-auth only.
+    /// Upstream base URL (scheme http or https, host, port; no path);
+    /// `None` for forward-auth only.
     pub upstream: Option<http::Uri>,
+    /// The CA certificates an HTTPS upstream is checked against; `None`:
+    /// the system's roots.
+    pub upstream_ca: Option<UpstreamCa>,
+    /// Longest a TCP connection to the upstream may take to open.
+    pub upstream_connect_timeout: Duration,
+    /// Longest the upstream may take to send its response headers.
+    pub upstream_timeout: Duration,
+    /// An upgraded connection (WebSocket) idle both ways this long is closed.
+    pub tunnel_idle_timeout: Duration,
     /// Address to listen on.
     pub listen: String,
     /// Scheme + host (+ port) browsers see, without a trailing slash.
@@ -315,6 +332,7 @@ fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
         store: toml::from_str(text)?,
         tokens: toml::from_str(text)?,
         connections: toml::from_str(text)?,
+        upstream: toml::from_str(text)?,
     };
     let login = toml::from_str::<LoginTable>(text)?.login;
     Ok(FileConfig { options, login })
@@ -360,6 +378,7 @@ impl Options {
             store: st,
             tokens: t,
             connections: c,
+            upstream: u,
         } = self;
         let tls = l.tls()?;
         let login = login.check()?;
@@ -368,6 +387,10 @@ impl Options {
             .as_deref()
             .map(proxy::parse_upstream)
             .transpose()?;
+        let https_upstream = upstream
+            .as_ref()
+            .is_some_and(|u| u.scheme_str() == Some("https"));
+        let upstream_limits = u.check(https_upstream)?;
         let listen = l.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen_addr: SocketAddr = listen.parse().with_context(|| {
             format!("--listen {listen:?}: expected IP:PORT such as 127.0.0.1:8080")
@@ -399,7 +422,7 @@ impl Options {
         let clear_site_data = headers::clear_site_data_header(h.clear_site_data)?;
         let hsts = headers::hsts_header(h.hsts.as_deref(), secure, tls.is_some())?;
         let prefix = proxy::prefix(p.prefix.as_deref().unwrap_or("/.signoff"))?;
-        let max_body_bytes = p.max_body_bytes.unwrap_or(10 * 1024 * 1024);
+        let max_body_bytes = p.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes == 0 {
             bail!("max_body_bytes must be more than 0");
         }
@@ -432,6 +455,10 @@ impl Options {
             .context("--admin-token-sha256")?;
         Ok(Settings {
             upstream,
+            upstream_ca: upstream_limits.upstream_ca,
+            upstream_connect_timeout: upstream_limits.upstream_connect_timeout,
+            upstream_timeout: upstream_limits.upstream_timeout,
+            tunnel_idle_timeout: upstream_limits.tunnel_idle_timeout,
             listen,
             public_origin,
             public_url_given,
@@ -541,9 +568,90 @@ mod tests {
             parse(&["--upstream", "http://x:1", "--idle-timeout", "forever"]).unwrap_err()
         );
         assert!(err.contains("not a duration"), "{err}");
-        for bad in ["ftp://x", "http://x:1/app", "https://x:1", "not a url"] {
+        for bad in ["ftp://x", "http://x:1/app", "http://u:p@x:1", "not a url"] {
             assert!(parse(&["--upstream", bad]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn upstream_https_ca_and_time_limits() {
+        let s = parse(&["--upstream", "https://app.internal:8443"]).unwrap();
+        assert_eq!(s.upstream.unwrap().scheme_str(), Some("https"));
+        assert!(s.upstream_ca.is_none(), "system roots");
+        assert_eq!(s.upstream_connect_timeout, Duration::from_secs(5));
+        assert_eq!(s.upstream_timeout, Duration::from_secs(60));
+        assert_eq!(s.tunnel_idle_timeout, Duration::from_secs(15 * 60));
+        assert_eq!(s.max_body_bytes, 67_108_864);
+
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["app.internal".to_owned()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let file = dir.path().join("signoff.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "upstream = \"https://app.internal\"\nupstream_ca = {:?}\nupstream_timeout = \"2m\"\n\
+                 tunnel_idle_timeout = \"1h\"\n",
+                ca.display().to_string()
+            ),
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let s = parse(&["--config", path, "--upstream-connect-timeout", "1s"]).unwrap();
+        assert_eq!(s.upstream_ca.unwrap().certs.len(), 1);
+        assert_eq!(s.upstream_connect_timeout, Duration::from_secs(1));
+        assert_eq!(s.upstream_timeout, Duration::from_secs(120));
+        assert_eq!(s.tunnel_idle_timeout, Duration::from_secs(3600));
+
+        let https = ["--upstream", "https://app.internal"];
+        let err = |extra: &[&str]| {
+            let mut args = https.to_vec();
+            args.extend_from_slice(extra);
+            format!("{:#}", parse(&args).unwrap_err())
+        };
+        let missing = dir.path().join("missing.pem");
+        let e = err(&["--upstream-ca", missing.to_str().unwrap()]);
+        assert!(
+            e.contains("--upstream-ca") && e.contains("cannot read"),
+            "{e}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = err(&["--upstream-ca", empty.to_str().unwrap()]);
+        assert!(e.contains("no certificate"), "{e}");
+        let e = err(&["--upstream-ca", dir.path().to_str().unwrap()]);
+        assert!(e.contains("cannot read"), "a directory: {e}");
+        let e = format!(
+            "{:#}",
+            parse(&[
+                "--upstream",
+                "http://x:1",
+                "--upstream-ca",
+                ca.to_str().unwrap()
+            ])
+            .unwrap_err()
+        );
+        assert!(e.contains("only an https:// upstream"), "{e}");
+        for (flag, value) in [
+            ("--upstream-timeout", "0s"),
+            ("--upstream-connect-timeout", "soon"),
+            ("--tunnel-idle-timeout", "30"),
+        ] {
+            let e = err(&[flag, value]);
+            assert!(e.contains(flag), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_upstream_path_is_refused_with_what_works() {
+        let e = format!(
+            "{:#}",
+            parse(&["--upstream", "http://127.0.0.1:8888/lab/"]).unwrap_err()
+        );
+        assert!(e.contains("--upstream http://127.0.0.1:8888)"), "{e}");
+        assert!(e.contains("--ServerApp.base_url=/lab/"), "{e}");
+        assert!(e.contains("Apps under a sub-path"), "{e}");
     }
 
     #[test]
@@ -768,6 +876,7 @@ mod doc_tests {
             serde_fields::<StoreOptions>(),
             serde_fields::<TokenModeOptions>(),
             serde_fields::<ConnectionOptions>(),
+            serde_fields::<UpstreamOptions>(),
         ];
         out.extend(top.iter().flatten().map(|k| k.to_string()));
         out.extend(

@@ -10,8 +10,9 @@ use ipnet::IpNet;
 section! {
     /// The upstream and the proxying to it.
     pub struct ProxyOptions {
-        /// The app to protect, e.g. http://127.0.0.1:5000; without it signoff
-        /// serves forward-auth only (for nginx, Caddy, Traefik) and answers 404
+        /// The app to protect, e.g. http://127.0.0.1:5000 or https://app.internal
+        /// (scheme, host and port, no path); without it signoff serves
+        /// forward-auth only (for nginx, Caddy, Traefik) and answers 404
         /// outside its prefix [file: upstream]
         #[arg(long, env = "SIGNOFF_UPSTREAM", value_name = "URL", display_order = 0)]
         pub upstream: Option<String>,
@@ -48,7 +49,8 @@ section! {
               num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set,
               display_order = 13)]
         pub allow_unguarded_html: Option<bool>,
-        /// Largest request body passed to the upstream, in bytes [default: 10485760] [file: max_body_bytes]
+        /// Largest request body passed to the upstream, in bytes (413 beyond)
+        /// [default: 67108864 (64 MiB)] [file: max_body_bytes]
         #[arg(long, env = "SIGNOFF_MAX_BODY_BYTES", value_name = "BYTES", display_order = 16)]
         pub max_body_bytes: Option<u64>,
         /// URL prefix of signoff's own pages [default: /.signoff] [file: prefix]
@@ -62,15 +64,28 @@ pub(super) fn parse_upstream(text: &str) -> Result<http::Uri> {
         .parse()
         .with_context(|| format!("--upstream {text:?} is not a URL"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => bail!("--upstream {text}: HTTPS upstreams are not supported yet; use http:// on a private network or loopback"),
-        _ => bail!("--upstream {text}: expected http://HOST:PORT"),
+        Some("http" | "https") => {}
+        _ => bail!("--upstream {text}: expected http://HOST:PORT or https://HOST:PORT"),
     }
     if uri.host().is_none_or(str::is_empty) {
         bail!("--upstream {text}: no host");
     }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        bail!("--upstream {text}: a user or password in the URL is not supported; give scheme, host and port only");
+    }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        bail!("--upstream {text}: a path prefix is not supported; give scheme, host and port only");
+        let origin = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or("http"),
+            uri.authority().map_or("", |a| a.as_str())
+        );
+        bail!(
+            "--upstream {text}: a path is not supported; give scheme, host and port only \
+             (--upstream {origin}). signoff passes each path through unchanged, so serve the \
+             app under the same path it has in the public URL: for JupyterLab at \
+             https://example.com/lab/, run it with --ServerApp.base_url=/lab/ and give \
+             --upstream http://127.0.0.1:8888 (docs/gateway.md, \"Apps under a sub-path\")"
+        );
     }
     Ok(uri)
 }

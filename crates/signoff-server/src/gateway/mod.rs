@@ -28,6 +28,7 @@ mod long_response;
 mod ops;
 mod origin;
 mod own_body;
+mod own_origin;
 pub mod pages;
 mod proxy;
 mod public_path;
@@ -38,6 +39,7 @@ mod state;
 pub mod throttle;
 mod token_mode;
 mod tunnel;
+mod upstream_client;
 
 use std::sync::Arc;
 

@@ -5,7 +5,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -20,7 +19,7 @@ use super::guard::{encoding, PageRequest, Unreadable};
 use super::identity_headers::{is_forwarding_header, is_identity_header};
 use super::signed_in::{self, bearer, wants_html, Identity, Who};
 use super::tunnel::{self, Upgrade};
-use super::{long_response, origin, public_path, token_mode, AppState, Gateway};
+use super::{long_response, origin, public_path, token_mode, upstream_client, AppState, Gateway};
 use crate::listener::{UpstreamSlots, UPSTREAM_SLOT_WAIT};
 
 /// The fallback: everything not under the prefix.
@@ -159,12 +158,7 @@ pub(super) async fn forward(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max) {
-        return error_page(
-            gw,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Request too large",
-            "The request body is larger than this site accepts.",
-        );
+        return too_large(gw);
     }
 
     let Some(authority) = gw.upstream_authority.clone() else {
@@ -180,9 +174,15 @@ pub(super) async fn forward(
         .path_and_query()
         .map_or("/", |pq| pq.as_str())
         .to_owned();
+    let scheme = gw
+        .settings
+        .upstream
+        .as_ref()
+        .and_then(Uri::scheme_str)
+        .unwrap_or("http");
     let uri = match Uri::builder()
-        .scheme("http")
-        .authority(authority)
+        .scheme(scheme)
+        .authority(authority.clone())
         .path_and_query(path_and_query)
         .build()
     {
@@ -249,6 +249,13 @@ pub(super) async fn forward(
         headers.insert(header::HOST, host.clone());
         headers.insert("x-forwarded-host", host);
     }
+    // An HTTPS upstream gets its own name, the one its certificate and
+    // SNI carry (docs/gateway.md, "HTTPS upstreams").
+    if scheme == "https" {
+        if let Some(own) = header_value(authority.as_str()) {
+            headers.insert(header::HOST, own);
+        }
+    }
     // Append the address this request really came from.
     let forwarded_for = if prior_for.is_empty() {
         peer.to_string()
@@ -306,29 +313,31 @@ pub(super) async fn forward(
     *upstream_req.version_mut() = Version::HTTP_11;
     *upstream_req.headers_mut() = headers;
 
-    let response = match tokio::time::timeout(UPSTREAM_TIMEOUT, gw.client.request(upstream_req))
-        .await
-    {
+    let within = gw.settings.upstream_timeout;
+    let response = match tokio::time::timeout(within, gw.client.request(upstream_req)).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
             if error_chain_has::<LengthLimitError>(&e) {
-                return error_page(
-                    gw,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "Request too large",
-                    "The request body is larger than this site accepts.",
-                );
+                return too_large(gw);
             }
-            tracing::warn!(error = %e, "upstream request failed");
+            upstream_client::log_failure(&gw.settings, &e);
             return bad_gateway(gw);
         }
         Err(_) => {
-            tracing::warn!("upstream did not answer within {UPSTREAM_TIMEOUT:?}");
-            return error_page(gw,
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "The application is not answering",
-                    "The application behind this gateway did not answer in time. Try again in a moment.",
-                );
+            let within = humantime::format_duration(within);
+            tracing::warn!(
+                "upstream did not send its response headers within {within} \
+                 (--upstream-timeout / upstream_timeout); answering 504"
+            );
+            return error_page(
+                gw,
+                StatusCode::GATEWAY_TIMEOUT,
+                "The application is not answering",
+                &format!(
+                    "The application behind this gateway did not answer within {within} \
+                              (the gateway's upstream_timeout setting). Try again in a moment."
+                ),
+            );
         }
     };
 
@@ -344,6 +353,9 @@ pub(super) async fn forward(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     drop_own_cookie(&mut parts.headers, &gw.cookie.name);
+    if let Some(own) = &gw.upstream_origin {
+        own.rewrite_headers(&mut parts.headers, &gw.settings.public_origin);
+    }
     let mut response = Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)));
     if auth.is_some() {
         no_store(response.headers_mut());
@@ -411,8 +423,25 @@ fn status_url(gw: &Gateway, host: Option<&HeaderValue>) -> Option<String> {
     nameable.then(|| format!("{origin}{}/status", gw.settings.prefix))
 }
 
-/// How long the upstream may take to send its response headers.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// 413 for a body over `max_body_bytes`, naming the setting.
+fn too_large(gw: &Gateway) -> Response<Body> {
+    let max = gw.settings.max_body_bytes;
+    tracing::warn!(
+        max_body_bytes = max,
+        "refused a request body larger than max_body_bytes ({max} bytes) with 413; \
+         raise --max-body-bytes (SIGNOFF_MAX_BODY_BYTES, max_body_bytes) if the app needs \
+         larger uploads"
+    );
+    error_page(
+        gw,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "Request too large",
+        &format!(
+            "The request body is larger than this site accepts: at most {max} bytes \
+             (the gateway's max_body_bytes setting, --max-body-bytes)."
+        ),
+    )
+}
 
 /// The upstream may not set (or clear) signoff's session cookie.
 pub(super) fn drop_own_cookie(headers: &mut HeaderMap, name: &str) {

@@ -3,21 +3,19 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::http::uri::Authority;
 use axum::middleware;
 use axum::response::Response;
 use axum::Router;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use signoff::token_mode::Tokens;
 use signoff::{Accounts, CookiePolicy, SessionWatch, Sessions, SystemClock, WatchOptions};
 
 use super::client_addr::TrustedProxies;
 use super::guard::Guard;
+use super::own_origin::UpstreamOrigin;
 use super::throttle::Throttle;
+use super::upstream_client::{self, UpstreamClient};
 use super::{account, admin, forward_auth, layers, ops, own_body, proxy, sign_in, token_mode};
 use crate::config::Settings;
 
@@ -30,9 +28,12 @@ pub struct Gateway {
     pub(super) uncached: Sessions,
     pub(super) accounts: Accounts,
     pub(super) cookie: CookiePolicy,
-    pub(super) client: Client<HttpConnector, Body>,
+    pub(super) client: UpstreamClient,
     /// `None` in forward-auth-only mode.
     pub(super) upstream_authority: Option<Authority>,
+    /// The upstream's scheme, host and port, for rewriting `Location`s
+    /// that point there.
+    pub(super) upstream_origin: Option<UpstreamOrigin>,
     pub(super) guard: Guard,
     pub(super) throttle: Throttle,
     pub(super) metrics: crate::metrics::Sources,
@@ -56,12 +57,8 @@ impl Gateway {
             ),
             None => None,
         };
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(30))
-            .build(connector);
+        let upstream_origin = settings.upstream.as_ref().and_then(UpstreamOrigin::of);
+        let client = upstream_client::build(&settings)?;
         let guard = Guard::new(&settings.prefix);
         if settings.inject_guard {
             tracing::info!(
@@ -90,6 +87,7 @@ impl Gateway {
             accounts,
             client,
             upstream_authority,
+            upstream_origin,
             metrics: crate::metrics::Sources::default(),
             counters: crate::metrics::Counters::default(),
             tokens: None,

@@ -16,6 +16,10 @@ GET  /binary               4096 bytes 0..255 repeated, application/octet-stream
 GET  /set-cookie           tries to set signoff's cookie and one of its own
 GET  /public, /public/page  a public page with caching headers
 GET  /public/big           a public 2 MiB text body
+GET  /redirect-absolute    302 to this app's own absolute URL /private, with
+                           Content-Location and Refresh on the same origin
+GET  /redirect-elsewhere   302 to another origin
+GET  /slow                 waits 3 s, then a small page
 anything else              a small HTML page naming the path
 
 Routes are matched on the raw request target, encoded as it arrived
@@ -25,6 +29,7 @@ Routes are matched on the raw request target, encoded as it arrived
 import gzip
 import json
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PAGE = (
@@ -126,6 +131,18 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Set-Cookie", "theme=dark; Path=/")
             self.send_header("Content-Length", "0")
             return self.end_headers()
+        if path == "/redirect-absolute":
+            own = "http://127.0.0.1:%d" % self.server.server_address[1]
+            return self.send(302, b"", [
+                ("Location", own + "/private?from=redirect#top"),
+                ("Content-Location", own + "/redirect-absolute"),
+                ("Refresh", "0; url=" + own + "/private"),
+            ])
+        if path == "/redirect-elsewhere":
+            return self.send(302, b"", [("Location", "http://127.0.0.1:1/elsewhere")])
+        if path == "/slow":
+            time.sleep(3)
+            return self.send(200, b"<p>slow</p>", html)
         if path == "/public/big":
             return self.send(200, b"x" * (2 * 1024 * 1024), [("Content-Type", "text/plain")])
         if path in ("/public", "/public/page"):

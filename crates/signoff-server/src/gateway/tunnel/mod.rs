@@ -28,9 +28,6 @@ use crate::listener::{OpenConnection, UpstreamSlot};
 /// upstream has agreed to switch.
 const HANDOVER: Duration = Duration::from_secs(10);
 
-/// Longest a tunnel may carry nothing either way.
-const TUNNEL_IDLE: Duration = Duration::from_secs(15 * 60);
-
 /// Whether `req` asks to switch protocols: HTTP/1.1 with `Upgrade` and
 /// `upgrade` among its `Connection` options.
 pub(super) fn requested(req: &Request<Body>) -> bool {
@@ -223,7 +220,8 @@ pub(super) fn open(
     let handle = auth.map(|identity| identity.session.handle);
     let limits = splice::Limits {
         watch,
-        idle: TUNNEL_IDLE,
+        // Longest a tunnel may carry nothing either way (--tunnel-idle-timeout).
+        idle: gw.settings.tunnel_idle_timeout,
         websocket: upgrade.is_websocket(),
         held: upgrade.held,
     };

@@ -238,17 +238,15 @@ pub fn note_no_live_session() {
 
 /// The client connection a request arrived on, put in the extensions of
 /// requests that ask for an upgrade. A tunnel holds it while it runs, so
-/// the upgraded connection still counts against `--max-connections`, is
-/// busy (never shed as idle), and hears when it is shed anyway.
+/// the upgraded connection still counts against `--max-connections`, and
+/// hears when it is shed. A tunnel counts as an idle connection: at the
+/// cap, an anonymous one goes first, and a signed-in one goes when its
+/// address holds more than its share (see [`Registry::admit`]), so one
+/// account's sockets cannot lock everyone out.
 #[derive(Clone)]
 pub struct OpenConnection(Arc<Slot>);
 
 impl OpenConnection {
-    /// Marks the connection busy until the guard is dropped.
-    pub fn busy(&self) -> impl Drop + Send + 'static {
-        Busy::start(&self.0.conn)
-    }
-
     /// Resolves when the registry sheds this connection to make room.
     pub async fn shed(&self) {
         self.0.conn.close.notified().await;
@@ -432,8 +430,9 @@ fn origin_of(ip: std::net::IpAddr) -> u128 {
 
 /// Among the oldest [`SHED_WINDOW`] open connections that `eligible`
 /// accepts (and are not already being shed), the oldest of the origin that
-/// holds more of them than the average (and more than one, and more than
-/// `floor`); with no such origin and no floor, the oldest.
+/// holds more of them than the average (and more than one; with a floor,
+/// any origin holding more than `floor`); with no such origin and no
+/// floor, the oldest.
 fn pick_victim(
     open: &BTreeMap<u64, Arc<Conn>>,
     eligible: impl Fn(&Conn) -> bool,
@@ -449,7 +448,9 @@ fn pick_victim(
         *counts.entry(origin_of(c.peer)).or_default() += 1;
     }
     let (&heaviest, &most) = counts.iter().max_by_key(|(_, n)| **n)?;
-    let clearly = most > floor && most > 1 && most * counts.len() > window.len();
+    // With a floor, an address over it is over its share even when it is
+    // the only one (one account's sockets filling the cap).
+    let clearly = most > floor && most > 1 && (floor > 0 || most * counts.len() > window.len());
     if clearly {
         window
             .into_iter()

@@ -196,9 +196,14 @@ async fn upgrades_need_a_live_session_and_the_public_origin() {
     for (path, protocol) in [
         ("/ws/app", "h2c"),
         ("/ws/public", "h2c"),
+        ("/ws/app", " H2C "),
+        ("/ws/app", "h2c-14"),
+        ("/ws/app", "h2c;q=1"),
+        ("/ws/app", "websocket h2c"),
+        ("/ws/app", "websocket, h2c"),
         ("/ws/app", "HTTP/2.0"),
         ("/ws/app", "TLS/1.0"),
-        ("/ws/app", "websocket, h2c"),
+        ("/ws/app", "SPDY/3.1"),
     ] {
         let reply = request(
             Method::GET,
@@ -214,7 +219,7 @@ async fn upgrades_need_a_live_session_and_the_public_origin() {
         )
         .await;
         assert_eq!(reply.status, 400, "{path} {protocol}");
-        assert!(reply.text().contains("not carried"), "{}", reply.text());
+        assert!(reply.text().contains("only WebSocket"), "{}", reply.text());
     }
     assert!(
         up.seen().upgrades.is_empty(),
@@ -425,7 +430,8 @@ async fn a_socket_closes_at_the_idle_timeout_unless_the_client_is_active() {
     let busy = gw.login(USER, PASSWORD).await;
     let mut quiet_socket = open(&gw, &quiet).await;
     let mut busy_socket = open(&gw, &busy).await;
-    // The upstream pushing to the quiet one is not activity.
+    // The upstream pushing to the quiet one is not activity, nor are the
+    // pongs its client answers the upstream's pings with.
     quiet_socket.send(Message::text("ticks")).await.unwrap();
     let started = Instant::now();
     let quiet_task = tokio::spawn(async move {
@@ -675,6 +681,23 @@ async fn forward_auth_refuses_upgrades_from_another_site() {
     assert_eq!(ask("http://evil.example", None).await, 403);
     assert_eq!(ask("null", None).await, 403);
     assert_eq!(ask("http://127.0.0.1:8000", Some("cross-site")).await, 403);
+    // nginx's auth_request drops `Upgrade` but passes the WebSocket's own
+    // headers: those are enough.
+    for marker in [
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("sec-fetch-mode", "websocket"),
+    ] {
+        let reply = get(
+            &auth,
+            &[
+                ("cookie", &cookie(&token)),
+                ("origin", "http://evil.example"),
+                marker,
+            ],
+        )
+        .await;
+        assert_eq!(reply.status, 403, "{marker:?}");
+    }
     // Not an upgrade: the Origin is the proxy's business (forms have their
     // own check at signoff's endpoints).
     let plain = get(
@@ -686,4 +709,50 @@ async fn forward_auth_refuses_upgrades_from_another_site() {
     )
     .await;
     assert_eq!(plain.status, 200);
+}
+
+async fn request_or_log(gw: &Gateway, url: &str) -> Reply {
+    let url = url.to_owned();
+    match tokio::spawn(async move { get(&url, &[]).await }).await {
+        Ok(reply) => reply,
+        Err(e) => panic!("{e}; gateway log:\n{}", gw.proc.log_text()),
+    }
+}
+
+/// One account's sockets cannot fill the connection cap: at the cap, a
+/// tunnel of the address holding the most is closed (1001) to make room,
+/// and sign-in still answers.
+#[tokio::test]
+async fn sockets_cannot_lock_others_out_at_the_connection_cap() {
+    let (_up, gw) = start(&["--max-connections", "20"]).await;
+    let token = gw.login(USER, PASSWORD).await;
+    let mut sockets = Vec::new();
+    for _ in 0..20 {
+        match open_with(
+            &gw,
+            "/ws/app",
+            &[("cookie", &cookie(&token)), ("origin", &gw.origin)],
+        )
+        .await
+        {
+            Ok(socket) => sockets.push(socket),
+            Err(_) => break,
+        }
+    }
+    assert!(sockets.len() >= 15, "opened {}", sockets.len());
+    for _ in 0..3 {
+        let page = request_or_log(&gw, &gw.url("/.signoff/login")).await;
+        assert_eq!(page.status, 200);
+    }
+    // Some of the sockets were closed to make room, with "going away".
+    let mut shed = 0;
+    for socket in &mut sockets {
+        if let Ok(Some(Ok(Message::Close(Some(frame))))) =
+            tokio::time::timeout(Duration::from_millis(200), socket.next()).await
+        {
+            assert_eq!(u16::from(frame.code), 1001);
+            shed += 1;
+        }
+    }
+    assert!(shed >= 1, "no socket made room");
 }

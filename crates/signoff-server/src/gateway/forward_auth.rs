@@ -37,7 +37,7 @@
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, Request, State};
-use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::header::{HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -148,18 +148,18 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
             "The proxy in front sent two different original requests.",
         );
     }
-    // A WebSocket (or other upgrade) from another site's page would carry
-    // the user's cookie into a socket that page drives: refused like
-    // `signoff serve` refuses it, when the proxy passes the client's
-    // `Upgrade` and `Origin` on (nginx's auth_request and Caddy's
-    // forward_auth do). Without --public-url the `Host` here is signoff's,
-    // not the browser's: only what the browser marks cross-site is known.
+    // A WebSocket from another site's page would carry the user's cookie
+    // into a socket that page drives: refused like `signoff serve`
+    // refuses it. Proxies pass the client's headers to the check (nginx's
+    // auth_request drops `Upgrade` but keeps `Sec-WebSocket-Key` and
+    // `Origin`). Without --public-url the `Host` here is signoff's, not
+    // the browser's: only what the browser marks cross-site is known.
     let foreign = if gw.settings.public_url_given {
         !tunnel::origin_allowed(&gw, headers)
     } else {
         tunnel::marked_cross_site(headers)
     };
-    if headers.contains_key(header::UPGRADE) && foreign {
+    if tunnel::opens_a_socket(headers) && foreign {
         return tunnel::cross_site(headers);
     }
     // Public, like `signoff serve`: no session needed, none looked up, and

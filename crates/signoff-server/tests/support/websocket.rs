@@ -4,8 +4,8 @@
 //!
 //! - `GET /ws/...` with `Upgrade: websocket`: echoes every text and binary
 //!   message; the text `headers` is answered with the upgrade request's
-//!   headers as JSON; the text `ticks` starts a message `tick N` every
-//!   100 ms. The close code it receives is recorded.
+//!   headers as JSON; the text `ticks` starts a ping and a message `tick N`
+//!   every 100 ms. The close code it receives is recorded.
 //! - an upgrade at `/switch-elsewhere`: 101 to `h2c`, whatever was asked.
 //! - `GET /events`: server-sent events, `data: N` every 100 ms.
 //! - `GET /page`: an HTML page whose script opens `/ws/page` and records
@@ -304,6 +304,9 @@ async fn serve_socket<S>(
                 Some(Err(_)) | None => return,
             },
             () = tick => {
+                // A ping too, as many servers send: the client's pongs are
+                // not activity of its session.
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() { return; }
                 if sink.send(Message::text(format!("tick {n}"))).await.is_err() { return; }
                 n += 1;
             }

@@ -27,6 +27,8 @@ pub struct Frames {
     closing: bool,
     /// A whole close frame went through.
     closed: bool,
+    /// Data frames (text, binary, continuation) begun so far.
+    data_frames: u64,
 }
 
 impl Frames {
@@ -50,7 +52,11 @@ impl Frames {
             bytes = &bytes[1..];
             if let Some(payload) = self.complete_header() {
                 self.header_len = 0;
-                self.closing = self.header[0] & 0x0f == OPCODE_CLOSE;
+                let opcode = self.header[0] & 0x0f;
+                self.closing = opcode == OPCODE_CLOSE;
+                if opcode & 0x08 == 0 {
+                    self.data_frames += 1;
+                }
                 self.payload_left = payload;
                 if payload == 0 {
                     self.frame_done();
@@ -62,6 +68,11 @@ impl Frames {
     /// Whether the bytes so far end exactly at the end of a frame.
     pub fn at_boundary(&self) -> bool {
         self.header_len == 0 && self.payload_left == 0
+    }
+
+    /// Data frames (not pings, pongs or closes) begun so far.
+    pub fn data_frames(&self) -> u64 {
+        self.data_frames
     }
 
     /// Whether a whole close frame went through.
@@ -198,6 +209,9 @@ mod tests {
         // A ping between fragments, then the last fragment.
         frames.advance(&frame(0x9, true, b"", None));
         frames.advance(&frame(0x0, true, b"ment", None));
+        // A pong is not data.
+        frames.advance(&frame(0xA, true, b"", Some([1, 1, 1, 1])));
+        assert_eq!(frames.data_frames(), 2);
         let close = close_frame(1000, "bye", Some([7, 7, 7, 7]));
         frames.advance(&close[..close.len() - 1]);
         assert!(!frames.saw_close() && !frames.at_boundary());

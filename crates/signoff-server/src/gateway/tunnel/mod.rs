@@ -76,40 +76,44 @@ pub(super) fn origin_allowed(gw: &Gateway, headers: &HeaderMap) -> bool {
         })
 }
 
-/// Whether a protocol may be tunnelled. One that speaks HTTP inside the
-/// tunnel (`h2c`, `HTTP/2.0`, RFC 2817's `TLS/1.0` under which HTTP goes
-/// on) would let a client send requests straight to the upstream, past
-/// every per-request check: identity headers unstripped, paths not
-/// decided (h2c smuggling). Those are refused; so are several protocols at
-/// once (the upstream would pick).
+/// Whether the protocol asked for is one that is tunnelled: WebSocket,
+/// alone. Any protocol that speaks HTTP inside the tunnel (`h2c` and its
+/// drafts `h2c-14`, …, `HTTP/2.0`, RFC 2817's `TLS/1.0`) would let a client
+/// send requests straight to the upstream, past every per-request check:
+/// identity headers unstripped, paths not decided (h2c smuggling). An
+/// allow-list, not a deny-list, so no spelling gets through.
 pub(super) fn protocol_allowed(headers: &HeaderMap) -> bool {
     let mut values = headers.get_all(header::UPGRADE).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return false;
     };
-    let Ok(value) = value.to_str() else {
-        return false;
-    };
-    let protocol = value.trim();
-    let name = protocol.split('/').next().unwrap_or_default().trim();
-    !protocol.is_empty()
-        && !protocol.contains(',')
-        && !name.eq_ignore_ascii_case("h2c")
-        && !name.eq_ignore_ascii_case("h2")
-        && !name.eq_ignore_ascii_case("http")
-        && !name.eq_ignore_ascii_case("tls")
+    value
+        .as_bytes()
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"websocket")
 }
 
 /// The answer to an upgrade to a protocol that is not tunnelled.
 pub(super) fn not_tunnelled() -> Response<Body> {
     let mut response = (
         StatusCode::BAD_REQUEST,
-        "this protocol is not carried through signoff (WebSockets and other non-HTTP \
-         protocols are; HTTP inside an upgrade is not)\n",
+        "only WebSocket upgrades are carried through signoff\n",
     )
         .into_response();
     no_store(response.headers_mut());
     response
+}
+
+/// Whether a request (or, at forward-auth, the request a proxy asks
+/// about) opens a WebSocket. nginx's `auth_request` does not pass
+/// `Upgrade` on, but it passes `Sec-WebSocket-Key`, and browsers send
+/// `Sec-Fetch-Mode: websocket`.
+pub(super) fn opens_a_socket(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        || headers.contains_key(header::SEC_WEBSOCKET_KEY)
+        || headers
+            .get("sec-fetch-mode")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
 /// Whether the browser says another site's page opened it
@@ -182,8 +186,9 @@ impl Upgrade {
 
 /// The upstream agreed to switch (`response` is its 101): answers the
 /// client the same, and carries the connection from then on, under the
-/// session of `auth` (none on a public path). `slot` is held until the
-/// tunnel ends.
+/// session of `auth` (none on a public path). The upstream slot `slot` is
+/// given back: slots bound requests in progress, and a tunnel is bounded
+/// as a connection (`crate::listener::OpenConnection`).
 pub(super) fn open(
     gw: &Gateway,
     upgrade: Upgrade,
@@ -218,6 +223,7 @@ pub(super) fn open(
     let watch = auth.map(|identity| gw.watch.watch(&identity.session));
     let user = auth.map(|identity| identity.user.clone());
     let handle = auth.map(|identity| identity.session.handle);
+    drop(slot);
     let limits = splice::Limits {
         watch,
         // Longest a tunnel may carry nothing either way (--tunnel-idle-timeout).
@@ -242,7 +248,6 @@ pub(super) fn open(
         let started = tokio::time::Instant::now();
         let (ending, carried) =
             splice::run(TokioIo::new(client), TokioIo::new(upstream), limits).await;
-        drop(slot);
         tracing::info!(
             target: "signoff::tunnel",
             user = user.as_deref().unwrap_or("-"),

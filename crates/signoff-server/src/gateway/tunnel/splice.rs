@@ -95,13 +95,14 @@ where
     let mut up = Direction::new(limits.websocket);
     let mut down = Direction::new(limits.websocket);
     let last_activity = Activity::new();
-    let _busy = limits.held.as_ref().map(OpenConnection::busy);
 
     let ending = {
         let watch = limits.watch.as_ref();
-        // Frames from the client count as activity of the session; frames
-        // from the upstream do not (docs/gateway.md, "WebSockets").
-        let on_client_bytes = || {
+        // Data frames from the client count as activity of the session;
+        // frames from the upstream do not, nor the pongs a browser sends
+        // by itself in answer to the upstream's pings (docs/gateway.md,
+        // "WebSockets and streams").
+        let on_client_data = || {
             if let Some(watch) = watch {
                 watch.touch();
             }
@@ -112,7 +113,7 @@ where
                 &mut upstream_write,
                 &mut up,
                 &last_activity,
-                on_client_bytes,
+                on_client_data,
             );
             let to_client = pump(
                 &mut upstream_read,
@@ -206,13 +207,14 @@ impl Activity {
 }
 
 /// Copies `from` to `to` until `from` ends (then ends `to`'s writing) or
-/// either fails.
+/// either fails. `on_data` is called for bytes that begin a WebSocket data
+/// frame (for any bytes, in another protocol).
 async fn pump<R, W>(
     from: &mut R,
     to: &mut W,
     direction: &mut Direction,
     last_activity: &Activity,
-    on_read: impl Fn(),
+    on_data: impl Fn(),
 ) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -226,14 +228,20 @@ where
             return to.shutdown().await;
         }
         last_activity.now();
-        on_read();
         direction.writing = true;
         to.write_all(&buffer[..n]).await?;
         to.flush().await?;
         direction.writing = false;
         direction.bytes += n as u64;
-        if let Some(frames) = &mut direction.frames {
-            frames.advance(&buffer[..n]);
+        match &mut direction.frames {
+            Some(frames) => {
+                let before = frames.data_frames();
+                frames.advance(&buffer[..n]);
+                if frames.data_frames() > before {
+                    on_data();
+                }
+            }
+            None => on_data(),
         }
     }
 }

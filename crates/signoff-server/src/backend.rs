@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use signoff::revocation::{BusHandle, BusOptions, RevocationBus};
+use signoff::revocation::{BusHandle, BusOptions, CacheControl, Fanout, RevocationBus};
 use signoff::{
     Accounts, AuditLog, AuditStore, CacheOptions, CachedStore, MonotonicClock, Passwords, Policy,
-    PostgresOptions, PostgresStore, RedisOptions, RedisStore, SessionStore, Sessions,
-    SqliteOptions, SqliteStore, StateStore, UserStore,
+    PostgresOptions, PostgresStore, RedisOptions, RedisStore, SessionStore, SessionWatch, Sessions,
+    SqliteOptions, SqliteStore, StateStore, SystemClock, UserStore, WatchOptions,
 };
 
 /// The stores behind one `--db`: sessions, users and the audit trail all
@@ -187,32 +187,58 @@ async fn open_sqlite(path: PathBuf, allow_readable: bool) -> Result<Backend> {
     })
 }
 
+/// What the gateway reads sessions through on one node.
+pub struct GatewayStore {
+    /// The backend behind the local cache (or the backend itself with no
+    /// cache).
+    pub sessions: Arc<dyn SessionStore>,
+    /// The local cache, for the metrics.
+    pub cache: Option<Arc<crate::metrics::LocalCache>>,
+    /// The open connections (WebSockets, streams) of this node, by session:
+    /// each ends when its session does (docs/security.md, invariant 10).
+    pub watch: SessionWatch,
+    /// The running revocation bus, which keeps both the cache and the
+    /// watch honest; `None` if the backend has none.
+    pub bus: Option<BusHandle>,
+}
+
 /// The session store the gateway uses: the backend behind a local cache
-/// (unless `staleness` is zero) that the backend's revocation bus keeps
-/// honest.
-pub fn session_store(
-    backend: &Backend,
-    staleness: Duration,
-) -> (
-    Arc<dyn SessionStore>,
-    Option<Arc<crate::metrics::LocalCache>>,
-    Option<BusHandle>,
-) {
-    if staleness.is_zero() {
-        return (backend.sessions.clone(), None, None);
-    }
-    let mut options = CacheOptions::default();
-    options.max_staleness = staleness;
-    let cache = Arc::new(CachedStore::with_options(
+/// (unless `staleness` is zero), and the watch over open connections; the
+/// backend's revocation bus keeps both honest. The watch reads the backend
+/// itself, never the cache, and follows `policy`.
+pub fn session_store(backend: &Backend, staleness: Duration, policy: &Policy) -> GatewayStore {
+    let watch = SessionWatch::new(
         backend.sessions.clone(),
-        options,
-        Arc::new(MonotonicClock::new()),
-    ));
-    let bus = backend
-        .bus
-        .clone()
-        .map(|bus| signoff::revocation::run(bus, cache.clone(), BusOptions::default()));
-    (cache.clone(), Some(cache), bus)
+        policy.clone(),
+        Arc::new(SystemClock),
+        WatchOptions::default(),
+    );
+    let cache = (!staleness.is_zero()).then(|| {
+        let mut options = CacheOptions::default();
+        options.max_staleness = staleness;
+        Arc::new(CachedStore::with_options(
+            backend.sessions.clone(),
+            options,
+            Arc::new(MonotonicClock::new()),
+        ))
+    });
+    let mut listeners: Vec<Arc<dyn CacheControl>> = vec![Arc::new(watch.clone())];
+    if let Some(cache) = &cache {
+        listeners.push(cache.clone());
+    }
+    let bus = backend.bus.clone().map(|bus| {
+        signoff::revocation::run(bus, Arc::new(Fanout::new(listeners)), BusOptions::default())
+    });
+    let sessions: Arc<dyn SessionStore> = match &cache {
+        Some(cache) => cache.clone(),
+        None => backend.sessions.clone(),
+    };
+    GatewayStore {
+        sessions,
+        cache,
+        watch,
+        bus,
+    }
 }
 
 #[cfg(test)]

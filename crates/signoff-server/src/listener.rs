@@ -236,6 +236,25 @@ pub fn note_no_live_session() {
     let _ = CONNECTION.try_with(|c| c.proven.store(false, Ordering::Relaxed));
 }
 
+/// The client connection a request arrived on, put in the extensions of
+/// requests that ask for an upgrade. A tunnel holds it while it runs, so
+/// the upgraded connection still counts against `--max-connections`, is
+/// busy (never shed as idle), and hears when it is shed anyway.
+#[derive(Clone)]
+pub struct OpenConnection(Arc<Slot>);
+
+impl OpenConnection {
+    /// Marks the connection busy until the guard is dropped.
+    pub fn busy(&self) -> impl Drop + Send + 'static {
+        Busy::start(&self.0.conn)
+    }
+
+    /// Resolves when the registry sheds this connection to make room.
+    pub async fn shed(&self) {
+        self.0.conn.close.notified().await;
+    }
+}
+
 /// One open client connection, as the registry and its task see it.
 struct Conn {
     accepted: Instant,
@@ -545,6 +564,9 @@ pub async fn serve(
             tracing::debug!(%peer, "connection refused: at the cap, and no connection can be shed");
             continue;
         };
+        // Shared with an upgraded connection's tunnel, which outlives this
+        // task: the connection counts until both are done.
+        let slot = Arc::new(slot);
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
@@ -579,16 +601,25 @@ pub async fn serve(
 
 /// Serves HTTP/1 or HTTP/2 on one connection until the client closes it,
 /// it stays idle past its deadline, or the registry sheds it.
-async fn serve_http<I>(io: TokioIo<I>, peer: SocketAddr, app: Router, limits: Limits, slot: &Slot)
-where
+async fn serve_http<I>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    app: Router,
+    limits: Limits,
+    slot: &Arc<Slot>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = &slot.conn;
     let on_request = conn.clone();
     let upstream = slot.registry.upstream.clone();
+    let held = OpenConnection(slot.clone());
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
         req.extensions_mut().insert(upstream.clone());
+        if req.headers().contains_key(hyper::header::UPGRADE) {
+            req.extensions_mut().insert(held.clone());
+        }
         let busy = Busy::start(&on_request);
         let response = CONNECTION.scope(on_request.clone(), app.clone().oneshot(req));
         async move {
@@ -610,7 +641,7 @@ where
         .max_concurrent_streams(MAX_STREAMS)
         .keep_alive_interval(PING_INTERVAL)
         .keep_alive_timeout(PING_TIMEOUT);
-    let served = builder.serve_connection(io, service);
+    let served = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(served);
     let mut wake = conn.accepted + limits.client_timeout;
     let why = loop {

@@ -18,6 +18,7 @@ use signoff::{
     SessionStore, Sessions, UserId, UserStore,
 };
 use support::services::{self, PgCluster, RedisServer};
+use support::websocket::{connect, echo, next_close, WsUpstream};
 use support::{add_user, cookie, get, post_form, Gateway, Upstream, PASSWORD, USER};
 
 #[derive(Clone, Copy, Debug)]
@@ -286,6 +287,69 @@ async fn logout_is_immediate_without_caches(kind: Kind) {
     let (samples, stale) = revocation_trials(&nodes, &engine, &user, 1000).await;
     report(&format!("{kind:?} caches off"), &samples, stale);
     assert_eq!(stale, 0, "B let a signed-out session through");
+}
+
+/// A WebSocket held by node B ends when its session is signed out on
+/// node A (docs/security.md, invariant 10): the bus tells B's watch. A
+/// socket of another session of the same user stays open.
+async fn logout_on_one_node_closes_the_socket_on_the_other(kind: Kind) {
+    let Some(shared) = Shared::on_machine(kind) else {
+        return;
+    };
+    let db = shared.db();
+    let up = WsUpstream::start().await;
+    add_user(&db, USER, PASSWORD);
+    let extra = ["--metrics", "--cache-staleness", "30s"];
+    let a = Gateway::start_on(tempfile::tempdir().unwrap(), &db, Some(&up.url()), &extra);
+    let b = Gateway::start_on(tempfile::tempdir().unwrap(), &db, Some(&up.url()), &extra);
+    wait_for_bus(&a).await;
+    wait_for_bus(&b).await;
+    let mut took = Vec::new();
+    for round in 0..5 {
+        let token = a.login(USER, PASSWORD).await;
+        let kept = a.login(USER, PASSWORD).await;
+        let on_b = |token: String| {
+            let origin = b.origin.clone();
+            async move {
+                connect(
+                    &origin,
+                    "/ws/app",
+                    &[("cookie", &cookie(&token)), ("origin", &origin)],
+                )
+                .await
+                .expect("B opens the socket")
+            }
+        };
+        let mut socket = on_b(token.clone()).await;
+        let mut other = on_b(kept.clone()).await;
+        assert_eq!(echo(&mut socket, "hi").await, "hi");
+        assert_eq!(logout(&a, &token).await.status, 303);
+        let (code, reason, after) = next_close(&mut socket, Duration::from_secs(1)).await;
+        assert_eq!(
+            (code, reason.as_str()),
+            (1008, "signed out"),
+            "round {round}"
+        );
+        took.push(after);
+        assert_eq!(echo(&mut other, "still").await, "still", "round {round}");
+    }
+    took.sort();
+    eprintln!("{kind:?}: socket on B closed after a logout on A in {took:?}");
+    // The bound: 1 s plus the bus's delivery (milliseconds here).
+    assert!(
+        took[took.len() - 1] <= Duration::from_millis(1500),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_logout_on_one_node_closes_the_socket_on_the_other() {
+    logout_on_one_node_closes_the_socket_on_the_other(Kind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_logout_on_one_node_closes_the_socket_on_the_other() {
+    logout_on_one_node_closes_the_socket_on_the_other(Kind::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

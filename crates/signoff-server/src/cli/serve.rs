@@ -57,12 +57,18 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
     }
     let policy = policy(&settings)?;
     let audit = backend.audit_log(settings.audit_log);
-    let (store, cache, bus) = session_store(&backend, settings.cache_staleness);
+    let store = session_store(&backend, settings.cache_staleness, &policy);
+    let (cache, bus, watch) = (store.cache, store.bus, store.watch);
     // The guard's status check reads the store itself, never the cache:
     // it is what decides whether a page restored by Back stays visible.
-    let uncached =
-        Sessions::new(backend.sessions.clone(), policy.clone()).with_audit(audit.clone());
-    let sessions = Sessions::new(store, policy).with_audit(audit.clone());
+    // Both engines tell the watch of every end, so a socket of a session
+    // ended here closes at once, bus or no bus.
+    let uncached = Sessions::new(backend.sessions.clone(), policy.clone())
+        .with_audit(audit.clone())
+        .with_watch(watch.clone());
+    let sessions = Sessions::new(store.sessions, policy)
+        .with_audit(audit.clone())
+        .with_watch(watch.clone());
     let accounts = backend.accounts();
     let tokens = match &settings.tokens {
         Some(t) => {

@@ -37,7 +37,7 @@
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, Request, State};
-use axum::http::header::{HeaderMap, HeaderValue};
+use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -48,7 +48,9 @@ use signoff::token_mode::{kind_of, TokenKind};
 use super::error_pages::{error_page, unavailable};
 use super::layers::QuietLog;
 use super::signed_in::{self, bearer, login_url, sign_in_first, wants_html, Who};
-use super::{cookies, identity_headers, public_path, redirect, token_mode, AppState, Gateway};
+use super::{
+    cookies, identity_headers, public_path, redirect, token_mode, tunnel, AppState, Gateway,
+};
 
 /// The header naming the login page (with `next`) on a 401.
 const LOGIN_HEADER: &str = "x-signoff-login";
@@ -146,6 +148,20 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
             "The proxy in front sent two different original requests.",
         );
     }
+    // A WebSocket (or other upgrade) from another site's page would carry
+    // the user's cookie into a socket that page drives: refused like
+    // `signoff serve` refuses it, when the proxy passes the client's
+    // `Upgrade` and `Origin` on (nginx's auth_request and Caddy's
+    // forward_auth do). Without --public-url the `Host` here is signoff's,
+    // not the browser's: only what the browser marks cross-site is known.
+    let foreign = if gw.settings.public_url_given {
+        !tunnel::origin_allowed(&gw, headers)
+    } else {
+        tunnel::marked_cross_site(headers)
+    };
+    if headers.contains_key(header::UPGRADE) && foreign {
+        return tunnel::cross_site(headers);
+    }
     // Public, like `signoff serve`: no session needed, none looked up, and
     // no identity for the app.
     if forwarded_path(headers).is_some_and(|path| public_path::is_public(&gw.settings, path)) {
@@ -171,7 +187,10 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
             let h = r.headers_mut();
             for (name, value) in [
                 ("x-signoff-user", Some(identity.user)),
-                ("x-signoff-session", Some(identity.handle.to_string())),
+                (
+                    "x-signoff-session",
+                    Some(identity.session.handle.to_string()),
+                ),
                 ("x-signoff-csrf", identity.csrf),
             ] {
                 if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {

@@ -6,7 +6,9 @@
 //! logout, signed-out, status, guard.js), [`account`] (sessions,
 //! re-authentication, password), [`admin`] (the admin API), [`token_mode`],
 //! [`forward_auth`], [`ops`] (healthz, metrics, the 404 under the prefix)
-//! and [`proxy`] (everything else). What handlers share is in its own
+//! and [`proxy`] (everything else), which hands upgrades to [`tunnel`]
+//! (WebSockets) and watches [`long_response`]s (event streams, downloads):
+//! both end when their session does. What handlers share is in its own
 //! module: [`signed_in`] (sessions, the `SignedIn` extractor),
 //! [`csrf_form`] (the `CsrfForm` extractor), [`client_addr`] (the
 //! `ClientAddr` extractor), [`cookies`], [`origin`], [`public_path`],
@@ -22,6 +24,7 @@ mod forward_auth;
 mod guard;
 mod identity_headers;
 mod layers;
+mod long_response;
 mod ops;
 mod origin;
 mod own_body;
@@ -34,6 +37,7 @@ mod signed_in;
 mod state;
 pub mod throttle;
 mod token_mode;
+mod tunnel;
 
 use std::sync::Arc;
 

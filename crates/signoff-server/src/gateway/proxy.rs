@@ -19,7 +19,8 @@ use super::error_pages::{bad_gateway, error_page, unavailable};
 use super::guard::{encoding, PageRequest, Unreadable};
 use super::identity_headers::{is_forwarding_header, is_identity_header};
 use super::signed_in::{self, bearer, wants_html, Identity, Who};
-use super::{origin, public_path, token_mode, AppState, Gateway};
+use super::tunnel::{self, Upgrade};
+use super::{long_response, origin, public_path, token_mode, AppState, Gateway};
 use crate::listener::{UpstreamSlots, UPSTREAM_SLOT_WAIT};
 
 /// The fallback: everything not under the prefix.
@@ -37,6 +38,10 @@ async fn proxy(State(gw): AppState, req: Request<Body>) -> Response<Body> {
         );
     }
     let peer = peer_ip(req.extensions());
+    let upgrade = tunnel::requested(&req);
+    if upgrade && !tunnel::origin_allowed(&gw, req.headers()) {
+        return tunnel::cross_site(req.headers());
+    }
     if public_path::is_public(&gw.settings, req.uri().path()) {
         return forward(&gw, req, peer, None).await;
     }
@@ -45,12 +50,17 @@ async fn proxy(State(gw): AppState, req: Request<Body>) -> Response<Body> {
         _ => Who::from(signed_in::authenticate(&gw, req.headers()).await),
     };
     match who {
-        Who::Known(identity) => forward(&gw, req, peer, Some(&identity)).await,
+        Who::Known(identity) => {
+            let response = forward(&gw, req, peer, Some(&identity)).await;
+            long_response::ends_with_session(&gw.watch, response, identity.session)
+        }
         Who::Unavailable => unavailable(&gw),
         Who::BadBearer(why) => token_mode::invalid_token(&why),
         Who::Anonymous { stale } => {
             let next = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-            signed_in::sign_in_first(&gw, wants_html(req.headers()), next, stale)
+            // A socket cannot follow a redirect to the login page: 401.
+            let html = wants_html(req.headers()) && !upgrade;
+            signed_in::sign_in_first(&gw, html, next, stale)
         }
     }
 }
@@ -135,6 +145,8 @@ pub(super) async fn forward(
     auth: Option<&Identity>,
 ) -> Response<Body> {
     let peer_is_trusted = is_trusted(&peer, &gw.settings.trusted_proxies);
+    let mut req = req;
+    let upgrade = Upgrade::take(&mut req);
     let (parts, body) = req.into_parts();
     let is_head = parts.method == Method::HEAD;
     let max = gw.settings.max_body_bytes;
@@ -193,6 +205,9 @@ pub(super) async fn forward(
         headers.insert(header::ACCEPT_ENCODING, offered);
     }
     strip_hop_by_hop(&mut headers);
+    if let Some(upgrade) = &upgrade {
+        upgrade.ask(&mut headers);
+    }
     let prior_for = if peer_is_trusted {
         headers
             .get_all("x-forwarded-for")
@@ -246,7 +261,7 @@ pub(super) async fn forward(
         if let Some(v) = header_value(&auth.user) {
             headers.insert("x-signoff-user", v);
         }
-        if let Some(v) = header_value(&auth.handle.to_string()) {
+        if let Some(v) = header_value(&auth.session.handle.to_string()) {
             headers.insert("x-signoff-session", v);
         }
         if let Some(v) = auth.csrf.as_deref().and_then(header_value) {
@@ -314,6 +329,11 @@ pub(super) async fn forward(
         }
     };
 
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(upgrade) = upgrade {
+            return tunnel::open(gw, upgrade, response, auth, slot);
+        }
+    }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     drop_own_cookie(&mut parts.headers, &gw.cookie.name);
@@ -388,7 +408,7 @@ fn status_url(gw: &Gateway, host: Option<&HeaderValue>) -> Option<String> {
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The upstream may not set (or clear) signoff's session cookie.
-fn drop_own_cookie(headers: &mut HeaderMap, name: &str) {
+pub(super) fn drop_own_cookie(headers: &mut HeaderMap, name: &str) {
     let kept: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)
         .iter()

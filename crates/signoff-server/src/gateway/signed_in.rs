@@ -11,7 +11,7 @@ use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use signoff::{Session, SessionError, SessionHandle, SessionToken, Sessions};
+use signoff::{Session, SessionError, SessionToken, Sessions};
 
 use super::error_pages::unavailable;
 use super::proxy::no_store;
@@ -31,8 +31,9 @@ pub struct Authenticated {
 pub struct Identity {
     /// The user's login name.
     pub user: String,
-    /// The session's public handle.
-    pub handle: SessionHandle,
+    /// The session, as just validated: what a long response or a tunnel
+    /// is watched under.
+    pub session: Session,
     /// With a session cookie: the CSRF token the upstream may put in forms.
     pub csrf: Option<String>,
     /// The request carried a session token in `Authorization`, which the
@@ -41,17 +42,20 @@ pub struct Identity {
 }
 
 impl Identity {
-    fn of_cookie(auth: &Authenticated) -> Self {
+    fn of_cookie(auth: Authenticated) -> Self {
         Self {
-            user: auth.user.clone(),
-            handle: auth.session.handle,
             csrf: Some(signoff::csrf::token_for(&auth.token)),
+            user: auth.user,
+            session: auth.session,
             strip_authorization: false,
         }
     }
 }
 
 /// The outcome of checking a request's credentials.
+// Lives on the stack for one request; boxing the identity would cost an
+// allocation on every signed-in request.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Who {
     Known(Identity),
     /// No usable session; `stale` if the client sent a cookie anyway.
@@ -67,7 +71,7 @@ pub(super) enum Who {
 impl From<Auth> for Who {
     fn from(auth: Auth) -> Self {
         match auth {
-            Auth::SignedIn(a) => Who::Known(Identity::of_cookie(&a)),
+            Auth::SignedIn(a) => Who::Known(Identity::of_cookie(*a)),
             Auth::Anonymous { stale } => Who::Anonymous { stale },
             Auth::Unavailable => Who::Unavailable,
         }

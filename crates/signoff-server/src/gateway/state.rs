@@ -13,7 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use signoff::token_mode::Tokens;
-use signoff::{Accounts, CookiePolicy, Sessions};
+use signoff::{Accounts, CookiePolicy, SessionWatch, Sessions, SystemClock, WatchOptions};
 
 use super::client_addr::TrustedProxies;
 use super::guard::Guard;
@@ -39,6 +39,9 @@ pub struct Gateway {
     pub(super) counters: crate::metrics::Counters,
     /// Token mode, if on.
     pub(super) tokens: Option<Arc<Tokens>>,
+    /// The sessions that open tunnels and long responses run under: each
+    /// ends when its session does.
+    pub(super) watch: SessionWatch,
 }
 
 impl Gateway {
@@ -66,7 +69,18 @@ impl Gateway {
                 "injecting the back-button guard into upstream HTML; a CSP in a <meta> tag must allow this hash"
             );
         }
+        // The engine tells its watch of every end made through it; without
+        // one, a watch of its own polls the store.
+        let watch = sessions.watch().cloned().unwrap_or_else(|| {
+            SessionWatch::new(
+                sessions.store().clone(),
+                sessions.policy().clone(),
+                Arc::new(SystemClock),
+                WatchOptions::default(),
+            )
+        });
         Ok(Self {
+            watch,
             cookie: sessions.policy().cookie().clone(),
             guard,
             throttle: Throttle::new(settings.login.clone()),

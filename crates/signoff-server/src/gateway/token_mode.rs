@@ -178,14 +178,14 @@ pub(super) async fn identify_bearer(gw: &Gateway, raw: &str) -> Who {
                 return Who::BadBearer("access tokens need token mode (--tokens)".into());
             };
             match tokens.authenticate(raw).await {
-                Ok((_, session)) => match session.data.get(USER_NAME_KEY) {
+                Ok((_, session)) => match session.data.get(USER_NAME_KEY).cloned() {
                     // Not passed on: the upstream gets the identity
                     // headers, and a token in its logs could be replayed.
                     Some(user) => {
                         crate::listener::note_live_session();
                         Who::Known(Identity {
-                            user: user.clone(),
-                            handle: session.handle,
+                            user,
+                            session,
                             csrf: None,
                             strip_authorization: true,
                         })
@@ -465,7 +465,7 @@ async fn api_logout(State(gw): AppState, _: On, headers: HeaderMap) -> Response 
         return invalid_token("send the access token as Authorization: Bearer");
     };
     let handle = match identify_bearer(&gw, raw).await {
-        Who::Known(identity) => identity.handle,
+        Who::Known(identity) => identity.session.handle,
         Who::BadBearer(why) => return invalid_token(&why),
         Who::Unavailable => return unavailable(),
         Who::Anonymous { .. } => return invalid_token("no session"),

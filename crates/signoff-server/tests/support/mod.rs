@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod scenarios;
 pub mod services;
+pub mod websocket;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -328,6 +329,67 @@ pub async fn request(
         status,
         headers,
         body,
+    }
+}
+
+/// A response whose body is read as it comes.
+pub struct Streaming {
+    pub status: u16,
+    pub headers: HeaderMap,
+    body: hyper::body::Incoming,
+    broken: bool,
+}
+
+impl Streaming {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The next piece of the body; `None` at its end (or when it broke).
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Some(data);
+                    }
+                }
+                Some(Err(_)) => {
+                    self.broken = true;
+                    return None;
+                }
+                None => return None,
+            }
+        }
+    }
+
+    /// Whether the body ended with an error (a cut, not a clean end).
+    pub fn broken(&self) -> bool {
+        self.broken
+    }
+}
+
+/// A GET whose body is read piece by piece.
+pub async fn stream(url: &str, headers: &[(&str, &str)]) -> Streaming {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut builder = Request::builder().method(Method::GET).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let response = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.request(builder.body(Full::new(Bytes::new())).unwrap()),
+    )
+    .await
+    .expect("no answer in 30 s")
+    .expect("request failed");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    Streaming {
+        status,
+        headers,
+        body: response.into_body(),
+        broken: false,
     }
 }
 

@@ -191,6 +191,31 @@ async fn upgrades_need_a_live_session_and_the_public_origin() {
     .await;
     assert_eq!(status, 403);
     assert!(gw.proc.log_text().contains("refused a WebSocket"));
+    // HTTP inside a tunnel (h2c smuggling) would pass every per-request
+    // check by: refused before the upstream sees it, whatever the path.
+    for (path, protocol) in [
+        ("/ws/app", "h2c"),
+        ("/ws/public", "h2c"),
+        ("/ws/app", "HTTP/2.0"),
+        ("/ws/app", "TLS/1.0"),
+        ("/ws/app", "websocket, h2c"),
+    ] {
+        let reply = request(
+            Method::GET,
+            &gw.url(path),
+            &[
+                ("cookie", &cookie(&token)),
+                ("origin", &me),
+                ("connection", "upgrade, http2-settings"),
+                ("upgrade", protocol),
+                ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, 400, "{path} {protocol}");
+        assert!(reply.text().contains("not carried"), "{}", reply.text());
+    }
     assert!(
         up.seen().upgrades.is_empty(),
         "nothing refused reached the upstream"
@@ -206,6 +231,14 @@ async fn upgrades_need_a_live_session_and_the_public_origin() {
         .unwrap();
     assert_open(&mut public, "public path").await;
     assert!(!upgrade_headers(&up, 1).contains_key("x-signoff-user"));
+    // An upstream that switches to something else than asked: 502.
+    let (status, _) = refused(
+        &gw,
+        "/switch-elsewhere",
+        &[("cookie", &cookie(&token)), ("origin", &me)],
+    )
+    .await;
+    assert_eq!(status, 502);
 }
 
 #[tokio::test]

@@ -39,6 +39,9 @@ async fn proxy(State(gw): AppState, req: Request<Body>) -> Response<Body> {
     }
     let peer = peer_ip(req.extensions());
     let upgrade = tunnel::requested(&req);
+    if upgrade && !tunnel::protocol_allowed(req.headers()) {
+        return tunnel::not_tunnelled();
+    }
     if upgrade && !tunnel::origin_allowed(&gw, req.headers()) {
         return tunnel::cross_site(req.headers());
     }
@@ -330,9 +333,13 @@ pub(super) async fn forward(
     };
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(upgrade) = upgrade {
-            return tunnel::open(gw, upgrade, response, auth, slot);
-        }
+        return match upgrade {
+            Some(upgrade) => tunnel::open(gw, upgrade, response, auth, slot),
+            None => {
+                tracing::warn!("the upstream switched protocols unasked; refused");
+                bad_gateway(gw)
+            }
+        };
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);

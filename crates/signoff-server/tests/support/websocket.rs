@@ -6,6 +6,7 @@
 //!   message; the text `headers` is answered with the upgrade request's
 //!   headers as JSON; the text `ticks` starts a message `tick N` every
 //!   100 ms. The close code it receives is recorded.
+//! - an upgrade at `/switch-elsewhere`: 101 to `h2c`, whatever was asked.
 //! - `GET /events`: server-sent events, `data: N` every 100 ms.
 //! - `GET /page`: an HTML page whose script opens `/ws/page` and records
 //!   what happens to it in `window.socketLog`.
@@ -211,6 +212,16 @@ fn upgrade(req: &mut Request<Incoming>, seen: Arc<Mutex<Seen>>) -> Response<BoxB
             )
         })
         .collect();
+    if req.uri().path() == "/switch-elsewhere" {
+        // A misbehaving upstream: it switches to what nobody asked for.
+        seen.lock().unwrap().upgrades.push(headers);
+        return Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "h2c")
+            .body(full(""))
+            .unwrap();
+    }
     let Some(key) = req.headers().get("sec-websocket-key") else {
         return Response::builder()
             .status(StatusCode::BAD_REQUEST)

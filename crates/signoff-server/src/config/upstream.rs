@@ -28,7 +28,7 @@ section! {
         /// beyond), e.g. 60s [default: 60s] [file: upstream_timeout]
         #[arg(long, env = "SIGNOFF_UPSTREAM_TIMEOUT", value_name = "DURATION", display_order = 38)]
         pub upstream_timeout: Option<String>,
-        /// A WebSocket (or other upgraded) connection with no bytes either
+        /// A WebSocket with no bytes either
         /// way for this long is closed, e.g. 15m [default: 15m]
         /// [file: tunnel_idle_timeout]
         #[arg(long, env = "SIGNOFF_TUNNEL_IDLE_TIMEOUT", value_name = "DURATION",

@@ -131,7 +131,7 @@ pub(super) fn cross_site(headers: &HeaderMap) -> Response<Body> {
         .unwrap_or("?");
     tracing::warn!(
         origin = %origin.chars().take(200).collect::<String>(),
-        "refused a WebSocket (or other upgrade) opened from another site; if this origin \
+        "refused a WebSocket opened from another site; if this origin \
          is where users reach the app, set --public-url to it"
     );
     let mut response = (

@@ -1263,14 +1263,9 @@ async fn caddy_in_front_behaves_like_signoff_serve() {
 
 // ---- WebSockets through the proxies ----------------------------------------
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use support::websocket::Socket;
 
 impl Stack {
-    fn ws_url(&self, path: &str) -> String {
-        format!("{}{path}", self.origin.replacen("http://", "ws://", 1))
-    }
-
     fn ws_app(&self) -> &WsUpstream {
         match &self.app {
             App::Ws(up) => up,
@@ -1284,16 +1279,7 @@ impl Stack {
         path: &str,
         headers: &[(&str, &str)],
     ) -> std::result::Result<Socket, tokio_tungstenite::tungstenite::Error> {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = self.ws_url(path).into_client_request().unwrap();
-        for (name, value) in headers {
-            request.headers_mut().append(
-                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                value.parse().unwrap(),
-            );
-        }
-        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
-        Ok(socket)
+        support::websocket::connect(&self.origin, path, headers).await
     }
 
     /// The status a refused upgrade got.

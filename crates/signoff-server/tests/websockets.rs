@@ -47,13 +47,9 @@ async fn refused(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> (u16, ht
     }
 }
 
-async fn closed_within(socket: &mut Socket, within: Duration) -> (u16, String, Duration) {
-    next_close(socket, within).await
-}
-
 /// Asserts the socket was closed for a session end, within the bound.
 async fn assert_cut(socket: &mut Socket, what: &str, bound: Duration) {
-    let (code, reason, took) = closed_within(socket, bound).await;
+    let (code, reason, took) = next_close(socket, bound).await;
     assert_eq!(code, 1008, "{what}: close code");
     assert_eq!(reason, "signed out", "{what}: close reason");
     assert!(
@@ -247,14 +243,12 @@ async fn upgrades_need_a_live_session_and_the_public_origin() {
 }
 
 #[tokio::test]
-async fn plain_requests_and_http2_still_work_beside_sockets() {
+async fn plain_requests_still_work_beside_sockets() {
     let (_up, gw) = start(&[]).await;
     let token = gw.login(USER, PASSWORD).await;
     let mut socket = open(&gw, &token).await;
     let r = support::get(&gw.url("/plain"), &[("cookie", &cookie(&token))]).await;
     assert_eq!((r.status, r.text().as_str()), (200, "hello"));
-    // An `Upgrade` header over HTTP/2 means nothing (RFC 9113 §8.2.2):
-    // hyper refuses such a request; the gateway keeps serving.
     assert_open(&mut socket, "beside plain requests").await;
 }
 
@@ -435,7 +429,7 @@ async fn a_socket_closes_at_the_idle_timeout_unless_the_client_is_active() {
     quiet_socket.send(Message::text("ticks")).await.unwrap();
     let started = Instant::now();
     let quiet_task = tokio::spawn(async move {
-        let (code, _, _) = closed_within(&mut quiet_socket, Duration::from_secs(6)).await;
+        let (code, _, _) = next_close(&mut quiet_socket, Duration::from_secs(6)).await;
         code
     });
     // The busy one sends a message each 500 ms: its session stays alive

@@ -11,8 +11,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use signoff::{
-    Accounts, Durability, NewSession, Passwords, Policy, SessionData, Sessions, SqliteOptions,
-    SqliteStore,
+    Accounts, Clock as _, Durability, NewSession, Passwords, Policy, SessionData, SessionKeys,
+    Sessions, SqliteOptions, SqliteStore,
 };
 
 /// The gateway's session data key for the user name.
@@ -36,7 +36,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let user = Accounts::new(store.clone(), Passwords::new())
         .user(user)
         .await?;
-    let sessions = Sessions::new(store.clone(), Policy::default());
+    // The gateway checks each token's seal with the keys in the store.
+    let keys = SessionKeys::open(store.clone(), signoff::SystemClock.now()).await?;
+    let sessions = Sessions::new(store.clone(), Policy::default()).with_keys(Arc::new(keys));
 
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();

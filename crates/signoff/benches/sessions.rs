@@ -26,8 +26,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use rand::seq::SliceRandom;
 use signoff::{
-    Actor, AuditLog, CachedStore, Durability, ManualClock, NewSession, Policy, SessionToken,
-    Sessions, SqliteOptions, SqliteStore, Timestamp, UserId,
+    Actor, AuditLog, CachedStore, Durability, ManualClock, NewSession, Policy, SessionError,
+    SessionKeys, SessionToken, Sessions, SqliteOptions, SqliteStore, Timestamp, TokenError, UserId,
 };
 use tokio::runtime::Runtime;
 
@@ -57,9 +57,18 @@ fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::at(Timestamp::from_millis(T0 + 1000)))
 }
 
-/// Builds (or reuses) a database with `n` sessions, and returns the store
-/// and a sample of its tokens.
-async fn populated(n: usize) -> (SqliteStore, Vec<SessionToken>) {
+/// The session token keys kept in `store`: the keys the tokens of
+/// [`populated`] were sealed with.
+async fn keys_of(store: &SqliteStore) -> Arc<SessionKeys> {
+    let keys = SessionKeys::open(Arc::new(store.clone()), Timestamp::from_millis(T0))
+        .await
+        .expect("session token keys");
+    Arc::new(keys)
+}
+
+/// Builds (or reuses) a database with `n` sessions, and returns the store,
+/// a sample of its tokens, and the keys that sealed them.
+async fn populated(n: usize) -> (SqliteStore, Vec<SessionToken>, Arc<SessionKeys>) {
     let path = bench_dir().join(format!("sessions-{n}.db"));
     let tokens_path = path.with_extension("tokens");
     if let Ok(text) = std::fs::read_to_string(&tokens_path) {
@@ -68,18 +77,23 @@ async fn populated(n: usize) -> (SqliteStore, Vec<SessionToken>) {
             .filter_map(|t| SessionToken::parse(t).ok())
             .collect();
         if tokens.len() == SAMPLE && path.exists() {
-            return (SqliteStore::open(&path).await.expect("open"), tokens);
+            let store = SqliteStore::open(&path).await.expect("open");
+            let keys = keys_of(&store).await;
+            if tokens.iter().all(|t| keys.verify(t)) {
+                return (store, tokens, keys);
+            }
         }
     }
     let _ = std::fs::remove_file(&path);
     let mut options = SqliteOptions::new(&path);
     options.durability = Durability::Normal;
     let store = SqliteStore::open_with(options).await.expect("open");
+    let keys = keys_of(&store).await;
     let mut sample = Vec::with_capacity(SAMPLE);
     let every = (n / SAMPLE).max(1);
     let mut tx = store.pool().begin().await.expect("begin");
     for i in 0..n {
-        let token = SessionToken::generate();
+        let token = keys.issue(Timestamp::from_millis(T0));
         let handle = signoff::SessionHandle::generate();
         sqlx::query(
             "INSERT INTO sessions (id, handle, user_id, created_at, last_seen_at, auth_at, \
@@ -118,7 +132,7 @@ async fn populated(n: usize) -> (SqliteStore, Vec<SessionToken>) {
     );
     let text: Vec<&str> = sample.iter().map(|t| t.expose()).collect();
     std::fs::write(&tokens_path, text.join("\n")).expect("write tokens");
-    (store, sample)
+    (store, sample, keys)
 }
 
 fn sizes() -> Vec<usize> {
@@ -138,12 +152,13 @@ fn label(n: usize) -> String {
 
 fn cache_hit(c: &mut Criterion) {
     let rt = runtime();
-    let (store, tokens) = rt.block_on(populated(10_000));
+    let (store, tokens, keys) = rt.block_on(populated(10_000));
     let sessions = Sessions::with_clock(
         Arc::new(CachedStore::new(store)),
         Policy::default(),
         clock(),
-    );
+    )
+    .with_keys(keys);
     let token = tokens[0].expose().to_owned();
     rt.block_on(sessions.validate(&token))
         .expect("warm the cache");
@@ -152,6 +167,18 @@ fn cache_hit(c: &mut Criterion) {
     group.bench_function("cache_hit", |b| {
         b.to_async(&rt)
             .iter(|| async { sessions.validate(&token).await.expect("valid") })
+    });
+    // A made-up token of the right shape (the seal's last character
+    // changed): refused on the seal, before the cache or the store.
+    let mut forged = token[..63].to_owned();
+    forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+    group.bench_function("forged_token", |b| {
+        b.to_async(&rt).iter(|| async {
+            assert!(matches!(
+                sessions.validate(&forged).await,
+                Err(SessionError::Token(TokenError::BadSeal))
+            ))
+        })
     });
     group.finish();
     c.bench_function("baseline/parse_and_hash_token", |b| {
@@ -169,10 +196,11 @@ fn cache_miss(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     let mut floor = None;
     for n in sizes() {
-        let (store, mut tokens) = rt.block_on(populated(n));
+        let (store, mut tokens, keys) = rt.block_on(populated(n));
         tokens.shuffle(&mut rand::thread_rng());
         // Direct mode: no cache, so every validate reads the store.
-        let sessions = Sessions::with_clock(Arc::new(store.clone()), Policy::default(), clock());
+        let sessions = Sessions::with_clock(Arc::new(store.clone()), Policy::default(), clock())
+            .with_keys(keys);
         let mut next = 0usize;
         group.bench_with_input(BenchmarkId::from_parameter(label(n)), &n, |b, _| {
             b.to_async(&rt).iter(|| {
@@ -232,7 +260,13 @@ fn create(c: &mut Criterion) {
     c.bench_function("baseline/sqlx_insert_full", |b| {
         b.to_async(&rt).iter(|| async {
             sqlx::query("INSERT INTO scratch (k) VALUES (?1)")
-                .bind(SessionToken::generate().id().as_bytes().to_vec())
+                .bind(
+                    SessionKeys::ephemeral()
+                        .issue(Timestamp::from_millis(T0))
+                        .id()
+                        .as_bytes()
+                        .to_vec(),
+                )
                 .execute(store.pool())
                 .await
                 .expect("insert")
@@ -244,7 +278,7 @@ fn create(c: &mut Criterion) {
 async fn sessions_for(store: &SqliteStore, user: &str, n: usize) {
     let mut tx = store.pool().begin().await.expect("begin");
     for i in 0..n {
-        let token = SessionToken::generate();
+        let token = SessionKeys::ephemeral().issue(Timestamp::from_millis(T0));
         sqlx::query(
             "INSERT INTO sessions (id, handle, user_id, created_at, last_seen_at, auth_at, \
              expires_at, idle_timeout_ms, user_agent, ip, data, generation) \
@@ -270,7 +304,7 @@ fn user_sessions(c: &mut Criterion) {
     let mut group = c.benchmark_group("user_sessions/list_and_end_1000");
     group.sample_size(20);
     for n in sizes() {
-        let (store, _) = rt.block_on(populated(n));
+        let (store, _, _) = rt.block_on(populated(n));
         let audit = AuditLog::new(Arc::new(store.clone()), false);
         let sessions = Sessions::with_clock(
             Arc::new(CachedStore::new(store.clone())),

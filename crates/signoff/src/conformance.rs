@@ -28,9 +28,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::{Actor, AuditKind, AuditLog, AuditQuery};
-use crate::clock::{Clock, ManualClock};
+use crate::clock::{Clock, ManualClock, Timestamp};
 use crate::policy::{LogoutBehavior, Policy};
 use crate::session::{NewSession, Session, SessionData, SessionError, Sessions, UserId};
+use crate::session_keys::SessionKeys;
 use crate::session_token::{SessionHandle, SessionToken};
 use crate::store::memory::MemoryStore;
 use crate::store::{SessionStore, StoreError, WriteOutcome};
@@ -194,7 +195,8 @@ pub async fn create_then_validate(store: Arc<dyn SessionStore>) {
 pub async fn unknown_token_is_refused(store: Arc<dyn SessionStore>) {
     let (sessions, _) = engine(&store, policy());
     login(&sessions, alice()).await;
-    let stranger = SessionToken::generate();
+    // Sealed by the engine's own keys, so it is the store that answers.
+    let stranger = sessions.keys().issue(sessions.now());
     assert_gone(sessions.validate(stranger.expose()).await, "unknown token");
 }
 
@@ -247,7 +249,9 @@ pub async fn insert_never_overwrites(store: Arc<dyn SessionStore>) {
         Err(StoreError::Duplicate)
     ));
     let mut same_handle = original.clone();
-    same_handle.id = SessionToken::generate().id();
+    same_handle.id = SessionKeys::ephemeral()
+        .issue(Timestamp::from_millis(0))
+        .id();
     assert!(matches!(
         store.insert(&same_handle).await,
         Err(StoreError::Duplicate)
@@ -519,7 +523,9 @@ pub async fn writes_after_removal_change_nothing(store: Arc<dyn SessionStore>) {
             .expect("update"),
         WriteOutcome::Missing
     );
-    let new_id = SessionToken::generate().id();
+    let new_id = SessionKeys::ephemeral()
+        .issue(Timestamp::from_millis(0))
+        .id();
     assert!(!store
         .rotate(&session.id, &new_id, Some(now))
         .await
@@ -923,7 +929,9 @@ pub async fn stricter_policy_applies_to_existing_sessions(store: Arc<dyn Session
         .absolute_lifetime(Duration::from_secs(600))
         .build()
         .expect("policy");
-    let strict = Sessions::with_clock(Arc::clone(&store), strict, Arc::new(clock.clone()));
+    // A restart with a stricter policy: same store, same token keys.
+    let strict = Sessions::with_clock(Arc::clone(&store), strict, Arc::new(clock.clone()))
+        .with_keys(Arc::clone(lenient.keys()));
     clock.advance(Duration::from_secs(61));
     assert_gone(
         strict.validate(token.expose()).await,

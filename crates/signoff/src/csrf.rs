@@ -28,11 +28,12 @@ fn mac(session: &SessionToken) -> Hmac<Sha256> {
 /// The CSRF token of a session: what forms and `X-Signoff-Csrf` carry.
 ///
 /// ```
-/// use signoff::{csrf, SessionToken};
-/// let session = SessionToken::generate();
+/// use signoff::{csrf, SessionKeys, Timestamp};
+/// let keys = SessionKeys::ephemeral();
+/// let session = keys.issue(Timestamp::from_millis(0));
 /// let token = csrf::token_for(&session);
 /// assert!(csrf::verify(&session, &token));
-/// assert!(!csrf::verify(&SessionToken::generate(), &token));
+/// assert!(!csrf::verify(&keys.issue(Timestamp::from_millis(0)), &token));
 /// ```
 pub fn token_for(session: &SessionToken) -> String {
     URL_SAFE_NO_PAD.encode(mac(session).finalize().into_bytes())
@@ -56,8 +57,8 @@ mod tests {
 
     #[test]
     fn token_is_bound_to_its_session() {
-        let a = SessionToken::generate();
-        let b = SessionToken::generate();
+        let a = crate::SessionKeys::ephemeral().issue(crate::Timestamp::from_millis(0));
+        let b = crate::SessionKeys::ephemeral().issue(crate::Timestamp::from_millis(0));
         let token = token_for(&a);
         assert_eq!(token.len(), CSRF_TOKEN_LEN);
         assert_eq!(token, token_for(&a), "stable for one session");
@@ -68,7 +69,7 @@ mod tests {
 
     #[test]
     fn malformed_tokens_are_refused() {
-        let a = SessionToken::generate();
+        let a = crate::SessionKeys::ephemeral().issue(crate::Timestamp::from_millis(0));
         let good = token_for(&a);
         for bad in [
             String::new(),

@@ -57,6 +57,7 @@ pub mod csrf;
 mod policy;
 pub mod revocation;
 mod session;
+pub mod session_keys;
 mod session_token;
 pub mod session_watch;
 pub mod store;
@@ -71,6 +72,7 @@ pub use session::{
     ExpiredBy, Issued, NewSession, Session, SessionData, SessionError, Sessions, UserId,
     MAX_DATA_BYTES, MAX_DATA_KEYS, MAX_IP_BYTES, MAX_USER_AGENT_BYTES,
 };
+pub use session_keys::SessionKeys;
 pub use session_token::{
     SessionHandle, SessionId, SessionToken, TokenError, HANDLE_LEN, TOKEN_LEN,
 };

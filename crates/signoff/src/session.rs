@@ -22,6 +22,7 @@ use std::time::Duration;
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditLog};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::policy::{LogoutBehavior, Policy};
+use crate::session_keys::SessionKeys;
 use crate::session_token::{SessionHandle, SessionId, SessionToken, TokenError};
 use crate::session_watch::{EndReason, SessionWatch};
 use crate::store::{SessionStore, StoreError, WriteOutcome};
@@ -276,6 +277,7 @@ pub struct Sessions {
     clock: Arc<dyn Clock>,
     audit: Option<AuditLog>,
     watch: Option<SessionWatch>,
+    keys: Arc<SessionKeys>,
 }
 
 impl fmt::Debug for Sessions {
@@ -288,6 +290,12 @@ impl fmt::Debug for Sessions {
 
 impl Sessions {
     /// An engine on the system clock.
+    ///
+    /// It seals tokens with a key drawn in memory
+    /// ([`SessionKeys::ephemeral`]): its tokens are refused by any other
+    /// engine, and after a restart. For sessions that outlive the process
+    /// or span nodes, or for two engines over one store, give every engine
+    /// the same keys from [`SessionKeys::open`] with [`Sessions::with_keys`].
     pub fn new(store: Arc<dyn SessionStore>, policy: Policy) -> Self {
         Self::with_clock(store, policy, Arc::new(SystemClock))
     }
@@ -300,6 +308,38 @@ impl Sessions {
             clock,
             audit: None,
             watch: None,
+            keys: Arc::new(SessionKeys::ephemeral()),
+        }
+    }
+
+    /// Seals and checks tokens with `keys` instead of the ephemeral key a
+    /// new engine draws. Use the keys of [`SessionKeys::open`] on the
+    /// store, so that tokens stay valid across restarts and on every node
+    /// that shares the store; engines on the same store in one process
+    /// should share one `Arc`.
+    pub fn with_keys(mut self, keys: Arc<SessionKeys>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// The keys that seal this engine's tokens.
+    pub fn keys(&self) -> &Arc<SessionKeys> {
+        &self.keys
+    }
+
+    /// Parses a token a client presented and checks its seal, in memory:
+    /// what every method taking a token's text does before it asks the
+    /// store, so a made-up token never costs a store read.
+    ///
+    /// # Errors
+    /// [`SessionError::Token`]: malformed, or [`TokenError::BadSeal`].
+    pub async fn check_token(&self, text: &str) -> Result<SessionToken, SessionError> {
+        let token = SessionToken::parse(text)?;
+        self.keys.refresh().await;
+        if self.keys.verify(&token) {
+            Ok(token)
+        } else {
+            Err(SessionError::Token(TokenError::BadSeal))
         }
     }
 
@@ -413,9 +453,10 @@ impl Sessions {
         };
         // A collision of 256-bit tokens or 72-bit handles is not expected;
         // if one happens, insert refuses it and we draw again.
+        self.keys.refresh().await;
         let mut attempts = 0;
         loop {
-            let token = SessionToken::generate();
+            let token = self.keys.issue(now);
             session.id = token.id();
             match self.store.insert(&session).await {
                 Ok(()) => return Ok(Issued { token, session }),
@@ -435,15 +476,30 @@ impl Sessions {
     /// [`Policy::touch_interval`], and only to a record that still exists.
     ///
     /// # Errors
-    /// [`SessionError::Token`] for a malformed token (no store access),
+    /// [`SessionError::Token`] for a malformed or made-up token (no store
+    /// access: see [`Sessions::check_token`]),
     /// [`SessionError::NotFound`], [`SessionError::Expired`], or a store
     /// error, which callers must treat as "not signed in".
     pub async fn validate(&self, token: &str) -> Result<Session, SessionError> {
-        let token = SessionToken::parse(token)?;
+        self.validate_token(&SessionToken::parse(token)?).await
+    }
+
+    /// [`Sessions::validate`] for a token already parsed: checks its seal,
+    /// then the session.
+    ///
+    /// # Errors
+    /// As [`Sessions::validate`].
+    pub async fn validate_token(&self, token: &SessionToken) -> Result<Session, SessionError> {
+        self.keys.refresh().await;
+        if !self.keys.verify(token) {
+            return Err(SessionError::Token(TokenError::BadSeal));
+        }
         self.validate_id(&token.id()).await
     }
 
-    /// [`Sessions::validate`] for a token already parsed.
+    /// [`Sessions::validate`] for a digest whose token was already parsed
+    /// and its seal checked ([`Sessions::check_token`]); the seal is not
+    /// checked again here.
     ///
     /// # Errors
     /// As [`Sessions::validate`].
@@ -544,7 +600,11 @@ impl Sessions {
         new: NewSession,
     ) -> Result<Issued, SessionError> {
         let mut new = new;
-        if let Some(old) = previous.and_then(|t| SessionToken::parse(t).ok()) {
+        let previous = match previous {
+            Some(text) => self.check_token(text).await.ok(),
+            None => None,
+        };
+        if let Some(old) = previous {
             if let Some(old) = self.store.remove(&old.id()).await? {
                 self.tell_watch(&old.id, Some(EndReason::EndedBy(Actor::User)));
                 let same_user = old.user_id.is_none() || old.user_id == new.user_id;
@@ -626,11 +686,11 @@ impl Sessions {
     /// [`SessionError::NotFound`] if the session is gone, or another
     /// rotation of the same token won.
     pub async fn rotate(&self, token: &str, reauthenticated: bool) -> Result<Issued, SessionError> {
-        let old = SessionToken::parse(token)?;
+        let old = self.check_token(token).await?;
         let mut session = self.validate_id(&old.id()).await?;
         let now = self.clock.now();
         let auth_at = reauthenticated.then_some(now);
-        let new = SessionToken::generate();
+        let new = self.keys.issue(now);
         if !self.store.rotate(&old.id(), &new.id(), auth_at).await? {
             // Another rotation or a logout got there first.
             return Err(SessionError::NotFound);
@@ -717,7 +777,7 @@ impl Sessions {
     /// Only a store error: then the logout did not happen and must not be
     /// reported as done.
     pub async fn logout(&self, token: &str) -> Result<Option<Issued>, SessionError> {
-        let Ok(token) = SessionToken::parse(token) else {
+        let Ok(token) = self.check_token(token).await else {
             return Ok(None);
         };
         let Some(old) = self.store.remove(&token.id()).await? else {
@@ -801,7 +861,7 @@ impl Sessions {
     /// # Errors
     /// [`SessionError::Token`] or a store error.
     pub async fn end(&self, token: &str, by: Actor) -> Result<bool, SessionError> {
-        let token = SessionToken::parse(token)?;
+        let token = self.check_token(token).await?;
         let removed = match self.store.remove(&token.id()).await? {
             Some(old) => Some(old),
             None => self.end_successor(&token.id()).await?,

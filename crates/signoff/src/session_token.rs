@@ -3,19 +3,24 @@
 //! The whole scheme, top to bottom:
 //!
 //! 1. A [`SessionToken`] is 256 bits from the operating system's CSPRNG,
-//!    encoded as 43 characters of unpadded URL-safe base64. It is the only
-//!    credential: it goes into the cookie and nowhere else.
-//! 2. A [`SessionId`] is the SHA-256 digest of the token's 32 raw bytes. The
-//!    store keys sessions by it, so a leaked store yields no usable token,
-//!    and looking a session up by digest gives an attacker no timing signal
-//!    about how close a guessed token came.
+//!    followed by a one-byte key id and a 120-bit seal: a keyed MAC of the
+//!    random part under a server key ([`crate::session_keys`]). The 48
+//!    bytes are encoded as 64 characters of unpadded URL-safe base64. It is
+//!    the only credential: it goes into the cookie and nowhere else.
+//! 2. A [`SessionId`] is the SHA-256 digest of the token's 32 random bytes.
+//!    The store keys sessions by it, so a leaked store yields no usable
+//!    token, and looking a session up by digest gives an attacker no timing
+//!    signal about how close a guessed token came. A token whose seal does
+//!    not verify is refused before any store is asked, so made-up tokens
+//!    cost memory-speed work and never a store read (docs/security.md).
 //! 3. A [`SessionHandle`] is 72 independent random bits that name a session
 //!    in listings, logs and the `X-Signoff-Session` header. It is unrelated
 //!    to the token, so it can never be turned back into one, and it stays the
 //!    same when the token rotates.
 //!
-//! Parsing is strict: anything but exactly 43 canonical base64url characters
-//! is refused with a [`TokenError`] before a store is ever asked.
+//! Parsing is strict: anything but exactly 64 canonical base64url characters
+//! is refused with a [`TokenError`] before a store is ever asked; the seal
+//! is checked next, by [`crate::SessionKeys`], also before the store.
 
 use std::fmt;
 
@@ -26,9 +31,13 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 /// Number of random bytes in a session token.
-const TOKEN_BYTES: usize = 32;
-/// Length of a token's text form: 32 bytes in unpadded base64.
-pub const TOKEN_LEN: usize = 43;
+pub(crate) const RANDOM_BYTES: usize = 32;
+/// Number of bytes of a token's seal (a truncated HMAC-SHA256).
+pub(crate) const SEAL_BYTES: usize = 15;
+/// Number of bytes in a whole token: random part, key id, seal.
+const TOKEN_BYTES: usize = RANDOM_BYTES + 1 + SEAL_BYTES;
+/// Length of a token's text form: 48 bytes in unpadded base64.
+pub const TOKEN_LEN: usize = 64;
 /// Number of random bytes in a session handle.
 const HANDLE_BYTES: usize = 9;
 /// Length of a handle's text form: 9 bytes in unpadded base64.
@@ -55,6 +64,11 @@ pub enum TokenError {
     /// The value decodes, but is not the canonical encoding of its bytes.
     #[error("the token is not canonically encoded")]
     NonCanonical,
+    /// The token is well formed, but its seal does not verify under any
+    /// key this deployment holds: it was made up, tampered with, issued by
+    /// another deployment, or its key was retired.
+    #[error("the token was not issued here (its seal does not verify)")]
+    BadSeal,
 }
 
 /// Decodes exactly `N` bytes from unpadded, canonical base64url text.
@@ -86,44 +100,72 @@ fn decode_fixed<const N: usize>(text: &str, expected_len: usize) -> Result<[u8; 
 /// The secret a client presents to prove it holds a session.
 ///
 /// It never appears in `Debug` output and is never written to a store; only
-/// its [`SessionId`] is.
+/// its [`SessionId`] is. Tokens are issued by [`crate::SessionKeys::issue`]
+/// (through [`crate::Sessions`]); [`SessionToken::parse`] checks the shape
+/// only, and [`crate::SessionKeys::verify`] the seal.
 ///
 /// ```
-/// use signoff::SessionToken;
+/// use signoff::{SessionKeys, SessionToken, Timestamp};
 ///
-/// let token = SessionToken::generate();
+/// let keys = SessionKeys::ephemeral();
+/// let token = keys.issue(Timestamp::from_millis(0));
 /// let text = token.expose().to_owned();
 /// let parsed = SessionToken::parse(&text).unwrap();
 /// assert_eq!(parsed.id(), token.id());
+/// assert!(keys.verify(&parsed));
+/// assert!(!SessionKeys::ephemeral().verify(&parsed));
 /// assert!(!format!("{token:?}").contains(&text));
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionToken {
     text: String,
     id: SessionId,
+    random: [u8; RANDOM_BYTES],
+    kid: u8,
+    seal: [u8; SEAL_BYTES],
 }
 
 impl SessionToken {
-    /// Draws a new token from the operating system's CSPRNG.
-    pub fn generate() -> Self {
-        let mut bytes = [0u8; TOKEN_BYTES];
-        OsRng.fill_bytes(&mut bytes);
-        Self::from_bytes(&bytes)
-    }
-
-    /// Parses a token presented by a client.
+    /// Parses a token presented by a client: its shape only. The seal is
+    /// checked by [`crate::SessionKeys::verify`], which every
+    /// [`crate::Sessions`] method that takes a token's text does before it
+    /// asks the store.
     ///
     /// # Errors
-    /// A [`TokenError`] unless `text` is exactly 43 canonical base64url characters.
+    /// A [`TokenError`] unless `text` is exactly 64 canonical base64url characters.
     pub fn parse(text: &str) -> Result<Self, TokenError> {
         let bytes = decode_fixed::<TOKEN_BYTES>(text, TOKEN_LEN)?;
-        Ok(Self::from_bytes(&bytes))
+        let mut random = [0u8; RANDOM_BYTES];
+        random.copy_from_slice(&bytes[..RANDOM_BYTES]);
+        let mut seal = [0u8; SEAL_BYTES];
+        seal.copy_from_slice(&bytes[RANDOM_BYTES + 1..]);
+        Ok(Self {
+            text: text.to_owned(),
+            id: SessionId(Sha256::digest(random).into()),
+            random,
+            kid: bytes[RANDOM_BYTES],
+            seal,
+        })
     }
 
-    fn from_bytes(bytes: &[u8; TOKEN_BYTES]) -> Self {
+    /// A token of fresh random bytes, sealed by `seal_with` under `kid`.
+    pub(crate) fn sealed(
+        kid: u8,
+        seal_with: impl FnOnce(&[u8; RANDOM_BYTES], u8) -> [u8; SEAL_BYTES],
+    ) -> Self {
+        let mut random = [0u8; RANDOM_BYTES];
+        OsRng.fill_bytes(&mut random);
+        let seal = seal_with(&random, kid);
+        let mut bytes = [0u8; TOKEN_BYTES];
+        bytes[..RANDOM_BYTES].copy_from_slice(&random);
+        bytes[RANDOM_BYTES] = kid;
+        bytes[RANDOM_BYTES + 1..].copy_from_slice(&seal);
         Self {
             text: URL_SAFE_NO_PAD.encode(bytes),
-            id: SessionId(Sha256::digest(bytes).into()),
+            id: SessionId(Sha256::digest(random).into()),
+            random,
+            kid,
+            seal,
         }
     }
 
@@ -135,6 +177,11 @@ impl SessionToken {
     /// The digest the store keys this token's session by.
     pub fn id(&self) -> SessionId {
         self.id
+    }
+
+    /// The random part, the key id and the seal, for checking the seal.
+    pub(crate) fn parts(&self) -> (&[u8; RANDOM_BYTES], u8, &[u8; SEAL_BYTES]) {
+        (&self.random, self.kid, &self.seal)
     }
 }
 
@@ -249,33 +296,44 @@ impl fmt::Debug for SessionHandle {
 mod tests {
     use super::*;
 
-    #[test]
-    fn token_is_256_bits_and_43_chars() {
-        let token = SessionToken::generate();
-        assert_eq!(token.expose().len(), TOKEN_LEN);
-        let raw = URL_SAFE_NO_PAD.decode(token.expose()).unwrap();
-        assert_eq!(raw.len(), 32);
+    /// A token of the right shape; its seal is a fixed pattern (seals are
+    /// checked in `session_keys`).
+    fn token() -> SessionToken {
+        SessionToken::sealed(7, |_, _| [0xa5; SEAL_BYTES])
     }
 
     #[test]
-    fn tokens_do_not_repeat() {
+    fn token_is_256_random_bits_a_key_id_and_a_seal_in_64_chars() {
+        let token = token();
+        assert_eq!(token.expose().len(), TOKEN_LEN);
+        let raw = URL_SAFE_NO_PAD.decode(token.expose()).unwrap();
+        assert_eq!(raw.len(), 48);
+        let (random, kid, seal) = token.parts();
+        assert_eq!(&raw[..32], random);
+        assert_eq!(raw[32], kid);
+        assert_eq!(kid, 7);
+        assert_eq!(&raw[33..], seal);
+    }
+
+    #[test]
+    fn random_parts_do_not_repeat() {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..10_000 {
-            assert!(seen.insert(SessionToken::generate().expose().to_owned()));
+            assert!(seen.insert(*token().parts().0));
         }
     }
 
     #[test]
-    fn id_is_sha256_of_raw_bytes() {
-        let token = SessionToken::generate();
+    fn id_is_sha256_of_the_random_part() {
+        let token = token();
         let raw = URL_SAFE_NO_PAD.decode(token.expose()).unwrap();
-        let digest: [u8; 32] = Sha256::digest(&raw).into();
+        let digest: [u8; 32] = Sha256::digest(&raw[..32]).into();
         assert_eq!(token.id().as_bytes(), &digest);
     }
 
     #[test]
     fn parse_round_trips() {
-        let token = SessionToken::generate();
+        let token = token();
         let parsed = SessionToken::parse(token.expose()).unwrap();
         assert_eq!(parsed, token);
     }
@@ -287,13 +345,26 @@ mod tests {
 
     #[test]
     fn truncated_token_is_refused() {
-        let token = SessionToken::generate();
-        let text = &token.expose()[..42];
+        let token = token();
+        let text = &token.expose()[..63];
         assert_eq!(
             SessionToken::parse(text),
             Err(TokenError::WrongLength {
-                found: 42,
-                expected: 43
+                found: 63,
+                expected: 64
+            })
+        );
+    }
+
+    #[test]
+    fn tokens_of_the_old_43_character_format_are_refused() {
+        let old = URL_SAFE_NO_PAD.encode([3u8; 32]);
+        assert_eq!(old.len(), 43);
+        assert_eq!(
+            SessionToken::parse(&old),
+            Err(TokenError::WrongLength {
+                found: 43,
+                expected: 64
             })
         );
     }
@@ -309,14 +380,14 @@ mod tests {
 
     #[test]
     fn standard_base64_and_padding_are_refused() {
-        let token = SessionToken::generate();
+        let token = token();
         let mut plus = token.expose().to_owned();
         plus.replace_range(0..1, "+");
         assert_eq!(
             SessionToken::parse(&plus),
             Err(TokenError::InvalidCharacter)
         );
-        let mut padded = token.expose()[..42].to_owned();
+        let mut padded = token.expose()[..63].to_owned();
         padded.push('=');
         assert_eq!(
             SessionToken::parse(&padded),
@@ -326,9 +397,9 @@ mod tests {
 
     #[test]
     fn non_ascii_is_refused_without_panicking() {
-        // 43 bytes, but a multi-byte character in the middle.
-        let text = format!("{}é{}", "A".repeat(20), "A".repeat(21));
-        assert_eq!(text.len(), 43);
+        // 64 bytes, but a multi-byte character in the middle.
+        let text = format!("{}é{}", "A".repeat(30), "A".repeat(32));
+        assert_eq!(text.len(), 64);
         assert_eq!(
             SessionToken::parse(&text),
             Err(TokenError::InvalidCharacter)
@@ -336,23 +407,16 @@ mod tests {
     }
 
     #[test]
-    fn non_canonical_spelling_is_refused() {
-        // The last character carries 6 bits of which only 4 belong to the
-        // 32nd byte; flipping a spare bit spells the same bytes differently.
-        let token = SessionToken::generate();
-        let text = token.expose();
-        let last = text.as_bytes()[42];
-        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let value = alphabet.iter().position(|&c| c == last).unwrap();
-        let twin = alphabet[value ^ 0b01] as char;
-        let mut other = text[..42].to_owned();
-        other.push(twin);
-        assert_eq!(SessionToken::parse(&other), Err(TokenError::NonCanonical));
+    fn every_64_character_text_parses_to_itself() {
+        // 48 bytes are exactly 64 characters: no spare bits, so no second
+        // spelling of the same bytes exists, and parse keeps the text.
+        let text = "A".repeat(64);
+        assert_eq!(SessionToken::parse(&text).unwrap().expose(), text);
     }
 
     #[test]
     fn debug_never_shows_the_token() {
-        let token = SessionToken::generate();
+        let token = token();
         let shown = format!("{token:?}");
         assert!(!shown.contains(token.expose()));
     }
@@ -365,5 +429,7 @@ mod tests {
         assert_eq!(text.parse::<SessionHandle>().unwrap(), handle);
         assert!(SessionHandle::from_slice(&[0u8; 8]).is_err());
         assert!("short".parse::<SessionHandle>().is_err());
+        // 12 characters carry exactly 9 bytes: no spare bits either.
+        assert!("AAAAAAAAAAA_".parse::<SessionHandle>().is_ok());
     }
 }

@@ -414,7 +414,7 @@ impl Accounts {
         } else {
             None
         };
-        let Some(user) = user else {
+        let Some(mut user) = user else {
             self.passwords.verify_dummy(password).await?;
             return Err(AccountError::InvalidCredentials);
         };
@@ -430,8 +430,13 @@ impl Accounts {
                             .users
                             .replace_password_hash(&user.id, &user.password_hash, &phc)
                             .await;
-                        if let Err(e) = replaced {
-                            tracing::warn!(user = %user.id, error = %e, "could not store a rehashed password");
+                        match replaced {
+                            // What `still_signs_in` compares against.
+                            Ok(true) => user.password_hash = phc,
+                            Ok(false) => {}
+                            Err(e) => {
+                                tracing::warn!(user = %user.id, error = %e, "could not store a rehashed password");
+                            }
                         }
                     }
                 }
@@ -467,6 +472,23 @@ impl Accounts {
             return Err(AccountError::UnknownUser);
         }
         Ok(User { disabled, ..user })
+    }
+
+    /// Whether `user`, as [`Accounts::authenticate`] returned it, may still
+    /// sign in: the account exists, is not disabled, and its password has
+    /// not changed since. Asked after the session is created and before its
+    /// token is handed out: a disable or a password change that ends the
+    /// user's sessions between the password check and the session's
+    /// creation would otherwise miss the new session (docs/security.md).
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn still_signs_in(&self, user: &User) -> Result<bool, AccountError> {
+        Ok(self
+            .users
+            .user_by_id(&user.id)
+            .await?
+            .is_some_and(|now| !now.disabled && now.password_hash == user.password_hash))
     }
 
     /// The user with this name.

@@ -234,3 +234,50 @@ async fn rehash_never_overwrites_a_newer_password() {
         .await
         .unwrap());
 }
+
+/// The check a sign-in makes after creating its session: a disable or a
+/// password change since the password check refuses it; the sign-in's own
+/// rehash does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_is_refused_if_the_account_changed_since_its_password_check() {
+    let (accounts, _store, _dir) = accounts_with(Passwords::new()).await;
+    accounts.add_user("alice", "correct horse battery").await.unwrap();
+    let checked = accounts
+        .authenticate("alice", "correct horse battery")
+        .await
+        .unwrap();
+    assert!(accounts.still_signs_in(&checked).await.unwrap());
+
+    accounts.set_disabled("alice", true).await.unwrap();
+    assert!(!accounts.still_signs_in(&checked).await.unwrap(), "disabled");
+    accounts.set_disabled("alice", false).await.unwrap();
+    assert!(accounts.still_signs_in(&checked).await.unwrap());
+
+    accounts
+        .set_password("alice", "a brand new passphrase")
+        .await
+        .unwrap();
+    assert!(
+        !accounts.still_signs_in(&checked).await.unwrap(),
+        "password changed"
+    );
+
+    // Stronger parameters than the hash's: the sign-in rehashes, and the
+    // user it returns carries the hash the store now holds.
+    let (old, store, _dir) = accounts_with(Passwords::new()).await;
+    old.add_user("bob", "correct horse battery").await.unwrap();
+    let stronger = PasswordParams {
+        iterations: 3,
+        ..PasswordParams::OWASP
+    };
+    let new = Accounts::new(
+        Arc::new(store.clone()),
+        Passwords::with_params(stronger, 2).unwrap(),
+    );
+    let checked = new
+        .authenticate("bob", "correct horse battery")
+        .await
+        .unwrap();
+    assert!(checked.password_hash.contains("t=3"), "rehashed");
+    assert!(new.still_signs_in(&checked).await.unwrap());
+}

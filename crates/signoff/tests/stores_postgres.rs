@@ -10,8 +10,8 @@ use std::time::Duration;
 use signoff::revocation::{invalidation_payload, RevocationBus};
 use signoff::{
     Actor, AuditEvent, AuditKind, AuditQuery, AuditStore, PostgresOptions, PostgresStore, Session,
-    SessionData, SessionHandle, SessionStore, SessionToken, StoreError, Timestamp, User, UserId,
-    UserStore, WriteOutcome,
+    SessionData, SessionHandle, SessionStore, StoreError, Timestamp, User, UserId, UserStore,
+    WriteOutcome,
 };
 
 mod support;
@@ -31,7 +31,9 @@ fn user(id: &str, name: &str) -> User {
 fn session(user: &str) -> Session {
     let now = Timestamp::from_millis(1_700_000_000_000);
     Session {
-        id: SessionToken::generate().id(),
+        id: signoff::SessionKeys::ephemeral()
+            .issue(Timestamp::from_millis(0))
+            .id(),
         handle: SessionHandle::generate(),
         user_id: Some(UserId::new(user)),
         created_at: now,
@@ -279,7 +281,9 @@ async fn writes_announce_changes_but_touches_do_not() {
     assert_eq!(next_within(&mut sub, quiet).await, None, "stale write");
 
     // A rotation announces the old digest.
-    let rotated = SessionToken::generate().id();
+    let rotated = signoff::SessionKeys::ephemeral()
+        .issue(Timestamp::from_millis(0))
+        .id();
     assert!(store.rotate(&a.id, &rotated, None).await.unwrap());
     assert_eq!(
         next_within(&mut sub, second).await,

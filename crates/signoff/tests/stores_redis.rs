@@ -373,7 +373,9 @@ async fn writes_that_end_or_change_a_session_are_announced() {
     assert_silent(&store, &mut sub, "a stale data write").await;
 
     // Rotation announces the old digest.
-    let new_id = signoff::SessionToken::generate().id();
+    let new_id = signoff::SessionKeys::ephemeral()
+        .issue(signoff::Timestamp::from_millis(0))
+        .id();
     assert!(store
         .rotate(&id, &new_id, Some(Timestamp::from_millis(5)))
         .await
@@ -478,7 +480,9 @@ async fn a_stale_pointer_never_revives_a_digest() {
         .await
         .unwrap();
     let old = issued.session.id;
-    let new = signoff::SessionToken::generate().id();
+    let new = signoff::SessionKeys::ephemeral()
+        .issue(signoff::Timestamp::from_millis(0))
+        .id();
     assert!(store.rotate(&old, &new, None).await.unwrap());
 
     let client = redis::Client::open(redis_url()).unwrap();
@@ -506,7 +510,9 @@ async fn a_stale_pointer_never_revives_a_digest() {
             .unwrap(),
         WriteOutcome::Missing
     );
-    let other = signoff::SessionToken::generate().id();
+    let other = signoff::SessionKeys::ephemeral()
+        .issue(signoff::Timestamp::from_millis(0))
+        .id();
     assert!(!store.rotate(&old, &other, None).await.unwrap());
     assert!(!store.remove_expired(&old, far).await.unwrap());
     assert_eq!(store.remove(&old).await.unwrap(), None);
@@ -536,7 +542,9 @@ async fn insert_never_overwrites_even_without_pointers() {
         .await
         .unwrap();
     let mut twin = original.clone();
-    twin.id = signoff::SessionToken::generate().id();
+    twin.id = signoff::SessionKeys::ephemeral()
+        .issue(signoff::Timestamp::from_millis(0))
+        .id();
     twin.generation = 7;
     assert!(matches!(
         store.insert(&twin).await,
@@ -658,7 +666,9 @@ async fn a_server_that_dies_is_unavailable_not_hanging() {
         "{lost:?}"
     );
     let started = Instant::now();
-    let id = signoff::SessionToken::generate().id();
+    let id = signoff::SessionKeys::ephemeral()
+        .issue(signoff::Timestamp::from_millis(0))
+        .id();
     let result = store.load(&id).await;
     assert!(
         matches!(result, Err(StoreError::Unavailable(_))),

@@ -1442,7 +1442,10 @@ async fn introspect_says_only_inactive_for_dead_tokens() {
         "a.b.c".to_owned(),
         "a.b.c.d".to_owned(),
         format!("{handle}.0.{}.{}", b64(&[1; 32]), b64(&[2; 16])),
-        signoff::SessionToken::generate().expose().to_owned(),
+        signoff::SessionKeys::ephemeral()
+            .issue(signoff::Timestamp::from_millis(0))
+            .expose()
+            .to_owned(),
         "x".repeat(10_000),
     ] {
         inactive(&rig.tokens, &unknown).await;
@@ -1548,7 +1551,10 @@ async fn revoking_unknown_tokens_changes_nothing() {
         "nonsense".to_owned(),
         "a.b.c".to_owned(),
         format!("{handle}.0.{}.{}", b64(&[1; 32]), b64(&[2; 16])),
-        signoff::SessionToken::generate().expose().to_owned(),
+        signoff::SessionKeys::ephemeral()
+            .issue(signoff::Timestamp::from_millis(0))
+            .expose()
+            .to_owned(),
     ] {
         for by in [Requester::Client(CLIENT), Requester::Admin] {
             assert!(!rig.tokens.revoke(&unknown, by).await.expect("revoke"));

@@ -1,4 +1,5 @@
-//! `signoff keys`: the keys that sign access tokens.
+//! `signoff keys`: the keys that sign access tokens, and the keys that seal
+//! session tokens.
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -18,8 +19,19 @@ pub enum KeysCommand {
         #[command(flatten)]
         db: Db,
     },
-    /// List the signing keys: kid, algorithm, created, current or previous.
+    /// List the signing keys (kid, algorithm, created, current or previous)
+    /// and the session token keys.
     List {
+        #[command(flatten)]
+        db: Db,
+    },
+    /// Add a new session token key. Every running gateway loads it within
+    /// 30 seconds, and it seals new session tokens 90 seconds from now. The
+    /// key that seals now keeps verifying; any older key is dropped, which
+    /// signs out every session whose token it sealed (a second rotation,
+    /// once the first key seals, signs out everyone who signed in before
+    /// the first).
+    RotateSessionKey {
         #[command(flatten)]
         db: Db,
     },
@@ -39,13 +51,27 @@ pub async fn run(command: KeysCommand) -> Result<()> {
             println!("new signing key {} ({})", key.kid, key.alg);
             store.close().await;
         }
+        KeysCommand::RotateSessionKey { db } => {
+            let store = open(&db).await?;
+            let key = signoff::session_keys::rotate(store.state.as_ref(), display::now())
+                .await
+                .context("cannot rotate the session token keys")?;
+            println!(
+                "new session token key {}: seals new sessions from {}",
+                key.kid,
+                display::time(key.seals_from)
+            );
+            store.close().await;
+        }
         KeysCommand::List { db } => {
             let store = open(&db).await?;
             let keys = signoff::token_mode::list_keys(store.state.as_ref())
                 .await
                 .context("cannot read the token keys")?;
             if keys.is_empty() {
-                println!("no keys yet: `serve --tokens` creates one on its first start");
+                println!(
+                    "no access token keys yet: `serve --tokens` creates one on its first start"
+                );
             } else {
                 println!("KID\tALG\tCREATED\tROLE");
             }
@@ -56,6 +82,22 @@ pub async fn run(command: KeysCommand) -> Result<()> {
                     k.kid,
                     k.alg,
                     display::time(k.created_at)
+                );
+            }
+            let session_keys = signoff::session_keys::list(store.state.as_ref())
+                .await
+                .context("cannot read the session token keys")?;
+            if session_keys.is_empty() {
+                println!("no session token keys yet: `serve` creates one on its first start");
+            } else {
+                println!("SESSION KEY\tCREATED\tSEALS FROM");
+            }
+            for k in session_keys {
+                println!(
+                    "{}\t{}\t{}",
+                    k.kid,
+                    display::time(k.created_at),
+                    display::time(k.seals_from)
                 );
             }
             store.close().await;

@@ -46,7 +46,8 @@ pub enum Command {
     /// Make a new admin API token: prints the token (give it to the admin
     /// client) and its SHA-256 (give that to `serve --admin-token-sha256`).
     AdminToken,
-    /// The keys that sign access tokens (token mode, `serve --tokens`).
+    /// The keys that sign access tokens (token mode, `serve --tokens`) and
+    /// the keys that seal session tokens.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use signoff::{CookiePolicy, Policy, Sessions};
+use signoff::{Clock as _, CookiePolicy, Policy, SessionKeys, Sessions};
 
 use crate::backend::{open_db, session_store};
 use crate::config::Settings;
@@ -63,12 +63,20 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
     // it is what decides whether a page restored by Back stays visible.
     // Both engines tell the watch of every end, so a socket of a session
     // ended here closes at once, bus or no bus.
+    // One set of token-sealing keys, kept in the store and shared by every
+    // node, checked before any store read (docs/security.md).
+    let keys = SessionKeys::open(backend.state.clone(), signoff::SystemClock.now())
+        .await
+        .context("cannot set up the session token keys")?;
+    let keys = Arc::new(keys);
     let uncached = Sessions::new(backend.sessions.clone(), policy.clone())
         .with_audit(audit.clone())
-        .with_watch(watch.clone());
+        .with_watch(watch.clone())
+        .with_keys(keys.clone());
     let sessions = Sessions::new(store.sessions, policy)
         .with_audit(audit.clone())
-        .with_watch(watch.clone());
+        .with_watch(watch.clone())
+        .with_keys(keys);
     let accounts = backend.accounts();
     let tokens = match &settings.tokens {
         Some(t) => {

@@ -192,6 +192,27 @@ pub(super) async fn sign_in(
             return Err(SignInError::Unavailable);
         }
     };
+    // A disable or password change that ended the user's sessions while
+    // this sign-in was between its password check and the session's
+    // creation has missed the new session: look again before the token
+    // leaves. Its token is dropped either way, so even if ending it fails
+    // nobody holds it.
+    let refused = match gw.accounts.still_signs_in(&user).await {
+        Ok(true) => None,
+        Ok(false) => Some(SignInError::Refused),
+        Err(e) => {
+            gw.count_store_error();
+            tracing::error!(error = %e, "login could not be checked");
+            Some(SignInError::Unavailable)
+        }
+    };
+    if let Some(refused) = refused {
+        tracing::info!(target: "signoff::auth", ip = %client_ip, "login failed: the account changed during sign-in");
+        if let Err(e) = gw.sessions.end(issued.token.expose(), Actor::Policy).await {
+            tracing::warn!(error = %e, "could not end the session of a sign-in that was refused");
+        }
+        return Err(refused);
+    }
     tracing::info!(target: "signoff::auth", user = %user.name, session = %issued.session.handle, "login");
     gw.audit(
         AuditEvent::new(AuditKind::LoginSucceeded, gw.sessions.now())

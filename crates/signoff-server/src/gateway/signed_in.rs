@@ -112,7 +112,7 @@ async fn check_token(gw: &Gateway, sessions: &Sessions, raw: Option<&str>) -> Au
     let Ok(token) = SessionToken::parse(raw) else {
         return Auth::Anonymous { stale: true };
     };
-    match sessions.validate(token.expose()).await {
+    match sessions.validate_token(&token).await {
         Ok(session) => match session.data.get(USER_NAME_KEY) {
             Some(user) if session.user_id.is_some() => {
                 crate::listener::note_live_session();

@@ -1,0 +1,386 @@
+//! The keys that seal session tokens, so a made-up token never reaches a store.
+//!
+//! Every [`SessionToken`] carries a key id and a seal: the first 120 bits
+//! of HMAC-SHA256, under that key, of a fixed label, the key id and the
+//! token's 256 random bits. [`SessionKeys::verify`] recomputes it in memory
+//! before any store is asked, so a flood of random or tampered cookies
+//! costs a hash each and never a store read (docs/security.md, "Made-up
+//! tokens"). The store still keeps only the digest of the random part.
+//!
+//! Where the keys live:
+//!
+//! - [`SessionKeys::open`] keeps them in the store's [`StateStore`] (record
+//!   `session_token_keys`), created by the first node that starts, so every
+//!   node sharing the store verifies every other node's tokens. Nodes
+//!   re-read the record every 30 seconds.
+//! - [`SessionKeys::ephemeral`] draws one key in memory: for tests and for
+//!   single-process uses whose sessions need not survive a restart.
+//!
+//! Rotation ([`rotate`]) is staged so that no node ever meets a token
+//! sealed by a key it has not loaded yet: the new key verifies at once on
+//! every node that has read it, and seals new tokens only from
+//! [`SIGNING_DELAY`] later, by which time every node has re-read the
+//! record. The key it replaces keeps verifying; the one before that is
+//! dropped, and sessions whose tokens it sealed end (their users sign in
+//! again).
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::clock::Timestamp;
+use crate::session_token::{SessionToken, RANDOM_BYTES, SEAL_BYTES};
+use crate::store::StateStore;
+use crate::token_mode::KeysError;
+
+/// The state record that holds the keys.
+const KEYS_STATE: &str = "session_token_keys";
+/// How often a node re-reads the keys.
+const RELOAD_EVERY: Duration = Duration::from_secs(30);
+/// How long after its creation a rotated-in key starts sealing new tokens:
+/// more than two reload periods, so every live node has loaded it by then.
+pub const SIGNING_DELAY: Duration = Duration::from_secs(90);
+/// Domain separation for the seal's MAC.
+const LABEL: &[u8] = b"signoff session token v2";
+
+#[derive(Serialize, Deserialize)]
+struct StoredKeys {
+    /// Oldest first.
+    keys: Vec<StoredKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredKey {
+    kid: u8,
+    /// Base64 of the 32-byte secret.
+    secret: String,
+    created_at: i64,
+    /// From when it seals new tokens (milliseconds since the epoch).
+    seals_from: i64,
+}
+
+/// A key as listed by [`list`]; the secret is never shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionKeyInfo {
+    /// Its one-byte id, carried in every token it seals.
+    pub kid: u8,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// From when it seals new tokens.
+    pub seals_from: Timestamp,
+}
+
+struct Key {
+    kid: u8,
+    /// The MAC, already keyed: cloned per use, so the key schedule is paid once.
+    mac: Hmac<Sha256>,
+    seals_from: Timestamp,
+}
+
+struct Ring {
+    /// The state record's version (0 for ephemeral keys).
+    version: u64,
+    /// Oldest first.
+    keys: Vec<Key>,
+}
+
+impl Ring {
+    fn key(&self, kid: u8) -> Option<&Key> {
+        self.keys.iter().find(|k| k.kid == kid)
+    }
+
+    /// The newest key that seals at `now` (the oldest if none does yet,
+    /// which only a clock far behind the record's can cause).
+    fn sealing(&self, now: Timestamp) -> &Key {
+        self.keys
+            .iter()
+            .rev()
+            .find(|k| k.seals_from <= now)
+            .or(self.keys.first())
+            .unwrap_or_else(|| unreachable!("a ring always holds a key"))
+    }
+}
+
+fn keyed(secret: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+}
+
+fn seal_of(mac: &Hmac<Sha256>, random: &[u8; RANDOM_BYTES], kid: u8) -> Hmac<Sha256> {
+    let mut mac = mac.clone();
+    mac.update(LABEL);
+    mac.update(&[kid]);
+    mac.update(random);
+    mac
+}
+
+fn parse(bytes: &[u8], version: u64) -> Result<Ring, KeysError> {
+    let stored: StoredKeys =
+        serde_json::from_slice(bytes).map_err(|e| KeysError::Corrupt(e.to_string()))?;
+    let keys = stored
+        .keys
+        .iter()
+        .map(|k| {
+            let secret = STANDARD
+                .decode(&k.secret)
+                .ok()
+                .filter(|s| s.len() == 32)
+                .ok_or_else(|| {
+                    KeysError::Corrupt(format!("session key {}: secret is not 32 bytes", k.kid))
+                })?;
+            Ok(Key {
+                kid: k.kid,
+                mac: keyed(&secret),
+                seals_from: Timestamp::from_millis(k.seals_from),
+            })
+        })
+        .collect::<Result<Vec<_>, KeysError>>()?;
+    if keys.is_empty() {
+        return Err(KeysError::Corrupt("no session token key".into()));
+    }
+    Ok(Ring { version, keys })
+}
+
+fn new_key(kid: u8, now: Timestamp, seals_from: Timestamp) -> StoredKey {
+    let mut secret = [0u8; 32];
+    OsRng.fill_bytes(&mut secret);
+    StoredKey {
+        kid,
+        secret: STANDARD.encode(secret),
+        created_at: now.as_millis(),
+        seals_from: seals_from.as_millis(),
+    }
+}
+
+fn encode(stored: &StoredKeys) -> Result<Vec<u8>, KeysError> {
+    serde_json::to_vec(stored).map_err(|e| KeysError::Corrupt(e.to_string()))
+}
+
+/// The keys that seal and verify session tokens. Cheap to share behind an
+/// `Arc`; [`crate::Sessions`] holds one.
+pub struct SessionKeys {
+    state: Option<Arc<dyn StateStore>>,
+    ring: RwLock<(Arc<Ring>, Instant)>,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionKeys")
+            .field("shared", &self.state.is_some())
+            .field("keys", &self.ring().keys.len())
+            .finish()
+    }
+}
+
+impl SessionKeys {
+    /// One key drawn in memory, never shared or re-read: tokens it seals
+    /// are refused by any other process, and after a restart.
+    pub fn ephemeral() -> Self {
+        let mut secret = [0u8; 32];
+        OsRng.fill_bytes(&mut secret);
+        let ring = Ring {
+            version: 0,
+            keys: vec![Key {
+                kid: 0,
+                mac: keyed(&secret),
+                seals_from: Timestamp::from_millis(i64::MIN),
+            }],
+        };
+        Self {
+            state: None,
+            ring: RwLock::new((Arc::new(ring), Instant::now())),
+            reloading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The keys kept in `state`, created there (one key, sealing at once)
+    /// if there are none yet. Every node that opens the same store shares
+    /// them.
+    ///
+    /// # Errors
+    /// A store error, an unreadable record, or [`KeysError::Contended`].
+    pub async fn open(state: Arc<dyn StateStore>, now: Timestamp) -> Result<Self, KeysError> {
+        let ring = load_or_create(state.as_ref(), now).await?;
+        Ok(Self {
+            state: Some(state),
+            ring: RwLock::new((Arc::new(ring), Instant::now())),
+            reloading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn loaded_at(&self) -> Instant {
+        self.ring
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+    }
+
+    fn ring(&self) -> Arc<Ring> {
+        self.ring
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .clone()
+    }
+
+    /// A new token, sealed under the key that seals at `now`.
+    pub fn issue(&self, now: Timestamp) -> SessionToken {
+        let ring = self.ring();
+        let key = ring.sealing(now);
+        SessionToken::sealed(key.kid, |random, kid| {
+            let tag = seal_of(&key.mac, random, kid).finalize().into_bytes();
+            let mut seal = [0u8; SEAL_BYTES];
+            seal.copy_from_slice(&tag[..SEAL_BYTES]);
+            seal
+        })
+    }
+
+    /// Whether `token`'s seal verifies under the key it names, in constant
+    /// time. Memory only: never asks the store.
+    pub fn verify(&self, token: &SessionToken) -> bool {
+        let (random, kid, seal) = token.parts();
+        let ring = self.ring();
+        let Some(key) = ring.key(kid) else {
+            return false;
+        };
+        seal_of(&key.mac, random, kid)
+            .verify_truncated_left(seal)
+            .is_ok()
+    }
+
+    /// Re-reads the keys from the store when they are older than 30
+    /// seconds. One caller re-reads at a time; callers that come while it
+    /// does wait for it, so none goes on with keys older than that. A
+    /// failed re-read keeps the keys, and is tried again 30 seconds later.
+    /// Costs one store read per node per 30 seconds, whatever the traffic:
+    /// nothing a client sends can make it read more often.
+    pub async fn refresh(&self) {
+        let Some(state) = &self.state else {
+            return;
+        };
+        if self.loaded_at().elapsed() < RELOAD_EVERY {
+            return;
+        }
+        let _reloading = self.reloading.lock().await;
+        if self.loaded_at().elapsed() < RELOAD_EVERY {
+            // Another caller re-read them while this one waited.
+            return;
+        }
+        let current = self.ring();
+        let fresh = match state.get_state(KEYS_STATE).await {
+            Ok(Some(v)) if v.version == current.version => None,
+            Ok(Some(v)) => match parse(&v.value, v.version) {
+                Ok(ring) => Some(Arc::new(ring)),
+                Err(e) => {
+                    tracing::error!(target: "signoff::session_keys", error = %e, "could not read the session token keys; keeping the ones loaded");
+                    None
+                }
+            },
+            Ok(None) => {
+                tracing::error!(target: "signoff::session_keys", "the session token keys are gone from the store; keeping the ones loaded");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(target: "signoff::session_keys", error = %e, "could not re-read the session token keys");
+                None
+            }
+        };
+        let mut guard = self
+            .ring
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(ring) = fresh {
+            guard.0 = ring;
+        }
+        guard.1 = Instant::now();
+    }
+}
+
+async fn load_or_create(state: &dyn StateStore, now: Timestamp) -> Result<Ring, KeysError> {
+    for _ in 0..5 {
+        if let Some(v) = state.get_state(KEYS_STATE).await? {
+            return parse(&v.value, v.version);
+        }
+        let fresh = StoredKeys {
+            keys: vec![new_key(0, now, now)],
+        };
+        if state.put_state(KEYS_STATE, &encode(&fresh)?, None).await? {
+            tracing::info!(target: "signoff::session_keys", "created the session token key");
+            return parse(&encode(&fresh)?, 1);
+        }
+        // Another node created them first: read theirs.
+    }
+    Err(KeysError::Contended)
+}
+
+/// Adds a new session token key to the store. It verifies on every node
+/// within 30 seconds and seals new tokens from [`SIGNING_DELAY`] after
+/// `now`. The key that seals now keeps verifying; any older key is
+/// dropped, which ends the sessions whose tokens it sealed.
+///
+/// # Errors
+/// A store error, an unreadable record, or [`KeysError::Contended`].
+pub async fn rotate(state: &dyn StateStore, now: Timestamp) -> Result<SessionKeyInfo, KeysError> {
+    load_or_create(state, now).await?;
+    for _ in 0..5 {
+        let Some(current) = state.get_state(KEYS_STATE).await? else {
+            continue;
+        };
+        let mut stored: StoredKeys = serde_json::from_slice(&current.value)
+            .map_err(|e| KeysError::Corrupt(e.to_string()))?;
+        // Keep the key that seals now (and any staged after it).
+        let sealing = stored
+            .keys
+            .iter()
+            .rposition(|k| k.seals_from <= now.as_millis())
+            .unwrap_or(0);
+        stored.keys.drain(..sealing);
+        let kid = stored.keys.last().map_or(0, |k| k.kid.wrapping_add(1));
+        let seals_from = now.plus(SIGNING_DELAY);
+        stored.keys.push(new_key(kid, now, seals_from));
+        if state
+            .put_state(KEYS_STATE, &encode(&stored)?, Some(current.version))
+            .await?
+        {
+            tracing::info!(target: "signoff::session_keys", kid, "added a session token key");
+            return Ok(SessionKeyInfo {
+                kid,
+                created_at: now,
+                seals_from,
+            });
+        }
+    }
+    Err(KeysError::Contended)
+}
+
+/// The session token keys in the store, oldest first.
+///
+/// # Errors
+/// A store error or an unreadable record.
+pub async fn list(state: &dyn StateStore) -> Result<Vec<SessionKeyInfo>, KeysError> {
+    let Some(v) = state.get_state(KEYS_STATE).await? else {
+        return Ok(Vec::new());
+    };
+    let stored: StoredKeys =
+        serde_json::from_slice(&v.value).map_err(|e| KeysError::Corrupt(e.to_string()))?;
+    Ok(stored
+        .keys
+        .iter()
+        .map(|k| SessionKeyInfo {
+            kid: k.kid,
+            created_at: Timestamp::from_millis(k.created_at),
+            seals_from: Timestamp::from_millis(k.seals_from),
+        })
+        .collect())
+}

@@ -241,7 +241,10 @@ async fn rehash_never_overwrites_a_newer_password() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sign_in_is_refused_if_the_account_changed_since_its_password_check() {
     let (accounts, _store, _dir) = accounts_with(Passwords::new()).await;
-    accounts.add_user("alice", "correct horse battery").await.unwrap();
+    accounts
+        .add_user("alice", "correct horse battery")
+        .await
+        .unwrap();
     let checked = accounts
         .authenticate("alice", "correct horse battery")
         .await
@@ -249,7 +252,10 @@ async fn a_sign_in_is_refused_if_the_account_changed_since_its_password_check() 
     assert!(accounts.still_signs_in(&checked).await.unwrap());
 
     accounts.set_disabled("alice", true).await.unwrap();
-    assert!(!accounts.still_signs_in(&checked).await.unwrap(), "disabled");
+    assert!(
+        !accounts.still_signs_in(&checked).await.unwrap(),
+        "disabled"
+    );
     accounts.set_disabled("alice", false).await.unwrap();
     assert!(accounts.still_signs_in(&checked).await.unwrap());
 

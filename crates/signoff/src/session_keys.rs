@@ -36,7 +36,7 @@ use hmac::{Hmac, Mac};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::clock::Timestamp;
 use crate::session_token::{SessionToken, RANDOM_BYTES, SEAL_BYTES};
@@ -47,6 +47,8 @@ use crate::token_mode::KeysError;
 const KEYS_STATE: &str = "session_token_keys";
 /// How often a node re-reads the keys.
 const RELOAD_EVERY: Duration = Duration::from_secs(30);
+/// How soon a failed re-read is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How long after its creation a rotated-in key starts sealing new tokens:
 /// more than two reload periods, so every live node has loaded it by then.
 pub const SIGNING_DELAY: Duration = Duration::from_secs(90);
@@ -59,7 +61,7 @@ struct StoredKeys {
     keys: Vec<StoredKey>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredKey {
     kid: u8,
     /// Base64 of the 32-byte secret.
@@ -82,14 +84,22 @@ pub struct SessionKeyInfo {
 
 struct Key {
     kid: u8,
+    /// SHA-256 of the secret: tells a key from another with the same id
+    /// (a record deleted and made again).
+    fingerprint: [u8; 32],
     /// The MAC, already keyed: cloned per use, so the key schedule is paid once.
     mac: Hmac<Sha256>,
     seals_from: Timestamp,
+    /// When this node re-read it into a running ring (`None`: it was
+    /// there when the node opened the keys).
+    arrived: Option<Instant>,
 }
 
 struct Ring {
-    /// The state record's version (0 for ephemeral keys).
-    version: u64,
+    /// SHA-256 of the state record's bytes (zero for ephemeral keys): a
+    /// re-read that finds other bytes, whatever the record's version,
+    /// replaces the ring.
+    digest: [u8; 32],
     /// Oldest first.
     keys: Vec<Key>,
 }
@@ -99,16 +109,30 @@ impl Ring {
         self.keys.iter().find(|k| k.kid == kid)
     }
 
-    /// The newest key that seals at `now` (the oldest if none does yet,
-    /// which only a clock far behind the record's can cause).
+    /// The newest key that seals at `now`: its `seals_from` has passed on
+    /// this node's clock, and, if it arrived while this node ran, it has
+    /// been here for [`SIGNING_DELAY`] too (so a clock ahead of the one
+    /// that staged it cannot seal before the other nodes have it). The
+    /// oldest key if none does yet.
     fn sealing(&self, now: Timestamp) -> &Key {
         self.keys
             .iter()
             .rev()
-            .find(|k| k.seals_from <= now)
+            .find(|k| {
+                k.seals_from <= now && k.arrived.is_none_or(|at| at.elapsed() >= SIGNING_DELAY)
+            })
             .or(self.keys.first())
             .unwrap_or_else(|| unreachable!("a ring always holds a key"))
     }
+}
+
+/// A serde error without the text around it, which could quote a secret.
+fn unreadable(e: &serde_json::Error) -> KeysError {
+    KeysError::Corrupt(format!(
+        "session token keys: not the expected JSON (line {}, column {})",
+        e.line(),
+        e.column()
+    ))
 }
 
 fn keyed(secret: &[u8]) -> Hmac<Sha256> {
@@ -124,9 +148,11 @@ fn seal_of(mac: &Hmac<Sha256>, random: &[u8; RANDOM_BYTES], kid: u8) -> Hmac<Sha
     mac
 }
 
-fn parse(bytes: &[u8], version: u64) -> Result<Ring, KeysError> {
-    let stored: StoredKeys =
-        serde_json::from_slice(bytes).map_err(|e| KeysError::Corrupt(e.to_string()))?;
+/// Reads a stored record. `known`: the ring it replaces, whose keys keep
+/// their arrival; keys new to it arrive `now` (`None`: the node is opening
+/// the keys, and every key counts as there from the start).
+fn parse(bytes: &[u8], known: Option<&Ring>) -> Result<Ring, KeysError> {
+    let stored: StoredKeys = serde_json::from_slice(bytes).map_err(|e| unreadable(&e))?;
     let keys = stored
         .keys
         .iter()
@@ -138,17 +164,38 @@ fn parse(bytes: &[u8], version: u64) -> Result<Ring, KeysError> {
                 .ok_or_else(|| {
                     KeysError::Corrupt(format!("session key {}: secret is not 32 bytes", k.kid))
                 })?;
+            let fingerprint: [u8; 32] = Sha256::digest(&secret).into();
+            let arrived = match known {
+                None => None,
+                Some(ring) => match ring.key(k.kid) {
+                    Some(old) if old.fingerprint == fingerprint => old.arrived,
+                    _ => Some(Instant::now()),
+                },
+            };
             Ok(Key {
                 kid: k.kid,
+                fingerprint,
                 mac: keyed(&secret),
                 seals_from: Timestamp::from_millis(k.seals_from),
+                arrived,
             })
         })
         .collect::<Result<Vec<_>, KeysError>>()?;
     if keys.is_empty() {
         return Err(KeysError::Corrupt("no session token key".into()));
     }
-    Ok(Ring { version, keys })
+    let mut kids: Vec<u8> = keys.iter().map(|k| k.kid).collect();
+    kids.sort_unstable();
+    kids.dedup();
+    if kids.len() != keys.len() {
+        return Err(KeysError::Corrupt(
+            "two session token keys have the same id".into(),
+        ));
+    }
+    Ok(Ring {
+        digest: Sha256::digest(bytes).into(),
+        keys,
+    })
 }
 
 fn new_key(kid: u8, now: Timestamp, seals_from: Timestamp) -> StoredKey {
@@ -163,7 +210,7 @@ fn new_key(kid: u8, now: Timestamp, seals_from: Timestamp) -> StoredKey {
 }
 
 fn encode(stored: &StoredKeys) -> Result<Vec<u8>, KeysError> {
-    serde_json::to_vec(stored).map_err(|e| KeysError::Corrupt(e.to_string()))
+    serde_json::to_vec(stored).map_err(|e| unreadable(&e))
 }
 
 /// The keys that seal and verify session tokens. Cheap to share behind an
@@ -190,11 +237,13 @@ impl SessionKeys {
         let mut secret = [0u8; 32];
         OsRng.fill_bytes(&mut secret);
         let ring = Ring {
-            version: 0,
+            digest: [0; 32],
             keys: vec![Key {
                 kid: 0,
+                fingerprint: Sha256::digest(secret).into(),
                 mac: keyed(&secret),
                 seals_from: Timestamp::from_millis(i64::MIN),
+                arrived: None,
             }],
         };
         Self {
@@ -262,9 +311,12 @@ impl SessionKeys {
     /// Re-reads the keys from the store when they are older than 30
     /// seconds. One caller re-reads at a time; callers that come while it
     /// does wait for it, so none goes on with keys older than that. A
-    /// failed re-read keeps the keys, and is tried again 30 seconds later.
-    /// Costs one store read per node per 30 seconds, whatever the traffic:
-    /// nothing a client sends can make it read more often.
+    /// failed re-read keeps the keys, and is tried again a second later.
+    /// Costs one store read per node per 30 seconds (one a second while the
+    /// record cannot be read), whatever the traffic: nothing a client sends
+    /// can make it read more often. The record's bytes decide whether the
+    /// keys changed, not its version, so a record deleted and made again
+    /// is picked up too.
     pub async fn refresh(&self) {
         let Some(state) = &self.state else {
             return;
@@ -278,22 +330,27 @@ impl SessionKeys {
             return;
         }
         let current = self.ring();
-        let fresh = match state.get_state(KEYS_STATE).await {
-            Ok(Some(v)) if v.version == current.version => None,
-            Ok(Some(v)) => match parse(&v.value, v.version) {
-                Ok(ring) => Some(Arc::new(ring)),
+        let (fresh, ok) = match state.get_state(KEYS_STATE).await {
+            Ok(Some(v)) if <[u8; 32]>::from(Sha256::digest(&v.value)) == current.digest => {
+                (None, true)
+            }
+            Ok(Some(v)) => match parse(&v.value, Some(&current)) {
+                Ok(ring) => {
+                    tracing::info!(target: "signoff::session_keys", keys = ring.keys.len(), "loaded changed session token keys");
+                    (Some(Arc::new(ring)), true)
+                }
                 Err(e) => {
                     tracing::error!(target: "signoff::session_keys", error = %e, "could not read the session token keys; keeping the ones loaded");
-                    None
+                    (None, false)
                 }
             },
             Ok(None) => {
                 tracing::error!(target: "signoff::session_keys", "the session token keys are gone from the store; keeping the ones loaded");
-                None
+                (None, false)
             }
             Err(e) => {
                 tracing::warn!(target: "signoff::session_keys", error = %e, "could not re-read the session token keys");
-                None
+                (None, false)
             }
         };
         let mut guard = self
@@ -303,21 +360,28 @@ impl SessionKeys {
         if let Some(ring) = fresh {
             guard.0 = ring;
         }
-        guard.1 = Instant::now();
+        guard.1 = if ok {
+            Instant::now()
+        } else {
+            // Try again in a second, not in 30.
+            Instant::now()
+                .checked_sub(RELOAD_EVERY - RETRY_AFTER)
+                .unwrap_or_else(Instant::now)
+        };
     }
 }
 
 async fn load_or_create(state: &dyn StateStore, now: Timestamp) -> Result<Ring, KeysError> {
     for _ in 0..5 {
         if let Some(v) = state.get_state(KEYS_STATE).await? {
-            return parse(&v.value, v.version);
+            return parse(&v.value, None);
         }
         let fresh = StoredKeys {
             keys: vec![new_key(0, now, now)],
         };
         if state.put_state(KEYS_STATE, &encode(&fresh)?, None).await? {
             tracing::info!(target: "signoff::session_keys", "created the session token key");
-            return parse(&encode(&fresh)?, 1);
+            return parse(&encode(&fresh)?, None);
         }
         // Another node created them first: read theirs.
     }
@@ -326,26 +390,43 @@ async fn load_or_create(state: &dyn StateStore, now: Timestamp) -> Result<Ring, 
 
 /// Adds a new session token key to the store. It verifies on every node
 /// within 30 seconds and seals new tokens from [`SIGNING_DELAY`] after
-/// `now`. The key that seals now keeps verifying; any older key is
-/// dropped, which ends the sessions whose tokens it sealed.
+/// `now`. The newest key that has sealed for [`SIGNING_DELAY`] already
+/// keeps verifying, with every key after it; older keys are dropped,
+/// which ends the sessions whose tokens they sealed.
 ///
 /// # Errors
-/// A store error, an unreadable record, or [`KeysError::Contended`].
+/// [`KeysError::Staged`] while the key added before is still staged, a
+/// store error, an unreadable record, or [`KeysError::Contended`].
 pub async fn rotate(state: &dyn StateStore, now: Timestamp) -> Result<SessionKeyInfo, KeysError> {
     load_or_create(state, now).await?;
     for _ in 0..5 {
         let Some(current) = state.get_state(KEYS_STATE).await? else {
             continue;
         };
-        let mut stored: StoredKeys = serde_json::from_slice(&current.value)
-            .map_err(|e| KeysError::Corrupt(e.to_string()))?;
-        // Keep the key that seals now (and any staged after it).
-        let sealing = stored
+        let mut stored: StoredKeys =
+            serde_json::from_slice(&current.value).map_err(|e| unreadable(&e))?;
+        // One staged key at a time: a second would seal before the first
+        // has, and rotations in a loop would reuse key ids.
+        if let Some(staged) = stored
+            .keys
+            .last()
+            .filter(|k| k.seals_from > now.as_millis())
+        {
+            return Err(KeysError::Staged {
+                seconds: u64::try_from((staged.seals_from - now.as_millis() + 999) / 1000)
+                    .unwrap_or(0),
+            });
+        }
+        // Keep the newest key that has sealed for SIGNING_DELAY already,
+        // and every key after it: a node that saw its successor late may
+        // still be sealing with a key until then.
+        let settled = now.minus(SIGNING_DELAY).as_millis();
+        let keep_from = stored
             .keys
             .iter()
-            .rposition(|k| k.seals_from <= now.as_millis())
+            .rposition(|k| k.seals_from <= settled)
             .unwrap_or(0);
-        stored.keys.drain(..sealing);
+        stored.keys.drain(..keep_from);
         let kid = stored.keys.last().map_or(0, |k| k.kid.wrapping_add(1));
         let seals_from = now.plus(SIGNING_DELAY);
         stored.keys.push(new_key(kid, now, seals_from));
@@ -372,8 +453,7 @@ pub async fn list(state: &dyn StateStore) -> Result<Vec<SessionKeyInfo>, KeysErr
     let Some(v) = state.get_state(KEYS_STATE).await? else {
         return Ok(Vec::new());
     };
-    let stored: StoredKeys =
-        serde_json::from_slice(&v.value).map_err(|e| KeysError::Corrupt(e.to_string()))?;
+    let stored: StoredKeys = serde_json::from_slice(&v.value).map_err(|e| unreadable(&e))?;
     Ok(stored
         .keys
         .iter()
@@ -383,4 +463,91 @@ pub async fn list(state: &dyn StateStore) -> Result<Vec<SessionKeyInfo>, KeysErr
             seals_from: Timestamp::from_millis(k.seals_from),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{StoreError, Versioned};
+
+    /// A state store whose record the test sets directly, version and all
+    /// (a real store cannot be made to reuse a version without deleting
+    /// the record by hand, which is what this stands for).
+    #[derive(Default)]
+    struct SetByHand(std::sync::Mutex<Option<Versioned>>);
+
+    #[async_trait::async_trait]
+    impl StateStore for SetByHand {
+        async fn get_state(&self, _: &str) -> Result<Option<Versioned>, StoreError> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+        async fn put_state(
+            &self,
+            _: &str,
+            value: &[u8],
+            expected: Option<u64>,
+        ) -> Result<bool, StoreError> {
+            let mut record = self.0.lock().unwrap();
+            if record.as_ref().map(|v| v.version) != expected {
+                return Ok(false);
+            }
+            *record = Some(Versioned {
+                value: value.to_vec(),
+                version: expected.map_or(1, |v| v + 1),
+            });
+            Ok(true)
+        }
+    }
+
+    /// The record deleted and made again has the same version and key id,
+    /// but other keys: a running node must load them, not keep its own.
+    #[tokio::test(start_paused = true)]
+    async fn a_record_made_again_at_the_same_version_is_loaded() {
+        let state = Arc::new(SetByHand::default());
+        let now = Timestamp::from_millis(1_000_000);
+        let keys = SessionKeys::open(state.clone(), now).await.unwrap();
+        let old = keys.issue(now);
+        *state.0.lock().unwrap() = None;
+        let other = SessionKeys::open(state.clone(), now).await.unwrap();
+        assert_eq!(state.0.lock().unwrap().as_ref().unwrap().version, 1);
+        let new = other.issue(now);
+        assert!(!keys.verify(&new));
+        tokio::time::advance(RELOAD_EVERY).await;
+        keys.refresh().await;
+        assert!(keys.verify(&new), "the running node took the new record");
+        assert!(!keys.verify(&old), "and dropped the keys that are gone");
+    }
+
+    /// A failed re-read is tried again a second later, not 30.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_reread_is_retried_within_a_second() {
+        let state = Arc::new(SetByHand::default());
+        let now = Timestamp::from_millis(1_000_000);
+        let keys = SessionKeys::open(state.clone(), now).await.unwrap();
+        let saved = state.0.lock().unwrap().take();
+        tokio::time::advance(RELOAD_EVERY).await;
+        keys.refresh().await; // finds nothing: keeps its keys
+        let other = SessionKeys::open(state.clone(), now).await.unwrap();
+        let new = other.issue(now);
+        tokio::time::advance(RETRY_AFTER).await;
+        keys.refresh().await;
+        assert!(keys.verify(&new), "re-read a second after the failure");
+        drop(saved);
+    }
+
+    #[test]
+    fn duplicate_key_ids_and_bad_json_are_refused_without_quoting_the_record() {
+        let twice = StoredKeys {
+            keys: vec![new_key(3, Timestamp::from_millis(0), Timestamp::from_millis(0)); 2],
+        };
+        assert!(matches!(
+            parse(&encode(&twice).unwrap(), None),
+            Err(KeysError::Corrupt(m)) if m.contains("same id")
+        ));
+        let leaky = br#"{"keys":[{"kid":"c2VjcmV0LXNlY3JldC1zZWNyZXQ","secret":1}]}"#;
+        let Err(KeysError::Corrupt(message)) = parse(leaky, None) else {
+            panic!("bad JSON was accepted");
+        };
+        assert!(!message.contains("c2VjcmV0"), "{message}");
+    }
 }

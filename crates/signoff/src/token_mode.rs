@@ -276,6 +276,13 @@ pub enum KeysError {
     /// Others kept changing the keys at the same time.
     #[error("the keys kept changing; try again")]
     Contended,
+    /// A session token key added earlier is still staged (it seals
+    /// nothing yet); another rotation must wait for it.
+    #[error("the key added before still waits to seal; rotate again in {seconds} s")]
+    Staged {
+        /// Seconds until the staged key seals.
+        seconds: u64,
+    },
 }
 
 impl From<SessionError> for GrantError {
@@ -437,7 +444,14 @@ fn load_key(stored: &StoredKey) -> Result<SigningKey, KeysError> {
 }
 
 fn parse_keys(bytes: &[u8]) -> Result<StoredKeys, KeysError> {
-    serde_json::from_slice(bytes).map_err(|e| KeysError::Corrupt(e.to_string()))
+    // Not the error's text, which could quote a private key.
+    serde_json::from_slice(bytes).map_err(|e| {
+        KeysError::Corrupt(format!(
+            "not the expected JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
 fn build_keyset(stored: &StoredKeys, version: u64) -> Result<KeySet, KeysError> {

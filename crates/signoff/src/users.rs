@@ -433,7 +433,18 @@ impl Accounts {
                         match replaced {
                             // What `still_signs_in` compares against.
                             Ok(true) => user.password_hash = phc,
-                            Ok(false) => {}
+                            // Another sign-in rehashed first, or the
+                            // password changed: keep the stored hash if it
+                            // is this password's (rare: a second hash).
+                            Ok(false) => {
+                                if let Ok(Some(now)) = self.users.user_by_id(&user.id).await {
+                                    let same =
+                                        self.passwords.verify(&now.password_hash, password).await;
+                                    if matches!(same, Ok(Verification::Match { .. })) {
+                                        user.password_hash = now.password_hash;
+                                    }
+                                }
+                            }
                             Err(e) => {
                                 tracing::warn!(user = %user.id, error = %e, "could not store a rehashed password");
                             }

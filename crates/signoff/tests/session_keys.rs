@@ -289,6 +289,12 @@ async fn rotation_is_staged_and_retires_the_oldest_key() {
     assert_eq!(kid(&during), 0, "the new key seals nothing before its time");
     assert!(node_a.validate(during.expose()).await.is_ok());
 
+    // One staged key at a time.
+    assert!(matches!(
+        session_keys::rotate(store.as_ref(), clock.now()).await,
+        Err(signoff::token_mode::KeysError::Staged { seconds: 90 })
+    ));
+
     // After the delay, the new key seals; every node has it by then.
     clock.advance(SIGNING_DELAY);
     let after = node_b
@@ -302,12 +308,21 @@ async fn rotation_is_staged_and_retires_the_oldest_key() {
         "the old key still verifies"
     );
 
-    // A second rotation drops key 0: its tokens are refused from then on.
+    // A second rotation right away keeps key 0: a node that saw key 1
+    // late may still seal with key 0 for a while.
     session_keys::rotate(store.as_ref(), clock.now())
         .await
         .unwrap();
     let listed = session_keys::list(store.as_ref()).await.unwrap();
-    assert_eq!(listed.iter().map(|k| k.kid).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(listed.iter().map(|k| k.kid).collect::<Vec<_>>(), [0, 1, 2]);
+    // Once key 1 has sealed for the delay, the next rotation drops key 0:
+    // its tokens are refused from then on.
+    clock.advance(SIGNING_DELAY);
+    session_keys::rotate(store.as_ref(), clock.now())
+        .await
+        .unwrap();
+    let listed = session_keys::list(store.as_ref()).await.unwrap();
+    assert_eq!(listed.iter().map(|k| k.kid).collect::<Vec<_>>(), [1, 2, 3]);
     let node_c = engine(open(store.clone()).await);
     assert!(matches!(
         node_c.validate(first.expose()).await,
@@ -337,4 +352,50 @@ async fn keys_are_reread_at_most_every_thirty_seconds() {
         keys.refresh().await;
     }
     assert_eq!(counted.calls(), reads + 1, "one re-read after 30 seconds");
+}
+
+/// A node that runs through a rotation loads the new key on its next
+/// re-read (and verifies tokens other nodes seal with it), and seals with
+/// it only once it has had it for the signing delay, whatever its clock
+/// says.
+#[tokio::test(start_paused = true)]
+async fn a_running_node_picks_up_a_rotation_and_seals_with_it_late() {
+    let store = Arc::new(signoff::MemoryStore::new());
+    let clock = ManualClock::starting_now();
+    let engine = |keys: SessionKeys| {
+        Sessions::with_clock(store.clone(), Policy::default(), Arc::new(clock.clone()))
+            .with_keys(Arc::new(keys))
+    };
+    let running = engine(SessionKeys::open(store.clone(), clock.now()).await.unwrap());
+    let kid = |t: &SessionToken| URL_SAFE_NO_PAD.decode(t.expose()).unwrap()[32];
+    let login = |s: &Sessions| {
+        let s = s.clone();
+        async move {
+            s.login(None, NewSession::for_user(UserId::new("alice")))
+                .await
+                .unwrap()
+                .token
+        }
+    };
+
+    session_keys::rotate(store.as_ref(), clock.now())
+        .await
+        .unwrap();
+    // A node started after the rotation, its wall clock past the stage.
+    let started = engine(SessionKeys::open(store.clone(), clock.now()).await.unwrap());
+    clock.advance(SIGNING_DELAY);
+    let sealed_by_new = login(&started).await;
+    assert_eq!(kid(&sealed_by_new), 1);
+
+    // Within 30 s of its last read the running node does not know key 1…
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert!(running.validate(sealed_by_new.expose()).await.is_err());
+    // …after that, its next check re-reads the keys and accepts it.
+    tokio::time::advance(Duration::from_secs(21)).await;
+    assert!(running.validate(sealed_by_new.expose()).await.is_ok());
+    // Its wall clock says key 1 may seal, but it has had key 1 for less
+    // than the signing delay: it still seals with key 0.
+    assert_eq!(kid(&login(&running).await), 0);
+    tokio::time::advance(SIGNING_DELAY).await;
+    assert_eq!(kid(&login(&running).await), 1);
 }

@@ -366,6 +366,10 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
         // Not cached: read once per logout with a rotated-away token.
         self.inner.successor(old).await
     }
+
+    fn engine_state(&self) -> Option<Arc<dyn crate::store::StateStore>> {
+        self.inner.engine_state()
+    }
 }
 
 impl<S: SessionStore> crate::revocation::CacheControl for CachedStore<S> {

@@ -196,7 +196,7 @@ pub async fn unknown_token_is_refused(store: Arc<dyn SessionStore>) {
     let (sessions, _) = engine(&store, policy());
     login(&sessions, alice()).await;
     // Sealed by the engine's own keys, so it is the store that answers.
-    let stranger = sessions.keys().issue(sessions.now());
+    let stranger = sessions.keys().await.expect("keys").issue(sessions.now());
     assert_gone(sessions.validate(stranger.expose()).await, "unknown token");
 }
 
@@ -931,7 +931,7 @@ pub async fn stricter_policy_applies_to_existing_sessions(store: Arc<dyn Session
         .expect("policy");
     // A restart with a stricter policy: same store, same token keys.
     let strict = Sessions::with_clock(Arc::clone(&store), strict, Arc::new(clock.clone()))
-        .with_keys(Arc::clone(lenient.keys()));
+        .with_keys(Arc::clone(lenient.keys().await.expect("keys")));
     clock.advance(Duration::from_secs(61));
     assert_gone(
         strict.validate(token.expose()).await,

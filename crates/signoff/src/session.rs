@@ -26,6 +26,7 @@ use crate::session_keys::SessionKeys;
 use crate::session_token::{SessionHandle, SessionId, SessionToken, TokenError};
 use crate::session_watch::{EndReason, SessionWatch};
 use crate::store::{SessionStore, StoreError, WriteOutcome};
+use crate::token_mode::KeysError;
 
 /// Longest user agent kept with a session; longer ones are cut.
 pub const MAX_USER_AGENT_BYTES: usize = 512;
@@ -277,7 +278,8 @@ pub struct Sessions {
     clock: Arc<dyn Clock>,
     audit: Option<AuditLog>,
     watch: Option<SessionWatch>,
-    keys: Arc<SessionKeys>,
+    /// Set by [`Sessions::with_keys`], or opened from the store on first use.
+    keys: Arc<tokio::sync::OnceCell<Arc<SessionKeys>>>,
 }
 
 impl fmt::Debug for Sessions {
@@ -291,11 +293,11 @@ impl fmt::Debug for Sessions {
 impl Sessions {
     /// An engine on the system clock.
     ///
-    /// It seals tokens with a key drawn in memory
-    /// ([`SessionKeys::ephemeral`]): its tokens are refused by any other
-    /// engine, and after a restart. For sessions that outlive the process
-    /// or span nodes, or for two engines over one store, give every engine
-    /// the same keys from [`SessionKeys::open`] with [`Sessions::with_keys`].
+    /// It seals tokens with the keys the store keeps
+    /// ([`SessionStore::engine_state`], [`SessionKeys::open`]), opened on
+    /// first use, so its sessions survive a restart and every engine over
+    /// the same store accepts them. Over a store that keeps no state, it
+    /// draws a key in memory. [`Sessions::with_keys`] sets them instead.
     pub fn new(store: Arc<dyn SessionStore>, policy: Policy) -> Self {
         Self::with_clock(store, policy, Arc::new(SystemClock))
     }
@@ -308,23 +310,37 @@ impl Sessions {
             clock,
             audit: None,
             watch: None,
-            keys: Arc::new(SessionKeys::ephemeral()),
+            keys: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
 
-    /// Seals and checks tokens with `keys` instead of the ephemeral key a
-    /// new engine draws. Use the keys of [`SessionKeys::open`] on the
-    /// store, so that tokens stay valid across restarts and on every node
-    /// that shares the store; engines on the same store in one process
-    /// should share one `Arc`.
+    /// Seals and checks tokens with `keys` instead of the ones the store
+    /// keeps: engines in one process over the same store can share one
+    /// `Arc` (one re-read every 30 s between them), and a test can use
+    /// [`SessionKeys::ephemeral`].
     pub fn with_keys(mut self, keys: Arc<SessionKeys>) -> Self {
-        self.keys = keys;
+        self.keys = Arc::new(tokio::sync::OnceCell::new_with(Some(keys)));
         self
     }
 
-    /// The keys that seal this engine's tokens.
-    pub fn keys(&self) -> &Arc<SessionKeys> {
-        &self.keys
+    /// The keys that seal this engine's tokens, opened from the store on
+    /// first use (a store read, once per engine).
+    ///
+    /// # Errors
+    /// A store error, or keys the store holds but cannot be read.
+    pub async fn keys(&self) -> Result<&Arc<SessionKeys>, SessionError> {
+        self.keys
+            .get_or_try_init(|| async {
+                let Some(state) = self.store.engine_state() else {
+                    return Ok(Arc::new(SessionKeys::ephemeral()));
+                };
+                match SessionKeys::open(state, self.clock.now()).await {
+                    Ok(keys) => Ok(Arc::new(keys)),
+                    Err(KeysError::Store(e)) => Err(SessionError::Store(e)),
+                    Err(e) => Err(SessionError::Store(StoreError::Backend(Box::new(e)))),
+                }
+            })
+            .await
     }
 
     /// Parses a token a client presented and checks its seal, in memory:
@@ -335,8 +351,9 @@ impl Sessions {
     /// [`SessionError::Token`]: malformed, or [`TokenError::BadSeal`].
     pub async fn check_token(&self, text: &str) -> Result<SessionToken, SessionError> {
         let token = SessionToken::parse(text)?;
-        self.keys.refresh().await;
-        if self.keys.verify(&token) {
+        let keys = self.keys().await?;
+        keys.refresh().await;
+        if keys.verify(&token) {
             Ok(token)
         } else {
             Err(SessionError::Token(TokenError::BadSeal))
@@ -453,10 +470,11 @@ impl Sessions {
         };
         // A collision of 256-bit tokens or 72-bit handles is not expected;
         // if one happens, insert refuses it and we draw again.
-        self.keys.refresh().await;
+        let keys = self.keys().await?;
+        keys.refresh().await;
         let mut attempts = 0;
         loop {
-            let token = self.keys.issue(now);
+            let token = keys.issue(now);
             session.id = token.id();
             match self.store.insert(&session).await {
                 Ok(()) => return Ok(Issued { token, session }),
@@ -490,8 +508,9 @@ impl Sessions {
     /// # Errors
     /// As [`Sessions::validate`].
     pub async fn validate_token(&self, token: &SessionToken) -> Result<Session, SessionError> {
-        self.keys.refresh().await;
-        if !self.keys.verify(token) {
+        let keys = self.keys().await?;
+        keys.refresh().await;
+        if !keys.verify(token) {
             return Err(SessionError::Token(TokenError::BadSeal));
         }
         self.validate_id(&token.id()).await
@@ -690,7 +709,7 @@ impl Sessions {
         let mut session = self.validate_id(&old.id()).await?;
         let now = self.clock.now();
         let auth_at = reauthenticated.then_some(now);
-        let new = self.keys.issue(now);
+        let new = self.keys().await?.issue(now);
         if !self.store.rotate(&old.id(), &new.id(), auth_at).await? {
             // Another rotation or a logout got there first.
             return Err(SessionError::NotFound);

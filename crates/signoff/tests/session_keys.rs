@@ -240,8 +240,12 @@ async fn engines_sharing_the_store_share_the_keys_and_others_are_refused() {
         SessionKeys::open(store.clone(), now).await.unwrap(),
     ));
     assert!(restarted.validate(issued.token.expose()).await.is_ok());
+    // A plain engine over the same store opens the store's keys itself.
+    let plain = Sessions::new(store.clone(), Policy::default());
+    assert!(plain.validate(issued.token.expose()).await.is_ok());
     // An engine with keys of its own refuses the token, as made up.
-    let stranger = Sessions::new(store.clone(), Policy::default());
+    let stranger = Sessions::new(store.clone(), Policy::default())
+        .with_keys(Arc::new(SessionKeys::ephemeral()));
     assert!(matches!(
         stranger.validate(issued.token.expose()).await,
         Err(SessionError::Token(TokenError::BadSeal))

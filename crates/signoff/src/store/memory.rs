@@ -22,9 +22,11 @@ use crate::users::{User, UserStore};
 ///
 /// let sessions = Sessions::new(Arc::new(MemoryStore::new()), Policy::default());
 /// ```
-#[derive(Debug, Default)]
+///
+/// Clones share the same records.
+#[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
-    inner: Mutex<Inner>,
+    inner: std::sync::Arc<Mutex<Inner>>,
 }
 
 #[derive(Debug, Default)]
@@ -265,6 +267,10 @@ impl SessionStore for MemoryStore {
 
     async fn successor(&self, old: &SessionId) -> Result<Option<SessionHandle>, StoreError> {
         Ok(self.lock().rotated.get(old).map(|(handle, _)| *handle))
+    }
+
+    fn engine_state(&self) -> Option<std::sync::Arc<dyn crate::store::StateStore>> {
+        Some(std::sync::Arc::new(self.clone()))
     }
 }
 

@@ -197,6 +197,15 @@ pub trait SessionStore: Send + Sync + 'static {
     /// once the session's `expires_at` has passed and the pointer was
     /// purged. Only for ending the session: a handle is no credential.
     async fn successor(&self, old: &SessionId) -> Result<Option<SessionHandle>, StoreError>;
+
+    /// Where this store keeps the engine's own records, if it keeps them
+    /// ([`StateStore`]): an engine over it keeps the keys that seal session
+    /// tokens there ([`crate::SessionKeys::open`]), so its sessions survive
+    /// a restart and every engine over the same store accepts them.
+    /// `None` (the default): each engine draws a key in memory.
+    fn engine_state(&self) -> Option<std::sync::Arc<dyn StateStore>> {
+        None
+    }
 }
 
 /// A small named record of the engine's own state, with its version.
@@ -302,5 +311,8 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
     async fn successor(&self, old: &SessionId) -> Result<Option<SessionHandle>, StoreError> {
         (**self).successor(old).await
+    }
+    fn engine_state(&self) -> Option<std::sync::Arc<dyn StateStore>> {
+        (**self).engine_state()
     }
 }

@@ -600,4 +600,8 @@ impl SessionStore for RedisStore {
             .map(Some)
             .map_err(|_| StoreError::Corrupt("rotated token handle"))
     }
+
+    fn engine_state(&self) -> Option<std::sync::Arc<dyn crate::store::StateStore>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
 }

@@ -79,7 +79,7 @@ async fn missing_or_stale<B: SqlBackend>(
 }
 
 #[async_trait]
-impl<B: SqlBackend> SessionStore for B {
+impl<B: SqlBackend + Clone> SessionStore for B {
     async fn insert(&self, s: &Session) -> Result<(), StoreError> {
         let st = Statement::new(INSERT)
             .bytes(s.id.as_bytes().as_slice())
@@ -200,5 +200,9 @@ impl<B: SqlBackend> SessionStore for B {
     async fn successor(&self, old: &SessionId) -> Result<Option<SessionHandle>, StoreError> {
         let st = Statement::new(SUCCESSOR).bytes(old.as_bytes().as_slice());
         self.sql().one(st, rows::rotated_handle).await
+    }
+
+    fn engine_state(&self) -> Option<std::sync::Arc<dyn crate::store::StateStore>> {
+        Some(std::sync::Arc::new(self.clone()))
     }
 }

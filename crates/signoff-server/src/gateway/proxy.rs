@@ -101,18 +101,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// The `Cookie` header without signoff's own cookie: the session token is
 /// for signoff only, never for the upstream (which might log it).
 fn cookie_without(headers: &HeaderMap, name: &str) -> Option<HeaderValue> {
-    let pairs = || {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .map(str::trim)
-            .filter(|pair| !pair.is_empty())
-    };
-    let kept = |pair: &&str| pair.split_once('=').map_or(*pair, |(n, _)| n.trim()) != name;
+    let mut kept_pairs = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(n, _)| n.trim()) != name);
     // Most requests carry signoff's cookie alone: nothing to build.
-    let mut kept_pairs = pairs().filter(kept);
     let first = kept_pairs.next()?;
     let mut joined = String::with_capacity(first.len() + 64);
     joined.push_str(first);
@@ -524,6 +521,20 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_static("signoff=SECRET"));
         assert!(cookie_without(&h, "signoff").is_none());
+    }
+
+    #[test]
+    fn addresses_become_header_values_as_written() {
+        for ip in [
+            "127.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(address_value(ip).unwrap(), ip.to_string().as_str());
+        }
     }
 
     #[test]

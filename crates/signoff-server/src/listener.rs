@@ -629,13 +629,13 @@ async fn serve_http<I>(
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper starts this timer whenever it waits for a request, so it bounds
-    // keep-alive idleness plus the next request's headers; the first
-    // request has the client timeout below, which must not be cut short.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.keepalive_timeout.max(limits.client_timeout));
+    // No header-read timer of hyper's: it would cost a timer (an allocation
+    // and a timer-wheel entry) per request. The loop below bounds the same
+    // thing: while no request is in progress, a connection has until
+    // `idle_deadline` (the client timeout before its first request, the
+    // keep-alive timeout after one), and headers that trickle in keep it
+    // idle (docs/security.md, "client input is hostile").
+    builder.http1().header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())

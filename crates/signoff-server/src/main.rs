@@ -7,6 +7,7 @@ mod config;
 mod display;
 mod gateway;
 mod listener;
+mod log_output;
 mod metrics;
 
 use std::io::IsTerminal;
@@ -25,12 +26,15 @@ fn main() -> ExitCode {
         | cli::Command::AdminToken
         | cli::Command::Keys(_) => "warn",
     };
+    // The access log is buffered (log_output.rs); `log_flush` writes out
+    // what is left when main returns.
+    let (log, log_flush) = log_output::start();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SIGNOFF_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -43,7 +47,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    let result = runtime.block_on(cli::run(cli));
+    // Log lines before the error message below.
+    log_flush.flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("signoff: {e:#}");

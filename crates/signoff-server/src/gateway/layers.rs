@@ -1,26 +1,19 @@
 //! The middleware [`Gateway::router`](super::Gateway::router) puts around
-//! the routes: the access log, the headers of signoff's own answers, HSTS.
+//! the routes: the access log and HSTS, the headers of signoff's own answers.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::header::{self, HeaderValue};
-use axum::middleware::Next;
+use axum::http::{Method, Uri};
 use axum::response::Response;
+use tower::{Layer, Service};
 
 use super::pages::StaticAsset;
 use super::proxy::no_store;
-
-/// Every answer on an HTTPS site: `Strict-Transport-Security`, when on
-/// (it replaces the upstream's own).
-pub(super) fn with_hsts(mut response: Response, hsts: Option<HeaderValue>) -> Response {
-    if let Some(value) = hsts {
-        response
-            .headers_mut()
-            .insert(header::STRICT_TRANSPORT_SECURITY, value);
-    }
-    response
-}
 
 /// Every response of signoff's own routes: no-store (but a
 /// [`StaticAsset`]), and nosniff.
@@ -35,26 +28,119 @@ pub(super) async fn own_response(mut response: Response) -> Response {
     response
 }
 
-/// One line per request: method, path (never the query, which may hold
-/// secrets), status, latency; at `info`, except granted forward-auth
-/// checks ([`QuietLog`]), which are `debug`.
-pub(super) async fn access_log(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let response = next.run(req).await;
-    let path = path.chars().take(200).collect::<String>();
-    let status = response.status().as_u16();
-    let latency_us = start.elapsed().as_micros() as u64;
-    if response.extensions().get::<QuietLog>().is_some() {
-        tracing::debug!(target: "signoff::access", %method, %path, status, latency_us);
-    } else {
-        tracing::info!(target: "signoff::access", %method, %path, status, latency_us);
+/// The outermost layer, on every answer: `Strict-Transport-Security`
+/// when on (it replaces the upstream's own), then the access log line:
+/// method, path (never the query, which may hold secrets), status,
+/// latency; at `info`, except granted forward-auth checks ([`QuietLog`]),
+/// which are `debug`. A plain tower service, so that a request costs no
+/// boxed future of its own here.
+#[derive(Clone)]
+pub(super) struct Outermost {
+    pub(super) hsts: Option<HeaderValue>,
+}
+
+impl<S> Layer<S> for Outermost {
+    type Service = OutermostService<S>;
+
+    fn layer(&self, inner: S) -> OutermostService<S> {
+        OutermostService {
+            inner,
+            hsts: self.hsts.clone(),
+        }
     }
-    response
+}
+
+#[derive(Clone)]
+pub(super) struct OutermostService<S> {
+    inner: S,
+    hsts: Option<HeaderValue>,
+}
+
+impl<S> Service<Request> for OutermostService<S>
+where
+    S: Service<Request, Response = Response>,
+    S::Future: Unpin,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Logged<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Logged<S::Future> {
+        Logged {
+            start: Instant::now(),
+            method: req.method().clone(),
+            // A clone of the URI shares its bytes: no copy of the path.
+            uri: req.uri().clone(),
+            hsts: self.hsts.clone(),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+/// The answer on its way out of [`OutermostService`].
+pub(super) struct Logged<F> {
+    inner: F,
+    start: Instant,
+    method: Method,
+    uri: Uri,
+    hsts: Option<HeaderValue>,
+}
+
+impl<F, E> Future for Logged<F>
+where
+    F: Future<Output = Result<Response, E>> + Unpin,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut response = match Pin::new(&mut self.inner).poll(cx) {
+            Poll::Ready(Ok(response)) => response,
+            other => return other,
+        };
+        if let Some(value) = self.hsts.take() {
+            response
+                .headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, value);
+        }
+        let path = first_chars(self.uri.path(), 200);
+        let method = &self.method;
+        let status = response.status().as_u16();
+        let latency_us = self.start.elapsed().as_micros() as u64;
+        if response.extensions().get::<QuietLog>().is_some() {
+            tracing::debug!(target: "signoff::access", %method, %path, status, latency_us);
+        } else {
+            tracing::info!(target: "signoff::access", %method, %path, status, latency_us);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// The first `n` characters of `text`.
+fn first_chars(text: &str, n: usize) -> &str {
+    text.char_indices()
+        .nth(n)
+        .map_or(text, |(end, _)| &text[..end])
 }
 
 /// Marks a response whose access-log line is only worth `debug`: granted
 /// forward-auth checks, which the proxy in front logs as the request itself.
 #[derive(Clone, Copy)]
 pub(super) struct QuietLog;
+
+#[cfg(test)]
+mod tests {
+    use super::first_chars;
+
+    #[test]
+    fn paths_are_cut_at_200_characters() {
+        assert_eq!(first_chars("/a/b", 200), "/a/b");
+        let long = "é".repeat(300);
+        assert_eq!(first_chars(&long, 200), "é".repeat(200));
+        assert_eq!(first_chars(&"x".repeat(200), 200).len(), 200);
+        assert_eq!(first_chars(&"x".repeat(201), 200).len(), 200);
+    }
+}

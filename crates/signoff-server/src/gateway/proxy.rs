@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::uri::PathAndQuery;
 use axum::http::{Method, Request, Response, StatusCode, Uri, Version};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -100,20 +101,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// The `Cookie` header without signoff's own cookie: the session token is
 /// for signoff only, never for the upstream (which might log it).
 fn cookie_without(headers: &HeaderMap, name: &str) -> Option<HeaderValue> {
-    let kept: Vec<&str> = headers
+    let mut kept_pairs = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(n, _)| n.trim()) != name)
-        .collect();
-    if kept.is_empty() {
-        None
-    } else {
-        HeaderValue::from_str(&kept.join("; ")).ok()
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(n, _)| n.trim()) != name);
+    // Most requests carry signoff's cookie alone: nothing to build.
+    let first = kept_pairs.next()?;
+    let mut joined = String::with_capacity(first.len() + 64);
+    joined.push_str(first);
+    for pair in kept_pairs {
+        joined.push_str("; ");
+        joined.push_str(pair);
     }
+    HeaderValue::from_str(&joined).ok()
 }
 
 /// Makes a response unstorable: `no-store`, no validators, `Vary: Cookie`.
@@ -137,6 +141,17 @@ pub fn no_store(headers: &mut HeaderMap) {
 
 fn header_value(text: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(text).ok()
+}
+
+/// An IP address as a header value, formatted without a `String`.
+fn address_value(ip: IpAddr) -> Option<HeaderValue> {
+    use std::io::Write as _;
+    // The longest IPv6 text is 45 bytes.
+    let mut text = [0u8; 64];
+    let mut rest = &mut text[..];
+    write!(rest, "{ip}").ok()?;
+    let len = 64 - rest.len();
+    HeaderValue::from_bytes(&text[..len]).ok()
 }
 
 /// Sends the request upstream and prepares the answer for the client.
@@ -169,11 +184,12 @@ pub(super) async fn forward(
             "There is no such page.",
         );
     };
+    // A clone shares the request's bytes (nothing to copy or parse again).
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let scheme = gw
         .settings
         .upstream
@@ -258,11 +274,11 @@ pub(super) async fn forward(
     }
     // Append the address this request really came from.
     let forwarded_for = if prior_for.is_empty() {
-        peer.to_string()
+        address_value(peer)
     } else {
-        format!("{prior_for}, {peer}")
+        header_value(&format!("{prior_for}, {peer}"))
     };
-    if let Some(v) = header_value(&forwarded_for) {
+    if let Some(v) = forwarded_for {
         headers.insert("x-forwarded-for", v);
     }
     let proto = if gw.settings.secure { "https" } else { "http" };
@@ -505,6 +521,20 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_static("signoff=SECRET"));
         assert!(cookie_without(&h, "signoff").is_none());
+    }
+
+    #[test]
+    fn addresses_become_header_values_as_written() {
+        for ip in [
+            "127.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(address_value(ip).unwrap(), ip.to_string().as_str());
+        }
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::http::uri::Authority;
 use axum::middleware;
-use axum::response::Response;
 use axum::Router;
 use signoff::token_mode::Tokens;
 use signoff::{Accounts, CookiePolicy, SessionWatch, Sessions, SystemClock, WatchOptions};
@@ -147,11 +146,7 @@ impl Gateway {
             .layer(middleware::map_response(layers::own_response));
         let hsts = self.settings.hsts.clone();
         own.merge(proxy::routes(&self))
-            .layer(middleware::map_response(move |response: Response| {
-                let hsts = hsts.clone();
-                async move { layers::with_hsts(response, hsts) }
-            }))
-            .layer(middleware::from_fn(layers::access_log))
+            .layer(layers::Outermost { hsts })
             .with_state(self)
     }
 }

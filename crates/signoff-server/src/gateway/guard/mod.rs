@@ -9,10 +9,12 @@
 //! (answer 200) or replaces it with the login page
 //! (`{prefix}/login?next=…`) on any other answer or a network error.
 //!
-//! [`Guard::inject`] streams the rewrite (`rewrite.rs`): upstream body
-//! chunks are fed into a [`lol_html`] rewriter as they arrive and its output is forwarded as soon as
-//! it is produced; once the script has been placed, the rest of the body is
-//! passed through without parsing. Compressed bodies (gzip, deflate, br,
+//! [`Guard::inject`] streams the rewrite (`rewrite.rs`): a page whose first
+//! chunk plainly starts with its `<head …>` tag gets the script spliced in
+//! right after it (`head_tag.rs`); otherwise upstream body chunks are fed
+//! into a [`lol_html`] rewriter as they arrive and its output is forwarded
+//! as soon as it is produced. Once the script has been placed, the rest of
+//! the body is passed through without parsing. Compressed bodies (gzip, deflate, br,
 //! zstd) are decoded and compressed again for the client
 //! ([`encoding`]); a page in a coding the guard cannot read is handed back
 //! as [`Unreadable`], so the caller can refuse it rather than send a private
@@ -31,6 +33,7 @@
 pub mod csp;
 pub mod document;
 pub mod encoding;
+mod head_tag;
 mod rewrite;
 
 use std::borrow::Cow;
@@ -76,7 +79,7 @@ pub struct Guard {
     /// `'sha256-…'` of `script`.
     csp_source: String,
     /// The universal selector `*`, parsed once.
-    any_element: Option<Selector>,
+    any_element: Option<Arc<Selector>>,
 }
 
 /// What the gateway knows of the request whose answer is rewritten.
@@ -118,7 +121,7 @@ impl Guard {
             .render()
             .unwrap_or_else(|e| unreachable!("rendering to a String cannot fail: {e}"));
         let any_element = match "*".parse::<Selector>() {
-            Ok(selector) => Some(selector),
+            Ok(selector) => Some(Arc::new(selector)),
             Err(error) => {
                 tracing::error!(%error, "pageshow guard disabled: selector did not parse");
                 None
@@ -1004,6 +1007,121 @@ mod tests {
             out.headers()[header::CONTENT_SECURITY_POLICY_REPORT_ONLY],
             format!("script-src {source}").as_str()
         );
+    }
+
+    #[tokio::test]
+    async fn guard_placed_by_the_byte_scan_or_the_parser() {
+        let guard = guard();
+        let t = tag(&guard);
+        for (input, expected) in [
+            // Found by the byte scan.
+            (
+                "<!DOCTYPE html>\n<HTML LANG=EN>\n<HEAD PROFILE=\"x\"><TITLE>x</TITLE>",
+                format!("<!DOCTYPE html>\n<HTML LANG=EN>\n<HEAD PROFILE=\"x\">{t}<TITLE>x</TITLE>"),
+            ),
+            (
+                "<html data-a='<head>' b=\"x>y\"><head class = 'a>b' id=h><meta charset=utf-8>",
+                format!(
+                    "<html data-a='<head>' b=\"x>y\"><head class = 'a>b' id=h>{t}<meta charset=utf-8>"
+                ),
+            ),
+            // `<header>` is not the head: the parser puts the guard before it.
+            (
+                "<html><header>h</header><head></head>",
+                format!("<html>{t}<header>h</header><head></head>"),
+            ),
+            // `<head` in a comment or a script before the real one.
+            (
+                "<!-- <head> --><html><head><title>x</title>",
+                format!("<!-- <head> --><html><head>{t}<title>x</title>"),
+            ),
+            (
+                "<!doctype html><script>var h = '<head>';</script><head>",
+                format!("<!doctype html>{t}<script>var h = '<head>';</script><head>"),
+            ),
+            // Text before the head.
+            ("hi <head>x", format!("hi <head>{t}x")),
+        ] {
+            assert_eq!(inject_text(&guard, input).await, expected, "{input}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_split_across_chunks_is_found_by_the_parser() {
+        let guard = guard();
+        let page = "<!doctype html><html><head data-x=\"1\"><title>x</title>";
+        let expected = page.replacen(
+            "<head data-x=\"1\">",
+            &format!("<head data-x=\"1\">{}", tag(&guard)),
+            1,
+        );
+        // Cut before the head tag ends (the parser's job), right after it
+        // and later (the byte scan's).
+        for cut in [5, 14, 18, 24, 27, 33, 37, 38, 40] {
+            let chunks = vec![
+                Ok::<_, io::Error>(Bytes::copy_from_slice(&page.as_bytes()[..cut])),
+                Ok(Bytes::copy_from_slice(&page.as_bytes()[cut..])),
+            ];
+            let body = Body::from_stream(stream::iter(chunks));
+            assert_eq!(
+                text(guard.inject_plain(html(body), false)).await,
+                expected,
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn csp_is_the_same_whichever_way_the_guard_is_placed() {
+        let guard = guard();
+        let request = PageRequest {
+            status_url: Some("https://app.example/.signoff/status".to_owned()),
+            ..PageRequest::default()
+        };
+        let with_policies = |page: &'static str| {
+            let mut input = html(page);
+            let headers = input.headers_mut();
+            for policy in [
+                "script-src 'nonce-abc' 'strict-dynamic'",
+                "default-src 'none'; connect-src 'self'",
+            ] {
+                headers.append(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(policy),
+                );
+            }
+            headers.append(
+                header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
+                HeaderValue::from_static("script-src 'nonce-abc'"),
+            );
+            input
+        };
+        // The first by the byte scan, the second by the parser.
+        let scanned = guard
+            .inject(with_policies("<html><head><title>x</title>"), &request)
+            .unwrap();
+        let parsed = guard
+            .inject(
+                with_policies("<!-- c --><html><head><title>x</title>"),
+                &request,
+            )
+            .unwrap();
+        assert_eq!(scanned.headers(), parsed.headers());
+        let policy = |r: &Response<Body>| {
+            r.headers()
+                .get_all(header::CONTENT_SECURITY_POLICY)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert!(policy(&scanned)[0].contains(guard.csp_source()));
+        let scanned_body = text(scanned).await;
+        let parsed_body = text(parsed).await;
+        assert_eq!(
+            scanned_body,
+            format!("<html><head>{}<title>x</title>", tag(&guard))
+        );
+        assert_eq!(parsed_body, format!("<!-- c -->{scanned_body}"));
     }
 
     #[test]

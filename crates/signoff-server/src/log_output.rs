@@ -1,0 +1,326 @@
+//! Where log lines go: stderr, with the access log buffered.
+//!
+//! The access log (target `signoff::access`) writes one line per request;
+//! a `write` to stderr for each cost 3–5 µs of a request's time
+//! (docs/benchmarks.md, "The gateway under load"). Its lines are appended
+//! to a buffer instead, which a background thread writes out every
+//! [`FLUSH_EVERY`], so a line reaches stderr within that bound. Every other
+//! line (warnings, errors, start-up and security events, which are rare) is
+//! written at once, together with the buffered lines before it, so the log
+//! keeps its order and nothing waits behind a quiet access log. Nothing is
+//! dropped: a buffer that reaches [`FLUSH_BYTES`] is written out by the
+//! request that filled it (so a stderr that blocks slows requests down, as
+//! it did before, rather than growing memory), and [`LogFlush`] writes out
+//! what is left when the process ends.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tracing::Metadata;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// The longest an access-log line waits in the buffer.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
+
+/// A buffer this full is written out at once.
+const FLUSH_BYTES: usize = 64 * 1024;
+
+/// The log target whose lines are buffered.
+const BUFFERED_TARGET: &str = "signoff::access";
+
+/// Where the lines end up, and the buffer being written there.
+struct Sink {
+    out: Box<dyn Write + Send>,
+    buffer: Vec<u8>,
+}
+
+struct Shared {
+    /// Lines not yet written.
+    pending: Mutex<Vec<u8>>,
+    /// Held while writing, so that buffers reach the sink in the order
+    /// they were taken.
+    sink: Mutex<Sink>,
+    /// Set when the process is ending: every line is written at once.
+    stop: AtomicBool,
+    wake: Condvar,
+    sleeping: Mutex<()>,
+}
+
+impl Shared {
+    /// Writes out every pending line.
+    fn flush(&self) {
+        let mut sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner);
+        let sink = &mut *sink;
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if pending.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut *pending, &mut sink.buffer);
+        }
+        // Like tracing's own stderr writer, a failed write is not reported
+        // (there is nowhere to report it).
+        let _ = sink.out.write_all(&sink.buffer);
+        let _ = sink.out.flush();
+        sink.buffer.clear();
+        if sink.buffer.capacity() > 4 * FLUSH_BYTES {
+            sink.buffer.shrink_to(FLUSH_BYTES);
+        }
+    }
+
+    /// Appends a line; the buffer's length after it.
+    fn append(&self, line: &[u8]) -> usize {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.extend_from_slice(line);
+        pending.len()
+    }
+}
+
+/// The writer given to `tracing_subscriber::fmt`.
+#[derive(Clone)]
+pub struct LogOutput {
+    shared: Arc<Shared>,
+}
+
+/// Writes out the buffered lines and stops the background writer when
+/// dropped: keep it until the process ends.
+pub struct LogFlush {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Starts the background writer, towards stderr.
+pub fn start() -> (LogOutput, LogFlush) {
+    start_towards(Box::new(io::stderr()))
+}
+
+fn shared_towards(out: Box<dyn Write + Send>) -> Arc<Shared> {
+    Arc::new(Shared {
+        pending: Mutex::new(Vec::new()),
+        sink: Mutex::new(Sink {
+            out,
+            buffer: Vec::new(),
+        }),
+        stop: AtomicBool::new(false),
+        wake: Condvar::new(),
+        sleeping: Mutex::new(()),
+    })
+}
+
+fn start_towards(out: Box<dyn Write + Send>) -> (LogOutput, LogFlush) {
+    let shared = shared_towards(out);
+    let background = Arc::clone(&shared);
+    let thread = std::thread::Builder::new()
+        .name("signoff-log".into())
+        .spawn(move || {
+            while !background.stop.load(Ordering::Acquire) {
+                let sleeping = background
+                    .sleeping
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                drop(
+                    background
+                        .wake
+                        .wait_timeout(sleeping, FLUSH_EVERY)
+                        .unwrap_or_else(PoisonError::into_inner),
+                );
+                background.flush();
+            }
+        })
+        .ok();
+    if thread.is_none() {
+        // No background writer: every line is written at once.
+        shared.stop.store(true, Ordering::Release);
+    }
+    let output = LogOutput {
+        shared: Arc::clone(&shared),
+    };
+    (output, LogFlush { shared, thread })
+}
+
+impl LogFlush {
+    /// Writes out the buffered lines now.
+    pub fn flush(&self) {
+        self.shared.flush();
+    }
+}
+
+impl Drop for LogFlush {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.shared.flush();
+    }
+}
+
+/// One log line on its way: tracing's formatter hands over the whole
+/// line in one `write_all`.
+pub struct LineWriter<'a> {
+    shared: &'a Shared,
+    /// Write out at once (with what is buffered before it).
+    now: bool,
+}
+
+impl Write for LineWriter<'_> {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        if self.shared.append(line) >= FLUSH_BYTES {
+            self.now = true;
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter<'_> {
+    fn drop(&mut self) {
+        if self.now {
+            self.shared.flush();
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogOutput {
+    type Writer = LineWriter<'a>;
+
+    fn make_writer(&'a self) -> LineWriter<'a> {
+        LineWriter {
+            shared: &self.shared,
+            now: true,
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> LineWriter<'a> {
+        let buffered =
+            meta.target() == BUFFERED_TARGET && !self.shared.stop.load(Ordering::Acquire);
+        LineWriter {
+            shared: &self.shared,
+            now: !buffered,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tracing_subscriber::fmt;
+
+    use super::*;
+
+    /// A sink the test can read.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Seen {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Seen {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn logging(output: &LogOutput, f: impl FnOnce()) {
+        let subscriber = fmt()
+            .with_writer(output.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+    }
+
+    #[test]
+    fn access_lines_wait_a_little() {
+        let seen = Seen::default();
+        let (output, _flush) = start_towards(Box::new(seen.clone()));
+        // Hold the sink so that the background writer cannot write yet.
+        let held = output.shared.sink.lock().unwrap();
+        logging(&output, || {
+            tracing::info!(target: "signoff::access", path = "/a", "");
+        });
+        assert!(seen.text().is_empty());
+        drop(held);
+        let released = Instant::now();
+        while !seen.text().contains("path=\"/a\"") {
+            assert!(released.elapsed() < FLUSH_EVERY * 20, "never written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn other_lines_go_at_once_and_in_order() {
+        let seen = Seen::default();
+        // No background writer: only what is written at once shows.
+        let output = LogOutput {
+            shared: shared_towards(Box::new(seen.clone())),
+        };
+        logging(&output, || {
+            tracing::info!(target: "signoff::access", path = "/b", "");
+            assert!(seen.text().is_empty(), "the access line waits");
+            tracing::warn!("the warning");
+            tracing::info!(target: "signoff::auth", "login");
+        });
+        let text = seen.text();
+        let b = text
+            .find("/b")
+            .expect("the access line went with the warning");
+        let warning = text.find("the warning").expect("the warning went at once");
+        let login = text.find("login").expect("other lines go at once");
+        assert!(b < warning && warning < login, "{text}");
+    }
+
+    #[test]
+    fn nothing_is_lost_at_the_end() {
+        let seen = Seen::default();
+        let (output, flush) = start_towards(Box::new(seen.clone()));
+        let held = output.shared.sink.lock().unwrap();
+        logging(&output, || {
+            tracing::info!(target: "signoff::access", path = "/last", "");
+        });
+        drop(held);
+        drop(flush);
+        assert!(
+            seen.text().contains("/last"),
+            "written when the process ends"
+        );
+        // Once it has ended, nothing waits.
+        logging(&output, || {
+            tracing::info!(target: "signoff::access", path = "/later", "");
+        });
+        assert!(seen.text().contains("/later"));
+    }
+
+    #[test]
+    fn a_full_buffer_is_written_by_the_line_that_filled_it() {
+        let seen = Seen::default();
+        let output = LogOutput {
+            shared: shared_towards(Box::new(seen.clone())),
+        };
+        let line = "x".repeat(1000);
+        logging(&output, || {
+            for i in 0..200 {
+                tracing::info!(target: "signoff::access", i, %line);
+            }
+        });
+        let text = seen.text();
+        assert!(text.len() >= FLUSH_BYTES, "{}", text.len());
+        assert!(text.len() < 200 * 1000, "{}", text.len());
+        assert!(text.lines().all(|l| l.contains(&line)));
+    }
+}

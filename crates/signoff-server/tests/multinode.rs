@@ -723,3 +723,92 @@ async fn postgres_crash_fails_closed_and_recovers_with_sessions_kept() {
     )
     .await;
 }
+
+/// Commands a Redis server has processed (`INFO stats`), asked over RESP.
+fn redis_commands(port: u16) -> u64 {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.write_all(b"*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n")
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "Redis closed the connection");
+        reply.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        if let Some(line) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        {
+            if text.contains("\r\n\r\n") || text.ends_with("\r\n") {
+                return line.trim().parse().unwrap();
+            }
+        }
+    }
+}
+
+/// Made-up session tokens never reach the store, whichever way they come
+/// (a cookie on a proxied path, a bearer token, forward-auth's `/auth`):
+/// counted by a Redis server of the test's own, which nothing else uses.
+/// The control: the same number of requests with a real session, with the
+/// cache off, each read the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_tokens_never_reach_the_store() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let Some(up) = Upstream::start() else { return };
+    let db = redis.url();
+    add_user(&db, USER, PASSWORD);
+    let gw = Gateway::start_on(
+        tempfile::tempdir().unwrap(),
+        &db,
+        Some(&up.url()),
+        &["--cache-staleness", "0s"],
+    );
+    let token = gw.login(USER, PASSWORD).await;
+    const N: u64 = 300;
+
+    let before = redis_commands(redis.port);
+    for _ in 0..N {
+        assert_eq!(private(&gw, &token).await, 200);
+    }
+    let control = redis_commands(redis.port) - before;
+    assert!(control >= N, "the control read the store {control} times");
+
+    let mut made_up = Vec::new();
+    for i in 0..N {
+        // 64 base64url characters: the shape of a real token.
+        let seed = format!("{i:064}");
+        made_up.push(
+            seed.bytes()
+                .map(|b| {
+                    if b == b'0' {
+                        'A'
+                    } else {
+                        char::from(b'a' + b % 26)
+                    }
+                })
+                .collect::<String>(),
+        );
+    }
+    made_up.push(token[..63].to_owned() + if token.ends_with('A') { "B" } else { "A" });
+    let before = redis_commands(redis.port);
+    for text in &made_up {
+        assert_eq!(private(&gw, text).await, 401);
+        let bearer = format!("Bearer {text}");
+        let r = get(&gw.url("/private"), &[("authorization", &bearer)]).await;
+        assert_eq!(r.status, 401);
+        let r = get(&gw.url("/.signoff/auth"), &[("cookie", &cookie(text))]).await;
+        assert_eq!(r.status, 401);
+    }
+    let during = redis_commands(redis.port) - before;
+    // The node's own background work (bus heartbeats, a key re-read) and
+    // the INFO command itself; nothing per request.
+    assert!(
+        during <= 10,
+        "{} made-up tokens caused {during} Redis commands",
+        made_up.len() * 3
+    );
+}

@@ -651,9 +651,10 @@ mod tests {
     /// `max_bytes`, and the cache keeps to `max_bytes`.
     #[tokio::test]
     async fn the_cache_keeps_to_its_byte_bound() {
-        let mut options = CacheOptions::default();
-        options.max_bytes = 64 << 10;
-        let cache = cached(options);
+        let cache = cached(CacheOptions {
+            max_bytes: 64 << 10,
+            ..CacheOptions::default()
+        });
         for n in 0..200 {
             let s = session(n, 2_000);
             cache.inner().insert(&s).await.unwrap();
@@ -667,9 +668,10 @@ mod tests {
         assert!(cache.len() >= 10, "{} cached", cache.len());
         assert!(cache.len() <= 32, "{} cached", cache.len());
         // Small sessions: the count bound holds too.
-        let mut options = CacheOptions::default();
-        options.capacity = 50;
-        let cache = cached(options);
+        let cache = cached(CacheOptions {
+            capacity: 50,
+            ..CacheOptions::default()
+        });
         for n in 0..500 {
             let s = session(n, 0);
             cache.inner().insert(&s).await.unwrap();

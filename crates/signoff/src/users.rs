@@ -12,11 +12,13 @@
 //! logins reuses the same few buffers instead of allocating 19 MiB per
 //! attempt on whichever blocking thread runs it, which the allocator kept
 //! per thread (docs/benchmarks.md, "Memory during a login flood"). So a
-//! [`Passwords`] holds at most `concurrency × m` KiB, from its first hashes
-//! on.
+//! [`Passwords`] holds at most `concurrency × m` KiB while hashing, and
+//! frees it after 15 to 30 s without a hash.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
@@ -171,23 +173,68 @@ pub struct Passwords {
     dummy: Arc<OnceCell<String>>,
 }
 
-/// Argon2 working memory kept between hashes.
+/// Argon2 working memory kept between hashes, and given back to the
+/// system once no hash has run for [`IDLE_RELEASE`] or so.
 #[derive(Default)]
-struct Buffers(Mutex<Vec<Vec<Block>>>);
+struct Buffers {
+    free: Mutex<Vec<Vec<Block>>>,
+    /// A hash ran since the sweeper last looked.
+    used: AtomicBool,
+    /// The sweeper task is running.
+    sweeping: AtomicBool,
+}
+
+/// How often idle buffers are looked for; a buffer goes after one to two
+/// periods without any hash.
+const IDLE_RELEASE: Duration = Duration::from_secs(15);
+
+/// A buffer's least capacity, in 1 KiB blocks: above glibc's largest
+/// dynamic mmap threshold (32 MiB), so that the buffer gets a mapping of
+/// its own, which freeing it returns to the system at once. A smaller one
+/// (19 MiB), once freed, raises the threshold and the next ones stay in
+/// the heap for good. Capacity never written costs address space only.
+const MAPPED_BLOCKS: usize = 32 * 1024 + 1;
 
 impl Buffers {
     fn take(&self) -> Vec<Block> {
+        self.used.store(true, Ordering::Relaxed);
         self.lock().pop().unwrap_or_default()
     }
 
     fn give_back(&self, buffer: Vec<Block>) {
+        self.used.store(true, Ordering::Relaxed);
         self.lock().push(buffer);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Block>>> {
         // A plain list of buffers: a panic elsewhere cannot leave it
         // inconsistent.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.free.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts, once, the task that frees buffers left idle; it ends with
+    /// the last [`Passwords`] sharing them.
+    fn sweep_idle(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let buffers = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(IDLE_RELEASE).await;
+                let Some(buffers) = buffers.upgrade() else {
+                    return;
+                };
+                buffers.sweep_once();
+            }
+        });
+    }
+
+    /// Frees the buffers if no hash ran since the last call.
+    fn sweep_once(&self) {
+        if !self.used.swap(false, Ordering::Relaxed) {
+            self.lock().clear();
+        }
     }
 }
 
@@ -203,6 +250,9 @@ fn hash_into(
 ) -> Result<(), argon2::Error> {
     let blocks = argon2.params().block_count();
     if memory.len() < blocks {
+        if memory.capacity() < blocks {
+            *memory = Vec::with_capacity(blocks.max(MAPPED_BLOCKS));
+        }
         memory.resize(blocks, Block::default());
     }
     argon2.hash_password_into_with_memory(password, salt, out, &mut memory[..blocks])
@@ -354,6 +404,7 @@ impl Passwords {
             .await
             .map_err(|_| AccountError::Hashing)?;
         let argon2 = self.argon2.clone();
+        self.buffers.sweep_idle();
         let buffers = Arc::clone(&self.buffers);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -753,8 +804,28 @@ mod tests {
         let blocks = (PasswordParams::OWASP.memory_kib) as usize;
         for buffer in buffers.iter() {
             assert_eq!(buffer.len(), blocks);
-            assert_eq!(buffer.capacity(), blocks);
         }
+    }
+
+    /// Buffers left idle for a sweep period are freed (the sweeper task
+    /// calls `sweep_once` every `IDLE_RELEASE`); the next hash makes a
+    /// new one.
+    #[tokio::test]
+    async fn idle_hashing_memory_is_given_back() {
+        let passwords = Passwords::with_params(PasswordParams::OWASP, 1).unwrap();
+        let phc = passwords.hash("correct horse").await.unwrap();
+        assert!(passwords.buffers.sweeping.load(Ordering::Relaxed));
+        passwords.buffers.sweep_once();
+        assert_eq!(passwords.buffers.lock().len(), 1, "used in this period");
+        passwords.buffers.sweep_once();
+        assert_eq!(passwords.buffers.lock().len(), 0, "an idle buffer is kept");
+        assert_eq!(
+            passwords.verify(&phc, "correct horse").await.unwrap(),
+            Verification::Match {
+                needs_rehash: false
+            }
+        );
+        assert_eq!(passwords.buffers.lock().len(), 1);
     }
 
     #[test]

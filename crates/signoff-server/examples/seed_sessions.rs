@@ -6,13 +6,18 @@
 //! USER must exist (`signoff user add`); the sessions are made the way the
 //! gateway's login makes them (user id, and the user name under
 //! `signoff.user`), with the default policy, so the gateway accepts them.
+//!
+//! They are dated `SEED_AHEAD_SECS` (default 600) seconds ahead, so that a
+//! benchmark's first request to each within that time is a plain read:
+//! an older session's first request records activity, and that write drops
+//! the gateway's cache entry, so RSS would not measure cached sessions.
 
 use std::io::Write;
 use std::sync::Arc;
 
 use signoff::{
-    Accounts, Clock as _, Durability, NewSession, Passwords, Policy, SessionData, SessionKeys,
-    Sessions, SqliteOptions, SqliteStore,
+    Accounts, Clock, Durability, ManualClock, NewSession, Passwords, Policy, SessionData, Sessions,
+    SqliteOptions, SqliteStore, SystemClock,
 };
 
 /// The gateway's session data key for the user name.
@@ -36,9 +41,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let user = Accounts::new(store.clone(), Passwords::new())
         .user(user)
         .await?;
-    // The gateway checks each token's seal with the keys in the store.
-    let keys = SessionKeys::open(store.clone(), signoff::SystemClock.now()).await?;
-    let sessions = Sessions::new(store.clone(), Policy::default()).with_keys(Arc::new(keys));
+    let ahead: u64 = std::env::var("SEED_AHEAD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let clock = ManualClock::at(
+        SystemClock
+            .now()
+            .plus(std::time::Duration::from_secs(ahead)),
+    );
+    let sessions = Sessions::with_clock(store.clone(), Policy::default(), Arc::new(clock));
 
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();

@@ -16,6 +16,15 @@
 //! - an untrusted cache ([`CachedStore::set_trusted`], which the revocation
 //!   bus uses while it cannot be sure it hears every announcement) serves
 //!   nothing and keeps nothing: every load reads the store.
+//!
+//! An entry is the session packed into one shared allocation (no
+//! per-field `String`s, no `BTreeMap` node: about 340 bytes per gateway
+//! session with the cache's own bookkeeping, against 1.2 KB for a cloned
+//! `Session`; docs/benchmarks.md), and the cache is bounded both in
+//! entries and in bytes
+//! ([`CacheOptions`]). A hit copies the packed bytes out into the
+//! `Session` the caller gets; nothing it does to that copy reaches the
+//! cache.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,10 +46,37 @@ fn shard(id: &SessionId) -> usize {
 }
 use crate::session_token::{SessionHandle, SessionId};
 
+/// A cached session: when it was read, and the record packed by
+/// [`pack`]. Cloning it (what a cache hit does) bumps a reference count.
 #[derive(Clone)]
 struct Entry {
-    session: Session,
     cached_at: Timestamp,
+    packed: Arc<[u8]>,
+}
+
+/// Bytes an entry costs beyond its packed record: the key, the entry
+/// itself, the allocation's reference counts and the cache's bookkeeping
+/// (an estimate; `bench/load.sh` measures the real figure).
+const ENTRY_OVERHEAD: u64 = 112;
+
+/// Weighs entries in bytes, but never less than `floor`
+/// (`max_bytes / capacity`), so that the one weight bound keeps both
+/// [`CacheOptions::capacity`] and [`CacheOptions::max_bytes`].
+#[derive(Clone)]
+struct Weight {
+    floor: u64,
+}
+
+impl quick_cache::Weighter<SessionId, Entry> for Weight {
+    fn weight(&self, _: &SessionId, entry: &Entry) -> u64 {
+        entry_bytes(entry).max(self.floor)
+    }
+}
+
+fn entry_bytes(entry: &Entry) -> u64 {
+    u64::try_from(entry.packed.len())
+        .unwrap_or(u64::MAX)
+        .saturating_add(ENTRY_OVERHEAD)
 }
 
 /// Options for [`CachedStore`].
@@ -49,6 +85,13 @@ struct Entry {
 pub struct CacheOptions {
     /// Most sessions kept. Default 100 000.
     pub capacity: usize,
+    /// Most memory the cached sessions take, in bytes (their packed
+    /// records plus an estimate of the cache's own cost per entry).
+    /// Whichever of this and `capacity` is reached first evicts. Default
+    /// 32 MiB, about 100 000 sessions with a 200-byte user agent and a
+    /// little data; a session with the most data allowed
+    /// ([`crate::session::MAX_DATA_BYTES`]) weighs about 5 KB.
+    pub max_bytes: usize,
     /// Oldest entry served; bounds how long a change made by another node
     /// or process can go unseen here. Default 1 s.
     pub max_staleness: Duration,
@@ -58,6 +101,7 @@ impl Default for CacheOptions {
     fn default() -> Self {
         Self {
             capacity: 100_000,
+            max_bytes: 32 << 20,
             max_staleness: Duration::from_secs(1),
         }
     }
@@ -75,7 +119,7 @@ impl Default for CacheOptions {
 /// ```
 pub struct CachedStore<S> {
     inner: S,
-    cache: Cache<SessionId, Entry>,
+    cache: Cache<SessionId, Entry, Weight>,
     /// Which digest a handle was last seen under: a hint only, for
     /// [`SessionStore::load_by_handle`]; the session itself is read through
     /// `cache` (and its invalidations) by that digest.
@@ -133,9 +177,12 @@ impl<S: SessionStore> CachedStore<S> {
     /// A cache with the given options and clock. The clock only ages
     /// entries; use a [`MonotonicClock`] outside tests.
     pub fn with_options(inner: S, options: CacheOptions, clock: Arc<dyn Clock>) -> Self {
+        let capacity = options.capacity.max(1);
+        let max_bytes = u64::try_from(options.max_bytes).unwrap_or(u64::MAX).max(1);
+        let floor = max_bytes / u64::try_from(capacity).unwrap_or(u64::MAX);
         Self {
             inner,
-            cache: Cache::new(options.capacity.max(1)),
+            cache: Cache::with_weighter(capacity, max_bytes, Weight { floor }),
             handles: Cache::new(options.capacity.max(1)),
             epochs: Mutex::new([0; SHARDS]),
             max_staleness: options.max_staleness,
@@ -207,6 +254,16 @@ impl<S: SessionStore> CachedStore<S> {
         self.cache.is_empty()
     }
 
+    /// Memory the cached sessions take, in bytes, as counted against
+    /// [`CacheOptions::max_bytes`] (their packed records plus an estimate
+    /// of the cache's cost per entry).
+    pub fn bytes(&self) -> u64 {
+        self.cache
+            .iter()
+            .map(|(_, entry)| entry_bytes(&entry))
+            .sum()
+    }
+
     /// After a bulk removal: forget what it removed, or, if it failed
     /// (it may have deleted rows before failing), forget everything.
     fn invalidate_result(&self, removed: &Result<Vec<SessionId>, StoreError>) {
@@ -231,23 +288,30 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
         let now = self.clock.now();
         if let Some(entry) = self.cache.get(id) {
             if now.since(entry.cached_at) < self.max_staleness {
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(Some(entry.session));
+                if let Some(session) = unpack(id, &entry.packed) {
+                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(session));
+                }
             }
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let epoch = self.epochs()[shard(id)];
         let loaded = self.inner.load(id).await?;
         if let Some(session) = &loaded {
+            let packed: Option<Arc<[u8]>> = (session.id == *id)
+                .then(|| pack(session))
+                .flatten()
+                .map(Into::into);
             let epochs = self.epochs();
             // An invalidation since we started reading may have been for
             // this session: then what we read may be dead, so keep it out.
             // Trust withdrawn meanwhile bumped every epoch, so this also
             // keeps an untrusted cache empty.
-            if epochs[shard(id)] == epoch && self.trusted.load(Ordering::SeqCst) {
+            let fresh = epochs[shard(id)] == epoch && self.trusted.load(Ordering::SeqCst);
+            if let Some(packed) = packed.filter(|_| fresh) {
                 let entry = Entry {
-                    session: session.clone(),
                     cached_at: now,
+                    packed,
                 };
                 self.cache.insert(*id, entry);
             }
@@ -372,6 +436,134 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
     }
 }
 
+/// Marks a missing optional string or timestamp in a packed record.
+const NONE: u32 = u32::MAX;
+
+/// A session as one byte string: the handle, the times, the generation,
+/// then each text field as a little-endian `u32` length and its bytes
+/// (`NONE` for an absent one), then the data's entry count and entries.
+/// The digest is the cache key and is not repeated. `None` for a session
+/// that does not fit (a field of 4 GiB): it is not cached.
+fn pack(session: &Session) -> Option<Vec<u8>> {
+    fn text(out: &mut Vec<u8>, value: Option<&str>) -> Option<()> {
+        match value {
+            Some(v) => {
+                let len = u32::try_from(v.len()).ok().filter(|&n| n != NONE)?;
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(v.as_bytes());
+            }
+            None => out.extend_from_slice(&NONE.to_le_bytes()),
+        }
+        Some(())
+    }
+    let handle = session.handle.as_bytes();
+    let text_len = session.user_id.as_ref().map_or(0, |u| u.as_str().len())
+        + session.user_agent.as_ref().map_or(0, String::len)
+        + session.ip.as_ref().map_or(0, String::len)
+        + session
+            .data
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum::<usize>();
+    let mut out = Vec::with_capacity(1 + handle.len() + 57 + 16 + text_len);
+    out.push(u8::try_from(handle.len()).ok()?);
+    out.extend_from_slice(handle);
+    for t in [session.created_at, session.last_seen_at, session.expires_at] {
+        out.extend_from_slice(&t.as_millis().to_le_bytes());
+    }
+    match session.auth_at {
+        Some(t) => {
+            out.push(1);
+            out.extend_from_slice(&t.as_millis().to_le_bytes());
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(&session.idle_timeout.as_secs().to_le_bytes());
+    out.extend_from_slice(&session.idle_timeout.subsec_nanos().to_le_bytes());
+    out.extend_from_slice(&session.generation.to_le_bytes());
+    text(&mut out, session.user_id.as_ref().map(UserId::as_str))?;
+    text(&mut out, session.user_agent.as_deref())?;
+    text(&mut out, session.ip.as_deref())?;
+    out.extend_from_slice(&u32::try_from(session.data.len()).ok()?.to_le_bytes());
+    for (key, value) in &session.data {
+        text(&mut out, Some(key))?;
+        text(&mut out, Some(value))?;
+    }
+    Some(out)
+}
+
+/// The session packed by [`pack`], under digest `id`; `None` (served as a
+/// miss) if the record does not read back, which [`pack`] never causes.
+fn unpack(id: &SessionId, packed: &[u8]) -> Option<Session> {
+    struct Reader<'a>(&'a [u8]);
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            if n > self.0.len() {
+                return None;
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Some(head)
+        }
+        fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+            self.take(N)?.try_into().ok()
+        }
+        fn time(&mut self) -> Option<Timestamp> {
+            Some(Timestamp::from_millis(i64::from_le_bytes(self.array()?)))
+        }
+        fn u32(&mut self) -> Option<u32> {
+            Some(u32::from_le_bytes(self.array()?))
+        }
+        /// `Some(None)` for an absent value, `None` if unreadable.
+        fn text(&mut self) -> Option<Option<String>> {
+            match self.u32()? {
+                NONE => Some(None),
+                len => {
+                    let bytes = self.take(usize::try_from(len).ok()?)?;
+                    Some(Some(std::str::from_utf8(bytes).ok()?.to_owned()))
+                }
+            }
+        }
+    }
+    let mut r = Reader(packed);
+    let handle_len = usize::from(r.array::<1>()?[0]);
+    let handle = SessionHandle::from_slice(r.take(handle_len)?).ok()?;
+    let created_at = r.time()?;
+    let last_seen_at = r.time()?;
+    let expires_at = r.time()?;
+    let auth_at = match r.array::<1>()?[0] {
+        0 => None,
+        _ => Some(r.time()?),
+    };
+    let secs = u64::from_le_bytes(r.array()?);
+    let idle_timeout = Duration::new(secs, r.u32()?);
+    let generation = u64::from_le_bytes(r.array()?);
+    let user_id = r.text()?.map(UserId::new);
+    let user_agent = r.text()?;
+    let ip = r.text()?;
+    let mut data = SessionData::new();
+    for _ in 0..r.u32()? {
+        data.insert(r.text()??, r.text()??);
+    }
+    if !r.0.is_empty() {
+        return None;
+    }
+    Some(Session {
+        id: *id,
+        handle,
+        user_id,
+        created_at,
+        last_seen_at,
+        auth_at,
+        expires_at,
+        idle_timeout,
+        user_agent,
+        ip,
+        data,
+        generation,
+    })
+}
+
 impl<S: SessionStore> crate::revocation::CacheControl for CachedStore<S> {
     fn invalidate(&self, id: &SessionId) {
         CachedStore::invalidate(self, id);
@@ -381,5 +573,117 @@ impl<S: SessionStore> crate::revocation::CacheControl for CachedStore<S> {
     }
     fn set_trusted(&self, trusted: bool) {
         CachedStore::set_trusted(self, trusted);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::memory::MemoryStore;
+
+    fn session(n: u32, data_bytes: usize) -> Session {
+        let mut digest = [0u8; 32];
+        digest[..4].copy_from_slice(&n.to_le_bytes());
+        let mut data = SessionData::new();
+        data.insert("signoff.user".to_owned(), format!("user-{n}"));
+        if data_bytes > 0 {
+            data.insert("cart".to_owned(), "x".repeat(data_bytes));
+        }
+        Session {
+            id: SessionId::from_digest(digest),
+            handle: SessionHandle::generate(),
+            user_id: Some(UserId::new(format!("u-{n}"))),
+            created_at: Timestamp::from_millis(1_000),
+            last_seen_at: Timestamp::from_millis(2_000),
+            auth_at: Some(Timestamp::from_millis(1_500)),
+            expires_at: Timestamp::from_millis(-3),
+            idle_timeout: Duration::new(1_800, 7),
+            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101".to_owned()),
+            ip: Some("2001:db8::1".to_owned()),
+            data,
+            generation: u64::MAX - 1,
+        }
+    }
+
+    fn cached(options: CacheOptions) -> CachedStore<MemoryStore> {
+        let clock = Arc::new(ManualClock::at(Timestamp::from_millis(0)));
+        CachedStore::with_options(MemoryStore::new(), options, clock)
+    }
+
+    #[test]
+    fn packing_keeps_every_field() {
+        let full = session(7, 100);
+        let packed = pack(&full).unwrap();
+        assert_eq!(unpack(&full.id, &packed), Some(full.clone()));
+
+        let mut bare = full;
+        bare.user_id = None;
+        bare.auth_at = None;
+        bare.user_agent = None;
+        bare.ip = Some(String::new());
+        bare.data.clear();
+        let packed = pack(&bare).unwrap();
+        assert_eq!(unpack(&bare.id, &packed), Some(bare));
+        // A cut or padded record is a miss, never a different session.
+        assert_eq!(
+            unpack(
+                &SessionId::from_digest([0; 32]),
+                &packed[..packed.len() - 1]
+            ),
+            None
+        );
+        let mut longer = packed.clone();
+        longer.push(0);
+        assert_eq!(unpack(&SessionId::from_digest([0; 32]), &longer), None);
+    }
+
+    #[tokio::test]
+    async fn a_hit_serves_the_stored_session_and_nothing_shared() {
+        let cache = cached(CacheOptions::default());
+        let stored = session(1, 10);
+        cache.inner().insert(&stored).await.unwrap();
+        let mut first = cache.load(&stored.id).await.unwrap().unwrap();
+        assert_eq!(cache.stats().misses(), 1);
+        first
+            .data
+            .insert("changed".to_owned(), "by the caller".to_owned());
+        let second = cache.load(&stored.id).await.unwrap().unwrap();
+        assert_eq!(cache.stats().hits(), 1);
+        assert_eq!(second, stored);
+    }
+
+    /// Sessions of about 2 KB each: far fewer than `capacity` fit in
+    /// `max_bytes`, and the cache keeps to `max_bytes`.
+    #[tokio::test]
+    async fn the_cache_keeps_to_its_byte_bound() {
+        let cache = cached(CacheOptions {
+            max_bytes: 64 << 10,
+            ..CacheOptions::default()
+        });
+        for n in 0..200 {
+            let s = session(n, 2_000);
+            cache.inner().insert(&s).await.unwrap();
+            assert!(cache.load(&s.id).await.unwrap().is_some());
+            assert!(
+                cache.bytes() <= 64 << 10,
+                "{} bytes after {n} sessions",
+                cache.bytes()
+            );
+        }
+        assert!(cache.len() >= 10, "{} cached", cache.len());
+        assert!(cache.len() <= 32, "{} cached", cache.len());
+        // Small sessions: the count bound holds too.
+        let cache = cached(CacheOptions {
+            capacity: 50,
+            ..CacheOptions::default()
+        });
+        for n in 0..500 {
+            let s = session(n, 0);
+            cache.inner().insert(&s).await.unwrap();
+            cache.load(&s.id).await.unwrap();
+        }
+        assert!(cache.len() <= 50, "{} cached", cache.len());
+        assert!(cache.len() >= 25, "{} cached", cache.len());
     }
 }

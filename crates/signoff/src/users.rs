@@ -6,13 +6,23 @@
 //! turn instead of starving session checks. An unknown user costs the same
 //! hash as a known one, and a hash made with weaker parameters than today's
 //! is replaced at the next successful login.
+//!
+//! Each permit comes with Argon2's working memory (m KiB, 19 MiB by
+//! default), allocated on first use and kept for the next hash: a flood of
+//! logins reuses the same few buffers instead of allocating 19 MiB per
+//! attempt on whichever blocking thread runs it, which the allocator kept
+//! per thread (docs/benchmarks.md, "Memory during a login flood"). So a
+//! [`Passwords`] holds at most `concurrency × m` KiB while hashing, and
+//! frees it after 15 to 30 s without a hash.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -157,7 +167,149 @@ pub struct Passwords {
     params: PasswordParams,
     argon2: Argon2<'static>,
     permits: Arc<Semaphore>,
+    /// Working memory for the hashes running now and the next ones: at most
+    /// one buffer per permit.
+    buffers: Arc<Buffers>,
     dummy: Arc<OnceCell<String>>,
+}
+
+/// Argon2 working memory kept between hashes, and given back to the
+/// system once no hash has run for [`IDLE_RELEASE`] or so.
+#[derive(Default)]
+struct Buffers {
+    free: Mutex<Vec<Vec<Block>>>,
+    /// A hash ran since the sweeper last looked.
+    used: AtomicBool,
+    /// The sweeper task is running.
+    sweeping: AtomicBool,
+}
+
+/// How often idle buffers are looked for; a buffer goes after one to two
+/// periods without any hash.
+const IDLE_RELEASE: Duration = Duration::from_secs(15);
+
+/// A buffer's least capacity, in 1 KiB blocks: above glibc's largest
+/// dynamic mmap threshold (32 MiB), so that the buffer gets a mapping of
+/// its own, which freeing it returns to the system at once. A smaller one
+/// (19 MiB), once freed, raises the threshold and the next ones stay in
+/// the heap for good. Capacity never written costs address space only.
+const MAPPED_BLOCKS: usize = 32 * 1024 + 1;
+
+impl Buffers {
+    fn take(&self) -> Vec<Block> {
+        self.used.store(true, Ordering::Relaxed);
+        self.lock().pop().unwrap_or_default()
+    }
+
+    fn give_back(&self, buffer: Vec<Block>) {
+        self.used.store(true, Ordering::Relaxed);
+        self.lock().push(buffer);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Block>>> {
+        // A plain list of buffers: a panic elsewhere cannot leave it
+        // inconsistent.
+        self.free.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts, once, the task that frees buffers left idle; it ends with
+    /// the last [`Passwords`] sharing them.
+    fn sweep_idle(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let buffers = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(IDLE_RELEASE).await;
+                let Some(buffers) = buffers.upgrade() else {
+                    return;
+                };
+                buffers.sweep_once();
+            }
+        });
+    }
+
+    /// Frees the buffers if no hash ran since the last call.
+    fn sweep_once(&self) {
+        if !self.used.swap(false, Ordering::Relaxed) {
+            self.lock().clear();
+        }
+    }
+}
+
+/// Argon2 with `argon2`'s parameters into `out`, in `memory` (grown to
+/// the parameters' size if it is smaller). Every block the hash reads is
+/// written first, so what a buffer held before does not matter.
+fn hash_into(
+    argon2: &Argon2<'_>,
+    memory: &mut Vec<Block>,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), argon2::Error> {
+    let blocks = argon2.params().block_count();
+    if memory.len() < blocks {
+        if memory.capacity() < blocks {
+            *memory = Vec::with_capacity(blocks.max(MAPPED_BLOCKS));
+        }
+        memory.resize(blocks, Block::default());
+    }
+    argon2.hash_password_into_with_memory(password, salt, out, &mut memory[..blocks])
+}
+
+/// A new PHC string for `password` under `argon2`'s parameters.
+fn hash_phc(argon2: &Argon2<'_>, memory: &mut Vec<Block>, password: &[u8]) -> Option<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    let mut salt_bytes = [0u8; Salt::MAX_LENGTH];
+    let salt_bytes = salt.as_salt().decode_b64(&mut salt_bytes).ok()?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    hash_into(argon2, memory, password, salt_bytes, &mut out).ok()?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon2.params()).ok()?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).ok()?),
+    };
+    Some(phc.to_string())
+}
+
+/// Whether `password` matches the PHC string `phc`, hashed with the
+/// algorithm, version and parameters `phc` names; the comparison takes
+/// the same time wherever the outputs differ.
+fn verify_phc(memory: &mut Vec<Block>, phc: &str, password: &[u8]) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(hash.algorithm) else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let Ok(params) = Params::try_from(&hash) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; Salt::MAX_LENGTH];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let mut out = [0u8; Output::MAX_LENGTH];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    let argon2 = Argon2::new(algorithm, version, params);
+    if hash_into(&argon2, memory, password, salt, out).is_err() {
+        return false;
+    }
+    // `Output`'s equality is constant-time.
+    Output::new(out).is_ok_and(|computed| computed == expected)
 }
 
 impl fmt::Debug for Passwords {
@@ -197,10 +349,13 @@ pub enum Verification {
 }
 
 impl Passwords {
-    /// OWASP's parameters, with as many hashes at once as there are CPUs.
+    /// OWASP's parameters, with one hash at a time fewer than there are
+    /// CPUs (at least one), so that a flood of logins always leaves a core
+    /// for session checks.
     pub fn new() -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self::with_params(PasswordParams::OWASP, cpus).expect("OWASP parameters are valid")
+        Self::with_params(PasswordParams::OWASP, default_concurrency(cpus))
+            .expect("OWASP parameters are valid")
     }
 
     /// Custom parameters (never below OWASP's) and concurrency.
@@ -228,6 +383,7 @@ impl Passwords {
             params,
             argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params),
             permits: Arc::new(Semaphore::new(concurrency)),
+            buffers: Arc::default(),
             dummy: Arc::new(OnceCell::new()),
         })
     }
@@ -237,19 +393,27 @@ impl Passwords {
         self.params
     }
 
-    /// Runs `work` on the blocking pool once a permit is free.
+    /// Runs `work` on the blocking pool once a permit is free, with the
+    /// working memory that goes with the permit.
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
+        work: impl FnOnce(&Argon2<'static>, &mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, AccountError> {
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
             .map_err(|_| AccountError::Hashing)?;
         let argon2 = self.argon2.clone();
+        self.buffers.sweep_idle();
+        let buffers = Arc::clone(&self.buffers);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            work(&argon2)
+            // Taken and given back while holding the permit: never more
+            // buffers than permits.
+            let mut memory = buffers.take();
+            let result = work(&argon2, &mut memory);
+            buffers.give_back(memory);
+            result
         })
         .await
         .map_err(|_| AccountError::Hashing)
@@ -263,12 +427,8 @@ impl Passwords {
     pub async fn hash(&self, password: &str) -> Result<String, AccountError> {
         check_password(password)?;
         let password = password.to_owned();
-        self.run(move |argon2| {
-            let salt = SaltString::generate(&mut OsRng);
-            argon2
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|_| AccountError::Hashing)
+        self.run(move |argon2, memory| {
+            hash_phc(argon2, memory, password.as_bytes()).ok_or(AccountError::Hashing)
         })
         .await?
     }
@@ -295,11 +455,7 @@ impl Passwords {
         let phc = phc.to_owned();
         let password = password.to_owned();
         let matched = self
-            .run(move |argon2| {
-                PasswordHash::new(&phc)
-                    .map(|h| argon2.verify_password(password.as_bytes(), &h).is_ok())
-                    .unwrap_or(false)
-            })
+            .run(move |_, memory| verify_phc(memory, &phc, password.as_bytes()))
             .await?;
         Ok(if matched {
             Verification::Match { needs_rehash }
@@ -326,6 +482,11 @@ impl Default for Passwords {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Concurrent hashes by default: one fewer than the CPUs, at least one.
+fn default_concurrency(cpus: usize) -> usize {
+    cpus.saturating_sub(1).max(1)
 }
 
 fn check_password(password: &str) -> Result<(), AccountError> {
@@ -601,6 +762,110 @@ mod tests {
             passwords.verify(&phc, &huge).await.unwrap(),
             Verification::Mismatch
         );
+    }
+
+    /// Hashes made here verify with the `argon2` crate's own code and the
+    /// other way round, whatever the buffer held before (other passwords,
+    /// other parameters, other Argon2 variants).
+    #[tokio::test]
+    async fn pooled_hashing_agrees_with_the_argon2_crate() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let passwords = Passwords::with_params(PasswordParams::OWASP, 1).unwrap();
+        let ours = passwords.hash("correct horse").await.unwrap();
+        let reference = Argon2::default();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(reference.verify_password(b"correct horse", &parsed).is_ok());
+        assert!(reference.verify_password(b"wrong horse", &parsed).is_err());
+
+        let bigger = Params::new(24 * 1024, 3, 2, Some(40)).unwrap();
+        for algorithm in [Algorithm::Argon2id, Algorithm::Argon2i, Algorithm::Argon2d] {
+            for params in [Params::default(), bigger.clone()] {
+                let theirs = Argon2::new(algorithm, Version::V0x13, params)
+                    .hash_password(b"correct horse", &SaltString::generate(&mut OsRng))
+                    .unwrap()
+                    .to_string();
+                for (password, expected) in [
+                    ("wrong horse", false),
+                    ("correct horse", true),
+                    ("correct horsf", false),
+                ] {
+                    let matched = matches!(
+                        passwords.verify(&theirs, password).await.unwrap(),
+                        Verification::Match { .. }
+                    );
+                    assert_eq!(matched, expected, "{theirs} {password}");
+                }
+            }
+        }
+        // Version 0x10 hashes, which differ in how passes combine.
+        let old = Argon2::new(Algorithm::Argon2id, Version::V0x10, Params::default())
+            .hash_password(b"correct horse", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            passwords.verify(&old, "correct horse").await.unwrap(),
+            Verification::Match { needs_rehash: true }
+        );
+        assert_eq!(
+            passwords.verify(&old, "wrong horse").await.unwrap(),
+            Verification::Mismatch
+        );
+    }
+
+    /// Many hashes at once take at most one buffer per permit, each of
+    /// the parameters' size, and keep them for the next ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashing_memory_is_one_buffer_per_permit() {
+        let passwords = Passwords::with_params(PasswordParams::OWASP, 2).unwrap();
+        let phc = passwords.hash("correct horse").await.unwrap();
+        let attempts: Vec<_> = (0..6)
+            .map(|_| {
+                let passwords = passwords.clone();
+                let phc = phc.clone();
+                tokio::spawn(async move { passwords.verify(&phc, "wrong horse").await })
+            })
+            .collect();
+        for attempt in attempts {
+            assert_eq!(attempt.await.unwrap().unwrap(), Verification::Mismatch);
+        }
+        let buffers = passwords.buffers.lock();
+        assert!(
+            (1..=2).contains(&buffers.len()),
+            "{} buffers",
+            buffers.len()
+        );
+        let blocks = (PasswordParams::OWASP.memory_kib) as usize;
+        for buffer in buffers.iter() {
+            assert_eq!(buffer.len(), blocks);
+        }
+    }
+
+    /// Buffers left idle for a sweep period are freed (the sweeper task
+    /// calls `sweep_once` every `IDLE_RELEASE`); the next hash makes a
+    /// new one.
+    #[tokio::test]
+    async fn idle_hashing_memory_is_given_back() {
+        let passwords = Passwords::with_params(PasswordParams::OWASP, 1).unwrap();
+        let phc = passwords.hash("correct horse").await.unwrap();
+        assert!(passwords.buffers.sweeping.load(Ordering::Relaxed));
+        passwords.buffers.sweep_once();
+        assert_eq!(passwords.buffers.lock().len(), 1, "used in this period");
+        passwords.buffers.sweep_once();
+        assert_eq!(passwords.buffers.lock().len(), 0, "an idle buffer is kept");
+        assert_eq!(
+            passwords.verify(&phc, "correct horse").await.unwrap(),
+            Verification::Match {
+                needs_rehash: false
+            }
+        );
+        assert_eq!(passwords.buffers.lock().len(), 1);
+    }
+
+    #[test]
+    fn default_concurrency_leaves_a_core() {
+        assert_eq!(default_concurrency(1), 1);
+        assert_eq!(default_concurrency(2), 1);
+        assert_eq!(default_concurrency(8), 7);
     }
 
     #[test]

@@ -536,7 +536,12 @@ fn unpack(id: &SessionId, packed: &[u8]) -> Option<Session> {
         _ => Some(r.time()?),
     };
     let secs = u64::from_le_bytes(r.array()?);
-    let idle_timeout = Duration::new(secs, r.u32()?);
+    let nanos = r.u32()?;
+    // Duration::new panics on an overflowing pair: a corrupt record is a miss.
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    let idle_timeout = Duration::new(secs, nanos);
     let generation = u64::from_le_bytes(r.array()?);
     let user_id = r.text()?.map(UserId::new);
     let user_agent = r.text()?;

@@ -412,6 +412,12 @@ impl Passwords {
             // buffers than permits.
             let mut memory = buffers.take();
             let result = work(&argon2, &mut memory);
+            // A stored hash with a bigger `m` grew the buffer past what
+            // this node's own parameters need: let it go (the next hash
+            // draws a buffer of the usual size).
+            if memory.capacity() > argon2.params().block_count().max(MAPPED_BLOCKS) {
+                memory = Vec::new();
+            }
             buffers.give_back(memory);
             result
         })

@@ -121,6 +121,10 @@ enum Kind {
     IdleHttp1AfterRequest,
     /// A request's headers a byte at a time.
     SlowHeaders,
+    /// One HTTP/1.1 request, answered, then the next request's headers a
+    /// byte at a time on the same connection (hyper's own header timer is
+    /// off: the connection's idle deadline must close it).
+    SlowHeadersAfterRequest,
     /// The login form's headers, then its body a byte at a time.
     SlowBody,
     /// The same with the logout form.
@@ -161,6 +165,15 @@ async fn open(server: &Server, kind: Kind) -> (Box<dyn Conn>, Instant) {
             let head = format!("GET /.signoff/healthz HTTP/1.1\r\nhost: {host}\r\nx-slow: ");
             tcp.write_all(head.as_bytes()).await.unwrap();
             return (trickle(tcp), start);
+        }
+        Kind::SlowHeadersAfterRequest => {
+            let req = format!("GET /.signoff/healthz HTTP/1.1\r\nhost: {host}\r\n\r\n");
+            tcp.write_all(req.as_bytes()).await.unwrap();
+            read_until(&mut tcp, b"ok\n").await;
+            let answered = Instant::now();
+            let head = format!("GET /.signoff/healthz HTTP/1.1\r\nhost: {host}\r\nx-slow: ");
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            return (trickle(tcp), answered);
         }
         Kind::SlowBody | Kind::SlowLogoutBody => {
             let form = if kind == Kind::SlowBody {
@@ -306,6 +319,7 @@ async fn every_kind_of_silent_connection_is_closed_within_its_bound() {
         Kind::IdleHttp2AfterRequest,
         Kind::IdleHttp1AfterRequest,
         Kind::SlowHeaders,
+        Kind::SlowHeadersAfterRequest,
         Kind::SlowBody,
         Kind::SlowLogoutBody,
         Kind::SilentTls,
@@ -318,7 +332,9 @@ async fn every_kind_of_silent_connection_is_closed_within_its_bound() {
             _ => &plain,
         };
         let bound = match kind {
-            Kind::IdleHttp2AfterRequest | Kind::IdleHttp1AfterRequest => KEEPALIVE_TIMEOUT,
+            Kind::IdleHttp2AfterRequest
+            | Kind::IdleHttp1AfterRequest
+            | Kind::SlowHeadersAfterRequest => KEEPALIVE_TIMEOUT,
             _ => CLIENT_TIMEOUT,
         };
         for _ in 0..40 {

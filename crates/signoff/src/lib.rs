@@ -3,8 +3,10 @@
 //! Server-side sessions whose logout is final: on this device, on every
 //! node, and for every token derived from the session.
 //!
-//! - [`SessionToken`]: 256 random bits the client holds; the store keeps
-//!   only its SHA-256 digest, the [`SessionId`].
+//! - [`SessionToken`]: 256 random bits the client holds, sealed with a MAC
+//!   under a key the store keeps ([`SessionKeys`]), so a made-up token is
+//!   refused before any store read; the store keeps only the SHA-256
+//!   digest of the random bits, the [`SessionId`].
 //! - [`Sessions`]: the engine: [`Sessions::login`], [`Sessions::validate`],
 //!   [`Sessions::rotate`], [`Sessions::logout`], per-user operations, purge.
 //! - [`Policy`]: idle and absolute timeouts, last-seen write interval,

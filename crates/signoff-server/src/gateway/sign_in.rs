@@ -208,6 +208,15 @@ pub(super) async fn sign_in(
     };
     if let Some(refused) = refused {
         tracing::info!(target: "signoff::auth", ip = %client_ip, "login failed: the account changed during sign-in");
+        if matches!(refused, SignInError::Refused) {
+            gw.audit(
+                AuditEvent::new(AuditKind::LoginFailed, gw.sessions.now())
+                    .user(Some(&user.id), Some(&user.name))
+                    .reason("account_changed")
+                    .ip(client_ip),
+            )
+            .await;
+        }
         if let Err(e) = gw.sessions.end(issued.token.expose(), Actor::Policy).await {
             tracing::warn!(error = %e, "could not end the session of a sign-in that was refused");
         }

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
-use signoff::{Clock as _, NewSession, Policy, SessionError, Sessions, SqliteStore, UserStore};
+use signoff::{NewSession, Policy, SessionError, Sessions, SqliteStore, UserStore};
 
 fn signoff(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_signoff"))
@@ -63,11 +63,7 @@ async fn users_are_managed_and_disable_ends_sessions() {
         .await
         .unwrap();
     let alice = store.user_by_name("alice").await.unwrap().unwrap();
-    let store = Arc::new(store);
-    let keys = signoff::SessionKeys::open(store.clone(), signoff::SystemClock.now())
-        .await
-        .unwrap();
-    let sessions = Sessions::new(store, Policy::default()).with_keys(Arc::new(keys));
+    let sessions = Sessions::new(Arc::new(store), Policy::default());
     let login = || sessions.login(None, NewSession::for_user(alice.id.clone()));
     let issued = login().await.unwrap();
     sessions.validate(issued.token.expose()).await.unwrap();

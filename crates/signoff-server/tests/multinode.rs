@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use signoff::{
-    Clock as _, NewSession, Policy, PostgresOptions, PostgresStore, RedisOptions, RedisStore,
-    SessionData, SessionKeys, SessionStore, Sessions, StateStore, UserId, UserStore,
+    NewSession, Policy, PostgresOptions, PostgresStore, RedisOptions, RedisStore, SessionData,
+    SessionStore, Sessions, UserId, UserStore,
 };
 use support::services::{self, PgCluster, RedisServer};
 use support::websocket::{connect, echo, next_close, WsUpstream};
@@ -62,32 +62,23 @@ impl Shared {
     /// The test's own connection to the store, to make sessions the way a
     /// third node would (without paying for a password hash each time).
     async fn engine(&self) -> (Sessions, UserId) {
-        #[allow(clippy::type_complexity)]
-        let (sessions, users, state): (
-            Arc<dyn SessionStore>,
-            Arc<dyn UserStore>,
-            Arc<dyn StateStore>,
-        ) = match self.kind {
+        let (sessions, users): (Arc<dyn SessionStore>, Arc<dyn UserStore>) = match self.kind {
             Kind::Redis => {
                 let mut options = RedisOptions::new(self.base.clone());
                 options.prefix = self.name.clone();
                 let store = Arc::new(RedisStore::connect_with(options).await.unwrap());
-                (store.clone(), store.clone(), store)
+                (store.clone(), store)
             }
             Kind::Postgres => {
                 let mut options = PostgresOptions::new(self.base.clone());
                 options.schema = Some(self.name.clone());
                 let store = Arc::new(PostgresStore::connect_with(options).await.unwrap());
-                (store.clone(), store.clone(), store)
+                (store.clone(), store)
             }
         };
         let user = users.user_by_name(USER).await.unwrap().expect("alice");
-        // The nodes' keys, from the store, so they accept these tokens.
-        let keys = SessionKeys::open(state, signoff::SystemClock.now())
-            .await
-            .unwrap();
-        let engine = Sessions::new(sessions, Policy::default()).with_keys(Arc::new(keys));
-        (engine, user.id)
+        // It seals with the keys the store keeps, as the nodes do.
+        (Sessions::new(sessions, Policy::default()), user.id)
     }
 }
 

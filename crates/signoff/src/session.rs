@@ -351,10 +351,16 @@ impl Sessions {
     /// [`SessionError::Token`]: malformed, or [`TokenError::BadSeal`].
     pub async fn check_token(&self, text: &str) -> Result<SessionToken, SessionError> {
         let token = SessionToken::parse(text)?;
+        self.check_seal(&token).await?;
+        Ok(token)
+    }
+
+    /// The seal of a parsed token, under keys re-read if due.
+    async fn check_seal(&self, token: &SessionToken) -> Result<(), SessionError> {
         let keys = self.keys().await?;
         keys.refresh().await;
-        if keys.verify(&token) {
-            Ok(token)
+        if keys.verify(token) {
+            Ok(())
         } else {
             Err(SessionError::Token(TokenError::BadSeal))
         }
@@ -508,11 +514,7 @@ impl Sessions {
     /// # Errors
     /// As [`Sessions::validate`].
     pub async fn validate_token(&self, token: &SessionToken) -> Result<Session, SessionError> {
-        let keys = self.keys().await?;
-        keys.refresh().await;
-        if !keys.verify(token) {
-            return Err(SessionError::Token(TokenError::BadSeal));
-        }
+        self.check_seal(token).await?;
         self.validate_id(&token.id()).await
     }
 

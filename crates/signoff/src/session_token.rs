@@ -89,8 +89,11 @@ fn decode_fixed<const N: usize>(text: &str, expected_len: usize) -> Result<[u8; 
         return Err(TokenError::InvalidCharacter);
     }
     let mut out = [0u8; N];
-    // The alphabet and length are already right, so the only failure left is
-    // non-zero trailing bits: a second spelling of the same bytes.
+    // The alphabet and length are already right, so the only failure left
+    // would be non-zero trailing bits: a second spelling of the same
+    // bytes. Tokens (48 bytes) and handles (9) fill their characters
+    // exactly, so it cannot happen today; the check stays for any size
+    // that would not.
     match URL_SAFE_NO_PAD.decode_slice(text, &mut out) {
         Ok(n) if n == N => Ok(out),
         _ => Err(TokenError::NonCanonical),

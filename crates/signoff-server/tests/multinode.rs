@@ -343,6 +343,72 @@ async fn logout_on_one_node_closes_the_socket_on_the_other(kind: Kind) {
     );
 }
 
+/// Ending all of a user's sessions from the CLI (one write on PostgreSQL,
+/// announced once for the user) closes their sockets on every node, and
+/// leaves another user's socket open.
+async fn cli_end_closes_the_users_sockets_on_every_node(kind: Kind) {
+    let Some(shared) = Shared::on_machine(kind) else {
+        return;
+    };
+    let db = shared.db();
+    let up = WsUpstream::start().await;
+    add_user(&db, USER, PASSWORD);
+    add_user(&db, "other-user", PASSWORD);
+    let extra = ["--metrics", "--cache-staleness", "30s"];
+    let a = Gateway::start_on(tempfile::tempdir().unwrap(), &db, Some(&up.url()), &extra);
+    let b = Gateway::start_on(tempfile::tempdir().unwrap(), &db, Some(&up.url()), &extra);
+    wait_for_bus(&a).await;
+    wait_for_bus(&b).await;
+    let open = |gw: &Gateway, token: String| {
+        let origin = gw.origin.clone();
+        async move {
+            connect(
+                &origin,
+                "/ws/app",
+                &[("cookie", &cookie(&token)), ("origin", &origin)],
+            )
+            .await
+            .expect("the socket opens")
+        }
+    };
+    let mut on_a = open(&a, a.login(USER, PASSWORD).await).await;
+    let mut on_b = open(&b, b.login(USER, PASSWORD).await).await;
+    let mut bystander = open(&b, b.login("other-user", PASSWORD).await).await;
+    assert_eq!(echo(&mut on_b, "hi").await, "hi");
+    let out = std::process::Command::new(support::signoff_bin())
+        .args(["sessions", "end", "--user", USER, "--db", &db])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = Instant::now();
+    for (node, socket) in [("A", &mut on_a), ("B", &mut on_b)] {
+        let (code, reason, _) = next_close(socket, Duration::from_millis(1500)).await;
+        let after = done.elapsed();
+        assert_eq!((code, reason.as_str()), (1008, "signed out"), "node {node}");
+        eprintln!("{kind:?}: socket on {node} closed {after:?} after the CLI end");
+        // The bound: 1 s plus the bus's delivery (milliseconds here).
+        assert!(
+            after <= Duration::from_millis(1500),
+            "node {node}: {after:?}"
+        );
+    }
+    assert_eq!(echo(&mut bystander, "still").await, "still");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cli_end_closes_the_users_sockets_on_every_node() {
+    cli_end_closes_the_users_sockets_on_every_node(Kind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cli_end_closes_the_users_sockets_on_every_node() {
+    cli_end_closes_the_users_sockets_on_every_node(Kind::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_logout_on_one_node_closes_the_socket_on_the_other() {
     logout_on_one_node_closes_the_socket_on_the_other(Kind::Redis).await;

@@ -274,15 +274,23 @@ fn create(c: &mut Criterion) {
     });
 }
 
-/// Gives `user` `n` fresh sessions, in one transaction.
+/// Gives `user` `n` fresh sessions, in one transaction, after deleting
+/// the records of the sessions an earlier iteration ended (so the store
+/// keeps its size).
 async fn sessions_for(store: &SqliteStore, user: &str, n: usize) {
     let mut tx = store.pool().begin().await.expect("begin");
+    sqlx::query("DELETE FROM sessions WHERE user_id = ?1")
+        .bind(user)
+        .execute(&mut *tx)
+        .await
+        .expect("delete");
     for i in 0..n {
         let token = SessionKeys::ephemeral().issue(Timestamp::from_millis(T0));
         sqlx::query(
             "INSERT INTO sessions (id, handle, user_id, created_at, last_seen_at, auth_at, \
-             expires_at, idle_timeout_ms, user_agent, ip, data, generation) \
-             VALUES (?1, ?2, ?3, ?4, ?4, ?4, ?5, ?6, ?7, ?8, NULL, 0)",
+             expires_at, idle_timeout_ms, user_agent, ip, data, generation, user_epoch) \
+             VALUES (?1, ?2, ?3, ?4, ?4, ?4, ?5, ?6, ?7, ?8, NULL, 0, \
+             coalesce((SELECT epoch FROM user_ends WHERE user_id = ?3), 0))",
         )
         .bind(token.id().as_bytes().as_slice())
         .bind(signoff::SessionHandle::generate().as_bytes())
@@ -335,6 +343,47 @@ fn user_sessions(c: &mut Criterion) {
                 }
             })
         });
+    }
+    group.finish();
+
+    // Ending alone, for a user with 1 000 sessions and for one with 10:
+    // one write either way (docs/benchmarks.md).
+    let mut group = c.benchmark_group("user_sessions/end_all");
+    group.sample_size(20);
+    for n in sizes() {
+        let (store, _, _) = rt.block_on(populated(n));
+        let audit = AuditLog::new(Arc::new(store.clone()), false);
+        let sessions = Sessions::with_clock(
+            Arc::new(CachedStore::new(store.clone())),
+            Policy::default(),
+            clock(),
+        )
+        .with_audit(audit);
+        let heavy = UserId::new("bench-heavy-user");
+        for own in [1000, 10] {
+            let id = BenchmarkId::from_parameter(format!("{own}_of_{}", label(n)));
+            group.bench_with_input(id, &own, |b, &own| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let store = store.clone();
+                    let sessions = sessions.clone();
+                    let heavy = heavy.clone();
+                    async move {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            sessions_for(&store, heavy.as_str(), own).await;
+                            let start = std::time::Instant::now();
+                            let ended = sessions
+                                .end_all_for_user(&heavy, None, Actor::Admin, "bench")
+                                .await
+                                .expect("end");
+                            total += start.elapsed();
+                            assert_eq!(ended, own);
+                        }
+                        total
+                    }
+                })
+            });
+        }
     }
     group.finish();
 }

@@ -92,6 +92,7 @@ macro_rules! session_store_conformance {
             touch_never_moves_backwards,
             remove_expired_is_conditional,
             end_all_for_user_can_keep_current,
+            writes_after_ending_a_user_change_nothing,
             list_for_user_shows_only_own_live_sessions,
             purge_is_bounded_and_complete,
             concurrent_purges_remove_each_session_once,
@@ -1049,6 +1050,142 @@ pub async fn end_all_for_user_can_keep_current(store: Arc<dyn SessionStore>) {
         .validate(bob.expose())
         .await
         .expect("bob still untouched");
+}
+
+/// After all of a user's sessions ended (one write on the SQL stores, the
+/// records left for purge), no read or write finds them; sessions made
+/// afterwards, the kept one, anonymous ones and other users' live on; a
+/// later end takes the kept one too; purge clears the records.
+pub async fn writes_after_ending_a_user_change_nothing(store: Arc<dyn SessionStore>) {
+    let (sessions, clock) = engine(&store, policy());
+    let (token, session) = login(&sessions, alice()).await;
+    let (kept_token, kept) = login(&sessions, alice()).await;
+    let (bob_token, _) = login(&sessions, UserId::new("bob")).await;
+    let anonymous = sessions
+        .create(NewSession::anonymous())
+        .await
+        .expect("anonymous session");
+    // A digest rotated away before the end.
+    let old_token = token.clone();
+    let rotated = sessions
+        .rotate(token.expose(), false)
+        .await
+        .expect("rotate");
+    let (token, session) = (rotated.token, {
+        let mut s = session;
+        s.id = rotated.session.id;
+        s.generation = rotated.session.generation;
+        s
+    });
+    let ended = sessions
+        .end_all_for_user(&alice(), Some(&kept.id), Actor::Admin, "test")
+        .await
+        .expect("end all");
+    assert_eq!(ended, 1);
+
+    clock.advance(TOUCH * 2);
+    let now = clock.now();
+    assert!(!store.touch(&session.id, now).await.expect("touch"));
+    let mut data = SessionData::new();
+    data.insert("k".into(), "v".into());
+    assert_eq!(
+        store
+            .update_data(&session.id, session.generation, &data)
+            .await
+            .expect("update"),
+        WriteOutcome::Missing
+    );
+    let new_id = SessionKeys::ephemeral()
+        .issue(Timestamp::from_millis(0))
+        .id();
+    assert!(!store
+        .rotate(&session.id, &new_id, Some(now))
+        .await
+        .expect("rotate"));
+    assert!(store.load(&new_id).await.expect("load").is_none());
+    assert!(store.load(&session.id).await.expect("load").is_none());
+    assert!(store
+        .load_by_handle(&session.handle)
+        .await
+        .expect("load by handle")
+        .is_none());
+    assert!(store
+        .remove_by_handle(&session.handle, None)
+        .await
+        .expect("remove by handle")
+        .is_none());
+    assert!(store.remove(&session.id).await.expect("remove").is_none());
+    assert!(matches!(
+        sessions.set_data(&session, data).await,
+        Err(SessionError::NotFound)
+    ));
+    assert_gone(sessions.validate(token.expose()).await, "an ended session");
+    // Logout with the token from before the rotation follows the
+    // successor pointer to the handle, and finds nothing there.
+    let old_id = old_token.id();
+    assert_eq!(
+        store.successor(&old_id).await.expect("successor"),
+        Some(session.handle)
+    );
+    sessions
+        .logout(old_token.expose())
+        .await
+        .expect("logout with the rotated-away token");
+    assert_gone(sessions.validate(token.expose()).await, "still ended");
+
+    // What lives on.
+    sessions
+        .validate(kept_token.expose())
+        .await
+        .expect("the kept session");
+    sessions
+        .validate(bob_token.expose())
+        .await
+        .expect("another user's session");
+    sessions
+        .validate(anonymous.token.expose())
+        .await
+        .expect("an anonymous session");
+    let (later_token, later) = login(&sessions, alice()).await;
+    sessions
+        .validate(later_token.expose())
+        .await
+        .expect("a session made after the end");
+    let listed: Vec<SessionHandle> = sessions
+        .list_for_user(&alice())
+        .await
+        .expect("list")
+        .iter()
+        .map(|s| s.handle)
+        .collect();
+    assert_eq!(listed.len(), 2, "only the kept and the later session");
+    assert!(listed.contains(&kept.handle) && listed.contains(&later.handle));
+
+    // A later end keeping the later session takes the kept one.
+    assert_eq!(
+        sessions
+            .end_all_for_user(&alice(), Some(&later.id), Actor::User, "test")
+            .await
+            .expect("end all again"),
+        1
+    );
+    assert_gone(
+        sessions.validate(kept_token.expose()).await,
+        "the once-kept session",
+    );
+    sessions
+        .validate(later_token.expose())
+        .await
+        .expect("the session kept this time");
+
+    // Purge takes every record once its deadline has passed.
+    clock.advance(ABSOLUTE);
+    while sessions.purge_expired(100).await.expect("purge") > 0 {}
+    for user in [alice(), UserId::new("bob")] {
+        assert!(store.list_for_user(&user).await.expect("list").is_empty());
+    }
+    // Nothing came back to life on the way.
+    assert!(store.load(&session.id).await.expect("load").is_none());
 }
 
 /// Listing shows a user's live sessions, newest first, and nothing else.

@@ -25,7 +25,9 @@
 //! an untrusted bus makes them poll the store.
 //!
 //! Messages are short text: the lowercase hex of a session digest (never a
-//! token), `*` (forget everything, e.g. after a `TRUNCATE`), or a heartbeat
+//! token), `u:` and the hex of a user id (all of that user's sessions
+//! ended, as one write: [`crate::SessionStore::end_for_user`]), `*` (forget
+//! everything, e.g. after a `TRUNCATE`), or a heartbeat
 //! `hb:<node>:<sequence>`.
 
 use std::fmt;
@@ -35,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::session::UserId;
 use crate::session_token::SessionId;
 use crate::store::StoreError;
 
@@ -44,6 +47,12 @@ pub trait CacheControl: Send + Sync + 'static {
     fn invalidate(&self, id: &SessionId);
     /// Forget every session.
     fn invalidate_all(&self);
+    /// Forget every session of `user` (they all ended). The default
+    /// forgets every session, which is always safe.
+    fn invalidate_user(&self, user: &UserId) {
+        let _ = user;
+        self.invalidate_all();
+    }
     /// Serve from the cache (`true`) or read the store on every load.
     fn set_trusted(&self, trusted: bool);
 }
@@ -90,6 +99,9 @@ impl CacheControl for Fanout {
     fn invalidate_all(&self) {
         self.0.iter().for_each(|l| l.invalidate_all());
     }
+    fn invalidate_user(&self, user: &UserId) {
+        self.0.iter().for_each(|l| l.invalidate_user(user));
+    }
     fn set_trusted(&self, trusted: bool) {
         self.0.iter().for_each(|l| l.set_trusted(trusted));
     }
@@ -117,6 +129,8 @@ pub trait RevocationBus: Send + Sync + 'static {
 pub enum BusMessage {
     /// Forget this session.
     Invalidate(SessionId),
+    /// Forget every session of this user.
+    EndUser(UserId),
     /// Forget every session.
     InvalidateAll,
     /// A node's heartbeat.
@@ -131,6 +145,11 @@ pub enum BusMessage {
 /// The payload that announces a change to session `id`.
 pub fn invalidation_payload(id: &SessionId) -> String {
     hex(id.as_bytes())
+}
+
+/// The payload that announces the end of every session of `user`.
+pub fn user_end_payload(user: &UserId) -> String {
+    format!("u:{}", hex(user.as_str().as_bytes()))
 }
 
 /// Lowercase hex.
@@ -155,14 +174,29 @@ pub fn parse(payload: &str) -> Option<BusMessage> {
             seq: seq.parse().ok()?,
         });
     }
+    if let Some(rest) = payload.strip_prefix("u:") {
+        let bytes = unhex(rest)?;
+        return Some(BusMessage::EndUser(UserId::new(
+            String::from_utf8(bytes).ok()?,
+        )));
+    }
     if payload.len() != 64 {
         return None;
     }
-    let mut digest = [0u8; 32];
-    for (i, byte) in digest.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(payload.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    let digest: [u8; 32] = unhex(payload)?.try_into().ok()?;
     Some(BusMessage::Invalidate(SessionId::from_digest(digest)))
+}
+
+/// Bytes from lowercase (or uppercase) hex; `None` unless it is hex of
+/// whole bytes.
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Options for [`run`].
@@ -424,6 +458,10 @@ async fn listen(
                     cache.invalidate(&id);
                     stats.invalidations.fetch_add(1, Ordering::Relaxed);
                 }
+                Some(BusMessage::EndUser(user)) => {
+                    cache.invalidate_user(&user);
+                    stats.invalidations.fetch_add(1, Ordering::Relaxed);
+                }
                 Some(BusMessage::InvalidateAll) => {
                     cache.invalidate_all();
                     stats.invalidations.fetch_add(1, Ordering::Relaxed);
@@ -492,6 +530,12 @@ mod tests {
             Some(BusMessage::Invalidate(id))
         );
         assert_eq!(parse("*"), Some(BusMessage::InvalidateAll));
+        for user in ["alice", "", "ünïcode user", "u:1"] {
+            assert_eq!(
+                parse(&user_end_payload(&UserId::new(user))),
+                Some(BusMessage::EndUser(UserId::new(user)))
+            );
+        }
         assert_eq!(
             parse("hb:7:9"),
             Some(BusMessage::Heartbeat { node: 7, seq: 9 })
@@ -506,6 +550,10 @@ mod tests {
             &"a".repeat(63),
             &"a".repeat(65),
             accented.as_str(),
+            "u:a",
+            "u:zz",
+            "u:ff",
+            "u:é0",
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }

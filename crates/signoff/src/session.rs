@@ -932,7 +932,9 @@ impl Sessions {
     /// Signs a user out everywhere, except the session `keep` if given, on
     /// behalf of `by` for `reason` (a short class such as
     /// `user_disabled`, recorded in the audit trail). Returns how many
-    /// sessions ended. The action is recorded even when none did.
+    /// sessions ended. The action is recorded even when none did. On the
+    /// SQL stores this is one write whatever the user's session count
+    /// ([`SessionStore::end_for_user`]).
     ///
     /// # Errors
     /// A store error.
@@ -943,11 +945,12 @@ impl Sessions {
         by: Actor,
         reason: &str,
     ) -> Result<usize, SessionError> {
-        let removed = self.store.remove_for_user(user, keep).await?;
-        for id in &removed {
-            self.tell_watch(id, Some(EndReason::EndedBy(by)));
+        let ended = self.store.end_for_user(user, keep).await;
+        if let Some(watch) = &self.watch {
+            // Even after an error: the end may have been written.
+            watch.user_ended_here(user, EndReason::EndedBy(by));
         }
-        let n = removed.len();
+        let n = ended?;
         self.record_ended(Some(user), None, by, reason, n as u64)
             .await;
         Ok(n)

@@ -452,6 +452,17 @@ impl SessionWatch {
     pub(crate) fn ended_here(&self, id: &SessionId, reason: Option<EndReason>) {
         self.shared.notify(id, reason);
     }
+
+    /// A local end of every session of `user`: check each of theirs.
+    pub(crate) fn user_ended_here(&self, user: &UserId, reason: EndReason) {
+        self.shared.notify_user(user, Some(reason));
+    }
+
+    /// Every session of `user` ended elsewhere (what a revocation bus
+    /// announces): their watchers read them again.
+    pub fn recheck_user(&self, user: &UserId) {
+        self.shared.notify_user(user, None);
+    }
 }
 
 impl crate::revocation::CacheControl for SessionWatch {
@@ -460,6 +471,9 @@ impl crate::revocation::CacheControl for SessionWatch {
     }
     fn invalidate_all(&self) {
         self.recheck_all();
+    }
+    fn invalidate_user(&self, user: &UserId) {
+        self.recheck_user(user);
     }
     fn set_trusted(&self, trusted: bool) {
         SessionWatch::set_trusted(self, trusted);
@@ -503,6 +517,29 @@ impl Shared {
                 }
                 return;
             }
+        }
+        drop(table);
+        self.wake.notify_one();
+    }
+
+    fn notify_user(&self, user: &UserId, hint: Option<EndReason>) {
+        let mut table = self.table();
+        let theirs: Vec<SessionHandle> = table
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.entry.user.as_ref() == Some(user))
+            .map(|(handle, _)| *handle)
+            .collect();
+        if theirs.is_empty() {
+            return;
+        }
+        for handle in theirs {
+            if let Some(slot) = table.slots.get_mut(&handle) {
+                if slot.hint.is_none() {
+                    slot.hint = hint;
+                }
+            }
+            table.mark(handle);
         }
         drop(table);
         self.wake.notify_one();

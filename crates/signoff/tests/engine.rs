@@ -76,12 +76,8 @@ impl SessionStore for Probe {
     async fn list_for_user(&self, u: &UserId) -> Result<Vec<Session>, StoreError> {
         self.inner.list_for_user(u).await
     }
-    async fn remove_for_user(
-        &self,
-        u: &UserId,
-        k: Option<&SessionId>,
-    ) -> Result<Vec<SessionId>, StoreError> {
-        self.inner.remove_for_user(u, k).await
+    async fn end_for_user(&self, u: &UserId, k: Option<&SessionId>) -> Result<usize, StoreError> {
+        self.inner.end_for_user(u, k).await
     }
     async fn purge_expired(&self, now: Timestamp, l: usize) -> Result<Vec<SessionId>, StoreError> {
         self.inner.purge_expired(now, l).await

@@ -94,13 +94,13 @@ impl<S: SessionStore> SessionStore for Counted<S> {
         self.count();
         self.inner.list_for_user(user).await
     }
-    async fn remove_for_user(
+    async fn end_for_user(
         &self,
         user: &UserId,
         keep: Option<&SessionId>,
-    ) -> Result<Vec<SessionId>, StoreError> {
+    ) -> Result<usize, StoreError> {
         self.count();
-        self.inner.remove_for_user(user, keep).await
+        self.inner.end_for_user(user, keep).await
     }
     async fn purge_expired(
         &self,

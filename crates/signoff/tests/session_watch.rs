@@ -101,12 +101,12 @@ impl SessionStore for Counting {
     async fn list_for_user(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
         self.inner.list_for_user(user).await
     }
-    async fn remove_for_user(
+    async fn end_for_user(
         &self,
         user: &UserId,
         keep: Option<&SessionId>,
-    ) -> Result<Vec<SessionId>, StoreError> {
-        self.inner.remove_for_user(user, keep).await
+    ) -> Result<usize, StoreError> {
+        self.inner.end_for_user(user, keep).await
     }
     async fn purge_expired(
         &self,

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use signoff::revocation::{invalidation_payload, RevocationBus};
+use signoff::revocation::{invalidation_payload, user_end_payload, RevocationBus};
 use signoff::{
     Actor, AuditEvent, AuditKind, AuditQuery, AuditStore, PostgresOptions, PostgresStore, Session,
     SessionData, SessionHandle, SessionStore, StoreError, Timestamp, User, UserId, UserStore,
@@ -301,30 +301,40 @@ async fn writes_announce_changes_but_touches_do_not() {
     assert!(store.remove(&rotated).await.unwrap().is_none());
     assert_eq!(next_within(&mut sub, quiet).await, None, "nothing removed");
 
-    // Bulk removals announce each session.
+    // Ending all of a user's sessions is one write, announced once for
+    // the user, whatever their count.
     let b = session("bob");
     let c = session("bob");
     store.insert(&b).await.unwrap();
     store.insert(&c).await.unwrap();
     assert_eq!(
-        store
-            .remove_for_user(&UserId::new("bob"), None)
-            .await
-            .unwrap()
-            .len(),
+        store.end_for_user(&UserId::new("bob"), None).await.unwrap(),
         2
     );
-    let mut heard = vec![
+    assert_eq!(
         next_within(&mut sub, second).await,
+        Some(user_end_payload(&UserId::new("bob")))
+    );
+    assert_eq!(next_within(&mut sub, quiet).await, None, "one announcement");
+    // Keeping one: the same single announcement.
+    let d = session("bob");
+    let e = session("bob");
+    store.insert(&d).await.unwrap();
+    store.insert(&e).await.unwrap();
+    assert_eq!(
+        store
+            .end_for_user(&UserId::new("bob"), Some(&e.id))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
         next_within(&mut sub, second).await,
-    ];
-    heard.sort();
-    let mut expected = vec![
-        Some(invalidation_payload(&b.id)),
-        Some(invalidation_payload(&c.id)),
-    ];
-    expected.sort();
-    assert_eq!(heard, expected);
+        Some(user_end_payload(&UserId::new("bob")))
+    );
+    assert_eq!(next_within(&mut sub, quiet).await, None, "one announcement");
+    assert!(store.load(&d.id).await.unwrap().is_none());
+    assert_eq!(store.load(&e.id).await.unwrap().map(|s| s.id), Some(e.id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

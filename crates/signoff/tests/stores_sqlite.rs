@@ -126,38 +126,65 @@ async fn sqlite_watcher_drops_what_another_process_ends_within_50ms() {
     worst = worst.max(changed.elapsed());
 
     assert!(worst < BOUND, "took {worst:?}");
-    assert!(gateway.bus.stats().invalidations() >= 5);
+    // Logout, the user's end (one change for both sessions), rotation,
+    // data change.
+    assert!(gateway.bus.stats().invalidations() >= 4);
     eprintln!("sqlite watcher: worst {worst:?}");
 }
 
-/// More changes than one poll reads (a mass sign-out) flush the cache, and
-/// the watch goes on from where the log ends.
+/// Ending 1 200 sessions of one user is one change; more changes than one
+/// poll reads (an operator's bulk `DELETE`) flush the cache, and the watch
+/// goes on from where the log ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_watcher_survives_a_mass_sign_out() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("signoff.db");
     let gateway = node(&path).await;
-    let cli = Sessions::new(
-        Arc::new(SqliteStore::open(&path).await.unwrap()),
-        Policy::default(),
-    );
+    let cli_store = SqliteStore::open(&path).await.unwrap();
+    let cli = Sessions::new(Arc::new(cli_store.clone()), Policy::default());
     let watched = cached_on(&gateway, &cli, "mallory").await;
     for _ in 0..1200 {
         cli.create(NewSession::for_user(UserId::new("mallory")))
             .await
             .unwrap();
     }
+    let changes = |pool: sqlx::SqlitePool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM session_changes")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let before = changes(cli_store.pool().clone()).await;
     let ended = Instant::now();
-    cli.end_all_for_user(
-        &UserId::new("mallory"),
-        None,
-        signoff::Actor::Operator,
-        "test",
-    )
-    .await
-    .unwrap();
+    let n = cli
+        .end_all_for_user(
+            &UserId::new("mallory"),
+            None,
+            signoff::Actor::Operator,
+            "test",
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1201);
     let took = refused_after(&gateway, &watched, ended).await;
     assert!(took < BOUND, "took {took:?}");
+    assert_eq!(changes(cli_store.pool().clone()).await, before + 1);
+
+    // An operator deletes 1 200 rows by hand: 1 200 changes, more than
+    // one poll reads.
+    let watched = cached_on(&gateway, &cli, "oscar").await;
+    for _ in 0..1200 {
+        cli.create(NewSession::for_user(UserId::new("oscar")))
+            .await
+            .unwrap();
+    }
+    let ended = Instant::now();
+    sqlx::query("DELETE FROM sessions WHERE user_id = 'oscar'")
+        .execute(cli_store.pool())
+        .await
+        .unwrap();
+    let took = refused_after(&gateway, &watched, ended).await;
+    assert!(took < BOUND, "after a bulk delete: took {took:?}");
     let next = cached_on(&gateway, &cli, "trent").await;
     cli.logout(&next).await.unwrap();
     let took = refused_after(&gateway, &next, Instant::now()).await;

@@ -215,11 +215,11 @@ impl SessionStore for MemoryStore {
             .collect())
     }
 
-    async fn remove_for_user(
+    async fn end_for_user(
         &self,
         user: &UserId,
         keep: Option<&SessionId>,
-    ) -> Result<Vec<SessionId>, StoreError> {
+    ) -> Result<usize, StoreError> {
         let mut inner = self.lock();
         let ids: Vec<SessionId> = inner
             .by_user
@@ -232,7 +232,7 @@ impl SessionStore for MemoryStore {
         for id in &ids {
             inner.take(id);
         }
-        Ok(ids)
+        Ok(ids.len())
     }
 
     async fn purge_expired(

@@ -172,13 +172,19 @@ pub trait SessionStore: Send + Sync + 'static {
     /// All sessions of one user, expired or not, in no particular order.
     async fn list_for_user(&self, user: &UserId) -> Result<Vec<Session>, StoreError>;
 
-    /// Deletes all of a user's sessions except `keep`, and returns the
-    /// digests it deleted.
-    async fn remove_for_user(
+    /// Ends all of a user's sessions except `keep`, and returns how many it
+    /// ended. From its return on, no read or write finds them (as if
+    /// removed); a backend may remove the records later (the SQL backends
+    /// leave them to [`SessionStore::purge_expired`] at their deadline, so
+    /// the end is one write whatever the user's session count). It
+    /// announces the end on the store's revocation bus as one message for
+    /// the user ([`crate::revocation::BusMessage::EndUser`]) or one per
+    /// session.
+    async fn end_for_user(
         &self,
         user: &UserId,
         keep: Option<&SessionId>,
-    ) -> Result<Vec<SessionId>, StoreError>;
+    ) -> Result<usize, StoreError>;
 
     /// Deletes at most `limit` sessions that have expired at `now` and
     /// returns the digests it deleted. Safe to run on many nodes at once.
@@ -295,12 +301,12 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     async fn list_for_user(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
         (**self).list_for_user(user).await
     }
-    async fn remove_for_user(
+    async fn end_for_user(
         &self,
         user: &UserId,
         keep: Option<&SessionId>,
-    ) -> Result<Vec<SessionId>, StoreError> {
-        (**self).remove_for_user(user, keep).await
+    ) -> Result<usize, StoreError> {
+        (**self).end_for_user(user, keep).await
     }
     async fn purge_expired(
         &self,

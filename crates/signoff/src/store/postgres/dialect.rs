@@ -4,11 +4,13 @@ use sqlx::postgres::{PgQueryResult, Postgres};
 
 use crate::clock::Timestamp;
 use crate::session_token::SessionId;
-use crate::store::sql::{user_columns, Dialect, Statement};
+use crate::store::sql::{alive, user_columns, Dialect, Statement};
 
 impl Dialect for Postgres {
-    const TOUCH: &'static str =
-        "UPDATE sessions SET last_seen_at = greatest(last_seen_at, $2) WHERE id = $1";
+    const TOUCH: &'static str = concat!(
+        "UPDATE sessions SET last_seen_at = greatest(last_seen_at, $2) WHERE id = $1 AND ",
+        alive!()
+    );
 
     // SKIP LOCKED: purges running at once on several nodes take disjoint
     // rows instead of queueing behind each other.
@@ -36,12 +38,14 @@ impl Dialect for Postgres {
         new_id: &'a SessionId,
         auth_at: Option<Timestamp>,
     ) -> Vec<Statement<'a>> {
-        vec![Statement::new(
+        vec![Statement::new(concat!(
             "WITH moved AS (UPDATE sessions SET id = $2, generation = generation + 1, \
-             auth_at = coalesce($3, auth_at) WHERE id = $1 RETURNING handle, expires_at) \
+             auth_at = coalesce($3, auth_at) WHERE id = $1 AND ",
+            alive!(),
+            " RETURNING handle, expires_at) \
              INSERT INTO rotated_tokens (id, handle, expires_at) \
-             SELECT $1, handle, expires_at FROM moved",
-        )
+             SELECT $1, handle, expires_at FROM moved"
+        ))
         .bytes(id.as_bytes().as_slice())
         .bytes(new_id.as_bytes().as_slice())
         .int(auth_at.map(Timestamp::as_millis))]

@@ -35,7 +35,7 @@
 //! script checks the record's own `id` field (and `generation` where it
 //! matters) and applies the write in the same step, so two racing writes
 //! are ordered by the server and a write racing with a removal finds
-//! nothing. `remove_for_user` reads the record keys from the user's index
+//! nothing. `end_for_user` reads the record keys from the user's index
 //! inside its script; they all carry the index's hash tag, so they live in
 //! its slot.
 //!
@@ -186,7 +186,7 @@ struct Scripts {
     remove: Script,
     remove_by_handle: Script,
     remove_if_due: Script,
-    remove_for_user: Script,
+    end_for_user: Script,
     create_hash: Script,
     set_if_exists: Script,
     replace_password: Script,
@@ -210,7 +210,7 @@ impl Scripts {
                 include_str!("scripts/deadline.lua"),
                 include_str!("scripts/remove_if_due.lua")
             )),
-            remove_for_user: Script::new(include_str!("scripts/remove_for_user.lua")),
+            end_for_user: Script::new(include_str!("scripts/end_for_user.lua")),
             create_hash: Script::new(include_str!("scripts/create_hash.lua")),
             set_if_exists: Script::new(include_str!("scripts/set_if_exists.lua")),
             replace_password: Script::new(include_str!("scripts/replace_password.lua")),

@@ -510,15 +510,17 @@ impl SessionStore for RedisStore {
         Ok(sessions)
     }
 
-    async fn remove_for_user(
+    /// Removes the records at once (one script over the user's index, in
+    /// its slot) and announces each digest.
+    async fn end_for_user(
         &self,
         user: &UserId,
         keep: Option<&SessionId>,
-    ) -> Result<Vec<SessionId>, StoreError> {
+    ) -> Result<usize, StoreError> {
         let reply: Vec<String> = self
             .inner
             .scripts
-            .remove_for_user
+            .end_for_user
             .key(self.user_index_key(user))
             .arg(keep.map(digest_hex).unwrap_or_default())
             .arg(self.channel())
@@ -526,7 +528,7 @@ impl SessionStore for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(store_error)?;
-        let mut removed = Vec::with_capacity(reply.len() / 3);
+        let mut removed = 0;
         let mut stale = Vec::with_capacity(reply.len() / 3 * 2);
         let mut records = Vec::with_capacity(reply.len() / 3);
         for triple in reply.chunks(3) {
@@ -539,7 +541,7 @@ impl SessionStore for RedisStore {
                 stale.push(self.handle_key(&handle));
             }
             records.push(record.clone());
-            removed.push(id);
+            removed += 1;
         }
         self.forget(&stale).await;
         self.forget_deadlines(&records).await;

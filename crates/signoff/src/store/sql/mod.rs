@@ -27,7 +27,9 @@ mod sessions;
 mod state;
 mod users;
 
+use rows::Column as _;
 pub(crate) use rows::{user_columns, SqlRow};
+pub(crate) use sessions::alive;
 
 /// What differs between the SQL databases the stores run on.
 pub(crate) trait Dialect: Run + Database<Row: SqlRow> {
@@ -155,6 +157,13 @@ pub(crate) trait Run: Database {
         pool: &'q Pool<Self>,
         sts: &'q [Statement<'q>],
     ) -> BoxFuture<'q, Result<Self::QueryResult, sqlx::Error>>;
+
+    /// Runs `writes`, then `read`, in one transaction; the rows of `read`.
+    fn fetch_after<'q>(
+        pool: &'q Pool<Self>,
+        writes: &'q [Statement<'q>],
+        read: &'q Statement<'q>,
+    ) -> BoxFuture<'q, Result<Vec<Self::Row>, sqlx::Error>>;
 }
 
 impl<DB> Run for DB
@@ -203,6 +212,22 @@ where
             }
             tx.commit().await?;
             Ok(last)
+        })
+    }
+
+    fn fetch_after<'q>(
+        pool: &'q Pool<Self>,
+        writes: &'q [Statement<'q>],
+        read: &'q Statement<'q>,
+    ) -> BoxFuture<'q, Result<Vec<Self::Row>, sqlx::Error>> {
+        Box::pin(async move {
+            let mut tx = pool.begin().await?;
+            for st in writes {
+                query(st).execute(&mut *tx).await?;
+            }
+            let rows = query(read).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(rows)
         })
     }
 }
@@ -266,6 +291,21 @@ impl<'a, D: Dialect> Sql<'a, D> {
     }
 
     /// Runs `st` and reads the row it returns, if any, with `read`.
+    /// Runs `writes` and then the count `read` in one transaction; the count.
+    pub(crate) async fn count_after(
+        &self,
+        writes: Vec<Statement<'_>>,
+        read: Statement<'_>,
+    ) -> Result<i64, StoreError> {
+        let rows = self
+            .timed(D::fetch_after(self.pool, &writes, &read))
+            .await?;
+        match rows.first() {
+            Some(row) => row.column(0),
+            None => Err(StoreError::Corrupt("a count returned no row")),
+        }
+    }
+
     pub(crate) async fn one<T>(
         &self,
         st: Statement<'_>,

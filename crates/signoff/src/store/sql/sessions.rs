@@ -11,38 +11,69 @@ use crate::session::{Session, SessionData, UserId};
 use crate::session_token::{SessionHandle, SessionId};
 use crate::store::{SessionStore, StoreError, WriteOutcome};
 
+/// The condition every statement that finds a session adds: the session
+/// has no user, or its user has not ended all their sessions since it was
+/// created (`migrations/*/0006_user_ends.sql`).
+macro_rules! alive {
+    () => {
+        "(user_id IS NULL OR user_epoch = coalesce(\
+         (SELECT e.epoch FROM user_ends e WHERE e.user_id = sessions.user_id), 0))"
+    };
+}
+pub(crate) use alive;
+
 const INSERT: &str = "INSERT INTO sessions (id, handle, user_id, created_at, last_seen_at, \
-    auth_at, expires_at, idle_timeout_ms, user_agent, ip, data, generation) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+    auth_at, expires_at, idle_timeout_ms, user_agent, ip, data, generation, user_epoch) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+    coalesce((SELECT epoch FROM user_ends WHERE user_id = $3), 0))";
 const LOAD: &str = concat!(
     "SELECT ",
     session_columns!(),
-    " FROM sessions WHERE id = $1"
+    " FROM sessions WHERE id = $1 AND ",
+    alive!()
 );
 const LOAD_BY_HANDLE: &str = concat!(
     "SELECT ",
     session_columns!(),
-    " FROM sessions WHERE handle = $1"
+    " FROM sessions WHERE handle = $1 AND ",
+    alive!()
 );
-const EXISTS: &str = "SELECT 1 FROM sessions WHERE id = $1";
-const UPDATE_DATA: &str = "UPDATE sessions SET data = $3, generation = generation + 1 \
-    WHERE id = $1 AND generation = $2";
+const EXISTS: &str = concat!("SELECT 1 FROM sessions WHERE id = $1 AND ", alive!());
+const UPDATE_DATA: &str = concat!(
+    "UPDATE sessions SET data = $3, generation = generation + 1 \
+     WHERE id = $1 AND generation = $2 AND ",
+    alive!()
+);
 const REMOVE: &str = concat!(
-    "DELETE FROM sessions WHERE id = $1 RETURNING ",
+    "DELETE FROM sessions WHERE id = $1 AND ",
+    alive!(),
+    " RETURNING ",
     session_columns!()
 );
 const REMOVE_BY_HANDLE: &str = concat!(
-    "DELETE FROM sessions WHERE handle = $1 AND ($2 IS NULL OR user_id = $2) RETURNING ",
+    "DELETE FROM sessions WHERE handle = $1 AND ($2 IS NULL OR user_id = $2) AND ",
+    alive!(),
+    " RETURNING ",
     session_columns!()
 );
 const REMOVE_EXPIRED: &str = "DELETE FROM sessions WHERE id = $1 AND deadline <= $2";
 const LIST_FOR_USER: &str = concat!(
     "SELECT ",
     session_columns!(),
-    " FROM sessions WHERE user_id = $1"
+    " FROM sessions WHERE user_id = $1 AND user_epoch = \
+     coalesce((SELECT epoch FROM user_ends WHERE user_id = $1), 0)"
 );
-const REMOVE_FOR_USER: &str =
-    "DELETE FROM sessions WHERE user_id = $1 AND id IS DISTINCT FROM $2 RETURNING id";
+/// Ending all of a user's sessions: raise the user's counter (the first
+/// statement writes, so SQLite takes its write lock before any read)...
+const END_USER: &str = "INSERT INTO user_ends (user_id, epoch) VALUES ($1, 1) \
+    ON CONFLICT (user_id) DO UPDATE SET epoch = user_ends.epoch + 1";
+/// ...move the kept session, if it was alive, to the new value...
+const KEEP_SESSION: &str = "UPDATE sessions SET user_epoch = user_epoch + 1 \
+    WHERE id = $2 AND user_id = $1 \
+    AND user_epoch = (SELECT epoch FROM user_ends WHERE user_id = $1) - 1";
+/// ...and count what ended, from the index alone.
+const COUNT_ENDED: &str = "SELECT count(*) FROM sessions WHERE user_id = $1 \
+    AND user_epoch = (SELECT epoch FROM user_ends WHERE user_id = $1) - 1";
 const SUCCESSOR: &str = "SELECT handle FROM rotated_tokens WHERE id = $1";
 
 fn generation_param(generation: u64) -> Result<i64, StoreError> {
@@ -169,15 +200,24 @@ impl<B: SqlBackend + Clone> SessionStore for B {
         self.sql().all(st, rows::session).await
     }
 
-    async fn remove_for_user(
+    /// One transaction of two or three statements, whatever the user's
+    /// session count: the records stay until purge reaches their deadline.
+    async fn end_for_user(
         &self,
         user: &UserId,
         keep: Option<&SessionId>,
-    ) -> Result<Vec<SessionId>, StoreError> {
-        let st = Statement::new(REMOVE_FOR_USER)
-            .text(Some(user.as_str()))
-            .bytes(keep.map(|k| k.as_bytes().as_slice()));
-        self.sql().all(st, rows::session_id).await
+    ) -> Result<usize, StoreError> {
+        let mut writes = vec![Statement::new(END_USER).text(Some(user.as_str()))];
+        if let Some(keep) = keep {
+            writes.push(
+                Statement::new(KEEP_SESSION)
+                    .text(Some(user.as_str()))
+                    .bytes(keep.as_bytes().as_slice()),
+            );
+        }
+        let count = Statement::new(COUNT_ENDED).text(Some(user.as_str()));
+        let ended = self.sql().count_after(writes, count).await?;
+        Ok(usize::try_from(ended).unwrap_or(usize::MAX))
     }
 
     async fn purge_expired(

@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 
 use super::SqliteStore;
 use crate::revocation::{BusSubscription, RevocationBus};
+use crate::session::UserId;
 use crate::session_token::SessionId;
 use crate::store::StoreError;
 
@@ -46,8 +47,8 @@ impl SqliteSubscription {
         }
         self.data_version = version;
         let limit = i64::try_from(CHANGES_PER_POLL + 1).unwrap_or(i64::MAX);
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT seq, id FROM session_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        let rows: Vec<(i64, Vec<u8>, Option<String>)> = sqlx::query_as(
+            "SELECT seq, id, user_id FROM session_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )
         .bind(self.last)
         .bind(limit)
@@ -64,23 +65,26 @@ impl SqliteSubscription {
             }
             return Ok(());
         }
-        let gap = rows.first().is_some_and(|(seq, _)| *seq != self.last + 1);
+        let gap = rows
+            .first()
+            .is_some_and(|(seq, _, _)| *seq != self.last + 1);
         if gap || rows.len() > CHANGES_PER_POLL {
             // Rows not read yet were pruned, or too many to read now.
             self.last = self.top().await?;
             self.ready.push_back("*".to_owned());
             return Ok(());
         }
-        for (seq, id) in rows {
+        for (seq, id, user) in rows {
             self.last = seq;
-            match <[u8; 32]>::try_from(id.as_slice()) {
-                Ok(digest) => self
-                    .ready
-                    .push_back(crate::revocation::invalidation_payload(
-                        &SessionId::from_digest(digest),
-                    )),
-                Err(_) => self.ready.push_back("*".to_owned()),
-            }
+            let payload = match (user, <[u8; 32]>::try_from(id.as_slice())) {
+                // All of a user's sessions ended (0006_user_ends.sql).
+                (Some(user), _) => crate::revocation::user_end_payload(&UserId::new(user)),
+                (None, Ok(digest)) => {
+                    crate::revocation::invalidation_payload(&SessionId::from_digest(digest))
+                }
+                (None, Err(_)) => "*".to_owned(),
+            };
+            self.ready.push_back(payload);
         }
         Ok(())
     }

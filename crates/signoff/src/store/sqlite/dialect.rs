@@ -4,11 +4,13 @@ use sqlx::sqlite::SqliteQueryResult;
 
 use crate::clock::Timestamp;
 use crate::session_token::SessionId;
-use crate::store::sql::{user_columns, Dialect, Statement};
+use crate::store::sql::{alive, user_columns, Dialect, Statement};
 
 impl Dialect for sqlx::Sqlite {
-    const TOUCH: &'static str =
-        "UPDATE sessions SET last_seen_at = max(last_seen_at, $2) WHERE id = $1";
+    const TOUCH: &'static str = concat!(
+        "UPDATE sessions SET last_seen_at = max(last_seen_at, $2) WHERE id = $1 AND ",
+        alive!()
+    );
 
     const PURGE_SESSIONS: &'static str = "DELETE FROM sessions WHERE rowid IN \
         (SELECT rowid FROM sessions WHERE deadline <= $1 ORDER BY deadline LIMIT $2) \
@@ -28,15 +30,17 @@ impl Dialect for sqlx::Sqlite {
         auth_at: Option<Timestamp>,
     ) -> Vec<Statement<'a>> {
         vec![
-            Statement::new(
+            Statement::new(concat!(
                 "INSERT INTO rotated_tokens (id, handle, expires_at) \
-                 SELECT id, handle, expires_at FROM sessions WHERE id = $1",
-            )
+                     SELECT id, handle, expires_at FROM sessions WHERE id = $1 AND ",
+                alive!()
+            ))
             .bytes(id.as_bytes().as_slice()),
-            Statement::new(
+            Statement::new(concat!(
                 "UPDATE sessions SET id = $2, generation = generation + 1, \
-                 auth_at = coalesce($3, auth_at) WHERE id = $1",
-            )
+                     auth_at = coalesce($3, auth_at) WHERE id = $1 AND ",
+                alive!()
+            ))
             .bytes(id.as_bytes().as_slice())
             .bytes(new_id.as_bytes().as_slice())
             .int(auth_at.map(Timestamp::as_millis)),

@@ -225,11 +225,15 @@ impl<S: SessionStore> CachedStore<S> {
     /// reads each entry's user in place (no unpacking): about 2 ms per
     /// 100 000 entries, once per such end.
     pub fn invalidate_user(&self, user: &UserId) {
-        let mut epochs = self.epochs();
-        // The user's sessions may be in any shard: spoil every fill that
-        // started before this.
-        for epoch in epochs.iter_mut() {
-            *epoch += 1;
+        {
+            let mut epochs = self.epochs();
+            // The user's sessions may be in any shard: spoil every fill
+            // that started before this. A fill that starts after it reads
+            // the store after the end, so the scan need not hold the lock
+            // (and fills elsewhere do not wait for it).
+            for epoch in epochs.iter_mut() {
+                *epoch += 1;
+            }
         }
         self.cache
             .retain(|_, entry| packed_user(&entry.packed) != Some(user.as_str().as_bytes()));

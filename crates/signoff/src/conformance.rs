@@ -1115,6 +1115,11 @@ pub async fn writes_after_ending_a_user_change_nothing(store: Arc<dyn SessionSto
         .expect("remove by handle")
         .is_none());
     assert!(store.remove(&session.id).await.expect("remove").is_none());
+    // Not even as expired: it ended before.
+    assert!(!store
+        .remove_expired(&session.id, now.plus(ABSOLUTE * 2))
+        .await
+        .expect("remove_expired"));
     assert!(matches!(
         sessions.set_data(&session, data).await,
         Err(SessionError::NotFound)

@@ -190,7 +190,7 @@ pub fn parse(payload: &str) -> Option<BusMessage> {
 /// Bytes from lowercase (or uppercase) hex; `None` unless it is hex of
 /// whole bytes.
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len())
@@ -554,6 +554,7 @@ mod tests {
             "u:zz",
             "u:ff",
             "u:é0",
+            "u:+a",
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }

@@ -337,6 +337,89 @@ async fn writes_announce_changes_but_touches_do_not() {
     assert_eq!(store.load(&e.id).await.unwrap().map(|s| s.id), Some(e.id));
 }
 
+/// A write that waits for the row lock of the session an end keeps (the
+/// end's transaction moves it to the new counter) still finds it alive
+/// once the end commits: a logout racing "sign out everywhere else" ends
+/// the kept session, and a touch lands. The end's statements are run by
+/// hand here to hold its transaction open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_waiting_for_the_kept_session_still_find_it() {
+    let (store, _guard) = fresh().await;
+    for write in ["remove by handle", "touch"] {
+        let kept = session("alice");
+        let ended = session("alice");
+        store.insert(&kept).await.unwrap();
+        store.insert(&ended).await.unwrap();
+        let mut tx = store.pool().begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO user_ends (user_id, epoch) VALUES ($1, 1) \
+             ON CONFLICT (user_id) DO UPDATE SET epoch = user_ends.epoch + 1",
+        )
+        .bind("alice")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let moved = sqlx::query("UPDATE sessions SET user_epoch = user_epoch + 1 WHERE id = $1")
+            .bind(kept.id.as_bytes().as_slice())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(moved.rows_affected(), 1);
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            let kept = kept.clone();
+            async move {
+                match write {
+                    "touch" => {
+                        let later = Timestamp::from_millis(kept.last_seen_at.as_millis() + 1);
+                        store.touch(&kept.id, later).await.unwrap()
+                    }
+                    _ => store
+                        .remove_by_handle(&kept.handle, None)
+                        .await
+                        .unwrap()
+                        .is_some(),
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "{write}: waits for the end's lock");
+        tx.commit().await.unwrap();
+        assert!(waiting.await.unwrap(), "{write}: found the kept session");
+        assert!(store.load(&ended.id).await.unwrap().is_none(), "{write}");
+    }
+}
+
+/// A user id too long for a NOTIFY payload: the end still happens, and
+/// every node is told to forget everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_a_user_with_a_very_long_id_announces_forget_everything() {
+    let (store, _guard) = fresh().await;
+    let mut sub = store.subscribe().await.unwrap();
+    let long = "x".repeat(5000);
+    let s = session(&long);
+    store.insert(&s).await.unwrap();
+    assert_eq!(
+        store.end_for_user(&UserId::new(&long), None).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        next_within(&mut sub, Duration::from_secs(1)).await,
+        Some("*".to_owned())
+    );
+    assert!(store.load(&s.id).await.unwrap().is_none());
+    // The counter cannot be deleted to bring the session back.
+    assert!(sqlx::query("DELETE FROM user_ends")
+        .execute(store.pool())
+        .await
+        .is_err());
+    assert!(sqlx::query("TRUNCATE user_ends")
+        .execute(store.pool())
+        .await
+        .is_err());
+    assert!(store.load(&s.id).await.unwrap().is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolled_back_writes_announce_nothing() {
     let (store, _guard) = fresh().await;

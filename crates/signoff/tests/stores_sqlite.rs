@@ -169,6 +169,11 @@ async fn sqlite_watcher_survives_a_mass_sign_out() {
     let took = refused_after(&gateway, &watched, ended).await;
     assert!(took < BOUND, "took {took:?}");
     assert_eq!(changes(cli_store.pool().clone()).await, before + 1);
+    // The counter that keeps them ended cannot be deleted.
+    assert!(sqlx::query("DELETE FROM user_ends")
+        .execute(cli_store.pool())
+        .await
+        .is_err());
 
     // An operator deletes 1 200 rows by hand: 1 200 changes, more than
     // one poll reads.

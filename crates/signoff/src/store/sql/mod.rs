@@ -290,7 +290,6 @@ impl<'a, D: Dialect> Sql<'a, D> {
         Ok(D::rows_affected(&done))
     }
 
-    /// Runs `st` and reads the row it returns, if any, with `read`.
     /// Runs `writes` and then the count `read` in one transaction; the count.
     pub(crate) async fn count_after(
         &self,
@@ -306,6 +305,7 @@ impl<'a, D: Dialect> Sql<'a, D> {
         }
     }
 
+    /// Runs `st` and reads the row it returns, if any, with `read`.
     pub(crate) async fn one<T>(
         &self,
         st: Statement<'_>,

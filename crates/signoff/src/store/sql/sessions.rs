@@ -14,9 +14,16 @@ use crate::store::{SessionStore, StoreError, WriteOutcome};
 /// The condition every statement that finds a session adds: the session
 /// has no user, or its user has not ended all their sessions since it was
 /// created (`migrations/*/0006_user_ends.sql`).
+///
+/// `>=`, not `=`: a session's `user_epoch` never exceeds its user's
+/// counter, so the two mean the same in every committed state, but on
+/// PostgreSQL a statement that waited for the row lock of the session an
+/// end keeps re-checks the row's new `user_epoch` against the counter of
+/// its own, older snapshot; with `=` it would silently miss a live session
+/// (a logout that ends nothing).
 macro_rules! alive {
     () => {
-        "(user_id IS NULL OR user_epoch = coalesce(\
+        "(user_id IS NULL OR user_epoch >= coalesce(\
          (SELECT e.epoch FROM user_ends e WHERE e.user_id = sessions.user_id), 0))"
     };
 }
@@ -56,11 +63,14 @@ const REMOVE_BY_HANDLE: &str = concat!(
     " RETURNING ",
     session_columns!()
 );
-const REMOVE_EXPIRED: &str = "DELETE FROM sessions WHERE id = $1 AND deadline <= $2";
+const REMOVE_EXPIRED: &str = concat!(
+    "DELETE FROM sessions WHERE id = $1 AND deadline <= $2 AND ",
+    alive!()
+);
 const LIST_FOR_USER: &str = concat!(
     "SELECT ",
     session_columns!(),
-    " FROM sessions WHERE user_id = $1 AND user_epoch = \
+    " FROM sessions WHERE user_id = $1 AND user_epoch >= \
      coalesce((SELECT epoch FROM user_ends WHERE user_id = $1), 0)"
 );
 /// Ending all of a user's sessions: raise the user's counter (the first

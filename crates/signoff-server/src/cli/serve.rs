@@ -102,6 +102,7 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
     };
     tracing::info!(
         store = backend.kind,
+        db = %backend.shown,
         cache = ?settings.cache_staleness,
         bus = bus.is_some(),
         "session store ready"

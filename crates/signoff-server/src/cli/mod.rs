@@ -164,8 +164,11 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let settings = args.settings()?;
-            serve::run(settings, |origin| {
-                println!("signoff listening on {origin}/");
+            serve::run(settings, |at| {
+                println!("signoff listening on {}/", at.bound);
+                if at.public != at.bound {
+                    println!("public URL: {}/", at.public);
+                }
             })
             .await
         }

@@ -14,6 +14,8 @@ use signoff::{
     SqliteOptions, SqliteStore, StateStore, SystemClock, UserStore, WatchOptions,
 };
 
+use crate::config::StoreChoice;
+
 /// The stores behind one `--db`: sessions, users and the audit trail all
 /// live in the same backend, so nodes share nothing but it.
 #[derive(Clone)]
@@ -31,6 +33,9 @@ pub struct Backend {
     pub bus: Option<Arc<dyn RevocationBus>>,
     /// `sqlite`, `redis` or `postgres`.
     pub kind: &'static str,
+    /// The store as messages and the log show it ([`describe_db`]): no
+    /// password, a SQLite file by its absolute path.
+    pub shown: String,
     sqlite: Option<SqliteStore>,
 }
 
@@ -48,6 +53,7 @@ impl Backend {
             state: store.clone(),
             bus: Some(store),
             kind,
+            shown: String::new(),
             sqlite: None,
         }
     }
@@ -92,12 +98,17 @@ impl Backend {
 /// `allow_readable_db`: open a SQLite file that other users can read, with
 /// a warning, instead of refusing.
 pub async fn open_db(db: &str, allow_readable_db: bool) -> Result<Backend> {
+    let mut backend = open_backend(db, allow_readable_db).await?;
+    backend.shown = describe_db(db);
+    Ok(backend)
+}
+
+async fn open_backend(db: &str, allow_readable_db: bool) -> Result<Backend> {
     let shown = signoff::store::redact_url(db);
+    if let Some(path) = sqlite_path(db) {
+        return open_sqlite(path, allow_readable_db).await;
+    }
     match db.split_once("://") {
-        None => open_sqlite(PathBuf::from(db), allow_readable_db).await,
-        Some(("sqlite", path)) if !path.is_empty() => {
-            open_sqlite(PathBuf::from(path), allow_readable_db).await
-        }
         Some(("redis" | "rediss", _)) => {
             let (url, prefix) = take_param(db, "prefix")?;
             let mut options = RedisOptions::new(url);
@@ -126,10 +137,55 @@ pub async fn open_db(db: &str, allow_readable_db: bool) -> Result<Backend> {
                 .with_context(|| format!("cannot connect to PostgreSQL at {shown}"))?;
             Ok(Backend::shared(store, "postgres"))
         }
-        Some(_) => bail!(
+        _ => bail!(
             "--db {shown}: expected sqlite://PATH, a file path, redis://HOST or postgres://HOST/DB"
         ),
     }
+}
+
+/// The file of a SQLite `--db` (`sqlite://PATH` or a plain path).
+fn sqlite_path(db: &str) -> Option<PathBuf> {
+    match db.split_once("://") {
+        None => Some(PathBuf::from(db)),
+        Some(("sqlite", path)) if !path.is_empty() => Some(PathBuf::from(path)),
+        Some(_) => None,
+    }
+}
+
+/// `db` as the log and messages show it: a SQLite file by its absolute
+/// path (a relative one depends on the directory signoff runs in), any
+/// other URL without its password.
+pub fn describe_db(db: &str) -> String {
+    match sqlite_path(db) {
+        Some(path) => {
+            let full = std::fs::canonicalize(&path)
+                .or_else(|_| std::path::absolute(&path))
+                .unwrap_or(path);
+            format!("sqlite://{}", full.display())
+        }
+        None => signoff::store::redact_url(db),
+    }
+}
+
+/// Refuses a SQLite database that does not exist yet, saying which file
+/// was looked for, where its name came from and how to make it; other
+/// stores pass (a missing server or database fails when connecting).
+pub fn refuse_missing_sqlite(choice: &StoreChoice) -> Result<()> {
+    let Some(path) = sqlite_path(&choice.db) else {
+        return Ok(());
+    };
+    if path.exists() {
+        return Ok(());
+    }
+    bail!(
+        "the database {} does not exist (no file {}; the store came from {}). \
+         Check --db, SIGNOFF_DB, --config and the directory you run in; a new \
+         database is created by `signoff user add NAME` or `signoff serve` with the \
+         same store",
+        signoff::store::redact_url(&choice.db),
+        describe_db(&choice.db).trim_start_matches("sqlite://"),
+        choice.source,
+    )
 }
 
 /// Removes signoff's own query parameter `name` (`?prefix=…` for Redis,
@@ -183,6 +239,7 @@ async fn open_sqlite(path: PathBuf, allow_readable: bool) -> Result<Backend> {
         // Hears of what the CLI and other processes on the file end.
         bus: Some(shared),
         kind: "sqlite",
+        shown: String::new(),
         sqlite: Some(store),
     })
 }

@@ -1,15 +1,30 @@
 //! The `signoff` binary as a user runs it, against a real SQLite file.
 
+mod support;
+
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use signoff::{NewSession, Policy, SessionError, Sessions, SqliteStore, UserStore};
 
 fn signoff(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_signoff"))
-        .args(args)
+    signoff_in(Path::new("."), &[], args, stdin)
+}
+
+/// `signoff ARGS` run in `dir` with the variables `env` (and no other
+/// `SIGNOFF_DB` or `SIGNOFF_CONFIG`).
+fn signoff_in(dir: &Path, env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_signoff"));
+    cmd.args(args)
+        .current_dir(dir)
         .env_remove("SIGNOFF_DB")
+        .env_remove("SIGNOFF_CONFIG");
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -97,7 +112,7 @@ fn bad_input_gets_a_clear_error() {
     fails_saying(
         &list("sqlite:///nonexistent-dir/x/y.db"),
         "",
-        "cannot open the database",
+        "does not exist",
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -259,4 +274,140 @@ fn every_subcommand_has_help() {
     ] {
         assert!(serve.contains(flag), "serve --help lacks {flag}");
     }
+}
+
+/// `signoff ARGS` in `dir` with `env`: what it printed, asserting success.
+fn succeeds_in(dir: &Path, env: &[(&str, &str)], args: &[&str], stdin: &str) -> String {
+    let out = signoff_in(dir, env, args, stdin);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// Every command finds the store as `serve` does: `--db`, `SIGNOFF_DB`, the
+/// file of `--config` or `SIGNOFF_CONFIG`, the default. A user added with
+/// the file signs in to `serve` with the file, and nothing is written to
+/// `./signoff.db` on the way.
+#[tokio::test]
+async fn every_command_opens_the_database_serve_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let db = dir.path().join("from-file.db");
+    let config = dir.path().join("signoff.toml");
+    std::fs::write(&config, format!("db = \"sqlite://{}\"\n", db.display())).unwrap();
+    let config = config.to_str().unwrap();
+
+    let out = succeeds_in(
+        &work,
+        &[],
+        &["user", "add", "bob", "--password-stdin", "--config", config],
+        "correct horse battery\n",
+    );
+    assert!(
+        out.contains(&db.display().to_string()),
+        "names the store: {out}"
+    );
+    assert!(db.exists(), "the file's database");
+    assert!(!work.join("signoff.db").exists(), "not ./signoff.db");
+
+    // The variable names the file too.
+    let env = [("SIGNOFF_CONFIG", config)];
+    succeeds_in(
+        &work,
+        &env,
+        &["user", "add", "carol", "--password-stdin"],
+        "another passphrase\n",
+    );
+    let list = succeeds_in(&work, &env, &["user", "list"], "");
+    assert!(list.contains("bob") && list.contains("carol"), "{list}");
+    assert!(!work.join("signoff.db").exists(), "not ./signoff.db");
+    // A flag and SIGNOFF_DB beat the file.
+    let other = dir.path().join("other.db");
+    let other_url = format!("sqlite://{}", other.display());
+    let by_variable = signoff_in(
+        &work,
+        &[("SIGNOFF_CONFIG", config), ("SIGNOFF_DB", &other_url)],
+        &["user", "list"],
+        "",
+    );
+    let by_flag = signoff_in(&work, &env, &["user", "list", "--db", &other_url], "");
+    for out in [by_variable, by_flag] {
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("other.db"), "{stderr}");
+    }
+    assert!(!other.exists());
+
+    // `serve` with the same file signs bob in.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_signoff"));
+    cmd.args(["serve", "--config", config, "--listen", "127.0.0.1:0"])
+        .current_dir(&work)
+        .env_remove("SIGNOFF_DB")
+        .env_remove("SIGNOFF_CONFIG")
+        .env("SIGNOFF_LOG", "info");
+    let (gw, lines) = support::spawn_reading_lines(cmd, dir.path().join("serve.log"), 1);
+    let origin = lines[0]
+        .strip_prefix("signoff listening on ")
+        .unwrap()
+        .trim_end_matches('/');
+    support::login_at(origin, "bob", "correct horse battery").await;
+    let db = db.canonicalize().unwrap();
+    assert!(
+        gw.log_text()
+            .contains(&format!("db=sqlite://{}", db.display())),
+        "serve names the store it opened: {}",
+        gw.log_text()
+    );
+    assert!(!work.join("signoff.db").exists(), "not ./signoff.db");
+}
+
+/// A command that only reads does not answer from a new, empty database
+/// when the one named is not there: it says which and how to make one,
+/// and leaves no file behind.
+#[test]
+fn reading_a_database_that_is_not_there_says_so_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("misspelt.db");
+    let shown = missing.display().to_string();
+    let url = format!("sqlite://{shown}");
+    for db in [url.as_str(), shown.as_str()] {
+        for command in [
+            &["user", "list"][..],
+            &["sessions", "list"],
+            &["audit"],
+            &["keys", "list"],
+        ] {
+            let args = [command, &["--db", db]].concat();
+            let out = signoff(&args, "");
+            assert!(!out.status.success(), "{args:?} succeeded");
+            let stderr = text(&out.stderr);
+            for needle in [
+                "does not exist",
+                shown.as_str(),
+                "--db or SIGNOFF_DB",
+                "signoff user add",
+            ] {
+                assert!(stderr.contains(needle), "{args:?}: {needle}: {stderr}");
+            }
+            assert!(!missing.exists(), "{args:?} created {shown}");
+        }
+    }
+    // Named by a config file: the message says so.
+    let config = dir.path().join("signoff.toml");
+    std::fs::write(&config, format!("db = \"{url}\"\n")).unwrap();
+    let out = signoff(&["user", "list", "--config", config.to_str().unwrap()], "");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("the `db` key of") && stderr.contains("signoff.toml"),
+        "{stderr}"
+    );
+    assert!(!missing.exists());
+    // Adding a user creates it.
+    let out = succeeds(
+        &["user", "add", "alice", "--password-stdin", "--db", &url],
+        "correct horse battery\n",
+    );
+    assert!(out.contains("added user alice"), "{out}");
+    assert!(succeeds(&["user", "list", "--db", &url], "").contains("alice"));
 }

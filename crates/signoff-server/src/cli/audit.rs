@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use signoff::{AuditKind, AuditQuery};
 
-use super::{open, Db};
+use super::{open_existing, Db};
 use crate::{config, display};
 
 /// Read the audit trail, newest first.
@@ -39,7 +39,7 @@ pub async fn run(args: AuditArgs) -> Result<()> {
         json,
         db,
     } = args;
-    let store = open(&db).await?;
+    let store = open_existing(&db).await?;
     let mut query = AuditQuery {
         limit: Some(limit),
         ..AuditQuery::default()

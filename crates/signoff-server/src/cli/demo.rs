@@ -283,8 +283,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         ..Options::default()
     }
     .check(&LoginFile::default())?;
-    serve::run(settings, |origin| {
-        println!("signoff demo is running at {origin}/");
+    serve::run(settings, |at| {
+        println!("signoff demo is running at {}/", at.public);
         println!("  user:     {DEMO_USER}");
         println!("  password: {password}");
         println!("Sign in, open the private pages, sign out, press Back. Ctrl-C stops.");

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-use super::{open, Db};
+use super::{open, open_existing, Db};
 use crate::display;
 
 #[derive(Debug, Subcommand)]
@@ -64,7 +64,7 @@ pub async fn run(command: KeysCommand) -> Result<()> {
             store.close().await;
         }
         KeysCommand::List { db } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db).await?;
             let keys = signoff::token_mode::list_keys(store.state.as_ref())
                 .await
                 .context("cannot read the token keys")?;

@@ -1,5 +1,6 @@
 //! The command line: one module per command. Each command reads the store
-//! named by `--db` (the same URLs as `signoff serve --db`).
+//! named by `--db`, `SIGNOFF_DB` or the `--config` file, found as
+//! `signoff serve` finds it.
 
 mod admin_token;
 mod audit;
@@ -10,12 +11,14 @@ mod sessions;
 mod user;
 
 use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use signoff::{Actor, AuditEvent, AuditKind, User};
 
-use crate::backend::Backend;
+use crate::backend::{self, Backend};
+use crate::config::{self, StoreChoice, StoreOptions};
 use crate::display;
 
 /// signoff: when a user signs out, they are out.
@@ -52,17 +55,20 @@ pub enum Command {
     Keys(keys::KeysCommand),
 }
 
+/// The store a command works on, found as `signoff serve` finds it:
+/// `--db`, else `SIGNOFF_DB`, else the `db` key of the `--config` file,
+/// else the default.
 #[derive(Debug, Args)]
 pub struct Db {
     /// The store: `sqlite://PATH` (or a file path), `redis://HOST[?prefix=P]`
-    /// or `postgres://USER@HOST/DB[?schema=S]`, as `signoff serve --db`.
-    #[arg(
-        long,
-        env = "SIGNOFF_DB",
-        default_value = "sqlite://signoff.db",
-        hide_env_values = true
-    )]
-    pub db: String,
+    /// or `postgres://USER@HOST/DB[?schema=S]`, as `signoff serve --db`
+    /// [default: the `db` key of --config, else sqlite://signoff.db]
+    #[arg(long, env = "SIGNOFF_DB", value_name = "URL", hide_env_values = true)]
+    pub db: Option<String>,
+    /// The TOML file `signoff serve --config` reads: its `db` and
+    /// `allow_readable_db` apply unless given here
+    #[arg(long, env = "SIGNOFF_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Open a SQLite file that other users can read, with a warning, instead
     /// of refusing (as `signoff serve --allow-readable-db`).
     #[arg(long, env = "SIGNOFF_ALLOW_READABLE_DB", value_name = "BOOL",
@@ -70,9 +76,33 @@ pub struct Db {
     pub allow_readable_db: Option<bool>,
 }
 
-/// Opens the database named by `--db`.
+impl Db {
+    /// The store these flags, the environment and the config file name.
+    pub fn choice(&self) -> Result<StoreChoice> {
+        let given = StoreOptions {
+            db: self.db.clone(),
+            allow_readable_db: self.allow_readable_db,
+            ..StoreOptions::default()
+        };
+        config::store_choice(given, self.config.as_deref())
+    }
+}
+
+/// Opens the store named by `--db` (or the config file), creating a
+/// SQLite file that is not there yet: for commands that add something.
 pub async fn open(db: &Db) -> Result<Backend> {
-    crate::backend::open_db(&db.db, db.allow_readable_db.unwrap_or(false)).await
+    let choice = db.choice()?;
+    backend::open_db(&choice.db, choice.allow_readable_db).await
+}
+
+/// Opens the store named by `--db` (or the config file), refusing a SQLite
+/// file that is not there: for commands that only read, so a mistyped
+/// path is not answered from a new, empty database (which it would leave
+/// behind).
+pub async fn open_existing(db: &Db) -> Result<Backend> {
+    let choice = db.choice()?;
+    backend::refuse_missing_sqlite(&choice)?;
+    backend::open_db(&choice.db, choice.allow_readable_db).await
 }
 
 /// Reads a new password from stdin or, on a terminal, asks twice.
@@ -134,8 +164,11 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let settings = args.settings()?;
-            serve::run(settings, |origin| {
-                println!("signoff listening on {origin}/");
+            serve::run(settings, |at| {
+                println!("signoff listening on {}/", at.bound);
+                if at.public != at.bound {
+                    println!("public URL: {}/", at.public);
+                }
             })
             .await
         }

@@ -29,9 +29,19 @@ pub fn policy(settings: &Settings) -> Result<Policy> {
         .context("bad session settings")
 }
 
-/// Runs the gateway until Ctrl-C or SIGTERM. `on_ready` gets the public
-/// origin once the port is bound.
-pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<()> {
+/// Where a running gateway is, as `on_ready` learns it.
+#[derive(Debug)]
+pub struct Listening {
+    /// What is bound: `http://ADDR:PORT`, or `https://…` when signoff
+    /// serves TLS itself.
+    pub bound: String,
+    /// The public origin browsers use (`--public-url`; else `bound`).
+    pub public: String,
+}
+
+/// Runs the gateway until Ctrl-C or SIGTERM. `on_ready` learns where it
+/// listens once the port is bound.
+pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&Listening)) -> Result<()> {
     let limits = listener::Limits::from_settings(&settings.connections);
     let tls = settings
         .tls
@@ -41,9 +51,19 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
     let backend = open_db(&settings.db, settings.allow_readable_db).await?;
     let listener = listener::bind(&settings.listen).await?;
     let local: SocketAddr = listener.local_addr().context("listening socket")?;
+    let bound = format!("{}://{local}", if tls.is_some() { "https" } else { "http" });
     if !settings.public_url_given {
-        let scheme = if settings.secure { "https" } else { "http" };
-        settings.public_origin = format!("{scheme}://{local}");
+        settings.public_origin = bound.clone();
+    }
+    if settings.secure && tls.is_none() && settings.trusted_proxies.is_empty() {
+        tracing::warn!(
+            public_url = %settings.public_origin,
+            listening = %bound,
+            "the public URL is https, but signoff serves plain HTTP here and no \
+             --trusted-proxy is set: browsers reach the public URL only through a TLS proxy \
+             in front of this address. Serve TLS here with --tls-cert and --tls-key, or name \
+             the proxy with --trusted-proxy; sign-in forms that arrive over plain HTTP are refused"
+        );
     }
     if !settings.secure {
         if settings.loopback {
@@ -102,6 +122,7 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
     };
     tracing::info!(
         store = backend.kind,
+        db = %backend.shown,
         cache = ?settings.cache_staleness,
         bus = bus.is_some(),
         "session store ready"
@@ -131,7 +152,10 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
         }
     });
 
-    let origin = settings.public_origin.clone();
+    let listening = Listening {
+        bound,
+        public: settings.public_origin.clone(),
+    };
     let connections = Arc::new(listener::ConnectionStats::default());
     let metrics = crate::metrics::Sources {
         store: backend.kind,
@@ -145,7 +169,7 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&str)) -> Result<
             .with_tokens(tokens)
             .with_uncached_sessions(uncached),
     );
-    on_ready(&origin);
+    on_ready(&listening);
     listener::serve(
         listener,
         gateway.router(),

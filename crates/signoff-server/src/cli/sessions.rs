@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use clap::Subcommand;
 use signoff::{Actor, Session, SessionHandle};
 
-use super::{open, Db};
+use super::{open, open_existing, Db};
 use crate::display;
 
 #[derive(Debug, Subcommand)]
@@ -70,7 +70,7 @@ fn session_json(user: &str, s: &Session) -> serde_json::Value {
 pub async fn run(command: SessionsCommand) -> Result<()> {
     match command {
         SessionsCommand::List { user, json, db } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db).await?;
             let accounts = store.accounts();
             let engine = store.cli_sessions()?;
             let users = match user {

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use signoff::{Actor, AuditKind};
 
-use super::{confirm, open, read_password, record, Db};
+use super::{confirm, open, open_existing, read_password, record, Db};
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -72,7 +72,7 @@ pub async fn run(command: UserCommand) -> Result<()> {
             let password = read_password(password_stdin)?;
             let accounts = store.accounts();
             let user = accounts.add_user(&name, &password).await?;
-            println!("added user {} ({})", user.name, user.id);
+            println!("added user {} ({}) to {}", user.name, user.id, store.shown);
         }
         UserCommand::Passwd {
             name,
@@ -129,7 +129,7 @@ pub async fn run(command: UserCommand) -> Result<()> {
             println!("enabled {}", user.name);
         }
         UserCommand::List { db } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db).await?;
             let accounts = store.accounts();
             for user in accounts.list().await? {
                 let state = if user.disabled { "disabled" } else { "active" };

@@ -155,6 +155,48 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
 }
 
+/// The store a command opens, and where its URL came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreChoice {
+    /// Database URL or path.
+    pub db: String,
+    /// Open a SQLite file other users can read, warning instead of refusing.
+    pub allow_readable_db: bool,
+    /// Where `db` came from, for messages: the flag or variable, the file,
+    /// or the default.
+    pub source: String,
+}
+
+/// The store that `store` (the command line and the environment) and the
+/// file `config` (`--config`/`SIGNOFF_CONFIG`) name, defaults filled in:
+/// the commands besides `serve` resolve it here, by the same precedence
+/// and the same file reading as `serve`, so they open its database.
+pub fn store_choice(store: StoreOptions, config: Option<&Path>) -> Result<StoreChoice> {
+    let file = read_optional_file(config)?.options.store;
+    let source = match (&store.db, &file.db, config) {
+        (Some(_), _, _) => "--db or SIGNOFF_DB".to_owned(),
+        (None, Some(_), Some(path)) => format!("the `db` key of {}", path.display()),
+        _ => format!("the default, {DEFAULT_DB}"),
+    };
+    let (db, allow_readable_db) = store.or(file).with_defaults();
+    Ok(StoreChoice {
+        db,
+        allow_readable_db,
+        source,
+    })
+}
+
+impl StoreOptions {
+    /// The database and whether a SQLite file others can read is opened,
+    /// defaults filled in (for `serve` and every other command alike).
+    fn with_defaults(self) -> (String, bool) {
+        (
+            self.db.unwrap_or_else(|| DEFAULT_DB.to_owned()),
+            self.allow_readable_db.unwrap_or(false),
+        )
+    }
+}
+
 /// The TOML file: the top-level keys of [`Options`] and the `[login]`
 /// table. Unknown keys are an error, so a typo is not ignored.
 #[derive(Debug, Default)]
@@ -338,14 +380,19 @@ fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
     Ok(FileConfig { options, login })
 }
 
+/// The file `config` names, or an empty one.
+fn read_optional_file(config: Option<&Path>) -> Result<FileConfig> {
+    match config {
+        Some(path) => read_file(path),
+        None => Ok(FileConfig::default()),
+    }
+}
+
 impl ServeArgs {
     /// Merges flags and environment with the config file and defaults, and
     /// checks the result.
     pub fn settings(self) -> Result<Settings> {
-        let file = match &self.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
+        let file = read_optional_file(self.config.as_deref())?;
         self.options.or(file.options).check(&file.login)
     }
 }
@@ -447,6 +494,7 @@ impl Options {
         }
         let tokens = t.check()?;
         let connections = c.check()?;
+        let (db, allow_readable_db) = st.with_defaults();
         let admin_token_sha256 = a
             .admin_token_sha256
             .as_deref()
@@ -464,7 +512,7 @@ impl Options {
             public_url_given,
             secure,
             loopback,
-            db: st.db.unwrap_or_else(|| DEFAULT_DB.to_owned()),
+            db,
             idle_timeout,
             absolute_timeout,
             tls,
@@ -483,7 +531,7 @@ impl Options {
             audit_retention,
             audit_log: a.audit_log.unwrap_or(false),
             cache_staleness,
-            allow_readable_db: st.allow_readable_db.unwrap_or(false),
+            allow_readable_db,
             metrics: a.metrics.unwrap_or(false),
             tokens,
             connections,
@@ -540,6 +588,43 @@ mod tests {
         assert_eq!(s.login.ip_free_failures, 3);
         assert_eq!(s.public_origin, "http://127.0.0.1:8080");
         assert!(!s.secure);
+    }
+
+    #[test]
+    fn other_commands_find_the_store_as_serve_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signoff.toml");
+        std::fs::write(
+            &file,
+            "db = \"sqlite:///srv/from-file.db\"\nallow_readable_db = true\nidle_timeout = \"5m\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let serve = parse(&["--config", path]).unwrap();
+        let given = |db: Option<&str>| StoreOptions {
+            db: db.map(str::to_owned),
+            ..StoreOptions::default()
+        };
+        let from_file = store_choice(given(None), Some(&file)).unwrap();
+        assert_eq!(
+            (from_file.db.as_str(), from_file.allow_readable_db),
+            (serve.db.as_str(), serve.allow_readable_db)
+        );
+        assert_eq!(from_file.db, "sqlite:///srv/from-file.db");
+        assert!(from_file.source.contains(path), "{}", from_file.source);
+        let flag = store_choice(given(Some("redis://cache")), Some(&file)).unwrap();
+        assert_eq!(flag.db, "redis://cache", "flag wins");
+        assert!(flag.allow_readable_db, "the file fills in the rest");
+        assert_eq!(flag.source, "--db or SIGNOFF_DB");
+        let default = store_choice(given(None), None).unwrap();
+        assert_eq!(default.db, DEFAULT_DB);
+        assert_eq!(default.db, parse(&[]).unwrap().db);
+        assert!(default.source.contains("default"));
+        let err = format!(
+            "{:#}",
+            store_choice(given(None), Some(Path::new("/nonexistent/x.toml"))).unwrap_err()
+        );
+        assert!(err.contains("cannot read the config file"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use axum::response::Response;
 use serde::de::DeserializeOwned;
 use signoff::SessionToken;
 
-use super::origin::{self, Intent};
+use super::origin::{self, Arrival, Intent};
 use super::own_body::{self, BodyError};
 
 /// Largest form accepted.
@@ -83,8 +83,9 @@ impl<T: FormGate> FormGate for Arc<T> {
 pub(super) enum FormRefusal {
     /// The body could not be read: this status (415, 413, 408 or 400).
     Unreadable(StatusCode),
-    /// The form did not show intent as its [`Proof`] asks.
-    NoIntent(Proof),
+    /// The form did not show intent as its [`Proof`] asks; where it says
+    /// it came from.
+    NoIntent(Proof, Arrival),
 }
 
 /// A form whose sender is shown to mean it ([`IntentForm::PROOF`]).
@@ -95,11 +96,12 @@ impl<S: FormGate, T: IntentForm> FromRequest<S> for CsrfForm<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
         let headers = req.headers();
+        let arrival = Arrival::of(headers, req.uri());
         let intent = origin::intent(headers, state.public_origin());
         if T::PROOF == Proof::NotForeign
             && (intent == Intent::Foreign || origin::bare_null_origin(headers))
         {
-            return Err(state.refuse_form(FormRefusal::NoIntent(T::PROOF)));
+            return Err(state.refuse_form(FormRefusal::NoIntent(T::PROOF, arrival)));
         }
         let token = state.session_token(headers);
         let header_csrf = headers
@@ -132,7 +134,7 @@ impl<S: FormGate, T: IntentForm> FromRequest<S> for CsrfForm<T> {
                 }
             };
         if !shown {
-            return Err(state.refuse_form(FormRefusal::NoIntent(T::PROOF)));
+            return Err(state.refuse_form(FormRefusal::NoIntent(T::PROOF, arrival)));
         }
         Ok(CsrfForm(form))
     }

@@ -51,6 +51,18 @@ pub struct MessagePage<'a> {
     pub text: &'a str,
 }
 
+/// A sign-in form refused for its origin: which origin was expected,
+/// which arrived (as the client sent it: escaped like everything else),
+/// and what fixes it.
+#[derive(Template)]
+#[template(path = "sign_in_refused.html")]
+pub struct SignInRefusedPage<'a> {
+    pub prefix: &'a str,
+    pub expected: &'a str,
+    pub arrived: &'a str,
+    pub fix: &'a str,
+}
+
 /// The signed-in user's sessions, the current one first.
 #[derive(Template)]
 #[template(path = "sessions.html")]
@@ -232,6 +244,16 @@ mod tests {
                 .render(),
             ),
             (
+                "sign-in refused",
+                SignInRefusedPage {
+                    prefix: "/.signoff",
+                    expected: "http://127.0.0.1:8080",
+                    arrived: evil,
+                    fix: evil,
+                }
+                .render(),
+            ),
+            (
                 "sessions",
                 SessionsPage {
                     prefix: "/.signoff",
@@ -278,7 +300,7 @@ mod tests {
             assert!(!html.contains("<script"), "{name}: {html}");
             assert!(!html.contains("'>"), "{name}: {html}");
         }
-        let sessions = &every_page("<script>")[4].1;
+        let sessions = &every_page("<script>")[5].1;
         assert!(
             sessions.contains("<b>&#60;script&#62;</b> (this device)"),
             "{sessions}"
@@ -306,7 +328,7 @@ mod tests {
 
     #[test]
     fn the_checkbox_sits_on_its_label_line() {
-        let html = &every_page("x")[6].1;
+        let html = &every_page("x")[7].1;
         assert!(
             html.contains("<label class=\"check\"><input id=\"end_others\""),
             "{html}"

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -16,10 +16,10 @@ use signoff::{AccountError, Actor, AuditEvent, AuditKind, NewSession, SessionDat
 
 use super::client_addr::ClientAddr;
 use super::csrf_form::{CsrfForm, FormGate, FormRefusal, IntentForm, Proof};
-use super::error_pages::{error_page, form_error};
+use super::error_pages::{error_page, form_error, sign_in_refused, to_public_origin};
 use super::pages;
 use super::signed_in::{self, Auth};
-use super::{cookies, redirect, AppState, Gateway, USER_NAME_KEY};
+use super::{cookies, origin, redirect, AppState, Gateway, USER_NAME_KEY};
 
 /// The sign-in family's routes.
 pub(super) fn routes(gw: &Gateway) -> Router<Arc<Gateway>> {
@@ -38,8 +38,34 @@ struct LoginQuery {
     next: Option<String>,
 }
 
-async fn login_page(State(gw): AppState, Query(q): Query<LoginQuery>) -> Response {
+async fn login_page(
+    State(gw): AppState,
+    Query(q): Query<LoginQuery>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
     let next = redirect::next_or_root(q.next.as_deref());
+    // `localhost` while the public URL says `127.0.0.1` (or the other way
+    // round): the form would be refused for its origin, so the browser
+    // goes to the public origin first, `next` kept.
+    let scheme = if gw.settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    if let Some(host) = origin::Arrival::of(&headers, &uri).host {
+        if origin::loopback_twins(&format!("{scheme}://{host}"), &gw.settings.public_origin) {
+            tracing::info!(
+                target: "signoff::auth",
+                expected = %gw.settings.public_origin,
+                arrived = %format!("{scheme}://{host}"),
+                "the sign-in page was asked for at a loopback address other than the public \
+                 URL's: sent the browser there (--public-url names the address signoff is \
+                 reached at)"
+            );
+            return to_public_origin(&gw, &signed_in::login_url(&gw.settings.prefix, next));
+        }
+    }
     pages::render(
         StatusCode::OK,
         &pages::LoginPage {
@@ -386,14 +412,14 @@ impl FormGate for Gateway {
         match why {
             FormRefusal::Unreadable(status) => form_error(self, status),
             // Login CSRF.
-            FormRefusal::NoIntent(Proof::NotForeign) => error_page(
-                self,
-                StatusCode::FORBIDDEN,
-                "Sign-in refused",
-                "This sign-in form was sent from another site.",
-            ),
-            FormRefusal::NoIntent(Proof::TokenOrSameOrigin) => {
-                tracing::warn!(target: "signoff::auth", "refused a sign-out without proof of intent");
+            FormRefusal::NoIntent(Proof::NotForeign, arrival) => sign_in_refused(self, &arrival),
+            FormRefusal::NoIntent(Proof::TokenOrSameOrigin, arrival) => {
+                tracing::warn!(
+                    target: "signoff::auth",
+                    expected = %self.settings.public_origin,
+                    arrived = %arrival.shown(),
+                    "refused a sign-out without proof of intent"
+                );
                 error_page(
                     self,
                     StatusCode::FORBIDDEN,
@@ -401,8 +427,13 @@ impl FormGate for Gateway {
                     "This sign-out request did not come from this site, so nothing was changed.",
                 )
             }
-            FormRefusal::NoIntent(Proof::Token) => {
-                tracing::warn!(target: "signoff::auth", "refused an account change without proof of intent");
+            FormRefusal::NoIntent(Proof::Token, arrival) => {
+                tracing::warn!(
+                    target: "signoff::auth",
+                    expected = %self.settings.public_origin,
+                    arrived = %arrival.shown(),
+                    "refused an account change without proof of intent"
+                );
                 error_page(
                     self,
                     StatusCode::FORBIDDEN,

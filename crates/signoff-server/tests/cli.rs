@@ -118,10 +118,26 @@ fn bad_input_gets_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("s.db");
     let db = db.to_str().unwrap();
+    // Commands that change someone who must exist refuse a database that
+    // is not there (a mistyped path), and create none.
+    for args in [
+        vec!["user", "disable", "nobody"],
+        vec!["user", "enable", "nobody"],
+        vec!["user", "passwd", "nobody", "--password-stdin"],
+        vec!["sessions", "end", "--user", "nobody"],
+    ] {
+        let args: Vec<&str> = args.into_iter().chain(["--db", db]).collect();
+        fails_saying(&args, "new password 123\n", "does not exist");
+        assert!(!std::path::Path::new(db).exists(), "{args:?} created {db}");
+    }
     fails_saying(
         &["user", "add", "alice", "--db", db],
         "",
         "--password-stdin",
+    );
+    succeeds(
+        &["user", "add", "bob", "--password-stdin", "--db", db],
+        "bob's password 123\n",
     );
     fails_saying(
         &["user", "disable", "nobody", "--db", db],

@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use clap::Subcommand;
 use signoff::{Actor, Session, SessionHandle};
 
-use super::{open, open_existing, Db};
+use super::{open_existing, Db};
 use crate::display;
 
 #[derive(Debug, Subcommand)]
@@ -91,7 +91,7 @@ pub async fn run(command: SessionsCommand) -> Result<()> {
             }
         }
         SessionsCommand::End { handle, user, db } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db).await?;
             let engine = store.cli_sessions()?;
             if let Some(name) = user {
                 let accounts = store.accounts();

@@ -81,7 +81,7 @@ pub async fn run(command: UserCommand) -> Result<()> {
             end_sessions,
             db,
         } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db).await?;
             let accounts = store.accounts();
             let user = accounts.user(&name).await?;
             let password = read_password(password_stdin)?;
@@ -111,7 +111,7 @@ pub async fn run(command: UserCommand) -> Result<()> {
             }
         }
         UserCommand::Disable { name, db } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db).await?;
             let accounts = store.accounts();
             let user = accounts.set_disabled(&name, true).await?;
             record(&store, AuditKind::UserDisabled, &user).await;
@@ -122,7 +122,7 @@ pub async fn run(command: UserCommand) -> Result<()> {
             println!("disabled {} and ended {ended} session(s)", user.name);
         }
         UserCommand::Enable { name, db } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db).await?;
             let accounts = store.accounts();
             let user = accounts.set_disabled(&name, false).await?;
             record(&store, AuditKind::UserEnabled, &user).await;

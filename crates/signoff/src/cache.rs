@@ -26,6 +26,7 @@
 //! `Session` the caller gets; nothing it does to that copy reaches the
 //! cache.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -46,18 +47,71 @@ fn shard(id: &SessionId) -> usize {
 }
 use crate::session_token::{SessionHandle, SessionId};
 
-/// A cached session: when it was read, and the record packed by
-/// [`pack`]. Cloning it (what a cache hit does) bumps a reference count.
+/// A cached session: when it was read, the record packed by [`pack`], and
+/// its user agent, shared with every entry that has the same one
+/// ([`Agents`]). Cloning it (what a cache hit does) bumps reference counts.
 #[derive(Clone)]
 struct Entry {
     cached_at: Timestamp,
     packed: Arc<[u8]>,
+    agent: Option<Arc<str>>,
 }
 
 /// Bytes an entry costs beyond its packed record: the key, the entry
 /// itself, the allocation's reference counts and the cache's bookkeeping
-/// (an estimate; `bench/load.sh` measures the real figure).
-const ENTRY_OVERHEAD: u64 = 112;
+/// (an estimate; `bench/load.sh` measures the real figure). The user agent
+/// is not counted: it is shared, and [`Agents`] bounds the distinct ones.
+const ENTRY_OVERHEAD: u64 = 128;
+
+/// Most distinct user agents kept for sharing: at most
+/// [`crate::session::MAX_USER_AGENT_BYTES`] each, so about 2 MiB.
+const AGENTS_MAX: usize = 4096;
+
+/// User agents shared between cache entries: most sessions come from a
+/// few hundred browser versions, and a user agent (often over 100 bytes)
+/// is the largest part of a gateway session's record. Filled on the miss
+/// path only; a hit does not look here.
+#[derive(Default)]
+struct Agents {
+    table: Mutex<AgentTable>,
+}
+
+#[derive(Default)]
+struct AgentTable {
+    set: HashSet<Arc<str>>,
+    /// Fills to go before the next sweep of a full table.
+    sweep_in: usize,
+}
+
+impl Agents {
+    /// The shared copy of `agent`, or a copy of its own while the table
+    /// is full of user agents still in use.
+    fn share(&self, agent: &str) -> Arc<str> {
+        // Only shared strings: a panic elsewhere cannot leave it wrong.
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(shared) = table.set.get(agent) {
+            return Arc::clone(shared);
+        }
+        if table.set.len() >= AGENTS_MAX {
+            if table.sweep_in == 0 {
+                // Forget the ones no entry holds any more. If most are
+                // still held, wait a while before sweeping again, so a
+                // full table is not swept on every fill.
+                table.set.retain(|a| Arc::strong_count(a) > 1);
+                if table.set.len() >= AGENTS_MAX * 3 / 4 {
+                    table.sweep_in = AGENTS_MAX / 4;
+                }
+            } else {
+                table.sweep_in -= 1;
+            }
+        }
+        let agent: Arc<str> = Arc::from(agent);
+        if table.set.len() < AGENTS_MAX {
+            table.set.insert(Arc::clone(&agent));
+        }
+        agent
+    }
+}
 
 /// Weighs entries in bytes, but never less than `floor`
 /// (`max_bytes / capacity`), so that the one weight bound keeps both
@@ -126,6 +180,7 @@ pub struct CachedStore<S> {
     handles: Cache<SessionHandle, SessionId>,
     /// Invalidation counts per shard; fills and invalidations hold the lock.
     epochs: Mutex<[u64; SHARDS]>,
+    agents: Agents,
     max_staleness: Duration,
     clock: Arc<dyn Clock>,
     trusted: AtomicBool,
@@ -185,6 +240,7 @@ impl<S: SessionStore> CachedStore<S> {
             cache: Cache::with_weighter(capacity, max_bytes, Weight { floor }),
             handles: Cache::new(options.capacity.max(1)),
             epochs: Mutex::new([0; SHARDS]),
+            agents: Agents::default(),
             max_staleness: options.max_staleness,
             clock,
             trusted: AtomicBool::new(true),
@@ -306,7 +362,7 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
         let now = self.clock.now();
         if let Some(entry) = self.cache.get(id) {
             if now.since(entry.cached_at) < self.max_staleness {
-                if let Some(session) = unpack(id, &entry.packed) {
+                if let Some(session) = unpack(id, &entry.packed, entry.agent.as_deref()) {
                     self.stats.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(Some(session));
                 }
@@ -320,6 +376,7 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
                 .then(|| pack(session))
                 .flatten()
                 .map(Into::into);
+            let agent = session.user_agent.as_deref().map(|a| self.agents.share(a));
             let epochs = self.epochs();
             // An invalidation since we started reading may have been for
             // this session: then what we read may be dead, so keep it out.
@@ -330,6 +387,7 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
                 let entry = Entry {
                     cached_at: now,
                     packed,
+                    agent,
                 };
                 self.cache.insert(*id, entry);
             }
@@ -464,7 +522,8 @@ const NONE: u32 = u32::MAX;
 /// A session as one byte string: the handle, the times, the generation,
 /// then each text field as a little-endian `u32` length and its bytes
 /// (`NONE` for an absent one), then the data's entry count and entries.
-/// The digest is the cache key and is not repeated. `None` for a session
+/// The digest is the cache key and is not repeated; the user agent is
+/// kept beside the record, shared ([`Agents`]). `None` for a session
 /// that does not fit (a field of 4 GiB): it is not cached.
 fn pack(session: &Session) -> Option<Vec<u8>> {
     fn text(out: &mut Vec<u8>, value: Option<&str>) -> Option<()> {
@@ -480,7 +539,6 @@ fn pack(session: &Session) -> Option<Vec<u8>> {
     }
     let handle = session.handle.as_bytes();
     let text_len = session.user_id.as_ref().map_or(0, |u| u.as_str().len())
-        + session.user_agent.as_ref().map_or(0, String::len)
         + session.ip.as_ref().map_or(0, String::len)
         + session
             .data
@@ -504,7 +562,6 @@ fn pack(session: &Session) -> Option<Vec<u8>> {
     out.extend_from_slice(&session.idle_timeout.subsec_nanos().to_le_bytes());
     out.extend_from_slice(&session.generation.to_le_bytes());
     text(&mut out, session.user_id.as_ref().map(UserId::as_str))?;
-    text(&mut out, session.user_agent.as_deref())?;
     text(&mut out, session.ip.as_deref())?;
     out.extend_from_slice(&u32::try_from(session.data.len()).ok()?.to_le_bytes());
     for (key, value) in &session.data {
@@ -535,7 +592,7 @@ fn packed_user(packed: &[u8]) -> Option<&[u8]> {
 
 /// The session packed by [`pack`], under digest `id`; `None` (served as a
 /// miss) if the record does not read back, which [`pack`] never causes.
-fn unpack(id: &SessionId, packed: &[u8]) -> Option<Session> {
+fn unpack(id: &SessionId, packed: &[u8], user_agent: Option<&str>) -> Option<Session> {
     struct Reader<'a>(&'a [u8]);
     impl<'a> Reader<'a> {
         fn take(&mut self, n: usize) -> Option<&'a [u8]> {
@@ -585,7 +642,7 @@ fn unpack(id: &SessionId, packed: &[u8]) -> Option<Session> {
     let idle_timeout = Duration::new(secs, nanos);
     let generation = u64::from_le_bytes(r.array()?);
     let user_id = r.text()?.map(UserId::new);
-    let user_agent = r.text()?;
+    let user_agent = user_agent.map(str::to_owned);
     let ip = r.text()?;
     let mut data = SessionData::new();
     for _ in 0..r.u32()? {
@@ -664,7 +721,10 @@ mod tests {
     fn packing_keeps_every_field() {
         let full = session(7, 100);
         let packed = pack(&full).unwrap();
-        assert_eq!(unpack(&full.id, &packed), Some(full.clone()));
+        assert_eq!(
+            unpack(&full.id, &packed, full.user_agent.as_deref()),
+            Some(full.clone())
+        );
 
         let mut bare = full;
         bare.user_id = None;
@@ -673,18 +733,64 @@ mod tests {
         bare.ip = Some(String::new());
         bare.data.clear();
         let packed = pack(&bare).unwrap();
-        assert_eq!(unpack(&bare.id, &packed), Some(bare));
+        assert_eq!(unpack(&bare.id, &packed, None), Some(bare));
         // A cut or padded record is a miss, never a different session.
         assert_eq!(
             unpack(
                 &SessionId::from_digest([0; 32]),
-                &packed[..packed.len() - 1]
+                &packed[..packed.len() - 1],
+                None
             ),
             None
         );
         let mut longer = packed.clone();
         longer.push(0);
-        assert_eq!(unpack(&SessionId::from_digest([0; 32]), &longer), None);
+        assert_eq!(
+            unpack(&SessionId::from_digest([0; 32]), &longer, None),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn entries_share_a_user_agent_and_serve_their_own() {
+        let cache = cached(CacheOptions::default());
+        let (a, b) = (session(1, 0), session(2, 0));
+        let mut c = session(3, 0);
+        c.user_agent = Some("curl/8.0".to_owned());
+        let mut d = session(4, 0);
+        d.user_agent = None;
+        for s in [&a, &b, &c, &d] {
+            cache.inner().insert(s).await.unwrap();
+            cache.load(&s.id).await.unwrap().unwrap();
+        }
+        let agent = |s: &Session| cache.cache.get(&s.id).unwrap().agent;
+        assert!(Arc::ptr_eq(&agent(&a).unwrap(), &agent(&b).unwrap()));
+        assert_eq!(agent(&c).as_deref(), Some("curl/8.0"));
+        assert_eq!(agent(&d), None);
+        for s in [a, b, c, d] {
+            assert_eq!(cache.load(&s.id).await.unwrap(), Some(s));
+        }
+        assert_eq!(cache.stats().hits(), 4);
+    }
+
+    #[test]
+    fn the_shared_user_agents_stay_bounded() {
+        let agents = Agents::default();
+        let held: Vec<Arc<str>> = (0..AGENTS_MAX / 2)
+            .map(|i| agents.share(&format!("held/{i}")))
+            .collect();
+        for i in 0..AGENTS_MAX * 3 {
+            agents.share(&format!("dropped/{i}"));
+            let len = agents.table.lock().unwrap().set.len();
+            assert!(len <= AGENTS_MAX, "{len}");
+        }
+        // What entries still hold stays shared, and new ones are shared
+        // again once the unheld ones are swept.
+        for (i, h) in held.iter().enumerate() {
+            assert!(Arc::ptr_eq(h, &agents.share(&format!("held/{i}"))));
+        }
+        let new = agents.share("new");
+        assert!(Arc::ptr_eq(&new, &agents.share("new")));
     }
 
     #[test]

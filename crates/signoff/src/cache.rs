@@ -18,9 +18,10 @@
 //!   nothing and keeps nothing: every load reads the store.
 //!
 //! An entry is the session packed into one shared allocation (no
-//! per-field `String`s, no `BTreeMap` node: about 340 bytes per gateway
+//! per-field `String`s, no `BTreeMap` node: about 310 bytes per gateway
 //! session with the cache's own bookkeeping, against 1.2 KB for a cloned
-//! `Session`; docs/benchmarks.md), and the cache is bounded both in
+//! `Session`; docs/benchmarks.md), with its user agent kept once for all
+//! entries that share it, and the cache is bounded both in
 //! entries and in bytes
 //! ([`CacheOptions`]). A hit copies the packed bytes out into the
 //! `Session` the caller gets; nothing it does to that copy reaches the

@@ -18,7 +18,8 @@
 //!   NAME`) gets a terminal (python3's `pty`) that answers it.
 //!
 //! Commands of a file run in order in one directory (the repository's
-//! `examples` and `bench` linked into it) with `signoff` first on `PATH`.
+//! `examples` and `bench` linked into it) with `signoff` first on `PATH`,
+//! after the file's [`SETUP`] commands if it has any.
 //! `serve`, `demo` and the Flask app keep running (until the end of the
 //! file, or until a later command needs their port) once they answer HTTP
 //! with a status below 500; the rest must exit 0 within 30 s.
@@ -170,6 +171,14 @@ const NOT_RUN: &[(&str, &str, &str)] = &[
         "installs a package; .ci/run installs Flask",
     ),
 ];
+
+/// Run before a file's commands, for commands shown working on a store
+/// that already exists: (file, command, why).
+const SETUP: &[(&str, &str, &str)] = &[(
+    "docs/sessions.md",
+    "echo 'correct horse battery' | signoff user add alice --password-stdin",
+    "the operator commands there work on a database with users",
+)];
 
 /// What must hold once all of a file's commands ran: (file, path, status)
 /// for a GET, without a session, on the port standing for 8080.
@@ -639,6 +648,12 @@ fn every_documented_command_runs_or_says_why_not() {
         // the file, or when a later command needs the port.
         let mut servers: HashMap<u16, Proc> = HashMap::new();
         let mut skipped = false;
+        for (_, setup, why) in SETUP.iter().filter(|(f, ..)| *f == file) {
+            let log = dir.path().join("setup.log");
+            if let Err(e) = run_to_end(shell(setup, dir.path(), bin.path()), &log) {
+                failures.push(format!("{file}: setup `{setup}` ({why}): {e}"));
+            }
+        }
         for (n, command) in commands.iter().enumerate() {
             let at = format!("{}:{}: `{}`", command.file, command.line, command.text);
             if let Some(i) = not_run_entry(command) {

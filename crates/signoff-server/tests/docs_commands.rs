@@ -22,7 +22,9 @@
 //! after the file's [`SETUP`] commands if it has any.
 //! `serve`, `demo` and the Flask app keep running (until the end of the
 //! file, or until a later command needs their port) once they answer HTTP
-//! with a status below 500; the rest must exit 0 within 30 s.
+//! with a status below 500; the rest must exit 0 within 30 s. Each runs in
+//! a process group of its own, killed whole when the test is done with it,
+//! also when the test fails.
 
 mod support;
 
@@ -490,19 +492,43 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     head.strip_prefix("HTTP/1.1 ")?.trim().parse().ok()
 }
 
+/// A command started in a process group of its own, every process of
+/// which is killed when this is dropped (a shell's children too).
+struct Group(Proc);
+
+impl Group {
+    fn spawn(mut cmd: Command, log: &Path) -> Result<Group, String> {
+        use std::os::unix::process::CommandExt;
+        let out = std::fs::File::create(log).unwrap();
+        let child = cmd
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .map_err(|e| format!("cannot start: {e}"))?;
+        Ok(Group(Proc {
+            child,
+            log: log.to_owned(),
+        }))
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        // Proc's own drop then reaps the leader.
+    }
+}
+
 /// Runs `cmd` to its end within 30 s; its output on failure.
-fn run_to_end(mut cmd: Command, log: &Path) -> Result<(), String> {
-    let out = std::fs::File::create(log).unwrap();
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .map_err(|e| format!("cannot start: {e}"))?;
-    let mut proc = Proc {
-        child,
-        log: log.to_owned(),
-    };
+fn run_to_end(cmd: Command, log: &Path) -> Result<(), String> {
+    let mut group = Group::spawn(cmd, log)?;
+    let proc = &mut group.0;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = proc.child.try_wait().unwrap() {
@@ -523,18 +549,9 @@ fn run_to_end(mut cmd: Command, log: &Path) -> Result<(), String> {
 }
 
 /// Starts a server and waits until it answers HTTP below 500.
-fn start_server(mut cmd: Command, port: u16, log: &Path) -> Result<Proc, String> {
-    let out = std::fs::File::create(log).unwrap();
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .map_err(|e| format!("cannot start: {e}"))?;
-    let mut proc = Proc {
-        child,
-        log: log.to_owned(),
-    };
+fn start_server(cmd: Command, port: u16, log: &Path) -> Result<Group, String> {
+    let mut group = Group::spawn(cmd, log)?;
+    let proc = &mut group.0;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = proc.child.try_wait().unwrap() {
@@ -544,7 +561,7 @@ fn start_server(mut cmd: Command, port: u16, log: &Path) -> Result<Proc, String>
             ));
         }
         match http_status(port, "/") {
-            Some(status) if status < 500 => return Ok(proc),
+            Some(status) if status < 500 => return Ok(group),
             Some(status) => {
                 return Err(format!(
                     "GET / answered {status}; it printed:\n{}",
@@ -658,7 +675,7 @@ fn every_documented_command_runs_or_says_why_not() {
         let ports = Ports::new();
         // Servers still running, by port: dropped (killed) at the end of
         // the file, or when a later command needs the port.
-        let mut servers: HashMap<u16, Proc> = HashMap::new();
+        let mut servers: HashMap<u16, Group> = HashMap::new();
         let mut skipped = false;
         for (_, setup, why) in SETUP.iter().filter(|(f, ..)| *f == file) {
             let log = dir.path().join("setup.log");

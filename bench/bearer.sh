@@ -30,7 +30,7 @@ done
 source bench/lib.sh
 
 log "building"
-cargo build --release -p signoff-server --bin signoff --examples
+cargo build --profile bench -p signoff-server --bin signoff --examples
 
 UP=$((BASE_PORT + 1))
 GW=$((BASE_PORT + 2))

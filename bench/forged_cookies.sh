@@ -31,7 +31,7 @@ command -v wrk >/dev/null || { echo "wrk is missing (apt-get install wrk)" >&2; 
 command -v redis-server >/dev/null || { echo "redis-server is missing" >&2; exit 1; }
 
 log "building"
-cargo build --release -p signoff-server --bin signoff --examples
+cargo build --profile bench -p signoff-server --bin signoff --examples
 
 UP=$((BASE_PORT + 1))
 REDIS=$((BASE_PORT + 2))

@@ -33,7 +33,7 @@ done
 source bench/lib.sh
 
 log "building"
-cargo build --release -p signoff-server --bin signoff --examples
+cargo build --profile bench -p signoff-server --bin signoff --examples
 
 DB="$TMP/bench.db"
 printf '%s\n' "$PASSWORD" | "$REL/signoff" user add bench --password-stdin --db "sqlite://$DB" >&2

@@ -39,7 +39,7 @@ source bench/lib.sh
 
 if [[ ${BUILD:-1} != 0 ]]; then
     log "building"
-    cargo build --release -p signoff-server --bin signoff --examples
+    cargo build --profile bench -p signoff-server --bin signoff --examples
 fi
 
 UP_HTML=$((BASE_PORT + 1))

@@ -25,7 +25,7 @@ REL=target/release
 source bench/lib.sh
 
 log "building"
-cargo build --release -p signoff-server --bin signoff --examples
+cargo build --profile bench -p signoff-server --bin signoff --examples
 
 UP=$((BASE_PORT + 1))
 start upstream "$REL/examples/bench_upstream" "127.0.0.1:$UP" text/plain

@@ -4,8 +4,8 @@
 //! round-trip time through `signoff serve` against the upstream directly,
 //! and the gateway's memory per open idle socket.
 //!
-//! It starts the `signoff` binary of the same build (release profile under
-//! `cargo bench`) and runs the WebSocket upstream of the tests
+//! It starts the `signoff` binary of the same build (the bench profile:
+//! release with line tables) and runs the WebSocket upstream of the tests
 //! (tests/support/websocket.rs) and the clients in this process:
 //!
 //! ```sh

@@ -137,9 +137,26 @@ async fn open_backend(db: &str, allow_readable_db: bool) -> Result<Backend> {
                 .with_context(|| format!("cannot connect to PostgreSQL at {shown}"))?;
             Ok(Backend::shared(store, "postgres"))
         }
-        _ => bail!(
-            "--db {shown}: expected sqlite://PATH, a file path, redis://HOST or postgres://HOST/DB"
-        ),
+        _ => Err(unknown_db(&shown)),
+    }
+}
+
+fn unknown_db(shown: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "--db {shown}: expected sqlite://PATH, a file path, redis://HOST or postgres://HOST/DB"
+    )
+}
+
+/// The kind of store `--db` names (`sqlite`, `redis` or `postgres`),
+/// checked as far as it can be without opening it (`serve --check`).
+pub fn db_kind(db: &str) -> Result<&'static str> {
+    if sqlite_path(db).is_some() {
+        return Ok("sqlite");
+    }
+    match db.split_once("://") {
+        Some(("redis" | "rediss", _)) => take_param(db, "prefix").map(|_| "redis"),
+        Some(("postgres" | "postgresql", _)) => take_param(db, "schema").map(|_| "postgres"),
+        _ => Err(unknown_db(&signoff::store::redact_url(db))),
     }
 }
 

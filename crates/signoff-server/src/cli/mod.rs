@@ -33,7 +33,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway in front of an app: it owns sign-in and sign-out,
     /// and passes only signed-in requests to the upstream.
-    Serve(Box<crate::config::ServeArgs>),
+    Serve(Box<serve::ServeCommand>),
     /// Try signoff with nothing to set up: the gateway on 127.0.0.1:8080 in
     /// front of a small built-in app, with a demo user.
     Demo(demo::DemoArgs),
@@ -162,8 +162,12 @@ pub fn confirm(question: &str, default: bool) -> Result<bool> {
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(args) => {
+        Command::Serve(command) => {
+            let serve::ServeCommand { args, check } = *command;
             let settings = args.settings()?;
+            if check {
+                return serve::check(&settings);
+            }
             serve::run(settings, |at| {
                 println!("signoff listening on {}/", at.bound);
                 if at.public != at.bound {

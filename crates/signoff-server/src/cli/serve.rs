@@ -12,6 +12,80 @@ use crate::config::Settings;
 use crate::gateway::Gateway;
 use crate::listener;
 
+/// `signoff serve` flags: the settings, and `--check`.
+#[derive(Debug, clap::Args)]
+pub struct ServeCommand {
+    /// The settings.
+    #[command(flatten)]
+    pub args: crate::config::ServeArgs,
+    /// Check the settings and exit: read the flags, `SIGNOFF_*` variables,
+    /// the --config file, the TLS and --upstream-ca files, print what serve
+    /// would do, and exit 0, or 1 with the reason. Opens no port and no store
+    /// (no SQLite file is created, Redis and PostgreSQL are not contacted)
+    /// and does not contact the upstream
+    #[arg(long, display_order = 100)]
+    pub check: bool,
+}
+
+/// `serve --check`: what [`run`] checks before it opens the store and the
+/// port, then what it would do, printed.
+pub fn check(settings: &Settings) -> Result<()> {
+    policy(settings)?;
+    if let Some(tls) = &settings.tls {
+        listener::tls_acceptor(tls)?;
+    }
+    crate::gateway::check_upstream_client(settings)?;
+    crate::backend::db_kind(&settings.db)?;
+    let on_off = |on: bool| if on { "on" } else { "off" };
+    let scheme = if settings.tls.is_some() {
+        "HTTPS"
+    } else {
+        "plain HTTP"
+    };
+    println!("listen        {} ({scheme})", settings.listen);
+    println!(
+        "public URL    {} (session cookie {})",
+        settings.public_origin,
+        if settings.secure {
+            "Secure"
+        } else {
+            "not Secure: loopback or --allow-insecure-http"
+        }
+    );
+    match &settings.upstream {
+        Some(upstream) => println!("upstream      {upstream}"),
+        None => println!(
+            "upstream      none: forward-auth only ({}/auth)",
+            settings.prefix
+        ),
+    }
+    println!(
+        "store         {}",
+        crate::backend::describe_db(&settings.db)
+    );
+    let public = if settings.public_paths.is_empty() {
+        "none".to_owned()
+    } else {
+        settings.public_paths.join(", ")
+    };
+    println!("public paths  {public}");
+    println!(
+        "sessions      idle {}, absolute {}",
+        humantime::format_duration(settings.idle_timeout),
+        humantime::format_duration(settings.absolute_timeout)
+    );
+    println!("token mode    {}", on_off(settings.tokens.is_some()));
+    println!(
+        "admin API     {}",
+        on_off(settings.admin_token_sha256.is_some())
+    );
+    println!("metrics       {}", on_off(settings.metrics));
+    println!(
+        "the settings are good (--check opened no port and no store, and did not contact the upstream)"
+    );
+    Ok(())
+}
+
 /// The session policy for these settings.
 pub fn policy(settings: &Settings) -> Result<Policy> {
     let cookie = if settings.secure {

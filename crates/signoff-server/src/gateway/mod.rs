@@ -47,6 +47,13 @@ use axum::extract::State;
 
 pub use state::Gateway;
 
+/// Builds the upstream client without connecting (its TLS roots: the
+/// `--upstream-ca` file or the system's), so `serve --check` finds what
+/// would stop the start.
+pub fn check_upstream_client(settings: &crate::config::Settings) -> anyhow::Result<()> {
+    upstream_client::build(settings).map(drop)
+}
+
 /// The session data key holding the signed-in user's name (sent upstream
 /// as `X-Signoff-User`), so no request needs a user lookup.
 pub const USER_NAME_KEY: &str = "signoff.user";

@@ -14,7 +14,8 @@
 //! SIGNOFF_BENCH_ONLY=close,echo,memory ...                                  # some parts only
 //! ```
 //!
-//! `-- --test` (what CI passes to every bench) also means the quick run.
+//! `-- --test` (what CI passes to it, under `cargo test`) also means the
+//! quick run.
 //! Redis (127.0.0.1:6379) and PostgreSQL (postgres://postgres@127.0.0.1:5432/test)
 //! come from `SIGNOFF_TEST_REDIS` / `SIGNOFF_TEST_POSTGRES` like the tests;
 //! a missing one skips its rows, or fails the run under

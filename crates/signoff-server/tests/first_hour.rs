@@ -73,7 +73,7 @@ async fn a_sign_in_from_another_origin_names_both_origins_and_the_flag() {
         "expected: {line}"
     );
     assert!(
-        line.contains(&format!("arrived={proxy}")),
+        line.contains(&format!("arrived=\"{proxy}\"")),
         "arrived: {line}"
     );
     assert!(
@@ -147,7 +147,7 @@ async fn a_cross_site_sign_in_is_still_refused() {
         assert!(!page.contains("<script>alert"), "{why}: {page}");
         assert!(page.contains(&gw.origin), "{why}: {page}");
     }
-    let line = log_line(&gw, "arrived=http://evil.example");
+    let line = log_line(&gw, "arrived=\"http://evil.example\"");
     assert!(
         line.contains("WARN") && line.contains("cross-site"),
         "{line}"
@@ -213,7 +213,7 @@ async fn localhost_for_127_0_0_1_goes_to_the_public_origin() {
     assert!(
         line.contains("WARN")
             && line.contains(&format!("expected={}", gw.origin))
-            && line.contains(&format!("arrived={twin}")),
+            && line.contains(&format!("arrived=\"{twin}\"")),
         "{line}"
     );
     // And there the sign-in works.

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-use super::{open, open_existing, Db};
+use super::{open_existing, Db};
 use crate::display;
 
 #[derive(Debug, Subcommand)]
@@ -44,21 +44,25 @@ pub async fn run(command: KeysCommand) -> Result<()> {
             let alg: signoff::token_mode::SigningAlgorithm = alg
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("--alg: {e}"))?;
-            let store = open(&db).await?;
+            let store = open_existing(&db).await?;
             let key = signoff::token_mode::rotate_keys(store.state.as_ref(), alg, display::now())
                 .await
                 .context("cannot rotate the token keys")?;
-            println!("new signing key {} ({})", key.kid, key.alg);
+            println!(
+                "new signing key {} ({}) in {}",
+                key.kid, key.alg, store.shown
+            );
             store.close().await;
         }
         KeysCommand::RotateSessionKey { db } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db).await?;
             let key = signoff::session_keys::rotate(store.state.as_ref(), display::now())
                 .await
                 .context("cannot rotate the session token keys")?;
             println!(
-                "new session token key {}: seals new sessions from {}",
+                "new session token key {} in {}: seals new sessions from {}",
                 key.kid,
+                store.shown,
                 display::time(key.seals_from)
             );
             store.close().await;

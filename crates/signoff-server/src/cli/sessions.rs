@@ -99,13 +99,13 @@ pub async fn run(command: SessionsCommand) -> Result<()> {
                 let n = engine
                     .end_all_for_user(&user.id, None, Actor::Operator, "operator")
                     .await?;
-                println!("ended {n} session(s) of {}", user.name);
+                println!("ended {n} session(s) of {} in {}", user.name, store.shown);
             } else if let Some(handle) = handle {
                 let parsed: SessionHandle = handle
                     .parse()
                     .map_err(|_| anyhow::anyhow!("{handle:?} is not a session handle"))?;
                 match engine.end_by_handle(&parsed, None, Actor::Operator).await? {
-                    Some(_) => println!("ended session {parsed}"),
+                    Some(_) => println!("ended session {parsed} in {}", store.shown),
                     None => bail!("no live session has the handle {parsed}"),
                 }
             }

@@ -87,7 +87,7 @@ pub async fn run(command: UserCommand) -> Result<()> {
             let password = read_password(password_stdin)?;
             accounts.set_password(&name, &password).await?;
             record(&store, AuditKind::PasswordChanged, &user).await;
-            println!("password changed for {}", user.name);
+            println!("password changed for {} in {}", user.name, store.shown);
             let engine = store.cli_sessions()?;
             let live = engine.list_for_user(&user.id).await?.len();
             let end = if keep_sessions {
@@ -119,14 +119,17 @@ pub async fn run(command: UserCommand) -> Result<()> {
                 .cli_sessions()?
                 .end_all_for_user(&user.id, None, Actor::Operator, "user_disabled")
                 .await?;
-            println!("disabled {} and ended {ended} session(s)", user.name);
+            println!(
+                "disabled {} and ended {ended} session(s) in {}",
+                user.name, store.shown
+            );
         }
         UserCommand::Enable { name, db } => {
             let store = open_existing(&db).await?;
             let accounts = store.accounts();
             let user = accounts.set_disabled(&name, false).await?;
             record(&store, AuditKind::UserEnabled, &user).await;
-            println!("enabled {}", user.name);
+            println!("enabled {} in {}", user.name, store.shown);
         }
         UserCommand::List { db } => {
             let store = open_existing(&db).await?;

@@ -73,7 +73,7 @@ pub(super) fn sign_in_refused(gw: &Gateway, arrival: &Arrival) -> Response {
         tracing::warn!(
             target: "signoff::auth",
             expected = %expected,
-            arrived = %arrived,
+            arrived = ?arrived,
             "a sign-in form came from a loopback address other than the public URL's: \
              sent the browser to the sign-in page there (--public-url names the address \
              signoff is reached at)"
@@ -84,8 +84,8 @@ pub(super) fn sign_in_refused(gw: &Gateway, arrival: &Arrival) -> Response {
     tracing::warn!(
         target: "signoff::auth",
         expected = %expected,
-        arrived = %arrived,
-        fix = %fix,
+        arrived = ?arrived,
+        fix = ?fix,
         "refused a sign-in form from another origin"
     );
     let mut r = pages::render(

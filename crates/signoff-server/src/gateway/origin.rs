@@ -102,9 +102,20 @@ impl Arrival {
                  {site}); such forms are always refused. Sign in at {expected}."
             );
         }
+        // Name the arrived origin in the advice only when the browser
+        // vouches that the form came from the origin it was sent to (a
+        // proxy signoff was not told about): a page elsewhere, in a
+        // browser that sends no `Sec-Fetch-Site`, gets no advice to make
+        // its own origin the public URL.
+        let vouched = match self.site.as_deref() {
+            Some("same-origin") => true,
+            None => self.sent_to_its_own_host(),
+            Some(_) => false,
+        };
         let arrived = self
             .origin
             .as_deref()
+            .filter(|_| vouched)
             .and_then(|o| parse(o).map(|p| (o, p)));
         match (arrived, parse(expected)) {
             (Some((origin, (scheme, host, _))), Some((want_scheme, want_host, _)))
@@ -124,8 +135,9 @@ impl Arrival {
                 insecure_flag(&scheme, &host)
             ),
             (None, _) => format!(
-                "The browser did not name the page that sent this form. Sign in at \
-                 {expected}; if users reach signoff at another address, set --public-url to it."
+                "The browser did not say that this form came from the address it was sent \
+                 to. Sign in at {expected}; if users reach signoff at another address, set \
+                 --public-url to it."
             ),
         }
     }
@@ -135,20 +147,28 @@ impl Arrival {
     /// in how the host is spelled (`localhost` for `127.0.0.1`): an honest
     /// set-up, answered by sending the browser to `public_origin`.
     pub(super) fn loopback_twin_of(&self, public_origin: &str) -> bool {
-        let (Some(origin), Some(host)) = (self.origin.as_deref(), self.host.as_deref()) else {
+        let Some(origin) = self.origin.as_deref() else {
             return false;
         };
         if !matches!(self.site.as_deref(), None | Some("same-origin")) {
             return false;
         }
-        let (Some(from), Some(to)) = (
-            parse(origin),
-            parse(&format!("{}://{host}", scheme(origin))),
-        ) else {
+        self.sent_to_its_own_host() && loopback_twins(origin, public_origin)
+    }
+
+    /// Whether the form went to the host its page was on: `Origin` and
+    /// `Host` name the same host and port.
+    fn sent_to_its_own_host(&self) -> bool {
+        let (Some(origin), Some(host)) = (self.origin.as_deref(), self.host.as_deref()) else {
             return false;
         };
-        // The form went to the host its page was on.
-        from == to && loopback_twins(origin, public_origin)
+        match (
+            parse(origin),
+            parse(&format!("{}://{host}", scheme(origin))),
+        ) {
+            (Some(from), Some(to)) => from == to,
+            _ => false,
+        }
     }
 }
 
@@ -278,13 +298,44 @@ mod tests {
     #[test]
     fn the_fix_names_the_flag_and_the_origins() {
         let expected = "https://app.example.com";
-        let behind_proxy = arrival(Some("https://login.example.com"), None, None).fix(expected);
+        let behind_proxy = arrival(
+            Some("https://login.example.com"),
+            Some("same-origin"),
+            Some("127.0.0.1:8080"),
+        )
+        .fix(expected);
         assert!(
             behind_proxy.contains("--public-url https://login.example.com")
                 && behind_proxy.contains(expected),
             "{behind_proxy}"
         );
-        let no_tls = arrival(Some("http://app.example.com:8080"), None, None).fix(expected);
+        // A browser without Sec-Fetch-Site: named only when the form went
+        // to the host its page was on (a proxy that passes Host on).
+        let passed_on = arrival(
+            Some("https://login.example.com"),
+            None,
+            Some("login.example.com"),
+        )
+        .fix(expected);
+        assert!(passed_on.contains("--public-url https://login.example.com"));
+        // Otherwise (another site's page, in such a browser) the advice
+        // does not name that site.
+        for other in [
+            arrival(Some("https://evil.example"), None, Some("app.example.com")),
+            arrival(Some("https://evil.example"), None, None),
+        ] {
+            let fix = other.fix(expected);
+            assert!(
+                !fix.contains("evil.example") && fix.contains(expected),
+                "{fix}"
+            );
+        }
+        let no_tls = arrival(
+            Some("http://app.example.com:8080"),
+            None,
+            Some("app.example.com:8080"),
+        )
+        .fix(expected);
         assert!(
             no_tls.contains("--tls-cert")
                 && no_tls.contains("plain HTTP")
@@ -292,7 +343,12 @@ mod tests {
                     .contains("--public-url http://app.example.com:8080 --allow-insecure-http"),
             "{no_tls}"
         );
-        let local = arrival(Some("http://localhost:8080"), None, None).fix("http://127.0.0.1:8080");
+        let local = arrival(
+            Some("http://localhost:8080"),
+            Some("same-origin"),
+            Some("127.0.0.1:8080"),
+        )
+        .fix("http://127.0.0.1:8080");
         assert!(
             local.contains("--public-url http://localhost:8080 (") && !local.contains("insecure"),
             "{local}"

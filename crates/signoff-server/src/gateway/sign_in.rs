@@ -58,7 +58,7 @@ async fn login_page(
             tracing::info!(
                 target: "signoff::auth",
                 expected = %gw.settings.public_origin,
-                arrived = %format!("{scheme}://{host}"),
+                arrived = ?format!("{scheme}://{host}"),
                 "the sign-in page was asked for at a loopback address other than the public \
                  URL's: sent the browser there (--public-url names the address signoff is \
                  reached at)"
@@ -417,7 +417,7 @@ impl FormGate for Gateway {
                 tracing::warn!(
                     target: "signoff::auth",
                     expected = %self.settings.public_origin,
-                    arrived = %arrival.shown(),
+                    arrived = ?arrival.shown(),
                     "refused a sign-out without proof of intent"
                 );
                 error_page(
@@ -431,7 +431,7 @@ impl FormGate for Gateway {
                 tracing::warn!(
                     target: "signoff::auth",
                     expected = %self.settings.public_origin,
-                    arrived = %arrival.shown(),
+                    arrived = ?arrival.shown(),
                     "refused an account change without proof of intent"
                 );
                 error_page(

@@ -538,6 +538,19 @@ mod tests {
             super::super::redact_url("redis://host:6379"),
             "redis://host:6379"
         );
+        // A key spelled with percent escapes is the same key to drivers.
+        for url in [
+            "postgres://u@h/db?pass%77ord=s3cret",
+            "postgres://u@h/db?sslmode=require&PASSWORD=s3cret",
+            "postgres://u@h/db?%70%61%73%73%77%6f%72%64=s3cret#x",
+        ] {
+            let shown = super::super::redact_url(url);
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        assert_eq!(
+            super::super::redact_url("postgres://u@h/db?pass%7=a%"),
+            "postgres://u@h/db?pass%7=a%"
+        );
         let shown = format!("{:?}", RedisOptions::new("redis://u:p4ss@h"));
         assert!(!shown.contains("p4ss"), "{shown}");
     }

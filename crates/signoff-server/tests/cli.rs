@@ -118,13 +118,15 @@ fn bad_input_gets_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("s.db");
     let db = db.to_str().unwrap();
-    // Commands that change someone who must exist refuse a database that
-    // is not there (a mistyped path), and create none.
+    // Commands that change someone or something that must exist refuse a
+    // database that is not there (a mistyped path), and create none.
     for args in [
         vec!["user", "disable", "nobody"],
         vec!["user", "enable", "nobody"],
         vec!["user", "passwd", "nobody", "--password-stdin"],
         vec!["sessions", "end", "--user", "nobody"],
+        vec!["keys", "rotate"],
+        vec!["keys", "rotate-session-key"],
     ] {
         let args: Vec<&str> = args.into_iter().chain(["--db", db]).collect();
         fails_saying(&args, "new password 123\n", "does not exist");

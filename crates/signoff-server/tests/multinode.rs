@@ -18,8 +18,8 @@ use signoff::{
     SessionStore, Sessions, UserId, UserStore,
 };
 use support::services::{self, PgCluster, RedisServer};
-use support::websocket::{connect, echo, next_close, WsUpstream};
-use support::{add_user, cookie, get, post_form, Gateway, Upstream, PASSWORD, USER};
+use support::websocket::{connect, echo, next_close, Socket, WsUpstream};
+use support::{add_user, cli, cookie, get, post_form, Gateway, Upstream, PASSWORD, USER};
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -290,6 +290,17 @@ async fn logout_is_immediate_without_caches(kind: Kind) {
     assert_eq!(stale, 0, "B let a signed-out session through");
 }
 
+/// A WebSocket to `gw`'s upstream, opened with `token` from `gw`'s origin.
+async fn open_socket(gw: &Gateway, token: &str) -> Socket {
+    connect(
+        &gw.origin,
+        "/ws/app",
+        &[("cookie", &cookie(token)), ("origin", &gw.origin)],
+    )
+    .await
+    .expect("the socket opens")
+}
+
 /// A WebSocket held by node B ends when its session is signed out on
 /// node A (docs/security.md, invariant 10): the bus tells B's watch. A
 /// socket of another session of the same user stays open.
@@ -309,20 +320,8 @@ async fn logout_on_one_node_closes_the_socket_on_the_other(kind: Kind) {
     for round in 0..5 {
         let token = a.login(USER, PASSWORD).await;
         let kept = a.login(USER, PASSWORD).await;
-        let on_b = |token: String| {
-            let origin = b.origin.clone();
-            async move {
-                connect(
-                    &origin,
-                    "/ws/app",
-                    &[("cookie", &cookie(&token)), ("origin", &origin)],
-                )
-                .await
-                .expect("B opens the socket")
-            }
-        };
-        let mut socket = on_b(token.clone()).await;
-        let mut other = on_b(kept.clone()).await;
+        let mut socket = open_socket(&b, &token).await;
+        let mut other = open_socket(&b, &kept).await;
         assert_eq!(echo(&mut socket, "hi").await, "hi");
         assert_eq!(logout(&a, &token).await.status, 303);
         let (code, reason, after) = next_close(&mut socket, Duration::from_secs(1)).await;
@@ -359,31 +358,11 @@ async fn cli_end_closes_the_users_sockets_on_every_node(kind: Kind) {
     let b = Gateway::start_on(tempfile::tempdir().unwrap(), &db, Some(&up.url()), &extra);
     wait_for_bus(&a).await;
     wait_for_bus(&b).await;
-    let open = |gw: &Gateway, token: String| {
-        let origin = gw.origin.clone();
-        async move {
-            connect(
-                &origin,
-                "/ws/app",
-                &[("cookie", &cookie(&token)), ("origin", &origin)],
-            )
-            .await
-            .expect("the socket opens")
-        }
-    };
-    let mut on_a = open(&a, a.login(USER, PASSWORD).await).await;
-    let mut on_b = open(&b, b.login(USER, PASSWORD).await).await;
-    let mut bystander = open(&b, b.login("other-user", PASSWORD).await).await;
+    let mut on_a = open_socket(&a, &a.login(USER, PASSWORD).await).await;
+    let mut on_b = open_socket(&b, &b.login(USER, PASSWORD).await).await;
+    let mut bystander = open_socket(&b, &b.login("other-user", PASSWORD).await).await;
     assert_eq!(echo(&mut on_b, "hi").await, "hi");
-    let out = std::process::Command::new(support::signoff_bin())
-        .args(["sessions", "end", "--user", USER, "--db", &db])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli(&["sessions", "end", "--user", USER], &db);
     let done = Instant::now();
     for (node, socket) in [("A", &mut on_a), ("B", &mut on_b)] {
         let (code, reason, _) = next_close(socket, Duration::from_millis(1500)).await;
@@ -567,15 +546,7 @@ async fn cli_end_reaches_every_node(kind: Kind) {
     let token = nodes.a.login(USER, PASSWORD).await;
     assert_eq!(private(&nodes.a, &token).await, 200);
     assert_eq!(private(&nodes.b, &token).await, 200);
-    let out = std::process::Command::new(support::signoff_bin())
-        .args(["sessions", "end", "--user", USER, "--db", &shared.db()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli(&["sessions", "end", "--user", USER], &shared.db());
     let done = Instant::now();
     for node in [&nodes.a, &nodes.b] {
         while private(node, &token).await != 401 {

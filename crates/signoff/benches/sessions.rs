@@ -318,18 +318,27 @@ async fn sessions_for(store: &SqliteStore, user: &str, n: usize) {
 
 fn user_sessions(c: &mut Criterion) {
     let rt = runtime();
+    // One store per size, for both groups: through the cache, with the
+    // audit trail on, as the sessions page, the CLI and the admin API use it.
+    let stores: Vec<(usize, SqliteStore, Sessions)> = sizes()
+        .into_iter()
+        .map(|n| {
+            let (store, _, _) = rt.block_on(populated(n));
+            let audit = AuditLog::new(Arc::new(store.clone()), false);
+            let sessions = Sessions::with_clock(
+                Arc::new(CachedStore::new(store.clone())),
+                Policy::default(),
+                clock(),
+            )
+            .with_audit(audit);
+            (n, store, sessions)
+        })
+        .collect();
+    let heavy = UserId::new("bench-heavy-user");
     let mut group = c.benchmark_group("user_sessions/list_and_end_1000");
     group.sample_size(20);
-    for n in sizes() {
-        let (store, _, _) = rt.block_on(populated(n));
-        let audit = AuditLog::new(Arc::new(store.clone()), false);
-        let sessions = Sessions::with_clock(
-            Arc::new(CachedStore::new(store.clone())),
-            Policy::default(),
-            clock(),
-        )
-        .with_audit(audit);
-        let heavy = UserId::new("bench-heavy-user");
+    for (n, store, sessions) in &stores {
+        let n = *n;
         group.bench_with_input(BenchmarkId::from_parameter(label(n)), &n, |b, _| {
             b.to_async(&rt).iter_custom(|iters| {
                 let store = store.clone();
@@ -359,16 +368,8 @@ fn user_sessions(c: &mut Criterion) {
     // one write either way (docs/benchmarks.md).
     let mut group = c.benchmark_group("user_sessions/end_all");
     group.sample_size(20);
-    for n in sizes() {
-        let (store, _, _) = rt.block_on(populated(n));
-        let audit = AuditLog::new(Arc::new(store.clone()), false);
-        let sessions = Sessions::with_clock(
-            Arc::new(CachedStore::new(store.clone())),
-            Policy::default(),
-            clock(),
-        )
-        .with_audit(audit);
-        let heavy = UserId::new("bench-heavy-user");
+    for (n, store, sessions) in &stores {
+        let n = *n;
         for own in [1000, 10] {
             let id = BenchmarkId::from_parameter(format!("{own}_of_{}", label(n)));
             group.bench_with_input(id, &own, |b, &own| {

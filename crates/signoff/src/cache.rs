@@ -377,7 +377,6 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
                 .then(|| pack(session))
                 .flatten()
                 .map(Into::into);
-            let agent = session.user_agent.as_deref().map(|a| self.agents.share(a));
             let epochs = self.epochs();
             // An invalidation since we started reading may have been for
             // this session: then what we read may be dead, so keep it out.
@@ -388,7 +387,7 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
                 let entry = Entry {
                     cached_at: now,
                     packed,
-                    agent,
+                    agent: session.user_agent.as_deref().map(|a| self.agents.share(a)),
                 };
                 self.cache.insert(*id, entry);
             }

@@ -513,7 +513,23 @@ pub async fn writes_after_removal_change_nothing(store: Arc<dyn SessionStore>) {
         .await
         .expect("end");
     clock.advance(TOUCH * 2);
-    let now = clock.now();
+    assert_nothing_finds(&store, &sessions, &session, clock.now()).await;
+    assert!(store
+        .list_for_user(&alice())
+        .await
+        .expect("list")
+        .is_empty());
+    assert_gone(sessions.validate(token.expose()).await, "after writes");
+}
+
+/// No read or write of the store or the engine finds `session` (ended
+/// before `now`), and none brings it back.
+async fn assert_nothing_finds(
+    store: &Arc<dyn SessionStore>,
+    sessions: &Sessions,
+    session: &Session,
+    now: Timestamp,
+) {
     assert!(!store.touch(&session.id, now).await.expect("touch"));
     let mut data = SessionData::new();
     data.insert("k".into(), "v".into());
@@ -536,27 +552,25 @@ pub async fn writes_after_removal_change_nothing(store: Arc<dyn SessionStore>) {
         .await
         .expect("remove by handle")
         .is_none());
-    assert!(!store
-        .remove_expired(&session.id, now)
-        .await
-        .expect("remove_expired"));
+    assert!(store.remove(&session.id).await.expect("remove").is_none());
+    // Not even as expired: it ended before.
+    for at in [now, now.plus(ABSOLUTE * 2)] {
+        assert!(!store
+            .remove_expired(&session.id, at)
+            .await
+            .expect("remove_expired"));
+    }
     assert!(store.load(&session.id).await.expect("load").is_none());
     assert!(store.load(&new_id).await.expect("load").is_none());
     assert!(store
         .load_by_handle(&session.handle)
         .await
-        .expect("load")
+        .expect("load by handle")
         .is_none());
-    assert!(store
-        .list_for_user(&alice())
-        .await
-        .expect("list")
-        .is_empty());
     assert!(matches!(
-        sessions.set_data(&session, data).await,
+        sessions.set_data(session, data).await,
         Err(SessionError::NotFound)
     ));
-    assert_gone(sessions.validate(token.expose()).await, "after writes");
 }
 
 /// A data write based on an old read loses against a newer write.
@@ -1058,7 +1072,7 @@ pub async fn end_all_for_user_can_keep_current(store: Arc<dyn SessionStore>) {
 /// later end takes the kept one too; purge clears the records.
 pub async fn writes_after_ending_a_user_change_nothing(store: Arc<dyn SessionStore>) {
     let (sessions, clock) = engine(&store, policy());
-    let (token, session) = login(&sessions, alice()).await;
+    let (token, _) = login(&sessions, alice()).await;
     let (kept_token, kept) = login(&sessions, alice()).await;
     let (bob_token, _) = login(&sessions, UserId::new("bob")).await;
     let anonymous = sessions
@@ -1071,12 +1085,7 @@ pub async fn writes_after_ending_a_user_change_nothing(store: Arc<dyn SessionSto
         .rotate(token.expose(), false)
         .await
         .expect("rotate");
-    let (token, session) = (rotated.token, {
-        let mut s = session;
-        s.id = rotated.session.id;
-        s.generation = rotated.session.generation;
-        s
-    });
+    let (token, session) = (rotated.token, rotated.session);
     let ended = sessions
         .end_all_for_user(&alice(), Some(&kept.id), Actor::Admin, "test")
         .await
@@ -1084,46 +1093,7 @@ pub async fn writes_after_ending_a_user_change_nothing(store: Arc<dyn SessionSto
     assert_eq!(ended, 1);
 
     clock.advance(TOUCH * 2);
-    let now = clock.now();
-    assert!(!store.touch(&session.id, now).await.expect("touch"));
-    let mut data = SessionData::new();
-    data.insert("k".into(), "v".into());
-    assert_eq!(
-        store
-            .update_data(&session.id, session.generation, &data)
-            .await
-            .expect("update"),
-        WriteOutcome::Missing
-    );
-    let new_id = SessionKeys::ephemeral()
-        .issue(Timestamp::from_millis(0))
-        .id();
-    assert!(!store
-        .rotate(&session.id, &new_id, Some(now))
-        .await
-        .expect("rotate"));
-    assert!(store.load(&new_id).await.expect("load").is_none());
-    assert!(store.load(&session.id).await.expect("load").is_none());
-    assert!(store
-        .load_by_handle(&session.handle)
-        .await
-        .expect("load by handle")
-        .is_none());
-    assert!(store
-        .remove_by_handle(&session.handle, None)
-        .await
-        .expect("remove by handle")
-        .is_none());
-    assert!(store.remove(&session.id).await.expect("remove").is_none());
-    // Not even as expired: it ended before.
-    assert!(!store
-        .remove_expired(&session.id, now.plus(ABSOLUTE * 2))
-        .await
-        .expect("remove_expired"));
-    assert!(matches!(
-        sessions.set_data(&session, data).await,
-        Err(SessionError::NotFound)
-    ));
+    assert_nothing_finds(&store, &sessions, &session, clock.now()).await;
     assert_gone(sessions.validate(token.expose()).await, "an ended session");
     // Logout with the token from before the rotation follows the
     // successor pointer to the handle, and finds nothing there.

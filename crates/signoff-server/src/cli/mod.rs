@@ -96,8 +96,8 @@ pub async fn open(db: &Db) -> Result<Backend> {
 }
 
 /// Opens the store named by `--db` (or the config file), refusing a SQLite
-/// file that is not there: for commands that only read, or change a user
-/// or session that must exist, so a mistyped path is not answered from a
+/// file that is not there: for commands that only read, or change a user,
+/// session or key that must exist, so a mistyped path is not answered from a
 /// new, empty database (which it would leave behind).
 pub async fn open_existing(db: &Db) -> Result<Backend> {
     let choice = db.choice()?;

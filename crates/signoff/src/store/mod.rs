@@ -66,7 +66,11 @@ pub fn redact_url(url: &str) -> String {
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
                     // Drivers decode the key: `pass%77ord` is `password`.
-                    Some((key, _)) if percent_decoded(key).eq_ignore_ascii_case("password") => {
+                    Some((key, _))
+                        if percent_encoding::percent_decode_str(key)
+                            .decode_utf8_lossy()
+                            .eq_ignore_ascii_case("password") =>
+                    {
                         format!("{key}=***")
                     }
                     _ => pair.to_owned(),
@@ -77,32 +81,6 @@ pub fn redact_url(url: &str) -> String {
         None => rest.to_owned(),
     };
     format!("{scheme}{userinfo}{rest}")
-}
-
-/// `text` with each `%XX` replaced by its byte (others left as they are),
-/// read as UTF-8 with replacement characters.
-fn percent_decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A boxed error from a backend's own client library.

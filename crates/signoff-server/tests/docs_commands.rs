@@ -172,6 +172,11 @@ const NOT_RUN: &[(&str, &str, &str)] = &[
         "pip install flask",
         "installs a package; .ci/run installs Flask",
     ),
+    (
+        "docs/migrate-from-flask-login.md",
+        "pip install flask flask-login",
+        "installs packages; .ci/run installs Flask and Flask-Login",
+    ),
 ];
 
 /// Run before a file's commands, for commands shown working on a store
@@ -188,6 +193,8 @@ const AFTERWARDS: &[(&str, &str, u16)] = &[
     // The Flask README: `/public` is open to anyone, the rest is not.
     ("examples/flask/README.md", "/public", 200),
     ("examples/flask/README.md", "/private/a", 303),
+    // The migration guide: the migrated app is behind signoff.
+    ("docs/migrate-from-flask-login.md", "/", 303),
 ];
 
 /// Ports the documentation uses, each replaced by a free one.
@@ -410,7 +417,9 @@ fn prepare(command: &str, ports: &Ports) -> (String, Run) {
             .expect("--listen ADDR");
         let port = listen.rsplit(':').next().unwrap().parse().unwrap();
         Run::Server(port)
-    } else if matches!(words.as_slice(), ["python3", script, ..] if script.ends_with("app.py")) {
+    } else if matches!(words.as_slice(), ["python3", script, ..]
+        if script.ends_with("app.py") || script.ends_with("after.py"))
+    {
         let port = words
             .iter()
             .position(|w| *w == "--port")
@@ -474,6 +483,8 @@ fn shell_env(cmd: &mut Command, bin: &Path) {
     }
     let path = std::env::var("PATH").unwrap_or_default();
     cmd.env("PATH", format!("{}:{path}", bin.display()));
+    // `examples` is linked into the directory: no bytecode written there.
+    cmd.env("PYTHONDONTWRITEBYTECODE", "1");
     cmd.env("SIGNOFF_LOG", "warn");
 }
 

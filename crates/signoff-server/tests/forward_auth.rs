@@ -191,6 +191,7 @@ async fn a_live_session_answers_200_with_identity_and_no_store() {
             assert!(!handle.is_empty());
             assert!(!token.contains(handle) && !handle.contains(&token));
             assert!(r.header("x-signoff-csrf").is_some_and(|c| c.len() >= 32));
+            assert_recent_unix_seconds(r.header("x-signoff-auth-time").unwrap());
             assert_eq!(r.header("cache-control"), Some("no-store"));
             assert!(r.all("set-cookie").is_empty());
         }
@@ -894,6 +895,7 @@ async fn http_checks(front: Front) {
         ("x-signoff-session", "mallory"),
         ("x_signoff_session", "mallory"),
         ("x-signoff-csrf", "mallory"),
+        ("x-signoff-auth-time", "mallory"),
         ("remote-user", "mallory"),
         ("remote_user", "mallory"),
         ("x-remote-user", "mallory"),
@@ -936,6 +938,15 @@ async fn http_checks(front: Front) {
     assert!(received
         .iter()
         .any(|(n, v)| n == "x-signoff-session" && !v.is_empty()));
+    // When the password was entered: signoff's answer, passed on by the
+    // proxy configuration (the app's fresh-sign-in check reads it).
+    let auth_time: Vec<&String> = received
+        .iter()
+        .filter(|(n, _)| n == "x-signoff-auth-time")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(auth_time.len(), 1, "{front:?}: {received:?}");
+    assert_recent_unix_seconds(auth_time[0]);
 
     // The guard's status check works through the proxy.
     let r = get(&s.url("/.signoff/status"), &[("cookie", &c)]).await;
@@ -1528,3 +1539,18 @@ engine_tests!(
     caddy_server_side_end_then_back,
     caddy_bfcache_is_on,
 );
+
+/// `text` is a Unix time in whole seconds within the last ten minutes.
+fn assert_recent_unix_seconds(text: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let at: u64 = text
+        .parse()
+        .unwrap_or_else(|_| panic!("not seconds: {text:?}"));
+    assert!(
+        at <= now && now - at < 600,
+        "{at} is not recent (now {now})"
+    );
+}

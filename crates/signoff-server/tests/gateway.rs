@@ -435,6 +435,7 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
         ("x-signoff-user", "admin"),
         ("X-Signoff-Session", "AAAAAAAAAAAA"),
         ("x-signoff-csrf", "forged"),
+        ("x-signoff-auth-time", "4102444800"),
         ("remote-user", "admin"),
         ("x-forwarded-user", "admin"),
         ("x-auth-request-user", "admin"),
@@ -464,6 +465,11 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     );
     let csrf = seen(&echo, "x-signoff-csrf");
     assert!(csrf.len() == 1 && csrf[0].len() == 43, "{csrf:?}");
+    let auth_time = seen(&echo, "x-signoff-auth-time");
+    assert!(
+        auth_time.len() == 1 && auth_time[0] != "4102444800",
+        "{auth_time:?}"
+    );
     for name in [
         "remote-user",
         "x-forwarded-user",

@@ -3,7 +3,8 @@
 //! holding may go to the app.
 //!
 //! - 200: a live session. The answer carries `X-Signoff-User`,
-//!   `X-Signoff-Session` (the public handle) and `X-Signoff-Csrf` for the
+//!   `X-Signoff-Session` (the public handle), `X-Signoff-Auth-Time` (when
+//!   the password was last entered) and `X-Signoff-Csrf` for the
 //!   proxy to copy onto the upstream request, and `Cache-Control: no-store`
 //!   for it to put on the upstream's response.
 //! - 401 (nginx style, the default): no live session. For a browser's GET
@@ -185,6 +186,7 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
             // line per request here would double the log for nothing.
             r.extensions_mut().insert(QuietLog);
             let h = r.headers_mut();
+            let auth_time = identity.auth_time();
             for (name, value) in [
                 ("x-signoff-user", Some(identity.user)),
                 (
@@ -192,6 +194,7 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
                     Some(identity.session.handle.to_string()),
                 ),
                 ("x-signoff-csrf", identity.csrf),
+                ("x-signoff-auth-time", auth_time),
             ] {
                 if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
                     h.insert(name, v);

@@ -57,7 +57,10 @@ const IDENTITY: &[&str] = &[
 /// `serve`) do; nginx blanks the known names, and `/.signoff/auth`
 /// refuses a request that still carries any other.
 const IDENTITY_PREFIXES: &[(&str, &[&str])] = &[
-    ("x-signoff-", &["user", "session", "csrf", "login"]),
+    (
+        "x-signoff-",
+        &["user", "session", "csrf", "auth-time", "login"],
+    ),
     // oauth2-proxy.
     (
         "x-auth-request-",
@@ -311,6 +314,7 @@ pub mod examples {
         "x-signoff-user",
         "x-signoff-session",
         "x-signoff-csrf",
+        "x-signoff-auth-time",
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-original-uri",
@@ -382,8 +386,9 @@ pub mod examples {
              request that still carries another identity header. Names with\n\
              underscores never get this far: `underscores_in_headers off`\n\
              drops them. signoff.conf sets these itself: X-Signoff-User,\n\
-             X-Signoff-Session, X-Signoff-Csrf, X-Forwarded-For,\n\
-             X-Forwarded-Proto, X-Original-URI, X-Original-Method.",
+             X-Signoff-Session, X-Signoff-Csrf, X-Signoff-Auth-Time,\n\
+             X-Forwarded-For, X-Forwarded-Proto, X-Original-URI,\n\
+             X-Original-Method.",
         );
         out.push('\n');
         for name in concrete_names() {

@@ -42,6 +42,16 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// When the user last entered their password (login or
+    /// re-authentication), in whole seconds since the Unix epoch: the
+    /// `X-Signoff-Auth-Time` header, which lets an app ask for a fresh
+    /// sign-in before a sensitive action (docs/gateway.md).
+    pub fn auth_time(&self) -> Option<String> {
+        self.session
+            .auth_at
+            .map(|at| at.as_millis().div_euclid(1000).to_string())
+    }
+
     fn of_cookie(auth: Authenticated) -> Self {
         Self {
             csrf: Some(signoff::csrf::token_for(&auth.token)),

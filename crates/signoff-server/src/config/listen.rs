@@ -62,22 +62,24 @@ impl ListenOptions {
 
 /// Returns (origin, is_https, host).
 pub(super) fn parse_public_url(text: &str) -> Result<(String, bool, String)> {
+    // Messages show the URL without a password it may hold.
+    let shown = signoff::store::redact_url(text);
     let uri: http::Uri = text
         .parse()
-        .with_context(|| format!("--public-url {text:?} is not a URL"))?;
+        .with_context(|| format!("--public-url {shown:?} is not a URL"))?;
     let secure = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
-        _ => bail!("--public-url {text}: expected http:// or https://"),
+        _ => bail!("--public-url {shown}: expected http:// or https://"),
     };
     let Some(authority) = uri.authority() else {
-        bail!("--public-url {text}: no host");
+        bail!("--public-url {shown}: no host");
     };
     if authority.as_str().contains('@') {
-        bail!("--public-url {text}: user info is not allowed");
+        bail!("--public-url {shown}: user info is not allowed");
     }
     if !matches!(uri.path(), "" | "/") {
-        bail!("--public-url {text}: signoff must be at the root of its origin (no path)");
+        bail!("--public-url {shown}: signoff must be at the root of its origin (no path)");
     }
     let scheme = if secure { "https" } else { "http" };
     let default_port = if secure { 443 } else { 80 };

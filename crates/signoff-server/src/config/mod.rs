@@ -740,6 +740,30 @@ mod tests {
     }
 
     #[test]
+    fn url_errors_never_show_a_password() {
+        for upstream in [
+            "http://admin:s3cret-pw@127.0.0.1:5000",
+            "ftp://admin:s3cret-pw@127.0.0.1:5000",
+            "http://admin:s3cret-pw@127.0.0.1:5000/path",
+            "http://admin:s3cret-pw@",
+            "http://admin:s3cret pw@127.0.0.1:5000",
+        ] {
+            let e = format!("{:#}", parse(&["--upstream", upstream]).unwrap_err());
+            assert!(!e.contains("s3cret"), "{upstream}: {e}");
+            assert!(e.contains("--upstream"), "{upstream}: {e}");
+            let args = [
+                "--upstream",
+                "http://127.0.0.1:5000",
+                "--public-url",
+                upstream,
+            ];
+            let e = format!("{:#}", parse(&args).unwrap_err());
+            assert!(!e.contains("s3cret"), "--public-url {upstream}: {e}");
+            assert!(e.contains("--public-url"), "{upstream}: {e}");
+        }
+    }
+
+    #[test]
     fn plain_http_off_loopback_needs_a_flag() {
         let base = ["--upstream", "http://127.0.0.1:5000", "--public-url"];
         let mut args = base.to_vec();

@@ -60,18 +60,20 @@ section! {
 }
 
 pub(super) fn parse_upstream(text: &str) -> Result<http::Uri> {
+    // Messages show the URL without a password it may hold.
+    let shown = signoff::store::redact_url(text);
     let uri: http::Uri = text
         .parse()
-        .with_context(|| format!("--upstream {text:?} is not a URL"))?;
+        .with_context(|| format!("--upstream {shown:?} is not a URL"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
-        _ => bail!("--upstream {text}: expected http://HOST:PORT or https://HOST:PORT"),
+        _ => bail!("--upstream {shown}: expected http://HOST:PORT or https://HOST:PORT"),
     }
     if uri.host().is_none_or(str::is_empty) {
-        bail!("--upstream {text}: no host");
+        bail!("--upstream {shown}: no host");
     }
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        bail!("--upstream {text}: a user or password in the URL is not supported; give scheme, host and port only");
+        bail!("--upstream {shown}: a user or password in the URL is not supported; give scheme, host and port only");
     }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         let origin = format!(
@@ -80,7 +82,7 @@ pub(super) fn parse_upstream(text: &str) -> Result<http::Uri> {
             uri.authority().map_or("", |a| a.as_str())
         );
         bail!(
-            "--upstream {text}: a path is not supported; give scheme, host and port only \
+            "--upstream {shown}: a path is not supported; give scheme, host and port only \
              (--upstream {origin}). signoff passes each path through unchanged, so serve the \
              app under the same path it has in the public URL: for JupyterLab at \
              https://example.com/lab/, run it with --ServerApp.base_url=/lab/ and give \

@@ -184,6 +184,40 @@ pub fn describe_db(db: &str) -> String {
     }
 }
 
+/// What opening a SQLite `db` would refuse (`serve --check`), found
+/// without creating or changing anything. Files or a directory open to
+/// other users are an error, unless `allow_readable_db` makes them
+/// warnings. A directory that does not exist yet is a warning: `serve`
+/// fails on it, but it may be made before then (systemd's
+/// `StateDirectory=` makes it as the service starts). Other stores have
+/// nothing to check before connecting.
+pub fn check_sqlite_permissions(db: &str, allow_readable_db: bool) -> Result<Vec<String>> {
+    let Some(path) = sqlite_path(db) else {
+        return Ok(Vec::new());
+    };
+    let problems = signoff::store::sqlite::permission_problems(&path);
+    let dir_missing = path
+        .parent()
+        .is_some_and(|d| !d.as_os_str().is_empty() && !d.exists());
+    if dir_missing {
+        return Ok(problems
+            .into_iter()
+            .map(|p| format!("{p}; serve fails until it exists"))
+            .collect());
+    }
+    if problems.is_empty() || allow_readable_db {
+        return Ok(problems
+            .into_iter()
+            .map(|p| format!("{p} (allowed by --allow-readable-db)"))
+            .collect());
+    }
+    anyhow::bail!(
+        "the SQLite database {}: {}",
+        describe_db(db),
+        problems.join("; ")
+    )
+}
+
 /// Refuses a SQLite database that does not exist yet, saying which file
 /// was looked for, where its name came from and how to make it; other
 /// stores pass (a missing server or database fails when connecting).

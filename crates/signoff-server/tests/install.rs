@@ -131,6 +131,78 @@ fn check_refuses_bad_settings_saying_why() {
     }
 }
 
+/// `--check` finds what opening the SQLite file would refuse, without
+/// opening or creating it: files other users can read, a directory they
+/// can write (errors unless allowed), a directory that does not exist yet
+/// (a warning: systemd's StateDirectory= may make it).
+#[test]
+fn check_finds_a_database_open_to_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    mode(dir.path(), 0o700);
+    let db = dir.path().join("signoff.db");
+    std::fs::write(&db, b"").unwrap();
+    let url = format!("sqlite://{}", db.display());
+    let check = |extra: &[&str]| {
+        let mut args = vec!["serve", "--check", "--db", &url];
+        args.extend(extra);
+        signoff(&args)
+    };
+
+    mode(&db, 0o600);
+    let out = check(&[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stdout).contains("warning"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    mode(&db, 0o644);
+    let out = check(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("other users can read") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    let out = check(&["--allow-readable-db"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("warning") && stdout.contains("allowed by --allow-readable-db"),
+        "{stdout}"
+    );
+    mode(&db, 0o600);
+
+    mode(dir.path(), 0o777);
+    let out = check(&[]);
+    mode(dir.path(), 0o700);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("chmod go-w"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let missing = dir.path().join("not-yet/signoff.db");
+    let url = format!("sqlite://{}", missing.display());
+    let out = signoff(&["serve", "--check", "--db", &url]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("does not exist") && stdout.contains("mkdir -p"),
+        "{stdout}"
+    );
+    assert!(
+        !missing.parent().unwrap().exists(),
+        "--check made the directory"
+    );
+}
+
 /// The unit's command line is the one checked, on the file it names (the
 /// example, installed as /etc/signoff/signoff.toml), and the database lies
 /// in the unit's state directory.

@@ -36,6 +36,8 @@ pub fn check(settings: &Settings) -> Result<()> {
     }
     crate::gateway::check_upstream_client(settings)?;
     crate::backend::db_kind(&settings.db)?;
+    let warnings =
+        crate::backend::check_sqlite_permissions(&settings.db, settings.allow_readable_db)?;
     let on_off = |on: bool| if on { "on" } else { "off" };
     let scheme = if settings.tls.is_some() {
         "HTTPS"
@@ -63,6 +65,9 @@ pub fn check(settings: &Settings) -> Result<()> {
         "store         {}",
         crate::backend::describe_db(&settings.db)
     );
+    for warning in warnings {
+        println!("warning       {warning}");
+    }
     let public = if settings.public_paths.is_empty() {
         "none".to_owned()
     } else {

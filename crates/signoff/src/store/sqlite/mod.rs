@@ -34,6 +34,7 @@ mod bus;
 mod dialect;
 #[cfg(unix)]
 mod permissions;
+pub use permissions::problems as permission_problems;
 
 /// Why [`SqliteStore::open_with`] refused a database: it, a file beside it
 /// or its directory is open to other users. The message names each and the

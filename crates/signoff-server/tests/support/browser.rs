@@ -1062,6 +1062,26 @@ impl Browser {
         self.click_and_wait(form.submit).await
     }
 
+    /// Runs a Chrome DevTools Protocol command through chromedriver's
+    /// `goog/cdp/execute` endpoint and returns its result (Chromium only):
+    /// what WebDriver cannot do, such as emulating a phone's viewport or
+    /// `prefers-color-scheme`.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Result<Value> {
+        if self.engine != Engine::Chromium {
+            return Err(Error(format!(
+                "CDP {cmd}: only Chromium speaks CDP, not {}",
+                self.engine.name()
+            )));
+        }
+        self.client
+            .issue_cmd(CdpCommand {
+                cmd: cmd.to_owned(),
+                params,
+            })
+            .within(format!("CDP {cmd}"))
+            .await
+    }
+
     /// Saves a PNG of the viewport (parent directories are created).
     pub async fn screenshot(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
@@ -1094,6 +1114,32 @@ impl Drop for Browser {
                 Duration::from_secs(5),
             );
         }
+    }
+}
+
+/// chromedriver's extension command that forwards one CDP command to the
+/// browser ([`Browser::cdp`]).
+#[derive(Debug)]
+struct CdpCommand {
+    cmd: String,
+    params: Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for CdpCommand {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> std::result::Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _url: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "cmd": self.cmd, "params": self.params });
+        (http::Method::POST, Some(body.to_string()))
     }
 }
 

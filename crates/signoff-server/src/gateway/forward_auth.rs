@@ -194,11 +194,13 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
                     Some(identity.session.handle.to_string()),
                 ),
                 ("x-signoff-csrf", identity.csrf),
-                ("x-signoff-auth-time", auth_time),
             ] {
                 if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
                     h.insert(name, v);
                 }
+            }
+            if let Some(v) = auth_time {
+                h.insert("x-signoff-auth-time", v);
             }
             r
         }

@@ -293,7 +293,7 @@ pub(super) async fn forward(
         if let Some(v) = auth.csrf.as_deref().and_then(header_value) {
             headers.insert("x-signoff-csrf", v);
         }
-        if let Some(v) = auth.auth_time().as_deref().and_then(header_value) {
+        if let Some(v) = auth.auth_time() {
             headers.insert("x-signoff-auth-time", v);
         }
         if auth.strip_authorization {

@@ -46,10 +46,10 @@ impl Identity {
     /// re-authentication), in whole seconds since the Unix epoch: the
     /// `X-Signoff-Auth-Time` header, which lets an app ask for a fresh
     /// sign-in before a sensitive action (docs/gateway.md).
-    pub fn auth_time(&self) -> Option<String> {
+    pub fn auth_time(&self) -> Option<HeaderValue> {
         self.session
             .auth_at
-            .map(|at| at.as_millis().div_euclid(1000).to_string())
+            .map(|at| HeaderValue::from(at.as_millis().div_euclid(1000)))
     }
 
     fn of_cookie(auth: Authenticated) -> Self {

@@ -50,6 +50,24 @@ pub fn rfc3339(ts: Timestamp) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(millis)).to_string()
 }
 
+/// A duration as people say it: `30 days`, `1 day`, `36 hours`,
+/// `90 minutes`, `6 seconds` (the largest unit that divides it whole).
+pub fn duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (n, unit) = match secs {
+        0 => (0, "second"),
+        s if s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s % 3_600 == 0 => (s / 3_600, "hour"),
+        s if s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
 /// Now, as a [`Timestamp`].
 pub fn now() -> Timestamp {
     let millis = SystemTime::now()
@@ -72,6 +90,19 @@ mod tests {
         assert_eq!(device(Some("  ")), "Unknown device");
         assert_eq!(device(Some("curl/8.5.0")), "HTTP Library");
         assert_eq!(device(Some("\u{0}<script>")), "Unknown device");
+    }
+
+    #[test]
+    fn durations_read_like_a_person_would_say_them() {
+        let secs = Duration::from_secs;
+        assert_eq!(duration(secs(30 * 86_400)), "30 days");
+        assert_eq!(duration(secs(86_400)), "1 day");
+        assert_eq!(duration(secs(36 * 3_600)), "36 hours");
+        assert_eq!(duration(secs(90 * 60)), "90 minutes");
+        assert_eq!(duration(secs(6)), "6 seconds");
+        assert_eq!(duration(secs(1)), "1 second");
+        assert_eq!(duration(Duration::from_millis(6_500)), "6 seconds");
+        assert_eq!(duration(Duration::ZERO), "0 seconds");
     }
 
     #[test]

@@ -50,6 +50,7 @@ fn example_config_passes_serve_check() {
         "upstream      http://127.0.0.1:5000/",
         "store         sqlite:///var/lib/signoff/signoff.db",
         "public paths  /static/, /healthz",
+        "remember      off",
         "the settings are good",
     ] {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");
@@ -84,6 +85,38 @@ fn check_opens_no_port_and_no_store() {
         text(&out.stderr).contains("already in use"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_shows_remember_device_and_refuses_a_nonsense_one() {
+    let out = signoff(&[
+        "serve",
+        "--config",
+        "examples/signoff.toml",
+        "--check",
+        "--remember-device",
+        "30d",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("remember      30days, idle 7days"),
+        "{stdout}"
+    );
+    let out = signoff(&[
+        "serve",
+        "--config",
+        "examples/signoff.toml",
+        "--check",
+        "--remember-device",
+        "1h",
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--remember-device 1h: must be longer than --absolute-timeout (12h)"),
+        "{stderr}"
     );
 }
 

@@ -1218,3 +1218,241 @@ async fn logout_with_the_cookie_from_before_a_rotation_ends_the_rotated_session(
         "{events:#?}"
     );
 }
+
+/// Signs in with the form's `remember` field set to `remember`; returns the
+/// reply (303 checked).
+async fn login_remembering(gw: &Gateway, remember: &str) -> Reply {
+    let reply = post_form(
+        &gw.url("/.signoff/login"),
+        &[
+            ("username", USER),
+            ("password", PASSWORD),
+            ("remember", remember),
+        ],
+        &[("origin", &gw.origin), ("user-agent", CHROME)],
+    )
+    .await;
+    assert_eq!(reply.status, 303, "login: {}", reply.text());
+    reply
+}
+
+/// The session cookie a reply sets, and its `Max-Age` if it has one.
+fn session_cookie(reply: &Reply) -> (String, Option<u64>) {
+    let set = reply
+        .all("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("signoff="))
+        .expect("a session cookie");
+    assert!(
+        !set.to_ascii_lowercase().contains("expires="),
+        "Max-Age alone says how long: {set}"
+    );
+    let max_age = set
+        .split(';')
+        .find_map(|a| a.trim().strip_prefix("Max-Age="))
+        .map(|v| v.parse().unwrap());
+    (set, max_age)
+}
+
+/// The attributes of a `Set-Cookie` other than its value and expiry.
+fn cookie_attributes(set: &str) -> Vec<String> {
+    let mut attrs: Vec<String> = set
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.starts_with("Max-Age=") && !a.starts_with("Expires="))
+        .collect();
+    attrs.sort();
+    attrs
+}
+
+#[tokio::test]
+async fn remember_is_off_by_default_and_a_posted_remember_is_ignored() {
+    let Some((_up, gw)) = setup(&[]) else { return };
+    let page = get(&gw.url("/.signoff/login"), &[]).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.text().contains("remember"), "{}", page.text());
+    let reply = login_remembering(&gw, "1").await;
+    let (set, max_age) = session_cookie(&reply);
+    assert_eq!(max_age, None, "a browser-session cookie: {set}");
+    let token = reply.new_cookie("signoff").unwrap();
+    let page = sessions_page(&gw.origin, &token).await;
+    assert!(!page.contains("remembered until"), "{page}");
+    assert_eq!(
+        count(
+            &audit(&gw.db),
+            "login_succeeded",
+            &[("reason", "remember_device")]
+        ),
+        0
+    );
+}
+
+/// A remembered device outlives the ordinary absolute and idle timeouts,
+/// with a cookie that lasts as long as its session; it still idles out at
+/// its own idle timeout, ends at its own lifetime, and logout ends it and
+/// expires the cookie with the same attributes. Ordinary sign-ins next to
+/// it, and a `remember` field of any other value, get ordinary sessions.
+#[tokio::test]
+async fn a_remembered_device_outlives_the_absolute_timeout_until_it_signs_out() {
+    let Some((_up, gw)) = setup(&[
+        "--idle-timeout",
+        "1s",
+        "--absolute-timeout",
+        "2s",
+        "--remember-device",
+        "8s",
+        "--remember-device-idle",
+        "3s",
+    ]) else {
+        return;
+    };
+    let page = get(&gw.url("/.signoff/login"), &[]).await.text();
+    assert!(
+        page.contains(
+            "name=\"remember\" type=\"checkbox\" value=\"1\"> Remember this device for 8 seconds"
+        ),
+        "{page}"
+    );
+    for odd in ["yes", "on", "0", "", "11", &"1".repeat(2000)] {
+        let reply = login_remembering(&gw, odd).await;
+        assert_eq!(session_cookie(&reply).1, None, "remember={odd:?}");
+    }
+    // Each session was created between the two instants around its sign-in.
+    let timed = |reply_at: Instant| move |secs: f64| reply_at + Duration::from_secs_f64(secs);
+    let r1 = login_remembering(&gw, "1").await;
+    let before_r2 = Instant::now();
+    let r2 = login_remembering(&gw, "1").await;
+    let after_r2 = Instant::now();
+    let r3 = login_remembering(&gw, "1").await;
+    let after_r3 = Instant::now();
+    let (issued, max_age) = session_cookie(&r1);
+    assert!(
+        max_age.is_some_and(|m| (7..=8).contains(&m)),
+        "Max-Age ≈ 8 s: {issued}"
+    );
+    let [r1, r2, r3] = [r1, r2, r3].map(|r| r.new_cookie("signoff").unwrap());
+    let before_ordinary = Instant::now();
+    let ordinary = gw.login(USER, PASSWORD).await;
+    let after_ordinary = Instant::now();
+    let page = sessions_page(&gw.origin, &r1).await;
+    assert_eq!(page.matches("; remembered until ").count(), 3, "{page}");
+
+    // All active for 4 s: the ordinary one ends at 2 s, the remembered live.
+    let mut r3_seen = None;
+    while Instant::now() < timed(after_r3)(4.0) {
+        assert!(alive(&gw, &r1).await && alive(&gw, &r2).await);
+        if Instant::now() < timed(before_ordinary)(1.7) {
+            assert!(alive(&gw, &ordinary).await, "ordinary, early");
+        } else if Instant::now() > timed(after_ordinary)(2.3) {
+            assert!(!alive(&gw, &ordinary).await, "ordinary, past 2 s");
+        }
+        if r3_seen.is_none() && Instant::now() > timed(after_r3)(1.5) {
+            // Quiet for over the ordinary idle timeout, and still in.
+            assert!(alive(&gw, &r3).await, "remembered, quiet for 1.5 s");
+            r3_seen = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(!alive(&gw, &ordinary).await, "ordinary, at the end");
+
+    // Logout: the cookie expires with the attributes it was issued with.
+    let reply = post_form(
+        &gw.url("/.signoff/logout"),
+        &[],
+        &[("origin", &gw.origin), ("cookie", &cookie(&r1))],
+    )
+    .await;
+    assert_eq!(reply.status, 303);
+    let expired = reply
+        .all("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("signoff=;"))
+        .expect("the cookie expired");
+    assert!(expired.contains("Max-Age=0"), "{expired}");
+    assert_eq!(cookie_attributes(&expired), cookie_attributes(&issued));
+    assert!(!alive(&gw, &r1).await, "the replayed cookie is refused");
+
+    // Its own idle timeout: quiet for 3.4 s, out.
+    let r3_seen = r3_seen.expect("r3 was checked");
+    tokio::time::sleep_until(timed(r3_seen)(3.4).into()).await;
+    assert!(!alive(&gw, &r3).await, "remembered, quiet for 3.4 s");
+
+    // Its own lifetime: active to the end, out at 8 s.
+    while Instant::now() < timed(before_r2)(7.2) {
+        assert!(alive(&gw, &r2).await, "within the remembered lifetime");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    tokio::time::sleep_until(timed(after_r2)(8.3).into()).await;
+    assert!(!alive(&gw, &r2).await, "past the remembered lifetime");
+}
+
+/// Re-entering the password rotates a remembered session's cookie without
+/// lengthening it; "Sign out everywhere" ends remembered devices like any
+/// other; the audit trail says which sign-in was remembered.
+#[tokio::test]
+async fn rotation_keeps_a_remembered_cookie_and_sign_out_everywhere_ends_it() {
+    let Some((_up, gw)) = setup(&["--remember-device", "30d"]) else {
+        return;
+    };
+    let first = login_remembering(&gw, "1").await;
+    let (issued, max_age) = session_cookie(&first);
+    let max_age = max_age.expect("a persistent cookie");
+    assert!(
+        (30 * 86_400 - 5..=30 * 86_400).contains(&max_age),
+        "{issued}"
+    );
+    let a = first.new_cookie("signoff").unwrap();
+    let b = login_remembering(&gw, "1")
+        .await
+        .new_cookie("signoff")
+        .unwrap();
+    let plain = login_as(&gw, USER, PASSWORD, IPHONE).await;
+    let page = sessions_page(&gw.origin, &a).await;
+    assert_eq!(page.matches("; remembered until ").count(), 2, "{page}");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let reauth = get(
+        &gw.url("/.signoff/reauth?next=%2F.signoff%2Fsessions"),
+        &[("cookie", &cookie(&a))],
+    )
+    .await;
+    let csrf = csrf_in(&reauth.text());
+    let rotated = post_form(
+        &gw.url("/.signoff/reauth"),
+        &[
+            ("csrf", &csrf),
+            ("password", PASSWORD),
+            ("next", "/.signoff/sessions"),
+        ],
+        &[("cookie", &cookie(&a)), ("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(rotated.status, 303, "{}", rotated.text());
+    let (set, again) = session_cookie(&rotated);
+    let again = again.expect("the rotated cookie stays persistent");
+    assert!(again < max_age, "never longer than the first: {set}");
+    assert_eq!(cookie_attributes(&set), cookie_attributes(&issued));
+    let a2 = rotated.new_cookie("signoff").unwrap();
+    assert!(!alive(&gw, &a).await, "the pre-rotation token");
+
+    let reply = sessions_action(&gw.origin, &a2, "end-all", &[]).await;
+    assert_eq!(reply.status, 303);
+    assert_eq!(reply.header("location"), Some("/.signoff/signed-out"));
+    let expired = reply.header("set-cookie").unwrap();
+    assert!(expired.contains("Max-Age=0"), "{expired}");
+    assert_eq!(cookie_attributes(expired), cookie_attributes(&issued));
+    for (what, token) in [
+        ("this device", &a2),
+        ("the other remembered", &b),
+        ("ordinary", &plain),
+    ] {
+        assert!(!alive(&gw, token).await, "{what}");
+    }
+    let events = audit(&gw.db);
+    assert_eq!(
+        count(&events, "login_succeeded", &[("reason", "remember_device")]),
+        2
+    );
+    assert_eq!(count(&events, "login_succeeded", &[]), 3);
+}

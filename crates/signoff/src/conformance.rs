@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use crate::audit::{Actor, AuditKind, AuditLog, AuditQuery};
 use crate::clock::{Clock, ManualClock, Timestamp};
-use crate::policy::{LogoutBehavior, Policy};
+use crate::policy::{LogoutBehavior, Policy, RememberDevice};
 use crate::session::{NewSession, Session, SessionData, SessionError, Sessions, UserId};
 use crate::session_keys::SessionKeys;
 use crate::session_token::{SessionHandle, SessionToken};
@@ -97,6 +97,10 @@ macro_rules! session_store_conformance {
             purge_is_bounded_and_complete,
             concurrent_purges_remove_each_session_once,
             session_data_round_trips_and_is_bounded,
+            remembered_session_outlives_the_ordinary_lifetime,
+            turning_remember_off_or_shorter_caps_remembered_sessions,
+            rotation_keeps_the_remembered_lifetime,
+            every_end_ends_a_remembered_session,
         );
     };
     (@checks $make:expr; $($check:ident),* $(,)?) => {
@@ -1278,4 +1282,341 @@ pub async fn session_data_round_trips_and_is_bounded(store: Arc<dyn SessionStore
     let loaded = sessions.validate(token.expose()).await.expect("validate");
     assert_eq!(loaded.data, data);
     assert_eq!(loaded.generation, written.generation);
+}
+
+// ---- Remember this device ------------------------------------------------
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const REMEMBER: Duration = Duration::from_secs(30 * 24 * 3600);
+const REMEMBER_IDLE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn remember_policy(remember: RememberDevice) -> Policy {
+    Policy::builder()
+        .idle_timeout(IDLE)
+        .absolute_lifetime(ABSOLUTE)
+        .touch_interval(TOUCH)
+        .remember_device(Some(remember))
+        .build()
+        .expect("valid test policy")
+}
+
+async fn login_remembered(sessions: &Sessions, user: UserId) -> (SessionToken, Session) {
+    let issued = sessions
+        .login(None, NewSession::for_user(user).remember_device(true))
+        .await
+        .expect("login");
+    (issued.token, issued.session)
+}
+
+/// The same store and keys under another policy: a restart with changed
+/// settings.
+async fn restarted(sessions: &Sessions, clock: &ManualClock, policy: Policy) -> Sessions {
+    Sessions::with_clock(
+        Arc::clone(sessions.store()),
+        policy,
+        Arc::new(clock.clone()),
+    )
+    .with_keys(Arc::clone(sessions.keys().await.expect("keys")))
+}
+
+/// A sign-in that asks to remember the device, under a policy that
+/// remembers, gets a session with the longer lifetime and idle timeout
+/// (stored, so every backend keeps them); it lives past the ordinary
+/// lifetime, still ends at its own, and idles out at its own idle timeout.
+/// Without asking, with the policy off, or without a user, a sign-in gets
+/// an ordinary session.
+pub async fn remembered_session_outlives_the_ordinary_lifetime(store: Arc<dyn SessionStore>) {
+    let (sessions, clock) = engine(
+        &store,
+        remember_policy(RememberDevice::new(REMEMBER, REMEMBER_IDLE)),
+    );
+    let (token, session) = login_remembered(&sessions, alice()).await;
+    assert_eq!(session.expires_at, session.created_at.plus(REMEMBER));
+    assert_eq!(session.idle_timeout, REMEMBER_IDLE);
+    assert!(session.is_remembered(sessions.policy()));
+    let stored = store
+        .load(&session.id)
+        .await
+        .expect("load")
+        .expect("stored");
+    assert_eq!(stored, session, "the store keeps the remembered limits");
+    let (ordinary, plain) = login(&sessions, alice()).await;
+    assert!(!plain.is_remembered(sessions.policy()));
+    let anonymous = sessions
+        .create(NewSession::anonymous().remember_device(true))
+        .await
+        .expect("create");
+    assert_eq!(
+        anonymous.session.expires_at,
+        anonymous.session.created_at.plus(ABSOLUTE)
+    );
+
+    // Active every 6 days (within the remembered idle timeout, far beyond
+    // the ordinary one) until its own lifetime ends.
+    clock.advance(ABSOLUTE + Duration::from_secs(1));
+    sessions
+        .validate(token.expose())
+        .await
+        .expect("remembered past the ordinary lifetime");
+    assert_gone(
+        sessions.validate(ordinary.expose()).await,
+        "the ordinary session",
+    );
+    while clock.now().plus(6 * DAY) < session.expires_at {
+        clock.advance(6 * DAY);
+        sessions
+            .validate(token.expose())
+            .await
+            .expect("within the remembered lifetime");
+    }
+    clock.set(session.expires_at);
+    match sessions.validate(token.expose()).await {
+        Err(SessionError::Expired(crate::ExpiredBy::Absolute)) => {}
+        other => panic!("expected the remembered lifetime to end it, got {other:?}"),
+    }
+    assert!(store.load(&session.id).await.expect("load").is_none());
+
+    let (idle, idle_session) = login_remembered(&sessions, alice()).await;
+    clock.advance(REMEMBER_IDLE - TOUCH);
+    sessions
+        .validate(idle.expose())
+        .await
+        .expect("not idle yet");
+    clock.advance(REMEMBER_IDLE);
+    match sessions.validate(idle.expose()).await {
+        Err(SessionError::Expired(crate::ExpiredBy::Idle)) => {}
+        other => panic!("expected the remembered idle timeout to end it, got {other:?}"),
+    }
+    assert!(store.load(&idle_session.id).await.expect("load").is_none());
+
+    let off = restarted(&sessions, &clock, policy()).await;
+    let asked = off
+        .login(None, NewSession::for_user(alice()).remember_device(true))
+        .await
+        .expect("login");
+    assert_eq!(
+        asked.session.expires_at,
+        asked.session.created_at.plus(ABSOLUTE)
+    );
+    assert_eq!(asked.session.idle_timeout, IDLE);
+    assert!(!asked.session.is_remembered(off.policy()));
+}
+
+/// An operator who turns remembering off, or shortens it, reaches the
+/// sessions already remembered at their next check: they are held to the
+/// new limits, and deleted.
+pub async fn turning_remember_off_or_shorter_caps_remembered_sessions(
+    store: Arc<dyn SessionStore>,
+) {
+    let (sessions, clock) = engine(
+        &store,
+        remember_policy(RememberDevice::new(REMEMBER, REMEMBER_IDLE)),
+    );
+    let (a, a_session) = login_remembered(&sessions, alice()).await;
+    let (b, _) = login_remembered(&sessions, alice()).await;
+    let (c, c_session) = login_remembered(&sessions, alice()).await;
+
+    // Off: back to the ordinary lifetime and idle timeout.
+    let off = restarted(&sessions, &clock, policy()).await;
+    clock.advance(IDLE + Duration::from_secs(1));
+    assert_gone(
+        off.validate(a.expose()).await,
+        "idle under the ordinary timeout",
+    );
+    assert!(store.load(&a_session.id).await.expect("load").is_none());
+    sessions
+        .validate(b.expose())
+        .await
+        .expect("the remembering policy still accepts it");
+
+    // Shorter: 2 days, idle 1 day.
+    let shorter = restarted(
+        &sessions,
+        &clock,
+        remember_policy(RememberDevice::new(2 * DAY, DAY)),
+    )
+    .await;
+    let mut seen = c_session.created_at;
+    while seen.plus(DAY / 2) < c_session.created_at.plus(2 * DAY) {
+        clock.set(seen.plus(DAY / 2));
+        seen = clock.now();
+        shorter
+            .validate(c.expose())
+            .await
+            .expect("within the shortened lifetime");
+    }
+    clock.set(c_session.created_at.plus(2 * DAY));
+    match shorter.validate(c.expose()).await {
+        Err(SessionError::Expired(crate::ExpiredBy::Absolute)) => {}
+        other => panic!("expected the shortened lifetime to end it, got {other:?}"),
+    }
+    assert!(store.load(&c_session.id).await.expect("load").is_none());
+    clock.advance(DAY);
+    assert_gone(
+        shorter.validate(b.expose()).await,
+        "past the shortened limits",
+    );
+}
+
+/// Re-authentication and a password change rotate a remembered session
+/// into one with the same limits: never a longer life, never a shorter one.
+pub async fn rotation_keeps_the_remembered_lifetime(store: Arc<dyn SessionStore>) {
+    let (sessions, clock) = engine(
+        &store,
+        remember_policy(RememberDevice::new(REMEMBER, REMEMBER_IDLE)),
+    );
+    let (token, session) = login_remembered(&sessions, alice()).await;
+    clock.advance(DAY);
+    let reauth = sessions
+        .rotate(token.expose(), true)
+        .await
+        .expect("re-authentication");
+    clock.advance(DAY);
+    let changed = sessions
+        .password_changed(reauth.token.expose(), true)
+        .await
+        .expect("password change");
+    for (what, rotated) in [
+        ("re-authentication", &reauth),
+        ("password change", &changed),
+    ] {
+        assert_eq!(rotated.session.expires_at, session.expires_at, "{what}");
+        assert_eq!(rotated.session.idle_timeout, REMEMBER_IDLE, "{what}");
+        assert!(rotated.session.is_remembered(sessions.policy()), "{what}");
+    }
+    let stored = store
+        .load(&changed.session.id)
+        .await
+        .expect("load")
+        .expect("stored");
+    assert_eq!(stored.expires_at, session.expires_at);
+    assert_eq!(stored.idle_timeout, REMEMBER_IDLE);
+    assert_gone(sessions.validate(token.expose()).await, "the first token");
+    while clock.now().plus(6 * DAY) < session.expires_at {
+        clock.advance(6 * DAY);
+        sessions
+            .validate(changed.token.expose())
+            .await
+            .expect("the rotated token, within the remembered lifetime");
+    }
+    clock.set(session.expires_at.minus(Duration::from_secs(1)));
+    sessions
+        .validate(changed.token.expose())
+        .await
+        .expect("the rotated token, a second before the remembered lifetime ends");
+    clock.set(session.expires_at);
+    assert_gone(
+        sessions.validate(changed.token.expose()).await,
+        "the rotated token at the original expiry",
+    );
+}
+
+/// Every way a session ends ends a remembered one too: logout (also with a
+/// token from before a rotation), an end by token or handle, signing out
+/// everywhere (also how disabling an account and an admin's end-all work),
+/// a password change elsewhere, the per-user limit, and a sign-in over it.
+pub async fn every_end_ends_a_remembered_session(store: Arc<dyn SessionStore>) {
+    let remember = RememberDevice::new(REMEMBER, REMEMBER_IDLE);
+    let (sessions, clock) = engine(&store, remember_policy(remember));
+    let mut ends: Vec<(&str, SessionToken)> = Vec::new();
+
+    let (t, _) = login_remembered(&sessions, alice()).await;
+    sessions.logout(t.expose()).await.expect("logout");
+    ends.push(("logout", t));
+
+    let (t, _) = login_remembered(&sessions, alice()).await;
+    let rotated = sessions.rotate(t.expose(), true).await.expect("rotate");
+    sessions.logout(t.expose()).await.expect("logout");
+    ends.push(("logout with a rotated-away token", rotated.token));
+
+    let (t, _) = login_remembered(&sessions, alice()).await;
+    assert!(sessions.end(t.expose(), Actor::Admin).await.expect("end"));
+    ends.push(("end by token", t));
+
+    let (t, s) = login_remembered(&sessions, alice()).await;
+    let ended = sessions
+        .end_by_handle(&s.handle, Some(&alice()), Actor::User)
+        .await
+        .expect("end by handle");
+    assert!(ended.is_some());
+    ends.push(("end by handle", t));
+
+    let (t, _) = login_remembered(&sessions, alice()).await;
+    let (kept, kept_session) = login(&sessions, alice()).await;
+    sessions
+        .end_all_for_user(&alice(), Some(&kept_session.id), Actor::User, "test")
+        .await
+        .expect("sign out everywhere else");
+    ends.push(("sign out everywhere else", t));
+
+    let (t, _) = login_remembered(&sessions, alice()).await;
+    sessions
+        .end_all_for_user(&alice(), None, Actor::Admin, "user_disabled")
+        .await
+        .expect("end all");
+    ends.push(("end all (disable, admin)", t));
+    assert_gone(
+        sessions.validate(kept.expose()).await,
+        "the kept session after end all",
+    );
+
+    let (t, _) = login_remembered(&sessions, alice()).await;
+    let (changer, _) = login(&sessions, alice()).await;
+    let changed = sessions
+        .password_changed(changer.expose(), true)
+        .await
+        .expect("password change");
+    ends.push(("a password change elsewhere", t));
+
+    let (t, _) = login_remembered(&sessions, alice()).await;
+    let again = sessions
+        .login(
+            Some(t.expose()),
+            NewSession::for_user(alice()).remember_device(true),
+        )
+        .await
+        .expect("sign in over it");
+    ends.push(("a sign-in over it", t));
+
+    for (what, token) in &ends {
+        assert_gone(sessions.validate(token.expose()).await, what);
+    }
+    // Past the ordinary lifetime nothing comes back, while the remembered
+    // sessions nobody ended live on (the control).
+    clock.advance(ABSOLUTE + Duration::from_secs(1));
+    for (what, token) in &ends {
+        assert_gone(sessions.validate(token.expose()).await, what);
+    }
+    sessions
+        .validate(again.token.expose())
+        .await
+        .expect("the remembered session signed in over the old one");
+    assert_gone(
+        sessions.validate(changed.token.expose()).await,
+        "the ordinary session of the password change",
+    );
+
+    // The per-user limit ends the oldest, remembered or not.
+    let limited = restarted(
+        &sessions,
+        &clock,
+        Policy::builder()
+            .idle_timeout(IDLE)
+            .absolute_lifetime(ABSOLUTE)
+            .touch_interval(TOUCH)
+            .remember_device(Some(remember))
+            .max_sessions_per_user(Some(1))
+            .build()
+            .expect("policy"),
+    )
+    .await;
+    let bob = UserId::new("bob");
+    let (oldest, _) = login_remembered(&limited, bob.clone()).await;
+    clock.advance(Duration::from_secs(1));
+    let (newest, _) = login_remembered(&limited, bob).await;
+    assert_gone(
+        limited.validate(oldest.expose()).await,
+        "beyond the per-user limit",
+    );
+    limited.validate(newest.expose()).await.expect("the newest");
 }

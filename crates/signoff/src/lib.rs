@@ -69,7 +69,9 @@ mod users;
 pub use audit::{Actor, AuditEvent, AuditKind, AuditLog, AuditQuery, AuditStore};
 pub use cache::{CacheOptions, CacheStats, CachedStore};
 pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock, Timestamp};
-pub use policy::{CookiePolicy, LogoutBehavior, Policy, PolicyBuilder, PolicyError, SameSite};
+pub use policy::{
+    CookiePolicy, LogoutBehavior, Policy, PolicyBuilder, PolicyError, RememberDevice, SameSite,
+};
 pub use session::{
     ExpiredBy, Issued, NewSession, Session, SessionData, SessionError, Sessions, UserId,
     MAX_DATA_BYTES, MAX_DATA_KEYS, MAX_IP_BYTES, MAX_USER_AGENT_BYTES,

@@ -45,6 +45,29 @@ pub enum PolicyError {
     /// The cookie path must start with `/` and hold no `;` or control characters.
     #[error("invalid cookie path {0:?}")]
     CookiePath(String),
+    /// A remembered device's lifetime must be longer than the ordinary
+    /// absolute lifetime, or remembering would change nothing.
+    #[error("the remembered-device lifetime ({remember:?}) must be longer than the absolute lifetime ({absolute:?})")]
+    RememberNotLonger {
+        /// The remembered-device lifetime asked for.
+        remember: Duration,
+        /// The ordinary absolute lifetime.
+        absolute: Duration,
+    },
+    /// A remembered device's lifetime is longer than browsers keep a cookie.
+    #[error("the remembered-device lifetime ({0:?}) is longer than 400 days, the most browsers keep a cookie")]
+    RememberTooLong(Duration),
+    /// A remembered device's idle timeout is longer than its lifetime or
+    /// shorter than the ordinary idle timeout.
+    #[error("the remembered-device idle timeout ({idle:?}) must be between the idle timeout ({ordinary:?}) and the remembered-device lifetime ({lifetime:?})")]
+    RememberIdle {
+        /// The remembered-device idle timeout asked for.
+        idle: Duration,
+        /// The ordinary idle timeout, its floor.
+        ordinary: Duration,
+        /// The remembered-device lifetime, its ceiling.
+        lifetime: Duration,
+    },
 }
 
 /// The `SameSite` attribute of the session cookie.
@@ -145,6 +168,87 @@ pub enum LogoutBehavior {
     CarryData(Vec<String>),
 }
 
+/// "Remember this device": the longer limits of a session whose sign-in
+/// asked for them ([`crate::NewSession::remember_device`]). Off unless a
+/// policy sets it ([`PolicyBuilder::remember_device`]).
+///
+/// A remembered session is the same single session as any other: one
+/// token, rotated at every privilege change, ended by every logout path.
+/// Only its absolute lifetime and idle timeout are its own, and the
+/// gateway makes its cookie outlive a browser restart. The policy in force
+/// decides at every check: a session is judged remembered when its stored
+/// lifetime is longer than [`Policy::absolute_lifetime`], and then held to
+/// the current remember limits, or to the ordinary ones once remembering
+/// is turned off.
+///
+/// ```
+/// use std::time::Duration;
+/// use signoff::{Policy, RememberDevice};
+///
+/// let day = Duration::from_secs(24 * 3600);
+/// let policy = Policy::builder()
+///     .remember_device(Some(RememberDevice::new(30 * day, 7 * day)))
+///     .build()
+///     .unwrap();
+/// assert_eq!(policy.remember_device().unwrap().lifetime(), 30 * day);
+///
+/// // Longer than browsers keep a cookie: refused.
+/// assert!(Policy::builder()
+///     .remember_device(Some(RememberDevice::new(500 * day, 7 * day)))
+///     .build()
+///     .is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RememberDevice {
+    lifetime: Duration,
+    idle_timeout: Duration,
+}
+
+impl RememberDevice {
+    /// Longest lifetime allowed: 400 days, the most Chrome keeps a cookie
+    /// (RFC 6265bis caps `Max-Age` at 400 days too).
+    pub const MAX_LIFETIME: Duration = Duration::from_secs(400 * 24 * 3600);
+
+    /// A remembered session ends `lifetime` after sign-in, or after
+    /// `idle_timeout` without a request. Checked by [`PolicyBuilder::build`].
+    pub fn new(lifetime: Duration, idle_timeout: Duration) -> Self {
+        Self {
+            lifetime,
+            idle_timeout,
+        }
+    }
+
+    /// The absolute lifetime of a remembered session.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// The idle timeout of a remembered session.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    fn check(&self, absolute: Duration, idle: Duration) -> Result<(), PolicyError> {
+        if self.lifetime > Self::MAX_LIFETIME {
+            return Err(PolicyError::RememberTooLong(self.lifetime));
+        }
+        if self.lifetime <= absolute {
+            return Err(PolicyError::RememberNotLonger {
+                remember: self.lifetime,
+                absolute,
+            });
+        }
+        if self.idle_timeout < idle || self.idle_timeout > self.lifetime {
+            return Err(PolicyError::RememberIdle {
+                idle: self.idle_timeout,
+                ordinary: idle,
+                lifetime: self.lifetime,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// How long sessions live, how often activity is recorded, and the cookie.
 ///
 /// ```
@@ -175,6 +279,7 @@ pub struct Policy {
     carry_on_login: Vec<String>,
     max_sessions_per_user: Option<usize>,
     recent_auth: Duration,
+    remember_device: Option<RememberDevice>,
 }
 
 impl Default for Policy {
@@ -237,6 +342,13 @@ impl Policy {
     pub fn recent_auth(&self) -> Duration {
         self.recent_auth
     }
+
+    /// The limits of sessions whose sign-in asked to remember the device;
+    /// `None` (the default): remembering is off, and such sign-ins get an
+    /// ordinary session.
+    pub fn remember_device(&self) -> Option<RememberDevice> {
+        self.remember_device
+    }
 }
 
 /// Builds a [`Policy`]; see [`Policy::builder`].
@@ -250,6 +362,7 @@ pub struct PolicyBuilder {
     carry_on_login: Vec<String>,
     max_sessions_per_user: Option<usize>,
     recent_auth: Option<Duration>,
+    remember_device: Option<RememberDevice>,
 }
 
 impl PolicyBuilder {
@@ -301,6 +414,15 @@ impl PolicyBuilder {
         self
     }
 
+    /// Default: off. See [`RememberDevice`]. Its lifetime must be longer
+    /// than the absolute lifetime and at most
+    /// [`RememberDevice::MAX_LIFETIME`]; its idle timeout at least the
+    /// ordinary one and at most its lifetime.
+    pub fn remember_device(mut self, remember: Option<RememberDevice>) -> Self {
+        self.remember_device = remember;
+        self
+    }
+
     /// Checks the values and builds the policy.
     ///
     /// # Errors
@@ -340,6 +462,9 @@ impl PolicyBuilder {
         if recent_auth.as_millis() == 0 {
             return Err(PolicyError::Zero("the recent-authentication window"));
         }
+        if let Some(remember) = &self.remember_device {
+            remember.check(absolute, idle)?;
+        }
         let cookie = self.cookie.unwrap_or_default();
         cookie.check()?;
         Ok(Policy {
@@ -351,6 +476,7 @@ impl PolicyBuilder {
             carry_on_login: self.carry_on_login,
             max_sessions_per_user: self.max_sessions_per_user,
             recent_auth,
+            remember_device: self.remember_device,
         })
     }
 }
@@ -404,6 +530,56 @@ mod tests {
             .absolute_lifetime(Duration::from_secs(u64::MAX))
             .build();
         assert!(matches!(huge, Err(PolicyError::TooLong(_))));
+    }
+
+    #[test]
+    fn remember_device_is_off_by_default_and_checked() {
+        assert_eq!(Policy::default().remember_device(), None);
+        let day = Duration::from_secs(24 * 3600);
+        let with = |lifetime, idle| {
+            Policy::builder()
+                .remember_device(Some(RememberDevice::new(lifetime, idle)))
+                .build()
+        };
+        let ok = with(30 * day, 7 * day).unwrap();
+        assert_eq!(
+            ok.remember_device(),
+            Some(RememberDevice::new(30 * day, 7 * day))
+        );
+        assert!(with(RememberDevice::MAX_LIFETIME, day).is_ok());
+        assert_eq!(
+            with(RememberDevice::MAX_LIFETIME + Duration::from_secs(1), day),
+            Err(PolicyError::RememberTooLong(
+                RememberDevice::MAX_LIFETIME + Duration::from_secs(1)
+            ))
+        );
+        assert_eq!(
+            with(Duration::from_secs(u64::MAX), day),
+            Err(PolicyError::RememberTooLong(Duration::from_secs(u64::MAX)))
+        );
+        // Not longer than the ordinary 12 h: remembering would change nothing.
+        for lifetime in [
+            Duration::ZERO,
+            Duration::from_secs(3600),
+            12 * 3600 * Duration::from_secs(1),
+        ] {
+            assert!(
+                matches!(
+                    with(lifetime, Duration::from_secs(1800)),
+                    Err(PolicyError::RememberNotLonger { .. })
+                ),
+                "{lifetime:?}"
+            );
+        }
+        // The idle timeout lies between the ordinary one (30 min) and the lifetime.
+        for idle in [Duration::ZERO, Duration::from_secs(60), 31 * day] {
+            assert!(
+                matches!(with(30 * day, idle), Err(PolicyError::RememberIdle { .. })),
+                "{idle:?}"
+            );
+        }
+        assert!(with(30 * day, 30 * day).is_ok());
+        assert!(with(30 * day, Duration::from_secs(1800)).is_ok());
     }
 
     #[test]

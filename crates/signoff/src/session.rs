@@ -137,17 +137,50 @@ impl Session {
             .min(self.expires_at)
     }
 
+    /// Whether the session was signed in with "remember this device" and
+    /// `policy` still remembers devices: its stored lifetime is longer than
+    /// the ordinary [`Policy::absolute_lifetime`] (only
+    /// [`NewSession::remember_device`] makes one so). Its limits are then
+    /// the policy's [`Policy::remember_device`] ones.
+    pub fn is_remembered(&self, policy: &Policy) -> bool {
+        policy.remember_device().is_some() && self.is_long_lived(policy)
+    }
+
+    fn is_long_lived(&self, policy: &Policy) -> bool {
+        self.expires_at.since(self.created_at) > policy.absolute_lifetime()
+    }
+
+    /// The lifetime and idle timeout `policy` allows this session: the
+    /// remember-device ones for a remembered session, else the ordinary
+    /// ones (also for a remembered session once remembering is off).
+    fn policy_limits(&self, policy: &Policy) -> (Duration, Duration) {
+        match policy.remember_device() {
+            Some(r) if self.is_long_lived(policy) => (r.lifetime(), r.idle_timeout()),
+            _ => (policy.absolute_lifetime(), policy.idle_timeout()),
+        }
+    }
+
+    /// The absolute end of the session under its own expiry and `policy`
+    /// (whichever is earlier).
+    pub fn absolute_end(&self, policy: &Policy) -> Timestamp {
+        let (lifetime, _) = self.policy_limits(policy);
+        self.expires_at.min(self.created_at.plus(lifetime))
+    }
+
+    /// The idle timeout in force: the session's own or `policy`'s,
+    /// whichever is shorter.
+    pub fn idle_limit(&self, policy: &Policy) -> Duration {
+        let (_, idle) = self.policy_limits(policy);
+        self.idle_timeout.min(idle)
+    }
+
     /// Whether, and why, the session has ended at `now` under its own
     /// timeouts and under `policy` (whichever is stricter).
     pub fn expiry(&self, now: Timestamp, policy: &Policy) -> Option<ExpiredBy> {
-        let absolute = self
-            .expires_at
-            .min(self.created_at.plus(policy.absolute_lifetime()));
-        if now >= absolute {
+        if now >= self.absolute_end(policy) {
             return Some(ExpiredBy::Absolute);
         }
-        let idle = self.idle_timeout.min(policy.idle_timeout());
-        if now >= self.last_seen_at.plus(idle) {
+        if now >= self.last_seen_at.plus(self.idle_limit(policy)) {
             return Some(ExpiredBy::Idle);
         }
         None
@@ -161,6 +194,7 @@ pub struct NewSession {
     user_agent: Option<String>,
     ip: Option<String>,
     data: SessionData,
+    remember_device: bool,
 }
 
 impl NewSession {
@@ -192,6 +226,15 @@ impl NewSession {
     /// Initial data.
     pub fn data(mut self, data: SessionData) -> Self {
         self.data = data;
+        self
+    }
+
+    /// Asks for the longer limits of [`Policy::remember_device`] ("remember
+    /// this device"). Only a signed-in user's session gets them, and only
+    /// while the policy has them on; otherwise the session is an ordinary
+    /// one ([`Session::is_remembered`] tells which it got).
+    pub fn remember_device(mut self, remember: bool) -> Self {
+        self.remember_device = remember;
         self
     }
 }
@@ -460,6 +503,12 @@ impl Sessions {
     pub async fn create(&self, new: NewSession) -> Result<Issued, SessionError> {
         check_data(&new.data)?;
         let now = self.clock.now();
+        let (lifetime, idle_timeout) = match self.policy.remember_device() {
+            Some(r) if new.remember_device && new.user_id.is_some() => {
+                (r.lifetime(), r.idle_timeout())
+            }
+            _ => (self.policy.absolute_lifetime(), self.policy.idle_timeout()),
+        };
         let mut session = Session {
             id: SessionId::from_digest([0; 32]),
             handle: SessionHandle::generate(),
@@ -467,8 +516,8 @@ impl Sessions {
             user_id: new.user_id,
             created_at: now,
             last_seen_at: now,
-            expires_at: now.plus(self.policy.absolute_lifetime()),
-            idle_timeout: self.policy.idle_timeout(),
+            expires_at: now.plus(lifetime),
+            idle_timeout,
             user_agent: new.user_agent,
             ip: new.ip,
             data: new.data,
@@ -1067,5 +1116,53 @@ mod tests {
         assert_eq!(active.expiry(at(3_000), &strict), Some(ExpiredBy::Absolute));
         assert_eq!(s.deadline(), at(4_000));
         assert_eq!(active.deadline(), at(10_000));
+    }
+
+    #[test]
+    fn remembered_sessions_follow_the_remember_limits_in_force() {
+        use crate::policy::RememberDevice;
+        let at = Timestamp::from_millis;
+        let secs = Duration::from_secs;
+        let ordinary = |remember: Option<RememberDevice>| {
+            Policy::builder()
+                .idle_timeout(secs(2))
+                .absolute_lifetime(secs(5))
+                .touch_interval(Duration::from_millis(100))
+                .remember_device(remember)
+                .build()
+                .unwrap()
+        };
+        let on = ordinary(Some(RememberDevice::new(secs(20), secs(8))));
+        let off = ordinary(None);
+        let shorter = ordinary(Some(RememberDevice::new(secs(6), secs(3))));
+        // Created remembered: lifetime 10 s (> 5 s), idle 4 s.
+        let s = session_at(0);
+        assert!(s.is_remembered(&on));
+        assert!(!s.is_remembered(&off));
+        assert_eq!(s.absolute_end(&on), at(10_000));
+        assert_eq!(s.idle_limit(&on), secs(4));
+        let mut active = s.clone();
+        active.last_seen_at = at(9_000);
+        assert_eq!(active.expiry(at(9_999), &on), None);
+        assert_eq!(active.expiry(at(10_000), &on), Some(ExpiredBy::Absolute));
+        assert_eq!(s.expiry(at(4_000), &on), Some(ExpiredBy::Idle));
+        // Turned off: the ordinary 5 s and 2 s.
+        assert_eq!(active.expiry(at(5_000), &off), Some(ExpiredBy::Absolute));
+        assert_eq!(s.expiry(at(2_000), &off), Some(ExpiredBy::Idle));
+        // Shortened: 6 s and 3 s.
+        assert_eq!(active.expiry(at(5_999), &shorter), None);
+        assert_eq!(
+            active.expiry(at(6_000), &shorter),
+            Some(ExpiredBy::Absolute)
+        );
+        assert_eq!(s.expiry(at(3_000), &shorter), Some(ExpiredBy::Idle));
+        // An ordinary session (lifetime 5 s) is not remembered, whatever the
+        // remember policy says.
+        let mut plain = s.clone();
+        plain.expires_at = at(5_000);
+        plain.idle_timeout = secs(2);
+        assert!(!plain.is_remembered(&on));
+        assert_eq!(plain.absolute_end(&on), at(5_000));
+        assert_eq!(plain.idle_limit(&on), secs(2));
     }
 }

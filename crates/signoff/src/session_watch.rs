@@ -373,8 +373,8 @@ impl SessionWatch {
                     entry: entry.clone(),
                     id: session.id,
                     watchers: 1,
-                    absolute: absolute_end(session, &shared.policy),
-                    idle: session.idle_timeout.min(shared.policy.idle_timeout()),
+                    absolute: session.absolute_end(&shared.policy),
+                    idle: session.idle_limit(&shared.policy),
                     next_check: Timestamp::from_millis(i64::MIN),
                     checking: false,
                     again: false,
@@ -478,12 +478,6 @@ impl crate::revocation::CacheControl for SessionWatch {
     fn set_trusted(&self, trusted: bool) {
         SessionWatch::set_trusted(self, trusted);
     }
-}
-
-fn absolute_end(session: &Session, policy: &Policy) -> Timestamp {
-    session
-        .expires_at
-        .min(session.created_at.plus(policy.absolute_lifetime()))
 }
 
 impl Shared {
@@ -670,8 +664,8 @@ impl Shared {
                         Some(by) => Verdict::End(EndReason::Expired(by)),
                         None => Verdict::Alive(Alive {
                             id: s.id,
-                            absolute: absolute_end(&s, &self.policy),
-                            idle: s.idle_timeout.min(self.policy.idle_timeout()),
+                            absolute: s.absolute_end(&self.policy),
+                            idle: s.idle_limit(&self.policy),
                             last_seen: s.last_seen_at,
                         }),
                     }

@@ -1274,9 +1274,7 @@ impl Tokens {
 
     fn session_info(&self, session: &Session, kind: &'static str) -> Introspection {
         let policy = self.sessions.policy();
-        let end = session
-            .expires_at
-            .min(session.created_at.plus(policy.absolute_lifetime()));
+        let end = session.absolute_end(policy);
         Introspection {
             active: true,
             token_type: Some(kind),

@@ -79,6 +79,14 @@ pub fn check(settings: &Settings) -> Result<()> {
         humantime::format_duration(settings.idle_timeout),
         humantime::format_duration(settings.absolute_timeout)
     );
+    match &settings.remember_device {
+        Some(r) => println!(
+            "remember      {}, idle {}",
+            humantime::format_duration(r.lifetime()),
+            humantime::format_duration(r.idle_timeout())
+        ),
+        None => println!("remember      off"),
+    }
     println!("token mode    {}", on_off(settings.tokens.is_some()));
     println!(
         "admin API     {}",
@@ -103,6 +111,7 @@ pub fn policy(settings: &Settings) -> Result<Policy> {
         .absolute_lifetime(settings.absolute_timeout)
         .max_sessions_per_user(settings.max_sessions)
         .recent_auth(settings.recent_auth)
+        .remember_device(settings.remember_device)
         .cookie(cookie)
         .build()
         .context("bad session settings")

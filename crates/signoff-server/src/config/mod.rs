@@ -270,6 +270,8 @@ pub struct Settings {
     pub max_sessions: Option<usize>,
     /// How recent an authentication must be to end other sessions.
     pub recent_auth: Duration,
+    /// "Remember this device", if offered at sign-in.
+    pub remember_device: Option<signoff::RememberDevice>,
     /// SHA-256 of the admin API's bearer token; `None`: the API is off.
     pub admin_token_sha256: Option<[u8; 32]>,
     /// How long audit events are kept.
@@ -397,6 +399,56 @@ impl ServeArgs {
     }
 }
 
+/// `--remember-device` and `--remember-device-idle`, checked against the
+/// ordinary timeouts with the engine's own rules.
+fn remember_device(
+    lifetime: Option<&str>,
+    idle: Option<&str>,
+    idle_timeout: Duration,
+    absolute_timeout: Duration,
+) -> Result<Option<signoff::RememberDevice>> {
+    let Some(lifetime) = lifetime else {
+        if idle.is_some() {
+            bail!("--remember-device-idle needs --remember-device (how long a remembered device stays signed in)");
+        }
+        return Ok(None);
+    };
+    let lifetime = parse_duration(lifetime).context("--remember-device")?;
+    let idle = match idle {
+        Some(t) => parse_duration(t).context("--remember-device-idle")?,
+        None => lifetime
+            .min(Duration::from_secs(7 * 24 * 3600))
+            .max(idle_timeout),
+    };
+    let remember = signoff::RememberDevice::new(lifetime, idle);
+    signoff::Policy::builder()
+        .idle_timeout(idle_timeout)
+        .absolute_lifetime(absolute_timeout)
+        .remember_device(Some(remember))
+        .build()
+        .map_err(|e| match e {
+            signoff::PolicyError::RememberNotLonger { .. } => anyhow::anyhow!(
+                "--remember-device {}: must be longer than --absolute-timeout ({}), or \
+                 remembering would change nothing",
+                humantime::format_duration(lifetime),
+                humantime::format_duration(absolute_timeout)
+            ),
+            signoff::PolicyError::RememberTooLong(_) => anyhow::anyhow!(
+                "--remember-device {}: at most 400d, the longest browsers keep a cookie",
+                humantime::format_duration(lifetime)
+            ),
+            signoff::PolicyError::RememberIdle { .. } => anyhow::anyhow!(
+                "--remember-device-idle {}: must be at least --idle-timeout ({}) and at most \
+                 --remember-device ({})",
+                humantime::format_duration(idle),
+                humantime::format_duration(idle_timeout),
+                humantime::format_duration(lifetime)
+            ),
+            other => anyhow::Error::new(other).context("--remember-device"),
+        })?;
+    Ok(Some(remember))
+}
+
 /// Reads 64 hex digits (a SHA-256 digest).
 fn parse_sha256_hex(text: &str) -> Result<[u8; 32]> {
     let text = text.trim();
@@ -480,6 +532,12 @@ impl Options {
             Some(t) => parse_duration(t).context("--recent-auth")?,
             None => Duration::from_secs(15 * 60),
         };
+        let remember_device = remember_device(
+            s.remember_device.as_deref(),
+            s.remember_device_idle.as_deref(),
+            idle_timeout,
+            absolute_timeout,
+        )?;
         let audit_retention = match &a.audit_retention {
             Some(t) => parse_duration(t).context("--audit-retention")?,
             None => Duration::from_secs(90 * 24 * 3600),
@@ -527,6 +585,7 @@ impl Options {
             login,
             max_sessions: s.max_sessions,
             recent_auth,
+            remember_device,
             admin_token_sha256,
             audit_retention,
             audit_log: a.audit_log.unwrap_or(false),
@@ -921,6 +980,65 @@ mod tests {
             &["--admin-token-sha256", &"é".repeat(32)],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn remember_device_is_off_unless_given_and_checked() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(parse(&[]).unwrap().remember_device, None);
+        let r = parse(&["--remember-device", "30d"])
+            .unwrap()
+            .remember_device
+            .unwrap();
+        assert_eq!((r.lifetime(), r.idle_timeout()), (30 * day, 7 * day));
+        // Shorter than 7 days: the idle timeout defaults to the lifetime.
+        let r = parse(&["--remember-device", "2d"])
+            .unwrap()
+            .remember_device
+            .unwrap();
+        assert_eq!((r.lifetime(), r.idle_timeout()), (2 * day, 2 * day));
+        let r = parse(&["--remember-device", "90d", "--remember-device-idle", "1d"])
+            .unwrap()
+            .remember_device
+            .unwrap();
+        assert_eq!((r.lifetime(), r.idle_timeout()), (90 * day, day));
+        // From the file, under the flag.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signoff.toml");
+        std::fs::write(
+            &file,
+            "remember_device = \"14d\"\nremember_device_idle = \"3d\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let r = parse(&["--config", path]).unwrap().remember_device.unwrap();
+        assert_eq!((r.lifetime(), r.idle_timeout()), (14 * day, 3 * day));
+        let r = parse(&["--config", path, "--remember-device", "20d"])
+            .unwrap()
+            .remember_device
+            .unwrap();
+        assert_eq!((r.lifetime(), r.idle_timeout()), (20 * day, 3 * day));
+        for (bad, says) in [
+            (
+                &["--remember-device", "12h"][..],
+                "longer than --absolute-timeout",
+            ),
+            (&["--remember-device", "401d"], "at most 400d"),
+            (&["--remember-device", "forever"], "--remember-device"),
+            (&["--remember-device", "0s"], "--remember-device"),
+            (&["--remember-device-idle", "1d"], "needs --remember-device"),
+            (
+                &["--remember-device", "30d", "--remember-device-idle", "31d"],
+                "at most --remember-device",
+            ),
+            (
+                &["--remember-device", "30d", "--remember-device-idle", "1m"],
+                "at least --idle-timeout",
+            ),
+        ] {
+            let e = format!("{:#}", parse(bad).unwrap_err());
+            assert!(e.contains(says), "{bad:?}: {e}");
         }
     }
 }

@@ -17,5 +17,15 @@ section! {
         /// this long, e.g. 15m [default: 15m] [file: recent_auth]
         #[arg(long, env = "SIGNOFF_RECENT_AUTH", value_name = "DURATION", display_order = 19)]
         pub recent_auth: Option<String>,
+        /// Offer "Remember this device" at sign-in: a session whose user
+        /// ticks it lasts this long (at most 400d) and its cookie survives a
+        /// browser restart, e.g. 30d [default: off] [file: remember_device]
+        #[arg(long, env = "SIGNOFF_REMEMBER_DEVICE", value_name = "DURATION", display_order = 40)]
+        pub remember_device: Option<String>,
+        /// Sign a remembered device out after this long without a request
+        /// [default: 7d, or --remember-device if shorter; never below
+        /// --idle-timeout] [file: remember_device_idle]
+        #[arg(long, env = "SIGNOFF_REMEMBER_DEVICE_IDLE", value_name = "DURATION", display_order = 41)]
+        pub remember_device_idle: Option<String>,
     }
 }

@@ -166,6 +166,9 @@ async fn sessions_page(
             ip: s.ip.as_deref().unwrap_or("an unknown address").to_owned(),
             created: display::time(s.created_at),
             seen: display::time(s.last_seen_at),
+            remembered_until: s
+                .is_remembered(gw.sessions.policy())
+                .then(|| display::time(s.absolute_end(gw.sessions.policy()))),
         })
         .collect();
     pages::render(
@@ -288,19 +291,15 @@ async fn end_others(State(gw): AppState, ending: Ending) -> Response {
         Ok(n) => {
             tracing::info!(target: "signoff::auth", user = %auth.user, ended = n, "signed out everywhere else");
             let mut r = see_other(&format!("{}?ended={n}", sessions_url(&gw)));
-            r.headers_mut().insert(
-                header::SET_COOKIE,
-                cookies::issue(&gw.cookie, &issued.token),
-            );
+            r.headers_mut()
+                .insert(header::SET_COOKIE, cookies::issue(&gw, &issued));
             r
         }
         Err(e) => {
             // The rotation happened: the browser must get its new token.
             let mut r = store_failed(&gw, "ending the other sessions", &e);
-            r.headers_mut().insert(
-                header::SET_COOKIE,
-                cookies::issue(&gw.cookie, &issued.token),
-            );
+            r.headers_mut()
+                .insert(header::SET_COOKIE, cookies::issue(&gw, &issued));
             r
         }
     }
@@ -404,10 +403,8 @@ async fn reauth_submit(
     .await;
     tracing::info!(target: "signoff::auth", user = %auth.user, "re-authenticated");
     let mut r = see_other(&next);
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        cookies::issue(&gw.cookie, &issued.token),
-    );
+    r.headers_mut()
+        .insert(header::SET_COOKIE, cookies::issue(&gw, &issued));
     r
 }
 
@@ -565,10 +562,8 @@ async fn password_submit(
             Ok(n) => n,
             Err(e) => {
                 let mut r = not_updated(&gw, &e);
-                r.headers_mut().insert(
-                    header::SET_COOKIE,
-                    cookies::issue(&gw.cookie, &issued.token),
-                );
+                r.headers_mut()
+                    .insert(header::SET_COOKIE, cookies::issue(&gw, &issued));
                 return r;
             }
         }
@@ -577,9 +572,7 @@ async fn password_submit(
     };
     tracing::info!(target: "signoff::auth", user = %auth.user, ended, "password changed");
     let mut r = see_other(&format!("{here}?changed={ended}"));
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        cookies::issue(&gw.cookie, &issued.token),
-    );
+    r.headers_mut()
+        .insert(header::SET_COOKIE, cookies::issue(&gw, &issued));
     r
 }

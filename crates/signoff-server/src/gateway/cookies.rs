@@ -2,7 +2,9 @@
 //! values that issue and expire it.
 
 use axum::http::header::{self, HeaderMap, HeaderValue};
-use signoff::{CookiePolicy, SessionToken};
+use signoff::{CookiePolicy, Issued, SessionToken};
+
+use super::Gateway;
 
 /// The value of the cookie called `name`, if the request carries one.
 pub(super) fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -21,9 +23,22 @@ pub(super) fn token(headers: &HeaderMap, name: &str) -> Option<SessionToken> {
     read(headers, name).and_then(|t| SessionToken::parse(t).ok())
 }
 
-/// `Set-Cookie` issuing a session token.
-pub(super) fn issue(policy: &CookiePolicy, token: &SessionToken) -> HeaderValue {
-    header_value(policy, token.expose(), "")
+/// `Set-Cookie` issuing the token of a session just created or rotated.
+/// An ordinary session gets a browser-session cookie (no expiry: gone when
+/// the browser closes). A remembered session's cookie is kept until the
+/// session's end (`Max-Age`), so the device stays signed in across browser
+/// restarts; a rotation sends what is left, never more. The server still
+/// decides: the cookie's expiry extends nothing.
+pub(super) fn issue(gw: &Gateway, issued: &Issued) -> HeaderValue {
+    let policy = gw.sessions.policy();
+    let expiry = if issued.session.is_remembered(policy) {
+        let left = issued.session.absolute_end(policy).since(gw.sessions.now());
+        // Whole seconds, rounded up: a cookie never ends before its session.
+        format!("; Max-Age={}", left.as_millis().div_ceil(1000))
+    } else {
+        String::new()
+    };
+    header_value(&gw.cookie, issued.token.expose(), &expiry)
 }
 
 /// `Set-Cookie` expiring the session cookie, with the same attributes

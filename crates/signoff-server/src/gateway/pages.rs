@@ -25,6 +25,9 @@ pub struct LoginPage<'a> {
     pub next: &'a str,
     pub username: &'a str,
     pub error: Option<&'a str>,
+    /// "Remember this device for …" is offered, for this long (as people
+    /// say it); `None`: remembering is off and no checkbox is shown.
+    pub remember: Option<&'a str>,
 }
 
 /// The confirmation asked by `GET /logout`, which itself changes nothing.
@@ -83,6 +86,8 @@ pub struct SessionRow {
     pub ip: String,
     pub created: String,
     pub seen: String,
+    /// When a remembered session ends, if it is one.
+    pub remembered_until: Option<String>,
 }
 
 /// The password re-entry form; `next` is kept in a hidden field.
@@ -187,6 +192,7 @@ mod tests {
             next: "/\"><script>x</script>",
             username: "<b>",
             error: Some("<i>"),
+            remember: Some("<u>"),
         }
         .render()
         .unwrap();
@@ -195,6 +201,33 @@ mod tests {
         assert!(html.contains("name=\"username\"") && html.contains("name=\"password\""));
         assert!(
             html.contains("<label for=\"username\">") && html.contains("<label for=\"password\">")
+        );
+        assert!(!html.contains("<u>"), "{html}");
+    }
+
+    #[test]
+    fn the_remember_checkbox_is_shown_only_when_offered() {
+        let page = |remember| {
+            LoginPage {
+                prefix: "/.signoff",
+                next: "/",
+                username: "",
+                error: None,
+                remember,
+            }
+            .render()
+            .unwrap()
+        };
+        let off = page(None);
+        assert!(!off.contains("remember"), "{off}");
+        let on = page(Some("30 days"));
+        assert!(
+            on.contains(
+                "<label class=\"check\"><input id=\"remember\" name=\"remember\" \
+                 type=\"checkbox\" value=\"1\"> Remember this device for 30 days</label>\n\
+                 <button type=\"submit\">"
+            ),
+            "{on}"
         );
     }
 
@@ -207,6 +240,7 @@ mod tests {
             ip: evil.to_owned(),
             created: evil.to_owned(),
             seen: evil.to_owned(),
+            remembered_until: Some(evil.to_owned()),
         };
         vec![
             (
@@ -216,6 +250,7 @@ mod tests {
                     next: evil,
                     username: evil,
                     error: Some(evil),
+                    remember: Some(evil),
                 }
                 .render(),
             ),

@@ -66,6 +66,7 @@ async fn login_page(
             return to_public_origin(&gw, &signed_in::login_url(&gw.settings.prefix, next));
         }
     }
+    let remember = remember_offer(&gw);
     pages::render(
         StatusCode::OK,
         &pages::LoginPage {
@@ -73,8 +74,18 @@ async fn login_page(
             next,
             username: "",
             error: None,
+            remember: remember.as_deref(),
         },
     )
+}
+
+/// How long "Remember this device" keeps a device signed in, as the login
+/// page says it; `None` when remembering is off.
+fn remember_offer(gw: &Gateway) -> Option<String> {
+    gw.sessions
+        .policy()
+        .remember_device()
+        .map(|r| crate::display::duration(r.lifetime()))
 }
 
 #[derive(Default, Deserialize)]
@@ -84,6 +95,9 @@ struct LoginForm {
     #[serde(default)]
     password: String,
     next: Option<String>,
+    /// The "Remember this device" checkbox: `1` when ticked. Anything else,
+    /// or remembering being off, makes an ordinary session.
+    remember: Option<String>,
 }
 
 impl IntentForm for LoginForm {
@@ -98,6 +112,7 @@ async fn login_submit(
 ) -> Response {
     let next = redirect::next_or_root(form.next.as_deref()).to_owned();
     let prefix = &gw.settings.prefix;
+    let remember_offer = remember_offer(&gw);
     let retry = |status: StatusCode, message: &str| {
         pages::render(
             status,
@@ -106,9 +121,11 @@ async fn login_submit(
                 next: &next,
                 username: &form.username,
                 error: Some(message),
+                remember: remember_offer.as_deref(),
             },
         )
     };
+    let remember = form.remember.as_deref() == Some("1") && remember_offer.is_some();
     let previous = cookies::read(&headers, &gw.cookie.name);
     match sign_in(
         &gw,
@@ -117,6 +134,7 @@ async fn login_submit(
         &form.username,
         &form.password,
         previous,
+        remember,
     )
     .await
     {
@@ -125,10 +143,8 @@ async fn login_submit(
             if let Ok(v) = HeaderValue::from_str(&next) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
-            r.headers_mut().insert(
-                header::SET_COOKIE,
-                cookies::issue(&gw.cookie, &issued.token),
-            );
+            r.headers_mut()
+                .insert(header::SET_COOKIE, cookies::issue(&gw, &issued));
             r
         }
         Err(SignInError::Throttled(secs)) => {
@@ -166,7 +182,8 @@ pub(super) enum SignInError {
 /// The sign-in the form and `api/login` share: the failure delays, the
 /// password check (a disabled account fails like a wrong password), the
 /// audit trail, and a new session that replaces `previous` (so a token
-/// planted before sign-in is worthless after it).
+/// planted before sign-in is worthless after it). With `remember`, the
+/// session gets the policy's remember-device limits, if it has them.
 pub(super) async fn sign_in(
     gw: &Gateway,
     client_ip: IpAddr,
@@ -174,6 +191,7 @@ pub(super) async fn sign_in(
     username: &str,
     password: &str,
     previous: Option<&str>,
+    remember: bool,
 ) -> Result<(signoff::User, signoff::Issued), SignInError> {
     if let Err(wait) = gw
         .throttle
@@ -203,7 +221,8 @@ pub(super) async fn sign_in(
     data.insert(USER_NAME_KEY.to_owned(), user.name.clone());
     let mut new = NewSession::for_user(user.id.clone())
         .ip(client_ip.to_string())
-        .data(data);
+        .data(data)
+        .remember_device(remember);
     if let Some(ua) = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -248,14 +267,18 @@ pub(super) async fn sign_in(
         }
         return Err(refused);
     }
-    tracing::info!(target: "signoff::auth", user = %user.name, session = %issued.session.handle, "login");
-    gw.audit(
-        AuditEvent::new(AuditKind::LoginSucceeded, gw.sessions.now())
-            .user(Some(&user.id), Some(&user.name))
-            .session(&issued.session.handle)
-            .by(Actor::User)
-            .ip(client_ip),
-    )
+    let remembered = issued.session.is_remembered(gw.sessions.policy());
+    tracing::info!(target: "signoff::auth", user = %user.name, session = %issued.session.handle, remembered, "login");
+    let event = AuditEvent::new(AuditKind::LoginSucceeded, gw.sessions.now())
+        .user(Some(&user.id), Some(&user.name))
+        .session(&issued.session.handle)
+        .by(Actor::User)
+        .ip(client_ip);
+    gw.audit(if remembered {
+        event.reason("remember_device")
+    } else {
+        event
+    })
     .await;
     Ok((user, issued))
 }

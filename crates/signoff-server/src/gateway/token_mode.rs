@@ -412,7 +412,8 @@ async fn api_login(
             "client_id must be 1 to 64 characters of A-Z a-z 0-9 . _ : -",
         );
     }
-    // No `previous`: an API client has no cookie to replace.
+    // No `previous`: an API client has no cookie to replace. Never
+    // remembered: a client's refresh tokens live as long as its session.
     let issued = match sign_in(
         &gw,
         client_ip,
@@ -420,6 +421,7 @@ async fn api_login(
         &login.username,
         &login.password,
         None,
+        false,
     )
     .await
     {

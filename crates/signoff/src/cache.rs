@@ -518,6 +518,9 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
 
 /// Marks a missing optional string or timestamp in a packed record.
 const NONE: u32 = u32::MAX;
+/// Flag bits of a packed record: `auth_at` follows; the session is remembered.
+const AUTH_AT: u8 = 1;
+const REMEMBERED: u8 = 2;
 
 /// A session as one byte string: the handle, the times, the generation,
 /// then each text field as a little-endian `u32` length and its bytes
@@ -551,12 +554,14 @@ fn pack(session: &Session) -> Option<Vec<u8>> {
     for t in [session.created_at, session.last_seen_at, session.expires_at] {
         out.extend_from_slice(&t.as_millis().to_le_bytes());
     }
+    // One byte of flags: AUTH_AT (then the time follows), REMEMBERED.
+    let remembered = if session.remembered { REMEMBERED } else { 0 };
     match session.auth_at {
         Some(t) => {
-            out.push(1);
+            out.push(AUTH_AT | remembered);
             out.extend_from_slice(&t.as_millis().to_le_bytes());
         }
-        None => out.push(0),
+        None => out.push(remembered),
     }
     out.extend_from_slice(&session.idle_timeout.as_secs().to_le_bytes());
     out.extend_from_slice(&session.idle_timeout.subsec_nanos().to_le_bytes());
@@ -575,9 +580,9 @@ fn pack(session: &Session) -> Option<Vec<u8>> {
 /// `None` for an anonymous session or a record that does not read back.
 fn packed_user(packed: &[u8]) -> Option<&[u8]> {
     let handle_len = usize::from(*packed.first()?);
-    // The handle and the three times, then the flag of `auth_at`.
+    // The handle and the three times, then the flags.
     let mut at = 1 + handle_len + 24;
-    if *packed.get(at)? != 0 {
+    if *packed.get(at)? & AUTH_AT != 0 {
         at += 8;
     }
     // The flag, the idle timeout (8 + 4) and the generation (8).
@@ -629,10 +634,15 @@ fn unpack(id: &SessionId, packed: &[u8], user_agent: Option<&str>) -> Option<Ses
     let created_at = r.time()?;
     let last_seen_at = r.time()?;
     let expires_at = r.time()?;
-    let auth_at = match r.array::<1>()?[0] {
+    let flags = r.array::<1>()?[0];
+    if flags & !(AUTH_AT | REMEMBERED) != 0 {
+        return None;
+    }
+    let auth_at = match flags & AUTH_AT {
         0 => None,
         _ => Some(r.time()?),
     };
+    let remembered = flags & REMEMBERED != 0;
     let secs = u64::from_le_bytes(r.array()?);
     let nanos = r.u32()?;
     // Duration::new panics on an overflowing pair: a corrupt record is a miss.
@@ -664,6 +674,7 @@ fn unpack(id: &SessionId, packed: &[u8], user_agent: Option<&str>) -> Option<Ses
         ip,
         data,
         generation,
+        remembered,
     })
 }
 
@@ -709,6 +720,7 @@ mod tests {
             ip: Some("2001:db8::1".to_owned()),
             data,
             generation: u64::MAX - 1,
+            remembered: true,
         }
     }
 
@@ -733,7 +745,15 @@ mod tests {
         bare.ip = Some(String::new());
         bare.data.clear();
         let packed = pack(&bare).unwrap();
-        assert_eq!(unpack(&bare.id, &packed, None), Some(bare));
+        assert_eq!(unpack(&bare.id, &packed, None), Some(bare.clone()));
+        let mut ordinary = bare.clone();
+        ordinary.remembered = false;
+        let ordinary_packed = pack(&ordinary).unwrap();
+        assert_eq!(unpack(&ordinary.id, &ordinary_packed, None), Some(ordinary));
+        // Unknown flag bits are a miss.
+        let mut flags = ordinary_packed.clone();
+        flags[1 + bare.handle.as_bytes().len() + 24] |= 0x80;
+        assert_eq!(unpack(&bare.id, &flags, None), None);
         // A cut or padded record is a miss, never a different session.
         assert_eq!(
             unpack(

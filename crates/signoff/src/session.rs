@@ -99,6 +99,11 @@ pub struct Session {
     pub expires_at: Timestamp,
     /// The idle timeout the session was created with.
     pub idle_timeout: Duration,
+    /// Signed in with "remember this device" ([`NewSession::remember_device`]
+    /// under a policy that offers it): the policy's
+    /// [`Policy::remember_device`] limits apply instead of the ordinary ones,
+    /// while the policy still offers it.
+    pub remembered: bool,
     /// User agent at login, cut to [`MAX_USER_AGENT_BYTES`].
     pub user_agent: Option<String>,
     /// Client address at login, cut to [`MAX_IP_BYTES`].
@@ -120,6 +125,7 @@ impl fmt::Debug for Session {
             .field("auth_at", &self.auth_at)
             .field("expires_at", &self.expires_at)
             .field("idle_timeout", &self.idle_timeout)
+            .field("remembered", &self.remembered)
             .field("user_agent", &self.user_agent)
             .field("ip", &self.ip)
             .field("data_keys", &self.data.keys().collect::<Vec<_>>())
@@ -138,16 +144,10 @@ impl Session {
     }
 
     /// Whether the session was signed in with "remember this device" and
-    /// `policy` still remembers devices: its stored lifetime is longer than
-    /// the ordinary [`Policy::absolute_lifetime`] (only
-    /// [`NewSession::remember_device`] makes one so). Its limits are then
-    /// the policy's [`Policy::remember_device`] ones.
+    /// `policy` still remembers devices. Its limits are then the policy's
+    /// [`Policy::remember_device`] ones.
     pub fn is_remembered(&self, policy: &Policy) -> bool {
-        policy.remember_device().is_some() && self.is_long_lived(policy)
-    }
-
-    fn is_long_lived(&self, policy: &Policy) -> bool {
-        self.expires_at.since(self.created_at) > policy.absolute_lifetime()
+        policy.remember_device().is_some() && self.remembered
     }
 
     /// The lifetime and idle timeout `policy` allows this session: the
@@ -155,7 +155,7 @@ impl Session {
     /// ones (also for a remembered session once remembering is off).
     fn policy_limits(&self, policy: &Policy) -> (Duration, Duration) {
         match policy.remember_device() {
-            Some(r) if self.is_long_lived(policy) => (r.lifetime(), r.idle_timeout()),
+            Some(r) if self.remembered => (r.lifetime(), r.idle_timeout()),
             _ => (policy.absolute_lifetime(), policy.idle_timeout()),
         }
     }
@@ -503,11 +503,15 @@ impl Sessions {
     pub async fn create(&self, new: NewSession) -> Result<Issued, SessionError> {
         check_data(&new.data)?;
         let now = self.clock.now();
-        let (lifetime, idle_timeout) = match self.policy.remember_device() {
+        let (lifetime, idle_timeout, remembered) = match self.policy.remember_device() {
             Some(r) if new.remember_device && new.user_id.is_some() => {
-                (r.lifetime(), r.idle_timeout())
+                (r.lifetime(), r.idle_timeout(), true)
             }
-            _ => (self.policy.absolute_lifetime(), self.policy.idle_timeout()),
+            _ => (
+                self.policy.absolute_lifetime(),
+                self.policy.idle_timeout(),
+                false,
+            ),
         };
         let mut session = Session {
             id: SessionId::from_digest([0; 32]),
@@ -518,6 +522,7 @@ impl Sessions {
             last_seen_at: now,
             expires_at: now.plus(lifetime),
             idle_timeout,
+            remembered,
             user_agent: new.user_agent,
             ip: new.ip,
             data: new.data,
@@ -1060,6 +1065,7 @@ mod tests {
             auth_at: None,
             expires_at: Timestamp::from_millis(created + 10_000),
             idle_timeout: Duration::from_secs(4),
+            remembered: false,
             user_agent: None,
             ip: None,
             data: SessionData::new(),
@@ -1136,7 +1142,10 @@ mod tests {
         let off = ordinary(None);
         let shorter = ordinary(Some(RememberDevice::new(secs(6), secs(3))));
         // Created remembered: lifetime 10 s (> 5 s), idle 4 s.
-        let s = session_at(0);
+        let s = Session {
+            remembered: true,
+            ..session_at(0)
+        };
         assert!(s.is_remembered(&on));
         assert!(!s.is_remembered(&off));
         assert_eq!(s.absolute_end(&on), at(10_000));
@@ -1156,13 +1165,14 @@ mod tests {
             Some(ExpiredBy::Absolute)
         );
         assert_eq!(s.expiry(at(3_000), &shorter), Some(ExpiredBy::Idle));
-        // An ordinary session (lifetime 5 s) is not remembered, whatever the
-        // remember policy says.
-        let mut plain = s.clone();
-        plain.expires_at = at(5_000);
-        plain.idle_timeout = secs(2);
+        // An ordinary session is not remembered, whatever the remember
+        // policy says; and one created under a longer absolute lifetime
+        // than today's is cut to today's (the operator shortened it), not
+        // taken for a remembered one.
+        let plain = session_at(0);
         assert!(!plain.is_remembered(&on));
         assert_eq!(plain.absolute_end(&on), at(5_000));
         assert_eq!(plain.idle_limit(&on), secs(2));
+        assert_eq!(plain.expiry(at(5_000), &on), Some(ExpiredBy::Absolute));
     }
 }

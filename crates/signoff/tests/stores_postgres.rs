@@ -45,6 +45,7 @@ fn session(user: &str) -> Session {
         ip: None,
         data: SessionData::new(),
         generation: 0,
+        remembered: false,
     }
 }
 

@@ -199,6 +199,9 @@ fn session_fields(s: &Session) -> Result<Vec<(&'static str, String)>, StoreError
     if let Some(ip) = &s.ip {
         fields.push(("ip", ip.clone()));
     }
+    if s.remembered {
+        fields.push(("remembered", "1".to_owned()));
+    }
     Ok(fields)
 }
 
@@ -233,6 +236,7 @@ fn session_from_fields(fields: HashMap<String, Vec<u8>>) -> Result<Session, Stor
         data,
         generation: u64::try_from(f.int("generation")?)
             .map_err(|_| StoreError::Corrupt("generation"))?,
+        remembered: f.text("remembered")?.as_deref() == Some("1"),
     })
 }
 

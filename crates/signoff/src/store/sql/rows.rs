@@ -55,7 +55,7 @@ impl<R> SqlRow for R where
 macro_rules! session_columns {
     () => {
         "id, handle, user_id, created_at, last_seen_at, auth_at, expires_at, \
-         idle_timeout_ms, user_agent, ip, data, generation"
+         idle_timeout_ms, user_agent, ip, data, generation, remembered"
     };
 }
 pub(crate) use session_columns;
@@ -111,6 +111,7 @@ pub(crate) fn session<R: SqlRow>(row: &R) -> Result<Session, StoreError> {
         ip: row.column(9)?,
         data,
         generation: u64::try_from(generation).map_err(|_| StoreError::Corrupt("generation"))?,
+        remembered: row.column(12)?,
     })
 }
 

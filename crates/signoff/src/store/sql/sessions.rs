@@ -30,8 +30,8 @@ macro_rules! alive {
 pub(crate) use alive;
 
 const INSERT: &str = "INSERT INTO sessions (id, handle, user_id, created_at, last_seen_at, \
-    auth_at, expires_at, idle_timeout_ms, user_agent, ip, data, generation, user_epoch) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+    auth_at, expires_at, idle_timeout_ms, user_agent, ip, data, generation, remembered, \
+    user_epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
     coalesce((SELECT epoch FROM user_ends WHERE user_id = $3), 0))";
 const LOAD: &str = concat!(
     "SELECT ",
@@ -134,7 +134,8 @@ impl<B: SqlBackend + Clone> SessionStore for B {
             .text(s.user_agent.as_deref())
             .text(s.ip.as_deref())
             .owned_text(data_param(&s.data)?)
-            .int(generation_param(s.generation)?);
+            .int(generation_param(s.generation)?)
+            .flag(s.remembered);
         self.sql().exec(st).await?;
         Ok(())
     }

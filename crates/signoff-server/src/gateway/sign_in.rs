@@ -30,7 +30,6 @@ pub(super) fn routes(gw: &Gateway) -> Router<Arc<Gateway>> {
         .route(&format!("{p}/signed-out"), get(signed_out))
         .route(&format!("{p}/status"), get(status))
         .route(&format!("{p}/guard.js"), get(guard_js))
-        .route(&format!("{p}/signoff.css"), get(pages::stylesheet))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,6 +69,7 @@ async fn login_page(
         StatusCode::OK,
         &pages::LoginPage {
             prefix: &gw.settings.prefix,
+            brand: &gw.settings.branding,
             next,
             username: "",
             error: None,
@@ -103,6 +103,7 @@ async fn login_submit(
             status,
             &pages::LoginPage {
                 prefix,
+                brand: &gw.settings.branding,
                 next: &next,
                 username: &form.username,
                 error: Some(message),
@@ -134,7 +135,10 @@ async fn login_submit(
         Err(SignInError::Throttled(secs)) => {
             let mut r = retry(
                 StatusCode::TOO_MANY_REQUESTS,
-                &format!("Too many failed attempts. Try again in {secs} seconds."),
+                &format!(
+                    "Too many failed attempts. Try again in {}.",
+                    crate::display::count(secs, "second", "seconds")
+                ),
             );
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -266,6 +270,7 @@ async fn logout_page(State(gw): AppState, headers: HeaderMap) -> Response {
         StatusCode::OK,
         &pages::LogoutPage {
             prefix: &gw.settings.prefix,
+            brand: &gw.settings.branding,
             csrf: csrf.as_deref(),
         },
     )
@@ -312,6 +317,7 @@ async fn signed_out(State(gw): AppState) -> Response {
         StatusCode::OK,
         &pages::SignedOutPage {
             prefix: &gw.settings.prefix,
+            brand: &gw.settings.branding,
         },
     )
 }

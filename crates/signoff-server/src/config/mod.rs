@@ -60,7 +60,7 @@ use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess
 use serde::Deserialize;
 
 pub use audit::AuditOptions;
-pub use branding::{Accent, Branding, BrandingOptions, LogoKind};
+pub use branding::{Branding, BrandingOptions, LogoKind};
 pub use connections::{ConnectionLimits, ConnectionOptions};
 pub use headers::HeaderOptions;
 pub use listen::{is_loopback_host, ListenOptions};

@@ -144,7 +144,13 @@ mod tests {
 
     #[test]
     fn the_accent_stylesheet_holds_only_the_checked_colour() {
-        let accent = crate::config::Accent::parse("#C0FFEE").unwrap();
+        let brand = crate::config::BrandingOptions {
+            brand_accent: Some("#C0FFEE".to_owned()),
+            ..Default::default()
+        }
+        .check()
+        .unwrap();
+        let accent = brand.accent.unwrap();
         let css = AccentStylesheet {
             accent: accent.as_str(),
             on_accent: accent.text_on(),

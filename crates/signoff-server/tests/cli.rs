@@ -235,7 +235,26 @@ fn serve_refuses_bad_branding_by_name() {
         &[],
         "login.html is an HTML template, which signoff does not read",
     );
-    // The same checks in `serve --check`.
+    // `serve --check` shows what it read, and checks the same way.
+    let svg = dir.path().join("logo.svg");
+    std::fs::write(&svg, "<svg xmlns=\"http://www.w3.org/2000/svg\"/>").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_signoff"))
+        .arg("serve")
+        .args(with(
+            &base,
+            &["--check", "--brand-name", "Acme", "--brand-accent", "#ABC"],
+        ))
+        .args(["--brand-logo", svg.to_str().unwrap()])
+        .env_remove("SIGNOFF_DB")
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout
+            .contains("branding      name \"Acme\", logo image/svg+xml (41 bytes), accent #aabbcc"),
+        "{stdout}"
+    );
     serve_fails_saying(
         &with(&base, &["--check", "--brand-name", ""]),
         &[],

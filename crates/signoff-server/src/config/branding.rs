@@ -153,7 +153,8 @@ fn version_of(bytes: &[u8]) -> String {
 #[derive(Clone)]
 pub struct Logo {
     pub kind: LogoKind,
-    pub bytes: Arc<[u8]>,
+    /// Shared by every answer that serves it (no copy per request).
+    pub bytes: bytes::Bytes,
     /// Of the bytes, for its URL.
     pub version: String,
 }

@@ -124,11 +124,7 @@ async fn logo(State(gw): AppState) -> Response {
     let Some(logo) = &gw.settings.branding.logo else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let mut response = asset(
-        bytes::Bytes::copy_from_slice(&logo.bytes),
-        logo.kind.content_type(),
-        YEAR,
-    );
+    let mut response = asset(logo.bytes.clone(), logo.kind.content_type(), YEAR);
     if logo.kind == LogoKind::Svg {
         response.headers_mut().insert(
             header::CONTENT_SECURITY_POLICY,

@@ -533,6 +533,16 @@ mod tests {
     }
 
     #[test]
+    fn the_stylesheet_needs_nothing_from_elsewhere_and_has_both_schemes() {
+        for banned in ["url(", "@import", "http:", "https:", "@font-face"] {
+            assert!(!STYLESHEET.contains(banned), "{banned}");
+        }
+        assert!(STYLESHEET.contains("@media (prefers-color-scheme: dark)"));
+        assert!(STYLESHEET.contains(":focus-visible"));
+        assert!(STYLESHEET.contains("font-family: system-ui"));
+    }
+
+    #[test]
     fn the_checkbox_sits_on_its_label_line() {
         let html = &every_page("x")[7].1;
         assert!(

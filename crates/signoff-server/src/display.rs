@@ -44,6 +44,34 @@ pub fn time(ts: Timestamp) -> String {
     }
 }
 
+/// `1 second`, `2 seconds`: a count with its noun, singular for one.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// How long before `now` `at` was, in English: `just now`, `1 minute
+/// ago`, `3 hours ago`, `2 days ago`, … (a time after `now`, from a clock
+/// a little ahead, is `just now` too).
+pub fn ago(at: Timestamp, now: Timestamp) -> String {
+    let secs = u64::try_from(now.as_millis().saturating_sub(at.as_millis()) / 1000).unwrap_or(0);
+    const UNITS: [(u64, &str, &str); 6] = [
+        (365 * 86400, "year", "years"),
+        (30 * 86400, "month", "months"),
+        (7 * 86400, "week", "weeks"),
+        (86400, "day", "days"),
+        (3600, "hour", "hours"),
+        (60, "minute", "minutes"),
+    ];
+    match UNITS.iter().find(|(size, _, _)| secs >= *size) {
+        Some((size, one, many)) => format!("{} ago", count(secs / size, one, many)),
+        None => "just now".to_owned(),
+    }
+}
+
 /// A time as RFC 3339 (`2026-11-21T14:16:26Z`), for machines.
 pub fn rfc3339(ts: Timestamp) -> String {
     let millis = u64::try_from(ts.as_millis()).unwrap_or(0);
@@ -103,6 +131,35 @@ mod tests {
         assert_eq!(duration(secs(1)), "1 second");
         assert_eq!(duration(Duration::from_millis(6_500)), "6 seconds");
         assert_eq!(duration(Duration::ZERO), "0 seconds");
+    }
+
+    #[test]
+    fn counts_are_singular_for_one_only() {
+        assert_eq!(count(1, "second", "seconds"), "1 second");
+        assert_eq!(count(2, "second", "seconds"), "2 seconds");
+        assert_eq!(count(0, "session", "sessions"), "0 sessions");
+    }
+
+    #[test]
+    fn ago_reads_like_english_with_plurals() {
+        let now = Timestamp::from_millis(1_795_270_586_000);
+        let before = |secs: i64| Timestamp::from_millis(now.as_millis() - secs * 1000);
+        assert_eq!(ago(now, now), "just now");
+        assert_eq!(ago(before(59), now), "just now");
+        assert_eq!(ago(before(60), now), "1 minute ago");
+        assert_eq!(ago(before(3 * 60 + 30), now), "3 minutes ago");
+        assert_eq!(ago(before(3600), now), "1 hour ago");
+        assert_eq!(ago(before(5 * 3600), now), "5 hours ago");
+        assert_eq!(ago(before(86400), now), "1 day ago");
+        assert_eq!(ago(before(8 * 86400), now), "1 week ago");
+        assert_eq!(ago(before(40 * 86400), now), "1 month ago");
+        assert_eq!(ago(before(800 * 86400), now), "2 years ago");
+        // A clock ahead, or nonsense: never "-3 minutes ago".
+        assert_eq!(ago(before(-300), now), "just now");
+        assert_eq!(
+            ago(Timestamp::from_millis(i64::MAX), Timestamp::from_millis(0)),
+            "just now"
+        );
     }
 
     #[test]

@@ -182,6 +182,86 @@ fn serve_fails_saying(args: &[&str], envs: &[(&str, &str)], needle: &str) {
     assert!(stderr.contains(needle), "{args:?}: {stderr}");
 }
 
+/// Bad branding stops the start, naming the setting and the file.
+#[test]
+fn serve_refuses_bad_branding_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let base = ["--db", db.as_str()];
+    fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [base, extra].concat()
+    }
+    serve_fails_saying(
+        &with(&base, &["--brand-accent", "red"]),
+        &[],
+        "--brand-accent \"red\": expected a colour as #rgb or #rrggbb",
+    );
+    serve_fails_saying(
+        &base,
+        &[("SIGNOFF_BRAND_ACCENT", "#12345")],
+        "--brand-accent \"#12345\"",
+    );
+    let gif = dir.path().join("logo.gif");
+    std::fs::write(&gif, b"GIF89a......").unwrap();
+    serve_fails_saying(
+        &with(&base, &["--brand-logo", gif.to_str().unwrap()]),
+        &[],
+        "is not a PNG, JPEG, WebP or SVG image",
+    );
+    let big = dir.path().join("big.png");
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.resize(256 * 1024 + 1, 0);
+    std::fs::write(&big, bytes).unwrap();
+    serve_fails_saying(
+        &with(&base, &["--brand-logo", big.to_str().unwrap()]),
+        &[],
+        "at most 256 KiB",
+    );
+    serve_fails_saying(
+        &with(&base, &["--brand-logo", "/nonexistent/logo.png"]),
+        &[],
+        "--brand-logo: cannot read /nonexistent/logo.png",
+    );
+    serve_fails_saying(
+        &with(&base, &["--template-dir", "/nonexistent/brand"]),
+        &[],
+        "--template-dir: cannot read the directory /nonexistent/brand",
+    );
+    let templates = dir.path().join("templates");
+    std::fs::create_dir(&templates).unwrap();
+    std::fs::write(templates.join("login.html"), "<p>mine</p>").unwrap();
+    serve_fails_saying(
+        &with(&base, &["--template-dir", templates.to_str().unwrap()]),
+        &[],
+        "login.html is an HTML template, which signoff does not read",
+    );
+    // `serve --check` shows what it read, and checks the same way.
+    let svg = dir.path().join("logo.svg");
+    std::fs::write(&svg, "<svg xmlns=\"http://www.w3.org/2000/svg\"/>").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_signoff"))
+        .arg("serve")
+        .args(with(
+            &base,
+            &["--check", "--brand-name", "Acme", "--brand-accent", "#ABC"],
+        ))
+        .args(["--brand-logo", svg.to_str().unwrap()])
+        .env_remove("SIGNOFF_DB")
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout
+            .contains("branding      name \"Acme\", logo image/svg+xml (41 bytes), accent #aabbcc"),
+        "{stdout}"
+    );
+    serve_fails_saying(
+        &with(&base, &["--check", "--brand-name", ""]),
+        &[],
+        "--brand-name",
+    );
+}
+
 #[test]
 fn serve_explains_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();

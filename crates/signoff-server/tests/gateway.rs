@@ -186,6 +186,12 @@ async fn repeated_failures_are_slowed_per_account_without_locking_the_owner_out(
         if r.status == 429 {
             let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
             assert!((1..=30).contains(&wait), "{wait}");
+            // "1 second", "2 seconds": never "1 seconds".
+            let says = match wait {
+                1 => "Try again in 1 second.".to_owned(),
+                n => format!("Try again in {n} seconds."),
+            };
+            assert!(r.text().contains(&says), "{says}: {}", r.text());
         }
     }
     assert_eq!(&statuses[..5], [401; 5], "five free failures");
@@ -628,6 +634,145 @@ async fn authenticated_responses_are_never_stored() {
     // The upstream cannot set (or steal) signoff's cookie.
     let r = get(&gw.url("/set-cookie"), &[("cookie", &cookie(&token))]).await;
     assert_eq!(r.all("set-cookie"), ["theme=dark; Path=/"]);
+}
+
+/// `--brand-*`: the name on every page, the logo and the accent served from
+/// signoff's own origin with headers that keep them inert, the sessions
+/// page's times and script, and no inline code anywhere.
+#[tokio::test]
+async fn branding_shows_and_its_files_are_served_inert() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("logo.svg");
+    std::fs::write(
+        &svg,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>",
+    )
+    .unwrap();
+    let svg = svg.to_str().unwrap();
+    let Some((_up, gw)) = start(&[
+        "--brand-name",
+        "Acme <Wiki>",
+        "--brand-logo",
+        svg,
+        "--brand-accent",
+        "#7B2CBF",
+    ]) else {
+        return;
+    };
+    let login = get(&gw.url("/.signoff/login"), &[]).await;
+    let html = login.text();
+    assert!(
+        html.contains("<title>Sign in · Acme &#60;Wiki&#62;</title>"),
+        "{html}"
+    );
+    assert!(html.contains("<span>Acme &#60;Wiki&#62;</span>"), "{html}");
+    assert!(html.contains("Protected by signoff"), "{html}");
+    let csp = login.header("content-security-policy").unwrap().to_owned();
+    assert!(
+        !csp.contains("script-src") && csp.contains("img-src 'self'"),
+        "{csp}"
+    );
+
+    let img_at = html.find("<img src=\"").unwrap() + 10;
+    let logo_url = &html[img_at..img_at + html[img_at..].find('"').unwrap()];
+    assert!(
+        logo_url.starts_with("/.signoff/brand/logo?v="),
+        "{logo_url}"
+    );
+    let logo = get(&gw.url(logo_url), &[]).await;
+    assert_eq!(logo.status, 200);
+    assert_eq!(logo.header("content-type"), Some("image/svg+xml"));
+    assert_eq!(logo.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        logo.header("content-security-policy"),
+        Some("default-src 'none'; style-src 'unsafe-inline'; sandbox")
+    );
+    assert_eq!(
+        logo.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert!(logo.text().contains("<svg"));
+
+    assert!(html.contains("<link rel=\"stylesheet\" href=\"/.signoff/brand.css?v=7b2cbf\">"));
+    let css = get(&gw.url("/.signoff/brand.css?v=7b2cbf"), &[]).await;
+    assert_eq!(css.status, 200);
+    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
+    assert_eq!(css.header("x-content-type-options"), Some("nosniff"));
+    let (_, rules) = css
+        .text()
+        .split_once("*/")
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .unwrap();
+    assert_eq!(
+        rules.trim(),
+        ":root {\n  --accent: #7b2cbf;\n  --on-accent: #ffffff;\n}"
+    );
+    // Not given: not served.
+    let none = get(&gw.url("/.signoff/brand/extra.css"), &[]).await;
+    assert_eq!(none.status, 404);
+
+    // The sessions page: <time datetime>, English, and its one script.
+    let token = gw.login(USER, PASSWORD).await;
+    let page = get(
+        &gw.url("/.signoff/sessions"),
+        &[("cookie", &cookie(&token))],
+    )
+    .await;
+    let html = page.text();
+    assert!(html.contains("<time datetime=\"20"), "{html}");
+    assert!(html.contains(">just now</time>"), "{html}");
+    assert!(
+        html.contains("<script src=\"/.signoff/signoff.js\" defer></script>"),
+        "{html}"
+    );
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(csp.contains("script-src 'self';"), "{csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    let js = get(&gw.url("/.signoff/signoff.js"), &[]).await;
+    assert_eq!(js.status, 200);
+    assert_eq!(
+        js.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(js.header("x-content-type-options"), Some("nosniff"));
+    assert!(js.text().contains("Intl.RelativeTimeFormat"));
+}
+
+/// `--template-dir`: its stylesheet replaces the built-in one, its extra
+/// stylesheet and raster logo are served with their types.
+#[tokio::test]
+async fn a_template_dir_restyles_the_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("signoff.css"), "body { color: teal }").unwrap();
+    std::fs::write(dir.path().join("extra.css"), ".brand { gap: 0 }").unwrap();
+    std::fs::write(dir.path().join("logo.png"), b"\x89PNG\r\n\x1a\nrest").unwrap();
+    let Some((_up, gw)) = start(&["--template-dir", dir.path().to_str().unwrap()]) else {
+        return;
+    };
+    let css = get(&gw.url("/.signoff/signoff.css"), &[]).await;
+    assert_eq!(css.text(), "body { color: teal }");
+    let html = get(&gw.url("/.signoff/login"), &[]).await.text();
+    assert!(html.contains("<span>signoff</span>"), "{html}");
+    let at = html.find("/.signoff/brand/extra.css?v=").unwrap();
+    let extra_url = &html[at..at + html[at..].find('"').unwrap()];
+    let extra = get(&gw.url(extra_url), &[]).await;
+    assert_eq!(extra.text(), ".brand { gap: 0 }");
+    assert_eq!(
+        extra.header("content-type"),
+        Some("text/css; charset=utf-8")
+    );
+    let at = html.find("/.signoff/brand/logo?v=").unwrap();
+    let logo_url = &html[at..at + html[at..].find('"').unwrap()];
+    let logo = get(&gw.url(logo_url), &[]).await;
+    assert_eq!(logo.header("content-type"), Some("image/png"));
+    assert_eq!(logo.header("x-content-type-options"), Some("nosniff"));
+    assert!(logo.header("content-security-policy").is_none());
+    // No accent given: no accent stylesheet.
+    assert!(!html.contains("brand.css"), "{html}");
+    assert_eq!(get(&gw.url("/.signoff/brand.css"), &[]).await.status, 404);
 }
 
 #[tokio::test]

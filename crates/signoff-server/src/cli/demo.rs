@@ -312,4 +312,19 @@ mod tests {
         assert_eq!(pick("deflate"), None);
         assert_eq!(preferred_coding(&HeaderMap::new()), None);
     }
+
+    #[test]
+    fn the_demo_home_page_links_to_sign_in_and_out() {
+        let html = HomePage.render().unwrap();
+        assert!(
+            html.contains(
+                "<a id=\"sign-in\" href=\"/.signoff/login?next=%2Fprivate%2Fa\">Sign in</a>"
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains("<a id=\"sign-out\" href=\"/.signoff/logout\">Sign out</a>"),
+            "{html}"
+        );
+    }
 }

@@ -93,6 +93,25 @@ pub fn check(settings: &Settings) -> Result<()> {
         on_off(settings.admin_token_sha256.is_some())
     );
     println!("metrics       {}", on_off(settings.metrics));
+    let brand = &settings.branding;
+    let mut shown = vec![format!("name {:?}", brand.name)];
+    if let Some(logo) = &brand.logo {
+        shown.push(format!(
+            "logo {} ({} bytes)",
+            logo.kind.content_type(),
+            logo.bytes.len()
+        ));
+    }
+    if let Some(accent) = &brand.accent {
+        shown.push(format!("accent {}", accent.as_str()));
+    }
+    if brand.stylesheet.is_some() {
+        shown.push("own signoff.css".to_owned());
+    }
+    if brand.extra_css.is_some() {
+        shown.push("extra.css".to_owned());
+    }
+    println!("branding      {}", shown.join(", "));
     println!(
         "the settings are good (--check opened no port and no store, and did not contact the upstream)"
     );

@@ -99,7 +99,12 @@ pub async fn run(command: SessionsCommand) -> Result<()> {
                 let n = engine
                     .end_all_for_user(&user.id, None, Actor::Operator, "operator")
                     .await?;
-                println!("ended {n} session(s) of {} in {}", user.name, store.shown);
+                println!(
+                    "ended {} of {} in {}",
+                    crate::display::count(n as u64, "session", "sessions"),
+                    user.name,
+                    store.shown
+                );
             } else if let Some(handle) = handle {
                 let parsed: SessionHandle = handle
                     .parse()

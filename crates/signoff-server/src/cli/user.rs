@@ -97,7 +97,11 @@ pub async fn run(command: UserCommand) -> Result<()> {
                 true
             } else {
                 confirm(
-                    &format!("{} has {live} live session(s). End them?", user.name),
+                    &format!(
+                        "{} has {}. End them?",
+                        user.name,
+                        crate::display::count(live as u64, "live session", "live sessions")
+                    ),
                     true,
                 )?
             };
@@ -105,9 +109,15 @@ pub async fn run(command: UserCommand) -> Result<()> {
                 let ended = engine
                     .end_all_for_user(&user.id, None, Actor::Operator, "password_change")
                     .await?;
-                println!("ended {ended} session(s)");
+                println!(
+                    "ended {}",
+                    crate::display::count(ended as u64, "session", "sessions")
+                );
             } else {
-                println!("kept {live} session(s) signed in");
+                println!(
+                    "kept {} signed in",
+                    crate::display::count(live as u64, "session", "sessions")
+                );
             }
         }
         UserCommand::Disable { name, db } => {
@@ -120,8 +130,10 @@ pub async fn run(command: UserCommand) -> Result<()> {
                 .end_all_for_user(&user.id, None, Actor::Operator, "user_disabled")
                 .await?;
             println!(
-                "disabled {} and ended {ended} session(s) in {}",
-                user.name, store.shown
+                "disabled {} and ended {} in {}",
+                user.name,
+                crate::display::count(ended as u64, "session", "sessions"),
+                store.shown
             );
         }
         UserCommand::Enable { name, db } => {

@@ -37,6 +37,7 @@ macro_rules! section {
 }
 
 mod audit;
+mod branding;
 mod connections;
 mod headers;
 mod listen;
@@ -59,6 +60,7 @@ use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess
 use serde::Deserialize;
 
 pub use audit::AuditOptions;
+pub use branding::{Branding, BrandingOptions, LogoKind};
 pub use connections::{ConnectionLimits, ConnectionOptions};
 pub use headers::HeaderOptions;
 pub use listen::{is_loopback_host, ListenOptions};
@@ -140,6 +142,10 @@ section! {
         #[command(flatten)]
         #[serde(flatten)]
         pub upstream: UpstreamOptions,
+        /// The file's `[branding]` table, read apart from the top-level keys.
+        #[command(flatten)]
+        #[serde(skip)]
+        pub branding: BrandingOptions,
     }
 }
 
@@ -197,8 +203,8 @@ impl StoreOptions {
     }
 }
 
-/// The TOML file: the top-level keys of [`Options`] and the `[login]`
-/// table. Unknown keys are an error, so a typo is not ignored.
+/// The TOML file: the top-level keys of [`Options`], and the `[login]` and
+/// `[branding]` tables. Unknown keys are an error, so a typo is not ignored.
 #[derive(Debug, Default)]
 struct FileConfig {
     options: Options,
@@ -288,6 +294,8 @@ pub struct Settings {
     pub tokens: Option<TokenSettings>,
     /// Connection time limits and cap.
     pub connections: ConnectionLimits,
+    /// The name, logo, colour and stylesheets of signoff's own pages.
+    pub branding: Branding,
 }
 
 /// Parses `90s`, `30m`, `12h`, `1h 30m`, `2d`.
@@ -300,19 +308,30 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     Ok(d)
 }
 
+/// The clap ids of the flags whose file keys are in the `[branding]`
+/// table, not at the top level.
+fn branding_ids() -> Vec<String> {
+    BrandingOptions::augment_args(clap::Command::new("branding"))
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect()
+}
+
 /// The top-level file keys in `serve --help` order (each flag's clap id is
-/// its file key), then `login`.
+/// its file key), then the tables `login` and `branding`.
 fn file_keys() -> &'static [String] {
     static KEYS: OnceLock<Vec<String>> = OnceLock::new();
     KEYS.get_or_init(|| {
         let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        let branding = branding_ids();
         let mut args: Vec<_> = command
             .get_arguments()
-            .filter(|a| a.get_id() != "config")
+            .filter(|a| a.get_id() != "config" && !branding.contains(&a.get_id().to_string()))
             .collect();
         args.sort_by_key(|a| a.get_display_order());
         let mut keys: Vec<String> = args.iter().map(|a| a.get_id().to_string()).collect();
         keys.push("login".to_owned());
+        keys.push("branding".to_owned());
         keys
     })
 }
@@ -366,6 +385,11 @@ fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
         #[serde(default)]
         login: LoginFile,
     }
+    #[derive(Deserialize)]
+    struct BrandingTable {
+        #[serde(default)]
+        branding: BrandingOptions,
+    }
     check_keys(text)?;
     let options = Options {
         listen: toml::from_str(text)?,
@@ -377,6 +401,7 @@ fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
         tokens: toml::from_str(text)?,
         connections: toml::from_str(text)?,
         upstream: toml::from_str(text)?,
+        branding: toml::from_str::<BrandingTable>(text)?.branding,
     };
     let login = toml::from_str::<LoginTable>(text)?.login;
     Ok(FileConfig { options, login })
@@ -478,6 +503,7 @@ impl Options {
             tokens: t,
             connections: c,
             upstream: u,
+            branding: b,
         } = self;
         let tls = l.tls()?;
         let login = login.check()?;
@@ -552,6 +578,7 @@ impl Options {
         }
         let tokens = t.check()?;
         let connections = c.check()?;
+        let branding = b.check()?;
         let (db, allow_readable_db) = st.with_defaults();
         let admin_token_sha256 = a
             .admin_token_sha256
@@ -594,6 +621,7 @@ impl Options {
             metrics: a.metrics.unwrap_or(false),
             tokens,
             connections,
+            branding,
         })
     }
 }
@@ -647,6 +675,42 @@ mod tests {
         assert_eq!(s.login.ip_free_failures, 3);
         assert_eq!(s.public_origin, "http://127.0.0.1:8080");
         assert!(!s.secure);
+    }
+
+    #[test]
+    fn branding_comes_from_its_table_below_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signoff.toml");
+        std::fs::write(
+            &file,
+            "idle_timeout = \"5m\"\n[branding]\nname = \"Acme Wiki\"\naccent = \"#abc\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let s = parse(&["--config", path]).unwrap();
+        assert_eq!(s.branding.name, "Acme Wiki");
+        assert_eq!(s.branding.accent.unwrap().as_str(), "#aabbcc");
+        let s = parse(&["--config", path, "--brand-name", "Flag"]).unwrap();
+        assert_eq!(s.branding.name, "Flag", "flag wins");
+        assert_eq!(parse(&[]).unwrap().branding.name, "signoff");
+        // A typo in the table, a table key at the top, a bad colour: refused.
+        for (text, says) in [
+            ("[branding]\nnmae = \"x\"\n", "nmae"),
+            ("brand_name = \"x\"\n", "brand_name"),
+            ("[branding]\naccent = \"red\"\n", "--brand-accent"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = format!("{:#}", parse(&["--config", path]).unwrap_err());
+            assert!(err.contains(says), "{text}: {err}");
+        }
+        let err = format!(
+            "{:#}",
+            parse(&["--template-dir", "/nonexistent/brand"]).unwrap_err()
+        );
+        assert!(
+            err.contains("--template-dir") && err.contains("/nonexistent/brand"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1111,6 +1175,11 @@ mod doc_tests {
                 .iter()
                 .map(|k| format!("login.{k}")),
         );
+        out.extend(
+            serde_fields::<BrandingOptions>()
+                .iter()
+                .map(|k| format!("branding.{k}")),
+        );
         out
     }
 
@@ -1173,14 +1242,15 @@ mod doc_tests {
 
     #[test]
     fn each_flag_has_the_file_key_of_its_name() {
+        let branding = branding_ids();
         let mut ids: Vec<String> = command()
             .get_arguments()
             .map(|a| a.get_id().to_string())
-            .filter(|id| id != "config")
+            .filter(|id| id != "config" && !branding.contains(id))
             .collect();
         ids.sort();
         let mut keys: Vec<String> = file_keys().to_vec();
-        keys.retain(|k| k != "login");
+        keys.retain(|k| k != "login" && k != "branding");
         keys.sort();
         let mut serde_keys: Vec<String> = from_code()
             .into_iter()

@@ -103,7 +103,10 @@ async fn check_password(
         tracing::info!(target: "signoff::auth", ip = %ip, "password check refused: too many failures");
         return Err((
             StatusCode::TOO_MANY_REQUESTS,
-            format!("Too many failed attempts. Try again in {secs} seconds."),
+            format!(
+                "Too many failed attempts. Try again in {}.",
+                display::count(secs, "second", "seconds")
+            ),
         ));
     }
     match gw.accounts.authenticate(&auth.user, password).await {
@@ -153,6 +156,7 @@ async fn sessions_page(
         Err(e) => return store_failed(&gw, "listing sessions", &e),
     };
     let csrf = csrf_token(&auth);
+    let now = gw.sessions.now();
     // The current session first, then newest first.
     let (current, others): (Vec<&Session>, Vec<&Session>) =
         list.iter().partition(|s| s.handle == auth.session.handle);
@@ -164,17 +168,18 @@ async fn sessions_page(
             current: s.handle == auth.session.handle,
             device: display::device(s.user_agent.as_deref()),
             ip: s.ip.as_deref().unwrap_or("an unknown address").to_owned(),
-            created: display::time(s.created_at),
-            seen: display::time(s.last_seen_at),
+            created: pages::Moment::of(s.created_at, now),
+            seen: pages::Moment::of(s.last_seen_at, now),
             remembered_until: s
                 .is_remembered(gw.sessions.policy())
                 .then(|| display::time(s.absolute_end(gw.sessions.policy()))),
         })
         .collect();
-    pages::render(
+    pages::render_with_script(
         StatusCode::OK,
         &pages::SessionsPage {
             prefix: &gw.settings.prefix,
+            brand: &gw.settings.branding,
             user: &auth.user,
             csrf: &csrf,
             rows,
@@ -338,6 +343,7 @@ fn reauth_form(
         status,
         &pages::ReauthPage {
             prefix: &gw.settings.prefix,
+            brand: &gw.settings.branding,
             user: &auth.user,
             csrf: &csrf_token(auth),
             next,
@@ -424,6 +430,7 @@ fn password_form(
         status,
         &pages::PasswordPage {
             prefix: &gw.settings.prefix,
+            brand: &gw.settings.branding,
             user: &auth.user,
             csrf: &csrf_token(auth),
             min: signoff::MIN_PASSWORD_CHARS,

@@ -15,6 +15,7 @@ pub(super) fn error_page(gw: &Gateway, status: StatusCode, heading: &str, text: 
         status,
         &pages::MessagePage {
             prefix: &gw.settings.prefix,
+            brand: &gw.settings.branding,
             heading,
             text,
         },
@@ -92,6 +93,7 @@ pub(super) fn sign_in_refused(gw: &Gateway, arrival: &Arrival) -> Response {
         StatusCode::FORBIDDEN,
         &pages::SignInRefusedPage {
             prefix,
+            brand: &gw.settings.branding,
             expected,
             arrived: &arrived,
             fix: &fix,

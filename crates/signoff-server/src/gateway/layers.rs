@@ -12,7 +12,7 @@ use axum::http::{Method, Uri};
 use axum::response::Response;
 use tower::{Layer, Service};
 
-use super::pages::StaticAsset;
+use super::assets::StaticAsset;
 use super::proxy::no_store;
 
 /// Every response of signoff's own routes: no-store (but a

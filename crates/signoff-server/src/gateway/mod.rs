@@ -3,7 +3,8 @@
 //!
 //! Endpoints come in families, each a module with its own `routes()`,
 //! which [`Gateway::router`] (in `state.rs`) merges: [`sign_in`] (login,
-//! logout, signed-out, status, guard.js), [`account`] (sessions,
+//! logout, signed-out, status, guard.js), [`assets`] (the stylesheets,
+//! script and logo the pages load), [`account`] (sessions,
 //! re-authentication, password), [`admin`] (the admin API), [`token_mode`],
 //! [`forward_auth`], [`ops`] (healthz, metrics, the 404 under the prefix)
 //! and [`proxy`] (everything else), which hands upgrades to [`tunnel`]
@@ -16,6 +17,7 @@
 
 mod account;
 mod admin;
+mod assets;
 mod client_addr;
 mod cookies;
 mod csrf_form;

@@ -2,26 +2,36 @@
 //! strict Content-Security-Policy of their own.
 //!
 //! Every page is an auto-escaping template in `templates/` (on the shared
-//! `base.html`), filled from a page model here; every page links the one
-//! stylesheet, [`STYLESHEET`], served at `{prefix}/signoff.css`.
+//! `base.html`, which shows the operator's [`Branding`]), filled from a page
+//! model here; every page links the one stylesheet, [`STYLESHEET`], served
+//! at `{prefix}/signoff.css` (the files pages load are in `assets.rs`).
 
 use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::config::Branding;
+
 /// The stylesheet of every signoff page.
 pub const STYLESHEET: &str = include_str!("../../templates/signoff.css");
 
-/// The CSP of every signoff page: styles only from this origin (the
-/// stylesheet), no scripts; forms post only to this origin; no framing.
-const CSP: &str = "default-src 'none'; style-src 'self'; form-action 'self'; \
+/// The CSP of every signoff page: styles and images (the logo) only from
+/// this origin, no scripts; forms post only to this origin; no framing.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
+
+/// The CSP of a page that loads `{prefix}/signoff.js`: [`CSP`] with scripts
+/// from this origin (files only: no inline script, no `eval`).
+const CSP_WITH_SCRIPT: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+                               img-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+                               base-uri 'none'";
 
 /// The login form. `next` is kept in a hidden field.
 #[derive(Template)]
 #[template(path = "login.html")]
 pub struct LoginPage<'a> {
     pub prefix: &'a str,
+    pub brand: &'a Branding,
     pub next: &'a str,
     pub username: &'a str,
     pub error: Option<&'a str>,
@@ -35,6 +45,7 @@ pub struct LoginPage<'a> {
 #[template(path = "logout.html")]
 pub struct LogoutPage<'a> {
     pub prefix: &'a str,
+    pub brand: &'a Branding,
     pub csrf: Option<&'a str>,
 }
 
@@ -43,6 +54,7 @@ pub struct LogoutPage<'a> {
 #[template(path = "signed_out.html")]
 pub struct SignedOutPage<'a> {
     pub prefix: &'a str,
+    pub brand: &'a Branding,
 }
 
 /// A plain message: errors and refusals.
@@ -50,6 +62,7 @@ pub struct SignedOutPage<'a> {
 #[template(path = "message.html")]
 pub struct MessagePage<'a> {
     pub prefix: &'a str,
+    pub brand: &'a Branding,
     pub heading: &'a str,
     pub text: &'a str,
 }
@@ -61,6 +74,7 @@ pub struct MessagePage<'a> {
 #[template(path = "sign_in_refused.html")]
 pub struct SignInRefusedPage<'a> {
     pub prefix: &'a str,
+    pub brand: &'a Branding,
     pub expected: &'a str,
     pub arrived: &'a str,
     pub fix: &'a str,
@@ -71,6 +85,7 @@ pub struct SignInRefusedPage<'a> {
 #[template(path = "sessions.html")]
 pub struct SessionsPage<'a> {
     pub prefix: &'a str,
+    pub brand: &'a Branding,
     pub user: &'a str,
     pub csrf: &'a str,
     pub rows: Vec<SessionRow>,
@@ -84,10 +99,33 @@ pub struct SessionRow {
     pub current: bool,
     pub device: String,
     pub ip: String,
-    pub created: String,
-    pub seen: String,
+    pub created: Moment,
+    pub seen: Moment,
     /// When a remembered session ends, if it is one.
     pub remembered_until: Option<String>,
+}
+
+/// A time as a page shows it: `<time datetime="{machine}"
+/// title="{absolute}">{relative}</time>`; `signoff.js` rewrites the words in
+/// the reader's language and time zone.
+pub struct Moment {
+    /// RFC 3339, UTC.
+    pub machine: String,
+    /// `2026-11-21 14:16 UTC`.
+    pub absolute: String,
+    /// `3 minutes ago`.
+    pub relative: String,
+}
+
+impl Moment {
+    /// `at`, seen from `now`.
+    pub fn of(at: signoff::Timestamp, now: signoff::Timestamp) -> Self {
+        Self {
+            machine: crate::display::rfc3339(at),
+            absolute: crate::display::time(at),
+            relative: crate::display::ago(at, now),
+        }
+    }
 }
 
 /// The password re-entry form; `next` is kept in a hidden field.
@@ -95,6 +133,7 @@ pub struct SessionRow {
 #[template(path = "reauth.html")]
 pub struct ReauthPage<'a> {
     pub prefix: &'a str,
+    pub brand: &'a Branding,
     pub user: &'a str,
     pub csrf: &'a str,
     pub next: &'a str,
@@ -106,6 +145,7 @@ pub struct ReauthPage<'a> {
 #[template(path = "password.html")]
 pub struct PasswordPage<'a> {
     pub prefix: &'a str,
+    pub brand: &'a Branding,
     pub user: &'a str,
     pub csrf: &'a str,
     /// The shortest password accepted.
@@ -114,30 +154,18 @@ pub struct PasswordPage<'a> {
     pub error: Option<&'a str>,
 }
 
-/// Marks a response that is the same for everyone and keeps its own
-/// `Cache-Control` (signoff's other responses are `no-store`).
-#[derive(Clone, Copy)]
-pub struct StaticAsset;
-
-/// `GET /signoff.css`: the same bytes for the life of the process, so
-/// browsers may keep it a day (a new release is at most a day stale).
-pub async fn stylesheet() -> Response {
-    let mut response = STYLESHEET.into_response();
-    response.extensions_mut().insert(StaticAsset);
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=86400"),
-    );
-    response
-}
-
 /// A page (one of the models above) rendered with signoff's own headers.
 pub fn render(status: StatusCode, page: &impl Template) -> Response {
+    render_with_csp(status, page, CSP)
+}
+
+/// [`render`] for a page that loads `{prefix}/signoff.js` (the sessions
+/// page): its CSP allows scripts from this origin.
+pub fn render_with_script(status: StatusCode, page: &impl Template) -> Response {
+    render_with_csp(status, page, CSP_WITH_SCRIPT)
+}
+
+fn render_with_csp(status: StatusCode, page: &impl Template, csp: &'static str) -> Response {
     let mut response = match page.render() {
         Ok(html) => (status, html).into_response(),
         Err(e) => {
@@ -156,7 +184,7 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
     );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_static(csp),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
@@ -172,8 +200,10 @@ mod tests {
 
     #[test]
     fn escape_covers_markup_and_quotes() {
+        let brand = Branding::default();
         let html = MessagePage {
             prefix: "/.signoff",
+            brand: &brand,
             heading: "h",
             text: "<a href=\"x\" onclick='y'>&</a>",
         }
@@ -187,8 +217,10 @@ mod tests {
 
     #[test]
     fn login_page_escapes_what_the_client_sent() {
+        let brand = Branding::default();
         let html = LoginPage {
             prefix: "/.signoff",
+            brand: &brand,
             next: "/\"><script>x</script>",
             username: "<b>",
             error: Some("<i>"),
@@ -207,9 +239,11 @@ mod tests {
 
     #[test]
     fn the_remember_checkbox_is_shown_only_when_offered() {
+        let brand = Branding::default();
         let page = |remember| {
             LoginPage {
                 prefix: "/.signoff",
+                brand: &brand,
                 next: "/",
                 username: "",
                 error: None,
@@ -233,13 +267,23 @@ mod tests {
 
     /// Every page, with `evil` in each field a user or client controls.
     fn every_page(evil: &str) -> Vec<(&'static str, String)> {
+        every_page_of(evil, &Branding::default())
+    }
+
+    /// Every page, with `evil` in each field and this branding.
+    fn every_page_of(evil: &str, brand: &Branding) -> Vec<(&'static str, String)> {
+        let moment = || Moment {
+            machine: evil.to_owned(),
+            absolute: evil.to_owned(),
+            relative: evil.to_owned(),
+        };
         let row = |current| SessionRow {
             handle: "h".to_owned(),
             current,
             device: evil.to_owned(),
             ip: evil.to_owned(),
-            created: evil.to_owned(),
-            seen: evil.to_owned(),
+            created: moment(),
+            seen: moment(),
             remembered_until: Some(evil.to_owned()),
         };
         vec![
@@ -247,6 +291,7 @@ mod tests {
                 "login",
                 LoginPage {
                     prefix: "/.signoff",
+                    brand,
                     next: evil,
                     username: evil,
                     error: Some(evil),
@@ -258,6 +303,7 @@ mod tests {
                 "logout",
                 LogoutPage {
                     prefix: "/.signoff",
+                    brand,
                     csrf: Some(evil),
                 }
                 .render(),
@@ -266,6 +312,7 @@ mod tests {
                 "signed out",
                 SignedOutPage {
                     prefix: "/.signoff",
+                    brand,
                 }
                 .render(),
             ),
@@ -273,6 +320,7 @@ mod tests {
                 "message",
                 MessagePage {
                     prefix: "/.signoff",
+                    brand,
                     heading: evil,
                     text: evil,
                 }
@@ -282,6 +330,7 @@ mod tests {
                 "sign-in refused",
                 SignInRefusedPage {
                     prefix: "/.signoff",
+                    brand,
                     expected: "http://127.0.0.1:8080",
                     arrived: evil,
                     fix: evil,
@@ -292,6 +341,7 @@ mod tests {
                 "sessions",
                 SessionsPage {
                     prefix: "/.signoff",
+                    brand,
                     user: evil,
                     csrf: evil,
                     rows: vec![row(true), row(false)],
@@ -303,6 +353,7 @@ mod tests {
                 "reauth",
                 ReauthPage {
                     prefix: "/.signoff",
+                    brand,
                     user: evil,
                     csrf: evil,
                     next: evil,
@@ -314,6 +365,7 @@ mod tests {
                 "password",
                 PasswordPage {
                     prefix: "/.signoff",
+                    brand,
                     user: evil,
                     csrf: evil,
                     min: 8,
@@ -332,6 +384,8 @@ mod tests {
     fn every_page_escapes_what_users_and_clients_control() {
         let evil = "\"'><script>alert(1)</script>";
         for (name, html) in every_page(evil) {
+            // The sessions page's own script file is the one script tag.
+            let html = html.replace(OWN_SCRIPT, "");
             assert!(!html.contains("<script"), "{name}: {html}");
             assert!(!html.contains("'>"), "{name}: {html}");
         }
@@ -359,6 +413,173 @@ mod tests {
             );
         }
         assert!(CSP.contains("style-src 'self';") && !CSP.contains("unsafe-inline"));
+    }
+
+    const OWN_SCRIPT: &str = "<script src=\"/.signoff/signoff.js\" defer></script>";
+
+    #[test]
+    fn every_page_shows_the_brand_and_is_one_landmarked_document() {
+        let brand = Branding {
+            name: "Acme <Wiki>".to_owned(),
+            ..Branding::default()
+        };
+        for (name, html) in every_page_of("x", &brand) {
+            assert!(html.contains("<html lang=\"en\">"), "{name}: {html}");
+            assert!(
+                html.contains(" · Acme &#60;Wiki&#62;</title>"),
+                "{name}: {html}"
+            );
+            assert!(
+                html.contains("<p class=\"brand\"><span>Acme &#60;Wiki&#62;</span></p>"),
+                "{name}: {html}"
+            );
+            assert_eq!(html.matches("<h1>").count(), 1, "{name}: {html}");
+            for landmark in [
+                "<header class=\"site\">",
+                "<main>",
+                "<footer class=\"site\">",
+            ] {
+                assert_eq!(html.matches(landmark).count(), 1, "{name}: {landmark}");
+            }
+            assert!(
+                html.contains("<p>Protected by signoff</p>"),
+                "{name}: {html}"
+            );
+            // No operator files given: none linked.
+            assert!(!html.contains("/brand"), "{name}: {html}");
+        }
+        let login = &every_page_of("x", &Branding::default())[0].1;
+        assert!(
+            login.contains("<title>Sign in · signoff</title>"),
+            "{login}"
+        );
+    }
+
+    #[test]
+    fn operator_files_are_linked_by_the_hash_of_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("logo.png"), b"\x89PNG\r\n\x1a\n....").unwrap();
+        std::fs::write(dir.path().join("extra.css"), "h1{}").unwrap();
+        let brand = crate::config::BrandingOptions {
+            brand_accent: Some("#123".to_owned()),
+            template_dir: Some(dir.path().to_owned()),
+            ..Default::default()
+        }
+        .check()
+        .unwrap();
+        let logo = brand.logo.as_ref().unwrap().version.clone();
+        let extra = brand.extra_css.as_ref().unwrap().version.clone();
+        assert_eq!(logo.len(), 16);
+        for (name, html) in every_page_of("x", &brand) {
+            assert!(
+                html.contains(&format!(
+                    "<img src=\"/.signoff/brand/logo?v={logo}\" alt=\"\"><span>signoff</span>"
+                )),
+                "{name}: {html}"
+            );
+            assert!(
+                html.contains("<link rel=\"stylesheet\" href=\"/.signoff/brand.css?v=112233\">"),
+                "{name}: {html}"
+            );
+            assert!(
+                html.contains(&format!(
+                    "<link rel=\"stylesheet\" href=\"/.signoff/brand/extra.css?v={extra}\">"
+                )),
+                "{name}: {html}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_csp_allows_no_inline_code_and_scripts_only_on_the_sessions_page() {
+        for csp in [CSP, CSP_WITH_SCRIPT] {
+            assert!(
+                !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+                "{csp}"
+            );
+            assert!(csp.contains("style-src 'self';") && csp.contains("img-src 'self';"));
+            assert!(csp.starts_with("default-src 'none';"), "{csp}");
+        }
+        assert!(!CSP.contains("script-src"));
+        assert!(CSP_WITH_SCRIPT.contains("script-src 'self';"));
+        for (name, html) in every_page("x") {
+            assert_eq!(html.contains(OWN_SCRIPT), name == "sessions", "{name}");
+        }
+    }
+
+    #[test]
+    fn session_times_are_time_elements_with_the_utc_time_in_the_title() {
+        let brand = Branding::default();
+        let now = signoff::Timestamp::from_millis(1_795_270_586_000);
+        let then = signoff::Timestamp::from_millis(1_795_270_586_000 - 180_000);
+        let html = SessionsPage {
+            prefix: "/.signoff",
+            brand: &brand,
+            user: "ann",
+            csrf: "c",
+            rows: vec![SessionRow {
+                handle: "h".to_owned(),
+                current: true,
+                device: "Firefox 128 on Linux".to_owned(),
+                ip: "127.0.0.1".to_owned(),
+                created: Moment::of(then, now),
+                seen: Moment::of(now, now),
+                remembered_until: None,
+            }],
+            ended: None,
+        }
+        .render()
+        .unwrap();
+        assert!(
+            html.contains(
+                "Signed in from 127.0.0.1 <time datetime=\"2026-11-21T14:13:26Z\" \
+                 title=\"2026-11-21 14:13 UTC\">3 minutes ago</time>; last seen \
+                 <time datetime=\"2026-11-21T14:16:26Z\" title=\"2026-11-21 14:16 UTC\">just now</time>"
+            ),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn an_error_is_an_alert_that_its_fields_point_to() {
+        let brand = Branding::default();
+        let html = LoginPage {
+            prefix: "/.signoff",
+            brand: &brand,
+            next: "/",
+            username: "ann",
+            error: Some("Wrong user name or password."),
+            remember: None,
+        }
+        .render()
+        .unwrap();
+        assert!(html.contains("<p class=\"error\" id=\"form-error\" role=\"alert\">"));
+        assert_eq!(
+            html.matches("aria-describedby=\"form-error\"").count(),
+            2,
+            "{html}"
+        );
+        let calm = LoginPage {
+            prefix: "/.signoff",
+            brand: &brand,
+            next: "/",
+            username: "",
+            error: None,
+            remember: None,
+        }
+        .render()
+        .unwrap();
+        assert!(!calm.contains("aria-describedby") && !calm.contains("aria-invalid"));
+    }
+
+    #[test]
+    fn the_stylesheet_needs_nothing_from_elsewhere_and_has_both_schemes() {
+        for banned in ["url(", "@import", "http:", "https:", "@font-face"] {
+            assert!(!STYLESHEET.contains(banned), "{banned}");
+        }
+        assert!(STYLESHEET.contains("@media (prefers-color-scheme: dark)"));
+        assert!(STYLESHEET.contains(":focus-visible"));
+        assert!(STYLESHEET.contains("font-family: system-ui"));
     }
 
     #[test]

@@ -30,7 +30,6 @@ pub(super) fn routes(gw: &Gateway) -> Router<Arc<Gateway>> {
         .route(&format!("{p}/signed-out"), get(signed_out))
         .route(&format!("{p}/status"), get(status))
         .route(&format!("{p}/guard.js"), get(guard_js))
-        .route(&format!("{p}/signoff.css"), get(pages::stylesheet))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +70,7 @@ async fn login_page(
         StatusCode::OK,
         &pages::LoginPage {
             prefix: &gw.settings.prefix,
+            brand: &gw.settings.branding,
             next,
             username: "",
             error: None,
@@ -118,6 +118,7 @@ async fn login_submit(
             status,
             &pages::LoginPage {
                 prefix,
+                brand: &gw.settings.branding,
                 next: &next,
                 username: &form.username,
                 error: Some(message),
@@ -150,7 +151,10 @@ async fn login_submit(
         Err(SignInError::Throttled(secs)) => {
             let mut r = retry(
                 StatusCode::TOO_MANY_REQUESTS,
-                &format!("Too many failed attempts. Try again in {secs} seconds."),
+                &format!(
+                    "Too many failed attempts. Try again in {}.",
+                    crate::display::count(secs, "second", "seconds")
+                ),
             );
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -289,6 +293,7 @@ async fn logout_page(State(gw): AppState, headers: HeaderMap) -> Response {
         StatusCode::OK,
         &pages::LogoutPage {
             prefix: &gw.settings.prefix,
+            brand: &gw.settings.branding,
             csrf: csrf.as_deref(),
         },
     )
@@ -335,6 +340,7 @@ async fn signed_out(State(gw): AppState) -> Response {
         StatusCode::OK,
         &pages::SignedOutPage {
             prefix: &gw.settings.prefix,
+            brand: &gw.settings.branding,
         },
     )
 }

@@ -15,7 +15,9 @@ use super::guard::Guard;
 use super::own_origin::UpstreamOrigin;
 use super::throttle::Throttle;
 use super::upstream_client::{self, UpstreamClient};
-use super::{account, admin, forward_auth, layers, ops, own_body, proxy, sign_in, token_mode};
+use super::{
+    account, admin, assets, forward_auth, layers, ops, own_body, proxy, sign_in, token_mode,
+};
 use crate::config::Settings;
 
 /// Everything the handlers share.
@@ -134,6 +136,7 @@ impl Gateway {
         let within = self.settings.connections.client_timeout;
         let own = Router::new()
             .merge(sign_in::routes(&self))
+            .merge(assets::routes(&self))
             .merge(account::routes(&self))
             .merge(token_mode::routes(&self))
             .merge(forward_auth::routes(&self))

@@ -430,7 +430,10 @@ async fn api_login(
             let mut r = oauth_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "slow_down",
-                &format!("too many failed attempts; try again in {secs} seconds"),
+                &format!(
+                    "too many failed attempts; try again in {}",
+                    crate::display::count(secs, "second", "seconds")
+                ),
             );
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);

@@ -31,7 +31,7 @@ pub struct BrandingOptions {
         long,
         env = "SIGNOFF_BRAND_NAME",
         value_name = "NAME",
-        display_order = 40
+        display_order = 42
     )]
     #[serde(rename = "name")]
     pub brand_name: Option<String>,
@@ -41,7 +41,7 @@ pub struct BrandingOptions {
         long,
         env = "SIGNOFF_BRAND_LOGO",
         value_name = "FILE",
-        display_order = 41
+        display_order = 43
     )]
     #[serde(rename = "logo")]
     pub brand_logo: Option<PathBuf>,
@@ -51,7 +51,7 @@ pub struct BrandingOptions {
         long,
         env = "SIGNOFF_BRAND_ACCENT",
         value_name = "COLOR",
-        display_order = 42
+        display_order = 44
     )]
     #[serde(rename = "accent")]
     pub brand_accent: Option<String>,
@@ -62,7 +62,7 @@ pub struct BrandingOptions {
         long,
         env = "SIGNOFF_TEMPLATE_DIR",
         value_name = "DIR",
-        display_order = 43
+        display_order = 45
     )]
     pub template_dir: Option<PathBuf>,
 }

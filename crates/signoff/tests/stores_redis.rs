@@ -25,6 +25,8 @@ fn user(id: &str, name: &str, hash: &str, at: i64) -> User {
         name: name.to_owned(),
         password_hash: hash.to_owned(),
         disabled: false,
+        // Groups come back as they went in.
+        groups: vec!["admins".to_owned(), "ops:eu-1".to_owned()],
         created_at: Timestamp::from_millis(at),
     }
 }

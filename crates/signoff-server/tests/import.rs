@@ -294,6 +294,47 @@ async fn refused_import(
     assert_eq!(list.lines().count(), 1, "{list}");
 }
 
+/// `user add --group` puts a user in groups; `user list` shows them.
+#[test]
+fn users_are_added_in_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("signoff.db").display());
+    let bad = signoff(
+        &[
+            "user",
+            "add",
+            "carol",
+            "--password-stdin",
+            "--group",
+            "no spaces",
+        ],
+        &db,
+        "correct horse battery\n",
+    );
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("groups are 1 to 64 characters"));
+    let out = signoff(
+        &[
+            "user",
+            "add",
+            "carol",
+            "--password-stdin",
+            "--group",
+            "ops",
+            "--group",
+            "admins:eu",
+        ],
+        &db,
+        "correct horse battery\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = text(&signoff(&["user", "list"], &db, "").stdout);
+    assert!(
+        list.starts_with("carol\t") && list.trim_end().ends_with("\tactive\tadmins:eu,ops"),
+        "{list}"
+    );
+}
+
 #[tokio::test]
 async fn a_bad_file_imports_nothing_and_says_what_to_fix() {
     let dir = tempfile::tempdir().unwrap();

@@ -429,13 +429,23 @@ fn parse_csv(text: &str) -> (Vec<Row>, Vec<Problem>) {
         return (rows, problems);
     }
     let (groups_at, disabled_at) = (column("groups"), column("disabled"));
+    // From the byte offset, past the blank lines the csv crate skips (and
+    // leaves out of its own line count).
+    let line_at = |position: &csv::Position| {
+        let bytes = text.as_bytes();
+        let mut at = usize::try_from(position.byte())
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        while at < bytes.len() && matches!(bytes[at], b'\n' | b'\r') {
+            at += 1;
+        }
+        bytes[..at].iter().filter(|b| **b == b'\n').count() + 1
+    };
     for record in reader.records() {
         let record = match record {
             Ok(r) => r,
             Err(e) => {
-                let line = e
-                    .position()
-                    .map_or(0, |p| usize::try_from(p.line()).unwrap_or(0));
+                let line = e.position().map_or(0, line_at);
                 problems.push(Problem {
                     line,
                     text: format!(
@@ -447,9 +457,7 @@ fn parse_csv(text: &str) -> (Vec<Row>, Vec<Problem>) {
                 continue;
             }
         };
-        let line = record
-            .position()
-            .map_or(0, |p| usize::try_from(p.line()).unwrap_or(0));
+        let line = record.position().map_or(0, line_at);
         if record.iter().all(|f| f.trim().is_empty()) {
             continue;
         }

@@ -30,7 +30,7 @@ pub enum UserCommand {
     /// (Werkzeug/Flask-Login, Django, passlib, bcrypt, sha-crypt, Argon2).
     /// Every row is checked first: one bad row and nothing is imported.
     /// Each foreign hash becomes Argon2id at the user's first sign-in.
-    /// See docs/configuration.md, "Importing users".
+    /// See docs/importing-users.md.
     Import {
         /// JSON lines ({"name":…,"hash":…,"groups":[…],"disabled":false})
         /// or CSV with the header name,hash,groups,disabled (groups

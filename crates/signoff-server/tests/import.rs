@@ -367,7 +367,7 @@ async fn a_bad_file_imports_nothing_and_says_what_to_fix() {
     let stderr = text(&out.stderr);
     for needle in [
         "line 2 (\"md5user\"): the password hash is not importable: not a password hash format",
-        "line 3: the user name \"bad name\" is not valid",
+        "line 3: the user name is not valid (8 characters)",
         "line 4 (\"newbie\"): the name is also on line 1",
         "line 5 (\"existing\"): a user with this name exists already",
         "line 6 (\"grouped\"): groups are 1 to 64 characters",
@@ -381,9 +381,32 @@ async fn a_bad_file_imports_nothing_and_says_what_to_fix() {
         !stderr.contains("a75b12e2918c9e71fec"),
         "printed a hash: {stderr}"
     );
+    assert!(
+        !stderr.contains("bad name"),
+        "printed an invalid name: {stderr}"
+    );
     // The dry run says the same.
     refused_import(d, &db, "many.jsonl", &body, &["--dry-run"], "6 problem(s)").await;
 
+    refused_import(
+        d,
+        &db,
+        "swapped.csv",
+        &format!("hash,name\nnewbie,{good}\n"),
+        &[],
+        "line 2: the user name is not valid",
+    )
+    .await;
+    let swapped = signoff(
+        &["user", "import", d.join("swapped.csv").to_str().unwrap()],
+        &db,
+        "",
+    );
+    assert!(
+        !text(&swapped.stderr).contains("seasalt"),
+        "printed a hash: {}",
+        text(&swapped.stderr)
+    );
     refused_import(
         d,
         &db,

@@ -70,18 +70,22 @@ pub async fn run(request: ImportRequest<'_>) -> Result<()> {
     let mut warnings = Vec::new();
     let mut formats: Vec<Option<signoff::HashFormat>> = Vec::with_capacity(rows.len());
     for row in &rows {
-        let who = format!("line {} ({:?})", row.line, row.name);
-        if check_name(&row.name).is_err() {
+        // A name is shown only if it is valid: an invalid one could be a
+        // hash in the wrong column, and hashes are never printed.
+        let who = if check_name(&row.name).is_ok() {
+            format!("line {} ({:?})", row.line, row.name)
+        } else {
             problems.push(Problem {
                 line: row.line,
                 text: format!(
-                    "line {}: the user name {:?} is not valid: {}; rename the user in the file",
+                    "line {}: the user name is not valid ({} characters): {}; rename the user in the file",
                     row.line,
-                    row.name,
+                    row.name.chars().count(),
                     AccountError::InvalidName
                 ),
             });
-        }
+            format!("line {}", row.line)
+        };
         if let Some(first) = first_line.insert(&row.name, row.line) {
             problems.push(Problem {
                 line: row.line,

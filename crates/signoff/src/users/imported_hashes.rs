@@ -13,7 +13,7 @@
 //! | scrypt | `128·N·r` at most [`MAX_SCRYPT_MEMORY`] bytes, `p` at most [`MAX_SCRYPT_P`] |
 //! | bcrypt | cost at most [`MAX_BCRYPT_COST`] |
 //! | sha-crypt | at most [`MAX_SHA_CRYPT_ROUNDS`] rounds |
-//! | Argon2 | `m` at most [`MAX_ARGON2_MEMORY_KIB`] KiB, `t` at most [`MAX_ARGON2_PASSES`] |
+//! | Argon2 | `m` at most [`MAX_ARGON2_MEMORY_KIB`] KiB, `t` at most [`MAX_ARGON2_PASSES`], `m·t` at most [`MAX_ARGON2_WORK_KIB`] |
 
 use std::fmt;
 
@@ -38,6 +38,9 @@ pub const MAX_SHA_CRYPT_ROUNDS: u32 = 1_000_000;
 pub const MAX_ARGON2_MEMORY_KIB: u32 = 1024 * 1024;
 /// Most Argon2 passes.
 pub const MAX_ARGON2_PASSES: u32 = 32;
+/// Most Argon2 memory times passes, in KiB (4 GiB: 1 GiB four times, or
+/// 128 MiB 32 times).
+pub const MAX_ARGON2_WORK_KIB: u64 = 4 * 1024 * 1024;
 /// Longest hash string read at all.
 pub const MAX_HASH_BYTES: usize = 1024;
 
@@ -659,6 +662,13 @@ fn sha_crypt(hash: &str) -> Result<Parsed, HashError> {
     })
 }
 
+/// Whether Argon2 with `m` KiB and `t` passes is within the bounds.
+pub(crate) fn argon2_within_bounds(m: u32, t: u32) -> bool {
+    m <= MAX_ARGON2_MEMORY_KIB
+        && t <= MAX_ARGON2_PASSES
+        && u64::from(m) * u64::from(t) <= MAX_ARGON2_WORK_KIB
+}
+
 /// A PHC Argon2 string, within the bounds.
 fn argon2(format: HashFormat, phc: &str) -> Result<Parsed, HashError> {
     let parsed = PasswordHash::new(phc).map_err(|_| malformed(format, "it is not a PHC string"))?;
@@ -675,11 +685,11 @@ fn argon2(format: HashFormat, phc: &str) -> Result<Parsed, HashError> {
         Params::try_from(&parsed).map_err(|_| malformed(format, "its parameters are invalid"))?;
     let (m, t, p) = (params.m_cost(), params.t_cost(), params.p_cost());
     let cost = format!("{}, m={m} KiB, t={t}, p={p}", parsed.algorithm);
-    if m > MAX_ARGON2_MEMORY_KIB || t > MAX_ARGON2_PASSES {
+    if !argon2_within_bounds(m, t) {
         return Err(HashError::TooCostly {
             format,
             cost,
-            bound: "m at most 1 GiB, t at most 32",
+            bound: "m at most 1 GiB, t at most 32, m·t at most 4 GiB",
         });
     }
     Ok(Parsed {
@@ -844,6 +854,7 @@ pub(crate) mod tests {
             "$6$rounds=999999999$saltsalt$4GMtaIz3E1AdDi2SmCokEW0ehi.HdxNDcL3fGE1XXuzvo6kbx7UOloZKONqEk5H3JrQA4NOfU8BmqFPrpGqwA1",
             "$argon2id$v=19$m=4194304,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
             "$argon2id$v=19$m=19456,t=1000,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
+            "$argon2id$v=19$m=1048576,t=5,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
             "argon2$argon2id$v=19$m=2097152,t=2,p=8$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
         ] {
             assert!(

@@ -358,9 +358,10 @@ pub enum PasswordParamsError {
     Invalid,
     /// Above the bounds a stored hash may ask for
     /// ([`imported_hashes::MAX_ARGON2_MEMORY_KIB`],
-    /// [`imported_hashes::MAX_ARGON2_PASSES`]): the node could not verify
+    /// [`imported_hashes::MAX_ARGON2_PASSES`],
+    /// [`imported_hashes::MAX_ARGON2_WORK_KIB`]): the node could not verify
     /// its own hashes.
-    #[error("Argon2id parameters above signoff's bounds (m at most 1048576 KiB, t at most 32)")]
+    #[error("Argon2id parameters above signoff's bounds (m at most 1048576 KiB, t at most 32, m·t at most 4194304)")]
     AboveMaximum,
     /// Zero concurrent hashes would never hash anything.
     #[error("password hashing concurrency must be at least 1")]
@@ -400,9 +401,7 @@ impl Passwords {
         if params.weaker_than(&PasswordParams::OWASP) || params.parallelism < 1 {
             return Err(PasswordParamsError::BelowMinimum);
         }
-        if params.memory_kib > imported_hashes::MAX_ARGON2_MEMORY_KIB
-            || params.iterations > imported_hashes::MAX_ARGON2_PASSES
-        {
+        if !imported_hashes::argon2_within_bounds(params.memory_kib, params.iterations) {
             return Err(PasswordParamsError::AboveMaximum);
         }
         if concurrency == 0 {

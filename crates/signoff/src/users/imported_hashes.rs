@@ -10,7 +10,7 @@
 //! | scheme | bound |
 //! |---|---|
 //! | PBKDF2 | at most [`MAX_PBKDF2_ITERATIONS`] iterations |
-//! | scrypt | `128·N·r` at most [`MAX_SCRYPT_MEMORY`] bytes, `p` at most [`MAX_SCRYPT_P`] |
+//! | scrypt | `128·N·r` at most [`MAX_SCRYPT_MEMORY`] bytes, `p` at most [`MAX_SCRYPT_P`], `128·N·r·p` at most 4 × [`MAX_SCRYPT_MEMORY`] |
 //! | bcrypt | cost at most [`MAX_BCRYPT_COST`] |
 //! | sha-crypt | at most [`MAX_SHA_CRYPT_ROUNDS`] rounds |
 //! | Argon2 | `m` at most [`MAX_ARGON2_MEMORY_KIB`] KiB, `t` at most [`MAX_ARGON2_PASSES`], `m·t` at most [`MAX_ARGON2_WORK_KIB`] |
@@ -410,11 +410,11 @@ fn scrypt_parsed(
             bound: "128·N·r at most 256 MiB",
         });
     }
-    if p > MAX_SCRYPT_P {
+    if p > MAX_SCRYPT_P || memory.saturating_mul(u64::from(p)) > 4 * MAX_SCRYPT_MEMORY {
         return Err(HashError::TooCostly {
             format,
             cost,
-            bound: "p at most 16",
+            bound: "p at most 16 and 128·N·r·p at most 1 GiB",
         });
     }
     let log_n = n.trailing_zeros() as u8;
@@ -846,6 +846,7 @@ pub(crate) mod tests {
             "pbkdf2:sha256:5000001$salt$a75b12e2918c9e71fec96ebf6c2340d934fe96999392749c04e3d7869eeadcfc",
             "pbkdf2_sha256$4294967295$salt$BUJ1PqaWBI6hYCX8FneFOjJPgAiM36Tv/QKPBvUfAZo=",
             "scrypt:4194304:8:1$salt$76ee90f5a31fa4a4ba2782ac6a3be45996eb0801fa879ad4ed68cacbf317c7fd874c64f997beb51b2d6d8f468e73d4257f39fd6a9eb19c10d5029bb31dc839f6",
+            "scrypt:262144:8:8$salt$76ee90f5a31fa4a4ba2782ac6a3be45996eb0801fa879ad4ed68cacbf317c7fd874c64f997beb51b2d6d8f468e73d4257f39fd6a9eb19c10d5029bb31dc839f6",
             "scrypt:1024:8:1000$salt$76ee90f5a31fa4a4ba2782ac6a3be45996eb0801fa879ad4ed68cacbf317c7fd874c64f997beb51b2d6d8f468e73d4257f39fd6a9eb19c10d5029bb31dc839f6",
             "scrypt:1024:4294967295:1$salt$76ee90f5a31fa4a4ba2782ac6a3be45996eb0801fa879ad4ed68cacbf317c7fd874c64f997beb51b2d6d8f468e73d4257f39fd6a9eb19c10d5029bb31dc839f6",
             "$scrypt$ln=62,r=8,p=1$AQIDBHNhbHR5c2FsdP/+$J4lPP1L7beSRtfl8nCijYYaeFYiafPjrfXjFQqcJ0K0",

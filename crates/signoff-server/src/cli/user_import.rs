@@ -285,8 +285,13 @@ fn read_bounded(mut reader: impl BufRead, shown: &str) -> Result<String> {
             );
         }
     }
-    String::from_utf8(text)
-        .map_err(|_| anyhow::anyhow!("{shown} is not UTF-8 text; nothing imported"))
+    let text = String::from_utf8(text)
+        .map_err(|_| anyhow::anyhow!("{shown} is not UTF-8 text; nothing imported"))?;
+    // Spreadsheets often start a CSV export with a byte order mark.
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    })
 }
 
 /// The format from the file's extension or, for standard input and other
@@ -519,6 +524,9 @@ mod tests {
         let fits = format!("{}\nshort\n", "x".repeat(MAX_LINE_BYTES));
         assert_eq!(read_bounded(fits.as_bytes(), "t").unwrap(), fits);
         assert!(read_bounded(&b"\xff\xfe\n"[..], "t").is_err());
+        let bom = read_bounded("\u{feff}name,hash\r\n".as_bytes(), "t").unwrap();
+        assert_eq!(bom, "name,hash\r\n");
+        assert!(parse_csv(&bom).1.is_empty());
     }
 
     #[test]

@@ -158,10 +158,11 @@ pub async fn run(request: ImportRequest<'_>) -> Result<()> {
         }
     }
 
-    for warning in &warnings {
-        eprintln!("{warning}");
-    }
-    if !problems.is_empty() {
+    if problems.is_empty() {
+        for warning in &warnings {
+            eprintln!("{warning}");
+        }
+    } else {
         problems.sort_by_key(|p| p.line);
         for problem in &problems {
             eprintln!("{}", problem.text);

@@ -89,7 +89,9 @@ pub use store::redis::{RedisOptions, RedisStore};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use store::{SessionStore, StateStore, StoreError, Versioned, WriteOutcome};
+pub use users::imported_hashes::{self, recognise, HashError, HashFormat, RecognisedHash};
 pub use users::{
-    AccountError, Accounts, PasswordParams, PasswordParamsError, Passwords, User, UserStore,
-    Verification, MAX_NAME_BYTES, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS,
+    check_groups, check_name, AccountError, Accounts, ImportedUser, PasswordParams,
+    PasswordParamsError, Passwords, User, UserStore, Verification, MAX_GROUPS, MAX_GROUP_BYTES,
+    MAX_NAME_BYTES, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS,
 };

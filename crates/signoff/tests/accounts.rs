@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use signoff::{
-    AccountError, Accounts, MemoryStore, NewSession, PasswordParams, Passwords, Policy, Sessions,
-    SqliteStore, UserId, UserStore,
+    AccountError, Accounts, ImportedUser, MemoryStore, NewSession, PasswordParams, Passwords,
+    Policy, Sessions, SqliteStore, UserId, UserStore,
 };
 
 async fn accounts_with(passwords: Passwords) -> (Accounts, SqliteStore, tempfile::TempDir) {
@@ -272,4 +272,87 @@ async fn a_sign_in_is_refused_if_the_account_changed_since_its_password_check() 
         !accounts.still_signs_in(&checked).await.unwrap(),
         "password changed"
     );
+}
+
+/// An imported user signs in with the password of the system it came
+/// from, once, and its hash is Argon2id from then on; groups come back
+/// as given, on the memory store and SQLite alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_users_sign_in_and_are_rehashed() {
+    let (sqlite, store, _dir) = accounts_with(Passwords::new()).await;
+    let memory_store = MemoryStore::new();
+    let memory = Accounts::new(Arc::new(memory_store.clone()), Passwords::new());
+    let stores: [(&Accounts, &dyn UserStore); 2] = [(&sqlite, &store), (&memory, &memory_store)];
+    for (accounts, store) in stores {
+        let imported = ImportedUser {
+            name: "alice".to_owned(),
+            // Werkzeug 3.1.8, generate_password_hash("correct horse", "pbkdf2:sha256:1000").
+            hash: "pbkdf2:sha256:1000$bbCkugjxx0s3iBaC$a75b12e2918c9e71fec96ebf6c2340d934fe96999392749c04e3d7869eeadcfc".to_owned(),
+            groups: vec!["ops".to_owned(), "admins".to_owned()],
+            disabled: false,
+        };
+        let user = accounts.import_user(&imported).await.unwrap();
+        assert_eq!(user.groups, ["admins", "ops"]);
+        let stored = store.user_by_name("alice").await.unwrap().unwrap();
+        assert_eq!(stored, user);
+        assert!(matches!(
+            accounts.import_user(&imported).await,
+            Err(AccountError::NameTaken)
+        ));
+        assert!(matches!(
+            accounts.authenticate("alice", "wrong horse").await,
+            Err(AccountError::InvalidCredentials)
+        ));
+        let signed_in = accounts
+            .authenticate("alice", "correct horse")
+            .await
+            .unwrap();
+        let stored = store.user_by_name("alice").await.unwrap().unwrap();
+        assert!(
+            stored.password_hash.starts_with("$argon2id$v=19$"),
+            "{}",
+            stored.password_hash
+        );
+        assert_eq!(signed_in.password_hash, stored.password_hash);
+        assert!(accounts.still_signs_in(&signed_in).await.unwrap());
+        assert_eq!(stored.groups, ["admins", "ops"]);
+        accounts
+            .authenticate("alice", "correct horse")
+            .await
+            .unwrap();
+
+        let added = accounts
+            .add_user_in_groups("bob", "correct horse battery", &["staff".to_owned()])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.user_by_id(&added.id).await.unwrap().unwrap().groups,
+            ["staff"]
+        );
+        assert!(matches!(
+            accounts
+                .add_user_in_groups("carol", "correct horse battery", &["bad group".to_owned()])
+                .await,
+            Err(AccountError::InvalidGroup)
+        ));
+        for bad in [
+            ImportedUser {
+                name: "bad name".to_owned(),
+                ..imported.clone()
+            },
+            ImportedUser {
+                name: "dave".to_owned(),
+                hash: "md5$$0123456789abcdef0123456789abcdef".to_owned(),
+                ..imported.clone()
+            },
+            ImportedUser {
+                name: "erin".to_owned(),
+                groups: vec![String::new()],
+                ..imported.clone()
+            },
+        ] {
+            assert!(accounts.import_user(&bad).await.is_err());
+        }
+        assert_eq!(accounts.list().await.unwrap().len(), 2);
+    }
 }

@@ -24,6 +24,8 @@ fn user(id: &str, name: &str) -> User {
         name: name.to_owned(),
         password_hash: format!("$argon2id$hash-of-{id}"),
         disabled: false,
+        // Groups come back as they went in.
+        groups: vec!["admins".to_owned(), "ops:eu-1".to_owned()],
         created_at: Timestamp::from_millis(1_700_000_000_000),
     }
 }

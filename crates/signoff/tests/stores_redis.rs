@@ -25,6 +25,8 @@ fn user(id: &str, name: &str, hash: &str, at: i64) -> User {
         name: name.to_owned(),
         password_hash: hash.to_owned(),
         disabled: false,
+        // Groups come back as they went in.
+        groups: vec!["admins".to_owned(), "ops:eu-1".to_owned()],
         created_at: Timestamp::from_millis(at),
     }
 }
@@ -139,6 +141,34 @@ async fn passwords_and_disabling_are_conditional() {
     assert!(!store.user_by_id(&id).await.unwrap().unwrap().disabled);
     assert!(!store.set_disabled(&ghost, true).await.unwrap());
     assert_eq!(store.user_by_id(&ghost).await.unwrap(), None);
+}
+
+/// A user written before users had groups (no `groups` field) reads back
+/// in no group; a user with no groups round-trips as such.
+#[tokio::test]
+async fn users_without_a_groups_field_are_in_no_group() {
+    let (store, _cleanup) = store().await;
+    let alice = user("u1", "alice", "$argon2id$old", 10);
+    store.insert_user(&alice).await.unwrap();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let removed: i64 = redis::cmd("HDEL")
+        // The id u1, in base64url.
+        .arg(format!("{}:user:{{dTE}}", store.prefix()))
+        .arg("groups")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "the groups field was not where expected");
+    let read = store.user_by_name("alice").await.unwrap().unwrap();
+    assert!(read.groups.is_empty());
+    assert_eq!(read.password_hash, alice.password_hash);
+    let none = User {
+        groups: Vec::new(),
+        ..user("u-2", "bob", "$x", 11)
+    };
+    store.insert_user(&none).await.unwrap();
+    assert_eq!(store.user_by_id(&none.id).await.unwrap(), Some(none));
 }
 
 #[tokio::test]

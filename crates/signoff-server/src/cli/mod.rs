@@ -9,6 +9,7 @@ mod keys;
 pub mod serve;
 mod sessions;
 mod user;
+mod user_import;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;

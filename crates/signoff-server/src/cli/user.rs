@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use signoff::{Actor, AuditKind};
 
+use super::user_import::{self, ImportFormat, ImportRequest};
 use super::{confirm, open, open_existing, read_password, record, Db};
 
 #[derive(Debug, Subcommand)]
@@ -18,6 +19,34 @@ pub enum UserCommand {
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// A group to put the user in (repeat for more): 1 to 64 characters
+        /// from A-Z a-z 0-9 . _ - :
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// Import users with their password hashes from another system
+    /// (Werkzeug/Flask-Login, Django, passlib, bcrypt, sha-crypt, Argon2).
+    /// Every row is checked first: one bad row and nothing is imported.
+    /// Each foreign hash becomes Argon2id at the user's first sign-in.
+    /// See docs/importing-users.md.
+    Import {
+        /// JSON lines ({"name":…,"hash":…,"groups":[…],"disabled":false})
+        /// or CSV with the header name,hash,groups,disabled (groups
+        /// separated by ;); `-` reads standard input
+        file: String,
+        /// The file's format [default: from the extension .csv, .jsonl,
+        /// .ndjson or .json, else from the first line]
+        #[arg(long, value_enum)]
+        format: Option<ImportFormat>,
+        /// Leave users whose name exists already as they are, and import
+        /// the others (without it such a row refuses the import)
+        #[arg(long)]
+        skip_existing: bool,
+        /// Check every row and report, without changing anything
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         db: Db,
     },
@@ -66,13 +95,33 @@ pub async fn run(command: UserCommand) -> Result<()> {
         UserCommand::Add {
             name,
             password_stdin,
+            groups,
             db,
         } => {
+            signoff::check_groups(&groups)?;
             let store = open(&db).await?;
             let password = read_password(password_stdin)?;
             let accounts = store.accounts();
-            let user = accounts.add_user(&name, &password).await?;
+            let user = accounts
+                .add_user_in_groups(&name, &password, &groups)
+                .await?;
             println!("added user {} ({}) to {}", user.name, user.id, store.shown);
+        }
+        UserCommand::Import {
+            file,
+            format,
+            skip_existing,
+            dry_run,
+            db,
+        } => {
+            user_import::run(ImportRequest {
+                file: &file,
+                format,
+                skip_existing,
+                dry_run,
+                db: &db,
+            })
+            .await?;
         }
         UserCommand::Passwd {
             name,
@@ -148,7 +197,12 @@ pub async fn run(command: UserCommand) -> Result<()> {
             let accounts = store.accounts();
             for user in accounts.list().await? {
                 let state = if user.disabled { "disabled" } else { "active" };
-                println!("{}\t{}\t{}", user.name, user.id, state);
+                let groups = if user.groups.is_empty() {
+                    "-".to_owned()
+                } else {
+                    user.groups.join(",")
+                };
+                println!("{}\t{}\t{}\t{}", user.name, user.id, state, groups);
             }
         }
     }

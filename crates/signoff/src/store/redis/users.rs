@@ -23,6 +23,11 @@ fn user_from_fields(fields: HashMap<String, Vec<u8>>) -> Result<User, StoreError
             _ => return Err(StoreError::Corrupt("disabled")),
         },
         created_at: Timestamp::from_millis(f.int("created_at")?),
+        // Users written before groups existed have no field.
+        groups: f
+            .text("groups")?
+            .map(|stored| crate::users::groups_from_stored(&stored))
+            .unwrap_or_default(),
     })
 }
 
@@ -90,6 +95,8 @@ impl UserStore for RedisStore {
             .arg(if user.disabled { "1" } else { "0" })
             .arg("created_at")
             .arg(&created_at)
+            .arg("groups")
+            .arg(crate::users::groups_to_stored(&user.groups))
             .invoke_async(&mut self.conn())
             .await
             .map_err(store_error)?;

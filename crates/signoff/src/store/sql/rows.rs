@@ -63,7 +63,7 @@ pub(crate) use session_columns;
 /// The user columns, in the order [`user`] reads them.
 macro_rules! user_columns {
     () => {
-        "id, name, password_hash, disabled, created_at"
+        "id, name, password_hash, disabled, created_at, group_names"
     };
 }
 pub(crate) use user_columns;
@@ -124,12 +124,14 @@ pub(crate) fn rotated_handle<R: SqlRow>(row: &R) -> Result<SessionHandle, StoreE
 /// A user from [`user_columns`].
 pub(crate) fn user<R: SqlRow>(row: &R) -> Result<User, StoreError> {
     let id: String = row.column(0)?;
+    let groups: String = row.column(5)?;
     Ok(User {
         id: UserId::new(id),
         name: row.column(1)?,
         password_hash: row.column(2)?,
         disabled: row.column(3)?,
         created_at: Timestamp::from_millis(row.column(4)?),
+        groups: crate::users::groups_from_stored(&groups),
     })
 }
 

@@ -8,8 +8,9 @@ use crate::session::UserId;
 use crate::store::StoreError;
 use crate::users::{User, UserStore};
 
-const INSERT: &str = "INSERT INTO users (id, name, password_hash, disabled, created_at) \
-    VALUES ($1, $2, $3, $4, $5)";
+const INSERT: &str =
+    "INSERT INTO users (id, name, password_hash, disabled, created_at, group_names) \
+    VALUES ($1, $2, $3, $4, $5, $6)";
 const BY_NAME: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE name = $1");
 const BY_ID: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
 const SET_PASSWORD_HASH: &str = "UPDATE users SET password_hash = $2 WHERE id = $1";
@@ -20,12 +21,14 @@ const SET_DISABLED: &str = "UPDATE users SET disabled = $2 WHERE id = $1";
 #[async_trait]
 impl<B: SqlBackend> UserStore for B {
     async fn insert_user(&self, user: &User) -> Result<(), StoreError> {
+        let groups = crate::users::groups_to_stored(&user.groups);
         let st = Statement::new(INSERT)
             .text(Some(user.id.as_str()))
             .text(Some(&user.name))
             .text(Some(&user.password_hash))
             .flag(user.disabled)
-            .int(user.created_at.as_millis());
+            .int(user.created_at.as_millis())
+            .text(Some(&groups));
         self.sql().exec(st).await?;
         Ok(())
     }

@@ -14,6 +14,12 @@
 //! per thread (docs/benchmarks.md, "Memory during a login flood"). So a
 //! [`Passwords`] holds at most `concurrency × m` KiB while hashing, and
 //! frees it after 15 to 30 s without a hash.
+//!
+//! Users imported from another system keep that system's hash until their
+//! first sign-in ([`imported_hashes`]): it is verified under the same
+//! permits and replaced by an Argon2id hash then.
+
+pub mod imported_hashes;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +38,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::session::UserId;
 use crate::store::StoreError;
+use imported_hashes::{HashError, Scheme};
 
 /// Longest user name accepted.
 pub const MAX_NAME_BYTES: usize = 64;
@@ -39,6 +46,10 @@ pub const MAX_NAME_BYTES: usize = 64;
 pub const MIN_PASSWORD_CHARS: usize = 8;
 /// Longest password accepted; bounds the work an attacker can ask for.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Most groups a user can be in.
+pub const MAX_GROUPS: usize = 64;
+/// Longest group name.
+pub const MAX_GROUP_BYTES: usize = 64;
 
 /// A user account.
 #[derive(Clone, PartialEq, Eq)]
@@ -47,10 +58,15 @@ pub struct User {
     pub id: UserId,
     /// Login name, unique.
     pub name: String,
-    /// Argon2id PHC string.
+    /// Argon2id PHC string, or until the first sign-in of an imported
+    /// user, the hash of the system it came from
+    /// ([`imported_hashes::recognise`]).
     pub password_hash: String,
     /// A disabled user cannot sign in.
     pub disabled: bool,
+    /// The groups the user is in: sorted, no duplicates, each 1 to 64
+    /// characters from `A-Z a-z 0-9 . _ - :`, at most [`MAX_GROUPS`].
+    pub groups: Vec<String>,
     /// When the account was created.
     pub created_at: Timestamp,
 }
@@ -62,6 +78,7 @@ impl fmt::Debug for User {
             .field("name", &self.name)
             .field("password_hash", &"<redacted>")
             .field("disabled", &self.disabled)
+            .field("groups", &self.groups)
             .field("created_at", &self.created_at)
             .finish()
     }
@@ -119,9 +136,17 @@ pub enum AccountError {
     /// The password was right, but the account is disabled.
     #[error("the account is disabled")]
     Disabled,
-    /// The hash in the store is not a PHC string this crate can verify.
+    /// The hash in the store is not one this crate can verify, or asks
+    /// for more work than the bounds of [`imported_hashes`] allow.
     #[error("the stored password hash is unreadable")]
     CorruptHash,
+    /// A hash given for an imported user cannot be verified.
+    #[error("the password hash cannot be imported: {0}")]
+    UnreadableHash(#[from] HashError),
+    /// A group name is empty, too long, or has characters outside
+    /// `A-Z a-z 0-9 . _ - :`, or there are more than [`MAX_GROUPS`].
+    #[error("groups are 1 to 64 characters from A-Z a-z 0-9 . _ - :, at most 64 per user")]
+    InvalidGroup,
     /// Hashing failed or its worker was lost.
     #[error("password hashing failed")]
     Hashing,
@@ -331,6 +356,13 @@ pub enum PasswordParamsError {
     /// The argon2 crate refused them.
     #[error("invalid Argon2 parameters")]
     Invalid,
+    /// Above the bounds a stored hash may ask for
+    /// ([`imported_hashes::MAX_ARGON2_MEMORY_KIB`],
+    /// [`imported_hashes::MAX_ARGON2_PASSES`],
+    /// [`imported_hashes::MAX_ARGON2_WORK_KIB`]): the node could not verify
+    /// its own hashes.
+    #[error("Argon2id parameters above signoff's bounds (m at most 1048576 KiB, t at most 32, m·t at most 4194304)")]
+    AboveMaximum,
     /// Zero concurrent hashes would never hash anything.
     #[error("password hashing concurrency must be at least 1")]
     ZeroConcurrency,
@@ -368,6 +400,9 @@ impl Passwords {
     ) -> Result<Self, PasswordParamsError> {
         if params.weaker_than(&PasswordParams::OWASP) || params.parallelism < 1 {
             return Err(PasswordParamsError::BelowMinimum);
+        }
+        if !imported_hashes::argon2_within_bounds(params.memory_kib, params.iterations) {
+            return Err(PasswordParamsError::AboveMaximum);
         }
         if concurrency == 0 {
             return Err(PasswordParamsError::ZeroConcurrency);
@@ -439,26 +474,44 @@ impl Passwords {
         .await?
     }
 
-    /// Checks a password against a PHC string.
+    /// Checks a password against a stored hash: an Argon2 PHC string, or
+    /// one of the foreign formats of [`imported_hashes`], which always ask
+    /// for a rehash.
     ///
     /// # Errors
-    /// [`AccountError::CorruptHash`] if `phc` cannot be read,
-    /// [`AccountError::Hashing`] if the worker was lost.
+    /// [`AccountError::CorruptHash`] if `phc` cannot be read or is beyond
+    /// the cost bounds, [`AccountError::Hashing`] if the worker was lost.
     pub async fn verify(&self, phc: &str, password: &str) -> Result<Verification, AccountError> {
         if password.len() > MAX_PASSWORD_BYTES {
             return Ok(Verification::Mismatch);
         }
-        let parsed = PasswordHash::new(phc).map_err(|_| AccountError::CorruptHash)?;
+        let recognised = imported_hashes::parse(phc).map_err(|_| AccountError::CorruptHash)?;
+        let phc = match recognised.scheme {
+            Scheme::Argon2(phc) => phc,
+            foreign => {
+                let password = password.to_owned();
+                let matched = self
+                    .run(move |_, _| imported_hashes::verify_foreign(&foreign, &password))
+                    .await?;
+                return Ok(if matched {
+                    Verification::Match { needs_rehash: true }
+                } else {
+                    Verification::Mismatch
+                });
+            }
+        };
+        let foreign_prefix = recognised.format != imported_hashes::HashFormat::Argon2;
+        let parsed = PasswordHash::new(&phc).map_err(|_| AccountError::CorruptHash)?;
         let stored = Params::try_from(&parsed).map_err(|_| AccountError::CorruptHash)?;
         let stored = PasswordParams {
             memory_kib: stored.m_cost(),
             iterations: stored.t_cost(),
             parallelism: stored.p_cost(),
         };
-        let needs_rehash = parsed.algorithm.as_str() != "argon2id"
+        let needs_rehash = foreign_prefix
+            || parsed.algorithm.as_str() != "argon2id"
             || parsed.version != Some(Version::V0x13.into())
             || stored.weaker_than(&self.params);
-        let phc = phc.to_owned();
         let password = password.to_owned();
         let matched = self
             .run(move |_, memory| verify_phc(memory, &phc, password.as_bytes()))
@@ -505,7 +558,11 @@ fn check_password(password: &str) -> Result<(), AccountError> {
     Ok(())
 }
 
-fn check_name(name: &str) -> Result<(), AccountError> {
+/// Checks a login name: 1 to 64 characters from `A-Z a-z 0-9 . _ @ + -`.
+///
+/// # Errors
+/// [`AccountError::InvalidName`].
+pub fn check_name(name: &str) -> Result<(), AccountError> {
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME_BYTES
         && name
@@ -516,6 +573,76 @@ fn check_name(name: &str) -> Result<(), AccountError> {
     } else {
         Err(AccountError::InvalidName)
     }
+}
+
+/// Checks groups and puts them in order, without duplicates: each 1 to 64
+/// characters from `A-Z a-z 0-9 . _ - :`, at most [`MAX_GROUPS`].
+///
+/// # Errors
+/// [`AccountError::InvalidGroup`].
+pub fn check_groups(groups: &[String]) -> Result<Vec<String>, AccountError> {
+    let valid = |group: &String| {
+        !group.is_empty()
+            && group.len() <= MAX_GROUP_BYTES
+            && group
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
+    };
+    if !groups.iter().all(valid) {
+        return Err(AccountError::InvalidGroup);
+    }
+    let mut groups = groups.to_vec();
+    groups.sort();
+    groups.dedup();
+    if groups.len() > MAX_GROUPS {
+        return Err(AccountError::InvalidGroup);
+    }
+    Ok(groups)
+}
+
+/// A user brought from another system, with the hash it kept there.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ImportedUser {
+    /// Login name.
+    pub name: String,
+    /// The password hash, in a format [`imported_hashes::recognise`] reads.
+    pub hash: String,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// Whether the account starts disabled.
+    pub disabled: bool,
+}
+
+impl fmt::Debug for ImportedUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImportedUser")
+            .field("name", &self.name)
+            .field("hash", &"<redacted>")
+            .field("groups", &self.groups)
+            .field("disabled", &self.disabled)
+            .finish()
+    }
+}
+
+/// Groups as stores keep them: one text, names separated by spaces (no
+/// group name has one).
+pub(crate) fn groups_to_stored(groups: &[String]) -> String {
+    groups.join(" ")
+}
+
+/// Groups back from [`groups_to_stored`].
+pub(crate) fn groups_from_stored(stored: &str) -> Vec<String> {
+    stored
+        .split(' ')
+        .filter(|g| !g.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn new_user_id() -> UserId {
+    let mut id = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    UserId::new(URL_SAFE_NO_PAD.encode(id))
 }
 
 /// User accounts: adding, signing in, changing passwords, disabling.
@@ -550,16 +677,56 @@ impl Accounts {
     /// [`AccountError::InvalidName`], a password rule, or
     /// [`AccountError::NameTaken`].
     pub async fn add_user(&self, name: &str, password: &str) -> Result<User, AccountError> {
+        self.add_user_in_groups(name, password, &[]).await
+    }
+
+    /// Adds a user in `groups`.
+    ///
+    /// # Errors
+    /// [`AccountError::InvalidName`], [`AccountError::InvalidGroup`], a
+    /// password rule, or [`AccountError::NameTaken`].
+    pub async fn add_user_in_groups(
+        &self,
+        name: &str,
+        password: &str,
+        groups: &[String],
+    ) -> Result<User, AccountError> {
         check_name(name)?;
-        let mut id = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut id);
+        let groups = check_groups(groups)?;
         let user = User {
-            id: UserId::new(URL_SAFE_NO_PAD.encode(id)),
+            id: new_user_id(),
             name: name.to_owned(),
             password_hash: self.passwords.hash(password).await?,
             disabled: false,
+            groups,
             created_at: SystemClock.now(),
         };
+        self.insert(user).await
+    }
+
+    /// Adds a user brought from another system with its password hash,
+    /// which is verified as it is until the user's first sign-in and then
+    /// replaced by Argon2id. Never replaces an existing user.
+    ///
+    /// # Errors
+    /// [`AccountError::InvalidName`], [`AccountError::InvalidGroup`],
+    /// [`AccountError::UnreadableHash`] or [`AccountError::NameTaken`].
+    pub async fn import_user(&self, imported: &ImportedUser) -> Result<User, AccountError> {
+        check_name(&imported.name)?;
+        let groups = check_groups(&imported.groups)?;
+        imported_hashes::recognise(&imported.hash)?;
+        let user = User {
+            id: new_user_id(),
+            name: imported.name.clone(),
+            password_hash: imported.hash.clone(),
+            disabled: imported.disabled,
+            groups,
+            created_at: SystemClock.now(),
+        };
+        self.insert(user).await
+    }
+
+    async fn insert(&self, user: User) -> Result<User, AccountError> {
         match self.users.insert_user(&user).await {
             Ok(()) => Ok(user),
             Err(StoreError::Duplicate) => Err(AccountError::NameTaken),
@@ -865,6 +1032,76 @@ mod tests {
             }
         );
         assert_eq!(passwords.buffers.lock().len(), 1);
+    }
+
+    /// Every foreign format verifies under the permits and asks for a
+    /// rehash; a wrong password is a mismatch; a hostile one is unreadable.
+    #[tokio::test]
+    async fn foreign_hashes_match_and_ask_for_a_rehash() {
+        let passwords = Passwords::with_params(PasswordParams::OWASP, 1).unwrap();
+        for (hash, _) in imported_hashes::tests::VECTORS {
+            assert_eq!(
+                passwords.verify(hash, "correct horse").await.unwrap(),
+                Verification::Match { needs_rehash: true },
+                "{hash}"
+            );
+            assert_eq!(
+                passwords.verify(hash, "wrong horse").await.unwrap(),
+                Verification::Mismatch,
+                "{hash}"
+            );
+        }
+        // Django's argon2 is a PHC string behind "argon2": verified as
+        // one, and rehashed to drop the prefix even with today's parameters.
+        let ours = passwords.hash("correct horse").await.unwrap();
+        let django = format!("argon2{ours}");
+        assert_eq!(
+            passwords.verify(&django, "correct horse").await.unwrap(),
+            Verification::Match { needs_rehash: true }
+        );
+        assert_eq!(
+            passwords.verify(&django, "wrong horse").await.unwrap(),
+            Verification::Mismatch
+        );
+        for hostile in [
+            "pbkdf2:sha256:900000000$salt$a75b12e2918c9e71fec96ebf6c2340d934fe96999392749c04e3d7869eeadcfc",
+            "$2b$31$abcdefghijklmnopqrstuujydOTSfIH/d5oUHpsygqV5X9xJLQc6e",
+            "$argon2id$v=19$m=4194304,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
+        ] {
+            assert!(matches!(
+                passwords.verify(hostile, "correct horse").await,
+                Err(AccountError::CorruptHash)
+            ));
+        }
+    }
+
+    #[test]
+    fn parameters_above_the_verification_bounds_are_refused() {
+        let huge = PasswordParams {
+            memory_kib: imported_hashes::MAX_ARGON2_MEMORY_KIB + 1,
+            ..PasswordParams::OWASP
+        };
+        assert_eq!(
+            Passwords::with_params(huge, 1).unwrap_err(),
+            PasswordParamsError::AboveMaximum
+        );
+    }
+
+    #[test]
+    fn groups_are_checked_sorted_and_deduplicated() {
+        let groups = |list: &[&str]| list.iter().map(|g| (*g).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            check_groups(&groups(&["ops", "admins", "ops", "team:eu-1.a_b"])).unwrap(),
+            groups(&["admins", "ops", "team:eu-1.a_b"])
+        );
+        for bad in ["", "a b", "a,b", "ä", &"g".repeat(65), "x\n", "a@b"] {
+            assert!(check_groups(&groups(&[bad])).is_err(), "{bad:?}");
+        }
+        let many: Vec<String> = (0..=MAX_GROUPS).map(|i| format!("g{i}")).collect();
+        assert!(check_groups(&many).is_err());
+        assert!(check_groups(&many[..MAX_GROUPS]).is_ok());
+        assert_eq!(groups_from_stored(&groups_to_stored(&many)), many);
+        assert!(groups_from_stored("").is_empty());
     }
 
     #[test]

@@ -267,10 +267,14 @@ async fn a_flask_login_app_moves_to_signoff_with_its_users_and_passwords() {
     .await;
     assert_eq!(out.status, 303);
     let replay = get(&gw.url("/"), &[("cookie", &c)]).await;
+    // Not a browser (no Accept: text/html): 401 rather than the login page.
     assert_eq!(
-        replay.status, 303,
-        "a cookie from before logout signs no one in"
+        replay.status,
+        401,
+        "a cookie from before logout signs no one in: {}",
+        replay.text()
     );
+    assert!(!replay.text().contains("alice"));
 }
 
 #[test]

@@ -229,11 +229,36 @@ fn serve_refuses_bad_branding_by_name() {
     );
     let templates = dir.path().join("templates");
     std::fs::create_dir(&templates).unwrap();
-    std::fs::write(templates.join("login.html"), "<p>mine</p>").unwrap();
+    std::fs::write(templates.join("index.html"), "<p>mine</p>").unwrap();
     serve_fails_saying(
         &with(&base, &["--template-dir", templates.to_str().unwrap()]),
         &[],
-        "login.html is an HTML template, which signoff does not read",
+        "index.html is not a page signoff has",
+    );
+    std::fs::remove_file(templates.join("index.html")).unwrap();
+    // A page override is tried at start: a misspelt variable stops it.
+    std::fs::write(templates.join("login.html"), "<p>mine</p>\n{{ usrname }}").unwrap();
+    serve_fails_saying(
+        &with(&base, &["--template-dir", templates.to_str().unwrap()]),
+        &[],
+        "login.html line 2: undefined value",
+    );
+    // Fixed, it is taken, and `--check` names it.
+    std::fs::write(templates.join("login.html"), "<p>mine</p>\n{{ username }}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_signoff"))
+        .arg("serve")
+        .args(with(
+            &base,
+            &["--check", "--template-dir", templates.to_str().unwrap()],
+        ))
+        .env_remove("SIGNOFF_DB")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("branding      name \"signoff\", own pages login\n"),
+        "{}",
+        text(&out.stdout)
     );
     // `serve --check` shows what it read, and checks the same way.
     let svg = dir.path().join("logo.svg");

@@ -775,6 +775,156 @@ async fn a_template_dir_restyles_the_pages() {
     assert_eq!(get(&gw.url("/.signoff/brand.css"), &[]).await.status, 404);
 }
 
+/// `--template-dir` with page overrides: the login page is the operator's
+/// and still signs in through its form, under the built-in page's headers;
+/// the sessions page lists sessions.
+#[tokio::test]
+async fn a_template_dir_overrides_whole_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("login.html"),
+        r#"<!doctype html>
+<html lang="en">
+<head><title>Sign in to {{ brand.name }}</title>
+{% for href in brand.stylesheets %}<link rel="stylesheet" href="{{ href }}">{% endfor %}
+</head>
+<body>
+<h1>Welcome to the Acme portal</h1>
+{% if error %}<p role="alert">{{ error }} ({{ username }})</p>{% endif %}
+<form method="post" action="{{ prefix }}/login">
+<input type="hidden" name="next" value="{{ next }}">
+<input name="username" value="{{ username }}" autocomplete="username" required>
+<input name="password" type="password" autocomplete="current-password" required>
+{% if remember %}<label><input name="remember" type="checkbox" value="1"> Remember me for {{ remember }}</label>{% endif %}
+<button>Sign in</button>
+</form>
+</body>
+</html>
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sessions.html"),
+        r#"<h1>Acme sessions of {{ user }}</h1>
+<ul>{% for s in rows %}<li>{{ s.device }} from {{ s.ip }}{% if s.current %} (here){% endif %}</li>{% endfor %}</ul>
+<form method="post" action="{{ prefix }}/sessions/end-others"><input type="hidden" name="csrf" value="{{ csrf }}"><button>Sign out everywhere else</button></form>
+"#,
+    )
+    .unwrap();
+    let Some((_up, plain)) = start(&[]) else {
+        return;
+    };
+    let built_in = get(&plain.url("/.signoff/login?next=%2Fdocs"), &[]).await;
+    let Some((_up2, gw)) = start(&["--template-dir", dir.path().to_str().unwrap()]) else {
+        return;
+    };
+    let page = get(&gw.url("/.signoff/login?next=%2Fdocs"), &[]).await;
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    assert!(
+        html.contains("<h1>Welcome to the Acme portal</h1>"),
+        "{html}"
+    );
+    assert!(html.contains("<title>Sign in to signoff</title>"), "{html}");
+    assert!(
+        html.contains("<input type=\"hidden\" name=\"next\" value=\"&#x2f;docs\">"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<link rel=\"stylesheet\" href=\"&#x2f;.signoff&#x2f;signoff.css\">"),
+        "{html}"
+    );
+    assert!(!html.contains("Protected by signoff"), "{html}");
+    for header in [
+        "content-security-policy",
+        "content-type",
+        "x-frame-options",
+        "referrer-policy",
+        "cache-control",
+    ] {
+        assert_eq!(page.header(header), built_in.header(header), "{header}");
+    }
+    assert!(page
+        .header("content-security-policy")
+        .unwrap()
+        .starts_with("default-src 'none';"));
+
+    // A wrong password: the override again, with what the client sent
+    // escaped.
+    let origin = [("origin", gw.origin.as_str())];
+    let wrong = post_form(
+        &gw.url("/.signoff/login"),
+        &[
+            ("next", "/docs"),
+            ("username", "<script>alert(1)</script>"),
+            ("password", "wrong"),
+        ],
+        &origin,
+    )
+    .await;
+    let html = wrong.text();
+    assert!(html.contains("Welcome to the Acme portal"), "{html}");
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"),
+        "{html}"
+    );
+    assert_eq!(
+        wrong.header("content-security-policy"),
+        built_in.header("content-security-policy")
+    );
+
+    // The override's form signs in.
+    let signed_in = post_form(
+        &gw.url("/.signoff/login"),
+        &[
+            ("next", "/docs"),
+            ("username", USER),
+            ("password", PASSWORD),
+        ],
+        &origin,
+    )
+    .await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.text());
+    assert_eq!(signed_in.header("location"), Some("/docs"));
+    let token = signed_in.new_cookie("signoff").expect("a session cookie");
+    let other = gw.login(USER, PASSWORD).await;
+    assert_ne!(token, other);
+
+    // The sessions page lists both sessions, and ends the other one.
+    let c = cookie(&token);
+    let sessions = get(&gw.url("/.signoff/sessions"), &[("cookie", &c)]).await;
+    assert_eq!(sessions.status, 200);
+    let html = sessions.text();
+    assert!(html.contains("<h1>Acme sessions of alice</h1>"), "{html}");
+    assert_eq!(html.matches("<li>").count(), 2, "{html}");
+    assert_eq!(html.matches(" (here)</li>").count(), 1, "{html}");
+    assert!(
+        sessions
+            .header("content-security-policy")
+            .unwrap()
+            .contains("script-src 'self';"),
+        "the sessions page keeps its own CSP"
+    );
+    let ended = post_form(
+        &gw.url("/.signoff/sessions/end-others"),
+        &[("csrf", &support::csrf_in(&html))],
+        &[("cookie", &c), ("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(ended.status, 303, "{}", ended.text());
+    // Ending the others renews this session's token.
+    let renewed = cookie(&ended.new_cookie("signoff").expect("a renewed cookie"));
+    let html = get(
+        &gw.url("/.signoff/sessions?ended=1"),
+        &[("cookie", &renewed)],
+    )
+    .await
+    .text();
+    assert_eq!(html.matches("<li>").count(), 1, "{html}");
+    assert_eq!(html.matches(" (here)</li>").count(), 1, "{html}");
+}
+
 #[tokio::test]
 async fn status_tells_the_guard_whether_the_session_lives() {
     let Some((_up, gw)) = start(&[]) else { return };

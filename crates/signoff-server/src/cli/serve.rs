@@ -111,6 +111,9 @@ pub fn check(settings: &Settings) -> Result<()> {
     if brand.extra_css.is_some() {
         shown.push("extra.css".to_owned());
     }
+    if let Some(overrides) = &brand.overrides {
+        shown.push(format!("own pages {}", overrides.pages().join(" ")));
+    }
     println!("branding      {}", shown.join(", "));
     println!(
         "the settings are good (--check opened no port and no store, and did not contact the upstream)"

@@ -56,8 +56,12 @@ pub struct BrandingOptions {
     #[serde(rename = "accent")]
     pub brand_accent: Option<String>,
     /// A directory whose signoff.css replaces the built-in stylesheet, whose
-    /// extra.css is loaded after it and whose logo.(png|jpg|jpeg|webp|svg) is
-    /// the logo; nothing else may be in it [file: [branding] template_dir]
+    /// extra.css is loaded after it, whose logo.(png|jpg|jpeg|webp|svg) is
+    /// the logo, and whose login.html, logout.html, signed_out.html,
+    /// message.html, sign_in_refused.html, sessions.html, reauth.html or
+    /// password.html (Jinja templates, optionally extending a base.html
+    /// there) replace those whole pages; checked at start; nothing else may
+    /// be in it [file: [branding] template_dir]
     #[arg(
         long,
         env = "SIGNOFF_TEMPLATE_DIR",
@@ -253,6 +257,9 @@ pub struct Branding {
     pub stylesheet: Option<Arc<str>>,
     /// A stylesheet loaded after signoff's.
     pub extra_css: Option<Stylesheet>,
+    /// Whole-page overrides from the template directory, compiled and
+    /// tried at start.
+    pub overrides: Option<Arc<Overrides>>,
 }
 
 impl Default for Branding {
@@ -263,7 +270,103 @@ impl Default for Branding {
             accent: None,
             stylesheet: None,
             extra_css: None,
+            overrides: None,
         }
+    }
+}
+
+/// The pages a template directory may replace: `<name>.html` each, the
+/// file names of the built-in templates.
+pub const PAGE_NAMES: [&str; 8] = [
+    "login",
+    "logout",
+    "signed_out",
+    "message",
+    "sign_in_refused",
+    "sessions",
+    "reauth",
+    "password",
+];
+
+/// The template page overrides may extend (`{% extends "base.html" %}`);
+/// the built-in pages never use it.
+const OVERRIDE_BASE: &str = "base.html";
+
+/// The page overrides of a template directory: Jinja templates, compiled
+/// at start, auto-escaping HTML, refusing undefined variables.
+pub struct Overrides {
+    env: minijinja::Environment<'static>,
+    /// The names (of [`PAGE_NAMES`]) that have an override.
+    pages: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overrides")
+            .field("pages", &self.pages)
+            .finish()
+    }
+}
+
+impl Overrides {
+    /// Is there an override of this page?
+    pub fn has(&self, page: &str) -> bool {
+        self.pages.contains(&page)
+    }
+
+    /// Renders the override of `page` with `context`; `None` when the page
+    /// has none.
+    pub fn render(
+        &self,
+        page: &str,
+        context: minijinja::Value,
+    ) -> Option<Result<String, minijinja::Error>> {
+        if !self.has(page) {
+            return None;
+        }
+        let name = format!("{page}.html");
+        Some(
+            self.env
+                .get_template(&name)
+                .and_then(|template| template.render(context)),
+        )
+    }
+
+    /// The names of the pages with an override.
+    pub fn pages(&self) -> &[&'static str] {
+        &self.pages
+    }
+}
+
+/// The environment every override is compiled in.
+fn override_environment() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    // Every file is `.html`; escaping is never left to the file name.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env
+}
+
+/// "FILE line N: what", for an error in a template of the directory.
+fn template_error(dir: &Path, e: &minijinja::Error) -> anyhow::Error {
+    let file = e
+        .name()
+        .map_or_else(|| dir.to_owned(), |name| dir.join(name));
+    let what = match e.detail() {
+        Some(detail) => format!("{}: {detail}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    match e.line() {
+        Some(line) => anyhow::anyhow!(
+            "--template-dir: {} line {line}: {what}; fix the template or remove it \
+             (docs/configuration.md, \"Branding\")",
+            file.display()
+        ),
+        None => anyhow::anyhow!(
+            "--template-dir: {}: {what}; fix the template or remove it \
+             (docs/configuration.md, \"Branding\")",
+            file.display()
+        ),
     }
 }
 
@@ -343,10 +446,32 @@ struct TemplateDir {
     stylesheet: Option<Arc<str>>,
     extra_css: Option<Stylesheet>,
     logo: Option<Logo>,
+    /// Page overrides (`login.html`, …, and `base.html`), as read: name and
+    /// text.
+    templates: Vec<(&'static str, String)>,
 }
 
 const TEMPLATE_DIR_FILES: &str =
-    "signoff.css, extra.css and one logo.png, logo.jpg, logo.jpeg, logo.webp or logo.svg";
+    "signoff.css, extra.css, one logo.png, logo.jpg, logo.jpeg, logo.webp or logo.svg, \
+     page overrides named login.html, logout.html, signed_out.html, message.html, \
+     sign_in_refused.html, sessions.html, reauth.html or password.html, and a base.html \
+     they may extend";
+
+/// The page (or `base`) an override file name names.
+fn override_name(file: &str) -> Option<&'static str> {
+    let stem = file.strip_suffix(".html")?;
+    PAGE_NAMES
+        .iter()
+        .chain(&["base"])
+        .find(|name| **name == stem)
+        .copied()
+}
+
+fn read_template(path: &Path, setting: &str) -> Result<String> {
+    let bytes = read_limited(path, setting)?;
+    String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{setting}: {} is not UTF-8 text", path.display()))
+}
 
 fn read_template_dir(dir: &Path) -> Result<TemplateDir> {
     const FLAG: &str = "--template-dir";
@@ -388,10 +513,13 @@ fn read_template_dir(dir: &Path) -> Result<TemplateDir> {
                 }
                 found.logo = Some(read_logo(&path, FLAG)?);
             }
+            other if override_name(other).is_some() => {
+                let name = override_name(other).unwrap_or_default();
+                found.templates.push((name, read_template(&path, FLAG)?));
+            }
             other if other.ends_with(".html") => bail!(
-                "{FLAG}: {} is an HTML template, which signoff does not read (its pages are \
-                 compiled in); the directory holds only {TEMPLATE_DIR_FILES} \
-                 (docs/configuration.md, \"Branding\")",
+                "{FLAG}: {} is not a page signoff has; the directory holds only \
+                 {TEMPLATE_DIR_FILES} (docs/configuration.md, \"Branding\")",
                 path.display()
             ),
             _ => bail!(
@@ -437,14 +565,57 @@ impl BrandingOptions {
             (Some(path), None) => Some(read_logo(path, "--brand-logo")?),
             (None, logo) => logo,
         };
-        Ok(Branding {
+        let mut branding = Branding {
             name,
             logo,
             accent,
             stylesheet: dir.stylesheet,
             extra_css: dir.extra_css,
-        })
+            overrides: None,
+        };
+        if let Some(path) = &self.template_dir {
+            if !dir.templates.is_empty() {
+                branding.overrides =
+                    Some(Arc::new(compile_overrides(path, dir.templates, &branding)?));
+            }
+        }
+        Ok(branding)
     }
+}
+
+/// Compiles the overrides and renders each one against sample contexts of
+/// its page (every optional part present, then every one absent), so a
+/// misspelt variable stops the start rather than a request.
+fn compile_overrides(
+    dir: &Path,
+    templates: Vec<(&'static str, String)>,
+    branding: &Branding,
+) -> Result<Overrides> {
+    let mut env = override_environment();
+    let mut pages = Vec::new();
+    for (name, text) in templates {
+        env.add_template_owned(format!("{name}.html"), text)
+            .map_err(|e| template_error(dir, &e))?;
+        if name != "base" {
+            pages.push(name);
+        }
+    }
+    if pages.is_empty() {
+        bail!(
+            "--template-dir: {} holds {OVERRIDE_BASE} but no page override extends it; \
+             add one (such as login.html) or remove {OVERRIDE_BASE}",
+            dir.display()
+        );
+    }
+    let overrides = Overrides { env, pages };
+    for page in overrides.pages() {
+        for context in crate::gateway::pages::sample_contexts(page, branding) {
+            if let Some(Err(e)) = overrides.render(page, context) {
+                return Err(template_error(dir, &e));
+            }
+        }
+    }
+    Ok(overrides)
 }
 
 #[cfg(test)]
@@ -581,14 +752,15 @@ mod tests {
         });
         assert!(e.contains("both name a logo"), "{e}");
 
-        std::fs::write(dir.path().join("login.html"), "<p>").unwrap();
+        std::fs::write(dir.path().join("index.html"), "<p>").unwrap();
         let e = err(opts());
         assert!(
-            e.contains("--template-dir") && e.contains("login.html"),
+            e.contains("--template-dir") && e.contains("index.html"),
             "{e}"
         );
-        assert!(e.contains("HTML template"), "{e}");
-        std::fs::remove_file(dir.path().join("login.html")).unwrap();
+        assert!(e.contains("is not a page signoff has"), "{e}");
+        assert!(e.contains("login.html, logout.html"), "{e}");
+        std::fs::remove_file(dir.path().join("index.html")).unwrap();
 
         std::fs::write(dir.path().join("extra.css"), [0xff, 0xfe]).unwrap();
         let e = err(opts());
@@ -607,5 +779,168 @@ mod tests {
             e.contains("--template-dir: cannot read the directory") && e.contains("missing"),
             "{e}"
         );
+    }
+
+    /// A template directory holding these files.
+    fn dir_with(files: &[(&str, &str)]) -> (tempfile::TempDir, BrandingOptions) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let opts = BrandingOptions {
+            template_dir: Some(dir.path().to_owned()),
+            ..BrandingOptions::default()
+        };
+        (dir, opts)
+    }
+
+    #[test]
+    fn page_overrides_are_compiled_at_start() {
+        let (_dir, opts) = dir_with(&[("login.html", "<p>Hi {{ username }}</p>")]);
+        let b = check(opts).unwrap();
+        let o = b.overrides.unwrap();
+        assert_eq!(o.pages(), ["login"]);
+        assert!(o.has("login") && !o.has("logout"));
+        let ctx = minijinja::context! { username => "<script>x</script>" };
+        assert_eq!(
+            o.render("login", ctx).unwrap().unwrap(),
+            "<p>Hi &lt;script&gt;x&lt;&#x2f;script&gt;</p>"
+        );
+        assert!(o.render("logout", minijinja::context! {}).is_none());
+
+        // No template: no overrides at all.
+        let (_dir, opts) = dir_with(&[("extra.css", "h1{}")]);
+        assert!(check(opts).unwrap().overrides.is_none());
+    }
+
+    #[test]
+    fn a_misspelt_variable_stops_the_start_naming_file_and_line() {
+        let (dir, opts) = dir_with(&[("sessions.html", "<h1>Sessions</h1>\n{{ usr }}\n")]);
+        let e = err(opts);
+        let file = dir.path().join("sessions.html");
+        assert!(
+            e.starts_with(&format!("--template-dir: {} line 2: ", file.display())),
+            "{e}"
+        );
+        assert!(e.contains("undefined"), "{e}");
+        // In a branch only some requests take: the samples take both.
+        let (_dir, opts) = dir_with(&[(
+            "login.html",
+            "{% if error %}{{ eror }}{% endif %}{{ username }}",
+        )]);
+        assert!(err(opts).contains("login.html line 1: "));
+        let (_dir, opts) = dir_with(&[(
+            "login.html",
+            "{% if not remember %}{{ brand.logo_url }}{% endif %}",
+        )]);
+        assert!(err(opts).contains("login.html line 1: "));
+        // An attribute of a row.
+        let (_dir, opts) = dir_with(&[(
+            "sessions.html",
+            "{% for s in rows %}\n{{ s.created.when }}{% endfor %}",
+        )]);
+        assert!(err(opts).contains("sessions.html line 2: "));
+    }
+
+    #[test]
+    fn a_syntax_error_stops_the_start_naming_file_and_line() {
+        let (dir, opts) = dir_with(&[("password.html", "<p>\n\n{% if user %}<p>")]);
+        let e = err(opts);
+        let file = dir.path().join("password.html");
+        assert!(
+            e.starts_with(&format!(
+                "--template-dir: {} line 3: syntax error",
+                file.display()
+            )),
+            "{e}"
+        );
+        assert!(e.contains("fix the template or remove it"), "{e}");
+        for bad in ["{{ user", "{% endif %}", "{{ user | nosuchfilter }}"] {
+            let (_dir, opts) = dir_with(&[("reauth.html", bad)]);
+            let e = err(opts);
+            assert!(e.contains("reauth.html line 1: "), "{bad}: {e}");
+        }
+        let (_dir, opts) = dir_with(&[("login.html", "\u{0}\u{ffff}")]);
+        check(opts).unwrap();
+        let (dir, opts) = dir_with(&[]);
+        std::fs::write(dir.path().join("login.html"), [0xff, 0xfe]).unwrap();
+        assert!(err(opts).contains("login.html is not UTF-8"));
+        let big = "x".repeat(MAX_BRAND_FILE_BYTES as usize + 1);
+        let (_dir, opts) = dir_with(&[("login.html", &big)]);
+        assert!(err(opts).contains("at most 256 KiB"));
+    }
+
+    #[test]
+    fn overrides_may_extend_a_base_html_of_the_directory_only() {
+        let (_dir, opts) = dir_with(&[(
+            "login.html",
+            "{% extends \"base.html\" %}{% block main %}form{% endblock %}",
+        )]);
+        let e = err(opts);
+        assert!(e.contains("login.html") && e.contains("base.html"), "{e}");
+        let (_dir, opts) = dir_with(&[
+            (
+                "base.html",
+                "<title>{{ brand.name }}</title>{% block main %}{% endblock %}",
+            ),
+            (
+                "login.html",
+                "{% extends \"base.html\" %}{% block main %}form {{ next }}{% endblock %}",
+            ),
+        ]);
+        let o = check(opts).unwrap().overrides.unwrap();
+        assert_eq!(o.pages(), ["login"]);
+        let ctx =
+            minijinja::context! { brand => minijinja::context! { name => "A&B" }, next => "/" };
+        assert_eq!(
+            o.render("login", ctx).unwrap().unwrap(),
+            "<title>A&amp;B</title>form &#x2f;"
+        );
+        // base.html is not a page.
+        assert!(o.render("base", minijinja::context! {}).is_none());
+        let (_dir, opts) = dir_with(&[("base.html", "<p>")]);
+        assert!(err(opts).contains("no page override extends it"));
+        // Nor may a template read other files.
+        let (_dir, opts) = dir_with(&[("login.html", "{% include \"/etc/passwd\" %}")]);
+        assert!(err(opts).contains("login.html"));
+    }
+
+    #[test]
+    fn every_page_may_be_overridden_with_the_documented_variables() {
+        let common = "{{ prefix }}{{ brand.name }}{{ brand.logo }}{{ brand.accent }}\
+                      {% for s in brand.stylesheets %}{{ s }}{% endfor %}";
+        let pages = [
+            ("login", "{{ next }}{{ username }}{{ error }}{{ remember }}"),
+            ("logout", "{{ csrf }}"),
+            ("signed_out", ""),
+            ("message", "{{ heading }}{{ text }}"),
+            ("sign_in_refused", "{{ expected }}{{ arrived }}{{ fix }}"),
+            (
+                "sessions",
+                "{{ user }}{{ csrf }}{{ ended }}{% for s in rows %}{{ s.handle }}\
+                 {{ s.current }}{{ s.device }}{{ s.ip }}{{ s.created.machine }}\
+                 {{ s.created.absolute }}{{ s.created.relative }}{{ s.seen.machine }}\
+                 {{ s.seen.absolute }}{{ s.seen.relative }}{{ s.remembered_until }}{% endfor %}",
+            ),
+            ("reauth", "{{ user }}{{ csrf }}{{ next }}{{ error }}"),
+            (
+                "password",
+                "{{ user }}{{ csrf }}{{ min }}{{ notice }}{{ error }}",
+            ),
+        ];
+        assert_eq!(pages.len(), PAGE_NAMES.len());
+        let files: Vec<(String, String)> = pages
+            .iter()
+            .map(|(name, vars)| (format!("{name}.html"), format!("{common}{vars}")))
+            .collect();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let (_dir, opts) = dir_with(&refs);
+        let o = check(opts).unwrap().overrides.unwrap();
+        let mut all = PAGE_NAMES.to_vec();
+        all.sort_unstable();
+        assert_eq!(o.pages(), all);
     }
 }

@@ -5,10 +5,17 @@
 //! `base.html`, which shows the operator's [`Branding`]), filled from a page
 //! model here; every page links the one stylesheet, [`STYLESHEET`], served
 //! at `{prefix}/signoff.css` (the files pages load are in `assets.rs`).
+//!
+//! An operator may replace a whole page with a Jinja template of the
+//! `--template-dir` (checked at start in `config/branding.rs`); such an
+//! override gets the page model serialised (see [`Page`]) and is served
+//! under the same headers and CSP as the built-in page.
 
 use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use minijinja::value::Serde;
+use serde::Serialize;
 
 use crate::config::Branding;
 
@@ -27,10 +34,11 @@ const CSP_WITH_SCRIPT: &str = "default-src 'none'; script-src 'self'; style-src 
                                base-uri 'none'";
 
 /// The login form. `next` is kept in a hidden field.
-#[derive(Template)]
+#[derive(Template, Serialize)]
 #[template(path = "login.html")]
 pub struct LoginPage<'a> {
     pub prefix: &'a str,
+    #[serde(skip)]
     pub brand: &'a Branding,
     pub next: &'a str,
     pub username: &'a str,
@@ -41,27 +49,30 @@ pub struct LoginPage<'a> {
 }
 
 /// The confirmation asked by `GET /logout`, which itself changes nothing.
-#[derive(Template)]
+#[derive(Template, Serialize)]
 #[template(path = "logout.html")]
 pub struct LogoutPage<'a> {
     pub prefix: &'a str,
+    #[serde(skip)]
     pub brand: &'a Branding,
     pub csrf: Option<&'a str>,
 }
 
 /// After logout.
-#[derive(Template)]
+#[derive(Template, Serialize)]
 #[template(path = "signed_out.html")]
 pub struct SignedOutPage<'a> {
     pub prefix: &'a str,
+    #[serde(skip)]
     pub brand: &'a Branding,
 }
 
 /// A plain message: errors and refusals.
-#[derive(Template)]
+#[derive(Template, Serialize)]
 #[template(path = "message.html")]
 pub struct MessagePage<'a> {
     pub prefix: &'a str,
+    #[serde(skip)]
     pub brand: &'a Branding,
     pub heading: &'a str,
     pub text: &'a str,
@@ -70,10 +81,11 @@ pub struct MessagePage<'a> {
 /// A sign-in form refused for its origin: which origin was expected,
 /// which arrived (as the client sent it: escaped like everything else),
 /// and what fixes it.
-#[derive(Template)]
+#[derive(Template, Serialize)]
 #[template(path = "sign_in_refused.html")]
 pub struct SignInRefusedPage<'a> {
     pub prefix: &'a str,
+    #[serde(skip)]
     pub brand: &'a Branding,
     pub expected: &'a str,
     pub arrived: &'a str,
@@ -81,10 +93,11 @@ pub struct SignInRefusedPage<'a> {
 }
 
 /// The signed-in user's sessions, the current one first.
-#[derive(Template)]
+#[derive(Template, Serialize)]
 #[template(path = "sessions.html")]
 pub struct SessionsPage<'a> {
     pub prefix: &'a str,
+    #[serde(skip)]
     pub brand: &'a Branding,
     pub user: &'a str,
     pub csrf: &'a str,
@@ -94,6 +107,7 @@ pub struct SessionsPage<'a> {
 }
 
 /// One session on the sessions page, its times already formatted.
+#[derive(Serialize)]
 pub struct SessionRow {
     pub handle: String,
     pub current: bool,
@@ -108,6 +122,7 @@ pub struct SessionRow {
 /// A time as a page shows it: `<time datetime="{machine}"
 /// title="{absolute}">{relative}</time>`; `signoff.js` rewrites the words in
 /// the reader's language and time zone.
+#[derive(Serialize)]
 pub struct Moment {
     /// RFC 3339, UTC.
     pub machine: String,
@@ -129,10 +144,11 @@ impl Moment {
 }
 
 /// The password re-entry form; `next` is kept in a hidden field.
-#[derive(Template)]
+#[derive(Template, Serialize)]
 #[template(path = "reauth.html")]
 pub struct ReauthPage<'a> {
     pub prefix: &'a str,
+    #[serde(skip)]
     pub brand: &'a Branding,
     pub user: &'a str,
     pub csrf: &'a str,
@@ -141,10 +157,11 @@ pub struct ReauthPage<'a> {
 }
 
 /// The password change form.
-#[derive(Template)]
+#[derive(Template, Serialize)]
 #[template(path = "password.html")]
 pub struct PasswordPage<'a> {
     pub prefix: &'a str,
+    #[serde(skip)]
     pub brand: &'a Branding,
     pub user: &'a str,
     pub csrf: &'a str,
@@ -154,19 +171,211 @@ pub struct PasswordPage<'a> {
     pub error: Option<&'a str>,
 }
 
-/// A page (one of the models above) rendered with signoff's own headers.
-pub fn render(status: StatusCode, page: &impl Template) -> Response {
+/// One of the page models above: a built-in template, and the name and
+/// context an override of it (`--template-dir`) gets.
+pub trait Page: Template + Serialize {
+    /// Its name: the override is `NAME.html`.
+    const NAME: &'static str;
+    fn prefix(&self) -> &str;
+    fn brand(&self) -> &Branding;
+
+    /// What an override sees: the model's fields, and `brand`.
+    fn context(&self) -> minijinja::Value {
+        minijinja::context! {
+            brand => Serde(BrandView::of(self.prefix(), self.brand())),
+            ..minijinja::Value::from(Serde(self))
+        }
+    }
+}
+
+macro_rules! page {
+    ($model:ident, $name:literal) => {
+        impl Page for $model<'_> {
+            const NAME: &'static str = $name;
+            fn prefix(&self) -> &str {
+                self.prefix
+            }
+            fn brand(&self) -> &Branding {
+                self.brand
+            }
+        }
+    };
+}
+
+page!(LoginPage, "login");
+page!(LogoutPage, "logout");
+page!(SignedOutPage, "signed_out");
+page!(MessagePage, "message");
+page!(SignInRefusedPage, "sign_in_refused");
+page!(SessionsPage, "sessions");
+page!(ReauthPage, "reauth");
+page!(PasswordPage, "password");
+
+/// `brand` in an override's context: the name, and the URLs the built-in
+/// pages link.
+#[derive(Serialize)]
+struct BrandView<'a> {
+    name: &'a str,
+    /// The logo's URL, if there is a logo.
+    logo: Option<String>,
+    /// The stylesheets' URLs, in order: signoff's, the accent's if any,
+    /// extra.css if any.
+    stylesheets: Vec<String>,
+    /// `#rrggbb`, if given.
+    accent: Option<&'a str>,
+}
+
+impl<'a> BrandView<'a> {
+    fn of(prefix: &str, brand: &'a Branding) -> Self {
+        let mut stylesheets = vec![format!("{prefix}/signoff.css")];
+        if let Some(accent) = &brand.accent {
+            stylesheets.push(format!("{prefix}/brand.css?v={}", accent.version()));
+        }
+        if let Some(extra) = &brand.extra_css {
+            stylesheets.push(format!("{prefix}/brand/extra.css?v={}", extra.version));
+        }
+        Self {
+            name: &brand.name,
+            logo: brand
+                .logo
+                .as_ref()
+                .map(|logo| format!("{prefix}/brand/logo?v={}", logo.version)),
+            stylesheets,
+            accent: brand.accent.as_ref().map(|a| a.as_str()),
+        }
+    }
+}
+
+/// Sample contexts of the page `name` (of `config::branding::PAGE_NAMES`):
+/// every optional part present, then every one absent. An override is
+/// rendered with each at start.
+pub fn sample_contexts(name: &str, brand: &Branding) -> Vec<minijinja::Value> {
+    let prefix = "/.signoff";
+    let moment = || Moment {
+        machine: "2026-11-21T14:13:26Z".to_owned(),
+        absolute: "2026-11-21 14:13 UTC".to_owned(),
+        relative: "3 minutes ago".to_owned(),
+    };
+    let row = |current, remembered: Option<&str>| SessionRow {
+        handle: "h".to_owned(),
+        current,
+        device: "Firefox 128 on Linux".to_owned(),
+        ip: "127.0.0.1".to_owned(),
+        created: moment(),
+        seen: moment(),
+        remembered_until: remembered.map(str::to_owned),
+    };
+    let each = |full: bool| -> Option<minijinja::Value> {
+        let some = |text: &'static str| full.then_some(text);
+        Some(match name {
+            "login" => LoginPage {
+                prefix,
+                brand,
+                next: "/",
+                username: "ann",
+                error: some("Wrong user name or password."),
+                remember: some("30 days"),
+            }
+            .context(),
+            "logout" => LogoutPage {
+                prefix,
+                brand,
+                csrf: some("csrf"),
+            }
+            .context(),
+            "signed_out" => SignedOutPage { prefix, brand }.context(),
+            "message" => MessagePage {
+                prefix,
+                brand,
+                heading: "Heading",
+                text: "Text.",
+            }
+            .context(),
+            "sign_in_refused" => SignInRefusedPage {
+                prefix,
+                brand,
+                expected: "https://example.com",
+                arrived: "http://example.com",
+                fix: "Fix.",
+            }
+            .context(),
+            "sessions" => SessionsPage {
+                prefix,
+                brand,
+                user: "ann",
+                csrf: "csrf",
+                rows: if full {
+                    vec![row(true, Some("2026-12-21 14:13 UTC")), row(false, None)]
+                } else {
+                    Vec::new()
+                },
+                ended: full.then_some(2),
+            }
+            .context(),
+            "reauth" => ReauthPage {
+                prefix,
+                brand,
+                user: "ann",
+                csrf: "csrf",
+                next: "/",
+                error: some("Wrong password."),
+            }
+            .context(),
+            "password" => PasswordPage {
+                prefix,
+                brand,
+                user: "ann",
+                csrf: "csrf",
+                min: 12,
+                notice: some("Password changed."),
+                error: some("Too short."),
+            }
+            .context(),
+            _ => return None,
+        })
+    };
+    [true, false].into_iter().filter_map(each).collect()
+}
+
+/// A page (one of the models above) rendered with signoff's own headers:
+/// its override if the template directory has one, else the built-in.
+pub fn render(status: StatusCode, page: &impl Page) -> Response {
     render_with_csp(status, page, CSP)
 }
 
 /// [`render`] for a page that loads `{prefix}/signoff.js` (the sessions
 /// page): its CSP allows scripts from this origin.
-pub fn render_with_script(status: StatusCode, page: &impl Template) -> Response {
+pub fn render_with_script(status: StatusCode, page: &impl Page) -> Response {
     render_with_csp(status, page, CSP_WITH_SCRIPT)
 }
 
-fn render_with_csp(status: StatusCode, page: &impl Template, csp: &'static str) -> Response {
-    let mut response = match page.render() {
+/// The override of `page`, if there is one and it renders. One that fails
+/// (checked at start, so it should not) is logged, and the built-in page
+/// served instead.
+fn render_override<P: Page>(page: &P) -> Option<String> {
+    let overrides = page.brand().overrides.as_ref()?;
+    match overrides.render(P::NAME, page.context())? {
+        Ok(html) => Some(html),
+        Err(e) => {
+            // The kind and place only: the detail could quote the context.
+            tracing::error!(
+                page = P::NAME,
+                kind = %e.kind(),
+                line = e.line().unwrap_or(0),
+                "a page override of --template-dir could not be rendered; \
+                 the built-in page is served instead"
+            );
+            None
+        }
+    }
+}
+
+fn render_with_csp<P: Page>(status: StatusCode, page: &P, csp: &'static str) -> Response {
+    let rendered = match render_override(page) {
+        Some(html) => Ok(html),
+        None => page.render(),
+    };
+    let mut response = match rendered {
         Ok(html) => (status, html).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "a page could not be rendered");
@@ -197,6 +406,143 @@ fn render_with_csp(status: StatusCode, page: &impl Template, csp: &'static str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Branding from a template directory holding these files.
+    fn branding_with(files: &[(&str, &str)]) -> Branding {
+        branding_of(files, crate::config::BrandingOptions::default())
+    }
+
+    fn branding_of(files: &[(&str, &str)], options: crate::config::BrandingOptions) -> Branding {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        crate::config::BrandingOptions {
+            template_dir: Some(dir.path().to_owned()),
+            ..options
+        }
+        .check()
+        .unwrap()
+    }
+
+    fn headers_of(r: &Response) -> Vec<(String, String)> {
+        let mut h: Vec<(String, String)> = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        h.sort();
+        h
+    }
+
+    #[test]
+    fn an_override_replaces_the_page_escaped_and_under_the_same_headers() {
+        let brand = branding_with(&[(
+            "sessions.html",
+            "<h1>Mine</h1><p>{{ user }}</p>{% for s in rows %}<li>{{ s.device }}</li>{% endfor %}\
+             <link href=\"{{ brand.stylesheets[0] }}\">",
+        )]);
+        let page = |brand| SessionsPage {
+            prefix: "/.signoff",
+            brand,
+            user: "<script>alert(1)</script>",
+            csrf: "c",
+            rows: vec![SessionRow {
+                handle: "h".to_owned(),
+                current: true,
+                device: "\"'><b>".to_owned(),
+                ip: "127.0.0.1".to_owned(),
+                created: Moment::of(
+                    signoff::Timestamp::from_millis(0),
+                    signoff::Timestamp::from_millis(0),
+                ),
+                seen: Moment::of(
+                    signoff::Timestamp::from_millis(0),
+                    signoff::Timestamp::from_millis(0),
+                ),
+                remembered_until: None,
+            }],
+            ended: None,
+        };
+        let html = render_override(&page(&brand)).unwrap();
+        assert_eq!(
+            html,
+            "<h1>Mine</h1><p>&lt;script&gt;alert(1)&lt;&#x2f;script&gt;</p>\
+             <li>&quot;&#x27;&gt;&lt;b&gt;</li><link href=\"&#x2f;.signoff&#x2f;signoff.css\">"
+        );
+        // The same headers as the built-in page: an override cannot loosen
+        // the CSP.
+        let plain = Branding::default();
+        let built_in = render_with_script(StatusCode::OK, &page(&plain));
+        let overridden = render_with_script(StatusCode::OK, &page(&brand));
+        assert_eq!(headers_of(&overridden), headers_of(&built_in));
+        assert_eq!(
+            overridden.headers()["content-security-policy"],
+            CSP_WITH_SCRIPT
+        );
+        // Pages without an override stay built in.
+        assert!(render_override(&SignedOutPage {
+            prefix: "/.signoff",
+            brand: &brand,
+        })
+        .is_none());
+    }
+
+    #[test]
+    fn brand_gives_an_override_its_name_and_urls() {
+        let options = crate::config::BrandingOptions {
+            brand_name: Some("Acme".to_owned()),
+            brand_accent: Some("#123".to_owned()),
+            ..Default::default()
+        };
+        let brand = branding_of(
+            &[
+            ("logo.svg", "<svg xmlns=\"http://www.w3.org/2000/svg\"/>"),
+            ("extra.css", "h1{}"),
+            (
+                "signed_out.html",
+                "{{ brand.name }}|{{ brand.logo }}|{{ brand.accent }}|{{ brand.stylesheets | join(\" \") }}",
+            ),
+        ],
+            options,
+        );
+        let html = render_override(&SignedOutPage {
+            prefix: "/p",
+            brand: &brand,
+        })
+        .unwrap();
+        let logo = brand.logo.as_ref().unwrap().version.clone();
+        let extra = brand.extra_css.as_ref().unwrap().version.clone();
+        assert_eq!(
+            html,
+            format!(
+                "Acme|&#x2f;p&#x2f;brand&#x2f;logo?v={logo}|#112233|&#x2f;p&#x2f;signoff.css \
+                 &#x2f;p&#x2f;brand.css?v=112233 &#x2f;p&#x2f;brand&#x2f;extra.css?v={extra}"
+            )
+        );
+    }
+
+    #[test]
+    fn an_override_that_fails_at_request_time_gives_the_built_in_page() {
+        // Passes the start (the samples' user is not "boom"), fails later.
+        let brand = branding_with(&[(
+            "login.html",
+            "{% if username == \"boom\" %}{{ nope }}{% endif %}override",
+        )]);
+        let page = |username| LoginPage {
+            prefix: "/.signoff",
+            brand: &brand,
+            next: "/",
+            username,
+            error: None,
+            remember: None,
+        };
+        assert_eq!(render_override(&page("ann")).unwrap(), "override");
+        assert!(render_override(&page("boom")).is_none());
+        let r = render(StatusCode::OK, &page("boom"));
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["content-security-policy"], CSP);
+    }
 
     #[test]
     fn escape_covers_markup_and_quotes() {

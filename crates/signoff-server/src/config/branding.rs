@@ -513,20 +513,19 @@ fn read_template_dir(dir: &Path) -> Result<TemplateDir> {
                 }
                 found.logo = Some(read_logo(&path, FLAG)?);
             }
-            other if override_name(other).is_some() => {
-                let name = override_name(other).unwrap_or_default();
-                found.templates.push((name, read_template(&path, FLAG)?));
-            }
-            other if other.ends_with(".html") => bail!(
-                "{FLAG}: {} is not a page signoff has; the directory holds only \
-                 {TEMPLATE_DIR_FILES} (docs/configuration.md, \"Branding\")",
-                path.display()
-            ),
-            _ => bail!(
-                "{FLAG}: {} is not a file signoff reads; the directory holds only \
-                 {TEMPLATE_DIR_FILES}",
-                path.display()
-            ),
+            other => match override_name(other) {
+                Some(name) => found.templates.push((name, read_template(&path, FLAG)?)),
+                None if other.ends_with(".html") => bail!(
+                    "{FLAG}: {} is not a page signoff has; the directory holds only \
+                     {TEMPLATE_DIR_FILES} (docs/configuration.md, \"Branding\")",
+                    path.display()
+                ),
+                None => bail!(
+                    "{FLAG}: {} is not a file signoff reads; the directory holds only \
+                     {TEMPLATE_DIR_FILES}",
+                    path.display()
+                ),
+            },
         }
     }
     Ok(found)

@@ -168,6 +168,64 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
     );
 }
 
+/// An account whose stored hash cannot be verified (garbled, or an imported
+/// hash beyond the cost bounds) answers like a wrong password, counts
+/// towards the throttle, and the log says how to fix it.
+#[tokio::test]
+async fn an_unreadable_stored_hash_answers_like_a_wrong_password() {
+    let Some((_up, gw)) = start(&[]) else { return };
+    let file = gw.db.strip_prefix("sqlite://").unwrap();
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             c.execute(\"UPDATE users SET password_hash = 'pbkdf2:sha256:99999999$salt$00' WHERE name = ?\", (sys.argv[2],))\n\
+             c.commit()",
+            file,
+            USER,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let attempt = |user: &'static str| {
+        let url = gw.url("/.signoff/login");
+        let origin = gw.origin.clone();
+        async move {
+            post_form(
+                &url,
+                &[("username", user), ("password", "whatever password")],
+                &[("origin", &origin)],
+            )
+            .await
+        }
+    };
+    let corrupt = attempt(USER).await;
+    let unknown = attempt("mallory").await;
+    assert_eq!(corrupt.status, 401, "{}", corrupt.text());
+    assert_eq!(
+        corrupt.text().replace(USER, "NAME"),
+        unknown.text().replace("mallory", "NAME")
+    );
+    assert!(gw.proc.log_text().contains("signoff user passwd"));
+    // Throttled like wrong passwords: the default gives 5 free failures.
+    let mut throttled = false;
+    for _ in 0..8 {
+        if attempt(USER).await.status == 429 {
+            throttled = true;
+            break;
+        }
+    }
+    assert!(
+        throttled,
+        "failures on an unreadable hash are never throttled"
+    );
+}
+
 #[tokio::test]
 async fn repeated_failures_are_slowed_per_account_without_locking_the_owner_out() {
     let Some((_up, gw)) = start(&["--trusted-proxy", "127.0.0.1"]) else {

@@ -280,7 +280,7 @@ async fn refused_import(
     body: &str,
     extra: &[&str],
     needle: &str,
-) {
+) -> String {
     let path = dir.join(file_name);
     std::fs::write(&path, body).unwrap();
     let mut args = vec!["user", "import", path.to_str().unwrap()];
@@ -292,6 +292,7 @@ async fn refused_import(
     let list = text(&signoff(&["user", "list"], db, "").stdout);
     assert!(!list.contains("newbie"), "{file_name}: a row was imported");
     assert_eq!(list.lines().count(), 1, "{list}");
+    stderr
 }
 
 /// `user add --group` puts a user in groups; `user list` shows them.
@@ -469,9 +470,21 @@ async fn a_bad_file_imports_nothing_and_says_what_to_fix() {
         "flag.csv",
         &format!("name,hash,disabled\nnewbie,{good},perhaps\n"),
         &[],
-        "line 2: disabled is \"perhaps\"",
+        "line 2: disabled is not a yes or no (7 characters)",
     )
     .await;
+    // Columns in the wrong order: the hash lands in `disabled`, and the
+    // message names the column without printing what it holds.
+    let said = refused_import(
+        d,
+        &db,
+        "order.csv",
+        &format!("name,groups,disabled,hash\nnewbie,,{good},x\n"),
+        &[],
+        "disabled is not a yes or no",
+    )
+    .await;
+    assert!(!said.contains(&good[10..]), "the hash was printed: {said}");
     refused_import(
         d,
         &db,

@@ -176,10 +176,10 @@ pub enum LogoutBehavior {
 /// token, rotated at every privilege change, ended by every logout path.
 /// Only its absolute lifetime and idle timeout are its own, and the
 /// gateway makes its cookie outlive a browser restart. The policy in force
-/// decides at every check: a session is judged remembered when its stored
-/// lifetime is longer than [`Policy::absolute_lifetime`], and then held to
-/// the current remember limits, or to the ordinary ones once remembering
-/// is turned off.
+/// decides at every check: a session created remembered
+/// ([`crate::Session::remembered`], stored by every backend) is held to the
+/// current remember limits, or to the ordinary ones once remembering is
+/// turned off.
 ///
 /// ```
 /// use std::time::Duration;

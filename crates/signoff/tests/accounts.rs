@@ -321,6 +321,25 @@ async fn imported_users_sign_in_and_are_rehashed() {
             .await
             .unwrap();
 
+        // A password below today's minimum, from the old system: it signs
+        // in, and its weak hash goes all the same.
+        let short = ImportedUser {
+            name: "dan".to_owned(),
+            // Werkzeug 3.1.8, generate_password_hash("abc123", "pbkdf2:sha256:1000").
+            hash: "pbkdf2:sha256:1000$Xb4Z5hbcnBPiimTV$e13433035340747b73005c9851e920e36c1820b1adc057ea84767d57c71b8df4".to_owned(),
+            groups: vec![],
+            disabled: false,
+        };
+        accounts.import_user(&short).await.unwrap();
+        let dan = accounts.authenticate("dan", "abc123").await.unwrap();
+        let stored = store.user_by_name("dan").await.unwrap().unwrap();
+        assert!(
+            stored.password_hash.starts_with("$argon2id$v=19$"),
+            "a short imported password keeps no weak hash"
+        );
+        assert_eq!(dan.password_hash, stored.password_hash);
+        accounts.authenticate("dan", "abc123").await.unwrap();
+
         let added = accounts
             .add_user_in_groups("bob", "correct horse battery", &["staff".to_owned()])
             .await
@@ -353,6 +372,6 @@ async fn imported_users_sign_in_and_are_rehashed() {
         ] {
             assert!(accounts.import_user(&bad).await.is_err());
         }
-        assert_eq!(accounts.list().await.unwrap().len(), 2);
+        assert_eq!(accounts.list().await.unwrap().len(), 3);
     }
 }

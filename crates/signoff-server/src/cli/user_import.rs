@@ -478,8 +478,13 @@ fn parse_csv(text: &str) -> (Vec<Row>, Vec<Problem>) {
             other => {
                 problems.push(Problem {
                     line,
+                    // Not quoted: in a misordered file this column may
+                    // hold a password hash.
                     text: format!(
-                        "line {line}: disabled is {other:?}; write true, false, 1, 0, yes, no or leave it empty"
+                        "line {line}: disabled is not a yes or no ({} characters); write true, \
+                         false, 1, 0, yes, no or leave it empty (is the header's column order \
+                         name,hash,groups,disabled?)",
+                        other.chars().count()
                     ),
                 });
                 false

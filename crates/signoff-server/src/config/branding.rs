@@ -477,6 +477,25 @@ fn read_template_dir(dir: &Path) -> Result<TemplateDir> {
     const FLAG: &str = "--template-dir";
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("{FLAG}: cannot read the directory {}", dir.display()))?;
+    // What is in the directory becomes signoff's own pages (a sign-in form
+    // included): only its owner may change it.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .with_context(|| format!("{FLAG}: cannot read the directory {}", dir.display()))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o022 != 0 {
+            bail!(
+                "{FLAG}: the directory {} is writable by other users (mode {mode:04o}), who \
+                 could replace signoff's sign-in page; make it writable by its owner only \
+                 (chmod go-w {})",
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
     let mut found = TemplateDir::default();
     let mut names = Vec::new();
     for entry in entries {
@@ -494,6 +513,17 @@ fn read_template_dir(dir: &Path) -> Result<TemplateDir> {
         };
         if text.starts_with('.') {
             continue;
+        }
+        // A link could serve any file signoff can read, under a public URL.
+        let is_link = std::fs::symlink_metadata(&path)
+            .with_context(|| format!("{FLAG}: cannot read {}", path.display()))?
+            .file_type()
+            .is_symlink();
+        if is_link {
+            bail!(
+                "{FLAG}: {} is a symbolic link; put the file itself in the directory",
+                path.display()
+            );
         }
         match text {
             "signoff.css" => found.stylesheet = Some(read_css(&path, FLAG)?),
@@ -769,6 +799,28 @@ mod tests {
         std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
         let e = err(opts());
         assert!(e.contains("notes.txt is not a file signoff reads"), "{e}");
+        std::fs::remove_file(dir.path().join("notes.txt")).unwrap();
+
+        // A link could serve any readable file publicly.
+        let secret = elsewhere.path().join("secret.toml");
+        std::fs::write(&secret, "admin_token_sha256 = \"x\"").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path().join("extra.css")).unwrap();
+        let e = err(opts());
+        assert!(e.contains("extra.css is a symbolic link"), "{e}");
+        std::fs::remove_file(dir.path().join("extra.css")).unwrap();
+
+        // Others who may write the directory could replace the sign-in page.
+        use std::os::unix::fs::PermissionsExt;
+        for mode in [0o775, 0o757] {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = err(opts());
+            assert!(
+                e.contains("writable by other users") && e.contains("chmod go-w"),
+                "{e}"
+            );
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(check(opts()).is_ok());
 
         let e = err(BrandingOptions {
             template_dir: Some(dir.path().join("missing")),

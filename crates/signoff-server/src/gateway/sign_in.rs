@@ -212,6 +212,17 @@ pub(super) async fn sign_in(
                 .await;
             return Err(SignInError::Refused);
         }
+        Err(AccountError::CorruptHash) => {
+            // The account's stored hash cannot be verified (garbled, or an
+            // imported hash beyond the cost bounds): answered and throttled
+            // like a wrong password, so the answer tells nothing about the
+            // name, and the operator is told how to fix the account.
+            tracing::warn!(target: "signoff::auth", ip = %client_ip, user = ?username,
+                "login failed: the account's stored password hash cannot be verified; \
+                 set a new password with `signoff user passwd NAME`");
+            record_login_failure(gw, username, client_ip, false).await;
+            return Err(SignInError::Refused);
+        }
         Err(e) => {
             // Not the client's failure: give the attempt back.
             gw.throttle.succeeded(client_ip, username);

@@ -17,7 +17,13 @@
 //!
 //! Users imported from another system keep that system's hash until their
 //! first sign-in ([`imported_hashes`]): it is verified under the same
-//! permits and replaced by an Argon2id hash then.
+//! permits and replaced by an Argon2id hash then. Such a hash (and an
+//! Argon2 hash with more memory than this node's parameters) may need far
+//! more memory than `m` (up to the bounds of [`imported_hashes`]: 1 GiB for
+//! Argon2, 256 MiB for scrypt), so only one of them is verified at a time,
+//! whatever the concurrency: a flood of sign-ins to imported names costs
+//! at most one such verification's memory, and never delays the sign-ins
+//! of users with signoff's own hashes beyond their share of the permits.
 
 pub mod imported_hashes;
 
@@ -192,6 +198,9 @@ pub struct Passwords {
     params: PasswordParams,
     argon2: Argon2<'static>,
     permits: Arc<Semaphore>,
+    /// One verification at a time of a hash beyond this node's own
+    /// parameters (a foreign format, or Argon2 with a bigger `m`).
+    heavy: Arc<Semaphore>,
     /// Working memory for the hashes running now and the next ones: at most
     /// one buffer per permit.
     buffers: Arc<Buffers>,
@@ -418,6 +427,7 @@ impl Passwords {
             params,
             argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params),
             permits: Arc::new(Semaphore::new(concurrency)),
+            heavy: Arc::new(Semaphore::new(1)),
             buffers: Arc::default(),
             dummy: Arc::new(OnceCell::new()),
         })
@@ -467,6 +477,17 @@ impl Passwords {
     /// or [`AccountError::Hashing`].
     pub async fn hash(&self, password: &str) -> Result<String, AccountError> {
         check_password(password)?;
+        self.hash_checked(password).await
+    }
+
+    /// Hashes a password that was already checked: a new one against the
+    /// rules, or an imported user's, just verified against their old hash
+    /// (which may be shorter than today's minimum: it must still leave the
+    /// old system's hash behind).
+    async fn hash_checked(&self, password: &str) -> Result<String, AccountError> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(AccountError::PasswordTooLong);
+        }
         let password = password.to_owned();
         self.run(move |argon2, memory| {
             hash_phc(argon2, memory, password.as_bytes()).ok_or(AccountError::Hashing)
@@ -489,6 +510,11 @@ impl Passwords {
         let phc = match recognised.scheme {
             Scheme::Argon2(phc) => phc,
             foreign => {
+                let _heavy = self
+                    .heavy
+                    .acquire()
+                    .await
+                    .map_err(|_| AccountError::Hashing)?;
                 let password = password.to_owned();
                 let matched = self
                     .run(move |_, _| imported_hashes::verify_foreign(&foreign, &password))
@@ -512,6 +538,17 @@ impl Passwords {
             || parsed.algorithm.as_str() != "argon2id"
             || parsed.version != Some(Version::V0x13.into())
             || stored.weaker_than(&self.params);
+        // More memory than this node's own hashes use: one at a time.
+        let _heavy = if stored.memory_kib > self.params.memory_kib {
+            Some(
+                self.heavy
+                    .acquire()
+                    .await
+                    .map_err(|_| AccountError::Hashing)?,
+            )
+        } else {
+            None
+        };
         let password = password.to_owned();
         let matched = self
             .run(move |_, memory| verify_phc(memory, &phc, password.as_bytes()))
@@ -759,7 +796,9 @@ impl Accounts {
                 if needs_rehash {
                     // A failure here leaves the old, still valid hash in
                     // place; a password changed meanwhile is left alone.
-                    if let Ok(phc) = self.passwords.hash(password).await {
+                    // No length rule: an imported password shorter than
+                    // today's minimum still leaves its old hash behind.
+                    if let Ok(phc) = self.passwords.hash_checked(password).await {
                         let replaced = self
                             .users
                             .replace_password_hash(&user.id, &user.password_hash, &phc)
@@ -1102,6 +1141,49 @@ mod tests {
         assert!(check_groups(&many[..MAX_GROUPS]).is_ok());
         assert_eq!(groups_from_stored(&groups_to_stored(&many)), many);
         assert!(groups_from_stored("").is_empty());
+    }
+
+    /// Two sign-ins to imported names run one after the other, though the
+    /// permits would let both run: their memory is not bounded by `m`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn foreign_hashes_verify_one_at_a_time() {
+        // Werkzeug 3.1.8, generate_password_hash("correct horse", "pbkdf2:sha256:300000").
+        const SLOW: &str = "pbkdf2:sha256:300000$wWvbJY3ToZJSRdtG$d03b03f4fe04a1d5c76804349545cc40fd480f3acb0cf32dc7fbf67d1f0b9e17";
+        let passwords = Passwords::with_params(PasswordParams::OWASP, 3).unwrap();
+        let verify =
+            |p: Passwords| tokio::spawn(async move { p.verify(SLOW, "correct horse").await });
+        let first = verify(passwords.clone());
+        let second = verify(passwords.clone());
+        // Wait until one of them holds the gate, then watch the permits
+        // while it works: never more than one taken.
+        let mut busy = 0;
+        for _ in 0..2_000 {
+            if passwords.heavy.available_permits() == 0 {
+                busy += 1;
+                assert!(
+                    passwords.permits.available_permits() >= 2,
+                    "two foreign verifications ran at once"
+                );
+            }
+            if first.is_finished() && second.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(busy > 0, "the gate was never seen taken");
+        for task in [first, second] {
+            assert_eq!(
+                task.await.unwrap().unwrap(),
+                Verification::Match { needs_rehash: true }
+            );
+        }
+        // signoff's own hashes do not wait for the gate.
+        let own = passwords.hash("correct horse battery").await.unwrap();
+        let _gate = passwords.heavy.acquire().await.unwrap();
+        assert!(matches!(
+            passwords.verify(&own, "correct horse battery").await,
+            Ok(Verification::Match { .. })
+        ));
     }
 
     #[test]

@@ -311,8 +311,8 @@ async fn password_change_ends_the_others_and_rotates() {
     assert_eq!(page.status, 200);
     let html = page.text();
     assert!(
-        html.contains("name=\"end_others\" type=\"checkbox\" value=\"on\" checked"),
-        "signing out the others is ticked by default: {html}"
+        html.contains("name=\"keep_others\" type=\"checkbox\" value=\"on\">"),
+        "keeping the others is unticked by default: {html}"
     );
     let csrf = csrf_in(&html);
     let url = gw.url("/.signoff/password");
@@ -347,7 +347,6 @@ async fn password_change_ends_the_others_and_rotates() {
                 ("current", current),
                 ("new", new),
                 ("confirm", confirm),
-                ("end_others", "on"),
             ],
             &headers,
         )
@@ -362,7 +361,6 @@ async fn password_change_ends_the_others_and_rotates() {
             ("current", PASSWORD),
             ("new", new_password),
             ("confirm", new_password),
-            ("end_others", "on"),
         ],
         &headers,
     )
@@ -389,7 +387,7 @@ async fn password_change_ends_the_others_and_rotates() {
     .await;
     assert_eq!(old.status, 401);
 
-    // Unticked: the others stay.
+    // "Keep my other sessions" ticked: the others stay.
     let c = login_as(&gw, USER, new_password, IPHONE).await;
     let csrf = csrf_in(
         &get(&gw.url("/.signoff/password"), &[("cookie", &cookie(&a2))])
@@ -404,6 +402,7 @@ async fn password_change_ends_the_others_and_rotates() {
             ("current", new_password),
             ("new", PASSWORD),
             ("confirm", PASSWORD),
+            ("keep_others", "on"),
         ],
         &[("cookie", &c2), ("origin", &gw.origin)],
     )
@@ -413,7 +412,28 @@ async fn password_change_ends_the_others_and_rotates() {
         reply.header("location"),
         Some("/.signoff/password?changed=0")
     );
-    assert!(alive(&gw, &c).await, "unticked: the other session stays");
+    assert!(alive(&gw, &c).await, "kept: the other session stays");
+    // A form without the field (an override that left it out, a client
+    // that never sent it) ends the others: never kept by omission.
+    let a3 = reply.new_cookie("signoff").expect("rotated");
+    let csrf = csrf_in(
+        &get(&gw.url("/.signoff/password"), &[("cookie", &cookie(&a3))])
+            .await
+            .text(),
+    );
+    let reply = post_form(
+        &url,
+        &[
+            ("csrf", &csrf),
+            ("current", PASSWORD),
+            ("new", new_password),
+            ("confirm", new_password),
+        ],
+        &[("cookie", &cookie(&a3)), ("origin", &gw.origin)],
+    )
+    .await;
+    assert_eq!(reply.status, 303, "{}", reply.text());
+    assert!(!alive(&gw, &c).await, "no field: the other session ends");
 }
 
 #[tokio::test]
@@ -931,7 +951,6 @@ async fn every_audit_event_is_written_once_per_action() {
             ("current", PASSWORD),
             ("new", new_password),
             ("confirm", new_password),
-            ("end_others", "on"),
         ],
         &[("cookie", &cookie(&e)), ("origin", &gw.origin)],
     )

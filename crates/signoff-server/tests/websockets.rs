@@ -337,7 +337,6 @@ async fn each_way_to_end(gw: &Gateway, up: &WsUpstream, admin: &str) {
                         ("current", &password),
                         ("new", &new_password),
                         ("confirm", &new_password),
-                        ("end_others", "on"),
                     ],
                     &[("cookie", &cookie(&other)), ("origin", &gw.origin)],
                 )

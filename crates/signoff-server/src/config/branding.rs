@@ -478,7 +478,9 @@ fn read_template_dir(dir: &Path) -> Result<TemplateDir> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("{FLAG}: cannot read the directory {}", dir.display()))?;
     // What is in the directory becomes signoff's own pages (a sign-in form
-    // included): only its owner may change it.
+    // included): not every user may change it. (Group-writable is allowed:
+    // with a umask of 002 every file is, and the group is often the user's
+    // own.)
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir)
@@ -486,11 +488,10 @@ fn read_template_dir(dir: &Path) -> Result<TemplateDir> {
             .permissions()
             .mode()
             & 0o7777;
-        if mode & 0o022 != 0 {
+        if mode & 0o002 != 0 {
             bail!(
-                "{FLAG}: the directory {} is writable by other users (mode {mode:04o}), who \
-                 could replace signoff's sign-in page; make it writable by its owner only \
-                 (chmod go-w {})",
+                "{FLAG}: the directory {} is writable by every user (mode {mode:04o}), who \
+                 could replace signoff's sign-in page; take that away (chmod o-w {})",
                 dir.display(),
                 dir.display()
             );
@@ -514,16 +515,34 @@ fn read_template_dir(dir: &Path) -> Result<TemplateDir> {
         if text.starts_with('.') {
             continue;
         }
-        // A link could serve any file signoff can read, under a public URL.
-        let is_link = std::fs::symlink_metadata(&path)
-            .with_context(|| format!("{FLAG}: cannot read {}", path.display()))?
-            .file_type()
-            .is_symlink();
-        if is_link {
-            bail!(
-                "{FLAG}: {} is a symbolic link; put the file itself in the directory",
-                path.display()
-            );
+        // A link could serve any file signoff can read, under a public URL;
+        // a file others may write could replace the sign-in page.
+        {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::symlink_metadata(&path)
+                .with_context(|| format!("{FLAG}: cannot read {}", path.display()))?;
+            if meta.file_type().is_symlink() {
+                bail!(
+                    "{FLAG}: {} is a symbolic link; put the file itself in the directory",
+                    path.display()
+                );
+            }
+            if meta.is_file() && meta.nlink() > 1 {
+                bail!(
+                    "{FLAG}: {} has other names (hard links); put a copy of its own in the \
+                     directory",
+                    path.display()
+                );
+            }
+            if meta.mode() & 0o002 != 0 {
+                bail!(
+                    "{FLAG}: {} is writable by every user (mode {:04o}); take that away \
+                     (chmod o-w {})",
+                    path.display(),
+                    meta.mode() & 0o7777,
+                    path.display()
+                );
+            }
         }
         match text {
             "signoff.css" => found.stylesheet = Some(read_css(&path, FLAG)?),
@@ -811,15 +830,26 @@ mod tests {
 
         // Others who may write the directory could replace the sign-in page.
         use std::os::unix::fs::PermissionsExt;
-        for mode in [0o775, 0o757] {
+        for mode in [0o777, 0o757] {
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
             let e = err(opts());
             assert!(
-                e.contains("writable by other users") && e.contains("chmod go-w"),
+                e.contains("writable by every user") && e.contains("chmod o-w"),
                 "{e}"
             );
         }
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o775)).unwrap();
+        assert!(check(opts()).is_ok());
+        // Nor a file in it that others may write, nor one with other names.
+        let css = dir.path().join("signoff.css");
+        std::fs::set_permissions(&css, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = err(opts());
+        assert!(e.contains("signoff.css is writable by every user"), "{e}");
+        std::fs::set_permissions(&css, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::hard_link(&css, elsewhere.path().join("same.css")).unwrap();
+        let e = err(opts());
+        assert!(e.contains("signoff.css has other names"), "{e}");
+        std::fs::remove_file(elsewhere.path().join("same.css")).unwrap();
         assert!(check(opts()).is_ok());
 
         let e = err(BrandingOptions {

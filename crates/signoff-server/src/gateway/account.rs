@@ -114,7 +114,16 @@ async fn check_password(
             gw.throttle.succeeded(ip, &auth.user);
             Ok(())
         }
-        Err(AccountError::InvalidCredentials | AccountError::Disabled) => {
+        Err(
+            e @ (AccountError::InvalidCredentials
+            | AccountError::Disabled
+            | AccountError::CorruptHash),
+        ) => {
+            if matches!(e, AccountError::CorruptHash) {
+                tracing::warn!(target: "signoff::auth", ip = %ip,
+                    "password check failed: the account's stored password hash cannot be \
+                     verified; set a new password with `signoff user passwd NAME`");
+            }
             gw.audit(by_user(gw, AuditKind::LoginFailed, auth, &auth.session, ip).reason(reason))
                 .await;
             Err((
@@ -463,7 +472,10 @@ struct PasswordForm {
     new: String,
     #[serde(default)]
     confirm: String,
-    end_others: Option<String>,
+    /// Ticked: the user's other sessions stay signed in. Absent (the
+    /// default, and a form that forgot it): they end. A password change
+    /// keeps the others only when asked to, never by omission.
+    keep_others: Option<String>,
 }
 
 impl IntentForm for PasswordForm {
@@ -521,7 +533,7 @@ async fn password_submit(
         ip,
     ))
     .await;
-    let end_others = form.end_others.is_some();
+    let end_others = form.keep_others.is_none();
     let Some(user_id) = auth.session.user_id.clone() else {
         return sign_in_first(&gw, true, &here, true);
     };

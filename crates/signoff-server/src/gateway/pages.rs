@@ -932,7 +932,7 @@ mod tests {
     fn the_checkbox_sits_on_its_label_line() {
         let html = &every_page("x")[7].1;
         assert!(
-            html.contains("<label class=\"check\"><input id=\"end_others\""),
+            html.contains("<label class=\"check\"><input id=\"keep_others\""),
             "{html}"
         );
         assert!(

@@ -39,7 +39,7 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rand::RngCore;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::session::UserId;
@@ -444,6 +444,17 @@ impl Passwords {
         &self,
         work: impl FnOnce(&Argon2<'static>, &mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, AccountError> {
+        self.run_gated(None, work).await
+    }
+
+    /// [`Passwords::run`] holding `gate` (the heavy-verification permit)
+    /// until the work itself is done: a request dropped while the work runs
+    /// on the blocking pool must not let the next heavy one start.
+    async fn run_gated<T: Send + 'static>(
+        &self,
+        gate: Option<OwnedSemaphorePermit>,
+        work: impl FnOnce(&Argon2<'static>, &mut Vec<Block>) -> T + Send + 'static,
+    ) -> Result<T, AccountError> {
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
@@ -453,6 +464,7 @@ impl Passwords {
         let buffers = Arc::clone(&self.buffers);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let _gate = gate;
             // Taken and given back while holding the permit: never more
             // buffers than permits.
             let mut memory = buffers.take();
@@ -468,6 +480,14 @@ impl Passwords {
         })
         .await
         .map_err(|_| AccountError::Hashing)
+    }
+
+    /// The one permit for a verification beyond this node's parameters.
+    async fn heavy_gate(&self) -> Result<OwnedSemaphorePermit, AccountError> {
+        Arc::clone(&self.heavy)
+            .acquire_owned()
+            .await
+            .map_err(|_| AccountError::Hashing)
     }
 
     /// Hashes a password into a PHC string.
@@ -510,14 +530,12 @@ impl Passwords {
         let phc = match recognised.scheme {
             Scheme::Argon2(phc) => phc,
             foreign => {
-                let _heavy = self
-                    .heavy
-                    .acquire()
-                    .await
-                    .map_err(|_| AccountError::Hashing)?;
+                let gate = self.heavy_gate().await?;
                 let password = password.to_owned();
                 let matched = self
-                    .run(move |_, _| imported_hashes::verify_foreign(&foreign, &password))
+                    .run_gated(Some(gate), move |_, _| {
+                        imported_hashes::verify_foreign(&foreign, &password)
+                    })
                     .await?;
                 return Ok(if matched {
                     Verification::Match { needs_rehash: true }
@@ -539,19 +557,16 @@ impl Passwords {
             || parsed.version != Some(Version::V0x13.into())
             || stored.weaker_than(&self.params);
         // More memory than this node's own hashes use: one at a time.
-        let _heavy = if stored.memory_kib > self.params.memory_kib {
-            Some(
-                self.heavy
-                    .acquire()
-                    .await
-                    .map_err(|_| AccountError::Hashing)?,
-            )
+        let gate = if stored.memory_kib > self.params.memory_kib {
+            Some(self.heavy_gate().await?)
         } else {
             None
         };
         let password = password.to_owned();
         let matched = self
-            .run(move |_, memory| verify_phc(memory, &phc, password.as_bytes()))
+            .run_gated(gate, move |_, memory| {
+                verify_phc(memory, &phc, password.as_bytes())
+            })
             .await?;
         Ok(if matched {
             Verification::Match { needs_rehash }
@@ -789,7 +804,16 @@ impl Accounts {
             self.passwords.verify_dummy(password).await?;
             return Err(AccountError::InvalidCredentials);
         };
-        match self.passwords.verify(&user.password_hash, password).await? {
+        let verified = match self.passwords.verify(&user.password_hash, password).await {
+            // Unreadable (garbled, or beyond the cost bounds): the same
+            // work as an unknown name, so timing does not single it out.
+            Err(AccountError::CorruptHash) => {
+                self.passwords.verify_dummy(password).await?;
+                return Err(AccountError::CorruptHash);
+            }
+            other => other?,
+        };
+        match verified {
             Verification::Mismatch => Err(AccountError::InvalidCredentials),
             Verification::Match { .. } if user.disabled => Err(AccountError::Disabled),
             Verification::Match { needs_rehash } => {
@@ -1177,6 +1201,34 @@ mod tests {
                 Verification::Match { needs_rehash: true }
             );
         }
+        // A sign-in dropped mid-verification (the client went away) keeps
+        // the gate until its work on the blocking pool is done.
+        let dropped = verify(passwords.clone());
+        for _ in 0..2_000 {
+            if passwords.heavy.available_permits() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(passwords.heavy.available_permits(), 0, "never started");
+        dropped.abort();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            passwords.heavy.available_permits(),
+            0,
+            "the gate opened while the dropped verification still ran"
+        );
+        for _ in 0..5_000 {
+            if passwords.heavy.available_permits() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            passwords.heavy.available_permits(),
+            1,
+            "the gate never reopened"
+        );
         // signoff's own hashes do not wait for the gate.
         let own = passwords.hash("correct horse battery").await.unwrap();
         let _gate = passwords.heavy.acquire().await.unwrap();

@@ -2,41 +2,16 @@
 
 mod support;
 
-use std::io::Write;
+use support::signoff_in;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 
 use signoff::{NewSession, Policy, SessionError, Sessions, SqliteStore, UserStore};
 
 fn signoff(args: &[&str], stdin: &str) -> Output {
     signoff_in(Path::new("."), &[], args, stdin)
-}
-
-/// `signoff ARGS` run in `dir` with the variables `env` (and no other
-/// `SIGNOFF_DB` or `SIGNOFF_CONFIG`).
-fn signoff_in(dir: &Path, env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_signoff"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_remove("SIGNOFF_DB")
-        .env_remove("SIGNOFF_CONFIG");
-    for (name, value) in env {
-        cmd.env(name, value);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run signoff");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait")
 }
 
 fn text(out: &[u8]) -> String {

@@ -4,32 +4,17 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use signoff::{SqliteStore, UserStore};
 use support::{login_at, missing, post_form, Gateway, Upstream};
 
 /// `signoff ARGS --db DB`, with `stdin`.
 fn signoff(args: &[&str], db: &str, stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_signoff"))
-        .args(args)
-        .args(["--db", db])
-        .env_remove("SIGNOFF_DB")
-        .env_remove("SIGNOFF_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run signoff");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let mut all = args.to_vec();
+    all.extend(["--db", db]);
+    support::signoff_in(Path::new("."), &[], &all, stdin)
 }
 
 fn text(out: &[u8]) -> String {

@@ -725,17 +725,7 @@ impl Demo {
         cmd.args(["demo", "--listen", "127.0.0.1:0", "--db", &db])
             .env("SIGNOFF_LOG", "info");
         let (proc, lines) = spawn_reading_lines(cmd, dir.path().join("demo.log"), 3);
-        let origin = lines[0]
-            .strip_prefix("signoff demo is running at ")
-            .unwrap_or_else(|| panic!("unexpected {lines:?}"))
-            .trim_end_matches('/')
-            .to_owned();
-        let password = lines[2]
-            .trim()
-            .strip_prefix("password:")
-            .unwrap_or_else(|| panic!("unexpected {lines:?}"))
-            .trim()
-            .to_owned();
+        let (origin, password) = support::demo_banner(&lines);
         Demo {
             _proc: proc,
             origin,

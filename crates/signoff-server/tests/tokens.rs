@@ -573,17 +573,7 @@ async fn the_example_client_walks_login_refresh_logout_refused() {
     let mut cmd = Command::new(signoff_bin());
     cmd.args(["demo", "--listen", "127.0.0.1:0", "--db", &db]);
     let (_demo, lines) = support::spawn_reading_lines(cmd, dir.path().join("demo.log"), 3);
-    let origin = lines[0]
-        .strip_prefix("signoff demo is running at ")
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
-    let password = lines[2]
-        .trim()
-        .strip_prefix("password:")
-        .unwrap()
-        .trim()
-        .to_owned();
+    let (origin, password) = support::demo_banner(&lines);
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/token-client.sh");
     let out = tokio::task::spawn_blocking(move || {

@@ -7,9 +7,9 @@ pub mod scenarios;
 pub mod services;
 pub mod websocket;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -91,6 +91,49 @@ pub fn spawn_reading_lines(mut cmd: Command, log: PathBuf, n: usize) -> (Proc, V
         Ok(Some(lines)) => (proc, lines),
         _ => panic!("{cmd:?} printed nothing; its log:\n{}", proc.log_text()),
     }
+}
+
+/// `signoff ARGS` run in `dir` with the variables `env` (and no other
+/// `SIGNOFF_DB` or `SIGNOFF_CONFIG`).
+pub fn signoff_in(dir: &Path, env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_signoff"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("SIGNOFF_DB")
+        .env_remove("SIGNOFF_CONFIG");
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run signoff");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+/// The origin and the demo user's password from the first three lines
+/// `signoff demo` prints.
+pub fn demo_banner(lines: &[String]) -> (String, String) {
+    let origin = lines[0]
+        .strip_prefix("signoff demo is running at ")
+        .unwrap_or_else(|| panic!("unexpected {lines:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let password = lines[2]
+        .trim()
+        .strip_prefix("password:")
+        .unwrap_or_else(|| panic!("unexpected {lines:?}"))
+        .trim()
+        .to_owned();
+    (origin, password)
 }
 
 /// The Python upstream app.

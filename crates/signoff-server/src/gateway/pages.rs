@@ -358,15 +358,36 @@ fn render_override<P: Page>(page: &P) -> Option<String> {
         Ok(html) => Some(html),
         Err(e) => {
             // The kind and place only: the detail could quote the context.
-            tracing::error!(
-                page = P::NAME,
-                kind = %e.kind(),
-                line = e.line().unwrap_or(0),
-                "a page override of --template-dir could not be rendered; \
-                 the built-in page is served instead"
-            );
+            // At ERROR once per page: a client requesting the failing page
+            // again and again must not flood the log.
+            if first_failure_of(P::NAME) {
+                tracing::error!(
+                    page = P::NAME,
+                    kind = %e.kind(),
+                    line = e.line().unwrap_or(0),
+                    "a page override of --template-dir could not be rendered; \
+                     the built-in page is served instead (logged once per page)"
+                );
+            } else {
+                tracing::debug!(page = P::NAME, "a page override failed again");
+            }
             None
         }
+    }
+}
+
+/// Whether this is the first failed render of `page`'s override in this
+/// process.
+fn first_failure_of(page: &'static str) -> bool {
+    static FAILED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut failed = FAILED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if failed.contains(&page) {
+        false
+    } else {
+        failed.push(page);
+        true
     }
 }
 
@@ -926,6 +947,15 @@ mod tests {
         assert!(STYLESHEET.contains("@media (prefers-color-scheme: dark)"));
         assert!(STYLESHEET.contains(":focus-visible"));
         assert!(STYLESHEET.contains("font-family: system-ui"));
+    }
+
+    #[test]
+    fn a_failing_override_is_logged_once_per_page() {
+        // Names no other test renders through a failing override.
+        assert!(first_failure_of("test-page-a"));
+        assert!(!first_failure_of("test-page-a"));
+        assert!(!first_failure_of("test-page-a"));
+        assert!(first_failure_of("test-page-b"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use support::{
-    add_user, admin_token, cli, cookie, csrf_in, get, post_form, request, sessions_action,
+    add_user, admin_token, cli, cookie, csrf_in, get, post_form, reauth, request, sessions_action,
     sessions_page, signoff_bin, Gateway, Reply, Upstream, PASSWORD, USER,
 };
 
@@ -958,17 +958,7 @@ async fn every_audit_event_is_written_once_per_action() {
     assert_eq!(r.status, 303);
     let e = r.new_cookie("signoff").unwrap();
     // reauthenticated ×1
-    let csrf = csrf_in(
-        &get(&gw.url("/.signoff/reauth"), &[("cookie", &cookie(&e))])
-            .await
-            .text(),
-    );
-    let r = post_form(
-        &gw.url("/.signoff/reauth"),
-        &[("csrf", &csrf), ("password", new_password), ("next", "/")],
-        &[("cookie", &cookie(&e)), ("origin", &gw.origin)],
-    )
-    .await;
+    let r = reauth(&gw.origin, &e, new_password, "/").await;
     assert_eq!(r.status, 303);
     let e = r.new_cookie("signoff").unwrap();
     // session_ended by admin ×1; user_disabled ×1 by admin (+ session_ended
@@ -1165,21 +1155,7 @@ async fn logout_with_the_cookie_from_before_a_rotation_ends_the_rotated_session(
     let a = login_as(&gw, USER, PASSWORD, CHROME).await;
     let bystander = login_as(&gw, USER, PASSWORD, IPHONE).await;
     let old_csrf = csrf_in(&sessions_page(&gw.origin, &a).await);
-    let reauth_csrf = csrf_in(
-        &get(&gw.url("/.signoff/reauth"), &[("cookie", &cookie(&a))])
-            .await
-            .text(),
-    );
-    let r = post_form(
-        &gw.url("/.signoff/reauth"),
-        &[
-            ("csrf", &reauth_csrf),
-            ("password", PASSWORD),
-            ("next", "/"),
-        ],
-        &[("cookie", &cookie(&a)), ("origin", &gw.origin)],
-    )
-    .await;
+    let r = reauth(&gw.origin, &a, PASSWORD, "/").await;
     assert_eq!(r.status, 303, "{}", r.text());
     let a2 = r.new_cookie("signoff").expect("re-entry rotates");
     assert!(alive(&gw, &a2).await);
@@ -1431,22 +1407,7 @@ async fn rotation_keeps_a_remembered_cookie_and_sign_out_everywhere_ends_it() {
     assert_eq!(page.matches("; remembered until ").count(), 2, "{page}");
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let reauth = get(
-        &gw.url("/.signoff/reauth?next=%2F.signoff%2Fsessions"),
-        &[("cookie", &cookie(&a))],
-    )
-    .await;
-    let csrf = csrf_in(&reauth.text());
-    let rotated = post_form(
-        &gw.url("/.signoff/reauth"),
-        &[
-            ("csrf", &csrf),
-            ("password", PASSWORD),
-            ("next", "/.signoff/sessions"),
-        ],
-        &[("cookie", &cookie(&a)), ("origin", &gw.origin)],
-    )
-    .await;
+    let rotated = reauth(&gw.origin, &a, PASSWORD, "/.signoff/sessions").await;
     assert_eq!(rotated.status, 303, "{}", rotated.text());
     let (set, again) = session_cookie(&rotated);
     let again = again.expect("the rotated cookie stays persistent");

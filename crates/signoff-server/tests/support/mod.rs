@@ -497,6 +497,24 @@ pub async fn sessions_action(
     .await
 }
 
+/// Enters the password again at `/.signoff/reauth` as a same-origin
+/// browser would, with the page's CSRF token; the answer (303 to `next` and
+/// a rotated cookie when the password is right).
+pub async fn reauth(origin: &str, token: &str, password: &str, next: &str) -> Reply {
+    let page = get(
+        &format!("{origin}/.signoff/reauth"),
+        &[("cookie", &cookie(token))],
+    )
+    .await;
+    let csrf = csrf_in(&page.text());
+    post_form(
+        &format!("{origin}/.signoff/reauth"),
+        &[("csrf", &csrf), ("password", password), ("next", next)],
+        &[("cookie", &cookie(token)), ("origin", origin)],
+    )
+    .await
+}
+
 /// A new admin API token from `signoff admin-token`: (token, its SHA-256).
 pub fn admin_token() -> (String, String) {
     let out = Command::new(signoff_bin())

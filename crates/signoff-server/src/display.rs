@@ -89,11 +89,7 @@ pub fn duration(d: Duration) -> String {
         s if s % 60 == 0 => (s / 60, "minute"),
         s => (s, "second"),
     };
-    if n == 1 {
-        format!("1 {unit}")
-    } else {
-        format!("{n} {unit}s")
-    }
+    count(n, unit, &format!("{unit}s"))
 }
 
 /// Now, as a [`Timestamp`].

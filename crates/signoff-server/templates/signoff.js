@@ -37,7 +37,8 @@
         return relative.format(Math.round(seconds / units[i][1]), units[i][0]);
       }
     }
-    return relative.format(Math.round(seconds / 60), "minute");
+    // Not reached: the last unit is the minute, and |seconds| >= 60 here.
+    return "";
   }
   function render() {
     var times = document.querySelectorAll("time[datetime]");

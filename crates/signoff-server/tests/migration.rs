@@ -175,7 +175,10 @@ async fn a_flask_login_app_moves_to_signoff_with_its_users_and_passwords() {
     let import = cli(&["user", "import", jsonl.to_str().unwrap()], &db);
     let said = String::from_utf8_lossy(&import.stdout).into_owned()
         + &String::from_utf8_lossy(&import.stderr);
-    assert!(said.contains('2'), "the import reports what it did: {said}");
+    assert!(
+        said.contains("imported 2 user(s)"),
+        "the import reports what it did: {said}"
+    );
     assert!(!said.contains(&old_hash), "no hash is printed");
     let imported_hash = stored_hash(&db_path, "alice");
     assert_eq!(imported_hash, old_hash, "kept as it was until sign-in");
@@ -198,8 +201,15 @@ async fn a_flask_login_app_moves_to_signoff_with_its_users_and_passwords() {
             &[("origin", &gw.origin)],
         )
         .await;
+        assert_eq!(r.status, 401, "{name}: {}", r.text());
         assert!(r.new_cookie("signoff").is_none(), "{name} signed in");
     }
+    let users = String::from_utf8_lossy(&cli(&["user", "list"], &db).stdout).into_owned();
+    let bob = users
+        .lines()
+        .find(|l| l.contains("bob"))
+        .unwrap_or_default();
+    assert!(bob.contains("disabled"), "bob came over disabled: {users}");
     assert_eq!(
         stored_hash(&db_path, "alice"),
         imported_hash,
@@ -236,17 +246,7 @@ async fn a_flask_login_app_moves_to_signoff_with_its_users_and_passwords() {
     assert_eq!(reauth, "/.signoff/reauth?next=%2Fsettings%3Ftab%3D2");
     let page = get(&gw.url(&reauth), &[("cookie", &c)]).await;
     assert_eq!(page.status, 200);
-    let csrf = csrf_in(&page.text());
-    let done = post_form(
-        &gw.url("/.signoff/reauth"),
-        &[
-            ("csrf", &csrf),
-            ("password", ALICE_PASSWORD),
-            ("next", "/settings?tab=2"),
-        ],
-        &[("cookie", &c), ("origin", &gw.origin)],
-    )
-    .await;
+    let done = support::reauth(&gw.origin, &token, ALICE_PASSWORD, "/settings?tab=2").await;
     assert_eq!(done.status, 303, "{}", done.text());
     assert_eq!(done.header("location"), Some("/settings?tab=2"));
     let token = done

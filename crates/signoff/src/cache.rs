@@ -522,8 +522,9 @@ const NONE: u32 = u32::MAX;
 const AUTH_AT: u8 = 1;
 const REMEMBERED: u8 = 2;
 
-/// A session as one byte string: the handle, the times, the generation,
-/// then each text field as a little-endian `u32` length and its bytes
+/// A session as one byte string: the handle, the three times, a flags byte
+/// ([`AUTH_AT`], then that time; [`REMEMBERED`]), the idle timeout, the
+/// generation, then each text field as a little-endian `u32` length and its bytes
 /// (`NONE` for an absent one), then the data's entry count and entries.
 /// The digest is the cache key and is not repeated; the user agent is
 /// kept beside the record, shared ([`Agents`]). `None` for a session
@@ -585,7 +586,7 @@ fn packed_user(packed: &[u8]) -> Option<&[u8]> {
     if *packed.get(at)? & AUTH_AT != 0 {
         at += 8;
     }
-    // The flag, the idle timeout (8 + 4) and the generation (8).
+    // The flags byte, the idle timeout (8 + 4) and the generation (8).
     at += 1 + 12 + 8;
     let len = u32::from_le_bytes(packed.get(at..at + 4)?.try_into().ok()?);
     if len == NONE {
@@ -818,7 +819,9 @@ mod tests {
         let full = session(7, 100);
         assert_eq!(packed_user(&pack(&full).unwrap()), Some("u-7".as_bytes()));
         let mut other = full.clone();
+        // The flags byte holds REMEMBERED without AUTH_AT: no time follows.
         other.auth_at = None;
+        other.remembered = true;
         other.user_id = Some(UserId::new(""));
         assert_eq!(packed_user(&pack(&other).unwrap()), Some(&b""[..]));
         other.user_id = None;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use signoff::{
     AccountError, Accounts, ImportedUser, MemoryStore, NewSession, PasswordParams, Passwords,
-    Policy, Sessions, SqliteStore, UserId, UserStore,
+    Policy, Sessions, SqliteStore, Timestamp, User, UserId, UserStore,
 };
 
 async fn accounts_with(passwords: Passwords) -> (Accounts, SqliteStore, tempfile::TempDir) {
@@ -131,24 +131,48 @@ async fn outdated_hash_is_replaced_at_login() {
 /// compared, so load from other tests affects both alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_user_costs_as_much_as_a_wrong_password() {
-    let (accounts, _store, _dir) = accounts_with(Passwords::new()).await;
+    let (accounts, store, _dir) = accounts_with(Passwords::new()).await;
     accounts
         .add_user("alice", "correct horse battery")
         .await
         .unwrap();
+    // An account whose stored hash cannot be verified (beyond the cost
+    // bounds): it must cost the same work too, or timing would single it out.
+    store
+        .insert_user(&User {
+            id: UserId::new("u-unreadable"),
+            name: "carol".to_owned(),
+            password_hash: "pbkdf2:sha256:99999999$salt$00".to_owned(),
+            disabled: false,
+            created_at: Timestamp::from_millis(0),
+            groups: Vec::new(),
+        })
+        .await
+        .unwrap();
     // Warm up (the dummy hash is made on first use).
     let _ = accounts.authenticate("nobody", "x").await;
-    let (mut known, mut unknown) = (Duration::MAX, Duration::MAX);
+    let (mut known, mut unknown, mut unreadable) = (Duration::MAX, Duration::MAX, Duration::MAX);
     for _ in 0..7 {
-        for (name, best) in [("alice", &mut known), ("nobody", &mut unknown)] {
+        for (name, best) in [
+            ("alice", &mut known),
+            ("nobody", &mut unknown),
+            ("carol", &mut unreadable),
+        ] {
             let start = Instant::now();
             let result = accounts.authenticate(name, "wrong horse battery").await;
             *best = (*best).min(start.elapsed());
-            assert!(matches!(result, Err(AccountError::InvalidCredentials)));
+            let expected = if name == "carol" {
+                matches!(result, Err(AccountError::CorruptHash))
+            } else {
+                matches!(result, Err(AccountError::InvalidCredentials))
+            };
+            assert!(expected, "{name}: {result:?}");
         }
     }
     let ratio = unknown.as_secs_f64() / known.as_secs_f64();
     assert!(ratio > 0.25 && ratio < 4.0, "unknown/known = {ratio:.2}");
+    let ratio = unreadable.as_secs_f64() / known.as_secs_f64();
+    assert!(ratio > 0.25 && ratio < 4.0, "unreadable/known = {ratio:.2}");
 }
 
 /// 64 failing logins at once must not stall session checks: hashing runs

@@ -19,7 +19,9 @@ pub struct ServeCommand {
     #[command(flatten)]
     pub args: crate::config::ServeArgs,
     /// Check the settings and exit: read the flags, `SIGNOFF_*` variables,
-    /// the --config file, the TLS and --upstream-ca files, print what serve
+    /// the --config file, the TLS, --upstream-ca and branding files (the
+    /// logo, the --template-dir files, whose page overrides are tried), and
+    /// the SQLite file's permissions; print what serve
     /// would do, and exit 0, or 1 with the reason. Opens no port and no store
     /// (no SQLite file is created, Redis and PostgreSQL are not contacted)
     /// and does not contact the upstream

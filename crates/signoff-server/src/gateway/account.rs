@@ -119,11 +119,7 @@ async fn check_password(
             | AccountError::Disabled
             | AccountError::CorruptHash),
         ) => {
-            if matches!(e, AccountError::CorruptHash) {
-                tracing::warn!(target: "signoff::auth", ip = %ip,
-                    "password check failed: the account's stored password hash cannot be \
-                     verified; set a new password with `signoff user passwd NAME`");
-            }
+            super::sign_in::refused_check(&e, ip, &auth.user);
             gw.audit(by_user(gw, AuditKind::LoginFailed, auth, &auth.session, ip).reason(reason))
                 .await;
             Err((
@@ -184,7 +180,7 @@ async fn sessions_page(
                 .then(|| display::time(s.absolute_end(gw.sessions.policy()))),
         })
         .collect();
-    pages::render_with_script(
+    pages::render(
         StatusCode::OK,
         &pages::SessionsPage {
             prefix: &gw.settings.prefix,

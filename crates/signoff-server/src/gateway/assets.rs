@@ -2,8 +2,10 @@
 //! the operator's replacement from `--template-dir`), the accent
 //! stylesheet, the operator's extra stylesheet and logo, and the sessions
 //! page's script. Each is the same for everyone and keeps its own
-//! `Cache-Control` ([`StaticAsset`]); the operator's files carry a hash of
-//! their bytes in their URL, so they are cached for a year.
+//! `Cache-Control` ([`StaticAsset`]). The logo and `extra.css` carry a hash
+//! of their bytes in their URL and `brand.css` its colour, so they are
+//! cached for a year; the stylesheet (built-in or the operator's) and the
+//! script are cached for a day.
 
 use std::sync::Arc;
 

@@ -3,8 +3,10 @@
 //!
 //! Every page is an auto-escaping template in `templates/` (on the shared
 //! `base.html`, which shows the operator's [`Branding`]), filled from a page
-//! model here; every page links the one stylesheet, [`STYLESHEET`], served
-//! at `{prefix}/signoff.css` (the files pages load are in `assets.rs`).
+//! model here; every page links the stylesheet, [`STYLESHEET`], served at
+//! `{prefix}/signoff.css`, and the operator's branding stylesheets; the
+//! sessions page also loads `{prefix}/signoff.js` (the files pages load
+//! are served by `assets.rs`).
 //!
 //! An operator may replace a whole page with a Jinja template of the
 //! `--template-dir` (checked at start in `config/branding.rs`); such an
@@ -29,9 +31,10 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-ac
 
 /// The CSP of a page that loads `{prefix}/signoff.js`: [`CSP`] with scripts
 /// from this origin (files only: no inline script, no `eval`).
-const CSP_WITH_SCRIPT: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-                               img-src 'self'; form-action 'self'; frame-ancestors 'none'; \
-                               base-uri 'none'";
+const CSP_WITH_SCRIPT: &str = concat!(
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; ",
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+);
 
 /// The login form. `next` is kept in a hidden field.
 #[derive(Template, Serialize)]
@@ -176,6 +179,9 @@ pub struct PasswordPage<'a> {
 pub trait Page: Template + Serialize {
     /// Its name: the override is `NAME.html`.
     const NAME: &'static str;
+    /// Its Content-Security-Policy, the same for its override: [`CSP`], or
+    /// [`CSP_WITH_SCRIPT`] for a page whose template loads `signoff.js`.
+    const CSP: &'static str = CSP;
     fn prefix(&self) -> &str;
     fn brand(&self) -> &Branding;
 
@@ -190,8 +196,12 @@ pub trait Page: Template + Serialize {
 
 macro_rules! page {
     ($model:ident, $name:literal) => {
+        page!($model, $name, CSP);
+    };
+    ($model:ident, $name:literal, $csp:ident) => {
         impl Page for $model<'_> {
             const NAME: &'static str = $name;
+            const CSP: &'static str = $csp;
             fn prefix(&self) -> &str {
                 self.prefix
             }
@@ -207,7 +217,8 @@ page!(LogoutPage, "logout");
 page!(SignedOutPage, "signed_out");
 page!(MessagePage, "message");
 page!(SignInRefusedPage, "sign_in_refused");
-page!(SessionsPage, "sessions");
+// sessions.html loads signoff.js (times in the reader's language).
+page!(SessionsPage, "sessions", CSP_WITH_SCRIPT);
 page!(ReauthPage, "reauth");
 page!(PasswordPage, "password");
 
@@ -337,16 +348,11 @@ pub fn sample_contexts(name: &str, brand: &Branding) -> Vec<minijinja::Value> {
     [true, false].into_iter().filter_map(each).collect()
 }
 
-/// A page (one of the models above) rendered with signoff's own headers:
-/// its override if the template directory has one, else the built-in.
-pub fn render(status: StatusCode, page: &impl Page) -> Response {
-    render_with_csp(status, page, CSP)
-}
-
-/// [`render`] for a page that loads `{prefix}/signoff.js` (the sessions
-/// page): its CSP allows scripts from this origin.
-pub fn render_with_script(status: StatusCode, page: &impl Page) -> Response {
-    render_with_csp(status, page, CSP_WITH_SCRIPT)
+/// A page (one of the models above) rendered with signoff's own headers
+/// (its CSP is the page's, [`Page::CSP`]): its override if the template
+/// directory has one, else the built-in.
+pub fn render<P: Page>(status: StatusCode, page: &P) -> Response {
+    render_with_csp(status, page, P::CSP)
 }
 
 /// The override of `page`, if there is one and it renders. One that fails
@@ -494,8 +500,8 @@ mod tests {
         // The same headers as the built-in page: an override cannot loosen
         // the CSP.
         let plain = Branding::default();
-        let built_in = render_with_script(StatusCode::OK, &page(&plain));
-        let overridden = render_with_script(StatusCode::OK, &page(&brand));
+        let built_in = render(StatusCode::OK, &page(&plain));
+        let overridden = render(StatusCode::OK, &page(&brand));
         assert_eq!(headers_of(&overridden), headers_of(&built_in));
         assert_eq!(
             overridden.headers()["content-security-policy"],

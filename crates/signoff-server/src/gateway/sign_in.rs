@@ -183,6 +183,20 @@ pub(super) enum SignInError {
     Unavailable,
 }
 
+/// Logs a password check that failed on the client's side. An account whose
+/// stored hash cannot be verified (garbled, or an imported hash beyond the
+/// cost bounds) fails like a wrong password, so the answer tells nothing
+/// about the name; the operator is told how to mend the account.
+pub(super) fn refused_check(e: &AccountError, ip: IpAddr, user: &str) {
+    if matches!(e, AccountError::CorruptHash) {
+        tracing::warn!(target: "signoff::auth", ip = %ip, user = ?user,
+            "password check failed: the account's stored password hash cannot be verified; \
+             set a new password with `signoff user passwd NAME`");
+    } else {
+        tracing::info!(target: "signoff::auth", ip = %ip, "login failed");
+    }
+}
+
 /// The sign-in the form and `api/login` share: the failure delays, the
 /// password check (a disabled account fails like a wrong password), the
 /// audit trail, and a new session that replaces `previous` (so a token
@@ -206,21 +220,16 @@ pub(super) async fn sign_in(
     }
     let user = match gw.accounts.authenticate(username, password).await {
         Ok(user) => user,
-        Err(e @ (AccountError::InvalidCredentials | AccountError::Disabled)) => {
-            tracing::info!(target: "signoff::auth", ip = %client_ip, "login failed");
+        // An unreadable stored hash is answered and throttled like a wrong
+        // password (see `refused_check`).
+        Err(
+            e @ (AccountError::InvalidCredentials
+            | AccountError::Disabled
+            | AccountError::CorruptHash),
+        ) => {
+            refused_check(&e, client_ip, username);
             record_login_failure(gw, username, client_ip, matches!(e, AccountError::Disabled))
                 .await;
-            return Err(SignInError::Refused);
-        }
-        Err(AccountError::CorruptHash) => {
-            // The account's stored hash cannot be verified (garbled, or an
-            // imported hash beyond the cost bounds): answered and throttled
-            // like a wrong password, so the answer tells nothing about the
-            // name, and the operator is told how to fix the account.
-            tracing::warn!(target: "signoff::auth", ip = %client_ip, user = ?username,
-                "login failed: the account's stored password hash cannot be verified; \
-                 set a new password with `signoff user passwd NAME`");
-            record_login_failure(gw, username, client_ip, false).await;
             return Err(SignInError::Refused);
         }
         Err(e) => {

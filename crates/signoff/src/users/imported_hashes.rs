@@ -696,7 +696,13 @@ fn argon2(format: HashFormat, phc: &str) -> Result<Parsed, HashError> {
         format,
         scheme: Scheme::Argon2(phc.to_owned()),
         cost,
-        weakness: (m < 19 * 1024 || t < 2).then_some(WEAK_ARGON2),
+        weakness: super::PasswordParams {
+            memory_kib: m,
+            iterations: t,
+            parallelism: p,
+        }
+        .weaker_than(&super::PasswordParams::OWASP)
+        .then_some(WEAK_ARGON2),
     })
 }
 
@@ -743,8 +749,7 @@ pub(crate) fn verify_foreign(scheme: &Scheme, password: &str) -> bool {
             // bytes of the password; the rehash at sign-in ends that.
             let result = if *sha256_hex {
                 let digest = Sha256::digest(password.as_bytes());
-                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-                bcrypt::verify(hex, hash)
+                bcrypt::verify(crate::revocation::hex(&digest), hash)
             } else {
                 bcrypt::verify(password, hash)
             };

@@ -181,7 +181,7 @@ impl PasswordParams {
     };
 
     /// Whether hashes made with these parameters are weaker than with `other`.
-    fn weaker_than(&self, other: &PasswordParams) -> bool {
+    pub(crate) fn weaker_than(&self, other: &PasswordParams) -> bool {
         self.memory_kib < other.memory_kib || self.iterations < other.iterations
     }
 }
@@ -1229,11 +1229,39 @@ mod tests {
             1,
             "the gate never reopened"
         );
-        // signoff's own hashes do not wait for the gate.
+        // signoff's own hashes do not wait for the gate (a timeout, so
+        // that waiting fails instead of hanging).
         let own = passwords.hash("correct horse battery").await.unwrap();
-        let _gate = passwords.heavy.acquire().await.unwrap();
+        let gate = passwords.heavy_gate().await.unwrap();
+        let verified = tokio::time::timeout(
+            Duration::from_secs(10),
+            passwords.verify(&own, "correct horse battery"),
+        )
+        .await
+        .expect("an own hash waited for the gate");
+        assert!(matches!(verified, Ok(Verification::Match { .. })));
+        // An Argon2 hash with more memory than this node's does wait.
+        let heavier = PasswordParams {
+            memory_kib: 2 * PasswordParams::OWASP.memory_kib,
+            ..PasswordParams::OWASP
+        };
+        let big = Passwords::with_params(heavier, 1)
+            .unwrap()
+            .hash("correct horse battery")
+            .await
+            .unwrap();
+        let waiting = {
+            let passwords = passwords.clone();
+            tokio::spawn(async move { passwords.verify(&big, "correct horse battery").await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a heavier Argon2 hash skipped the gate"
+        );
+        drop(gate);
         assert!(matches!(
-            passwords.verify(&own, "correct horse battery").await,
+            waiting.await.unwrap(),
             Ok(Verification::Match { .. })
         ));
     }

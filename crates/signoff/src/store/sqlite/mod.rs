@@ -34,6 +34,7 @@ mod bus;
 mod dialect;
 #[cfg(unix)]
 mod permissions;
+#[cfg(unix)]
 pub use permissions::problems as permission_problems;
 
 /// Why [`SqliteStore::open_with`] refused a database: it, a file beside it

@@ -56,12 +56,16 @@ struct Entry {
     cached_at: Timestamp,
     packed: Arc<[u8]>,
     agent: Option<Arc<str>>,
+    /// The bytes of a user agent this entry holds a copy of its own of
+    /// ([`Agents`] was full), counted in its weight; 0 when shared.
+    own_agent_bytes: u32,
 }
 
 /// Bytes an entry costs beyond its packed record: the key, the entry
 /// itself, the allocation's reference counts and the cache's bookkeeping
-/// (an estimate; `bench/load.sh` measures the real figure). The user agent
-/// is not counted: it is shared, and [`Agents`] bounds the distinct ones.
+/// (an estimate; `bench/load.sh` measures the real figure). A shared user
+/// agent is not counted ([`Agents`] bounds the distinct ones); a copy of
+/// an entry's own is ([`Entry::own_agent_bytes`]).
 const ENTRY_OVERHEAD: u64 = 128;
 
 /// Most distinct user agents kept for sharing: at most
@@ -85,13 +89,13 @@ struct AgentTable {
 }
 
 impl Agents {
-    /// The shared copy of `agent`, or a copy of its own while the table
-    /// is full of user agents still in use.
-    fn share(&self, agent: &str) -> Arc<str> {
+    /// The shared copy of `agent` and `true`, or a copy of its own and
+    /// `false` while the table is full of user agents still in use.
+    fn share(&self, agent: &str) -> (Arc<str>, bool) {
         // Only shared strings: a panic elsewhere cannot leave it wrong.
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(shared) = table.set.get(agent) {
-            return Arc::clone(shared);
+            return (Arc::clone(shared), true);
         }
         if table.set.len() >= AGENTS_MAX {
             if table.sweep_in == 0 {
@@ -109,8 +113,9 @@ impl Agents {
         let agent: Arc<str> = Arc::from(agent);
         if table.set.len() < AGENTS_MAX {
             table.set.insert(Arc::clone(&agent));
+            return (agent, true);
         }
-        agent
+        (agent, false)
     }
 }
 
@@ -132,6 +137,7 @@ fn entry_bytes(entry: &Entry) -> u64 {
     u64::try_from(entry.packed.len())
         .unwrap_or(u64::MAX)
         .saturating_add(ENTRY_OVERHEAD)
+        .saturating_add(u64::from(entry.own_agent_bytes))
 }
 
 /// Options for [`CachedStore`].
@@ -141,7 +147,8 @@ pub struct CacheOptions {
     /// Most sessions kept. Default 100 000.
     pub capacity: usize,
     /// Most memory the cached sessions take, in bytes (their packed
-    /// records plus an estimate of the cache's own cost per entry).
+    /// records, user agents not shared with other entries, and an estimate
+    /// of the cache's own cost per entry).
     /// Whichever of this and `capacity` is reached first evicts. Default
     /// 32 MiB, about 100 000 sessions with a 200-byte user agent and a
     /// little data; a session with the most data allowed
@@ -330,8 +337,8 @@ impl<S: SessionStore> CachedStore<S> {
     }
 
     /// Memory the cached sessions take, in bytes, as counted against
-    /// [`CacheOptions::max_bytes`] (their packed records plus an estimate
-    /// of the cache's cost per entry).
+    /// [`CacheOptions::max_bytes`] (their packed records, user agents of
+    /// their own, and an estimate of the cache's cost per entry).
     pub fn bytes(&self) -> u64 {
         self.cache
             .iter()
@@ -384,10 +391,22 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
             // keeps an untrusted cache empty.
             let fresh = epochs[shard(id)] == epoch && self.trusted.load(Ordering::SeqCst);
             if let Some(packed) = packed.filter(|_| fresh) {
+                let (agent, shared) = match session.user_agent.as_deref() {
+                    Some(a) => {
+                        let (agent, shared) = self.agents.share(a);
+                        (Some(agent), shared)
+                    }
+                    None => (None, true),
+                };
+                let own_agent_bytes = match &agent {
+                    Some(a) if !shared => u32::try_from(a.len()).unwrap_or(u32::MAX),
+                    _ => 0,
+                };
                 let entry = Entry {
                     cached_at: now,
                     packed,
-                    agent: session.user_agent.as_deref().map(|a| self.agents.share(a)),
+                    agent,
+                    own_agent_bytes,
                 };
                 self.cache.insert(*id, entry);
             }
@@ -798,7 +817,7 @@ mod tests {
     fn the_shared_user_agents_stay_bounded() {
         let agents = Agents::default();
         let held: Vec<Arc<str>> = (0..AGENTS_MAX / 2)
-            .map(|i| agents.share(&format!("held/{i}")))
+            .map(|i| agents.share(&format!("held/{i}")).0)
             .collect();
         for i in 0..AGENTS_MAX * 3 {
             agents.share(&format!("dropped/{i}"));
@@ -808,10 +827,25 @@ mod tests {
         // What entries still hold stays shared, and new ones are shared
         // again once the unheld ones are swept.
         for (i, h) in held.iter().enumerate() {
-            assert!(Arc::ptr_eq(h, &agents.share(&format!("held/{i}"))));
+            assert!(Arc::ptr_eq(h, &agents.share(&format!("held/{i}")).0));
         }
-        let new = agents.share("new");
-        assert!(Arc::ptr_eq(&new, &agents.share("new")));
+        let (new, shared) = agents.share("new");
+        assert!(shared && Arc::ptr_eq(&new, &agents.share("new").0));
+
+        // Full of agents still held: a new one is a copy of its own, and
+        // an entry holding it weighs its bytes.
+        let more: Vec<Arc<str>> = (held.len()..AGENTS_MAX)
+            .map(|i| agents.share(&format!("held/{i}")).0)
+            .collect();
+        let (own, shared) = agents.share(&"x".repeat(300));
+        assert!(!shared, "{} agents held, {} more", held.len(), more.len());
+        let entry = |own_agent_bytes| Entry {
+            cached_at: Timestamp::from_millis(0),
+            packed: Arc::from(&b"packed"[..]),
+            agent: Some(Arc::clone(&own)),
+            own_agent_bytes,
+        };
+        assert_eq!(entry_bytes(&entry(300)), entry_bytes(&entry(0)) + 300);
     }
 
     #[test]

@@ -463,8 +463,10 @@ impl Passwords {
         self.buffers.sweep_idle();
         let buffers = Arc::clone(&self.buffers);
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            // Dropped in reverse: the permit first, then the gate, so the
+            // next heavy verification never overlaps this one's permit.
             let _gate = gate;
+            let _permit = permit;
             // Taken and given back while holding the permit: never more
             // buffers than permits.
             let mut memory = buffers.take();

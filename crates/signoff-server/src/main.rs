@@ -24,7 +24,8 @@ fn main() -> ExitCode {
         | cli::Command::Sessions(_)
         | cli::Command::Audit { .. }
         | cli::Command::AdminToken
-        | cli::Command::Keys(_) => "warn",
+        | cli::Command::Keys(_)
+        | cli::Command::Rules(_) => "warn",
     };
     // The access log is buffered (log_output.rs); `log_flush` writes out
     // what is left when main returns.

@@ -282,8 +282,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         },
         ..Options::default()
     }
-    .check(&LoginFile::default())?;
-    serve::run(settings, |at| {
+    .check(&LoginFile::default(), None)?;
+    serve::run(settings, None, |at| {
         println!("signoff demo is running at {}/", at.public);
         println!("  user:     {DEMO_USER}");
         println!("  password: {password}");

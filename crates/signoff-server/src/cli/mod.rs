@@ -6,6 +6,7 @@ mod admin_token;
 mod audit;
 mod demo;
 mod keys;
+mod rules;
 pub mod serve;
 mod sessions;
 mod user;
@@ -54,6 +55,10 @@ pub enum Command {
     /// the keys that seal session tokens.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// The access rules ([access] in the config file): check them, and
+    /// see which rule decides a request and why.
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
 }
 
 /// The store a command works on, found as `signoff serve` finds it:
@@ -165,11 +170,14 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(command) => {
             let serve::ServeCommand { args, check } = *command;
-            let settings = args.settings()?;
+            let settings = args.clone().settings()?;
             if check {
                 return serve::check(&settings);
             }
-            serve::run(settings, |at| {
+            // SIGHUP reads the flags, variables and file again; only the
+            // access rules change (docs/access-rules.md).
+            let reload: serve::Reload = Box::new(move || args.clone().settings());
+            serve::run(settings, Some(reload), |at| {
                 println!("signoff listening on {}/", at.bound);
                 if at.public != at.bound {
                     println!("public URL: {}/", at.public);
@@ -181,6 +189,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::User(command) => user::run(command).await,
         Command::Sessions(command) => sessions::run(command).await,
         Command::Audit(args) => audit::run(args).await,
+        Command::Rules(command) => rules::run(command).await,
         Command::AdminToken => {
             admin_token::run();
             Ok(())

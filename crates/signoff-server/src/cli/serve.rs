@@ -76,6 +76,16 @@ pub fn check(settings: &Settings) -> Result<()> {
         settings.public_paths.join(", ")
     };
     println!("public paths  {public}");
+    let rules = &settings.access.rules;
+    println!(
+        "access rules  {} ({} from [access]), default: {}",
+        rules.rules().len(),
+        rules.rules().len() - settings.public_paths.len(),
+        rules.default_access()
+    );
+    for warning in &settings.access.warnings {
+        println!("warning       {warning}");
+    }
     println!(
         "sessions      idle {}, absolute {}",
         humantime::format_duration(settings.idle_timeout),
@@ -151,9 +161,20 @@ pub struct Listening {
     pub public: String,
 }
 
+/// Reads the settings again, for a reload on SIGHUP.
+pub type Reload = Box<dyn Fn() -> Result<Settings> + Send + Sync>;
+
 /// Runs the gateway until Ctrl-C or SIGTERM. `on_ready` learns where it
-/// listens once the port is bound.
-pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&Listening)) -> Result<()> {
+/// listens once the port is bound. With `reload`, SIGHUP reads the
+/// settings again and puts their access rules in force.
+pub async fn run(
+    mut settings: Settings,
+    reload: Option<Reload>,
+    on_ready: impl FnOnce(&Listening),
+) -> Result<()> {
+    for warning in &settings.access.warnings {
+        tracing::warn!(target: "signoff::access", "{warning}");
+    }
     let limits = listener::Limits::from_settings(&settings.connections);
     let tls = settings
         .tls
@@ -281,6 +302,9 @@ pub async fn run(mut settings: Settings, on_ready: impl FnOnce(&Listening)) -> R
             .with_tokens(tokens)
             .with_uncached_sessions(uncached),
     );
+    if let Some(reload) = reload {
+        reload_on_hangup(gateway.clone(), reload);
+    }
     on_ready(&listening);
     listener::serve(
         listener,
@@ -320,6 +344,47 @@ async fn check_upstream(settings: &Settings) {
             tracing::warn!(%upstream, "the upstream did not accept a connection within 2 s; requests get 502 until it does")
         }
     }
+}
+
+/// On each SIGHUP: the settings read again, and their access rules put in
+/// force; a file that does not check keeps the rules in force (and says
+/// why). Sessions are not touched.
+fn reload_on_hangup(gateway: Arc<Gateway>, reload: Reload) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let mut hangups = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::hangup(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; access rules will not reload");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match reload() {
+                Ok(settings) => {
+                    for warning in &settings.access.warnings {
+                        tracing::warn!(target: "signoff::access", "{warning}");
+                    }
+                    let count = settings.access.rules.rules().len();
+                    gateway.replace_rules(settings.access.rules);
+                    tracing::info!(
+                        target: "signoff::access",
+                        rules = count,
+                        "SIGHUP: access rules reloaded (other settings need a restart)"
+                    );
+                }
+                Err(e) => tracing::error!(
+                    target: "signoff::access",
+                    error = format!("{e:#}"),
+                    "SIGHUP: the settings do not check; the access rules in force are kept"
+                ),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (gateway, reload);
 }
 
 async fn shutdown_signal() {

@@ -22,7 +22,7 @@ const MAX_NAME_CHARS: usize = 64;
 
 /// Branding: flags and variables, and the file's `[branding]` table (its
 /// keys without the `brand_` of the flags).
-#[derive(Debug, Default, Args, Deserialize)]
+#[derive(Debug, Default, Clone, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrandingOptions {
     /// The product or app name in the header and title of signoff's pages
@@ -58,8 +58,8 @@ pub struct BrandingOptions {
     /// A directory whose signoff.css replaces the built-in stylesheet, whose
     /// extra.css is loaded after it, whose logo.(png|jpg|jpeg|webp|svg) is
     /// the logo, and whose login.html, logout.html, signed_out.html,
-    /// message.html, sign_in_refused.html, sessions.html, reauth.html or
-    /// password.html (Jinja templates, optionally extending a base.html
+    /// message.html, sign_in_refused.html, forbidden.html, sessions.html,
+    /// reauth.html or password.html (Jinja templates, optionally extending a base.html
     /// there) replace those whole pages; checked at start; nothing else may
     /// be in it [file: [branding] template_dir]
     #[arg(
@@ -277,12 +277,13 @@ impl Default for Branding {
 
 /// The pages a template directory may replace: `<name>.html` each, the
 /// file names of the built-in templates.
-pub const PAGE_NAMES: [&str; 8] = [
+pub const PAGE_NAMES: [&str; 9] = [
     "login",
     "logout",
     "signed_out",
     "message",
     "sign_in_refused",
+    "forbidden",
     "sessions",
     "reauth",
     "password",
@@ -454,7 +455,8 @@ struct TemplateDir {
 const TEMPLATE_DIR_FILES: &str =
     "signoff.css, extra.css, one logo.png, logo.jpg, logo.jpeg, logo.webp or logo.svg, \
      page overrides named login.html, logout.html, signed_out.html, message.html, \
-     sign_in_refused.html, sessions.html, reauth.html or password.html, and a base.html \
+     sign_in_refused.html, forbidden.html, sessions.html, reauth.html or password.html, \
+     and a base.html \
      they may extend";
 
 /// The page (or `base`) an override file name names.
@@ -996,6 +998,7 @@ mod tests {
             ("signed_out", ""),
             ("message", "{{ heading }}{{ text }}"),
             ("sign_in_refused", "{{ expected }}{{ arrived }}{{ fix }}"),
+            ("forbidden", "{{ user }}{{ csrf }}"),
             (
                 "sessions",
                 "{{ user }}{{ csrf }}{{ ended }}{% for s in rows %}{{ s.handle }}\

@@ -21,7 +21,7 @@ macro_rules! section {
         $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)*
     }) => {
         $(#[$meta])*
-        #[derive(Debug, Default, clap::Args, serde::Deserialize)]
+        #[derive(Debug, Default, Clone, clap::Args, serde::Deserialize)]
         pub struct $name {
             $($(#[$field_meta])* pub $field: $ty,)*
         }
@@ -36,6 +36,7 @@ macro_rules! section {
     };
 }
 
+mod access;
 mod audit;
 mod branding;
 mod connections;
@@ -59,6 +60,7 @@ use ipnet::IpNet;
 use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
+pub use access::{AccessFile, AccessRules};
 pub use audit::AuditOptions;
 pub use branding::{Branding, BrandingOptions, LogoKind};
 pub use connections::{ConnectionLimits, ConnectionOptions};
@@ -151,7 +153,7 @@ section! {
 
 /// `signoff serve` flags. Each also reads `SIGNOFF_<NAME>` and the TOML
 /// key of the same name (with `_` for `-`).
-#[derive(Debug, Default, Args)]
+#[derive(Debug, Default, Clone, Args)]
 pub struct ServeArgs {
     /// The settings given on the command line or in the environment.
     #[command(flatten)]
@@ -192,6 +194,23 @@ pub fn store_choice(store: StoreOptions, config: Option<&Path>) -> Result<StoreC
     })
 }
 
+/// The access rules of the file `config` names (its `[access]` table and
+/// its `public_paths`, unless `public_paths` is given), as `serve` would
+/// check them, without the rest of the settings.
+pub fn access_rules(
+    config: Option<&Path>,
+    public_paths: Option<Vec<String>>,
+) -> Result<AccessRules> {
+    let file = read_optional_file(config)?;
+    let paths = proxy::public_paths(
+        public_paths
+            .filter(|p| !p.is_empty())
+            .or(file.options.proxy.public_paths)
+            .unwrap_or_default(),
+    )?;
+    access::check(file.access.as_ref(), &paths)
+}
+
 impl StoreOptions {
     /// The database and whether a SQLite file others can read is opened,
     /// defaults filled in (for `serve` and every other command alike).
@@ -203,12 +222,14 @@ impl StoreOptions {
     }
 }
 
-/// The TOML file: the top-level keys of [`Options`], and the `[login]` and
-/// `[branding]` tables. Unknown keys are an error, so a typo is not ignored.
+/// The TOML file: the top-level keys of [`Options`], and the `[login]`,
+/// `[branding]` and `[access]` tables. Unknown keys are an error, so a
+/// typo is not ignored.
 #[derive(Debug, Default)]
 struct FileConfig {
     options: Options,
     login: LoginFile,
+    access: Option<AccessFile>,
 }
 
 /// TLS files.
@@ -253,8 +274,11 @@ pub struct Settings {
     pub absolute_timeout: Duration,
     /// TLS, if signoff serves HTTPS itself.
     pub tls: Option<TlsFiles>,
-    /// Paths that need no session.
+    /// Paths that need no session (`--public-path`; also the first rules
+    /// of `access`).
     pub public_paths: Vec<String>,
+    /// The access rules (`[access]` and `--public-path`), checked.
+    pub access: AccessRules,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Whether to inject the guard into upstream HTML.
@@ -332,6 +356,7 @@ fn file_keys() -> &'static [String] {
         let mut keys: Vec<String> = args.iter().map(|a| a.get_id().to_string()).collect();
         keys.push("login".to_owned());
         keys.push("branding".to_owned());
+        keys.push("access".to_owned());
         keys
     })
 }
@@ -390,6 +415,10 @@ fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
         #[serde(default)]
         branding: BrandingOptions,
     }
+    #[derive(Deserialize)]
+    struct AccessTable {
+        access: Option<AccessFile>,
+    }
     check_keys(text)?;
     let options = Options {
         listen: toml::from_str(text)?,
@@ -404,7 +433,12 @@ fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
         branding: toml::from_str::<BrandingTable>(text)?.branding,
     };
     let login = toml::from_str::<LoginTable>(text)?.login;
-    Ok(FileConfig { options, login })
+    let access = toml::from_str::<AccessTable>(text)?.access;
+    Ok(FileConfig {
+        options,
+        login,
+        access,
+    })
 }
 
 /// The file `config` names, or an empty one.
@@ -420,7 +454,9 @@ impl ServeArgs {
     /// checks the result.
     pub fn settings(self) -> Result<Settings> {
         let file = read_optional_file(self.config.as_deref())?;
-        self.options.or(file.options).check(&file.login)
+        self.options
+            .or(file.options)
+            .check(&file.login, file.access.as_ref())
     }
 }
 
@@ -492,7 +528,7 @@ fn parse_sha256_hex(text: &str) -> Result<[u8; 32]> {
 impl Options {
     /// Applies the defaults and checks everything: the one place a given
     /// value becomes a [`Settings`] field.
-    pub fn check(self, login: &LoginFile) -> Result<Settings> {
+    pub fn check(self, login: &LoginFile, access: Option<&AccessFile>) -> Result<Settings> {
         let Self {
             listen: l,
             proxy: p,
@@ -543,6 +579,7 @@ impl Options {
             None => Duration::from_secs(12 * 3600),
         };
         let public_paths = proxy::public_paths(p.public_paths.unwrap_or_default())?;
+        let access = access::check(access, &public_paths)?;
         let trusted_proxies = proxy::trusted_proxies(&p.trusted_proxies.unwrap_or_default())?;
         let clear_site_data = headers::clear_site_data_header(h.clear_site_data)?;
         let hsts = headers::hsts_header(h.hsts.as_deref(), secure, tls.is_some())?;
@@ -602,6 +639,7 @@ impl Options {
             absolute_timeout,
             tls,
             public_paths,
+            access,
             trusted_proxies,
             inject_guard: p.inject_guard.unwrap_or(true),
             allow_unguarded_html: p.allow_unguarded_html.unwrap_or(false),
@@ -1250,7 +1288,7 @@ mod doc_tests {
             .collect();
         ids.sort();
         let mut keys: Vec<String> = file_keys().to_vec();
-        keys.retain(|k| k != "login" && k != "branding");
+        keys.retain(|k| k != "login" && k != "branding" && k != "access");
         keys.sort();
         let mut serde_keys: Vec<String> = from_code()
             .into_iter()

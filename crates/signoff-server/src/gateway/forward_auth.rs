@@ -46,15 +46,16 @@ use axum::Router;
 
 use signoff::token_mode::{kind_of, TokenKind};
 
+use super::access;
+use super::access::{method_override, Audience};
 use super::error_pages::{error_page, unavailable};
 use super::layers::QuietLog;
-use super::signed_in::{self, bearer, login_url, sign_in_first, wants_html, Who};
-use super::{
-    cookies, identity_headers, public_path, redirect, token_mode, tunnel, AppState, Gateway,
-};
+use super::signed_in::{self, bearer, wants_html, Who};
+use super::{cookies, identity_headers, redirect, token_mode, tunnel, AppState, Gateway};
+use signoff::access::{Decision, RequestFacts};
 
 /// The header naming the login page (with `next`) on a 401.
-const LOGIN_HEADER: &str = "x-signoff-login";
+pub(super) const LOGIN_HEADER: &str = "x-signoff-login";
 
 /// What the proxy told us about the request it holds.
 #[derive(Debug, PartialEq, Eq)]
@@ -163,9 +164,23 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
     if tunnel::opens_a_socket(headers) && foreign {
         return tunnel::cross_site(headers);
     }
+    // The rules decide on the request the proxy holds: its method, host
+    // (`X-Forwarded-Host`) and raw path. What the proxy did not send
+    // counts as any value and as none, so the request must pass both.
+    let original = original(headers);
+    let method = original.method.as_ref().unwrap_or(req.method()).clone();
+    let access = gw.rules.load();
+    let needs = access.needs(
+        &RequestFacts::new(
+            original.method.as_ref().map(Method::as_str),
+            first(headers, &["x-forwarded-host"]),
+            forwarded_path(headers),
+        )
+        .method_override(method_override(headers)),
+    );
     // Public, like `signoff serve`: no session needed, none looked up, and
     // no identity for the app.
-    if forwarded_path(headers).is_some_and(|path| public_path::is_public(&gw.settings, path)) {
+    if needs.is_public() {
         let mut r = StatusCode::OK.into_response();
         r.extensions_mut().insert(QuietLog);
         return r;
@@ -179,53 +194,69 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
         }
         _ => Who::from(signed_in::validate(&gw, &gw.sessions, presented).await),
     };
+    let navigable = wants_html(headers) && matches!(method, Method::GET | Method::HEAD);
+    let audience = match (navigable, redirect_mode(query.as_deref())) {
+        (true, true) => Audience::Browser,
+        (true, false) => Audience::LoginHeader,
+        (false, _) => Audience::Api,
+    };
     match who {
-        Who::Known(identity) => {
-            let mut r = StatusCode::OK.into_response();
-            // The proxy logs the request it let through; a second info
-            // line per request here would double the log for nothing.
-            r.extensions_mut().insert(QuietLog);
-            let h = r.headers_mut();
-            let auth_time = identity.auth_time();
-            for (name, value) in [
-                ("x-signoff-user", Some(identity.user)),
-                (
-                    "x-signoff-session",
-                    Some(identity.session.handle.to_string()),
-                ),
-                ("x-signoff-csrf", identity.csrf),
-            ] {
-                if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
-                    h.insert(name, v);
-                }
-            }
-            if let Some(v) = auth_time {
-                h.insert("x-signoff-auth-time", v);
-            }
-            r
-        }
+        Who::Known(identity) => match needs.decide(Some(&identity.member(gw.sessions.now()))) {
+            Decision::Allow => granted(identity),
+            refused => access::refuse(
+                &gw,
+                refused,
+                Some(&identity),
+                audience,
+                original.next,
+                false,
+            ),
+        },
         Who::Unavailable => unavailable(&gw),
         Who::BadBearer(why) => token_mode::invalid_token(&why),
         Who::Anonymous { stale } => {
-            let original = original(headers);
-            let method = original.method.as_ref().unwrap_or(req.method());
-            let navigable = wants_html(headers) && matches!(*method, Method::GET | Method::HEAD);
             // Only a stale cookie is expired: a bad bearer token is the
             // client's to drop.
             let stale = stale && cookie.is_some();
-            if navigable && redirect_mode(query.as_deref()) {
-                return sign_in_first(&gw, true, original.next, stale);
-            }
-            let mut r = sign_in_first(&gw, false, original.next, stale);
-            if navigable {
-                if let Ok(v) = HeaderValue::from_str(&login_url(&gw.settings.prefix, original.next))
-                {
-                    r.headers_mut().insert(LOGIN_HEADER, v);
-                }
-            }
-            r
+            access::refuse(
+                &gw,
+                needs.decide(None),
+                None,
+                audience,
+                original.next,
+                stale,
+            )
         }
     }
+}
+
+/// 200 with the identity headers for the proxy to copy upstream.
+fn granted(identity: signed_in::Identity) -> Response {
+    let mut r = StatusCode::OK.into_response();
+    // The proxy logs the request it let through; a second info
+    // line per request here would double the log for nothing.
+    r.extensions_mut().insert(QuietLog);
+    let h = r.headers_mut();
+    if let Some(v) = identity.auth_time() {
+        h.insert("x-signoff-auth-time", v);
+    }
+    let groups = Some(identity.groups())
+        .filter(|g| !g.is_empty())
+        .map(str::to_owned);
+    for (name, value) in [
+        ("x-signoff-user", Some(identity.user)),
+        (
+            "x-signoff-session",
+            Some(identity.session.handle.to_string()),
+        ),
+        ("x-signoff-csrf", identity.csrf),
+        ("x-signoff-groups", groups),
+    ] {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            h.insert(name, v);
+        }
+    }
+    r
 }
 
 #[cfg(test)]

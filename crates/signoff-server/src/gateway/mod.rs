@@ -12,9 +12,10 @@
 //! both end when their session does. What handlers share is in its own
 //! module: [`signed_in`] (sessions, the `SignedIn` extractor),
 //! [`csrf_form`] (the `CsrfForm` extractor), [`client_addr`] (the
-//! `ClientAddr` extractor), [`cookies`], [`origin`], [`public_path`],
+//! `ClientAddr` extractor), [`cookies`], [`origin`], [`access`] (the access rules),
 //! [`error_pages`] and [`layers`] (the middleware).
 
+mod access;
 mod account;
 mod admin;
 mod assets;
@@ -33,7 +34,6 @@ mod own_body;
 mod own_origin;
 pub mod pages;
 mod proxy;
-mod public_path;
 pub mod redirect;
 mod sign_in;
 mod signed_in;
@@ -59,5 +59,10 @@ pub fn check_upstream_client(settings: &crate::config::Settings) -> anyhow::Resu
 /// The session data key holding the signed-in user's name (sent upstream
 /// as `X-Signoff-User`), so no request needs a user lookup.
 pub const USER_NAME_KEY: &str = "signoff.user";
+
+/// The session data key holding the user's groups at sign-in,
+/// comma-separated (sent upstream as `X-Signoff-Groups`, matched by the
+/// access rules); absent when the user is in none.
+pub const GROUPS_KEY: &str = "signoff.groups";
 
 type AppState = State<Arc<Gateway>>;

@@ -81,6 +81,18 @@ pub struct MessagePage<'a> {
     pub text: &'a str,
 }
 
+/// A request an access rule refuses: who is signed in (if anyone), and
+/// a form to sign out and in as someone else.
+#[derive(Template, Serialize)]
+#[template(path = "forbidden.html")]
+pub struct ForbiddenPage<'a> {
+    pub prefix: &'a str,
+    #[serde(skip)]
+    pub brand: &'a Branding,
+    pub user: Option<&'a str>,
+    pub csrf: Option<&'a str>,
+}
+
 /// A sign-in form refused for its origin: which origin was expected,
 /// which arrived (as the client sent it: escaped like everything else),
 /// and what fixes it.
@@ -217,6 +229,7 @@ page!(LogoutPage, "logout");
 page!(SignedOutPage, "signed_out");
 page!(MessagePage, "message");
 page!(SignInRefusedPage, "sign_in_refused");
+page!(ForbiddenPage, "forbidden");
 // sessions.html loads signoff.js (times in the reader's language).
 page!(SessionsPage, "sessions", CSP_WITH_SCRIPT);
 page!(ReauthPage, "reauth");
@@ -308,6 +321,13 @@ pub fn sample_contexts(name: &str, brand: &Branding) -> Vec<minijinja::Value> {
                 expected: "https://example.com",
                 arrived: "http://example.com",
                 fix: "Fix.",
+            }
+            .context(),
+            "forbidden" => ForbiddenPage {
+                prefix,
+                brand,
+                user: full.then_some("ann"),
+                csrf: some("csrf"),
             }
             .context(),
             "sessions" => SessionsPage {

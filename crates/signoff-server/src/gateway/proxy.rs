@@ -13,14 +13,16 @@ use axum::http::uri::PathAndQuery;
 use axum::http::{Method, Request, Response, StatusCode, Uri, Version};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use signoff::access::Decision;
 
+use super::access::{self as rules, Audience};
 use super::client_addr::{is_trusted, peer_ip};
 use super::error_pages::{bad_gateway, error_page, unavailable};
 use super::guard::{encoding, PageRequest, Unreadable};
 use super::identity_headers::{is_forwarding_header, is_identity_header};
 use super::signed_in::{self, bearer, wants_html, Identity, Who};
 use super::tunnel::{self, Upgrade};
-use super::{long_response, origin, public_path, token_mode, upstream_client, AppState, Gateway};
+use super::{long_response, origin, token_mode, upstream_client, AppState, Gateway};
 use crate::listener::{UpstreamSlots, UPSTREAM_SLOT_WAIT};
 
 /// The fallback: everything not under the prefix.
@@ -45,25 +47,39 @@ async fn proxy(State(gw): AppState, req: Request<Body>) -> Response<Body> {
     if upgrade && !tunnel::origin_allowed(&gw, req.headers()) {
         return tunnel::cross_site(req.headers());
     }
-    if public_path::is_public(&gw.settings, req.uri().path()) {
+    let access = gw.rules.load();
+    let needs = access.needs(&rules::proxied_facts(
+        &gw,
+        req.method().as_str(),
+        req.headers(),
+        req.uri(),
+    ));
+    if needs.is_public() {
         return forward(&gw, req, peer, None).await;
     }
     let who = match bearer(req.headers()) {
         Some(raw) if gw.tokens.is_some() => token_mode::identify_bearer(&gw, raw).await,
         _ => Who::from(signed_in::authenticate(&gw, req.headers()).await),
     };
+    let next = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    // A socket cannot follow a redirect to the login page: 401.
+    let audience = if wants_html(req.headers()) && !upgrade {
+        Audience::Browser
+    } else {
+        Audience::Api
+    };
     match who {
-        Who::Known(identity) => {
-            let response = forward(&gw, req, peer, Some(&identity)).await;
-            long_response::ends_with_session(&gw.watch, response, identity.session)
-        }
+        Who::Known(identity) => match needs.decide(Some(&identity.member(gw.sessions.now()))) {
+            Decision::Allow => {
+                let response = forward(&gw, req, peer, Some(&identity)).await;
+                long_response::ends_with_session(&gw.watch, response, identity.session)
+            }
+            refused => rules::refuse(&gw, refused, Some(&identity), audience, next, false),
+        },
         Who::Unavailable => unavailable(&gw),
         Who::BadBearer(why) => token_mode::invalid_token(&why),
         Who::Anonymous { stale } => {
-            let next = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-            // A socket cannot follow a redirect to the login page: 401.
-            let html = wants_html(req.headers()) && !upgrade;
-            signed_in::sign_in_first(&gw, html, next, stale)
+            rules::refuse(&gw, needs.decide(None), None, audience, next, stale)
         }
     }
 }
@@ -295,6 +311,12 @@ pub(super) async fn forward(
         }
         if let Some(v) = auth.auth_time() {
             headers.insert("x-signoff-auth-time", v);
+        }
+        if let Some(v) = Some(auth.groups())
+            .filter(|g| !g.is_empty())
+            .and_then(header_value)
+        {
+            headers.insert("x-signoff-groups", v);
         }
         if auth.strip_authorization {
             headers.remove(header::AUTHORIZATION);

@@ -19,7 +19,7 @@ use super::csrf_form::{CsrfForm, FormGate, FormRefusal, IntentForm, Proof};
 use super::error_pages::{error_page, form_error, sign_in_refused, to_public_origin};
 use super::pages;
 use super::signed_in::{self, Auth};
-use super::{cookies, origin, redirect, AppState, Gateway, USER_NAME_KEY};
+use super::{cookies, origin, redirect, AppState, Gateway, GROUPS_KEY, USER_NAME_KEY};
 
 /// The sign-in family's routes.
 pub(super) fn routes(gw: &Gateway) -> Router<Arc<Gateway>> {
@@ -243,6 +243,12 @@ pub(super) async fn sign_in(
     gw.throttle.succeeded(client_ip, username);
     let mut data = SessionData::new();
     data.insert(USER_NAME_KEY.to_owned(), user.name.clone());
+    if !user.groups.is_empty() {
+        // Fixed at sign-in: removing a group ends the user's sessions
+        // (`signoff user groups`), and a change racing this sign-in is
+        // caught by `still_signs_in` below.
+        data.insert(GROUPS_KEY.to_owned(), user.groups.join(","));
+    }
     let mut new = NewSession::for_user(user.id.clone())
         .ip(client_ip.to_string())
         .data(data)

@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+use signoff::access::Rules;
+
 use axum::extract::Request;
 use axum::http::uri::Authority;
 use axum::middleware;
@@ -44,6 +47,9 @@ pub struct Gateway {
     /// The sessions that open tunnels and long responses run under: each
     /// ends when its session does.
     pub(super) watch: SessionWatch,
+    /// The access rules: the settings' own, until a reload
+    /// ([`Gateway::replace_rules`]) swaps in new ones.
+    pub(super) rules: ArcSwap<Rules>,
 }
 
 impl Gateway {
@@ -78,6 +84,7 @@ impl Gateway {
             )
         });
         Ok(Self {
+            rules: ArcSwap::from_pointee(settings.access.rules.clone()),
             watch,
             cookie: sessions.policy().cookie().clone(),
             guard,
@@ -113,6 +120,13 @@ impl Gateway {
     pub fn with_tokens(mut self, tokens: Option<Arc<Tokens>>) -> Self {
         self.tokens = tokens;
         self
+    }
+
+    /// Puts new access rules in force for every request that starts after
+    /// this returns (a reload on SIGHUP); requests under way finish under
+    /// the rules they started with, and no session is touched.
+    pub fn replace_rules(&self, rules: Rules) {
+        self.rules.store(Arc::new(rules));
     }
 
     /// Counts a store failure for the metrics.

@@ -1,0 +1,287 @@
+//! How a request path is read before rules match it.
+//!
+//! A gateway forwards the path exactly as it came, and each upstream
+//! decodes and normalises it its own way: `/public/../admin` is `/admin`
+//! to most servers, `/admin;x` is `/admin` to Java servers, `/a%2fb` is
+//! `/a/b` to some and one segment to others, `/ADMIN` is `/admin` to
+//! case-blind ones. A rule must decide for whatever the upstream will
+//! make of the path, so a path is read every way an upstream could read it
+//! ([`Readings`]) and the request must pass the rule that matches each
+//! reading (docs/security.md, "Access rules").
+//!
+//! A [plain](is_plain) path, the everyday case, means the same to every
+//! server once its harmless escapes are decoded: it has one reading.
+
+use std::borrow::Cow;
+
+/// Whether a request path means the same to every upstream, however it
+/// decodes and normalises it: only when it holds no dot segment, empty
+/// segment, backslash or `;` (`/static/..;/admin` in Java servers),
+/// neither as it is nor once percent-decoded, and every escape is a plain
+/// `%XX` of a printable ASCII character other than `%` (so no double
+/// encoding, no IIS `%u002e`, no overlong UTF-8 such as `%c0%ae`, no
+/// full-width dots). Anything else may reach another path upstream.
+pub fn is_plain(path: &str) -> bool {
+    let raw = path.as_bytes();
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'%' {
+            let Some(byte) = escape_at(raw, i) else {
+                return false;
+            };
+            // An escaped separator or dot means something else to each server.
+            if !(0x20..0x7f).contains(&byte) || b"%/\\.;?#".contains(&byte) {
+                return false;
+            }
+            decoded.push(byte);
+            i += 3;
+        } else {
+            if !(0x21..0x7f).contains(&b) {
+                return false;
+            }
+            decoded.push(b);
+            i += 1;
+        }
+    }
+    if decoded.first() != Some(&b'/') || decoded.iter().any(|b| matches!(b, b'\\' | b';')) {
+        return false;
+    }
+    let segments: Vec<&[u8]> = decoded[1..].split(|b| *b == b'/').collect();
+    let last = segments.len() - 1;
+    segments.iter().enumerate().all(|(n, segment)| {
+        // Only the last segment may be empty: `/static/` is a directory.
+        if segment.is_empty() {
+            n == last
+        } else {
+            *segment != b"." && !segment.starts_with(b"..")
+        }
+    })
+}
+
+/// The byte a `%XX` escape at `i` stands for.
+fn escape_at(raw: &[u8], i: usize) -> Option<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let hi = raw.get(i + 1).copied().and_then(hex)?;
+    let lo = raw.get(i + 2).copied().and_then(hex)?;
+    Some((hi * 16 + lo) as u8)
+}
+
+/// Every way an upstream could read a request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readings<'a> {
+    /// A plain path ([`is_plain`]), its harmless escapes decoded: the one
+    /// reading.
+    Plain(Cow<'a, str>),
+    /// Any other path: each distinct reading, from the raw path to the
+    /// path decoded twice with `\` as `/`, `;…` parameters cut and dot
+    /// segments and empty segments removed.
+    Tricky(Vec<String>),
+}
+
+impl<'a> Readings<'a> {
+    /// The readings of `path` (the path of a request target, raw).
+    pub fn of(path: &'a str) -> Self {
+        if is_plain(path) {
+            return Readings::Plain(if path.contains('%') {
+                Cow::Owned(String::from_utf8_lossy(&decode(path.as_bytes())).into_owned())
+            } else {
+                Cow::Borrowed(path)
+            });
+        }
+        let once = decode(path.as_bytes());
+        let twice = decode(&once);
+        let mut all: Vec<String> = Vec::new();
+        for bytes in [path.as_bytes().to_vec(), once, twice] {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            for backslash in [false, true] {
+                let text = if backslash {
+                    text.replace('\\', "/")
+                } else {
+                    text.clone()
+                };
+                for cut_parameters in [false, true] {
+                    let text = if cut_parameters {
+                        without_parameters(&text)
+                    } else {
+                        text.clone()
+                    };
+                    for normalise in [false, true] {
+                        let text = if normalise {
+                            normalised(&text)
+                        } else {
+                            text.clone()
+                        };
+                        if !all.contains(&text) {
+                            all.push(text);
+                        }
+                    }
+                }
+            }
+        }
+        Readings::Tricky(all)
+    }
+
+    /// Whether the path is plain.
+    pub fn is_plain(&self) -> bool {
+        matches!(self, Readings::Plain(_))
+    }
+
+    /// Each reading.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let (one, many) = match self {
+            Readings::Plain(p) => (Some(p.as_ref()), &[][..]),
+            Readings::Tricky(all) => (None, all.as_slice()),
+        };
+        one.into_iter().chain(many.iter().map(String::as_str))
+    }
+}
+
+/// Percent-decodes every well-formed `%XX`; anything else stays.
+fn decode(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            if let Some(byte) = escape_at(raw, i) {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(raw[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Each segment without what follows its first `;` (the path parameters
+/// Java servers drop: `/admin;jsessionid=x/a` is `/admin/a` to them).
+fn without_parameters(path: &str) -> String {
+    path.split('/')
+        .map(|segment| segment.split_once(';').map_or(segment, |(s, _)| s))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Dot segments resolved and empty segments dropped (RFC 3986 §5.2.4,
+/// and the slash merging of nginx and most servers); a trailing slash is
+/// kept. Always starts with `/`.
+fn normalised(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').collect();
+    let trailing = segments.len() > 1 && matches!(segments.last(), Some(&"" | &"." | &".."));
+    for segment in segments {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut text = String::with_capacity(path.len() + 1);
+    for segment in &out {
+        text.push('/');
+        text.push_str(segment);
+    }
+    if out.is_empty() || trailing {
+        text.push('/');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_paths_are_plain() {
+        for plain in [
+            "/",
+            "/public",
+            "/static/",
+            "/static/app.js",
+            "/a%20b",
+            "/.well-known/x",
+            "/a/b.c",
+        ] {
+            assert!(is_plain(plain), "{plain}");
+        }
+        for tricky in [
+            // Dot segments, plain and encoded in every spelling.
+            "/static/../admin",
+            "/static/./x",
+            "/static/%2e%2e/admin",
+            "/static/%2E./admin",
+            "/static/.%2e/admin",
+            // Overlong UTF-8 and IIS %u forms of a dot or slash.
+            "/static/%c0%ae%c0%ae/admin",
+            "/static/%c0%2e%c0%2e/admin",
+            "/static/%e0%80%ae/admin",
+            "/static/%c0%af",
+            "/static/%u002e%u002e/admin",
+            "/static/%U002E",
+            // Full-width dots and slashes, which some servers fold.
+            "/static/%ef%bc%8e%ef%bc%8e/admin",
+            "/static/%ef%bc%8fadmin",
+            // Encoded separators, double encoding, broken escapes.
+            "/static%2fadmin",
+            "/static/%5c..%5cadmin",
+            "/static/%252e%252e/admin",
+            "/static/%2",
+            "/static/%zz",
+            "/static/%00",
+            "/static/%0a",
+            "/static/%3b/admin",
+            // Separators that Java and Windows servers honour.
+            "/static/..;/admin",
+            "/static;/x",
+            "/static\\..\\admin",
+            "//static/x",
+            "/static//x",
+            "static/x",
+            "",
+        ] {
+            assert!(!is_plain(tricky), "{tricky}");
+        }
+    }
+
+    #[test]
+    fn a_plain_path_has_one_reading_with_its_escapes_decoded() {
+        assert_eq!(
+            Readings::of("/admin/x"),
+            Readings::Plain(Cow::Borrowed("/admin/x"))
+        );
+        let decoded = Readings::of("/%61dmin/a%20b");
+        assert_eq!(decoded.iter().collect::<Vec<_>>(), ["/admin/a b"]);
+        assert!(decoded.is_plain());
+    }
+
+    #[test]
+    fn a_tricky_path_is_read_every_way_an_upstream_could() {
+        let has = |path: &str, reading: &str| {
+            let r = Readings::of(path);
+            assert!(!r.is_plain(), "{path}");
+            assert!(
+                r.iter().any(|x| x == reading),
+                "{path} lacks {reading}: {r:?}"
+            );
+        };
+        has("/public/../admin", "/admin");
+        has("/public/../admin", "/public/../admin");
+        has("/public/%2e%2e/admin", "/admin");
+        has("/public/%252e%252e/admin", "/admin");
+        has("/public%2f..%2fadmin", "/admin");
+        has("/public%2fx", "/public/x");
+        has("/public/..;/admin", "/admin");
+        has("/admin;jsessionid=1/x", "/admin/x");
+        has("/public\\..\\admin", "/admin");
+        has("//admin", "/admin");
+        has("/public//admin/", "/public/admin/");
+        has("/a/./b", "/a/b");
+        has("/..", "/");
+        has("/a/..", "/");
+    }
+}

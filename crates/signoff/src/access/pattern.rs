@@ -1,0 +1,361 @@
+//! What a rule matches: host names and paths.
+
+/// A path a rule matches, as the app sees it (decoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    /// This path only.
+    Exact(String),
+    /// This path and everything under it, by whole segments: `/admin`
+    /// matches `/admin`, `/admin/` and `/admin/users`, not `/administrator`.
+    /// Kept without a trailing slash (`""` for `/`, which matches every path).
+    Prefix(String),
+    /// A glob: `*` is any text within one segment, `**` any text at all
+    /// (slashes included); everything else matches itself.
+    Glob(String),
+}
+
+/// Why a path pattern was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// It does not start with `/`.
+    #[error("{0:?} does not start with /")]
+    NotAbsolute(String),
+    /// It holds what the app would never see in a decoded path.
+    #[error(
+        "{0:?}: write the path as the app sees it, decoded, without `%`, `?`, `#`, `\\`, `;`, \
+         `.`/`..` segments or `//`"
+    )]
+    NotDecoded(String),
+    /// A `*` in an exact or prefix path.
+    #[error("{0:?}: `*` only has a meaning in path_glob")]
+    StarOutsideGlob(String),
+    /// A glob longer than [`MAX_GLOB_BYTES`].
+    #[error("path_glob {0:?} is longer than 120 bytes")]
+    TooLong(String),
+    /// A host that is not a name or `*.name`.
+    #[error(
+        "host {0:?}: expected a host name such as app.example.com, or *.example.com for every \
+         name under it (no scheme, port or path)"
+    )]
+    BadHost(String),
+}
+
+impl PathPattern {
+    /// `path = …`: this path only.
+    ///
+    /// # Errors
+    /// A path that is not absolute and decoded.
+    pub fn exact(path: &str) -> Result<Self, PatternError> {
+        check_path(path, false)?;
+        Ok(PathPattern::Exact(path.to_owned()))
+    }
+
+    /// `path_prefix = …`: this path and everything under it.
+    ///
+    /// # Errors
+    /// A path that is not absolute and decoded.
+    pub fn prefix(path: &str) -> Result<Self, PatternError> {
+        check_path(path, false)?;
+        Ok(PathPattern::Prefix(path.trim_end_matches('/').to_owned()))
+    }
+
+    /// `path_glob = …`.
+    ///
+    /// # Errors
+    /// A path that is not absolute and decoded.
+    pub fn glob(path: &str) -> Result<Self, PatternError> {
+        check_path(path, true)?;
+        Ok(PathPattern::Glob(path.to_owned()))
+    }
+
+    /// Whether `path` (one reading of a request path) matches; `fold`
+    /// compares ASCII letters without case.
+    pub fn matches(&self, path: &str, fold: bool) -> bool {
+        let eq = |a: &[u8], b: &[u8]| {
+            if fold {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
+        match self {
+            PathPattern::Exact(p) => eq(p.as_bytes(), path.as_bytes()),
+            PathPattern::Prefix(p) => {
+                let (p, path) = (p.as_bytes(), path.as_bytes());
+                path.len() >= p.len()
+                    && eq(&path[..p.len()], p)
+                    && (path.len() == p.len() || path[p.len()] == b'/')
+            }
+            PathPattern::Glob(g) => glob_matches(g.as_bytes(), path.as_bytes(), fold),
+        }
+    }
+
+    /// Whether it matches every path.
+    pub fn matches_everything(&self) -> bool {
+        match self {
+            PathPattern::Prefix(p) => p.is_empty(),
+            PathPattern::Glob(g) => g == "/**" || g == "**",
+            PathPattern::Exact(_) => false,
+        }
+    }
+
+    /// Whether every path this matches, `other` matches too (a cheap,
+    /// incomplete test: exact paths, and prefixes under a prefix).
+    pub fn within(&self, other: &PathPattern) -> bool {
+        if other.matches_everything() {
+            return true;
+        }
+        match (self, other) {
+            (PathPattern::Exact(p), other) => other.matches(p, false),
+            (PathPattern::Prefix(p), PathPattern::Prefix(_)) if !p.is_empty() => {
+                other.matches(p, false)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathPattern::Exact(p) => write!(f, "path {p}"),
+            PathPattern::Prefix(p) if p.is_empty() => f.write_str("every path"),
+            PathPattern::Prefix(p) => write!(f, "{p} and under"),
+            PathPattern::Glob(g) => write!(f, "path_glob {g}"),
+        }
+    }
+}
+
+fn check_path(path: &str, glob: bool) -> Result<(), PatternError> {
+    if !path.starts_with('/') {
+        return Err(PatternError::NotAbsolute(path.to_owned()));
+    }
+    if !glob && path.contains('*') {
+        return Err(PatternError::StarOutsideGlob(path.to_owned()));
+    }
+    if glob && path.len() > MAX_GLOB_BYTES {
+        return Err(PatternError::TooLong(path.to_owned()));
+    }
+    let bad_char = path
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '%' | '?' | '#' | '\\' | ';'));
+    let trimmed = path.trim_end_matches('/');
+    let bad_segment = trimmed
+        .split('/')
+        .skip(1)
+        .any(|s| s.is_empty() || s == "." || s == "..");
+    if bad_char || bad_segment || (path.len() > 1 && path.ends_with("//")) {
+        return Err(PatternError::NotDecoded(path.to_owned()));
+    }
+    Ok(())
+}
+
+/// Longest glob, in bytes: matching keeps one bit per position.
+pub const MAX_GLOB_BYTES: usize = 120;
+
+/// `*` matches within a segment, `**` across them. Matched as a set of
+/// positions in the glob moved along the path byte by byte (no
+/// backtracking), so a long hostile path costs time linear in its length.
+fn glob_matches(glob: &[u8], path: &[u8], fold: bool) -> bool {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Token {
+        Byte(u8),
+        InSegment,
+        Anything,
+    }
+    let mut tokens = [Token::Byte(0); MAX_GLOB_BYTES];
+    let mut len = 0;
+    let mut i = 0;
+    while i < glob.len() && len < MAX_GLOB_BYTES {
+        tokens[len] = match glob[i] {
+            b'*' if glob.get(i + 1) == Some(&b'*') => {
+                i += 1;
+                Token::Anything
+            }
+            b'*' => Token::InSegment,
+            b => Token::Byte(if fold { b.to_ascii_lowercase() } else { b }),
+        };
+        len += 1;
+        i += 1;
+    }
+    let tokens = &tokens[..len];
+    // A star may match nothing: a position before one also stands after it.
+    let close = |mut set: u128| {
+        for (n, token) in tokens.iter().enumerate() {
+            if set & (1 << n) != 0 && !matches!(token, Token::Byte(_)) {
+                set |= 1 << (n + 1);
+            }
+        }
+        set
+    };
+    let mut set = close(1);
+    for &b in path {
+        let b = if fold { b.to_ascii_lowercase() } else { b };
+        let mut next = 0u128;
+        let mut rest = set;
+        while rest != 0 {
+            let n = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            match tokens.get(n) {
+                Some(Token::Byte(t)) if *t == b => next |= 1 << (n + 1),
+                Some(Token::InSegment) if b != b'/' => next |= 1 << n,
+                Some(Token::Anything) => next |= 1 << n,
+                _ => {}
+            }
+        }
+        if next == 0 {
+            return false;
+        }
+        set = close(next);
+    }
+    set & (1 << len) != 0
+}
+
+/// A host a rule matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// This name (lower case).
+    Exact(String),
+    /// Every name ending in this suffix (`.example.com`, lower case): at
+    /// least one label under it.
+    Under(String),
+}
+
+impl HostPattern {
+    /// `app.example.com` or `*.example.com`.
+    ///
+    /// # Errors
+    /// Anything else.
+    pub fn parse(text: &str) -> Result<Self, PatternError> {
+        let lower = text.trim().trim_end_matches('.').to_ascii_lowercase();
+        let (under, name) = match lower.strip_prefix("*.") {
+            Some(name) => (true, name),
+            None => (false, lower.as_str()),
+        };
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(PatternError::BadHost(text.to_owned()));
+        }
+        Ok(if under {
+            HostPattern::Under(format!(".{name}"))
+        } else {
+            HostPattern::Exact(name.to_owned())
+        })
+    }
+
+    /// Whether `host` (normalised: [`normal_host`]) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Under(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Under(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+/// A `Host` header value as rules compare it: lower case, without the
+/// port or a trailing dot. Borrowed when it is already so.
+pub fn normal_host(host: &str) -> std::borrow::Cow<'_, str> {
+    let host = host.trim();
+    let name = if host.starts_with('[') {
+        // An IPv6 literal, with or without a port.
+        host.split_once(']')
+            .map_or(host, |(h, _)| &host[..=h.len()])
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_exactly_by_segment_prefix_or_by_glob() {
+        let exact = PathPattern::exact("/health").unwrap();
+        assert!(exact.matches("/health", false));
+        assert!(!exact.matches("/health/", false));
+        assert!(!exact.matches("/Health", false));
+        assert!(exact.matches("/Health", true));
+
+        for spelling in ["/admin", "/admin/"] {
+            let prefix = PathPattern::prefix(spelling).unwrap();
+            for yes in ["/admin", "/admin/", "/admin/users/1"] {
+                assert!(prefix.matches(yes, false), "{spelling} {yes}");
+            }
+            for no in ["/administrator", "/", "/adm", "/x/admin"] {
+                assert!(!prefix.matches(no, false), "{spelling} {no}");
+            }
+        }
+        let root = PathPattern::prefix("/").unwrap();
+        assert!(root.matches("/", false) && root.matches("/a/b", false));
+        assert!(root.matches_everything());
+
+        let glob = PathPattern::glob("/api/*/public/**").unwrap();
+        assert!(glob.matches("/api/v1/public/", false));
+        assert!(glob.matches("/api/v1/public/a/b", false));
+        assert!(!glob.matches("/api/v1/x/public/a", false));
+        assert!(!glob.matches("/api/v1/public", false));
+        let star = PathPattern::glob("/files/*.pdf").unwrap();
+        assert!(star.matches("/files/a.pdf", false));
+        assert!(!star.matches("/files/a/b.pdf", false));
+        assert!(star.matches("/files/A.PDF", true) && !star.matches("/files/A.PDF", false));
+        assert!(PathPattern::glob("/**").unwrap().matches_everything());
+    }
+
+    #[test]
+    fn patterns_must_be_decoded_absolute_paths() {
+        for bad in [
+            "admin", "/a%2fb", "/a/../b", "/a/./b", "/a//b", "/a;b", "/a\\b", "/a?x", "/a#x",
+        ] {
+            assert!(PathPattern::prefix(bad).is_err(), "{bad}");
+            assert!(PathPattern::glob(bad).is_err(), "{bad}");
+        }
+        assert!(PathPattern::exact("/a*").is_err());
+        assert!(PathPattern::prefix("/a/*").is_err());
+        assert!(PathPattern::glob("/a/*").is_ok());
+    }
+
+    #[test]
+    fn hosts_match_exactly_or_under_a_name() {
+        let exact = HostPattern::parse("App.Example.com.").unwrap();
+        assert!(exact.matches("app.example.com"));
+        assert!(!exact.matches("x.app.example.com"));
+        let under = HostPattern::parse("*.example.com").unwrap();
+        assert!(under.matches("a.example.com") && under.matches("a.b.example.com"));
+        assert!(!under.matches("example.com") && !under.matches("badexample.com"));
+        for bad in [
+            "",
+            "*.",
+            "https://a.com",
+            "a.com:8080",
+            "a.com/x",
+            "a..com",
+            "*",
+        ] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(normal_host("App.Example.COM:8443"), "app.example.com");
+        assert_eq!(normal_host("app.example.com."), "app.example.com");
+        assert_eq!(normal_host("[::1]:8080"), "[::1]");
+        assert_eq!(normal_host("127.0.0.1"), "127.0.0.1");
+    }
+}

@@ -284,15 +284,16 @@ async fn change_groups(
         .await
         .map_err(no_user(name))?;
     let user = &change.user;
-    let untouched: Vec<&String> = groups
+    let (added, removed) = (change.added(), change.removed());
+    // The groups named that the user was already in (add) or not in (remove).
+    let mut untouched: Vec<&str> = groups
         .iter()
-        .filter(|g| !change.added().contains(g) && !change.removed().contains(g))
+        .filter(|g| !added.contains(g) && !removed.contains(g))
+        .map(String::as_str)
         .collect();
-    let untouched = untouched
-        .iter()
-        .map(|g| g.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    untouched.sort_unstable();
+    untouched.dedup();
+    let untouched = untouched.join(", ");
     if !change.changed() {
         match kind {
             GroupChangeKind::Add => {
@@ -308,7 +309,7 @@ async fn change_groups(
     record_group_change(&store, &change).await;
     match kind {
         GroupChangeKind::Add => {
-            print!("added {} to {}", user.name, change.added().join(", "));
+            print!("added {} to {}", user.name, added.join(", "));
             if !untouched.is_empty() {
                 print!(" (already in {untouched})");
             }
@@ -329,11 +330,11 @@ async fn change_groups(
                         "{} left {}, but their sessions could not be ended (they carry the old \
                          groups): run `signoff sessions end --user {}`",
                         user.name,
-                        change.removed().join(", "),
+                        removed.join(", "),
                         user.name
                     )
                 })?;
-            print!("removed {} from {}", user.name, change.removed().join(", "));
+            print!("removed {} from {}", user.name, removed.join(", "));
             if !untouched.is_empty() {
                 print!(" (not in {untouched})");
             }

@@ -139,6 +139,7 @@ fn help_is_there_for_every_subcommand() {
         vec!["user", "disable", "--help"],
         vec!["user", "enable", "--help"],
         vec!["user", "list", "--help"],
+        vec!["user", "groups", "--help"],
     ] {
         assert!(succeeds(&args, "").contains("Usage"), "{args:?}");
     }

@@ -1,5 +1,6 @@
 //! The audit trail: who signed in, failed, signed out, ended whose
-//! sessions, changed a password or disabled an account, and when.
+//! sessions, changed a password, disabled an account or changed its
+//! groups, and when.
 //!
 //! Events are written to an [`AuditStore`] (the SQLite store keeps them in
 //! the same database as the sessions) and, optionally, also emitted as one
@@ -44,11 +45,15 @@ pub enum AuditKind {
     UserDisabled,
     /// An account was enabled again.
     UserEnabled,
+    /// A user's groups were changed; [`AuditEvent::reason`] is
+    /// `groups_removed` if the user left any group (their sessions were
+    /// ended), else `groups_added`.
+    GroupsChanged,
 }
 
 impl AuditKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AuditKind; 8] = [
+    pub const ALL: [AuditKind; 9] = [
         AuditKind::LoginSucceeded,
         AuditKind::LoginFailed,
         AuditKind::Reauthenticated,
@@ -57,6 +62,7 @@ impl AuditKind {
         AuditKind::PasswordChanged,
         AuditKind::UserDisabled,
         AuditKind::UserEnabled,
+        AuditKind::GroupsChanged,
     ];
 
     /// The stored name, e.g. `login_failed`.
@@ -70,6 +76,7 @@ impl AuditKind {
             AuditKind::PasswordChanged => "password_changed",
             AuditKind::UserDisabled => "user_disabled",
             AuditKind::UserEnabled => "user_enabled",
+            AuditKind::GroupsChanged => "groups_changed",
         }
     }
 }

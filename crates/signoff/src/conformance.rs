@@ -1,4 +1,5 @@
-//! The conformance suite every [`SessionStore`] must pass.
+//! The conformance suite every [`SessionStore`] must pass, and the checks
+//! every [`UserStore`] must pass ([`user_store_conformance`]).
 //!
 //! It is public so that third-party stores can run it too. Each check is an
 //! `async fn` that takes a fresh, empty store and panics if the store breaks
@@ -35,6 +36,7 @@ use crate::session_keys::SessionKeys;
 use crate::session_token::{SessionHandle, SessionToken};
 use crate::store::memory::MemoryStore;
 use crate::store::{SessionStore, StoreError, WriteOutcome};
+use crate::users::{User, UserStore};
 
 /// A store under test, and whatever must live as long as it (a temporary
 /// directory, a database schema guard).
@@ -1620,4 +1622,104 @@ pub async fn every_end_ends_a_remembered_session(store: Arc<dyn SessionStore>) {
         "beyond the per-user limit",
     );
     limited.validate(newest.expose()).await.expect("the newest");
+}
+
+// ---- User stores -------------------------------------------------------------
+
+/// The checks every [`UserStore`] must pass, each on a fresh, empty store;
+/// call it from one `#[tokio::test]` per backend. Session stores and user
+/// stores are separate traits, so this is not part of
+/// [`session_store_conformance!`](crate::session_store_conformance).
+pub async fn user_store_conformance(users: Arc<dyn UserStore>) {
+    user_groups_change_only_from_what_was_read(users).await;
+}
+
+/// [`UserStore::replace_groups`] is a compare-and-set: it changes a user's
+/// groups only from the list it was told to expect, touches nothing else
+/// of the user nor anyone else, and never creates a user.
+pub async fn user_groups_change_only_from_what_was_read(users: Arc<dyn UserStore>) {
+    let groups = |list: &[&str]| list.iter().map(|g| (*g).to_owned()).collect::<Vec<_>>();
+    let user = |id: &str, name: &str, list: &[&str]| User {
+        id: UserId::new(id),
+        name: name.to_owned(),
+        password_hash: format!("$argon2id$hash-of-{id}"),
+        disabled: false,
+        groups: groups(list),
+        created_at: Timestamp::from_millis(1_700_000_000_000),
+    };
+    let alice = user("u-alice", "alice", &["admins", "ops:eu-1"]);
+    let bob = user("u-bob", "bob", &["admins"]);
+    users.insert_user(&alice).await.expect("insert alice");
+    users.insert_user(&bob).await.expect("insert bob");
+    let read = |id: UserId| {
+        let users = Arc::clone(&users);
+        async move {
+            users
+                .user_by_id(&id)
+                .await
+                .expect("read a user")
+                .expect("the user exists")
+        }
+    };
+
+    // From a list that is not the stored one: nothing changes.
+    for stale in [groups(&["admins"]), groups(&[]), groups(&["ops:eu-1"])] {
+        assert!(
+            !users
+                .replace_groups(&alice.id, &stale, &groups(&["staff"]))
+                .await
+                .expect("replace_groups"),
+            "replaced groups expected to be {stale:?}"
+        );
+    }
+    assert_eq!(read(alice.id.clone()).await, alice);
+
+    // From the stored list: replaced, and nothing else of the user changes.
+    assert!(users
+        .replace_groups(&alice.id, &alice.groups, &groups(&["ops:eu-1", "staff"]))
+        .await
+        .expect("replace_groups"));
+    let changed = read(alice.id.clone()).await;
+    assert_eq!(
+        changed,
+        User {
+            groups: groups(&["ops:eu-1", "staff"]),
+            ..alice.clone()
+        }
+    );
+    assert_eq!(
+        users
+            .user_by_name("alice")
+            .await
+            .expect("by name")
+            .expect("alice")
+            .groups,
+        ["ops:eu-1", "staff"]
+    );
+    // The old list is stale now: a second writer that read it loses.
+    assert!(!users
+        .replace_groups(&alice.id, &alice.groups, &groups(&["admins"]))
+        .await
+        .expect("replace_groups"));
+
+    // Down to no group, and back from none.
+    assert!(users
+        .replace_groups(&alice.id, &changed.groups, &[])
+        .await
+        .expect("replace_groups"));
+    assert!(read(alice.id.clone()).await.groups.is_empty());
+    assert!(users
+        .replace_groups(&alice.id, &[], &groups(&["admins"]))
+        .await
+        .expect("replace_groups"));
+    assert_eq!(read(alice.id.clone()).await.groups, ["admins"]);
+
+    // Another user is untouched; an unknown user is not created.
+    assert_eq!(read(bob.id.clone()).await, bob);
+    let ghost = UserId::new("u-ghost");
+    assert!(!users
+        .replace_groups(&ghost, &[], &groups(&["admins"]))
+        .await
+        .expect("replace_groups"));
+    assert_eq!(users.user_by_id(&ghost).await.expect("read"), None);
 }

@@ -92,7 +92,7 @@ pub use store::sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use store::{SessionStore, StateStore, StoreError, Versioned, WriteOutcome};
 pub use users::imported_hashes::{self, recognise, HashError, HashFormat, RecognisedHash};
 pub use users::{
-    check_groups, check_name, AccountError, Accounts, ImportedUser, PasswordParams,
+    check_groups, check_name, AccountError, Accounts, GroupChange, ImportedUser, PasswordParams,
     PasswordParamsError, Passwords, User, UserStore, Verification, MAX_GROUPS, MAX_GROUP_BYTES,
     MAX_NAME_BYTES, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS,
 };

@@ -1,4 +1,5 @@
-//! Every backend runs the same conformance suite: memory and SQLite
+//! Every backend runs the same conformance suites (sessions, and users for
+//! the stores that keep them): memory and SQLite
 //! always, Redis and PostgreSQL with their features (the server crate turns
 //! them on, so `cargo test --workspace` runs them; they need the servers,
 //! see `support/mod.rs`).
@@ -6,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use signoff::conformance::Fixture;
+use signoff::conformance::{user_store_conformance, Fixture};
 
 mod support;
 use signoff::{CacheOptions, CachedStore, MemoryStore, SqliteStore, SystemClock};
@@ -30,6 +31,11 @@ fn cached<S: signoff::SessionStore>(store: S) -> CachedStore<S> {
 mod memory {
     use super::*;
     signoff::session_store_conformance!(|| async { Fixture::new(Arc::new(MemoryStore::new())) });
+
+    #[tokio::test]
+    async fn user_store() {
+        user_store_conformance(Arc::new(MemoryStore::new())).await;
+    }
 }
 
 mod sqlite {
@@ -38,6 +44,12 @@ mod sqlite {
         let (store, dir) = sqlite().await;
         Fixture::new(Arc::new(store)).keeping(dir)
     });
+
+    #[tokio::test]
+    async fn user_store() {
+        let (store, _dir) = sqlite().await;
+        user_store_conformance(Arc::new(store)).await;
+    }
 }
 
 mod cached_memory {
@@ -62,6 +74,12 @@ mod postgres {
         let (store, guard) = support::postgres::fresh().await;
         Fixture::new(Arc::new(store)).keeping(guard)
     });
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn user_store() {
+        let (store, _guard) = support::postgres::fresh().await;
+        user_store_conformance(Arc::new(store)).await;
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -80,6 +98,12 @@ mod redis {
         let (store, cleanup) = support::redis::store().await;
         Fixture::new(Arc::new(store)).keeping(cleanup)
     });
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn user_store() {
+        let (store, _cleanup) = support::redis::store().await;
+        user_store_conformance(Arc::new(store)).await;
+    }
 }
 
 #[cfg(feature = "redis")]

@@ -144,7 +144,8 @@ async fn passwords_and_disabling_are_conditional() {
 }
 
 /// A user written before users had groups (no `groups` field) reads back
-/// in no group; a user with no groups round-trips as such.
+/// in no group, and its groups change from none; a user with no groups
+/// round-trips as such.
 #[tokio::test]
 async fn users_without_a_groups_field_are_in_no_group() {
     let (store, _cleanup) = store().await;
@@ -163,6 +164,18 @@ async fn users_without_a_groups_field_are_in_no_group() {
     let read = store.user_by_name("alice").await.unwrap().unwrap();
     assert!(read.groups.is_empty());
     assert_eq!(read.password_hash, alice.password_hash);
+    // No field is no group: a change from no group applies, from the
+    // groups it had once does not.
+    let admins = vec!["admins".to_owned()];
+    assert!(!store
+        .replace_groups(&alice.id, &alice.groups, &admins)
+        .await
+        .unwrap());
+    assert!(store.replace_groups(&alice.id, &[], &admins).await.unwrap());
+    assert_eq!(
+        store.user_by_id(&alice.id).await.unwrap().unwrap().groups,
+        admins
+    );
     let none = User {
         groups: Vec::new(),
         ..user("u-2", "bob", "$x", 11)

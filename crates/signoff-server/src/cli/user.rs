@@ -2,9 +2,9 @@
 
 use std::io::IsTerminal;
 
-use anyhow::Result;
-use clap::Subcommand;
-use signoff::{Actor, AuditKind};
+use anyhow::{Context, Result};
+use clap::{Subcommand, ValueEnum};
+use signoff::{AccountError, Actor, AuditEvent, AuditKind, GroupChange};
 
 use super::user_import::{self, ImportFormat, ImportRequest};
 use super::{confirm, open, open_existing, read_password, record, Db};
@@ -82,11 +82,43 @@ pub enum UserCommand {
         #[command(flatten)]
         db: Db,
     },
-    /// List users.
+    /// Show a user's groups (one a line), or add or remove some. Removing a
+    /// group the user is in ends all of their sessions at once, on every
+    /// node: sessions carry the groups they signed in with. An added group
+    /// applies from the user's next sign-in (end their sessions with
+    /// `signoff sessions end --user NAME` to apply it now).
+    #[command(
+        after_help = "Examples:\n  signoff user groups alice\n  signoff user groups alice add admins ops\n  signoff user groups alice remove admins"
+    )]
+    Groups {
+        /// Login name.
+        name: String,
+        /// `add` or `remove` the groups that follow [default: show the
+        /// user's groups]
+        #[arg(value_enum, requires = "groups")]
+        change: Option<GroupChangeKind>,
+        /// The groups to add or remove: 1 to 64 characters from
+        /// A-Z a-z 0-9 . _ - :
+        #[arg(value_name = "GROUP", requires = "change")]
+        groups: Vec<String>,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// List users: name, id, active or disabled, and groups (comma-separated,
+    /// `-` for none).
     List {
         #[command(flatten)]
         db: Db,
     },
+}
+
+/// What `signoff user groups NAME add|remove GROUP…` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GroupChangeKind {
+    /// Put the user in the groups; applies from their next sign-in.
+    Add,
+    /// Take the user out of the groups; ends all of their sessions.
+    Remove,
 }
 
 /// Runs `signoff user …`.
@@ -192,6 +224,15 @@ pub async fn run(command: UserCommand) -> Result<()> {
             record(&store, AuditKind::UserEnabled, &user).await;
             println!("enabled {} in {}", user.name, store.shown);
         }
+        UserCommand::Groups {
+            name,
+            change,
+            groups,
+            db,
+        } => match change {
+            None => show_groups(&name, &db).await?,
+            Some(kind) => change_groups(&name, kind, &groups, &db).await?,
+        },
         UserCommand::List { db } => {
             let store = open_existing(&db).await?;
             let accounts = store.accounts();
@@ -207,4 +248,134 @@ pub async fn run(command: UserCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `signoff user groups NAME`: the groups, one a line.
+async fn show_groups(name: &str, db: &Db) -> Result<()> {
+    let store = open_existing(db).await?;
+    let user = store.accounts().user(name).await.map_err(no_user(name))?;
+    if user.groups.is_empty() {
+        eprintln!("{} is in no group", user.name);
+    }
+    for group in &user.groups {
+        println!("{group}");
+    }
+    Ok(())
+}
+
+/// `signoff user groups NAME add|remove GROUP…`: changes the groups, and
+/// ends the user's sessions if they left a group.
+async fn change_groups(
+    name: &str,
+    kind: GroupChangeKind,
+    groups: &[String],
+    db: &Db,
+) -> Result<()> {
+    // A bad name is refused before the store is opened.
+    signoff::check_groups(groups)?;
+    let store = open_existing(db).await?;
+    let (add, remove) = match kind {
+        GroupChangeKind::Add => (groups, &[][..]),
+        GroupChangeKind::Remove => (&[][..], groups),
+    };
+    let change = store
+        .accounts()
+        .change_groups(name, add, remove)
+        .await
+        .map_err(no_user(name))?;
+    let user = &change.user;
+    let (added, removed) = (change.added(), change.removed());
+    // The groups named that the user was already in (add) or not in (remove).
+    let mut untouched: Vec<&str> = groups
+        .iter()
+        .filter(|g| !added.contains(g) && !removed.contains(g))
+        .map(String::as_str)
+        .collect();
+    untouched.sort_unstable();
+    untouched.dedup();
+    let untouched = untouched.join(", ");
+    if !change.changed() {
+        match kind {
+            GroupChangeKind::Add => {
+                println!("{} is already in {untouched}; nothing changed", user.name)
+            }
+            GroupChangeKind::Remove => println!(
+                "{} is not in {untouched}; nothing changed, no session ended",
+                user.name
+            ),
+        }
+        return Ok(());
+    }
+    record_group_change(&store, &change).await;
+    match kind {
+        GroupChangeKind::Add => {
+            print!("added {} to {}", user.name, added.join(", "));
+            if !untouched.is_empty() {
+                print!(" (already in {untouched})");
+            }
+            println!(" in {}", store.shown);
+            println!(
+                "it applies from {}'s next sign-in; to apply it now, end their sessions: \
+                 signoff sessions end --user {}",
+                user.name, user.name
+            );
+        }
+        GroupChangeKind::Remove => {
+            let ended = store
+                .cli_sessions()?
+                .end_all_for_user(&user.id, None, Actor::Operator, "groups_removed")
+                .await
+                .with_context(|| {
+                    format!(
+                        "{} left {}, but their sessions could not be ended (they carry the old \
+                         groups): run `signoff sessions end --user {}`",
+                        user.name,
+                        removed.join(", "),
+                        user.name
+                    )
+                })?;
+            print!("removed {} from {}", user.name, removed.join(", "));
+            if !untouched.is_empty() {
+                print!(" (not in {untouched})");
+            }
+            if ended == 0 {
+                println!(" in {}; no session was live, none ended", store.shown);
+            } else {
+                println!(
+                    " in {}; ended {} (they carried the old groups)",
+                    store.shown,
+                    crate::display::count(ended as u64, "session", "sessions")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An unknown user named, for the error message.
+fn no_user(name: &str) -> impl Fn(AccountError) -> anyhow::Error + '_ {
+    move |e| match e {
+        AccountError::UnknownUser => {
+            anyhow::anyhow!("no such user: {name:?} (see `signoff user list`)")
+        }
+        other => other.into(),
+    }
+}
+
+/// Records a change of groups made on the command line.
+async fn record_group_change(store: &crate::backend::Backend, change: &GroupChange) {
+    let reason = if change.removed_any() {
+        "groups_removed"
+    } else {
+        "groups_added"
+    };
+    store
+        .audit_log(false)
+        .record(
+            AuditEvent::new(AuditKind::GroupsChanged, crate::display::now())
+                .user(Some(&change.user.id), Some(&change.user.name))
+                .by(Actor::Operator)
+                .reason(reason),
+        )
+        .await;
 }

@@ -1,5 +1,6 @@
-//! The admin API under `PREFIX/admin/`: users, their sessions, ending
-//! them, disabling accounts, and the audit trail. JSON in and out.
+//! The admin API under `PREFIX/admin/`: users, their groups, their
+//! sessions, ending them, disabling accounts, and the audit trail. JSON in
+//! and out.
 //!
 //! Off unless `--admin-token-sha256` is set; then every request needs
 //! `Authorization: Bearer TOKEN` whose SHA-256 matches. The check hashes
@@ -44,8 +45,28 @@ const MAX_AUDIT_LIMIT: usize = 10_000;
         description = "Users, their sessions, and the audit trail of a signoff gateway. \
                        Every endpoint needs `Authorization: Bearer TOKEN`."
     ),
-    paths(list_users, get_user, patch_user, user_sessions, end_user_sessions, end_session, audit),
-    components(schemas(UserJson, SessionJson, PatchUser, Ended, ApiError, AuditEventJson)),
+    paths(
+        list_users,
+        get_user,
+        patch_user,
+        user_groups,
+        change_user_groups,
+        user_sessions,
+        end_user_sessions,
+        end_session,
+        audit
+    ),
+    components(schemas(
+        UserJson,
+        SessionJson,
+        PatchUser,
+        Ended,
+        ApiError,
+        AuditEventJson,
+        GroupsJson,
+        ChangeGroups,
+        GroupsChangedJson
+    )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -87,6 +108,12 @@ fn router(gw: &Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route(
             "/users/{name}",
             get(get_user).patch(patch_user).route_layer(token()),
+        )
+        .route(
+            "/users/{name}/groups",
+            get(user_groups)
+                .post(change_user_groups)
+                .route_layer(token()),
         )
         .route(
             "/users/{name}/sessions",
@@ -250,6 +277,8 @@ struct UserJson {
     id: String,
     /// A disabled user cannot sign in.
     disabled: bool,
+    /// The user's groups, sorted.
+    groups: Vec<String>,
     /// RFC 3339.
     created_at: String,
 }
@@ -260,9 +289,49 @@ impl From<&User> for UserJson {
             name: u.name.clone(),
             id: u.id.as_str().to_owned(),
             disabled: u.disabled,
+            groups: u.groups.clone(),
             created_at: display::rfc3339(u.created_at),
         }
     }
+}
+
+/// A user's groups.
+#[derive(Debug, Serialize, ToSchema)]
+struct GroupsJson {
+    /// Login name.
+    name: String,
+    /// The groups, sorted.
+    groups: Vec<String>,
+}
+
+/// A change to a user's groups. Removing a group the user is in ends all
+/// of their sessions (they carry the groups they signed in with); an added
+/// group applies from the user's next sign-in.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ChangeGroups {
+    /// Groups to put the user in: 1 to 64 characters from
+    /// `A-Z a-z 0-9 . _ - :`; one already held is left as it is.
+    #[serde(default)]
+    add: Vec<String>,
+    /// Groups to take the user out of; one not held is left as it is.
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+/// A user's groups after a change, and what it did.
+#[derive(Debug, Serialize, ToSchema)]
+struct GroupsChangedJson {
+    /// Login name.
+    name: String,
+    /// The groups now, sorted.
+    groups: Vec<String>,
+    /// Groups the user joined with this change.
+    added: Vec<String>,
+    /// Groups the user left with this change.
+    removed: Vec<String>,
+    /// Sessions ended: all of the user's if any group was removed, else 0.
+    ended: usize,
 }
 
 /// A live session.
@@ -324,7 +393,7 @@ struct AuditEventJson {
     /// RFC 3339.
     at: String,
     /// login_succeeded, login_failed, reauthenticated, logout, session_ended,
-    /// password_changed, user_disabled or user_enabled.
+    /// password_changed, user_disabled, user_enabled or groups_changed.
     kind: String,
     user_id: Option<String>,
     user_name: Option<String>,
@@ -332,7 +401,7 @@ struct AuditEventJson {
     session: Option<String>,
     /// user, admin, operator, policy or timeout.
     by: Option<String>,
-    /// Reason class, e.g. wrong_password, idle, max_sessions.
+    /// Reason class, e.g. wrong_password, idle, max_sessions, groups_removed.
     reason: Option<String>,
     ip: Option<String>,
     /// Sessions ended by the action.
@@ -510,6 +579,115 @@ async fn patch_user(
     }
     tracing::info!(target: "signoff::admin", user = %user.name, disabled = user.disabled, "admin changed a user");
     ok(&UserJson::from(&user))
+}
+
+/// A user's groups.
+#[utoipa::path(get, path = "/users/{name}/groups", params(("name" = String, Path, description = "Login name")), responses(
+    (status = 200, description = "The user's groups", body = GroupsJson),
+    (status = 401, description = "Missing or wrong token", body = ApiError),
+    (status = 404, description = "Unknown user", body = ApiError),
+))]
+async fn user_groups(NamedUser(user): NamedUser) -> Response {
+    ok(&GroupsJson {
+        name: user.name,
+        groups: user.groups,
+    })
+}
+
+/// Add a user to groups and remove them from others. Removing a group the
+/// user is in ends all of their sessions, on every node; an added group
+/// applies from the user's next sign-in.
+#[utoipa::path(post, path = "/users/{name}/groups", params(("name" = String, Path, description = "Login name")),
+    request_body(content = ChangeGroups, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The groups as changed, and how many sessions ended", body = GroupsChangedJson),
+        (status = 400, description = "Bad JSON, a bad group name, too many groups, or a group both added and removed", body = ApiError),
+        (status = 401, description = "Missing or wrong token", body = ApiError),
+        (status = 404, description = "Unknown user", body = ApiError),
+        (status = 409, description = "The groups kept changing meanwhile; nothing was changed", body = ApiError),
+        (status = 413, description = "Body too large", body = ApiError),
+        (status = 415, description = "Not application/json", body = ApiError),
+        (status = 503, description = "The store is unavailable, or the groups changed but the sessions could not be ended", body = ApiError),
+))]
+async fn change_user_groups(
+    State(gw): AppState,
+    Path(name): Path<String>,
+    AdminJson(body): AdminJson<ChangeGroups>,
+) -> Response {
+    let change = match gw
+        .accounts
+        .change_groups(&name, &body.add, &body.remove)
+        .await
+    {
+        Ok(change) => change,
+        Err(AccountError::UnknownUser) => return NoUser::Unknown.into_response(),
+        Err(e @ (AccountError::InvalidGroup | AccountError::GroupAddedAndRemoved)) => {
+            return error(StatusCode::BAD_REQUEST, "invalid_groups", e.to_string())
+        }
+        Err(e @ AccountError::GroupsBusy) => {
+            return error(StatusCode::CONFLICT, "groups_busy", e.to_string())
+        }
+        Err(e) => return unavailable(&e),
+    };
+    let user = &change.user;
+    let mut ended = 0;
+    if change.changed() {
+        let reason = if change.removed_any() {
+            "groups_removed"
+        } else {
+            "groups_added"
+        };
+        gw.audit(
+            AuditEvent::new(AuditKind::GroupsChanged, gw.sessions.now())
+                .user(Some(&user.id), Some(&user.name))
+                .by(Actor::Admin)
+                .reason(reason),
+        )
+        .await;
+    }
+    if change.removed_any() {
+        match gw
+            .sessions
+            .end_all_for_user(&user.id, None, Actor::Admin, "groups_removed")
+            .await
+        {
+            Ok(n) => ended = n,
+            Err(e) => {
+                // Changed, but sessions with the old groups may live: say so
+                // rather than claim done.
+                tracing::error!(error = %e, "a user left a group, but their sessions could not be ended");
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "sessions_not_ended",
+                    format!(
+                        "the groups changed, but the user's sessions (which carry the old \
+                         groups) could not be ended; end them with DELETE /users/{}/sessions",
+                        user.name
+                    ),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return r;
+            }
+        }
+    }
+    if change.changed() {
+        tracing::info!(
+            target: "signoff::admin",
+            user = %user.name,
+            added = ?change.added(),
+            removed = ?change.removed(),
+            ended,
+            "admin changed a user's groups"
+        );
+    }
+    ok(&GroupsChangedJson {
+        name: user.name.clone(),
+        groups: user.groups.clone(),
+        added: change.added(),
+        removed: change.removed(),
+        ended,
+    })
 }
 
 /// A user's live sessions, newest first.
@@ -701,8 +879,10 @@ mod tests {
                 "get /audit",
                 "get /users",
                 "get /users/{name}",
+                "get /users/{name}/groups",
                 "get /users/{name}/sessions",
                 "patch /users/{name}",
+                "post /users/{name}/groups",
             ]
         );
         assert_eq!(

@@ -327,6 +327,22 @@ impl UserStore for MemoryStore {
             .is_some())
     }
 
+    async fn replace_groups(
+        &self,
+        id: &UserId,
+        expected: &[String],
+        groups: &[String],
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.users.get_mut(id) {
+            Some(user) if user.groups == expected => {
+                user.groups = groups.to_vec();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         let mut users: Vec<User> = self.lock().users.values().cloned().collect();
         users.sort_by(|a, b| a.name.cmp(&b.name));

@@ -112,6 +112,19 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Disables or enables a user; returns whether the user exists.
     async fn set_disabled(&self, id: &UserId, disabled: bool) -> Result<bool, StoreError>;
+    /// Replaces a user's groups with `groups` only if they are still
+    /// `expected`, in one atomic step; returns whether it did (false for an
+    /// unknown user too). Both lists are as [`check_groups`] returns them
+    /// (sorted, no duplicates), so that stores may compare them as stored.
+    /// A compare-and-set, so that two changes at once never lose one
+    /// another's groups ([`Accounts::change_groups`] reads again and
+    /// retries).
+    async fn replace_groups(
+        &self,
+        id: &UserId,
+        expected: &[String],
+        groups: &[String],
+    ) -> Result<bool, StoreError>;
     /// All users, by name.
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
 }
@@ -153,6 +166,13 @@ pub enum AccountError {
     /// `A-Z a-z 0-9 . _ - :`, or there are more than [`MAX_GROUPS`].
     #[error("groups are 1 to 64 characters from A-Z a-z 0-9 . _ - :, at most 64 per user")]
     InvalidGroup,
+    /// One change both adds and removes the same group.
+    #[error("a group cannot be both added and removed in one change")]
+    GroupAddedAndRemoved,
+    /// The user's groups kept changing under [`Accounts::change_groups`]
+    /// (other changes at the same moment); nothing was changed by this one.
+    #[error("the user's groups kept changing meanwhile; nothing was changed, try again")]
+    GroupsBusy,
     /// Hashing failed or its worker was lost.
     #[error("password hashing failed")]
     Hashing,
@@ -635,14 +655,7 @@ pub fn check_name(name: &str) -> Result<(), AccountError> {
 /// # Errors
 /// [`AccountError::InvalidGroup`].
 pub fn check_groups(groups: &[String]) -> Result<Vec<String>, AccountError> {
-    let valid = |group: &String| {
-        !group.is_empty()
-            && group.len() <= MAX_GROUP_BYTES
-            && group
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
-    };
-    if !groups.iter().all(valid) {
+    if !groups.iter().all(|g| valid_group(g)) {
         return Err(AccountError::InvalidGroup);
     }
     let mut groups = groups.to_vec();
@@ -652,6 +665,64 @@ pub fn check_groups(groups: &[String]) -> Result<Vec<String>, AccountError> {
         return Err(AccountError::InvalidGroup);
     }
     Ok(groups)
+}
+
+/// Whether `group` is a group name: 1 to 64 characters from
+/// `A-Z a-z 0-9 . _ - :`.
+fn valid_group(group: &str) -> bool {
+    !group.is_empty()
+        && group.len() <= MAX_GROUP_BYTES
+        && group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
+}
+
+/// Tries of [`Accounts::change_groups`] before it gives up on a user whose
+/// groups keep changing.
+const GROUP_CHANGE_TRIES: usize = 8;
+
+/// What [`Accounts::change_groups`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupChange {
+    /// The user as changed: [`User::groups`] holds the groups after.
+    pub user: User,
+    /// The groups before the change, sorted.
+    pub before: Vec<String>,
+}
+
+impl GroupChange {
+    /// The groups after the change, sorted.
+    pub fn after(&self) -> &[String] {
+        &self.user.groups
+    }
+
+    /// The groups the user is in now and was not before.
+    pub fn added(&self) -> Vec<String> {
+        difference(&self.user.groups, &self.before)
+    }
+
+    /// The groups the user was in and is not now.
+    pub fn removed(&self) -> Vec<String> {
+        difference(&self.before, &self.user.groups)
+    }
+
+    /// Whether the user left any group: sessions signed in before carry
+    /// groups the user no longer has, so the caller ends them (see
+    /// [`crate::Sessions::end_all_for_user`]).
+    pub fn removed_any(&self) -> bool {
+        self.before.iter().any(|g| !self.user.groups.contains(g))
+    }
+
+    /// Whether anything changed.
+    pub fn changed(&self) -> bool {
+        self.before != self.user.groups
+    }
+}
+
+/// The groups in `a` and not in `b`.
+fn difference(a: &[String], b: &[String]) -> Vec<String> {
+    a.iter().filter(|g| !b.contains(g)).cloned().collect()
 }
 
 /// A user brought from another system, with the hash it kept there.
@@ -884,21 +955,79 @@ impl Accounts {
         Ok(User { disabled, ..user })
     }
 
+    /// Changes a user's groups: adds `add` and takes away `remove`. The new
+    /// list is checked as [`check_groups`] does; a group the user is
+    /// already in (or not in) is left as it is. The change is a
+    /// compare-and-set ([`UserStore::replace_groups`]), read again and
+    /// retried when another change came first, so that two changes at once
+    /// both count. Ending the user's sessions when a group was removed is
+    /// the caller's job ([`GroupChange::removed_any`],
+    /// [`crate::Sessions::end_all_for_user`]): sessions carry the groups
+    /// they signed in with.
+    ///
+    /// # Errors
+    /// [`AccountError::InvalidGroup`] (a bad name in `add` or `remove`, or
+    /// too many groups after), [`AccountError::GroupAddedAndRemoved`],
+    /// [`AccountError::UnknownUser`], [`AccountError::GroupsBusy`] or a
+    /// store error.
+    pub async fn change_groups(
+        &self,
+        name: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<GroupChange, AccountError> {
+        if !add.iter().chain(remove).all(|g| valid_group(g)) {
+            return Err(AccountError::InvalidGroup);
+        }
+        if add.iter().any(|g| remove.contains(g)) {
+            return Err(AccountError::GroupAddedAndRemoved);
+        }
+        for _ in 0..GROUP_CHANGE_TRIES {
+            let user = self.user(name).await?;
+            let before = user.groups.clone();
+            let wanted: Vec<String> = before
+                .iter()
+                .chain(add)
+                .filter(|g| !remove.contains(g))
+                .cloned()
+                .collect();
+            let after = check_groups(&wanted)?;
+            let mut sorted_before = before.clone();
+            sorted_before.sort();
+            if after == sorted_before {
+                return Ok(GroupChange {
+                    before: sorted_before,
+                    user,
+                });
+            }
+            // `before` as read, so that the store compares what it holds.
+            if self.users.replace_groups(&user.id, &before, &after).await? {
+                return Ok(GroupChange {
+                    before: sorted_before,
+                    user: User {
+                        groups: after,
+                        ..user
+                    },
+                });
+            }
+        }
+        Err(AccountError::GroupsBusy)
+    }
+
     /// Whether `user`, as [`Accounts::authenticate`] returned it, may still
-    /// sign in: the account exists, is not disabled, and its password has
-    /// not changed since. Asked after the session is created and before its
-    /// token is handed out: a disable or a password change that ends the
-    /// user's sessions between the password check and the session's
-    /// creation would otherwise miss the new session (docs/security.md).
+    /// sign in: the account exists, is not disabled, and neither its
+    /// password nor its groups have changed since. Asked after the session
+    /// is created and before its token is handed out: a disable, a password
+    /// change or a group removal that ends the user's sessions between the
+    /// password check and the session's creation would otherwise miss the
+    /// new session, which would keep the old groups (docs/security.md).
     ///
     /// # Errors
     /// A store error.
     pub async fn still_signs_in(&self, user: &User) -> Result<bool, AccountError> {
-        Ok(self
-            .users
-            .user_by_id(&user.id)
-            .await?
-            .is_some_and(|now| !now.disabled && now.password_hash == user.password_hash))
+        Ok(self.users.user_by_id(&user.id).await?.is_some_and(|now| {
+            !now.disabled && now.password_hash == user.password_hash && now.groups == user.groups
+        }))
     }
 
     /// The user with this name.
@@ -1266,6 +1395,204 @@ mod tests {
             waiting.await.unwrap(),
             Ok(Verification::Match { .. })
         ));
+    }
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|g| (*g).to_owned()).collect()
+    }
+
+    /// Accounts on a memory store, with alice in `groups` (a cheap hash:
+    /// these tests never sign in).
+    async fn alice_in(groups: &[&str]) -> (Accounts, crate::MemoryStore, User) {
+        let store = crate::MemoryStore::new();
+        let alice = User {
+            id: UserId::new("u-alice"),
+            name: "alice".to_owned(),
+            password_hash: "$argon2id$unused".to_owned(),
+            disabled: false,
+            groups: strings(groups),
+            created_at: Timestamp::from_millis(1),
+        };
+        store.insert_user(&alice).await.unwrap();
+        let accounts = Accounts::new(Arc::new(store.clone()), Passwords::new());
+        (accounts, store, alice)
+    }
+
+    #[tokio::test]
+    async fn change_groups_adds_removes_and_says_what_changed() {
+        let (accounts, store, alice) = alice_in(&["ops", "staff"]).await;
+        let change = accounts
+            .change_groups("alice", &strings(&["admins", "ops"]), &[])
+            .await
+            .unwrap();
+        assert_eq!(change.before, ["ops", "staff"]);
+        assert_eq!(change.after(), ["admins", "ops", "staff"]);
+        assert_eq!(change.added(), ["admins"]);
+        assert!(change.removed().is_empty());
+        assert!(!change.removed_any() && change.changed());
+        assert_eq!(change.user.id, alice.id);
+        let stored = store.user_by_id(&alice.id).await.unwrap().unwrap();
+        assert_eq!(stored.groups, ["admins", "ops", "staff"]);
+
+        let change = accounts
+            .change_groups("alice", &[], &strings(&["staff", "nowhere"]))
+            .await
+            .unwrap();
+        assert_eq!(change.after(), ["admins", "ops"]);
+        assert_eq!(change.removed(), ["staff"]);
+        assert!(change.removed_any());
+
+        // Nothing to do: a group not held, a group held.
+        let change = accounts
+            .change_groups("alice", &strings(&["ops"]), &strings(&["staff"]))
+            .await
+            .unwrap();
+        assert!(!change.changed() && !change.removed_any());
+        assert_eq!(change.after(), ["admins", "ops"]);
+    }
+
+    #[tokio::test]
+    async fn change_groups_refuses_bad_input_and_changes_nothing() {
+        let (accounts, store, alice) = alice_in(&["ops"]).await;
+        for (add, remove) in [
+            (strings(&["bad group"]), vec![]),
+            (vec![], strings(&[""])),
+            (vec![], strings(&["a,b"])),
+            (strings(&[&"g".repeat(MAX_GROUP_BYTES + 1)]), vec![]),
+        ] {
+            assert!(
+                matches!(
+                    accounts.change_groups("alice", &add, &remove).await,
+                    Err(AccountError::InvalidGroup)
+                ),
+                "{add:?} {remove:?}"
+            );
+        }
+        assert!(matches!(
+            accounts
+                .change_groups("alice", &strings(&["x"]), &strings(&["x"]))
+                .await,
+            Err(AccountError::GroupAddedAndRemoved)
+        ));
+        let too_many: Vec<String> = (0..MAX_GROUPS).map(|i| format!("g{i}")).collect();
+        assert!(matches!(
+            accounts.change_groups("alice", &too_many, &[]).await,
+            Err(AccountError::InvalidGroup)
+        ));
+        assert!(matches!(
+            accounts
+                .change_groups("nobody", &strings(&["ops"]), &[])
+                .await,
+            Err(AccountError::UnknownUser)
+        ));
+        let stored = store.user_by_id(&alice.id).await.unwrap().unwrap();
+        assert_eq!(stored.groups, ["ops"]);
+    }
+
+    /// A memory store where another change lands between each read and the
+    /// first `times` compare-and-sets, as two admins at once would.
+    struct Racing {
+        inner: crate::MemoryStore,
+        times: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl UserStore for Racing {
+        async fn insert_user(&self, user: &User) -> Result<(), StoreError> {
+            self.inner.insert_user(user).await
+        }
+        async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
+            self.inner.user_by_name(name).await
+        }
+        async fn user_by_id(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+            self.inner.user_by_id(id).await
+        }
+        async fn set_password_hash(&self, id: &UserId, phc: &str) -> Result<bool, StoreError> {
+            self.inner.set_password_hash(id, phc).await
+        }
+        async fn replace_password_hash(
+            &self,
+            id: &UserId,
+            expected: &str,
+            phc: &str,
+        ) -> Result<bool, StoreError> {
+            self.inner.replace_password_hash(id, expected, phc).await
+        }
+        async fn set_disabled(&self, id: &UserId, disabled: bool) -> Result<bool, StoreError> {
+            self.inner.set_disabled(id, disabled).await
+        }
+        async fn replace_groups(
+            &self,
+            id: &UserId,
+            expected: &[String],
+            groups: &[String],
+        ) -> Result<bool, StoreError> {
+            let left = self.times.load(Ordering::SeqCst);
+            if left > 0 {
+                self.times.store(left - 1, Ordering::SeqCst);
+                let now = self.inner.user_by_id(id).await?.unwrap().groups;
+                let mut theirs = now.clone();
+                theirs.push(format!("other{left}"));
+                assert!(self.inner.replace_groups(id, &now, &theirs).await?);
+            }
+            self.inner.replace_groups(id, expected, groups).await
+        }
+        async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+            self.inner.list_users().await
+        }
+    }
+
+    #[tokio::test]
+    async fn change_groups_loses_no_concurrent_change() {
+        let (_, inner, alice) = alice_in(&["ops"]).await;
+        let racing = Arc::new(Racing {
+            inner: inner.clone(),
+            times: std::sync::atomic::AtomicUsize::new(2),
+        });
+        let accounts = Accounts::new(racing.clone(), Passwords::new());
+        let change = accounts
+            .change_groups("alice", &strings(&["admins"]), &strings(&["ops"]))
+            .await
+            .unwrap();
+        // Both other changes are kept, and this one applied on top.
+        assert_eq!(change.after(), ["admins", "other1", "other2"]);
+        assert_eq!(change.before, ["ops", "other1", "other2"]);
+        assert!(change.removed_any());
+        let stored = inner.user_by_id(&alice.id).await.unwrap().unwrap();
+        assert_eq!(stored.groups, change.after());
+
+        // Changes that keep coming: given up on, and said so.
+        racing
+            .times
+            .store(GROUP_CHANGE_TRIES, std::sync::atomic::Ordering::SeqCst);
+        assert!(matches!(
+            accounts
+                .change_groups("alice", &strings(&["late"]), &[])
+                .await,
+            Err(AccountError::GroupsBusy)
+        ));
+        let stored = inner.user_by_id(&alice.id).await.unwrap().unwrap();
+        assert!(!stored.groups.contains(&"late".to_owned()));
+    }
+
+    /// A sign-in that read the user before a group change no longer signs
+    /// in: its session would carry the old groups.
+    #[tokio::test]
+    async fn a_group_change_stops_a_sign_in_in_progress() {
+        let (accounts, _store, alice) = alice_in(&["admins"]).await;
+        assert!(accounts.still_signs_in(&alice).await.unwrap());
+        accounts
+            .change_groups("alice", &[], &strings(&["admins"]))
+            .await
+            .unwrap();
+        assert!(!accounts.still_signs_in(&alice).await.unwrap());
+        let now = accounts.user("alice").await.unwrap();
+        assert!(accounts.still_signs_in(&now).await.unwrap());
+        accounts
+            .change_groups("alice", &strings(&["staff"]), &[])
+            .await
+            .unwrap();
+        assert!(!accounts.still_signs_in(&now).await.unwrap());
     }
 
     #[test]

@@ -190,6 +190,7 @@ struct Scripts {
     create_hash: Script,
     set_if_exists: Script,
     replace_password: Script,
+    replace_groups: Script,
     delete_if: Script,
 }
 
@@ -214,6 +215,7 @@ impl Scripts {
             create_hash: Script::new(include_str!("scripts/create_hash.lua")),
             set_if_exists: Script::new(include_str!("scripts/set_if_exists.lua")),
             replace_password: Script::new(include_str!("scripts/replace_password.lua")),
+            replace_groups: Script::new(include_str!("scripts/replace_groups.lua")),
             delete_if: Script::new(include_str!("scripts/delete_if.lua")),
         }
     }

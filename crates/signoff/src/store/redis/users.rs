@@ -9,7 +9,7 @@ use super::{store_error, Fields, RedisStore};
 use crate::clock::Timestamp;
 use crate::session::UserId;
 use crate::store::StoreError;
-use crate::users::{User, UserStore};
+use crate::users::{groups_to_stored, User, UserStore};
 
 fn user_from_fields(fields: HashMap<String, Vec<u8>>) -> Result<User, StoreError> {
     let f = Fields(fields);
@@ -96,7 +96,7 @@ impl UserStore for RedisStore {
             .arg("created_at")
             .arg(&created_at)
             .arg("groups")
-            .arg(crate::users::groups_to_stored(&user.groups))
+            .arg(groups_to_stored(&user.groups))
             .invoke_async(&mut self.conn())
             .await
             .map_err(store_error)?;
@@ -161,6 +161,25 @@ impl UserStore for RedisStore {
     async fn set_disabled(&self, id: &UserId, disabled: bool) -> Result<bool, StoreError> {
         self.set_user_field(id, "disabled", if disabled { "1" } else { "0" })
             .await
+    }
+
+    async fn replace_groups(
+        &self,
+        id: &UserId,
+        expected: &[String],
+        groups: &[String],
+    ) -> Result<bool, StoreError> {
+        let done: i64 = self
+            .inner
+            .scripts
+            .replace_groups
+            .key(self.user_key(id))
+            .arg(groups_to_stored(expected))
+            .arg(groups_to_stored(groups))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(done == 1)
     }
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {

@@ -6,7 +6,7 @@ use super::rows::{self, user_columns};
 use super::{Dialect, SqlBackend, Statement};
 use crate::session::UserId;
 use crate::store::StoreError;
-use crate::users::{User, UserStore};
+use crate::users::{groups_to_stored, User, UserStore};
 
 const INSERT: &str =
     "INSERT INTO users (id, name, password_hash, disabled, created_at, group_names) \
@@ -17,11 +17,12 @@ const SET_PASSWORD_HASH: &str = "UPDATE users SET password_hash = $2 WHERE id = 
 const REPLACE_PASSWORD_HASH: &str =
     "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2";
 const SET_DISABLED: &str = "UPDATE users SET disabled = $2 WHERE id = $1";
+const REPLACE_GROUPS: &str = "UPDATE users SET group_names = $3 WHERE id = $1 AND group_names = $2";
 
 #[async_trait]
 impl<B: SqlBackend> UserStore for B {
     async fn insert_user(&self, user: &User) -> Result<(), StoreError> {
-        let groups = crate::users::groups_to_stored(&user.groups);
+        let groups = groups_to_stored(&user.groups);
         let st = Statement::new(INSERT)
             .text(Some(user.id.as_str()))
             .text(Some(&user.name))
@@ -67,6 +68,20 @@ impl<B: SqlBackend> UserStore for B {
         let st = Statement::new(SET_DISABLED)
             .text(Some(id.as_str()))
             .flag(disabled);
+        Ok(self.sql().exec(st).await? == 1)
+    }
+
+    async fn replace_groups(
+        &self,
+        id: &UserId,
+        expected: &[String],
+        groups: &[String],
+    ) -> Result<bool, StoreError> {
+        let (expected, groups) = (groups_to_stored(expected), groups_to_stored(groups));
+        let st = Statement::new(REPLACE_GROUPS)
+            .text(Some(id.as_str()))
+            .text(Some(&expected))
+            .text(Some(&groups));
         Ok(self.sql().exec(st).await? == 1)
     }
 

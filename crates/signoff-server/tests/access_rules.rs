@@ -229,6 +229,13 @@ async fn rules_decide_who_reaches_what_through_the_gateway() {
             "nobody {path}: {status}"
         );
     }
+    // An escaped public path is public only to an app that decodes it:
+    // one routing on the raw target serves something else there.
+    let status = raw_status(&gw.origin, "/%73tatic/echo", None);
+    assert!(
+        matches!(status, 303 | 401),
+        "nobody /%73tatic/echo: {status}"
+    );
     // The plain admin path still works for carol.
     assert_eq!(raw_status(&gw.origin, "/admin", Some(&carol)), 200);
     // A method override is a method: a rule on DELETE holds for a POST
@@ -620,4 +627,20 @@ async fn the_rules_commands_explain_and_test() {
     let (code, _, err) = run(&["rules", "check"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("signoff rules check --config PATH"), "{err}");
+}
+
+#[test]
+fn the_documented_example_is_the_example_file() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc = std::fs::read_to_string(root.join("docs/access-rules.md")).unwrap();
+    let block = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a toml block in docs/access-rules.md");
+    let file = std::fs::read_to_string(root.join("examples/access-rules.toml")).unwrap();
+    assert!(
+        file.ends_with(block),
+        "examples/access-rules.toml and the first toml block of docs/access-rules.md differ"
+    );
 }

@@ -181,11 +181,18 @@ const NOT_RUN: &[(&str, &str, &str)] = &[
 
 /// Run before a file's commands, for commands shown working on a store
 /// that already exists: (file, command, why).
-const SETUP: &[(&str, &str, &str)] = &[(
-    "docs/sessions.md",
-    "echo 'correct horse battery' | signoff user add alice --password-stdin",
-    "the operator commands there work on a database with users",
-)];
+const SETUP: &[(&str, &str, &str)] = &[
+    (
+        "docs/sessions.md",
+        "echo 'correct horse battery' | signoff user add alice --password-stdin",
+        "the operator commands there work on a database with users",
+    ),
+    (
+        "docs/access-rules.md",
+        "echo 'correct horse battery' | signoff user add alice --password-stdin --group staff",
+        "`rules test --user alice` reads alice's groups from the store",
+    ),
+];
 
 /// What must hold once all of a file's commands ran: (file, path, status)
 /// for a GET, without a session, on the port standing for 8080.

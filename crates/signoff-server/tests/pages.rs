@@ -36,6 +36,12 @@ const PAGES: &[Page] = &[
     Page::signed_in("password", Get("/.signoff/password"), "input[name=new]", ""),
     Page::signed_in("reauth", Get(REAUTH), PASSWORD_FIELD, ""),
     Page::signed_in("logout", Get("/.signoff/logout"), "form [type=submit]", ""),
+    Page::signed_in(
+        "forbidden",
+        Get("/admin"),
+        "form [type=submit]",
+        "Not allowed",
+    ),
     Page::signed_out("signed-out", Get("/.signoff/signed-out"), LOGIN_LINK, ""),
     Page::signed_out("login", Get(LOGIN), PASSWORD_FIELD, ""),
     Page::signed_out("login-wrong-password", WrongPassword, PASSWORD_FIELD, WRONG),

@@ -16,7 +16,8 @@ use signoff::{AccountError, Actor};
 use super::serve;
 use crate::backend;
 use crate::config::{
-    ListenOptions, LoginFile, Options, ProxyOptions, SessionOptions, StoreOptions, TokenModeOptions,
+    AccessFile, ListenOptions, LoginFile, Options, ProxyOptions, SessionOptions, StoreOptions,
+    TokenModeOptions,
 };
 
 /// `signoff demo` flags.
@@ -112,6 +113,21 @@ fn private(which: &str, headers: &HeaderMap) -> Response {
         .into_response()
 }
 
+/// The demo's access rules: `/admin` is for the group `admins`, which the
+/// demo user is not in, so the demo shows a refusal too; everything else
+/// as without rules.
+fn demo_access() -> Result<AccessFile> {
+    Ok(toml::from_str(
+        r#"
+        default = "signed_in"
+        [[rule]]
+        name = "admins only"
+        path_prefix = "/admin"
+        groups = ["admins"]
+        "#,
+    )?)
+}
+
 /// The built-in upstream app. It compresses its pages like many real
 /// servers do (Caddy's `encode zstd gzip`, recent Node): zstd first.
 pub fn upstream_app() -> Router {
@@ -125,6 +141,11 @@ pub fn upstream_app() -> Router {
         .route(
             "/private/b",
             get(|h: HeaderMap| async move { private("B", &h) }),
+        )
+        // Reached only by members of `admins` (the demo's access rule).
+        .route(
+            "/admin",
+            get(|h: HeaderMap| async move { private("admin", &h) }),
         )
         .route("/api/me", get(api_me))
         .layer(axum::middleware::from_fn(compress_like_a_real_server))
@@ -282,7 +303,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         },
         ..Options::default()
     }
-    .check(&LoginFile::default(), None)?;
+    .check(&LoginFile::default(), Some(&demo_access()?))?;
     serve::run(settings, None, |at| {
         println!("signoff demo is running at {}/", at.public);
         println!("  user:     {DEMO_USER}");

@@ -59,7 +59,7 @@ const IDENTITY: &[&str] = &[
 const IDENTITY_PREFIXES: &[(&str, &[&str])] = &[
     (
         "x-signoff-",
-        &["user", "session", "csrf", "auth-time", "login"],
+        &["user", "session", "csrf", "auth-time", "groups", "login"],
     ),
     // oauth2-proxy.
     (
@@ -315,6 +315,7 @@ pub mod examples {
         "x-signoff-session",
         "x-signoff-csrf",
         "x-signoff-auth-time",
+        "x-signoff-groups",
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-original-uri",

@@ -442,11 +442,7 @@ impl Rules {
             ],
         };
         let readings = request.path.map(Readings::of);
-        if let Some(r) = &readings {
-            needs.plain = r.is_plain();
-        } else {
-            needs.plain = false;
-        }
+        needs.plain = readings.as_ref().is_some_and(Readings::is_plain);
         for host in hosts.iter().flatten() {
             for method in methods.iter().flatten() {
                 match &readings {

@@ -12,8 +12,6 @@
 //! A [plain](is_plain) path, the everyday case, means the same to every
 //! server once its harmless escapes are decoded: it has one reading.
 
-use std::borrow::Cow;
-
 /// Whether a request path means the same to every upstream, however it
 /// decodes and normalises it: only when it holds no dot segment, empty
 /// segment, backslash or `;` (`/static/..;/admin` in Java servers),
@@ -68,31 +66,37 @@ fn escape_at(raw: &[u8], i: usize) -> Option<u8> {
     Some((hi * 16 + lo) as u8)
 }
 
-/// Every way an upstream could read a request path.
+/// Every way an upstream could read a request path: the path as it came
+/// (an app that routes on the raw target, such as Node's `URL` or
+/// Express, reads `/%70ublic` as it is), and the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Readings<'a> {
-    /// A plain path ([`is_plain`]), its harmless escapes decoded: the one
-    /// reading.
-    Plain(Cow<'a, str>),
-    /// Any other path: each distinct reading, from the raw path to the
-    /// path decoded twice with `\` as `/`, `;…` parameters cut and dot
-    /// segments and empty segments removed.
-    Tricky(Vec<String>),
+pub struct Readings<'a> {
+    plain: bool,
+    raw: &'a str,
+    /// The other readings, each once, none equal to `raw`.
+    more: Vec<String>,
 }
 
 impl<'a> Readings<'a> {
-    /// The readings of `path` (the path of a request target, raw).
+    /// The readings of `path` (the path of a request target, raw). A
+    /// plain path ([`is_plain`]) is read as it came and, if it holds
+    /// escapes, decoded; any other path also with `\` as `/`, `;…`
+    /// parameters cut, dot and empty segments resolved, decoded once and
+    /// twice, in every combination.
     pub fn of(path: &'a str) -> Self {
-        if is_plain(path) {
-            return Readings::Plain(if path.contains('%') {
-                Cow::Owned(String::from_utf8_lossy(&decode(path.as_bytes())).into_owned())
-            } else {
-                Cow::Borrowed(path)
-            });
+        let mut readings = Readings {
+            plain: is_plain(path),
+            raw: path,
+            more: Vec::new(),
+        };
+        if readings.plain {
+            if path.contains('%') {
+                readings.add(String::from_utf8_lossy(&decode(path.as_bytes())).into_owned());
+            }
+            return readings;
         }
         let once = decode(path.as_bytes());
         let twice = decode(&once);
-        let mut all: Vec<String> = Vec::new();
         for bytes in [path.as_bytes().to_vec(), once, twice] {
             let text = String::from_utf8_lossy(&bytes).into_owned();
             for backslash in [false, true] {
@@ -108,33 +112,32 @@ impl<'a> Readings<'a> {
                         text.clone()
                     };
                     for normalise in [false, true] {
-                        let text = if normalise {
+                        readings.add(if normalise {
                             normalised(&text)
                         } else {
                             text.clone()
-                        };
-                        if !all.contains(&text) {
-                            all.push(text);
-                        }
+                        });
                     }
                 }
             }
         }
-        Readings::Tricky(all)
+        readings
+    }
+
+    fn add(&mut self, reading: String) {
+        if reading != self.raw && !self.more.contains(&reading) {
+            self.more.push(reading);
+        }
     }
 
     /// Whether the path is plain.
     pub fn is_plain(&self) -> bool {
-        matches!(self, Readings::Plain(_))
+        self.plain
     }
 
-    /// Each reading.
+    /// Each reading, the path as it came first.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        let (one, many) = match self {
-            Readings::Plain(p) => (Some(p.as_ref()), &[][..]),
-            Readings::Tricky(all) => (None, all.as_slice()),
-        };
-        one.into_iter().chain(many.iter().map(String::as_str))
+        std::iter::once(self.raw).chain(self.more.iter().map(String::as_str))
     }
 }
 
@@ -249,14 +252,16 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_path_has_one_reading_with_its_escapes_decoded() {
+    fn a_plain_path_is_read_as_it_came_and_decoded() {
+        let plain = Readings::of("/admin/x");
+        assert_eq!(plain.iter().collect::<Vec<_>>(), ["/admin/x"]);
+        assert!(plain.is_plain());
+        let escaped = Readings::of("/%61dmin/a%20b");
         assert_eq!(
-            Readings::of("/admin/x"),
-            Readings::Plain(Cow::Borrowed("/admin/x"))
+            escaped.iter().collect::<Vec<_>>(),
+            ["/%61dmin/a%20b", "/admin/a b"]
         );
-        let decoded = Readings::of("/%61dmin/a%20b");
-        assert_eq!(decoded.iter().collect::<Vec<_>>(), ["/admin/a b"]);
-        assert!(decoded.is_plain());
+        assert!(escaped.is_plain());
     }
 
     #[test]

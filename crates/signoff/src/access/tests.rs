@@ -77,8 +77,10 @@ fn the_first_matching_rule_decides() {
         ("GET", HOST, "/files/a.pdf", vec!["pdfs"]),
         ("GET", HOST, "/files/a/b.pdf", vec!["app"]),
         ("GET", Some("other.org"), "/x", vec!["default"]),
-        // Escapes of ordinary characters are decoded: %61 is `a`.
-        ("GET", HOST, "/%61dmin/users", vec!["admin"]),
+        // An escape of an ordinary character is read as it came (an app
+        // routing on the raw target) and decoded (%61 is `a`): both count.
+        ("GET", HOST, "/%61dmin/users", vec!["admin", "app"]),
+        ("GET", HOST, "/%73tatic/app.css", vec!["app", "static"]),
     ] {
         assert_eq!(
             deciders(&rules, Some(method), host, Some(path)),

@@ -112,7 +112,7 @@ fn raw_status(origin: &str, path: &str, token: Option<&str>) -> u16 {
 
 /// Spellings of `/admin` (and under it) that some upstream reads as the
 /// admin area, through the public `/static/` or plainly.
-const TRICKY_ADMIN: [&str; 12] = [
+const TRICKY_ADMIN: &[&str] = &[
     "/static/../admin",
     "/static/%2e%2e/admin",
     "/static/%2E%2E/admin/x",
@@ -125,6 +125,12 @@ const TRICKY_ADMIN: [&str; 12] = [
     "/ADMIN",
     "/Admin/x",
     "/static/.%2e/admin",
+    // Dots resolved before decoding, or without merging `//` (WHATWG).
+    "/x%2fy/../%61dmin",
+    "/static/x//../../admin",
+    // A format suffix and a trailing slash (Rails, Spring, Express).
+    "/admin.json",
+    "/admin/",
 ];
 
 #[tokio::test]
@@ -275,7 +281,10 @@ async fn rules_decide_at_forward_auth_on_the_forwarded_request() {
     assert_eq!(plain.status, 200);
     assert!(plain.header("x-signoff-groups").is_none());
     // alice: 403, however the path is spelled.
-    for path in TRICKY_ADMIN.iter().chain(["/admin", "/admin/x"].iter()) {
+    for path in TRICKY_ADMIN
+        .iter()
+        .chain(["/admin", "/admin/x", "/admin#/x.png"].iter())
+    {
         let r = check(path, Some(alice.clone()), vec![]).await;
         assert_eq!(r.status, 403, "alice {path}");
         let r = check(path, None, vec![]).await;

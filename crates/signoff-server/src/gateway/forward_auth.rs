@@ -88,7 +88,9 @@ pub(super) fn original(headers: &HeaderMap) -> Original<'_> {
 /// app; `None` if the proxy sent no URI or not an origin-form one.
 fn forwarded_path(headers: &HeaderMap) -> Option<&str> {
     let uri = first(headers, &["x-forwarded-uri", "x-original-uri"])?;
-    let path = uri.split_once('?').map_or(uri, |(path, _)| path);
+    // Query and fragment are not the path (nginx passes a raw `#` on in
+    // `$request_uri`; the app cuts it).
+    let path = uri.split(['?', '#']).next().unwrap_or(uri);
     path.starts_with('/').then_some(path)
 }
 
@@ -339,6 +341,8 @@ mod tests {
     fn the_forwarded_path_is_raw_and_origin_form() {
         let path = |v: &str| forwarded_path(&headers(&[("x-original-uri", v)])).map(str::to_owned);
         assert_eq!(path("/public?a=1").as_deref(), Some("/public"));
+        assert_eq!(path("/admin#/x.png").as_deref(), Some("/admin"));
+        assert_eq!(path("/admin#x?y").as_deref(), Some("/admin"));
         assert_eq!(
             path("/private/a/..%2F..%2Fpublic").as_deref(),
             Some("/private/a/..%2F..%2Fpublic")

@@ -39,7 +39,9 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 pub use path::{is_plain, Readings};
-pub use pattern::{normal_host, HostPattern, PathPattern, PatternError, MAX_GLOB_BYTES};
+pub use pattern::{
+    normal_host, valid_host, HostPattern, PathPattern, PatternError, MAX_GLOB_BYTES,
+};
 
 use crate::Timestamp;
 
@@ -415,7 +417,9 @@ impl Rules {
             more: Vec::new(),
             plain: true,
         };
-        let host = request.host.map(normal_host);
+        // A `Host` that is not `name[:port]` or `[v6][:port]` is read
+        // differently by each server: it counts as not known.
+        let host = request.host.and_then(valid_host);
         let hosts: [Option<HostReading>; 2] = match &host {
             Some(h) => [Some(HostReading::Known(h)), None],
             None => [Some(HostReading::AnyHost), Some(HostReading::NoHost)],
@@ -441,7 +445,7 @@ impl Rules {
                 Some(MethodReading::NoMethod),
             ],
         };
-        let readings = request.path.map(Readings::of);
+        let readings = request.path.map(Readings::of).filter(|r| !r.is_unknown());
         needs.plain = readings.as_ref().is_some_and(Readings::is_plain);
         for host in hosts.iter().flatten() {
             for method in methods.iter().flatten() {
@@ -466,7 +470,10 @@ impl Rules {
         needs
     }
 
-    /// The first rule matching one reading, as written and without case.
+    /// The first rule matching one reading as written, and the first one
+    /// matching it loosely ([`PathPattern::matches_loosely`]: without
+    /// case, a trailing `/`, a `.format` suffix), which must be passed
+    /// too.
     fn match_reading(
         &self,
         needs: &mut Needs<'_>,
@@ -475,6 +482,7 @@ impl Rules {
         path: Option<&str>,
     ) {
         let mut folded: Option<usize> = None;
+        // (A loose match only ever adds a rule to pass.)
         for (n, rule) in self.rules.iter().enumerate() {
             if !rule.matches_host_and_method(host, method) {
                 continue;
@@ -483,7 +491,7 @@ impl Rules {
                 (None, _) => (true, true),
                 (Some(p), Some(path)) => {
                     let exact = p.matches(path, false);
-                    (exact, exact || p.matches(path, true))
+                    (exact, exact || p.matches_loosely(path))
                 }
                 (Some(_), None) => (true, true),
             };

@@ -43,7 +43,11 @@ pub fn is_plain(path: &str) -> bool {
             i += 1;
         }
     }
-    if decoded.first() != Some(&b'/') || decoded.iter().any(|b| matches!(b, b'\\' | b';')) {
+    // A raw `#` ends the path for some servers and not for others.
+    if decoded.first() != Some(&b'/')
+        || raw.contains(&b'#')
+        || decoded.iter().any(|b| matches!(b, b'\\' | b';'))
+    {
         return false;
     }
     let segments: Vec<&[u8]> = decoded[1..].split(|b| *b == b'/').collect();
@@ -66,12 +70,22 @@ fn escape_at(raw: &[u8], i: usize) -> Option<u8> {
     Some((hi * 16 + lo) as u8)
 }
 
+/// Longest plain path read; a longer one counts as not known (every
+/// rule that could match must be passed).
+pub const MAX_PLAIN_PATH_BYTES: usize = 8192;
+/// Longest other path read (each has many readings).
+pub const MAX_TRICKY_PATH_BYTES: usize = 2048;
+/// Most readings of one path; a path with more counts as not known.
+const MAX_READINGS: usize = 48;
+
 /// Every way an upstream could read a request path: the path as it came
 /// (an app that routes on the raw target, such as Node's `URL` or
 /// Express, reads `/%70ublic` as it is), and the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readings<'a> {
     plain: bool,
+    /// Too long, or too many readings: what the app reads is not known.
+    unknown: bool,
     raw: &'a str,
     /// The other readings, each once, none equal to `raw`.
     more: Vec<String>,
@@ -80,46 +94,58 @@ pub struct Readings<'a> {
 impl<'a> Readings<'a> {
     /// The readings of `path` (the path of a request target, raw). A
     /// plain path ([`is_plain`]) is read as it came and, if it holds
-    /// escapes, decoded; any other path also with `\` as `/`, `;…`
-    /// parameters cut, dot and empty segments resolved, decoded once and
-    /// twice, in every combination.
+    /// escapes, decoded. Any other path is read every way the
+    /// transformations servers apply can make of it, in any order and
+    /// repeated: percent-decoding, `\` as `/`, `;…` parameters cut, dot
+    /// segments resolved as RFC 3986 and WHATWG URL parsers do (`//`
+    /// kept), and dot segments resolved with `//` merged (nginx), until no
+    /// new reading appears. A path too long, or with too many readings,
+    /// is [unknown](Readings::is_unknown).
     pub fn of(path: &'a str) -> Self {
         let mut readings = Readings {
             plain: is_plain(path),
+            unknown: false,
             raw: path,
             more: Vec::new(),
         };
         if readings.plain {
-            if path.contains('%') {
+            if path.len() > MAX_PLAIN_PATH_BYTES {
+                readings.unknown = true;
+            } else if path.contains('%') {
                 readings.add(String::from_utf8_lossy(&decode(path.as_bytes())).into_owned());
             }
             return readings;
         }
-        let once = decode(path.as_bytes());
-        let twice = decode(&once);
-        for bytes in [path.as_bytes().to_vec(), once, twice] {
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            for backslash in [false, true] {
-                let text = if backslash {
-                    text.replace('\\', "/")
-                } else {
-                    text.clone()
-                };
-                for cut_parameters in [false, true] {
-                    let text = if cut_parameters {
-                        without_parameters(&text)
-                    } else {
-                        text.clone()
-                    };
-                    for normalise in [false, true] {
-                        readings.add(if normalise {
-                            normalised(&text)
-                        } else {
-                            text.clone()
-                        });
-                    }
+        if path.len() > MAX_TRICKY_PATH_BYTES {
+            readings.unknown = true;
+            return readings;
+        }
+        let transforms: [fn(&str) -> String; 5] = [
+            |p| String::from_utf8_lossy(&decode(p.as_bytes())).into_owned(),
+            |p| p.replace('\\', "/"),
+            without_parameters,
+            dots_resolved,
+            normalised,
+        ];
+        let mut all: Vec<String> = vec![path.to_owned()];
+        let mut next = 0;
+        while next < all.len() {
+            let reading = all[next].clone();
+            next += 1;
+            for transform in transforms {
+                let new = transform(&reading);
+                if all.contains(&new) {
+                    continue;
                 }
+                if all.len() >= MAX_READINGS {
+                    readings.unknown = true;
+                    return readings;
+                }
+                all.push(new);
             }
+        }
+        for reading in all {
+            readings.add(reading);
         }
         readings
     }
@@ -132,7 +158,13 @@ impl<'a> Readings<'a> {
 
     /// Whether the path is plain.
     pub fn is_plain(&self) -> bool {
-        self.plain
+        self.plain && !self.unknown
+    }
+
+    /// Whether the path is too long or too tangled to read: then every
+    /// rule that could match it counts.
+    pub fn is_unknown(&self) -> bool {
+        self.unknown
     }
 
     /// Each reading, the path as it came first.
@@ -166,6 +198,35 @@ fn without_parameters(path: &str) -> String {
         .map(|segment| segment.split_once(';').map_or(segment, |(s, _)| s))
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// Dot segments resolved as RFC 3986 §5.2.4 and WHATWG URL parsers do:
+/// empty segments kept (`/a//../b` is `/a/b`).
+fn dots_resolved(path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut out: Vec<&str> = Vec::new();
+    for (n, segment) in segments.iter().enumerate() {
+        match *segment {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+        if n == last && matches!(*segment, "." | "..") {
+            out.push("");
+        }
+    }
+    let mut text = String::with_capacity(path.len() + 1);
+    for segment in &out {
+        text.push('/');
+        text.push_str(segment);
+    }
+    if text.is_empty() {
+        text.push('/');
+    }
+    text
 }
 
 /// Dot segments resolved and empty segments dropped (RFC 3986 §5.2.4,
@@ -244,6 +305,8 @@ mod tests {
             "/static\\..\\admin",
             "//static/x",
             "/static//x",
+            // A fragment some servers cut and others keep.
+            "/admin#/x.png",
             "static/x",
             "",
         ] {
@@ -288,5 +351,20 @@ mod tests {
         has("/a/./b", "/a/b");
         has("/..", "/");
         has("/a/..", "/");
+        // Dots resolved before decoding, or without merging `//` (WHATWG).
+        has("/api/x//../../admin/users", "/api/admin/users");
+        has("/x%2fy/../%61dmin", "/admin");
+        has("/x%2fy/../%61dmin", "/%61dmin");
+    }
+
+    #[test]
+    fn long_or_tangled_paths_are_unknown() {
+        assert!(Readings::of(&format!("/{}", "a".repeat(MAX_PLAIN_PATH_BYTES))).is_unknown());
+        assert!(!Readings::of(&format!("/{}", "a".repeat(MAX_PLAIN_PATH_BYTES - 1))).is_unknown());
+        assert!(Readings::of(&format!("/../{}", "a".repeat(MAX_TRICKY_PATH_BYTES))).is_unknown());
+        let nested = format!("/a/..{}", "%25".repeat(40));
+        let r = Readings::of(&nested);
+        assert!(r.is_unknown() || r.iter().count() <= MAX_READINGS);
+        assert!(!Readings::of("/a/../b").is_unknown());
     }
 }

@@ -90,6 +90,35 @@ impl PathPattern {
         }
     }
 
+    /// Whether `path` matches the way some apps route: without letter
+    /// case, with or without a trailing `/` (Express, Rails, Spring), and
+    /// with a `.format` suffix (Rails' `(.:format)`, Spring's suffix
+    /// matching). Only ever used to add a rule the request must pass.
+    pub fn matches_loosely(&self, path: &str) -> bool {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let at_boundary = |p: &str, path: &str| {
+            path.len() >= p.len()
+                && path.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+                && matches!(path.as_bytes().get(p.len()), None | Some(b'/' | b'.'))
+        };
+        match self {
+            PathPattern::Exact(p) => {
+                let p_trimmed = p.trim_end_matches('/');
+                let p_trimmed = if p_trimmed.is_empty() { "/" } else { p_trimmed };
+                trimmed.eq_ignore_ascii_case(p_trimmed)
+                    || (p_trimmed != "/"
+                        && at_boundary(p_trimmed, trimmed)
+                        && !trimmed[p_trimmed.len()..].contains('/'))
+            }
+            PathPattern::Prefix(p) => at_boundary(p, path),
+            PathPattern::Glob(g) => {
+                glob_matches(g.as_bytes(), path.as_bytes(), true)
+                    || glob_matches(g.as_bytes(), trimmed.as_bytes(), true)
+            }
+        }
+    }
+
     /// Whether it matches every path.
     pub fn matches_everything(&self) -> bool {
         match self {
@@ -265,6 +294,42 @@ impl std::fmt::Display for HostPattern {
     }
 }
 
+/// A `Host` value as [`normal_host`] makes it, if it is `name[:port]` or
+/// `[v6][:port]` (name: letters, digits, `.`, `-`, `_`; port: digits);
+/// `None` for anything else, which servers split in different places
+/// (`host:1:2`, `a@b`).
+pub fn valid_host(host: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let host = host.trim();
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        if v6.is_empty()
+            || !v6
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return None;
+        }
+        (v6, after.strip_prefix(':'))
+    } else {
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    let name_ok = !name.is_empty()
+        && (host.starts_with('[')
+            || name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let rest_ok = !host.starts_with('[') || {
+        let after = &host[host.find(']').map_or(host.len(), |i| i + 1)..];
+        after.is_empty() || after.starts_with(':')
+    };
+    (name_ok && port_ok && rest_ok).then(|| normal_host(host))
+}
+
 /// A `Host` header value as rules compare it: lower case, without the
 /// port or a trailing dot. Borrowed when it is already so.
 pub fn normal_host(host: &str) -> std::borrow::Cow<'_, str> {
@@ -357,5 +422,42 @@ mod tests {
         assert_eq!(normal_host("app.example.com."), "app.example.com");
         assert_eq!(normal_host("[::1]:8080"), "[::1]");
         assert_eq!(normal_host("127.0.0.1"), "127.0.0.1");
+        assert_eq!(
+            valid_host("App.example.com:8443").as_deref(),
+            Some("app.example.com")
+        );
+        assert_eq!(valid_host("[::1]:80").as_deref(), Some("[::1]"));
+        for bad in [
+            "reports.example.com:1:2",
+            "a@b.com",
+            "a.com:",
+            "a.com:x",
+            "[::1",
+            "[::1]x",
+            "",
+            "a b",
+            "[]",
+        ] {
+            assert!(valid_host(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loose_matching_is_what_lenient_routers_do() {
+        let exact = PathPattern::exact("/billing").unwrap();
+        for yes in ["/billing", "/billing/", "/BILLING", "/billing.json"] {
+            assert!(exact.matches_loosely(yes), "{yes}");
+        }
+        for no in ["/billing/x", "/billings", "/billing.json/x"] {
+            assert!(!exact.matches_loosely(no), "{no}");
+        }
+        let prefix = PathPattern::prefix("/admin").unwrap();
+        for yes in ["/admin", "/admin.json", "/Admin/x", "/admin.html/x"] {
+            assert!(prefix.matches_loosely(yes), "{yes}");
+        }
+        assert!(!prefix.matches_loosely("/administrator"));
+        assert!(PathPattern::glob("/files/*.pdf")
+            .unwrap()
+            .matches_loosely("/FILES/a.pdf/"));
     }
 }

@@ -108,6 +108,13 @@ fn every_reading_of_a_tricky_path_must_pass_its_rule() {
         "/static//../admin/users",
         "/ADMIN/users",
         "/Admin/users",
+        // Dots resolved before decoding, and without merging `//`, as
+        // WHATWG and RFC 3986 parsers do (Node's URL, java.net.URI).
+        "/x%2fy/../%61dmin/users",
+        "/static/x//../../admin/users",
+        // A `.format` suffix (Rails, Spring) and a trailing slash.
+        "/admin.json",
+        "/admin/",
     ] {
         let got = deciders(&rules, Some("GET"), HOST, Some(tricky));
         assert!(got.contains(&"admin".to_owned()), "{tricky}: {got:?}");
@@ -304,12 +311,27 @@ fn hostile_inputs_cost_little_and_never_panic() {
         vec![Rule::new("g", Access::Public).path(PathPattern::glob("/**a*a*a*a*a*b").unwrap())],
         Access::Deny,
     );
-    let long = format!("/{}", "a".repeat(16_000));
+    // A long tangled path: unknown, so every rule counts, quickly.
+    let tangled = format!("/x/../files/{}", "a%2f".repeat(16_000));
     let started = std::time::Instant::now();
-    let needs = rules.needs(&RequestFacts::new(Some("GET"), HOST, Some(&long)));
-    assert!(!needs.deciders().any(|d| matches!(d, Decider::Rule(..))));
+    let needs = rules.needs(&RequestFacts::new(Some("GET"), HOST, Some(&tangled)));
+    assert!(!needs.is_public());
     assert!(
-        started.elapsed() < Duration::from_millis(500),
+        started.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    // The longest paths still read, plain and tangled, against a glob that
+    // a backtracking matcher would take exponential time on.
+    let long = format!("/{}", "a".repeat(path::MAX_PLAIN_PATH_BYTES - 1));
+    let tricky = format!("/x/..//{}", "a".repeat(path::MAX_TRICKY_PATH_BYTES - 8));
+    let started = std::time::Instant::now();
+    for path in [&long, &tricky] {
+        let needs = rules.needs(&RequestFacts::new(Some("GET"), HOST, Some(path)));
+        assert!(!needs.deciders().any(|d| matches!(d, Decider::Rule(..))));
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
         "{:?}",
         started.elapsed()
     );
@@ -330,4 +352,53 @@ fn hostile_inputs_cost_little_and_never_panic() {
             .needs(&RequestFacts::new(Some(""), Some(""), Some(odd)))
             .decide(None);
     }
+}
+
+#[test]
+fn lenient_routing_and_odd_hosts_only_add_rules() {
+    let rules = Rules::new(
+        vec![
+            Rule::new("static", Access::Public).path(prefix("/static")),
+            Rule::new("billing", Access::Deny).path(PathPattern::exact("/billing").unwrap()),
+            Rule::new("reports host", Access::Deny)
+                .host(HostPattern::parse("reports.example.com").unwrap()),
+            Rule::new("rest", Access::SignedIn),
+        ],
+        Access::Deny,
+    );
+    let anyone = Member::new("bob", "");
+    let decide = |host: &str, path: &str| {
+        rules
+            .needs(&RequestFacts::new(Some("GET"), Some(host), Some(path)))
+            .decide(Some(&anyone))
+    };
+    for path in ["/billing", "/billing/", "/Billing", "/billing.json"] {
+        assert!(
+            matches!(decide("app.example.com", path), Decision::Forbidden { .. }),
+            "{path}"
+        );
+    }
+    // A loose match never widens: `/static.json` is not public.
+    let needs = rules.needs(&RequestFacts::new(
+        Some("GET"),
+        Some("app.example.com"),
+        Some("/static.json"),
+    ));
+    assert!(!needs.is_public());
+    // A Host that servers split differently counts as not known.
+    assert!(matches!(
+        decide("reports.example.com:1:2", "/x"),
+        Decision::Forbidden { .. }
+    ));
+    assert!(matches!(
+        decide("reports.example.com", "/x"),
+        Decision::Forbidden { .. }
+    ));
+    assert_eq!(decide("app.example.com:8080", "/x"), Decision::Allow);
+    // A path too long to read: every rule counts.
+    let long = format!("/{}", "a".repeat(9000));
+    assert!(matches!(
+        decide("app.example.com", &long),
+        Decision::Forbidden { .. }
+    ));
 }

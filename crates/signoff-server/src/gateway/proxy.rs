@@ -47,6 +47,8 @@ async fn proxy(State(gw): AppState, req: Request<Body>) -> Response<Body> {
     if upgrade && !tunnel::origin_allowed(&gw, req.headers()) {
         return tunnel::cross_site(req.headers());
     }
+    // The rules in force: a cheap guard, given back before the request
+    // goes upstream (a long response must not hold it).
     let access = gw.rules.load();
     let needs = access.needs(&rules::proxied_facts(
         &gw,
@@ -55,6 +57,8 @@ async fn proxy(State(gw): AppState, req: Request<Body>) -> Response<Body> {
         req.uri(),
     ));
     if needs.is_public() {
+        drop(needs);
+        drop(access);
         return forward(&gw, req, peer, None).await;
     }
     let who = match bearer(req.headers()) {
@@ -69,13 +73,16 @@ async fn proxy(State(gw): AppState, req: Request<Body>) -> Response<Body> {
         Audience::Api
     };
     match who {
-        Who::Known(identity) => match needs.decide(Some(&identity.member(gw.sessions.now()))) {
-            Decision::Allow => {
-                let response = forward(&gw, req, peer, Some(&identity)).await;
-                long_response::ends_with_session(&gw.watch, response, identity.session)
+        Who::Known(identity) => {
+            let decision = needs.decide(Some(&identity.member(gw.sessions.now())));
+            if decision != Decision::Allow {
+                return rules::refuse(&gw, decision, Some(&identity), audience, next, false);
             }
-            refused => rules::refuse(&gw, refused, Some(&identity), audience, next, false),
-        },
+            drop(needs);
+            drop(access);
+            let response = forward(&gw, req, peer, Some(&identity)).await;
+            long_response::ends_with_session(&gw.watch, response, identity.session)
+        }
         Who::Unavailable => unavailable(&gw),
         Who::BadBearer(why) => token_mode::invalid_token(&why),
         Who::Anonymous { stale } => {

@@ -21,6 +21,14 @@
 /// full-width dots). Anything else may reach another path upstream.
 pub fn is_plain(path: &str) -> bool {
     let raw = path.as_bytes();
+    if !raw.contains(&b'%') {
+        // The everyday path: no escapes, so nothing to decode or allocate.
+        return raw.first() == Some(&b'/')
+            && raw
+                .iter()
+                .all(|b| (0x21..0x7f).contains(b) && !matches!(b, b'\\' | b';' | b'#'))
+            && plain_segments(&raw[1..]);
+    }
     let mut decoded = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
@@ -50,16 +58,25 @@ pub fn is_plain(path: &str) -> bool {
     {
         return false;
     }
-    let segments: Vec<&[u8]> = decoded[1..].split(|b| *b == b'/').collect();
-    let last = segments.len() - 1;
-    segments.iter().enumerate().all(|(n, segment)| {
-        // Only the last segment may be empty: `/static/` is a directory.
-        if segment.is_empty() {
-            n == last
+    plain_segments(&decoded[1..])
+}
+
+/// Whether the segments after the first `/` hold no dot segment and no
+/// empty segment but the last (`/static/` is a directory).
+fn plain_segments(rest: &[u8]) -> bool {
+    let mut segments = rest.split(|b| *b == b'/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        let ok = if segment.is_empty() {
+            last
         } else {
-            *segment != b"." && !segment.starts_with(b"..")
+            segment != b"." && !segment.starts_with(b"..")
+        };
+        if !ok {
+            return false;
         }
-    })
+    }
+    true
 }
 
 /// The byte a `%XX` escape at `i` stands for.

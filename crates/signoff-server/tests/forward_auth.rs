@@ -896,6 +896,7 @@ async fn http_checks(front: Front) {
         ("x_signoff_session", "mallory"),
         ("x-signoff-csrf", "mallory"),
         ("x-signoff-auth-time", "mallory"),
+        ("x-signoff-groups", "mallory"),
         ("remote-user", "mallory"),
         ("remote_user", "mallory"),
         ("x-remote-user", "mallory"),
@@ -947,6 +948,45 @@ async fn http_checks(front: Front) {
         .collect();
     assert_eq!(auth_time.len(), 1, "{front:?}: {received:?}");
     assert_recent_unix_seconds(auth_time[0]);
+    // alice is in no group: no X-Signoff-Groups at all (not an empty one,
+    // nor the proxy's placeholder).
+    assert!(
+        !received.iter().any(|(n, _)| n == "x-signoff-groups"),
+        "{front:?}: {received:?}"
+    );
+    // A user in groups: the app gets them, once, from signoff.
+    let mut add = Command::new(signoff_bin())
+        .args([
+            "user", "add", "carol", "--group", "admins", "--group", "ops",
+        ])
+        .args(["--password-stdin", "--db", &s.gateway.db])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        writeln!(add.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    }
+    assert!(add.wait().unwrap().success());
+    let carol = cookie(&login_at(&s.origin, "carol", PASSWORD).await);
+    let r = get(
+        &s.url("/debug/headers"),
+        &[("cookie", &carol), ("x-signoff-groups", "mallory")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{front:?}: {}", r.text());
+    let groups: Vec<String> = r.json()["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p[0].as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case("x-signoff-groups"))
+        })
+        .map(|p| p[1].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(groups, ["admins,ops"], "{front:?}");
 
     // The guard's status check works through the proxy.
     let r = get(&s.url("/.signoff/status"), &[("cookie", &c)]).await;

@@ -19,7 +19,8 @@
 //! let rules = Rules::new(
 //!     vec![
 //!         Rule::new("static files", Access::Public).path(PathPattern::prefix("/static").unwrap()),
-//!         Rule::new("admin", Access::members(["admins"], [])).path(PathPattern::prefix("/admin").unwrap()),
+//!         Rule::new("admin", Access::members(["admins"], Vec::<String>::new()))
+//!             .path(PathPattern::prefix("/admin").unwrap()),
 //!         Rule::new("the rest", Access::SignedIn),
 //!     ],
 //!     Access::Deny,

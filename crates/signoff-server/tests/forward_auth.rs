@@ -955,20 +955,7 @@ async fn http_checks(front: Front) {
         "{front:?}: {received:?}"
     );
     // A user in groups: the app gets them, once, from signoff.
-    let mut add = Command::new(signoff_bin())
-        .args([
-            "user", "add", "carol", "--group", "admins", "--group", "ops",
-        ])
-        .args(["--password-stdin", "--db", &s.gateway.db])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write as _;
-        writeln!(add.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    }
-    assert!(add.wait().unwrap().success());
+    add_user_in_groups(&s.gateway.db, "carol", PASSWORD, &["admins", "ops"]);
     let carol = cookie(&login_at(&s.origin, "carol", PASSWORD).await);
     let r = get(
         &s.url("/debug/headers"),

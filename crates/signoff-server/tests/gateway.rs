@@ -12,7 +12,7 @@ mod identity_headers;
 use std::time::{Duration, Instant};
 
 use http::Method;
-use support::{cookie, get, post_form, request, Gateway, Reply, Upstream, PASSWORD, USER};
+use support::{cookie, get, post_form, request, seen, Gateway, Reply, Upstream, PASSWORD, USER};
 
 const HTML: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
 
@@ -20,18 +20,6 @@ fn start(extra: &[&str]) -> Option<(Upstream, Gateway)> {
     let upstream = Upstream::start()?;
     let gateway = Gateway::start(&upstream.url(), extra);
     Some((upstream, gateway))
-}
-
-/// What the upstream saw, from its `/echo` page.
-fn seen(reply: &Reply, header: &str) -> Vec<String> {
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    reply.json()["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|pair| pair[0] == header)
-        .map(|pair| pair[1].as_str().unwrap().to_owned())
-        .collect()
 }
 
 async fn alive(gw: &Gateway, token: &str) -> bool {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 use support::{
     add_user, admin_token, cli, cookie, csrf_in, get, post_form, reauth, request, sessions_action,
-    sessions_page, signoff_bin, Gateway, Reply, Upstream, PASSWORD, USER,
+    sessions_page, signoff_bin, Admin, Gateway, Reply, Upstream, PASSWORD, USER,
 };
 
 const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
@@ -537,33 +537,13 @@ async fn a_disabled_user_is_out_at_once() {
 
 // ---------------------------------------------------------------- admin API
 
-struct Admin {
-    gw: Gateway,
-    _up: Upstream,
-    token: String,
-}
-
 fn admin() -> Option<Admin> {
-    let (token, hash) = admin_token();
-    let (up, gw) = setup(&["--admin-token-sha256", &hash])?;
+    let admin = Admin::start()?;
     assert!(
-        !gw.proc.log_text().contains(&token),
+        !admin.gw.proc.log_text().contains(&admin.token),
         "the token is never logged"
     );
-    Some(Admin { gw, _up: up, token })
-}
-
-impl Admin {
-    async fn call(&self, method: Method, path: &str, body: Option<&str>) -> Reply {
-        let auth = format!("Bearer {}", self.token);
-        request(
-            method,
-            &self.gw.url(&format!("/.signoff/admin{path}")),
-            &[("authorization", &auth)],
-            body.map(|b| ("application/json", b.as_bytes().to_vec())),
-        )
-        .await
-    }
+    Some(admin)
 }
 
 #[tokio::test]

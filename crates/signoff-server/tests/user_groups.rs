@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use support::{
-    add_user, admin_token, cli, cookie, get, request, signoff_bin, Gateway, Reply, Upstream,
-    PASSWORD, USER,
+    add_user, cli, cookie, get, request, signoff_bin, Admin, Gateway, Reply, Upstream, PASSWORD,
+    USER,
 };
 
 /// Whether `token` still opens a private upstream page on `gw`.
@@ -189,31 +189,11 @@ fn cli_group_commands_refuse_bad_input_clearly() {
 
 // ---------------------------------------------------------------- admin API
 
-struct Admin {
-    gw: Gateway,
-    _up: Upstream,
-    token: String,
-}
-
 fn admin() -> Option<Admin> {
-    let (token, hash) = admin_token();
-    let up = Upstream::start()?;
-    let gw = Gateway::start(&up.url(), &["--admin-token-sha256", &hash]);
-    Some(Admin { gw, _up: up, token })
+    Admin::start()
 }
 
 impl Admin {
-    async fn call(&self, method: Method, path: &str, body: Option<&str>) -> Reply {
-        let auth = format!("Bearer {}", self.token);
-        request(
-            method,
-            &self.gw.url(&format!("/.signoff/admin{path}")),
-            &[("authorization", &auth)],
-            body.map(|b| ("application/json", b.as_bytes().to_vec())),
-        )
-        .await
-    }
-
     async fn change(&self, body: &str) -> Reply {
         self.call(Method::POST, "/users/alice/groups", Some(body))
             .await

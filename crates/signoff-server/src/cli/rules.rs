@@ -11,6 +11,20 @@ use signoff::access::{Access, Decider, Decision, Member, Readings, RequestFacts,
 use super::{open_existing, Db};
 use crate::config;
 
+/// `--public-path`, as `signoff serve` takes it.
+#[derive(Debug, clap::Args)]
+pub struct PublicPaths {
+    /// Public paths, as `signoff serve --public-path` (instead of the
+    /// file's public_paths)
+    #[arg(
+        long = "public-path",
+        env = "SIGNOFF_PUBLIC_PATHS",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    paths: Vec<String>,
+}
+
 /// `signoff rules …`.
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
@@ -22,15 +36,8 @@ pub enum RulesCommand {
         /// The TOML file `signoff serve --config` reads
         #[arg(long, env = "SIGNOFF_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
-        /// Public paths, as `signoff serve --public-path` (instead of the
-        /// file's public_paths)
-        #[arg(
-            long = "public-path",
-            env = "SIGNOFF_PUBLIC_PATHS",
-            value_name = "PATH",
-            value_delimiter = ','
-        )]
-        public_paths: Vec<String>,
+        #[command(flatten)]
+        public_paths: PublicPaths,
     },
     /// Say which rule decides a request and what it decides for a user:
     /// e.g. `signoff rules test --config signoff.toml --user alice GET
@@ -56,15 +63,8 @@ pub enum RulesCommand {
         /// with `fresh` [default: 0s, just now]
         #[arg(long, value_name = "DURATION")]
         password_age: Option<String>,
-        /// Public paths, as `signoff serve --public-path` (instead of the
-        /// file's public_paths)
-        #[arg(
-            long = "public-path",
-            env = "SIGNOFF_PUBLIC_PATHS",
-            value_name = "PATH",
-            value_delimiter = ','
-        )]
-        public_paths: Vec<String>,
+        #[command(flatten)]
+        public_paths: PublicPaths,
         /// The store and the config file.
         #[command(flatten)]
         db: Db,
@@ -81,7 +81,7 @@ pub async fn run(command: RulesCommand) -> Result<()> {
             let Some(config) = config else {
                 bail!("give the file to check: signoff rules check --config PATH");
             };
-            let checked = config::access_rules(Some(&config), Some(public_paths))?;
+            let checked = config::access_rules(Some(&config), Some(public_paths.paths))?;
             println!("{}: the access rules check", config.display());
             print_rules(&checked.rules);
             for warning in &checked.warnings {
@@ -98,7 +98,7 @@ pub async fn run(command: RulesCommand) -> Result<()> {
             public_paths,
             db,
         } => {
-            let checked = config::access_rules(db.config.as_deref(), Some(public_paths))?;
+            let checked = config::access_rules(db.config.as_deref(), Some(public_paths.paths))?;
             let (host, path) = split_url(&url)?;
             let method = method.to_ascii_uppercase();
             if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {

@@ -6,7 +6,7 @@
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use signoff::access::{Decider, Decision, Member, RequestFacts};
+use signoff::access::{Decision, Member, RequestFacts};
 
 use super::pages::{self, ForbiddenPage};
 use super::proxy::no_store;
@@ -114,7 +114,7 @@ pub(super) fn refuse(
         }
         Decision::Forbidden { by } => {
             tracing::info!(target: "signoff::access", user = user.unwrap_or("-"), rule = %by, "refused by the access rules");
-            forbidden(gw, audience, who, by)
+            forbidden(gw, audience, who)
         }
         Decision::Fresh { within, by } => {
             tracing::info!(target: "signoff::access", user = user.unwrap_or("-"), rule = %by, "a fresh password is needed");
@@ -125,12 +125,7 @@ pub(super) fn refuse(
 
 /// 403: a page saying who is signed in (with a way to switch account), or
 /// JSON for an API client.
-fn forbidden(
-    gw: &Gateway,
-    audience: Audience,
-    who: Option<&Identity>,
-    _by: Decider<'_>,
-) -> Response {
+fn forbidden(gw: &Gateway, audience: Audience, who: Option<&Identity>) -> Response {
     let mut r = match audience {
         Audience::Browser | Audience::LoginHeader => pages::render(
             StatusCode::FORBIDDEN,

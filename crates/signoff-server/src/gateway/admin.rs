@@ -567,18 +567,26 @@ async fn patch_user(
         {
             // Disabled, but sessions may live: say so rather than claim done.
             tracing::error!(error = %e, "a user was disabled, but their sessions could not be ended");
-            let mut r = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "sessions_not_ended",
+            return sessions_not_ended(
                 "the user is disabled, but their sessions could not be ended; repeat the request",
             );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return r;
         }
     }
     tracing::info!(target: "signoff::admin", user = %user.name, disabled = user.disabled, "admin changed a user");
     ok(&UserJson::from(&user))
+}
+
+/// 503 for a change made whose sessions could not be ended: the client
+/// must not take it as done.
+fn sessions_not_ended(message: impl Into<String>) -> Response {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "sessions_not_ended",
+        message,
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
 }
 
 /// A user's groups.
@@ -656,18 +664,11 @@ async fn change_user_groups(
                 // Changed, but sessions with the old groups may live: say so
                 // rather than claim done.
                 tracing::error!(error = %e, "a user left a group, but their sessions could not be ended");
-                let mut r = error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "sessions_not_ended",
-                    format!(
-                        "the groups changed, but the user's sessions (which carry the old \
-                         groups) could not be ended; end them with DELETE /users/{}/sessions",
-                        user.name
-                    ),
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                return r;
+                return sessions_not_ended(format!(
+                    "the groups changed, but the user's sessions (which carry the old \
+                     groups) could not be ended; end them with DELETE /users/{}/sessions",
+                    user.name
+                ));
             }
         }
     }

@@ -13,8 +13,12 @@
 //! - 303 to the login page instead, for browsers' GET and HEAD, when the
 //!   proxy asks with `?redirect=1` (Caddy and Traefik hand the answer to
 //!   the browser as it is).
-//! - 200 without identity headers: the forwarded path is public
-//!   (`--public-path`), as `signoff serve` forwards public paths.
+//! - 200 without identity headers: the access rules make the forwarded
+//!   request public (`--public-path`, `policy = "public"`), as `signoff
+//!   serve` forwards public paths.
+//! - 403 when the access rules refuse the request (`docs/access-rules.md`),
+//!   401 naming the re-authentication page when a `fresh` rule wants the
+//!   password again.
 //! - 503 when the store cannot answer: the proxy must refuse the request.
 //! - 403 when the request still carries a header only signoff may set
 //!   ([`identity_headers::escaped_the_proxy`]): the proxy would pass it to
@@ -27,13 +31,14 @@
 //! The original request is read from `X-Forwarded-Method`/`-Uri` (Caddy,
 //! Traefik) or `X-Original-Method`/`-URI` (nginx). The proxy must set the
 //! URI header itself, raw, as it forwards the request to the app
-//! (`$request_uri`, `{uri}`): `--public-path` is decided on its path, with
-//! the same strict matching as `signoff serve` (encoded dots and slashes,
-//! `;`, `//`, other cases are never public), so public exceptions follow the
-//! path the app receives, not the proxy's decoded one. Otherwise these
-//! headers only choose between a redirect and a 401 and where the login
-//! page returns to. The forwarded URI is used as `next` only if it is a
-//! same-origin path ([`redirect::safe_next`]).
+//! (`$request_uri`, `{uri}`): the access rules are decided on its path
+//! (and on `X-Forwarded-Host`) exactly as `signoff serve` decides them
+//! ([`signoff::access`]: every reading of a tricky path must pass, and only
+//! a plain path can be public), so they follow the path the app receives,
+//! not the proxy's decoded one. These headers also choose between a
+//! redirect and a 401 and where the login page returns to. The forwarded
+//! URI is used as `next` only if it is a same-origin path
+//! ([`redirect::safe_next`]).
 
 use std::sync::Arc;
 

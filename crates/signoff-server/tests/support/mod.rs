@@ -177,8 +177,17 @@ pub struct Gateway {
 }
 
 pub fn add_user(db: &str, name: &str, password: &str) {
-    let mut child = Command::new(signoff_bin())
-        .args(["user", "add", name, "--password-stdin", "--db", db])
+    add_user_in_groups(db, name, password, &[]);
+}
+
+/// `signoff user add NAME --group G…` on `db`.
+pub fn add_user_in_groups(db: &str, name: &str, password: &str, groups: &[&str]) {
+    let mut cmd = Command::new(signoff_bin());
+    cmd.args(["user", "add", name, "--password-stdin", "--db", db]);
+    for group in groups {
+        cmd.args(["--group", group]);
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -531,4 +540,46 @@ pub fn admin_token() -> (String, String) {
             .to_owned()
     };
     (field("token:"), field("sha256:"))
+}
+
+/// What the test upstream (`tests/upstream/app.py`) saw of one header,
+/// from its `/echo` page.
+pub fn seen(reply: &Reply, header: &str) -> Vec<String> {
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pair| pair[0] == header)
+        .map(|pair| pair[1].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A gateway with the admin API on, in front of the test upstream, and
+/// the admin token.
+pub struct Admin {
+    pub gw: Gateway,
+    pub up: Upstream,
+    pub token: String,
+}
+
+impl Admin {
+    pub fn start() -> Option<Admin> {
+        let (token, hash) = admin_token();
+        let up = Upstream::start()?;
+        let gw = Gateway::start(&up.url(), &["--admin-token-sha256", &hash]);
+        Some(Admin { gw, up, token })
+    }
+
+    /// `METHOD /.signoff/admin{path}` with the token, and a JSON body.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&str>) -> Reply {
+        let auth = format!("Bearer {}", self.token);
+        request(
+            method,
+            &self.gw.url(&format!("/.signoff/admin{path}")),
+            &[("authorization", &auth)],
+            body.map(|b| ("application/json", b.as_bytes().to_vec())),
+        )
+        .await
+    }
 }

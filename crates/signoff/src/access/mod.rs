@@ -418,6 +418,12 @@ impl Rules {
             more: Vec::new(),
             plain: true,
         };
+        if self.rules.is_empty() && self.default != Access::Public {
+            // Only the default, and it does not ask whether the path is
+            // plain: nothing to read.
+            needs.add(DEFAULT);
+            return needs;
+        }
         // A `Host` that is not `name[:port]` or `[v6][:port]` is read
         // differently by each server: it counts as not known.
         let host = request.host.and_then(valid_host);

@@ -195,6 +195,8 @@ pub struct NewSession {
     ip: Option<String>,
     data: SessionData,
     remember_device: bool,
+    auth_at: Option<Timestamp>,
+    ends_by: Option<Timestamp>,
 }
 
 impl NewSession {
@@ -235,6 +237,23 @@ impl NewSession {
     /// one ([`Session::is_remembered`] tells which it got).
     pub fn remember_device(mut self, remember: bool) -> Self {
         self.remember_device = remember;
+        self
+    }
+
+    /// When the user last proved who they are, for a session made from
+    /// another one without a password (a signed-in user's session on a
+    /// second host takes the first one's), instead of now. Rules that ask
+    /// for a recent password then see the real age of the last one.
+    pub fn authenticated_at(mut self, at: Timestamp) -> Self {
+        self.auth_at = Some(at);
+        self
+    }
+
+    /// Ends the session no later than `end`, even if the policy's limits
+    /// would keep it longer (a session made from another one ends with
+    /// it; a short-lived hand-over ends within seconds).
+    pub fn ends_by(mut self, end: Timestamp) -> Self {
+        self.ends_by = Some(end);
         self
     }
 }
@@ -516,11 +535,16 @@ impl Sessions {
         let mut session = Session {
             id: SessionId::from_digest([0; 32]),
             handle: SessionHandle::generate(),
-            auth_at: new.user_id.as_ref().map(|_| now),
+            auth_at: new
+                .user_id
+                .as_ref()
+                .map(|_| new.auth_at.map_or(now, |at| at.min(now))),
             user_id: new.user_id,
             created_at: now,
             last_seen_at: now,
-            expires_at: now.plus(lifetime),
+            expires_at: new
+                .ends_by
+                .map_or(now.plus(lifetime), |end| end.min(now.plus(lifetime))),
             idle_timeout,
             remembered,
             user_agent: new.user_agent,

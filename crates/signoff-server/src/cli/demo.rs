@@ -303,7 +303,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         },
         ..Options::default()
     }
-    .check(&LoginFile::default(), Some(&demo_access()?))?;
+    .check(&LoginFile::default(), Some(&demo_access()?), &[])?;
     serve::run(settings, None, |at| {
         println!("signoff demo is running at {}/", at.public);
         println!("  user:     {DEMO_USER}");

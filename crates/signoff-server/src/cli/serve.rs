@@ -9,7 +9,7 @@ use signoff::{Clock as _, CookiePolicy, Policy, SessionKeys, Sessions};
 
 use crate::backend::{open_db, session_store};
 use crate::config::Settings;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, RuleBook};
 use crate::listener;
 
 /// `signoff serve` flags: the settings, and `--check`.
@@ -364,16 +364,31 @@ fn reload_on_hangup(gateway: Arc<Gateway>, reload: Reload) {
         while hangups.recv().await.is_some() {
             match reload() {
                 Ok(settings) => {
-                    for warning in &settings.access.warnings {
+                    let warnings = settings
+                        .access
+                        .warnings
+                        .iter()
+                        .chain(settings.apps.iter().flat_map(|a| &a.access.warnings));
+                    for warning in warnings {
                         tracing::warn!(target: "signoff::access", "{warning}");
                     }
-                    let count = settings.access.rules.rules().len();
-                    gateway.replace_rules(settings.access.rules);
-                    tracing::info!(
-                        target: "signoff::access",
-                        rules = count,
-                        "SIGHUP: access rules reloaded (other settings need a restart)"
-                    );
+                    let count = settings.access.rules.rules().len()
+                        + settings
+                            .apps
+                            .iter()
+                            .map(|a| a.access.rules.rules().len())
+                            .sum::<usize>();
+                    match gateway.replace_rules(RuleBook::of(&settings)) {
+                        Ok(()) => tracing::info!(
+                            target: "signoff::access",
+                            rules = count,
+                            "SIGHUP: access rules reloaded (other settings need a restart)"
+                        ),
+                        Err(why) => tracing::error!(
+                            target: "signoff::access",
+                            "SIGHUP: {why}; the access rules in force are kept"
+                        ),
+                    }
                 }
                 Err(e) => tracing::error!(
                     target: "signoff::access",

@@ -37,6 +37,7 @@ macro_rules! section {
 }
 
 mod access;
+mod apps;
 mod audit;
 mod branding;
 mod connections;
@@ -61,6 +62,7 @@ use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess
 use serde::Deserialize;
 
 pub use access::{AccessFile, AccessRules};
+pub use apps::{App, AppFile};
 pub use audit::AuditOptions;
 pub use branding::{Branding, BrandingOptions, LogoKind};
 pub use connections::{ConnectionLimits, ConnectionOptions};
@@ -230,6 +232,7 @@ struct FileConfig {
     options: Options,
     login: LoginFile,
     access: Option<AccessFile>,
+    apps: Vec<AppFile>,
 }
 
 /// TLS files.
@@ -279,6 +282,9 @@ pub struct Settings {
     pub public_paths: Vec<String>,
     /// The access rules (`[access]` and `--public-path`), checked.
     pub access: AccessRules,
+    /// The `[[app]]`s, each with its host, upstream and rules; the
+    /// longest path prefix of a host first.
+    pub apps: Vec<App>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Whether to inject the guard into upstream HTML.
@@ -357,6 +363,7 @@ fn file_keys() -> &'static [String] {
         keys.push("login".to_owned());
         keys.push("branding".to_owned());
         keys.push("access".to_owned());
+        keys.push("app".to_owned());
         keys
     })
 }
@@ -419,6 +426,11 @@ fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
     struct AccessTable {
         access: Option<AccessFile>,
     }
+    #[derive(Deserialize)]
+    struct AppTables {
+        #[serde(default)]
+        app: Vec<AppFile>,
+    }
     check_keys(text)?;
     let options = Options {
         listen: toml::from_str(text)?,
@@ -434,10 +446,12 @@ fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
     };
     let login = toml::from_str::<LoginTable>(text)?.login;
     let access = toml::from_str::<AccessTable>(text)?.access;
+    let apps = toml::from_str::<AppTables>(text)?.app;
     Ok(FileConfig {
         options,
         login,
         access,
+        apps,
     })
 }
 
@@ -456,7 +470,7 @@ impl ServeArgs {
         let file = read_optional_file(self.config.as_deref())?;
         self.options
             .or(file.options)
-            .check(&file.login, file.access.as_ref())
+            .check(&file.login, file.access.as_ref(), &file.apps)
     }
 }
 
@@ -528,7 +542,12 @@ fn parse_sha256_hex(text: &str) -> Result<[u8; 32]> {
 impl Options {
     /// Applies the defaults and checks everything: the one place a given
     /// value becomes a [`Settings`] field.
-    pub fn check(self, login: &LoginFile, access: Option<&AccessFile>) -> Result<Settings> {
+    pub fn check(
+        self,
+        login: &LoginFile,
+        access: Option<&AccessFile>,
+        apps: &[AppFile],
+    ) -> Result<Settings> {
         let Self {
             listen: l,
             proxy: p,
@@ -584,6 +603,14 @@ impl Options {
         let clear_site_data = headers::clear_site_data_header(h.clear_site_data)?;
         let hsts = headers::hsts_header(h.hsts.as_deref(), secure, tls.is_some())?;
         let prefix = proxy::prefix(p.prefix.as_deref().unwrap_or("/.signoff"))?;
+        let apps = apps::check(
+            apps,
+            &public_origin,
+            &host,
+            public_url_given,
+            l.allow_insecure_http.unwrap_or(false),
+            &prefix,
+        )?;
         let max_body_bytes = p.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes == 0 {
             bail!("max_body_bytes must be more than 0");
@@ -640,6 +667,7 @@ impl Options {
             tls,
             public_paths,
             access,
+            apps,
             trusted_proxies,
             inject_guard: p.inject_guard.unwrap_or(true),
             allow_unguarded_html: p.allow_unguarded_html.unwrap_or(false),
@@ -1288,7 +1316,7 @@ mod doc_tests {
             .collect();
         ids.sort();
         let mut keys: Vec<String> = file_keys().to_vec();
-        keys.retain(|k| k != "login" && k != "branding" && k != "access");
+        keys.retain(|k| k != "login" && k != "branding" && k != "access" && k != "app");
         keys.sort();
         let mut serde_keys: Vec<String> = from_code()
             .into_iter()

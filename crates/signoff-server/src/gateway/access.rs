@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use signoff::access::{Decision, Member, RequestFacts};
 
+use super::apps::Site;
 use super::pages::{self, ForbiddenPage};
 use super::proxy::no_store;
 use super::signed_in::{sign_in_first, Identity};
@@ -35,14 +36,28 @@ pub(super) fn method_override(headers: &HeaderMap) -> Option<&str> {
 /// see. With `--public-url` that is the public host, whatever the client
 /// sent ([`super::proxy`] sets it), so a client cannot pick a host rule
 /// by its `Host` header; without, the client's own.
+/// An app host of its own (`site`) is that host.
 pub(super) fn proxied_host<'a>(
     gw: &'a Gateway,
+    site: Option<&'a Site>,
     headers: &'a HeaderMap,
     uri: &'a axum::http::Uri,
 ) -> Option<&'a str> {
+    if let Some(site) = site {
+        return Some(&site.host);
+    }
     if gw.settings.public_url_given {
         return Some(origin::host_of(&gw.settings.public_origin));
     }
+    request_host(headers, uri)
+}
+
+/// The host a request names: its `Host` header, or the authority of an
+/// absolute URI (HTTP/2).
+pub(super) fn request_host<'a>(
+    headers: &'a HeaderMap,
+    uri: &'a axum::http::Uri,
+) -> Option<&'a str> {
     headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -52,13 +67,14 @@ pub(super) fn proxied_host<'a>(
 /// The facts of a proxied request.
 pub(super) fn proxied_facts<'a>(
     gw: &'a Gateway,
+    site: Option<&'a Site>,
     method: &'a str,
     headers: &'a HeaderMap,
     uri: &'a axum::http::Uri,
 ) -> RequestFacts<'a> {
     RequestFacts::new(
         Some(method),
-        proxied_host(gw, headers, uri),
+        proxied_host(gw, site, headers, uri),
         Some(uri.path()),
     )
     .method_override(method_override(headers))

@@ -57,8 +57,9 @@ pub(super) trait IntentForm: DeserializeOwned + Default + Send {
 
 /// What [`CsrfForm`] needs from the app state.
 pub(super) trait FormGate: Send + Sync {
-    /// The site's public origin (`https://host:port`).
-    fn public_origin(&self) -> &str;
+    /// The origin a form sent to this request's host must come from
+    /// (`https://host:port`): the public one, or an app host's own.
+    fn origin_for(&self, headers: &HeaderMap) -> &str;
     /// The session token in the request's cookie, if any.
     fn session_token(&self, headers: &HeaderMap) -> Option<SessionToken>;
     /// The answer to a form refused.
@@ -66,8 +67,8 @@ pub(super) trait FormGate: Send + Sync {
 }
 
 impl<T: FormGate> FormGate for Arc<T> {
-    fn public_origin(&self) -> &str {
-        (**self).public_origin()
+    fn origin_for(&self, headers: &HeaderMap) -> &str {
+        (**self).origin_for(headers)
     }
 
     fn session_token(&self, headers: &HeaderMap) -> Option<SessionToken> {
@@ -97,7 +98,7 @@ impl<S: FormGate, T: IntentForm> FromRequest<S> for CsrfForm<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
         let headers = req.headers();
         let arrival = Arrival::of(headers, req.uri());
-        let intent = origin::intent(headers, state.public_origin());
+        let intent = origin::intent(headers, state.origin_for(headers));
         if T::PROOF == Proof::NotForeign
             && (intent == Intent::Foreign || origin::bare_null_origin(headers))
         {

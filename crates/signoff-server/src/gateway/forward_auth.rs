@@ -56,7 +56,7 @@ use super::access::{method_override, Audience};
 use super::error_pages::{error_page, unavailable};
 use super::layers::QuietLog;
 use super::signed_in::{self, bearer, wants_html, Who};
-use super::{cookies, identity_headers, redirect, token_mode, tunnel, AppState, Gateway};
+use super::{cookies, identity_headers, origin, redirect, token_mode, tunnel, AppState, Gateway};
 use signoff::access::{Decision, RequestFacts};
 
 /// The header naming the login page (with `next`) on a 401.
@@ -163,8 +163,11 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
     // auth_request drops `Upgrade` but keeps `Sec-WebSocket-Key` and
     // `Origin`). Without --public-url the `Host` here is signoff's, not
     // the browser's: only what the browser marks cross-site is known.
+    // With `[[app]]`s, the app and the site are the forwarded host's.
+    let forwarded_host = first(headers, &["x-forwarded-host"]);
+    let site = gw.routes.site_of_host(forwarded_host);
     let foreign = if gw.settings.public_url_given {
-        !tunnel::origin_allowed(&gw, headers)
+        !tunnel::origin_allowed(&gw, site, headers)
     } else {
         tunnel::marked_cross_site(headers)
     };
@@ -176,12 +179,33 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
     // counts as any value and as none, so the request must pass both.
     let original = original(headers);
     let method = original.method.as_ref().unwrap_or(req.method()).clone();
+    let path = forwarded_path(headers);
+    if gw.routes.has_apps() && (forwarded_host.is_none() || path.is_none()) {
+        tracing::warn!(
+            "refused: with [[app]]s the proxy must send X-Forwarded-Host and the original URI \
+             (X-Forwarded-Uri or X-Original-URI), or the app is not known (docs/apps.md)"
+        );
+        return error_page(
+            &gw,
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "The proxy in front did not say which host and path the request is for.",
+        );
+    }
+    let app = gw.routes.app_for(
+        forwarded_host.or_else(|| {
+            gw.settings
+                .public_url_given
+                .then(|| origin::host_of(&gw.settings.public_origin))
+        }),
+        path.unwrap_or("/"),
+    );
     let access = gw.rules.load();
-    let needs = access.needs(
+    let needs = access.for_app(app).needs(
         &RequestFacts::new(
             original.method.as_ref().map(Method::as_str),
-            first(headers, &["x-forwarded-host"]),
-            forwarded_path(headers),
+            forwarded_host,
+            path,
         )
         .method_override(method_override(headers)),
     );
@@ -199,7 +223,7 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
         (None, Some(raw)) if kind_of(raw) == TokenKind::Access => {
             token_mode::identify_bearer(&gw, raw).await
         }
-        _ => Who::from(signed_in::validate(&gw, &gw.sessions, presented).await),
+        _ => Who::from(signed_in::validate(&gw, &gw.sessions, presented, site).await),
     };
     let navigable = wants_html(headers) && matches!(method, Method::GET | Method::HEAD);
     let audience = match (navigable, redirect_mode(query.as_deref())) {

@@ -18,6 +18,7 @@
 mod access;
 mod account;
 mod admin;
+mod apps;
 mod assets;
 mod client_addr;
 mod cookies;
@@ -37,6 +38,7 @@ mod proxy;
 pub mod redirect;
 mod sign_in;
 mod signed_in;
+mod single_sign_on;
 mod state;
 pub mod throttle;
 mod token_mode;
@@ -47,6 +49,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 
+pub use apps::RuleBook;
 pub use state::Gateway;
 
 /// Builds the upstream client without connecting (its TLS roots: the
@@ -64,5 +67,14 @@ pub const USER_NAME_KEY: &str = "signoff.user";
 /// comma-separated (sent upstream as `X-Signoff-Groups`, matched by the
 /// access rules); absent when the user is in none.
 pub const GROUPS_KEY: &str = "signoff.groups";
+
+/// The session data key naming the app host a session was made for
+/// (docs/apps.md); absent for a session of the central host. A session is
+/// good only on its own site.
+pub const SITE_KEY: &str = "signoff.site";
+
+/// The session data key holding, in a session made for an app host, the
+/// handle of the central session it came from: ending that one ends it.
+pub const PARENT_KEY: &str = "signoff.parent";
 
 type AppState = State<Arc<Gateway>>;

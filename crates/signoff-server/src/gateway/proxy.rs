@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use signoff::access::Decision;
 
 use super::access::{self as rules, Audience};
+use super::apps::{AppIndex, Site};
 use super::client_addr::{is_trusted, peer_ip};
 use super::error_pages::{bad_gateway, error_page, unavailable};
 use super::guard::{encoding, PageRequest, Unreadable};
@@ -31,12 +32,19 @@ pub(super) fn routes(_gw: &Gateway) -> Router<Arc<Gateway>> {
 }
 
 async fn proxy(State(gw): AppState, req: Request<Body>) -> Response<Body> {
-    if gw.upstream_authority.is_none() {
+    // The site by the client's `Host`; the app by the host the upstream
+    // will see (the rules match that one too).
+    let site = gw.routes.site_of(req.headers());
+    let app = gw.routes.app_for(
+        rules::proxied_host(&gw, site, req.headers(), req.uri()),
+        req.uri().path(),
+    );
+    if gw.routes.target(app).is_none() {
         return error_page(
             &gw,
             StatusCode::NOT_FOUND,
             "Not found",
-            "This signoff serves forward-auth only; there is no application behind it.",
+            "This signoff serves forward-auth only here; there is no application behind it.",
         );
     }
     let peer = peer_ip(req.extensions());
@@ -44,14 +52,15 @@ async fn proxy(State(gw): AppState, req: Request<Body>) -> Response<Body> {
     if upgrade && !tunnel::protocol_allowed(req.headers()) {
         return tunnel::not_tunnelled();
     }
-    if upgrade && !tunnel::origin_allowed(&gw, req.headers()) {
+    if upgrade && !tunnel::origin_allowed(&gw, site, req.headers()) {
         return tunnel::cross_site(req.headers());
     }
     // The rules in force: a cheap guard, given back before the request
     // goes upstream (a long response must not hold it).
     let access = gw.rules.load();
-    let needs = access.needs(&rules::proxied_facts(
+    let needs = access.for_app(app).needs(&rules::proxied_facts(
         &gw,
+        site,
         req.method().as_str(),
         req.headers(),
         req.uri(),
@@ -59,7 +68,7 @@ async fn proxy(State(gw): AppState, req: Request<Body>) -> Response<Body> {
     if needs.is_public() {
         drop(needs);
         drop(access);
-        return forward(&gw, req, peer, None).await;
+        return forward(&gw, app, site, req, peer, None).await;
     }
     let who = match bearer(req.headers()) {
         Some(raw) if gw.tokens.is_some() => token_mode::identify_bearer(&gw, raw).await,
@@ -80,7 +89,7 @@ async fn proxy(State(gw): AppState, req: Request<Body>) -> Response<Body> {
             }
             drop(needs);
             drop(access);
-            let response = forward(&gw, req, peer, Some(&identity)).await;
+            let response = forward(&gw, app, site, req, peer, Some(&identity)).await;
             long_response::ends_with_session(&gw.watch, response, identity.session)
         }
         Who::Unavailable => unavailable(&gw),
@@ -177,9 +186,12 @@ fn address_value(ip: IpAddr) -> Option<HeaderValue> {
     HeaderValue::from_bytes(&text[..len]).ok()
 }
 
-/// Sends the request upstream and prepares the answer for the client.
+/// Sends the request upstream (to `app`'s, arrived at `site`) and
+/// prepares the answer for the client.
 pub(super) async fn forward(
     gw: &Gateway,
+    app: AppIndex,
+    site: Option<&Site>,
     req: Request<Body>,
     peer: IpAddr,
     auth: Option<&Identity>,
@@ -199,7 +211,7 @@ pub(super) async fn forward(
         return too_large(gw);
     }
 
-    let Some(authority) = gw.upstream_authority.clone() else {
+    let Some(target) = gw.routes.target(app) else {
         return error_page(
             gw,
             StatusCode::NOT_FOUND,
@@ -207,18 +219,14 @@ pub(super) async fn forward(
             "There is no such page.",
         );
     };
+    let authority = target.authority.clone();
     // A clone shares the request's bytes (nothing to copy or parse again).
     let path_and_query = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let scheme = gw
-        .settings
-        .upstream
-        .as_ref()
-        .and_then(Uri::scheme_str)
-        .unwrap_or("http");
+    let scheme = target.scheme;
     let uri = match Uri::builder()
         .scheme(scheme)
         .authority(authority.clone())
@@ -239,7 +247,7 @@ pub(super) async fn forward(
     let page = (auth.is_some() && gw.settings.inject_guard).then(|| PageRequest {
         is_head,
         compress: encoding::for_client(&parts.headers),
-        status_url: status_url(gw, original_host.as_ref()),
+        status_url: status_url(gw, site, original_host.as_ref()),
     });
     let mut headers = parts.headers;
     if page.is_some() {
@@ -278,8 +286,11 @@ pub(super) async fn forward(
         }
     }
     // With a configured public URL the host is known; don't let a
-    // client inject another one into the links the upstream builds.
-    let host = if gw.settings.public_url_given {
+    // client inject another one into the links the upstream builds. An
+    // app host of its own is named as browsers see it.
+    let host = if let Some(site) = site {
+        header_value(origin::host_of(&site.origin))
+    } else if gw.settings.public_url_given {
         header_value(origin::host_of(&gw.settings.public_origin))
     } else {
         original_host
@@ -401,8 +412,9 @@ pub(super) async fn forward(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     drop_own_cookie(&mut parts.headers, &gw.cookie.name);
-    if let Some(own) = &gw.upstream_origin {
-        own.rewrite_headers(&mut parts.headers, &gw.settings.public_origin);
+    if let Some(own) = &target.origin {
+        let public = site.map_or(&gw.settings.public_origin, |s| &s.origin);
+        own.rewrite_headers(&mut parts.headers, public);
     }
     let mut response = Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)));
     if auth.is_some() {
@@ -455,8 +467,10 @@ pub(super) async fn forward(
 /// The status endpoint's absolute URL as the browser sees it, for a
 /// CSP source: the public URL's origin, or, without one, the request's
 /// own host. `None` for a host a CSP source cannot name (IPv6 literals).
-fn status_url(gw: &Gateway, host: Option<&HeaderValue>) -> Option<String> {
-    let origin = if gw.settings.public_url_given {
+fn status_url(gw: &Gateway, site: Option<&Site>, host: Option<&HeaderValue>) -> Option<String> {
+    let origin = if let Some(site) = site {
+        site.origin.clone()
+    } else if gw.settings.public_url_given {
         gw.settings.public_origin.clone()
     } else {
         let host = host?.to_str().ok()?;

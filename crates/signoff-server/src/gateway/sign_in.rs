@@ -19,7 +19,9 @@ use super::csrf_form::{CsrfForm, FormGate, FormRefusal, IntentForm, Proof};
 use super::error_pages::{error_page, form_error, sign_in_refused, to_public_origin};
 use super::pages;
 use super::signed_in::{self, Auth};
-use super::{cookies, origin, redirect, AppState, Gateway, GROUPS_KEY, USER_NAME_KEY};
+use super::{
+    cookies, origin, redirect, single_sign_on, AppState, Gateway, GROUPS_KEY, USER_NAME_KEY,
+};
 
 /// The sign-in family's routes.
 pub(super) fn routes(gw: &Gateway) -> Router<Arc<Gateway>> {
@@ -345,7 +347,23 @@ async fn logout(
 ) -> Response {
     let token = cookies::token(&headers, &gw.cookie.name);
     if let Some(token) = &token {
-        if let Err(e) = gw.sessions.logout(token.expose()).await {
+        // With app hosts of their own, the sessions linked to this one end
+        // too: read it first to know them.
+        let ending = if gw.routes.has_sites() {
+            gw.uncached.validate_token(token).await.ok()
+        } else {
+            None
+        };
+        let ended = match gw.sessions.logout(token.expose()).await {
+            Ok(_) => match &ending {
+                Some(s) => single_sign_on::end_linked(&gw, s, Actor::User)
+                    .await
+                    .map(drop),
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ended {
             gw.count_store_error();
             tracing::error!(error = %e, "logout failed: the store is unavailable");
             return error_page(
@@ -416,7 +434,8 @@ async fn record_login_failure(gw: &Gateway, name: &str, ip: IpAddr, disabled: bo
 /// after a sign-out elsewhere must not be kept on a cached answer.
 async fn status(State(gw): AppState, headers: HeaderMap) -> Response {
     let cookie = cookies::read(&headers, &gw.cookie.name);
-    let auth = signed_in::validate(&gw, &gw.uncached, cookie).await;
+    let site = gw.routes.site_of(&headers);
+    let auth = signed_in::validate(&gw, &gw.uncached, cookie, site).await;
     let (code, body) = match auth {
         Auth::SignedIn(_) => (StatusCode::OK, "{\"signed_in\":true}"),
         Auth::Anonymous { .. } => (StatusCode::UNAUTHORIZED, "{\"signed_in\":false}"),
@@ -455,8 +474,10 @@ pub(super) fn truncate(text: &str, max: usize) -> &str {
 
 /// The form refusals of the sign-in and account pages.
 impl FormGate for Gateway {
-    fn public_origin(&self) -> &str {
-        &self.settings.public_origin
+    fn origin_for(&self, headers: &HeaderMap) -> &str {
+        self.routes
+            .site_of(headers)
+            .map_or(&self.settings.public_origin, |s| &s.origin)
     }
 
     fn session_token(&self, headers: &HeaderMap) -> Option<SessionToken> {

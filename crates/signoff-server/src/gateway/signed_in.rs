@@ -13,9 +13,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use signoff::{Session, SessionError, SessionToken, Sessions};
 
+use super::apps::Site;
 use super::error_pages::unavailable;
 use super::proxy::no_store;
-use super::{cookies, Gateway, USER_NAME_KEY};
+use super::{cookies, Gateway, SITE_KEY, USER_NAME_KEY};
 
 /// A request with a live, signed-in session.
 pub struct Authenticated {
@@ -99,15 +100,29 @@ pub(super) enum Auth {
     Unavailable,
 }
 
-/// The request's session cookie, checked.
+/// The request's session cookie, checked for the site its `Host` names.
 pub(super) async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Auth {
-    validate(gw, &gw.sessions, cookies::read(headers, &gw.cookie.name)).await
+    let site = gw.routes.site_of(headers);
+    validate(
+        gw,
+        &gw.sessions,
+        cookies::read(headers, &gw.cookie.name),
+        site,
+    )
+    .await
 }
 
 /// Checks a presented session token (cookie value or bearer token) with a
-/// given engine (cached or not).
-pub(super) async fn validate(gw: &Gateway, sessions: &Sessions, raw: Option<&str>) -> Auth {
-    let auth = check_token(gw, sessions, raw).await;
+/// given engine (cached or not), for a request that arrived at `site`
+/// (`None`: the central host). A session made for one site is good on
+/// that site alone (docs/apps.md, "One sign-in across hosts").
+pub(super) async fn validate(
+    gw: &Gateway,
+    sessions: &Sessions,
+    raw: Option<&str>,
+    site: Option<&Site>,
+) -> Auth {
+    let auth = check_token(gw, sessions, raw, site).await;
     if matches!(auth, Auth::Anonymous { .. }) {
         // A connection pinned by a session that has ended is pinned no more.
         crate::listener::note_no_live_session();
@@ -115,7 +130,12 @@ pub(super) async fn validate(gw: &Gateway, sessions: &Sessions, raw: Option<&str
     auth
 }
 
-async fn check_token(gw: &Gateway, sessions: &Sessions, raw: Option<&str>) -> Auth {
+async fn check_token(
+    gw: &Gateway,
+    sessions: &Sessions,
+    raw: Option<&str>,
+    site: Option<&Site>,
+) -> Auth {
     let Some(raw) = raw else {
         return Auth::Anonymous { stale: false };
     };
@@ -124,7 +144,11 @@ async fn check_token(gw: &Gateway, sessions: &Sessions, raw: Option<&str>) -> Au
     };
     match sessions.validate_token(&token).await {
         Ok(session) => match session.data.get(USER_NAME_KEY) {
-            Some(user) if session.user_id.is_some() => {
+            Some(user)
+                if session.user_id.is_some()
+                    && session.data.get(SITE_KEY).map(String::as_str)
+                        == site.map(|s| s.host.as_str()) =>
+            {
                 crate::listener::note_live_session();
                 Auth::SignedIn(Box::new(Authenticated {
                     user: user.clone(),

@@ -4,22 +4,21 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use signoff::access::Rules;
 
 use axum::extract::Request;
-use axum::http::uri::Authority;
 use axum::middleware;
 use axum::Router;
 use signoff::token_mode::Tokens;
 use signoff::{Accounts, CookiePolicy, SessionWatch, Sessions, SystemClock, WatchOptions};
 
+use super::apps::{Routes, RuleBook};
 use super::client_addr::TrustedProxies;
 use super::guard::Guard;
-use super::own_origin::UpstreamOrigin;
 use super::throttle::Throttle;
 use super::upstream_client::{self, UpstreamClient};
 use super::{
-    account, admin, assets, forward_auth, layers, ops, own_body, proxy, sign_in, token_mode,
+    account, admin, assets, forward_auth, layers, ops, own_body, proxy, sign_in, single_sign_on,
+    token_mode,
 };
 use crate::config::Settings;
 
@@ -33,11 +32,9 @@ pub struct Gateway {
     pub(super) accounts: Accounts,
     pub(super) cookie: CookiePolicy,
     pub(super) client: UpstreamClient,
-    /// `None` in forward-auth-only mode.
-    pub(super) upstream_authority: Option<Authority>,
-    /// The upstream's scheme, host and port, for rewriting `Location`s
-    /// that point there.
-    pub(super) upstream_origin: Option<UpstreamOrigin>,
+    /// Where requests go: the top-level upstream (`None` in
+    /// forward-auth-only mode) and the `[[app]]`s.
+    pub(super) routes: Routes,
     pub(super) guard: Guard,
     pub(super) throttle: Throttle,
     pub(super) metrics: crate::metrics::Sources,
@@ -49,22 +46,14 @@ pub struct Gateway {
     pub(super) watch: SessionWatch,
     /// The access rules: the settings' own, until a reload
     /// ([`Gateway::replace_rules`]) swaps in new ones.
-    pub(super) rules: ArcSwap<Rules>,
+    pub(super) rules: ArcSwap<RuleBook>,
 }
 
 impl Gateway {
     /// A gateway over these parts. `cookie` must match the policy inside
     /// `sessions`.
     pub fn new(settings: Settings, sessions: Sessions, accounts: Accounts) -> anyhow::Result<Self> {
-        let upstream_authority = match &settings.upstream {
-            Some(uri) => Some(
-                uri.authority()
-                    .cloned()
-                    .ok_or_else(|| anyhow::anyhow!("upstream has no host"))?,
-            ),
-            None => None,
-        };
-        let upstream_origin = settings.upstream.as_ref().and_then(UpstreamOrigin::of);
+        let routes = Routes::new(&settings)?;
         let client = upstream_client::build(&settings)?;
         let guard = Guard::new(&settings.prefix);
         if settings.inject_guard {
@@ -84,7 +73,7 @@ impl Gateway {
             )
         });
         Ok(Self {
-            rules: ArcSwap::from_pointee(settings.access.rules.clone()),
+            rules: ArcSwap::from_pointee(RuleBook::of(&settings)),
             watch,
             cookie: sessions.policy().cookie().clone(),
             guard,
@@ -94,8 +83,7 @@ impl Gateway {
             sessions,
             accounts,
             client,
-            upstream_authority,
-            upstream_origin,
+            routes,
             metrics: crate::metrics::Sources::default(),
             counters: crate::metrics::Counters::default(),
             tokens: None,
@@ -125,8 +113,16 @@ impl Gateway {
     /// Puts new access rules in force for every request that starts after
     /// this returns (a reload on SIGHUP); requests under way finish under
     /// the rules they started with, and no session is touched.
-    pub fn replace_rules(&self, rules: Rules) {
+    ///
+    /// # Errors
+    /// When the apps themselves changed (names, hosts, prefixes): that
+    /// takes a restart, and the rules in force stay.
+    pub fn replace_rules(&self, rules: RuleBook) -> Result<(), &'static str> {
+        if !self.rules.load().same_apps(&rules) {
+            return Err("the [[app]] tables changed (names, hosts or path prefixes): restart signoff to apply them");
+        }
         self.rules.store(Arc::new(rules));
+        Ok(())
     }
 
     /// Counts a store failure for the metrics.
@@ -156,6 +152,11 @@ impl Gateway {
             .merge(forward_auth::routes(&self))
             .merge(admin::routes(&self))
             .merge(ops::routes(&self))
+            .merge(single_sign_on::routes(&self))
+            .layer(middleware::from_fn_with_state(
+                self.clone(),
+                single_sign_on::app_host_gate,
+            ))
             .layer(middleware::map_request(move |req: Request| async move {
                 own_body::with_deadline(req, within)
             }))

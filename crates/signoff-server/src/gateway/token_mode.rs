@@ -201,7 +201,8 @@ pub(super) async fn identify_bearer(gw: &Gateway, raw: &str) -> Who {
             }
         }
         TokenKind::Session => {
-            match Who::from(signed_in::validate(gw, &gw.sessions, Some(raw)).await) {
+            // A bearer session token is a central one (`api/login` makes it).
+            match Who::from(signed_in::validate(gw, &gw.sessions, Some(raw), None).await) {
                 Who::Known(identity) => Who::Known(Identity {
                     csrf: None,
                     strip_authorization: true,

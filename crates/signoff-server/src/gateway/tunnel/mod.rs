@@ -19,6 +19,7 @@ use axum::response::IntoResponse;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use super::apps::Site;
 use super::proxy::{drop_own_cookie, no_store, strip_hop_by_hop};
 use super::signed_in::Identity;
 use super::Gateway;
@@ -47,7 +48,8 @@ pub(super) fn requested(req: &Request<Body>) -> bool {
 /// could drive (cross-site WebSocket hijacking), and browsers let any page
 /// open one: only the public origin may. A client that sends no `Origin`
 /// is not a browser and cannot be made to carry someone's cookie.
-pub(super) fn origin_allowed(gw: &Gateway, headers: &HeaderMap) -> bool {
+/// On an app host of its own (`site`), only that host's origin may.
+pub(super) fn origin_allowed(gw: &Gateway, site: Option<&Site>, headers: &HeaderMap) -> bool {
     if marked_cross_site(headers) {
         return false;
     }
@@ -57,6 +59,9 @@ pub(super) fn origin_allowed(gw: &Gateway, headers: &HeaderMap) -> bool {
     let Ok(origin) = origin.to_str() else {
         return false;
     };
+    if let Some(site) = site {
+        return origin.eq_ignore_ascii_case(&site.origin);
+    }
     let settings = &gw.settings;
     if origin.eq_ignore_ascii_case(&settings.public_origin) {
         return true;

@@ -1,0 +1,213 @@
+//! Many apps behind one signoff (`[[app]]`, docs/apps.md): which app a
+//! request is for (its host, then the longest path prefix), where it goes
+//! upstream, which rules decide it, and the *site* it arrived at: the
+//! central host, where users sign in, or another app host, whose own
+//! sessions come from the central one ([`super::sso`]).
+
+use axum::http::header::{self, HeaderMap};
+use axum::http::uri::Authority;
+use axum::http::Uri;
+use signoff::access::Rules;
+
+use super::own_origin::UpstreamOrigin;
+use crate::config::{App, Settings};
+
+/// Where a request goes upstream.
+pub(super) struct Target {
+    pub authority: Authority,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// The upstream's origin, for rewriting `Location`s that point there.
+    pub origin: Option<UpstreamOrigin>,
+}
+
+impl Target {
+    fn of(uri: &Uri) -> anyhow::Result<Self> {
+        Ok(Self {
+            authority: uri
+                .authority()
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("upstream has no host"))?,
+            scheme: if uri.scheme_str() == Some("https") {
+                "https"
+            } else {
+                "http"
+            },
+            origin: UpstreamOrigin::of(uri),
+        })
+    }
+}
+
+/// The apps and the top-level upstream, as routes.
+pub(super) struct Routes {
+    /// The top-level `upstream`: the public URL's host (and, without
+    /// `--public-url`, any host), for what no app serves.
+    pub main: Option<Target>,
+    apps: Vec<(App, Option<Target>)>,
+    /// The app hosts other than the public URL's: each a site of its own.
+    sites: Vec<Site>,
+}
+
+/// A host, other than the public URL's, that apps answer on: its
+/// sessions are its own (host-only cookies), made from the central one.
+pub struct Site {
+    /// Lower case, no port.
+    pub host: String,
+    /// What browsers see: scheme, host and the public URL's port.
+    pub origin: String,
+}
+
+/// Which of the configured apps serves a request (`None`: the top-level
+/// upstream and rules).
+#[derive(Clone, Copy)]
+pub(super) struct AppIndex(Option<usize>);
+
+impl Routes {
+    pub(super) fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let main = settings.upstream.as_ref().map(Target::of).transpose()?;
+        let public_host = super::origin::host_of(&settings.public_origin);
+        let public_host = bare_host(public_host);
+        let mut sites: Vec<Site> = Vec::new();
+        let mut apps = Vec::with_capacity(settings.apps.len());
+        for app in &settings.apps {
+            let target = app.upstream.as_ref().map(Target::of).transpose()?;
+            if !app.host.eq_ignore_ascii_case(public_host)
+                && !sites.iter().any(|s| s.host == app.host)
+            {
+                sites.push(Site {
+                    host: app.host.clone(),
+                    origin: app.origin.clone(),
+                });
+            }
+            apps.push((app.clone(), target));
+        }
+        Ok(Self { main, apps, sites })
+    }
+
+    /// Whether any app host other than the public URL's is configured.
+    pub(super) fn has_sites(&self) -> bool {
+        !self.sites.is_empty()
+    }
+
+    /// Whether any `[[app]]` is configured.
+    pub(super) fn has_apps(&self) -> bool {
+        !self.apps.is_empty()
+    }
+
+    /// The app serving `host` (as the request names it, port and all) and
+    /// `path` (raw, as it goes upstream).
+    pub(super) fn app_for(&self, host: Option<&str>, path: &str) -> AppIndex {
+        if self.apps.is_empty() {
+            return AppIndex(None);
+        }
+        let Some(host) = host.map(bare_host) else {
+            return AppIndex(None);
+        };
+        AppIndex(
+            self.apps
+                .iter()
+                .position(|(app, _)| app.host.eq_ignore_ascii_case(host) && app.serves_path(path)),
+        )
+    }
+
+    /// Where a request for `index` goes; `None`: nowhere (forward-auth
+    /// only, for the top-level or that app).
+    pub(super) fn target(&self, index: AppIndex) -> Option<&Target> {
+        match index.0 {
+            Some(i) => self.apps[i].1.as_ref(),
+            None => self.main.as_ref(),
+        }
+    }
+
+    /// The site a request arrived at, by its `Host`: an app host of its
+    /// own, or `None` for the central host (also any host no app
+    /// names).
+    pub(super) fn site_of_host(&self, host: Option<&str>) -> Option<&Site> {
+        if self.sites.is_empty() {
+            return None;
+        }
+        let host = bare_host(host?);
+        self.sites
+            .iter()
+            .find(|s| s.host.eq_ignore_ascii_case(host))
+    }
+
+    /// The site of a request's own `Host` header.
+    pub(super) fn site_of(&self, headers: &HeaderMap) -> Option<&Site> {
+        if self.sites.is_empty() {
+            return None;
+        }
+        self.site_of_host(headers.get(header::HOST).and_then(|v| v.to_str().ok()))
+    }
+
+    /// The site whose host is `host` exactly (lower case), for a session
+    /// bound to it.
+    pub(super) fn site_named(&self, host: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.host == host)
+    }
+}
+
+/// The access rules in force: the top-level ones and each app's, in
+/// the order of [`Settings::apps`].
+pub struct RuleBook {
+    main: Rules,
+    apps: Vec<Rules>,
+    /// Each app's name, host and prefix: what a reload may not change.
+    shape: Vec<(String, String, Option<String>)>,
+}
+
+impl RuleBook {
+    /// The rules of these settings.
+    pub fn of(settings: &Settings) -> Self {
+        Self {
+            main: settings.access.rules.clone(),
+            apps: settings
+                .apps
+                .iter()
+                .map(|a| a.access.rules.clone())
+                .collect(),
+            shape: settings
+                .apps
+                .iter()
+                .map(|a| (a.name.clone(), a.host.clone(), a.path_prefix.clone()))
+                .collect(),
+        }
+    }
+
+    pub(super) fn for_app(&self, index: AppIndex) -> &Rules {
+        match index.0 {
+            Some(i) => &self.apps[i],
+            None => &self.main,
+        }
+    }
+
+    /// Whether `other` has the same apps (names, hosts and prefixes, in
+    /// order), so its rules can replace these without a restart.
+    pub fn same_apps(&self, other: &RuleBook) -> bool {
+        self.shape == other.shape
+    }
+}
+
+/// A host without its port (`a.test:8080` → `a.test`); IPv6 literals
+/// keep their brackets.
+fn bare_host(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..=h.len()]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bare_host;
+
+    #[test]
+    fn a_host_is_read_without_its_port() {
+        assert_eq!(bare_host("a.test:8080"), "a.test");
+        assert_eq!(bare_host("a.test"), "a.test");
+        assert_eq!(bare_host("[::1]:80"), "[::1]");
+        assert_eq!(bare_host("[::1]"), "[::1]");
+    }
+}

@@ -1,0 +1,482 @@
+//! Many apps behind one signoff (`[[app]]`, docs/apps.md) on real
+//! processes: apps on host names of their own, each with its own rules;
+//! one sign-in on the central host signs the user in on every app host
+//! without a password, and one sign-out on any host ends them all, on
+//! every node. Host names are sent in `Host` to 127.0.0.1 (the browser
+//! test in tests/browser/ maps them with `--host-resolver-rules`).
+
+mod support;
+
+use support::services;
+use support::{add_user_in_groups, get, post_form, seen, Gateway, Reply, Upstream, PASSWORD, USER};
+
+const HTML: (&str, &str) = ("accept", "text/html");
+
+/// Two apps on hosts of their own, one under a prefix of the central
+/// host; the grafana app keeps `/admin` for group `admins`.
+const APPS: &str = r#"
+[[app]]
+name = "wiki"
+host = "wiki.test"
+upstream = "UPSTREAM"
+
+[[app]]
+name = "grafana"
+host = "grafana.test"
+upstream = "UPSTREAM"
+[app.access]
+default = "signed_in"
+[[app.access.rule]]
+path_prefix = "/admin"
+groups = ["admins"]
+
+[[app]]
+name = "docs"
+host = "login.test"
+path_prefix = "/docs"
+upstream = "UPSTREAM"
+[app.access]
+[[app.access.rule]]
+policy = "public"
+"#;
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A node serving the apps, the central host `login.test`, on `db`.
+fn node(dir: tempfile::TempDir, db: &str, upstream: &Upstream) -> (Gateway, u16) {
+    let port = free_port();
+    let config = dir.path().join("signoff.toml");
+    std::fs::write(&config, APPS.replace("UPSTREAM", &upstream.url())).unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let public = format!("http://login.test:{port}");
+    let config = config.display().to_string();
+    let gw = Gateway::start_on(
+        dir,
+        db,
+        Some(&upstream.url()),
+        &[
+            "--config",
+            &config,
+            "--listen",
+            &listen,
+            "--public-url",
+            &public,
+            "--allow-insecure-http",
+        ],
+    );
+    (gw, port)
+}
+
+/// A client of one node, naming hosts in `Host`.
+struct Browser {
+    base: String,
+    port: u16,
+}
+
+impl Browser {
+    fn of(gw: &Gateway, port: u16) -> Browser {
+        Browser {
+            base: gw.origin.clone(),
+            port,
+        }
+    }
+
+    fn host(&self, name: &str) -> String {
+        format!("{name}:{}", self.port)
+    }
+
+    fn origin(&self, name: &str) -> String {
+        format!("http://{name}:{}", self.port)
+    }
+
+    async fn get(&self, host: &str, path_and_query: &str, cookies: &str) -> Reply {
+        let host = self.host(host);
+        let mut headers = vec![("host", host.as_str()), HTML];
+        if !cookies.is_empty() {
+            headers.push(("cookie", cookies));
+        }
+        get(&format!("{}{path_and_query}", self.base), &headers).await
+    }
+
+    async fn logout(&self, host: &str, cookies: &str, origin: &str) -> Reply {
+        let host = self.host(host);
+        post_form(
+            &format!("{}/.signoff/logout", self.base),
+            &[],
+            &[
+                ("host", host.as_str()),
+                ("cookie", cookies),
+                ("origin", origin),
+            ],
+        )
+        .await
+    }
+
+    /// The path and query of a `Location` on `host`'s origin.
+    fn on(&self, host: &str, reply: &Reply) -> String {
+        let location = reply
+            .header("location")
+            .unwrap_or_else(|| panic!("no Location ({}): {}", reply.status, reply.text()));
+        location
+            .strip_prefix(&self.origin(host))
+            .unwrap_or_else(|| panic!("{location} is not on {host}"))
+            .to_owned()
+    }
+
+    /// From an app host's sign-in page to its session, through the central
+    /// host where `central` is signed in: the app host's session token.
+    async fn single_sign_on(&self, host: &str, next: &str, central: &str) -> String {
+        let start = self
+            .get(host, &format!("/.signoff/login?next={next}"), "")
+            .await;
+        assert_eq!(start.status, 303, "{}", start.text());
+        let state = start.new_cookie("signoff-sso").expect("a state cookie");
+        let hand_over = self
+            .get(
+                "login.test",
+                &self.on("login.test", &start),
+                &format!("signoff={central}"),
+            )
+            .await;
+        assert_eq!(hand_over.status, 303, "{}", hand_over.text());
+        assert_eq!(hand_over.header("referrer-policy"), Some("no-referrer"));
+        assert_eq!(hand_over.header("cache-control"), Some("no-store"));
+        let callback = self.on(host, &hand_over);
+        assert!(
+            callback.starts_with("/.signoff/sso/callback?code="),
+            "{callback}"
+        );
+        let taken = self
+            .get(host, &callback, &format!("signoff-sso={state}"))
+            .await;
+        assert_eq!(taken.status, 303, "{}", taken.text());
+        assert_eq!(taken.header("location"), Some(next));
+        // Replayed, the hand-over is gone.
+        let again = self
+            .get(host, &callback, &format!("signoff-sso={state}"))
+            .await;
+        assert_eq!(again.status, 400, "a hand-over is taken once");
+        taken.new_cookie("signoff").expect("the app host's session")
+    }
+
+    /// Whether `token` is signed in on `host` (a private page is served).
+    async fn signed_in(&self, host: &str, token: &str) -> bool {
+        let reply = self.get(host, "/page", &format!("signoff={token}")).await;
+        match reply.status {
+            200 => {
+                assert!(reply.text().contains("PRIVATE upstream page"));
+                true
+            }
+            303 => false,
+            other => panic!("{host}: {other} {}", reply.text()),
+        }
+    }
+}
+
+/// Signs in on the central host, password and all; its session token.
+async fn sign_in_centrally(b: &Browser, user: &str) -> String {
+    let origin = b.origin("login.test");
+    let host = b.host("login.test");
+    let reply = post_form(
+        &format!("{}/.signoff/login", b.base),
+        &[("username", user), ("password", PASSWORD)],
+        &[("host", host.as_str()), ("origin", origin.as_str())],
+    )
+    .await;
+    assert_eq!(reply.status, 303, "{}", reply.text());
+    reply.new_cookie("signoff").unwrap()
+}
+
+#[tokio::test]
+async fn one_sign_in_and_one_sign_out_across_app_hosts() {
+    let Some(upstream) = Upstream::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("signoff.db").display());
+    add_user_in_groups(&db, USER, PASSWORD, &[]);
+    let (gw, port) = node(dir, &db, &upstream);
+    let b = Browser::of(&gw, port);
+
+    // An app host sends a browser with no session to sign in, and its
+    // sign-in page sends it on to the central host with a state.
+    let first = b.get("wiki.test", "/page", "").await;
+    assert_eq!(first.status, 303);
+    assert_eq!(
+        first.header("location"),
+        Some("/.signoff/login?next=%2Fpage")
+    );
+    let start = b.get("wiki.test", "/.signoff/login?next=%2Fpage", "").await;
+    assert_eq!(start.status, 303);
+    let central_path = b.on("login.test", &start);
+    assert!(central_path.starts_with("/.signoff/sso?site=wiki.test&state="));
+    let state_cookie = start
+        .all("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("signoff-sso="))
+        .unwrap();
+    assert!(state_cookie.contains("HttpOnly") && state_cookie.contains("SameSite=Lax"));
+    assert!(
+        !state_cookie.contains("Domain"),
+        "host-only: {state_cookie}"
+    );
+    // Not signed in centrally: sign in first, then back to the hand-over.
+    let anonymous = b.get("login.test", &central_path, "").await;
+    assert_eq!(anonymous.status, 303);
+    assert!(anonymous
+        .header("location")
+        .unwrap()
+        .starts_with("/.signoff/login?next=%2F.signoff%2Fsso%3Fsite%3Dwiki.test"));
+
+    let central = sign_in_centrally(&b, USER).await;
+    let wiki = b.single_sign_on("wiki.test", "/page", &central).await;
+    assert!(b.signed_in("wiki.test", &wiki).await);
+    // The upstream is told who it is, on its own host.
+    let echo = b
+        .get("wiki.test", "/echo", &format!("signoff={wiki}"))
+        .await;
+    assert_eq!(seen(&echo, "x-signoff-user"), [USER]);
+    assert_eq!(seen(&echo, "host"), [b.host("wiki.test")]);
+    // The second app: no password.
+    let grafana = b.single_sign_on("grafana.test", "/page", &central).await;
+    assert!(b.signed_in("grafana.test", &grafana).await);
+
+    // Each session is good on its own host alone.
+    assert!(!b.signed_in("grafana.test", &wiki).await);
+    assert!(!b.signed_in("login.test", &wiki).await);
+    assert!(!b.signed_in("wiki.test", &central).await);
+    assert!(b.signed_in("login.test", &central).await);
+
+    // Each app has its own rules: grafana keeps /admin for admins.
+    let admin = b
+        .get("grafana.test", "/admin", &format!("signoff={grafana}"))
+        .await;
+    assert_eq!(admin.status, 403, "{}", admin.text());
+    let wiki_admin = b
+        .get("wiki.test", "/admin", &format!("signoff={wiki}"))
+        .await;
+    assert_eq!(wiki_admin.status, 200);
+    // An app under a prefix of the central host, public by its rules.
+    let docs = b.get("login.test", "/docs/intro", "").await;
+    assert_eq!(docs.status, 200, "{}", docs.text());
+
+    // The central host's other pages are not served on app hosts.
+    let sessions = b
+        .get(
+            "wiki.test",
+            "/.signoff/sessions",
+            &format!("signoff={wiki}"),
+        )
+        .await;
+    assert_eq!(sessions.status, 303);
+    assert_eq!(
+        sessions.header("location").unwrap(),
+        format!("{}/.signoff/sessions", b.origin("login.test"))
+    );
+
+    // A sign-out forged from another site changes nothing.
+    let forged = b
+        .logout("wiki.test", &format!("signoff={wiki}"), "http://evil.test")
+        .await;
+    assert_eq!(forged.status, 403);
+    assert!(b.signed_in("wiki.test", &wiki).await);
+    // Nor does one from the central host's origin: the form is the app
+    // host's own.
+    let cross = b
+        .logout(
+            "wiki.test",
+            &format!("signoff={wiki}"),
+            &b.origin("login.test"),
+        )
+        .await;
+    assert_eq!(cross.status, 403);
+
+    // One sign-out, on one app host, ends them all.
+    let out = b
+        .logout(
+            "grafana.test",
+            &format!("signoff={grafana}"),
+            &b.origin("grafana.test"),
+        )
+        .await;
+    assert_eq!(out.status, 303, "{}", out.text());
+    assert!(out.header("clear-site-data").is_some());
+    assert!(!b.signed_in("grafana.test", &grafana).await);
+    assert!(!b.signed_in("wiki.test", &wiki).await);
+    assert!(!b.signed_in("login.test", &central).await);
+}
+
+#[tokio::test]
+async fn a_hand_over_is_bound_to_its_browser_its_host_and_a_live_sign_in() {
+    let Some(upstream) = Upstream::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("signoff.db").display());
+    add_user_in_groups(&db, USER, PASSWORD, &[]);
+    add_user_in_groups(&db, "mallory", PASSWORD, &[]);
+    let (gw, port) = node(dir, &db, &upstream);
+    let b = Browser::of(&gw, port);
+    let hand_over = |state: &'static str, central: String| {
+        let b = &b;
+        async move {
+            let path = format!("/.signoff/sso?site=wiki.test&state={state}&next=%2Fpage");
+            let reply = b
+                .get("login.test", &path, &format!("signoff={central}"))
+                .await;
+            assert_eq!(reply.status, 303, "{}", reply.text());
+            b.on("wiki.test", &reply)
+        }
+    };
+    const STATE: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    const OTHER: &str = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+
+    // Login CSRF: mallory's hand-over, sent to a victim whose browser
+    // holds another state (or none), signs nobody in.
+    let mallory = sign_in_centrally(&b, "mallory").await;
+    let callback = hand_over(STATE, mallory.clone()).await;
+    for cookies in [String::new(), format!("signoff-sso={OTHER}")] {
+        let reply = b.get("wiki.test", &callback, &cookies).await;
+        assert_eq!(reply.status, 400, "{cookies:?}");
+        assert!(reply.new_cookie("signoff").is_none());
+    }
+    // Taken on another app host than its own: refused.
+    let callback = hand_over(STATE, mallory.clone()).await;
+    let reply = b
+        .get("grafana.test", &callback, &format!("signoff-sso={STATE}"))
+        .await;
+    assert_eq!(reply.status, 400);
+    // On the central host, the callback is not served; a made-up site or
+    // a state of the wrong shape gets no hand-over.
+    let reply = b
+        .get("login.test", &callback, &format!("signoff-sso={STATE}"))
+        .await;
+    assert_eq!(reply.status, 404);
+    for path in [
+        format!("/.signoff/sso?site=evil.test&state={STATE}"),
+        "/.signoff/sso?site=wiki.test&state=short".to_owned(),
+        format!("/.signoff/sso?site=login.test&state={STATE}"),
+    ] {
+        let reply = b
+            .get("login.test", &path, &format!("signoff={mallory}"))
+            .await;
+        assert_eq!(reply.status, 400, "{path}");
+    }
+    // `next` stays a path on the app host.
+    let reply = b
+        .get(
+            "login.test",
+            &format!("/.signoff/sso?site=wiki.test&state={STATE}&next=%2F%2Fevil.test%2F"),
+            &format!("signoff={mallory}"),
+        )
+        .await;
+    let taken = b
+        .get(
+            "wiki.test",
+            &b.on("wiki.test", &reply),
+            &format!("signoff-sso={STATE}"),
+        )
+        .await;
+    assert_eq!(taken.status, 303);
+    assert_eq!(taken.header("location"), Some("/"));
+
+    // A hand-over made before a sign-out is worthless after it.
+    let alice = sign_in_centrally(&b, USER).await;
+    let callback = hand_over(STATE, alice.clone()).await;
+    let out = b
+        .logout(
+            "login.test",
+            &format!("signoff={alice}"),
+            &b.origin("login.test"),
+        )
+        .await;
+    assert_eq!(out.status, 303);
+    let reply = b
+        .get("wiki.test", &callback, &format!("signoff-sso={STATE}"))
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.new_cookie("signoff").is_none());
+}
+
+#[tokio::test]
+async fn redis_a_sign_out_on_one_node_ends_every_host_on_the_other() {
+    let Some(upstream) = Upstream::start() else {
+        return;
+    };
+    let Some(base) = services::shared_redis() else {
+        return;
+    };
+    let prefix = services::unique("signoff-test-apps-");
+    let db = format!("{base}?prefix={prefix}");
+    let _clean = Unlink {
+        base: base.clone(),
+        prefix: prefix.clone(),
+    };
+    add_user_in_groups(&db, USER, PASSWORD, &[]);
+    let (a, port_a) = node(tempfile::tempdir().unwrap(), &db, &upstream);
+    let (b_node, port_b) = node(tempfile::tempdir().unwrap(), &db, &upstream);
+    let a = Browser::of(&a, port_a);
+    let b = Browser::of(&b_node, port_b);
+
+    let central = sign_in_centrally(&a, USER).await;
+    let wiki = a.single_sign_on("wiki.test", "/page", &central).await;
+    let grafana = a.single_sign_on("grafana.test", "/page", &central).await;
+    // Node B knows them all (and caches them).
+    assert!(b.signed_in("wiki.test", &wiki).await);
+    assert!(b.signed_in("grafana.test", &grafana).await);
+    assert!(b.signed_in("login.test", &central).await);
+
+    let out = a
+        .logout(
+            "wiki.test",
+            &format!("signoff={wiki}"),
+            &a.origin("wiki.test"),
+        )
+        .await;
+    assert_eq!(out.status, 303);
+    // Within the revocation bus's bound (docs/deploy-multi-node.md), every host
+    // refuses on node B too.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let still = [
+            b.signed_in("wiki.test", &wiki).await,
+            b.signed_in("grafana.test", &grafana).await,
+            b.signed_in("login.test", &central).await,
+        ];
+        if still == [false; 3] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node B still lets in {still:?} 2 s after the sign-out"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Removes a test's keys from the machine's Redis, also when it fails.
+struct Unlink {
+    base: String,
+    prefix: String,
+}
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let (base, prefix) = (&self.base, &self.prefix);
+        let _ = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "redis-cli -u '{base}' --scan --pattern '{prefix}:*' | xargs -r redis-cli -u '{base}' unlink"
+                ),
+            ])
+            .output();
+    }
+}

@@ -19,6 +19,12 @@ const APPS: &str = r#"
 name = "wiki"
 host = "wiki.test"
 upstream = "UPSTREAM"
+[app.access]
+default = "signed_in"
+[[app.access.rule]]
+path_prefix = "/settings"
+policy = "signed_in"
+fresh = "2s"
 
 [[app]]
 name = "grafana"
@@ -479,4 +485,229 @@ impl Drop for Unlink {
             ])
             .output();
     }
+}
+
+#[tokio::test]
+async fn fresh_rules_forward_auth_and_the_sessions_page_across_app_hosts() {
+    let Some(upstream) = Upstream::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("signoff.db").display());
+    add_user_in_groups(&db, USER, PASSWORD, &[]);
+    let (gw, port) = node(dir, &db, &upstream);
+    let b = Browser::of(&gw, port);
+    let central = sign_in_centrally(&b, USER).await;
+    let wiki = b.single_sign_on("wiki.test", "/page", &central).await;
+
+    // `fresh` on an app host: the app host's session carries the central
+    // sign-in's password time, so a hand-over is no fresh password.
+    let settings = b
+        .get("wiki.test", "/settings", &format!("signoff={wiki}"))
+        .await;
+    assert_eq!(settings.status, 200, "the password was just typed");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let stale = b
+        .get("wiki.test", "/settings", &format!("signoff={wiki}"))
+        .await;
+    assert_eq!(stale.status, 303);
+    assert_eq!(
+        stale.header("location"),
+        Some("/.signoff/reauth?next=%2Fsettings")
+    );
+    // A new hand-over without the password still is not fresh.
+    let again = b.single_sign_on("wiki.test", "/settings", &central).await;
+    let still = b
+        .get("wiki.test", "/settings", &format!("signoff={again}"))
+        .await;
+    assert_eq!(still.status, 303, "a hand-over made the password fresh");
+    // The app host's re-authentication is the central host's, then a
+    // hand-over back.
+    let reauth = b
+        .get(
+            "wiki.test",
+            "/.signoff/reauth?next=%2Fsettings",
+            &format!("signoff={again}"),
+        )
+        .await;
+    assert_eq!(reauth.status, 303);
+    let state = reauth.new_cookie("signoff-sso").unwrap();
+    let central_reauth = b.on("login.test", &reauth);
+    assert!(
+        central_reauth.starts_with("/.signoff/reauth?next=%2F.signoff%2Fsso%3Fsite%3Dwiki.test"),
+        "{central_reauth}"
+    );
+    let page = b
+        .get("login.test", &central_reauth, &format!("signoff={central}"))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let csrf = support::csrf_in(&page.text());
+    let next = central_reauth
+        .split_once("next=")
+        .map(|(_, n)| {
+            form_urlencoded::parse(format!("n={n}").as_bytes())
+                .next()
+                .unwrap()
+                .1
+                .into_owned()
+        })
+        .unwrap();
+    let host = b.host("login.test");
+    let origin = b.origin("login.test");
+    let cookie = format!("signoff={central}");
+    let entered = post_form(
+        &format!("{}/.signoff/reauth", b.base),
+        &[("csrf", &csrf), ("password", PASSWORD), ("next", &next)],
+        &[("host", &host), ("cookie", &cookie), ("origin", &origin)],
+    )
+    .await;
+    assert_eq!(entered.status, 303, "{}", entered.text());
+    let central = entered
+        .new_cookie("signoff")
+        .expect("a rotated central token");
+    let hand_over = b
+        .get(
+            "login.test",
+            entered.header("location").unwrap(),
+            &format!("signoff={central}"),
+        )
+        .await;
+    assert_eq!(hand_over.status, 303);
+    let taken = b
+        .get(
+            "wiki.test",
+            &b.on("wiki.test", &hand_over),
+            &format!("signoff={again}; signoff-sso={state}"),
+        )
+        .await;
+    assert_eq!(taken.status, 303);
+    assert_eq!(taken.header("location"), Some("/settings"));
+    let fresh = taken.new_cookie("signoff").unwrap();
+    let settings = b
+        .get("wiki.test", "/settings", &format!("signoff={fresh}"))
+        .await;
+    assert_eq!(settings.status, 200, "fresh after the central password");
+    // The session it replaced on this host has ended.
+    assert!(!b.signed_in("wiki.test", &again).await);
+
+    // Forward-auth picks the app by X-Forwarded-Host and checks the
+    // session against that host.
+    let grafana = b.single_sign_on("grafana.test", "/page", &central).await;
+    let auth = |host: Option<&'static str>, uri: &'static str, token: String| {
+        let url = format!("{}/.signoff/auth", b.base);
+        async move {
+            let cookie = format!("signoff={token}");
+            let mut headers = vec![
+                ("cookie", cookie.as_str()),
+                ("x-forwarded-uri", uri),
+                ("x-forwarded-method", "GET"),
+            ];
+            if let Some(host) = host {
+                headers.push(("x-forwarded-host", host));
+            }
+            get(&url, &headers).await
+        }
+    };
+    let ok = auth(Some("grafana.test"), "/page", grafana.clone()).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.header("x-signoff-user"), Some(USER));
+    let admin = auth(Some("grafana.test"), "/admin", grafana.clone()).await;
+    assert_eq!(admin.status, 403, "grafana's own rule");
+    let elsewhere = auth(Some("wiki.test"), "/page", grafana.clone()).await;
+    assert_eq!(elsewhere.status, 401, "grafana's session is not wiki's");
+    let central_there = auth(Some("grafana.test"), "/page", central.clone()).await;
+    assert_eq!(
+        central_there.status, 401,
+        "the central session is not grafana's"
+    );
+    let unnamed = auth(None, "/page", grafana.clone()).await;
+    assert_eq!(unnamed.status, 403, "with [[app]]s the host must be named");
+
+    // Ending the central session on the sessions page ends the sign-in on
+    // every host.
+    let other_device = sign_in_centrally(&b, USER).await;
+    let sessions = b
+        .get(
+            "login.test",
+            "/.signoff/sessions",
+            &format!("signoff={other_device}"),
+        )
+        .await;
+    assert_eq!(sessions.status, 200);
+    let csrf = support::csrf_in(&sessions.text());
+    let cookie = format!("signoff={other_device}");
+    let handle = {
+        let echo = b
+            .get("login.test", "/echo", &format!("signoff={central}"))
+            .await;
+        seen(&echo, "x-signoff-session").pop().unwrap()
+    };
+    let ended = post_form(
+        &format!("{}/.signoff/sessions/end", b.base),
+        &[("csrf", &csrf), ("handle", &handle)],
+        &[("host", &host), ("cookie", &cookie), ("origin", &origin)],
+    )
+    .await;
+    assert_eq!(ended.status, 303, "{}", ended.text());
+    assert!(!b.signed_in("login.test", &central).await);
+    assert!(!b.signed_in("wiki.test", &fresh).await);
+    assert!(!b.signed_in("grafana.test", &grafana).await);
+    assert!(b.signed_in("login.test", &other_device).await);
+}
+
+/// `signoff rules check` lists each app's rules, and `signoff rules test`
+/// decides with the rules of the app the URL is for.
+#[test]
+fn the_rules_commands_know_the_apps() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("signoff.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "public_url = \"https://login.example.com\"\n{}",
+            APPS.replace("UPSTREAM", "http://127.0.0.1:9")
+                .replace(".test", ".example.com")
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let run = |args: &[&str]| {
+        std::process::Command::new(support::signoff_bin())
+            .args(args)
+            .env_remove("SIGNOFF_PUBLIC_URL")
+            .output()
+            .unwrap()
+    };
+    let check = run(&["rules", "check", "--config", &config]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{text}");
+    for line in [
+        "the top-level upstream (what no [[app]] serves):",
+        "app \"grafana\" (grafana.example.com):",
+        "app \"docs\" (login.example.com/docs):",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+    let test = |url: &str| {
+        run(&[
+            "rules", "test", "--config", &config, "--user", "alice", "--group", "staff", "GET", url,
+        ])
+    };
+    let admin = test("https://grafana.example.com/admin");
+    let text = String::from_utf8_lossy(&admin.stdout);
+    assert_eq!(admin.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("app \"grafana\": its own rules decide"),
+        "{text}"
+    );
+    let wiki = test("https://wiki.example.com/admin");
+    assert_eq!(
+        wiki.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&wiki.stdout)
+    );
+    let docs = test("https://login.example.com/docs/x");
+    let text = String::from_utf8_lossy(&docs.stdout);
+    assert!(text.contains("public"), "{text}");
 }

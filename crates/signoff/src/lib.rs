@@ -75,7 +75,7 @@ pub use policy::{
 };
 pub use session::{
     ExpiredBy, Issued, NewSession, Session, SessionData, SessionError, Sessions, UserId,
-    MAX_DATA_BYTES, MAX_DATA_KEYS, MAX_IP_BYTES, MAX_USER_AGENT_BYTES,
+    LINKED_TO_KEY, MAX_DATA_BYTES, MAX_DATA_KEYS, MAX_IP_BYTES, MAX_USER_AGENT_BYTES,
 };
 pub use session_keys::SessionKeys;
 pub use session_token::{

@@ -37,6 +37,10 @@ pub const MAX_DATA_BYTES: usize = 4096;
 /// Most keys a session's data may hold.
 pub const MAX_DATA_KEYS: usize = 64;
 
+/// The data key that links a session to the one it was made from
+/// ([`NewSession::linked_to`]): that session's handle.
+pub const LINKED_TO_KEY: &str = "signoff.parent";
+
 /// Non-authentication data kept with a session (a cart, a language choice).
 pub type SessionData = BTreeMap<String, String>;
 
@@ -246,6 +250,20 @@ impl NewSession {
     /// for a recent password then see the real age of the last one.
     pub fn authenticated_at(mut self, at: Timestamp) -> Self {
         self.auth_at = Some(at);
+        self
+    }
+
+    /// A session made from `parent` without a password (the same user on
+    /// another host): it records `parent`'s handle under
+    /// [`LINKED_TO_KEY`], keeps `parent`'s password time
+    /// ([`NewSession::authenticated_at`]) and ends no later than `parent`
+    /// would ([`NewSession::ends_by`]). [`Sessions::end_linked`] ends them
+    /// together.
+    pub fn linked_to(mut self, parent: &Session, policy: &Policy) -> Self {
+        self.data
+            .insert(LINKED_TO_KEY.to_owned(), parent.handle.to_string());
+        self.auth_at = parent.auth_at;
+        self.ends_by = Some(parent.absolute_end(policy));
         self
     }
 
@@ -1005,6 +1023,53 @@ impl Sessions {
                 .await;
         }
         Ok(ended)
+    }
+
+    /// For a session that has just ended (`ended`, as read before): ends
+    /// the rest of its sign-in, that is the session it was linked to
+    /// ([`NewSession::linked_to`]) or, if none, itself as the parent, and
+    /// every other session linked to that one. Returns how many ended.
+    ///
+    /// Safe against a link made at the same time, if the maker checks the
+    /// parent is still live after creating the linked session (and ends it
+    /// if not): the parent ends first here, and the linked sessions are
+    /// listed after.
+    ///
+    /// # Errors
+    /// A store error: then some may not have ended.
+    pub async fn end_linked(&self, ended: &Session, by: Actor) -> Result<usize, SessionError> {
+        let Some(user) = &ended.user_id else {
+            return Ok(0);
+        };
+        let parent = match ended.data.get(LINKED_TO_KEY) {
+            Some(text) => match text.parse::<SessionHandle>() {
+                Ok(h) => h,
+                Err(_) => return Ok(0),
+            },
+            None => ended.handle,
+        };
+        let mut count = 0;
+        if parent != ended.handle
+            && self
+                .end_handle_because(&parent, Some(user), by, "linked_session_ended")
+                .await?
+                .is_some()
+        {
+            count += 1;
+        }
+        let parent_text = parent.to_string();
+        for s in self.store.list_for_user(user).await? {
+            if s.handle != ended.handle
+                && s.data.get(LINKED_TO_KEY) == Some(&parent_text)
+                && self
+                    .end_handle_because(&s.handle, Some(user), by, "linked_session_ended")
+                    .await?
+                    .is_some()
+            {
+                count += 1;
+            }
+        }
+        Ok(count)
     }
 
     /// Signs a user out everywhere, except the session `keep` if given, on

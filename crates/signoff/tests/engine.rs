@@ -310,3 +310,104 @@ async fn rotated_digests_are_kept_until_expiry_then_purged() {
     let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
     support::rotated_digest_is_kept_until_expiry(Arc::new(store)).await;
 }
+
+/// A session made from another one (`NewSession::linked_to`: the same user
+/// on a second host) keeps the first one's password time and ends no later
+/// than it; ending any session of such a sign-in ends all of it, and
+/// nothing else of the user's.
+#[tokio::test]
+async fn linked_sessions_share_a_password_time_an_end_and_a_sign_out() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let sessions = Sessions::with_clock(store, Policy::default(), clock.clone());
+    let user = UserId::new("u1");
+    let parent = sessions
+        .create(NewSession::for_user(user.clone()))
+        .await
+        .unwrap()
+        .session;
+    clock.advance(Duration::from_secs(600));
+    let link = || NewSession::for_user(user.clone()).linked_to(&parent, sessions.policy());
+    let a = sessions.create(link()).await.unwrap().session;
+    let b = sessions.create(link()).await.unwrap().session;
+    let other_device = sessions
+        .create(NewSession::for_user(user.clone()))
+        .await
+        .unwrap()
+        .session;
+    // Ten minutes on, the password was still typed at the parent's sign-in.
+    assert_eq!(a.auth_at, parent.auth_at);
+    assert_eq!(
+        a.expires_at, parent.expires_at,
+        "no later end than its parent"
+    );
+    assert_eq!(
+        a.data.get(signoff::LINKED_TO_KEY),
+        Some(&parent.handle.to_string())
+    );
+    // A later `ends_by` is cut to the policy's own limit; an earlier one
+    // holds.
+    let soon = sessions
+        .create(NewSession::anonymous().ends_by(sessions.now().plus(Duration::from_secs(60))))
+        .await
+        .unwrap()
+        .session;
+    assert_eq!(
+        soon.expires_at,
+        sessions.now().plus(Duration::from_secs(60))
+    );
+    // A password time in the future is taken as now.
+    let future = sessions
+        .create(
+            NewSession::for_user(user.clone())
+                .authenticated_at(sessions.now().plus(Duration::from_secs(3600))),
+        )
+        .await
+        .unwrap()
+        .session;
+    assert_eq!(future.auth_at, Some(sessions.now()));
+
+    // Ending one linked session ends its parent and its sibling.
+    let ended = sessions
+        .end_by_handle(&a.handle, None, signoff::Actor::User)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sessions
+            .end_linked(&ended, signoff::Actor::User)
+            .await
+            .unwrap(),
+        2
+    );
+    for gone in [&parent, &b] {
+        assert!(sessions.validate_handle(&gone.handle).await.is_err());
+    }
+    // The user's other sign-in is untouched.
+    assert!(sessions.validate_handle(&other_device.handle).await.is_ok());
+    // Ending a parent ends its linked sessions too.
+    let p2 = sessions
+        .create(NewSession::for_user(user.clone()))
+        .await
+        .unwrap()
+        .session;
+    let c2 = sessions
+        .create(NewSession::for_user(user.clone()).linked_to(&p2, sessions.policy()))
+        .await
+        .unwrap()
+        .session;
+    let ended = sessions
+        .end_by_handle(&p2.handle, None, signoff::Actor::Admin)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sessions
+            .end_linked(&ended, signoff::Actor::Admin)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(sessions.validate_handle(&c2.handle).await.is_err());
+    assert!(sessions.validate_handle(&other_device.handle).await.is_ok());
+}

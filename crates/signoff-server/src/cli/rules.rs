@@ -82,10 +82,26 @@ pub async fn run(command: RulesCommand) -> Result<()> {
                 bail!("give the file to check: signoff rules check --config PATH");
             };
             let checked = config::access_rules(Some(&config), Some(public_paths.paths))?;
+            let apps = config::apps(Some(&config))?;
             println!("{}: the access rules check", config.display());
+            if !apps.is_empty() {
+                println!("the top-level upstream (what no [[app]] serves):");
+            }
             print_rules(&checked.rules);
             for warning in &checked.warnings {
                 println!("warning: {warning}");
+            }
+            for app in &apps {
+                println!(
+                    "app {:?} ({}{}):",
+                    app.name,
+                    app.host,
+                    app.path_prefix.as_deref().unwrap_or("")
+                );
+                print_rules(&app.access.rules);
+                for warning in &app.access.warnings {
+                    println!("warning: app {:?}: {warning}", app.name);
+                }
             }
             Ok(())
         }
@@ -99,7 +115,14 @@ pub async fn run(command: RulesCommand) -> Result<()> {
             db,
         } => {
             let checked = config::access_rules(db.config.as_deref(), Some(public_paths.paths))?;
+            let apps = config::apps(db.config.as_deref())?;
             let (host, path) = split_url(&url)?;
+            // The app the URL is for (the longest prefix of its host
+            // first, as `serve` picks it), or the top-level rules.
+            let app = host.as_deref().and_then(|h| {
+                apps.iter()
+                    .find(|a| a.host.eq_ignore_ascii_case(h) && a.serves_path(&path))
+            });
             let method = method.to_ascii_uppercase();
             if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
                 bail!("{method:?} is not an HTTP method such as GET or POST");
@@ -131,13 +154,24 @@ pub async fn run(command: RulesCommand) -> Result<()> {
                     now,
                 )
             });
-            let rules = &checked.rules;
+            let rules = app.map_or(&checked.rules, |a| &a.access.rules);
             let needs = rules.needs(&RequestFacts::new(
                 Some(&method),
                 host.as_deref(),
                 Some(&path),
             ));
             println!("{method} {url}");
+            match app {
+                Some(app) => println!("  app {:?}: its own rules decide", app.name),
+                None if !apps.is_empty() && host.is_none() => println!(
+                    "  no host given: the top-level rules decide (give https://HOST/PATH for an \
+                     [[app]])"
+                ),
+                None if !apps.is_empty() => {
+                    println!("  no [[app]] serves it: the top-level rules decide")
+                }
+                None => {}
+            }
             let readings = Readings::of(&path);
             if !readings.is_plain() {
                 println!(

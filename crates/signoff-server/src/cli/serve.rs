@@ -86,6 +86,23 @@ pub fn check(settings: &Settings) -> Result<()> {
     for warning in &settings.access.warnings {
         println!("warning       {warning}");
     }
+    for app in &settings.apps {
+        let upstream = app
+            .upstream
+            .as_ref()
+            .map_or("none (forward-auth)".to_owned(), ToString::to_string);
+        println!(
+            "app           {} at {}{} -> {upstream}, {} access rules, default: {}",
+            app.name,
+            app.origin,
+            app.path_prefix.as_deref().unwrap_or(""),
+            app.access.rules.rules().len(),
+            app.access.rules.default_access()
+        );
+        for warning in &app.access.warnings {
+            println!("warning       app {}: {warning}", app.name);
+        }
+    }
     println!(
         "sessions      idle {}, absolute {}",
         humantime::format_duration(settings.idle_timeout),
@@ -174,6 +191,11 @@ pub async fn run(
 ) -> Result<()> {
     for warning in &settings.access.warnings {
         tracing::warn!(target: "signoff::access", "{warning}");
+    }
+    for app in &settings.apps {
+        for warning in &app.access.warnings {
+            tracing::warn!(target: "signoff::access", app = %app.name, "{warning}");
+        }
     }
     let limits = listener::Limits::from_settings(&settings.connections);
     let tls = settings

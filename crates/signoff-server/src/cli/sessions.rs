@@ -110,7 +110,17 @@ pub async fn run(command: SessionsCommand) -> Result<()> {
                     .parse()
                     .map_err(|_| anyhow::anyhow!("{handle:?} is not a session handle"))?;
                 match engine.end_by_handle(&parsed, None, Actor::Operator).await? {
-                    Some(_) => println!("ended session {parsed} in {}", store.shown),
+                    Some(ended) => {
+                        // Its whole sign-in ends with it (docs/apps.md).
+                        let linked = engine.end_linked(&ended, Actor::Operator).await?;
+                        println!("ended session {parsed} in {}", store.shown);
+                        if linked > 0 {
+                            println!(
+                                "and {} of the same sign-in (other hosts)",
+                                crate::display::count(linked as u64, "session", "sessions")
+                            );
+                        }
+                    }
                     None => bail!("no live session has the handle {parsed}"),
                 }
             }

@@ -213,6 +213,31 @@ pub fn access_rules(
     access::check(file.access.as_ref(), &paths)
 }
 
+/// The `[[app]]`s of the file `config` names, checked as `serve` would
+/// check them (against its `public_url`, `prefix` and
+/// `allow_insecure_http`), without the rest of the settings.
+pub fn apps(config: Option<&Path>) -> Result<Vec<App>> {
+    let file = read_optional_file(config)?;
+    if file.apps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let listen = &file.options.listen;
+    let from_env = std::env::var("SIGNOFF_PUBLIC_URL").ok();
+    let Some(public_url) = listen.public_url.as_ref().or(from_env.as_ref()) else {
+        return apps::check(&file.apps, "", "", false, false, "");
+    };
+    let (public_origin, _, host) = listen::parse_public_url(public_url)?;
+    let prefix = proxy::prefix(file.options.proxy.prefix.as_deref().unwrap_or("/.signoff"))?;
+    apps::check(
+        &file.apps,
+        &public_origin,
+        &host,
+        true,
+        listen.allow_insecure_http.unwrap_or(false),
+        &prefix,
+    )
+}
+
 impl StoreOptions {
     /// The database and whether a SQLite file others can read is opened,
     /// defaults filled in (for `serve` and every other command alike).

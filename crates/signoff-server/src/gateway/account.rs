@@ -24,7 +24,7 @@ use super::error_pages::error_page;
 use super::pages;
 use super::sign_in::signed_out_response;
 use super::signed_in::{sign_in_first, Authenticated, SignedIn, ToPassword, ToSessions};
-use super::{cookies, redirect, AppState, Gateway};
+use super::{cookies, redirect, single_sign_on, AppState, Gateway};
 use crate::display;
 
 /// The account family's routes.
@@ -271,6 +271,12 @@ async fn end_one(State(gw): AppState, ending: Ending) -> Response {
         .await
     {
         Ok(ended) => {
+            // Ending a session ends its whole sign-in (docs/apps.md).
+            if let Some(ended) = &ended {
+                if let Err(e) = single_sign_on::end_linked(&gw, ended, Actor::User).await {
+                    return store_failed(&gw, "ending a session", &e);
+                }
+            }
             let n = u32::from(ended.is_some());
             tracing::info!(target: "signoff::auth", user = %auth.user, ended = n, "ended a session from the sessions page");
             see_other(&format!("{}?ended={n}", sessions_url(&gw)))

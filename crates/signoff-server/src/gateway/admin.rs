@@ -30,7 +30,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::own_body::{self, BodyError};
-use super::{AppState, Gateway};
+use super::{single_sign_on, AppState, Gateway};
 use crate::display;
 
 /// Largest JSON body accepted.
@@ -739,7 +739,14 @@ async fn end_session(State(gw): AppState, Path(handle): Path<String>) -> Respons
             "not a session handle",
         );
     };
-    match gw.sessions.end_by_handle(&handle, None, Actor::Admin).await {
+    let ended = match gw.sessions.end_by_handle(&handle, None, Actor::Admin).await {
+        // Ending a session ends its whole sign-in (docs/apps.md).
+        Ok(Some(session)) => single_sign_on::end_linked(&gw, &session, Actor::Admin)
+            .await
+            .map(|_| Some(session)),
+        other => other,
+    };
+    match ended {
         Ok(Some(_)) => {
             tracing::info!(target: "signoff::admin", session = %handle, "admin ended a session");
             ok(&Ended { ended: 1 })

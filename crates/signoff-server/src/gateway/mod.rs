@@ -73,8 +73,4 @@ pub const GROUPS_KEY: &str = "signoff.groups";
 /// good only on its own site.
 pub const SITE_KEY: &str = "signoff.site";
 
-/// The session data key holding, in a session made for an app host, the
-/// handle of the central session it came from: ending that one ends it.
-pub const PARENT_KEY: &str = "signoff.parent";
-
 type AppState = State<Arc<Gateway>>;

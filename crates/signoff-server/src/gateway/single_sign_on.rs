@@ -16,7 +16,8 @@
 //!    finds nothing), checks the state against the browser's cookie (so
 //!    nobody can sign a victim in as someone else), and makes the app
 //!    host's session: same user and groups, the central session's
-//!    password time and no later end, linked to it by [`PARENT_KEY`]. If
+//!    password time and no later end, linked to it
+//!    ([`signoff::NewSession::linked_to`]). If
 //!    the central session ended meanwhile, the new one is ended at once.
 //!
 //! Signing out on any host ends the central session and every session
@@ -39,9 +40,7 @@ use super::client_addr::ClientAddr;
 use super::error_pages::{error_page, unavailable};
 use super::proxy::no_store;
 use super::signed_in::{self, Auth};
-use super::{
-    cookies, redirect, AppState, Gateway, GROUPS_KEY, PARENT_KEY, SITE_KEY, USER_NAME_KEY,
-};
+use super::{cookies, redirect, AppState, Gateway, GROUPS_KEY, SITE_KEY, USER_NAME_KEY};
 
 /// How long a hand-over may wait to be taken on the app host.
 pub(super) const HANDOVER_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
@@ -106,18 +105,37 @@ fn encode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
-/// `PREFIX/login` on an app host: no password is typed here; the browser
-/// goes to the central host with a fresh state, `next` kept.
-pub(super) fn start(gw: &Gateway, site: &Site, next: Option<&str>) -> Response {
+/// Where an app host sends a browser on the central host.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Entry {
+    /// `PREFIX/login`: signed in there already, or sign in first.
+    SignIn,
+    /// `PREFIX/reauth` (a rule's `fresh`): the password again first, even
+    /// when signed in.
+    Reauthenticate,
+}
+
+/// `PREFIX/login` or `PREFIX/reauth` on an app host: no password is typed
+/// here; the browser goes to the central host with a fresh state, `next`
+/// kept, and comes back with a hand-over.
+pub(super) fn start(gw: &Gateway, site: &Site, next: Option<&str>, entry: Entry) -> Response {
     let next = redirect::next_or_root(next);
     let state = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-    let location = format!(
-        "{}{}/sso?site={}&state={state}&next={}",
-        gw.settings.public_origin,
+    let hand_over = format!(
+        "{}/sso?site={}&state={state}&next={}",
         gw.settings.prefix,
         encode(&site.host),
         encode(next)
     );
+    let location = match entry {
+        Entry::SignIn => format!("{}{hand_over}", gw.settings.public_origin),
+        Entry::Reauthenticate => format!(
+            "{}{}/reauth?next={}",
+            gw.settings.public_origin,
+            gw.settings.prefix,
+            encode(&hand_over)
+        ),
+    };
     let mut r = see_other(&location);
     r.headers_mut().append(
         header::SET_COOKIE,
@@ -296,14 +314,10 @@ async fn take_over(
         }
     }
     child_data.insert(SITE_KEY.to_owned(), site.host.clone());
-    child_data.insert(PARENT_KEY.to_owned(), parent.handle.to_string());
     let mut new = NewSession::for_user(user_id)
         .data(child_data)
-        .ip(client_ip.to_string())
-        .ends_by(parent.absolute_end(gw.sessions.policy()));
-    if let Some(at) = parent.auth_at {
-        new = new.authenticated_at(at);
-    }
+        .linked_to(&parent, gw.sessions.policy())
+        .ip(client_ip.to_string());
     if let Some(ua) = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -370,58 +384,23 @@ async fn live_central(gw: &Gateway, handle: &SessionHandle) -> Result<Option<Ses
     }
 }
 
-/// Ends, for a session that is ending, the central session it belongs to
-/// and every app host's session made from that one: one sign-out ends
-/// them all, on every node (each end goes over the revocation bus).
-/// `ending` is the session as it was read just before. A no-op without
-/// app hosts of their own.
+/// Ends the rest of the sign-in of a session that has just ended
+/// (`ended`, as read before): the central session and every app host's
+/// session made from it, on every node (each end goes over the revocation
+/// bus). A no-op without app hosts of their own.
 ///
 /// # Errors
 /// A store error: then not all of them may have ended, and the sign-out
 /// must not be reported as done.
 pub(super) async fn end_linked(
     gw: &Gateway,
-    ending: &Session,
+    ended: &Session,
     by: Actor,
 ) -> Result<usize, signoff::SessionError> {
     if !gw.routes.has_sites() {
         return Ok(0);
     }
-    let Some(user) = &ending.user_id else {
-        return Ok(0);
-    };
-    let central = match ending.data.get(PARENT_KEY) {
-        Some(parent) => match parent.parse::<SessionHandle>() {
-            Ok(h) => h,
-            Err(_) => return Ok(0),
-        },
-        None => ending.handle,
-    };
-    let mut ended = 0;
-    // The central one first: a hand-over taken after this sees it gone.
-    if central != ending.handle
-        && gw
-            .sessions
-            .end_by_handle(&central, Some(user), by)
-            .await?
-            .is_some()
-    {
-        ended += 1;
-    }
-    let central_text = central.to_string();
-    for s in gw.uncached.list_for_user(user).await? {
-        if s.handle != ending.handle
-            && s.data.get(PARENT_KEY).map(String::as_str) == Some(central_text.as_str())
-            && gw
-                .sessions
-                .end_by_handle(&s.handle, Some(user), by)
-                .await?
-                .is_some()
-        {
-            ended += 1;
-        }
-    }
-    Ok(ended)
+    gw.sessions.end_linked(ended, by).await
 }
 
 /// The gate in front of signoff's own pages on an app host: `login`
@@ -438,13 +417,18 @@ pub(super) async fn app_host_gate(
     let prefix = &gw.settings.prefix;
     let path = req.uri().path();
     let readable = req.method() == Method::GET || req.method() == Method::HEAD;
-    if path.strip_prefix(prefix.as_str()) == Some("/login") && readable {
+    let entry = match path.strip_prefix(prefix.as_str()) {
+        Some("/login") => Some(Entry::SignIn),
+        Some("/reauth") => Some(Entry::Reauthenticate),
+        _ => None,
+    };
+    if let (Some(entry), true) = (entry, readable) {
         #[derive(Deserialize)]
-        struct LoginQuery {
+        struct NextQuery {
             next: Option<String>,
         }
-        let q = Query::<LoginQuery>::try_from_uri(req.uri()).ok();
-        return start(&gw, site, q.as_ref().and_then(|q| q.next.as_deref()));
+        let q = Query::<NextQuery>::try_from_uri(req.uri()).ok();
+        return start(&gw, site, q.as_ref().and_then(|q| q.next.as_deref()), entry);
     }
     if served_on_app_hosts(prefix, path, req.method()) {
         return next.run(req).await;

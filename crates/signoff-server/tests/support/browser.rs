@@ -225,8 +225,9 @@ impl Engine {
         Ok(cmd)
     }
 
-    fn capabilities(self, profile: &Path) -> Capabilities {
-        let caps = match self {
+    /// `extra_args` go on the browser's command line after the harness's own.
+    fn capabilities(self, profile: &Path, extra_args: &[String]) -> Capabilities {
+        let mut caps = match self {
             Engine::Chromium => json!({
                 "browserName": "chrome",
                 // Self-signed HTTPS in tests. chromedriver turns this into
@@ -306,6 +307,14 @@ impl Engine {
                 },
             }),
         };
+        let args = match self {
+            Engine::Chromium => "/goog:chromeOptions/args",
+            Engine::Firefox => "/moz:firefoxOptions/args",
+            Engine::WebKit => "/webkitgtk:browserOptions/args",
+        };
+        if let Some(args) = caps.pointer_mut(args).and_then(Value::as_array_mut) {
+            args.extend(extra_args.iter().map(|a| json!(a)));
+        }
         match caps {
             Value::Object(map) => map,
             _ => unreachable!("capabilities are an object"),
@@ -698,6 +707,8 @@ pub struct Browser {
     session_id: String,
     version: String,
     browser_args: Vec<String>,
+    /// What [`Browser::open_with_args`] added to the command line.
+    extra_args: Vec<String>,
     startup: Duration,
     driver: Driver,
     closed: bool,
@@ -727,6 +738,13 @@ impl Browser {
     /// the engine is missing while [`REQUIRE_ENV`]`=1`, or if it is present
     /// but fails to start.
     pub async fn open(engine: Engine) -> Option<Browser> {
+        Self::open_with_args(engine, &[]).await
+    }
+
+    /// [`Browser::open`], with `args` added to the browser's command line,
+    /// e.g. Chromium's `--host-resolver-rules=MAP *.test 127.0.0.1` to
+    /// give a test host names of its own.
+    pub async fn open_with_args(engine: Engine, args: &[&str]) -> Option<Browser> {
         if let Err(why) = engine.availability() {
             if services_required() {
                 panic!("{REQUIRE_ENV}=1 but {} cannot run: {why}", engine.name());
@@ -743,7 +761,8 @@ impl Browser {
                 .await
                 .expect("browser slots never close"),
         );
-        match Self::start(engine, slot).await {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        match Self::start(engine, slot, args).await {
             Ok(b) => Some(b),
             Err(e) => panic!("{} failed to start: {e}", engine.name()),
         }
@@ -751,13 +770,18 @@ impl Browser {
 
     /// A second, independent browser (own profile: another user) in the same
     /// test. It shares this browser's slot, so a test holding two browsers
-    /// cannot deadlock against the slot limit.
+    /// cannot deadlock against the slot limit, and this browser's extra
+    /// command-line arguments.
     pub async fn open_another(&self, engine: Engine) -> Result<Browser> {
         engine.availability().map_err(Error)?;
-        Self::start(engine, self.slot.clone()).await
+        Self::start(engine, self.slot.clone(), self.extra_args.clone()).await
     }
 
-    async fn start(engine: Engine, slot: Arc<OwnedSemaphorePermit>) -> Result<Browser> {
+    async fn start(
+        engine: Engine,
+        slot: Arc<OwnedSemaphorePermit>,
+        extra_args: Vec<String>,
+    ) -> Result<Browser> {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix(&format!("signoff-{}-", engine.name()))
@@ -768,7 +792,7 @@ impl Browser {
         let driver = Driver::start(engine, dir.path()).await?;
         let mut builder =
             ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
-        builder.capabilities(engine.capabilities(&profile));
+        builder.capabilities(engine.capabilities(&profile, &extra_args));
         let url = driver.url();
         let connect = builder.connect(&url);
         // A browser that never answers its driver would hang the test.
@@ -818,6 +842,7 @@ impl Browser {
             session_id,
             version,
             browser_args: Vec::new(),
+            extra_args,
             startup: started.elapsed(),
             driver,
             closed: false,

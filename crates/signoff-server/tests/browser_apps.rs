@@ -1,0 +1,416 @@
+//! Many apps on many hosts, one sign-in and one sign-out, in real
+//! Chromium with the back/forward cache on (the HTTP-level version is
+//! tests/apps.rs).
+//!
+//! `signoff serve` puts two `[[app]]`s on hosts of their own, `wiki.test`
+//! and `grafana.test`, with the central sign-in host `login.test`; Chromium
+//! maps all three to 127.0.0.1 (`--host-resolver-rules`). The test proves,
+//! in the browser itself:
+//!
+//! 1. a private page on `wiki.test` sends a signed-out browser through the
+//!    central sign-in form and, once the password is typed, back to the
+//!    page it asked for;
+//! 2. `grafana.test` then signs the browser in without any form;
+//! 3. each host's session cookie is host-only: three `signoff` cookies,
+//!    one per host, none with a `Domain`, each seen on its own host alone;
+//! 4. one sign-out on `grafana.test` ends all of them: Back never shows a
+//!    private page of either app again, not even one the back/forward
+//!    cache had kept (first shown to be kept, while signed in), and
+//!    `wiki.test` asks for the password again.
+//!
+//! Screenshots of each step go to `target/browser-artifacts/chromium-apps-*`.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::browser::{wait_until, Browser, Engine, Error, Result, PAGESHOW_RECORDER};
+use support::scenarios::check;
+use support::{add_user_in_groups, Gateway, Upstream, PASSWORD, USER};
+
+/// Every `.test` host name is this machine.
+const RESOLVER_RULES: &str = "--host-resolver-rules=MAP *.test 127.0.0.1";
+
+/// Two apps on hosts of their own, the same upstream behind both.
+const APPS: &str = r#"
+[[app]]
+name = "wiki"
+host = "wiki.test"
+upstream = "UPSTREAM"
+
+[[app]]
+name = "grafana"
+host = "grafana.test"
+upstream = "UPSTREAM"
+"#;
+
+/// What the upstream writes on each of its pages.
+const PRIVATE: &str = "PRIVATE upstream page";
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A node serving the apps, the central host `login.test`, on `db`.
+fn node(dir: tempfile::TempDir, db: &str, upstream: &Upstream) -> (Gateway, u16) {
+    let port = free_port();
+    let config = dir.path().join("signoff.toml");
+    std::fs::write(&config, APPS.replace("UPSTREAM", &upstream.url())).unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let public = format!("http://login.test:{port}");
+    let config = config.display().to_string();
+    let gw = Gateway::start_on(
+        dir,
+        db,
+        Some(&upstream.url()),
+        &[
+            "--config",
+            &config,
+            "--listen",
+            &listen,
+            "--public-url",
+            &public,
+            "--allow-insecure-http",
+        ],
+    );
+    (gw, port)
+}
+
+/// The three hosts, all on the gateway's port.
+struct Hosts {
+    port: u16,
+}
+
+impl Hosts {
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.port)
+    }
+
+    /// Where an app host's sign-in ends up for a browser not signed in:
+    /// the central form, which comes back to the hand-over for `app`.
+    fn central_login_for(&self, app: &str) -> String {
+        self.url(
+            "login.test",
+            &format!("/.signoff/login?next=%2F.signoff%2Fsso%3Fsite%3D{app}%26"),
+        )
+    }
+}
+
+fn artifact(step: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/browser-artifacts")
+        .join(format!("chromium-apps-{step}.png"))
+}
+
+/// Waits until the browser's URL starts with `prefix`; its URL.
+async fn wait_for_url(b: &Browser, prefix: &str) -> Result<String> {
+    let reached = wait_until(Duration::from_secs(10), prefix, || async move {
+        let url = b.current_url().await?;
+        Ok(url.starts_with(prefix).then_some(url))
+    })
+    .await;
+    match reached {
+        Ok(url) => {
+            b.wait_ready().await?;
+            Ok(url)
+        }
+        Err(e) => Err(Error::new(format!(
+            "{e}; the browser is at {}",
+            b.current_url().await.unwrap_or_default()
+        ))),
+    }
+}
+
+/// The upstream's page `path`, signed in, with no password form on it.
+async fn shows_private(b: &Browser, step: &str, url: &str) -> Result<()> {
+    let at = wait_for_url(b, url).await?;
+    check(at == url, format!("{step}: at {at}, not {url}"))?;
+    let path = &url[url.find("/page").unwrap_or(0)..];
+    let text = b.visible_text().await?;
+    check(
+        text.contains(&format!("{PRIVATE} {path}")),
+        format!("{step}: {url} shows {text:.200}"),
+    )?;
+    let form = b
+        .eval("!!document.querySelector('input[type=password]')")
+        .await?;
+    check(form == false, format!("{step}: a password form on {url}"))?;
+    b.screenshot(artifact(step)).await
+}
+
+/// No private text visible: at once (the guard hides a restored page in
+/// the very `pageshow` that restores it) and once the browser has come
+/// to rest on a page starting with `lands_on`.
+async fn nothing_private(b: &Browser, step: &str, lands_on: &str) -> Result<String> {
+    let now = b.visible_text().await.unwrap_or_default();
+    check(
+        !now.contains(PRIVATE),
+        format!(
+            "{step}: private text visible at {}: {now:.200}",
+            b.current_url().await?
+        ),
+    )?;
+    let at = wait_for_url(b, lands_on)
+        .await
+        .map_err(|e| Error::new(format!("{step}: {e}")))?;
+    // The guard navigates after one round trip: give it that before
+    // looking again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    b.wait_ready().await?;
+    let text = b.visible_text().await?;
+    b.screenshot(artifact(step)).await?;
+    check(
+        !text.contains(PRIVATE),
+        format!("{step}: private text visible at {at}: {text:.200}"),
+    )?;
+    Ok(b.current_url().await?)
+}
+
+/// The current entry of the tab's session history (Chromium's own count,
+/// from the DevTools protocol).
+async fn history_index(b: &Browser) -> Result<u64> {
+    let h = b.cdp("Page.getNavigationHistory", json!({})).await?;
+    h["currentIndex"]
+        .as_u64()
+        .ok_or_else(|| Error::new(format!("no currentIndex in {h}")))
+}
+
+/// After a Back: was this page just restored from the back/forward cache?
+/// (Read at once, before a guard moves on; for the report only.)
+async fn how_it_came_back(b: &Browser) -> String {
+    let seen = b
+        .eval("[location.href, window.__pageshow ? window.__pageshow.persisted : null]")
+        .await
+        .unwrap_or(Value::Null);
+    match (&seen[0], &seen[1]) {
+        (Value::String(url), Value::Bool(true)) => {
+            format!("{url} restored from the back/forward cache")
+        }
+        (Value::String(url), _) => format!("{url} loaded"),
+        _ => "(navigating)".to_owned(),
+    }
+}
+
+/// The `signoff` cookies WebDriver shows on the current page's host:
+/// exactly one, that host's own.
+async fn own_cookie_only(b: &Browser, host: &str) -> Result<()> {
+    let cookies = b
+        .client()
+        .get_all_cookies()
+        .await
+        .map_err(|e| Error::new(format!("get cookies on {host}: {e}")))?;
+    let seen: Vec<String> = cookies
+        .iter()
+        .map(|c| format!("{}@{}", c.name(), c.domain().unwrap_or("?")))
+        .collect();
+    check(
+        seen == [format!("signoff@{host}")],
+        format!("cookies seen on {host}: {seen:?}"),
+    )?;
+    check(
+        cookies[0].http_only() == Some(true),
+        format!("{host}'s cookie is not HttpOnly"),
+    )
+}
+
+/// Every cookie in the browser, from the DevTools protocol, which shows
+/// `Domain` as set (a leading dot for a domain cookie): one host-only
+/// `signoff` cookie per host, each its own session.
+async fn one_host_only_cookie_per_host(b: &Browser) -> Result<()> {
+    let all = b.cdp("Network.getAllCookies", json!({})).await?;
+    let cookies = all["cookies"].as_array().cloned().unwrap_or_default();
+    let mut seen: Vec<(String, String)> = cookies
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or("?").to_owned();
+            (s("name"), s("domain"))
+        })
+        .collect();
+    seen.sort();
+    let want: Vec<(String, String)> = ["grafana.test", "login.test", "wiki.test"]
+        .iter()
+        .map(|h| ("signoff".to_owned(), (*h).to_owned()))
+        .collect();
+    check(seen == want, format!("the browser's cookies: {seen:?}"))?;
+    check(
+        cookies.iter().all(|c| c["httpOnly"] == true),
+        "a cookie without HttpOnly",
+    )?;
+    let mut values: Vec<&str> = cookies.iter().filter_map(|c| c["value"].as_str()).collect();
+    values.sort_unstable();
+    values.dedup();
+    check(values.len() == 3, "two hosts share a session")
+}
+
+/// The whole walk; `findings` collects what the report should say about
+/// how pages came back.
+async fn scenario(b: &Browser, h: &Hosts, findings: &mut Vec<String>) -> Result<()> {
+    // Every document records its `pageshow`, so Back waits for it and the
+    // control below can tell a restore from the back/forward cache.
+    let recorder = PAGESHOW_RECORDER
+        .trim()
+        .trim_start_matches("<script>")
+        .trim_end_matches("</script>");
+    b.cdp(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({ "source": recorder }),
+    )
+    .await?;
+
+    if std::env::var("EXPERIMENT_BYPASS_CSP").is_ok() {
+        b.cdp("Page.setBypassCSP", json!({"enabled": true})).await?;
+    }
+    // 1. The wiki, signed out: the central form, then the page asked for.
+    b.goto(&h.url("wiki.test", "/page-a")).await?;
+    let form = wait_for_url(b, &h.central_login_for("wiki.test")).await?;
+    check(
+        form.ends_with("%26next%3D%252Fpage-a"),
+        format!("the central form forgot the page: {form}"),
+    )?;
+    check(
+        !b.visible_text().await?.contains(PRIVATE),
+        "private text on the sign-in form",
+    )?;
+    b.screenshot(artifact("1-central-form")).await?;
+    b.exec("window.__csp=[];document.addEventListener('securitypolicyviolation',function(e){window.__csp.push(e.violatedDirective+' '+e.blockedURI+' '+e.disposition)});").await?;
+    let r = b.submit_login(USER, PASSWORD).await;
+    eprintln!(
+        "submit: {r:?}; csp: {}",
+        b.eval("window.__csp").await.unwrap_or_default()
+    );
+    r?;
+    shows_private(b, "1-wiki-a", &h.url("wiki.test", "/page-a")).await?;
+    b.goto(&h.url("wiki.test", "/page-b")).await?;
+    shows_private(b, "1-wiki-b", &h.url("wiki.test", "/page-b")).await?;
+    let wiki_b = history_index(b).await?;
+    own_cookie_only(b, "wiki.test").await?;
+
+    // 2. Grafana: signed in without a form (the walk would stop on one).
+    b.goto(&h.url("grafana.test", "/page-a")).await?;
+    shows_private(b, "2-grafana-a", &h.url("grafana.test", "/page-a")).await?;
+    check(
+        history_index(b).await? == wiki_b + 1,
+        "the sign-in on grafana left pages in the history",
+    )?;
+    b.goto(&h.url("grafana.test", "/page-b")).await?;
+    shows_private(b, "2-grafana-b", &h.url("grafana.test", "/page-b")).await?;
+
+    // 3. Host-only cookies: grafana sees its own alone, and the browser
+    // holds one per host, none for a whole domain.
+    own_cookie_only(b, "grafana.test").await?;
+    one_host_only_cookie_per_host(b).await?;
+
+    // Control: signed in, Back restores both apps' pages from the
+    // back/forward cache and the guard leaves them alone; otherwise the
+    // Backs after the sign-out would prove nothing.
+    for (url, step) in [
+        (h.url("grafana.test", "/page-a"), "control-grafana-a"),
+        (h.url("wiki.test", "/page-b"), "control-wiki-b"),
+    ] {
+        b.back().await?;
+        let restored = b.last_pageshow_persisted().await? == Some(true);
+        check(
+            restored,
+            format!(
+                "{step}: {url} was not restored from the back/forward cache: {}",
+                b.not_restored_reasons().await?
+            ),
+        )?;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        shows_private(b, step, &url).await?;
+    }
+    b.forward().await?;
+    b.forward().await?;
+    shows_private(b, "control-forward", &h.url("grafana.test", "/page-b")).await?;
+
+    // 4. One sign-out, on grafana, with its own form.
+    b.goto(&h.url("grafana.test", "/.signoff/logout")).await?;
+    b.click_and_wait("form [type=submit]").await?;
+    nothing_private(
+        b,
+        "4-signed-out",
+        &h.url("grafana.test", "/.signoff/signed-out"),
+    )
+    .await?;
+    // Back: the sign-out page, then grafana's private pages, which go to
+    // the central form (the central session ended with grafana's).
+    b.back().await?;
+    nothing_private(b, "4-back-1", &h.url("grafana.test", "/.signoff/logout")).await?;
+    for step in ["4-back-2-grafana-b", "4-back-3-grafana-a"] {
+        b.back().await?;
+        findings.push(format!("{step}: {}", how_it_came_back(b).await));
+        let at = nothing_private(b, step, &h.central_login_for("grafana.test")).await?;
+        findings.push(format!("{step}: rests at {at}"));
+    }
+    // The wiki's session ended too: its page asks for the password.
+    b.goto(&h.url("wiki.test", "/page-b")).await?;
+    let at = nothing_private(b, "4-wiki-b-again", &h.central_login_for("wiki.test")).await?;
+    check(
+        b.eval("!!document.querySelector('input[type=password]')")
+            .await?
+            == true,
+        format!("no password form at {at}"),
+    )?;
+    // Back to the wiki's private pages the back/forward cache kept from
+    // before the sign-out, past grafana's.
+    let mut n = 0;
+    while history_index(b).await? > wiki_b.saturating_sub(1) {
+        n += 1;
+        check(n <= 6, "Back does not reach the wiki's first page")?;
+        b.back().await?;
+        let index = history_index(b).await?;
+        let step = format!("4-back-to-wiki-{n}");
+        findings.push(format!("{step}: {}", how_it_came_back(b).await));
+        let app = if index >= wiki_b + 1 {
+            "grafana.test"
+        } else {
+            "wiki.test"
+        };
+        let at = nothing_private(b, &step, &h.central_login_for(app)).await?;
+        findings.push(format!("{step}: rests at {at}"));
+    }
+    b.refresh().await?;
+    nothing_private(b, "4-reload", &h.central_login_for("wiki.test")).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sign_in_and_one_sign_out_across_app_hosts() -> Result<()> {
+    let Some(b) = Browser::open_with_args(Engine::Chromium, &[RESOLVER_RULES]).await else {
+        return Ok(());
+    };
+    let Some(upstream) = Upstream::start() else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("signoff.db").display());
+    add_user_in_groups(&db, USER, PASSWORD, &[]);
+    let (gw, port) = node(dir, &db, &upstream);
+    let hosts = Hosts { port };
+
+    let mut findings = Vec::new();
+    let outcome = scenario(&b, &hosts, &mut findings).await;
+    for f in &findings {
+        eprintln!("{f}");
+    }
+    if let Err(e) = outcome {
+        let shot = artifact("failure");
+        let _ = b.screenshot(&shot).await;
+        let log = gw.proc.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        return Err(Error::new(format!(
+            "{e}\nthe browser is at {}\nscreenshot: {}\ngateway log (last lines, newest first):\n{}",
+            b.current_url().await.unwrap_or_default(),
+            shot.display(),
+            tail.join("\n")
+        )));
+    }
+    b.close().await
+}

@@ -711,3 +711,41 @@ fn the_rules_commands_know_the_apps() {
     let text = String::from_utf8_lossy(&docs.stdout);
     assert!(text.contains("public"), "{text}");
 }
+
+/// The example of docs/apps.md is examples/apps.toml, and `serve --check`
+/// accepts it.
+#[test]
+fn the_documented_example_is_the_example_file_and_checks() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc = std::fs::read_to_string(root.join("docs/apps.md")).unwrap();
+    let block = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a toml block in docs/apps.md");
+    let example = root.join("examples/apps.toml");
+    let file = std::fs::read_to_string(&example).unwrap();
+    assert!(
+        file.ends_with(block),
+        "examples/apps.toml and the toml block of docs/apps.md differ"
+    );
+    let out = std::process::Command::new(support::signoff_bin())
+        .args(["serve", "--check", "--config"])
+        .arg(&example)
+        .env_remove("SIGNOFF_PUBLIC_URL")
+        .env_remove("SIGNOFF_UPSTREAM")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "app           grafana at https://grafana.example.com -> http://127.0.0.1:3000/, 2 access rules",
+        "app           docs at https://login.example.com/docs -> http://127.0.0.1:4000/",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+}

@@ -37,6 +37,12 @@ path_prefix = "/admin"
 groups = ["admins"]
 
 [[app]]
+name = "tools"
+host = "tools.test"
+path_prefix = "/tools"
+upstream = "UPSTREAM"
+
+[[app]]
 name = "docs"
 host = "login.test"
 path_prefix = "/docs"
@@ -748,4 +754,295 @@ fn the_documented_example_is_the_example_file_and_checks() {
     ] {
         assert!(text.contains(line), "{line:?} in {text}");
     }
+}
+
+/// `SIGHUP` reloads each app's rules without ending sessions; a file whose
+/// apps changed keeps the rules in force and says a restart is needed.
+#[tokio::test]
+async fn sighup_reloads_app_rules_and_refuses_changed_apps() {
+    let Some(upstream) = Upstream::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("signoff.db").display());
+    add_user_in_groups(&db, USER, PASSWORD, &[]);
+    let config = dir.path().join("signoff.toml");
+    let (gw, port) = node(dir, &db, &upstream);
+    let b = Browser::of(&gw, port);
+    let central = sign_in_centrally(&b, USER).await;
+    let wiki = b.single_sign_on("wiki.test", "/page", &central).await;
+    let status = |path: &'static str| {
+        let b = &b;
+        let cookie = format!("signoff={wiki}");
+        async move { b.get("wiki.test", path, &cookie).await.status }
+    };
+    assert_eq!(status("/reports").await, 200);
+    let hangup = || {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &gw.proc.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    let wait_for_log = |needle: &'static str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if gw.proc.log_text().contains(needle) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} in the log"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    // wiki closes /reports.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let closed = text.replacen(
+        "[[app.access.rule]]\npath_prefix = \"/settings\"",
+        "[[app.access.rule]]\npath_prefix = \"/reports\"\npolicy = \"deny\"\n\n[[app.access.rule]]\npath_prefix = \"/settings\"",
+        1,
+    );
+    assert_ne!(closed, text);
+    std::fs::write(&config, &closed).unwrap();
+    hangup();
+    wait_for_log("SIGHUP: access rules reloaded");
+    assert_eq!(status("/reports").await, 403);
+    assert!(b.signed_in("wiki.test", &wiki).await, "sessions are kept");
+    // A new app needs a restart: the rules in force stay.
+    std::fs::write(
+        &config,
+        format!("{}\n[[app]]\nname = \"new\"\nhost = \"new.test\"\n", text),
+    )
+    .unwrap();
+    hangup();
+    wait_for_log("restart signoff to apply them");
+    assert_eq!(status("/reports").await, 403, "the rules in force are kept");
+}
+
+/// An HTTP/2 request names its host in `:authority`, with no `Host`
+/// header: it reaches the same app, under the same session binding, as
+/// HTTP/1.1.
+#[tokio::test]
+async fn http2_requests_are_told_apart_by_their_authority() {
+    let Some(upstream) = Upstream::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("signoff.db").display());
+    add_user_in_groups(&db, USER, PASSWORD, &[]);
+    let (gw, port) = node(dir, &db, &upstream);
+    let b = Browser::of(&gw, port);
+    let central = sign_in_centrally(&b, USER).await;
+    let grafana = b.single_sign_on("grafana.test", "/page", &central).await;
+    let h2 = |authority: String, path: &'static str, token: String| {
+        let addr = format!("127.0.0.1:{port}");
+        async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            let req = http::Request::builder()
+                .uri(format!("http://{authority}{path}"))
+                .header("cookie", format!("signoff={token}"))
+                .header("accept", "text/html")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let res = send.send_request(req).await.unwrap();
+            assert_eq!(res.version(), http::Version::HTTP_2);
+            assert!(!res.headers().contains_key("host"));
+            res.status().as_u16()
+        }
+    };
+    assert_eq!(
+        h2(b.host("grafana.test"), "/page", grafana.clone()).await,
+        200
+    );
+    assert_eq!(
+        h2(b.host("grafana.test"), "/admin", grafana.clone()).await,
+        403,
+        "grafana's rules"
+    );
+    assert_eq!(
+        h2(b.host("wiki.test"), "/page", grafana.clone()).await,
+        303,
+        "not wiki's session"
+    );
+    assert_eq!(
+        h2(b.host("grafana.test"), "/page", central.clone()).await,
+        303,
+        "not the central session"
+    );
+    assert_eq!(
+        h2(b.host("login.test"), "/page", central.clone()).await,
+        200
+    );
+}
+
+/// A path that reads as two apps' paths is refused, wherever it is read
+/// (`/docs/../admin` is `/admin` to a proxy that resolves dots), and a
+/// path no app of an app host serves is not the top-level upstream's.
+#[tokio::test]
+async fn paths_that_two_apps_could_claim_are_refused() {
+    let Some(upstream) = Upstream::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("signoff.db").display());
+    add_user_in_groups(&db, USER, PASSWORD, &[]);
+    let (gw, port) = node(dir, &db, &upstream);
+    let b = Browser::of(&gw, port);
+    let central = sign_in_centrally(&b, USER).await;
+    let cookie = format!("signoff={central}");
+    // The docs app is public and lives under /docs on the central host.
+    assert_eq!(b.get("login.test", "/docs/x", "").await.status, 200);
+    assert_eq!(
+        b.get("login.test", "/DOCS/x", "").await.status,
+        200,
+        "case as a proxy may route"
+    );
+    for tricky in [
+        "/docs/../admin",
+        "/docs/%2e%2e/admin",
+        "/docs/..%2fadmin",
+        "/docs%2f..%2fadmin",
+        "/x/../docs/a",
+        "/%64ocs/a",
+        "/docs;x/../../admin",
+    ] {
+        let anonymous = b.get("login.test", tricky, "").await;
+        assert_eq!(anonymous.status, 400, "{tricky} without a session");
+        let signed_in = b.get("login.test", tricky, &cookie).await;
+        assert_eq!(signed_in.status, 400, "{tricky} signed in");
+    }
+    // Forward-auth decides the same way, and an unknown forwarded host is
+    // refused.
+    let auth = |host: &'static str, uri: &'static str| {
+        let url = format!("{}/.signoff/auth", b.base);
+        async move {
+            get(
+                &url,
+                &[
+                    ("x-forwarded-host", host),
+                    ("x-forwarded-uri", uri),
+                    ("x-forwarded-method", "GET"),
+                ],
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(auth("login.test", "/docs/a").await, 200);
+    assert_eq!(auth("login.test", "/docs/../admin").await, 400);
+    assert_eq!(auth("LOGIN.test", "/docs/a").await, 200, "letter case");
+    // A final dot names the same host, and the rules do not know what an
+    // app would make of it: refused, never the top-level rules.
+    assert_eq!(auth("login.test.", "/docs/a").await, 403);
+    assert_eq!(auth("grafana.test.", "/page").await, 403);
+    assert_eq!(auth("other.test", "/docs/a").await, 403);
+}
+
+/// What the outside review of the single sign-on found, each closed: an
+/// app host's session dies with its central session even when that one
+/// ended without a sign-out; a hand-over shown with the wrong state is used
+/// up; a session's own token sent as a hand-over ends nothing; the state
+/// cookie never reaches an app, nor can an app set it; a path no app of an
+/// app host serves is nobody's.
+#[tokio::test]
+async fn what_the_review_found_stays_closed() {
+    let Some(upstream) = Upstream::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("signoff.db");
+    let db = format!("sqlite://{}", db_path.display());
+    add_user_in_groups(&db, USER, PASSWORD, &[]);
+    let (gw, port) = node(dir, &db, &upstream);
+    let b = Browser::of(&gw, port);
+    let central = sign_in_centrally(&b, USER).await;
+    let wiki = b.single_sign_on("wiki.test", "/page", &central).await;
+
+    // A hand-over refused for its state is gone: the right state later
+    // finds nothing.
+    const STATE: &str = "CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC";
+    const OTHER: &str = "DDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDD";
+    let reply = b
+        .get(
+            "login.test",
+            &format!("/.signoff/sso?site=grafana.test&state={STATE}&next=%2F"),
+            &format!("signoff={central}"),
+        )
+        .await;
+    let callback = b.on("grafana.test", &reply);
+    let wrong = b
+        .get("grafana.test", &callback, &format!("signoff-sso={OTHER}"))
+        .await;
+    assert_eq!(wrong.status, 400);
+    let right = b
+        .get("grafana.test", &callback, &format!("signoff-sso={STATE}"))
+        .await;
+    assert_eq!(right.status, 400, "a hand-over shown once is used up");
+    // A real session's token as the code ends nothing.
+    let as_code = b
+        .get(
+            "wiki.test",
+            &format!("/.signoff/sso/callback?code={wiki}&state={STATE}"),
+            &format!("signoff-sso={STATE}"),
+        )
+        .await;
+    assert_eq!(as_code.status, 400);
+    assert!(b.signed_in("wiki.test", &wiki).await);
+
+    // The state cookie is signoff's: the app neither sees nor sets it.
+    let echo = b
+        .get(
+            "wiki.test",
+            "/echo",
+            &format!("signoff={wiki}; signoff-sso={STATE}; theme=dark"),
+        )
+        .await;
+    assert_eq!(seen(&echo, "cookie"), ["theme=dark"]);
+
+    // An app host with prefixed apps only: other paths are nobody's.
+    assert_eq!(b.get("tools.test", "/tools/x", "").await.status, 303);
+    assert_eq!(b.get("tools.test", "/other", "").await.status, 404);
+
+    // The central session ends without a sign-out (here: straight in the
+    // store, as a timeout would): the app host's session is refused, and
+    // ended, at its next request.
+    let handle = {
+        let echo = b
+            .get("login.test", "/echo", &format!("signoff={central}"))
+            .await;
+        seen(&echo, "x-signoff-session").pop().unwrap()
+    };
+    let store = signoff::SqliteStore::open(&db_path).await.unwrap();
+    let engine = signoff::Sessions::new(std::sync::Arc::new(store), signoff::Policy::default());
+    let ended = engine
+        .end_by_handle(&handle.parse().unwrap(), None, signoff::Actor::Operator)
+        .await
+        .unwrap();
+    assert!(ended.is_some());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while b.signed_in("wiki.test", &wiki).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wiki's session outlives its central session"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let wiki_session = {
+        let token = signoff::SessionToken::parse(&wiki).unwrap();
+        engine.store().load(&token.id()).await.unwrap()
+    };
+    assert!(
+        wiki_session.is_none(),
+        "the orphan was ended, not only refused"
+    );
 }

@@ -764,11 +764,16 @@ impl Sessions {
         max: usize,
     ) -> Result<(), SessionError> {
         let key = |s: &Session| (s.created_at, s.handle);
+        // The limit counts sign-ins: a session linked to another
+        // ([`NewSession::linked_to`]) is part of that one's.
+        if newest.data.contains_key(LINKED_TO_KEY) {
+            return Ok(());
+        }
         let others: Vec<Session> = self
             .list_for_user(user)
             .await?
             .into_iter()
-            .filter(|s| s.id != newest.id)
+            .filter(|s| s.id != newest.id && !s.data.contains_key(LINKED_TO_KEY))
             .collect();
         let excess = (others.len() + 1).saturating_sub(max);
         let mut older: Vec<&Session> = others.iter().filter(|s| key(s) < key(newest)).collect();
@@ -786,6 +791,8 @@ impl Sessions {
                     1,
                 )
                 .await;
+                // The rest of that sign-in goes with it.
+                self.end_linked(&removed, Actor::Policy).await?;
             }
         }
         if ended > 0 {

@@ -411,3 +411,46 @@ async fn linked_sessions_share_a_password_time_an_end_and_a_sign_out() {
     assert!(sessions.validate_handle(&c2.handle).await.is_err());
     assert!(sessions.validate_handle(&other_device.handle).await.is_ok());
 }
+
+/// The per-user limit counts sign-ins: sessions linked to one do not use up
+/// the limit, and when a sign-in is ended for a newer one, its linked
+/// sessions end with it.
+#[tokio::test]
+async fn the_session_limit_counts_sign_ins_and_ends_them_whole() {
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let policy = Policy::builder()
+        .max_sessions_per_user(Some(1))
+        .build()
+        .unwrap();
+    let sessions = Sessions::new(store, policy);
+    let user = UserId::new("u1");
+    let first = sessions
+        .login(None, NewSession::for_user(user.clone()))
+        .await
+        .unwrap()
+        .session;
+    let linked = sessions
+        .login(
+            None,
+            NewSession::for_user(user.clone()).linked_to(&first, sessions.policy()),
+        )
+        .await
+        .unwrap()
+        .session;
+    assert!(
+        sessions.validate_handle(&first.handle).await.is_ok(),
+        "a linked session is no second sign-in"
+    );
+    assert!(sessions.validate_handle(&linked.handle).await.is_ok());
+    let second = sessions
+        .login(None, NewSession::for_user(user.clone()))
+        .await
+        .unwrap()
+        .session;
+    assert!(sessions.validate_handle(&first.handle).await.is_err());
+    assert!(
+        sessions.validate_handle(&linked.handle).await.is_err(),
+        "ended with its sign-in"
+    );
+    assert!(sessions.validate_handle(&second.handle).await.is_ok());
+}

@@ -42,13 +42,16 @@ pub struct App {
 }
 
 impl App {
-    /// Whether `path` (raw, as it goes upstream) is under this app's
-    /// prefix: whole segments, compared byte for byte.
+    /// Whether `path` is under this app's prefix: whole segments, ASCII
+    /// letter case ignored (some proxies route that way).
     pub fn serves_path(&self, path: &str) -> bool {
-        self.path_prefix.as_deref().is_none_or(|prefix| {
-            path.strip_prefix(prefix)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
+        let Some(prefix) = self.path_prefix.as_deref() else {
+            return true;
+        };
+        let (Some(head), Some(rest)) = (path.get(..prefix.len()), path.get(prefix.len()..)) else {
+            return false;
+        };
+        head.eq_ignore_ascii_case(prefix) && (rest.is_empty() || rest.starts_with('/'))
     }
 }
 
@@ -268,6 +271,8 @@ mod tests {
         assert!(apps[0].serves_path("/docs/a"));
         assert!(!apps[0].serves_path("/docsx"));
         assert!(!apps[0].serves_path("/doc"));
+        assert!(apps[0].serves_path("/DOCS/a"), "letter case is ignored");
+        assert!(!apps[0].serves_path("/docé"));
         assert_eq!(apps[1].host, "grafana.example.com");
         assert_eq!(apps[1].origin, "https://grafana.example.com");
         assert_eq!(apps[1].access.rules.rules().len(), 2);

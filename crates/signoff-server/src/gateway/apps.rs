@@ -6,7 +6,9 @@
 
 use axum::http::header::{self, HeaderMap};
 use axum::http::uri::Authority;
+use axum::http::StatusCode;
 use axum::http::Uri;
+use axum::response::Response;
 use signoff::access::Rules;
 
 use super::own_origin::UpstreamOrigin;
@@ -46,6 +48,12 @@ pub(super) struct Routes {
     apps: Vec<(App, Option<Target>)>,
     /// The app hosts other than the public URL's: each a site of its own.
     sites: Vec<Site>,
+    /// Whether any app has a path prefix (then every reading of a path
+    /// must pick the same app).
+    prefixes: bool,
+    /// The public URL's host: a request for it, or for a host no app
+    /// names, is the top-level upstream's.
+    public_host: String,
 }
 
 /// A host, other than the public URL's, that apps answer on: its
@@ -61,6 +69,16 @@ pub struct Site {
 /// upstream and rules).
 #[derive(Clone, Copy)]
 pub(super) struct AppIndex(Option<usize>);
+
+/// Why no app could be picked for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NoApp {
+    /// The path reads as paths of different apps (`/docs/../admin`): the
+    /// app a proxy in front routes it to is not known.
+    Ambiguous,
+    /// An app host of its own, and no app there serves the path.
+    NoneHere,
+}
 
 impl Routes {
     pub(super) fn new(settings: &Settings) -> anyhow::Result<Self> {
@@ -81,7 +99,13 @@ impl Routes {
             }
             apps.push((app.clone(), target));
         }
-        Ok(Self { main, apps, sites })
+        Ok(Self {
+            main,
+            prefixes: settings.apps.iter().any(|a| a.path_prefix.is_some()),
+            apps,
+            sites,
+            public_host: public_host.to_ascii_lowercase(),
+        })
     }
 
     /// Whether any app host other than the public URL's is configured.
@@ -95,19 +119,53 @@ impl Routes {
     }
 
     /// The app serving `host` (as the request names it, port and all) and
-    /// `path` (raw, as it goes upstream).
-    pub(super) fn app_for(&self, host: Option<&str>, path: &str) -> AppIndex {
+    /// `path` (raw, as it goes upstream). With path prefixes, every way
+    /// the path can be read (`signoff::access::Readings`) must pick the
+    /// same app, since a proxy in front may route on any of them.
+    ///
+    /// # Errors
+    /// [`NoApp`]: the request is refused.
+    pub(super) fn app_for(&self, host: Option<&str>, path: &str) -> Result<AppIndex, NoApp> {
         if self.apps.is_empty() {
-            return AppIndex(None);
+            return Ok(AppIndex(None));
         }
         let Some(host) = host.map(bare_host) else {
-            return AppIndex(None);
+            return Ok(AppIndex(None));
         };
-        AppIndex(
+        let pick = |path: &str| {
             self.apps
                 .iter()
-                .position(|(app, _)| app.host.eq_ignore_ascii_case(host) && app.serves_path(path)),
-        )
+                .position(|(app, _)| app.host.eq_ignore_ascii_case(host) && app.serves_path(path))
+        };
+        let index = if self.prefixes {
+            let readings = signoff::access::Readings::of(path);
+            if readings.is_unknown() {
+                return Err(NoApp::Ambiguous);
+            }
+            let mut picked = readings.iter().map(pick);
+            let first = picked.next().flatten();
+            if picked.any(|other| other != first) {
+                return Err(NoApp::Ambiguous);
+            }
+            first
+        } else {
+            pick(path)
+        };
+        if index.is_none() && self.site_of_host(Some(host)).is_some() {
+            return Err(NoApp::NoneHere);
+        }
+        Ok(AppIndex(index))
+    }
+
+    /// Whether `host` is one this signoff serves: the public URL's, or an
+    /// app's.
+    pub(super) fn knows_host(&self, host: &str) -> bool {
+        let host = bare_host(host);
+        host.eq_ignore_ascii_case(&self.public_host)
+            || self
+                .apps
+                .iter()
+                .any(|(app, _)| app.host.eq_ignore_ascii_case(host))
     }
 
     /// Where a request for `index` goes; `None`: nowhere (forward-auth
@@ -144,6 +202,27 @@ impl Routes {
     /// bound to it.
     pub(super) fn site_named(&self, host: &str) -> Option<&Site> {
         self.sites.iter().find(|s| s.host == host)
+    }
+}
+
+/// The answer to a request no app can be picked for.
+pub(super) fn refuse(gw: &super::Gateway, why: NoApp) -> Response {
+    match why {
+        NoApp::Ambiguous => {
+            tracing::info!(target: "signoff::access", "refused: the path reads as paths of different apps");
+            super::error_pages::error_page(
+                gw,
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "This address can be read as belonging to more than one application.",
+            )
+        }
+        NoApp::NoneHere => super::error_pages::error_page(
+            gw,
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such page.",
+        ),
     }
 }
 
@@ -207,6 +286,8 @@ mod tests {
     fn a_host_is_read_without_its_port() {
         assert_eq!(bare_host("a.test:8080"), "a.test");
         assert_eq!(bare_host("a.test"), "a.test");
+        assert_eq!(bare_host("a.test.:8080"), "a.test");
+        assert_eq!(bare_host("a.test."), "a.test");
         assert_eq!(bare_host("[::1]:80"), "[::1]");
         assert_eq!(bare_host("[::1]"), "[::1]");
     }

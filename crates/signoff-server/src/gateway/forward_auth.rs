@@ -53,6 +53,7 @@ use signoff::token_mode::{kind_of, TokenKind};
 
 use super::access;
 use super::access::{method_override, Audience};
+use super::apps;
 use super::error_pages::{error_page, unavailable};
 use super::layers::QuietLog;
 use super::signed_in::{self, bearer, wants_html, Who};
@@ -180,10 +181,12 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
     let original = original(headers);
     let method = original.method.as_ref().unwrap_or(req.method()).clone();
     let path = forwarded_path(headers);
-    if gw.routes.has_apps() && (forwarded_host.is_none() || path.is_none()) {
+    let unknown_host = forwarded_host.is_some_and(|h| !gw.routes.knows_host(h));
+    if gw.routes.has_apps() && (forwarded_host.is_none() || path.is_none() || unknown_host) {
         tracing::warn!(
-            "refused: with [[app]]s the proxy must send X-Forwarded-Host and the original URI \
-             (X-Forwarded-Uri or X-Original-URI), or the app is not known (docs/apps.md)"
+            "refused: with [[app]]s the proxy must send X-Forwarded-Host, naming the public \
+             host or an app's, and the original URI (X-Forwarded-Uri or X-Original-URI), or \
+             the app is not known (docs/apps.md)"
         );
         return error_page(
             &gw,
@@ -192,14 +195,17 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
             "The proxy in front did not say which host and path the request is for.",
         );
     }
-    let app = gw.routes.app_for(
+    let app = match gw.routes.app_for(
         forwarded_host.or_else(|| {
             gw.settings
                 .public_url_given
                 .then(|| origin::host_of(&gw.settings.public_origin))
         }),
         path.unwrap_or("/"),
-    );
+    ) {
+        Ok(app) => app,
+        Err(no_app) => return apps::refuse(&gw, no_app),
+    };
     let access = gw.rules.load();
     let needs = access.for_app(app).needs(
         &RequestFacts::new(

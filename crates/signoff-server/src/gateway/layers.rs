@@ -144,3 +144,20 @@ mod tests {
         assert_eq!(first_chars(&"x".repeat(201), 200).len(), 200);
     }
 }
+
+/// An HTTP/2 request names its host in the URI (`:authority`), not in a
+/// `Host` header: give it one, so everything that reads the host (which
+/// app, which site, which origin a form must come from) reads the same
+/// one whatever the protocol.
+pub(super) async fn host_from_authority(mut req: axum::extract::Request) -> axum::extract::Request {
+    if !req.headers().contains_key(axum::http::header::HOST) {
+        if let Some(host) = req
+            .uri()
+            .authority()
+            .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(axum::http::header::HOST, host);
+        }
+    }
+    req
+}

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use signoff::access::Decision;
 
 use super::access::{self as rules, Audience};
-use super::apps::{AppIndex, Site};
+use super::apps::{self, AppIndex, Site};
 use super::client_addr::{is_trusted, peer_ip};
 use super::error_pages::{bad_gateway, error_page, unavailable};
 use super::guard::{encoding, PageRequest, Unreadable};
@@ -35,10 +35,13 @@ async fn proxy(State(gw): AppState, req: Request<Body>) -> Response<Body> {
     // The site by the client's `Host`; the app by the host the upstream
     // will see (the rules match that one too).
     let site = gw.routes.site_of(req.headers());
-    let app = gw.routes.app_for(
+    let app = match gw.routes.app_for(
         rules::proxied_host(&gw, site, req.headers(), req.uri()),
         req.uri().path(),
-    );
+    ) {
+        Ok(app) => app,
+        Err(no_app) => return apps::refuse(&gw, no_app),
+    };
     if gw.routes.target(app).is_none() {
         return error_page(
             &gw,
@@ -130,7 +133,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The `Cookie` header without signoff's own cookie: the session token is
+/// Whether a cookie called `cookie` is one of signoff's own, given the
+/// session cookie's `name`: the session cookie, or the single sign-on
+/// state cookie (`NAME-sso`, docs/apps.md), which an app must neither read
+/// nor set.
+pub(super) fn is_own_cookie(cookie: &str, name: &str) -> bool {
+    cookie == name || cookie.strip_prefix(name) == Some("-sso")
+}
+
+/// The `Cookie` header without signoff's own cookies: the session token is
 /// for signoff only, never for the upstream (which might log it).
 fn cookie_without(headers: &HeaderMap, name: &str) -> Option<HeaderValue> {
     let mut kept_pairs = headers
@@ -140,7 +151,7 @@ fn cookie_without(headers: &HeaderMap, name: &str) -> Option<HeaderValue> {
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(n, _)| n.trim()) != name);
+        .filter(|pair| !is_own_cookie(pair.split_once('=').map_or(*pair, |(n, _)| n.trim()), name));
     // Most requests carry signoff's cookie alone: nothing to build.
     let first = kept_pairs.next()?;
     let mut joined = String::with_capacity(first.len() + 64);
@@ -530,13 +541,15 @@ fn sets_cookie_named(value: &[u8], name: &str) -> bool {
     let own_name = own_name.trim();
     if own_name.is_empty() {
         let own_value = own_value.trim();
-        own_value
-            .split_once('=')
-            .map_or(own_value, |(n, _)| n)
-            .trim()
-            == name
+        is_own_cookie(
+            own_value
+                .split_once('=')
+                .map_or(own_value, |(n, _)| n)
+                .trim(),
+            name,
+        )
     } else {
-        own_name == name
+        is_own_cookie(own_name, name)
     }
 }
 
@@ -567,6 +580,19 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_static("signoff=SECRET"));
         assert!(cookie_without(&h, "signoff").is_none());
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("signoff-sso=s; a=1; signoff-ssox=2; signoff=t"),
+        );
+        assert_eq!(
+            cookie_without(&h, "signoff").unwrap(),
+            "a=1; signoff-ssox=2",
+            "the state cookie is signoff's too"
+        );
+        assert!(sets_cookie_named(b"signoff-sso=x; Path=/", "signoff"));
+        assert!(sets_cookie_named(b"=signoff-sso=x", "signoff"));
+        assert!(!sets_cookie_named(b"signoff-other=x", "signoff"));
     }
 
     #[test]

@@ -348,11 +348,14 @@ async fn logout(
     let token = cookies::token(&headers, &gw.cookie.name);
     if let Some(token) = &token {
         // With app hosts of their own, the sessions linked to this one end
-        // too: read it first to know them.
-        let ending = if gw.routes.has_sites() {
-            gw.uncached.validate_token(token).await.ok()
-        } else {
-            None
+        // too: read its record first (expired or not) to know them. Only
+        // a token the deployment sealed reaches the store.
+        let ending = match gw.routes.has_sites() {
+            true => match gw.sessions.check_token(token.expose()).await {
+                Ok(token) => gw.uncached.store().load(&token.id()).await.ok().flatten(),
+                Err(_) => None,
+            },
+            false => None,
         };
         let ended = match gw.sessions.logout(token.expose()).await {
             Ok(_) => match &ending {

@@ -149,6 +149,15 @@ async fn check_token(
                     && session.data.get(SITE_KEY).map(String::as_str)
                         == site.map(|s| s.host.as_str()) =>
             {
+                // An app host's session lives only while the central one
+                // it was made from does (docs/apps.md).
+                if let Some(parent) = session.data.get(signoff::LINKED_TO_KEY) {
+                    match linked_parent_lives(gw, sessions, &session, parent).await {
+                        Ok(true) => {}
+                        Ok(false) => return Auth::Anonymous { stale: true },
+                        Err(()) => return Auth::Unavailable,
+                    }
+                }
                 crate::listener::note_live_session();
                 Auth::SignedIn(Box::new(Authenticated {
                     user: user.clone(),
@@ -165,6 +174,39 @@ async fn check_token(
         }
         Err(_) => Auth::Anonymous { stale: true },
     }
+}
+
+/// Whether the central session a linked session was made from is live
+/// (read through `sessions`, so activity on an app host keeps the central
+/// session from idling out). If it is not, the linked session is ended
+/// here, so what runs under it (a WebSocket) ends too.
+async fn linked_parent_lives(
+    gw: &Gateway,
+    sessions: &Sessions,
+    session: &Session,
+    parent: &str,
+) -> Result<bool, ()> {
+    let live = match parent.parse::<signoff::SessionHandle>() {
+        Ok(handle) => match sessions.validate_handle(&handle).await {
+            Ok(p) => p.user_id == session.user_id && !p.data.contains_key(SITE_KEY),
+            Err(SessionError::Store(e)) => {
+                gw.count_store_error();
+                tracing::error!(error = %e, "session store unavailable; refusing the request");
+                return Err(());
+            }
+            Err(_) => false,
+        },
+        Err(_) => false,
+    };
+    if !live {
+        if let Err(e) = sessions
+            .end_by_handle(&session.handle, None, signoff::Actor::Policy)
+            .await
+        {
+            tracing::warn!(error = %e, "could not end a session whose central session has ended");
+        }
+    }
+    Ok(live)
 }
 
 /// The token in `Authorization: Bearer`, if any.

@@ -263,6 +263,33 @@ async fn take_over(
     let (Some(code), Some(state)) = (q.code.as_deref(), q.state.as_deref()) else {
         return refused(&gw, "no code or state");
     };
+    let Ok(token) = gw.sessions.check_token(code).await else {
+        return refused(&gw, "not a hand-over token");
+    };
+    // Only a hand-over is taken: a session's own token sent as `code`
+    // ends nothing.
+    let store = gw.uncached.store();
+    match store.load(&token.id()).await {
+        Ok(Some(s)) if s.user_id.is_none() && s.data.contains_key(HANDOVER_SITE) => {}
+        Ok(_) => return refused(&gw, "used, unknown or not a hand-over"),
+        Err(e) => {
+            gw.count_store_error();
+            tracing::error!(error = %e, "could not read a single sign-on hand-over");
+            return unavailable(&gw);
+        }
+    }
+    // Taken out of the store before anything else is checked: a
+    // hand-over shown to this callback is used up, whatever the outcome,
+    // and only one request ever gets it.
+    let handover = match store.remove(&token.id()).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return refused(&gw, "used"),
+        Err(e) => {
+            gw.count_store_error();
+            tracing::error!(error = %e, "could not take a single sign-on hand-over");
+            return unavailable(&gw);
+        }
+    };
     // The state ties the hand-over to this browser: without it, anyone
     // could send a victim here with a hand-over of their own account.
     if !plausible_state(state)
@@ -273,19 +300,6 @@ async fn take_over(
     {
         return refused(&gw, "the state is not this browser's");
     }
-    let Ok(token) = gw.sessions.check_token(code).await else {
-        return refused(&gw, "not a hand-over token");
-    };
-    // Taken out of the store: only one request ever gets it.
-    let handover = match gw.uncached.store().remove(&token.id()).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return refused(&gw, "used or unknown"),
-        Err(e) => {
-            gw.count_store_error();
-            tracing::error!(error = %e, "could not take a single sign-on hand-over");
-            return unavailable(&gw);
-        }
-    };
     let now = gw.sessions.now();
     let data = &handover.data;
     let fits = handover.user_id.is_none()

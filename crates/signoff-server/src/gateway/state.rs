@@ -163,9 +163,13 @@ impl Gateway {
             // `layer`, not `route_layer`: 405s for a wrong method get it too.
             .layer(middleware::map_response(layers::own_response));
         let hsts = self.settings.hsts.clone();
-        own.merge(proxy::routes(&self))
-            .layer(layers::Outermost { hsts })
-            .with_state(self)
+        let mut all = own.merge(proxy::routes(&self));
+        // Apps are told apart by host; without them nothing reads it
+        // before the proxy, which falls back to the URI itself.
+        if self.routes.has_apps() {
+            all = all.layer(middleware::map_request(layers::host_from_authority));
+        }
+        all.layer(layers::Outermost { hsts }).with_state(self)
     }
 }
 

@@ -34,7 +34,7 @@ use super::own_body::{self, BodyError};
 use super::proxy::no_store;
 use super::sign_in::{sign_in, SignInError};
 use super::signed_in::{self, bearer, Identity, Who};
-use super::{admin, AppState, Gateway, USER_NAME_KEY};
+use super::{admin, single_sign_on, AppState, Gateway, USER_NAME_KEY};
 
 /// Largest JSON body of `api/login`.
 const MAX_JSON_BYTES: usize = 8 * 1024;
@@ -476,8 +476,16 @@ async fn api_logout(State(gw): AppState, _: On, headers: HeaderMap) -> Response 
         Who::Unavailable => return unavailable(),
         Who::Anonymous { .. } => return invalid_token("no session"),
     };
-    match gw.sessions.end_by_handle(&handle, None, Actor::User).await {
-        Ok(_) => {
+    let ended = match gw.sessions.end_by_handle(&handle, None, Actor::User).await {
+        // Its whole sign-in ends with it (docs/apps.md).
+        Ok(Some(session)) => single_sign_on::end_linked(&gw, &session, Actor::User)
+            .await
+            .map(drop),
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    match ended {
+        Ok(()) => {
             tracing::info!(target: "signoff::auth", session = %handle, "API logout");
             json_response(StatusCode::OK, "{\"signed_out\":true}".to_owned())
         }

@@ -247,6 +247,25 @@ async fn one_sign_in_and_one_sign_out_across_app_hosts() {
         .unwrap()
         .starts_with("/.signoff/login?next=%2F.signoff%2Fsso%3Fsite%3Dwiki.test"));
 
+    // The sign-in form's redirects may lead on to the app hosts: Chromium
+    // holds redirects after a form to its page's `form-action`.
+    let login_page = b.get("login.test", "/.signoff/login", "").await;
+    let csp = login_page.header("content-security-policy").unwrap();
+    let form_action = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("form-action "))
+        .unwrap();
+    let mut sources: Vec<&str> = form_action.split(' ').skip(1).collect();
+    sources.sort_unstable();
+    let mut expected = vec![
+        "'self'".to_owned(),
+        b.origin("wiki.test"),
+        b.origin("grafana.test"),
+        b.origin("tools.test"),
+    ];
+    expected.sort_unstable();
+    assert_eq!(sources, expected, "{csp}");
     let central = sign_in_centrally(&b, USER).await;
     let wiki = b.single_sign_on("wiki.test", "/page", &central).await;
     assert!(b.signed_in("wiki.test", &wiki).await);

@@ -108,6 +108,15 @@ impl Routes {
         })
     }
 
+    /// The app hosts' origins, space-separated, for a CSP source list.
+    pub(super) fn site_origins(&self) -> String {
+        self.sites
+            .iter()
+            .map(|s| s.origin.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// Whether any app host other than the public URL's is configured.
     pub(super) fn has_sites(&self) -> bool {
         !self.sites.is_empty()

@@ -131,20 +131,6 @@ fn first_chars(text: &str, n: usize) -> &str {
 #[derive(Clone, Copy)]
 pub(super) struct QuietLog;
 
-#[cfg(test)]
-mod tests {
-    use super::first_chars;
-
-    #[test]
-    fn paths_are_cut_at_200_characters() {
-        assert_eq!(first_chars("/a/b", 200), "/a/b");
-        let long = "é".repeat(300);
-        assert_eq!(first_chars(&long, 200), "é".repeat(200));
-        assert_eq!(first_chars(&"x".repeat(200), 200).len(), 200);
-        assert_eq!(first_chars(&"x".repeat(201), 200).len(), 200);
-    }
-}
-
 /// An HTTP/2 request names its host in the URI (`:authority`), not in a
 /// `Host` header: give it one, so everything that reads the host (which
 /// app, which site, which origin a form must come from) reads the same
@@ -160,4 +146,18 @@ pub(super) async fn host_from_authority(mut req: axum::extract::Request) -> axum
         }
     }
     req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_chars;
+
+    #[test]
+    fn paths_are_cut_at_200_characters() {
+        assert_eq!(first_chars("/a/b", 200), "/a/b");
+        let long = "é".repeat(300);
+        assert_eq!(first_chars(&long, 200), "é".repeat(200));
+        assert_eq!(first_chars(&"x".repeat(200), 200).len(), 200);
+        assert_eq!(first_chars(&"x".repeat(201), 200).len(), 200);
+    }
 }

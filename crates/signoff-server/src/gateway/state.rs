@@ -144,7 +144,7 @@ impl Gateway {
     /// proxy for everything else; HSTS and the access log on all of it.
     pub fn router(self: Arc<Self>) -> Router {
         let within = self.settings.connections.client_timeout;
-        let own = Router::new()
+        let mut own = Router::new()
             .merge(sign_in::routes(&self))
             .merge(assets::routes(&self))
             .merge(account::routes(&self))
@@ -152,11 +152,21 @@ impl Gateway {
             .merge(forward_auth::routes(&self))
             .merge(admin::routes(&self))
             .merge(ops::routes(&self))
-            .merge(single_sign_on::routes(&self))
-            .layer(middleware::from_fn_with_state(
-                self.clone(),
-                single_sign_on::app_host_gate,
-            ))
+            .merge(single_sign_on::routes(&self));
+        // App hosts of their own: only some pages are theirs, and forms may
+        // lead on to them.
+        if self.routes.has_sites() {
+            own = own
+                .layer(middleware::from_fn_with_state(
+                    self.clone(),
+                    single_sign_on::app_host_gate,
+                ))
+                .layer(middleware::map_response_with_state(
+                    self.clone(),
+                    single_sign_on::let_forms_reach_app_hosts,
+                ));
+        }
+        let own = own
             .layer(middleware::map_request(move |req: Request| async move {
                 own_body::with_deadline(req, within)
             }))

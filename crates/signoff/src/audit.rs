@@ -113,16 +113,19 @@ pub enum Actor {
     Policy,
     /// A timeout (idle or absolute).
     Timeout,
+    /// An OpenID Connect provider, through back-channel logout.
+    Provider,
 }
 
 impl Actor {
     /// Every actor, in declaration order.
-    pub const ALL: [Actor; 5] = [
+    pub const ALL: [Actor; 6] = [
         Actor::User,
         Actor::Admin,
         Actor::Operator,
         Actor::Policy,
         Actor::Timeout,
+        Actor::Provider,
     ];
 
     /// The stored name, e.g. `admin`.
@@ -133,6 +136,7 @@ impl Actor {
             Actor::Operator => "operator",
             Actor::Policy => "policy",
             Actor::Timeout => "timeout",
+            Actor::Provider => "provider",
         }
     }
 }

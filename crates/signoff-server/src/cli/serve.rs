@@ -322,7 +322,8 @@ pub async fn run(
         Gateway::new(settings, sessions, accounts)?
             .with_metrics(metrics)
             .with_tokens(tokens)
-            .with_uncached_sessions(uncached),
+            .with_uncached_sessions(uncached)
+            .with_state_store(backend.state.clone())?,
     );
     if let Some(reload) = reload {
         reload_on_hangup(gateway.clone(), reload);

@@ -44,6 +44,7 @@ mod connections;
 mod headers;
 mod listen;
 mod login;
+mod oidc;
 mod proxy;
 mod sessions;
 mod store;
@@ -69,6 +70,7 @@ pub use connections::{ConnectionLimits, ConnectionOptions};
 pub use headers::HeaderOptions;
 pub use listen::{is_loopback_host, ListenOptions};
 pub use login::{LoginFile, LoginLimits};
+pub use oidc::{OidcOptions, OidcSettings, Provider, UserClaim};
 pub use proxy::ProxyOptions;
 pub use sessions::SessionOptions;
 pub use store::StoreOptions;
@@ -150,6 +152,10 @@ section! {
         #[command(flatten)]
         #[serde(skip)]
         pub branding: BrandingOptions,
+        /// The file's `[oidc]` table, read apart from the top-level keys.
+        #[command(flatten)]
+        #[serde(skip)]
+        pub oidc: OidcOptions,
     }
 }
 
@@ -351,6 +357,8 @@ pub struct Settings {
     pub connections: ConnectionLimits,
     /// The name, logo, colour and stylesheets of signoff's own pages.
     pub branding: Branding,
+    /// Sign-in with OpenID Connect providers, and whether passwords work.
+    pub oidc: OidcSettings,
 }
 
 /// Parses `90s`, `30m`, `12h`, `1h 30m`, `2d`.
@@ -366,8 +374,11 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
 /// The clap ids of the flags whose file keys are in the `[branding]`
 /// table, not at the top level.
 fn branding_ids() -> Vec<String> {
-    BrandingOptions::augment_args(clap::Command::new("branding"))
+    let branding = BrandingOptions::augment_args(clap::Command::new("branding"));
+    let oidc = OidcOptions::augment_args(clap::Command::new("oidc"));
+    branding
         .get_arguments()
+        .chain(oidc.get_arguments())
         .map(|a| a.get_id().to_string())
         .collect()
 }
@@ -389,6 +400,7 @@ fn file_keys() -> &'static [String] {
         keys.push("branding".to_owned());
         keys.push("access".to_owned());
         keys.push("app".to_owned());
+        keys.push("oidc".to_owned());
         keys
     })
 }
@@ -448,6 +460,11 @@ fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
         branding: BrandingOptions,
     }
     #[derive(Deserialize)]
+    struct OidcTable {
+        #[serde(default)]
+        oidc: OidcOptions,
+    }
+    #[derive(Deserialize)]
     struct AccessTable {
         access: Option<AccessFile>,
     }
@@ -468,6 +485,7 @@ fn parse_file(text: &str) -> Result<FileConfig, toml::de::Error> {
         connections: toml::from_str(text)?,
         upstream: toml::from_str(text)?,
         branding: toml::from_str::<BrandingTable>(text)?.branding,
+        oidc: toml::from_str::<OidcTable>(text)?.oidc,
     };
     let login = toml::from_str::<LoginTable>(text)?.login;
     let access = toml::from_str::<AccessTable>(text)?.access;
@@ -584,6 +602,7 @@ impl Options {
             connections: c,
             upstream: u,
             branding: b,
+            oidc: o,
         } = self;
         let tls = l.tls()?;
         let login = login.check()?;
@@ -668,6 +687,9 @@ impl Options {
         let tokens = t.check()?;
         let connections = c.check()?;
         let branding = b.check()?;
+        let oidc = o
+            .check(l.allow_insecure_http.unwrap_or(false))
+            .context("OpenID Connect")?;
         let (db, allow_readable_db) = st.with_defaults();
         let admin_token_sha256 = a
             .admin_token_sha256
@@ -713,6 +735,7 @@ impl Options {
             tokens,
             connections,
             branding,
+            oidc,
         })
     }
 }
@@ -1271,6 +1294,13 @@ mod doc_tests {
                 .iter()
                 .map(|k| format!("branding.{k}")),
         );
+        // `[[oidc.provider]]` tables are docs/oidc.md's.
+        out.extend(
+            serde_fields::<OidcOptions>()
+                .iter()
+                .filter(|k| **k != "provider")
+                .map(|k| format!("oidc.{k}")),
+        );
         out
     }
 
@@ -1341,7 +1371,7 @@ mod doc_tests {
             .collect();
         ids.sort();
         let mut keys: Vec<String> = file_keys().to_vec();
-        keys.retain(|k| k != "login" && k != "branding" && k != "access" && k != "app");
+        keys.retain(|k| !["login", "branding", "access", "app", "oidc"].contains(&k.as_str()));
         keys.sort();
         let mut serde_keys: Vec<String> = from_code()
             .into_iter()

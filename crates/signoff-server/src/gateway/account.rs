@@ -370,6 +370,10 @@ async fn reauth_page(
     SignedIn(auth, _): SignedIn<ToSessions>,
 ) -> Response {
     let next = redirect::next_or_root(q.next.as_deref()).to_owned();
+    // A provider's user proves who they are at the provider.
+    if let Some(to) = super::oidc::reauthenticate_at_provider(&gw, &auth.session, &next) {
+        return see_other(&to);
+    }
     reauth_form(&gw, &auth, &next, StatusCode::OK, None)
 }
 
@@ -398,6 +402,9 @@ async fn reauth_submit(
     CsrfForm(form): CsrfForm<ReauthForm>,
 ) -> Response {
     let next = redirect::next_or_root(form.next.as_deref()).to_owned();
+    if let Some(to) = super::oidc::reauthenticate_at_provider(&gw, &auth.session, &next) {
+        return see_other(&to);
+    }
     let retry =
         |status: StatusCode, message: &str| reauth_form(&gw, &auth, &next, status, Some(message));
     if let Err((status, message)) =
@@ -457,6 +464,9 @@ async fn password_page(
     Query(q): Query<PasswordQuery>,
     SignedIn(auth, _): SignedIn<ToPassword>,
 ) -> Response {
+    if let Some(refused) = super::oidc::password_elsewhere(&gw, &auth.session) {
+        return refused;
+    }
     let notice = q.changed.map(|n| match n {
         0 => "Your password was changed.".to_owned(),
         1 => "Your password was changed, and 1 other session was signed out.".to_owned(),
@@ -496,6 +506,9 @@ async fn password_submit(
     SignedIn(auth, _): SignedIn<ToPassword>,
     CsrfForm(form): CsrfForm<PasswordForm>,
 ) -> Response {
+    if let Some(refused) = super::oidc::password_elsewhere(&gw, &auth.session) {
+        return refused;
+    }
     let here = format!("{}/password", gw.settings.prefix);
     let retry =
         |status: StatusCode, message: &str| password_form(&gw, &auth, status, None, Some(message));

@@ -280,6 +280,7 @@ fn granted(identity: signed_in::Identity) -> Response {
     let groups = Some(identity.groups())
         .filter(|g| !g.is_empty())
         .map(str::to_owned);
+    let email = identity.session.data.get(super::oidc::EMAIL_KEY).cloned();
     for (name, value) in [
         ("x-signoff-user", Some(identity.user)),
         (
@@ -288,6 +289,7 @@ fn granted(identity: signed_in::Identity) -> Response {
         ),
         ("x-signoff-csrf", identity.csrf),
         ("x-signoff-groups", groups),
+        ("x-signoff-email", email),
     ] {
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
             h.insert(name, v);

@@ -29,6 +29,7 @@ mod guard;
 mod identity_headers;
 mod layers;
 mod long_response;
+mod oidc;
 mod ops;
 mod origin;
 mod own_body;

@@ -36,6 +36,15 @@ const CSP_WITH_SCRIPT: &str = concat!(
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 );
 
+/// A "Sign in with …" link of the login page (docs/oidc.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderLink {
+    /// `PREFIX/oidc/start?provider=ID&next=…`.
+    pub href: String,
+    /// The provider's name as the button says it.
+    pub name: String,
+}
+
 /// The login form. `next` is kept in a hidden field.
 #[derive(Template, Serialize)]
 #[template(path = "login.html")]
@@ -46,6 +55,10 @@ pub struct LoginPage<'a> {
     pub next: &'a str,
     pub username: &'a str,
     pub error: Option<&'a str>,
+    /// Sign in with these providers.
+    pub providers: &'a [ProviderLink],
+    /// Whether the password form is shown.
+    pub password: bool,
     /// "Remember this device for …" is offered, for this long (as people
     /// say it); `None`: remembering is off and no checkbox is shown.
     pub remember: Option<&'a str>,
@@ -299,6 +312,8 @@ pub fn sample_contexts(name: &str, brand: &Branding) -> Vec<minijinja::Value> {
                 username: "ann",
                 error: some("Wrong user name or password."),
                 remember: some("30 days"),
+                providers: &[],
+                password: true,
             }
             .context(),
             "logout" => LogoutPage {
@@ -583,6 +598,8 @@ mod tests {
             username,
             error: None,
             remember: None,
+            providers: &[],
+            password: true,
         };
         assert_eq!(render_override(&page("ann")).unwrap(), "override");
         assert!(render_override(&page("boom")).is_none());
@@ -618,6 +635,8 @@ mod tests {
             username: "<b>",
             error: Some("<i>"),
             remember: Some("<u>"),
+            providers: &[],
+            password: true,
         }
         .render()
         .unwrap();
@@ -641,6 +660,8 @@ mod tests {
                 username: "",
                 error: None,
                 remember,
+                providers: &[],
+                password: true,
             }
             .render()
             .unwrap()
@@ -689,6 +710,8 @@ mod tests {
                     username: evil,
                     error: Some(evil),
                     remember: Some(evil),
+                    providers: &[],
+                    password: true,
                 }
                 .render(),
             ),
@@ -943,6 +966,8 @@ mod tests {
             username: "ann",
             error: Some("Wrong user name or password."),
             remember: None,
+            providers: &[],
+            password: true,
         }
         .render()
         .unwrap();
@@ -959,6 +984,8 @@ mod tests {
             username: "",
             error: None,
             remember: None,
+            providers: &[],
+            password: true,
         }
         .render()
         .unwrap();

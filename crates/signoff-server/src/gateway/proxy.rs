@@ -138,7 +138,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// state cookie (`NAME-sso`, docs/apps.md), which an app must neither read
 /// nor set.
 pub(super) fn is_own_cookie(cookie: &str, name: &str) -> bool {
-    cookie == name || cookie.strip_prefix(name) == Some("-sso")
+    cookie == name
+        || matches!(
+            cookie.strip_prefix(name),
+            Some("-sso" | "-oidc" | "-relogin")
+        )
 }
 
 /// The `Cookie` header without signoff's own cookies: the session token is
@@ -346,6 +350,14 @@ pub(super) async fn forward(
             .and_then(header_value)
         {
             headers.insert("x-signoff-groups", v);
+        }
+        if let Some(v) = auth
+            .session
+            .data
+            .get(super::oidc::EMAIL_KEY)
+            .and_then(|e| header_value(e))
+        {
+            headers.insert("x-signoff-email", v);
         }
         if auth.strip_authorization {
             headers.remove(header::AUTHORIZATION);

@@ -20,7 +20,7 @@ use super::error_pages::{error_page, form_error, sign_in_refused, to_public_orig
 use super::pages;
 use super::signed_in::{self, Auth};
 use super::{
-    cookies, origin, redirect, single_sign_on, AppState, Gateway, GROUPS_KEY, USER_NAME_KEY,
+    cookies, oidc, origin, redirect, single_sign_on, AppState, Gateway, GROUPS_KEY, USER_NAME_KEY,
 };
 
 /// The sign-in family's routes.
@@ -68,6 +68,7 @@ async fn login_page(
         }
     }
     let remember = remember_offer(&gw);
+    let providers = gw.oidc.links(&gw.settings.prefix, next);
     pages::render(
         StatusCode::OK,
         &pages::LoginPage {
@@ -77,6 +78,8 @@ async fn login_page(
             username: "",
             error: None,
             remember: remember.as_deref(),
+            providers: &providers,
+            password: gw.settings.oidc.password_sign_in,
         },
     )
 }
@@ -115,6 +118,7 @@ async fn login_submit(
     let next = redirect::next_or_root(form.next.as_deref()).to_owned();
     let prefix = &gw.settings.prefix;
     let remember_offer = remember_offer(&gw);
+    let providers = gw.oidc.links(prefix, &next);
     let retry = |status: StatusCode, message: &str| {
         pages::render(
             status,
@@ -125,9 +129,17 @@ async fn login_submit(
                 username: &form.username,
                 error: Some(message),
                 remember: remember_offer.as_deref(),
+                providers: &providers,
+                password: gw.settings.oidc.password_sign_in,
             },
         )
     };
+    if !gw.settings.oidc.password_sign_in {
+        return retry(
+            StatusCode::FORBIDDEN,
+            "Passwords are not used here: sign in with one of the services below.",
+        );
+    }
     let remember = form.remember.as_deref() == Some("1") && remember_offer.is_some();
     let previous = cookies::read(&headers, &gw.cookie.name);
     match sign_in(
@@ -346,11 +358,13 @@ async fn logout(
     CsrfForm(_): CsrfForm<LogoutForm>,
 ) -> Response {
     let token = cookies::token(&headers, &gw.cookie.name);
+    let mut at_provider = None;
     if let Some(token) = &token {
         // With app hosts of their own, the sessions linked to this one end
-        // too: read its record first (expired or not) to know them. Only
-        // a token the deployment sealed reaches the store.
-        let ending = match gw.routes.has_sites() {
+        // too, and a provider's user is signed out there as well: read its
+        // record first (expired or not) to know. Only a token the
+        // deployment sealed reaches the store.
+        let ending = match gw.routes.has_sites() || gw.oidc.any() {
             true => match gw.sessions.check_token(token.expose()).await {
                 Ok(token) => gw.uncached.store().load(&token.id()).await.ok().flatten(),
                 Err(_) => None,
@@ -378,8 +392,27 @@ async fn logout(
             );
         }
         tracing::info!(target: "signoff::auth", "logout");
+        if let Some(ended) = &ending {
+            at_provider = Some(oidc::logout_at_provider(&gw, ended).await);
+        }
     }
-    signed_out_response(&gw)
+    let mut r = signed_out_response(&gw);
+    match at_provider {
+        // The provider ends its own session, then sends the browser to
+        // the signed-out page.
+        Some(Ok(location)) => {
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+        }
+        // It cannot be told: its next sign-in asks for the password.
+        Some(Err(true)) => {
+            r.headers_mut()
+                .append(header::SET_COOKIE, oidc::relogin_cookie(&gw));
+        }
+        _ => {}
+    }
+    r
 }
 
 async fn signed_out(State(gw): AppState) -> Response {

@@ -322,7 +322,10 @@ async fn take_over(
         return refused(&gw, "the central session has no user");
     };
     let mut child_data = SessionData::new();
-    for key in [USER_NAME_KEY, GROUPS_KEY] {
+    for key in [USER_NAME_KEY, GROUPS_KEY]
+        .into_iter()
+        .chain(super::oidc::COPIED_KEYS)
+    {
         if let Some(v) = parent.data.get(key) {
             child_data.insert(key.to_owned(), v.clone());
         }

@@ -47,6 +47,8 @@ pub struct Gateway {
     /// The access rules: the settings' own, until a reload
     /// ([`Gateway::replace_rules`]) swaps in new ones.
     pub(super) rules: ArcSwap<RuleBook>,
+    /// Sign-in with OpenID Connect providers (none: passwords only).
+    pub(super) oidc: super::oidc::Providers,
 }
 
 impl Gateway {
@@ -54,6 +56,7 @@ impl Gateway {
     /// `sessions`.
     pub fn new(settings: Settings, sessions: Sessions, accounts: Accounts) -> anyhow::Result<Self> {
         let routes = Routes::new(&settings)?;
+        let oidc = super::oidc::Providers::new(&settings, None)?;
         let client = upstream_client::build(&settings)?;
         let guard = Guard::new(&settings.prefix);
         if settings.inject_guard {
@@ -84,6 +87,7 @@ impl Gateway {
             accounts,
             client,
             routes,
+            oidc,
             metrics: crate::metrics::Sources::default(),
             counters: crate::metrics::Counters::default(),
             tokens: None,
@@ -101,6 +105,13 @@ impl Gateway {
     pub fn with_uncached_sessions(mut self, uncached: Sessions) -> Self {
         self.uncached = uncached;
         self
+    }
+
+    /// The shared store's records: back-channel logout remembers there
+    /// which logout tokens it has taken, and each provider session's user.
+    pub fn with_state_store(mut self, state: Arc<dyn signoff::StateStore>) -> anyhow::Result<Self> {
+        self.oidc = super::oidc::Providers::new(&self.settings, Some(state))?;
+        Ok(self)
     }
 
     /// Turns on token mode (`PREFIX/api/login`, `/token`, … and bearer
@@ -152,7 +163,8 @@ impl Gateway {
             .merge(forward_auth::routes(&self))
             .merge(admin::routes(&self))
             .merge(ops::routes(&self))
-            .merge(single_sign_on::routes(&self));
+            .merge(single_sign_on::routes(&self))
+            .merge(super::oidc::routes(&self));
         // App hosts of their own: only some pages are theirs, and forms may
         // lead on to them.
         if self.routes.has_sites() {

@@ -1,0 +1,267 @@
+//! One OpenID provider as signoff talks to it: its discovery document
+//! (read once, again after a failure), its signing keys (cached, read again
+//! for an unknown key id at most once a minute, so a flood of made-up key
+//! ids cannot hammer the provider), and the token endpoint.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use axum::body::Body;
+use base64::Engine as _;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use tokio::sync::{Mutex, RwLock};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+use crate::config::Provider;
+
+/// How long a call to the provider may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest answer read from the provider.
+const MAX_ANSWER_BYTES: usize = 512 * 1024;
+/// At most one read of the keys per this long for an unknown key id.
+pub(super) const KEY_REFRESH_COOLDOWN: Duration = Duration::from_secs(60);
+/// A failed discovery is tried again after this long, not on every request.
+const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
+
+/// The client for every provider: HTTPS checked against the system's
+/// roots (plain HTTP only where the settings allowed it).
+pub(super) type ProviderClient = Client<HttpsConnector<HttpConnector>, Full<bytes::Bytes>>;
+
+pub(super) fn client() -> Result<ProviderClient> {
+    let mut roots = RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(found.certs);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS set-up")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+/// What discovery says (OpenID Connect Discovery 1.0).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub(super) struct Discovery {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    pub end_session_endpoint: Option<String>,
+}
+
+struct Keys {
+    set: Vec<Jwk>,
+    read_at: Option<Instant>,
+}
+
+/// A provider and what signoff has learnt of it.
+pub(super) struct ProviderState {
+    pub config: Provider,
+    client: ProviderClient,
+    discovery: RwLock<Option<Arc<Discovery>>>,
+    /// When discovery last failed (tried again after [`DISCOVERY_RETRY`]).
+    discovery_failed: Mutex<Option<Instant>>,
+    keys: RwLock<Keys>,
+    /// Held while the keys are read, so a burst of requests reads once.
+    reading_keys: Mutex<()>,
+}
+
+impl ProviderState {
+    pub(super) fn new(config: Provider, client: ProviderClient) -> Self {
+        Self {
+            config,
+            client,
+            discovery: RwLock::new(None),
+            discovery_failed: Mutex::new(None),
+            keys: RwLock::new(Keys {
+                set: Vec::new(),
+                read_at: None,
+            }),
+            reading_keys: Mutex::new(()),
+        }
+    }
+
+    /// The discovery document, read at first use.
+    pub(super) async fn discovery(&self) -> Result<Arc<Discovery>> {
+        if let Some(d) = self.discovery.read().await.as_ref() {
+            return Ok(d.clone());
+        }
+        let mut failed = self.discovery_failed.lock().await;
+        if let Some(d) = self.discovery.read().await.as_ref() {
+            return Ok(d.clone());
+        }
+        if failed.is_some_and(|at| at.elapsed() < DISCOVERY_RETRY) {
+            bail!("the provider's discovery failed a moment ago; trying again shortly");
+        }
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.config.issuer.trim_end_matches('/')
+        );
+        let read = async {
+            let value = self.get_json(&url).await?;
+            let d: Discovery = serde_json::from_value(value)
+                .with_context(|| format!("{url}: not an OpenID discovery document"))?;
+            if d.issuer != self.config.issuer {
+                bail!(
+                    "{url} names the issuer {:?}, not {:?}: give the issuer exactly as the \
+                     provider names it",
+                    d.issuer,
+                    self.config.issuer
+                );
+            }
+            Ok(d)
+        };
+        match read.await {
+            Ok(d) => {
+                let d = Arc::new(d);
+                *self.discovery.write().await = Some(d.clone());
+                *failed = None;
+                Ok(d)
+            }
+            Err(e) => {
+                *failed = Some(Instant::now());
+                Err(e)
+            }
+        }
+    }
+
+    /// The key with this id (or, without one, the only key for `alg`'s
+    /// family), reading the keys again if it is unknown and the last read
+    /// is older than [`KEY_REFRESH_COOLDOWN`].
+    pub(super) async fn key(&self, kid: Option<&str>) -> Result<Jwk> {
+        if let Some(k) = find(&self.keys.read().await.set, kid) {
+            return Ok(k);
+        }
+        let _reading = self.reading_keys.lock().await;
+        {
+            let keys = self.keys.read().await;
+            if let Some(k) = find(&keys.set, kid) {
+                return Ok(k);
+            }
+            if keys
+                .read_at
+                .is_some_and(|at| at.elapsed() < KEY_REFRESH_COOLDOWN)
+            {
+                bail!("no key with this id (the keys were read less than a minute ago)");
+            }
+        }
+        let discovery = self.discovery().await?;
+        let value = self.get_json(&discovery.jwks_uri).await;
+        let mut keys = self.keys.write().await;
+        keys.read_at = Some(Instant::now());
+        let set: JwkSet = serde_json::from_value(value?)
+            .with_context(|| format!("{}: not a JWK set", discovery.jwks_uri))?;
+        keys.set = set.keys;
+        find(&keys.set, kid).ok_or_else(|| anyhow!("the provider has no key with this id"))
+    }
+
+    /// Trades an authorization code for tokens (client_secret_basic, PKCE).
+    pub(super) async fn exchange(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+    ) -> Result<serde_json::Value> {
+        let discovery = self.discovery().await?;
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "authorization_code")
+            .append_pair("code", code)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("code_verifier", verifier)
+            .finish();
+        let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            enc(&self.config.client_id),
+            enc(self.config.client_secret.expose())
+        ));
+        let req = http::Request::post(&discovery.token_endpoint)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::AUTHORIZATION, format!("Basic {basic}"))
+            .body(Full::new(bytes::Bytes::from(form)))
+            .context("token request")?;
+        self.call(req, &discovery.token_endpoint).await
+    }
+
+    async fn get_json(&self, url: &str) -> Result<serde_json::Value> {
+        let req = http::Request::get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Full::new(bytes::Bytes::new()))
+            .with_context(|| format!("{url}: not a URL"))?;
+        self.call(req, url).await
+    }
+
+    async fn call(
+        &self,
+        req: http::Request<Full<bytes::Bytes>>,
+        url: &str,
+    ) -> Result<serde_json::Value> {
+        let answer = tokio::time::timeout(CALL_TIMEOUT, async {
+            let response = self
+                .client
+                .request(req)
+                .await
+                .with_context(|| format!("{url}: cannot reach the provider"))?;
+            let status = response.status();
+            let body = Limited::new(Body::new(response.into_body()), MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|e| anyhow!("{url}: {e}"))?
+                .to_bytes();
+            Ok::<_, anyhow::Error>((status, body))
+        })
+        .await
+        .map_err(|_| anyhow!("{url}: no answer within {CALL_TIMEOUT:?}"))??;
+        let (status, body) = answer;
+        if !status.is_success() {
+            // The provider's error code, never the body as a whole.
+            let code = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or_default();
+            bail!("{url}: the provider answered {status} {code}");
+        }
+        serde_json::from_slice(&body).with_context(|| format!("{url}: the answer is not JSON"))
+    }
+}
+
+/// The key named `kid`, or, without a `kid`, the set's only signing key.
+fn find(set: &[Jwk], kid: Option<&str>) -> Option<Jwk> {
+    let signing = |k: &&Jwk| {
+        !matches!(
+            k.common.public_key_use,
+            Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+        )
+    };
+    match kid {
+        Some(kid) => set
+            .iter()
+            .filter(signing)
+            .find(|k| k.common.key_id.as_deref() == Some(kid))
+            .cloned(),
+        None => {
+            let mut signing_keys = set.iter().filter(signing);
+            let only = signing_keys.next()?;
+            signing_keys.next().is_none().then(|| only.clone())
+        }
+    }
+}

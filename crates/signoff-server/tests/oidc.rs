@@ -1,0 +1,362 @@
+//! OpenID Connect back-channel logout (docs/oidc.md) against a local
+//! signer: a small provider in the test serves discovery and its signing
+//! key, so the test can sign every token the OpenID conformance suite's
+//! RP back-channel tests send, good and bad. Each bad one gets 400 and
+//! ends nothing; a good one ends exactly the sessions it names, at once;
+//! a replayed one is refused, also by another node. The full sign-in with
+//! a real provider (panva's oidc-provider) is in tests/oidc_sign_in.rs.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use signoff::{NewSession, Policy, SessionData, Sessions, SqliteStore, StateStore, UserId};
+use support::{get, post_form, services, Gateway};
+
+const CLIENT_ID: &str = "signoff-test";
+const SECRET: &str = "client-secret-for-tests";
+const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// A provider that only signs: discovery and its key set, counting how
+/// often the keys are read.
+struct LocalProvider {
+    issuer: String,
+    key: EncodingKey,
+    other_key: EncodingKey,
+    jwks_reads: Arc<AtomicUsize>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl LocalProvider {
+    async fn start() -> LocalProvider {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        // The raw public key is 0x04 || x || y.
+        let raw = pair.public_key_raw();
+        let jwks = json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": "k1",
+            "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+        }]});
+        let discovery = json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/auth"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "end_session_endpoint": format!("{issuer}/session/end"),
+            "backchannel_logout_supported": true,
+        });
+        let jwks_reads = Arc::new(AtomicUsize::new(0));
+        let reads = jwks_reads.clone();
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || {
+                    let d = discovery.clone();
+                    async move {
+                        (
+                            [(http::header::CONTENT_TYPE, "application/json")],
+                            d.to_string(),
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/jwks",
+                axum::routing::get(move || {
+                    reads.fetch_add(1, Ordering::SeqCst);
+                    let k = jwks.clone();
+                    async move {
+                        (
+                            [(http::header::CONTENT_TYPE, "application/json")],
+                            k.to_string(),
+                        )
+                    }
+                }),
+            );
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        LocalProvider {
+            issuer,
+            key: EncodingKey::from_ec_der(&pair.serialize_der()),
+            other_key: EncodingKey::from_ec_der(&other.serialize_der()),
+            jwks_reads,
+            _server: server,
+        }
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    /// A good logout token's claims for `sub` and `sid`.
+    fn claims(&self, sub: Option<&str>, sid: Option<&str>) -> Value {
+        let mut c = json!({
+            "iss": self.issuer,
+            "aud": CLIENT_ID,
+            "iat": Self::now(),
+            "exp": Self::now() + 120,
+            "jti": format!("{:016x}", rand::random::<u64>()),
+            "events": { EVENT: {} },
+        });
+        if let Some(sub) = sub {
+            c["sub"] = json!(sub);
+        }
+        if let Some(sid) = sid {
+            c["sid"] = json!(sid);
+        }
+        c
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        self.sign_with(claims, "k1", Some("logout+jwt"), &self.key)
+    }
+
+    fn sign_with(&self, claims: &Value, kid: &str, typ: Option<&str>, key: &EncodingKey) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.to_owned());
+        header.typ = typ.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, key).unwrap()
+    }
+}
+
+/// A node signing in with the local provider, on `db`.
+fn node(dir: tempfile::TempDir, db: &str, issuer: &str) -> Gateway {
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let secret = secret.display().to_string();
+    Gateway::start_on(
+        dir,
+        db,
+        None,
+        &[
+            "--oidc-issuer",
+            issuer,
+            "--oidc-client-id",
+            CLIENT_ID,
+            "--oidc-client-secret-file",
+            &secret,
+        ],
+    )
+}
+
+/// A provider user's session, made the way a sign-in makes it.
+async fn provider_session(engine: &Sessions, sub: &str, sid: &str) -> String {
+    let mut data = SessionData::new();
+    data.insert("signoff.user".into(), sub.into());
+    data.insert("signoff.oidc.provider".into(), "default".into());
+    data.insert("signoff.oidc.sub".into(), sub.into());
+    data.insert("signoff.oidc.sid".into(), sid.into());
+    let new = NewSession::for_user(UserId::new(format!("oidc:default:{sub}"))).data(data);
+    engine.create(new).await.unwrap().token.expose().to_owned()
+}
+
+/// Whether the gateway takes `token` as signed in (forward-auth).
+async fn alive(gw: &Gateway, token: &str) -> bool {
+    let cookie = format!("signoff={token}");
+    let r = get(
+        &gw.url("/.signoff/auth"),
+        &[("cookie", cookie.as_str()), ("x-forwarded-uri", "/p")],
+    )
+    .await;
+    match r.status {
+        200 => true,
+        401 => false,
+        other => panic!("/auth answered {other}: {}", r.text()),
+    }
+}
+
+async fn send(gw: &Gateway, token: &str) -> support::Reply {
+    post_form(
+        &gw.url("/.signoff/oidc/backchannel-logout"),
+        &[("logout_token", token)],
+        &[],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn backchannel_logout_takes_only_good_tokens_and_ends_what_they_name() {
+    let provider = LocalProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signoff.db");
+    let db = format!("sqlite://{}", path.display());
+    let gw = node(dir, &db, &provider.issuer);
+    let engine = Sessions::new(
+        Arc::new(SqliteStore::open(&path).await.unwrap()),
+        Policy::default(),
+    );
+    let alice = provider_session(&engine, "alice", "sid-a").await;
+    assert!(alive(&gw, &alice).await);
+
+    // The negative matrix: each refused with 400, and nothing ends.
+    let good = provider.claims(Some("alice"), None);
+    let with = |key: &str, value: Value| {
+        let mut c = good.clone();
+        c[key] = value;
+        c
+    };
+    let without = |key: &str| {
+        let mut c = good.clone();
+        c.as_object_mut().unwrap().remove(key);
+        c
+    };
+    let unsigned = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(good.to_string().as_bytes())
+    );
+    let hs256 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &good,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let now = LocalProvider::now();
+    let cases: Vec<(&str, String)> = vec![
+        ("alg none", unsigned),
+        ("HS256 with the client secret", hs256),
+        (
+            "signed by another key",
+            provider.sign_with(&good, "k1", None, &provider.other_key),
+        ),
+        ("no events", provider.sign(&without("events"))),
+        (
+            "a wrong event",
+            provider.sign(&with(
+                "events",
+                json!({"http://schemas.openid.net/event/other": {}}),
+            )),
+        ),
+        (
+            "events not an object",
+            provider.sign(&with("events", json!([EVENT]))),
+        ),
+        ("with a nonce", provider.sign(&with("nonce", json!("n")))),
+        (
+            "a wrong aud",
+            provider.sign(&with("aud", json!("someone-else"))),
+        ),
+        (
+            "a wrong iss",
+            provider.sign(&with("iss", json!("http://127.0.0.1:1"))),
+        ),
+        ("expired", provider.sign(&with("exp", json!(now - 600)))),
+        ("too old", provider.sign(&with("iat", json!(now - 3600)))),
+        (
+            "issued in the future",
+            provider.sign(&with("iat", json!(now + 3600))),
+        ),
+        ("no iat", provider.sign(&without("iat"))),
+        ("neither sid nor sub", provider.sign(&without("sub"))),
+        ("no jti", provider.sign(&without("jti"))),
+        (
+            "an access token's typ",
+            provider.sign_with(&good, "k1", Some("at+jwt"), &provider.key),
+        ),
+        ("truncated", provider.sign(&good)[..60].to_owned()),
+        ("garbage", "not.a.jwt".to_owned()),
+        ("oversized", "a".repeat(20_000)),
+    ];
+    for (what, token) in &cases {
+        let r = send(&gw, token).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{what}");
+        assert!(alive(&gw, &alice).await, "{what} ended the session");
+    }
+    let empty = post_form(&gw.url("/.signoff/oidc/backchannel-logout"), &[], &[]).await;
+    assert_eq!(empty.status, 400);
+
+    // A flood of unknown key ids reads the provider's keys at most once
+    // more (a minute's cooldown).
+    let before = provider.jwks_reads.load(Ordering::SeqCst);
+    for n in 0..20 {
+        let r = send(
+            &gw,
+            &provider.sign_with(&good, &format!("unknown-{n}"), None, &provider.key),
+        )
+        .await;
+        assert_eq!(r.status, 400);
+    }
+    let reads = provider.jwks_reads.load(Ordering::SeqCst) - before;
+    assert!(reads <= 1, "20 unknown kids read the keys {reads} times");
+
+    // `sid` ends that provider session's sessions, not the user's others.
+    let alice_2 = provider_session(&engine, "alice", "sid-b").await;
+    let r = send(
+        &gw,
+        &provider.sign(&provider.claims(Some("alice"), Some("sid-a"))),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!alive(&gw, &alice).await, "the sid's session ended at once");
+    assert!(alive(&gw, &alice_2).await, "another provider session lives");
+
+    // `sub` alone ends what was made before the token was issued.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let claims = provider.claims(Some("alice"), None);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let later = provider_session(&engine, "alice", "sid-c").await;
+    let token = provider.sign(&claims);
+    let r = send(&gw, &token).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!alive(&gw, &alice_2).await);
+    assert!(alive(&gw, &later).await, "made after the token's iat");
+    // A replay is refused.
+    let again = send(&gw, &token).await;
+    assert_eq!(again.status, 400, "a replayed jti");
+
+    // `sid` alone finds its user through the record a sign-in keeps.
+    let sid_only = provider_session(&engine, "bob", "sid-bob").await;
+    let store = SqliteStore::open(&path).await.unwrap();
+    let record = {
+        use sha2::Digest as _;
+        format!("oidc.sid.default.{:x}", sha2::Sha256::digest(b"sid-bob"))
+    };
+    assert!(store.put_state(&record, b"bob", None).await.unwrap());
+    let r = send(&gw, &provider.sign(&provider.claims(None, Some("sid-bob")))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!alive(&gw, &sid_only).await);
+}
+
+#[tokio::test]
+async fn redis_a_replayed_logout_token_is_refused_by_the_other_node() {
+    let Some(base) = services::shared_redis() else {
+        return;
+    };
+    let provider = LocalProvider::start().await;
+    let prefix = services::unique("signoff-test-oidc-");
+    let db = format!("{base}?prefix={prefix}");
+    let a = node(tempfile::tempdir().unwrap(), &db, &provider.issuer);
+    let b = node(tempfile::tempdir().unwrap(), &db, &provider.issuer);
+    let token = provider.sign(&provider.claims(Some("carol"), Some("s1")));
+    assert_eq!(send(&a, &token).await.status, 200);
+    assert_eq!(
+        send(&b, &token).await.status,
+        400,
+        "replayed to the other node"
+    );
+    assert_eq!(send(&a, &token).await.status, 400);
+    let _ = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "redis-cli -u '{base}' --scan --pattern '{prefix}:*' | xargs -r redis-cli -u '{base}' unlink"
+            ),
+        ])
+        .output();
+}

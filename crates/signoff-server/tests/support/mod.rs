@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod oidc;
 pub mod scenarios;
 pub mod services;
 pub mod websocket;

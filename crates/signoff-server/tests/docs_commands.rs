@@ -53,6 +53,11 @@ const NOT_RUN: &[(&str, &str, &str)] = &[
         "installs into /usr/local and /etc and starts a system service; tests/install.rs checks the unit and the configuration file",
     ),
     (
+        "docs/oidc.md",
+        "signoff serve --upstream http://127.0.0.1:5000 --public-url https://app.example.com --oidc-issuer https://id.example.com/realms/acme --oidc-client-id signoff --oidc-client-secret-file /etc/signoff/oidc-secret",
+        "needs a provider at id.example.com; tests/oidc_sign_in.rs signs in through a real one (panva's oidc-provider) with the same flags",
+    ),
+    (
         "docs/admin-api.md",
         "signoff serve … --admin-token-sha256 9c1e…",
         "… stands for the other flags and the printed hash; tests/sessions.rs runs the admin API",

@@ -331,6 +331,24 @@ async fn backchannel_logout_takes_only_good_tokens_and_ends_what_they_name() {
     let r = send(&gw, &provider.sign(&provider.claims(None, Some("sid-bob")))).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(!alive(&gw, &sid_only).await);
+
+    // The operator ends a provider user's sessions by `oidc:PROVIDER:SUB`.
+    let listed = support::cli(&["sessions", "list", "--user", "oidc:default:alice"], &db);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("oidc:default:alice"));
+    let out = support::cli(&["sessions", "end", "--user", "oidc:default:alice"], &db);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ended 1 session"),
+        "{:?}",
+        out
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while alive(&gw, &later).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CLI's end did not reach the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use signoff::{Actor, Session, SessionHandle};
+use signoff::{Actor, Session, SessionHandle, UserId};
 
 use super::{open_existing, Db};
 use crate::display;
@@ -11,7 +11,8 @@ use crate::display;
 pub enum SessionsCommand {
     /// List live sessions: handle, user, device, address, signed in, last seen.
     List {
-        /// Only this user's sessions (default: every user's).
+        /// Only this user's sessions (default: every local user's); a
+        /// provider's user is oidc:PROVIDER:SUB
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
         /// One JSON object per line.
@@ -32,7 +33,8 @@ pub enum SessionsCommand {
             allow_hyphen_values = true
         )]
         handle: Option<String>,
-        /// End every session of this user.
+        /// End every session of this user: a local user's name, or
+        /// oidc:PROVIDER:SUB for a user of an OpenID provider (docs/oidc.md)
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
         #[command(flatten)]
@@ -66,6 +68,16 @@ fn session_json(user: &str, s: &Session) -> serde_json::Value {
     })
 }
 
+/// A user by name: a local account's, or `oidc:PROVIDER:SUB` for a
+/// provider's user (no local name has a `:`), who has no account here.
+async fn user_named(accounts: &signoff::Accounts, name: &str) -> Result<(UserId, String)> {
+    if name.starts_with("oidc:") && name.split(':').count() >= 3 {
+        return Ok((UserId::new(name), name.to_owned()));
+    }
+    let user = accounts.user(name).await?;
+    Ok((user.id, user.name))
+}
+
 /// Runs `signoff sessions …`.
 pub async fn run(command: SessionsCommand) -> Result<()> {
     match command {
@@ -73,19 +85,24 @@ pub async fn run(command: SessionsCommand) -> Result<()> {
             let store = open_existing(&db).await?;
             let accounts = store.accounts();
             let engine = store.cli_sessions()?;
-            let users = match user {
-                Some(name) => vec![accounts.user(&name).await?],
-                None => accounts.list().await?,
+            let users: Vec<(UserId, String)> = match user {
+                Some(name) => vec![user_named(&accounts, &name).await?],
+                None => accounts
+                    .list()
+                    .await?
+                    .into_iter()
+                    .map(|u| (u.id, u.name))
+                    .collect(),
             };
             if !json {
                 println!("HANDLE\tUSER\tDEVICE\tADDRESS\tSIGNED IN\tLAST SEEN");
             }
-            for user in users {
-                for s in engine.list_for_user(&user.id).await? {
+            for (id, name) in users {
+                for s in engine.list_for_user(&id).await? {
                     if json {
-                        println!("{}", session_json(&user.name, &s));
+                        println!("{}", session_json(&name, &s));
                     } else {
-                        println!("{}", session_line(&user.name, &s));
+                        println!("{}", session_line(&name, &s));
                     }
                 }
             }
@@ -95,14 +112,14 @@ pub async fn run(command: SessionsCommand) -> Result<()> {
             let engine = store.cli_sessions()?;
             if let Some(name) = user {
                 let accounts = store.accounts();
-                let user = accounts.user(&name).await?;
+                let (id, name) = user_named(&accounts, &name).await?;
                 let n = engine
-                    .end_all_for_user(&user.id, None, Actor::Operator, "operator")
+                    .end_all_for_user(&id, None, Actor::Operator, "operator")
                     .await?;
                 println!(
                     "ended {} of {} in {}",
                     crate::display::count(n as u64, "session", "sessions"),
-                    user.name,
+                    name,
                     store.shown
                 );
             } else if let Some(handle) = handle {

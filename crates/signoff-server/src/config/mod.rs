@@ -70,6 +70,8 @@ pub use connections::{ConnectionLimits, ConnectionOptions};
 pub use headers::HeaderOptions;
 pub use listen::{is_loopback_host, ListenOptions};
 pub use login::{LoginFile, LoginLimits};
+#[cfg(test)]
+pub use oidc::ClientSecret;
 pub use oidc::{OidcOptions, OidcSettings, Provider, UserClaim};
 pub use proxy::ProxyOptions;
 pub use sessions::SessionOptions;

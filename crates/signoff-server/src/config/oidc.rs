@@ -206,6 +206,12 @@ impl UserClaim {
 pub struct ClientSecret(String);
 
 impl ClientSecret {
+    /// A secret for unit tests.
+    #[cfg(test)]
+    pub fn for_tests(secret: &str) -> Self {
+        Self(secret.to_owned())
+    }
+
     /// The secret itself.
     pub fn expose(&self) -> &str {
         &self.0

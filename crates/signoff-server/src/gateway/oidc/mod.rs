@@ -783,3 +783,95 @@ pub(super) fn relogin_cookie(gw: &Gateway) -> HeaderValue {
         gw.cookie.secure,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::ClientSecret;
+
+    fn provider(domains: &[&str], groups: &[&str], claim: UserClaim) -> Provider {
+        Provider {
+            id: "default".into(),
+            name: "Test".into(),
+            issuer: "https://id.example.com".into(),
+            client_id: "c".into(),
+            client_secret: ClientSecret::for_tests("s"),
+            user_claim: claim,
+            groups_claim: "groups".into(),
+            scopes: vec!["openid".into()],
+            allowed_email_domains: domains.iter().map(|d| d.to_string()).collect(),
+            allowed_groups: groups.iter().map(|g| g.to_string()).collect(),
+            logout_at_provider: true,
+        }
+    }
+
+    fn claims(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn claims_name_the_user_and_the_allow_lists_decide() {
+        let carol = claims(json!({
+            "sub": "u-1", "sid": "s-1", "preferred_username": "carol",
+            "email": "carol@Example.com", "email_verified": true,
+            "groups": ["admins", "staff", "bad,name", ""],
+        }));
+        let who = Who::of(&provider(&[], &[], UserClaim::PreferredUsername), &carol).unwrap();
+        assert_eq!(who.name, "carol");
+        assert_eq!(who.sub, "u-1");
+        assert_eq!(who.sid.as_deref(), Some("s-1"));
+        assert_eq!(who.email.as_deref(), Some("carol@Example.com"));
+        assert_eq!(
+            who.groups,
+            ["admins", "staff"],
+            "names that cannot travel are left out"
+        );
+        let by_email = Who::of(&provider(&[], &[], UserClaim::Email), &carol).unwrap();
+        assert_eq!(by_email.name, "carol@Example.com");
+        let by_sub = Who::of(&provider(&[], &[], UserClaim::Sub), &carol).unwrap();
+        assert_eq!(by_sub.name, "u-1");
+        // Allow-lists: the domain of a verified email (any case), a group.
+        assert!(Who::of(&provider(&["example.com"], &[], UserClaim::Sub), &carol).is_ok());
+        assert!(Who::of(&provider(&["other.com"], &[], UserClaim::Sub), &carol).is_err());
+        assert!(Who::of(&provider(&[], &["staff"], UserClaim::Sub), &carol).is_ok());
+        assert!(Who::of(&provider(&[], &["ops"], UserClaim::Sub), &carol).is_err());
+
+        // An unverified email names nobody and opens no domain.
+        let unverified = claims(json!({
+            "sub": "u-2", "preferred_username": "dave",
+            "email": "dave@example.com", "email_verified": false, "groups": "staff",
+        }));
+        assert!(Who::of(&provider(&[], &[], UserClaim::Email), &unverified).is_err());
+        assert!(Who::of(
+            &provider(&["example.com"], &[], UserClaim::Sub),
+            &unverified
+        )
+        .is_err());
+        let dave = Who::of(
+            &provider(&[], &[], UserClaim::PreferredUsername),
+            &unverified,
+        )
+        .unwrap();
+        assert_eq!(dave.email, None);
+        assert_eq!(dave.groups, ["staff"], "one group as a string");
+        // No usable name: refused, never an empty user.
+        for bad in [
+            json!({"sub": "u-3"}),
+            json!({"sub": "u-3", "preferred_username": ""}),
+            json!({"sub": "u-3", "preferred_username": "a\nb"}),
+            json!({"sub": "u-3", "preferred_username": "x".repeat(300)}),
+            json!({"preferred_username": "nosub"}),
+        ] {
+            assert!(
+                Who::of(
+                    &provider(&[], &[], UserClaim::PreferredUsername),
+                    &claims(bad.clone())
+                )
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

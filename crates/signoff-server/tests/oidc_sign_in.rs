@@ -197,6 +197,18 @@ async fn sign_in_with_a_real_provider_and_logout_both_ways() {
     // logout), so the next sign-in asks for the password again.
     let mut agent = ProviderAgent::new();
     let bob = sign_in(&gw, &provider, &mut agent, "bob").await;
+    // Chromium holds a form's redirects to its page's `form-action`: the
+    // sign-out form may lead on to the provider.
+    let logout_page = get(
+        &gw.url("/.signoff/logout"),
+        &[("cookie", &format!("signoff={bob}"))],
+    )
+    .await;
+    let csp = logout_page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains(&format!("form-action 'self' {}", provider.issuer)),
+        "{csp}"
+    );
     let out = post_form(
         &gw.url("/.signoff/logout"),
         &[],

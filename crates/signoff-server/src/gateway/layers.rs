@@ -148,6 +148,48 @@ pub(super) async fn host_from_authority(mut req: axum::extract::Request) -> axum
     req
 }
 
+/// signoff's pages let their forms lead on where a sign-in or sign-out
+/// goes next: Chromium applies a page's `form-action` to every redirect
+/// after the form is sent. A sign-in that started on an app host ends with
+/// a redirect to that host's callback (docs/apps.md), and a provider's
+/// user's sign-out with one to the provider (docs/oidc.md). So
+/// `form-action 'self'` becomes `form-action 'self'` and those origins
+/// (nothing else of the policy changes).
+pub(super) async fn let_forms_lead_on(
+    axum::extract::State(gw): super::AppState,
+    mut r: axum::response::Response,
+) -> axum::response::Response {
+    const SELF_ONLY: &str = "form-action 'self'";
+    use axum::http::header::CONTENT_SECURITY_POLICY;
+    let Some(csp) = r
+        .headers()
+        .get(CONTENT_SECURITY_POLICY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|csp| csp.contains(SELF_ONLY))
+        .map(str::to_owned)
+    else {
+        return r;
+    };
+    let mut targets = gw.routes.site_origins();
+    for origin in gw.oidc.form_targets().await {
+        if !targets.split(' ').any(|t| t == origin) {
+            if !targets.is_empty() {
+                targets.push(' ');
+            }
+            targets.push_str(&origin);
+        }
+    }
+    if targets.is_empty() {
+        return r;
+    }
+    if let Ok(v) = axum::http::HeaderValue::from_str(
+        &csp.replace(SELF_ONLY, &format!("{SELF_ONLY} {targets}")),
+    ) {
+        r.headers_mut().insert(CONTENT_SECURITY_POLICY, v);
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::first_chars;

@@ -420,29 +420,6 @@ pub(super) async fn end_linked(
     gw.sessions.end_linked(ended, by).await
 }
 
-/// With app hosts, signoff's pages let their forms lead on to them:
-/// Chromium applies a page's `form-action` to every redirect after the
-/// form is sent, and a sign-in or re-authentication that started on an app
-/// host ends with a redirect to that host's callback. `form-action 'self'`
-/// becomes `form-action 'self'` and the app hosts' origins (nothing else
-/// of the policy changes).
-pub(super) async fn let_forms_reach_app_hosts(State(gw): AppState, mut r: Response) -> Response {
-    const SELF_ONLY: &str = "form-action 'self'";
-    let widened = r
-        .headers()
-        .get(header::CONTENT_SECURITY_POLICY)
-        .and_then(|v| v.to_str().ok())
-        .filter(|csp| csp.contains(SELF_ONLY))
-        .and_then(|csp| {
-            let origins = gw.routes.site_origins();
-            HeaderValue::from_str(&csp.replace(SELF_ONLY, &format!("{SELF_ONLY} {origins}"))).ok()
-        });
-    if let Some(v) = widened {
-        r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
-    }
-    r
-}
-
 /// The gate in front of signoff's own pages on an app host: `login`
 /// starts a single sign-on; what [`served_on_app_hosts`] names is
 /// answered; any other page is the central host's (a GET goes there).

@@ -165,18 +165,19 @@ impl Gateway {
             .merge(ops::routes(&self))
             .merge(single_sign_on::routes(&self))
             .merge(super::oidc::routes(&self));
-        // App hosts of their own: only some pages are theirs, and forms may
-        // lead on to them.
+        // App hosts of their own: only some pages are theirs.
         if self.routes.has_sites() {
-            own = own
-                .layer(middleware::from_fn_with_state(
-                    self.clone(),
-                    single_sign_on::app_host_gate,
-                ))
-                .layer(middleware::map_response_with_state(
-                    self.clone(),
-                    single_sign_on::let_forms_reach_app_hosts,
-                ));
+            own = own.layer(middleware::from_fn_with_state(
+                self.clone(),
+                single_sign_on::app_host_gate,
+            ));
+        }
+        // Forms that lead on to app hosts or providers.
+        if self.routes.has_sites() || self.oidc.any() {
+            own = own.layer(middleware::map_response_with_state(
+                self.clone(),
+                layers::let_forms_lead_on,
+            ));
         }
         let own = own
             .layer(middleware::map_request(move |req: Request| async move {

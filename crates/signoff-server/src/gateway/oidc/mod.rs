@@ -84,6 +84,31 @@ impl Providers {
         })
     }
 
+    /// The origins a sign-out form may lead on to: each provider's that
+    /// signs out there (its issuer's, and its `end_session_endpoint`'s
+    /// once discovery has read it).
+    pub(super) async fn form_targets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in self.list.iter().filter(|p| p.config.logout_at_provider) {
+            let mut urls = vec![p.config.issuer.clone()];
+            if let Some(end) = p
+                .discovery_if_read()
+                .await
+                .and_then(|d| d.end_session_endpoint.clone())
+            {
+                urls.push(end);
+            }
+            for url in urls {
+                if let Some(origin) = origin_of(&url) {
+                    if !out.contains(&origin) {
+                        out.push(origin);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Whether any provider is configured.
     pub(super) fn any(&self) -> bool {
         !self.list.is_empty()
@@ -107,6 +132,18 @@ impl Providers {
             })
             .collect()
     }
+}
+
+/// `scheme://host[:port]` of a URL, if it has them (and nothing a CSP
+/// source could not hold).
+fn origin_of(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    let authority = uri.authority()?.as_str();
+    let plain = authority
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    plain.then(|| format!("{scheme}://{authority}"))
 }
 
 fn encode(text: &str) -> String {

@@ -96,6 +96,11 @@ impl ProviderState {
         }
     }
 
+    /// The discovery document, if it has been read.
+    pub(super) async fn discovery_if_read(&self) -> Option<Arc<Discovery>> {
+        self.discovery.read().await.clone()
+    }
+
     /// The discovery document, read at first use.
     pub(super) async fn discovery(&self) -> Result<Arc<Discovery>> {
         if let Some(d) = self.discovery.read().await.as_ref() {

@@ -378,3 +378,51 @@ async fn redis_a_replayed_logout_token_is_refused_by_the_other_node() {
         ])
         .output();
 }
+
+/// With `--password-sign-in false` the login page offers the provider
+/// alone, and a password form posted anyway signs nobody in; without it,
+/// both are there.
+#[tokio::test]
+async fn passwords_can_be_turned_off_beside_a_provider() {
+    let provider = LocalProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("signoff.db").display());
+    support::add_user(&db, support::USER, support::PASSWORD);
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let secret = secret.display().to_string();
+    let args = |password: &'static str| {
+        vec![
+            "--oidc-issuer".to_owned(),
+            provider.issuer.clone(),
+            "--oidc-client-id".to_owned(),
+            CLIENT_ID.to_owned(),
+            "--oidc-client-secret-file".to_owned(),
+            secret.clone(),
+            "--oidc-name".to_owned(),
+            "Acme ID".to_owned(),
+            "--password-sign-in".to_owned(),
+            password.to_owned(),
+        ]
+    };
+    for (password, form_shown) in [("true", true), ("false", false)] {
+        let owned = args(password);
+        let extra: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let gw = Gateway::start_on(tempfile::tempdir().unwrap(), &db, None, &extra);
+        let page = get(&gw.url("/.signoff/login"), &[]).await.text();
+        assert!(page.contains("Sign in with Acme ID"), "{page}");
+        assert_eq!(page.contains("name=\"password\""), form_shown, "{page}");
+        let login = post_form(
+            &gw.url("/.signoff/login"),
+            &[("username", support::USER), ("password", support::PASSWORD)],
+            &[("origin", &gw.origin)],
+        )
+        .await;
+        if form_shown {
+            assert_eq!(login.status, 303);
+        } else {
+            assert_eq!(login.status, 403, "{}", login.text());
+            assert!(login.new_cookie("signoff").is_none());
+        }
+    }
+}

@@ -59,7 +59,7 @@ const IDENTITY: &[&str] = &[
 const IDENTITY_PREFIXES: &[(&str, &[&str])] = &[
     (
         "x-signoff-",
-        &["user", "session", "csrf", "auth-time", "groups", "login"],
+        &["user", "session", "csrf", "auth-time", "groups", "email", "login"],
     ),
     // oauth2-proxy.
     (
@@ -316,6 +316,7 @@ pub mod examples {
         "x-signoff-csrf",
         "x-signoff-auth-time",
         "x-signoff-groups",
+        "x-signoff-email",
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-original-uri",

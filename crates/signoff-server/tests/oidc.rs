@@ -408,6 +408,8 @@ async fn passwords_can_be_turned_off_beside_a_provider() {
     for (password, form_shown) in [("true", true), ("false", false)] {
         let owned = args(password);
         let extra: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let mut extra = extra;
+        extra.push("--tokens");
         let gw = Gateway::start_on(tempfile::tempdir().unwrap(), &db, None, &extra);
         let page = get(&gw.url("/.signoff/login"), &[]).await.text();
         assert!(page.contains("Sign in with Acme ID"), "{page}");
@@ -418,11 +420,91 @@ async fn passwords_can_be_turned_off_beside_a_provider() {
             &[("origin", &gw.origin)],
         )
         .await;
+        let api = support::request(
+            http::Method::POST,
+            &gw.url("/.signoff/api/login"),
+            &[],
+            Some((
+                "application/json",
+                format!(
+                    "{{\"username\":\"{}\",\"password\":\"{}\"}}",
+                    support::USER,
+                    support::PASSWORD
+                )
+                .into_bytes(),
+            )),
+        )
+        .await;
         if form_shown {
             assert_eq!(login.status, 303);
+            assert_eq!(api.status, 200, "{}", api.text());
         } else {
             assert_eq!(login.status, 403, "{}", login.text());
             assert!(login.new_cookie("signoff").is_none());
+            assert_eq!(
+                api.status,
+                403,
+                "token mode's api/login too: {}",
+                api.text()
+            );
         }
     }
+}
+
+/// A provider that cannot be told of a sign-out (here: told not to) is
+/// asked for the password at the next sign-in: the sign-out goes to the
+/// central signed-out page, which remembers it, and the next sign-in sends
+/// `prompt=login`.
+#[tokio::test]
+async fn a_signout_the_provider_cannot_hear_makes_the_next_sign_in_ask_for_the_password() {
+    let provider = LocalProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signoff.db");
+    let db = format!("sqlite://{}", path.display());
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let secret = secret.display().to_string();
+    let gw = Gateway::start_on(
+        dir,
+        &db,
+        None,
+        &[
+            "--oidc-issuer",
+            &provider.issuer,
+            "--oidc-client-id",
+            CLIENT_ID,
+            "--oidc-client-secret-file",
+            &secret,
+            "--oidc-logout-at-provider",
+            "false",
+        ],
+    );
+    let engine = Sessions::new(
+        Arc::new(SqliteStore::open(&path).await.unwrap()),
+        Policy::default(),
+    );
+    let dave = provider_session(&engine, "dave", "sid-d").await;
+    let start = get(&gw.url("/.signoff/oidc/start?provider=default"), &[]).await;
+    assert!(!start.header("location").unwrap().contains("prompt=login"));
+    let out = post_form(
+        &gw.url("/.signoff/logout"),
+        &[],
+        &[
+            ("cookie", &format!("signoff={dave}")),
+            ("origin", &gw.origin),
+        ],
+    )
+    .await;
+    assert_eq!(out.status, 303);
+    let to = out.header("location").unwrap().to_owned();
+    assert_eq!(to, gw.url("/.signoff/signed-out?relogin=1"));
+    assert!(out.header("clear-site-data").is_some());
+    let page = get(&to, &[]).await;
+    let relogin = page.new_cookie("signoff-relogin").expect("remembered");
+    let start = get(
+        &gw.url("/.signoff/oidc/start?provider=default"),
+        &[("cookie", &format!("signoff-relogin={relogin}"))],
+    )
+    .await;
+    assert!(start.header("location").unwrap().contains("&prompt=login"));
 }

@@ -155,6 +155,40 @@ async fn sign_in_with_a_real_provider_and_logout_both_ways() {
     assert_eq!(seen(&echo, "x-signoff-user"), ["carol"]);
     assert_eq!(seen(&echo, "x-signoff-groups"), ["admins,staff"]);
     assert_eq!(seen(&echo, "x-signoff-email"), ["carol@example.com"]);
+    // The provider did not say when the password was typed: no time is
+    // claimed for it, so no `fresh` rule passes on this sign-in alone.
+    assert!(seen(&echo, "x-signoff-auth-time").is_empty());
+    // Re-authentication goes to the provider, which must ask for the
+    // password now (prompt=login, max_age=0) and say so (auth_time).
+    let reauth = get(
+        &gw.url("/.signoff/reauth?next=%2Fecho"),
+        &[("cookie", &format!("signoff={carol}")), HTML],
+    )
+    .await;
+    assert_eq!(reauth.status, 303, "{}", reauth.text());
+    let start = get(&gw.url(reauth.header("location").unwrap()), &[HTML]).await;
+    let pending = set_cookie(&start, "signoff-oidc").unwrap();
+    let authorize = start.header("location").unwrap().to_owned();
+    assert!(
+        authorize.contains("prompt=login") && authorize.contains("max_age=0"),
+        "{authorize}"
+    );
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let callback = provider
+        .sign_in_by_http(&mut agent, &authorize, "carol")
+        .await;
+    let back = get(&callback, &[("cookie", &format!("signoff-oidc={pending}"))]).await;
+    assert_eq!(back.status, 303, "{}", back.text());
+    let carol = set_cookie(&back, "signoff").unwrap();
+    let echo = get(&gw.url("/echo"), &[("cookie", &format!("signoff={carol}"))]).await;
+    let at: u64 = seen(&echo, "x-signoff-auth-time")[0].parse().unwrap();
+    assert!(
+        at + 60 >= before,
+        "the password time is the provider's, just now"
+    );
 
     // Login CSRF: a callback without this browser's pending sign-in, or
     // with another state, signs nobody in.

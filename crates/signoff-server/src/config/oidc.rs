@@ -320,6 +320,16 @@ impl OidcOptions {
             if providers.iter().any(|p: &Provider| p.id == checked.id) {
                 bail!("[[oidc.provider]] {id:?}: two providers have this id");
             }
+            if providers
+                .iter()
+                .any(|p: &Provider| p.issuer == checked.issuer)
+            {
+                bail!(
+                    "[[oidc.provider]] {id:?}: another provider has the issuer {}; one \
+                     provider per issuer (its logout tokens name the issuer only)",
+                    checked.issuer
+                );
+            }
             providers.push(checked);
         }
         let password_sign_in = self.password_sign_in.unwrap_or(true);

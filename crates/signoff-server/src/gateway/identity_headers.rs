@@ -59,7 +59,15 @@ const IDENTITY: &[&str] = &[
 const IDENTITY_PREFIXES: &[(&str, &[&str])] = &[
     (
         "x-signoff-",
-        &["user", "session", "csrf", "auth-time", "groups", "email", "login"],
+        &[
+            "user",
+            "session",
+            "csrf",
+            "auth-time",
+            "groups",
+            "email",
+            "login",
+        ],
     ),
     // oauth2-proxy.
     (

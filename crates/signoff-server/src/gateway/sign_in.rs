@@ -405,24 +405,43 @@ async fn logout(
                 r.headers_mut().insert(header::LOCATION, v);
             }
         }
-        // It cannot be told: its next sign-in asks for the password.
+        // It cannot be told: the next sign-in asks it for the password.
+        // That is remembered on the central host, where sign-ins start,
+        // by the signed-out page (after this answer's Clear-Site-Data).
         Some(Err(true)) => {
-            r.headers_mut()
-                .append(header::SET_COOKIE, oidc::relogin_cookie(&gw));
+            let to = format!(
+                "{}{}/signed-out?relogin=1",
+                gw.settings.public_origin, gw.settings.prefix
+            );
+            if let Ok(v) = HeaderValue::from_str(&to) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
         }
         _ => {}
     }
     r
 }
 
-async fn signed_out(State(gw): AppState) -> Response {
-    pages::render(
+#[derive(Deserialize)]
+struct SignedOutQuery {
+    /// `1`: the provider could not be signed out of; the next sign-in
+    /// asks it for the password (docs/oidc.md).
+    relogin: Option<String>,
+}
+
+async fn signed_out(State(gw): AppState, Query(q): Query<SignedOutQuery>) -> Response {
+    let mut r = pages::render(
         StatusCode::OK,
         &pages::SignedOutPage {
             prefix: &gw.settings.prefix,
             brand: &gw.settings.branding,
         },
-    )
+    );
+    if q.relogin.as_deref() == Some("1") && gw.oidc.any() {
+        r.headers_mut()
+            .append(header::SET_COOKIE, oidc::relogin_cookie(&gw));
+    }
+    r
 }
 
 /// What logout answers: 303 to the signed-out page, the cookie

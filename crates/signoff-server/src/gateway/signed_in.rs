@@ -47,9 +47,11 @@ impl Identity {
     /// re-authentication), in whole seconds since the Unix epoch: the
     /// `X-Signoff-Auth-Time` header, which lets an app ask for a fresh
     /// sign-in before a sensitive action (docs/gateway.md).
+    /// Absent when it is not known (a provider that did not say).
     pub fn auth_time(&self) -> Option<HeaderValue> {
         self.session
             .auth_at
+            .filter(|at| at.as_millis() > 0)
             .map(|at| HeaderValue::from(at.as_millis().div_euclid(1000)))
     }
 

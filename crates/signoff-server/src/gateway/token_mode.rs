@@ -413,6 +413,13 @@ async fn api_login(
             "client_id must be 1 to 64 characters of A-Z a-z 0-9 . _ : -",
         );
     }
+    if !gw.settings.oidc.password_sign_in {
+        return oauth_error(
+            StatusCode::FORBIDDEN,
+            "access_denied",
+            "passwords are not used here (password_sign_in = false)",
+        );
+    }
     // No `previous`: an API client has no cookie to replace. Never
     // remembered: a client's refresh tokens live as long as its session.
     let issued = match sign_in(

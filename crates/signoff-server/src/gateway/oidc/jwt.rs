@@ -102,8 +102,14 @@ async fn verified(
             _ => "the token cannot be read",
         },
     )?;
-    // Several audiences: the client must also be the authorized party.
+    // Several audiences: the client must also be the authorized party;
+    // an `azp` given must be this client in any case.
     let claims = data.claims;
+    if let Some(azp) = claims.get("azp") {
+        if azp.as_str() != Some(&provider.config.client_id) {
+            return Err("the token's azp is another client");
+        }
+    }
     if let Some(Value::Array(auds)) = claims.get("aud") {
         if auds.len() > 1
             && claims.get("azp").and_then(Value::as_str) != Some(&provider.config.client_id)

@@ -52,6 +52,8 @@ const PENDING_STATE: &str = "signoff.oidc.pending.state";
 const PENDING_NONCE: &str = "signoff.oidc.pending.nonce";
 const PENDING_VERIFIER: &str = "signoff.oidc.pending.verifier";
 const PENDING_NEXT: &str = "signoff.oidc.pending.next";
+/// Present when the sign-in must prove a password typed now (`max_age=0`).
+const PENDING_FRESH: &str = "signoff.oidc.pending.fresh";
 /// How long a sign-in at the provider may take.
 const PENDING_LIFETIME: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
@@ -242,6 +244,10 @@ async fn start(State(gw): AppState, Query(q): Query<StartQuery>, headers: Header
             return provider_unreachable(&gw, &provider.config);
         }
     };
+    // After a sign-out the provider was not told of, ask it for the
+    // password again; for a `fresh` rule, also prove it was typed now.
+    let fresh = q.prompt.as_deref() == Some("login");
+    let relogin = cookies::read(&headers, &relogin_cookie_name(&gw)).is_some() || fresh;
     let (state, nonce, verifier) = (random_text(), random_text(), random_text());
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(sha2::Sha256::digest(verifier.as_bytes()));
@@ -251,6 +257,9 @@ async fn start(State(gw): AppState, Query(q): Query<StartQuery>, headers: Header
     data.insert(PENDING_NONCE.to_owned(), nonce.clone());
     data.insert(PENDING_VERIFIER.to_owned(), verifier);
     data.insert(PENDING_NEXT.to_owned(), next.to_owned());
+    if fresh {
+        data.insert(PENDING_FRESH.to_owned(), "1".to_owned());
+    }
     let until = gw.sessions.now().plus(PENDING_LIFETIME);
     let pending = match gw
         .sessions
@@ -264,10 +273,6 @@ async fn start(State(gw): AppState, Query(q): Query<StartQuery>, headers: Header
             return unavailable(&gw);
         }
     };
-    // After a sign-out the provider was not told of, ask it for the
-    // password again.
-    let relogin = cookies::read(&headers, &relogin_cookie_name(&gw)).is_some()
-        || q.prompt.as_deref() == Some("login");
     let mut url =
         format!(
         "{}{}response_type=code&client_id={}&redirect_uri={}&scope={}&state={state}&nonce={nonce}\
@@ -280,6 +285,10 @@ async fn start(State(gw): AppState, Query(q): Query<StartQuery>, headers: Header
     );
     if relogin {
         url.push_str("&prompt=login");
+    }
+    if fresh {
+        // The ID token then carries `auth_time`, checked at the callback.
+        url.push_str("&max_age=0");
     }
     let mut r = see_other(&url);
     r.headers_mut().append(
@@ -311,6 +320,8 @@ struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,
     error: Option<String>,
+    /// The provider's name for itself (RFC 9207), when it sends one.
+    iss: Option<String>,
 }
 
 /// A sign-in refused at the callback: said plainly, logged with why.
@@ -388,8 +399,22 @@ async fn callback(
         return refused(&gw, "the provider is no longer configured");
     };
     if let Some(error) = q.error.as_deref() {
-        tracing::info!(target: "signoff::auth", provider = %provider.config.id, error = %error.chars().take(64).collect::<String>(), "the provider refused the sign-in");
+        // Only the characters an error code has reach the log.
+        let code: String = error
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .take(64)
+            .collect();
+        tracing::info!(target: "signoff::auth", provider = %provider.config.id, error = %code, "the provider refused the sign-in");
         return refused(&gw, "the provider refused the sign-in");
+    }
+    // A code from another provider, relayed by one that is not honest
+    // (mix-up): the answer names who issued it.
+    if q.iss
+        .as_deref()
+        .is_some_and(|iss| iss != provider.config.issuer)
+    {
+        return refused(&gw, "the answer names another issuer");
     }
     let Some(code) = q
         .code
@@ -417,6 +442,19 @@ async fn callback(
             return refused(&gw, why);
         }
     };
+    // When the password was typed at the provider: its `auth_time`. A
+    // sign-in for a `fresh` rule must show it was just now; without
+    // `auth_time` a session counts as long ago (never fresh).
+    let auth_time = claims.get("auth_time").and_then(|v| v.as_i64());
+    if data.contains_key(PENDING_FRESH) {
+        let asked_at = pending.created_at.as_millis() / 1000;
+        if !auth_time.is_some_and(|t| t >= asked_at - 60) {
+            tracing::warn!(target: "signoff::auth", provider = %provider.config.id, "the provider did not ask for the password again (no recent auth_time)");
+            return refused(&gw, "the provider did not ask for the password again");
+        }
+    }
+    let authenticated_at =
+        signoff::Timestamp::from_millis(auth_time.unwrap_or(0).saturating_mul(1000).max(0));
     let who = match Who::of(&provider.config, &claims) {
         Ok(who) => who,
         Err(why) => {
@@ -431,9 +469,16 @@ async fn callback(
             return r;
         }
     };
-    // A provider's user may not take a local account's name: the app
-    // would take them for that user (X-Signoff-User).
-    match gw.accounts.user(&who.name).await {
+    // A provider's user may not take a local account's name (in any
+    // letter case): the app would take them for that user
+    // (X-Signoff-User).
+    let mut local = gw.accounts.user(&who.name).await;
+    if matches!(local, Err(signoff::AccountError::UnknownUser))
+        && who.name != who.name.to_lowercase()
+    {
+        local = gw.accounts.user(&who.name.to_lowercase()).await;
+    }
+    match local {
         Err(signoff::AccountError::UnknownUser | signoff::AccountError::InvalidName) => {}
         Ok(_) => {
             tracing::warn!(target: "signoff::auth", provider = %provider.config.id, user = %who.name, "refused an OpenID sign-in: a local account has this name");
@@ -456,6 +501,27 @@ async fn callback(
             return unavailable(&gw);
         }
     }
+    // Nor may two provider users share a name (two providers, or a name
+    // given up and taken by another): the first to sign in keeps it.
+    match claim_name(&gw, &who.name, &user_id(&provider.config.id, &who.sub)).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(target: "signoff::auth", provider = %provider.config.id, user = %who.name, "refused an OpenID sign-in: another provider user has this name");
+            let mut r = error_page(
+                &gw,
+                StatusCode::FORBIDDEN,
+                "Sign-in refused",
+                &format!(
+                    "You signed in at {} as {:?}, but another sign-in of this site has that \
+                     name. Ask the site's operator.",
+                    provider.config.name, who.name
+                ),
+            );
+            no_store(r.headers_mut());
+            return r;
+        }
+        Err(()) => return unavailable(&gw),
+    }
     let next = redirect::next_or_root(data.get(PENDING_NEXT).map(String::as_str)).to_owned();
     let mut session_data = SessionData::new();
     session_data.insert(USER_NAME_KEY.to_owned(), who.name.clone());
@@ -477,7 +543,8 @@ async fn callback(
     let user_id = user_id(&provider.config.id, &who.sub);
     let mut new = NewSession::for_user(user_id.clone())
         .ip(client_ip.to_string())
-        .data(session_data);
+        .data(session_data)
+        .authenticated_at(authenticated_at);
     if let Some(ua) = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -534,6 +601,42 @@ fn user_id(provider: &str, sub: &str) -> UserId {
     UserId::new(format!("oidc:{provider}:{sub}"))
 }
 
+/// Binds a user name (any letter case) to the provider user who first
+/// signed in with it; whether `owner` has it.
+async fn claim_name(gw: &Gateway, name: &str, owner: &UserId) -> Result<bool, ()> {
+    let Some(state) = &gw.oidc.state else {
+        return Ok(true);
+    };
+    let record = format!(
+        "oidc.name.{:x}",
+        sha2::Sha256::digest(name.to_lowercase().as_bytes())
+    );
+    for _ in 0..2 {
+        match state.get_state(&record).await {
+            Ok(Some(v)) => return Ok(v.value == owner.as_str().as_bytes()),
+            Ok(None) => match state
+                .put_state(&record, owner.as_str().as_bytes(), None)
+                .await
+            {
+                Ok(true) => return Ok(true),
+                // Another sign-in wrote it meanwhile: read it.
+                Ok(false) => continue,
+                Err(e) => {
+                    gw.count_store_error();
+                    tracing::error!(error = %e, "could not record a user name");
+                    return Err(());
+                }
+            },
+            Err(e) => {
+                gw.count_store_error();
+                tracing::error!(error = %e, "could not read a user name");
+                return Err(());
+            }
+        }
+    }
+    Err(())
+}
+
 /// The shared record from a provider's session id to its `sub`.
 fn sid_record(provider: &str, sid: &str) -> String {
     format!(
@@ -581,10 +684,12 @@ impl Who {
             UserClaim::Email if !email_verified => None,
             claim => text(claim.name()),
         }
-        .filter(|n| n.len() <= 256 && !n.chars().any(char::is_control))
+        // A local user name's characters only: nothing a header parser
+        // could trim or fold into another user's name.
+        .filter(|n| signoff::check_name(n).is_ok())
         .ok_or_else(|| {
             format!(
-                "it did not give the {} this site needs as your user name",
+                "it did not give a {} this site can use as your user name (letters, digits and . _ @ + - only)",
                 provider.user_claim.name()
             )
         })?;
@@ -679,20 +784,28 @@ async fn backchannel_logout(State(gw): AppState, body: axum::body::Bytes) -> Res
         tracing::error!("back-channel logout needs the shared store, which is not open");
         return backchannel_answer(StatusCode::SERVICE_UNAVAILABLE, BAD);
     };
-    // Each logout token is taken once, on whichever node sees it first.
-    match state
-        .put_state(&jti_record(&provider.config.id, &logout.jti), b"1", None)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => return refuse("the jti was seen before (a replay)"),
+    // Each logout token is taken once, by whichever node sees it first; it
+    // is recorded only once its sessions have ended, so a provider that
+    // tries again after a failure (503) is not refused as a replay.
+    let record = jti_record(&provider.config.id, &logout.jti);
+    match state.get_state(&record).await {
+        Ok(None) => {}
+        Ok(Some(_)) => return refuse("the jti was seen before (a replay)"),
         Err(e) => {
             gw.count_store_error();
-            tracing::error!(error = %e, "could not record a logout token");
+            tracing::error!(error = %e, "could not read the logout tokens taken");
             return backchannel_answer(StatusCode::SERVICE_UNAVAILABLE, BAD);
         }
     }
-    match end_for_logout(&gw, &provider.config.id, &logout, state.as_ref()).await {
+    let ended = match end_for_logout(&gw, &provider.config.id, &logout, state.as_ref()).await {
+        Ok(n) => state
+            .put_state(&record, b"1", None)
+            .await
+            .map(|_| n)
+            .map_err(Into::into),
+        Err(e) => Err(e),
+    };
+    match ended {
         Ok(n) => {
             tracing::info!(target: "signoff::auth", provider = %provider.config.id, ended = n, "back-channel logout");
             backchannel_answer(StatusCode::OK, "{}")
@@ -758,17 +871,22 @@ pub(super) async fn logout_at_provider(gw: &Gateway, ended: &Session) -> Result<
     if !provider.config.logout_at_provider {
         return Err(true);
     }
-    let (Ok(discovery), Some(hint)) = (provider.discovery().await, ended.data.get(ID_TOKEN_KEY))
-    else {
+    let Ok(discovery) = provider.discovery().await else {
         return Err(true);
     };
     let Some(end) = &discovery.end_session_endpoint else {
         return Err(true);
     };
+    // The ID token as a hint when it was small enough to keep; `client_id`
+    // alone otherwise (RP-Initiated Logout 1.0 allows either).
+    let hint = ended
+        .data
+        .get(ID_TOKEN_KEY)
+        .map(|t| format!("id_token_hint={}&", encode(t)))
+        .unwrap_or_default();
     Ok(format!(
-        "{end}{}id_token_hint={}&client_id={}&post_logout_redirect_uri={}",
+        "{end}{}{hint}client_id={}&post_logout_redirect_uri={}",
         if end.contains('?') { '&' } else { '?' },
-        encode(hint),
         encode(&provider.config.client_id),
         encode(&format!(
             "{}{}/signed-out",

@@ -25,7 +25,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest answer read from the provider.
 const MAX_ANSWER_BYTES: usize = 512 * 1024;
 /// At most one read of the keys per this long for an unknown key id.
-pub(super) const KEY_REFRESH_COOLDOWN: Duration = Duration::from_secs(60);
+pub(super) const KEY_REFRESH_COOLDOWN: Duration = Duration::from_secs(10);
+/// Keys are read again after this long even when known, so a key the
+/// provider has withdrawn stops being trusted.
+const KEY_MAX_AGE: Duration = Duration::from_secs(10 * 60);
 /// A failed discovery is tried again after this long, not on every request.
 const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
 
@@ -121,6 +124,22 @@ impl ProviderState {
             let value = self.get_json(&url).await?;
             let d: Discovery = serde_json::from_value(value)
                 .with_context(|| format!("{url}: not an OpenID discovery document"))?;
+            // Every endpoint over HTTPS when the issuer is: a plain one
+            // would let anyone on the way swap keys or read codes.
+            if self.config.issuer.starts_with("https://") {
+                let plain = [
+                    Some(&d.authorization_endpoint),
+                    Some(&d.token_endpoint),
+                    Some(&d.jwks_uri),
+                    d.end_session_endpoint.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                .find(|url| !url.starts_with("https://"));
+                if let Some(url) = plain {
+                    bail!("{url:?}: the provider names an endpoint that is not https://");
+                }
+            }
             if d.issuer != self.config.issuer {
                 bail!(
                     "{url} names the issuer {:?}, not {:?}: give the issuer exactly as the \
@@ -149,14 +168,31 @@ impl ProviderState {
     /// family), reading the keys again if it is unknown and the last read
     /// is older than [`KEY_REFRESH_COOLDOWN`].
     pub(super) async fn key(&self, kid: Option<&str>) -> Result<Jwk> {
-        if let Some(k) = find(&self.keys.read().await.set, kid) {
-            return Ok(k);
+        let fresh = |keys: &Keys| keys.read_at.is_some_and(|at| at.elapsed() < KEY_MAX_AGE);
+        {
+            let keys = self.keys.read().await;
+            if let (true, Some(k)) = (fresh(&keys), find(&keys.set, kid)) {
+                return Ok(k);
+            }
         }
         let _reading = self.reading_keys.lock().await;
         {
             let keys = self.keys.read().await;
-            if let Some(k) = find(&keys.set, kid) {
+            if let (true, Some(k)) = (fresh(&keys), find(&keys.set, kid)) {
                 return Ok(k);
+            }
+            // Known but old: read again; if that fails, the set in hand
+            // still serves (a provider down for a moment signs nobody out).
+            if let Some(k) = find(&keys.set, kid) {
+                drop(keys);
+                return match self.read_keys().await {
+                    Ok(()) => find(&self.keys.read().await.set, kid)
+                        .ok_or_else(|| anyhow!("the provider has withdrawn this key")),
+                    Err(e) => {
+                        tracing::warn!(provider = %self.config.id, error = format!("{e:#}"), "could not read the provider's keys again; using those in hand");
+                        Ok(k)
+                    }
+                };
             }
             if keys
                 .read_at
@@ -165,6 +201,13 @@ impl ProviderState {
                 bail!("no key with this id (the keys were read less than a minute ago)");
             }
         }
+        self.read_keys().await?;
+        find(&self.keys.read().await.set, kid)
+            .ok_or_else(|| anyhow!("the provider has no key with this id"))
+    }
+
+    /// Reads the provider's key set (the caller holds `reading_keys`).
+    async fn read_keys(&self) -> Result<()> {
         let discovery = self.discovery().await?;
         let value = self.get_json(&discovery.jwks_uri).await;
         let mut keys = self.keys.write().await;
@@ -172,7 +215,7 @@ impl ProviderState {
         let set: JwkSet = serde_json::from_value(value?)
             .with_context(|| format!("{}: not a JWK set", discovery.jwks_uri))?;
         keys.set = set.keys;
-        find(&keys.set, kid).ok_or_else(|| anyhow!("the provider has no key with this id"))
+        Ok(())
     }
 
     /// Trades an authorization code for tokens (client_secret_basic, PKCE).

@@ -710,7 +710,10 @@ mod tests {
                     username: evil,
                     error: Some(evil),
                     remember: Some(evil),
-                    providers: &[],
+                    providers: &[ProviderLink {
+                        href: evil.to_owned(),
+                        name: evil.to_owned(),
+                    }],
                     password: true,
                 }
                 .render(),

@@ -29,6 +29,8 @@ struct LocalProvider {
     key: EncodingKey,
     other_key: EncodingKey,
     jwks_reads: Arc<AtomicUsize>,
+    /// What the token endpoint answers as `id_token` next.
+    next_id_token: Arc<std::sync::Mutex<String>>,
     _server: tokio::task::JoinHandle<()>,
 }
 
@@ -58,6 +60,8 @@ impl LocalProvider {
         });
         let jwks_reads = Arc::new(AtomicUsize::new(0));
         let reads = jwks_reads.clone();
+        let next_id_token = Arc::new(std::sync::Mutex::new(String::new()));
+        let id_token = next_id_token.clone();
         let app = axum::Router::new()
             .route(
                 "/.well-known/openid-configuration",
@@ -83,6 +87,18 @@ impl LocalProvider {
                         )
                     }
                 }),
+            )
+            .route(
+                "/token",
+                axum::routing::post(move || {
+                    let token = id_token.lock().unwrap().clone();
+                    async move {
+                        (
+                            [(http::header::CONTENT_TYPE, "application/json")],
+                            json!({"id_token": token, "token_type": "Bearer"}).to_string(),
+                        )
+                    }
+                }),
             );
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -92,6 +108,7 @@ impl LocalProvider {
             key: EncodingKey::from_ec_der(&pair.serialize_der()),
             other_key: EncodingKey::from_ec_der(&other.serialize_der()),
             jwks_reads,
+            next_id_token,
             _server: server,
         }
     }
@@ -507,4 +524,153 @@ async fn a_signout_the_provider_cannot_hear_makes_the_next_sign_in_ask_for_the_p
     )
     .await;
     assert!(start.header("location").unwrap().contains("&prompt=login"));
+}
+
+/// The ID token's checks at the callback, against the local signer (whose
+/// token endpoint answers what the test sets): every bad token gets 400 and
+/// no session; the good one, the control, signs in.
+#[tokio::test]
+async fn the_callback_takes_only_a_good_id_token() {
+    let provider = LocalProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("signoff.db").display());
+    let gw = node(dir, &db, &provider.issuer);
+    let now = LocalProvider::now();
+    let claims = |nonce: &str| {
+        json!({"iss": provider.issuer, "aud": CLIENT_ID, "sub": "erin",
+            "preferred_username": "erin", "nonce": nonce, "iat": now, "exp": now + 300})
+    };
+    let signed = |c: Value| provider.sign_with(&c, "k1", None, &provider.key);
+    let changed = |key: &'static str, value: Value| {
+        move |nonce: &str| {
+            let mut c = claims(nonce);
+            c[key] = value.clone();
+            signed(c)
+        }
+    };
+    type Make<'a> = Box<dyn Fn(&str) -> String + 'a>;
+    let cases: Vec<(&str, Make, &str)> = vec![
+        (
+            "a wrong nonce",
+            Box::new(changed("nonce", json!("another"))),
+            "",
+        ),
+        ("no nonce", Box::new(changed("nonce", Value::Null)), ""),
+        (
+            "a code for another client (aud)",
+            Box::new(changed("aud", json!("another-client"))),
+            "",
+        ),
+        (
+            "several audiences, no azp",
+            Box::new(changed("aud", json!([CLIENT_ID, "x"]))),
+            "",
+        ),
+        (
+            "azp another client",
+            Box::new(changed("azp", json!("x"))),
+            "",
+        ),
+        (
+            "a wrong iss",
+            Box::new(changed("iss", json!("https://evil.example"))),
+            "",
+        ),
+        ("expired", Box::new(changed("exp", json!(now - 600))), ""),
+        (
+            "issued in the future",
+            Box::new(changed("iat", json!(now + 3600))),
+            "",
+        ),
+        ("no sub", Box::new(changed("sub", Value::Null)), ""),
+        (
+            "alg none",
+            Box::new(|nonce: &str| {
+                format!(
+                    "{}.{}.",
+                    b64(br#"{"alg":"none"}"#),
+                    b64(claims(nonce).to_string().as_bytes())
+                )
+            }),
+            "",
+        ),
+        (
+            "HS256 with the client secret",
+            Box::new(|nonce: &str| {
+                jsonwebtoken::encode(
+                    &Header::new(Algorithm::HS256),
+                    &claims(nonce),
+                    &EncodingKey::from_secret(SECRET.as_bytes()),
+                )
+                .unwrap()
+            }),
+            "",
+        ),
+        (
+            "signed by another key",
+            Box::new(|nonce: &str| {
+                provider.sign_with(&claims(nonce), "k1", None, &provider.other_key)
+            }),
+            "",
+        ),
+        (
+            "an answer naming another issuer (mix-up)",
+            Box::new(|nonce: &str| signed(claims(nonce))),
+            "&iss=https%3A%2F%2Fevil.example",
+        ),
+        ("not a JWT", Box::new(|_: &str| "garbage".to_owned()), ""),
+    ];
+    for (what, make, extra) in &cases {
+        let r = callback_with(&gw, &provider, make, extra).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        assert!(
+            r.new_cookie("signoff").is_none(),
+            "{what} signed someone in"
+        );
+    }
+    // A good token whose name no user can have: refused, saying why.
+    let spaced = callback_with(
+        &gw,
+        &provider,
+        &changed("preferred_username", json!("erin smith")),
+        "",
+    )
+    .await;
+    assert_eq!(spaced.status, 403, "{}", spaced.text());
+    assert!(
+        spaced.text().contains("as your user name"),
+        "{}",
+        spaced.text()
+    );
+    assert!(spaced.new_cookie("signoff").is_none());
+    // The control: the same sign-in with a good token.
+    let good = callback_with(&gw, &provider, &|nonce: &str| signed(claims(nonce)), "").await;
+    assert_eq!(good.status, 303, "{}", good.text());
+    assert!(good.new_cookie("signoff").is_some());
+}
+
+/// One sign-in: the callback's answer when the provider's ID token is what
+/// `make` builds from the nonce signoff sent (`extra` added to the
+/// callback's query).
+async fn callback_with(
+    gw: &Gateway,
+    provider: &LocalProvider,
+    make: &dyn Fn(&str) -> String,
+    extra: &str,
+) -> support::Reply {
+    let param = |url: &str, name: &str| {
+        url.split(['?', '&'])
+            .find_map(|p| p.strip_prefix(&format!("{name}=")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let start = get(&gw.url("/.signoff/oidc/start?provider=default"), &[]).await;
+    let location = start.header("location").unwrap().to_owned();
+    let pending = start.new_cookie("signoff-oidc").unwrap();
+    *provider.next_id_token.lock().unwrap() = make(&param(&location, "nonce"));
+    let url = gw.url(&format!(
+        "/.signoff/oidc/callback?code=c&state={}{extra}",
+        param(&location, "state")
+    ));
+    get(&url, &[("cookie", &format!("signoff-oidc={pending}"))]).await
 }

@@ -674,3 +674,52 @@ async fn callback_with(
     ));
     get(&url, &[("cookie", &format!("signoff-oidc={pending}"))]).await
 }
+
+/// The admin API lists and ends a provider user's sessions by
+/// `oidc:PROVIDER:SUB`, like a local user's by name.
+#[tokio::test]
+async fn the_admin_api_ends_a_provider_users_sessions() {
+    let provider = LocalProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signoff.db");
+    let db = format!("sqlite://{}", path.display());
+    let (admin, hash) = support::admin_token();
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let secret = secret.display().to_string();
+    let gw = Gateway::start_on(
+        dir,
+        &db,
+        None,
+        &[
+            "--oidc-issuer",
+            &provider.issuer,
+            "--oidc-client-id",
+            CLIENT_ID,
+            "--oidc-client-secret-file",
+            &secret,
+            "--admin-token-sha256",
+            &hash,
+        ],
+    );
+    let engine = Sessions::new(
+        Arc::new(SqliteStore::open(&path).await.unwrap()),
+        Policy::default(),
+    );
+    let frank = provider_session(&engine, "frank", "sid-f").await;
+    let bearer = format!("Bearer {admin}");
+    let url = gw.url("/.signoff/admin/users/oidc:default:frank/sessions");
+    let list = get(&url, &[("authorization", &bearer)]).await;
+    assert_eq!(list.status, 200, "{}", list.text());
+    assert_eq!(list.json().as_array().unwrap().len(), 1);
+    let ended = support::request(
+        http::Method::DELETE,
+        &url,
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(ended.status, 200, "{}", ended.text());
+    assert_eq!(ended.json()["ended"], 1);
+    assert!(!alive(&gw, &frank).await);
+}

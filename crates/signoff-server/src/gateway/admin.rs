@@ -474,6 +474,37 @@ impl FromRequestParts<Arc<Gateway>> for NamedUser {
     }
 }
 
+/// Whose sessions a `/users/{name}/sessions` route means: a local user, or
+/// a provider's user named `oidc:PROVIDER:SUB` (docs/oidc.md), who has no
+/// account here (no local name has a `:`).
+struct SessionOwner {
+    id: signoff::UserId,
+    name: String,
+}
+
+impl FromRequestParts<Arc<Gateway>> for SessionOwner {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, Response> {
+        let Path(name) = Path::<String>::from_request_parts(parts, gw)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if name.starts_with("oidc:") && name.split(':').count() >= 3 {
+            return Ok(SessionOwner {
+                id: signoff::UserId::new(name.clone()),
+                name,
+            });
+        }
+        find_user(gw, &name)
+            .await
+            .map(|u| SessionOwner {
+                id: u.id,
+                name: u.name,
+            })
+            .map_err(IntoResponse::into_response)
+    }
+}
+
 fn unavailable(e: &dyn std::fmt::Display) -> Response {
     log_unavailable(e);
     unavailable_answer()
@@ -692,12 +723,12 @@ async fn change_user_groups(
 }
 
 /// A user's live sessions, newest first.
-#[utoipa::path(get, path = "/users/{name}/sessions", params(("name" = String, Path, description = "Login name")), responses(
+#[utoipa::path(get, path = "/users/{name}/sessions", params(("name" = String, Path, description = "Login name, or oidc:PROVIDER:SUB for a provider's user")), responses(
     (status = 200, description = "Live sessions, newest first", body = [SessionJson]),
     (status = 401, description = "Missing or wrong token", body = ApiError),
     (status = 404, description = "Unknown user", body = ApiError),
 ))]
-async fn user_sessions(State(gw): AppState, NamedUser(user): NamedUser) -> Response {
+async fn user_sessions(State(gw): AppState, user: SessionOwner) -> Response {
     match gw.sessions.list_for_user(&user.id).await {
         Ok(list) => ok(&list.iter().map(SessionJson::from).collect::<Vec<_>>()),
         Err(e) => unavailable(&e),
@@ -705,12 +736,12 @@ async fn user_sessions(State(gw): AppState, NamedUser(user): NamedUser) -> Respo
 }
 
 /// End all of a user's sessions.
-#[utoipa::path(delete, path = "/users/{name}/sessions", params(("name" = String, Path, description = "Login name")), responses(
+#[utoipa::path(delete, path = "/users/{name}/sessions", params(("name" = String, Path, description = "Login name, or oidc:PROVIDER:SUB for a provider's user")), responses(
     (status = 200, description = "How many ended", body = Ended),
     (status = 401, description = "Missing or wrong token", body = ApiError),
     (status = 404, description = "Unknown user", body = ApiError),
 ))]
-async fn end_user_sessions(State(gw): AppState, NamedUser(user): NamedUser) -> Response {
+async fn end_user_sessions(State(gw): AppState, user: SessionOwner) -> Response {
     match gw
         .sessions
         .end_all_for_user(&user.id, None, Actor::Admin, "admin")

@@ -448,7 +448,7 @@ async fn callback(
     let auth_time = claims.get("auth_time").and_then(|v| v.as_i64());
     if data.contains_key(PENDING_FRESH) {
         let asked_at = pending.created_at.as_millis() / 1000;
-        if !auth_time.is_some_and(|t| t >= asked_at - 60) {
+        if auth_time.is_none_or(|t| t < asked_at - 60) {
             tracing::warn!(target: "signoff::auth", provider = %provider.config.id, "the provider did not ask for the password again (no recent auth_time)");
             return refused(&gw, "the provider did not ask for the password again");
         }
@@ -640,16 +640,16 @@ async fn claim_name(gw: &Gateway, name: &str, owner: &UserId) -> Result<bool, ()
 /// The shared record from a provider's session id to its `sub`.
 fn sid_record(provider: &str, sid: &str) -> String {
     format!(
-        "oidc.sid.{provider}.{}",
-        format!("{:x}", sha2::Sha256::digest(sid.as_bytes()))
+        "oidc.sid.{provider}.{:x}",
+        sha2::Sha256::digest(sid.as_bytes())
     )
 }
 
 /// The shared record that a logout token's `jti` was seen.
 fn jti_record(provider: &str, jti: &str) -> String {
     format!(
-        "oidc.jti.{provider}.{}",
-        format!("{:x}", sha2::Sha256::digest(jti.as_bytes()))
+        "oidc.jti.{provider}.{:x}",
+        sha2::Sha256::digest(jti.as_bytes())
     )
 }
 

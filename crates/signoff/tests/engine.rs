@@ -422,7 +422,10 @@ async fn the_session_limit_counts_sign_ins_and_ends_them_whole() {
         .max_sessions_per_user(Some(1))
         .build()
         .unwrap();
-    let sessions = Sessions::new(store, policy);
+    // Sign-ins a second apart: the limit ends the older (two in the same
+    // millisecond are ordered by their random handles).
+    let clock = Arc::new(ManualClock::starting_now());
+    let sessions = Sessions::with_clock(store, policy, clock.clone());
     let user = UserId::new("u1");
     let first = sessions
         .login(None, NewSession::for_user(user.clone()))
@@ -442,6 +445,7 @@ async fn the_session_limit_counts_sign_ins_and_ends_them_whole() {
         "a linked session is no second sign-in"
     );
     assert!(sessions.validate_handle(&linked.handle).await.is_ok());
+    clock.advance(Duration::from_secs(1));
     let second = sessions
         .login(None, NewSession::for_user(user.clone()))
         .await

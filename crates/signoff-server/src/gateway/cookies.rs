@@ -51,6 +51,24 @@ pub(super) fn expire(policy: &CookiePolicy) -> HeaderValue {
     )
 }
 
+/// `Set-Cookie` for one of signoff's short-lived helper cookies (the
+/// single sign-on state, a pending OpenID sign-in, the provider re-login
+/// mark): host-only, `HttpOnly`, and `SameSite=Lax` whatever the session
+/// cookie's, since each must come back on a navigation from another site
+/// (the central host, the provider). `max_age` 0 expires it.
+pub(super) fn helper(name: &str, value: &str, max_age: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let expires = if max_age == 0 {
+        "; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Max-Age={max_age}{expires}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .unwrap_or_else(|_| unreachable!("cookie names and signoff's values are ASCII"))
+}
+
 fn header_value(c: &CookiePolicy, value: &str, expiry: &str) -> HeaderValue {
     let secure = if c.secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(

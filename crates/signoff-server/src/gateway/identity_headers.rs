@@ -327,6 +327,7 @@ pub mod examples {
         "x-signoff-email",
         "x-forwarded-for",
         "x-forwarded-proto",
+        "x-forwarded-host",
         "x-original-uri",
         "x-original-method",
     ];

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use base64::Engine as _;
@@ -38,7 +38,6 @@ use signoff::{Actor, AuditEvent, AuditKind, NewSession, Session, SessionData, Se
 use super::apps::Site;
 use super::client_addr::ClientAddr;
 use super::error_pages::{error_page, unavailable};
-use super::proxy::no_store;
 use super::signed_in::{self, Auth};
 use super::{cookies, redirect, AppState, Gateway, GROUPS_KEY, SITE_KEY, USER_NAME_KEY};
 
@@ -71,38 +70,9 @@ fn state_cookie_name(gw: &Gateway) -> String {
     format!("{}-sso", gw.cookie.name)
 }
 
-/// `Set-Cookie` for the state cookie: host-only, `HttpOnly`, and `Lax`
-/// whatever the session cookie's `SameSite`, since it must come back on
-/// the navigation from the central host.
+/// `Set-Cookie` for the state cookie.
 fn state_cookie(gw: &Gateway, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if gw.cookie.secure { "; Secure" } else { "" };
-    let expires = if max_age == 0 {
-        "; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
-    } else {
-        ""
-    };
-    HeaderValue::from_str(&format!(
-        "{}={value}; Path=/; Max-Age={max_age}{expires}; HttpOnly; SameSite=Lax{secure}",
-        state_cookie_name(gw)
-    ))
-    .unwrap_or_else(|_| unreachable!("cookie names and base64url states are ASCII"))
-}
-
-/// A 303 to `location`, `no-store`, sending no `Referer` on (the URL may
-/// hold a hand-over token).
-fn see_other(location: &str) -> Response {
-    let mut r = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(location) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    no_store(r.headers_mut());
-    r.headers_mut()
-        .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    r
-}
-
-fn encode(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+    cookies::helper(&state_cookie_name(gw), value, max_age, gw.cookie.secure)
 }
 
 /// Where an app host sends a browser on the central host.
@@ -124,8 +94,8 @@ pub(super) fn start(gw: &Gateway, site: &Site, next: Option<&str>, entry: Entry)
     let hand_over = format!(
         "{}/sso?site={}&state={state}&next={}",
         gw.settings.prefix,
-        encode(&site.host),
-        encode(next)
+        redirect::encode(&site.host),
+        redirect::encode(next)
     );
     let location = match entry {
         Entry::SignIn => format!("{}{hand_over}", gw.settings.public_origin),
@@ -133,10 +103,10 @@ pub(super) fn start(gw: &Gateway, site: &Site, next: Option<&str>, entry: Entry)
             "{}{}/reauth?next={}",
             gw.settings.public_origin,
             gw.settings.prefix,
-            encode(&hand_over)
+            redirect::encode(&hand_over)
         ),
     };
-    let mut r = see_other(&location);
+    let mut r = redirect::away(&location);
     r.headers_mut().append(
         header::SET_COOKIE,
         state_cookie(gw, &state, STATE_LIFETIME_SECS),
@@ -187,10 +157,10 @@ async fn hand_over(
             let back = format!(
                 "{}/sso?site={}&state={state}&next={}",
                 gw.settings.prefix,
-                encode(&site.host),
-                encode(next)
+                redirect::encode(&site.host),
+                redirect::encode(next)
             );
-            return see_other(&signed_in::login_url(&gw.settings.prefix, &back));
+            return redirect::away(&signed_in::login_url(&gw.settings.prefix, &back));
         }
     };
     let mut data = SessionData::new();
@@ -214,7 +184,7 @@ async fn hand_over(
             return unavailable(&gw);
         }
     };
-    see_other(&format!(
+    redirect::away(&format!(
         "{}{}/sso/callback?code={}&state={state}",
         site.origin,
         gw.settings.prefix,
@@ -379,7 +349,7 @@ async fn take_over(
             .ip(client_ip),
     )
     .await;
-    let mut r = see_other(&next);
+    let mut r = redirect::away(&next);
     let h = r.headers_mut();
     h.append(header::SET_COOKIE, cookies::issue(&gw, &issued));
     h.append(header::SET_COOKIE, state_cookie(&gw, "", 0));
@@ -452,7 +422,7 @@ pub(super) async fn app_host_gate(
     }
     if readable {
         let pq = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
-        return see_other(&format!("{}{pq}", gw.settings.public_origin));
+        return redirect::away(&format!("{}{pq}", gw.settings.public_origin));
     }
     error_page(
         &gw,

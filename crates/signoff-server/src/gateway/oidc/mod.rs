@@ -127,8 +127,8 @@ impl Providers {
             .map(|p| super::pages::ProviderLink {
                 href: format!(
                     "{prefix}/oidc/start?provider={}&next={}",
-                    encode(&p.config.id),
-                    encode(next)
+                    redirect::encode(&p.config.id),
+                    redirect::encode(next)
                 ),
                 name: p.config.name.clone(),
             })
@@ -146,10 +146,6 @@ fn origin_of(url: &str) -> Option<String> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
     plain.then(|| format!("{scheme}://{authority}"))
-}
-
-fn encode(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 fn random_text() -> String {
@@ -177,32 +173,6 @@ fn pending_cookie_name(gw: &Gateway) -> String {
 /// password (a sign-out the provider could not be told of).
 fn relogin_cookie_name(gw: &Gateway) -> String {
     format!("{}-relogin", gw.cookie.name)
-}
-
-/// A host-only, `HttpOnly`, `Lax` cookie (it must come back on the
-/// provider's redirect).
-fn cookie(name: &str, value: &str, max_age: u64, secure: bool) -> HeaderValue {
-    let secure = if secure { "; Secure" } else { "" };
-    let expires = if max_age == 0 {
-        "; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
-    } else {
-        ""
-    };
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; Max-Age={max_age}{expires}; HttpOnly; SameSite=Lax{secure}"
-    ))
-    .unwrap_or_else(|_| unreachable!("cookie names and tokens are ASCII"))
-}
-
-fn see_other(location: &str) -> Response {
-    let mut r = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(location) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    no_store(r.headers_mut());
-    r.headers_mut()
-        .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    r
 }
 
 fn redirect_uri(gw: &Gateway) -> String {
@@ -279,9 +249,9 @@ async fn start(State(gw): AppState, Query(q): Query<StartQuery>, headers: Header
          &code_challenge={challenge}&code_challenge_method=S256",
         discovery.authorization_endpoint,
         if discovery.authorization_endpoint.contains('?') { '&' } else { '?' },
-        encode(&provider.config.client_id),
-        encode(&redirect_uri(&gw)),
-        encode(&provider.config.scopes.join(" ")),
+        redirect::encode(&provider.config.client_id),
+        redirect::encode(&redirect_uri(&gw)),
+        redirect::encode(&provider.config.scopes.join(" ")),
     );
     if relogin {
         url.push_str("&prompt=login");
@@ -290,10 +260,10 @@ async fn start(State(gw): AppState, Query(q): Query<StartQuery>, headers: Header
         // The ID token then carries `auth_time`, checked at the callback.
         url.push_str("&max_age=0");
     }
-    let mut r = see_other(&url);
+    let mut r = redirect::away(&url);
     r.headers_mut().append(
         header::SET_COOKIE,
-        cookie(
+        cookies::helper(
             &pending_cookie_name(&gw),
             pending.token.expose(),
             PENDING_LIFETIME.as_secs(),
@@ -336,7 +306,7 @@ fn refused(gw: &Gateway, why: &str) -> Response {
     );
     r.headers_mut().append(
         header::SET_COOKIE,
-        cookie(&pending_cookie_name(gw), "", 0, gw.cookie.secure),
+        cookies::helper(&pending_cookie_name(gw), "", 0, gw.cookie.secure),
     );
     r
 }
@@ -579,17 +549,17 @@ async fn callback(
             .ip(client_ip),
     )
     .await;
-    let mut r = see_other(&next);
+    let mut r = redirect::away(&next);
     let h = r.headers_mut();
     h.append(header::SET_COOKIE, cookies::issue(&gw, &issued));
     h.append(
         header::SET_COOKIE,
-        cookie(&pending_cookie_name(&gw), "", 0, gw.cookie.secure),
+        cookies::helper(&pending_cookie_name(&gw), "", 0, gw.cookie.secure),
     );
     if cookies::read(&headers, &relogin_cookie_name(&gw)).is_some() {
         h.append(
             header::SET_COOKIE,
-            cookie(&relogin_cookie_name(&gw), "", 0, gw.cookie.secure),
+            cookies::helper(&relogin_cookie_name(&gw), "", 0, gw.cookie.secure),
         );
     }
     r
@@ -882,13 +852,13 @@ pub(super) async fn logout_at_provider(gw: &Gateway, ended: &Session) -> Result<
     let hint = ended
         .data
         .get(ID_TOKEN_KEY)
-        .map(|t| format!("id_token_hint={}&", encode(t)))
+        .map(|t| format!("id_token_hint={}&", redirect::encode(t)))
         .unwrap_or_default();
     Ok(format!(
         "{end}{}{hint}client_id={}&post_logout_redirect_uri={}",
         if end.contains('?') { '&' } else { '?' },
-        encode(&provider.config.client_id),
-        encode(&format!(
+        redirect::encode(&provider.config.client_id),
+        redirect::encode(&format!(
             "{}{}/signed-out",
             gw.settings.public_origin, gw.settings.prefix
         )),
@@ -909,8 +879,8 @@ pub(super) fn reauthenticate_at_provider(
     Some(format!(
         "{}/oidc/start?provider={}&next={}&prompt=login",
         gw.settings.prefix,
-        encode(id),
-        encode(next)
+        redirect::encode(id),
+        redirect::encode(next)
     ))
 }
 
@@ -931,7 +901,7 @@ pub(super) fn password_elsewhere(gw: &Gateway, session: &Session) -> Option<Resp
 
 /// `Set-Cookie` making the next sign-in ask the provider for the password.
 pub(super) fn relogin_cookie(gw: &Gateway) -> HeaderValue {
-    cookie(
+    cookies::helper(
         &relogin_cookie_name(gw),
         "1",
         30 * 24 * 3600,

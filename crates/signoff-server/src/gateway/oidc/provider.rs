@@ -1,7 +1,9 @@
 //! One OpenID provider as signoff talks to it: its discovery document
-//! (read once, again after a failure), its signing keys (cached, read again
-//! for an unknown key id at most once a minute, so a flood of made-up key
-//! ids cannot hammer the provider), and the token endpoint.
+//! (read once, again after a failure; every endpoint `https://` when the
+//! issuer is), its signing keys (cached, read again for an unknown key id
+//! at most every 10 seconds, so a flood of made-up key ids cannot hammer
+//! the provider, and after 10 minutes in any case, so a withdrawn key stops
+//! counting), and the token endpoint.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -198,7 +200,7 @@ impl ProviderState {
                 .read_at
                 .is_some_and(|at| at.elapsed() < KEY_REFRESH_COOLDOWN)
             {
-                bail!("no key with this id (the keys were read less than a minute ago)");
+                bail!("no key with this id (the keys were read a moment ago)");
             }
         }
         self.read_keys().await?;

@@ -52,38 +52,14 @@ upstream = "UPSTREAM"
 policy = "public"
 "#;
 
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A node serving the apps, the central host `login.test`, on `db`.
 fn node(dir: tempfile::TempDir, db: &str, upstream: &Upstream) -> (Gateway, u16) {
-    let port = free_port();
-    let config = dir.path().join("signoff.toml");
-    std::fs::write(&config, APPS.replace("UPSTREAM", &upstream.url())).unwrap();
-    let listen = format!("127.0.0.1:{port}");
-    let public = format!("http://login.test:{port}");
-    let config = config.display().to_string();
-    let gw = Gateway::start_on(
+    Gateway::start_with_hosts(
         dir,
         db,
-        Some(&upstream.url()),
-        &[
-            "--config",
-            &config,
-            "--listen",
-            &listen,
-            "--public-url",
-            &public,
-            "--allow-insecure-http",
-        ],
-    );
-    (gw, port)
+        upstream,
+        &APPS.replace("UPSTREAM", &upstream.url()),
+    )
 }
 
 /// A client of one node, naming hosts in `Host`.

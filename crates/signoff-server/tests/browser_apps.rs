@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::json;
-use support::browser::{wait_until, Browser, Engine, Error, Result, PAGESHOW_RECORDER};
+use support::browser::{Browser, Engine, Error, Result, CSP_RECORDER, PAGESHOW_RECORDER};
 use support::scenarios::check;
 use support::{add_user_in_groups, Gateway, Upstream, PASSWORD, USER};
 
@@ -49,38 +49,14 @@ upstream = "UPSTREAM"
 /// What the upstream writes on each of its pages.
 const PRIVATE: &str = "PRIVATE upstream page";
 
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A node serving the apps, the central host `login.test`, on `db`.
 fn node(dir: tempfile::TempDir, db: &str, upstream: &Upstream) -> (Gateway, u16) {
-    let port = free_port();
-    let config = dir.path().join("signoff.toml");
-    std::fs::write(&config, APPS.replace("UPSTREAM", &upstream.url())).unwrap();
-    let listen = format!("127.0.0.1:{port}");
-    let public = format!("http://login.test:{port}");
-    let config = config.display().to_string();
-    let gw = Gateway::start_on(
+    Gateway::start_with_hosts(
         dir,
         db,
-        Some(&upstream.url()),
-        &[
-            "--config",
-            &config,
-            "--listen",
-            &listen,
-            "--public-url",
-            &public,
-            "--allow-insecure-http",
-        ],
-    );
-    (gw, port)
+        upstream,
+        &APPS.replace("UPSTREAM", &upstream.url()),
+    )
 }
 
 /// The three hosts, all on the gateway's port.
@@ -109,28 +85,9 @@ fn artifact(step: &str) -> PathBuf {
         .join(format!("chromium-apps-{step}.png"))
 }
 
-/// Waits until the browser's URL starts with `prefix`; its URL.
-async fn wait_for_url(b: &Browser, prefix: &str) -> Result<String> {
-    let reached = wait_until(Duration::from_secs(10), prefix, || async move {
-        let url = b.current_url().await?;
-        Ok(url.starts_with(prefix).then_some(url))
-    })
-    .await;
-    match reached {
-        Ok(url) => {
-            b.wait_ready().await?;
-            Ok(url)
-        }
-        Err(e) => Err(Error::new(format!(
-            "{e}; the browser is at {}",
-            b.current_url().await.unwrap_or_default()
-        ))),
-    }
-}
-
 /// The browser at `url`, an upstream page shown signed in, no password form on it.
 async fn shows_private(b: &Browser, step: &str, url: &str) -> Result<()> {
-    let at = wait_for_url(b, url).await?;
+    let at = b.wait_for_url(url).await?;
     check(at == url, format!("{step}: at {at}, not {url}"))?;
     let path = &url[url.find("/page").unwrap_or(0)..];
     let text = b.visible_text().await?;
@@ -157,7 +114,8 @@ async fn nothing_private(b: &Browser, step: &str, lands_on: &str) -> Result<Stri
             b.current_url().await?
         ),
     )?;
-    let at = wait_for_url(b, lands_on)
+    let at = b
+        .wait_for_url(lands_on)
         .await
         .map_err(|e| Error::new(format!("{step}: {e}")))?;
     // The guard navigates after one round trip: give it that before
@@ -224,28 +182,11 @@ async fn one_host_only_cookie_per_host(b: &Browser) -> Result<()> {
     check(values.len() == 3, "two hosts share a session")
 }
 
-/// How many times the gateway has told a page's guard that its session
-/// is over (`GET /.signoff/status` answered 401, in its access log): the
-/// mark of a private page restored from the back/forward cache.
-fn guard_refusals(gw: &Gateway) -> usize {
-    gw.proc
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("path=/.signoff/status status=401"))
-        .count()
-}
-
-/// Records the page's Content-Security-Policy violations, to say why a
-/// form went nowhere.
-const CSP_RECORDER: &str =
-    "window.__csp = []; document.addEventListener('securitypolicyviolation', \
-     function (e) { window.__csp.push(e.violatedDirective + ' blocked ' + e.blockedURI); });";
-
 /// Types the password into the central form and waits for where it leads.
 async fn sign_in(b: &Browser) -> Result<()> {
     b.exec(CSP_RECORDER).await?;
     if let Err(e) = b.submit_login(USER, PASSWORD).await {
-        let csp = b.eval("window.__csp || null").await.unwrap_or_default();
+        let csp = b.csp_violations().await;
         return Err(Error::new(format!(
             "{e}; CSP violations on the sign-in form: {csp}"
         )));
@@ -279,7 +220,7 @@ async fn scenario(b: &Browser, h: &Hosts, gw: &Gateway) -> Result<()> {
 
     // 1. The wiki, signed out: the central form, then the page asked for.
     b.goto(&h.url("wiki.test", "/page-a")).await?;
-    let form = wait_for_url(b, &h.central_login_for("wiki.test")).await?;
+    let form = b.wait_for_url(&h.central_login_for("wiki.test")).await?;
     check(
         form.ends_with("%26next%3D%252Fpage-a"),
         format!("the central form forgot the page: {form}"),
@@ -346,12 +287,12 @@ async fn scenario(b: &Browser, h: &Hosts, gw: &Gateway) -> Result<()> {
         ("4-back-4-wiki-b", "wiki.test", true),
         ("4-back-5-wiki-a", "wiki.test", true),
     ] {
-        let refusals = guard_refusals(gw);
+        let refusals = gw.guard_refusals();
         b.back().await?;
         nothing_private(b, step, &h.central_login_for(app)).await?;
         if kept {
             check(
-                guard_refusals(gw) == refusals + 1,
+                gw.guard_refusals() == refusals + 1,
                 format!(
                     "{step}: the page did not come back from the back/forward cache to its guard"
                 ),

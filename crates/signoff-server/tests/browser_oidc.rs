@@ -33,9 +33,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::browser::{wait_until, Browser, Engine, Error, Result, PAGESHOW_RECORDER};
+use support::browser::{Browser, Engine, Error, Result, CSP_RECORDER, PAGESHOW_RECORDER};
 use support::oidc::OidcProvider;
 use support::scenarios::check;
+use support::services::free_port;
 use support::{Gateway, Upstream};
 
 /// signoff's host name; the provider is on 127.0.0.1.
@@ -45,21 +46,6 @@ const RESOLVER_RULES: &str = "--host-resolver-rules=MAP signoff.test 127.0.0.1";
 
 /// What the upstream writes on each of its pages.
 const PRIVATE: &str = "PRIVATE upstream page";
-
-/// Records every page's Content-Security-Policy violations, to say why a
-/// form or a redirect went nowhere.
-const CSP_RECORDER: &str = "window.__csp = []; \
-     document.addEventListener('securitypolicyviolation', function (e) { \
-     window.__csp.push(e.violatedDirective + ' blocked ' + e.blockedURI); });";
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn artifact(step: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -130,33 +116,9 @@ fn node(
     )
 }
 
-/// Waits until the browser's URL starts with `prefix`; its URL.
-async fn wait_for_url(b: &Browser, prefix: &str) -> Result<String> {
-    let reached = wait_until(Duration::from_secs(10), prefix, || async move {
-        let url = b.current_url().await?;
-        Ok(url.starts_with(prefix).then_some(url))
-    })
-    .await;
-    match reached {
-        Ok(url) => {
-            b.wait_ready().await?;
-            Ok(url)
-        }
-        Err(e) => Err(Error::new(format!(
-            "{e}; the browser is at {}; CSP violations there: {}",
-            b.current_url().await.unwrap_or_default(),
-            csp_violations(b).await
-        ))),
-    }
-}
-
-async fn csp_violations(b: &Browser) -> Value {
-    b.eval("window.__csp || null").await.unwrap_or_default()
-}
-
 /// The browser at `url`, the upstream's page shown.
 async fn shows_private(b: &Browser, step: &str, url: &str) -> Result<()> {
-    let at = wait_for_url(b, url).await?;
+    let at = b.wait_for_url(url).await?;
     check(at == url, format!("{step}: at {at}, not {url}"))?;
     let path = &url[url.find("/page").unwrap_or(0)..];
     let text = b.visible_text().await?;
@@ -180,7 +142,7 @@ async fn nothing_private(b: &Browser, step: &str, lands_on: Option<&str>) -> Res
         ),
     )?;
     if let Some(prefix) = lands_on {
-        wait_for_url(b, prefix)
+        b.wait_for_url(prefix)
             .await
             .map_err(|e| Error::new(format!("{step}: {e}")))?;
     }
@@ -198,17 +160,6 @@ async fn nothing_private(b: &Browser, step: &str, lands_on: Option<&str>) -> Res
     Ok(at)
 }
 
-/// How many times the gateway has told a page's guard that its session
-/// is over (`GET /.signoff/status` answered 401, in its access log): the
-/// mark of a private page restored from the back/forward cache.
-fn guard_refusals(gw: &Gateway) -> usize {
-    gw.proc
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("path=/.signoff/status status=401"))
-        .count()
-}
-
 /// On signoff's login page for `next`: its "Sign in with Test ID" leads to
 /// the provider's own login form (not a silent sign-in).
 async fn to_the_providers_form(
@@ -218,7 +169,7 @@ async fn to_the_providers_form(
     step: &str,
     next: &str,
 ) -> Result<()> {
-    wait_for_url(b, &site.login_for(next)).await?;
+    b.wait_for_url(&site.login_for(next)).await?;
     let text = b.visible_text().await?;
     check(
         text.contains("Sign in with Test ID") && !text.contains(PRIVATE),
@@ -232,7 +183,7 @@ async fn to_the_providers_form(
         provider.owns(&at),
         format!(
             "{step}: \"Sign in with Test ID\" led to {at}, not the provider; CSP violations: {}",
-            csp_violations(b).await
+            b.csp_violations().await
         ),
     )?;
     b.wait_for_js(
@@ -368,11 +319,11 @@ async fn scenario(b: &Browser, site: &Site, gw: &Gateway, provider: &OidcProvide
     check(!sids.is_empty(), "the provider had no session of carol")?;
     // Back: /page-a comes back from the back/forward cache to its guard,
     // which finds the session ended and sends it to the login page.
-    let refusals = guard_refusals(gw);
+    let refusals = gw.guard_refusals();
     b.back().await?;
     nothing_private(b, "2-back-1", Some(&site.login_for("/page-a"))).await?;
     check(
-        guard_refusals(gw) == refusals + 1,
+        gw.guard_refusals() == refusals + 1,
         "2-back-1: /page-a did not come back from the back/forward cache to its guard",
     )?;
     // Back again: /page-c, which the cache no longer keeps, asks signoff.
@@ -393,7 +344,7 @@ async fn scenario(b: &Browser, site: &Site, gw: &Gateway, provider: &OidcProvide
     let at = b.current_url().await?;
     if sent.is_err() || !at.starts_with(&provider.url("/session/end")) {
         let text = b.visible_text().await.unwrap_or_default();
-        let csp = csp_violations(b).await;
+        let csp = b.csp_violations().await;
         b.screenshot(artifact("3-after-logout-form")).await?;
         let after = after_a_stuck_sign_out(b, site, gw, provider).await;
         return Err(Error::new(format!(

@@ -153,22 +153,24 @@ impl LocalProvider {
 
 /// A node signing in with the local provider, on `db`.
 fn node(dir: tempfile::TempDir, db: &str, issuer: &str) -> Gateway {
+    node_with(dir, db, issuer, &[])
+}
+
+/// The same with `extra` flags.
+fn node_with(dir: tempfile::TempDir, db: &str, issuer: &str, extra: &[&str]) -> Gateway {
     let secret = dir.path().join("client-secret");
     std::fs::write(&secret, SECRET).unwrap();
     let secret = secret.display().to_string();
-    Gateway::start_on(
-        dir,
-        db,
-        None,
-        &[
-            "--oidc-issuer",
-            issuer,
-            "--oidc-client-id",
-            CLIENT_ID,
-            "--oidc-client-secret-file",
-            &secret,
-        ],
-    )
+    let mut args = vec![
+        "--oidc-issuer",
+        issuer,
+        "--oidc-client-id",
+        CLIENT_ID,
+        "--oidc-client-secret-file",
+        &secret,
+    ];
+    args.extend_from_slice(extra);
+    Gateway::start_on(dir, db, None, &args)
 }
 
 /// A provider user's session, made the way a sign-in makes it.
@@ -405,29 +407,19 @@ async fn passwords_can_be_turned_off_beside_a_provider() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("signoff.db").display());
     support::add_user(&db, support::USER, support::PASSWORD);
-    let secret = dir.path().join("client-secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    let secret = secret.display().to_string();
-    let args = |password: &'static str| {
-        vec![
-            "--oidc-issuer".to_owned(),
-            provider.issuer.clone(),
-            "--oidc-client-id".to_owned(),
-            CLIENT_ID.to_owned(),
-            "--oidc-client-secret-file".to_owned(),
-            secret.clone(),
-            "--oidc-name".to_owned(),
-            "Acme ID".to_owned(),
-            "--password-sign-in".to_owned(),
-            password.to_owned(),
-        ]
-    };
     for (password, form_shown) in [("true", true), ("false", false)] {
-        let owned = args(password);
-        let extra: Vec<&str> = owned.iter().map(String::as_str).collect();
-        let mut extra = extra;
-        extra.push("--tokens");
-        let gw = Gateway::start_on(tempfile::tempdir().unwrap(), &db, None, &extra);
+        let gw = node_with(
+            tempfile::tempdir().unwrap(),
+            &db,
+            &provider.issuer,
+            &[
+                "--oidc-name",
+                "Acme ID",
+                "--password-sign-in",
+                password,
+                "--tokens",
+            ],
+        );
         let page = get(&gw.url("/.signoff/login"), &[]).await.text();
         assert!(page.contains("Sign in with Acme ID"), "{page}");
         assert_eq!(page.contains("name=\"password\""), form_shown, "{page}");
@@ -478,23 +470,11 @@ async fn a_signout_the_provider_cannot_hear_makes_the_next_sign_in_ask_for_the_p
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("signoff.db");
     let db = format!("sqlite://{}", path.display());
-    let secret = dir.path().join("client-secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    let secret = secret.display().to_string();
-    let gw = Gateway::start_on(
+    let gw = node_with(
         dir,
         &db,
-        None,
-        &[
-            "--oidc-issuer",
-            &provider.issuer,
-            "--oidc-client-id",
-            CLIENT_ID,
-            "--oidc-client-secret-file",
-            &secret,
-            "--oidc-logout-at-provider",
-            "false",
-        ],
+        &provider.issuer,
+        &["--oidc-logout-at-provider", "false"],
     );
     let engine = Sessions::new(
         Arc::new(SqliteStore::open(&path).await.unwrap()),
@@ -684,24 +664,7 @@ async fn the_admin_api_ends_a_provider_users_sessions() {
     let path = dir.path().join("signoff.db");
     let db = format!("sqlite://{}", path.display());
     let (admin, hash) = support::admin_token();
-    let secret = dir.path().join("client-secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    let secret = secret.display().to_string();
-    let gw = Gateway::start_on(
-        dir,
-        &db,
-        None,
-        &[
-            "--oidc-issuer",
-            &provider.issuer,
-            "--oidc-client-id",
-            CLIENT_ID,
-            "--oidc-client-secret-file",
-            &secret,
-            "--admin-token-sha256",
-            &hash,
-        ],
-    );
+    let gw = node_with(dir, &db, &provider.issuer, &["--admin-token-sha256", &hash]);
     let engine = Sessions::new(
         Arc::new(SqliteStore::open(&path).await.unwrap()),
         Policy::default(),

@@ -8,17 +8,10 @@
 mod support;
 
 use support::oidc::{OidcProvider, ProviderAgent};
-use support::{get, post_form, seen, services, Gateway, Reply, Upstream};
+use support::services::{self, free_port};
+use support::{get, post_form, seen, Gateway, Reply, Upstream};
 
 const HTML: (&str, &str) = ("accept", "text/html");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A provider whose client points at signoff on `port`.
 fn provider_for(port: u16) -> Option<OidcProvider> {

@@ -886,6 +886,36 @@ impl Sessions {
         }
     }
 
+    /// Takes out of the store, once, a short-lived record made with
+    /// [`NewSession::anonymous`] whose data holds the key `marker` (a
+    /// sign-in's pending state, a hand-over between hosts): the request
+    /// that gets it is the only one. `Ok(None)` for a token the deployment
+    /// did not seal (no store read), an unknown, used or expired record, and
+    /// any other kind of session, which is left alone.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn take_once(
+        &self,
+        token: &str,
+        marker: &str,
+    ) -> Result<Option<Session>, SessionError> {
+        let Ok(token) = self.check_token(token).await else {
+            return Ok(None);
+        };
+        match self.store.load(&token.id()).await? {
+            Some(s) if s.user_id.is_none() && s.data.contains_key(marker) => {}
+            _ => return Ok(None),
+        }
+        let Some(taken) = self.store.remove(&token.id()).await? else {
+            return Ok(None);
+        };
+        Ok(taken
+            .expiry(self.clock.now(), &self.policy)
+            .is_none()
+            .then_some(taken))
+    }
+
     /// Signs out: deletes the session. Idempotent: an unknown, ended or
     /// malformed token is not an error, so the caller can always clear the
     /// browser. With [`LogoutBehavior::CarryData`], the listed keys move to

@@ -458,3 +458,76 @@ async fn the_session_limit_counts_sign_ins_and_ends_them_whole() {
     );
     assert!(sessions.validate_handle(&second.handle).await.is_ok());
 }
+
+/// `take_once`: a short-lived anonymous record with its marker is taken by
+/// one request only; a signed-in session, a record of another kind, an
+/// expired one and a made-up token are never taken (and nothing is
+/// removed).
+#[tokio::test]
+async fn a_one_time_record_is_taken_once_and_nothing_else_is() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let sessions = Sessions::with_clock(store, Policy::default(), clock.clone());
+    let record = |key: &str| {
+        let mut data = SessionData::new();
+        data.insert(key.to_owned(), "x".to_owned());
+        NewSession::anonymous()
+            .data(data)
+            .ends_by(sessions.now().plus(Duration::from_secs(60)))
+    };
+    let one = sessions.create(record("m")).await.unwrap().token;
+    assert!(sessions
+        .take_once(one.expose(), "m")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(
+        sessions
+            .take_once(one.expose(), "m")
+            .await
+            .unwrap()
+            .is_none(),
+        "once"
+    );
+    let other = sessions.create(record("other")).await.unwrap().token;
+    assert!(sessions
+        .take_once(other.expose(), "m")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        sessions.validate_token(&other).await.is_ok(),
+        "another kind is left alone"
+    );
+    let mut data = SessionData::new();
+    data.insert("m".to_owned(), "x".to_owned());
+    let user = sessions
+        .create(NewSession::for_user(UserId::new("u")).data(data))
+        .await
+        .unwrap()
+        .token;
+    assert!(sessions
+        .take_once(user.expose(), "m")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        sessions.validate_token(&user).await.is_ok(),
+        "a signed-in session is left alone"
+    );
+    let late = sessions.create(record("m")).await.unwrap().token;
+    clock.advance(Duration::from_secs(61));
+    assert!(
+        sessions
+            .take_once(late.expose(), "m")
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    assert!(sessions
+        .take_once(&"A".repeat(64), "m")
+        .await
+        .unwrap()
+        .is_none());
+}

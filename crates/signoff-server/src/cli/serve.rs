@@ -323,7 +323,7 @@ pub async fn run(
             .with_metrics(metrics)
             .with_tokens(tokens)
             .with_uncached_sessions(uncached)
-            .with_state_store(backend.state.clone())?,
+            .with_state_store(backend.state.clone()),
     );
     if let Some(reload) = reload {
         reload_on_hangup(gateway.clone(), reload);

@@ -42,7 +42,7 @@ use super::signed_in::{self, Auth};
 use super::{cookies, redirect, AppState, Gateway, GROUPS_KEY, SITE_KEY, USER_NAME_KEY};
 
 /// How long a hand-over may wait to be taken on the app host.
-pub(super) const HANDOVER_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+const HANDOVER_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long the state cookie lives: the time to sign in on the central
 /// host, if the user must.
@@ -233,27 +233,13 @@ async fn take_over(
     let (Some(code), Some(state)) = (q.code.as_deref(), q.state.as_deref()) else {
         return refused(&gw, "no code or state");
     };
-    let Ok(token) = gw.sessions.check_token(code).await else {
-        return refused(&gw, "not a hand-over token");
-    };
-    // Only a hand-over is taken: a session's own token sent as `code`
-    // ends nothing.
-    let store = gw.uncached.store();
-    match store.load(&token.id()).await {
-        Ok(Some(s)) if s.user_id.is_none() && s.data.contains_key(HANDOVER_SITE) => {}
-        Ok(_) => return refused(&gw, "used, unknown or not a hand-over"),
-        Err(e) => {
-            gw.count_store_error();
-            tracing::error!(error = %e, "could not read a single sign-on hand-over");
-            return unavailable(&gw);
-        }
-    }
     // Taken out of the store before anything else is checked: a
     // hand-over shown to this callback is used up, whatever the outcome,
-    // and only one request ever gets it.
-    let handover = match store.remove(&token.id()).await {
+    // and only one request ever gets it. A session's own token sent as
+    // `code` ends nothing.
+    let handover = match gw.uncached.take_once(code, HANDOVER_SITE).await {
         Ok(Some(s)) => s,
-        Ok(None) => return refused(&gw, "used"),
+        Ok(None) => return refused(&gw, "used, expired, unknown or not a hand-over"),
         Err(e) => {
             gw.count_store_error();
             tracing::error!(error = %e, "could not take a single sign-on hand-over");
@@ -272,9 +258,7 @@ async fn take_over(
     }
     let now = gw.sessions.now();
     let data = &handover.data;
-    let fits = handover.user_id.is_none()
-        && handover.expiry(now, gw.sessions.policy()).is_none()
-        && data.get(HANDOVER_SITE) == Some(&site.host)
+    let fits = data.get(HANDOVER_SITE) == Some(&site.host)
         && data.get(HANDOVER_STATE).map(String::as_str) == Some(state);
     let parent_handle = data
         .get(HANDOVER_PARENT)

@@ -56,7 +56,7 @@ impl Gateway {
     /// `sessions`.
     pub fn new(settings: Settings, sessions: Sessions, accounts: Accounts) -> anyhow::Result<Self> {
         let routes = Routes::new(&settings)?;
-        let oidc = super::oidc::Providers::new(&settings, None)?;
+        let oidc = super::oidc::Providers::new(&settings)?;
         let client = upstream_client::build(&settings)?;
         let guard = Guard::new(&settings.prefix);
         if settings.inject_guard {
@@ -109,9 +109,9 @@ impl Gateway {
 
     /// The shared store's records: back-channel logout remembers there
     /// which logout tokens it has taken, and each provider session's user.
-    pub fn with_state_store(mut self, state: Arc<dyn signoff::StateStore>) -> anyhow::Result<Self> {
-        self.oidc = super::oidc::Providers::new(&self.settings, Some(state))?;
-        Ok(self)
+    pub fn with_state_store(mut self, state: Arc<dyn signoff::StateStore>) -> Self {
+        self.oidc.set_state_store(state);
+        self
     }
 
     /// Turns on token mode (`PREFIX/api/login`, `/token`, … and bearer

@@ -42,6 +42,13 @@ pub const SESSION_TIMEOUT: Duration = Duration::from_secs(45);
 /// Default for every wait in this module.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Run on a page (`Browser::exec`): records its Content-Security-Policy
+/// violations in `window.__csp`, to say why a form or a redirect went
+/// nowhere ([`Browser::csp_violations`]).
+pub const CSP_RECORDER: &str = "window.__csp = []; \
+     document.addEventListener('securitypolicyviolation', function (e) { \
+     window.__csp.push(e.violatedDirective + ' blocked ' + e.blockedURI); });";
+
 /// Include this in a page (anywhere, before it finishes loading) to let
 /// [`Browser::last_pageshow`] see its `pageshow` events. It only adds a
 /// `pageshow` listener, which does not make a page ineligible for the
@@ -974,6 +981,33 @@ impl Browser {
         let (token, t0) = self.mark_leaving().await;
         self.client.refresh().within("refresh").await?;
         self.settle(token, t0, "page after Refresh").await
+    }
+
+    /// What [`CSP_RECORDER`] recorded on the page (`null` if it did not run).
+    pub async fn csp_violations(&self) -> Value {
+        self.eval("window.__csp || null").await.unwrap_or_default()
+    }
+
+    /// Waits up to 10 s for a URL starting with `prefix` and a loaded page;
+    /// the URL. On failure, says where the browser is and what the page's
+    /// CSP refused.
+    pub async fn wait_for_url(&self, prefix: &str) -> Result<String> {
+        let reached = wait_until(Duration::from_secs(10), prefix, || async move {
+            let url = self.current_url().await?;
+            Ok(url.starts_with(prefix).then_some(url))
+        })
+        .await;
+        match reached {
+            Ok(url) => {
+                self.wait_ready().await?;
+                Ok(url)
+            }
+            Err(e) => Err(Error::new(format!(
+                "{e}; the browser is at {}; CSP violations there: {}",
+                self.current_url().await.unwrap_or_default(),
+                self.csp_violations().await
+            ))),
+        }
     }
 
     /// Waits until the current URL's path (and query) is `path`.

@@ -272,6 +272,50 @@ impl Gateway {
         }
     }
 
+    /// `signoff serve` in front of `upstream` with the config file `config`
+    /// (`[[app]]`s on `*.test` hosts), on a free port that the public URL
+    /// `http://login.test:PORT` shares: the gateway and the port. Tests
+    /// name the hosts in `Host`, or map them in the browser.
+    pub fn start_with_hosts(
+        dir: tempfile::TempDir,
+        db: &str,
+        upstream: &Upstream,
+        config: &str,
+    ) -> (Gateway, u16) {
+        let port = services::free_port();
+        let file = dir.path().join("signoff.toml");
+        std::fs::write(&file, config).unwrap();
+        let listen = format!("127.0.0.1:{port}");
+        let public = format!("http://login.test:{port}");
+        let file = file.display().to_string();
+        let gw = Self::start_on(
+            dir,
+            db,
+            Some(&upstream.url()),
+            &[
+                "--config",
+                &file,
+                "--listen",
+                &listen,
+                "--public-url",
+                &public,
+                "--allow-insecure-http",
+            ],
+        );
+        (gw, port)
+    }
+
+    /// How many times the gateway has told a page's guard that its session
+    /// is over (`GET /.signoff/status` answered 401, in its access log):
+    /// the mark of a private page restored from the back/forward cache.
+    pub fn guard_refusals(&self) -> usize {
+        self.proc
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("path=/.signoff/status status=401"))
+            .count()
+    }
+
     /// Stops the process and starts it again on the same database and port.
     pub fn restart(self) -> Gateway {
         let port = self.origin.rsplit(':').next().unwrap().to_owned();

@@ -64,26 +64,21 @@ pub(super) struct Providers {
 }
 
 impl Providers {
-    pub(super) fn new(
-        settings: &crate::config::Settings,
-        state: Option<Arc<dyn StateStore>>,
-    ) -> anyhow::Result<Self> {
-        if settings.oidc.providers.is_empty() {
-            return Ok(Self {
-                list: Vec::new(),
-                state,
-            });
-        }
-        let client = provider::client()?;
-        Ok(Self {
-            list: settings
+    /// The configured providers; the shared store comes with
+    /// [`Providers::set_state_store`].
+    pub(super) fn new(settings: &crate::config::Settings) -> anyhow::Result<Self> {
+        let list = if settings.oidc.providers.is_empty() {
+            Vec::new()
+        } else {
+            let client = provider::client()?;
+            settings
                 .oidc
                 .providers
                 .iter()
                 .map(|p| Arc::new(ProviderState::new(p.clone(), client.clone())))
-                .collect(),
-            state,
-        })
+                .collect()
+        };
+        Ok(Self { list, state: None })
     }
 
     /// The origins a sign-out form may lead on to: each provider's that
@@ -109,6 +104,11 @@ impl Providers {
             }
         }
         out
+    }
+
+    /// The shared store for `jti`, `sid` and name records.
+    pub(super) fn set_state_store(&mut self, state: Arc<dyn StateStore>) {
+        self.state = Some(state);
     }
 
     /// Whether any provider is configured.
@@ -323,22 +323,9 @@ async fn callback(
     let Some(raw) = cookies::read(&headers, &pending_cookie_name(&gw)) else {
         return refused(&gw, "no pending sign-in in this browser");
     };
-    let Ok(token) = gw.sessions.check_token(raw).await else {
-        return refused(&gw, "not a pending sign-in token");
-    };
-    let store = gw.uncached.store();
-    match store.load(&token.id()).await {
-        Ok(Some(s)) if s.user_id.is_none() && s.data.contains_key(PENDING_STATE) => {}
-        Ok(_) => return refused(&gw, "used or unknown"),
-        Err(e) => {
-            gw.count_store_error();
-            tracing::error!(error = %e, "could not read a pending sign-in");
-            return unavailable(&gw);
-        }
-    }
-    let pending = match store.remove(&token.id()).await {
+    let pending = match gw.uncached.take_once(raw, PENDING_STATE).await {
         Ok(Some(s)) => s,
-        Ok(None) => return refused(&gw, "used"),
+        Ok(None) => return refused(&gw, "used, expired, unknown or not a pending sign-in"),
         Err(e) => {
             gw.count_store_error();
             tracing::error!(error = %e, "could not take a pending sign-in");
@@ -349,8 +336,7 @@ async fn callback(
     let data = &pending.data;
     let expected_state = data.get(PENDING_STATE).map_or("", String::as_str);
     let state = q.state.as_deref().unwrap_or("");
-    if pending.expiry(now, gw.sessions.policy()).is_some()
-        || state.is_empty()
+    if state.is_empty()
         || !bool::from(subtle::ConstantTimeEq::ct_eq(
             state.as_bytes(),
             expected_state.as_bytes(),

@@ -14,6 +14,8 @@ use signoff::{
     SqliteOptions, SqliteStore, StateStore, SystemClock, UserStore, WatchOptions,
 };
 
+use signoff::deployment::sqlite_path;
+
 use crate::config::StoreChoice;
 
 /// The stores behind one `--db`: sessions, users and the audit trail all
@@ -160,15 +162,6 @@ pub fn db_kind(db: &str) -> Result<&'static str> {
     }
 }
 
-/// The file of a SQLite `--db` (`sqlite://PATH` or a plain path).
-fn sqlite_path(db: &str) -> Option<PathBuf> {
-    match db.split_once("://") {
-        None => Some(PathBuf::from(db)),
-        Some(("sqlite", path)) if !path.is_empty() => Some(PathBuf::from(path)),
-        Some(_) => None,
-    }
-}
-
 /// `db` as the log and messages show it: a SQLite file by its absolute
 /// path (a relative one depends on the directory signoff runs in), any
 /// other URL without its password.
@@ -239,30 +232,9 @@ pub fn refuse_missing_sqlite(choice: &StoreChoice) -> Result<()> {
     )
 }
 
-/// Removes signoff's own query parameter `name` (`?prefix=…` for Redis,
-/// `?schema=…` for PostgreSQL) from `url`; the driver gets the rest.
+/// [`signoff::deployment::take_param`], as this module's errors.
 fn take_param(url: &str, name: &str) -> Result<(String, Option<String>)> {
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), None));
-    };
-    let mut value = None;
-    let mut rest = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some((key, v)) if key == name => {
-                if value.replace(v.to_owned()).is_some() {
-                    bail!("--db: {name} is given twice");
-                }
-            }
-            _ => rest.push(pair),
-        }
-    }
-    let url = if rest.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    Ok((url, value))
+    signoff::deployment::take_param(url, name).map_err(anyhow::Error::msg)
 }
 
 async fn open_sqlite(path: PathBuf, allow_readable: bool) -> Result<Backend> {
@@ -351,8 +323,6 @@ pub fn session_store(backend: &Backend, staleness: Duration, policy: &Policy) ->
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn passwords_are_hidden_in_messages() {
         use signoff::store::redact_url;
@@ -373,21 +343,5 @@ mod tests {
         ] {
             assert_eq!(redact_url(url), shown);
         }
-    }
-
-    #[test]
-    fn own_parameters_are_taken_out() {
-        assert_eq!(
-            take_param("redis://h/0?prefix=p1&protocol=resp3", "prefix").unwrap(),
-            (
-                "redis://h/0?protocol=resp3".to_owned(),
-                Some("p1".to_owned())
-            )
-        );
-        assert_eq!(
-            take_param("postgres://h/db", "schema").unwrap(),
-            ("postgres://h/db".to_owned(), None)
-        );
-        assert!(take_param("postgres://h/db?schema=a&schema=b", "schema").is_err());
     }
 }

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::json;
-use support::browser::{Browser, Engine, Error, Result, CSP_RECORDER, PAGESHOW_RECORDER};
+use support::browser::{Browser, Engine, Error, Result, CSP_RECORDER};
 use support::scenarios::check;
 use support::{add_user_in_groups, Gateway, Upstream, PASSWORD, USER};
 
@@ -198,15 +198,7 @@ async fn sign_in(b: &Browser) -> Result<()> {
 async fn scenario(b: &Browser, h: &Hosts, gw: &Gateway) -> Result<()> {
     // Every document records its `pageshow`, so Back waits for it and the
     // control below can tell a restore from the back/forward cache.
-    let recorder = PAGESHOW_RECORDER
-        .trim()
-        .trim_start_matches("<script>")
-        .trim_end_matches("</script>");
-    b.cdp(
-        "Page.addScriptToEvaluateOnNewDocument",
-        json!({ "source": recorder }),
-    )
-    .await?;
+    b.record_every_pageshow().await?;
     // The upstream answers /favicon.ico with a page, which the gateway
     // marks `no-store` like every private answer; Chromium keeps no page
     // whose favicon came so in its back/forward cache. Without one, the

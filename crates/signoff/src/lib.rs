@@ -23,6 +23,10 @@
 //!   reason and on whichever node.
 //! - [`csrf`]: CSRF tokens derived from the session token, stored nowhere.
 //! - [`Accounts`] and [`Passwords`]: users with Argon2id password hashes.
+//! - [`Deployment`]: one node in one call: the store a URL names, its
+//!   cache, revocation bus, token keys and purge loop.
+//! - [`web`] (feature `axum`): a layer, extractors and sign-in and
+//!   sign-out helpers for axum apps.
 //! - [`token_mode`]: token mode for APIs: signed access tokens checked against
 //!   the session, and rotating refresh tokens with reuse detection.
 //!
@@ -57,6 +61,7 @@ mod cache;
 mod clock;
 pub mod conformance;
 pub mod csrf;
+pub mod deployment;
 mod policy;
 pub mod revocation;
 mod session;
@@ -66,16 +71,20 @@ pub mod session_watch;
 pub mod store;
 pub mod token_mode;
 mod users;
+#[cfg(feature = "axum")]
+pub mod web;
 
 pub use audit::{Actor, AuditEvent, AuditKind, AuditLog, AuditQuery, AuditStore};
 pub use cache::{CacheOptions, CacheStats, CachedStore};
 pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock, Timestamp};
+pub use deployment::{Deployment, DeploymentError, DeploymentOptions};
 pub use policy::{
     CookiePolicy, LogoutBehavior, Policy, PolicyBuilder, PolicyError, RememberDevice, SameSite,
 };
 pub use session::{
     ExpiredBy, Issued, NewSession, Session, SessionData, SessionError, Sessions, UserId,
-    LINKED_TO_KEY, MAX_DATA_BYTES, MAX_DATA_KEYS, MAX_IP_BYTES, MAX_USER_AGENT_BYTES,
+    LINKED_TO_KEY, MAX_DATA_BYTES, MAX_DATA_KEYS, MAX_IP_BYTES, MAX_USER_AGENT_BYTES, SITE_KEY,
+    USER_NAME_KEY,
 };
 pub use session_keys::SessionKeys;
 pub use session_token::{

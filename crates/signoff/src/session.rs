@@ -41,6 +41,14 @@ pub const MAX_DATA_KEYS: usize = 64;
 /// ([`NewSession::linked_to`]): that session's handle.
 pub const LINKED_TO_KEY: &str = "signoff.parent";
 
+/// The data key naming the gateway's app host a session was made for
+/// (docs/apps.md); such a session is good on that host alone.
+pub const SITE_KEY: &str = "signoff.site";
+
+/// The data key holding the signed-in user's login name, as the gateway
+/// and [`web::WebSessions`](crate::web::WebSessions) write it.
+pub const USER_NAME_KEY: &str = "signoff.user";
+
 /// Non-authentication data kept with a session (a cart, a language choice).
 pub type SessionData = BTreeMap<String, String>;
 

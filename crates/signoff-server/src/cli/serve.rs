@@ -294,16 +294,7 @@ pub async fn run(
             if let Err(e) = audit.purge_before(cutoff).await {
                 tracing::warn!(error = %e, "purging old audit events failed");
             }
-            loop {
-                match purge.purge_expired(1000).await {
-                    Ok(1000) => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "purging expired sessions failed");
-                        break;
-                    }
-                }
-            }
+            signoff::deployment::purge_expired(&purge).await;
         }
     });
 

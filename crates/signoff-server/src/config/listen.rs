@@ -92,10 +92,4 @@ pub(super) fn parse_public_url(text: &str) -> Result<(String, bool, String)> {
 }
 
 /// Whether a host name is a loopback address (`localhost`, 127/8, ::1).
-pub fn is_loopback_host(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
+pub use signoff::web::origin::is_loopback_host;

@@ -10,9 +10,9 @@
 //! and [`proxy`] (everything else), which hands upgrades to [`tunnel`]
 //! (WebSockets) and watches [`long_response`]s (event streams, downloads):
 //! both end when their session does. What handlers share is in its own
-//! module: [`signed_in`] (sessions, the `SignedIn` extractor),
-//! [`csrf_form`] (the `CsrfForm` extractor), [`client_addr`] (the
-//! `ClientAddr` extractor), [`cookies`], [`origin`], [`access`] (the access rules),
+//! module: [`signed_in`] (sessions; the gateway as the `Gate` of the
+//! library's `SignedIn`, `CsrfForm` and `ClientAddr` extractors, from
+//! `signoff::web`), [`cookies`], [`access`] (the access rules),
 //! [`error_pages`] and [`layers`] (the middleware).
 
 mod access;
@@ -20,9 +20,7 @@ mod account;
 mod admin;
 mod apps;
 mod assets;
-mod client_addr;
 mod cookies;
-mod csrf_form;
 mod error_pages;
 mod forward_auth;
 mod guard;
@@ -31,8 +29,6 @@ mod layers;
 mod long_response;
 mod oidc;
 mod ops;
-mod origin;
-mod own_body;
 mod own_origin;
 pub mod pages;
 mod proxy;
@@ -49,6 +45,9 @@ mod upstream_client;
 use std::sync::Arc;
 
 use axum::extract::State;
+// The library's web layer, which the gateway runs on: reading bodies,
+// the client's address, checked forms, and where a form came from.
+use signoff::web::{body as own_body, client_addr, csrf_form, origin};
 
 pub use apps::RuleBook;
 pub use state::Gateway;
@@ -62,7 +61,7 @@ pub fn check_upstream_client(settings: &crate::config::Settings) -> anyhow::Resu
 
 /// The session data key holding the signed-in user's name (sent upstream
 /// as `X-Signoff-User`), so no request needs a user lookup.
-pub const USER_NAME_KEY: &str = "signoff.user";
+pub use signoff::USER_NAME_KEY;
 
 /// The session data key holding the user's groups at sign-in,
 /// comma-separated (sent upstream as `X-Signoff-Groups`, matched by the
@@ -72,6 +71,6 @@ pub const GROUPS_KEY: &str = "signoff.groups";
 /// The session data key naming the app host a session was made for
 /// (docs/apps.md); absent for a session of the central host. A session is
 /// good only on its own site.
-pub const SITE_KEY: &str = "signoff.site";
+pub use signoff::SITE_KEY;
 
 type AppState = State<Arc<Gateway>>;

@@ -14,6 +14,7 @@ use axum::http::{Method, Request, Response, StatusCode, Uri, Version};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use signoff::access::Decision;
+pub use signoff::web::no_store;
 
 use super::access::{self as rules, Audience};
 use super::apps::{self, AppIndex, Site};
@@ -165,25 +166,6 @@ fn cookie_without(headers: &HeaderMap, name: &str) -> Option<HeaderValue> {
         joined.push_str(pair);
     }
     HeaderValue::from_str(&joined).ok()
-}
-
-/// Makes a response unstorable: `no-store`, no validators, `Vary: Cookie`.
-pub fn no_store(headers: &mut HeaderMap) {
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.remove(header::EXPIRES);
-    headers.remove(header::ETAG);
-    headers.remove(header::LAST_MODIFIED);
-    headers.remove(header::AGE);
-    headers.remove(header::PRAGMA);
-    let has_cookie = headers
-        .get_all(header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|v| matches!(v.trim(), "*") || v.trim().eq_ignore_ascii_case("cookie"));
-    if !has_cookie {
-        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
-    }
 }
 
 fn header_value(text: &str) -> Option<HeaderValue> {

@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
-use signoff::{AccountError, Actor, AuditEvent, AuditKind, NewSession, SessionData, SessionToken};
+use signoff::{AccountError, Actor, AuditEvent, AuditKind, NewSession, SessionData};
 
 use super::client_addr::ClientAddr;
-use super::csrf_form::{CsrfForm, FormGate, FormRefusal, IntentForm, Proof};
+use super::csrf_form::{CsrfForm, FormRefusal, IntentForm, Proof};
 use super::error_pages::{error_page, form_error, sign_in_refused, to_public_origin};
 use super::pages;
 use super::signed_in::{self, Auth};
@@ -528,50 +528,38 @@ pub(super) fn truncate(text: &str, max: usize) -> &str {
 }
 
 /// The form refusals of the sign-in and account pages.
-impl FormGate for Gateway {
-    fn origin_for(&self, headers: &HeaderMap) -> &str {
-        self.routes
-            .site_of(headers)
-            .map_or(&self.settings.public_origin, |s| &s.origin)
-    }
-
-    fn session_token(&self, headers: &HeaderMap) -> Option<SessionToken> {
-        cookies::token(headers, &self.cookie.name)
-    }
-
-    fn refuse_form(&self, why: FormRefusal) -> Response {
-        match why {
-            FormRefusal::Unreadable(status) => form_error(self, status),
-            // Login CSRF.
-            FormRefusal::NoIntent(Proof::NotForeign, arrival) => sign_in_refused(self, &arrival),
-            FormRefusal::NoIntent(Proof::TokenOrSameOrigin, arrival) => {
-                tracing::warn!(
-                    target: "signoff::auth",
-                    expected = %self.settings.public_origin,
-                    arrived = ?arrival.shown(),
-                    "refused a sign-out without proof of intent"
-                );
-                error_page(
-                    self,
-                    StatusCode::FORBIDDEN,
-                    "Sign-out refused",
-                    "This sign-out request did not come from this site, so nothing was changed.",
-                )
-            }
-            FormRefusal::NoIntent(Proof::Token, arrival) => {
-                tracing::warn!(
-                    target: "signoff::auth",
-                    expected = %self.settings.public_origin,
-                    arrived = ?arrival.shown(),
-                    "refused an account change without proof of intent"
-                );
-                error_page(
-                    self,
-                    StatusCode::FORBIDDEN,
-                    "Request refused",
-                    "This request did not come from this site's own page, so nothing was changed.",
-                )
-            }
+pub(super) fn refuse_form(gw: &Gateway, why: FormRefusal) -> Response {
+    match why {
+        FormRefusal::Unreadable(status) => form_error(gw, status),
+        // Login CSRF.
+        FormRefusal::NoIntent(Proof::NotForeign, arrival) => sign_in_refused(gw, &arrival),
+        FormRefusal::NoIntent(Proof::TokenOrSameOrigin, arrival) => {
+            tracing::warn!(
+                target: "signoff::auth",
+                expected = %gw.settings.public_origin,
+                arrived = ?arrival.shown(),
+                "refused a sign-out without proof of intent"
+            );
+            error_page(
+                gw,
+                StatusCode::FORBIDDEN,
+                "Sign-out refused",
+                "This sign-out request did not come from this site, so nothing was changed.",
+            )
+        }
+        FormRefusal::NoIntent(Proof::Token, arrival) => {
+            tracing::warn!(
+                target: "signoff::auth",
+                expected = %gw.settings.public_origin,
+                arrived = ?arrival.shown(),
+                "refused an account change without proof of intent"
+            );
+            error_page(
+                gw,
+                StatusCode::FORBIDDEN,
+                "Request refused",
+                "This request did not come from this site's own page, so nothing was changed.",
+            )
         }
     }
 }

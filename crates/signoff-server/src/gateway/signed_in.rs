@@ -1,32 +1,21 @@
 //! Who a request is from: its session (cookie or bearer token) checked
-//! against the store, the [`SignedIn`] extractor for the pages that need a
-//! signed-in user, and the answer to a request without a live session.
+//! against the store, the gateway as the [`Gate`] of the library's
+//! extractors (`SignedIn`, `CsrfForm`, `ClientAddr`), and the answer to a
+//! request without a live session.
 
-use std::future::Future;
-use std::marker::PhantomData;
-use std::sync::Arc;
-
-use axum::extract::FromRequestParts;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use signoff::web::{BackTo, FormRefusal, Gate, NotSignedIn};
 use signoff::{Session, SessionError, SessionToken, Sessions};
 
 use super::apps::Site;
 use super::error_pages::unavailable;
 use super::proxy::no_store;
-use super::{cookies, Gateway, SITE_KEY, USER_NAME_KEY};
+use super::{cookies, sign_in, Gateway, SITE_KEY, USER_NAME_KEY};
 
-/// A request with a live, signed-in session.
-pub struct Authenticated {
-    /// The token the client presented.
-    pub token: SessionToken,
-    /// Its session.
-    pub session: Session,
-    /// The user's login name.
-    pub user: String,
-}
+pub(super) use signoff::web::{wants_html, Auth, Authenticated, SignedIn};
 
 /// Who a proxied or forward-auth request is from.
 pub struct Identity {
@@ -89,17 +78,6 @@ impl From<Auth> for Who {
             Auth::Unavailable => Who::Unavailable,
         }
     }
-}
-
-/// The outcome of checking a session token.
-pub(super) enum Auth {
-    SignedIn(Box<Authenticated>),
-    /// No usable session; `stale` if the client sent a cookie anyway.
-    Anonymous {
-        stale: bool,
-    },
-    /// The store could not answer: fail closed.
-    Unavailable,
 }
 
 /// The request's session cookie, checked for the site its `Host` names.
@@ -221,15 +199,6 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Whether the client takes HTML (a browser navigating).
-pub(super) fn wants_html(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/html"))
-}
-
 /// The answer to a request without a live session: browsers (`html`)
 /// are sent to the login page, other clients get 401. Either way a
 /// stale cookie is expired.
@@ -269,85 +238,59 @@ pub(super) fn login_url(prefix: &str, next: &str) -> String {
     format!("{prefix}/login?next={next}")
 }
 
-/// What [`SignedIn`] needs from the app state.
-pub(super) trait SessionCheck: Send + Sync {
-    /// The request's session, checked against the store.
-    fn check(&self, headers: &HeaderMap) -> impl Future<Output = Auth> + Send;
-    /// The answer to a request without a live session.
-    fn refuse(&self, why: NotSignedIn) -> Response;
-}
-
-/// Why [`SignedIn`] refused a request.
-pub(super) enum NotSignedIn {
-    /// No live session: sign in, then come back to `back_to` (a path
-    /// under the prefix); `stale` if a cookie was sent anyway.
-    Anonymous { back_to: &'static str, stale: bool },
-    /// The store could not answer.
-    Unavailable,
-}
-
-/// Where a page sends the browser back after the sign-in it asks for.
-pub(super) trait BackTo {
-    /// A path under the prefix.
-    const PATH: &'static str;
-}
-
 /// Back to the sessions page.
 pub(super) struct ToSessions;
 
 impl BackTo for ToSessions {
-    const PATH: &'static str = "/sessions";
+    const PATH: Option<&'static str> = Some("/sessions");
 }
 
 /// Back to the password page.
 pub(super) struct ToPassword;
 
 impl BackTo for ToPassword {
-    const PATH: &'static str = "/password";
+    const PATH: Option<&'static str> = Some("/password");
 }
 
-/// The signed-in user of an HTML page. Without a live session the browser
-/// is sent to the login page (coming back to `B`); when the store cannot
-/// answer, 503.
-pub(super) struct SignedIn<B>(pub Authenticated, pub PhantomData<B>);
-
-impl<S: SessionCheck, B: BackTo> FromRequestParts<S> for SignedIn<B> {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        match state.check(&parts.headers).await {
-            Auth::SignedIn(auth) => Ok(SignedIn(*auth, PhantomData)),
-            Auth::Anonymous { stale } => Err(state.refuse(NotSignedIn::Anonymous {
-                back_to: B::PATH,
-                stale,
-            })),
-            Auth::Unavailable => Err(state.refuse(NotSignedIn::Unavailable)),
-        }
-    }
-}
-
-impl<T: SessionCheck> SessionCheck for Arc<T> {
-    fn check(&self, headers: &HeaderMap) -> impl Future<Output = Auth> + Send {
-        (**self).check(headers)
+#[async_trait::async_trait]
+impl Gate for Gateway {
+    async fn check(&self, parts: &Parts) -> Auth {
+        authenticate(self, &parts.headers).await
     }
 
-    fn refuse(&self, why: NotSignedIn) -> Response {
-        (**self).refuse(why)
-    }
-}
-
-impl SessionCheck for Gateway {
-    async fn check(&self, headers: &HeaderMap) -> Auth {
-        authenticate(self, headers).await
-    }
-
-    fn refuse(&self, why: NotSignedIn) -> Response {
+    fn refuse(&self, why: NotSignedIn, parts: &Parts) -> Response {
         match why {
             NotSignedIn::Anonymous { back_to, stale } => {
-                let here = format!("{}{back_to}", self.settings.prefix);
+                let here = match back_to {
+                    Some(path) => format!("{}{path}", self.settings.prefix),
+                    None => parts
+                        .uri
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_owned(),
+                };
                 sign_in_first(self, true, &here, stale)
             }
             NotSignedIn::Unavailable => unavailable(self),
         }
+    }
+
+    fn origin_for(&self, headers: &HeaderMap, _: &axum::http::Uri) -> String {
+        self.routes
+            .site_of(headers)
+            .map_or(&self.settings.public_origin, |s| &s.origin)
+            .clone()
+    }
+
+    fn session_token(&self, headers: &HeaderMap) -> Option<SessionToken> {
+        cookies::token(headers, &self.cookie.name)
+    }
+
+    fn refuse_form(&self, why: FormRefusal) -> Response {
+        sign_in::refuse_form(self, why)
+    }
+
+    fn trusted_proxies(&self) -> &[ipnet::IpNet] {
+        &self.settings.trusted_proxies
     }
 }

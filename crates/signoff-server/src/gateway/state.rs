@@ -7,12 +7,12 @@ use arc_swap::ArcSwap;
 
 use axum::extract::Request;
 use axum::middleware;
-use axum::Router;
+use axum::{Extension, Router};
 use signoff::token_mode::Tokens;
+use signoff::web::{Gate, GateRef};
 use signoff::{Accounts, CookiePolicy, SessionWatch, Sessions, SystemClock, WatchOptions};
 
 use super::apps::{Routes, RuleBook};
-use super::client_addr::TrustedProxies;
 use super::guard::Guard;
 use super::throttle::Throttle;
 use super::upstream_client::{self, UpstreamClient};
@@ -179,7 +179,10 @@ impl Gateway {
                 layers::let_forms_lead_on,
             ));
         }
+        // The library's extractors find the gateway here.
+        let gate: Arc<dyn Gate> = self.clone();
         let own = own
+            .layer(Extension(GateRef(gate)))
             .layer(middleware::map_request(move |req: Request| async move {
                 own_body::with_deadline(req, within)
             }))
@@ -193,11 +196,5 @@ impl Gateway {
             all = all.layer(middleware::map_request(layers::host_from_authority));
         }
         all.layer(layers::Outermost { hsts }).with_state(self)
-    }
-}
-
-impl TrustedProxies for Gateway {
-    fn trusted_proxies(&self) -> &[ipnet::IpNet] {
-        &self.settings.trusted_proxies
     }
 }

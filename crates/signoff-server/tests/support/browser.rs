@@ -1121,6 +1121,24 @@ impl Browser {
         self.click_and_wait(form.submit).await
     }
 
+    /// Puts the [`PAGESHOW_RECORDER`] into every document this browser
+    /// loads from now on (Chromium only, through CDP), so Back waits for
+    /// the page's `pageshow` and [`Browser::last_pageshow_persisted`] can
+    /// tell a restore from the back/forward cache, in pages that do not
+    /// include the recorder themselves.
+    pub async fn record_every_pageshow(&self) -> Result<()> {
+        let recorder = PAGESHOW_RECORDER
+            .trim()
+            .trim_start_matches("<script>")
+            .trim_end_matches("</script>");
+        self.cdp(
+            "Page.addScriptToEvaluateOnNewDocument",
+            serde_json::json!({ "source": recorder }),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Runs a Chrome DevTools Protocol command through chromedriver's
     /// `goog/cdp/execute` endpoint and returns its result (Chromium only):
     /// what WebDriver cannot do, such as emulating a phone's viewport or

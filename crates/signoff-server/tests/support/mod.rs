@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod logout_checks;
 pub mod oidc;
 pub mod scenarios;
 pub mod services;
@@ -503,6 +504,71 @@ pub async fn post_form(url: &str, form: &[(&str, &str)], headers: &[(&str, &str)
         Some(("application/x-www-form-urlencoded", body.into_bytes())),
     )
     .await
+}
+
+/// The whole `Set-Cookie` value that sets the cookie `name`, if any.
+pub fn cookie_named(reply: &Reply, name: &str) -> Option<String> {
+    reply
+        .all("set-cookie")
+        .into_iter()
+        .find(|c| c.split_once('=').is_some_and(|(n, _)| n == name))
+}
+
+/// The axum example app (examples/axum-app), started on `db` (whose users
+/// `signoff user add` made), on a free port.
+pub struct ExampleApp {
+    pub proc: Proc,
+    /// e.g. `http://127.0.0.1:40123`
+    pub origin: String,
+}
+
+impl ExampleApp {
+    /// The `signoff-example` binary, built beside `signoff` by `cargo test
+    /// --workspace` (the example has an integration test of its own).
+    pub fn bin() -> PathBuf {
+        let bin = Path::new(signoff_bin())
+            .parent()
+            .unwrap()
+            .join("signoff-example");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo test --workspace` (or `cargo build -p \
+             signoff-axum-example`) so the example app is built",
+            bin.display()
+        );
+        bin
+    }
+
+    pub fn start(db: &str, log_dir: &Path) -> ExampleApp {
+        let mut cmd = Command::new(Self::bin());
+        cmd.args(["--listen", "127.0.0.1:0", "--db", db])
+            .env("RUST_LOG", "info");
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = log_dir.join(format!("example-{n}.log"));
+        let (proc, line) = spawn_reading_first_line(cmd, log);
+        let origin = line
+            .rsplit(' ')
+            .next()
+            .filter(|o| o.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        ExampleApp { proc, origin }
+    }
+
+    /// What the shared sign-out checks need to know of it.
+    pub fn target(&self) -> logout_checks::Target {
+        logout_checks::Target {
+            origin: self.origin.clone(),
+            login_path: "/login",
+            logout_path: "/logout",
+            private_path: "/dashboard",
+            private_marker: "Signed in as",
+            cookie: "signoff",
+            user: USER.to_owned(),
+            password: PASSWORD.to_owned(),
+        }
+    }
 }
 
 /// The `Cookie` header for a session token.

@@ -751,11 +751,19 @@ impl fmt::Debug for ImportedUser {
 
 /// Groups as stores keep them: one text, names separated by spaces (no
 /// group name has one).
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres", feature = "redis")),
+    allow(dead_code)
+)]
 pub(crate) fn groups_to_stored(groups: &[String]) -> String {
     groups.join(" ")
 }
 
 /// Groups back from [`groups_to_stored`].
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres", feature = "redis")),
+    allow(dead_code)
+)]
 pub(crate) fn groups_from_stored(stored: &str) -> Vec<String> {
     stored
         .split(' ')

@@ -37,7 +37,6 @@ mod head_tag;
 mod rewrite;
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use askama::Template;
@@ -111,7 +110,8 @@ impl Guard {
         } else {
             Cow::Owned(format!("/{prefix}"))
         };
-        let script = build_script(&prefix);
+        let script =
+            signoff::web::guard::script(&format!("{prefix}/status"), &format!("{prefix}/login"));
         let digest = Sha256::digest(script.as_bytes());
         let csp_source = format!(
             "'sha256-{}'",
@@ -252,55 +252,6 @@ impl Guard {
             Body::from_stream(encoding::encode(rewritten, compress)),
         ))
     }
-}
-
-/// Builds the guard script. ES5, pure ASCII, and free of `<` and `&` so it
-/// is valid inline in both HTML and XHTML and its hash does not depend on
-/// the page's charset.
-fn build_script(prefix: &str) -> String {
-    let status = js_string(&format!("{prefix}/status"));
-    let login = js_string(&format!("{prefix}/login?next="));
-    format!(
-        concat!(
-            "(function(){{var h=false,v;",
-            "window.addEventListener(\"pageshow\",function(e){{",
-            "if(e.persisted!==true){{return;}}",
-            "var s=document.documentElement.style,o=location.origin;",
-            "function out(){{location.replace(o+{login}+",
-            "encodeURIComponent(location.pathname+location.search));}}",
-            "if(!h){{v=s.visibility;h=true;}}",
-            "s.visibility=\"hidden\";",
-            "try{{fetch(o+{status},",
-            "{{cache:\"no-store\",credentials:\"same-origin\",redirect:\"manual\"}})",
-            ".then(function(r){{if(r.status===200){{s.visibility=v;h=false;}}else{{out();}}}},out);}}",
-            "catch(x){{out();}}",
-            "}});}})();"
-        ),
-        login = login,
-        status = status
-    )
-}
-
-/// A double-quoted JavaScript string literal holding `text`, using only
-/// printable ASCII other than `<`, `>` and `&`.
-fn js_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            ' '..='~' if !matches!(c, '<' | '>' | '&') => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    let _ = write!(out, "\\u{unit:04x}");
-                }
-            }
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn status_has_body(status: StatusCode) -> bool {

@@ -1,53 +1,48 @@
 //! The client's address: the peer, or what trusted proxies say in
 //! `X-Forwarded-For` ([`ClientAddr`]).
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::HeaderMap;
 use axum::http::request::Parts;
 use axum::http::Extensions;
+use axum::response::Response;
 
-/// What [`ClientAddr`] needs from the app state: the proxies whose
-/// `X-Forwarded-For` entries are believed.
-pub(super) trait TrustedProxies {
-    /// The trusted proxies' networks.
-    fn trusted_proxies(&self) -> &[ipnet::IpNet];
-}
+use super::GateRef;
 
-impl<T: TrustedProxies> TrustedProxies for Arc<T> {
-    fn trusted_proxies(&self) -> &[ipnet::IpNet] {
-        (**self).trusted_proxies()
-    }
-}
+/// The client's address ([`client_ip`], with the gate's trusted proxies).
+/// The peer's address comes from axum's `ConnectInfo<SocketAddr>`
+/// (`into_make_service_with_connect_info`); without it the peer is
+/// unknown, so nothing a client says about its address is believed, and
+/// the address is loopback.
+pub struct ClientAddr(pub IpAddr);
 
-/// The client's address ([`client_ip`]).
-pub(super) struct ClientAddr(pub IpAddr);
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = Response;
 
-impl<S: TrustedProxies + Send + Sync> FromRequestParts<S> for ClientAddr {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Infallible> {
-        let peer = peer_ip(&parts.extensions);
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        let gate = GateRef::of(parts)?;
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+            return Ok(ClientAddr(IpAddr::from([127, 0, 0, 1])));
+        };
         Ok(ClientAddr(client_ip(
-            peer,
+            peer.ip(),
             &parts.headers,
-            state.trusted_proxies(),
+            gate.trusted_proxies(),
         )))
     }
 }
 
 /// The connection's peer (loopback when the server gave no address).
-pub(super) fn peer_ip(extensions: &Extensions) -> IpAddr {
+pub fn peer_ip(extensions: &Extensions) -> IpAddr {
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
 }
 
 /// Whether `ip` (IPv4-mapped addresses as IPv4) is one of the proxies.
-pub(super) fn is_trusted(ip: &IpAddr, trusted: &[ipnet::IpNet]) -> bool {
+pub fn is_trusted(ip: &IpAddr, trusted: &[ipnet::IpNet]) -> bool {
     let ip = ip.to_canonical();
     trusted.iter().any(|n| n.contains(&ip))
 }
@@ -57,7 +52,7 @@ pub(super) fn is_trusted(ip: &IpAddr, trusted: &[ipnet::IpNet]) -> bool {
 /// Walking from the right (the entries our proxies appended) means a client
 /// cannot choose its own address; an entry that is not an address ends the
 /// walk at the last trusted hop.
-pub(super) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
     let mut client = peer.to_canonical();
     if !is_trusted(&client, trusted) {
         return client;

@@ -1,6 +1,6 @@
-//! Bodies sent to signoff's own endpoints (forms and small JSON): they must
-//! arrive within the client timeout, so a client sending a byte now and
-//! then cannot hold a connection open.
+//! Bodies sent to a form or a small JSON endpoint: read whole, bounded
+//! ([`read`]), and due within a deadline ([`with_deadline`]), so a client
+//! sending a byte now and then cannot hold a connection open.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use hyper::body::{Frame, SizeHint};
+use http_body::{Frame, SizeHint};
 use tokio::time::Sleep;
 
 /// The body did not arrive in time.
 #[derive(Debug)]
-pub(super) struct TooSlow;
+pub struct TooSlow;
 
 impl std::fmt::Display for TooSlow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -30,7 +30,7 @@ struct Deadline {
     sleep: Pin<Box<Sleep>>,
 }
 
-impl hyper::body::Body for Deadline {
+impl http_body::Body for Deadline {
     type Data = Bytes;
     type Error = axum::BoxError;
 
@@ -57,18 +57,31 @@ impl hyper::body::Body for Deadline {
     }
 }
 
-/// Gives `req`'s body a deadline `within` from now (its headers are in).
-pub(super) fn with_deadline(req: Request, within: Duration) -> Request {
-    req.map(|inner| {
+/// Gives `req`'s body a deadline `within` from now (its headers are in),
+/// and marks the request as having one ([`has_deadline`]).
+pub fn with_deadline(req: Request, within: Duration) -> Request {
+    let mut req = req.map(|inner| {
         Body::new(Deadline {
             inner,
             sleep: Box::pin(tokio::time::sleep(within)),
         })
-    })
+    });
+    req.extensions_mut().insert(DeadlineSet);
+    req
+}
+
+/// Marks a request whose body [`with_deadline`] gave a deadline.
+#[derive(Clone, Copy)]
+struct DeadlineSet;
+
+/// Whether [`with_deadline`] gave the request's body a deadline already
+/// (the server's own, which a reader should not shorten).
+pub fn has_deadline(req: &Request) -> bool {
+    req.extensions().get::<DeadlineSet>().is_some()
 }
 
 /// Why a body could not be read.
-pub(super) enum BodyError {
+pub enum BodyError {
     /// Not of the expected `Content-Type`.
     WrongType,
     /// Larger than the limit (or broken off).
@@ -79,7 +92,7 @@ pub(super) enum BodyError {
 
 /// Reads a whole body of at most `limit` bytes whose `Content-Type` is
 /// `media_type` (parameters aside); the type is checked first.
-pub(super) async fn read(req: Request, media_type: &str, limit: usize) -> Result<Bytes, BodyError> {
+pub async fn read(req: Request, media_type: &str, limit: usize) -> Result<Bytes, BodyError> {
     let typed = req
         .headers()
         .get(axum::http::header::CONTENT_TYPE)

@@ -4,11 +4,9 @@
 use axum::http::header::{self, HeaderMap};
 use axum::http::Uri;
 
-use crate::config::is_loopback_host;
-
 /// What the browser says about a request's origin.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Intent {
+pub enum Intent {
     /// Origin or Sec-Fetch-Site says this origin.
     SameOrigin,
     /// A browser says another site sent it.
@@ -18,7 +16,7 @@ pub(super) enum Intent {
 }
 
 /// Reads the request's intent against the public origin.
-pub(super) fn intent(headers: &HeaderMap, public_origin: &str) -> Intent {
+pub fn intent(headers: &HeaderMap, public_origin: &str) -> Intent {
     // `Origin: null` (privacy-sensitive contexts, `no-referrer` pages)
     // says nothing either way; Sec-Fetch-Site then decides.
     let origin = headers
@@ -39,13 +37,13 @@ pub(super) fn intent(headers: &HeaderMap, public_origin: &str) -> Intent {
 
 /// `Origin: null` without `Sec-Fetch-Site`: maybe an old browser on an
 /// attacker's no-referrer page.
-pub(super) fn bare_null_origin(headers: &HeaderMap) -> bool {
+pub fn bare_null_origin(headers: &HeaderMap) -> bool {
     headers.get(header::ORIGIN).is_some_and(|o| o == "null")
         && !headers.contains_key("sec-fetch-site")
 }
 
 /// The host (and port) of a public origin (`https://host:port`).
-pub(super) fn host_of(public_origin: &str) -> &str {
+pub fn host_of(public_origin: &str) -> &str {
     public_origin
         .split_once("://")
         .map_or(public_origin, |(_, h)| h)
@@ -55,7 +53,7 @@ pub(super) fn host_of(public_origin: &str) -> &str {
 /// page and log: the headers as the client sent them (visible ASCII
 /// only, cut to 200 characters), never trusted for anything else.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Arrival {
+pub struct Arrival {
     /// `Origin`, if any.
     pub origin: Option<String>,
     /// `Sec-Fetch-Site`, if any.
@@ -69,7 +67,7 @@ const SHOWN_MAX: usize = 200;
 
 impl Arrival {
     /// From a request's headers and URI.
-    pub(super) fn of(headers: &HeaderMap, uri: &Uri) -> Self {
+    pub fn of(headers: &HeaderMap, uri: &Uri) -> Self {
         let text = |name: &str| {
             headers
                 .get(name)
@@ -84,7 +82,7 @@ impl Arrival {
     }
 
     /// Where the form came from, as the page and the log say it.
-    pub(super) fn shown(&self) -> String {
+    pub fn shown(&self) -> String {
         match (self.origin.as_deref(), self.site.as_deref()) {
             (Some("null"), _) => "Origin: null (the browser hid the page's origin)".to_owned(),
             (Some(origin), _) => origin.to_owned(),
@@ -95,7 +93,7 @@ impl Arrival {
 
     /// What to do about the refusal: the flag that fixes a set-up's
     /// mismatch; for a form another site's page sent, nothing to fix.
-    pub(super) fn fix(&self, expected: &str) -> String {
+    pub fn fix(&self, expected: &str) -> String {
         if let Some(site @ ("cross-site" | "same-site")) = self.site.as_deref() {
             return format!(
                 "The browser says a page on another site sent this form (Sec-Fetch-Site: \
@@ -146,7 +144,7 @@ impl Arrival {
     /// loopback origin that differs from the loopback `public_origin` only
     /// in how the host is spelled (`localhost` for `127.0.0.1`): an honest
     /// set-up, answered by sending the browser to `public_origin`.
-    pub(super) fn loopback_twin_of(&self, public_origin: &str) -> bool {
+    pub fn loopback_twin_of(&self, public_origin: &str) -> bool {
         let Some(origin) = self.origin.as_deref() else {
             return false;
         };
@@ -172,6 +170,16 @@ impl Arrival {
     }
 }
 
+/// Whether `host` (a name or an address, IPv6 in brackets or not) is
+/// loopback: `localhost` or a loopback address.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// What a plain-HTTP public URL on `host` needs besides `--public-url`.
 fn insecure_flag(scheme: &str, host: &str) -> &'static str {
     if scheme == "http" && !is_loopback_host(host) {
@@ -188,7 +196,7 @@ fn scheme(origin: &str) -> &str {
 
 /// Whether two origins are both loopback and differ only in the host's
 /// spelling: the same scheme and port, another loopback host.
-pub(super) fn loopback_twins(a: &str, b: &str) -> bool {
+pub fn loopback_twins(a: &str, b: &str) -> bool {
     let (Some((scheme_a, host_a, port_a)), Some((scheme_b, host_b, port_b))) = (parse(a), parse(b))
     else {
         return false;
@@ -213,7 +221,7 @@ fn parse(origin: &str) -> Option<(String, String, u16)> {
     if authority.contains(['@', '/', '?', '#']) {
         return None;
     }
-    let authority: http::uri::Authority = authority.parse().ok()?;
+    let authority: axum::http::uri::Authority = authority.parse().ok()?;
     let port = authority.port_u16().unwrap_or(default);
     Some((scheme, authority.host().to_ascii_lowercase(), port))
 }

@@ -1,0 +1,135 @@
+//! Sessions in an axum app (feature `axum`): a layer, extractors, and
+//! sign-in and sign-out done completely right.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{routing::get, Router};
+//! use signoff::web::{SignedIn, WebSessions};
+//!
+//! let deployment = signoff::Deployment::open("sqlite://app.db").await?;
+//! let web = WebSessions::new(&deployment);
+//! let app: Router = Router::new()
+//!     .route("/dashboard", get(|who: SignedIn| async move { format!("Hello, {}", who.user) }))
+//!     .merge(web.routes())
+//!     .layer(web.layer());
+//! # Ok(()) }
+//! ```
+//!
+//! - [`WebSessions`]: the sessions of one app: its [`layer`](WebSessions::layer)
+//!   checks each request's session cookie once and makes every answer to a
+//!   signed-in request `no-store`; [`sign_in`](WebSessions::sign_in) and
+//!   [`sign_out`](WebSessions::sign_out) answer a login or a logout form;
+//!   [`routes`](WebSessions::routes) serve the back-button guard.
+//! - Extractors: [`SignedIn`] (the handler runs only for a live session),
+//!   [`MaybeSignedIn`], [`CsrfForm`] (a form whose sender is shown to mean
+//!   it), [`ClientAddr`] (the client's address, believing only trusted
+//!   proxies).
+//! - [`Gate`]: what the extractors ask of whoever checks sessions. The app
+//!   gets it from [`WebSessions`]; the signoff gateway implements it
+//!   itself, and runs on the same extractors.
+//!
+//! A handler gets the user only through an extractor (a `compile_fail`
+//! doctest in [`signed_in`] holds this).
+
+pub mod body;
+pub mod client_addr;
+pub mod cookies;
+pub mod csrf_form;
+pub mod guard;
+pub mod origin;
+pub mod redirect;
+pub mod signed_in;
+mod web_sessions;
+
+use std::sync::Arc;
+
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use crate::SessionToken;
+
+pub use client_addr::ClientAddr;
+pub use csrf_form::{CsrfForm, FormRefusal, IntentForm, Proof};
+pub use signed_in::{Auth, Authenticated, BackTo, Here, MaybeSignedIn, NotSignedIn, SignedIn};
+pub use web_sessions::{SessionLayer, SessionService, WebOptions, WebSessions};
+
+/// What the extractors ask of whoever checks sessions: [`WebSessions`] in
+/// an app, the gateway in signoff itself. It reaches them through the
+/// request's extensions, as a [`GateRef`] ([`WebSessions::layer`] puts it
+/// there), so the extractors work with any router state.
+#[async_trait::async_trait]
+pub trait Gate: Send + Sync + 'static {
+    /// The request's session, checked against the store.
+    async fn check(&self, parts: &Parts) -> Auth;
+    /// The answer to a request without a live session.
+    fn refuse(&self, why: NotSignedIn, parts: &Parts) -> Response;
+    /// The origin a form sent to this request (its headers and URI) must
+    /// come from (`https://host:port`).
+    fn origin_for(&self, headers: &HeaderMap, uri: &Uri) -> String;
+    /// The session token in the request's cookie, if any.
+    fn session_token(&self, headers: &HeaderMap) -> Option<SessionToken>;
+    /// The answer to a form refused.
+    fn refuse_form(&self, why: FormRefusal) -> Response;
+    /// The proxies whose `X-Forwarded-For` entries are believed.
+    fn trusted_proxies(&self) -> &[ipnet::IpNet];
+}
+
+/// The [`Gate`] of a request, as its extensions carry it.
+#[derive(Clone)]
+pub struct GateRef(pub Arc<dyn Gate>);
+
+impl GateRef {
+    /// The gate of the request whose parts these are; without one, a 500
+    /// that says what is missing (a route outside the layer).
+    // A rejection, the way axum's extractors return one.
+    #[allow(clippy::result_large_err)]
+    pub fn of(parts: &Parts) -> Result<Arc<dyn Gate>, Response> {
+        match parts.extensions.get::<GateRef>() {
+            Some(g) => Ok(g.0.clone()),
+            None => {
+                tracing::error!(
+                    "a signoff extractor on a route without a gate: add WebSessions::layer() \
+                     (signoff::web) to the router, after the routes that use it"
+                );
+                let mut r = (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error: this route is not behind signoff's session layer\n",
+                )
+                    .into_response();
+                no_store(r.headers_mut());
+                Err(r)
+            }
+        }
+    }
+}
+
+/// Makes a response unstorable, by the browser or anything between:
+/// `no-store`, no validators, `Vary: Cookie`.
+pub fn no_store(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.remove(header::EXPIRES);
+    headers.remove(header::ETAG);
+    headers.remove(header::LAST_MODIFIED);
+    headers.remove(header::AGE);
+    headers.remove(header::PRAGMA);
+    let has_cookie = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| matches!(v.trim(), "*") || v.trim().eq_ignore_ascii_case("cookie"));
+    if !has_cookie {
+        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
+    }
+}
+
+/// Whether the client takes HTML (a browser navigating).
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}

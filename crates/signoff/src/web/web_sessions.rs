@@ -1,0 +1,616 @@
+//! [`WebSessions`]: the sessions of one axum app, its [`SessionLayer`],
+//! and sign-in and sign-out answered completely right.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use super::csrf_form::FormRefusal;
+use super::signed_in::{Auth, Authenticated, NotSignedIn};
+use super::{cookies, guard, no_store, origin, redirect, wants_html, Gate, GateRef};
+use crate::{
+    Deployment, NewSession, SessionData, SessionError, SessionToken, Sessions, User, SITE_KEY,
+    USER_NAME_KEY,
+};
+
+/// Where an app's pages are, and what it trusts.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WebOptions {
+    /// The login page ([`SignedIn`](super::SignedIn) sends browsers there
+    /// with `?next=`). Default `/login`.
+    pub login_path: String,
+    /// Where a sign-in goes when its `next` is missing or not a path on
+    /// this origin. Default `/`.
+    pub after_sign_in: String,
+    /// Where a sign-out sends the browser. Default: the login page.
+    pub after_sign_out: Option<String>,
+    /// Where [`WebSessions::routes`] serve `guard.js` and `status`.
+    /// Default `/.signoff`.
+    pub prefix: String,
+    /// The origin forms must come from (`https://app.example`); by default
+    /// the request's own (its `Host`, `https` when the cookie is `Secure`).
+    pub public_origin: Option<String>,
+    /// The proxies whose `X-Forwarded-For` entries are believed. Default:
+    /// none.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The `Clear-Site-Data` a sign-out sends. Default
+    /// `"cache", "cookies", "storage"`.
+    pub clear_site_data: String,
+}
+
+impl Default for WebOptions {
+    fn default() -> Self {
+        Self {
+            login_path: "/login".to_owned(),
+            after_sign_in: "/".to_owned(),
+            after_sign_out: None,
+            prefix: "/.signoff".to_owned(),
+            public_origin: None,
+            trusted_proxies: Vec::new(),
+            clear_site_data: "\"cache\", \"cookies\", \"storage\"".to_owned(),
+        }
+    }
+}
+
+/// The sessions of one axum app: the [`Gate`] its extractors use.
+#[derive(Clone)]
+pub struct WebSessions(Arc<Inner>);
+
+struct Inner {
+    sessions: Sessions,
+    uncached: Sessions,
+    options: WebOptions,
+}
+
+/// What the layer found out about a request, for the extractors after it.
+#[derive(Clone)]
+struct Checked(Arc<Auth>);
+
+impl WebSessions {
+    /// The sessions of a [`Deployment`], with the default options.
+    pub fn new(deployment: &Deployment) -> Self {
+        Self::with_options(deployment, WebOptions::default())
+    }
+
+    /// The sessions of a [`Deployment`].
+    pub fn with_options(deployment: &Deployment, options: WebOptions) -> Self {
+        Self::of(
+            deployment.sessions.clone(),
+            deployment.uncached.clone(),
+            options,
+        )
+    }
+
+    /// Over engines of your own: `sessions` for every request, `uncached`
+    /// (the same store without a local cache) for the guard's status
+    /// check. With a single engine, pass it twice.
+    pub fn of(sessions: Sessions, uncached: Sessions, mut options: WebOptions) -> Self {
+        if let Some(origin) = &mut options.public_origin {
+            origin.truncate(origin.trim_end_matches('/').len());
+        }
+        Self(Arc::new(Inner {
+            sessions,
+            uncached,
+            options,
+        }))
+    }
+
+    /// The engine.
+    pub fn sessions(&self) -> &Sessions {
+        &self.0.sessions
+    }
+
+    /// The layer: checks each request's session once, so the extractors
+    /// behind it ask nothing more of the store, and makes every answer to
+    /// a request that carried a session cookie `no-store`. Put it after
+    /// the routes (`router.layer(web.layer())`).
+    pub fn layer(&self) -> SessionLayer {
+        SessionLayer { web: self.clone() }
+    }
+
+    /// `{prefix}/guard.js` (the back-button guard's script; put
+    /// `<script src="/.signoff/guard.js"></script>` in private pages) and
+    /// `{prefix}/status` (what it asks: 200 while the session lives, read
+    /// from the store itself, never the cache).
+    pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        let prefix = &self.0.options.prefix;
+        let script: Arc<str> =
+            guard::script(&format!("{prefix}/status"), &self.0.options.login_path).into();
+        let web = self.clone();
+        Router::new()
+            .route(
+                &format!("{prefix}/guard.js"),
+                get(move || {
+                    let script = script.clone();
+                    async move {
+                        (
+                            [
+                                (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                                (header::CACHE_CONTROL, "no-cache"),
+                            ],
+                            script.to_string(),
+                        )
+                    }
+                }),
+            )
+            .route(
+                &format!("{prefix}/status"),
+                get(move |headers: HeaderMap| {
+                    let web = web.clone();
+                    async move { web.status(&headers).await }
+                }),
+            )
+    }
+
+    async fn status(&self, headers: &HeaderMap) -> Response {
+        let auth = self.0.validate(&self.0.uncached, headers).await;
+        let (code, body) = match auth {
+            Auth::SignedIn(_) => (StatusCode::OK, "{\"signed_in\":true}"),
+            Auth::Anonymous { .. } => (StatusCode::UNAUTHORIZED, "{\"signed_in\":false}"),
+            Auth::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "{\"signed_in\":null}"),
+        };
+        let mut r = (code, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        no_store(r.headers_mut());
+        r
+    }
+
+    /// Signs `user` in, after the app has checked their password: a new
+    /// session (the one the browser had, if any, is ended: a token planted
+    /// before sign-in is worthless after it), its cookie, and a 303 to
+    /// `next` if it is a path on this origin (else
+    /// [`WebOptions::after_sign_in`]). `no-store`. When the store cannot
+    /// answer, 503 and nobody is signed in.
+    pub async fn sign_in(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+        user: &User,
+        next: Option<&str>,
+    ) -> Response {
+        let inner = &self.0;
+        let mut data = SessionData::new();
+        data.insert(USER_NAME_KEY.to_owned(), user.name.clone());
+        let mut new = NewSession::for_user(user.id.clone())
+            .data(data)
+            .ip(client.to_string());
+        if let Some(ua) = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            new = new.user_agent(ua);
+        }
+        let previous = cookies::read(headers, &inner.sessions.policy().cookie().name);
+        match inner.sessions.login(previous, new).await {
+            Ok(issued) => {
+                tracing::info!(target: "signoff::auth", user = %user.name, session = %issued.session.handle, "login");
+                let to = next
+                    .and_then(redirect::safe_next)
+                    .unwrap_or(&inner.options.after_sign_in);
+                let mut r = see_other(to);
+                r.headers_mut()
+                    .insert(header::SET_COOKIE, cookies::issue(&inner.sessions, &issued));
+                r
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sign-in failed: the session store is unavailable");
+                unavailable(
+                    "Sign-in failed: the session store is unavailable. Try again in a moment.",
+                )
+            }
+        }
+    }
+
+    /// Signs out the browser that sent `headers`: its session record is
+    /// deleted (on every node: the revocation bus tells the others), the
+    /// cookie expired with the attributes it was set with,
+    /// `Clear-Site-Data` sent, and a 303 to [`WebOptions::after_sign_out`].
+    /// `no-store`. Answer it only to a [`CsrfForm`](super::CsrfForm) (a
+    /// POST shown to come from this site): never to a GET. When the store
+    /// cannot answer, 503: the user is still signed in, and is told so.
+    pub async fn sign_out(&self, headers: &HeaderMap) -> Response {
+        let inner = &self.0;
+        let policy = inner.sessions.policy().cookie();
+        // With `LogoutBehavior::CarryData`, the data the policy lists moves
+        // to a new anonymous session, whose cookie replaces this one.
+        let mut carried = None;
+        if let Some(token) = cookies::token(headers, &policy.name) {
+            match inner.sessions.logout(token.expose()).await {
+                Ok(next) => carried = next,
+                Err(e) => {
+                    tracing::error!(error = %e, "sign-out failed: the session store is unavailable");
+                    return unavailable(
+                        "Sign-out failed: the session store is unavailable. You are still \
+                         signed in. Try again in a moment.",
+                    );
+                }
+            }
+            tracing::info!(target: "signoff::auth", "logout");
+        }
+        let to = inner
+            .options
+            .after_sign_out
+            .as_deref()
+            .unwrap_or(&inner.options.login_path);
+        let mut r = see_other(to);
+        let h = r.headers_mut();
+        let cookie = match &carried {
+            Some(issued) => cookies::issue(&inner.sessions, issued),
+            None => cookies::expire(policy),
+        };
+        h.insert(header::SET_COOKIE, cookie);
+        if let Ok(v) = HeaderValue::from_str(&inner.options.clear_site_data) {
+            h.insert("clear-site-data", v);
+        }
+        r
+    }
+
+    /// Ends one of the signed-in user's other sessions (from a sessions
+    /// page), by its public handle; `false` if it is not theirs, already
+    /// over, or the user's own session has ended meanwhile (checked in the
+    /// store itself).
+    ///
+    /// # Errors
+    /// The store could not answer.
+    pub async fn end_other(&self, who: &Authenticated, handle: &str) -> Result<bool, SessionError> {
+        let Ok(handle) = handle.parse::<crate::SessionHandle>() else {
+            return Ok(false);
+        };
+        // The request may have started before its own session ended (its
+        // body arrived later): ask the store itself, not the cache.
+        match self.0.uncached.validate_token(&who.token).await {
+            Ok(_) => {}
+            Err(SessionError::Store(e)) => return Err(SessionError::Store(e)),
+            Err(_) => return Ok(false),
+        }
+        let sessions = &self.0.sessions;
+        match sessions.validate_handle(&handle).await {
+            Ok(s) if s.user_id == who.session.user_id => sessions
+                .end_by_handle(&handle, who.session.user_id.as_ref(), crate::Actor::User)
+                .await
+                .map(|ended| ended.is_some()),
+            Ok(_) | Err(SessionError::NotFound | SessionError::Expired(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The origin a request was sent to, when no public origin is set: its
+/// `Host`, or for HTTP/2 the URI's authority, a default port dropped. The scheme: `https` when the
+/// cookie is `Secure`, except on a loopback host, where a browser may use
+/// either (plain `http://localhost` is a secure context): there the one the
+/// browser's `Origin` names.
+fn own_origin(headers: &HeaderMap, uri: &Uri, secure_cookie: bool) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let named = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|o| o.split_once("://"))
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    let bare_host = host.rsplit_once(':').map_or(host.as_str(), |(h, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host.as_str()
+        }
+    });
+    let scheme = match named.as_deref() {
+        Some(s @ ("http" | "https")) if origin::is_loopback_host(bare_host) => s,
+        _ if secure_cookie => "https",
+        _ => "http",
+    };
+    let host = match (scheme, host.strip_suffix(":443"), host.strip_suffix(":80")) {
+        ("https", Some(h), _) | ("http", _, Some(h)) => h,
+        _ => &host,
+    };
+    format!("{scheme}://{host}")
+}
+
+/// A 303 to `to`, `no-store`.
+fn see_other(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    no_store(r.headers_mut());
+    r
+}
+
+/// 503 with `text`, `no-store`, to retry in a few seconds.
+fn unavailable(text: &'static str) -> Response {
+    let mut r = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "5")],
+        text,
+    )
+        .into_response();
+    no_store(r.headers_mut());
+    r
+}
+
+impl Inner {
+    /// The request's session cookie, checked with `sessions`.
+    async fn validate(&self, sessions: &Sessions, headers: &HeaderMap) -> Auth {
+        let Some(raw) = cookies::read(headers, &sessions.policy().cookie().name) else {
+            return Auth::Anonymous { stale: false };
+        };
+        let Ok(token) = SessionToken::parse(raw) else {
+            return Auth::Anonymous { stale: true };
+        };
+        match sessions.validate_token(&token).await {
+            // A session the gateway made for one of its app hosts, or
+            // linked to another, is good only where the gateway checks it
+            // (with its central session): never here.
+            Ok(session)
+                if session.data.contains_key(SITE_KEY)
+                    || session.data.contains_key(crate::LINKED_TO_KEY) =>
+            {
+                Auth::Anonymous { stale: true }
+            }
+            Ok(session) => match (&session.user_id, session.data.get(USER_NAME_KEY)) {
+                (Some(_), Some(user)) => Auth::SignedIn(Box::new(Authenticated {
+                    user: user.clone(),
+                    token,
+                    session,
+                })),
+                _ => Auth::Anonymous { stale: true },
+            },
+            Err(SessionError::Store(e)) => {
+                tracing::error!(error = %e, "session store unavailable; refusing the request");
+                Auth::Unavailable
+            }
+            Err(_) => Auth::Anonymous { stale: true },
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Gate for Inner {
+    async fn check(&self, parts: &Parts) -> Auth {
+        match parts.extensions.get::<Checked>() {
+            Some(Checked(auth)) => (**auth).clone(),
+            None => self.validate(&self.sessions, &parts.headers).await,
+        }
+    }
+
+    fn refuse(&self, why: NotSignedIn, parts: &Parts) -> Response {
+        match why {
+            NotSignedIn::Anonymous { back_to, stale } => {
+                // The whole path, also under `Router::nest`.
+                let uri = parts
+                    .extensions
+                    .get::<axum::extract::OriginalUri>()
+                    .map_or(&parts.uri, |o| &o.0);
+                let here = uri.path_and_query().map_or("/", |p| p.as_str());
+                let next = back_to.unwrap_or(here);
+                let mut r = if wants_html(&parts.headers) {
+                    let next: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+                    see_other(&format!("{}?next={next}", self.options.login_path))
+                } else {
+                    let mut r = (StatusCode::UNAUTHORIZED, "sign in first\n").into_response();
+                    if let Ok(v) = HeaderValue::from_str(&format!(
+                        "Signoff realm=\"app\", login=\"{}\"",
+                        self.options.login_path
+                    )) {
+                        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                    }
+                    no_store(r.headers_mut());
+                    r
+                };
+                if stale {
+                    r.headers_mut().append(
+                        header::SET_COOKIE,
+                        cookies::expire(self.sessions.policy().cookie()),
+                    );
+                }
+                r
+            }
+            NotSignedIn::Unavailable => {
+                unavailable("The session store is unavailable. Try again in a moment.")
+            }
+        }
+    }
+
+    fn origin_for(&self, headers: &HeaderMap, uri: &Uri) -> String {
+        if let Some(origin) = &self.options.public_origin {
+            return origin.clone();
+        }
+        own_origin(headers, uri, self.sessions.policy().cookie().secure)
+    }
+
+    fn session_token(&self, headers: &HeaderMap) -> Option<SessionToken> {
+        cookies::token(headers, &self.sessions.policy().cookie().name)
+    }
+
+    fn refuse_form(&self, why: FormRefusal) -> Response {
+        let mut r = match why {
+            FormRefusal::Unreadable(status) => {
+                (status, "the form could not be read\n").into_response()
+            }
+            FormRefusal::NoIntent(_, arrival) => {
+                tracing::warn!(from = %arrival.shown(), "form refused: it did not come from this site");
+                (
+                    StatusCode::FORBIDDEN,
+                    "This form did not come from this site, so it was not acted on. Go back, \
+                     reload the page and send it again.\n",
+                )
+                    .into_response()
+            }
+        };
+        no_store(r.headers_mut());
+        r
+    }
+
+    fn trusted_proxies(&self) -> &[ipnet::IpNet] {
+        &self.options.trusted_proxies
+    }
+}
+
+/// The layer of [`WebSessions::layer`].
+#[derive(Clone)]
+pub struct SessionLayer {
+    web: WebSessions,
+}
+
+impl<S> tower_layer::Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> SessionService<S> {
+        SessionService {
+            web: self.web.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`SessionLayer`].
+#[derive(Clone)]
+pub struct SessionService<S> {
+    web: WebSessions,
+    inner: S,
+}
+
+impl<S> tower_service::Service<Request> for SessionService<S>
+where
+    S: tower_service::Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The clone that was made ready is the one that runs.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let web = self.web.clone();
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let gate: Arc<dyn Gate> = web.0.clone();
+            parts.extensions.insert(GateRef(gate));
+            let cookie =
+                cookies::read(&parts.headers, &web.0.sessions.policy().cookie().name).is_some();
+            if cookie {
+                let auth = web.0.validate(&web.0.sessions, &parts.headers).await;
+                parts.extensions.insert(Checked(Arc::new(auth)));
+            } else {
+                parts
+                    .extensions
+                    .insert(Checked(Arc::new(Auth::Anonymous { stale: false })));
+            }
+            let mut response = inner.call(Request::from_parts(parts, body)).await?;
+            if cookie {
+                no_store(response.headers_mut());
+            }
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MemoryStore, Policy, UserId};
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_own_origin_comes_from_the_host_with_the_cookies_scheme() {
+        let uri = Uri::from_static("/login");
+        let cases = [
+            (&[("host", "app.example")][..], true, "https://app.example"),
+            (&[("host", "app.example:443")], true, "https://app.example"),
+            (
+                &[("host", "app.example:8443")],
+                true,
+                "https://app.example:8443",
+            ),
+            (&[("host", "App.Example")], false, "http://app.example"),
+            // A page elsewhere cannot choose the scheme of a public host.
+            (
+                &[("host", "app.example"), ("origin", "http://app.example")],
+                true,
+                "https://app.example",
+            ),
+            // On loopback, the browser's Origin names it.
+            (
+                &[
+                    ("host", "localhost:3000"),
+                    ("origin", "http://localhost:3000"),
+                ],
+                true,
+                "http://localhost:3000",
+            ),
+            (
+                &[("host", "127.0.0.1:80"), ("origin", "http://127.0.0.1")],
+                false,
+                "http://127.0.0.1",
+            ),
+        ];
+        for (pairs, secure, want) in cases {
+            assert_eq!(own_origin(&headers(pairs), &uri, secure), want, "{pairs:?}");
+        }
+        // HTTP/2: no Host, the authority.
+        let h2 = Uri::from_static("https://app.example/login");
+        assert_eq!(
+            own_origin(&HeaderMap::new(), &h2, true),
+            "https://app.example"
+        );
+    }
+
+    #[tokio::test]
+    async fn sessions_the_gateway_made_for_an_app_host_are_not_taken() {
+        let policy = Policy::builder()
+            .cookie(crate::CookiePolicy::insecure_loopback())
+            .build()
+            .unwrap();
+        let sessions = Sessions::new(Arc::new(MemoryStore::new()), policy);
+        let web = WebSessions::of(sessions.clone(), sessions.clone(), WebOptions::default());
+        for (extra, taken) in [
+            (None, true),
+            (Some((SITE_KEY, "wiki.example")), false),
+            (Some((crate::LINKED_TO_KEY, "somehandle")), false),
+        ] {
+            let mut data = SessionData::new();
+            data.insert(USER_NAME_KEY.to_owned(), "alice".to_owned());
+            if let Some((k, v)) = extra {
+                data.insert(k.to_owned(), v.to_owned());
+            }
+            let issued = sessions
+                .create(NewSession::for_user(UserId::new("u1")).data(data))
+                .await
+                .unwrap();
+            let cookie = format!("signoff={}", issued.token.expose());
+            let auth = web
+                .0
+                .validate(&sessions, &headers(&[("cookie", &cookie)]))
+                .await;
+            assert_eq!(matches!(auth, Auth::SignedIn(_)), taken, "{extra:?}");
+        }
+    }
+}

@@ -66,7 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let new = NewSession::for_user(user.id.clone())
                     .ip("127.0.0.1")
                     .user_agent("seed_sessions")
-                    .data(data);
+                    .reserved_data(data);
                 let issued = sessions.create(new).await?;
                 tokens.push(issued.token.expose().to_owned());
             }

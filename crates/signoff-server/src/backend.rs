@@ -67,7 +67,11 @@ impl Backend {
 
     /// The audit trail of this backend.
     pub fn audit_log(&self, json_lines: bool) -> AuditLog {
-        AuditLog::new(self.audit.clone(), json_lines)
+        let echo = match json_lines {
+            true => signoff::AuditEcho::JsonLines,
+            false => signoff::AuditEcho::Off,
+        };
+        AuditLog::new(self.audit.clone(), echo)
     }
 
     /// The engine the command line uses: no cache (it runs once), every

@@ -139,7 +139,7 @@ async fn session(engine: &Sessions, user: &UserId) -> String {
     let mut data = SessionData::new();
     data.insert("signoff.user".to_owned(), USER.to_owned());
     let issued = engine
-        .create(NewSession::for_user(user.clone()).data(data))
+        .create(NewSession::for_user(user.clone()).reserved_data(data))
         .await
         .unwrap();
     issued.token.expose().to_owned()

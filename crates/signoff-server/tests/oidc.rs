@@ -180,7 +180,7 @@ async fn provider_session(engine: &Sessions, sub: &str, sid: &str) -> String {
     data.insert("signoff.oidc.provider".into(), "default".into());
     data.insert("signoff.oidc.sub".into(), sub.into());
     data.insert("signoff.oidc.sid".into(), sid.into());
-    let new = NewSession::for_user(UserId::new(format!("oidc:default:{sub}"))).data(data);
+    let new = NewSession::for_user(UserId::new(format!("oidc:default:{sub}"))).reserved_data(data);
     engine.create(new).await.unwrap().token.expose().to_owned()
 }
 

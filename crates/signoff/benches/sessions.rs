@@ -324,7 +324,7 @@ fn user_sessions(c: &mut Criterion) {
         .into_iter()
         .map(|n| {
             let (store, _, _) = rt.block_on(populated(n));
-            let audit = AuditLog::new(Arc::new(store.clone()), false);
+            let audit = AuditLog::new(Arc::new(store.clone()), signoff::AuditEcho::Off);
             let sessions = Sessions::with_clock(
                 Arc::new(CachedStore::new(store.clone())),
                 Policy::default(),

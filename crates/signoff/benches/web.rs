@@ -18,10 +18,7 @@ use axum::routing::get;
 use axum::Router;
 use criterion::{criterion_group, criterion_main, Criterion};
 use signoff::web::{SignedIn, WebOptions, WebSessions};
-use signoff::{
-    CachedStore, CookiePolicy, NewSession, Policy, SessionData, Sessions, SqliteStore, UserId,
-    USER_NAME_KEY,
-};
+use signoff::{CachedStore, CookiePolicy, NewSession, Policy, Sessions, SqliteStore, UserId};
 use tower::ServiceExt as _;
 
 const PAGE: &str = "<!doctype html><title>Dashboard</title><p>Hello</p>";
@@ -43,10 +40,8 @@ fn web(c: &mut Criterion) {
             .build()
             .unwrap();
         let sessions = Sessions::new(cached, policy);
-        let mut data = SessionData::new();
-        data.insert(USER_NAME_KEY.to_owned(), "alice".to_owned());
         let issued = sessions
-            .create(NewSession::for_user(UserId::new("u-alice")).data(data))
+            .create(NewSession::for_user(UserId::new("u-alice")).user_name("alice"))
             .await
             .unwrap();
         let web = WebSessions::of(sessions.clone(), sessions, WebOptions::default());

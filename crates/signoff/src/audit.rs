@@ -291,11 +291,23 @@ impl fmt::Debug for AuditLog {
     }
 }
 
+/// Whether an [`AuditLog`] also logs each event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditEcho {
+    /// Events go to the store only.
+    Off,
+    /// Every event is also logged as one JSON line at `info` with target
+    /// `signoff::audit` (for a log collector).
+    JsonLines,
+}
+
 impl AuditLog {
-    /// An audit log over `store`; with `json_lines`, every event is also
-    /// logged as one JSON line at `info` with target `signoff::audit`.
-    pub fn new(store: Arc<dyn AuditStore>, json_lines: bool) -> Self {
-        Self { store, json_lines }
+    /// An audit log over `store`, echoing each event as `echo` says.
+    pub fn new(store: Arc<dyn AuditStore>, echo: AuditEcho) -> Self {
+        Self {
+            store,
+            json_lines: echo == AuditEcho::JsonLines,
+        }
     }
 
     /// The store underneath.

@@ -312,7 +312,7 @@ pub async fn end_by_handle_is_final(store: Arc<dyn SessionStore>) {
     let (token, session) = login(&sessions, alice()).await;
     let (other, _) = login(&sessions, alice()).await;
     let rotated = sessions
-        .rotate(token.expose(), false)
+        .rotate(token.expose(), crate::Rotation::Plain)
         .await
         .expect("rotate");
     let mallory = UserId::new("mallory");
@@ -352,7 +352,7 @@ pub async fn end_by_handle_is_final(store: Arc<dyn SessionStore>) {
 /// login ends nothing after it.
 pub async fn logout_with_a_rotated_token_ends_its_successor(store: Arc<dyn SessionStore>) {
     let clock = ManualClock::starting_now();
-    let audit = AuditLog::new(Arc::new(MemoryStore::new()), false);
+    let audit = AuditLog::new(Arc::new(MemoryStore::new()), crate::AuditEcho::Off);
     let sessions = Sessions::with_clock(Arc::clone(&store), policy(), Arc::new(clock.clone()))
         .with_audit(audit.clone());
     let (bystander, _) = login(&sessions, alice()).await;
@@ -363,7 +363,10 @@ pub async fn logout_with_a_rotated_token_ends_its_successor(store: Arc<dyn Sessi
         let mut tokens = vec![first];
         for _ in 0..depth {
             let last = tokens.last().expect("a token");
-            let issued = sessions.rotate(last.expose(), true).await.expect("rotate");
+            let issued = sessions
+                .rotate(last.expose(), crate::Rotation::AfterPassword)
+                .await
+                .expect("rotate");
             tokens.push(issued.token);
         }
         let newest = tokens.pop().expect("the newest token");
@@ -444,7 +447,7 @@ pub async fn logout_with_a_rotated_token_ends_its_successor(store: Arc<dyn Sessi
     let (current, _) = login(&sessions, alice()).await;
     let (other, _) = login(&sessions, alice()).await;
     let kept = sessions
-        .rotate(current.expose(), false)
+        .rotate(current.expose(), crate::Rotation::Plain)
         .await
         .expect("rotate");
     sessions
@@ -485,7 +488,11 @@ pub async fn logout_racing_a_rotation_ends_the_session(store: Arc<dyn SessionSto
         let (token, session) = login(&sessions, alice()).await;
         let rotating = {
             let (sessions, token) = (sessions.clone(), token.expose().to_owned());
-            tokio::spawn(async move { sessions.rotate(&token, true).await })
+            tokio::spawn(async move {
+                sessions
+                    .rotate(&token, crate::Rotation::AfterPassword)
+                    .await
+            })
         };
         let logging_out = {
             let (sessions, token) = (sessions.clone(), token.expose().to_owned());
@@ -694,7 +701,10 @@ pub async fn rotate_kills_old_token(store: Arc<dyn SessionStore>) {
         .await
         .expect("data write");
     clock.advance(Duration::from_secs(5));
-    let issued = sessions.rotate(old.expose(), true).await.expect("rotate");
+    let issued = sessions
+        .rotate(old.expose(), crate::Rotation::AfterPassword)
+        .await
+        .expect("rotate");
     assert_ne!(issued.token.expose(), old.expose());
     assert_ne!(issued.session.id, before.id);
     assert_eq!(issued.session.handle, before.handle);
@@ -722,7 +732,7 @@ pub async fn rotation_race_has_one_winner(store: Arc<dyn SessionStore>) {
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let (sessions, old) = (sessions.clone(), Arc::clone(&old));
-            tokio::spawn(async move { sessions.rotate(old.expose(), false).await })
+            tokio::spawn(async move { sessions.rotate(old.expose(), crate::Rotation::Plain).await })
         })
         .collect();
     let mut winners = Vec::new();
@@ -1088,7 +1098,7 @@ pub async fn writes_after_ending_a_user_change_nothing(store: Arc<dyn SessionSto
     // A digest rotated away before the end.
     let old_token = token.clone();
     let rotated = sessions
-        .rotate(token.expose(), false)
+        .rotate(token.expose(), crate::Rotation::Plain)
         .await
         .expect("rotate");
     let (token, session) = (rotated.token, rotated.session);
@@ -1470,7 +1480,7 @@ pub async fn rotation_keeps_the_remembered_lifetime(store: Arc<dyn SessionStore>
     let (token, session) = login_remembered(&sessions, alice()).await;
     clock.advance(DAY);
     let reauth = sessions
-        .rotate(token.expose(), true)
+        .rotate(token.expose(), crate::Rotation::AfterPassword)
         .await
         .expect("re-authentication");
     clock.advance(DAY);
@@ -1531,7 +1541,10 @@ pub async fn every_end_ends_a_remembered_session(store: Arc<dyn SessionStore>) {
     ends.push(("logout", t));
 
     let (t, _) = login_remembered(&sessions, alice()).await;
-    let rotated = sessions.rotate(t.expose(), true).await.expect("rotate");
+    let rotated = sessions
+        .rotate(t.expose(), crate::Rotation::AfterPassword)
+        .await
+        .expect("rotate");
     sessions.logout(t.expose()).await.expect("logout");
     ends.push(("logout with a rotated-away token", rotated.token));
 

@@ -74,7 +74,7 @@ mod users;
 #[cfg(feature = "axum")]
 pub mod web;
 
-pub use audit::{Actor, AuditEvent, AuditKind, AuditLog, AuditQuery, AuditStore};
+pub use audit::{Actor, AuditEcho, AuditEvent, AuditKind, AuditLog, AuditQuery, AuditStore};
 pub use cache::{CacheOptions, CacheStats, CachedStore};
 pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock, Timestamp};
 pub use deployment::{Deployment, DeploymentError, DeploymentOptions};
@@ -82,9 +82,9 @@ pub use policy::{
     CookiePolicy, LogoutBehavior, Policy, PolicyBuilder, PolicyError, RememberDevice, SameSite,
 };
 pub use session::{
-    ExpiredBy, Issued, NewSession, Session, SessionData, SessionError, Sessions, UserId,
-    LINKED_TO_KEY, MAX_DATA_BYTES, MAX_DATA_KEYS, MAX_IP_BYTES, MAX_USER_AGENT_BYTES, SITE_KEY,
-    USER_NAME_KEY,
+    is_reserved_key, ExpiredBy, Issued, NewSession, Rotation, Session, SessionData, SessionError,
+    Sessions, UserId, LINKED_TO_KEY, MAX_DATA_BYTES, MAX_DATA_KEYS, MAX_IP_BYTES,
+    MAX_USER_AGENT_BYTES, RESERVED_PREFIX, SITE_KEY, USER_NAME_KEY,
 };
 pub use session_keys::SessionKeys;
 pub use session_token::{

@@ -37,6 +37,18 @@ pub const MAX_DATA_BYTES: usize = 4096;
 /// Most keys a session's data may hold.
 pub const MAX_DATA_KEYS: usize = 64;
 
+/// The namespace of signoff's own session data keys. The application's
+/// data ([`NewSession::data`], [`Sessions::set_data`]) cannot hold such a
+/// key, so it can never overwrite the user's name, a refresh token's state
+/// or a session's link; signoff's own code sets them with
+/// [`NewSession::reserved`].
+pub const RESERVED_PREFIX: &str = "signoff.";
+
+/// Whether `key` is in signoff's own namespace ([`RESERVED_PREFIX`]).
+pub fn is_reserved_key(key: &str) -> bool {
+    key.starts_with(RESERVED_PREFIX)
+}
+
 /// The data key that links a session to the one it was made from
 /// ([`NewSession::linked_to`]): that session's handle.
 pub const LINKED_TO_KEY: &str = "signoff.parent";
@@ -155,6 +167,12 @@ impl Session {
             .min(self.expires_at)
     }
 
+    /// The signed-in user's login name, if signoff recorded one
+    /// ([`NewSession::user_name`]).
+    pub fn user_name(&self) -> Option<&str> {
+        self.data.get(USER_NAME_KEY).map(String::as_str)
+    }
+
     /// Whether the session was signed in with "remember this device" and
     /// `policy` still remembers devices. Its limits are then the policy's
     /// [`Policy::remember_device`] ones.
@@ -206,6 +224,7 @@ pub struct NewSession {
     user_agent: Option<String>,
     ip: Option<String>,
     data: SessionData,
+    reserved: SessionData,
     remember_device: bool,
     auth_at: Option<Timestamp>,
     ends_by: Option<Timestamp>,
@@ -237,10 +256,35 @@ impl NewSession {
         self
     }
 
-    /// Initial data.
+    /// The application's initial data. A key in signoff's namespace
+    /// ([`RESERVED_PREFIX`]) makes [`Sessions::create`] and
+    /// [`Sessions::login`] fail with [`SessionError::ReservedKey`].
     pub fn data(mut self, data: SessionData) -> Self {
         self.data = data;
         self
+    }
+
+    /// One of signoff's own entries (the user's name, a site, a pending
+    /// sign-in's state): its key must be in the [`RESERVED_PREFIX`]
+    /// namespace, or creating the session fails with
+    /// [`SessionError::ReservedKey`]. For signoff's own crates (the
+    /// gateway, [`web`](crate::web)); an application keeps its data in
+    /// [`NewSession::data`].
+    pub fn reserved(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.reserved.insert(key.into(), value.into());
+        self
+    }
+
+    /// [`NewSession::reserved`] for several entries.
+    pub fn reserved_data(mut self, data: SessionData) -> Self {
+        self.reserved.extend(data);
+        self
+    }
+
+    /// The signed-in user's login name ([`USER_NAME_KEY`], read back with
+    /// [`Session::user_name`]).
+    pub fn user_name(self, name: impl Into<String>) -> Self {
+        self.reserved(USER_NAME_KEY, name)
     }
 
     /// Asks for the longer limits of [`Policy::remember_device`] ("remember
@@ -268,7 +312,7 @@ impl NewSession {
     /// would ([`NewSession::ends_by`]). [`Sessions::end_linked`] ends them
     /// together.
     pub fn linked_to(mut self, parent: &Session, policy: &Policy) -> Self {
-        self.data
+        self.reserved
             .insert(LINKED_TO_KEY.to_owned(), parent.handle.to_string());
         self.auth_at = parent.auth_at;
         self.ends_by = Some(parent.absolute_end(policy));
@@ -295,9 +339,30 @@ fn cut(mut s: String, max: usize) -> String {
     s
 }
 
-/// The entries of `data` whose keys are listed in `keys`.
+/// The entries of `data` whose keys are listed in `keys`, never one of
+/// signoff's own (a session's user name or link does not travel).
 fn keep_keys(data: SessionData, keys: &[String]) -> SessionData {
-    data.into_iter().filter(|(k, _)| keys.contains(k)).collect()
+    data.into_iter()
+        .filter(|(k, _)| keys.contains(k) && !is_reserved_key(k))
+        .collect()
+}
+
+/// The application's `data` with the `reserved` entries of signoff's own:
+/// refused if the application's holds a reserved key, or a reserved entry
+/// is not in the namespace.
+fn with_reserved(
+    mut data: SessionData,
+    reserved: SessionData,
+) -> Result<SessionData, SessionError> {
+    if let Some(key) = data.keys().find(|k| is_reserved_key(k)) {
+        return Err(SessionError::ReservedKey(key.clone()));
+    }
+    if let Some(key) = reserved.keys().find(|k| !is_reserved_key(k)) {
+        return Err(SessionError::ReservedKey(key.clone()));
+    }
+    data.extend(reserved);
+    check_data(&data)?;
+    Ok(data)
 }
 
 fn check_data(data: &SessionData) -> Result<(), SessionError> {
@@ -306,6 +371,17 @@ fn check_data(data: &SessionData) -> Result<(), SessionError> {
         return Err(SessionError::DataTooLarge);
     }
     Ok(())
+}
+
+/// Why a session's token is rotated ([`Sessions::rotate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// The user just entered their password (re-authentication, a
+    /// password change): the session records it as its `auth_at`.
+    AfterPassword,
+    /// Another privilege change (signing out the other sessions): the
+    /// token changes, the password time does not.
+    Plain,
 }
 
 /// Why a session operation failed.
@@ -327,6 +403,10 @@ pub enum SessionError {
     /// The data exceeds [`MAX_DATA_BYTES`] or [`MAX_DATA_KEYS`].
     #[error("session data too large")]
     DataTooLarge,
+    /// The application's data holds a key of signoff's own namespace
+    /// ([`RESERVED_PREFIX`]), or a reserved entry is outside it.
+    #[error("session data key {0:?}: keys starting with `signoff.` are signoff's own (NewSession::reserved), and only those")]
+    ReservedKey(String),
     /// The store failed. Callers must treat the request as unauthenticated.
     #[error("session store error")]
     Store(#[from] StoreError),
@@ -546,7 +626,7 @@ impl Sessions {
     /// # Errors
     /// [`SessionError::DataTooLarge`] or a store error.
     pub async fn create(&self, new: NewSession) -> Result<Issued, SessionError> {
-        check_data(&new.data)?;
+        let data = with_reserved(new.data, new.reserved)?;
         let now = self.clock.now();
         let (lifetime, idle_timeout, remembered) = match self.policy.remember_device() {
             Some(r) if new.remember_device && new.user_id.is_some() => {
@@ -575,7 +655,7 @@ impl Sessions {
             remembered,
             user_agent: new.user_agent,
             ip: new.ip,
-            data: new.data,
+            data,
             generation: 0,
         };
         // A collision of 256-bit tokens or 72-bit handles is not expected;
@@ -811,17 +891,17 @@ impl Sessions {
 
     /// Issues a new token for the same session; the old token stops working
     /// at once, except that [`Sessions::logout`] with it still ends the
-    /// session. With `reauthenticated`, also records that the user just
+    /// session. [`Rotation::AfterPassword`] also records that the user just
     /// proved who they are (password re-entry, password change).
     ///
     /// # Errors
     /// [`SessionError::NotFound`] if the session is gone, or another
     /// rotation of the same token won.
-    pub async fn rotate(&self, token: &str, reauthenticated: bool) -> Result<Issued, SessionError> {
+    pub async fn rotate(&self, token: &str, why: Rotation) -> Result<Issued, SessionError> {
         let old = self.check_token(token).await?;
         let mut session = self.validate_id(&old.id()).await?;
         let now = self.clock.now();
-        let auth_at = reauthenticated.then_some(now);
+        let auth_at = (why == Rotation::AfterPassword).then_some(now);
         let new = self.keys().await?.issue(now);
         if !self.store.rotate(&old.id(), &new.id(), auth_at).await? {
             // Another rotation or a logout got there first.
@@ -852,7 +932,7 @@ impl Sessions {
         token: &str,
         end_others: bool,
     ) -> Result<Issued, SessionError> {
-        let issued = self.rotate(token, true).await?;
+        let issued = self.rotate(token, Rotation::AfterPassword).await?;
         if end_others {
             if let Some(user) = &issued.session.user_id {
                 self.end_all_for_user(
@@ -867,13 +947,34 @@ impl Sessions {
         Ok(issued)
     }
 
-    /// Replaces a session's data, only if nothing changed it since `session`
-    /// was read. Returns the session as written.
+    /// Replaces the application's data of a session, only if nothing
+    /// changed it since `session` was read; signoff's own entries
+    /// ([`RESERVED_PREFIX`]) stay as they are. Returns the session as
+    /// written.
     ///
     /// # Errors
     /// [`SessionError::Conflict`] if it changed, [`SessionError::NotFound`]
-    /// if it ended (nothing is recreated), [`SessionError::DataTooLarge`].
+    /// if it ended (nothing is recreated), [`SessionError::DataTooLarge`],
+    /// [`SessionError::ReservedKey`] if `data` holds one of signoff's keys.
     pub async fn set_data(
+        &self,
+        session: &Session,
+        data: SessionData,
+    ) -> Result<Session, SessionError> {
+        let reserved = session
+            .data
+            .iter()
+            .filter(|(k, _)| is_reserved_key(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let data = with_reserved(data, reserved)?;
+        self.write_data(session, data).await
+    }
+
+    /// Replaces a session's whole data, signoff's own entries included
+    /// (token mode's refresh state), only if nothing changed it since
+    /// `session` was read.
+    pub(crate) async fn write_data(
         &self,
         session: &Session,
         data: SessionData,

@@ -969,7 +969,7 @@ impl Tokens {
         data.insert(CLIENT_KEY.to_owned(), client.to_owned());
         let written = self
             .sessions
-            .set_data(session, data)
+            .write_data(session, data)
             .await
             .map_err(GrantError::from)?;
         self.pair(&keys, written, client, refresh_token)

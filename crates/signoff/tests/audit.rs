@@ -17,7 +17,7 @@ fn engine(policy: Policy) -> (Sessions, Arc<MemoryStore>, ManualClock) {
     let store = Arc::new(MemoryStore::new());
     let clock = ManualClock::starting_now();
     let sessions = Sessions::with_clock(store.clone(), policy, Arc::new(clock.clone()))
-        .with_audit(AuditLog::new(store.clone(), false));
+        .with_audit(AuditLog::new(store.clone(), signoff::AuditEcho::Off));
     (sessions, store, clock)
 }
 
@@ -258,12 +258,18 @@ async fn recent_auth_follows_the_policy_and_reauthentication() {
     clock.advance(Duration::from_secs(60));
     let seen = sessions.validate(s.token.expose()).await.unwrap();
     assert!(!sessions.is_recent_auth(&seen));
-    let plain = sessions.rotate(s.token.expose(), false).await.unwrap();
+    let plain = sessions
+        .rotate(s.token.expose(), signoff::Rotation::Plain)
+        .await
+        .unwrap();
     assert!(
         !sessions.is_recent_auth(&plain.session),
         "a plain rotation is no proof"
     );
-    let proved = sessions.rotate(plain.token.expose(), true).await.unwrap();
+    let proved = sessions
+        .rotate(plain.token.expose(), signoff::Rotation::AfterPassword)
+        .await
+        .unwrap();
     let seen = sessions.validate(proved.token.expose()).await.unwrap();
     assert!(sessions.is_recent_auth(&seen));
     let anonymous = sessions.create(NewSession::anonymous()).await.unwrap();
@@ -279,7 +285,7 @@ async fn sqlite_keeps_filters_and_purges_the_trail() {
         .add_user("alice", "correct horse battery")
         .await
         .unwrap();
-    let log = AuditLog::new(store.clone(), false);
+    let log = AuditLog::new(store.clone(), signoff::AuditEcho::Off);
     let t = signoff::Timestamp::from_millis;
     let handle = signoff::SessionHandle::generate();
     log.record(

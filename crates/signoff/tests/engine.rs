@@ -109,7 +109,7 @@ async fn malformed_tokens_never_reach_the_store() {
             Err(SessionError::Token(_))
         ));
         assert!(matches!(
-            sessions.rotate(bad, false).await,
+            sessions.rotate(bad, signoff::Rotation::Plain).await,
             Err(SessionError::Token(_))
         ));
     }
@@ -245,7 +245,10 @@ async fn sqlite_file_never_contains_a_token() {
             .login(None, NewSession::for_user(UserId::new(format!("u{i}"))))
             .await
             .unwrap();
-        let rotated = sessions.rotate(issued.token.expose(), true).await.unwrap();
+        let rotated = sessions
+            .rotate(issued.token.expose(), signoff::Rotation::AfterPassword)
+            .await
+            .unwrap();
         tokens.push(issued.token);
         tokens.push(rotated.token);
     }
@@ -530,4 +533,88 @@ async fn a_one_time_record_is_taken_once_and_nothing_else_is() {
         .await
         .unwrap()
         .is_none());
+}
+
+/// signoff's own entries (`signoff.*`: the user's name, a refresh token's
+/// state, a session's link) live beside the application's data, which can
+/// neither set nor overwrite them, nor carry them through a login.
+#[tokio::test]
+async fn application_data_cannot_touch_signoffs_own_entries() {
+    let policy = Policy::builder()
+        .carry_on_login(vec!["cart".into(), "signoff.user".into()])
+        .build()
+        .unwrap();
+    let sessions = Sessions::new(Arc::new(MemoryStore::new()), policy);
+    let app = |pairs: &[(&str, &str)]| -> SessionData {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+
+    // Not through the application's data, and only `signoff.*` as reserved.
+    let refused = sessions
+        .create(NewSession::for_user(UserId::new("u")).data(app(&[("signoff.user", "root")])))
+        .await;
+    assert!(matches!(refused, Err(SessionError::ReservedKey(k)) if k == "signoff.user"));
+    let refused = sessions
+        .create(NewSession::for_user(UserId::new("u")).reserved("cart", "x"))
+        .await;
+    assert!(matches!(refused, Err(SessionError::ReservedKey(k)) if k == "cart"));
+
+    let issued = sessions
+        .create(
+            NewSession::for_user(UserId::new("u"))
+                .user_name("alice")
+                .data(app(&[("cart", "2 pears")])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(issued.session.user_name(), Some("alice"));
+
+    // Replacing the application's data keeps signoff's; naming one is refused.
+    let written = sessions
+        .set_data(&issued.session, app(&[("lang", "de")]))
+        .await
+        .unwrap();
+    assert_eq!(written.user_name(), Some("alice"));
+    assert_eq!(written.data.get("lang").map(String::as_str), Some("de"));
+    assert!(!written.data.contains_key("cart"));
+    let refused = sessions
+        .set_data(&written, app(&[("signoff.user", "mallory")]))
+        .await;
+    assert!(matches!(refused, Err(SessionError::ReservedKey(_))));
+    let reloaded = sessions.validate(issued.token.expose()).await.unwrap();
+    assert_eq!(reloaded.user_name(), Some("alice"));
+
+    // A login carries the allow-listed application data, never signoff's
+    // own entries, even when the policy lists one.
+    let planted = sessions
+        .create(NewSession::anonymous().data(app(&[("cart", "3 figs")])))
+        .await
+        .unwrap();
+    let next = sessions
+        .login(
+            Some(planted.token.expose()),
+            NewSession::for_user(UserId::new("v")).user_name("victor"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next.session.user_name(), Some("victor"));
+    assert_eq!(
+        next.session.data.get("cart").map(String::as_str),
+        Some("3 figs")
+    );
+    let from_alice = sessions
+        .login(
+            Some(issued.token.expose()),
+            NewSession::for_user(UserId::new("u")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        from_alice.session.user_name(),
+        None,
+        "a user name was carried"
+    );
 }

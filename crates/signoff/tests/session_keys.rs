@@ -184,7 +184,10 @@ async fn made_up_tokens_are_refused_without_a_store_call() {
             "{what}: validate"
         );
         assert!(
-            sessions.rotate(&text, false).await.is_err(),
+            sessions
+                .rotate(&text, signoff::Rotation::Plain)
+                .await
+                .is_err(),
             "{what}: rotate"
         );
         assert!(

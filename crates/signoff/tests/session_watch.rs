@@ -347,7 +347,10 @@ async fn every_local_end(store: Arc<dyn SessionStore>) {
     // Re-authentication rotates: the watch stays, and follows.
     let (token, s) = sign_in(&sessions, "alice").await;
     let w = registered(&watch, &s).await;
-    let rotated = sessions.rotate(&token, true).await.unwrap();
+    let rotated = sessions
+        .rotate(&token, signoff::Rotation::AfterPassword)
+        .await
+        .unwrap();
     stays_open(&w, Duration::from_millis(200), "re-authentication").await;
     // Password change: rotates this one, ends the user's others.
     let (_, victim) = sign_in(&sessions, "alice").await;
@@ -373,7 +376,10 @@ async fn every_local_end(store: Arc<dyn SessionStore>) {
     // Logout with a token rotated away still ends the session it became.
     let (token, s) = sign_in(&sessions, "alice").await;
     let w = registered(&watch, &s).await;
-    sessions.rotate(&token, false).await.unwrap();
+    sessions
+        .rotate(&token, signoff::Rotation::Plain)
+        .await
+        .unwrap();
     stays_open(&w, Duration::from_millis(100), "rotation").await;
     let t = Instant::now();
     sessions.logout(&token).await.unwrap();
@@ -701,7 +707,11 @@ async fn announcements_end_watches_and_an_idle_trusted_watch_reads_nothing() {
     // A rotation elsewhere moves the watch; a logout with the new token
     // (announced under the new digest) ends it.
     let (token1, s1) = &sessions[1];
-    let rotated = n.other.rotate(token1, true).await.unwrap();
+    let rotated = n
+        .other
+        .rotate(token1, signoff::Rotation::AfterPassword)
+        .await
+        .unwrap();
     bus.announce(&s1.id).await;
     stays_open(
         &watches[10],
@@ -756,7 +766,11 @@ async fn a_lost_bus_falls_back_to_polling_within_the_bound() {
     // A rotation unannounced is followed by polling too.
     let (token, s) = sign_in(&n.other, "ida").await;
     let w = n.watch.watch(&s);
-    let rotated = n.other.rotate(&token, true).await.unwrap();
+    let rotated = n
+        .other
+        .rotate(&token, signoff::Rotation::AfterPassword)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(w.end_reason(), None, "followed, not ended");
     let t = Instant::now();

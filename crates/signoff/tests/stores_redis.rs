@@ -732,7 +732,10 @@ async fn rotated_digests_expire_with_their_session() {
         .login(None, NewSession::for_user(UserId::new("alice")))
         .await
         .unwrap();
-    let rotated = sessions.rotate(issued.token.expose(), true).await.unwrap();
+    let rotated = sessions
+        .rotate(issued.token.expose(), signoff::Rotation::AfterPassword)
+        .await
+        .unwrap();
     let client = redis::Client::open(redis_url()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let p = store.prefix().to_owned();

@@ -105,7 +105,9 @@ async fn sqlite_watcher_drops_what_another_process_ends_within_50ms() {
 
     // Rotation: the old token dies.
     let t = cached_on(&gateway, &cli, "carol").await;
-    cli.rotate(&t, true).await.unwrap();
+    cli.rotate(&t, signoff::Rotation::AfterPassword)
+        .await
+        .unwrap();
     worst = worst.max(refused_after(&gateway, &t, Instant::now()).await);
 
     // A data change is seen too (not an end, so the cache re-reads it).

@@ -289,7 +289,11 @@ async fn end_one(State(gw): AppState, ending: Ending) -> Response {
 /// this session's token.
 async fn end_others(State(gw): AppState, ending: Ending) -> Response {
     let Ending { auth, user_id, .. } = ending;
-    let issued = match gw.sessions.rotate(auth.token.expose(), false).await {
+    let issued = match gw
+        .sessions
+        .rotate(auth.token.expose(), signoff::Rotation::Plain)
+        .await
+    {
         Ok(issued) => issued,
         Err(signoff::SessionError::Store(e)) => return store_failed(&gw, "rotating a session", &e),
         Err(_) => return sign_in_first(&gw, true, &sessions_url(&gw), true),
@@ -412,7 +416,11 @@ async fn reauth_submit(
     {
         return retry(status, &message);
     }
-    let issued = match gw.sessions.rotate(auth.token.expose(), true).await {
+    let issued = match gw
+        .sessions
+        .rotate(auth.token.expose(), signoff::Rotation::AfterPassword)
+        .await
+    {
         Ok(issued) => issued,
         Err(signoff::SessionError::Store(e)) => return store_failed(&gw, "re-authentication", &e),
         Err(_) => return sign_in_first(&gw, true, &next, true),
@@ -565,7 +573,11 @@ async fn password_submit(
              Sign out everywhere on your sessions page.",
         )
     };
-    let issued = match gw.sessions.rotate(auth.token.expose(), true).await {
+    let issued = match gw
+        .sessions
+        .rotate(auth.token.expose(), signoff::Rotation::AfterPassword)
+        .await
+    {
         Ok(issued) => issued,
         Err(signoff::SessionError::Store(e)) => return not_updated(&gw, &e),
         Err(_) => {

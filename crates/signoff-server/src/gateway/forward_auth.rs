@@ -370,7 +370,7 @@ mod tests {
             let h = headers(&[("x-forwarded-uri", hostile)]);
             assert_eq!(original(&h).next, "/", "{hostile:?}");
         }
-        let long = format!("/{}", "a".repeat(redirect::MAX_NEXT_LEN));
+        let long = format!("/{}", "a".repeat(signoff::web::redirect::MAX_NEXT_LEN));
         assert_eq!(original(&headers(&[("x-forwarded-uri", &long)])).next, "/");
     }
 

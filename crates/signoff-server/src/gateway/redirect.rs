@@ -1,8 +1,8 @@
 //! The hops of a sign-in between hosts and providers ([`away`]), and where
 //! a login may send the browser: only to a path on this origin (the
-//! library's [`safe_next`]).
+//! library's `signoff::web::redirect::safe_next`).
 
-pub use signoff::web::redirect::{next_or_root, safe_next, MAX_NEXT_LEN};
+pub(super) use signoff::web::redirect::next_or_root;
 
 /// A 303 to `location`, `no-store`, passing no `Referer` on: for the
 /// hops of a sign-in between hosts and providers, whose URLs may hold a

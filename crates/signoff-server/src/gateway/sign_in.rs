@@ -265,7 +265,7 @@ pub(super) async fn sign_in(
     }
     let mut new = NewSession::for_user(user.id.clone())
         .ip(client_ip.to_string())
-        .data(data)
+        .reserved_data(data)
         .remember_device(remember);
     if let Some(ua) = headers
         .get(header::USER_AGENT)

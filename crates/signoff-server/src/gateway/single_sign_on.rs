@@ -173,7 +173,7 @@ async fn hand_over(
     data.insert(HANDOVER_NEXT.to_owned(), next.to_owned());
     let until = gw.sessions.now().plus(HANDOVER_LIFETIME);
     let new = NewSession::anonymous()
-        .data(data)
+        .reserved_data(data)
         .ip(client_ip.to_string())
         .ends_by(until);
     let issued = match gw.sessions.create(new).await {
@@ -286,7 +286,7 @@ async fn take_over(
     }
     child_data.insert(SITE_KEY.to_owned(), site.host.clone());
     let mut new = NewSession::for_user(user_id)
-        .data(child_data)
+        .reserved_data(child_data)
         .linked_to(&parent, gw.sessions.policy())
         .ip(client_ip.to_string());
     if let Some(ua) = headers

@@ -19,8 +19,7 @@ use super::csrf_form::FormRefusal;
 use super::signed_in::{Auth, Authenticated, NotSignedIn};
 use super::{cookies, guard, no_store, origin, redirect, wants_html, Gate, GateRef};
 use crate::{
-    Deployment, NewSession, SessionData, SessionError, SessionToken, Sessions, User, SITE_KEY,
-    USER_NAME_KEY,
+    Deployment, NewSession, SessionError, SessionToken, Sessions, User, SITE_KEY, USER_NAME_KEY,
 };
 
 /// Where an app's pages are, and what it trusts.
@@ -179,10 +178,8 @@ impl WebSessions {
         next: Option<&str>,
     ) -> Response {
         let inner = &self.0;
-        let mut data = SessionData::new();
-        data.insert(USER_NAME_KEY.to_owned(), user.name.clone());
         let mut new = NewSession::for_user(user.id.clone())
-            .data(data)
+            .user_name(user.name.clone())
             .ip(client.to_string());
         if let Some(ua) = headers
             .get(header::USER_AGENT)
@@ -529,7 +526,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MemoryStore, Policy, UserId};
+    use crate::{MemoryStore, Policy, SessionData, UserId};
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -602,7 +599,7 @@ mod tests {
                 data.insert(k.to_owned(), v.to_owned());
             }
             let issued = sessions
-                .create(NewSession::for_user(UserId::new("u1")).data(data))
+                .create(NewSession::for_user(UserId::new("u1")).reserved_data(data))
                 .await
                 .unwrap();
             let cookie = format!("signoff={}", issued.token.expose());

@@ -196,11 +196,11 @@ pub async fn rotated_digest_is_kept_until_expiry(store: std::sync::Arc<dyn signo
     let active = sessions.login(None, alice()).await.expect("login");
     let idle = sessions.login(None, alice()).await.expect("login");
     let active_new = sessions
-        .rotate(active.token.expose(), true)
+        .rotate(active.token.expose(), signoff::Rotation::AfterPassword)
         .await
         .expect("rotate");
     sessions
-        .rotate(idle.token.expose(), true)
+        .rotate(idle.token.expose(), signoff::Rotation::AfterPassword)
         .await
         .expect("rotate");
     // Kept alive until just before its absolute expiry; the other one

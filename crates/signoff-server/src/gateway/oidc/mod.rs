@@ -233,7 +233,7 @@ async fn start(State(gw): AppState, Query(q): Query<StartQuery>, headers: Header
     let until = gw.sessions.now().plus(PENDING_LIFETIME);
     let pending = match gw
         .sessions
-        .create(NewSession::anonymous().data(data).ends_by(until))
+        .create(NewSession::anonymous().reserved_data(data).ends_by(until))
         .await
     {
         Ok(issued) => issued,
@@ -499,7 +499,7 @@ async fn callback(
     let user_id = user_id(&provider.config.id, &who.sub);
     let mut new = NewSession::for_user(user_id.clone())
         .ip(client_ip.to_string())
-        .data(session_data)
+        .reserved_data(session_data)
         .authenticated_at(authenticated_at);
     if let Some(ua) = headers
         .get(header::USER_AGENT)

@@ -3,6 +3,7 @@
 //! | figure | baseline |
 //! |---|---|
 //! | `web/signed_in_page` | `web/bare_handler` (the same small page, no layer, no session) |
+//! | `web/cached_check` (the engine's part: `Sessions::validate` through the cache) | `web/bare_handler` |
 //!
 //! Both run the whole axum router in process (no sockets, so the machine's
 //! network noise stays out): `signed_in_page` is a `SignedIn` handler behind
@@ -30,7 +31,7 @@ fn web(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (router, cookie) = rt.block_on(async {
+    let (router, cookie, sessions, token) = rt.block_on(async {
         let store = SqliteStore::open(dir.path().join("bench.db"))
             .await
             .unwrap();
@@ -44,7 +45,7 @@ fn web(c: &mut Criterion) {
             .create(NewSession::for_user(UserId::new("u-alice")).user_name("alice"))
             .await
             .unwrap();
-        let web = WebSessions::of(sessions.clone(), sessions, WebOptions::default());
+        let web = WebSessions::of(sessions.clone(), sessions.clone(), WebOptions::default());
         let router: Router = Router::new()
             .route(
                 "/dashboard",
@@ -54,7 +55,8 @@ fn web(c: &mut Criterion) {
                 }),
             )
             .layer(web.layer());
-        (router, format!("signoff={}", issued.token.expose()))
+        let token = issued.token.expose().to_owned();
+        (router, format!("signoff={token}"), sessions, token)
     });
     let bare: Router =
         Router::new().route("/dashboard", get(|| async { axum::response::Html(PAGE) }));
@@ -79,6 +81,10 @@ fn web(c: &mut Criterion) {
     });
     c.bench_function("web/signed_in_page", |b| {
         b.to_async(&rt).iter(|| call(&router, Some(&cookie)))
+    });
+    c.bench_function("web/cached_check", |b| {
+        b.to_async(&rt)
+            .iter(|| async { sessions.validate(black_box(&token)).await.unwrap() })
     });
 }
 

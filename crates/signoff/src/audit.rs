@@ -13,8 +13,10 @@
 
 use std::fmt;
 use std::str::FromStr;
+#[cfg(feature = "audit")]
 use std::sync::Arc;
 
+#[cfg(feature = "audit")]
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -250,6 +252,7 @@ impl AuditEvent {
     }
 }
 
+#[cfg(feature = "audit")]
 /// Which events to read back, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
@@ -263,6 +266,7 @@ pub struct AuditQuery {
     pub limit: Option<usize>,
 }
 
+#[cfg(feature = "audit")]
 /// Where audit events are kept.
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {
@@ -275,6 +279,7 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn purge_before(&self, before: Timestamp) -> Result<u64, StoreError>;
 }
 
+#[cfg(feature = "audit")]
 /// Records events into an [`AuditStore`], and optionally as JSON log lines.
 /// Cheap to clone.
 #[derive(Clone)]
@@ -283,6 +288,7 @@ pub struct AuditLog {
     json_lines: bool,
 }
 
+#[cfg(feature = "audit")]
 impl fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuditLog")
@@ -291,6 +297,7 @@ impl fmt::Debug for AuditLog {
     }
 }
 
+#[cfg(feature = "audit")]
 /// Whether an [`AuditLog`] also logs each event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditEcho {
@@ -301,6 +308,7 @@ pub enum AuditEcho {
     JsonLines,
 }
 
+#[cfg(feature = "audit")]
 impl AuditLog {
     /// An audit log over `store`, echoing each event as `echo` says.
     pub fn new(store: Arc<dyn AuditStore>, echo: AuditEcho) -> Self {
@@ -346,6 +354,7 @@ impl AuditLog {
     }
 }
 
+#[cfg(feature = "audit")]
 /// Filters and orders `events` as an [`AuditQuery`] asks (for stores that
 /// hold events in memory).
 pub(crate) fn select(events: &[AuditEvent], query: &AuditQuery) -> Vec<AuditEvent> {
@@ -365,6 +374,7 @@ pub(crate) fn select(events: &[AuditEvent], query: &AuditQuery) -> Vec<AuditEven
         .collect()
 }
 
+#[cfg(feature = "audit")]
 /// Events a query returns when it names no limit.
 pub const DEFAULT_LIMIT: usize = 1000;
 

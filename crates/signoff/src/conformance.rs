@@ -1,5 +1,5 @@
 //! The conformance suite every [`SessionStore`] must pass, and the checks
-//! every [`UserStore`] must pass ([`user_store_conformance`]).
+//! every `UserStore` must pass (`user_store_conformance`, feature `accounts`).
 //!
 //! It is public so that third-party stores can run it too. Each check is an
 //! `async fn` that takes a fresh, empty store and panics if the store breaks
@@ -28,14 +28,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::audit::{Actor, AuditKind, AuditLog, AuditQuery};
+use crate::audit::Actor;
+#[cfg(feature = "audit")]
+use crate::audit::{AuditKind, AuditLog, AuditQuery};
 use crate::clock::{Clock, ManualClock, Timestamp};
 use crate::policy::{LogoutBehavior, Policy, RememberDevice};
 use crate::session::{NewSession, Session, SessionData, SessionError, Sessions, UserId};
 use crate::session_keys::SessionKeys;
 use crate::session_token::{SessionHandle, SessionToken};
+#[cfg(feature = "audit")]
 use crate::store::memory::MemoryStore;
 use crate::store::{SessionStore, StoreError, WriteOutcome};
+#[cfg(feature = "accounts")]
 use crate::users::{User, UserStore};
 
 /// A store under test, and whatever must live as long as it (a temporary
@@ -352,9 +356,11 @@ pub async fn end_by_handle_is_final(store: Arc<dyn SessionStore>) {
 /// login ends nothing after it.
 pub async fn logout_with_a_rotated_token_ends_its_successor(store: Arc<dyn SessionStore>) {
     let clock = ManualClock::starting_now();
+    let sessions = Sessions::with_clock(Arc::clone(&store), policy(), Arc::new(clock.clone()));
+    #[cfg(feature = "audit")]
     let audit = AuditLog::new(Arc::new(MemoryStore::new()), crate::AuditEcho::Off);
-    let sessions = Sessions::with_clock(Arc::clone(&store), policy(), Arc::new(clock.clone()))
-        .with_audit(audit.clone());
+    #[cfg(feature = "audit")]
+    let sessions = sessions.with_audit(audit.clone());
     let (bystander, _) = login(&sessions, alice()).await;
 
     // Re-authentication, then a chain: every old token ends the newest.
@@ -403,19 +409,22 @@ pub async fn logout_with_a_rotated_token_ends_its_successor(store: Arc<dyn Sessi
             .await
             .expect("load")
             .is_none());
-        let events = audit
-            .query(&AuditQuery {
-                kind: Some(AuditKind::Logout),
-                ..AuditQuery::default()
-            })
-            .await
-            .expect("audit");
-        assert!(
-            events
-                .iter()
-                .any(|e| e.session == Some(session.handle) && e.user_id == Some(alice())),
-            "the logout was not recorded"
-        );
+        #[cfg(feature = "audit")]
+        {
+            let events = audit
+                .query(&AuditQuery {
+                    kind: Some(AuditKind::Logout),
+                    ..AuditQuery::default()
+                })
+                .await
+                .expect("audit");
+            assert!(
+                events
+                    .iter()
+                    .any(|e| e.session == Some(session.handle) && e.user_id == Some(alice())),
+                "the logout was not recorded"
+            );
+        }
         // Every token of the chain stays dead; logging out again is a no-op.
         for t in tokens.iter().chain([&newest]) {
             sessions.logout(t.expose()).await.expect("logout again");
@@ -1643,6 +1652,7 @@ pub async fn every_end_ends_a_remembered_session(store: Arc<dyn SessionStore>) {
 /// call it from one `#[tokio::test]` per backend. Session stores and user
 /// stores are separate traits, so this is not part of
 /// [`session_store_conformance!`](crate::session_store_conformance).
+#[cfg(feature = "accounts")]
 pub async fn user_store_conformance(users: Arc<dyn UserStore>) {
     user_groups_change_only_from_what_was_read(users).await;
 }
@@ -1650,6 +1660,7 @@ pub async fn user_store_conformance(users: Arc<dyn UserStore>) {
 /// [`UserStore::replace_groups`] is a compare-and-set: it changes a user's
 /// groups only from the list it was told to expect, touches nothing else
 /// of the user nor anyone else, and never creates a user.
+#[cfg(feature = "accounts")]
 pub async fn user_groups_change_only_from_what_was_read(users: Arc<dyn UserStore>) {
     let groups = |list: &[&str]| list.iter().map(|g| (*g).to_owned()).collect::<Vec<_>>();
     let user = |id: &str, name: &str, list: &[&str]| User {

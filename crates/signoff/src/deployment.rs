@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::revocation::{self, BusHandle, BusOptions, CacheControl, Fanout, RevocationBus};
+#[cfg(feature = "accounts")]
+use crate::{Accounts, Passwords, UserStore};
 use crate::{
-    Accounts, CacheOptions, CachedStore, Clock as _, MonotonicClock, Passwords, Policy,
-    SessionKeys, SessionStore, SessionWatch, Sessions, StateStore, StoreError, SystemClock,
-    UserStore, WatchOptions,
+    CacheOptions, CachedStore, Clock as _, MonotonicClock, Policy, SessionKeys, SessionStore,
+    SessionWatch, Sessions, StateStore, StoreError, SystemClock, WatchOptions,
 };
 
 /// What a deployment is opened with, besides its URL.
@@ -65,7 +66,8 @@ pub struct Deployment {
     /// made anywhere at once (the back-button guard's status check).
     pub uncached: Sessions,
     /// Users and their Argon2id passwords (the ones `signoff user add`
-    /// makes on the same store).
+    /// makes on the same store). Feature `accounts`.
+    #[cfg(feature = "accounts")]
     pub accounts: Accounts,
     /// The store's own records (token keys).
     pub state: Arc<dyn StateStore>,
@@ -92,6 +94,7 @@ impl std::fmt::Debug for Deployment {
 /// The parts of one store.
 struct Opened {
     sessions: Arc<dyn SessionStore>,
+    #[cfg(feature = "accounts")]
     users: Arc<dyn UserStore>,
     state: Arc<dyn StateStore>,
     bus: Arc<dyn RevocationBus>,
@@ -99,19 +102,28 @@ struct Opened {
 
 impl Opened {
     #[allow(dead_code)] // without any store feature
-    fn of<S>(store: S) -> Self
-    where
-        S: SessionStore + UserStore + StateStore + RevocationBus,
-    {
+    fn of<S: Backend>(store: S) -> Self {
         let store = Arc::new(store);
         Self {
             sessions: store.clone(),
+            #[cfg(feature = "accounts")]
             users: store.clone(),
             state: store.clone(),
             bus: store,
         }
     }
 }
+
+/// What one store is to a deployment: sessions, the engine's records, the
+/// revocation bus, and with accounts, users.
+#[cfg(feature = "accounts")]
+trait Backend: SessionStore + UserStore + StateStore + RevocationBus {}
+#[cfg(feature = "accounts")]
+impl<T: SessionStore + UserStore + StateStore + RevocationBus> Backend for T {}
+#[cfg(not(feature = "accounts"))]
+trait Backend: SessionStore + StateStore + RevocationBus {}
+#[cfg(not(feature = "accounts"))]
+impl<T: SessionStore + StateStore + RevocationBus> Backend for T {}
 
 impl Deployment {
     /// Opens the store `url` names with the default policy: `sqlite://PATH`
@@ -176,6 +188,7 @@ impl Deployment {
         Ok(Self {
             sessions,
             uncached,
+            #[cfg(feature = "accounts")]
             accounts: Accounts::new(opened.users, Passwords::new()),
             state: opened.state,
             bus: Some(bus),

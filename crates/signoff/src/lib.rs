@@ -22,12 +22,13 @@
 //!   whose [`Watch::ended`] resolves when the session ends, for whatever
 //!   reason and on whichever node.
 //! - [`csrf`]: CSRF tokens derived from the session token, stored nowhere.
-//! - [`Accounts`] and [`Passwords`]: users with Argon2id password hashes.
+//! - [`Accounts`] and [`Passwords`] (feature `accounts`): users with
+//!   Argon2id password hashes.
 //! - [`Deployment`]: one node in one call: the store a URL names, its
 //!   cache, revocation bus, token keys and purge loop.
 //! - [`web`] (feature `axum`): a layer, extractors and sign-in and
 //!   sign-out helpers for axum apps.
-//! - [`token_mode`]: token mode for APIs: signed access tokens checked against
+//! - [`token_mode`] (feature `tokens`): token mode for APIs: signed access tokens checked against
 //!   the session, and rotating refresh tokens with reuse detection.
 //!
 //! ```
@@ -69,12 +70,16 @@ pub mod session_keys;
 mod session_token;
 pub mod session_watch;
 pub mod store;
+#[cfg(feature = "tokens")]
 pub mod token_mode;
+#[cfg(feature = "accounts")]
 mod users;
 #[cfg(feature = "axum")]
 pub mod web;
 
-pub use audit::{Actor, AuditEcho, AuditEvent, AuditKind, AuditLog, AuditQuery, AuditStore};
+pub use audit::{Actor, AuditEvent, AuditKind};
+#[cfg(feature = "audit")]
+pub use audit::{AuditEcho, AuditLog, AuditQuery, AuditStore};
 pub use cache::{CacheOptions, CacheStats, CachedStore};
 pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock, Timestamp};
 pub use deployment::{Deployment, DeploymentError, DeploymentOptions};
@@ -99,7 +104,9 @@ pub use store::redis::{RedisOptions, RedisStore};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::{Durability, SqliteOptions, SqliteStore};
 pub use store::{SessionStore, StateStore, StoreError, Versioned, WriteOutcome};
+#[cfg(feature = "accounts")]
 pub use users::imported_hashes::{self, recognise, HashError, HashFormat, RecognisedHash};
+#[cfg(feature = "accounts")]
 pub use users::{
     check_groups, check_name, AccountError, Accounts, GroupChange, ImportedUser, PasswordParams,
     PasswordParamsError, Passwords, User, UserStore, Verification, MAX_GROUPS, MAX_GROUP_BYTES,

@@ -19,14 +19,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::audit::{Actor, AuditEvent, AuditKind, AuditLog};
+#[cfg(feature = "audit")]
+use crate::audit::AuditLog;
+use crate::audit::{Actor, AuditEvent, AuditKind};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::policy::{LogoutBehavior, Policy};
+use crate::session_keys::KeysError;
 use crate::session_keys::SessionKeys;
 use crate::session_token::{SessionHandle, SessionId, SessionToken, TokenError};
 use crate::session_watch::{EndReason, SessionWatch};
 use crate::store::{SessionStore, StoreError, WriteOutcome};
-use crate::token_mode::KeysError;
 
 /// Longest user agent kept with a session; longer ones are cut.
 pub const MAX_USER_AGENT_BYTES: usize = 512;
@@ -444,6 +446,7 @@ pub struct Sessions {
     store: Arc<dyn SessionStore>,
     policy: Arc<Policy>,
     clock: Arc<dyn Clock>,
+    #[cfg(feature = "audit")]
     audit: Option<AuditLog>,
     watch: Option<SessionWatch>,
     /// Set by [`Sessions::with_keys`], or opened from the store on first use.
@@ -476,6 +479,7 @@ impl Sessions {
             store,
             policy: Arc::new(policy),
             clock,
+            #[cfg(feature = "audit")]
             audit: None,
             watch: None,
             keys: Arc::new(tokio::sync::OnceCell::new()),
@@ -534,6 +538,7 @@ impl Sessions {
         }
     }
 
+    #[cfg(feature = "audit")]
     /// Records every session end into `audit`: logouts, ends by the user,
     /// an admin or an operator, the per-user limit, and timeouts.
     pub fn with_audit(mut self, audit: AuditLog) -> Self {
@@ -562,6 +567,7 @@ impl Sessions {
         }
     }
 
+    #[cfg(feature = "audit")]
     /// The audit log, if one is attached.
     pub fn audit(&self) -> Option<&AuditLog> {
         self.audit.as_ref()
@@ -580,6 +586,7 @@ impl Sessions {
             .is_some_and(|at| self.clock.now().since(at) < self.policy.recent_auth())
     }
 
+    #[cfg(feature = "audit")]
     async fn record(&self, event: impl FnOnce(AuditEvent) -> AuditEvent, kind: AuditKind) {
         if let Some(audit) = &self.audit {
             audit
@@ -587,6 +594,10 @@ impl Sessions {
                 .await;
         }
     }
+
+    /// Without the audit trail, nothing is recorded.
+    #[cfg(not(feature = "audit"))]
+    async fn record(&self, _: impl FnOnce(AuditEvent) -> AuditEvent, _: AuditKind) {}
 
     /// Records that sessions ended, by whom and why.
     async fn record_ended(

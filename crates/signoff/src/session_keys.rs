@@ -41,7 +41,6 @@ use sha2::{Digest, Sha256};
 use crate::clock::Timestamp;
 use crate::session_token::{SessionToken, RANDOM_BYTES, SEAL_BYTES};
 use crate::store::StateStore;
-use crate::token_mode::KeysError;
 
 /// The state record that holds the keys.
 const KEYS_STATE: &str = "session_token_keys";
@@ -463,6 +462,31 @@ pub async fn list(state: &dyn StateStore) -> Result<Vec<SessionKeyInfo>, KeysErr
             seals_from: Timestamp::from_millis(k.seals_from),
         })
         .collect())
+}
+
+/// Setting up or rotating keys failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeysError {
+    /// The store failed.
+    #[error("the store failed")]
+    Store(#[from] crate::store::StoreError),
+    /// The stored keys cannot be read.
+    #[error("the stored token keys are unreadable: {0}")]
+    Corrupt(String),
+    /// Generating or loading a key failed.
+    #[error("key generation failed")]
+    Crypto,
+    /// Others kept changing the keys at the same time.
+    #[error("the keys kept changing; try again")]
+    Contended,
+    /// A session token key added earlier is still staged (it seals
+    /// nothing yet); another rotation must wait for it.
+    #[error("the key added before still waits to seal; rotate again in {seconds} s")]
+    Staged {
+        /// Seconds until the staged key seals.
+        seconds: u64,
+    },
 }
 
 #[cfg(test)]

@@ -260,30 +260,7 @@ pub enum GrantError {
     Store(#[source] StoreError),
 }
 
-/// Setting up or rotating keys failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum KeysError {
-    /// The store failed.
-    #[error("the store failed")]
-    Store(#[from] StoreError),
-    /// The stored keys cannot be read.
-    #[error("the stored token keys are unreadable: {0}")]
-    Corrupt(String),
-    /// Generating or loading a key failed.
-    #[error("key generation failed")]
-    Crypto,
-    /// Others kept changing the keys at the same time.
-    #[error("the keys kept changing; try again")]
-    Contended,
-    /// A session token key added earlier is still staged (it seals
-    /// nothing yet); another rotation must wait for it.
-    #[error("the key added before still waits to seal; rotate again in {seconds} s")]
-    Staged {
-        /// Seconds until the staged key seals.
-        seconds: u64,
-    },
-}
+pub use crate::session_keys::KeysError;
 
 impl From<SessionError> for GrantError {
     fn from(e: SessionError) -> Self {

@@ -1,5 +1,6 @@
 //! Accounts on the real SQLite store: Argon2id, uniform failures, rehash,
 //! and a login flood that does not starve session checks.
+#![cfg(all(feature = "sqlite", feature = "accounts"))]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

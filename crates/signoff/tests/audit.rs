@@ -1,5 +1,6 @@
 //! The engine's side of the audit trail and of the per-user session limit:
 //! every end of a session is recorded once, with who ended it and why.
+#![cfg(all(feature = "sqlite", feature = "accounts", feature = "audit"))]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,6 +3,7 @@
 //! always, Redis and PostgreSQL with their features (the server crate turns
 //! them on, so `cargo test --workspace` runs them; they need the servers,
 //! see `support/mod.rs`).
+#![cfg(all(feature = "sqlite", feature = "accounts"))]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Engine behaviour that is not about one store: malformed input, the cache
 //! and its staleness bound, SQLite durability, and what the file holds.
+#![cfg(feature = "sqlite")]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! in memory, before any store is asked (docs/security.md, "Made-up
 //! tokens"); the keys are shared through the store and rotate without
 //! refusing a live token.
+#![cfg(all(feature = "sqlite", feature = "tokens"))]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

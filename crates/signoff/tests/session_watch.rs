@@ -6,6 +6,7 @@
 //!
 //! The figures each test measures (end to resolution) are printed; run
 //! with `--nocapture` to see them.
+#![cfg(all(feature = "sqlite", feature = "tokens"))]
 
 mod support;
 

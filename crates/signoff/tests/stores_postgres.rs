@@ -3,7 +3,7 @@
 //! Needs a PostgreSQL server: `SIGNOFF_TEST_POSTGRES` (default
 //! `postgres://postgres@127.0.0.1:5432/test`). Each test runs in a fresh
 //! schema, dropped afterwards.
-#![cfg(feature = "postgres")]
+#![cfg(all(feature = "postgres", feature = "accounts", feature = "audit"))]
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! These tests always need a server: `SIGNOFF_TEST_REDIS` (default
 //! `redis://127.0.0.1:6379`). Each test uses a fresh random key prefix and
 //! deletes its keys afterwards.
-#![cfg(feature = "redis")]
+#![cfg(all(feature = "redis", feature = "accounts", feature = "audit"))]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,6 +2,7 @@
 //! file stand for two processes (a gateway and the CLI, or two gateways):
 //! what one ends, the other's long-lived cache drops within 50 ms, heard
 //! from the change log the triggers fill, not from the cache's age.
+#![cfg(feature = "sqlite")]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,6 +4,7 @@
 //! introspection, revocation, and the `StateStore` the keys live in.
 //!
 //! Redis and PostgreSQL variants need those servers (see `support`).
+#![cfg(all(feature = "sqlite", feature = "tokens"))]
 
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;

@@ -196,7 +196,7 @@ async fn login(
         // on this site.
         Ok(user) => {
             app.web
-                .sign_in(&headers, client, &user, form.next.as_deref())
+                .sign_in(&headers, client, &user.id, &user.name, form.next.as_deref())
                 .await
         }
         Err(_) => {

@@ -254,7 +254,7 @@ impl BackTo for ToPassword {
 
 #[async_trait::async_trait]
 impl Gate for Gateway {
-    async fn check(&self, parts: &Parts) -> Auth {
+    async fn check(&self, parts: &mut Parts) -> Auth {
         authenticate(self, &parts.headers).await
     }
 

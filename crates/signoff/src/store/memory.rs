@@ -7,10 +7,12 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::{SessionStore, StateStore, StoreError, Versioned, WriteOutcome};
+#[cfg(feature = "audit")]
 use crate::audit::{self, AuditEvent, AuditQuery, AuditStore};
 use crate::clock::Timestamp;
 use crate::session::{Session, SessionData, UserId};
 use crate::session_token::{SessionHandle, SessionId};
+#[cfg(feature = "accounts")]
 use crate::users::{User, UserStore};
 
 /// Sessions in a map behind one lock, with the same indexes a database
@@ -35,8 +37,11 @@ struct Inner {
     by_handle: HashMap<SessionHandle, SessionId>,
     by_user: HashMap<UserId, HashSet<SessionId>>,
     by_deadline: BTreeSet<(Timestamp, SessionId)>,
+    #[cfg(feature = "accounts")]
     users: HashMap<UserId, User>,
+    #[cfg(feature = "audit")]
     audit: Vec<AuditEvent>,
+    #[cfg(feature = "audit")]
     audit_seq: i64,
     state: HashMap<String, Versioned>,
     /// Rotated-away digests: the session's handle and `expires_at`.
@@ -274,6 +279,7 @@ impl SessionStore for MemoryStore {
     }
 }
 
+#[cfg(feature = "accounts")]
 #[async_trait]
 impl UserStore for MemoryStore {
     async fn insert_user(&self, user: &User) -> Result<(), StoreError> {
@@ -350,6 +356,7 @@ impl UserStore for MemoryStore {
     }
 }
 
+#[cfg(feature = "audit")]
 #[async_trait]
 impl AuditStore for MemoryStore {
     async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
@@ -363,7 +370,9 @@ impl AuditStore for MemoryStore {
 
     async fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         let inner = self.lock();
+        #[allow(unused_mut)] // without accounts
         let mut events = audit::select(&inner.audit, query);
+        #[cfg(feature = "accounts")]
         for e in &mut events {
             if e.user_name.is_none() {
                 e.user_name = e

@@ -61,8 +61,9 @@ pub use web_sessions::{SessionLayer, SessionService, WebOptions, WebSessions};
 /// there), so the extractors work with any router state.
 #[async_trait::async_trait]
 pub trait Gate: Send + Sync + 'static {
-    /// The request's session, checked against the store.
-    async fn check(&self, parts: &Parts) -> Auth;
+    /// The request's session, checked against the store (or what a layer
+    /// before found, which the check may take out of `parts`).
+    async fn check(&self, parts: &mut Parts) -> Auth;
     /// The answer to a request without a live session.
     fn refuse(&self, why: NotSignedIn, parts: &Parts) -> Response;
     /// The origin a form sent to this request (its headers and URI) must

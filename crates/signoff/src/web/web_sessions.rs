@@ -19,7 +19,7 @@ use super::csrf_form::FormRefusal;
 use super::signed_in::{Auth, Authenticated, NotSignedIn};
 use super::{cookies, guard, no_store, origin, redirect, wants_html, Gate, GateRef};
 use crate::{
-    Deployment, NewSession, SessionError, SessionToken, Sessions, User, SITE_KEY, USER_NAME_KEY,
+    Deployment, NewSession, SessionError, SessionToken, Sessions, UserId, SITE_KEY, USER_NAME_KEY,
 };
 
 /// Where an app's pages are, and what it trusts.
@@ -164,7 +164,9 @@ impl WebSessions {
         r
     }
 
-    /// Signs `user` in, after the app has checked their password: a new
+    /// Signs in the user `id` (login name `name`), after the app has checked
+    /// their password (with [`Accounts::authenticate`](crate::Accounts),
+    /// feature `accounts`, or its own): a new
     /// session (the one the browser had, if any, is ended: a token planted
     /// before sign-in is worthless after it), its cookie, and a 303 to
     /// `next` if it is a path on this origin (else
@@ -174,12 +176,13 @@ impl WebSessions {
         &self,
         headers: &HeaderMap,
         client: IpAddr,
-        user: &User,
+        id: &UserId,
+        name: &str,
         next: Option<&str>,
     ) -> Response {
         let inner = &self.0;
-        let mut new = NewSession::for_user(user.id.clone())
-            .user_name(user.name.clone())
+        let mut new = NewSession::for_user(id.clone())
+            .user_name(name)
             .ip(client.to_string());
         if let Some(ua) = headers
             .get(header::USER_AGENT)
@@ -190,7 +193,7 @@ impl WebSessions {
         let previous = cookies::read(headers, &inner.sessions.policy().cookie().name);
         match inner.sessions.login(previous, new).await {
             Ok(issued) => {
-                tracing::info!(target: "signoff::auth", user = %user.name, session = %issued.session.handle, "login");
+                tracing::info!(target: "signoff::auth", user = %name, session = %issued.session.handle, "login");
                 let to = next
                     .and_then(redirect::safe_next)
                     .unwrap_or(&inner.options.after_sign_in);
@@ -378,9 +381,11 @@ impl Inner {
 
 #[async_trait::async_trait]
 impl Gate for Inner {
-    async fn check(&self, parts: &Parts) -> Auth {
-        match parts.extensions.get::<Checked>() {
-            Some(Checked(auth)) => (**auth).clone(),
+    async fn check(&self, parts: &mut Parts) -> Auth {
+        // What the layer found, taken rather than copied: a second
+        // extractor on the same request checks again.
+        match parts.extensions.remove::<Checked>() {
+            Some(Checked(auth)) => Arc::try_unwrap(auth).unwrap_or_else(|auth| (*auth).clone()),
             None => self.validate(&self.sessions, &parts.headers).await,
         }
     }
@@ -526,7 +531,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MemoryStore, Policy, SessionData, UserId};
+    use crate::{MemoryStore, Policy, SessionData};
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -81,10 +81,12 @@ use crate::revocation::invalidation_payload;
 use crate::session::UserId;
 use crate::session_token::{SessionHandle, SessionId};
 
+#[cfg(feature = "audit")]
 mod audit;
 mod bus;
 mod sessions;
 mod state;
+#[cfg(feature = "accounts")]
 mod users;
 
 /// Native expiry beyond a session's own `expires_at`, in milliseconds.
@@ -177,6 +179,8 @@ fn store_error(e: RedisError) -> StoreError {
 
 /// The Lua scripts, each in `scripts/`. Those that need a record's deadline
 /// get `scripts/deadline.lua` in front.
+// The user scripts and keys serve the `accounts` feature.
+#[cfg_attr(not(feature = "accounts"), allow(dead_code))]
 struct Scripts {
     put_state: Script,
     insert: Script,
@@ -418,22 +422,27 @@ impl RedisStore {
         format!("{}:deadlines", self.p())
     }
 
+    #[cfg(any(feature = "accounts", feature = "audit"))]
     fn user_key(&self, id: &UserId) -> String {
         format!("{}:user:{{{}}}", self.p(), encode(id.as_str()))
     }
 
+    #[cfg(feature = "accounts")]
     fn username_key(&self, name: &str) -> String {
         format!("{}:username:{}", self.p(), encode(name))
     }
 
+    #[cfg(feature = "accounts")]
     fn users_key(&self) -> String {
         format!("{}:users", self.p())
     }
 
+    #[cfg(feature = "audit")]
     fn audit_key(&self) -> String {
         format!("{}:audit", self.p())
     }
 
+    #[cfg(feature = "audit")]
     fn audit_seq_key(&self) -> String {
         format!("{}:audit:seq", self.p())
     }

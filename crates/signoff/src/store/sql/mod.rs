@@ -21,10 +21,12 @@ use super::StoreError;
 use crate::clock::Timestamp;
 use crate::session_token::SessionId;
 
+#[cfg(feature = "audit")]
 mod audit;
 mod rows;
 mod sessions;
 mod state;
+#[cfg(feature = "accounts")]
 mod users;
 
 use rows::Column as _;
@@ -46,6 +48,7 @@ pub(crate) trait Dialect: Run + Database<Row: SqlRow> {
     const PURGE_ROTATED: &'static str;
 
     /// Every user, ordered by name byte by byte.
+    #[cfg_attr(not(feature = "accounts"), allow(dead_code))]
     const LIST_USERS: &'static str;
 
     /// The statements of [`crate::SessionStore::rotate`]: together they

@@ -6,11 +6,13 @@ use std::time::Duration;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::backend;
+#[cfg(feature = "audit")]
 use crate::audit::AuditEvent;
 use crate::clock::Timestamp;
 use crate::session::{Session, SessionData, UserId};
 use crate::session_token::{SessionHandle, SessionId};
 use crate::store::{StoreError, Versioned};
+#[cfg(feature = "accounts")]
 use crate::users::User;
 
 /// A column read as a `T`.
@@ -122,6 +124,7 @@ pub(crate) fn rotated_handle<R: SqlRow>(row: &R) -> Result<SessionHandle, StoreE
 }
 
 /// A user from [`user_columns`].
+#[cfg(feature = "accounts")]
 pub(crate) fn user<R: SqlRow>(row: &R) -> Result<User, StoreError> {
     let id: String = row.column(0)?;
     let groups: String = row.column(5)?;
@@ -135,6 +138,7 @@ pub(crate) fn user<R: SqlRow>(row: &R) -> Result<User, StoreError> {
     })
 }
 
+#[cfg(feature = "audit")]
 /// An audit event from `seq, at, kind, user_id, user_name, session, actor,
 /// reason, ip, count`.
 pub(crate) fn audit_event<R: SqlRow>(row: &R) -> Result<AuditEvent, StoreError> {

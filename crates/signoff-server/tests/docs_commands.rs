@@ -84,7 +84,7 @@ const NOT_RUN: &[(&str, &str, &str)] = &[
     ),
     (
         "docs/benchmarks.md",
-        "SIGNOFF_BENCH_SIZES=10000 cargo bench -p signoff --bench sessions",
+        "SIGNOFF_BENCH_SIZES=10000 cargo bench -p signoff --features sqlite,accounts,audit --bench sessions",
         "minutes of benchmarks; .ci/run runs one pass with 1000 sessions",
     ),
     (

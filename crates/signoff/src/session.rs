@@ -40,10 +40,11 @@ pub const MAX_DATA_BYTES: usize = 4096;
 pub const MAX_DATA_KEYS: usize = 64;
 
 /// The namespace of signoff's own session data keys. The application's
-/// data ([`NewSession::data`], [`Sessions::set_data`]) cannot hold such a
-/// key, so it can never overwrite the user's name, a refresh token's state
-/// or a session's link; signoff's own code sets them with
-/// [`NewSession::reserved`].
+/// data ([`NewSession::data`], [`Sessions::set_data`]) cannot set or change
+/// such a key, so it cannot overwrite the user's name, a refresh token's
+/// state or a session's link by accident or from user input; signoff's own
+/// code sets them with [`NewSession::reserved`]. (The store itself,
+/// [`Sessions::store`], takes whatever it is given.)
 pub const RESERVED_PREFIX: &str = "signoff.";
 
 /// Whether `key` is in signoff's own namespace ([`RESERVED_PREFIX`]).
@@ -960,24 +961,42 @@ impl Sessions {
 
     /// Replaces the application's data of a session, only if nothing
     /// changed it since `session` was read; signoff's own entries
-    /// ([`RESERVED_PREFIX`]) stay as they are. Returns the session as
-    /// written.
+    /// ([`RESERVED_PREFIX`]) stay as the store holds them, whatever
+    /// `session` (a public struct) says. `data` may repeat them unchanged
+    /// (a copy of `session.data` with one entry added); a reserved entry
+    /// that differs, or is new, is refused. Returns the session as written.
     ///
     /// # Errors
     /// [`SessionError::Conflict`] if it changed, [`SessionError::NotFound`]
     /// if it ended (nothing is recreated), [`SessionError::DataTooLarge`],
-    /// [`SessionError::ReservedKey`] if `data` holds one of signoff's keys.
+    /// [`SessionError::ReservedKey`] if `data` changes one of signoff's keys.
     pub async fn set_data(
         &self,
         session: &Session,
-        data: SessionData,
+        mut data: SessionData,
     ) -> Result<Session, SessionError> {
-        let reserved = session
+        let stored = match self.store.load(&session.id).await? {
+            Some(stored) if stored.generation == session.generation => stored,
+            Some(_) => return Err(SessionError::Conflict),
+            None => return Err(SessionError::NotFound),
+        };
+        let reserved: SessionData = stored
             .data
-            .iter()
+            .into_iter()
             .filter(|(k, _)| is_reserved_key(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let mut repeated = Vec::new();
+        for (key, value) in &data {
+            if is_reserved_key(key) {
+                if reserved.get(key) != Some(value) {
+                    return Err(SessionError::ReservedKey(key.clone()));
+                }
+                repeated.push(key.clone());
+            }
+        }
+        for key in repeated {
+            data.remove(&key);
+        }
         let data = with_reserved(data, reserved)?;
         self.write_data(session, data).await
     }

@@ -587,6 +587,28 @@ async fn application_data_cannot_touch_signoffs_own_entries() {
     assert!(matches!(refused, Err(SessionError::ReservedKey(_))));
     let reloaded = sessions.validate(issued.token.expose()).await.unwrap();
     assert_eq!(reloaded.user_name(), Some("alice"));
+    // A copy of the session's data with one entry added works: signoff's
+    // entries may be repeated unchanged.
+    let mut copy = reloaded.data.clone();
+    copy.insert("theme".into(), "dark".into());
+    let written = sessions.set_data(&reloaded, copy).await.unwrap();
+    assert_eq!(written.user_name(), Some("alice"));
+    // What counts is the store's copy, not the caller's (a public struct).
+    let mut forged = written.clone();
+    forged.data.insert("signoff.user".into(), "mallory".into());
+    let written = sessions
+        .set_data(&forged, app(&[("lang", "fr")]))
+        .await
+        .unwrap();
+    assert_eq!(written.user_name(), Some("alice"));
+    assert_eq!(
+        sessions
+            .validate(issued.token.expose())
+            .await
+            .unwrap()
+            .user_name(),
+        Some("alice")
+    );
 
     // A login carries the allow-listed application data, never signoff's
     // own entries, even when the policy lists one.

@@ -193,10 +193,10 @@ async fn login(
         .await
     {
         // A new session, its cookie, and a 303 to `next` if it is a path
-        // on this site.
+        // on this site; refused if the account was disabled meanwhile.
         Ok(user) => {
             app.web
-                .sign_in(&headers, client, &user.id, &user.name, form.next.as_deref())
+                .sign_in_account(&headers, client, &app.accounts, &user, form.next.as_deref())
                 .await
         }
         Err(_) => {

@@ -15,7 +15,8 @@ use super::GateRef;
 /// The peer's address comes from axum's `ConnectInfo<SocketAddr>`
 /// (`into_make_service_with_connect_info`); without it the peer is
 /// unknown, so nothing a client says about its address is believed, and
-/// the address is loopback.
+/// the address is the unspecified `0.0.0.0` (never loopback, which some
+/// code trusts).
 pub struct ClientAddr(pub IpAddr);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
@@ -24,7 +25,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
         let gate = GateRef::of(parts)?;
         let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
-            return Ok(ClientAddr(IpAddr::from([127, 0, 0, 1])));
+            return Ok(ClientAddr(IpAddr::from([0, 0, 0, 0])));
         };
         Ok(ClientAddr(client_ip(
             peer.ip(),

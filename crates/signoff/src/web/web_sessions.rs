@@ -180,6 +180,71 @@ impl WebSessions {
         name: &str,
         next: Option<&str>,
     ) -> Response {
+        match self.open_session(headers, client, id, name).await {
+            Ok(issued) => self.signed_in(&issued, next),
+            Err(refusal) => refusal,
+        }
+    }
+
+    /// [`WebSessions::sign_in`] for a user of [`Accounts`](crate::Accounts)
+    /// (feature `accounts`), as [`Accounts::authenticate`](crate::Accounts)
+    /// returned them: once the session exists, the account is read again,
+    /// and if it was disabled, or its password or groups changed, while the
+    /// password was being checked, the new session is ended and the
+    /// sign-in refused (403): a disable can never miss a sign-in under way.
+    #[cfg(feature = "accounts")]
+    pub async fn sign_in_account(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+        accounts: &crate::Accounts,
+        user: &crate::User,
+        next: Option<&str>,
+    ) -> Response {
+        let issued = match self
+            .open_session(headers, client, &user.id, &user.name)
+            .await
+        {
+            Ok(issued) => issued,
+            Err(refusal) => return refusal,
+        };
+        let refusal = match accounts.still_signs_in(user).await {
+            Ok(true) => return self.signed_in(&issued, next),
+            Ok(false) => {
+                tracing::info!(target: "signoff::auth", user = %user.name, "sign-in refused: the account changed while it was checked");
+                let mut r = (
+                    StatusCode::FORBIDDEN,
+                    "This account changed while you were signing in (it was disabled, or its \
+                     password changed). Sign in again, or ask the site's operator.\n",
+                )
+                    .into_response();
+                no_store(r.headers_mut());
+                r
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sign-in could not be checked: the store is unavailable");
+                unavailable("Sign-in failed: the store is unavailable. Try again in a moment.")
+            }
+        };
+        if let Err(e) = self
+            .0
+            .sessions
+            .end(issued.token.expose(), crate::Actor::Policy)
+            .await
+        {
+            tracing::error!(error = %e, "could not end a session whose account changed during sign-in");
+        }
+        refusal
+    }
+
+    /// The new session of a sign-in, or the answer when it cannot be made.
+    async fn open_session(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+        id: &UserId,
+        name: &str,
+    ) -> Result<crate::Issued, Response> {
         let inner = &self.0;
         let mut new = NewSession::for_user(id.clone())
             .user_name(name)
@@ -194,21 +259,38 @@ impl WebSessions {
         match inner.sessions.login(previous, new).await {
             Ok(issued) => {
                 tracing::info!(target: "signoff::auth", user = %name, session = %issued.session.handle, "login");
-                let to = next
-                    .and_then(redirect::safe_next)
-                    .unwrap_or(&inner.options.after_sign_in);
-                let mut r = see_other(to);
-                r.headers_mut()
-                    .insert(header::SET_COOKIE, cookies::issue(&inner.sessions, &issued));
-                r
+                Ok(issued)
+            }
+            Err(SessionError::Store(e)) => {
+                tracing::error!(error = %e, "sign-in failed: the session store is unavailable");
+                Err(unavailable(
+                    "Sign-in failed: the session store is unavailable. Try again in a moment.",
+                ))
             }
             Err(e) => {
-                tracing::error!(error = %e, "sign-in failed: the session store is unavailable");
-                unavailable(
-                    "Sign-in failed: the session store is unavailable. Try again in a moment.",
+                tracing::error!(error = %e, user = %name, "sign-in failed");
+                let mut r = (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Sign-in failed. Try again; if it keeps failing, tell the site's operator.\n",
                 )
+                    .into_response();
+                no_store(r.headers_mut());
+                Err(r)
             }
         }
+    }
+
+    /// The answer to a sign-in that made `issued`: its cookie, and a 303 to
+    /// `next` if it is a path on this origin.
+    fn signed_in(&self, issued: &crate::Issued, next: Option<&str>) -> Response {
+        let inner = &self.0;
+        let to = next
+            .and_then(redirect::safe_next)
+            .unwrap_or(&inner.options.after_sign_in);
+        let mut r = see_other(to);
+        r.headers_mut()
+            .insert(header::SET_COOKIE, cookies::issue(&inner.sessions, issued));
+        r
     }
 
     /// Signs out the browser that sent `headers`: its session record is
@@ -249,8 +331,23 @@ impl WebSessions {
             None => cookies::expire(policy),
         };
         h.insert(header::SET_COOKIE, cookie);
-        if let Ok(v) = HeaderValue::from_str(&inner.options.clear_site_data) {
-            h.insert("clear-site-data", v);
+        // A carried session's cookie must survive: Chromium clears the
+        // cookies a response sets beside `Clear-Site-Data: "cookies"`.
+        let clear = match &carried {
+            Some(_) => inner
+                .options
+                .clear_site_data
+                .split(',')
+                .map(str::trim)
+                .filter(|v| *v != "\"cookies\"")
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => inner.options.clear_site_data.clone(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&clear) {
+            if !clear.is_empty() {
+                h.insert("clear-site-data", v);
+            }
         }
         r
     }
@@ -273,21 +370,22 @@ impl WebSessions {
             Err(SessionError::Store(e)) => return Err(SessionError::Store(e)),
             Err(_) => return Ok(false),
         }
-        let sessions = &self.0.sessions;
-        match sessions.validate_handle(&handle).await {
-            Ok(s) if s.user_id == who.session.user_id => sessions
-                .end_by_handle(&handle, who.session.user_id.as_ref(), crate::Actor::User)
-                .await
-                .map(|ended| ended.is_some()),
-            Ok(_) | Err(SessionError::NotFound | SessionError::Expired(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
+        // Ends it only if it is this user's (the owner is checked in the
+        // same step), without reading or touching it first.
+        let Some(owner) = who.session.user_id.as_ref() else {
+            return Ok(false);
+        };
+        self.0
+            .sessions
+            .end_by_handle(&handle, Some(owner), crate::Actor::User)
+            .await
+            .map(|ended| ended.is_some())
     }
 }
 
 /// The origin a request was sent to, when no public origin is set: its
-/// `Host`, or for HTTP/2 the URI's authority, a default port dropped. The scheme: `https` when the
-/// cookie is `Secure`, except on a loopback host, where a browser may use
+/// `Host`, or for HTTP/2 the URI's authority, a default port dropped. The
+/// scheme: `https` when the cookie is `Secure`, except on a loopback host, where a browser may use
 /// either (plain `http://localhost` is a secure context): there the one the
 /// browser's `Origin` names.
 fn own_origin(headers: &HeaderMap, uri: &Uri, secure_cookie: bool) -> String {
@@ -614,5 +712,46 @@ mod tests {
                 .await;
             assert_eq!(matches!(auth, Auth::SignedIn(_)), taken, "{extra:?}");
         }
+    }
+
+    #[cfg(feature = "accounts")]
+    #[tokio::test]
+    async fn a_sign_in_under_way_when_the_account_is_disabled_is_refused() {
+        let store = Arc::new(MemoryStore::new());
+        let policy = Policy::builder()
+            .cookie(crate::CookiePolicy::insecure_loopback())
+            .build()
+            .unwrap();
+        let sessions = Sessions::new(store.clone(), policy);
+        let web = WebSessions::of(sessions.clone(), sessions.clone(), WebOptions::default());
+        let accounts = crate::Accounts::new(store, crate::Passwords::new());
+        accounts
+            .add_user("alice", "correct horse battery")
+            .await
+            .unwrap();
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        // The control: an account that did not change signs in.
+        let user = accounts
+            .authenticate("alice", "correct horse battery")
+            .await
+            .unwrap();
+        let ok = web
+            .sign_in_account(&HeaderMap::new(), ip, &accounts, &user, None)
+            .await;
+        assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+        // Disabled between the password check and the session.
+        let user = accounts
+            .authenticate("alice", "correct horse battery")
+            .await
+            .unwrap();
+        accounts.set_disabled("alice", true).await.unwrap();
+        let before = sessions.list_for_user(&user.id).await.unwrap().len();
+        let refused = web
+            .sign_in_account(&HeaderMap::new(), ip, &accounts, &user, None)
+            .await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert!(refused.headers().get(header::SET_COOKIE).is_none());
+        let after = sessions.list_for_user(&user.id).await.unwrap().len();
+        assert!(after <= before, "the refused sign-in left a session");
     }
 }

@@ -73,7 +73,7 @@ pub struct Deployment {
     pub state: Arc<dyn StateStore>,
     /// The running revocation bus (also with the cache off: open
     /// connections' watches hear of ends through it).
-    pub bus: Option<BusHandle>,
+    pub bus: BusHandle,
     purge: tokio::task::JoinHandle<()>,
 }
 
@@ -86,7 +86,7 @@ impl Drop for Deployment {
 impl std::fmt::Debug for Deployment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deployment")
-            .field("bus", &self.bus.is_some())
+            .field("bus_connected", &self.bus.stats().connected())
             .finish_non_exhaustive()
     }
 }
@@ -191,7 +191,7 @@ impl Deployment {
             #[cfg(feature = "accounts")]
             accounts: Accounts::new(opened.users, Passwords::new()),
             state: opened.state,
-            bus: Some(bus),
+            bus,
             purge,
         })
     }

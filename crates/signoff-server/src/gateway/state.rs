@@ -155,16 +155,22 @@ impl Gateway {
     /// proxy for everything else; HSTS and the access log on all of it.
     pub fn router(self: Arc<Self>) -> Router {
         let within = self.settings.connections.client_timeout;
-        let mut own = Router::new()
+        // The families whose handlers take the library's extractors find
+        // the gateway in their requests; the others (forward-auth's
+        // `/auth` on every proxied request among them) pay nothing for it.
+        let gate: Arc<dyn Gate> = self.clone();
+        let extracting = Router::new()
             .merge(sign_in::routes(&self))
-            .merge(assets::routes(&self))
             .merge(account::routes(&self))
             .merge(token_mode::routes(&self))
+            .merge(single_sign_on::routes(&self))
+            .merge(super::oidc::routes(&self))
+            .layer(Extension(GateRef(gate)));
+        let mut own = extracting
+            .merge(assets::routes(&self))
             .merge(forward_auth::routes(&self))
             .merge(admin::routes(&self))
-            .merge(ops::routes(&self))
-            .merge(single_sign_on::routes(&self))
-            .merge(super::oidc::routes(&self));
+            .merge(ops::routes(&self));
         // App hosts of their own: only some pages are theirs.
         if self.routes.has_sites() {
             own = own.layer(middleware::from_fn_with_state(
@@ -179,10 +185,7 @@ impl Gateway {
                 layers::let_forms_lead_on,
             ));
         }
-        // The library's extractors find the gateway here.
-        let gate: Arc<dyn Gate> = self.clone();
         let own = own
-            .layer(Extension(GateRef(gate)))
             .layer(middleware::map_request(move |req: Request| async move {
                 own_body::with_deadline(req, within)
             }))

@@ -18,9 +18,7 @@ use axum::Router;
 use super::csrf_form::FormRefusal;
 use super::signed_in::{Auth, Authenticated, NotSignedIn};
 use super::{cookies, guard, no_store, origin, redirect, wants_html, Gate, GateRef};
-use crate::{
-    Deployment, NewSession, SessionError, SessionToken, Sessions, UserId, SITE_KEY, USER_NAME_KEY,
-};
+use crate::{Deployment, NewSession, SessionError, SessionToken, Sessions, UserId, SITE_KEY};
 
 /// Where an app's pages are, and what it trusts.
 #[derive(Debug, Clone)]
@@ -460,9 +458,9 @@ impl Inner {
             {
                 Auth::Anonymous { stale: true }
             }
-            Ok(session) => match (&session.user_id, session.data.get(USER_NAME_KEY)) {
+            Ok(session) => match (&session.user_id, session.user_name()) {
                 (Some(_), Some(user)) => Auth::SignedIn(Box::new(Authenticated {
-                    user: user.clone(),
+                    user: user.to_owned(),
                     token,
                     session,
                 })),
@@ -629,7 +627,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MemoryStore, Policy, SessionData};
+    use crate::{MemoryStore, Policy, SessionData, USER_NAME_KEY};
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -753,5 +751,116 @@ mod tests {
         assert!(refused.headers().get(header::SET_COOKIE).is_none());
         let after = sessions.list_for_user(&user.id).await.unwrap().len();
         assert!(after <= before, "the refused sign-in left a session");
+    }
+
+    /// A signed-in session's cookie, over `sessions`.
+    async fn signed_in_cookie(sessions: &Sessions) -> String {
+        let issued = sessions
+            .create(NewSession::for_user(crate::UserId::new("u1")).user_name("alice"))
+            .await
+            .unwrap();
+        format!("signoff={}", issued.token.expose())
+    }
+
+    fn loopback_policy() -> Policy {
+        Policy::builder()
+            .cookie(crate::CookiePolicy::insecure_loopback())
+            .build()
+            .unwrap()
+    }
+
+    async fn call(router: &Router, path: &str, cookie: Option<&str>) -> (StatusCode, String) {
+        use tower::ServiceExt as _;
+        let mut req = axum::http::Request::get(path);
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        let r = router
+            .clone()
+            .oneshot(req.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn maybe_signed_in_and_an_optional_signed_in_serve_both() {
+        use super::super::{MaybeSignedIn, SignedIn};
+        let sessions = Sessions::new(Arc::new(MemoryStore::new()), loopback_policy());
+        let web = WebSessions::of(sessions.clone(), sessions.clone(), WebOptions::default());
+        let router: Router = Router::new()
+            .route(
+                "/maybe",
+                get(|MaybeSignedIn(who): MaybeSignedIn| async move {
+                    who.map_or("anonymous".to_owned(), |a| a.user)
+                }),
+            )
+            .route(
+                "/optional",
+                get(|who: Option<SignedIn>| async move {
+                    who.map_or("anonymous".to_owned(), |a| a.0.user)
+                }),
+            )
+            .layer(web.layer());
+        let cookie = signed_in_cookie(&sessions).await;
+        for path in ["/maybe", "/optional"] {
+            assert_eq!(call(&router, path, None).await.1, "anonymous", "{path}");
+            assert_eq!(
+                call(&router, path, Some(&cookie)).await.1,
+                "alice",
+                "{path}"
+            );
+            // A cookie that is no session's: anonymous, not refused.
+            let stale = "signoff=not-a-token";
+            assert_eq!(
+                call(&router, path, Some(stale)).await.1,
+                "anonymous",
+                "{path}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_guards_status_reads_the_store_not_the_cache() {
+        let store = Arc::new(MemoryStore::new());
+        let cache = Arc::new(crate::CachedStore::with_options(
+            store.clone(),
+            crate::CacheOptions {
+                max_staleness: std::time::Duration::from_secs(3600),
+                ..crate::CacheOptions::default()
+            },
+            Arc::new(crate::SystemClock),
+        ));
+        let cached = Sessions::new(cache, loopback_policy());
+        let uncached = Sessions::new(store.clone(), loopback_policy());
+        let web = WebSessions::of(cached.clone(), uncached, WebOptions::default());
+        let router: Router = Router::new()
+            .route(
+                "/page",
+                get(|who: super::super::SignedIn| async move { who.0.user }),
+            )
+            .merge(web.routes())
+            .layer(web.layer());
+        let cookie = signed_in_cookie(&cached).await;
+        assert_eq!(
+            call(&router, "/page", Some(&cookie)).await.0,
+            StatusCode::OK
+        );
+        // Ended behind this node's cache (as another node would, before
+        // the bus tells it): the page is still served from the cache, the
+        // status the guard asks is not.
+        let token = crate::SessionToken::parse(cookie.trim_start_matches("signoff=")).unwrap();
+        assert!(crate::SessionStore::remove(&*store, &token.id())
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            call(&router, "/page", Some(&cookie)).await.0,
+            StatusCode::OK
+        );
+        let (status, body) = call(&router, "/.signoff/status", Some(&cookie)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     }
 }

@@ -13,7 +13,9 @@
 #
 # Environment: DURATION (per wrk run, default 10s), CONNS (32), ROUNDS (2;
 # each runs bare, signoff-example, axum-login in turn), FOREIGN_MAX (10),
-# RETRIES (2), QUIET_WAIT (60), KEEP=1 to keep the temp directory (logs,
+# RETRIES (2), QUIET_WAIT (60), PIN=1 to run each server on CPU 1 and wrk
+# (one thread) on CPU 0, so the load generator does not share the server's
+# core (without it, wrk and the server share both), KEEP=1 to keep the temp directory (logs,
 # databases, raw wrk output), REL (signoff's release binaries, default
 # $CARGO_TARGET_DIR/release or target/release), AL_REL (axum-login-app's,
 # default $CARGO_TARGET_DIR/axum-login-app/release), BUILD=0 to use them
@@ -109,12 +111,20 @@ resp_bytes() {
 }
 
 # --- set-up ---------------------------------------------------------------
+ON_SERVER_CPU=()
+WRK_THREADS=2
+if [[ ${PIN:-0} == 1 ]]; then
+    ON_SERVER_CPU=(taskset -c 1)
+    WRK_THREADS=1
+    WRK_BIN=$(type -P wrk)
+    wrk() { taskset -c 0 "$WRK_BIN" "$@"; }
+fi
 log "making alice, starting the three servers"
 printf '%s\n' "$PASSWORD" | "$REL/signoff" user add alice --password-stdin --db "sqlite://$TMP/app.db" >&2
-serve bare "$AL_REL/bare-axum" --listen 127.0.0.1:0
-serve signoff "$REL/signoff-example" --listen 127.0.0.1:0 --db "sqlite://$TMP/app.db"
+serve bare "${ON_SERVER_CPU[@]}" "$AL_REL/bare-axum" --listen 127.0.0.1:0
+serve signoff "${ON_SERVER_CPU[@]}" "$REL/signoff-example" --listen 127.0.0.1:0 --db "sqlite://$TMP/app.db"
 APP_USER=alice APP_PASSWORD=$PASSWORD \
-    serve axum_login "$AL_REL/axum-login-app" --listen 127.0.0.1:0 --db "$TMP/sessions.db"
+    serve axum_login "${ON_SERVER_CPU[@]}" "$AL_REL/axum-login-app" --listen 127.0.0.1:0 --db "$TMP/sessions.db"
 
 log "signing in"
 check_page bare "$PORT_bare"
@@ -126,7 +136,7 @@ AL_BYTES=$PAGE_BYTES
 echo "page bytes: bare $BARE_BYTES, signoff-example $SIGNOFF_BYTES, axum-login $AL_BYTES" >&2
 MIN_BYTES=$(printf '%s\n' "$BARE_BYTES" "$SIGNOFF_BYTES" "$AL_BYTES" | sort -n | head -n 1)
 
-WRK=(-t2 "-c$CONNS" "-d$DURATION" --latency)
+WRK=("-t$WRK_THREADS" "-c$CONNS" "-d$DURATION" --latency)
 SETUPS=(bare signoff axum_login)
 # args NAME: sets ARGS, the cookie (if any) and URL of that server.
 args() {
@@ -143,7 +153,7 @@ wait_quiet "${QUIET_WAIT:-60}"
 log "warm-up (2 s each)"
 for s in "${SETUPS[@]}"; do
     args "$s"
-    wrk -t2 "-c$CONNS" -d2s "${ARGS[@]}" >/dev/null
+    wrk "-t$WRK_THREADS" "-c$CONNS" -d2s "${ARGS[@]}" >/dev/null
 done
 
 log "throughput: $ROUNDS rounds of bare, signoff-example, axum-login; $DURATION each, $CONNS connections"
@@ -178,7 +188,9 @@ row() {
         "$(paired_ratio "$label")" "$(vs_al "$label")" "$(mean "$label" 6)" "$(maxf "$label" 7)"
 }
 {
-    echo "## signoff-example vs axum-login ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, wrk -t2 -c$CONNS -d$DURATION, $ROUNDS rounds, means)"
+    pinned=""
+    [[ ${PIN:-0} == 1 ]] && pinned=", each server pinned to CPU 1 and wrk to CPU 0"
+    echo "## signoff-example vs axum-login ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, wrk -t$WRK_THREADS -c$CONNS -d$DURATION, $ROUNDS rounds, means$pinned)"
     echo
     echo "Authenticated GET /dashboard, the same page (body bytes: bare $BARE_BYTES, signoff-example $SIGNOFF_BYTES, axum-login $AL_BYTES)."
     echo "Ratios pair the runs of one round (bare, signoff-example, axum-login, in that order)."

@@ -362,20 +362,28 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
         self.inner.insert(session).await
     }
 
+    fn load_now(&self, id: &SessionId) -> Option<Session> {
+        if !self.trusted.load(Ordering::SeqCst) {
+            return None;
+        }
+        let entry = self.cache.get(id)?;
+        if self.clock.now().since(entry.cached_at) >= self.max_staleness {
+            return None;
+        }
+        let session = unpack(id, &entry.packed, entry.agent.as_deref())?;
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        Some(session)
+    }
+
     async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         if !self.trusted.load(Ordering::SeqCst) {
             self.stats.bypassed.fetch_add(1, Ordering::Relaxed);
             return self.inner.load(id).await;
         }
-        let now = self.clock.now();
-        if let Some(entry) = self.cache.get(id) {
-            if now.since(entry.cached_at) < self.max_staleness {
-                if let Some(session) = unpack(id, &entry.packed, entry.agent.as_deref()) {
-                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Some(session));
-                }
-            }
+        if let Some(session) = self.load_now(id) {
+            return Ok(Some(session));
         }
+        let now = self.clock.now();
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let epoch = self.epochs()[shard(id)];
         let loaded = self.inner.load(id).await?;
@@ -909,6 +917,40 @@ mod tests {
         let second = cache.load(&stored.id).await.unwrap().unwrap();
         assert_eq!(cache.stats().hits(), 1);
         assert_eq!(second, stored);
+    }
+
+    /// `load_now` (the request path's hit without a future) answers only
+    /// what `load` would answer from the cache: never an entry ended here
+    /// or announced ended by the bus, never one past `max_staleness`,
+    /// nothing while the cache is not trusted.
+    #[tokio::test]
+    async fn an_answer_without_waiting_is_never_one_load_would_not_give() {
+        let clock = Arc::new(ManualClock::at(Timestamp::from_millis(0)));
+        let cache =
+            CachedStore::with_options(MemoryStore::new(), CacheOptions::default(), clock.clone());
+        let stored = session(1, 10);
+        cache.inner().insert(&stored).await.unwrap();
+        assert_eq!(cache.load_now(&stored.id), None, "not cached yet");
+        cache.load(&stored.id).await.unwrap();
+        assert_eq!(cache.load_now(&stored.id), Some(stored.clone()));
+        // Ended on another node: the bus invalidates the entry.
+        cache.invalidate(&stored.id);
+        assert_eq!(cache.load_now(&stored.id), None);
+        // Ended here: gone from the cache with the record.
+        cache.load(&stored.id).await.unwrap();
+        cache.remove(&stored.id).await.unwrap();
+        assert_eq!(cache.load_now(&stored.id), None);
+        assert_eq!(cache.load(&stored.id).await.unwrap(), None);
+        // Too old to trust.
+        cache.inner().insert(&stored).await.unwrap();
+        cache.load(&stored.id).await.unwrap();
+        clock.advance(CacheOptions::default().max_staleness);
+        assert_eq!(cache.load_now(&stored.id), None);
+        // The bus went silent: nothing from the cache at all.
+        cache.load(&stored.id).await.unwrap();
+        assert!(cache.load_now(&stored.id).is_some());
+        cache.set_trusted(false);
+        assert_eq!(cache.load_now(&stored.id), None);
     }
 
     /// Sessions of about 2 KB each: far fewer than `capacity` fit in

@@ -1323,7 +1323,7 @@ fn remember_policy(remember: RememberDevice) -> Policy {
 
 async fn login_remembered(sessions: &Sessions, user: UserId) -> (SessionToken, Session) {
     let issued = sessions
-        .login(None, NewSession::for_user(user).remember_device(true))
+        .login(None, NewSession::for_user(user).remember_device())
         .await
         .expect("login");
     (issued.token, issued.session)
@@ -1364,7 +1364,7 @@ pub async fn remembered_session_outlives_the_ordinary_lifetime(store: Arc<dyn Se
     let (ordinary, plain) = login(&sessions, alice()).await;
     assert!(!plain.is_remembered(sessions.policy()));
     let anonymous = sessions
-        .create(NewSession::anonymous().remember_device(true))
+        .create(NewSession::anonymous().remember_device())
         .await
         .expect("create");
     assert_eq!(
@@ -1412,7 +1412,7 @@ pub async fn remembered_session_outlives_the_ordinary_lifetime(store: Arc<dyn Se
 
     let off = restarted(&sessions, &clock, policy()).await;
     let asked = off
-        .login(None, NewSession::for_user(alice()).remember_device(true))
+        .login(None, NewSession::for_user(alice()).remember_device())
         .await
         .expect("login");
     assert_eq!(
@@ -1600,7 +1600,7 @@ pub async fn every_end_ends_a_remembered_session(store: Arc<dyn SessionStore>) {
     let again = sessions
         .login(
             Some(t.expose()),
-            NewSession::for_user(alice()).remember_device(true),
+            NewSession::for_user(alice()).remember_device(),
         )
         .await
         .expect("sign in over it");

@@ -294,8 +294,8 @@ impl NewSession {
     /// this device"). Only a signed-in user's session gets them, and only
     /// while the policy has them on; otherwise the session is an ordinary
     /// one ([`Session::is_remembered`] tells which it got).
-    pub fn remember_device(mut self, remember: bool) -> Self {
-        self.remember_device = remember;
+    pub fn remember_device(mut self) -> Self {
+        self.remember_device = true;
         self
     }
 
@@ -530,8 +530,15 @@ impl Sessions {
 
     /// The seal of a parsed token, under keys re-read if due.
     async fn check_seal(&self, token: &SessionToken) -> Result<(), SessionError> {
-        let keys = self.keys().await?;
-        keys.refresh().await;
+        // Every request comes here: the rare paths (opening the keys,
+        // re-reading them) are boxed, so this future stays small.
+        let keys = match self.keys.get() {
+            Some(keys) => keys,
+            None => Box::pin(self.keys()).await?,
+        };
+        if keys.due() {
+            Box::pin(keys.refresh()).await;
+        }
         if keys.verify(token) {
             Ok(())
         } else {
@@ -721,7 +728,11 @@ impl Sessions {
     /// # Errors
     /// As [`Sessions::validate`].
     pub async fn validate_id(&self, id: &SessionId) -> Result<Session, SessionError> {
-        let session = self.store.load(id).await?.ok_or(SessionError::NotFound)?;
+        // A cache's fresh entry without a boxed future (the hot path).
+        let session = match self.store.load_now(id) {
+            Some(session) => session,
+            None => self.store.load(id).await?.ok_or(SessionError::NotFound)?,
+        };
         self.check_loaded(session).await
     }
 
@@ -746,7 +757,8 @@ impl Sessions {
         let now = self.clock.now();
         let id = &session.id.clone();
         if let Some(reason) = session.expiry(now, &self.policy) {
-            session = self.confirm_expiry(&session, now, reason).await?;
+            // Rare: boxed, so the hot path's future stays small.
+            session = Box::pin(self.confirm_expiry(&session, now, reason)).await?;
         }
         if now.since(session.last_seen_at) >= self.policy.touch_interval() {
             if !self.store.touch(id, now).await? {

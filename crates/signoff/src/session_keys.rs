@@ -25,9 +25,11 @@
 //! again).
 
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use base64::engine::general_purpose::STANDARD;
@@ -216,7 +218,14 @@ fn encode(stored: &StoredKeys) -> Result<Vec<u8>, KeysError> {
 /// `Arc`; [`crate::Sessions`] holds one.
 pub struct SessionKeys {
     state: Option<Arc<dyn StateStore>>,
-    ring: RwLock<(Arc<Ring>, Instant)>,
+    // Read by every request on every thread: a swap and an atomic, so
+    // readers share the cache lines rather than take a lock's in turn.
+    ring: ArcSwap<Ring>,
+    /// When the ring was last re-read (or, after a failed re-read, a time
+    /// that makes the next try come a second later), in milliseconds
+    /// after `base`; stored after the ring.
+    loaded_ms: AtomicI64,
+    base: Instant,
     reloading: tokio::sync::Mutex<()>,
 }
 
@@ -245,11 +254,7 @@ impl SessionKeys {
                 arrived: None,
             }],
         };
-        Self {
-            state: None,
-            ring: RwLock::new((Arc::new(ring), Instant::now())),
-            reloading: tokio::sync::Mutex::new(()),
-        }
+        Self::holding(None, ring)
     }
 
     /// The keys kept in `state`, created there (one key, sealing at once)
@@ -260,26 +265,37 @@ impl SessionKeys {
     /// A store error, an unreadable record, or [`KeysError::Contended`].
     pub async fn open(state: Arc<dyn StateStore>, now: Timestamp) -> Result<Self, KeysError> {
         let ring = load_or_create(state.as_ref(), now).await?;
-        Ok(Self {
-            state: Some(state),
-            ring: RwLock::new((Arc::new(ring), Instant::now())),
-            reloading: tokio::sync::Mutex::new(()),
-        })
+        Ok(Self::holding(Some(state), ring))
     }
 
-    fn loaded_at(&self) -> Instant {
-        self.ring
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .1
+    fn holding(state: Option<Arc<dyn StateStore>>, ring: Ring) -> Self {
+        Self {
+            state,
+            ring: ArcSwap::from_pointee(ring),
+            loaded_ms: AtomicI64::new(0),
+            base: Instant::now(),
+            reloading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Milliseconds from `base` to now.
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.base.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// How long ago the ring was (taken as) re-read.
+    fn since_load(&self) -> Duration {
+        let loaded = self.loaded_ms.load(Ordering::Acquire);
+        Duration::from_millis(u64::try_from(self.now_ms() - loaded).unwrap_or(0))
+    }
+
+    /// Whether [`SessionKeys::refresh`] would re-read the keys now.
+    pub(crate) fn due(&self) -> bool {
+        self.state.is_some() && self.since_load() >= RELOAD_EVERY
     }
 
     fn ring(&self) -> Arc<Ring> {
-        self.ring
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .0
-            .clone()
+        self.ring.load_full()
     }
 
     /// A new token, sealed under the key that seals at `now`.
@@ -298,7 +314,7 @@ impl SessionKeys {
     /// time. Memory only: never asks the store.
     pub fn verify(&self, token: &SessionToken) -> bool {
         let (random, kid, seal) = token.parts();
-        let ring = self.ring();
+        let ring = self.ring.load();
         let Some(key) = ring.key(kid) else {
             return false;
         };
@@ -320,11 +336,11 @@ impl SessionKeys {
         let Some(state) = &self.state else {
             return;
         };
-        if self.loaded_at().elapsed() < RELOAD_EVERY {
+        if self.since_load() < RELOAD_EVERY {
             return;
         }
         let _reloading = self.reloading.lock().await;
-        if self.loaded_at().elapsed() < RELOAD_EVERY {
+        if self.since_load() < RELOAD_EVERY {
             // Another caller re-read them while this one waited.
             return;
         }
@@ -352,21 +368,18 @@ impl SessionKeys {
                 (None, false)
             }
         };
-        let mut guard = self
-            .ring
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(ring) = fresh {
-            guard.0 = ring;
+            self.ring.store(ring);
         }
-        guard.1 = if ok {
-            Instant::now()
+        let now = self.now_ms();
+        let loaded = if ok {
+            now
         } else {
             // Try again in a second, not in 30.
-            Instant::now()
-                .checked_sub(RELOAD_EVERY - RETRY_AFTER)
-                .unwrap_or_else(Instant::now)
+            now - i64::try_from((RELOAD_EVERY - RETRY_AFTER).as_millis()).unwrap_or(0)
         };
+        // After the ring: whoever sees this time sees that ring.
+        self.loaded_ms.store(loaded, Ordering::Release);
     }
 }
 

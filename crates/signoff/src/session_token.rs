@@ -100,6 +100,15 @@ fn decode_fixed<const N: usize>(text: &str, expected_len: usize) -> Result<[u8; 
     }
 }
 
+/// A token's text, of the one length a token has (both callers hold one).
+fn ascii(text: &[u8]) -> [u8; TOKEN_LEN] {
+    debug_assert!(text.len() == TOKEN_LEN && text.is_ascii());
+    let mut out = [0u8; TOKEN_LEN];
+    let n = text.len().min(TOKEN_LEN);
+    out[..n].copy_from_slice(&text[..n]);
+    out
+}
+
 /// The secret a client presents to prove it holds a session.
 ///
 /// It never appears in `Debug` output and is never written to a store; only
@@ -121,7 +130,9 @@ fn decode_fixed<const N: usize>(text: &str, expected_len: usize) -> Result<[u8; 
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionToken {
-    text: String,
+    // Base64url: ASCII, so always a `str` (kept inline: parsing a cookie
+    // costs no allocation).
+    text: [u8; TOKEN_LEN],
     id: SessionId,
     random: [u8; RANDOM_BYTES],
     kid: u8,
@@ -143,7 +154,7 @@ impl SessionToken {
         let mut seal = [0u8; SEAL_BYTES];
         seal.copy_from_slice(&bytes[RANDOM_BYTES + 1..]);
         Ok(Self {
-            text: text.to_owned(),
+            text: ascii(text.as_bytes()),
             id: SessionId(Sha256::digest(random).into()),
             random,
             kid: bytes[RANDOM_BYTES],
@@ -164,7 +175,7 @@ impl SessionToken {
         bytes[RANDOM_BYTES] = kid;
         bytes[RANDOM_BYTES + 1..].copy_from_slice(&seal);
         Self {
-            text: URL_SAFE_NO_PAD.encode(bytes),
+            text: ascii(URL_SAFE_NO_PAD.encode(bytes).as_bytes()),
             id: SessionId(Sha256::digest(random).into()),
             random,
             kid,
@@ -174,7 +185,7 @@ impl SessionToken {
 
     /// The text to hand to the client (for example as a cookie value).
     pub fn expose(&self) -> &str {
-        &self.text
+        std::str::from_utf8(&self.text).unwrap_or_default()
     }
 
     /// The digest the store keys this token's session by.

@@ -63,7 +63,7 @@ async fn login_outcomes() {
         Err(AccountError::PasswordTooShort)
     ));
 
-    accounts.set_disabled("alice", true).await.unwrap();
+    accounts.disable("alice").await.unwrap();
     assert!(matches!(
         accounts
             .authenticate("alice", "correct horse battery")
@@ -74,7 +74,7 @@ async fn login_outcomes() {
         accounts.authenticate("alice", "wrong horse battery").await,
         Err(AccountError::InvalidCredentials)
     ));
-    accounts.set_disabled("alice", false).await.unwrap();
+    accounts.enable("alice").await.unwrap();
     accounts
         .set_password("alice", "a new passphrase")
         .await
@@ -281,12 +281,12 @@ async fn a_sign_in_is_refused_if_the_account_changed_since_its_password_check() 
         .unwrap();
     assert!(accounts.still_signs_in(&checked).await.unwrap());
 
-    accounts.set_disabled("alice", true).await.unwrap();
+    accounts.disable("alice").await.unwrap();
     assert!(
         !accounts.still_signs_in(&checked).await.unwrap(),
         "disabled"
     );
-    accounts.set_disabled("alice", false).await.unwrap();
+    accounts.enable("alice").await.unwrap();
     assert!(accounts.still_signs_in(&checked).await.unwrap());
 
     accounts

@@ -20,17 +20,19 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Router, ServiceExt as _};
 use clap::Parser;
 use serde::Deserialize;
 use signoff::web::{ClientAddr, CsrfForm, IntentForm, Proof, SignedIn, WebOptions, WebSessions};
 use signoff::{CookiePolicy, Deployment, DeploymentOptions, Policy};
+use tower_layer::Layer as _;
 
 /// The command line.
 #[derive(Parser)]
@@ -103,12 +105,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // was sent to (its Host).
     web_options.public_origin = public_url.clone();
     let web = WebSessions::with_options(&deployment, web_options);
-    let app = App {
+    // Behind one `Arc`: axum clones the state for every request.
+    let app = Arc::new(App {
         web: web.clone(),
         accounts: deployment.accounts.clone(),
-    };
+    });
 
-    // 3. The routes, then the layer over all of them.
+    // 3. The routes, then the layer around all of them: around the whole
+    //    router, so each request passes it once (`router.layer(...)` works
+    //    too, wrapping every route on its own).
     let router = Router::new()
         .route("/", get(|| async { Redirect::to("/dashboard") }))
         .route("/login", get(login_page).post(login))
@@ -118,14 +123,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .route("/sessions", get(sessions_page))
         .route("/sessions/end", post(end_session))
         .with_state(app)
-        .merge(web.routes())
-        .layer(web.layer());
+        .merge(web.routes());
+    let app = web.layer().layer(router);
 
     let shown = public_url.unwrap_or_else(|| format!("http://{bound}"));
     println!("signoff-example listening on {shown}");
     axum::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async {
         let _ = tokio::signal::ctrl_c().await;
@@ -141,7 +146,7 @@ struct App {
     accounts: signoff::Accounts,
 }
 
-type State = axum::extract::State<App>;
+type State = axum::extract::State<Arc<App>>;
 
 // ---- Sign-in ---------------------------------------------------------
 

@@ -251,7 +251,7 @@ async fn demo_user(db: &str) -> Result<String> {
         Ok(_) => {}
         Err(AccountError::NameTaken) => {
             let user = accounts.set_password(DEMO_USER, &password).await?;
-            accounts.set_disabled(DEMO_USER, false).await?;
+            accounts.enable(DEMO_USER).await?;
             store
                 .cli_sessions()?
                 .end_all_for_user(&user.id, None, Actor::Operator, "password_change")

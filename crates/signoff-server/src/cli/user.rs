@@ -204,7 +204,7 @@ pub async fn run(command: UserCommand) -> Result<()> {
         UserCommand::Disable { name, db } => {
             let store = open_existing(&db).await?;
             let accounts = store.accounts();
-            let user = accounts.set_disabled(&name, true).await?;
+            let user = accounts.disable(&name).await?;
             record(&store, AuditKind::UserDisabled, &user).await;
             let ended = store
                 .cli_sessions()?
@@ -220,7 +220,7 @@ pub async fn run(command: UserCommand) -> Result<()> {
         UserCommand::Enable { name, db } => {
             let store = open_existing(&db).await?;
             let accounts = store.accounts();
-            let user = accounts.set_disabled(&name, false).await?;
+            let user = accounts.enable(&name).await?;
             record(&store, AuditKind::UserEnabled, &user).await;
             println!("enabled {} in {}", user.name, store.shown);
         }

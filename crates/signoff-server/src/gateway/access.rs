@@ -9,25 +9,17 @@ use axum::response::{IntoResponse, Response};
 use signoff::access::{Decision, Member, RequestFacts};
 
 use super::apps::Site;
+use super::header_names;
 use super::pages::{self, ForbiddenPage};
 use super::proxy::no_store;
 use super::signed_in::{sign_in_first, Identity};
 use super::{origin, Gateway, GROUPS_KEY};
 
-/// Headers through which some frameworks let a POST stand for another
-/// method (Rails, Laravel, Express's method-override, Symfony): a rule on
-/// methods must hold for the method the app will act on.
-const METHOD_OVERRIDES: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
-
 /// The method a request asks the app to take instead of its own, if any.
 pub(super) fn method_override(headers: &HeaderMap) -> Option<&str> {
-    METHOD_OVERRIDES
+    header_names::METHOD_OVERRIDES
         .iter()
-        .find_map(|n| headers.get(*n))
+        .find_map(|n| headers.get(n))
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
 }

@@ -568,7 +568,12 @@ async fn patch_user(
         Ok(u) => u,
         Err(no) => return no.into_response(),
     };
-    let user = match gw.accounts.set_disabled(&user.name, patch.disabled).await {
+    let changed = if patch.disabled {
+        gw.accounts.disable(&user.name).await
+    } else {
+        gw.accounts.enable(&user.name).await
+    };
+    let user = match changed {
         Ok(u) => u,
         Err(AccountError::UnknownUser) => {
             return error(

@@ -55,6 +55,7 @@ use super::access;
 use super::access::{method_override, Audience};
 use super::apps;
 use super::error_pages::{error_page, unavailable};
+use super::header_names;
 use super::layers::QuietLog;
 use super::signed_in::{self, bearer, wants_html, Who};
 use super::{cookies, identity_headers, origin, redirect, token_mode, tunnel, AppState, Gateway};
@@ -275,21 +276,21 @@ fn granted(identity: signed_in::Identity) -> Response {
     r.extensions_mut().insert(QuietLog);
     let h = r.headers_mut();
     if let Some(v) = identity.auth_time() {
-        h.insert("x-signoff-auth-time", v);
+        h.insert(header_names::X_SIGNOFF_AUTH_TIME, v);
     }
     let groups = Some(identity.groups())
         .filter(|g| !g.is_empty())
         .map(str::to_owned);
     let email = identity.session.data.get(super::oidc::EMAIL_KEY).cloned();
     for (name, value) in [
-        ("x-signoff-user", Some(identity.user)),
+        (header_names::X_SIGNOFF_USER, Some(identity.user)),
         (
-            "x-signoff-session",
+            header_names::X_SIGNOFF_SESSION,
             Some(identity.session.handle.to_string()),
         ),
-        ("x-signoff-csrf", identity.csrf),
-        ("x-signoff-groups", groups),
-        ("x-signoff-email", email),
+        (header_names::X_SIGNOFF_CSRF, identity.csrf),
+        (header_names::X_SIGNOFF_GROUPS, groups),
+        (header_names::X_SIGNOFF_EMAIL, email),
     ] {
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
             h.insert(name, v);

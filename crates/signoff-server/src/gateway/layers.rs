@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::http::header::{self, HeaderValue};
@@ -13,19 +13,81 @@ use axum::response::Response;
 use tower::{Layer, Service};
 
 use super::assets::StaticAsset;
+use super::own_body;
 use super::proxy::no_store;
 
-/// Every response of signoff's own routes: no-store (but a
-/// [`StaticAsset`]), and nosniff.
-pub(super) async fn own_response(mut response: Response) -> Response {
-    if response.extensions().get::<StaticAsset>().is_none() {
-        no_store(response.headers_mut());
+/// Around signoff's own routes: each request's body due within `within`
+/// of its headers ([`own_body::with_deadline`]), and each answer
+/// `no-store` (but a [`StaticAsset`]) and `nosniff`. A plain tower
+/// service, like [`Outermost`], so a request costs no boxed future here.
+#[derive(Clone)]
+pub(super) struct OwnRoutes {
+    pub(super) within: Duration,
+}
+
+impl<S> Layer<S> for OwnRoutes {
+    type Service = OwnRoutesService<S>;
+
+    fn layer(&self, inner: S) -> OwnRoutesService<S> {
+        OwnRoutesService {
+            inner,
+            within: self.within,
+        }
     }
-    response.headers_mut().insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    response
+}
+
+#[derive(Clone)]
+pub(super) struct OwnRoutesService<S> {
+    inner: S,
+    within: Duration,
+}
+
+impl<S> Service<Request> for OwnRoutesService<S>
+where
+    S: Service<Request, Response = Response>,
+    S::Future: Unpin,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = OwnAnswer<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> OwnAnswer<S::Future> {
+        OwnAnswer {
+            inner: self.inner.call(own_body::with_deadline(req, self.within)),
+        }
+    }
+}
+
+/// The answer of one of signoff's own routes on its way out of
+/// [`OwnRoutesService`].
+pub(super) struct OwnAnswer<F> {
+    inner: F,
+}
+
+impl<F, E> Future for OwnAnswer<F>
+where
+    F: Future<Output = Result<Response, E>> + Unpin,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut response = match Pin::new(&mut self.inner).poll(cx) {
+            Poll::Ready(Ok(response)) => response,
+            other => return other,
+        };
+        if response.extensions().get::<StaticAsset>().is_none() {
+            no_store(response.headers_mut());
+        }
+        response.headers_mut().insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// The outermost layer, on every answer: `Strict-Transport-Security`

@@ -24,6 +24,7 @@ mod cookies;
 mod error_pages;
 mod forward_auth;
 mod guard;
+mod header_names;
 mod identity_headers;
 mod layers;
 mod long_response;

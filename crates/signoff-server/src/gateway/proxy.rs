@@ -21,6 +21,7 @@ use super::apps::{self, AppIndex, Site};
 use super::client_addr::{is_trusted, peer_ip};
 use super::error_pages::{bad_gateway, error_page, unavailable};
 use super::guard::{encoding, PageRequest, Unreadable};
+use super::header_names;
 use super::identity_headers::{is_forwarding_header, is_identity_header};
 use super::signed_in::{self, bearer, wants_html, Identity, Who};
 use super::tunnel::{self, Upgrade};
@@ -257,7 +258,7 @@ pub(super) async fn forward(
     }
     let prior_for = if peer_is_trusted {
         headers
-            .get_all("x-forwarded-for")
+            .get_all(header_names::X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .map(str::to_owned)
@@ -294,7 +295,7 @@ pub(super) async fn forward(
     };
     if let Some(host) = host {
         headers.insert(header::HOST, host.clone());
-        headers.insert("x-forwarded-host", host);
+        headers.insert(header_names::X_FORWARDED_HOST, host);
     }
     // An HTTPS upstream gets its own name, the one its certificate and
     // SNI carry (docs/gateway.md, "HTTPS upstreams").
@@ -310,28 +311,31 @@ pub(super) async fn forward(
         header_value(&format!("{prior_for}, {peer}"))
     };
     if let Some(v) = forwarded_for {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(header_names::X_FORWARDED_FOR, v);
     }
     let proto = if gw.settings.secure { "https" } else { "http" };
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    headers.insert(
+        header_names::X_FORWARDED_PROTO,
+        HeaderValue::from_static(proto),
+    );
     if let Some(auth) = auth {
         if let Some(v) = header_value(&auth.user) {
-            headers.insert("x-signoff-user", v);
+            headers.insert(header_names::X_SIGNOFF_USER, v);
         }
         if let Some(v) = header_value(&auth.session.handle.to_string()) {
-            headers.insert("x-signoff-session", v);
+            headers.insert(header_names::X_SIGNOFF_SESSION, v);
         }
         if let Some(v) = auth.csrf.as_deref().and_then(header_value) {
-            headers.insert("x-signoff-csrf", v);
+            headers.insert(header_names::X_SIGNOFF_CSRF, v);
         }
         if let Some(v) = auth.auth_time() {
-            headers.insert("x-signoff-auth-time", v);
+            headers.insert(header_names::X_SIGNOFF_AUTH_TIME, v);
         }
         if let Some(v) = Some(auth.groups())
             .filter(|g| !g.is_empty())
             .and_then(header_value)
         {
-            headers.insert("x-signoff-groups", v);
+            headers.insert(header_names::X_SIGNOFF_GROUPS, v);
         }
         if let Some(v) = auth
             .session
@@ -339,7 +343,7 @@ pub(super) async fn forward(
             .get(super::oidc::EMAIL_KEY)
             .and_then(|e| header_value(e))
         {
-            headers.insert("x-signoff-email", v);
+            headers.insert(header_names::X_SIGNOFF_EMAIL, v);
         }
         if auth.strip_authorization {
             headers.remove(header::AUTHORIZATION);

@@ -265,8 +265,10 @@ pub(super) async fn sign_in(
     }
     let mut new = NewSession::for_user(user.id.clone())
         .ip(client_ip.to_string())
-        .reserved_data(data)
-        .remember_device(remember);
+        .reserved_data(data);
+    if remember {
+        new = new.remember_device();
+    }
     if let Some(ua) = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())

@@ -73,7 +73,7 @@ pub(super) enum Who {
 impl From<Auth> for Who {
     fn from(auth: Auth) -> Self {
         match auth {
-            Auth::SignedIn(a) => Who::Known(Identity::of_cookie(*a)),
+            Auth::SignedIn(a) => Who::Known(Identity::of_cookie(a)),
             Auth::Anonymous { stale } => Who::Anonymous { stale },
             Auth::Unavailable => Who::Unavailable,
         }
@@ -139,11 +139,11 @@ async fn check_token(
                     }
                 }
                 crate::listener::note_live_session();
-                Auth::SignedIn(Box::new(Authenticated {
+                Auth::SignedIn(Authenticated {
                     user: user.clone(),
                     token,
                     session,
-                }))
+                })
             }
             _ => Auth::Anonymous { stale: true },
         },

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use axum::extract::Request;
 use axum::middleware;
 use axum::{Extension, Router};
 use signoff::token_mode::Tokens;
@@ -17,8 +16,7 @@ use super::guard::Guard;
 use super::throttle::Throttle;
 use super::upstream_client::{self, UpstreamClient};
 use super::{
-    account, admin, assets, forward_auth, layers, ops, own_body, proxy, sign_in, single_sign_on,
-    token_mode,
+    account, admin, assets, forward_auth, layers, ops, proxy, sign_in, single_sign_on, token_mode,
 };
 use crate::config::Settings;
 
@@ -165,7 +163,7 @@ impl Gateway {
             .merge(token_mode::routes(&self))
             .merge(single_sign_on::routes(&self))
             .merge(super::oidc::routes(&self))
-            .layer(Extension(GateRef(gate)));
+            .layer(Extension(GateRef::new(gate)));
         let mut own = extracting
             .merge(assets::routes(&self))
             .merge(forward_auth::routes(&self))
@@ -185,12 +183,8 @@ impl Gateway {
                 layers::let_forms_lead_on,
             ));
         }
-        let own = own
-            .layer(middleware::map_request(move |req: Request| async move {
-                own_body::with_deadline(req, within)
-            }))
-            // `layer`, not `route_layer`: 405s for a wrong method get it too.
-            .layer(middleware::map_response(layers::own_response));
+        // `layer`, not `route_layer`: 405s for a wrong method get it too.
+        let own = own.layer(layers::OwnRoutes { within });
         let hsts = self.settings.hsts.clone();
         let mut all = own.merge(proxy::routes(&self));
         // Apps are told apart by host; without them nothing reads it

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 pub use path::{is_plain, Readings};
 pub use pattern::{
-    normal_host, valid_host, HostPattern, PathPattern, PatternError, MAX_GLOB_BYTES,
+    normal_host, valid_host, HostPattern, LetterCase, PathPattern, PatternError, MAX_GLOB_BYTES,
 };
 
 use crate::Timestamp;
@@ -497,7 +497,7 @@ impl Rules {
             let (exact, fold) = match (&rule.path, path) {
                 (None, _) => (true, true),
                 (Some(p), Some(path)) => {
-                    let exact = p.matches(path, false);
+                    let exact = p.matches(path, LetterCase::Exact);
                     (exact, exact || p.matches_loosely(path))
                 }
                 (Some(_), None) => (true, true),

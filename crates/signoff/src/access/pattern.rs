@@ -14,6 +14,15 @@ pub enum PathPattern {
     Glob(String),
 }
 
+/// How [`PathPattern::matches`] compares letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LetterCase {
+    /// `/Admin` is not `/admin`.
+    Exact,
+    /// ASCII letters compare without case.
+    Folded,
+}
+
 /// Why a path pattern was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PatternError {
@@ -68,9 +77,10 @@ impl PathPattern {
         Ok(PathPattern::Glob(path.to_owned()))
     }
 
-    /// Whether `path` (one reading of a request path) matches; `fold`
-    /// compares ASCII letters without case.
-    pub fn matches(&self, path: &str, fold: bool) -> bool {
+    /// Whether `path` (one reading of a request path) matches, comparing
+    /// letters as `case` says.
+    pub fn matches(&self, path: &str, case: LetterCase) -> bool {
+        let fold = case == LetterCase::Folded;
         let eq = |a: &[u8], b: &[u8]| {
             if fold {
                 a.eq_ignore_ascii_case(b)
@@ -135,9 +145,9 @@ impl PathPattern {
             return true;
         }
         match (self, other) {
-            (PathPattern::Exact(p), other) => other.matches(p, false),
+            (PathPattern::Exact(p), other) => other.matches(p, LetterCase::Exact),
             (PathPattern::Prefix(p), PathPattern::Prefix(_)) if !p.is_empty() => {
-                other.matches(p, false)
+                other.matches(p, LetterCase::Exact)
             }
             _ => false,
         }
@@ -356,33 +366,36 @@ mod tests {
     #[test]
     fn paths_match_exactly_by_segment_prefix_or_by_glob() {
         let exact = PathPattern::exact("/health").unwrap();
-        assert!(exact.matches("/health", false));
-        assert!(!exact.matches("/health/", false));
-        assert!(!exact.matches("/Health", false));
-        assert!(exact.matches("/Health", true));
+        assert!(exact.matches("/health", LetterCase::Exact));
+        assert!(!exact.matches("/health/", LetterCase::Exact));
+        assert!(!exact.matches("/Health", LetterCase::Exact));
+        assert!(exact.matches("/Health", LetterCase::Folded));
 
         for spelling in ["/admin", "/admin/"] {
             let prefix = PathPattern::prefix(spelling).unwrap();
             for yes in ["/admin", "/admin/", "/admin/users/1"] {
-                assert!(prefix.matches(yes, false), "{spelling} {yes}");
+                assert!(prefix.matches(yes, LetterCase::Exact), "{spelling} {yes}");
             }
             for no in ["/administrator", "/", "/adm", "/x/admin"] {
-                assert!(!prefix.matches(no, false), "{spelling} {no}");
+                assert!(!prefix.matches(no, LetterCase::Exact), "{spelling} {no}");
             }
         }
         let root = PathPattern::prefix("/").unwrap();
-        assert!(root.matches("/", false) && root.matches("/a/b", false));
+        assert!(root.matches("/", LetterCase::Exact) && root.matches("/a/b", LetterCase::Exact));
         assert!(root.matches_everything());
 
         let glob = PathPattern::glob("/api/*/public/**").unwrap();
-        assert!(glob.matches("/api/v1/public/", false));
-        assert!(glob.matches("/api/v1/public/a/b", false));
-        assert!(!glob.matches("/api/v1/x/public/a", false));
-        assert!(!glob.matches("/api/v1/public", false));
+        assert!(glob.matches("/api/v1/public/", LetterCase::Exact));
+        assert!(glob.matches("/api/v1/public/a/b", LetterCase::Exact));
+        assert!(!glob.matches("/api/v1/x/public/a", LetterCase::Exact));
+        assert!(!glob.matches("/api/v1/public", LetterCase::Exact));
         let star = PathPattern::glob("/files/*.pdf").unwrap();
-        assert!(star.matches("/files/a.pdf", false));
-        assert!(!star.matches("/files/a/b.pdf", false));
-        assert!(star.matches("/files/A.PDF", true) && !star.matches("/files/A.PDF", false));
+        assert!(star.matches("/files/a.pdf", LetterCase::Exact));
+        assert!(!star.matches("/files/a/b.pdf", LetterCase::Exact));
+        assert!(
+            star.matches("/files/A.PDF", LetterCase::Folded)
+                && !star.matches("/files/A.PDF", LetterCase::Exact)
+        );
         assert!(PathPattern::glob("/**").unwrap().matches_everything());
     }
 

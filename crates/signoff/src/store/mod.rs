@@ -130,6 +130,14 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Reads the session with this digest.
     async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
 
+    /// What [`SessionStore::load`] would answer, if it can be had from
+    /// memory without waiting (a cache's fresh entry); `None` when `load`
+    /// must be asked. Never an answer `load` would not give: a cache
+    /// answers here exactly as its `load` does on a hit.
+    fn load_now(&self, _id: &SessionId) -> Option<Session> {
+        None
+    }
+
     /// Reads the session with this public handle.
     async fn load_by_handle(&self, handle: &SessionHandle) -> Result<Option<Session>, StoreError>;
 
@@ -267,6 +275,9 @@ impl<T: SessionStore + ?Sized> SessionStore for std::sync::Arc<T> {
     }
     async fn load(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
         (**self).load(id).await
+    }
+    fn load_now(&self, id: &SessionId) -> Option<Session> {
+        (**self).load_now(id)
     }
     async fn load_by_handle(&self, handle: &SessionHandle) -> Result<Option<Session>, StoreError> {
         (**self).load_by_handle(handle).await

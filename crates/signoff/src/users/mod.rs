@@ -782,7 +782,9 @@ fn new_user_id() -> UserId {
 #[derive(Clone)]
 pub struct Accounts {
     users: Arc<dyn UserStore>,
-    passwords: Passwords,
+    // Behind one `Arc`: an app's state holds `Accounts` and is cloned for
+    // every request its router serves.
+    passwords: Arc<Passwords>,
 }
 
 impl fmt::Debug for Accounts {
@@ -796,7 +798,10 @@ impl fmt::Debug for Accounts {
 impl Accounts {
     /// Accounts in `users`, hashed by `passwords`.
     pub fn new(users: Arc<dyn UserStore>, passwords: Passwords) -> Self {
-        Self { users, passwords }
+        Self {
+            users,
+            passwords: Arc::new(passwords),
+        }
     }
 
     /// The password hasher.
@@ -950,12 +955,25 @@ impl Accounts {
         })
     }
 
-    /// Disables or enables a user. Ending the user's sessions is the
-    /// caller's job (see [`crate::Sessions::end_all_for_user`]).
+    /// Disables a user: they can no longer sign in. Ending the user's
+    /// sessions is the caller's job (see
+    /// [`crate::Sessions::end_all_for_user`]).
     ///
     /// # Errors
     /// [`AccountError::UnknownUser`] or a store error.
-    pub async fn set_disabled(&self, name: &str, disabled: bool) -> Result<User, AccountError> {
+    pub async fn disable(&self, name: &str) -> Result<User, AccountError> {
+        self.set_disabled(name, true).await
+    }
+
+    /// Enables a user disabled by [`Accounts::disable`].
+    ///
+    /// # Errors
+    /// [`AccountError::UnknownUser`] or a store error.
+    pub async fn enable(&self, name: &str) -> Result<User, AccountError> {
+        self.set_disabled(name, false).await
+    }
+
+    async fn set_disabled(&self, name: &str, disabled: bool) -> Result<User, AccountError> {
         let user = self.user(name).await?;
         if !self.users.set_disabled(&user.id, disabled).await? {
             return Err(AccountError::UnknownUser);

@@ -58,8 +58,13 @@ impl http_body::Body for Deadline {
 }
 
 /// Gives `req`'s body a deadline `within` from now (its headers are in),
-/// and marks the request as having one ([`has_deadline`]).
+/// and marks the request as having one ([`has_deadline`]). A request that
+/// has no body (its headers say so: a GET, most often) is left as it is:
+/// there is nothing to wait for, and no timer to pay for.
 pub fn with_deadline(req: Request, within: Duration) -> Request {
+    if http_body::Body::is_end_stream(req.body()) {
+        return req;
+    }
     let mut req = req.map(|inner| {
         Body::new(Deadline {
             inner,
@@ -114,4 +119,51 @@ pub async fn read(req: Request, media_type: &str, limit: usize) -> Result<Bytes,
             }
             BodyError::TooLarge
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that never sends a byte, and never says it is over.
+    struct Silent;
+
+    impl http_body::Body for Silent {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    fn form(body: Body) -> Request {
+        let mut req = Request::new(body);
+        req.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        req
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_never_comes_is_cut_at_its_deadline() {
+        let req = with_deadline(form(Body::new(Silent)), Duration::from_secs(5));
+        assert!(has_deadline(&req));
+        let started = tokio::time::Instant::now();
+        let read = read(req, "application/x-www-form-urlencoded", 1024).await;
+        assert!(matches!(read, Err(BodyError::TooSlow)));
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_body_gets_no_timer() {
+        let req = with_deadline(form(Body::empty()), Duration::from_secs(5));
+        assert!(!has_deadline(&req), "nothing to wait for: no deadline");
+        let read = read(req, "application/x-www-form-urlencoded", 1024).await;
+        assert!(matches!(read, Ok(b) if b.is_empty()));
+    }
 }

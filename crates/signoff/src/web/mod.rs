@@ -61,8 +61,8 @@ pub use web_sessions::{SessionLayer, SessionService, WebOptions, WebSessions};
 /// there), so the extractors work with any router state.
 #[async_trait::async_trait]
 pub trait Gate: Send + Sync + 'static {
-    /// The request's session, checked against the store (or what a layer
-    /// before found, which the check may take out of `parts`).
+    /// The request's session, checked against the store (when no layer
+    /// before found it: see [`GateRef::with_found`]).
     async fn check(&self, parts: &mut Parts) -> Auth;
     /// The answer to a request without a live session.
     fn refuse(&self, why: NotSignedIn, parts: &Parts) -> Response;
@@ -77,33 +77,70 @@ pub trait Gate: Send + Sync + 'static {
     fn trusted_proxies(&self) -> &[ipnet::IpNet];
 }
 
-/// The [`Gate`] of a request, as its extensions carry it.
+/// The [`Gate`] of a request, as its extensions carry it, with what a
+/// layer already found out about the request's session.
 #[derive(Clone)]
-pub struct GateRef(pub Arc<dyn Gate>);
+pub struct GateRef {
+    gate: Arc<dyn Gate>,
+    found: Option<Auth>,
+}
 
 impl GateRef {
+    /// `gate`, which the extractors ask to check each request's session.
+    pub fn new(gate: Arc<dyn Gate>) -> Self {
+        Self { gate, found: None }
+    }
+
+    /// `gate`, with the request's session as a layer already checked it:
+    /// the first extractor takes it without asking again (a second one on
+    /// the same request asks the gate). Not public: a `found` an app could
+    /// set would be a user without a check.
+    pub(crate) fn with_found(gate: Arc<dyn Gate>, found: Auth) -> Self {
+        Self {
+            gate,
+            found: Some(found),
+        }
+    }
+
+    /// The request's session: what a layer found, or the gate's check.
+    #[allow(clippy::result_large_err)]
+    pub(crate) async fn check(parts: &mut Parts) -> Result<Auth, Response> {
+        let gate = match parts.extensions.get_mut::<GateRef>() {
+            Some(r) => match r.found.take() {
+                Some(found) => return Ok(found),
+                None => r.gate.clone(),
+            },
+            None => return Err(missing_gate()),
+        };
+        Ok(gate.check(parts).await)
+    }
+
     /// The gate of the request whose parts these are; without one, a 500
     /// that says what is missing (a route outside the layer).
     // A rejection, the way axum's extractors return one.
     #[allow(clippy::result_large_err)]
     pub fn of(parts: &Parts) -> Result<Arc<dyn Gate>, Response> {
         match parts.extensions.get::<GateRef>() {
-            Some(g) => Ok(g.0.clone()),
-            None => {
-                tracing::error!(
-                    "a signoff extractor on a route without a gate: add WebSessions::layer() \
-                     (signoff::web) to the router, after the routes that use it"
-                );
-                let mut r = (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error: this route is not behind signoff's session layer\n",
-                )
-                    .into_response();
-                no_store(r.headers_mut());
-                Err(r)
-            }
+            Some(g) => Ok(g.gate.clone()),
+            None => Err(missing_gate()),
         }
     }
+}
+
+/// The answer of an extractor on a route outside the layer: a 500 that
+/// says what is missing.
+fn missing_gate() -> Response {
+    tracing::error!(
+        "a signoff extractor on a route without a gate: add WebSessions::layer() \
+         (signoff::web) to the router, after the routes that use it"
+    );
+    let mut r = (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error: this route is not behind signoff's session layer\n",
+    )
+        .into_response();
+    no_store(r.headers_mut());
+    r
 }
 
 /// Makes a response unstorable, by the browser or anything between:

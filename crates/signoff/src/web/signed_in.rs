@@ -3,7 +3,8 @@
 //!
 //! A handler cannot get the user any other way: [`Authenticated`] is not an
 //! extractor, and what the layer learned about the request is kept in a
-//! type of this module's own.
+//! private field of [`GateRef`](super::GateRef), which only the library
+//! sets and reads.
 //!
 //! ```compile_fail
 //! use axum::{routing::get, Router};
@@ -51,9 +52,12 @@ impl std::fmt::Debug for Authenticated {
 
 /// The outcome of checking a request's session.
 #[derive(Clone)]
+// Made once per request and moved, never stored in bulk: a box would cost
+// every signed-in request an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Auth {
     /// A live session.
-    SignedIn(Box<Authenticated>),
+    SignedIn(Authenticated),
     /// No usable session; `stale` if the client sent a cookie anyway.
     Anonymous {
         /// A session cookie was sent, but it is not (or no longer) good.
@@ -109,18 +113,15 @@ impl<S: Send + Sync, B: BackTo> FromRequestParts<S> for SignedIn<B> {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
-        let gate = GateRef::of(parts)?;
-        match gate.check(parts).await {
-            Auth::SignedIn(auth) => Ok(SignedIn(*auth, PhantomData)),
-            Auth::Anonymous { stale } => Err(gate.refuse(
-                NotSignedIn::Anonymous {
-                    back_to: B::PATH,
-                    stale,
-                },
-                parts,
-            )),
-            Auth::Unavailable => Err(gate.refuse(NotSignedIn::Unavailable, parts)),
-        }
+        let why = match GateRef::check(parts).await? {
+            Auth::SignedIn(auth) => return Ok(SignedIn(auth, PhantomData)),
+            Auth::Anonymous { stale } => NotSignedIn::Anonymous {
+                back_to: B::PATH,
+                stale,
+            },
+            Auth::Unavailable => NotSignedIn::Unavailable,
+        };
+        Err(GateRef::of(parts)?.refuse(why, parts))
     }
 }
 
@@ -133,11 +134,10 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeSignedIn {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
-        let gate = GateRef::of(parts)?;
-        match gate.check(parts).await {
-            Auth::SignedIn(auth) => Ok(MaybeSignedIn(Some(*auth))),
+        match GateRef::check(parts).await? {
+            Auth::SignedIn(auth) => Ok(MaybeSignedIn(Some(auth))),
             Auth::Anonymous { .. } => Ok(MaybeSignedIn(None)),
-            Auth::Unavailable => Err(gate.refuse(NotSignedIn::Unavailable, parts)),
+            Auth::Unavailable => Err(GateRef::of(parts)?.refuse(NotSignedIn::Unavailable, parts)),
         }
     }
 }

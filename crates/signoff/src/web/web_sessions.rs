@@ -70,10 +70,6 @@ struct Inner {
     options: WebOptions,
 }
 
-/// What the layer found out about a request, for the extractors after it.
-#[derive(Clone)]
-struct Checked(Arc<Auth>);
-
 impl WebSessions {
     /// The sessions of a [`Deployment`], with the default options.
     pub fn new(deployment: &Deployment) -> Self {
@@ -442,7 +438,13 @@ fn unavailable(text: &'static str) -> Response {
 impl Inner {
     /// The request's session cookie, checked with `sessions`.
     async fn validate(&self, sessions: &Sessions, headers: &HeaderMap) -> Auth {
-        let Some(raw) = cookies::read(headers, &sessions.policy().cookie().name) else {
+        let raw = cookies::read(headers, &sessions.policy().cookie().name);
+        self.validate_cookie(sessions, raw).await
+    }
+
+    /// A session cookie's value (`None`: no cookie), checked with `sessions`.
+    async fn validate_cookie(&self, sessions: &Sessions, raw: Option<&str>) -> Auth {
+        let Some(raw) = raw else {
             return Auth::Anonymous { stale: false };
         };
         let Ok(token) = SessionToken::parse(raw) else {
@@ -459,11 +461,11 @@ impl Inner {
                 Auth::Anonymous { stale: true }
             }
             Ok(session) => match (&session.user_id, session.user_name()) {
-                (Some(_), Some(user)) => Auth::SignedIn(Box::new(Authenticated {
+                (Some(_), Some(user)) => Auth::SignedIn(Authenticated {
                     user: user.to_owned(),
                     token,
                     session,
-                })),
+                }),
                 _ => Auth::Anonymous { stale: true },
             },
             Err(SessionError::Store(e)) => {
@@ -478,12 +480,7 @@ impl Inner {
 #[async_trait::async_trait]
 impl Gate for Inner {
     async fn check(&self, parts: &mut Parts) -> Auth {
-        // What the layer found, taken rather than copied: a second
-        // extractor on the same request checks again.
-        match parts.extensions.remove::<Checked>() {
-            Some(Checked(auth)) => Arc::try_unwrap(auth).unwrap_or_else(|auth| (*auth).clone()),
-            None => self.validate(&self.sessions, &parts.headers).await,
-        }
+        self.validate(&self.sessions, &parts.headers).await
     }
 
     fn refuse(&self, why: NotSignedIn, parts: &Parts) -> Response {
@@ -600,21 +597,15 @@ where
         // The clone that was made ready is the one that runs.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let web = self.web.clone();
+        let web = self.web.0.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            let gate: Arc<dyn Gate> = web.0.clone();
-            parts.extensions.insert(GateRef(gate));
-            let cookie =
-                cookies::read(&parts.headers, &web.0.sessions.policy().cookie().name).is_some();
-            if cookie {
-                let auth = web.0.validate(&web.0.sessions, &parts.headers).await;
-                parts.extensions.insert(Checked(Arc::new(auth)));
-            } else {
-                parts
-                    .extensions
-                    .insert(Checked(Arc::new(Auth::Anonymous { stale: false })));
-            }
+            let raw = cookies::read(&parts.headers, &web.sessions.policy().cookie().name);
+            let cookie = raw.is_some();
+            // Checked once here; the extractors take what was found (one
+            // extension, so one allocation, for both).
+            let found = web.validate_cookie(&web.sessions, raw).await;
+            parts.extensions.insert(GateRef::with_found(web, found));
             let mut response = inner.call(Request::from_parts(parts, body)).await?;
             if cookie {
                 no_store(response.headers_mut());
@@ -742,7 +733,7 @@ mod tests {
             .authenticate("alice", "correct horse battery")
             .await
             .unwrap();
-        accounts.set_disabled("alice", true).await.unwrap();
+        accounts.disable("alice").await.unwrap();
         let before = sessions.list_for_user(&user.id).await.unwrap().len();
         let refused = web
             .sign_in_account(&HeaderMap::new(), ip, &accounts, &user, None)

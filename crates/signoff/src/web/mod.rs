@@ -61,8 +61,9 @@ pub use web_sessions::{SessionLayer, SessionService, WebOptions, WebSessions};
 /// there), so the extractors work with any router state.
 #[async_trait::async_trait]
 pub trait Gate: Send + Sync + 'static {
-    /// The request's session, checked against the store (when no layer
-    /// before found it: see [`GateRef::with_found`]).
+    /// The request's session, checked against the store (asked only when
+    /// no layer before checked it: [`WebSessions::layer`] hands what it
+    /// found to the first extractor itself).
     async fn check(&self, parts: &mut Parts) -> Auth;
     /// The answer to a request without a live session.
     fn refuse(&self, why: NotSignedIn, parts: &Parts) -> Response;

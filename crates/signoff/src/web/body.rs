@@ -121,24 +121,28 @@ pub async fn read(req: Request, media_type: &str, limit: usize) -> Result<Bytes,
         })
 }
 
+/// A body that never sends a byte, and never says it is over: a client
+/// holding its request open (for the tests of this module and of
+/// [`super::csrf_form`]).
+#[cfg(test)]
+pub(crate) struct Silent;
+
+#[cfg(test)]
+impl http_body::Body for Silent {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Pending
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A body that never sends a byte, and never says it is over.
-    struct Silent;
-
-    impl http_body::Body for Silent {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            Poll::Pending
-        }
-    }
 
     fn form(body: Body) -> Request {
         let mut req = Request::new(body);

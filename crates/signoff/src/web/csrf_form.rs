@@ -132,28 +132,10 @@ impl<S: Send + Sync, T: IntentForm> FromRequest<S> for CsrfForm<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    use axum::body::{Body, Bytes};
-    use http_body::Frame;
+    use axum::body::Body;
 
     use super::*;
-
-    /// A body that sends nothing, ever: a client holding its request open.
-    struct Silent;
-
-    impl http_body::Body for Silent {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            Poll::Pending
-        }
-    }
+    use crate::web::body::Silent;
 
     fn silent_form() -> Request {
         Request::builder()

@@ -2,6 +2,7 @@
 //! manages the users of a signoff database.
 
 mod backend;
+mod check;
 mod cli;
 mod config;
 mod display;
@@ -9,6 +10,7 @@ mod gateway;
 mod listener;
 mod log_output;
 mod metrics;
+mod outbound;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -25,7 +27,8 @@ fn main() -> ExitCode {
         | cli::Command::Audit { .. }
         | cli::Command::AdminToken
         | cli::Command::Keys(_)
-        | cli::Command::Rules(_) => "warn",
+        | cli::Command::Rules(_)
+        | cli::Command::Check(_) => "warn",
     };
     // The access log is buffered (log_output.rs); `log_flush` writes out
     // what is left when main returns.

@@ -4,6 +4,7 @@
 
 mod admin_token;
 mod audit;
+mod check;
 mod demo;
 mod keys;
 mod rules;
@@ -59,6 +60,10 @@ pub enum Command {
     /// see which rule decides a request and why.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
+    /// Audit any web app's sign-out from the outside, as a browser and an
+    /// attacker would: replay, fixation, forged sign-out, no-store, cookie
+    /// flags, open redirects (docs/check.md).
+    Check(Box<check::CheckArgs>),
 }
 
 /// The store a command works on, found as `signoff serve` finds it:
@@ -195,5 +200,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Keys(command) => keys::run(command).await,
+        Command::Check(args) => check::run(*args).await,
     }
 }

@@ -3,17 +3,16 @@
 //! "HTTPS upstreams"). HTTP/1.1 either way, so upgrades (WebSocket) go
 //! through the same client.
 
-use std::sync::Arc;
-
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use axum::body::Body;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::rustls::{self, RootCertStore};
 
 use crate::config::Settings;
+use crate::outbound;
 
 /// The client every proxied request goes through.
 pub(super) type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
@@ -30,12 +29,6 @@ pub(super) fn build(settings: &Settings) -> Result<UpstreamClient> {
     } else {
         RootCertStore::empty()
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS set-up")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     if let Some(upstream) = &settings.upstream {
         tracing::info!(
             %upstream,
@@ -45,15 +38,7 @@ pub(super) fn build(settings: &Settings) -> Result<UpstreamClient> {
             "upstream time limits"
         );
     }
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(settings.upstream_connect_timeout));
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+    let connector = outbound::connector(roots, settings.upstream_connect_timeout)?;
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(30))
         .build(connector))

@@ -12,15 +12,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use axum::body::Body;
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use tokio::sync::{Mutex, RwLock};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
 use crate::config::Provider;
+use crate::outbound::{self, OutboundClient};
 
 /// How long a call to the provider may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,27 +32,10 @@ const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
 
 /// The client for every provider: HTTPS checked against the system's
 /// roots (plain HTTP only where the settings allowed it).
-pub(super) type ProviderClient = Client<HttpsConnector<HttpConnector>, Full<bytes::Bytes>>;
+pub(super) type ProviderClient = OutboundClient;
 
 pub(super) fn client() -> Result<ProviderClient> {
-    let mut roots = RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(found.certs);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS set-up")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    http.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new()).build(connector))
+    outbound::client(Duration::from_secs(5))
 }
 
 /// What discovery says (OpenID Connect Discovery 1.0).

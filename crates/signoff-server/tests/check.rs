@@ -188,6 +188,7 @@ async fn the_classic_flask_login_fails_what_it_gets_wrong() {
     run.expect(&[
         ("no-store", "fail"),
         ("idle-timeout", "fail"),
+        ("token-after-logout", "not-run"),
         // session.pop() empties the session, so Flask deletes the cookie.
         ("logout-cookie", "pass"),
     ]);
@@ -203,7 +204,7 @@ async fn the_classic_flask_login_fails_what_it_gets_wrong() {
     assert!(run.seen("open-redirect").contains("evil.example"));
     // At most a few hundred requests, and never the session token.
     let requests = run.report["requests"].as_u64().unwrap();
-    assert!((20..=400).contains(&requests), "{requests} requests");
+    assert!((20..=500).contains(&requests), "{requests} requests");
     let markdown = std::fs::read_to_string(&md).unwrap();
     assert!(markdown.contains("❌ **fail**") && markdown.contains("What to fix first"));
     let whole = format!("{}{markdown}", run.report);
@@ -353,14 +354,23 @@ async fn signoff_in_front_of_the_flask_example_passes_every_check() {
         &["--port", "0"],
         dir.path(),
     );
-    let gw = Gateway::start(&upstream, &["--idle-timeout", "2s"]);
+    let gw = Gateway::start(&upstream, &["--idle-timeout", "2s", "--tokens"]);
     let (browser, browser_args) = chromium();
     let end = format!(
         "{} sessions end --user {USER} --db {}",
         signoff_bin(),
         gw.db
     );
-    let mut args = vec!["--idle", "2", "--end-session-command", end.as_str()];
+    let token_login = gw.url("/.signoff/api/login");
+    let mut args = vec![
+        "--idle",
+        "2",
+        "--end-session-command",
+        end.as_str(),
+        // The refresh and logout endpoints are found next to it.
+        "--token-login",
+        token_login.as_str(),
+    ];
     args.extend(browser_args);
     let run = check(&gw.url("/"), Some((USER, PASSWORD)), &args);
     if browser.is_some() {
@@ -377,7 +387,14 @@ async fn signoff_in_front_of_the_flask_example_passes_every_check() {
         ("open-redirect", "pass"),
         ("idle-timeout", "pass"),
         ("other-sessions", "pass"),
+        ("token-after-logout", "pass"),
+        ("refresh-reuse", "pass"),
     ]);
+    assert!(
+        run.seen("refresh-reuse").contains("issued in its place"),
+        "{}",
+        run.seen("refresh-reuse")
+    );
     assert!(run.passed, "{}", run.stderr);
     assert_eq!(run.report["framework"], "signoff");
 }
@@ -390,8 +407,25 @@ async fn a_careless_server_side_session_is_caught_where_it_is_careless() {
     let dir = tempfile::tempdir().unwrap();
     let script = repo_root().join("crates/signoff-server/tests/check_apps/careless.py");
     let (_app, url) = start_py(&script, &[], dir.path());
-    let run = check(&format!("{url}/"), Some(PLAIN_USER), &["--browser", "none"]);
+    let token_login = format!("{url}/api/login");
+    let run = check(
+        &format!("{url}/"),
+        Some(PLAIN_USER),
+        &[
+            "--browser",
+            "none",
+            "--token-login",
+            &token_login,
+            "--token-refresh",
+            "/api/token",
+            "--token-logout",
+            "/api/logout",
+        ],
+    );
     run.expect(&[
+        // Its tokens are stateless: logout forgets nothing.
+        ("token-after-logout", "fail"),
+        ("refresh-reuse", "fail"),
         // The record is deleted, so a copy is refused...
         ("replay", "pass"),
         // ...but the cookie stays, an id brought by the browser is kept,

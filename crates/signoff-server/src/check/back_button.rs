@@ -91,13 +91,16 @@ impl ControlPages {
 
 /// Signs in through the login form, as a person types.
 const SIGN_IN: &str = r#"
-const [userField, user, password] = arguments;
+const [userField, user, password, origin] = arguments;
+if (location.origin !== origin) return 'the login page is on another origin (' + location.origin + ')';
 const f = [...document.forms].find(f => f.querySelector('input[type=password]'));
 if (!f) return 'no login form on the page';
+const b = f.querySelector('[type=submit], button:not([type])');
+const to = new URL((b && b.formAction) || f.action, location.href);
+if (to.origin !== origin) return 'the login form sends the password to another origin (' + to.origin + ')';
 const u = f.querySelector('[name="' + CSS.escape(userField) + '"]');
 if (u) u.value = user;
 f.querySelector('input[type=password]').value = password;
-const b = f.querySelector('[type=submit], button:not([type])');
 if (b) b.click(); else if (f.requestSubmit) f.requestSubmit(); else f.submit();
 return true;"#;
 
@@ -124,9 +127,10 @@ impl Scene<'_> {
         let control = ControlPages::start().await?;
         let browser = Browser::open(engine).await?;
         browser.goto(&control.url("/a")).await?;
-        let left_a = browser.goto(&control.url("/b")).await?;
+        browser.name_page("control-a").await?;
+        browser.goto(&control.url("/b")).await?;
         browser.back().await?;
-        if !browser.carries(&left_a).await {
+        if browser.page_name().await.as_deref() != Some("control-a") {
             bail!(
                 "{} did not restore a plain page from its back/forward cache (the positive \
                  control), so a clean Back here would prove nothing",
@@ -137,18 +141,28 @@ impl Scene<'_> {
     }
 
     /// Whether private text shows now, or within the next second (a page
-    /// script may hide it, or a redirect replace it, in that time).
-    async fn shows_private(&self, browser: &Browser) -> bool {
+    /// script may hide it, or a redirect replace it, in that time). `Err`
+    /// when no look at the page succeeded: nothing was seen either way.
+    async fn shows_private(&self, browser: &Browser) -> Result<bool> {
         let want = squeeze(self.private_text);
+        let mut looked = None;
         for wait in [0, 300, 700] {
             tokio::time::sleep(Duration::from_millis(wait)).await;
-            if let Ok(text) = browser.visible_text().await {
-                if squeeze(&text).contains(&want) {
-                    return true;
+            match browser.visible_text().await {
+                Ok(text) if squeeze(&text).contains(&want) => return Ok(true),
+                Ok(_) => looked = Some(Ok(())),
+                Err(e) => {
+                    if looked.is_none() {
+                        looked = Some(Err(e));
+                    }
                 }
             }
         }
-        false
+        match looked {
+            Some(Ok(())) => Ok(false),
+            Some(Err(e)) => Err(e.context("the page could not be read")),
+            None => Err(anyhow!("the page could not be read")),
+        }
     }
 
     /// Signs in, opens the protected page, and checks the private text
@@ -163,12 +177,14 @@ impl Scene<'_> {
                     json!(self.user_field),
                     json!(self.user),
                     json!(self.password),
+                    json!(self.login.origin().ascii_serialization()),
                 ],
             )
             .await?;
         browser.goto(self.protected).await?;
+        browser.name_page("private").await?;
         steps.push(format!("signed in, opened {}", path_of(self.protected)));
-        if !self.shows_private(browser).await {
+        if !self.shows_private(browser).await? {
             bail!(
                 "signed in through the browser, {} does not show the private text it showed \
                  over HTTP",
@@ -211,7 +227,8 @@ impl Scene<'_> {
             .query_pairs_mut()
             .append_pair("signoff-check", "second-page");
         browser.goto(&second).await?;
-        if self.shows_private(&browser).await {
+        if self.shows_private(&browser).await? {
+            browser.name_page("private").await?;
             steps.push(format!("opened {}", path_of(&second)));
         } else {
             browser.back().await?;
@@ -220,7 +237,7 @@ impl Scene<'_> {
             Logout::Form(u) => ("form", u),
             Logout::Link(u) => ("link", u),
         };
-        let on_private = browser
+        browser
             .submit(
                 "signing out",
                 SIGN_OUT,
@@ -229,25 +246,25 @@ impl Scene<'_> {
             .await?;
         let landed = browser.url().await?;
         steps.push(format!("signed out, landed on {}", path_of(&landed)));
-        if self.shows_private(&browser).await {
+        if self.shows_private(&browser).await? {
             bail!(
                 "after signing out, {} still shows the private text",
                 path_of(&landed)
             );
         }
         let mut leaks = Vec::new();
+        let mut by_history = false;
         for step in ["Back", "Back", "Forward", "Forward"] {
-            let moved = match step {
+            // A step that fails leaves nothing seen: the check is unsure.
+            match step {
                 "Back" => browser.back().await,
                 _ => browser.forward().await,
-            };
-            if let Err(e) = moved {
-                steps.push(format!("{step}: {e:#}"));
-                continue;
             }
+            .with_context(|| format!("{step} after signing out"))?;
             let at = browser.url().await.map(|u| path_of(&u)).unwrap_or_default();
-            let cached = browser.carries(&on_private).await;
-            if self.shows_private(&browser).await {
+            let cached = browser.page_name().await.as_deref() == Some("private");
+            by_history |= browser.came_by_history().await;
+            if self.shows_private(&browser).await? {
                 let from = if cached {
                     "from the back/forward cache"
                 } else {
@@ -260,6 +277,12 @@ impl Scene<'_> {
             }
         }
         browser.close().await;
+        if leaks.is_empty() && !by_history {
+            bail!(
+                "no Back or Forward reached a page of the history (a script of the app may \
+                 hold the history), so nothing was seen"
+            );
+        }
         Ok(leaks)
     }
 
@@ -305,19 +328,30 @@ impl Scene<'_> {
         let (browser, control) = Self::browser_with_bfcache(engine).await?;
         self.sign_in(&browser, steps).await?;
         let cookies = browser.cookies().await?;
-        let on_private = browser.goto(&control.url("/a")).await?;
+        browser.goto(&control.url("/a")).await?;
         steps.push("went to another site's page".to_owned());
-        let ran = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::process::Command::new("sh")
-                .args(["-c", command])
-                .stdin(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .map_err(|_| anyhow!("--end-session-command did not finish in 30 s"))?
-        .context("running --end-session-command")?;
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.args(["-c", command])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = cmd.spawn().context("running --end-session-command")?;
+        let group = child.id();
+        let ran =
+            match tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await {
+                Ok(ran) => ran.context("running --end-session-command")?,
+                Err(_) => {
+                    // The whole group: sh and whatever it started.
+                    if let Some(pid) = group {
+                        let _ = std::process::Command::new("kill")
+                            .args(["-KILL", "--", &format!("-{pid}")])
+                            .status();
+                    }
+                    bail!("--end-session-command did not finish in 30 s");
+                }
+            };
         if !ran.status.success() {
             bail!(
                 "--end-session-command failed ({}): {}",
@@ -347,10 +381,19 @@ impl Scene<'_> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         browser.back().await?;
-        let at = browser.url().await.map(|u| path_of(&u)).unwrap_or_default();
-        let cached = browser.carries(&on_private).await;
+        let cached = browser.page_name().await.as_deref() == Some("private");
+        // Back left check's own page (another origin) for the entry before
+        // it: the private page (restored, or loaded and maybe sent on).
+        let here = browser.url().await?;
+        if here.origin() != self.protected.origin() {
+            bail!(
+                "Back did not leave check's own page for the private page's history entry, \
+                 so nothing was seen"
+            );
+        }
+        let at = path_of(&here);
         let mut leaks = Vec::new();
-        if self.shows_private(&browser).await {
+        if self.shows_private(&browser).await? {
             let from = if cached {
                 "from the back/forward cache"
             } else {

@@ -261,19 +261,43 @@ impl Browser {
         Ok(token)
     }
 
-    /// Whether the current document still carries `token`: it is the very
-    /// document that was marked, restored from the back/forward cache.
-    pub async fn carries(&self, token: &str) -> bool {
-        self.exec("return window.__signoffCheck || null;", vec![])
+    /// Names the current document: a later [`Browser::page_name`] that
+    /// gives the same name is this very document, restored from the
+    /// back/forward cache (a page loaded again starts without it).
+    pub async fn name_page(&self, name: &str) -> Result<()> {
+        self.exec(
+            "window.__signoffPage = arguments[0]; return true;",
+            vec![json!(name)],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The name [`Browser::name_page`] gave the current document, if any.
+    pub async fn page_name(&self) -> Option<String> {
+        self.exec("return window.__signoffPage || null;", vec![])
             .await
             .ok()
-            .and_then(|v| v.as_str().map(|t| t == token))
-            .unwrap_or(false)
+            .and_then(|v| v.as_str().map(str::to_owned))
+    }
+
+    /// Whether the current document was reached through the history
+    /// (Back or Forward), as a restore or as a load of its own.
+    pub async fn came_by_history(&self) -> bool {
+        self.exec(
+            "var n = performance.getEntriesByType('navigation')[0]; \
+             return !!(window.__signoffPage || (n && n.type === 'back_forward'));",
+            vec![],
+        )
+        .await
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
     }
 
     /// Does `act` (a navigation of some kind) and waits until the marked
     /// document is gone and the new one has loaded; the token left on the
-    /// document it left (see [`Browser::carries`]).
+    /// document it left.
     pub async fn navigate<F, Fut>(&self, what: &str, act: F) -> Result<String>
     where
         F: FnOnce() -> Fut,

@@ -205,6 +205,15 @@ impl Framework {
                  server whether the session is alive and leave if not (signoff's guard does \
                  this). {put_signoff}"
             ),
+            ("token-after-logout", _) => format!(
+                "Tie every access token to a server-side session and check that session on \
+                 each request (not only the JWT's signature and `exp`); end the session at \
+                 logout. {put_signoff}"
+            ),
+            ("refresh-reuse", _) => "Rotate the refresh token on every use, keep only the \
+                 live one, and treat a used one presented again as theft: end the whole family \
+                 (RFC 9700, 4.14)."
+                .to_owned(),
             ("idle-timeout", _) => "End sessions that were not used for a while on the \
                  server, not only in the cookie's lifetime."
                 .to_owned(),

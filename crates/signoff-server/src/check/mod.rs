@@ -121,6 +121,10 @@ pub struct Plan {
     pub browser: Option<Engine>,
     /// A shell command that ends the user's session on the server only.
     pub end_session_command: Option<String>,
+    /// Token mode: where an API client signs in, refreshes, signs out.
+    pub token_login: Option<String>,
+    pub token_refresh: Option<String>,
+    pub token_logout: Option<String>,
 }
 
 /// Runs every check of `plan` against the app.

@@ -205,17 +205,7 @@ impl Page {
             if !is_refresh {
                 return;
             }
-            let content = attr(el, "content").unwrap_or_default();
-            // "5; url=/next", "0;URL='/next'"
-            let target = content
-                .split_once(';')
-                .map(|(_, rest)| rest.trim())
-                .and_then(|rest| {
-                    let (k, v) = rest.split_once('=')?;
-                    k.trim()
-                        .eq_ignore_ascii_case("url")
-                        .then(|| v.trim().trim_matches(|c| c == '\'' || c == '"').to_owned())
-                });
+            let target = refresh_url(&attr(el, "content").unwrap_or_default());
             if let Some(t) = target {
                 s.borrow_mut().page.refresh.get_or_insert(t);
             }
@@ -387,6 +377,26 @@ impl Form {
     }
 }
 
+/// The address of a refresh (`Refresh` header or meta refresh content):
+/// `5; url=/next`, `0;URL='/next'`, `0, /next`, `0; /next` (HTML's
+/// "shared declarative refresh steps", loosely).
+pub fn refresh_url(content: &str) -> Option<String> {
+    let rest = content
+        .trim_start()
+        .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.')
+        .trim_start();
+    let rest = rest.strip_prefix([';', ',']).unwrap_or(rest).trim_start();
+    let rest = match rest.get(..3) {
+        Some(u) if u.eq_ignore_ascii_case("url") => {
+            let after = rest[3..].trim_start();
+            after.strip_prefix('=').map_or(rest, str::trim_start)
+        }
+        _ => rest,
+    };
+    let url = rest.trim().trim_matches(|c| c == '\'' || c == '"').trim();
+    (!url.is_empty()).then(|| url.to_owned())
+}
+
 /// Whether `text` says "log out" or "sign out" (and not "sign out other
 /// sessions").
 pub fn says_sign_out(text: &str) -> bool {
@@ -541,6 +551,15 @@ mod tests {
         assert_eq!(page.refresh.as_deref(), Some("//evil.example/"));
         let page = Page::read(r#"<meta http-equiv="refresh" content="5">"#, None).unwrap();
         assert_eq!(page.refresh, None);
+        for (content, want) in [
+            ("0; url=/next", "/next"),
+            ("0;URL='//evil.example/'", "//evil.example/"),
+            ("0, //evil.example/", "//evil.example/"),
+            ("0; //evil.example/", "//evil.example/"),
+            ("3.5 ; url = \"/a b\"", "/a b"),
+        ] {
+            assert_eq!(refresh_url(content).as_deref(), Some(want), "{content}");
+        }
     }
 
     #[test]

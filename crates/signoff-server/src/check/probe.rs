@@ -11,7 +11,7 @@ use url::Url;
 use super::back_button::{Logout, Outcome, Scene};
 use super::browser::Engine;
 use super::framework::Framework;
-use super::page::{says_other_sessions, says_sign_out, Form, Page};
+use super::page::{refresh_url, says_other_sessions, says_sign_out, Form, Page};
 use super::visitor::{path_of, Ask, Exchange, Jar, SetCookie, Site, Web, OTHER_SITE};
 use super::{Finding, Plan, Verdict};
 
@@ -78,6 +78,8 @@ const DESTRUCTIVE: &[&str] = &[
     "erase",
     "destroy",
     "unsubscribe",
+    "terminate",
+    "kill",
 ];
 
 /// Whether `text` (a control's text or address) names something
@@ -499,6 +501,14 @@ impl<'p> Run<'p> {
                 false,
             )
             .await?;
+        // A page that is busy or broken says nothing about the session: it
+        // must not count as a refusal (a pass for replay, fixation, idle).
+        if ex.status == 429 || ex.status >= 500 {
+            bail!(
+                "{}: the app could not answer, so whether the session is alive is not known",
+                ex.summary()
+            );
+        }
         let page = Page::read(&ex.body, None)?;
         let marker_ok = self
             .learned
@@ -593,6 +603,7 @@ impl<'p> Run<'p> {
                 .await
                 .unwrap_or_else(|e| unsure("other-sessions", &e)),
         );
+        all.extend(self.token_mode().await);
         // Late: --end-session-command may end every session of the user.
         let server_ended = self.server_ended_back().await;
         all.insert(
@@ -657,6 +668,11 @@ pub const CHECKS: &[(&str, &str)] = &[
         "The user can sign out their other sessions",
     ),
     ("idle-timeout", "Sessions end after an idle time"),
+    (
+        "token-after-logout",
+        "An access token is refused right after logout",
+    ),
+    ("refresh-reuse", "A refresh token works once"),
 ];
 
 /// The finding of a check that could not finish.
@@ -920,7 +936,12 @@ impl Run<'_> {
         let mut failed = Vec::new();
         // A new visitor's cookies from just before the password was sent,
         // against the session that sign-in made.
+        // As a visitor arrives: at the protected page (where Spring, Tomcat
+        // and Django make the session), then the login page.
         let mut jar = Jar::default();
+        self.web
+            .follow(Ask::get(self.protected.clone(), Site::AddressBar), &mut jar)
+            .await?;
         let (_, before_login, answers) = self.sign_in(&mut jar, &l.login_page, None).await?;
         self.signed_in_or_say_why(&jar, &answers).await?;
         if before_login.0.is_empty() {
@@ -942,6 +963,9 @@ impl Run<'_> {
             jar.set(&c.name, &planted);
         }
         let mut planted_jar = jar.clone();
+        self.web
+            .follow(Ask::get(self.protected.clone(), Site::AddressBar), &mut jar)
+            .await?;
         let (_, _, answers) = self.sign_in(&mut jar, &l.login_page, None).await?;
         self.signed_in_or_say_why(&jar, &answers).await?;
         for c in &l.session {
@@ -1013,9 +1037,10 @@ impl Run<'_> {
             (
                 Control::Form { action, form },
                 Control::Form {
-                    form: other_form, ..
+                    action: other_action,
+                    form: other_form,
                 },
-            ) => {
+            ) if action.path() == other_action.path() => {
                 let public: Vec<(String, String)> = form
                     .submission()
                     .into_iter()
@@ -1030,7 +1055,7 @@ impl Run<'_> {
                 let mut bare = action.clone();
                 bare.set_query(None);
                 let mut with_public = bare.clone();
-                let mut query = public_query(action, action);
+                let mut query = public_query(action, other_action);
                 if form.method == "GET" {
                     query.extend(public.clone());
                 }
@@ -1163,12 +1188,20 @@ impl Run<'_> {
                 let (_, _, answers) = self
                     .sign_in(&mut jar, &l.login_page, Some((param, &vector)))
                     .await?;
+                // Off-site is off-site, signed in or not.
+                if let Some(left) = self.off_site(&answers) {
+                    return anyhow::Ok(Some(left));
+                }
                 self.signed_in_or_say_why(&jar, &answers).await?;
-                anyhow::Ok(answers)
+                anyhow::Ok(None)
             }
             .await;
-            let answers = match tried {
-                Ok(a) => a,
+            match tried {
+                Ok(None) => {}
+                Ok(Some((summary, to))) => {
+                    off_site.push(format!("{param}={vector:?} → {to}"));
+                    evidence.push(summary);
+                }
                 Err(e) => {
                     // Refused for this value (the browser stays on the
                     // site), or refusing every sign-in now (not tried)?
@@ -1181,17 +1214,7 @@ impl Run<'_> {
                     } else {
                         untried.push(format!("{param}={vector:?}: {e:#}"));
                     }
-                    continue;
                 }
-            };
-            let left = answers.iter().find_map(|e| {
-                let to = e.location().or_else(|| refresh_target(e))?;
-                let off = !matches!(to.scheme(), "http" | "https") || !self.web.same_origin(&to);
-                off.then(|| (e.summary(), to))
-            });
-            if let Some((summary, to)) = left {
-                off_site.push(format!("{param}={vector:?} → {to}"));
-                evidence.push(summary);
             }
         }
         evidence.extend(untried.iter().cloned());
@@ -1245,9 +1268,260 @@ impl Run<'_> {
         })
     }
 
+    /// Token mode (`--token-login`): an access token refused right after
+    /// logout, and a refresh token that works once.
+    async fn token_mode(&self) -> Vec<Finding> {
+        let ids = ["token-after-logout", "refresh-reuse"];
+        let Some(login) = &self.plan.token_login else {
+            return ids
+                .into_iter()
+                .map(|id| {
+                    finding(
+                        id,
+                        Verdict::NotRun,
+                        "give --token-login URL (where an API client signs in) to check it",
+                        vec![],
+                    )
+                })
+                .collect();
+        };
+        let tokens = match self.token_urls(login) {
+            Ok(t) => t,
+            Err(e) => return ids.into_iter().map(|id| unsure(id, &e)).collect(),
+        };
+        vec![
+            self.token_after_logout(&tokens)
+                .await
+                .unwrap_or_else(|e| unsure("token-after-logout", &e)),
+            self.refresh_reuse(&tokens)
+                .await
+                .unwrap_or_else(|e| unsure("refresh-reuse", &e)),
+        ]
+    }
+
+    /// The token endpoints: `--token-login`, and `--token-refresh` and
+    /// `--token-logout` or, next to a signoff `…/api/login`, signoff's own.
+    fn token_urls(&self, login: &str) -> Result<TokenUrls> {
+        let on_app = |flag: &str, text: &str| -> Result<Url> {
+            let url = self
+                .plan
+                .url
+                .join(text)
+                .with_context(|| format!("{flag} {text:?}"))?;
+            if !self.web.same_origin(&url) {
+                bail!("{flag} must be an address of {}", self.web.origin());
+            }
+            Ok(url)
+        };
+        let login = on_app("--token-login", login)?;
+        let signoff_prefix = login.path().strip_suffix("/api/login").map(str::to_owned);
+        let sibling = |path: &str| -> Option<String> {
+            signoff_prefix.as_ref().map(|p| format!("{p}{path}"))
+        };
+        let refresh = match (self.plan.token_refresh.clone(), sibling("/token")) {
+            (Some(r), _) | (None, Some(r)) => Some(on_app("--token-refresh", &r)?),
+            (None, None) => None,
+        };
+        let logout = match (self.plan.token_logout.clone(), sibling("/api/logout")) {
+            (Some(l), _) | (None, Some(l)) => Some(on_app("--token-logout", &l)?),
+            (None, None) => None,
+        };
+        Ok(TokenUrls {
+            login,
+            refresh,
+            logout,
+        })
+    }
+
+    /// Signs in as an API client: the access token and the refresh token
+    /// (if the app gives one).
+    async fn token_sign_in(&self, urls: &TokenUrls) -> Result<(String, Option<String>, String)> {
+        let body = serde_json::json!({
+            "username": self.plan.user.as_deref().unwrap_or_default(),
+            "password": self.plan.password.as_deref().unwrap_or_default(),
+        });
+        let ex = self
+            .web
+            .send(
+                &Ask::post_json(urls.login.clone(), body),
+                &mut Jar::default(),
+                false,
+            )
+            .await?;
+        tokens_in(&ex).ok_or_else(|| {
+            anyhow!(
+                "signing in at --token-login gave no access_token ({}): it takes JSON                  {{\"username\", \"password\"}} and answers {{\"access_token\", \"refresh_token\"}}",
+                ex.summary()
+            )
+        })
+        .map(|(access, refresh)| (access, refresh, ex.summary()))
+    }
+
+    /// Whether `token` opens the protected page.
+    async fn bearer_opens(&self, token: &str) -> Result<(bool, Exchange)> {
+        let ask = Ask::get(self.protected.clone(), Site::AddressBar).with_bearer(token);
+        let ex = self.web.send(&ask, &mut Jar::default(), false).await?;
+        let page = Page::read(&ex.body, None)?;
+        Ok((
+            (200..300).contains(&ex.status) && !page.asks_for_password(),
+            ex,
+        ))
+    }
+
+    async fn token_after_logout(&self, urls: &TokenUrls) -> Result<Finding> {
+        let id = "token-after-logout";
+        let Some(logout) = &urls.logout else {
+            return Ok(finding(
+                id,
+                Verdict::NotRun,
+                "give --token-logout URL (where an API client signs out) to check it",
+                vec![],
+            ));
+        };
+        let (access, refresh, signed_in) = self.token_sign_in(urls).await?;
+        let mut evidence = vec![format!("signed in: {signed_in}")];
+        let (open, ex) = self.bearer_opens(&access).await?;
+        evidence.push(format!("{} with the access token", ex.summary()));
+        if !open {
+            return Ok(finding(
+                id,
+                Verdict::CouldNotTell,
+                format!(
+                    "the access token does not open {} even before logout",
+                    path_of(&self.protected)
+                ),
+                evidence,
+            ));
+        }
+        let form = refresh
+            .map(|r| vec![("refresh_token".to_owned(), r)])
+            .unwrap_or_default();
+        let ask = Ask::post(logout.clone(), form, Site::AddressBar).with_bearer(&access);
+        let out = self.web.send(&ask, &mut Jar::default(), false).await?;
+        evidence.push(format!("{} (logout with the access token)", out.summary()));
+        if !(200..300).contains(&out.status) {
+            return Ok(finding(
+                id,
+                Verdict::CouldNotTell,
+                format!("the token logout answered {}", out.status),
+                evidence,
+            ));
+        }
+        let (open, after) = self.bearer_opens(&access).await?;
+        evidence.push(format!("{} with the same access token", after.summary()));
+        Ok(if open {
+            finding(
+                id,
+                Verdict::Fail,
+                "the access token still opens the page after logout (until it expires)",
+                evidence,
+            )
+        } else {
+            finding(
+                id,
+                Verdict::Pass,
+                format!(
+                    "the access token is refused right after logout ({})",
+                    after.summary()
+                ),
+                evidence,
+            )
+        })
+    }
+
+    async fn refresh_reuse(&self, urls: &TokenUrls) -> Result<Finding> {
+        let id = "refresh-reuse";
+        let Some(refresh_url) = &urls.refresh else {
+            return Ok(finding(
+                id,
+                Verdict::NotRun,
+                "give --token-refresh URL (where an API client refreshes) to check it",
+                vec![],
+            ));
+        };
+        let (_, refresh, signed_in) = self.token_sign_in(urls).await?;
+        let mut evidence = vec![format!("signed in: {signed_in}")];
+        let Some(first) = refresh else {
+            return Ok(finding(
+                id,
+                Verdict::NotApplicable,
+                "the sign-in gave no refresh_token",
+                evidence,
+            ));
+        };
+        let use_it = |token: &str| {
+            Ask::post(
+                refresh_url.clone(),
+                vec![
+                    ("grant_type".to_owned(), "refresh_token".to_owned()),
+                    ("refresh_token".to_owned(), token.to_owned()),
+                ],
+                Site::AddressBar,
+            )
+        };
+        let once = self
+            .web
+            .send(&use_it(&first), &mut Jar::default(), false)
+            .await?;
+        evidence.push(format!("{} (the refresh token, first use)", once.summary()));
+        let Some((_, second)) = tokens_in(&once) else {
+            return Ok(finding(
+                id,
+                Verdict::CouldNotTell,
+                format!("the first refresh gave no new tokens ({})", once.summary()),
+                evidence,
+            ));
+        };
+        let again = self
+            .web
+            .send(&use_it(&first), &mut Jar::default(), false)
+            .await?;
+        evidence.push(format!(
+            "{} (the same refresh token again)",
+            again.summary()
+        ));
+        if tokens_in(&again).is_some() {
+            return Ok(finding(
+                id,
+                Verdict::Fail,
+                "the same refresh token works twice: a stolen copy keeps working",
+                evidence,
+            ));
+        }
+        // Reuse is theft: the token issued in its place should be dead too.
+        let mut seen = format!("a used refresh token is refused ({})", again.summary());
+        if let Some(second) = second {
+            let after = self
+                .web
+                .send(&use_it(&second), &mut Jar::default(), false)
+                .await?;
+            evidence.push(format!(
+                "{} (the token issued in its place)",
+                after.summary()
+            ));
+            if tokens_in(&after).is_none() {
+                seen.push_str(", and the reuse also ended the token issued in its place");
+            }
+        }
+        Ok(finding(id, Verdict::Pass, seen, evidence))
+    }
+
+    /// The first answer that sends the browser to another origin (by
+    /// `Location`, a `Refresh` header or a meta refresh), as browsers
+    /// follow them: `javascript:` and `data:` targets are not followed.
+    fn off_site(&self, answers: &[Exchange]) -> Option<(String, Url)> {
+        answers.iter().find_map(|e| {
+            let to = e.location().or_else(|| refresh_target(e))?;
+            let off = matches!(to.scheme(), "http" | "https") && !self.web.same_origin(&to);
+            off.then(|| (e.summary(), to))
+        })
+    }
+
     /// Signs out every session the run signed in (errors are ignored: many
     /// are already gone).
     async fn sign_out_everything(&self) {
+        // Its own share of the budget, kept aside for it.
+        self.web.allow_the_reserve();
         let opened = std::mem::take(&mut *self.opened.lock().unwrap_or_else(|e| e.into_inner()));
         for mut jar in opened {
             if matches!(self.opens(&jar).await, Ok((true, _))) {
@@ -1383,78 +1657,114 @@ impl Run<'_> {
     /// security, or at a well-known address.
     async fn other_sessions(&self) -> Result<Finding> {
         let l = self.learned();
-        let here = |page: &Page| {
-            page.forms
-                .iter()
-                .map(|f| f.text.trim().to_owned())
-                .chain(page.links.iter().map(|a| a.text.trim().to_owned()))
-                .find(|t| says_other_sessions(t))
-        };
-        if let Some(text) = here(&l.page) {
+        let signed_in = self.fresh_session().await?;
+        let mut evidence = Vec::new();
+        let mut found = other_sessions_control(&l.page, &l.private.url)
+            .map(|(text, control)| (text, control, l.private.url.clone()));
+        if found.is_none() {
+            // Only links that sound like a page about sessions, never one
+            // that sounds like it changes something.
+            let linked = l.page.links.iter().filter(|a| {
+                let words = format!("{} {}", a.text, a.href).to_ascii_lowercase();
+                ["session", "security", "account", "device"]
+                    .iter()
+                    .any(|w| words.contains(w))
+                    && !destructive(&words)
+                    && !says_sign_out(&words)
+                    && !says_other_sessions(&words)
+            });
+            let mut candidates: Vec<Url> = Vec::new();
+            for href in linked
+                .map(|a| a.href.as_str())
+                .chain(WELL_KNOWN_SESSIONS_PAGES.iter().copied())
+            {
+                let Ok(url) = l.private.url.join(href) else {
+                    continue;
+                };
+                if self.web.same_origin(&url) && !candidates.contains(&url) && url != l.private.url
+                {
+                    candidates.push(url);
+                }
+            }
+            for url in candidates.into_iter().take(8) {
+                let mut jar = signed_in.clone();
+                let ex = self
+                    .web
+                    .send(&Ask::get(url, Site::Own), &mut jar, false)
+                    .await?;
+                evidence.push(ex.summary());
+                if ex.status != 200 {
+                    continue;
+                }
+                let page = Page::read(&ex.body, None)?;
+                if page.asks_for_password() {
+                    continue;
+                }
+                if let Some((text, control)) = other_sessions_control(&page, &ex.url) {
+                    found = Some((text, control, ex.url.clone()));
+                    break;
+                }
+            }
+        }
+        let Some((text, _, page_url)) = found else {
             return Ok(finding(
                 "other-sessions",
-                Verdict::Pass,
-                format!("{:?} on {}", shorten(&text), path_of(&l.private.url)),
-                vec![],
+                Verdict::CouldNotTell,
+                format!(
+                    "no control to end other sessions on {}, the pages it links to about \
+                     sessions or the account, or the usual addresses (another page may have \
+                     one)",
+                    path_of(&l.private.url)
+                ),
+                evidence,
             ));
+        };
+        // Use it, as the user would, from one session with another one
+        // signed in elsewhere: the other one must end.
+        let other = self.fresh_session().await?;
+        let mut mine = signed_in.clone();
+        let page = self
+            .web
+            .send(&Ask::get(page_url.clone(), Site::Own), &mut mine, true)
+            .await?;
+        let Some((_, control)) = other_sessions_control(&Page::read(&page.body, None)?, &page.url)
+        else {
+            bail!(
+                "the control to end other sessions is gone from {}",
+                page.summary()
+            );
+        };
+        if !self.web.same_origin(control.url()) {
+            bail!("the control to end other sessions leads to another origin");
         }
-        // Only links that sound like a page about sessions, never one that
-        // sounds like it changes something.
-        let linked = l.page.links.iter().filter(|a| {
-            let words = format!("{} {}", a.text, a.href).to_ascii_lowercase();
-            ["session", "security", "account", "device"]
-                .iter()
-                .any(|w| words.contains(w))
-                && !destructive(&words)
-                && !says_sign_out(&words)
-        });
-        let mut candidates: Vec<Url> = Vec::new();
-        for href in linked
-            .map(|a| a.href.as_str())
-            .chain(WELL_KNOWN_SESSIONS_PAGES.iter().copied())
-        {
-            let Ok(url) = l.private.url.join(href) else {
-                continue;
-            };
-            if self.web.same_origin(&url) && !candidates.contains(&url) && url != l.private.url {
-                candidates.push(url);
-            }
-        }
-        let mut evidence = Vec::new();
-        let signed_in = self.fresh_session().await?;
-        for url in candidates.into_iter().take(8) {
-            let mut jar = signed_in.clone();
-            let ex = self
-                .web
-                .send(&Ask::get(url, Site::Own), &mut jar, false)
-                .await?;
-            evidence.push(ex.summary());
-            if ex.status != 200 {
-                continue;
-            }
-            let page = Page::read(&ex.body, None)?;
-            if page.asks_for_password() {
-                continue;
-            }
-            if let Some(text) = here(&page) {
-                return Ok(finding(
-                    "other-sessions",
-                    Verdict::Pass,
-                    format!("{:?} on {}", shorten(&text), path_of(&ex.url)),
-                    evidence,
-                ));
-            }
-        }
-        Ok(finding(
-            "other-sessions",
-            Verdict::CouldNotTell,
-            format!(
-                "no control to end other sessions on {}, the pages it links to about \
-                 sessions or the account, or the usual addresses (another page may have one)",
-                path_of(&l.private.url)
-            ),
-            evidence,
-        ))
+        let answers = self.web.follow(control.click(), &mut mine).await?;
+        evidence.push(format!("used {:?}: {}", shorten(&text), control.describe()));
+        evidence.extend(answers.iter().map(Exchange::summary));
+        let (other_open, seen) = self.opens(&other).await?;
+        evidence.push(format!("{} with the other session", seen.summary()));
+        Ok(if other_open {
+            finding(
+                "other-sessions",
+                Verdict::Fail,
+                format!(
+                    "{:?} on {} did not end the user's other session",
+                    shorten(&text),
+                    path_of(&page_url)
+                ),
+                evidence,
+            )
+        } else {
+            finding(
+                "other-sessions",
+                Verdict::Pass,
+                format!(
+                    "{:?} on {} ended the user's other session (seen)",
+                    shorten(&text),
+                    path_of(&page_url)
+                ),
+                evidence,
+            )
+        })
     }
 
     /// With `--idle`, waits that long (and a second) and tries the
@@ -1494,6 +1804,57 @@ impl Run<'_> {
     }
 }
 
+/// Where token mode signs in, refreshes and signs out.
+struct TokenUrls {
+    login: Url,
+    refresh: Option<Url>,
+    logout: Option<Url>,
+}
+
+/// `access_token` and `refresh_token` of a 2xx JSON answer.
+fn tokens_in(ex: &Exchange) -> Option<(String, Option<String>)> {
+    if !(200..300).contains(&ex.status) {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&ex.body).ok()?;
+    let access = v.get("access_token")?.as_str()?.to_owned();
+    let refresh = v
+        .get("refresh_token")
+        .and_then(|r| r.as_str())
+        .map(str::to_owned);
+    Some((access, refresh))
+}
+
+/// A form or link on `page` that offers to end the user's other sessions,
+/// with its text.
+fn other_sessions_control(page: &Page, at: &Url) -> Option<(String, Control)> {
+    page.forms
+        .iter()
+        .find(|f| says_other_sessions(&f.text))
+        .and_then(|f| {
+            Some((
+                f.text.trim().to_owned(),
+                Control::Form {
+                    action: at.join(&f.action).ok()?,
+                    form: f.clone(),
+                },
+            ))
+        })
+        .or_else(|| {
+            page.links
+                .iter()
+                .find(|a| says_other_sessions(&a.text))
+                .and_then(|a| {
+                    Some((
+                        a.text.trim().to_owned(),
+                        Control::Link {
+                            url: at.join(&a.href).ok()?,
+                        },
+                    ))
+                })
+        })
+}
+
 /// A cookie's `SameSite`, lower case.
 fn same_site(c: &SetCookie) -> Option<&'static str> {
     match c
@@ -1509,11 +1870,14 @@ fn same_site(c: &SetCookie) -> Option<&'static str> {
     }
 }
 
-/// Where a page's `<meta http-equiv="refresh">` sends the browser.
+/// Where a `Refresh` header or a page's `<meta http-equiv="refresh">`
+/// sends the browser.
 fn refresh_target(e: &Exchange) -> Option<Url> {
-    let page = Page::read(&e.body, None).ok()?;
-    let to = page.refresh.as_deref()?;
-    e.url.join(to).ok()
+    let to = match e.header("refresh").and_then(refresh_url) {
+        Some(to) => to,
+        None => Page::read(&e.body, None).ok()?.refresh?,
+    };
+    e.url.join(&to).ok()
 }
 
 /// The names of some cookies, for sentences.

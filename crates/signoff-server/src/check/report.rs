@@ -133,6 +133,8 @@ fn summary(report: &Report) -> String {
 fn fixes(report: &Report) -> Vec<(&'static str, String)> {
     const ORDER: &[&str] = &[
         "replay",
+        "token-after-logout",
+        "refresh-reuse",
         "forged-logout",
         "back-button",
         "server-ended-back",

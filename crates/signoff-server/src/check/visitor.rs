@@ -16,7 +16,9 @@ use url::Url;
 use crate::outbound::{self, OutboundClient};
 
 /// The most requests one run may send (`--help` says so).
-pub const REQUEST_BUDGET: usize = 400;
+pub const REQUEST_BUDGET: usize = 500;
+/// Of those, kept for signing out the sessions the run made.
+const RESERVE: usize = 60;
 /// The most of a body `check` reads.
 const BODY_LIMIT: usize = 4 * 1024 * 1024;
 /// Redirects followed in a row.
@@ -64,17 +66,76 @@ impl Exchange {
     pub fn summary(&self) -> String {
         let mut s = format!("{} {} → {}", self.method, self.shown, self.status);
         if let Some(to) = self.header("location") {
-            s.push_str(&format!(" Location: {to}"));
+            s.push_str(&format!(" Location: {}", hide_tokens(to)));
         }
         s
     }
 }
 
-/// A URL's path and query, for evidence.
+/// A URL's path and query, for evidence (token-like values hidden).
 pub fn path_of(url: &Url) -> String {
-    match url.query() {
+    hide_tokens(&match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_owned(),
+    })
+}
+
+/// `text` (an address) with the values of token-like parameters and path
+/// parameters (`;jsessionid=…`) replaced by `…`: evidence never shows a
+/// session id an app put in an address.
+pub fn hide_tokens(text: &str) -> String {
+    const TOKENISH: &[&str] = &[
+        "token",
+        "session",
+        "sid",
+        "jsessionid",
+        "phpsessid",
+        "sessionid",
+        "code",
+        "key",
+        "auth",
+        "ticket",
+        "nonce",
+        "sig",
+        "signature",
+        "secret",
+        "password",
+        "jwt",
+    ];
+    // By whole words of the name: `csrf_token`, `JSESSIONID`, not
+    // `signoff-check`.
+    let tokenish = |name: &str| {
+        name.split(|c: char| !c.is_ascii_alphanumeric())
+            .map(str::to_ascii_lowercase)
+            .any(|w| TOKENISH.contains(&w.as_str()) || w.ends_with("token"))
+    };
+    let (path, query) = match text.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (text, None),
+    };
+    // Path parameters: ";name=value" after a segment.
+    let path = path
+        .split(';')
+        .enumerate()
+        .map(|(i, part)| match part.split_once('=') {
+            Some((k, _)) if i > 0 && tokenish(k) => format!("{k}=…"),
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(";");
+    match query {
+        None => path,
+        Some(q) => {
+            let q = q
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if tokenish(k) => format!("{k}=…"),
+                    _ => pair.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("&");
+            format!("{path}?{q}")
+        }
     }
 }
 
@@ -109,12 +170,17 @@ impl SetCookie {
         };
         // cookie's SameSite parser folds unknown values into None; read the
         // attribute as sent.
-        let same_site = raw.split(';').skip(1).find_map(|a| {
-            let (k, v) = a.split_once('=')?;
-            k.trim()
-                .eq_ignore_ascii_case("samesite")
-                .then(|| v.trim().to_owned())
-        });
+        // The last one counts, as in browsers.
+        let same_site = raw
+            .split(';')
+            .skip(1)
+            .filter_map(|a| {
+                let (k, v) = a.split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("samesite")
+                    .then(|| v.trim().to_owned())
+            })
+            .last();
         Some(SetCookie {
             raw: raw.to_owned(),
             name: c.name().to_owned(),
@@ -223,6 +289,10 @@ pub struct Ask {
     pub method: Method,
     pub url: Url,
     pub form: Option<Vec<(String, String)>>,
+    /// A JSON body instead of a form (token mode's sign-in).
+    pub json: Option<serde_json::Value>,
+    /// `Authorization: Bearer` (token mode).
+    pub bearer: Option<String>,
     pub from: Site,
 }
 
@@ -232,16 +302,34 @@ impl Ask {
             method: Method::GET,
             url,
             form: None,
+            json: None,
+            bearer: None,
             from,
         }
     }
 
     pub fn post(url: Url, form: Vec<(String, String)>, from: Site) -> Ask {
         Ask {
-            method: Method::POST,
-            url,
             form: Some(form),
-            from,
+            method: Method::POST,
+            ..Ask::get(url, from)
+        }
+    }
+
+    /// A POST of `body` as JSON, as an API client sends it.
+    pub fn post_json(url: Url, body: serde_json::Value) -> Ask {
+        Ask {
+            json: Some(body),
+            method: Method::POST,
+            ..Ask::get(url, Site::AddressBar)
+        }
+    }
+
+    /// The same request with `Authorization: Bearer token`.
+    pub fn with_bearer(self, token: &str) -> Ask {
+        Ask {
+            bearer: Some(token.to_owned()),
+            ..self
         }
     }
 }
@@ -253,6 +341,9 @@ pub struct Web {
     origin: Url,
     timeout: Duration,
     sent: Arc<AtomicUsize>,
+    /// The checks may send up to this many; the sign-out at the end may use
+    /// the reserve too.
+    limit: Arc<AtomicUsize>,
     /// Texts no report may show: the password, as typed and as encoded in
     /// a URL or form.
     secrets: Arc<Vec<String>>,
@@ -269,8 +360,14 @@ impl Web {
             origin,
             timeout,
             sent: Arc::new(AtomicUsize::new(0)),
+            limit: Arc::new(AtomicUsize::new(REQUEST_BUDGET - RESERVE)),
             secrets: Arc::new(secret.map(secret_forms).unwrap_or_default()),
         })
+    }
+
+    /// Lets the rest of the run use the reserve of the budget.
+    pub fn allow_the_reserve(&self) {
+        self.limit.store(REQUEST_BUDGET, Ordering::Relaxed);
     }
 
     /// `text` with every secret of the run blanked out.
@@ -296,8 +393,9 @@ impl Web {
     /// Sends one request with `cookies` (updated from the answer when
     /// `keep` is true). No redirect is followed.
     pub async fn send(&self, ask: &Ask, cookies: &mut Jar, keep: bool) -> Result<Exchange> {
-        if self.sent.fetch_add(1, Ordering::Relaxed) >= REQUEST_BUDGET {
-            bail!("stopped at {REQUEST_BUDGET} requests, the most one run sends");
+        let limit = self.limit.load(Ordering::Relaxed);
+        if self.sent.fetch_add(1, Ordering::Relaxed) >= limit {
+            bail!("stopped at {limit} requests (of the {REQUEST_BUDGET} one run may send)");
         }
         let mut req = Request::builder()
             .method(ask.method.clone())
@@ -337,7 +435,22 @@ impl Web {
                 HeaderValue::from_str(&format!("{origin}/"))?,
             );
         }
+        if let Some(token) = &ask.bearer {
+            headers.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| anyhow!("the app gave a token that is not header text"))?,
+            );
+        }
         let body = match &ask.form {
+            None if ask.json.is_some() => {
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+                Bytes::from(serde_json::to_vec(&ask.json)?)
+            }
             Some(form) => {
                 headers.insert(
                     header::CONTENT_TYPE,
@@ -440,7 +553,23 @@ pub fn secret_forms(secret: &str) -> Vec<String> {
         return Vec::new();
     }
     let form: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-    let mut all = vec![secret.to_owned(), form.clone(), form.replace('+', "%20")];
+    // RFC 3986's unreserved characters left as they are (Python's quote,
+    // JavaScript's encodeURIComponent), or every non-alphanumeric encoded.
+    const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let mut all = vec![
+        secret.to_owned(),
+        form.clone(),
+        form.replace('+', "%20"),
+        percent_encoding::utf8_percent_encode(secret, UNRESERVED).to_string(),
+        percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
+            .to_string(),
+        html_escape::encode_text(secret).into_owned(),
+        html_escape::encode_double_quoted_attribute(secret).into_owned(),
+    ];
     all.sort();
     all.dedup();
     // Longest first, so a shorter form never splits a longer one.
@@ -464,9 +593,13 @@ mod tests {
     #[test]
     fn secrets_are_blanked_as_typed_and_as_encoded() {
         let forms = secret_forms("p@ss word&1");
-        let text = "GET /login?u=a&password=p%40ss+word%261 and p@ss word&1 and p%40ss%20word%261";
+        let text = "GET /login?u=a&password=p%40ss+word%261 and p@ss word&1 and \
+                    p%40ss%20word%261 and p@ss word&amp;1";
         let out = scrub(text, &forms);
         assert!(!out.contains("p@ss") && !out.contains("p%40ss"), "{out}");
+        let tilde = secret_forms("a~b*c");
+        assert!(!scrub("x=a~b%2Ac y=a%7Eb%2Ac", &tilde).contains("a~b"));
+        assert!(!scrub("x=a~b%2Ac y=a%7Eb%2Ac", &tilde).contains("a%7Eb"));
         assert!(secret_forms("").is_empty());
     }
 
@@ -484,6 +617,21 @@ mod tests {
         assert!(other_path.removes && !other_path.same_slot(&c));
         assert_eq!(c.redacted(), "session=…; HttpOnly; Path=/; SameSite=Lax");
         assert!(SetCookie::parse("no equals sign").is_none());
+    }
+
+    #[test]
+    fn addresses_in_evidence_hide_session_ids() {
+        assert_eq!(
+            hide_tokens("/app;jsessionid=ABC123?next=%2F&token=xyz&page=2"),
+            "/app;jsessionid=…?next=%2F&token=…&page=2"
+        );
+        assert_eq!(hide_tokens("/login?next=%2F"), "/login?next=%2F");
+        assert_eq!(
+            hide_tokens("/?signoff-check=second-page&csrf_token=x&accessToken=y"),
+            "/?signoff-check=second-page&csrf_token=…&accessToken=…"
+        );
+        let c = SetCookie::parse("a=1; SameSite=Strict; SameSite=None").unwrap();
+        assert_eq!(c.same_site.as_deref(), Some("None"));
     }
 
     #[test]

@@ -56,6 +56,19 @@ pub struct CheckArgs {
     /// shows nothing
     #[arg(long, value_name = "CMD")]
     pub end_session_command: Option<String>,
+    /// Token mode: where an API client signs in (POST JSON {"username",
+    /// "password"}, answered with {"access_token", "refresh_token"}); next
+    /// to signoff's /.signoff/api/login the other two are found
+    #[arg(long, value_name = "URL")]
+    pub token_login: Option<String>,
+    /// Token mode: where a refresh token is used (POST
+    /// grant_type=refresh_token&refresh_token=…, RFC 6749)
+    #[arg(long, value_name = "URL", requires = "token_login")]
+    pub token_refresh: Option<String>,
+    /// Token mode: where an API client signs out (POST with the access token
+    /// as Bearer)
+    #[arg(long, value_name = "URL", requires = "token_login")]
+    pub token_logout: Option<String>,
     /// How long one request may take before the run stops
     #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub timeout: u64,
@@ -107,14 +120,24 @@ pub async fn run(args: CheckArgs) -> Result<()> {
             BrowserChoice::None => None,
         },
         end_session_command: args.end_session_command,
+        token_login: args.token_login,
+        token_refresh: args.token_refresh,
+        token_logout: args.token_logout,
     };
     // Nothing this command prints may show the password, whatever an app
     // echoes back into a page, an address or an error.
     let secret = plan.password.clone().unwrap_or_default();
     let clean = |text: String| check::scrub(&text, &secret);
-    let report = check::run(&plan)
-        .await
-        .map_err(|e| anyhow::anyhow!(clean(format!("{e:#}"))))?;
+    // Ctrl-C or SIGTERM drops the run, and with it the browser and its
+    // driver (their process group is killed on drop) and the profile.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    let report = tokio::select! {
+        report = check::run(&plan) => report,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = terminate.recv() => Err(anyhow::anyhow!("terminated")),
+    }
+    .map_err(|e| anyhow::anyhow!(clean(format!("{e:#}"))))?;
     if args.json {
         println!("{}", clean(check::json(&report)));
     } else {

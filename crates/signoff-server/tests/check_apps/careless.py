@@ -6,6 +6,9 @@ what `signoff check` must catch besides the classic Flask mistakes.
 - Sign-out deletes the record but leaves the cookie in the browser.
 - Sign-out is a POST that needs `_method=delete` and no token (forgeable).
 - After sign-in, `ReturnUrl` is followed by a meta refresh, unchecked.
+- Token mode (/api/login, /api/token, /api/logout) the stateless way:
+  logout forgets nothing, so an access token works until it expires (here:
+  for ever), and a refresh token can be used again and again.
 
     python3 careless.py [--get-login] [--rate-limit N]
 
@@ -18,12 +21,14 @@ import argparse
 import html
 import secrets
 
-from flask import Flask, abort, g, request
+from flask import Flask, abort, g, jsonify, request
 
 app = Flask(__name__)
 SESSIONS = {}
 ARGS = None
 SIGN_INS = [0]
+ACCESS = {}
+REFRESH = {}
 
 
 @app.before_request
@@ -43,7 +48,38 @@ def save_session(resp):
 
 
 def signed_in():
+    bearer = request.headers.get("Authorization", "")
+    if bearer.startswith("Bearer "):
+        return ACCESS.get(bearer[len("Bearer "):])
     return SESSIONS.get(g.sid, {}).get("user")
+
+
+def token_pair(user):
+    access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    ACCESS[access] = user
+    REFRESH[refresh] = user
+    return jsonify(access_token=access, token_type="Bearer", refresh_token=refresh)
+
+
+@app.post("/api/login")
+def api_login():
+    body = request.get_json(silent=True) or {}
+    if body.get("username") == "alice" and body.get("password") == "alice-password-1":
+        return token_pair("alice")
+    return jsonify(error="invalid_grant"), 400
+
+
+@app.post("/api/token")
+def api_token():
+    user = REFRESH.get(request.form.get("refresh_token", ""))
+    if request.form.get("grant_type") != "refresh_token" or not user:
+        return jsonify(error="invalid_grant"), 400
+    return token_pair(user)
+
+
+@app.post("/api/logout")
+def api_logout():
+    return jsonify(ok=True)
 
 
 @app.route("/login", methods=["GET", "POST"])

@@ -5,7 +5,7 @@
 //!
 //! - `visitor.rs`: requests as a browser sends them, cookie jars, the
 //!   request budget;
-//! - `page.rs`: forms and links read from a page;
+//! - `page.rs`: forms, links and text read from a page;
 //! - `browser.rs`, `back_button.rs`: Back and Forward in a real browser;
 //! - `probe.rs`: signing in and out, and each check with its evidence;
 //! - `framework.rs`: which stack answered, and the fix for it;
@@ -43,7 +43,8 @@ pub enum Verdict {
     Pass,
     /// Seen to break.
     Fail,
-    /// Does not apply to this app (`Secure` over plain HTTP).
+    /// Does not apply to this app (a refresh check when sign-in gives no
+    /// refresh token).
     NotApplicable,
     /// Tried, but what was seen does not decide it; `seen` says why.
     CouldNotTell,

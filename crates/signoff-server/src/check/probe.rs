@@ -1052,15 +1052,16 @@ impl Run<'_> {
                                 .any(|(ok, ov)| ok == k && ov == v)
                     })
                     .collect();
-                let mut bare = action.clone();
-                bare.set_query(None);
-                let mut with_public = bare.clone();
-                let mut query = public_query(action, other_action);
-                if form.method == "GET" {
-                    query.extend(public.clone());
-                }
+                // The action's own query, less what differs between sessions.
+                let mut post_to = action.clone();
+                post_to.set_query(None);
+                let query = public_query(action, other_action);
                 if !query.is_empty() {
-                    with_public.query_pairs_mut().extend_pairs(query);
+                    post_to.query_pairs_mut().extend_pairs(query);
+                }
+                let mut with_public = post_to.clone();
+                if form.method == "GET" && !public.is_empty() {
+                    with_public.query_pairs_mut().extend_pairs(public.clone());
                 }
                 forgeries.push((
                     "a GET from another site (a link, an <img>)",
@@ -1069,7 +1070,7 @@ impl Run<'_> {
                 if form.method == "POST" {
                     forgeries.push((
                         "a POST of the form's public fields from another site",
-                        Ask::post(action.clone(), public, Site::Foreign),
+                        Ask::post(post_to, public, Site::Foreign),
                     ));
                 }
             }

@@ -14,10 +14,12 @@ use crate::check::{self, Engine, Plan, REQUEST_BUDGET};
 /// Arguments of `signoff check`.
 #[derive(Debug, Args)]
 #[command(after_help = format!(
-    "What it does to the app: it signs in and out with the account you give, \
-     several times, and visits the pages it finds on the way. It changes \
-     nothing else, sends at most {REQUEST_BUDGET} requests, and never sends \
-     the password anywhere but the app's own login form.\n\n\
+    "What it does to the app: it signs in and out with the account you give \
+     (30 to 50 times), uses the app's control that ends the user's other \
+     sessions if it finds one, and visits pages about sessions it finds on \
+     the way. It changes nothing else, sends at most {REQUEST_BUDGET} \
+     requests, signs out every session it made, and never sends the \
+     password anywhere but a login form on the app's own origin.\n\n\
      Exit status: 0 when no check failed, 1 when one did or the run could \
      not finish."
 ))]

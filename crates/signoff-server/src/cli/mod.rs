@@ -61,8 +61,8 @@ pub enum Command {
     #[command(subcommand)]
     Rules(rules::RulesCommand),
     /// Audit any web app's sign-out from the outside, as a browser and an
-    /// attacker would: replay, fixation, forged sign-out, no-store, cookie
-    /// flags, open redirects (docs/check.md).
+    /// attacker would: replay, fixation, forged sign-out, no-store, Back in a
+    /// real browser, cookie flags, open redirects, tokens (docs/check.md).
     Check(Box<check::CheckArgs>),
 }
 

@@ -17,21 +17,6 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// python3 that imports `modules`, or `None` (a reported skip, or a
-/// failure under SIGNOFF_REQUIRE_SERVICES=1).
-fn python_with(modules: &str) -> Option<()> {
-    let ok = Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Some(())
-    } else {
-        missing(&format!("python3 with {modules}"))
-    }
-}
-
 /// Starts a Python app that prints `listening on URL`; the process and URL.
 fn start_py(script: &Path, args: &[&str], dir: &Path) -> (Proc, String) {
     let mut cmd = Command::new("python3");
@@ -170,7 +155,7 @@ const CLASSIC_FAILURES: &[(&str, &str)] = &[
 
 #[tokio::test]
 async fn the_classic_flask_login_fails_what_it_gets_wrong() {
-    let Some(()) = python_with("flask") else {
+    let Some(()) = python_with("flask", "pip install flask") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -216,7 +201,7 @@ async fn the_classic_flask_login_fails_what_it_gets_wrong() {
 
 #[tokio::test]
 async fn no_store_alone_fixes_only_no_store() {
-    let Some(()) = python_with("flask") else {
+    let Some(()) = python_with("flask", "pip install flask") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -242,7 +227,7 @@ async fn no_store_alone_fixes_only_no_store() {
 
 #[tokio::test]
 async fn flask_login_with_logout_user_still_lets_a_copied_cookie_in() {
-    let Some(()) = python_with("flask, flask_login") else {
+    let Some(()) = python_with("flask, flask_login", "pip install flask-login") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -345,7 +330,7 @@ async fn flask_security_with_its_defaults_still_lets_a_copied_cookie_in() {
 
 #[tokio::test]
 async fn signoff_in_front_of_the_flask_example_passes_every_check() {
-    let Some(()) = python_with("flask") else {
+    let Some(()) = python_with("flask", "pip install flask") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -401,7 +386,7 @@ async fn signoff_in_front_of_the_flask_example_passes_every_check() {
 
 #[tokio::test]
 async fn a_careless_server_side_session_is_caught_where_it_is_careless() {
-    let Some(()) = python_with("flask") else {
+    let Some(()) = python_with("flask", "pip install flask") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -448,7 +433,7 @@ async fn a_careless_server_side_session_is_caught_where_it_is_careless() {
 
 #[tokio::test]
 async fn a_limit_on_sign_ins_gives_could_not_tell_and_the_password_is_never_shown() {
-    let Some(()) = python_with("flask") else {
+    let Some(()) = python_with("flask", "pip install flask") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -494,7 +479,7 @@ async fn a_limit_on_sign_ins_gives_could_not_tell_and_the_password_is_never_show
 
 #[tokio::test]
 async fn what_stops_a_run_is_said_plainly() {
-    let Some(()) = python_with("flask") else {
+    let Some(()) = python_with("flask", "pip install flask") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -545,7 +530,7 @@ async fn what_stops_a_run_is_said_plainly() {
 
 #[tokio::test]
 async fn a_hostile_app_gets_no_password_and_cannot_hold_the_checker() {
-    let Some(()) = python_with("http.server") else {
+    let Some(()) = python_with("http.server", "any python3") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

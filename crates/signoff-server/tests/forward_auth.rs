@@ -455,14 +455,7 @@ struct Flask {
 
 impl Flask {
     fn start(dir: &Path) -> Option<Flask> {
-        let ok = Command::new("python3")
-            .args(["-c", "import flask"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            return missing("python3 with Flask (python3 -m pip install flask)");
-        }
+        python_with("flask", "python3 -m pip install flask")?;
         let mut cmd = Command::new("python3");
         cmd.arg(repo_root().join("examples/flask/app.py"))
             .args(["--port", "0"])

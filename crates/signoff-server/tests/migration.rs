@@ -20,21 +20,6 @@ fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/flask-login")
 }
 
-/// python3 with Flask and Flask-Login, or `None` (a reported skip, or a
-/// failure under SIGNOFF_REQUIRE_SERVICES=1).
-fn python_with_flask_login() -> Option<()> {
-    let ok = Command::new("python3")
-        .args(["-c", "import flask, flask_login"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Some(())
-    } else {
-        missing("python3 with Flask and Flask-Login (pip install flask-login)")
-    }
-}
-
 fn python(args: &[&str], dir: &Path) -> Command {
     let mut cmd = Command::new("python3");
     cmd.args(args)
@@ -105,7 +90,7 @@ fn stored_hash(db: &Path, name: &str) -> String {
 
 #[tokio::test]
 async fn a_flask_login_app_moves_to_signoff_with_its_users_and_passwords() {
-    let Some(()) = python_with_flask_login() else {
+    let Some(()) = python_with("flask, flask_login", "pip install flask-login") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -279,7 +264,7 @@ async fn a_flask_login_app_moves_to_signoff_with_its_users_and_passwords() {
 
 #[test]
 fn the_migrated_apps_own_tests_pass_with_a_fake_identity_header() {
-    let Some(()) = python_with_flask_login() else {
+    let Some(()) = python_with("flask, flask_login", "pip install flask-login") else {
         return;
     };
     let out = python(&["-m", "unittest", "-v", "test_after.py"], &example_dir())

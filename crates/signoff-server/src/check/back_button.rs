@@ -57,6 +57,21 @@ const CONTROL_A: &str = "<!doctype html><html><head><title>signoff check: a</tit
 const CONTROL_B: &str = "<!doctype html><html><head><title>signoff check: b</title></head>\
                          <body><p>signoff check: control page b</p></body></html>";
 
+impl Outcome {
+    /// What a scene's steps saw: the leaks they found, or why they could
+    /// not tell.
+    fn of(seen: Result<Vec<String>>, steps: Vec<String>) -> Outcome {
+        match seen {
+            Ok(leaks) if leaks.is_empty() => Outcome::Clean { steps },
+            Ok(leaks) => Outcome::Leaked { leaks, steps },
+            Err(e) => Outcome::Unsure {
+                why: format!("{e:#}"),
+                steps,
+            },
+        }
+    }
+}
+
 /// Two plain pages of check's own on 127.0.0.1, for the positive control.
 struct ControlPages {
     origin: Url,
@@ -198,14 +213,8 @@ impl Scene<'_> {
     /// Back, Back, Forward, Forward: private text must never show.
     pub async fn after_sign_out(&self, engine: Engine) -> Outcome {
         let mut steps = Vec::new();
-        match self.after_sign_out_steps(engine, &mut steps).await {
-            Ok(leaks) if leaks.is_empty() => Outcome::Clean { steps },
-            Ok(leaks) => Outcome::Leaked { leaks, steps },
-            Err(e) => Outcome::Unsure {
-                why: format!("{e:#}"),
-                steps,
-            },
-        }
+        let seen = self.after_sign_out_steps(engine, &mut steps).await;
+        Outcome::of(seen, steps)
     }
 
     async fn after_sign_out_steps(
@@ -301,17 +310,10 @@ impl Scene<'_> {
         Fut: std::future::Future<Output = Result<bool>>,
     {
         let mut steps = Vec::new();
-        match self
+        let seen = self
             .after_server_end_steps(engine, command, still_open, &mut steps)
-            .await
-        {
-            Ok(leaks) if leaks.is_empty() => Outcome::Clean { steps },
-            Ok(leaks) => Outcome::Leaked { leaks, steps },
-            Err(e) => Outcome::Unsure {
-                why: format!("{e:#}"),
-                steps,
-            },
-        }
+            .await;
+        Outcome::of(seen, steps)
     }
 
     async fn after_server_end_steps<F, Fut>(

@@ -675,6 +675,15 @@ pub const CHECKS: &[(&str, &str)] = &[
     ("refresh-reuse", "A refresh token works once"),
 ];
 
+/// The finding of a browser scene: `clean` says what a clean one saw.
+fn scene_finding(id: &'static str, outcome: Outcome, clean: String) -> Finding {
+    match outcome {
+        Outcome::Clean { steps } => finding(id, Verdict::Pass, clean, steps),
+        Outcome::Leaked { leaks, steps } => finding(id, Verdict::Fail, leaks.join("; "), steps),
+        Outcome::Unsure { why, steps } => finding(id, Verdict::CouldNotTell, why, steps),
+    }
+}
+
 /// The finding of a check that could not finish.
 fn unsure(id: &'static str, e: &anyhow::Error) -> Finding {
     finding(id, Verdict::CouldNotTell, format!("{e:#}"), vec![])
@@ -1598,24 +1607,12 @@ impl Run<'_> {
             Err(f) => return f,
         };
         let text = scene.private_text.to_owned();
-        match scene.after_sign_out(engine).await {
-            Outcome::Clean { steps } => finding(
-                "back-button",
-                Verdict::Pass,
-                format!(
-                    "in {} with its back/forward cache on, Back twice and Forward twice after \
-                     sign-out never showed {text:?}",
-                    engine.title()
-                ),
-                steps,
-            ),
-            Outcome::Leaked { leaks, steps } => {
-                finding("back-button", Verdict::Fail, leaks.join("; "), steps)
-            }
-            Outcome::Unsure { why, steps } => {
-                finding("back-button", Verdict::CouldNotTell, why, steps)
-            }
-        }
+        let clean = format!(
+            "in {} with its back/forward cache on, Back twice and Forward twice after sign-out \
+             never showed {text:?}",
+            engine.title()
+        );
+        scene_finding("back-button", scene.after_sign_out(engine).await, clean)
     }
 
     /// Back after the session ended on the server only.
@@ -1634,23 +1631,12 @@ impl Run<'_> {
             Err(f) => return f,
         };
         let still_open = |jar: Jar| async move { self.opens(&jar).await.map(|(open, _)| open) };
-        match scene.after_server_end(engine, command, still_open).await {
-            Outcome::Clean { steps } => finding(
-                "server-ended-back",
-                Verdict::Pass,
-                format!(
-                    "in {}, Back after the session ended on the server showed nothing private",
-                    engine.title()
-                ),
-                steps,
-            ),
-            Outcome::Leaked { leaks, steps } => {
-                finding("server-ended-back", Verdict::Fail, leaks.join("; "), steps)
-            }
-            Outcome::Unsure { why, steps } => {
-                finding("server-ended-back", Verdict::CouldNotTell, why, steps)
-            }
-        }
+        let clean = format!(
+            "in {}, Back after the session ended on the server showed nothing private",
+            engine.title()
+        );
+        let seen = scene.after_server_end(engine, command, still_open).await;
+        scene_finding("server-ended-back", seen, clean)
     }
 
     /// A control that ends the user's other sessions: on the private

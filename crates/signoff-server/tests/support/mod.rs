@@ -40,6 +40,22 @@ pub fn missing<T>(what: &str) -> Option<T> {
     None
 }
 
+/// python3 that imports `modules` (`"flask, flask_login"`), or `None` (a
+/// reported skip, or a failure under SIGNOFF_REQUIRE_SERVICES=1); `install`
+/// says how to get them.
+pub fn python_with(modules: &str, install: &str) -> Option<()> {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Some(())
+    } else {
+        missing(&format!("python3 with {modules} ({install})"))
+    }
+}
+
 pub fn signoff_bin() -> &'static str {
     env!("CARGO_BIN_EXE_signoff")
 }

@@ -2,8 +2,11 @@
 # Instructions per request, counted by callgrind (repeatable: they do not
 # depend on what else the machine is doing, unlike req/s), for an
 # authenticated GET /dashboard from bare-axum (bench/axum-login-app) and
-# from signoff-example, and for a granted GET /.signoff/auth from
-# `signoff serve`. Under valgrind SHA-256 runs in software (no SHA
+# from signoff-example, for a granted GET /.signoff/auth from
+# `signoff serve`, and for a GET of a small HTML page through `signoff
+# serve` (signed in, guard injected, access log on) beside the same GET
+# through the bare hyper proxy of bench/load.sh, both in front of
+# examples/bench_upstream.rs. Under valgrind SHA-256 runs in software (no SHA
 # extensions), so its share is printed apart.
 #
 #   bench/instructions.sh      # about 2 minutes, once built
@@ -24,6 +27,7 @@ SECS=${SECS:-6}
 PASSWORD='bench-password-123'
 if [[ ${BUILD:-1} != 0 ]]; then
     cargo build --profile bench -p signoff-server -p signoff-axum-example
+    cargo build --profile bench -p signoff-server --example bench_upstream --example bare_proxy
     cargo build --release --manifest-path bench/axum-login-app/Cargo.toml \
         --target-dir "$TARGET/axum-login-app"
 fi
@@ -88,4 +92,16 @@ count signoff-example /dashboard /login /login "$REL/signoff-example" --listen "
 PORT=$(free_port)
 SIGNOFF_LOG=info count signoff-serve-auth /.signoff/auth /.signoff/healthz /.signoff/login \
     "$REL/signoff" serve --listen "127.0.0.1:$PORT" \
+    --public-url "http://127.0.0.1:$PORT" --db "sqlite://$TMP/app.db"
+
+# The proxied GET: the same small HTML page from examples/bench_upstream.rs,
+# through the bare hyper proxy (no auth) and through `signoff serve`.
+UPSTREAM=$(free_port)
+"$REL/examples/bench_upstream" "127.0.0.1:$UPSTREAM" text/html >"$TMP/upstream.log" 2>&1 &
+PIDS+=("$!")
+PORT=$(free_port)
+count bare-proxy / / "" "$REL/examples/bare_proxy" "127.0.0.1:$PORT" "127.0.0.1:$UPSTREAM"
+PORT=$(free_port)
+SIGNOFF_LOG=info count signoff-serve-proxy / /.signoff/healthz /.signoff/login \
+    "$REL/signoff" serve --listen "127.0.0.1:$PORT" --upstream "http://127.0.0.1:$UPSTREAM" \
     --public-url "http://127.0.0.1:$PORT" --db "sqlite://$TMP/app.db"

@@ -4,12 +4,15 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header::HeaderMap;
+use axum::http::header::{HeaderMap, HeaderName};
 use axum::http::request::Parts;
 use axum::http::Extensions;
 use axum::response::Response;
 
 use super::GateRef;
+
+/// Made once (a name given as a `&str` is parsed at every lookup).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The client's address ([`client_ip`], with the gate's trusted proxies).
 /// The peer's address comes from axum's `ConnectInfo<SocketAddr>`
@@ -59,7 +62,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) ->
         return client;
     }
     let entries: Vec<&str> = headers
-        .get_all("x-forwarded-for")
+        .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))

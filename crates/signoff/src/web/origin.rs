@@ -1,8 +1,11 @@
 //! Where a browser says a request came from (`Origin`, `Sec-Fetch-Site`):
 //! the intent checks of signoff's own forms.
 
-use axum::http::header::{self, HeaderMap};
+use axum::http::header::{self, HeaderMap, HeaderName};
 use axum::http::Uri;
+
+/// Made once (a name given as a `&str` is parsed at every lookup).
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// What the browser says about a request's origin.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,7 +26,7 @@ pub fn intent(headers: &HeaderMap, public_origin: &str) -> Intent {
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
         .filter(|o| *o != "null");
-    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    let site = headers.get(SEC_FETCH_SITE).and_then(|v| v.to_str().ok());
     if matches!(site, Some("cross-site" | "same-site")) {
         return Intent::Foreign;
     }
@@ -39,7 +42,7 @@ pub fn intent(headers: &HeaderMap, public_origin: &str) -> Intent {
 /// attacker's no-referrer page.
 pub fn bare_null_origin(headers: &HeaderMap) -> bool {
     headers.get(header::ORIGIN).is_some_and(|o| o == "null")
-        && !headers.contains_key("sec-fetch-site")
+        && !headers.contains_key(SEC_FETCH_SITE)
 }
 
 /// The host (and port) of a public origin (`https://host:port`).

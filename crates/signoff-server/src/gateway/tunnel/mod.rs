@@ -20,6 +20,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use super::apps::Site;
+use super::header_names;
 use super::proxy::{drop_own_cookie, no_store, strip_hop_by_hop};
 use super::signed_in::Identity;
 use super::Gateway;
@@ -117,14 +118,16 @@ pub(super) fn opens_a_socket(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         || headers.contains_key(header::SEC_WEBSOCKET_KEY)
         || headers
-            .get("sec-fetch-mode")
+            .get(header_names::SEC_FETCH_MODE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
 /// Whether the browser says another site's page opened it
 /// (`Sec-Fetch-Site: cross-site` or `same-site`).
 pub(super) fn marked_cross_site(headers: &HeaderMap) -> bool {
-    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    let site = headers
+        .get(header_names::SEC_FETCH_SITE)
+        .and_then(|v| v.to_str().ok());
     matches!(site, Some("cross-site" | "same-site"))
 }
 

@@ -43,7 +43,7 @@
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, Request, State};
-use axum::http::header::{HeaderMap, HeaderValue};
+use axum::http::header::{HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -55,7 +55,9 @@ use super::access;
 use super::access::{method_override, Audience};
 use super::apps;
 use super::error_pages::{error_page, unavailable};
-use super::header_names;
+use super::header_names::{
+    self, X_FORWARDED_METHOD, X_FORWARDED_URI, X_ORIGINAL_METHOD, X_ORIGINAL_URI,
+};
 use super::layers::QuietLog;
 use super::signed_in::{self, bearer, wants_html, Who};
 use super::{cookies, identity_headers, origin, redirect, token_mode, tunnel, AppState, Gateway};
@@ -74,10 +76,10 @@ pub(super) struct Original<'a> {
 }
 
 /// The first of `names` present as visible ASCII.
-fn first<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
+fn first<'a>(headers: &'a HeaderMap, names: &[HeaderName]) -> Option<&'a str> {
     names
         .iter()
-        .find_map(|n| headers.get(*n))
+        .find_map(|n| headers.get(n))
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
@@ -85,16 +87,16 @@ fn first<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
 
 /// Reads the original request from the forwarded headers.
 pub(super) fn original(headers: &HeaderMap) -> Original<'_> {
-    let method = first(headers, &["x-forwarded-method", "x-original-method"])
+    let method = first(headers, &[X_FORWARDED_METHOD, X_ORIGINAL_METHOD])
         .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
-    let next = redirect::next_or_root(first(headers, &["x-forwarded-uri", "x-original-uri"]));
+    let next = redirect::next_or_root(first(headers, &[X_FORWARDED_URI, X_ORIGINAL_URI]));
     Original { method, next }
 }
 
 /// The path of the original request, raw, as the proxy forwards it to the
 /// app; `None` if the proxy sent no URI or not an origin-form one.
 fn forwarded_path(headers: &HeaderMap) -> Option<&str> {
-    let uri = first(headers, &["x-forwarded-uri", "x-original-uri"])?;
+    let uri = first(headers, &[X_FORWARDED_URI, X_ORIGINAL_URI])?;
     // Query and fragment are not the path (nginx passes a raw `#` on in
     // `$request_uri`; the app cuts it).
     let path = uri.split(['?', '#']).next().unwrap_or(uri);
@@ -107,10 +109,10 @@ fn forwarded_path(headers: &HeaderMap) -> Option<&str> {
 /// client choose which one decides.
 fn spellings_disagree(headers: &HeaderMap) -> bool {
     [
-        ["x-forwarded-uri", "x-original-uri"],
-        ["x-forwarded-method", "x-original-method"],
+        [X_FORWARDED_URI, X_ORIGINAL_URI],
+        [X_FORWARDED_METHOD, X_ORIGINAL_METHOD],
     ]
-    .iter()
+    .into_iter()
     .any(
         |[a, b]| match (first(headers, &[a]), first(headers, &[b])) {
             (Some(a), Some(b)) => a != b,
@@ -166,7 +168,7 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
     // `Origin`). Without --public-url the `Host` here is signoff's, not
     // the browser's: only what the browser marks cross-site is known.
     // With `[[app]]`s, the app and the site are the forwarded host's.
-    let forwarded_host = first(headers, &["x-forwarded-host"]);
+    let forwarded_host = first(headers, &[header_names::X_FORWARDED_HOST]);
     let site = gw.routes.site_of_host(forwarded_host);
     let foreign = if gw.settings.public_url_given {
         !tunnel::origin_allowed(&gw, site, headers)

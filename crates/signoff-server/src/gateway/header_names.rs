@@ -12,6 +12,12 @@ pub(super) const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub(super) const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 pub(super) const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
 pub(super) const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+/// How nginx, Traefik and Caddy name the request a forward-auth check is
+/// about.
+pub(super) const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+pub(super) const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+pub(super) const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+pub(super) const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 pub(super) const X_SIGNOFF_USER: HeaderName = HeaderName::from_static("x-signoff-user");
 pub(super) const X_SIGNOFF_SESSION: HeaderName = HeaderName::from_static("x-signoff-session");
 pub(super) const X_SIGNOFF_CSRF: HeaderName = HeaderName::from_static("x-signoff-csrf");

@@ -12,16 +12,22 @@
 //! request that filled it (so a stderr that blocks slows requests down, as
 //! it did before, rather than growing memory), and [`LogFlush`] writes out
 //! what is left when the process ends.
+//!
+//! The access line itself is written by hand ([`access_line`]) once `main`
+//! has said where ([`write_access_lines_to`]): the same text tracing's
+//! formatter writes for it, without going through the formatter's
+//! per-field machinery (about 6,000 of a proxied request's 130,000
+//! instructions; docs/benchmarks.md).
 
 use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tracing::Metadata;
+use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::MakeWriter;
@@ -212,6 +218,139 @@ impl<'a> MakeWriter<'a> for LogOutput {
     }
 }
 
+/// Where [`access_line`] writes; set once by `main` ([`write_access_lines_to`]).
+static ACCESS_OUTPUT: OnceLock<LogOutput> = OnceLock::new();
+
+/// Access lines from now on are written by [`access_line`] to `output`,
+/// which must be the writer of the process's `tracing_subscriber::fmt`
+/// subscriber (so the lines keep their order with the others), and that
+/// subscriber must write without colours (the hand-written line has
+/// none).
+pub fn write_access_lines_to(output: &LogOutput) {
+    // Set once; a second call changes nothing.
+    let _ = ACCESS_OUTPUT.set(output.clone());
+}
+
+thread_local! {
+    /// The line being written by this thread, kept for the next one.
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Writes the access-log line of one request, the text tracing's
+/// formatter writes without colours for
+/// `event!(target: "signoff::access", level, %method, %path, status, latency_us)`:
+/// `2026-12-06T13:24:52.890809Z  INFO signoff::access: method=GET path=/ status=200 latency_us=120`.
+/// The caller has checked that the level is on for this target
+/// (`tracing::enabled!`). `false`, having written nothing, when `main`
+/// has not called [`write_access_lines_to`] (tests, or colours on) or
+/// the clock cannot be written that way: log it through tracing then.
+pub fn access_line(level: Level, method: &str, path: &str, status: u16, latency_us: u64) -> bool {
+    match ACCESS_OUTPUT.get() {
+        Some(output) => access_line_to(output, level, method, path, status, latency_us),
+        None => false,
+    }
+}
+
+fn access_line_to(
+    output: &LogOutput,
+    level: Level,
+    method: &str,
+    path: &str,
+    status: u16,
+    latency_us: u64,
+) -> bool {
+    let since = match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(since) if since.as_secs() < AFTER_9999 => since,
+        _ => return false,
+    };
+    // `try_`: a thread being torn down, or a line written while this one
+    // is (nothing does), goes through tracing instead of panicking.
+    LINE.try_with(|line| {
+        let Ok(mut line) = line.try_borrow_mut() else {
+            return false;
+        };
+        line.clear();
+        let written = SECOND
+            .try_with(|second| match second.try_borrow_mut() {
+                Ok(mut second) => write_time(&mut *line, since, &mut second),
+                Err(_) => Err(fmt::Error),
+            })
+            .unwrap_or(Err(fmt::Error))
+            .and_then(|()| {
+                // Tracing pads the level to five characters.
+                let level = match level {
+                    Level::ERROR => "ERROR",
+                    Level::WARN => " WARN",
+                    Level::INFO => " INFO",
+                    Level::DEBUG => "DEBUG",
+                    Level::TRACE => "TRACE",
+                };
+                for part in [
+                    " ",
+                    level,
+                    " ",
+                    BUFFERED_TARGET,
+                    ": method=",
+                    method,
+                    " path=",
+                    path,
+                ] {
+                    line.push_str(part);
+                }
+                fmt::Write::write_fmt(
+                    &mut *line,
+                    format_args!(" status={status} latency_us={latency_us}\n"),
+                )
+            });
+        if written.is_err() {
+            return false;
+        }
+        let shared = &output.shared;
+        let ending = shared.stop.load(Ordering::Acquire);
+        if shared.append(line.as_bytes()) >= FLUSH_BYTES || ending {
+            shared.flush();
+        }
+        if line.capacity() > 4096 {
+            // A long path once should not stay with the thread.
+            *line = String::new();
+        }
+        true
+    })
+    .unwrap_or(false)
+}
+
+/// `text` as one line of a log that cannot be mistaken for more: control
+/// characters (C0, DEL, C1 such as NEL), Unicode whitespace (line and
+/// paragraph separators, no-break spaces, which imitate field separators)
+/// and bidirectional controls (which reorder what a reader sees) are
+/// percent-encoded, byte by byte, as they would be in a URL. A request
+/// path may hold any of the non-ASCII ones (`http` accepts UTF-8 above
+/// U+007F); tracing writes a field's text as it is. Borrowed when there is
+/// nothing to encode, as for nearly every path.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    fn hidden(c: char) -> bool {
+        c.is_control()
+            || c.is_whitespace()
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if text.bytes().all(|b| b.is_ascii_graphic()) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hidden(c) {
+            let mut bytes = [0u8; 4];
+            for b in c.encode_utf8(&mut bytes).bytes() {
+                // Writing to a String cannot fail.
+                let _ = fmt::Write::write_fmt(&mut out, format_args!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The time at the start of each log line, written as tracing's own
 /// `SystemTime` timer writes it (RFC 3339 in UTC, to the microsecond:
 /// `2026-12-06T13:24:52.890809Z`), with the part up to the second made
@@ -387,6 +526,120 @@ mod tests {
         assert!(text.len() >= FLUSH_BYTES, "{}", text.len());
         assert!(text.len() < 200 * 1000, "{}", text.len());
         assert!(text.lines().all(|l| l.contains(&line)));
+    }
+
+    #[test]
+    fn hand_written_access_lines_read_as_tracings() {
+        let cases = [
+            (Level::INFO, "GET", "/", 200, 120),
+            (Level::DEBUG, "GET", "/.signoff/auth", 200, 0),
+            (
+                Level::INFO,
+                "DELETE",
+                "/a/%20b/é;x",
+                503,
+                18_446_744_073_709_551_615,
+            ),
+            (Level::INFO, "PROPFIND", "", 101, 7),
+        ];
+        for (level, method, path, status, latency_us) in cases {
+            let theirs = Seen::default();
+            let output = LogOutput {
+                shared: shared_towards(Box::new(theirs.clone())),
+            };
+            let subscriber = fmt()
+                .with_writer(output.clone())
+                .with_ansi(false)
+                .with_timer(LineTime)
+                .with_max_level(Level::TRACE)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                if level == Level::DEBUG {
+                    tracing::debug!(target: "signoff::access", %method, %path, status, latency_us);
+                } else {
+                    tracing::info!(target: "signoff::access", %method, %path, status, latency_us);
+                }
+            });
+            output.shared.flush();
+            let ours = Seen::default();
+            let output = LogOutput {
+                shared: shared_towards(Box::new(ours.clone())),
+            };
+            assert!(access_line_to(
+                &output, level, method, path, status, latency_us
+            ));
+            output.shared.flush();
+            let (theirs, ours) = (theirs.text(), ours.text());
+            // The same text after the time, which both write alike.
+            let time = "2026-12-06T13:24:52.890809Z".len();
+            assert_eq!(theirs.get(time..), ours.get(time..), "{theirs:?} {ours:?}");
+            for line in [&theirs, &ours] {
+                humantime::parse_rfc3339(&line[..time]).unwrap();
+            }
+            assert!(
+                ours.ends_with('\n') && ours.lines().count() == 1,
+                "{ours:?}"
+            );
+        }
+        // Nothing is written by hand until main says where.
+        assert!(ACCESS_OUTPUT.get().is_none());
+        assert!(!access_line(Level::INFO, "GET", "/", 200, 1));
+    }
+
+    #[test]
+    fn hand_written_access_lines_wait_and_are_not_lost() {
+        let seen = Seen::default();
+        let (output, flush) = start_towards(Box::new(seen.clone()));
+        let held = output.shared.sink.lock().unwrap();
+        assert!(access_line_to(&output, Level::INFO, "GET", "/held", 200, 1));
+        assert!(seen.text().is_empty(), "the line waits");
+        drop(held);
+        // Buffered: not written at once, written within the bound.
+        let released = Instant::now();
+        while !seen.text().contains("path=/held ") {
+            assert!(released.elapsed() < FLUSH_EVERY * 100, "never written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(flush);
+        // Once the process is ending, at once.
+        assert!(access_line_to(&output, Level::INFO, "GET", "/late", 200, 1));
+        assert!(seen.text().contains("path=/late "));
+        // A full buffer is written by the line that filled it.
+        let seen = Seen::default();
+        let output = LogOutput {
+            shared: shared_towards(Box::new(seen.clone())),
+        };
+        let long = format!("/{}", "x".repeat(1000));
+        for _ in 0..200 {
+            assert!(access_line_to(&output, Level::INFO, "GET", &long, 200, 1));
+        }
+        let text = seen.text();
+        assert!(
+            text.len() >= FLUSH_BYTES && text.len() < 200 * 1000,
+            "{}",
+            text.len()
+        );
+    }
+
+    #[test]
+    fn paths_are_logged_on_one_line_as_a_reader_sees_them() {
+        for (path, logged) in [
+            ("/plain/path?q=1", "/plain/path?q=1"),
+            ("/caf\u{e9}", "/caf\u{e9}"),
+            ("/a\u{2028}b", "/a%E2%80%A8b"),
+            ("/a\u{2029}b", "/a%E2%80%A9b"),
+            ("/a\u{85}b", "/a%C2%85b"),
+            ("/a\u{9b}31mX", "/a%C2%9B31mX"),
+            ("/a\u{a0}status=200", "/a%C2%A0status=200"),
+            ("/a\u{202e}gpj.exe", "/a%E2%80%AEgpj.exe"),
+            ("/a\u{2066}b", "/a%E2%81%A6b"),
+            ("/a\nb\x1b[31m\x7f", "/a%0Ab%1B[31m%7F"),
+            ("/a b", "/a%20b"),
+        ] {
+            assert_eq!(one_line(path), logged, "{path:?}");
+            assert!(one_line(path).lines().count() <= 1);
+        }
+        assert!(matches!(one_line("/plain"), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

@@ -33,15 +33,19 @@ fn main() -> ExitCode {
     // The access log is buffered (log_output.rs); `log_flush` writes out
     // what is left when main returns.
     let (log, log_flush) = log_output::start();
+    let colours = std::io::stderr().is_terminal();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SIGNOFF_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
-        .with_writer(log)
+        .with_writer(log.clone())
         .with_timer(log_output::LineTime)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colours)
         .init();
+    if !colours {
+        log_output::write_access_lines_to(&log);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

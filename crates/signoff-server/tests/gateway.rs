@@ -1543,3 +1543,49 @@ async fn own_pages_use_the_one_stylesheet_and_no_inline_style() {
         assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
     }
 }
+
+/// A request path may hold characters that read as a line break or a
+/// field separator (U+2028, NEL, a no-break space) or that reorder text
+/// (U+202E): the access log writes them percent-encoded, so a path cannot
+/// forge a line of its own.
+#[tokio::test]
+async fn a_path_cannot_forge_access_log_lines() {
+    use std::io::{Read as _, Write as _};
+    let Some((_up, gw)) = start(&[]) else { return };
+    // No ASCII space: that would end the request's target.
+    let path = "/x\u{2028}2026-12-06T00:00:00.000000Z\u{a0}\u{a0}INFO\u{a0}signoff::access:\u{a0}\
+                method=GET\u{a0}path=/admin\u{85}status=200\u{a0}latency_us=1\u{202e}y";
+    let addr = gw.origin.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    // Taken as a request (not refused as malformed), so it is logged.
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let log = gw.proc.log_text();
+        if let Some(line) = log.lines().find(|l| l.contains("path=/x%E2%80%A8")) {
+            break line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no access line:\n{log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        line.contains("%C2%85status=200%C2%A0latency_us=1%E2%80%AEy status=401"),
+        "{line}"
+    );
+    let log = gw.proc.log_text();
+    for c in ['\u{2028}', '\u{85}', '\u{a0}', '\u{202e}'] {
+        assert!(!log.contains(c), "{c:?} reached the log:\n{log}");
+    }
+    assert!(!log.lines().any(|l| l.starts_with("2026-12-06T00:00:00")));
+}

@@ -247,8 +247,49 @@ fn same_name(name: &[u8], listed: &[u8]) -> bool {
         })
 }
 
+/// The first bytes of every listed name and prefix: a header whose name
+/// starts otherwise (`accept`, `cookie`, `host`, `user-agent`, most of a
+/// request's) is on no list, and is passed without comparing it to each.
+const FIRST_BYTES: [bool; 256] = first_bytes();
+
+const fn first_bytes() -> [bool; 256] {
+    const fn mark(table: &mut [bool; 256], name: &str) {
+        let bytes = name.as_bytes();
+        if !bytes.is_empty() {
+            table[bytes[0] as usize] = true;
+        }
+    }
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < IDENTITY.len() {
+        mark(&mut table, IDENTITY[i]);
+        i += 1;
+    }
+    i = 0;
+    while i < FORWARDING.len() {
+        mark(&mut table, FORWARDING[i]);
+        i += 1;
+    }
+    i = 0;
+    while i < IDENTITY_PREFIXES.len() {
+        mark(&mut table, IDENTITY_PREFIXES[i].0);
+        i += 1;
+    }
+    i = 0;
+    while i < FORWARDING_PREFIXES.len() {
+        mark(&mut table, FORWARDING_PREFIXES[i].0);
+        i += 1;
+    }
+    table
+}
+
 fn listed(name: &str, exact: &[&str], prefixes: &[(&str, &[&str])]) -> bool {
     let name = name.as_bytes();
+    // Lists are lowercase, and none starts with `-` (which `_` would read as).
+    match name.first() {
+        Some(first) if FIRST_BYTES[usize::from(first.to_ascii_lowercase())] => {}
+        _ => return false,
+    }
     exact.iter().any(|e| same_name(name, e.as_bytes()))
         || prefixes.iter().any(|(p, _)| {
             name.get(..p.len())
@@ -567,6 +608,30 @@ mod tests {
         for name in ["cookie", "accept", "x-request-id", "x-csrf-token"] {
             assert!(
                 !is_forwarding_header(name) && !escaped_the_proxy(name),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_first_byte_test_passes_nothing_a_list_holds() {
+        // FIRST_BYTES lowercases the first byte and reads no `_` as `-`:
+        // right only while every entry starts with a lowercase letter.
+        let prefixes = IDENTITY_PREFIXES
+            .iter()
+            .chain(FORWARDING_PREFIXES)
+            .map(|(p, _)| *p);
+        for entry in IDENTITY.iter().chain(FORWARDING).copied().chain(prefixes) {
+            let first = entry.as_bytes()[0];
+            assert!(first.is_ascii_lowercase(), "{entry}");
+            assert!(FIRST_BYTES[usize::from(first)], "{entry}");
+        }
+        // And it stops the common names at once.
+        for name in ["accept", "Host", "user-agent", "-x-user", "_x_user", ""] {
+            let first = name.as_bytes().first().map_or(0, u8::to_ascii_lowercase);
+            assert!(!FIRST_BYTES[usize::from(first)], "{name}");
+            assert!(
+                !is_identity_header(name) && !is_forwarding_header(name),
                 "{name}"
             );
         }

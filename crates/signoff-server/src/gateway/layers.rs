@@ -11,10 +11,12 @@ use axum::http::header::{self, HeaderValue};
 use axum::http::{Method, Uri};
 use axum::response::Response;
 use tower::{Layer, Service};
+use tracing::Level;
 
 use super::assets::StaticAsset;
 use super::own_body;
 use super::proxy::no_store;
+use crate::log_output;
 
 /// Around signoff's own routes: each request's body due within `within`
 /// of its headers ([`own_body::with_deadline`]), and each answer
@@ -168,13 +170,24 @@ where
                 .headers_mut()
                 .insert(header::STRICT_TRANSPORT_SECURITY, value);
         }
-        let path = first_chars(self.uri.path(), 200);
+        // A path may hold characters that read as a line break or a
+        // field separator (log_output::one_line); the log gets them encoded.
+        let path = log_output::one_line(first_chars(self.uri.path(), 200));
+        let path = path.as_ref();
         let method = &self.method;
         let status = response.status().as_u16();
         let latency_us = self.start.elapsed().as_micros() as u64;
+        // The line is written by hand where main set that up (the same
+        // text; log_output.rs), through tracing otherwise.
         if response.extensions().get::<QuietLog>().is_some() {
-            tracing::debug!(target: "signoff::access", %method, %path, status, latency_us);
-        } else {
+            if tracing::enabled!(target: "signoff::access", Level::DEBUG)
+                && !log_output::access_line(Level::DEBUG, method.as_str(), path, status, latency_us)
+            {
+                tracing::debug!(target: "signoff::access", %method, %path, status, latency_us);
+            }
+        } else if tracing::enabled!(target: "signoff::access", Level::INFO)
+            && !log_output::access_line(Level::INFO, method.as_str(), path, status, latency_us)
+        {
             tracing::info!(target: "signoff::access", %method, %path, status, latency_us);
         }
         Poll::Ready(Ok(response))

@@ -36,6 +36,40 @@ pub enum Document {
 
 /// Classifies a response by its headers.
 pub fn classify(headers: &HeaderMap) -> Document {
+    match plain_html(headers) {
+        Some(page) => page,
+        None => classify_by_parsing(headers),
+    }
+}
+
+/// The `Content-Type` values most pages carry, which need no parsing.
+const PLAIN_HTML: [&[u8]; 3] = [
+    b"text/html",
+    b"text/html; charset=utf-8",
+    b"text/html;charset=utf-8",
+];
+
+/// The common case, decided without parsing or allocating: one
+/// `Content-Type`, one of [`PLAIN_HTML`] in any case, and no
+/// `Content-Disposition`. Parsing decides the same for these
+/// (`plain_html_is_what_parsing_decides`); anything else is parsed.
+fn plain_html(headers: &HeaderMap) -> Option<Document> {
+    if headers.contains_key(header::CONTENT_DISPOSITION) {
+        return None;
+    }
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+    let value = types.next()?;
+    if types.next().is_some() {
+        return None;
+    }
+    PLAIN_HTML
+        .iter()
+        .any(|plain| value.as_bytes().eq_ignore_ascii_case(plain))
+        .then(|| Document::Html(value.clone()))
+}
+
+/// Classifies a response by its headers, parsing every value.
+fn classify_by_parsing(headers: &HeaderMap) -> Document {
     if is_download(headers) {
         return Document::Other;
     }
@@ -356,6 +390,39 @@ mod tests {
             (vec![("x-content-type-options", "nosniff")], Document::Other),
         ] {
             assert_eq!(classify(&headers(&pairs)), expected, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn plain_html_is_what_parsing_decides() {
+        for value in [
+            "text/html",
+            "TEXT/HTML",
+            "text/html; charset=utf-8",
+            "Text/Html; Charset=UTF-8",
+            "text/html;charset=utf-8",
+        ] {
+            let h = headers(&[("content-type", value)]);
+            assert_eq!(plain_html(&h), Some(html(value)), "{value}");
+            assert_eq!(classify_by_parsing(&h), html(value), "{value}");
+        }
+        // Everything else is left to parsing.
+        for pairs in [
+            vec![
+                ("content-type", "text/html"),
+                ("content-disposition", "inline"),
+            ],
+            vec![
+                ("content-type", "text/html"),
+                ("content-type", "text/plain"),
+            ],
+            vec![("content-type", " text/html")],
+            vec![("content-type", "text/html; charset=utf-16")],
+            vec![("content-type", "text/html; charset=latin1")],
+            vec![("content-type", "text/plain")],
+            vec![],
+        ] {
+            assert_eq!(plain_html(&headers(&pairs)), None, "{pairs:?}");
         }
     }
 

@@ -17,7 +17,8 @@
 //! has said where ([`write_access_lines_to`]): the same text tracing's
 //! formatter writes for it, without going through the formatter's
 //! per-field machinery (about 6,000 of a proxied request's 130,000
-//! instructions; docs/benchmarks.md).
+//! instructions, against 1,200 by hand; docs/benchmarks.md, "Issue 19,
+//! 2026-12-06 (evening)").
 
 use std::cell::RefCell;
 use std::fmt;

@@ -14,10 +14,11 @@
 //! pseudorandom value here (length extension only makes digests of longer
 //! messages, which nothing accepts).
 //!
-//! [`verify`] still takes a version 1 token, on the refusal path only, so
-//! that pages open during an upgrade, and nodes of a rolling upgrade that
-//! still hand out version 1, keep working. Version 1 was sound; its
-//! acceptance goes in a later release.
+//! [`verify`] still accepts a version 1 token, so that forms on pages
+//! open during an upgrade, and posts between the nodes of a rolling
+//! upgrade, keep working. It is checked only when the version 2
+//! comparison fails, so the common path does not pay for it. Version 1
+//! was sound; its acceptance goes in a later release.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;

@@ -4,14 +4,12 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
 use support::{
-    add_user_in_groups, cookie, get, post_form, reauth, seen, signoff_bin, Gateway, Upstream,
-    PASSWORD, USER,
+    add_user_in_groups, cookie, get, post_form, raw_get, reauth, seen, signoff_bin, Gateway,
+    Upstream, PASSWORD, USER,
 };
 
 const HTML: (&str, &str) = ("accept", "text/html");
@@ -60,28 +58,14 @@ fn start(upstream: Option<&Upstream>, rules: &str, extra: &[&str]) -> Gateway {
 /// The status of a request sent as raw bytes, so that paths an HTTP
 /// library would refuse or tidy (`\`, `..`) go out exactly as written.
 fn raw_status(origin: &str, path: &str, token: Option<&str>) -> u16 {
-    let addr = origin.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     let cookie_line = token
         .map(|t| format!("Cookie: {}\r\n", cookie(t)))
         .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/html\r\n{cookie_line}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let text = String::from_utf8_lossy(&answer);
-    let status = text
-        .split_whitespace()
+    let text = raw_get(origin, path, &format!("Accept: text/html\r\n{cookie_line}"));
+    text.split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status for {path}: {text:?}"));
-    status
+        .unwrap_or_else(|| panic!("no status for {path}: {text:?}"))
 }
 
 /// Spellings of `/admin` (and under it) that some upstream reads as the

@@ -12,7 +12,9 @@ mod identity_headers;
 use std::time::{Duration, Instant};
 
 use http::Method;
-use support::{cookie, get, post_form, request, seen, Gateway, Reply, Upstream, PASSWORD, USER};
+use support::{
+    cookie, get, post_form, raw_get, request, seen, Gateway, Reply, Upstream, PASSWORD, USER,
+};
 
 const HTML: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
 
@@ -1550,24 +1552,11 @@ async fn own_pages_use_the_one_stylesheet_and_no_inline_style() {
 /// forge a line of its own.
 #[tokio::test]
 async fn a_path_cannot_forge_access_log_lines() {
-    use std::io::{Read as _, Write as _};
     let Some((_up, gw)) = start(&[]) else { return };
     // No ASCII space: that would end the request's target.
     let path = "/x\u{2028}2026-12-06T00:00:00.000000Z\u{a0}\u{a0}INFO\u{a0}signoff::access:\u{a0}\
                 method=GET\u{a0}path=/admin\u{85}status=200\u{a0}latency_us=1\u{202e}y";
-    let addr = gw.origin.trim_start_matches("http://").to_owned();
-    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = raw_get(&gw.origin, path, "");
     // Taken as a request (not refused as malformed), so it is logged.
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -710,3 +710,24 @@ impl Admin {
         .await
     }
 }
+
+/// Sends `GET target` as raw bytes to `origin` (`http://host:port`), with
+/// `headers` (whole lines, each ending in `\r\n`) after `Host`, and
+/// returns the answer as text: paths an HTTP library would refuse or tidy
+/// (`\`, `..`, characters outside ASCII) go out exactly as written.
+pub fn raw_get(origin: &str, target: &str, headers: &str) -> String {
+    use std::io::Read as _;
+    let addr = origin.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}

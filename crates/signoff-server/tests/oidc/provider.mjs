@@ -30,7 +30,7 @@
 
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { format } from 'node:util';
@@ -70,8 +70,13 @@ const redirectUri = need('REDIRECT_URI');
 const backchannelLogoutUri = need('BACKCHANNEL_LOGOUT_URI');
 const postLogoutRedirectUri = need('POST_LOGOUT_REDIRECT_URI');
 
+// Where start-up time goes, in the log a failed start prints.
+const t0 = Date.now();
+const mark = (what) => process.stderr.write(`provider.mjs: ${what} after ${Date.now() - t0} ms\n`);
+
 const entry = createRequire(join(moduleDir, 'package.json')).resolve('oidc-provider');
 const { default: Provider } = await import(pathToFileURL(entry).href);
+mark('oidc-provider imported');
 
 // The test that started this process may die without killing it: then
 // this process is handed to another parent, and ends itself.
@@ -152,9 +157,21 @@ function sessionsOf(sub) {
 
 const isLoopback = (url) => ['127.0.0.1', 'localhost', '[::1]'].includes(new URL(url).hostname);
 
-const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+// The key leaves the generator as PEM and is read back, so the KeyObject
+// exported below shares no lock with the generator's job. Exporting the
+// generator's own KeyObject as a JWK can deadlock Node 20: a garbage
+// collection during the export finalizes the job, whose destructor takes
+// the lock the export holds (seen in CI and here under load: the process
+// hung before printing its issuer; gdb showed ~KeyGenJob waiting in
+// ExportJWKRsaKey).
+const { privateKey: privatePem } = generateKeyPairSync('rsa', {
+  modulusLength: 2048,
+  publicKeyEncoding: { type: 'spki', format: 'pem' },
+  privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+});
+mark('signing key made');
 const signingKey = {
-  ...privateKey.export({ format: 'jwk' }),
+  ...createPrivateKey(privatePem).export({ format: 'jwk' }),
   kid: `test-${randomBytes(6).toString('hex')}`,
   alg: 'RS256',
   use: 'sig',
@@ -320,4 +337,5 @@ server.on('request', (req, res) => {
   callback(req, res);
 });
 
+mark('listening');
 process.stdout.write(`issuer ${issuer}\n`);

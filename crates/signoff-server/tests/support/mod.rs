@@ -85,7 +85,12 @@ fn spawn_reading_first_line(cmd: Command, log: PathBuf) -> (Proc, String) {
     (proc, lines.remove(0))
 }
 
-/// Spawns `cmd`, waits for its first `n` stdout lines, returns them.
+/// How long a started process may take to print its first lines: they come
+/// within about 3 s on a loaded 2-core machine.
+const FIRST_LINES_WITHIN: Duration = Duration::from_secs(30);
+
+/// Spawns `cmd`, waits for its first `n` stdout lines, returns them. Panics,
+/// saying whether the process ended (and how) or went quiet, with its log.
 pub fn spawn_reading_lines(mut cmd: Command, log: PathBuf, n: usize) -> (Proc, Vec<String>) {
     let log_file = std::fs::File::create(&log).unwrap();
     let mut child = cmd
@@ -104,10 +109,32 @@ pub fn spawn_reading_lines(mut cmd: Command, log: PathBuf, n: usize) -> (Proc, V
         // Keep draining so the child never blocks on a full pipe.
         for _ in lines {}
     });
-    let proc = Proc { child, log };
-    match rx.recv_timeout(Duration::from_secs(30)) {
+    let mut proc = Proc { child, log };
+    let started = std::time::Instant::now();
+    match rx.recv_timeout(FIRST_LINES_WITHIN) {
         Ok(Some(lines)) => (proc, lines),
-        _ => panic!("{cmd:?} printed nothing; its log:\n{}", proc.log_text()),
+        outcome => {
+            let what = if outcome.is_err() {
+                format!("printed nothing in {:?} and was killed", started.elapsed())
+            } else {
+                // Its stdout closed: it ended, or is about to.
+                let status = (0..50).find_map(|_| {
+                    let status = proc.child.try_wait().ok().flatten();
+                    if status.is_none() {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    status
+                });
+                match status {
+                    Some(status) => format!(
+                        "ended after {:?} ({status}) before printing {n} line(s)",
+                        started.elapsed()
+                    ),
+                    None => format!("closed its stdout before printing {n} line(s)"),
+                }
+            };
+            panic!("{cmd:?} {what}; its log:\n{}", proc.log_text())
+        }
     }
 }
 

@@ -161,9 +161,9 @@ const isLoopback = (url) => ['127.0.0.1', 'localhost', '[::1]'].includes(new URL
 // exported below shares no lock with the generator's job. Exporting the
 // generator's own KeyObject as a JWK can deadlock Node 20: a garbage
 // collection during the export finalizes the job, whose destructor takes
-// the lock the export holds (seen in CI and here under load: the process
-// hung before printing its issuer; gdb showed ~KeyGenJob waiting in
-// ExportJWKRsaKey).
+// the lock the export holds. Under load here the process then hung before
+// printing its issuer, as it did once in CI, and gdb showed ~KeyGenJob
+// waiting inside ExportJWKRsaKey.
 const { privateKey: privatePem } = generateKeyPairSync('rsa', {
   modulusLength: 2048,
   publicKeyEncoding: { type: 'spki', format: 'pem' },

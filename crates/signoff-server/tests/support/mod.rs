@@ -111,11 +111,13 @@ pub fn spawn_reading_lines(mut cmd: Command, log: PathBuf, n: usize) -> (Proc, V
     });
     let mut proc = Proc { child, log };
     let started = std::time::Instant::now();
-    match rx.recv_timeout(FIRST_LINES_WITHIN) {
+    let outcome = rx.recv_timeout(FIRST_LINES_WITHIN);
+    let waited = started.elapsed();
+    match outcome {
         Ok(Some(lines)) => (proc, lines),
         outcome => {
             let what = if outcome.is_err() {
-                format!("printed nothing in {:?} and was killed", started.elapsed())
+                format!("did not print {n} line(s) in {waited:?} and was killed")
             } else {
                 // Its stdout closed: it ended, or is about to.
                 let status = (0..50).find_map(|_| {
@@ -126,10 +128,9 @@ pub fn spawn_reading_lines(mut cmd: Command, log: PathBuf, n: usize) -> (Proc, V
                     status
                 });
                 match status {
-                    Some(status) => format!(
-                        "ended after {:?} ({status}) before printing {n} line(s)",
-                        started.elapsed()
-                    ),
+                    Some(status) => {
+                        format!("ended after {waited:?} ({status}) before printing {n} line(s)")
+                    }
                     None => format!("closed its stdout before printing {n} line(s)"),
                 }
             };

@@ -3,9 +3,10 @@
 # authenticated GET /dashboard from bare-axum (bench/axum-login-app, no
 # session, no auth) and from signoff-example: where the example's extra
 # allocations come from, site by site. Counts do not depend on what else
-# the machine does. Sites under 0.05 per request (start-up, timers, the
-# SQLite change log's 10 ms poll, which under valgrind's ~2,000 req/s
-# shows as about 0.3) are summed in the total only.
+# the machine does. Sites under 0.05 per request (start-up, timers) are
+# summed in the total only. The example's rows from sqlite3 and sqlx are
+# the SQLite change log's 10 ms poll: 0.2-0.3 per request at valgrind's
+# ~2,500 req/s, nothing at full speed.
 #
 #   bench/allocations.sh       # about 1 minute, once built
 #

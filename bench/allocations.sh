@@ -10,7 +10,8 @@
 #
 #   bench/allocations.sh       # about 1 minute, once built
 #
-# Environment: SECS (wrk run under dhat, default 5), TOP (rows per table,
+# Environment: SECS (wrk run under dhat, default 5), KEEP=1 to keep the
+# temp directory (the dhat files, logs), TOP (rows per table,
 # default 30), BUILD=0 to use the binaries as they are: signoff's from
 # `cargo build --profile bench` (in $CARGO_TARGET_DIR/release, with line
 # tables) and bare-axum built with line tables in
@@ -30,42 +31,29 @@ if [[ ${BUILD:-1} != 0 ]]; then
         cargo build --release --manifest-path bench/axum-login-app/Cargo.toml \
         --target-dir "$AL_LINES" --bin bare-axum
 fi
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 printf '%s\n' "$PASSWORD" | "$REL/signoff" user add alice --password-stdin --db "sqlite://$TMP/app.db" >/dev/null
 
-# sites NAME READY LOGIN CMD...: run CMD under dhat, sign in at LOGIN (if
-# any), replay GET /dashboard with wrk, stop CMD, print the table.
+# sites NAME LOGIN CMD...: run CMD (listening on $PORT) under dhat, sign in
+# at LOGIN (if any), replay GET /dashboard with wrk, stop CMD, print the
+# table.
 sites() {
-    local name=$1 ready=$2 login=$3 cookie="" i headers code n
-    shift 3
-    valgrind --tool=dhat --dhat-out-file="$TMP/$name.dhat" "$@" >"$TMP/$name.log" 2>&1 &
-    PIDS+=("$!")
-    for i in $(seq 1 200); do
-        curl -s -o /dev/null "http://127.0.0.1:$PORT$ready" && break
-        sleep 0.2
-    done
+    local name=$1 login=$2 code n
+    shift 2
+    COOKIE=""
+    start "$name" valgrind --tool=dhat --dhat-out-file="$TMP/$name.dhat" "$@"
+    wait_http "$PORT" /dashboard 60
     if [[ -n $login ]]; then
-        headers=$(curl -s -o /dev/null -D - -X POST -H "Origin: http://127.0.0.1:$PORT" \
-            --data-urlencode username=alice --data-urlencode "password=$PASSWORD" \
-            --data-urlencode next=/ "http://127.0.0.1:$PORT$login")
-        cookie=$(printf '%s' "$headers" | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: \(signoff=[^;]*\);.*/\1/p' | head -n 1)
-        [[ -n $cookie ]] || { echo "$name: sign-in failed" >&2; exit 1; }
+        login "http://127.0.0.1:$PORT" alice "$PASSWORD" "$login"
     fi
-    code=$(curl -s -o /dev/null -w '%{http_code}' ${cookie:+-H "Cookie: $cookie"} "http://127.0.0.1:$PORT/dashboard")
+    code=$(curl -s -o /dev/null -w '%{http_code}' ${COOKIE:+-H "$COOKIE"} "http://127.0.0.1:$PORT/dashboard")
     [[ $code == 200 ]] || { echo "$name: GET /dashboard answered $code" >&2; exit 1; }
-    wrk -t1 -c2 "-d${SECS}s" ${cookie:+-H "Cookie: $cookie"} "http://127.0.0.1:$PORT/dashboard" >"$TMP/$name.wrk"
+    wrk -t1 -c2 "-d${SECS}s" ${COOKIE:+-H "$COOKIE"} "http://127.0.0.1:$PORT/dashboard" >"$TMP/$name.wrk"
     # dhat writes its file when the process ends, also on SIGTERM. (Not
     # SIGINT: a script's background jobs ignore it.)
-    kill -TERM "${PIDS[-1]}"
-    wait "${PIDS[-1]}" 2>/dev/null || true
+    kill -TERM "$LAST_PID"
+    wait "$LAST_PID" 2>/dev/null || true
     n=$(awk '/requests in/ { print $1 }' "$TMP/$name.wrk")
     # Divided by wrk's requests alone: the few before them (readiness, the
     # sign-in, the check) and start-up count in, but are lost in thousands.
@@ -76,6 +64,6 @@ sites() {
 }
 
 PORT=$(free_port)
-sites bare-axum /dashboard "" "$AL_LINES/release/bare-axum" --listen "127.0.0.1:$PORT"
+sites bare-axum "" "$AL_LINES/release/bare-axum" --listen "127.0.0.1:$PORT"
 PORT=$(free_port)
-sites signoff-example /login /login "$REL/signoff-example" --listen "127.0.0.1:$PORT" --db "sqlite://$TMP/app.db"
+sites signoff-example /login "$REL/signoff-example" --listen "127.0.0.1:$PORT" --db "sqlite://$TMP/app.db"

@@ -30,7 +30,6 @@ REL=target/release
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 UP=$(free_port)
 BARE=$(free_port)
 GW_BEFORE=$(free_port)

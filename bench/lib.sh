@@ -1,4 +1,4 @@
-# Shared by bench/load.sh and bench/forward_auth.sh: a temp directory,
+# Shared by the bench/*.sh scripts: a temp directory,
 # background processes killed on exit, and wrk runs that record CPU use
 # and the share of the machine other processes took.
 # shellcheck shell=bash
@@ -23,10 +23,14 @@ trap cleanup EXIT
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
-# wait_http PORT PATH: until something answers there.
+# free_port: a port nothing listens on now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# wait_http PORT PATH [SECONDS]: until something answers there (10 s by
+# default; a server under valgrind needs longer).
 wait_http() {
     local i
-    for i in $(seq 1 100); do
+    for i in $(seq 1 $((${3:-10} * 10))); do
         if curl -s -o /dev/null "http://127.0.0.1:$1$2"; then
             return 0
         fi
@@ -58,13 +62,14 @@ to_ms() {
     }'
 }
 
-# login ORIGIN USER PASSWORD: signs in at ORIGIN (signoff, or a proxy in
-# front of it); sets TOKEN and COOKIE (a `Cookie:` header line), or exits.
+# login ORIGIN USER PASSWORD [PATH]: signs in at ORIGIN (signoff, or a
+# proxy in front of it, or an app on signoff::web with PATH /login); sets
+# TOKEN and COOKIE (a `Cookie:` header line), or exits.
 login() {
     local headers status
     headers=$(curl -s -o /dev/null -D - -X POST -H "Origin: $1" \
         --data-urlencode "username=$2" --data-urlencode "password=$3" \
-        "$1/.signoff/login")
+        "$1${4:-/.signoff/login}")
     status=$(printf '%s' "$headers" | awk 'NR == 1 { print $2 }')
     TOKEN=$(printf '%s' "$headers" | tr -d '\r' | sed -n 's/^[Ss]et-[Cc]ookie: signoff=\([^;]*\);.*/\1/p')
     if [[ $status != 303 || -z $TOKEN ]]; then

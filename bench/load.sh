@@ -161,11 +161,11 @@ printf '%s\n' "$PASSWORD" | "$REL/signoff" user add bench --password-stdin --db 
 "$REL/examples/seed_sessions" "$RSS_DB" bench "$SESSIONS" "$TMP/tokens.txt" >&2
 gateway gw_rss "$GW_RSS" "$UP_HTML" "$RSS_DB" --metrics
 sleep 1
-RSS_ROWS="| after start-up, none cached | $(mb "$(rss_kb "$PID_gw_rss")") | |"$'\n'
+RSS_ROWS="| after start-up, none cached | $(mb "$(rss_kb "$PID_gw_rss")") | $(rss_split "$PID_gw_rss") | |"$'\n'
 HOT=$((SESSIONS < 5000 ? SESSIONS : 5000))
 TOKENS="$TMP/tokens.txt" TOKEN_COUNT=$HOT WRK_THREADS=2 \
     wrk_run rss_hot "$PID_gw_rss" gw_rss "${WRK[@]}" -s bench/sessions.lua "http://127.0.0.1:$GW_RSS/"
-RSS_ROWS+="| $DURATION cycling over $HOT sessions (all cached) | $(mb "$(rss_kb "$PID_gw_rss")") | $(printf %.0f "$(mean rss_hot 2)") req/s, p99 $(mean rss_hot 4) ms |"$'\n'
+RSS_ROWS+="| $DURATION cycling over $HOT sessions (all cached) | $(mb "$(rss_kb "$PID_gw_rss")") | $(rss_split "$PID_gw_rss") | $(printf %.0f "$(mean rss_hot 2)") req/s, p99 $(mean rss_hot 4) ms |"$'\n'
 # Then every session once, from a single wrk thread so it can tell where
 # it stopped (at most RSS_FILL_RUNS runs): each request is a cache miss.
 offset=$HOT
@@ -182,12 +182,12 @@ while ((offset < SESSIONS && fills < ${RSS_FILL_RUNS:-8})); do
     echo "  $seen of $SESSIONS sessions seen, RSS $(mb "$(rss_kb "$PID_gw_rss")") MB" >&2
 done
 if ((fills > 0)); then
-    RSS_ROWS+="| after first requests of $seen sessions (each a cache miss) | $(mb "$(rss_kb "$PID_gw_rss")") | $(printf %.0f "$(mean rss_fill 2)") req/s, p99 $(mean rss_fill 4) ms |"$'\n'
+    RSS_ROWS+="| after first requests of $seen sessions (each a cache miss) | $(mb "$(rss_kb "$PID_gw_rss")") | $(rss_split "$PID_gw_rss") | $(printf %.0f "$(mean rss_fill 2)") req/s, p99 $(mean rss_fill 4) ms |"$'\n'
 fi
 RSS_HWM=$(hwm_kb "$PID_gw_rss")
-RSS_ROWS+="| peak (VmHWM) | $(mb "$RSS_HWM") | |"$'\n'
+RSS_ROWS+="| peak (VmHWM) | $(mb "$RSS_HWM") | | |"$'\n'
 CACHED=$(curl -s "http://127.0.0.1:$GW_RSS/.signoff/metrics" | awk '$1 == "signoff_session_cache_entries" { print $2 }')
-RSS_ROWS+="| sessions in the cache at the end | ${CACHED:-?} | |"
+RSS_ROWS+="| sessions in the cache at the end | ${CACHED:-?} | | |"
 fi
 
 # --- summary ------------------------------------------------------------------
@@ -231,8 +231,8 @@ row() {
         echo
     fi
     if part rss; then
-        echo "| RSS, $SESSIONS sessions in the store | MB | load |"
-        echo "|---|---:|---|"
+        echo "| RSS, $SESSIONS sessions in the store | MB | of which anonymous / mapped files, MB | load |"
+        echo "|---|---:|---:|---|"
         echo "$RSS_ROWS"
         echo
     fi

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# What the kernel does per request, for an authenticated GET /dashboard
+# from bare-axum (bench/axum-login-app, no session, no auth) and from
+# signoff-example: context switches, futex calls (a thread waiting for or
+# waking another: in these two apps mostly glibc malloc's arena lock) and
+# CPU time, counted by `perf stat` on the server while wrk runs. The two
+# run one after the other, ROUNDS times, so each round pairs them.
+#
+#   bench/syscalls.sh          # about 1 minute, once built
+#
+# Environment: SECS (counted wrk run, default 5), CONNS (32), ROUNDS (2),
+# BUILD=0 to use the binaries as they are (signoff's `--profile bench`
+# builds in $CARGO_TARGET_DIR/release, bare-axum's release build in
+# $CARGO_TARGET_DIR/axum-login-app/release), PRELOAD (a library both
+# servers start with in LD_PRELOAD, to try another allocator in both).
+# Needs perf with access to the syscall tracepoints (root, or a
+# perf_event_paranoid that allows it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGET=${CARGO_TARGET_DIR:-target}
+REL=$TARGET/release
+AL_REL=$TARGET/axum-login-app/release
+SECS=${SECS:-5}
+CONNS=${CONNS:-32}
+ROUNDS=${ROUNDS:-2}
+PASSWORD='bench-password-123'
+if [[ ${BUILD:-1} != 0 ]]; then
+    cargo build --profile bench -p signoff-server --bin signoff -p signoff-axum-example
+    cargo build --release --manifest-path bench/axum-login-app/Cargo.toml \
+        --target-dir "$TARGET/axum-login-app" --bin bare-axum
+fi
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+printf '%s\n' "$PASSWORD" | "$REL/signoff" user add alice --password-stdin --db "sqlite://$TMP/app.db" >/dev/null
+
+PRE=()
+[[ -n ${PRELOAD:-} ]] && PRE=(env "LD_PRELOAD=$PRELOAD")
+EVENTS=context-switches,syscalls:sys_enter_futex,task-clock
+
+# serve NAME LOGIN CMD...: start CMD on $PORT, sign in at LOGIN (if any);
+# sets PID_NAME, PORT_NAME, COOKIE_NAME.
+serve() {
+    local name=$1 login=$2
+    shift 2
+    PORT=$(free_port)
+    start "$name" "${PRE[@]}" "$@" --listen "127.0.0.1:$PORT"
+    printf -v "PID_$name" '%s' "$LAST_PID"
+    printf -v "PORT_$name" '%s' "$PORT"
+    wait_http "$PORT" /dashboard
+    COOKIE=""
+    if [[ -n $login ]]; then
+        login "http://127.0.0.1:$PORT" alice "$PASSWORD" "$login"
+    fi
+    printf -v "COOKIE_$name" '%s' "$COOKIE"
+    local code
+    code=$(curl -s -o /dev/null -w '%{http_code}' ${COOKIE:+-H "$COOKIE"} "http://127.0.0.1:$PORT/dashboard")
+    [[ $code == 200 ]] || { echo "$name: GET /dashboard answered $code" >&2; exit 1; }
+}
+
+serve bare "" "$AL_REL/bare-axum"
+serve example /login "$REL/signoff-example" --db "sqlite://$TMP/app.db"
+
+# count NAME: one counted wrk run; prints a table row.
+count() {
+    local name=$1 pid port cookie n
+    pid="PID_$1" port="PORT_$1" cookie="COOKIE_$1"
+    perf stat -x, -e "$EVENTS" -p "${!pid}" -o "$TMP/$name.perf" -- sleep $((SECS + 1)) &
+    local perf_pid=$!
+    wrk -t2 "-c$CONNS" "-d${SECS}s" ${!cookie:+-H "${!cookie}"} "http://127.0.0.1:${!port}/dashboard" >"$TMP/$name.wrk"
+    wait "$perf_pid"
+    n=$(awk '/requests in/ { print $1 }' "$TMP/$name.wrk")
+    awk -F, -v name="$name" -v n="$n" -v secs="$SECS" '
+        $3 == "context-switches" { cs = $1 }
+        $3 == "syscalls:sys_enter_futex" { fx = $1 }
+        $3 == "task-clock" { cpu = $1 }
+        END { printf "| %s | %.0f | %.3f | %.3f | %.1f |\n", name, n / secs, cs / n, fx / n, cpu * 1000 / n }
+    ' "$TMP/$name.perf"
+}
+
+for s in bare example; do
+    pid="PID_$s" port="PORT_$s" cookie="COOKIE_$s"
+    wrk -t2 "-c$CONNS" -d2s ${!cookie:+-H "${!cookie}"} "http://127.0.0.1:${!port}/dashboard" >/dev/null
+done
+echo "## Kernel events per request ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, wrk -t2 -c$CONNS -d${SECS}s${PRELOAD:+, LD_PRELOAD=$PRELOAD})"
+echo
+echo "| server | req/s | context switches | futex calls | CPU µs |"
+echo "|---|---:|---:|---:|---:|"
+for round in $(seq 1 "$ROUNDS"); do
+    count bare
+    count example
+done

@@ -52,10 +52,10 @@ start() {
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
-# rss_split PID: "ANON / FILES" in MB. RSS counts the pages of the binary
-# (and libraries) that the process has touched as well as its heap; the
-# first are clean, shared with the page cache and can be dropped by the
-# kernel, the second are the process's own.
+# rss_split PID: "ANON / FILES", the two parts of the RSS in MB. ANON is
+# the process's own memory (heap, stacks); FILES are the pages of the
+# executable and libraries it has mapped (mostly code), clean pages
+# shared with the page cache that the kernel can drop and read again.
 rss_split() {
     awk '/^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 } END { printf "%.1f / %.1f", a / 1024, f / 1024 }' "/proc/$1/status"
 }

@@ -60,6 +60,17 @@ rss_split() {
     awk '/^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 } END { printf "%.1f / %.1f", a / 1024, f / 1024 }' "/proc/$1/status"
 }
 
+# resp_bytes FILE: bytes read per answer in a wrk run. wrk counts a 3xx
+# (a redirect to the sign-in page) as a success: an answer shorter than
+# the page is one.
+resp_bytes() {
+    awk '/requests in/ {
+        v = $(NF - 1); b = v + 0
+        if (v ~ /GB$/) b *= 1024 ^ 3; else if (v ~ /MB$/) b *= 1024 ^ 2; else if (v ~ /KB$/) b *= 1024
+        printf "%d", b / $1
+    }' "$1"
+}
+
 # to_ms VALUE: wrk's "401.00us" / "1.23ms" / "1.01s" in milliseconds.
 to_ms() {
     awk -v v="$1" 'BEGIN {

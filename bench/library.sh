@@ -99,17 +99,6 @@ sign_in() {
     check_page "$name" "$2" "Cookie: $3=$token"
 }
 
-# resp_bytes FILE: bytes read per answer in a wrk run. wrk counts a 3xx
-# (a redirect to the sign-in page) as a success: an answer shorter than
-# the page is one.
-resp_bytes() {
-    awk '/requests in/ {
-        v = $(NF - 1); b = v + 0
-        if (v ~ /GB$/) b *= 1024 ^ 3; else if (v ~ /MB$/) b *= 1024 ^ 2; else if (v ~ /KB$/) b *= 1024
-        printf "%d", b / $1
-    }' "$1"
-}
-
 # --- set-up ---------------------------------------------------------------
 ON_SERVER_CPU=()
 WRK_THREADS=2

@@ -2,9 +2,10 @@
 # What the kernel does per request, for an authenticated GET /dashboard
 # from bare-axum (bench/axum-login-app, no session, no auth) and from
 # signoff-example: context switches, futex calls (a thread waiting for or
-# waking another: in these two apps mostly glibc malloc's arena lock) and
-# CPU time, counted by `perf stat` on the server while wrk runs. The two
-# run one after the other, ROUNDS times, so each round pairs them.
+# waking another; in signoff-example mostly glibc malloc's arena lock, see
+# docs/benchmarks.md) and CPU time, counted by `perf stat` on the server
+# while wrk runs. The two run one after the other, ROUNDS times, so each
+# round pairs them.
 #
 #   bench/syscalls.sh          # about 1 minute, once built
 #
@@ -25,7 +26,8 @@ CONNS=${CONNS:-32}
 ROUNDS=${ROUNDS:-2}
 PASSWORD='bench-password-123'
 if [[ ${BUILD:-1} != 0 ]]; then
-    cargo build --profile bench -p signoff-server --bin signoff -p signoff-axum-example
+    cargo build --profile bench -p signoff-server --bin signoff
+    cargo build --profile bench -p signoff-axum-example
     cargo build --release --manifest-path bench/axum-login-app/Cargo.toml \
         --target-dir "$TARGET/axum-login-app" --bin bare-axum
 fi
@@ -43,7 +45,7 @@ serve() {
     local name=$1 login=$2
     shift 2
     PORT=$(free_port)
-    start "$name" "${PRE[@]}" "$@" --listen "127.0.0.1:$PORT"
+    start "$name" ${PRE[@]+"${PRE[@]}"} "$@" --listen "127.0.0.1:$PORT"
     printf -v "PID_$name" '%s' "$LAST_PID"
     printf -v "PORT_$name" '%s' "$PORT"
     wait_http "$PORT" /dashboard
@@ -53,27 +55,47 @@ serve() {
     fi
     printf -v "COOKIE_$name" '%s' "$COOKIE"
     local code
-    code=$(curl -s -o /dev/null -w '%{http_code}' ${COOKIE:+-H "$COOKIE"} "http://127.0.0.1:$PORT/dashboard")
+    code=$(curl -s -o "$TMP/$name.html" -w '%{http_code}' ${COOKIE:+-H "$COOKIE"} "http://127.0.0.1:$PORT/dashboard")
     [[ $code == 200 ]] || { echo "$name: GET /dashboard answered $code" >&2; exit 1; }
+    printf -v "BYTES_$name" '%s' "$(wc -c <"$TMP/$name.html")"
 }
 
 serve bare "" "$AL_REL/bare-axum"
 serve example /login "$REL/signoff-example" --db "sqlite://$TMP/app.db"
 
-# count NAME: one counted wrk run; prints a table row.
+# count NAME: one counted wrk run; prints a table row, or exits if the
+# answers were not the signed-in page or perf counted nothing.
 count() {
-    local name=$1 pid port cookie n
-    pid="PID_$1" port="PORT_$1" cookie="COOKIE_$1"
-    perf stat -x, -e "$EVENTS" -p "${!pid}" -o "$TMP/$name.perf" -- sleep $((SECS + 1)) &
+    local name=$1 pid port cookie bytes n bad
+    pid="PID_$1" port="PORT_$1" cookie="COOKIE_$1" bytes="BYTES_$1"
+    perf stat -x, -e "$EVENTS" -p "${!pid}" -o "$TMP/$name.perf" -- sleep "$SECS" &
     local perf_pid=$!
+    PIDS+=("$perf_pid")
     wrk -t2 "-c$CONNS" "-d${SECS}s" ${!cookie:+-H "${!cookie}"} "http://127.0.0.1:${!port}/dashboard" >"$TMP/$name.wrk"
     wait "$perf_pid"
     n=$(awk '/requests in/ { print $1 }' "$TMP/$name.wrk")
+    bad=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$TMP/$name.wrk")
+    if [[ -z $n || $n == 0 || -n $bad ]]; then
+        echo "$name: wrk counted ${n:-no} requests, ${bad:-0} of them not 2xx; see $TMP/$name.wrk (KEEP=1 keeps it)" >&2
+        exit 1
+    fi
+    # wrk counts a redirect to the sign-in page as a success: answers
+    # shorter than the page are not the page.
+    if (($(resp_bytes "$TMP/$name.wrk") < ${!bytes})); then
+        echo "$name: answers were shorter than the ${!bytes}-byte page (signed out?); see $TMP/$name.wrk" >&2
+        exit 1
+    fi
     awk -F, -v name="$name" -v n="$n" -v secs="$SECS" '
-        $3 == "context-switches" { cs = $1 }
-        $3 == "syscalls:sys_enter_futex" { fx = $1 }
-        $3 == "task-clock" { cpu = $1 }
-        END { printf "| %s | %.0f | %.3f | %.3f | %.1f |\n", name, n / secs, cs / n, fx / n, cpu * 1000 / n }
+        $3 == "context-switches" { cs = $1; seen++ }
+        $3 == "syscalls:sys_enter_futex" { fx = $1; seen++ }
+        $3 == "task-clock" { cpu = $1; seen++ }
+        END {
+            if (seen != 3 || cs !~ /^[0-9.]+$/ || fx !~ /^[0-9.]+$/ || cpu !~ /^[0-9.]+$/) {
+                print name ": perf stat did not count all three events (tracepoints need root or a low perf_event_paranoid)" > "/dev/stderr"
+                exit 1
+            }
+            printf "| %s | %.0f | %.3f | %.3f | %.1f |\n", name, n / secs, cs / n, fx / n, cpu * 1000 / n
+        }
     ' "$TMP/$name.perf"
 }
 

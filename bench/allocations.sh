@@ -24,15 +24,9 @@ AL_LINES=$TARGET/axum-login-app-lines
 SECS=${SECS:-5}
 TOP=${TOP:-30}
 PASSWORD='bench-password-123'
-if [[ ${BUILD:-1} != 0 ]]; then
-    cargo build --profile bench -p signoff-server --bin signoff
-    cargo build --profile bench -p signoff-axum-example
-    CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=none \
-        cargo build --release --manifest-path bench/axum-login-app/Cargo.toml \
-        --target-dir "$AL_LINES" --bin bare-axum
-fi
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+build_example_pair "$AL_LINES"
 printf '%s\n' "$PASSWORD" | "$REL/signoff" user add alice --password-stdin --db "sqlite://$TMP/app.db" >/dev/null
 
 # sites NAME LOGIN CMD...: run CMD (listening on $PORT) under dhat, sign in

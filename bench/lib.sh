@@ -49,6 +49,20 @@ start() {
     LAST_PID=$!
 }
 
+# build_example_pair BARE_DIR: unless BUILD=0, signoff and signoff-example
+# with Cargo's bench profile (into $CARGO_TARGET_DIR/release), and bare-axum
+# (bench/axum-login-app) in release with line tables kept, into
+# BARE_DIR/release: line tables change no code, and perf and dhat can name
+# its frames.
+build_example_pair() {
+    [[ ${BUILD:-1} != 0 ]] || return 0
+    cargo build --profile bench -p signoff-server --bin signoff
+    cargo build --profile bench -p signoff-axum-example
+    CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=none \
+        cargo build --release --manifest-path bench/axum-login-app/Cargo.toml \
+        --target-dir "$1" --bin bare-axum
+}
+
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }

@@ -11,8 +11,9 @@
 #
 # Environment: SECS (counted wrk run, default 5), CONNS (32), ROUNDS (2),
 # BUILD=0 to use the binaries as they are (signoff's `--profile bench`
-# builds in $CARGO_TARGET_DIR/release, bare-axum's release build in
-# $CARGO_TARGET_DIR/axum-login-app/release), PRELOAD (a library both
+# builds in $CARGO_TARGET_DIR/release, bare-axum's release build with line
+# tables in $CARGO_TARGET_DIR/axum-login-app-lines, as bench/allocations.sh
+# builds them), PRELOAD (a library both
 # servers start with in LD_PRELOAD, to try another allocator in both).
 # Needs perf with access to the syscall tracepoints (root, or a
 # perf_event_paranoid that allows it).
@@ -20,19 +21,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=${CARGO_TARGET_DIR:-target}
 REL=$TARGET/release
-AL_REL=$TARGET/axum-login-app/release
+AL_LINES=$TARGET/axum-login-app-lines
 SECS=${SECS:-5}
 CONNS=${CONNS:-32}
 ROUNDS=${ROUNDS:-2}
 PASSWORD='bench-password-123'
-if [[ ${BUILD:-1} != 0 ]]; then
-    cargo build --profile bench -p signoff-server --bin signoff
-    cargo build --profile bench -p signoff-axum-example
-    cargo build --release --manifest-path bench/axum-login-app/Cargo.toml \
-        --target-dir "$TARGET/axum-login-app" --bin bare-axum
-fi
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+build_example_pair "$AL_LINES"
 printf '%s\n' "$PASSWORD" | "$REL/signoff" user add alice --password-stdin --db "sqlite://$TMP/app.db" >/dev/null
 
 PRE=()
@@ -60,7 +56,7 @@ serve() {
     printf -v "BYTES_$name" '%s' "$(wc -c <"$TMP/$name.html")"
 }
 
-serve bare "" "$AL_REL/bare-axum"
+serve bare "" "$AL_LINES/release/bare-axum"
 serve example /login "$REL/signoff-example" --db "sqlite://$TMP/app.db"
 
 # count NAME: one counted wrk run; prints a table row, or exits if the

@@ -14,7 +14,10 @@
 # builds in $CARGO_TARGET_DIR/release, bare-axum's release build with line
 # tables in $CARGO_TARGET_DIR/axum-login-app-lines, as bench/allocations.sh
 # builds them), PRELOAD (a library both
-# servers start with in LD_PRELOAD, to try another allocator in both).
+# servers start with in LD_PRELOAD, to try another allocator in both),
+# BEFORE (a directory holding another build of signoff-example, say of the
+# commit before a change: it runs as a third server, "before", in each
+# round, on its own copy of the database).
 # Needs perf with access to the syscall tracepoints (root, or a
 # perf_event_paranoid that allows it).
 set -euo pipefail
@@ -57,6 +60,12 @@ serve() {
 }
 
 serve bare "" "$AL_LINES/release/bare-axum"
+SERVERS=(bare example)
+if [[ -n ${BEFORE:-} ]]; then
+    cp "$TMP/app.db" "$TMP/before.db"
+    serve before /login "$BEFORE/signoff-example" --db "sqlite://$TMP/before.db"
+    SERVERS+=(before)
+fi
 serve example /login "$REL/signoff-example" --db "sqlite://$TMP/app.db"
 
 # count NAME: one counted wrk run; prints a table row, or exits if the
@@ -95,7 +104,7 @@ count() {
     ' "$TMP/$name.perf"
 }
 
-for s in bare example; do
+for s in "${SERVERS[@]}"; do
     pid="PID_$s" port="PORT_$s" cookie="COOKIE_$s"
     wrk -t2 "-c$CONNS" -d2s ${!cookie:+-H "${!cookie}"} "http://127.0.0.1:${!port}/dashboard" >/dev/null
 done
@@ -104,6 +113,7 @@ echo
 echo "| server | req/s | context switches | futex calls | CPU µs |"
 echo "|---|---:|---:|---:|---:|"
 for round in $(seq 1 "$ROUNDS"); do
-    count bare
-    count example
+    for s in "${SERVERS[@]}"; do
+        count "$s"
+    done
 done

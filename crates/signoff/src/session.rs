@@ -342,6 +342,21 @@ fn cut(mut s: String, max: usize) -> String {
     s
 }
 
+/// How far [`Sessions::validate_token`] got without waiting.
+// Made once per request and matched at once, never stored.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Early {
+    /// The answer.
+    Decided(Result<Session, SessionError>),
+    /// The seal is good and a cache had the session, which is due for its
+    /// activity write or looks expired: [`Sessions::check_loaded`] decides.
+    Loaded(Session),
+    /// The seal is good; the store must be read.
+    Sealed,
+    /// The keys must be opened or re-read before the seal can be checked.
+    Unsealed,
+}
+
 /// The entries of `data` whose keys are listed in `keys`, never one of
 /// signoff's own (a session's user name or link does not travel).
 fn keep_keys(data: SessionData, keys: &[String]) -> SessionData {
@@ -717,8 +732,67 @@ impl Sessions {
     /// # Errors
     /// As [`Sessions::validate`].
     pub async fn validate_token(&self, token: &SessionToken) -> Result<Session, SessionError> {
-        self.check_seal(token).await?;
-        self.validate_id(&token.id()).await
+        self.validate_from(token, self.early(token)).await
+    }
+
+    /// [`Sessions::validate_token`] from where [`Sessions::early`] got.
+    pub(crate) async fn validate_from(
+        &self,
+        token: &SessionToken,
+        early: Early,
+    ) -> Result<Session, SessionError> {
+        match early {
+            Early::Decided(answer) => answer,
+            Early::Loaded(session) => self.check_loaded(session).await,
+            // The cache had nothing: straight to the store.
+            Early::Sealed => {
+                let id = token.id();
+                let session = self.store.load(&id).await?.ok_or(SessionError::NotFound)?;
+                self.check_loaded(session).await
+            }
+            Early::Unsealed => {
+                self.check_seal(token).await?;
+                self.validate_id(&token.id()).await
+            }
+        }
+    }
+
+    /// [`Sessions::validate_token`]'s answer when it can be given without
+    /// waiting: the seal checked with keys already in memory, and a cache's
+    /// fresh entry that is neither expired nor due for its activity write.
+    /// `None` when the store (or the key record) must be asked: call
+    /// [`Sessions::validate_token`] then. Never another answer than
+    /// `validate_token` would give: `validate_token` starts with this same
+    /// step.
+    pub fn validate_now(&self, token: &SessionToken) -> Option<Result<Session, SessionError>> {
+        match self.early(token) {
+            Early::Decided(answer) => Some(answer),
+            Early::Loaded(_) | Early::Sealed | Early::Unsealed => None,
+        }
+    }
+
+    /// The part of validating `token` that needs no waiting.
+    pub(crate) fn early(&self, token: &SessionToken) -> Early {
+        let Some(keys) = self.keys.get() else {
+            return Early::Unsealed;
+        };
+        if keys.due() {
+            return Early::Unsealed;
+        }
+        if !keys.verify(token) {
+            return Early::Decided(Err(SessionError::Token(TokenError::BadSeal)));
+        }
+        let Some(session) = self.store.load_now(&token.id()) else {
+            return Early::Sealed;
+        };
+        let now = self.clock.now();
+        if session.expiry(now, &self.policy).is_none()
+            && now.since(session.last_seen_at) < self.policy.touch_interval()
+        {
+            Early::Decided(Ok(session))
+        } else {
+            Early::Loaded(session)
+        }
     }
 
     /// [`Sessions::validate`] for a digest whose token was already parsed

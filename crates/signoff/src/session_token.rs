@@ -82,20 +82,21 @@ fn decode_fixed<const N: usize>(text: &str, expected_len: usize) -> Result<[u8; 
             expected: expected_len,
         });
     }
-    if !text
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(TokenError::InvalidCharacter);
-    }
     let mut out = [0u8; N];
-    // The alphabet and length are already right, so the only failure left
-    // would be non-zero trailing bits: a second spelling of the same
-    // bytes. Tokens (48 bytes) and handles (9) fill their characters
-    // exactly, so it cannot happen today; the check stays for any size
-    // that would not.
+    // Decoding checks the alphabet itself (every request parses a token:
+    // no second pass over the good ones); a failure is then told apart.
+    // With the alphabet and length right, the only failure left would be
+    // non-zero trailing bits: a second spelling of the same bytes. Tokens
+    // (48 bytes) and handles (9) fill their characters exactly, so it
+    // cannot happen today; the check stays for any size that would not.
     match URL_SAFE_NO_PAD.decode_slice(text, &mut out) {
         Ok(n) if n == N => Ok(out),
+        _ if !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Err(TokenError::InvalidCharacter)
+        }
         _ => Err(TokenError::NonCanonical),
     }
 }
@@ -418,6 +419,27 @@ mod tests {
             SessionToken::parse(&text),
             Err(TokenError::InvalidCharacter)
         );
+    }
+
+    #[test]
+    fn every_byte_outside_base64url_is_refused_anywhere() {
+        // Decoding is the only alphabet check on a good token: every other
+        // byte, at the start, the middle and the end, must be refused.
+        let good = token().expose().to_owned();
+        for b in 0u8..=127 {
+            let ok = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            for at in [0, 31, 62, 63] {
+                let mut bytes = good.clone().into_bytes();
+                bytes[at] = b;
+                let text = String::from_utf8(bytes).unwrap();
+                let parsed = SessionToken::parse(&text);
+                if ok {
+                    assert_eq!(parsed.map(|t| t.expose().to_owned()), Ok(text));
+                } else {
+                    assert_eq!(parsed, Err(TokenError::InvalidCharacter), "{b:#x} at {at}");
+                }
+            }
+        }
     }
 
     #[test]

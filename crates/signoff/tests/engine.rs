@@ -132,6 +132,136 @@ async fn cache_hit_costs_no_store_read() {
     assert_eq!(cached.inner().loads.load(Ordering::SeqCst), 1);
 }
 
+/// `Sessions::validate_now` (the axum layer's path without a future)
+/// answers only where `validate_token` would answer the same without
+/// waiting: a forged seal, and a cached session that is neither due for
+/// its activity write nor expired. Everything else is left to the store:
+/// a logout, the idle limit, the touch, keys not yet opened.
+#[tokio::test]
+async fn an_answer_without_waiting_is_the_one_validate_gives() {
+    let clock = ManualClock::starting_now();
+    let cached = Arc::new(CachedStore::with_options(
+        Probe::default(),
+        cache_options(Duration::from_secs(3600)),
+        Arc::new(clock.clone()),
+    ));
+    let policy = Policy::builder()
+        .idle_timeout(Duration::from_secs(600))
+        .touch_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let sessions = Sessions::with_clock(cached.clone(), policy.clone(), Arc::new(clock.clone()));
+    let loads = || cached.inner().loads.load(Ordering::SeqCst);
+
+    // Keys not opened yet: nothing can be said without the store.
+    let elsewhere = Sessions::with_clock(
+        Arc::new(MemoryStore::new()),
+        policy.clone(),
+        Arc::new(clock.clone()),
+    );
+    let foreign = elsewhere
+        .login(None, NewSession::for_user(UserId::new("mallory")))
+        .await
+        .unwrap()
+        .token;
+    assert!(sessions.validate_now(&foreign).is_none());
+
+    let issued = sessions
+        .login(None, NewSession::for_user(UserId::new("alice")))
+        .await
+        .unwrap();
+    let token = &issued.token;
+    // Once the keys are open, a seal made elsewhere is refused at once.
+    assert!(matches!(
+        sessions.validate_now(&foreign),
+        Some(Err(SessionError::Token(signoff::TokenError::BadSeal)))
+    ));
+    assert!(matches!(
+        sessions.validate_token(&foreign).await,
+        Err(SessionError::Token(signoff::TokenError::BadSeal))
+    ));
+    // Not cached yet: the store is asked.
+    let before = loads();
+    assert!(sessions.validate_now(token).is_none());
+    let read = sessions.validate_token(token).await.unwrap();
+    assert_eq!(loads(), before + 1);
+    // Cached: the same session, without a read.
+    let now = sessions.validate_now(token).unwrap().unwrap();
+    assert_eq!(now, read);
+    assert_eq!(loads(), before + 1);
+
+    // Due for its activity write: left to `validate_token`, which writes it.
+    clock.advance(Duration::from_secs(61));
+    assert!(sessions.validate_now(token).is_none());
+    let touched = sessions.validate_token(token).await.unwrap();
+    assert!(touched.last_seen_at > read.last_seen_at);
+    // The write dropped the cache's entry: read once more, then cached.
+    assert!(sessions.validate_now(token).is_none());
+    sessions.validate_token(token).await.unwrap();
+    assert_eq!(
+        sessions.validate_now(token).unwrap().unwrap().last_seen_at,
+        touched.last_seen_at
+    );
+
+    // Idle past the limit: never a session without waiting.
+    clock.advance(Duration::from_secs(601));
+    assert!(sessions.validate_now(token).is_none());
+    assert!(matches!(
+        sessions.validate_token(token).await,
+        Err(SessionError::Expired(_))
+    ));
+
+    // Signed out: the cache no longer answers, the store refuses.
+    let again = sessions
+        .login(None, NewSession::for_user(UserId::new("alice")))
+        .await
+        .unwrap();
+    sessions.validate_token(&again.token).await.unwrap();
+    assert!(sessions.validate_now(&again.token).unwrap().is_ok());
+    sessions.logout(again.token.expose()).await.unwrap();
+    assert!(sessions.validate_now(&again.token).is_none());
+    assert!(matches!(
+        sessions.validate_token(&again.token).await,
+        Err(SessionError::NotFound)
+    ));
+}
+
+/// A session at its absolute end, freshly touched and freshly cached, is
+/// never answered without waiting: only the expiry check stands between
+/// that cache entry and a session outliving its lifetime.
+#[tokio::test]
+async fn an_answer_without_waiting_never_outlives_the_absolute_end() {
+    let clock = ManualClock::starting_now();
+    let cached = Arc::new(CachedStore::with_options(
+        MemoryStore::new(),
+        cache_options(Duration::from_secs(3600)),
+        Arc::new(clock.clone()),
+    ));
+    let policy = Policy::builder()
+        .absolute_lifetime(Duration::from_secs(100))
+        .idle_timeout(Duration::from_secs(90))
+        .touch_interval(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let sessions = Sessions::with_clock(cached, policy, Arc::new(clock.clone()));
+    let issued = sessions
+        .login(None, NewSession::for_user(UserId::new("alice")))
+        .await
+        .unwrap();
+    let token = &issued.token;
+    clock.advance(Duration::from_secs(80));
+    sessions.validate_token(token).await.unwrap(); // touched at 80 s
+    sessions.validate_token(token).await.unwrap(); // cached again
+    assert!(sessions.validate_now(token).unwrap().is_ok());
+    // 101 s: past the absolute end, 21 s after the touch (none due).
+    clock.advance(Duration::from_secs(21));
+    assert!(sessions.validate_now(token).is_none());
+    assert!(matches!(
+        sessions.validate_token(token).await,
+        Err(SessionError::Expired(signoff::ExpiredBy::Absolute))
+    ));
+}
+
 /// A load that read the record before a logout must not put it into the
 /// cache after the logout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

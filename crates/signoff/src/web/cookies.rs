@@ -7,14 +7,21 @@ use crate::{CookiePolicy, Issued, SessionToken, Sessions};
 
 /// The value of the cookie called `name`, if the request carries one.
 pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| value.trim().trim_matches('"'))
+    // Every request comes here: plain loops, and ASCII trimming (a
+    // `to_str` value is visible ASCII, spaces and tabs).
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else {
+            continue;
+        };
+        for pair in value.split(';') {
+            if let Some((n, v)) = pair.trim_ascii().split_once('=') {
+                if n == name {
+                    return Some(v.trim_ascii().trim_matches('"'));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The session token in the request's cookie, if it parses.
@@ -59,4 +66,53 @@ fn header_value(c: &CookiePolicy, value: &str, expiry: &str) -> HeaderValue {
         c.same_site.as_str()
     ))
     .unwrap_or_else(|_| unreachable!("cookie names, paths and tokens are checked ASCII"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(values: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::COOKIE, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn the_named_cookie_is_found_in_any_header_and_position() {
+        let cases: &[(&[&'static str], Option<&str>)] = &[
+            (&[], None),
+            (&["signoff=abc"], Some("abc")),
+            (&["a=1; signoff=abc; b=2"], Some("abc")),
+            (&["a=1;signoff=abc"], Some("abc")),
+            (&["a=1;\tsignoff=abc \t"], Some("abc")),
+            // No space around `=` (RFC 6265's cookie-pair), as before.
+            (&["signoff =abc"], None),
+            (&["signoff=\"abc\""], Some("abc")),
+            (&["a=1", "signoff=abc"], Some("abc")),
+            // The first one wins, as before.
+            (&["signoff=first; signoff=second"], Some("first")),
+            (&["signoff="], Some("")),
+            // Other names, however close, are not it.
+            (&["xsignoff=abc; signoff2=def; Signoff=ghi"], None),
+            (&["signoff"], None),
+            (&["; ;;"], None),
+        ];
+        for (values, want) in cases {
+            assert_eq!(read(&with(values), "signoff"), *want, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn a_header_that_is_not_text_is_passed_over() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"signoff=\xff\xfe").unwrap(),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("signoff=abc"));
+        assert_eq!(read(&h, "signoff"), Some("abc"));
+    }
 }

@@ -53,7 +53,7 @@ use crate::SessionToken;
 pub use client_addr::ClientAddr;
 pub use csrf_form::{CsrfForm, FormRefusal, IntentForm, Proof};
 pub use signed_in::{Auth, Authenticated, BackTo, Here, MaybeSignedIn, NotSignedIn, SignedIn};
-pub use web_sessions::{SessionLayer, SessionService, WebOptions, WebSessions};
+pub use web_sessions::{SessionFuture, SessionLayer, SessionService, WebOptions, WebSessions};
 
 /// What the extractors ask of whoever checks sessions: [`WebSessions`] in
 /// an app, the gateway in signoff itself. It reaches them through the
@@ -147,18 +147,39 @@ fn missing_gate() -> Response {
 /// Makes a response unstorable, by the browser or anything between:
 /// `no-store`, no validators, `Vary: Cookie`.
 pub fn no_store(headers: &mut HeaderMap) {
+    // Every answer to a signed-in request comes here: one pass over the
+    // names, and the removals only for headers that are there.
+    let (mut validators, mut vary) = (false, false);
+    for name in headers.keys() {
+        if [
+            &header::EXPIRES,
+            &header::ETAG,
+            &header::LAST_MODIFIED,
+            &header::AGE,
+            &header::PRAGMA,
+        ]
+        .contains(&name)
+        {
+            validators = true;
+        } else if name == header::VARY {
+            vary = true;
+        }
+    }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.remove(header::EXPIRES);
-    headers.remove(header::ETAG);
-    headers.remove(header::LAST_MODIFIED);
-    headers.remove(header::AGE);
-    headers.remove(header::PRAGMA);
-    let has_cookie = headers
-        .get_all(header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|v| matches!(v.trim(), "*") || v.trim().eq_ignore_ascii_case("cookie"));
+    if validators {
+        headers.remove(header::EXPIRES);
+        headers.remove(header::ETAG);
+        headers.remove(header::LAST_MODIFIED);
+        headers.remove(header::AGE);
+        headers.remove(header::PRAGMA);
+    }
+    let has_cookie = vary
+        && headers
+            .get_all(header::VARY)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| matches!(v.trim(), "*") || v.trim().eq_ignore_ascii_case("cookie"));
     if !has_cookie {
         headers.append(header::VARY, HeaderValue::from_static("Cookie"));
     }
@@ -171,4 +192,68 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_store_removes_each_validator_and_adds_vary_cookie_once() {
+        let validators = [
+            header::EXPIRES,
+            header::ETAG,
+            header::LAST_MODIFIED,
+            header::AGE,
+            header::PRAGMA,
+        ];
+        // Each one alone, and all of them, beside headers that stay.
+        for only in validators.iter().map(Some).chain([None]) {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=60"),
+            );
+            for v in &validators {
+                if only.is_none_or(|o| o == v) {
+                    h.insert(v.clone(), HeaderValue::from_static("x"));
+                }
+            }
+            no_store(&mut h);
+            for v in &validators {
+                assert!(h.get(v).is_none(), "{v} left ({only:?})");
+            }
+            assert_eq!(h[header::CACHE_CONTROL], "no-store");
+            assert_eq!(h[header::CONTENT_TYPE], "text/html");
+            assert_eq!(h.get_all(header::VARY).iter().count(), 1);
+            assert_eq!(h[header::VARY], "Cookie");
+        }
+    }
+
+    #[test]
+    fn no_store_keeps_a_vary_that_already_covers_the_cookie() {
+        let cases: &[(&[&'static str], &[&str])] = &[
+            (&[], &["Cookie"]),
+            (&["*"], &["*"]),
+            (&["cookie"], &["cookie"]),
+            (&["Accept-Encoding, COOKIE"], &["Accept-Encoding, COOKIE"]),
+            (
+                &["Accept-Encoding", " Cookie "],
+                &["Accept-Encoding", " Cookie "],
+            ),
+            (&["Accept-Encoding"], &["Accept-Encoding", "Cookie"]),
+            (&["Cookies"], &["Cookies", "Cookie"]),
+        ];
+        for (before, after) in cases {
+            let mut h = HeaderMap::new();
+            for v in *before {
+                h.append(header::VARY, HeaderValue::from_static(v));
+            }
+            no_store(&mut h);
+            let got: Vec<_> = h.get_all(header::VARY).iter().collect();
+            assert_eq!(got, *after, "{before:?}");
+            assert_eq!(h[header::CACHE_CONTROL], "no-store");
+        }
+    }
 }

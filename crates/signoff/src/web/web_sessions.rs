@@ -18,7 +18,10 @@ use axum::Router;
 use super::csrf_form::FormRefusal;
 use super::signed_in::{Auth, Authenticated, NotSignedIn};
 use super::{cookies, guard, no_store, origin, redirect, wants_html, Gate, GateRef};
-use crate::{Deployment, NewSession, SessionError, SessionToken, Sessions, UserId, SITE_KEY};
+use crate::session::Early;
+use crate::{
+    Deployment, NewSession, Session, SessionError, SessionToken, Sessions, UserId, SITE_KEY,
+};
 
 /// Where an app's pages are, and what it trusts.
 #[derive(Debug, Clone)]
@@ -435,6 +438,17 @@ fn unavailable(text: &'static str) -> Response {
     r
 }
 
+/// What [`Inner::found_now`] could tell without waiting.
+// Made once per request and matched at once, never stored.
+#[allow(clippy::large_enum_variant)]
+enum Found {
+    /// The request's standing.
+    Now(Auth),
+    /// The token of a session that only the store (a read, a touch, an
+    /// expiry) or the key record can tell about, and how far the check got.
+    AskTheStore(SessionToken, Early),
+}
+
 impl Inner {
     /// The request's session cookie, checked with `sessions`.
     async fn validate(&self, sessions: &Sessions, headers: &HeaderMap) -> Auth {
@@ -444,13 +458,34 @@ impl Inner {
 
     /// A session cookie's value (`None`: no cookie), checked with `sessions`.
     async fn validate_cookie(&self, sessions: &Sessions, raw: Option<&str>) -> Auth {
+        match self.found_now(sessions, raw) {
+            Found::Now(found) => found,
+            Found::AskTheStore(token, early) => {
+                let answer = sessions.validate_from(&token, early).await;
+                self.judge(token, answer)
+            }
+        }
+    }
+
+    /// What [`Inner::validate_cookie`] would answer, when it needs no
+    /// waiting (no cookie, a malformed one, a made-up seal, a cache hit);
+    /// otherwise the parsed token, for the store to be asked.
+    fn found_now(&self, sessions: &Sessions, raw: Option<&str>) -> Found {
         let Some(raw) = raw else {
-            return Auth::Anonymous { stale: false };
+            return Found::Now(Auth::Anonymous { stale: false });
         };
         let Ok(token) = SessionToken::parse(raw) else {
-            return Auth::Anonymous { stale: true };
+            return Found::Now(Auth::Anonymous { stale: true });
         };
-        match sessions.validate_token(&token).await {
+        match sessions.early(&token) {
+            Early::Decided(answer) => Found::Now(self.judge(token, answer)),
+            early => Found::AskTheStore(token, early),
+        }
+    }
+
+    /// The request's standing, from the engine's answer for its `token`.
+    fn judge(&self, token: SessionToken, answer: Result<Session, SessionError>) -> Auth {
+        match answer {
             // A session the gateway made for one of its app hosts, or
             // linked to another, is good only where the gateway checks it
             // (with its central session): never here.
@@ -587,31 +622,93 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+    type Future = SessionFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let web = &self.web.0;
+        let raw = cookies::read(req.headers(), &web.sessions.policy().cookie().name);
+        let cookie = raw.is_some();
+        // Checked once here; the extractors take what was found (one
+        // extension, so one allocation, for both). Most requests are
+        // decided without waiting (a cache hit): the app's own future is
+        // then the whole of this one, with nothing boxed.
+        let (token, early) = match web.found_now(&web.sessions, raw) {
+            Found::Now(found) => {
+                req.extensions_mut()
+                    .insert(GateRef::with_found(web.clone(), found));
+                return SessionFuture {
+                    state: State::Now {
+                        inner: self.inner.call(req),
+                        cookie,
+                    },
+                };
+            }
+            Found::AskTheStore(token, early) => (token, early),
+        };
         // The clone that was made ready is the one that runs.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let web = self.web.0.clone();
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            let raw = cookies::read(&parts.headers, &web.sessions.policy().cookie().name);
-            let cookie = raw.is_some();
-            // Checked once here; the extractors take what was found (one
-            // extension, so one allocation, for both).
-            let found = web.validate_cookie(&web.sessions, raw).await;
-            parts.extensions.insert(GateRef::with_found(web, found));
-            let mut response = inner.call(Request::from_parts(parts, body)).await?;
-            if cookie {
-                no_store(response.headers_mut());
-            }
+        let web = web.clone();
+        let later = Box::pin(async move {
+            let answer = web.sessions.validate_from(&token, early).await;
+            let found = web.judge(token, answer);
+            req.extensions_mut().insert(GateRef::with_found(web, found));
+            let mut response = inner.call(req).await?;
+            no_store(response.headers_mut());
             Ok(response)
-        })
+        });
+        SessionFuture {
+            state: State::Later { future: later },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`SessionService`]: the app's own, when the session
+    /// was decided without waiting; otherwise a boxed one that first asks
+    /// the store (a read, a touch, an expiry) or the key record.
+    pub struct SessionFuture<F, E> {
+        #[pin]
+        state: State<F, E>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F, E> {
+        Now {
+            #[pin]
+            inner: F,
+            // The request carried a session cookie: the answer is `no-store`.
+            cookie: bool,
+        },
+        Later {
+            future: Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>,
+        },
+    }
+}
+
+impl<F, E> Future for SessionFuture<F, E>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Now { inner, cookie } => {
+                let mut response = std::task::ready!(inner.poll(cx))?;
+                if *cookie {
+                    no_store(response.headers_mut());
+                }
+                Poll::Ready(Ok(response))
+            }
+            StateProj::Later { future } => future.as_mut().poll(cx),
+        }
     }
 }
 
@@ -853,5 +950,100 @@ mod tests {
         );
         let (status, body) = call(&router, "/.signoff/status", Some(&cookie)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+
+    /// The layer decides most requests in `call` (no cookie, a malformed
+    /// or forged one, a cache hit) and runs the rest in a boxed future (a
+    /// store read, the activity write): both answer alike, `no-store` and
+    /// `Vary: Cookie` on every answer to a request with a cookie, the
+    /// page's validators gone.
+    #[tokio::test]
+    async fn the_layer_answers_alike_whether_it_waited_or_not() {
+        use super::super::MaybeSignedIn;
+        use tower::ServiceExt as _;
+        let clock = crate::ManualClock::starting_now();
+        let store = Arc::new(MemoryStore::new());
+        let cache = Arc::new(crate::CachedStore::with_options(
+            store.clone(),
+            crate::CacheOptions {
+                max_staleness: std::time::Duration::from_secs(3600),
+                ..crate::CacheOptions::default()
+            },
+            Arc::new(clock.clone()),
+        ));
+        let policy = loopback_policy();
+        let sessions = Sessions::with_clock(cache.clone(), policy.clone(), Arc::new(clock.clone()));
+        let web = WebSessions::of(sessions.clone(), sessions.clone(), WebOptions::default());
+        let router: Router = Router::new().route(
+            "/page",
+            get(|MaybeSignedIn(who): MaybeSignedIn| async move {
+                (
+                    [(header::ETAG, "\"v1\"")],
+                    who.map_or("anonymous".to_owned(), |a| a.user),
+                )
+            }),
+        );
+        let app = tower_layer::Layer::layer(&web.layer(), router);
+        let get_page = |cookie: Option<String>| {
+            let app = app.clone();
+            async move {
+                let mut req = axum::http::Request::get("/page");
+                if let Some(c) = cookie {
+                    req = req.header(header::COOKIE, c);
+                }
+                let r = app
+                    .oneshot(req.body(axum::body::Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                let headers = r.headers().clone();
+                let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+                (headers, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let private = |h: &HeaderMap| {
+            h.get(header::CACHE_CONTROL)
+                .is_some_and(|v| v == "no-store")
+                && h.get(header::VARY).is_some_and(|v| v == "Cookie")
+                && h.get(header::ETAG).is_none()
+        };
+
+        // No cookie: decided at once, the page as the app made it.
+        let (h, body) = get_page(None).await;
+        assert_eq!(body, "anonymous");
+        assert!(h.get(header::CACHE_CONTROL).is_none() && h.get(header::VARY).is_none());
+        assert_eq!(h[header::ETAG], "\"v1\"");
+
+        let cookie = signed_in_cookie(&sessions).await;
+        let token = crate::SessionToken::parse(cookie.trim_start_matches("signoff=")).unwrap();
+        // Not cached: the boxed future reads the store.
+        let hits = cache.stats().hits();
+        let (h, body) = get_page(Some(cookie.clone())).await;
+        assert_eq!((body.as_str(), private(&h)), ("alice", true));
+        assert_eq!(cache.stats().hits(), hits, "read from the store");
+        // Cached: decided in `call`.
+        let (h, body) = get_page(Some(cookie.clone())).await;
+        assert_eq!((body.as_str(), private(&h)), ("alice", true));
+        assert_eq!(cache.stats().hits(), hits + 1, "a cache hit");
+
+        // Due for the activity write: the boxed future writes it.
+        clock.advance(policy.touch_interval());
+        let (h, body) = get_page(Some(cookie.clone())).await;
+        assert_eq!((body.as_str(), private(&h)), ("alice", true));
+        let record = crate::SessionStore::load(&*store, &token.id())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.last_seen_at, sessions.now());
+
+        // Malformed, forged and signed-out cookies: anonymous, and private.
+        let elsewhere = Sessions::new(Arc::new(MemoryStore::new()), loopback_policy());
+        let forged = signed_in_cookie(&elsewhere).await;
+        for bad in ["signoff=not-a-token".to_owned(), forged] {
+            let (h, body) = get_page(Some(bad.clone())).await;
+            assert_eq!((body.as_str(), private(&h)), ("anonymous", true), "{bad}");
+        }
+        sessions.logout(token.expose()).await.unwrap();
+        let (h, body) = get_page(Some(cookie)).await;
+        assert_eq!((body.as_str(), private(&h)), ("anonymous", true));
     }
 }

@@ -88,6 +88,15 @@ impl SessionStore for Probe {
     }
 }
 
+/// A cache in front of `store`, on `clock`, whose entries stay an hour.
+fn hour_long_cache<S: SessionStore>(store: S, clock: &ManualClock) -> Arc<CachedStore<S>> {
+    Arc::new(CachedStore::with_options(
+        store,
+        cache_options(Duration::from_secs(3600)),
+        Arc::new(clock.clone()),
+    ))
+}
+
 fn cache_options(max_staleness: Duration) -> CacheOptions {
     let mut options = CacheOptions::default();
     options.max_staleness = max_staleness;
@@ -140,11 +149,7 @@ async fn cache_hit_costs_no_store_read() {
 #[tokio::test]
 async fn an_answer_without_waiting_is_the_one_validate_gives() {
     let clock = ManualClock::starting_now();
-    let cached = Arc::new(CachedStore::with_options(
-        Probe::default(),
-        cache_options(Duration::from_secs(3600)),
-        Arc::new(clock.clone()),
-    ));
+    let cached = hour_long_cache(Probe::default(), &clock);
     let policy = Policy::builder()
         .idle_timeout(Duration::from_secs(600))
         .touch_interval(Duration::from_secs(60))
@@ -232,11 +237,7 @@ async fn an_answer_without_waiting_is_the_one_validate_gives() {
 #[tokio::test]
 async fn an_answer_without_waiting_never_outlives_the_absolute_end() {
     let clock = ManualClock::starting_now();
-    let cached = Arc::new(CachedStore::with_options(
-        MemoryStore::new(),
-        cache_options(Duration::from_secs(3600)),
-        Arc::new(clock.clone()),
-    ));
+    let cached = hour_long_cache(MemoryStore::new(), &clock);
     let policy = Policy::builder()
         .absolute_lifetime(Duration::from_secs(100))
         .idle_timeout(Duration::from_secs(90))

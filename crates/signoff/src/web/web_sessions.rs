@@ -857,7 +857,31 @@ mod tests {
             .unwrap()
     }
 
+    /// A cache in front of `store` whose entries stay an hour.
+    fn hour_long_cache(
+        store: &Arc<MemoryStore>,
+        clock: Arc<dyn crate::Clock>,
+    ) -> Arc<crate::CachedStore<Arc<MemoryStore>>> {
+        Arc::new(crate::CachedStore::with_options(
+            store.clone(),
+            crate::CacheOptions {
+                max_staleness: std::time::Duration::from_secs(3600),
+                ..crate::CacheOptions::default()
+            },
+            clock,
+        ))
+    }
+
     async fn call(router: &Router, path: &str, cookie: Option<&str>) -> (StatusCode, String) {
+        let (status, _, body) = call_with_headers(router, path, cookie).await;
+        (status, body)
+    }
+
+    async fn call_with_headers(
+        router: &Router,
+        path: &str,
+        cookie: Option<&str>,
+    ) -> (StatusCode, HeaderMap, String) {
         use tower::ServiceExt as _;
         let mut req = axum::http::Request::get(path);
         if let Some(c) = cookie {
@@ -869,8 +893,9 @@ mod tests {
             .await
             .unwrap();
         let status = r.status();
+        let headers = r.headers().clone();
         let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
     }
 
     #[tokio::test]
@@ -913,14 +938,7 @@ mod tests {
     #[tokio::test]
     async fn the_guards_status_reads_the_store_not_the_cache() {
         let store = Arc::new(MemoryStore::new());
-        let cache = Arc::new(crate::CachedStore::with_options(
-            store.clone(),
-            crate::CacheOptions {
-                max_staleness: std::time::Duration::from_secs(3600),
-                ..crate::CacheOptions::default()
-            },
-            Arc::new(crate::SystemClock),
-        ));
+        let cache = hour_long_cache(&store, Arc::new(crate::SystemClock));
         let cached = Sessions::new(cache, loopback_policy());
         let uncached = Sessions::new(store.clone(), loopback_policy());
         let web = WebSessions::of(cached.clone(), uncached, WebOptions::default());
@@ -960,44 +978,29 @@ mod tests {
     #[tokio::test]
     async fn the_layer_answers_alike_whether_it_waited_or_not() {
         use super::super::MaybeSignedIn;
-        use tower::ServiceExt as _;
         let clock = crate::ManualClock::starting_now();
         let store = Arc::new(MemoryStore::new());
-        let cache = Arc::new(crate::CachedStore::with_options(
-            store.clone(),
-            crate::CacheOptions {
-                max_staleness: std::time::Duration::from_secs(3600),
-                ..crate::CacheOptions::default()
-            },
-            Arc::new(clock.clone()),
-        ));
+        let cache = hour_long_cache(&store, Arc::new(clock.clone()));
         let policy = loopback_policy();
         let sessions = Sessions::with_clock(cache.clone(), policy.clone(), Arc::new(clock.clone()));
         let web = WebSessions::of(sessions.clone(), sessions.clone(), WebOptions::default());
-        let router: Router = Router::new().route(
-            "/page",
-            get(|MaybeSignedIn(who): MaybeSignedIn| async move {
-                (
-                    [(header::ETAG, "\"v1\"")],
-                    who.map_or("anonymous".to_owned(), |a| a.user),
-                )
-            }),
-        );
-        let app = tower_layer::Layer::layer(&web.layer(), router);
+        let router: Router = Router::new()
+            .route(
+                "/page",
+                get(|MaybeSignedIn(who): MaybeSignedIn| async move {
+                    (
+                        [(header::ETAG, "\"v1\"")],
+                        who.map_or("anonymous".to_owned(), |a| a.user),
+                    )
+                }),
+            )
+            .layer(web.layer());
         let get_page = |cookie: Option<String>| {
-            let app = app.clone();
+            let router = router.clone();
             async move {
-                let mut req = axum::http::Request::get("/page");
-                if let Some(c) = cookie {
-                    req = req.header(header::COOKIE, c);
-                }
-                let r = app
-                    .oneshot(req.body(axum::body::Body::empty()).unwrap())
-                    .await
-                    .unwrap();
-                let headers = r.headers().clone();
-                let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
-                (headers, String::from_utf8_lossy(&body).into_owned())
+                let (_, headers, body) =
+                    call_with_headers(&router, "/page", cookie.as_deref()).await;
+                (headers, body)
             }
         };
         let private = |h: &HeaderMap| {

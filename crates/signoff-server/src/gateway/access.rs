@@ -13,13 +13,16 @@ use super::header_names;
 use super::pages::{self, ForbiddenPage};
 use super::proxy::no_store;
 use super::signed_in::{sign_in_first, Identity};
-use super::{origin, Gateway, GROUPS_KEY};
+use super::{Gateway, GROUPS_KEY};
 
 /// The method a request asks the app to take instead of its own, if any.
 pub(super) fn method_override(headers: &HeaderMap) -> Option<&str> {
-    header_names::METHOD_OVERRIDES
-        .iter()
-        .find_map(|n| headers.get(n))
+    // One pass over the names the request holds (most hold none of these)
+    // instead of a lookup for each; the first in the list's order wins.
+    let found = super::proxy::present(headers, &header_names::METHOD_OVERRIDES);
+    let first = found.iter().position(|&f| f)?;
+    headers
+        .get(&header_names::METHOD_OVERRIDES[first])
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
 }
@@ -39,7 +42,7 @@ pub(super) fn proxied_host<'a>(
         return Some(&site.host);
     }
     if gw.settings.public_url_given {
-        return Some(origin::host_of(&gw.settings.public_origin));
+        return Some(&gw.public.host_name);
     }
     request_host(headers, uri)
 }
@@ -220,4 +223,33 @@ fn fresh_first(
     };
     no_store(r.headers_mut());
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_method_override_is_read_and_the_first_listed_wins() {
+        let mut h = HeaderMap::new();
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        assert_eq!(method_override(&h), None);
+        for name in [
+            "X-HTTP-Method-Override",
+            "x-http-method",
+            "X-Method-Override",
+        ] {
+            let mut h = h.clone();
+            h.insert(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static(" DELETE "),
+            );
+            assert_eq!(method_override(&h), Some("DELETE"), "{name}");
+        }
+        // Sent in the reverse of the list's order: the list decides.
+        let mut both = h.clone();
+        both.insert("x-method-override", HeaderValue::from_static("PUT"));
+        both.insert("x-http-method-override", HeaderValue::from_static("DELETE"));
+        assert_eq!(method_override(&both), Some("DELETE"));
+    }
 }

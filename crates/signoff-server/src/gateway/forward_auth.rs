@@ -60,7 +60,7 @@ use super::header_names::{
 };
 use super::layers::QuietLog;
 use super::signed_in::{self, bearer, wants_html, Who};
-use super::{cookies, identity_headers, origin, redirect, token_mode, tunnel, AppState, Gateway};
+use super::{cookies, identity_headers, redirect, token_mode, tunnel, AppState, Gateway};
 use signoff::access::{Decision, RequestFacts};
 
 /// The header naming the login page (with `next`) on a 401.
@@ -199,11 +199,7 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
         );
     }
     let app = match gw.routes.app_for(
-        forwarded_host.or_else(|| {
-            gw.settings
-                .public_url_given
-                .then(|| origin::host_of(&gw.settings.public_origin))
-        }),
+        forwarded_host.or_else(|| gw.settings.public_url_given.then(|| &*gw.public.host_name)),
         path.unwrap_or("/"),
     ) {
         Ok(app) => app,

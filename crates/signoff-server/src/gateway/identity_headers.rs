@@ -310,6 +310,13 @@ pub fn is_forwarding_header(name: &str) -> bool {
     !listed(name, IDENTITY, IDENTITY_PREFIXES) && listed(name, FORWARDING, FORWARDING_PREFIXES)
 }
 
+/// Whether a client must not send `name` on to the upstream: an identity
+/// or a forwarding header ([`is_identity_header`], [`is_forwarding_header`]),
+/// each list read once.
+pub fn is_spoofable(name: &str) -> bool {
+    listed(name, IDENTITY, IDENTITY_PREFIXES) || listed(name, FORWARDING, FORWARDING_PREFIXES)
+}
+
 /// Whether a proxy in front of `/.signoff/auth` let `name` through though
 /// it should have removed it: any identity header, and any forwarding
 /// header spelt with `_` (proxies write their own with `-`).
@@ -649,7 +656,16 @@ mod tests {
                     is_identity_header(spelt) || is_forwarding_header(spelt),
                     "{spelt}"
                 );
+                // The proxy's one-call test says the same.
+                assert!(is_spoofable(spelt), "{spelt}");
             }
+        }
+        for kept in ["accept", "cookie", "x-request-id", "x-forward", "_", ""] {
+            assert!(!is_spoofable(kept), "{kept}");
+            assert!(
+                !is_identity_header(kept) && !is_forwarding_header(kept),
+                "{kept}"
+            );
         }
         assert_eq!(
             spellings("x-signoff-user"),

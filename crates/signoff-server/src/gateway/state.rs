@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use axum::http::HeaderValue;
 use axum::middleware;
 use axum::{Extension, Router};
 use signoff::token_mode::Tokens;
@@ -47,6 +48,40 @@ pub struct Gateway {
     pub(super) rules: ArcSwap<RuleBook>,
     /// Sign-in with OpenID Connect providers (none: passwords only).
     pub(super) oidc: super::oidc::Providers,
+    /// What every proxied request under the public URL is given, made
+    /// once.
+    pub(super) public: PublicUrl,
+}
+
+/// The parts of the public URL that proxied requests use, made once
+/// instead of at every request. Empty without a public URL.
+pub(super) struct PublicUrl {
+    /// Its host (and port), as access rules and forward-auth match it.
+    pub(super) host_name: Box<str>,
+    /// The same, the `Host` and `X-Forwarded-Host` the upstream is sent.
+    pub(super) host: Option<HeaderValue>,
+    /// The status endpoint under it, for a CSP source
+    /// ([`super::proxy::status_url_at`]).
+    pub(super) status_url: Option<Arc<str>>,
+}
+
+impl PublicUrl {
+    fn of(settings: &Settings) -> Self {
+        if !settings.public_url_given {
+            return Self {
+                host_name: "".into(),
+                host: None,
+                status_url: None,
+            };
+        }
+        let origin = &settings.public_origin;
+        let host_name = super::origin::host_of(origin);
+        Self {
+            host_name: host_name.into(),
+            host: HeaderValue::from_str(host_name).ok(),
+            status_url: super::proxy::status_url_at(origin, &settings.prefix),
+        }
+    }
 }
 
 impl Gateway {
@@ -74,6 +109,7 @@ impl Gateway {
             )
         });
         Ok(Self {
+            public: PublicUrl::of(&settings),
             rules: ArcSwap::from_pointee(RuleBook::of(&settings)),
             watch,
             cookie: sessions.policy().cookie().clone(),

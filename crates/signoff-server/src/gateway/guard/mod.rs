@@ -91,7 +91,7 @@ pub struct PageRequest {
     pub compress: Coding,
     /// The status endpoint's absolute URL as the browser fetches it, added
     /// to a `connect-src` that would block it.
-    pub status_url: Option<String>,
+    pub status_url: Option<Arc<str>>,
 }
 
 /// A page that should get the guard but is in a content coding the guard
@@ -236,9 +236,7 @@ impl Guard {
                 headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
             }
         }
-        for name in STALE_BODY_HEADERS {
-            headers.remove(name);
-        }
+        super::proxy::remove_each(headers, &STALE_BODY_HEADERS);
         let status_url = request.status_url.as_deref();
         for name in [
             header::CONTENT_SECURITY_POLICY,
@@ -856,7 +854,7 @@ mod tests {
         let guard = guard();
         let status = "https://app.example/.signoff/status";
         let request = PageRequest {
-            status_url: Some(status.to_owned()),
+            status_url: Some(status.into()),
             ..PageRequest::default()
         };
         let mut input = html(PAGE);
@@ -1037,7 +1035,7 @@ mod tests {
     async fn csp_is_the_same_whichever_way_the_guard_is_placed() {
         let guard = guard();
         let request = PageRequest {
-            status_url: Some("https://app.example/.signoff/status".to_owned()),
+            status_url: Some("https://app.example/.signoff/status".into()),
             ..PageRequest::default()
         };
         let with_policies = |page: &'static str| {

@@ -141,7 +141,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// map holds, then a removal only for those there: most messages carry
 /// none of them, and a removal hashes its name even when there is nothing
 /// to remove (about 120 instructions each, 29 per proxied request before;
-/// docs/benchmarks.md, "Issue 19, 2026-12-07").
+/// docs/benchmarks.md, "The gateway's header edits").
 pub(super) fn remove_each<const N: usize>(headers: &mut HeaderMap, names: &[HeaderName; N]) {
     let found = present(headers, names);
     remove_found(headers, names, found);

@@ -304,6 +304,16 @@ policy = "deny"
     let mut over = base("POST", "app.example.test");
     over.push(("x-http-method-override", "DELETE"));
     assert_eq!(check(over).await, 403);
+    // Two override headers that disagree: the app may read either, so
+    // the request must pass the rules for every method.
+    let mut two = base("POST", "app.example.test");
+    two.push(("x-http-method-override", "GET"));
+    two.push(("x-method-override", "DELETE"));
+    assert_eq!(check(two).await, 403);
+    let mut agreeing = base("POST", "app.example.test");
+    agreeing.push(("x-http-method-override", "GET"));
+    agreeing.push(("x-method-override", "get"));
+    assert_eq!(check(agreeing).await, 200);
     assert_eq!(check(base("POST", "app.example.test")).await, 200);
     // No host forwarded: the host rule may apply, so it must be passed.
     assert_eq!(

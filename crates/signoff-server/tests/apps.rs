@@ -271,6 +271,24 @@ async fn one_sign_in_and_one_sign_out_across_app_hosts() {
         )),
         "{csp}"
     );
+    // Whatever `Host` the client names: not an app's host, so the public
+    // URL's, and the upstream and the CSP are told the public host.
+    let echo = b
+        .get("EVIL.test", "/echo", &format!("signoff={central}"))
+        .await;
+    assert_eq!(seen(&echo, "host"), [b.host("login.test")]);
+    assert_eq!(seen(&echo, "x-forwarded-host"), [b.host("login.test")]);
+    let page = b
+        .get("EVIL.test", "/csp", &format!("signoff={central}"))
+        .await;
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.ends_with(&format!(
+            "connect-src {}/.signoff/status",
+            b.origin("login.test")
+        )),
+        "{csp}"
+    );
     // The second app: no password.
     let grafana = b.single_sign_on("grafana.test", "/page", &central).await;
     assert!(b.signed_in("grafana.test", &grafana).await);

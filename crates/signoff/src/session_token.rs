@@ -284,7 +284,13 @@ impl std::str::FromStr for SessionHandle {
 
 impl fmt::Display for SessionHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+        // On the stack: the gateway shows a handle to its upstream on
+        // every proxied request.
+        let mut text = [0u8; HANDLE_LEN];
+        let len = URL_SAFE_NO_PAD
+            .encode_slice(self.0, &mut text)
+            .map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&text[..len]).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -463,6 +469,9 @@ mod tests {
         let text = handle.to_string();
         assert_eq!(text.len(), HANDLE_LEN);
         assert_eq!(text.parse::<SessionHandle>().unwrap(), handle);
+        assert_eq!(text, URL_SAFE_NO_PAD.encode(handle.as_bytes()));
+        let ones = SessionHandle::from_slice(&[0xff; HANDLE_BYTES]).unwrap();
+        assert_eq!(ones.to_string(), "____________");
         assert!(SessionHandle::from_slice(&[0u8; 8]).is_err());
         assert!("short".parse::<SessionHandle>().is_err());
         // 12 characters carry exactly 9 bytes: no spare bits either.

@@ -15,16 +15,38 @@ use super::proxy::no_store;
 use super::signed_in::{sign_in_first, Identity};
 use super::{Gateway, GROUPS_KEY};
 
-/// The method a request asks the app to take instead of its own, if any.
-pub(super) fn method_override(headers: &HeaderMap) -> Option<&str> {
+/// The method the access rules read for a request, and the one its
+/// override headers (`X-HTTP-Method-Override` and its kin) ask the app to
+/// take instead, if any: the request must pass the rules for both. An app
+/// may read any one of those headers, and any of its values, so when they
+/// do not all name the same method (or one is not text), the method is
+/// taken as unknown (`(None, None)`): the request must then pass the rules
+/// for every method.
+pub(super) fn methods<'a>(
+    method: Option<&'a str>,
+    headers: &'a HeaderMap,
+) -> (Option<&'a str>, Option<&'a str>) {
     // One pass over the names the request holds (most hold none of these)
-    // instead of a lookup for each; the first in the list's order wins.
+    // instead of a lookup for each.
     let found = super::proxy::present(headers, &header_names::METHOD_OVERRIDES);
-    let first = found.iter().position(|&f| f)?;
-    headers
-        .get(&header_names::METHOD_OVERRIDES[first])
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+    let mut named: Option<&str> = None;
+    for (name, found) in header_names::METHOD_OVERRIDES.iter().zip(found) {
+        if !found {
+            continue;
+        }
+        for value in headers.get_all(name) {
+            let Ok(text) = value.to_str() else {
+                return (None, None);
+            };
+            let text = text.trim();
+            match named {
+                Some(first) if !first.eq_ignore_ascii_case(text) => return (None, None),
+                Some(_) => {}
+                None => named = Some(text),
+            }
+        }
+    }
+    (method, named)
 }
 
 /// The host rules match for a proxied request: the one the upstream will
@@ -67,12 +89,13 @@ pub(super) fn proxied_facts<'a>(
     headers: &'a HeaderMap,
     uri: &'a axum::http::Uri,
 ) -> RequestFacts<'a> {
+    let (method, method_override) = methods(Some(method), headers);
     RequestFacts::new(
-        Some(method),
+        method,
         proxied_host(gw, site, headers, uri),
         Some(uri.path()),
     )
-    .method_override(method_override(headers))
+    .method_override(method_override)
 }
 
 impl Identity {
@@ -230,26 +253,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_method_override_is_read_and_the_first_listed_wins() {
+    fn method_overrides_are_read_and_must_agree() {
+        let header = |name: &str| axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
         let mut h = HeaderMap::new();
         h.insert("accept", HeaderValue::from_static("*/*"));
-        assert_eq!(method_override(&h), None);
+        assert_eq!(methods(Some("POST"), &h), (Some("POST"), None));
         for name in [
             "X-HTTP-Method-Override",
             "x-http-method",
             "X-Method-Override",
         ] {
             let mut h = h.clone();
-            h.insert(
-                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_static(" DELETE "),
+            h.insert(header(name), HeaderValue::from_static(" DELETE "));
+            assert_eq!(
+                methods(Some("POST"), &h),
+                (Some("POST"), Some("DELETE")),
+                "{name}"
             );
-            assert_eq!(method_override(&h), Some("DELETE"), "{name}");
         }
-        // Sent in the reverse of the list's order: the list decides.
-        let mut both = h.clone();
-        both.insert("x-method-override", HeaderValue::from_static("PUT"));
-        both.insert("x-http-method-override", HeaderValue::from_static("DELETE"));
-        assert_eq!(method_override(&both), Some("DELETE"));
+        // Two of them naming the same method, in any case: that one.
+        let mut same = h.clone();
+        same.insert("x-method-override", HeaderValue::from_static("delete"));
+        same.insert("x-http-method", HeaderValue::from_static("DELETE"));
+        assert_eq!(methods(Some("POST"), &same).0, Some("POST"));
+        assert!(methods(Some("POST"), &same)
+            .1
+            .is_some_and(|m| m.eq_ignore_ascii_case("delete")));
+        // Every pair of names disagreeing, either way round; a repeated
+        // header disagreeing with itself; a value that is not text: the
+        // method is unknown, whichever one an app would read.
+        let names = [
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+        ];
+        for first in names {
+            for second in names.iter().filter(|n| **n != first) {
+                let mut two = h.clone();
+                two.insert(header(first), HeaderValue::from_static("GET"));
+                two.insert(header(second), HeaderValue::from_static("DELETE"));
+                assert_eq!(
+                    methods(Some("POST"), &two),
+                    (None, None),
+                    "{first} {second}"
+                );
+            }
+            let mut repeated = h.clone();
+            repeated.append(header(first), HeaderValue::from_static("GET"));
+            repeated.append(header(first), HeaderValue::from_static("DELETE"));
+            assert_eq!(methods(Some("POST"), &repeated), (None, None), "{first}");
+            let mut unreadable = h.clone();
+            unreadable.insert(
+                header(first),
+                HeaderValue::from_bytes(b"DEL\xffETE").unwrap(),
+            );
+            assert_eq!(methods(Some("POST"), &unreadable), (None, None), "{first}");
+        }
     }
 }

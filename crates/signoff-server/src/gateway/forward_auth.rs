@@ -52,7 +52,7 @@ use axum::Router;
 use signoff::token_mode::{kind_of, TokenKind};
 
 use super::access;
-use super::access::{method_override, Audience};
+use super::access::{methods, Audience};
 use super::apps;
 use super::error_pages::{error_page, unavailable};
 use super::header_names::{
@@ -206,13 +206,10 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
         Err(no_app) => return apps::refuse(&gw, no_app),
     };
     let access = gw.rules.load();
+    let (rules_method, method_override) =
+        methods(original.method.as_ref().map(Method::as_str), headers);
     let needs = access.for_app(app).needs(
-        &RequestFacts::new(
-            original.method.as_ref().map(Method::as_str),
-            forwarded_host,
-            path,
-        )
-        .method_override(method_override(headers)),
+        &RequestFacts::new(rules_method, forwarded_host, path).method_override(method_override),
     );
     // Public, like `signoff serve`: no session needed, none looked up, and
     // no identity for the app.

@@ -18,14 +18,14 @@
 //!   nothing and keeps nothing: every load reads the store.
 //!
 //! An entry is the session packed into one shared allocation (no
-//! per-field `String`s, no `BTreeMap` node: about 310 bytes per gateway
-//! session with the cache's own bookkeeping, against 1.2 KB for a cloned
-//! `Session`; docs/benchmarks.md), with its user agent kept once for all
-//! entries that share it, and the cache is bounded both in
-//! entries and in bytes
-//! ([`CacheOptions`]). A hit copies the packed bytes out into the
-//! `Session` the caller gets; nothing it does to that copy reaches the
-//! cache.
+//! per-field `String`s, no `BTreeMap` node, numbers as variable-length
+//! integers: about 200 bytes per gateway session with the cache's own
+//! bookkeeping, against 1.2 KB for a cloned `Session`; docs/benchmarks.md,
+//! "Issue 19, 2026-12-07 (midday): a smaller cached session"), with its
+//! user agent kept once for all entries that share it, and the cache is
+//! bounded both in entries and in bytes ([`CacheOptions`]). A hit copies
+//! the packed bytes out into the `Session` the caller gets; nothing it does
+//! to that copy reaches the cache.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use quick_cache::sync::Cache;
 
 use crate::clock::{Clock, MonotonicClock, Timestamp};
-use crate::session::{Session, SessionData, UserId};
+use crate::session::{Session, SessionData, UserId, RESERVED_PREFIX};
 use crate::store::{SessionStore, StoreError, WriteOutcome};
 
 /// Invalidation epochs are kept per shard of the digest space, so an
@@ -46,26 +46,28 @@ const SHARDS: usize = 64;
 fn shard(id: &SessionId) -> usize {
     usize::from(id.as_bytes()[0]) % SHARDS
 }
-use crate::session_token::{SessionHandle, SessionId};
+use crate::session_token::{SessionHandle, SessionId, HANDLE_BYTES};
+
+/// A user agent shared by every entry that has the same one ([`Agents`]):
+/// a thin pointer, so that an [`Entry`] is 32 bytes.
+type SharedAgent = Arc<Box<str>>;
 
 /// A cached session: when it was read, the record packed by [`pack`], and
-/// its user agent, shared with every entry that has the same one
-/// ([`Agents`]). Cloning it (what a cache hit does) bumps reference counts.
+/// its user agent when that is shared with other entries ([`Agents`]; one
+/// that could not be shared is in the record, [`OWN_AGENT`]). Cloning it
+/// (what a cache hit does) bumps reference counts.
 #[derive(Clone)]
 struct Entry {
     cached_at: Timestamp,
     packed: Arc<[u8]>,
-    agent: Option<Arc<str>>,
-    /// The bytes of a user agent this entry holds a copy of its own of
-    /// ([`Agents`] was full), counted in its weight; 0 when shared.
-    own_agent_bytes: u32,
+    agent: Option<SharedAgent>,
 }
 
 /// Bytes an entry costs beyond its packed record: the key, the entry
 /// itself, the allocation's reference counts and the cache's bookkeeping
 /// (an estimate; `bench/load.sh` measures the real figure). A shared user
-/// agent is not counted ([`Agents`] bounds the distinct ones); a copy of
-/// an entry's own is ([`Entry::own_agent_bytes`]).
+/// agent is not counted ([`Agents`] bounds the distinct ones); one of the
+/// entry's own is in its record, so it is.
 const ENTRY_OVERHEAD: u64 = 128;
 
 /// Most distinct user agents kept for sharing: at most
@@ -83,26 +85,50 @@ struct Agents {
 
 #[derive(Default)]
 struct AgentTable {
-    set: HashSet<Arc<str>>,
+    set: HashSet<AgentKey>,
     /// Fills to go before the next sweep of a full table.
     sweep_in: usize,
 }
 
+/// A [`SharedAgent`] looked up by its text.
+struct AgentKey(SharedAgent);
+
+impl std::borrow::Borrow<str> for AgentKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq for AgentKey {
+    fn eq(&self, other: &Self) -> bool {
+        *self.0 == *other.0
+    }
+}
+
+impl Eq for AgentKey {}
+
+impl std::hash::Hash for AgentKey {
+    // The same hash as the `str` it borrows as.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self.0).hash(state);
+    }
+}
+
 impl Agents {
-    /// The shared copy of `agent` and `true`, or a copy of its own and
-    /// `false` while the table is full of user agents still in use.
-    fn share(&self, agent: &str) -> (Arc<str>, bool) {
+    /// The shared copy of `agent`, or `None` while the table is full of
+    /// user agents still in use (the entry then keeps a copy of its own).
+    fn share(&self, agent: &str) -> Option<SharedAgent> {
         // Only shared strings: a panic elsewhere cannot leave it wrong.
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(shared) = table.set.get(agent) {
-            return (Arc::clone(shared), true);
+            return Some(Arc::clone(&shared.0));
         }
         if table.set.len() >= AGENTS_MAX {
             if table.sweep_in == 0 {
                 // Forget the ones no entry holds any more. If most are
                 // still held, wait a while before sweeping again, so a
                 // full table is not swept on every fill.
-                table.set.retain(|a| Arc::strong_count(a) > 1);
+                table.set.retain(|a| Arc::strong_count(&a.0) > 1);
                 if table.set.len() >= AGENTS_MAX * 3 / 4 {
                     table.sweep_in = AGENTS_MAX / 4;
                 }
@@ -110,12 +136,12 @@ impl Agents {
                 table.sweep_in -= 1;
             }
         }
-        let agent: Arc<str> = Arc::from(agent);
-        if table.set.len() < AGENTS_MAX {
-            table.set.insert(Arc::clone(&agent));
-            return (agent, true);
+        if table.set.len() >= AGENTS_MAX {
+            return None;
         }
-        (agent, false)
+        let shared: SharedAgent = Arc::new(Box::from(agent));
+        table.set.insert(AgentKey(Arc::clone(&shared)));
+        Some(shared)
     }
 }
 
@@ -137,7 +163,6 @@ fn entry_bytes(entry: &Entry) -> u64 {
     u64::try_from(entry.packed.len())
         .unwrap_or(u64::MAX)
         .saturating_add(ENTRY_OVERHEAD)
-        .saturating_add(u64::from(entry.own_agent_bytes))
 }
 
 /// Options for [`CachedStore`].
@@ -370,7 +395,7 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
         if self.clock.now().since(entry.cached_at) >= self.max_staleness {
             return None;
         }
-        let session = unpack(id, &entry.packed, entry.agent.as_deref())?;
+        let session = unpack(id, &entry.packed, entry.agent.as_deref().map(|a| &**a))?;
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
         Some(session)
     }
@@ -388,10 +413,16 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
         let epoch = self.epochs()[shard(id)];
         let loaded = self.inner.load(id).await?;
         if let Some(session) = &loaded {
-            let packed: Option<Arc<[u8]>> = (session.id == *id)
-                .then(|| pack(session))
-                .flatten()
-                .map(Into::into);
+            let agent = session
+                .user_agent
+                .as_deref()
+                .and_then(|a| self.agents.share(a));
+            let own_agent = match agent {
+                Some(_) => None,
+                None => session.user_agent.as_deref(),
+            };
+            let packed: Option<Arc<[u8]>> =
+                (session.id == *id).then(|| pack(session, own_agent).into());
             let epochs = self.epochs();
             // An invalidation since we started reading may have been for
             // this session: then what we read may be dead, so keep it out.
@@ -399,22 +430,10 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
             // keeps an untrusted cache empty.
             let fresh = epochs[shard(id)] == epoch && self.trusted.load(Ordering::SeqCst);
             if let Some(packed) = packed.filter(|_| fresh) {
-                let (agent, shared) = match session.user_agent.as_deref() {
-                    Some(a) => {
-                        let (agent, shared) = self.agents.share(a);
-                        (Some(agent), shared)
-                    }
-                    None => (None, true),
-                };
-                let own_agent_bytes = match &agent {
-                    Some(a) if !shared => u32::try_from(a.len()).unwrap_or(u32::MAX),
-                    _ => 0,
-                };
                 let entry = Entry {
                     cached_at: now,
                     packed,
                     agent,
-                    own_agent_bytes,
                 };
                 self.cache.insert(*id, entry);
             }
@@ -543,166 +562,294 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
     }
 }
 
-/// Marks a missing optional string or timestamp in a packed record.
-const NONE: u32 = u32::MAX;
-/// Flag bits of a packed record: `auth_at` follows; the session is remembered.
+/// Flag bits of a packed record: `auth_at` follows; the session is
+/// remembered; the user agent is in the record (it could not be shared,
+/// [`Agents`]).
 const AUTH_AT: u8 = 1;
 const REMEMBERED: u8 = 2;
+const OWN_AGENT: u8 = 4;
 
-/// A session as one byte string: the handle, the three times, a flags byte
-/// ([`AUTH_AT`], then that time; [`REMEMBERED`]), the idle timeout, the
-/// generation, then each text field as a little-endian `u32` length and its bytes
-/// (`NONE` for an absent one), then the data's entry count and entries.
-/// The digest is the cache key and is not repeated; the user agent is
-/// kept beside the record, shared ([`Agents`]). `None` for a session
-/// that does not fit (a field of 4 GiB): it is not cached.
-fn pack(session: &Session) -> Option<Vec<u8>> {
-    fn text(out: &mut Vec<u8>, value: Option<&str>) -> Option<()> {
+/// A session as one byte string, kept small because a gateway caches a
+/// hundred thousand of them (docs/benchmarks.md, "Issue 19, 2026-12-07
+/// (midday): a smaller cached session"):
+///
+/// 1. the handle's bytes;
+/// 2. `created_at`, then `last_seen_at` and `expires_at` as differences
+///    from it (milliseconds, [`zigzag`] then [`put_varint`]);
+/// 3. a flags byte ([`AUTH_AT`], [`REMEMBERED`], [`OWN_AGENT`]); with
+///    [`AUTH_AT`], `auth_at` as a difference from `created_at`;
+/// 4. the idle timeout (seconds, then nanoseconds) and the generation;
+/// 5. the user id and the address, each as 0 when absent or its length
+///    plus one, then its bytes; with [`OWN_AGENT`], the user agent's
+///    length and bytes;
+/// 6. the data's entry count, then each key (its length shifted left by
+///    one, the low bit set when [`RESERVED_PREFIX`] was taken off it, then
+///    its bytes) and value (length, bytes).
+///
+/// Every number is a [`put_varint`]. The digest is the cache key and is
+/// not repeated; a shared user agent is kept beside the record.
+fn pack(session: &Session, own_agent: Option<&str>) -> Vec<u8> {
+    fn text(out: &mut Vec<u8>, value: &str) {
+        put_varint(out, value.len() as u64);
+        out.extend_from_slice(value.as_bytes());
+    }
+    fn optional(out: &mut Vec<u8>, value: Option<&str>) {
         match value {
             Some(v) => {
-                let len = u32::try_from(v.len()).ok().filter(|&n| n != NONE)?;
-                out.extend_from_slice(&len.to_le_bytes());
+                put_varint(out, v.len() as u64 + 1);
                 out.extend_from_slice(v.as_bytes());
             }
-            None => out.extend_from_slice(&NONE.to_le_bytes()),
+            None => out.push(0),
         }
-        Some(())
     }
     let handle = session.handle.as_bytes();
+    let created = session.created_at.as_millis();
+    let since_created = |t: Timestamp| zigzag(t.as_millis().wrapping_sub(created));
     let text_len = session.user_id.as_ref().map_or(0, |u| u.as_str().len())
         + session.ip.as_ref().map_or(0, String::len)
+        + own_agent.map_or(0, str::len)
         + session
             .data
             .iter()
-            .map(|(k, v)| k.len() + v.len() + 8)
+            .map(|(k, v)| k.len() + v.len() + 4)
             .sum::<usize>();
-    let mut out = Vec::with_capacity(1 + handle.len() + 57 + 16 + text_len);
-    out.push(u8::try_from(handle.len()).ok()?);
+    let mut out = Vec::with_capacity(handle.len() + 40 + text_len);
     out.extend_from_slice(handle);
-    for t in [session.created_at, session.last_seen_at, session.expires_at] {
-        out.extend_from_slice(&t.as_millis().to_le_bytes());
+    put_varint(&mut out, zigzag(created));
+    put_varint(&mut out, since_created(session.last_seen_at));
+    put_varint(&mut out, since_created(session.expires_at));
+    let mut flags = 0;
+    if session.auth_at.is_some() {
+        flags |= AUTH_AT;
     }
-    // One byte of flags: AUTH_AT (then the time follows), REMEMBERED.
-    let remembered = if session.remembered { REMEMBERED } else { 0 };
-    match session.auth_at {
-        Some(t) => {
-            out.push(AUTH_AT | remembered);
-            out.extend_from_slice(&t.as_millis().to_le_bytes());
-        }
-        None => out.push(remembered),
+    if session.remembered {
+        flags |= REMEMBERED;
     }
-    out.extend_from_slice(&session.idle_timeout.as_secs().to_le_bytes());
-    out.extend_from_slice(&session.idle_timeout.subsec_nanos().to_le_bytes());
-    out.extend_from_slice(&session.generation.to_le_bytes());
-    text(&mut out, session.user_id.as_ref().map(UserId::as_str))?;
-    text(&mut out, session.ip.as_deref())?;
-    out.extend_from_slice(&u32::try_from(session.data.len()).ok()?.to_le_bytes());
+    if own_agent.is_some() {
+        flags |= OWN_AGENT;
+    }
+    out.push(flags);
+    if let Some(t) = session.auth_at {
+        put_varint(&mut out, since_created(t));
+    }
+    put_varint(&mut out, session.idle_timeout.as_secs());
+    put_varint(&mut out, u64::from(session.idle_timeout.subsec_nanos()));
+    put_varint(&mut out, session.generation);
+    optional(&mut out, session.user_id.as_ref().map(UserId::as_str));
+    optional(&mut out, session.ip.as_deref());
+    if let Some(agent) = own_agent {
+        text(&mut out, agent);
+    }
+    put_varint(&mut out, session.data.len() as u64);
     for (key, value) in &session.data {
-        text(&mut out, Some(key))?;
-        text(&mut out, Some(value))?;
+        match key.strip_prefix(RESERVED_PREFIX) {
+            Some(rest) => {
+                put_varint(&mut out, (rest.len() as u64) << 1 | 1);
+                out.extend_from_slice(rest.as_bytes());
+            }
+            None => {
+                put_varint(&mut out, (key.len() as u64) << 1);
+                out.extend_from_slice(key.as_bytes());
+            }
+        }
+        text(&mut out, value);
     }
-    Some(out)
+    out
+}
+
+/// Appends `value` in 7-bit groups, low first, the high bit of each byte
+/// set when another follows (LEB128): 1 byte below 128, at most 10.
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value & 0x7f) as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Interleaves negative and positive numbers (0, -1, 1, -2, ...) so that a
+/// small difference of either sign is a short [`put_varint`].
+fn zigzag(value: i64) -> u64 {
+    (value << 1 ^ value >> 63) as u64
+}
+
+fn unzigzag(value: u64) -> i64 {
+    (value >> 1) as i64 ^ -((value & 1) as i64)
+}
+
+/// Reads a record packed by [`pack`]; every read is `None` past its end or
+/// on a malformed number, never a panic.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.0.len() {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    /// A [`put_varint`]; `None` for one longer than 10 bytes or above
+    /// `u64::MAX`.
+    fn varint(&mut self) -> Option<u64> {
+        // Most numbers in a record are one byte.
+        if let Some((&first, rest)) = self.0.split_first() {
+            if first < 0x80 {
+                self.0 = rest;
+                return Some(u64::from(first));
+            }
+        }
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.byte()?;
+            let bits = u64::from(byte & 0x7f);
+            if shift == 63 && bits > 1 {
+                return None;
+            }
+            value |= bits << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    fn len(&mut self) -> Option<usize> {
+        usize::try_from(self.varint()?).ok()
+    }
+
+    /// `n` bytes as text.
+    fn text(&mut self, n: usize) -> Option<&'a str> {
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+
+    /// A time written as a difference from `base`.
+    fn time_since(&mut self, base: i64) -> Option<Timestamp> {
+        Some(Timestamp::from_millis(
+            base.wrapping_add(unzigzag(self.varint()?)),
+        ))
+    }
+
+    /// An optional text: `Some(None)` when absent, `None` if unreadable.
+    fn optional(&mut self) -> Option<Option<&'a [u8]>> {
+        match self.len()? {
+            0 => Some(None),
+            n => Some(Some(self.take(n - 1)?)),
+        }
+    }
+}
+
+/// The record's fixed part: everything before the user id.
+struct Head {
+    handle: SessionHandle,
+    created_at: Timestamp,
+    last_seen_at: Timestamp,
+    expires_at: Timestamp,
+    flags: u8,
+    auth_at: Option<Timestamp>,
+    idle_timeout: Duration,
+    generation: u64,
+}
+
+impl Reader<'_> {
+    fn head(&mut self) -> Option<Head> {
+        let handle = SessionHandle::from_slice(self.take(HANDLE_BYTES)?).ok()?;
+        let created = unzigzag(self.varint()?);
+        let last_seen_at = self.time_since(created)?;
+        let expires_at = self.time_since(created)?;
+        let flags = self.byte()?;
+        if flags & !(AUTH_AT | REMEMBERED | OWN_AGENT) != 0 {
+            return None;
+        }
+        let auth_at = match flags & AUTH_AT {
+            0 => None,
+            _ => Some(self.time_since(created)?),
+        };
+        let secs = self.varint()?;
+        // Duration::new panics on an overflowing pair: a corrupt record is a miss.
+        let nanos = u32::try_from(self.varint()?)
+            .ok()
+            .filter(|&n| n < 1_000_000_000)?;
+        let generation = self.varint()?;
+        Some(Head {
+            handle,
+            created_at: Timestamp::from_millis(created),
+            last_seen_at,
+            expires_at,
+            flags,
+            auth_at,
+            idle_timeout: Duration::new(secs, nanos),
+            generation,
+        })
+    }
 }
 
 /// The user id's bytes in a record packed by [`pack`], read in place;
 /// `None` for an anonymous session or a record that does not read back.
 fn packed_user(packed: &[u8]) -> Option<&[u8]> {
-    let handle_len = usize::from(*packed.first()?);
-    // The handle and the three times, then the flags.
-    let mut at = 1 + handle_len + 24;
-    if *packed.get(at)? & AUTH_AT != 0 {
-        at += 8;
-    }
-    // The flags byte, the idle timeout (8 + 4) and the generation (8).
-    at += 1 + 12 + 8;
-    let len = u32::from_le_bytes(packed.get(at..at + 4)?.try_into().ok()?);
-    if len == NONE {
-        return None;
-    }
-    let start = at + 4;
-    packed.get(start..start.checked_add(usize::try_from(len).ok()?)?)
+    let mut r = Reader(packed);
+    r.head()?;
+    r.optional()?
 }
 
-/// The session packed by [`pack`], under digest `id`; `None` (served as a
+/// The session packed by [`pack`], under digest `id`, with `shared_agent`
+/// as its user agent unless the record holds its own; `None` (served as a
 /// miss) if the record does not read back, which [`pack`] never causes.
-fn unpack(id: &SessionId, packed: &[u8], user_agent: Option<&str>) -> Option<Session> {
-    struct Reader<'a>(&'a [u8]);
-    impl<'a> Reader<'a> {
-        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-            if n > self.0.len() {
-                return None;
-            }
-            let (head, rest) = self.0.split_at(n);
-            self.0 = rest;
-            Some(head)
-        }
-        fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-            self.take(N)?.try_into().ok()
-        }
-        fn time(&mut self) -> Option<Timestamp> {
-            Some(Timestamp::from_millis(i64::from_le_bytes(self.array()?)))
-        }
-        fn u32(&mut self) -> Option<u32> {
-            Some(u32::from_le_bytes(self.array()?))
-        }
-        /// `Some(None)` for an absent value, `None` if unreadable.
-        fn text(&mut self) -> Option<Option<String>> {
-            match self.u32()? {
-                NONE => Some(None),
-                len => {
-                    let bytes = self.take(usize::try_from(len).ok()?)?;
-                    Some(Some(std::str::from_utf8(bytes).ok()?.to_owned()))
-                }
-            }
-        }
-    }
+fn unpack(id: &SessionId, packed: &[u8], shared_agent: Option<&str>) -> Option<Session> {
     let mut r = Reader(packed);
-    let handle_len = usize::from(r.array::<1>()?[0]);
-    let handle = SessionHandle::from_slice(r.take(handle_len)?).ok()?;
-    let created_at = r.time()?;
-    let last_seen_at = r.time()?;
-    let expires_at = r.time()?;
-    let flags = r.array::<1>()?[0];
-    if flags & !(AUTH_AT | REMEMBERED) != 0 {
-        return None;
-    }
-    let auth_at = match flags & AUTH_AT {
-        0 => None,
-        _ => Some(r.time()?),
+    let head = r.head()?;
+    let text = |bytes: Option<&[u8]>| -> Option<Option<String>> {
+        match bytes {
+            None => Some(None),
+            Some(b) => Some(Some(std::str::from_utf8(b).ok()?.to_owned())),
+        }
     };
-    let remembered = flags & REMEMBERED != 0;
-    let secs = u64::from_le_bytes(r.array()?);
-    let nanos = r.u32()?;
-    // Duration::new panics on an overflowing pair: a corrupt record is a miss.
-    if nanos >= 1_000_000_000 {
-        return None;
-    }
-    let idle_timeout = Duration::new(secs, nanos);
-    let generation = u64::from_le_bytes(r.array()?);
-    let user_id = r.text()?.map(UserId::new);
-    let user_agent = user_agent.map(str::to_owned);
-    let ip = r.text()?;
+    let user_id = text(r.optional()?)?.map(UserId::new);
+    let ip = text(r.optional()?)?;
+    let user_agent = if head.flags & OWN_AGENT != 0 {
+        // A record with an agent of its own has none shared beside it.
+        if shared_agent.is_some() {
+            return None;
+        }
+        let n = r.len()?;
+        Some(r.text(n)?.to_owned())
+    } else {
+        shared_agent.map(str::to_owned)
+    };
     let mut data = SessionData::new();
-    for _ in 0..r.u32()? {
-        data.insert(r.text()??, r.text()??);
+    for _ in 0..r.varint()? {
+        let key = r.varint()?;
+        let key_text = r.text(usize::try_from(key >> 1).ok()?)?;
+        let key = match key & 1 {
+            1 => [RESERVED_PREFIX, key_text].concat(),
+            _ => key_text.to_owned(),
+        };
+        let n = r.len()?;
+        data.insert(key, r.text(n)?.to_owned());
     }
     if !r.0.is_empty() {
         return None;
     }
     Some(Session {
         id: *id,
-        handle,
+        handle: head.handle,
         user_id,
-        created_at,
-        last_seen_at,
-        auth_at,
-        expires_at,
-        idle_timeout,
+        created_at: head.created_at,
+        last_seen_at: head.last_seen_at,
+        auth_at: head.auth_at,
+        expires_at: head.expires_at,
+        idle_timeout: head.idle_timeout,
         user_agent,
         ip,
         data,
-        generation,
-        remembered,
+        generation: head.generation,
+        remembered: head.flags & REMEMBERED != 0,
     })
 }
 
@@ -757,14 +904,28 @@ mod tests {
         CachedStore::with_options(MemoryStore::new(), options, clock)
     }
 
+    /// Where the flags byte of `packed` is: after the handle and three numbers.
+    fn flags_at(packed: &[u8]) -> usize {
+        let mut r = Reader(packed);
+        r.take(HANDLE_BYTES).unwrap();
+        for _ in 0..3 {
+            r.varint().unwrap();
+        }
+        packed.len() - r.0.len()
+    }
+
     #[test]
     fn packing_keeps_every_field() {
         let full = session(7, 100);
-        let packed = pack(&full).unwrap();
+        let packed = pack(&full, None);
         assert_eq!(
             unpack(&full.id, &packed, full.user_agent.as_deref()),
             Some(full.clone())
         );
+        // The user agent in the record instead of beside it.
+        let own = pack(&full, full.user_agent.as_deref());
+        assert_eq!(unpack(&full.id, &own, None), Some(full.clone()));
+        assert_eq!(unpack(&full.id, &own, Some("other")), None);
 
         let mut bare = full;
         bare.user_id = None;
@@ -772,15 +933,15 @@ mod tests {
         bare.user_agent = None;
         bare.ip = Some(String::new());
         bare.data.clear();
-        let packed = pack(&bare).unwrap();
+        let packed = pack(&bare, None);
         assert_eq!(unpack(&bare.id, &packed, None), Some(bare.clone()));
         let mut ordinary = bare.clone();
         ordinary.remembered = false;
-        let ordinary_packed = pack(&ordinary).unwrap();
+        let ordinary_packed = pack(&ordinary, None);
         assert_eq!(unpack(&ordinary.id, &ordinary_packed, None), Some(ordinary));
         // Unknown flag bits are a miss.
         let mut flags = ordinary_packed.clone();
-        flags[1 + bare.handle.as_bytes().len() + 24] |= 0x80;
+        flags[flags_at(&ordinary_packed)] |= 0x80;
         assert_eq!(unpack(&bare.id, &flags, None), None);
         // A cut or padded record is a miss, never a different session.
         assert_eq!(
@@ -799,6 +960,119 @@ mod tests {
         );
     }
 
+    /// The extremes of every field come back as they went in; a record cut
+    /// anywhere is a miss; changed bytes are at worst another session,
+    /// never a panic.
+    #[test]
+    fn packing_keeps_extreme_values() {
+        let times = [
+            i64::MIN,
+            i64::MIN + 1,
+            -1,
+            0,
+            1,
+            1_765_000_000_000,
+            i64::MAX,
+        ];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            // xorshift64: a fixed sequence, so a failure repeats.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..400 {
+            let mut s = session(round, 0);
+            let mut pick = || times[(next() % times.len() as u64) as usize];
+            s.created_at = Timestamp::from_millis(pick());
+            s.last_seen_at = Timestamp::from_millis(pick());
+            s.expires_at = Timestamp::from_millis(pick());
+            s.auth_at = (round % 3 != 0).then(|| Timestamp::from_millis(pick()));
+            s.idle_timeout = match round % 4 {
+                0 => Duration::ZERO,
+                1 => Duration::new(u64::MAX, 999_999_999),
+                _ => Duration::new(next(), (next() % 1_000_000_000) as u32),
+            };
+            s.generation = [0, 127, 128, u64::MAX][round as usize % 4];
+            s.remembered = round % 2 == 0;
+            s.user_id = (round % 5 != 0).then(|| UserId::new("é".repeat(round as usize % 70)));
+            s.ip = (round % 7 != 0).then(|| "x".repeat(round as usize % 130));
+            s.data.clear();
+            for key in [
+                "signoff.",
+                "signoff",
+                "",
+                "signoff.user",
+                "ü",
+                "a.signoff.b",
+            ] {
+                if next() % 2 == 0 {
+                    s.data
+                        .insert(key.to_owned(), "v".repeat(round as usize % 200));
+                }
+            }
+            let agent = "y".repeat(round as usize % 600);
+            let (own, shared) = match round % 3 {
+                0 => (Some(agent.as_str()), None),
+                1 => (None, Some(agent.as_str())),
+                _ => (None, None),
+            };
+            s.user_agent = own.or(shared).map(str::to_owned);
+            let packed = pack(&s, own);
+            assert_eq!(
+                unpack(&s.id, &packed, shared),
+                Some(s.clone()),
+                "round {round}"
+            );
+            assert_eq!(
+                packed_user(&packed),
+                s.user_id.as_ref().map(|u| u.as_str().as_bytes())
+            );
+            for cut in 0..packed.len() {
+                assert_eq!(unpack(&s.id, &packed[..cut], shared), None, "cut at {cut}");
+            }
+            let mut changed = packed.clone();
+            let at = (next() % changed.len() as u64) as usize;
+            changed[at] ^= (next() % 255 + 1) as u8;
+            let _ = unpack(&s.id, &changed, shared);
+            let _ = packed_user(&changed);
+        }
+        // Numbers that do not fit 64 bits, or run on past the record.
+        for bad in [
+            &[0xff; 11][..],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
+            &[0x80],
+        ] {
+            assert_eq!(Reader(bad).varint(), None, "{bad:?}");
+        }
+        assert_eq!(
+            Reader(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]).varint(),
+            Some(u64::MAX)
+        );
+    }
+
+    /// A gateway session (16-character user id, IPv4 address, the user
+    /// name under a reserved key, a shared user agent) packs into about 70
+    /// bytes: with the reference counts and malloc's header, one 96-byte
+    /// block (docs/benchmarks.md).
+    #[test]
+    fn a_gateway_session_packs_small() {
+        let mut s = session(1, 0);
+        s.user_id = Some(UserId::new("neicW20lgMbZb_ue"));
+        s.ip = Some("203.0.113.77".to_owned());
+        s.created_at = Timestamp::from_millis(1_765_000_000_000);
+        s.last_seen_at = s.created_at;
+        s.auth_at = Some(s.created_at);
+        s.expires_at = s.created_at.plus(Duration::from_secs(12 * 3600));
+        s.idle_timeout = Duration::from_secs(30 * 60);
+        s.generation = 0;
+        s.data.clear();
+        s.data.insert("signoff.user".to_owned(), "alice".to_owned());
+        let packed = pack(&s, None);
+        assert!(packed.len() <= 72, "{} bytes", packed.len());
+    }
+
     #[tokio::test]
     async fn entries_share_a_user_agent_and_serve_their_own() {
         let cache = cached(CacheOptions::default());
@@ -813,64 +1087,80 @@ mod tests {
         }
         let agent = |s: &Session| cache.cache.get(&s.id).unwrap().agent;
         assert!(Arc::ptr_eq(&agent(&a).unwrap(), &agent(&b).unwrap()));
-        assert_eq!(agent(&c).as_deref(), Some("curl/8.0"));
-        assert_eq!(agent(&d), None);
+        assert_eq!(agent(&c).as_deref().map(|a| &**a), Some("curl/8.0"));
+        assert!(agent(&d).is_none());
         for s in [a, b, c, d] {
             assert_eq!(cache.load(&s.id).await.unwrap(), Some(s));
         }
         assert_eq!(cache.stats().hits(), 4);
     }
 
-    #[test]
-    fn the_shared_user_agents_stay_bounded() {
+    #[tokio::test]
+    async fn the_shared_user_agents_stay_bounded() {
         let agents = Agents::default();
-        let held: Vec<Arc<str>> = (0..AGENTS_MAX / 2)
-            .map(|i| agents.share(&format!("held/{i}")).0)
+        let share = |a: &str| agents.share(a);
+        let held: Vec<SharedAgent> = (0..AGENTS_MAX / 2)
+            .map(|i| share(&format!("held/{i}")).unwrap())
             .collect();
         for i in 0..AGENTS_MAX * 3 {
-            agents.share(&format!("dropped/{i}"));
+            share(&format!("dropped/{i}"));
             let len = agents.table.lock().unwrap().set.len();
             assert!(len <= AGENTS_MAX, "{len}");
         }
         // What entries still hold stays shared, and new ones are shared
         // again once the unheld ones are swept.
         for (i, h) in held.iter().enumerate() {
-            assert!(Arc::ptr_eq(h, &agents.share(&format!("held/{i}")).0));
+            assert!(Arc::ptr_eq(h, &share(&format!("held/{i}")).unwrap()));
         }
-        let (new, shared) = agents.share("new");
-        assert!(shared && Arc::ptr_eq(&new, &agents.share("new").0));
+        let new = share("new").unwrap();
+        assert!(Arc::ptr_eq(&new, &share("new").unwrap()));
 
-        // Full of agents still held: a new one is a copy of its own, and
-        // an entry holding it weighs its bytes.
-        let more: Vec<Arc<str>> = (held.len()..AGENTS_MAX)
-            .map(|i| agents.share(&format!("held/{i}")).0)
+        // Full of agents still held: a new one is not shared.
+        let more: Vec<SharedAgent> = (held.len()..AGENTS_MAX)
+            .filter_map(|i| share(&format!("held/{i}")))
             .collect();
-        let (own, shared) = agents.share(&"x".repeat(300));
-        assert!(!shared, "{} agents held, {} more", held.len(), more.len());
-        let entry = |own_agent_bytes| Entry {
-            cached_at: Timestamp::from_millis(0),
-            packed: Arc::from(&b"packed"[..]),
-            agent: Some(Arc::clone(&own)),
-            own_agent_bytes,
-        };
-        assert_eq!(entry_bytes(&entry(300)), entry_bytes(&entry(0)) + 300);
+        assert!(
+            share(&"x".repeat(300)).is_none(),
+            "{} agents held, {} more",
+            held.len(),
+            more.len()
+        );
+
+        // A cache whose table is full keeps such an agent in the entry's
+        // record, serves it, and weighs its bytes.
+        let cache = cached(CacheOptions::default());
+        let held: Vec<SharedAgent> = (0..AGENTS_MAX)
+            .filter_map(|i| cache.agents.share(&format!("held/{i}")))
+            .collect();
+        let (mut own, mut plain) = (session(1, 0), session(2, 0));
+        own.user_agent = Some("x".repeat(300));
+        plain.user_agent = None;
+        for s in [&own, &plain] {
+            cache.inner().insert(s).await.unwrap();
+            cache.load(&s.id).await.unwrap().unwrap();
+        }
+        let entry = |s: &Session| cache.cache.get(&s.id).unwrap();
+        assert!(entry(&own).agent.is_none(), "{} held", held.len());
+        assert!(entry_bytes(&entry(&own)) >= entry_bytes(&entry(&plain)) + 300);
+        assert_eq!(cache.load(&own.id).await.unwrap(), Some(own));
+        assert_eq!(cache.stats().hits(), 1);
     }
 
     #[test]
     fn the_user_is_read_in_place() {
         let full = session(7, 100);
-        assert_eq!(packed_user(&pack(&full).unwrap()), Some("u-7".as_bytes()));
+        assert_eq!(packed_user(&pack(&full, None)), Some("u-7".as_bytes()));
         let mut other = full.clone();
         // The flags byte holds REMEMBERED without AUTH_AT: no time follows.
         other.auth_at = None;
         other.remembered = true;
         other.user_id = Some(UserId::new(""));
-        assert_eq!(packed_user(&pack(&other).unwrap()), Some(&b""[..]));
+        assert_eq!(packed_user(&pack(&other, Some("agent"))), Some(&b""[..]));
         other.user_id = None;
-        assert_eq!(packed_user(&pack(&other).unwrap()), None);
+        assert_eq!(packed_user(&pack(&other, None)), None);
         // Cut anywhere, a record gives no user or the whole one, never
         // a wrong one (and no panic).
-        let packed = pack(&full).unwrap();
+        let packed = pack(&full, None);
         for cut in 0..packed.len() {
             let user = packed_user(&packed[..cut]);
             assert!(

@@ -39,7 +39,7 @@ const TOKEN_BYTES: usize = RANDOM_BYTES + 1 + SEAL_BYTES;
 /// Length of a token's text form: 48 bytes in unpadded base64.
 pub const TOKEN_LEN: usize = 64;
 /// Number of random bytes in a session handle.
-const HANDLE_BYTES: usize = 9;
+pub(crate) const HANDLE_BYTES: usize = 9;
 /// Length of a handle's text form: 9 bytes in unpadded base64.
 pub const HANDLE_LEN: usize = 12;
 

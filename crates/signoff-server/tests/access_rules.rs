@@ -315,6 +315,21 @@ policy = "deny"
     agreeing.push(("x-method-override", "get"));
     assert_eq!(check(agreeing).await, 200);
     assert_eq!(check(base("POST", "app.example.test")).await, 200);
+    // The host given twice, or as a list: the client's may be the one
+    // that comes first, so the request is refused either way round.
+    for (a, b) in [
+        ("app.example.test", "admin.example.test"),
+        ("admin.example.test", "app.example.test"),
+    ] {
+        let mut twice = base("GET", a);
+        twice.push(("x-forwarded-host", b));
+        assert_eq!(check(twice).await, 403, "{a} then {b}");
+    }
+    let list = base("GET", "app.example.test, admin.example.test");
+    assert_eq!(check(list).await, 403);
+    let mut same = base("GET", "app.example.test");
+    same.push(("x-forwarded-host", "app.example.test"));
+    assert_eq!(check(same).await, 200);
     // No host forwarded: the host rule may apply, so it must be passed.
     assert_eq!(
         check(vec![

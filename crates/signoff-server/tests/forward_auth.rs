@@ -329,6 +329,30 @@ async fn public_paths_are_decided_on_the_raw_forwarded_uri() {
     )
     .await;
     assert_eq!(r.status, 403);
+    // One header given twice with different values, either order: a proxy
+    // that adds its value beside the client's must not let the client's
+    // come first. The same value twice is fine.
+    for name in ["x-forwarded-uri", "x-original-uri"] {
+        for (a, b) in [("/private", "/public"), ("/public", "/private")] {
+            let r = get(
+                &auth_url(&gw),
+                &[(name, a), (name, b), ("cookie", c.as_str())],
+            )
+            .await;
+            assert_eq!(r.status, 403, "{name}: {a} then {b}");
+            assert_eq!(r.header("x-signoff-user"), None);
+        }
+        let r = get(&auth_url(&gw), &[(name, "/public"), (name, "/public")]).await;
+        assert_eq!(r.status, 200, "{name} twice, the same");
+    }
+    for name in ["x-forwarded-method", "x-original-method"] {
+        let r = get(
+            &auth_url(&gw),
+            &[("x-original-uri", "/public"), (name, "GET"), (name, "POST")],
+        )
+        .await;
+        assert_eq!(r.status, 403, "{name}");
+    }
     // The same URI in both is fine.
     let r = get(
         &auth_url(&gw),

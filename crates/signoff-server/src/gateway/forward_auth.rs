@@ -103,12 +103,18 @@ fn forwarded_path(headers: &HeaderMap) -> Option<&str> {
     path.starts_with('/').then_some(path)
 }
 
-/// Whether the proxy's two spellings of the original request disagree: a
-/// proxy that sets one and passes the client's other on (nginx's usual
-/// `auth_request` recipe sets only `X-Original-URI`) must not let the
-/// client choose which one decides.
+/// Whether the proxy's headers naming the original request disagree:
+///
+/// - the two spellings of the URI or of the method: a proxy that sets one
+///   and passes the client's other on (nginx's usual `auth_request` recipe
+///   sets only `X-Original-URI`) must not let the client choose which one
+///   decides;
+/// - one of them, or `X-Forwarded-Host`, given twice with different values,
+///   or a host given as a list (`a, b`): a proxy that adds its value beside
+///   the client's (HAProxy's `add-header`, a chain of proxies each
+///   appending) must not let the client's come first and decide.
 fn spellings_disagree(headers: &HeaderMap) -> bool {
-    [
+    let two_spellings = [
         [X_FORWARDED_URI, X_ORIGINAL_URI],
         [X_FORWARDED_METHOD, X_ORIGINAL_METHOD],
     ]
@@ -118,7 +124,27 @@ fn spellings_disagree(headers: &HeaderMap) -> bool {
             (Some(a), Some(b)) => a != b,
             _ => false,
         },
-    )
+    );
+    let given_twice = [
+        X_FORWARDED_URI,
+        X_ORIGINAL_URI,
+        X_FORWARDED_METHOD,
+        X_ORIGINAL_METHOD,
+        header_names::X_FORWARDED_HOST,
+    ]
+    .iter()
+    .any(|name| {
+        let mut values = headers.get_all(name).iter().flat_map(|v| {
+            let v = v.as_bytes();
+            // A host holds no comma: one is a list. A URI may hold one.
+            let list = *name == header_names::X_FORWARDED_HOST;
+            v.split(move |&b| list && b == b',').map(<[u8]>::trim_ascii)
+        });
+        values
+            .next()
+            .is_some_and(|first| values.any(|other| other != first))
+    });
+    two_spellings || given_twice
 }
 
 /// Whether the query asks for a redirect instead of a 401.
@@ -151,8 +177,10 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
     }
     if spellings_disagree(headers) {
         tracing::warn!(
-            "refused: X-Forwarded-Uri/-Method and X-Original-URI/-Method disagree; \
-             the proxy must set one and clear the other (docs/forward-auth.md)"
+            "refused: the proxy's headers naming the original request disagree \
+             (X-Forwarded-Uri/-Method and X-Original-URI/-Method, or one of them or \
+             X-Forwarded-Host given twice); the proxy must set one of each and clear \
+             what the client sent (docs/forward-auth.md)"
         );
         return error_page(
             &gw,
@@ -386,6 +414,45 @@ mod tests {
         assert_eq!(forwarded_path(&HeaderMap::new()), None);
         let both = headers(&[("x-original-uri", "/public"), ("x-forwarded-uri", "/p")]);
         assert_eq!(forwarded_path(&both), Some("/p"));
+    }
+
+    #[test]
+    fn original_request_headers_must_agree() {
+        let disagree = |pairs: &[(&str, &str)]| spellings_disagree(&headers(pairs));
+        assert!(!disagree(&[]));
+        assert!(!disagree(&[
+            ("x-forwarded-uri", "/a"),
+            ("x-original-uri", "/a")
+        ]));
+        assert!(disagree(&[
+            ("x-forwarded-uri", "/a"),
+            ("x-original-uri", "/b")
+        ]));
+        assert!(disagree(&[
+            ("x-forwarded-method", "GET"),
+            ("x-original-method", "PUT")
+        ]));
+        for name in [
+            "x-forwarded-uri",
+            "x-original-uri",
+            "x-forwarded-method",
+            "x-original-method",
+            "x-forwarded-host",
+        ] {
+            assert!(!disagree(&[(name, "a")]), "{name}");
+            assert!(!disagree(&[(name, "a"), (name, " a ")]), "{name}");
+            assert!(disagree(&[(name, "a"), (name, "b")]), "{name}");
+            assert!(disagree(&[(name, "b"), (name, "a"), (name, "b")]), "{name}");
+            assert!(disagree(&[(name, "a"), (name, "")]), "{name}");
+        }
+        // A host list is two hosts; a comma in a URI is just a comma.
+        assert!(disagree(&[("x-forwarded-host", "evil.test, app.test")]));
+        assert!(!disagree(&[("x-forwarded-host", "app.test, app.test")]));
+        assert!(!disagree(&[("x-forwarded-uri", "/a,b")]));
+        assert!(!disagree(&[
+            ("x-original-uri", "/a,b"),
+            ("x-original-uri", "/a,b")
+        ]));
     }
 
     #[test]

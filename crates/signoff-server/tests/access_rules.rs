@@ -325,6 +325,8 @@ policy = "deny"
         twice.push(("x-forwarded-host", b));
         assert_eq!(check(twice).await, 403, "{a} then {b}");
     }
+    // A list was refused before as a host no rule names (it must then
+    // pass them all), and is now refused as two hosts.
     let list = base("GET", "app.example.test, admin.example.test");
     assert_eq!(check(list).await, 403);
     let mut same = base("GET", "app.example.test");

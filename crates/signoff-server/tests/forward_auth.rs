@@ -345,6 +345,16 @@ async fn public_paths_are_decided_on_the_raw_forwarded_uri() {
         let r = get(&auth_url(&gw), &[(name, "/public"), (name, "/public")]).await;
         assert_eq!(r.status, 200, "{name} twice, the same");
     }
+    // Two URIs joined into one line by a hop (`a, b`): the request target
+    // has no space, so this is not one path.
+    for name in ["x-forwarded-uri", "x-original-uri"] {
+        let r = get(
+            &auth_url(&gw),
+            &[(name, "/public, /private"), ("cookie", c.as_str())],
+        )
+        .await;
+        assert_eq!(r.status, 403, "{name} joined");
+    }
     for name in ["x-forwarded-method", "x-original-method"] {
         let r = get(
             &auth_url(&gw),

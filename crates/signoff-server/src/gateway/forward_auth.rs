@@ -110,9 +110,10 @@ fn forwarded_path(headers: &HeaderMap) -> Option<&str> {
 ///   sets only `X-Original-URI`) must not let the client choose which one
 ///   decides;
 /// - one of them, or `X-Forwarded-Host`, given twice with different values,
-///   or a host given as a list (`a, b`): a proxy that adds its value beside
-///   the client's (HAProxy's `add-header`, a chain of proxies each
-///   appending) must not let the client's come first and decide.
+///   a host given as a list (`a, b`), or a URI holding a space or tab (two
+///   joined into one line): a proxy that adds its value beside the
+///   client's (HAProxy's `add-header`, a chain of proxies each appending)
+///   must not let the client's come first and decide.
 fn spellings_disagree(headers: &HeaderMap) -> bool {
     let two_spellings = [
         [X_FORWARDED_URI, X_ORIGINAL_URI],
@@ -144,7 +145,18 @@ fn spellings_disagree(headers: &HeaderMap) -> bool {
             .next()
             .is_some_and(|first| values.any(|other| other != first))
     });
-    two_spellings || given_twice
+    // A request target holds no space or tab: a URI with one inside is two
+    // joined into one line (`/x, /admin`, as a hop may join repeated
+    // lines). Joined without a space they cannot be told from one path.
+    let joined_uri = [X_FORWARDED_URI, X_ORIGINAL_URI].iter().any(|name| {
+        headers.get_all(name).iter().any(|v| {
+            v.as_bytes()
+                .trim_ascii()
+                .iter()
+                .any(|b| matches!(b, b' ' | b'\t'))
+        })
+    });
+    two_spellings || given_twice || joined_uri
 }
 
 /// Whether the query asks for a redirect instead of a 401.
@@ -453,6 +465,10 @@ mod tests {
             ("x-original-uri", "/a,b"),
             ("x-original-uri", "/a,b")
         ]));
+        // Two URIs joined into one line.
+        assert!(disagree(&[("x-forwarded-uri", "/x, /admin")]));
+        assert!(disagree(&[("x-original-uri", " /x,\t/admin ")]));
+        assert!(!disagree(&[("x-original-uri", " /x ")]));
     }
 
     #[test]

@@ -279,15 +279,8 @@ policy = "deny"
     let gw = start(None, rules, &[]);
     let alice = gw.login(USER, PASSWORD).await;
     let c = cookie(&alice);
-    let check = |headers: Vec<(&'static str, &'static str)>| {
-        let url = gw.url("/.signoff/auth");
-        let c = c.clone();
-        async move {
-            let mut headers = headers;
-            headers.push(("cookie", c.as_str()));
-            get(&url, &headers).await.status
-        }
-    };
+    let url = gw.url("/.signoff/auth");
+    let check = |headers| signed_in_status(&url, &c, headers);
     let base = |method: &'static str, host: &'static str| {
         vec![
             ("x-forwarded-uri", "/api/x"),
@@ -343,6 +336,12 @@ policy = "deny"
     );
 }
 
+/// The status of a GET of `url` with `headers` and the session cookie `c`.
+async fn signed_in_status(url: &str, c: &str, mut headers: Vec<(&str, &str)>) -> u16 {
+    headers.push(("cookie", c));
+    get(url, &headers).await.status
+}
+
 /// The same reading of method overrides on a proxied request: one
 /// naming a denied method is refused, and so are two that disagree (the
 /// app may read either); two that agree are read as that method.
@@ -360,15 +359,8 @@ policy = "deny"
     let gw = start(Some(&up), rules, &[]);
     let alice = gw.login(USER, PASSWORD).await;
     let c = cookie(&alice);
-    let status = |overrides: Vec<(&'static str, &'static str)>| {
-        let url = gw.url("/echo");
-        let c = c.clone();
-        async move {
-            let mut headers = overrides;
-            headers.push(("cookie", c.as_str()));
-            get(&url, &headers).await.status
-        }
-    };
+    let url = gw.url("/echo");
+    let status = |overrides| signed_in_status(&url, &c, overrides);
     assert_eq!(status(vec![]).await, 200);
     assert_eq!(status(vec![("x-method-override", "DELETE")]).await, 403);
     assert_eq!(

@@ -135,11 +135,12 @@ fn spellings_disagree(headers: &HeaderMap) -> bool {
     ]
     .iter()
     .any(|name| {
+        // A host holds no comma: one is a list. A URI may hold one.
+        let list = *name == header_names::X_FORWARDED_HOST;
         let mut values = headers.get_all(name).iter().flat_map(|v| {
-            let v = v.as_bytes();
-            // A host holds no comma: one is a list. A URI may hold one.
-            let list = *name == header_names::X_FORWARDED_HOST;
-            v.split(move |&b| list && b == b',').map(<[u8]>::trim_ascii)
+            v.as_bytes()
+                .split(move |&b| list && b == b',')
+                .map(<[u8]>::trim_ascii)
         });
         values
             .next()
@@ -190,9 +191,10 @@ async fn check(State(gw): AppState, RawQuery(query): RawQuery, req: Request) -> 
     if spellings_disagree(headers) {
         tracing::warn!(
             "refused: the proxy's headers naming the original request disagree \
-             (X-Forwarded-Uri/-Method and X-Original-URI/-Method, or one of them or \
-             X-Forwarded-Host given twice); the proxy must set one of each and clear \
-             what the client sent (docs/forward-auth.md)"
+             (X-Forwarded-Uri/-Method and X-Original-URI/-Method, one of them or \
+             X-Forwarded-Host given twice, a host list, or two URIs in one line); \
+             the proxy must set one of each and clear what the client sent \
+             (docs/forward-auth.md)"
         );
         return error_page(
             &gw,

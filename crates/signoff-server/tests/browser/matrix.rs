@@ -5,17 +5,19 @@
 //! `SIGNOFF_WRITE_BROWSER_MATRIX=1` (a plain `cargo test` leaves the
 //! checkout as it was).
 //!
-//! Tests run on parallel threads of one process, so recording and
-//! rebuilding hold one lock, and every file is written whole (temporary
-//! file, then rename): the last test to finish writes a document that
-//! holds every result, and no reader ever sees half a file. The first
-//! record of a process deletes the previous run's results, so the
-//! document shows the latest run only; cells a filtered run did not reach
-//! say so.
+//! Tests run on parallel threads of one process (`cargo test`) or each in
+//! a process of its own (`cargo nextest`, as `.ci/run` does), so recording
+//! and rebuilding hold a lock on a file beside the results, and every file
+//! is written whole (temporary file, then rename): the last test to finish
+//! writes a document that holds every result, and no reader ever sees half
+//! a file. The first record of a run deletes the previous run's results, so
+//! the document shows the latest run only; cells a filtered run did not
+//! reach say so. A run is one process, or under nextest the processes that
+//! share one `NEXTEST_RUN_ID`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -112,13 +114,16 @@ pub fn record(
     findings: &[String],
     took: Duration,
 ) {
-    static LOCK: Mutex<()> = Mutex::new(());
     static FRESH: OnceLock<()> = OnceLock::new();
-    let _held = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = results_dir();
-    FRESH.get_or_init(|| {
-        let _ = std::fs::remove_dir_all(&dir);
-    });
+    let _held = match lock(&dir) {
+        Ok(file) => file,
+        Err(e) => {
+            eprintln!("browser matrix: cannot lock {}: {e}", dir.display());
+            return;
+        }
+    };
+    FRESH.get_or_init(|| start_run(&dir));
     let entry = json!({
         "scenario": scenario,
         "engine": engine.name(),
@@ -144,6 +149,41 @@ pub fn record(
         });
     if let Err(e) = written {
         eprintln!("browser matrix: cannot write the results: {e}");
+    }
+}
+
+/// Holds the results' lock until dropped (the kernel lets go when the file
+/// closes, also if the process dies).
+// File::lock is newer than the library's rust-version; the tests build only
+// with the toolchain here.
+#[allow(clippy::incompatible_msrv)]
+fn lock(dir: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::create_dir_all(dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    file.lock()?;
+    Ok(file)
+}
+
+/// Deletes an earlier run's results, unless this process belongs to the
+/// run that wrote them (nextest: the same `NEXTEST_RUN_ID`).
+fn start_run(dir: &Path) {
+    let run = std::env::var("NEXTEST_RUN_ID")
+        .unwrap_or_else(|_| format!("process {}", std::process::id()));
+    let marker = dir.join("run");
+    if std::fs::read_to_string(&marker).is_ok_and(|seen| seen == run) {
+        return;
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|x| x == "json") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    if let Err(e) = write_whole(&marker, run.as_bytes()) {
+        eprintln!("browser matrix: cannot write {}: {e}", marker.display());
     }
 }
 

@@ -5,8 +5,10 @@
 //!
 //! Every [`Browser`] gets its own driver process on a free port and its own
 //! empty profile directory, so tests are independent. Browsers are expensive
-//! on a 2-core machine, so by default only one runs at a time per test binary
-//! (see [`SLOTS_ENV`]).
+//! on a 2-core machine, so by default only one runs at a time on the machine,
+//! whichever test process starts it (see [`SLOTS_ENV`] and [`Slot`]): `cargo
+//! test` runs one test binary at a time, but `cargo nextest` (`.ci/run`)
+//! runs each test in a process of its own, several at once.
 //!
 //! Availability: when the driver or the browser binary is missing,
 //! [`Browser::open`] returns `None` after writing `skipped: …` to the real
@@ -31,11 +33,10 @@ use std::time::{Duration, Instant};
 use fantoccini::wd::Capabilities;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Set to `1` to turn "browser missing, skipped" into a test failure (CI).
 pub const REQUIRE_ENV: &str = "SIGNOFF_REQUIRE_SERVICES";
-/// How many browsers one test binary may run at once (default 1).
+/// How many browsers the tests may run at once on this machine (default 1).
 pub const SLOTS_ENV: &str = "SIGNOFF_BROWSER_SLOTS";
 /// How long starting a browser session may take.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(45);
@@ -428,18 +429,64 @@ pub fn report_skip(what: &str, why: &str) {
     let _ = writeln!(std::io::stderr(), "skipped: {test}: {what}: {why}");
 }
 
-fn slots() -> Arc<Semaphore> {
-    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
-    SLOTS
-        .get_or_init(|| {
-            let n = std::env::var(SLOTS_ENV)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|n| *n > 0)
-                .unwrap_or(1);
-            Arc::new(Semaphore::new(n))
-        })
-        .clone()
+/// The right to run one browser: an exclusive lock on one of
+/// [`SLOTS_ENV`] files in the temporary directory, so the limit holds across
+/// test processes. The kernel drops the lock when the file closes, also when
+/// the process is killed, so a crashed test never keeps a slot.
+pub struct Slot {
+    _file: std::fs::File,
+}
+
+impl Slot {
+    async fn acquire() -> Slot {
+        let n: usize = std::env::var(SLOTS_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(1);
+        let dir = std::env::temp_dir().join("signoff-browser-slots");
+        let waiting = Instant::now();
+        let mut told = false;
+        loop {
+            for i in 0..n {
+                if let Some(slot) = Self::try_take(&dir, i) {
+                    return slot;
+                }
+            }
+            if !told && waiting.elapsed() > Duration::from_secs(300) {
+                // Not a failure: a long suite may hold the slot this long.
+                // Said once (on the real stderr, like a skip), so a test
+                // stuck behind a hung one shows why.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "waiting: {}: no free browser slot in {} after 300 s",
+                    std::thread::current().name().unwrap_or("?"),
+                    dir.display()
+                );
+                told = true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // File::try_lock is newer than the library's rust-version; the tests
+    // build only with the toolchain here.
+    #[allow(clippy::incompatible_msrv)]
+    fn try_take(dir: &Path, i: usize) -> Option<Slot> {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let path = dir.join(format!("{i}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        match file.try_lock() {
+            Ok(()) => Some(Slot { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => None,
+            Err(std::fs::TryLockError::Error(e)) => panic!("lock {}: {e}", path.display()),
+        }
+    }
 }
 
 fn free_port() -> Result<u16> {
@@ -720,7 +767,7 @@ pub struct Browser {
     driver: Driver,
     closed: bool,
     // Dropped last, after the driver and the browser are gone.
-    slot: Arc<OwnedSemaphorePermit>,
+    slot: Arc<Slot>,
     dir: tempfile::TempDir,
 }
 
@@ -762,12 +809,7 @@ impl Browser {
             );
             return None;
         }
-        let slot = Arc::new(
-            slots()
-                .acquire_owned()
-                .await
-                .expect("browser slots never close"),
-        );
+        let slot = Arc::new(Slot::acquire().await);
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         match Self::start(engine, slot, args).await {
             Ok(b) => Some(b),
@@ -784,11 +826,7 @@ impl Browser {
         Self::start(engine, self.slot.clone(), self.extra_args.clone()).await
     }
 
-    async fn start(
-        engine: Engine,
-        slot: Arc<OwnedSemaphorePermit>,
-        extra_args: Vec<String>,
-    ) -> Result<Browser> {
+    async fn start(engine: Engine, slot: Arc<Slot>, extra_args: Vec<String>) -> Result<Browser> {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix(&format!("signoff-{}-", engine.name()))

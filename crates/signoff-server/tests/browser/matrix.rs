@@ -154,25 +154,29 @@ pub fn record(
 
 /// Holds the results' lock until dropped (the kernel lets go when the file
 /// closes, also if the process dies).
-// File::lock is newer than the library's rust-version; the tests build only
-// with the toolchain here.
-#[allow(clippy::incompatible_msrv)]
 fn lock(dir: &Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{flock, FlockOperation};
     std::fs::create_dir_all(dir)?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(dir.join("lock"))?;
-    file.lock()?;
+    flock(&file, FlockOperation::LockExclusive)?;
     Ok(file)
 }
 
 /// Deletes an earlier run's results, unless this process belongs to the
 /// run that wrote them (nextest: the same `NEXTEST_RUN_ID`).
 fn start_run(dir: &Path) {
-    let run = std::env::var("NEXTEST_RUN_ID")
-        .unwrap_or_else(|_| format!("process {}", std::process::id()));
+    // A process number alone can come back in a later run; with the time
+    // the process first recorded, it cannot.
+    let run = std::env::var("NEXTEST_RUN_ID").unwrap_or_else(|_| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!("process {} at {}", std::process::id(), now.as_nanos())
+    });
     let marker = dir.join("run");
     if std::fs::read_to_string(&marker).is_ok_and(|seen| seen == run) {
         return;

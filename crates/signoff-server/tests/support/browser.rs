@@ -5,10 +5,11 @@
 //!
 //! Every [`Browser`] gets its own driver process on a free port and its own
 //! empty profile directory, so tests are independent. Browsers are expensive
-//! on a 2-core machine, so by default only one runs at a time on the machine,
-//! whichever test process starts it (see [`SLOTS_ENV`] and [`Slot`]): `cargo
-//! test` runs one test binary at a time, but `cargo nextest` (`.ci/run`)
-//! runs each test in a process of its own, several at once.
+//! on a 2-core machine, so by default only one test at a time holds browsers
+//! (one, or two with [`Browser::open_another`]), whichever test process of the
+//! suite it runs in (see [`SLOTS_ENV`] and [`Slot`]): `cargo test` runs one
+//! test binary at a time, but `cargo nextest` (`.ci/run`) runs each test in a
+//! process of its own, several at once.
 //!
 //! Availability: when the driver or the browser binary is missing,
 //! [`Browser::open`] returns `None` after writing `skipped: …` to the real
@@ -36,7 +37,7 @@ use serde_json::{json, Value};
 
 /// Set to `1` to turn "browser missing, skipped" into a test failure (CI).
 pub const REQUIRE_ENV: &str = "SIGNOFF_REQUIRE_SERVICES";
-/// How many browsers the tests may run at once on this machine (default 1).
+/// How many tests may hold browsers at once (default 1).
 pub const SLOTS_ENV: &str = "SIGNOFF_BROWSER_SLOTS";
 /// How long starting a browser session may take.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(45);
@@ -429,10 +430,11 @@ pub fn report_skip(what: &str, why: &str) {
     let _ = writeln!(std::io::stderr(), "skipped: {test}: {what}: {why}");
 }
 
-/// The right to run one browser: an exclusive lock on one of
-/// [`SLOTS_ENV`] files in the temporary directory, so the limit holds across
-/// test processes. The kernel drops the lock when the file closes, also when
-/// the process is killed, so a crashed test never keeps a slot.
+/// The right to hold browsers: an exclusive `flock` on one of [`SLOTS_ENV`]
+/// files in the build's temporary directory (`target/tmp`), so the limit
+/// holds across the suite's test processes. The kernel drops the lock when
+/// the file closes, also when the process is killed, so a crashed test never
+/// keeps a slot.
 pub struct Slot {
     _file: std::fs::File,
 }
@@ -444,7 +446,7 @@ impl Slot {
             .and_then(|v| v.parse().ok())
             .filter(|n| *n > 0)
             .unwrap_or(1);
-        let dir = std::env::temp_dir().join("signoff-browser-slots");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-slots");
         let waiting = Instant::now();
         let mut told = false;
         loop {
@@ -453,13 +455,13 @@ impl Slot {
                     return slot;
                 }
             }
-            if !told && waiting.elapsed() > Duration::from_secs(300) {
-                // Not a failure: a long suite may hold the slot this long.
-                // Said once (on the real stderr, like a skip), so a test
+            if !told && waiting.elapsed() > Duration::from_secs(120) {
+                // Not a failure: a long browser test may hold the slot this
+                // long. Said once (on the real stderr, like a skip), so a test
                 // stuck behind a hung one shows why.
                 let _ = writeln!(
                     std::io::stderr(),
-                    "waiting: {}: no free browser slot in {} after 300 s",
+                    "waiting: {}: no free browser slot in {} after 120 s",
                     std::thread::current().name().unwrap_or("?"),
                     dir.display()
                 );
@@ -469,10 +471,8 @@ impl Slot {
         }
     }
 
-    // File::try_lock is newer than the library's rust-version; the tests
-    // build only with the toolchain here.
-    #[allow(clippy::incompatible_msrv)]
     fn try_take(dir: &Path, i: usize) -> Option<Slot> {
+        use rustix::fs::{flock, FlockOperation};
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         let path = dir.join(format!("{i}.lock"));
         let file = std::fs::OpenOptions::new()
@@ -481,10 +481,10 @@ impl Slot {
             .write(true)
             .open(&path)
             .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-        match file.try_lock() {
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Some(Slot { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => None,
-            Err(std::fs::TryLockError::Error(e)) => panic!("lock {}: {e}", path.display()),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => None,
+            Err(e) => panic!("lock {}: {e}", path.display()),
         }
     }
 }

@@ -126,7 +126,7 @@ fn spellings_disagree(headers: &HeaderMap) -> bool {
             _ => false,
         },
     );
-    let given_twice = [
+    let given_twice_or_joined = [
         X_FORWARDED_URI,
         X_ORIGINAL_URI,
         X_FORWARDED_METHOD,
@@ -137,6 +137,12 @@ fn spellings_disagree(headers: &HeaderMap) -> bool {
     .any(|name| {
         // A host holds no comma: one is a list. A URI may hold one.
         let list = *name == header_names::X_FORWARDED_HOST;
+        // A request target holds no space or tab: a URI with one inside is
+        // two joined into one line (`/x, /admin`, as a hop may join
+        // repeated lines). Joined without a space they cannot be told from
+        // one path.
+        let uri = *name == X_FORWARDED_URI || *name == X_ORIGINAL_URI;
+        let joined = |v: &[u8]| uri && v.iter().any(|b| matches!(b, b' ' | b'\t'));
         let mut values = headers.get_all(name).iter().flat_map(|v| {
             v.as_bytes()
                 .split(move |&b| list && b == b',')
@@ -144,20 +150,9 @@ fn spellings_disagree(headers: &HeaderMap) -> bool {
         });
         values
             .next()
-            .is_some_and(|first| values.any(|other| other != first))
+            .is_some_and(|one| joined(one) || values.any(|other| other != one || joined(other)))
     });
-    // A request target holds no space or tab: a URI with one inside is two
-    // joined into one line (`/x, /admin`, as a hop may join repeated
-    // lines). Joined without a space they cannot be told from one path.
-    let joined_uri = [X_FORWARDED_URI, X_ORIGINAL_URI].iter().any(|name| {
-        headers.get_all(name).iter().any(|v| {
-            v.as_bytes()
-                .trim_ascii()
-                .iter()
-                .any(|b| matches!(b, b' ' | b'\t'))
-        })
-    });
-    two_spellings || given_twice || joined_uri
+    two_spellings || given_twice_or_joined
 }
 
 /// Whether the query asks for a redirect instead of a 401.

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::browser::{seen_version, Engine};
+use crate::support::browser::{lock_file, seen_version, Engine};
 use crate::Transport;
 
 /// The scenarios, in the document's order: (id, title).
@@ -116,7 +116,7 @@ pub fn record(
 ) {
     static FRESH: OnceLock<()> = OnceLock::new();
     let dir = results_dir();
-    let _held = match lock(&dir) {
+    let _held = match lock_file(&dir.join("lock"), true) {
         Ok(file) => file,
         Err(e) => {
             eprintln!("browser matrix: cannot lock {}: {e}", dir.display());
@@ -139,31 +139,16 @@ pub fn record(
         engine.name(),
         transport_name(transport).to_lowercase()
     );
-    let written = std::fs::create_dir_all(&dir)
-        .and_then(|()| write_whole(&dir.join(name), entry.to_string().as_bytes()))
-        .and_then(|()| {
-            let doc = render(&read_all(&dir));
-            documents()
-                .iter()
-                .try_for_each(|path| write_whole(path, doc.as_bytes()))
-        });
+    // The lock made the directory.
+    let written = write_whole(&dir.join(name), entry.to_string().as_bytes()).and_then(|()| {
+        let doc = render(&read_all(&dir));
+        documents()
+            .iter()
+            .try_for_each(|path| write_whole(path, doc.as_bytes()))
+    });
     if let Err(e) = written {
         eprintln!("browser matrix: cannot write the results: {e}");
     }
-}
-
-/// Holds the results' lock until dropped (the kernel lets go when the file
-/// closes, also if the process dies).
-fn lock(dir: &Path) -> std::io::Result<std::fs::File> {
-    use rustix::fs::{flock, FlockOperation};
-    std::fs::create_dir_all(dir)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("lock"))?;
-    flock(&file, FlockOperation::LockExclusive)?;
-    Ok(file)
 }
 
 /// Deletes an earlier run's results, unless this process belongs to the

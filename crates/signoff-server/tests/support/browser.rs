@@ -435,7 +435,7 @@ pub fn report_skip(what: &str, why: &str) {
 /// holds across the suite's test processes. The kernel drops the lock when
 /// the file closes, also when the process is killed, so a crashed test never
 /// keeps a slot.
-pub struct Slot {
+struct Slot {
     _file: std::fs::File,
 }
 
@@ -472,21 +472,37 @@ impl Slot {
     }
 
     fn try_take(dir: &Path, i: usize) -> Option<Slot> {
-        use rustix::fs::{flock, FlockOperation};
-        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         let path = dir.join(format!("{i}.lock"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => Some(Slot { _file: file }),
-            Err(e) if e == rustix::io::Errno::WOULDBLOCK => None,
+        match lock_file(&path, false) {
+            Ok(file) => Some(Slot { _file: file }),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
             Err(e) => panic!("lock {}: {e}", path.display()),
         }
     }
+}
+
+/// Opens `path` (made, with its directory, if missing) and takes an
+/// exclusive `flock` on it, waiting for it when `wait`; otherwise an error
+/// of kind `WouldBlock` says another holds it. The kernel lets go when the
+/// file closes, also if the process dies. For the browser slots and the
+/// browser matrix's results.
+pub fn lock_file(path: &Path, wait: bool) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{flock, FlockOperation};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    let operation = if wait {
+        FlockOperation::LockExclusive
+    } else {
+        FlockOperation::NonBlockingLockExclusive
+    };
+    flock(&file, operation)?;
+    Ok(file)
 }
 
 fn free_port() -> Result<u16> {

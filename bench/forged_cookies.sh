@@ -7,7 +7,8 @@
 #   bench/forged_cookies.sh        # about 1 minute
 #
 # Environment: DURATION (10s), CONNS (32, signed-in), FLOOD_CONNS (8),
-# BASE_PORT (18500), KEEP=1 to keep the temp directory.
+# BASE_PORT (18500), KEEP=1 to keep the temp directory, REL (the release
+# binaries, default target/release), BUILD=0 to use them as they are.
 #
 # The gateway runs on a private redis-server (started here, on a free
 # port), so that every store command it makes is counted by Redis itself
@@ -20,7 +21,7 @@ CONNS=${CONNS:-32}
 FLOOD_CONNS=${FLOOD_CONNS:-8}
 BASE_PORT=${BASE_PORT:-18500}
 PASSWORD='bench-password-123'
-REL=target/release
+REL=${REL:-target/release}
 FOREIGN_MAX=${FOREIGN_MAX:-100}
 RETRIES=0
 
@@ -31,7 +32,9 @@ command -v wrk >/dev/null || { echo "wrk is missing (apt-get install wrk)" >&2; 
 command -v redis-server >/dev/null || { echo "redis-server is missing" >&2; exit 1; }
 
 log "building"
-cargo build --profile bench -p signoff-server --bin signoff --examples
+if [[ ${BUILD:-1} != 0 ]]; then
+    cargo build --profile bench -p signoff-server --bin signoff --examples
+fi
 
 UP=$((BASE_PORT + 1))
 REDIS=$((BASE_PORT + 2))

@@ -95,8 +95,15 @@ pub fn render(sources: &Sources, counters: &Counters) -> String {
             &mut out,
             "signoff_session_cache_misses_total",
             "counter",
-            "Session checks that read the store: not cached or too old.",
+            "Session checks not answered from memory (not cached or too old); each read the store, except the shared ones.",
             stats.misses(),
+        );
+        line(
+            &mut out,
+            "signoff_session_cache_shared_total",
+            "counter",
+            "Missed session checks that took the answer of another check's store read of the same session instead of reading.",
+            stats.shared(),
         );
         line(&mut out, "signoff_session_cache_bypassed_total", "counter",
             "Session checks that read the store because the cache was not trusted (revocation bus down).",

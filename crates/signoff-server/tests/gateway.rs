@@ -1292,6 +1292,10 @@ async fn metrics_are_off_unless_asked_for() {
         "{text}"
     );
     assert!(text.contains("signoff_session_cache_hits_total"), "{text}");
+    assert!(
+        text.contains("signoff_session_cache_shared_total 0"),
+        "{text}"
+    );
     // On SQLite the revocation bus is the watcher of the change log.
     assert!(text.contains("signoff_bus_connected"), "{text}");
     assert!(reply

@@ -156,12 +156,8 @@ fn label(n: usize) -> String {
 fn cache_hit(c: &mut Criterion) {
     let rt = runtime();
     let (store, tokens, keys) = rt.block_on(populated(10_000));
-    let sessions = Sessions::with_clock(
-        Arc::new(CachedStore::new(store)),
-        Policy::default(),
-        clock(),
-    )
-    .with_keys(keys);
+    let cached = Arc::new(CachedStore::new(store));
+    let sessions = Sessions::with_clock(cached.clone(), Policy::default(), clock()).with_keys(keys);
     let token = tokens[0].expose().to_owned();
     rt.block_on(sessions.validate(&token))
         .expect("warm the cache");
@@ -181,6 +177,18 @@ fn cache_hit(c: &mut Criterion) {
                 sessions.validate(&forged).await,
                 Err(SessionError::Token(TokenError::BadSeal))
             ))
+        })
+    });
+    // A miss through the cache, one at a time: the entry dropped (as an
+    // invalidation drops it), the session read from SQLite, packed and
+    // cached again. Beside `validate/sqlite_miss` (no cache), what the
+    // cache adds to a miss: the fill, and the table of reads under way
+    // that concurrent misses of one session share.
+    let id = SessionToken::parse(&token).expect("token").id();
+    group.bench_function("cache_miss_refill", |b| {
+        b.to_async(&rt).iter(|| async {
+            cached.invalidate(&id);
+            sessions.validate(&token).await.expect("valid")
         })
     });
     group.finish();

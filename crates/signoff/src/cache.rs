@@ -15,7 +15,13 @@
 //!   invariant 2 (docs/security.md) for cached deployments;
 //! - an untrusted cache ([`CachedStore::set_trusted`], which the revocation
 //!   bus uses while it cannot be sure it hears every announcement) serves
-//!   nothing and keeps nothing: every load reads the store.
+//!   nothing and keeps nothing: every load reads the store;
+//! - loads of one session that miss at the same time share one store read
+//!   (a page's many requests when its entry has just aged out), but a load
+//!   joins only a read asked for after the last invalidation of its shard,
+//!   not answered yet and younger than `max_staleness`: a load that starts
+//!   after a logout here, or after an announcement, never takes the answer
+//!   of a read asked for before it ([`Flight`]).
 //!
 //! An entry is the session packed into one shared allocation (no
 //! per-field `String`s, no `BTreeMap` node, numbers as variable-length
@@ -27,7 +33,7 @@
 //! the packed bytes out into the `Session` the caller gets; nothing it does
 //! to that copy reaches the cache.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -213,6 +219,9 @@ pub struct CachedStore<S> {
     handles: Cache<SessionHandle, SessionId>,
     /// Invalidation counts per shard; fills and invalidations hold the lock.
     epochs: Mutex<[u64; SHARDS]>,
+    /// The store reads under way, by digest ([`Flight`]); taken inside
+    /// `epochs` when a load joins or starts one.
+    flights: Mutex<HashMap<SessionId, Arc<Flight>>>,
     agents: Agents,
     max_staleness: Duration,
     clock: Arc<dyn Clock>,
@@ -225,6 +234,7 @@ pub struct CachedStore<S> {
 pub struct CacheStats {
     hits: AtomicU64,
     misses: AtomicU64,
+    shared: AtomicU64,
     bypassed: AtomicU64,
 }
 
@@ -233,9 +243,15 @@ impl CacheStats {
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
     }
-    /// Loads that read the store because the entry was missing or too old.
+    /// Loads that found no entry, or one too old. Each read the store,
+    /// except the [`CacheStats::shared`] ones.
     pub fn misses(&self) -> u64 {
         self.misses.load(Ordering::Relaxed)
+    }
+    /// Misses that took the answer of a store read of the same session
+    /// that another load made ([`Flight`]), instead of reading themselves.
+    pub fn shared(&self) -> u64 {
+        self.shared.load(Ordering::Relaxed)
     }
     /// Loads that read the store because the cache was not trusted.
     pub fn bypassed(&self) -> u64 {
@@ -273,6 +289,7 @@ impl<S: SessionStore> CachedStore<S> {
             cache: Cache::with_weighter(capacity, max_bytes, Weight { floor }),
             handles: Cache::new(options.capacity.max(1)),
             epochs: Mutex::new([0; SHARDS]),
+            flights: Mutex::default(),
             agents: Agents::default(),
             max_staleness: options.max_staleness,
             clock,
@@ -379,6 +396,98 @@ impl<S: SessionStore> CachedStore<S> {
             Err(_) => self.invalidate_all(),
         }
     }
+
+    /// Shared store reads ([`Flight`]) that loads are still part of: a
+    /// gauge, for tests and metrics. One is gone once its last load has
+    /// its answer or was dropped.
+    pub fn reads_in_flight(&self) -> usize {
+        lock(&self.flights).len()
+    }
+
+    /// A place in the shared store read of `id` ([`Flight`]) if there is
+    /// one that loads may still join: asked for after the last
+    /// invalidation of the shard, not answered yet, and younger than
+    /// `max_staleness` (the age a cache entry filled by it could be served
+    /// at); otherwise in a new one. The epoch is read and the flight
+    /// joined under the epochs lock, so the rule holds exactly at the
+    /// moment of joining.
+    fn seat(&self, id: &SessionId) -> Seat<'_> {
+        let now = self.clock.now();
+        let epochs = self.epochs();
+        let epoch = epochs[shard(id)];
+        let mut flights = lock(&self.flights);
+        let flight = match flights.get(id) {
+            Some(f)
+                if f.epoch == epoch
+                    && !f.answer.initialized()
+                    && now.since(f.asked_at) < self.max_staleness =>
+            {
+                f.clone()
+            }
+            _ => {
+                let f = Arc::new(Flight {
+                    epoch,
+                    asked_at: now,
+                    answer: tokio::sync::OnceCell::new(),
+                });
+                flights.insert(*id, f.clone());
+                f
+            }
+        };
+        drop(flights);
+        drop(epochs);
+        Seat {
+            flights: &self.flights,
+            id: *id,
+            flight: Some(flight),
+        }
+    }
+
+    /// One store read of `id` for a [`Flight`] asked for at `epoch`, and
+    /// the cache's fill: only if no invalidation of the shard came since
+    /// `epoch` (the read may have seen a session ended meanwhile) and the
+    /// cache is still trusted. A failure is handed back whole in
+    /// `failure`, and as [`SharedFailure`] to the loads that waited.
+    async fn read_and_fill(
+        &self,
+        id: &SessionId,
+        epoch: u64,
+        failure: &mut Option<StoreError>,
+    ) -> Result<Option<Session>, SharedFailure> {
+        let now = self.clock.now();
+        let loaded = match self.inner.load(id).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                let shared = SharedFailure::of(&e);
+                *failure = Some(e);
+                return Err(shared);
+            }
+        };
+        if let Some(session) = loaded.as_ref().filter(|s| s.id == *id) {
+            let agent = session
+                .user_agent
+                .as_deref()
+                .and_then(|a| self.agents.share(a));
+            let own_agent = match agent {
+                Some(_) => None,
+                None => session.user_agent.as_deref(),
+            };
+            let packed: Arc<[u8]> = pack(session, own_agent).into();
+            let epochs = self.epochs();
+            // Trust withdrawn meanwhile bumped every epoch, so this also
+            // keeps an untrusted cache empty.
+            let fresh = epochs[shard(id)] == epoch && self.trusted.load(Ordering::SeqCst);
+            if fresh {
+                let entry = Entry {
+                    cached_at: now,
+                    packed,
+                    agent,
+                };
+                self.cache.insert(*id, entry);
+            }
+        }
+        Ok(loaded)
+    }
 }
 
 #[async_trait]
@@ -408,36 +517,26 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
         if let Some(session) = self.load_now(id) {
             return Ok(Some(session));
         }
-        let now = self.clock.now();
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        let epoch = self.epochs()[shard(id)];
-        let loaded = self.inner.load(id).await?;
-        if let Some(session) = loaded.as_ref().filter(|s| s.id == *id) {
-            let agent = session
-                .user_agent
-                .as_deref()
-                .and_then(|a| self.agents.share(a));
-            let own_agent = match agent {
-                Some(_) => None,
-                None => session.user_agent.as_deref(),
-            };
-            let packed: Arc<[u8]> = pack(session, own_agent).into();
-            let epochs = self.epochs();
-            // An invalidation since we started reading may have been for
-            // this session: then what we read may be dead, so keep it out.
-            // Trust withdrawn meanwhile bumped every epoch, so this also
-            // keeps an untrusted cache empty.
-            let fresh = epochs[shard(id)] == epoch && self.trusted.load(Ordering::SeqCst);
-            if fresh {
-                let entry = Entry {
-                    cached_at: now,
-                    packed,
-                    agent,
-                };
-                self.cache.insert(*id, entry);
-            }
+        let seat = self.seat(id);
+        let flight = seat.flight();
+        let mut read_here = false;
+        let mut failure = None;
+        let answer = flight
+            .answer
+            .get_or_init(|| {
+                read_here = true;
+                self.read_and_fill(id, flight.epoch, &mut failure)
+            })
+            .await;
+        if !read_here {
+            self.stats.shared.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(loaded)
+        match answer {
+            Ok(loaded) => Ok(loaded.clone()),
+            // The load that read has the error itself; the others a copy.
+            Err(shared) => Err(failure.unwrap_or_else(|| shared.to_error())),
+        }
     }
 
     async fn load_by_handle(&self, handle: &SessionHandle) -> Result<Option<Session>, StoreError> {
@@ -560,6 +659,126 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
         self.inner.engine_state()
     }
 }
+
+/// One store read of a session that the loads missing it meanwhile share,
+/// instead of reading too: a page's requests when the entry has just aged
+/// out make one read, not one each. A load joins only a flight that was
+/// asked for after the last invalidation of its shard, has not answered,
+/// and is younger than `max_staleness` ([`CachedStore::seat`]): it never
+/// takes an answer across a logout or an announcement seen here, nor one
+/// older than the cache would serve. If the load doing the read is dropped
+/// (its client went away), a waiting load reads instead
+/// (`tokio::sync::OnceCell`). A failure is shared too, so each waiting load
+/// fails closed at once rather than one after another.
+struct Flight {
+    epoch: u64,
+    /// When it was asked for, on the cache's clock.
+    asked_at: Timestamp,
+    answer: tokio::sync::OnceCell<Result<Option<Session>, SharedFailure>>,
+}
+
+/// A load's place in a [`Flight`]. The last load to leave, answered or
+/// dropped, takes the flight off the table: every count of the flight's
+/// holders changes under the table's lock.
+struct Seat<'a> {
+    flights: &'a Mutex<HashMap<SessionId, Arc<Flight>>>,
+    id: SessionId,
+    flight: Option<Arc<Flight>>,
+}
+
+impl Seat<'_> {
+    fn flight(&self) -> &Flight {
+        self.flight
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("a seat holds its flight until dropped"))
+    }
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        let mut flights = lock(self.flights);
+        self.flight = None;
+        // Held by the table alone: no load is in it any more (a newer
+        // flight for the same digest has its own loads, and stays).
+        if flights
+            .get(&self.id)
+            .is_some_and(|f| Arc::strong_count(f) == 1)
+        {
+            flights.remove(&self.id);
+            // A burst of misses of many sessions leaves no large table.
+            if flights.is_empty() && flights.capacity() > 64 {
+                flights.shrink_to_fit();
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding it cannot leave the table half-changed: each
+    // change is one insert or one remove.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A failed shared read, as the loads that waited for it get it: the same
+/// kind of [`StoreError`] (each fails closed alike) with its causes as
+/// text. The load that read gets the error itself.
+#[derive(Debug, Clone)]
+struct SharedFailure {
+    kind: FailureKind,
+    causes: Arc<str>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum FailureKind {
+    Duplicate,
+    Corrupt(&'static str),
+    Unavailable,
+    Backend,
+}
+
+impl SharedFailure {
+    fn of(e: &StoreError) -> Self {
+        let kind = match e {
+            StoreError::Duplicate => FailureKind::Duplicate,
+            StoreError::Corrupt(what) => FailureKind::Corrupt(what),
+            StoreError::Unavailable(_) => FailureKind::Unavailable,
+            StoreError::Backend(_) => FailureKind::Backend,
+        };
+        let mut causes = Vec::new();
+        let mut cause = std::error::Error::source(e);
+        while let Some(c) = cause {
+            causes.push(c.to_string());
+            cause = c.source();
+        }
+        Self {
+            kind,
+            causes: causes.join(": ").into(),
+        }
+    }
+
+    fn to_error(&self) -> StoreError {
+        let cause = || Box::new(SharedCause(self.causes.clone()));
+        match self.kind {
+            FailureKind::Duplicate => StoreError::Duplicate,
+            FailureKind::Corrupt(what) => StoreError::Corrupt(what),
+            FailureKind::Unavailable => StoreError::Unavailable(cause()),
+            FailureKind::Backend => StoreError::Backend(cause()),
+        }
+    }
+}
+
+/// The causes of a [`SharedFailure`], as text (the error types stay with
+/// the load that read).
+#[derive(Debug)]
+struct SharedCause(Arc<str>);
+
+impl std::fmt::Display for SharedCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SharedCause {}
 
 /// Flag bits of a packed record: `auth_at` follows; the session is
 /// remembered; the user agent is in the record (it could not be shared,

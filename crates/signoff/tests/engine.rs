@@ -21,9 +21,24 @@ struct Probe {
     inner: MemoryStore,
     loads: AtomicUsize,
     hold_next_load: std::sync::atomic::AtomicBool,
+    /// Loads fail as an unreachable store does (after any hold).
+    fail_loads: std::sync::atomic::AtomicBool,
     loaded: Notify,
     release: Notify,
 }
+
+/// The cause of a [`Probe`]'s failed loads, a type of its own so that a
+/// test can tell the original error from a copy.
+#[derive(Debug)]
+struct ProbeDown;
+
+impl std::fmt::Display for ProbeDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the probe is down")
+    }
+}
+
+impl std::error::Error for ProbeDown {}
 
 #[async_trait]
 impl SessionStore for Probe {
@@ -36,6 +51,9 @@ impl SessionStore for Probe {
         if self.hold_next_load.swap(false, Ordering::SeqCst) {
             self.loaded.notify_one();
             self.release.notified().await;
+        }
+        if self.fail_loads.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(Box::new(ProbeDown)));
         }
         found
     }
@@ -771,4 +789,287 @@ async fn application_data_cannot_touch_signoffs_own_entries() {
         None,
         "a user name was carried"
     );
+}
+
+/// A cached store whose entries stay an hour (on `clock`), in front of a
+/// [`Probe`], and a session signed in on it, not cached yet
+/// ([`probed_session_with`] for another bound).
+async fn probed_session_on(
+    clock: Arc<dyn signoff::Clock>,
+) -> (Arc<CachedStore<Probe>>, Sessions, SessionId) {
+    probed_session_with(clock, Duration::from_secs(3600)).await
+}
+
+async fn probed_session_with(
+    clock: Arc<dyn signoff::Clock>,
+    max_staleness: Duration,
+) -> (Arc<CachedStore<Probe>>, Sessions, SessionId) {
+    let cached = Arc::new(CachedStore::with_options(
+        Probe::default(),
+        cache_options(max_staleness),
+        clock,
+    ));
+    let sessions = Sessions::new(cached.clone(), Policy::default());
+    let issued = sessions
+        .login(None, NewSession::for_user(UserId::new("alice")))
+        .await
+        .unwrap();
+    let id = issued.token.id();
+    cached.invalidate(&id);
+    (cached, sessions, id)
+}
+
+async fn probed_session() -> (Arc<CachedStore<Probe>>, Sessions, SessionId) {
+    probed_session_on(Arc::new(signoff::SystemClock)).await
+}
+
+type Load = tokio::task::JoinHandle<Result<Option<Session>, StoreError>>;
+
+/// Waits at most 10 s for `what`: these tests fail, never hang, when the
+/// cache waits where it must not (or not where it must).
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| panic!("still waiting after 10 s: {what}"))
+}
+
+/// The answer of a spawned load.
+async fn answer(load: Load) -> Result<Option<Session>, StoreError> {
+    within("a load's answer", load).await.unwrap()
+}
+
+/// The answer of a load that must not wait for the held read.
+async fn not_waiting(load: Load) -> Option<Session> {
+    within("a load that must not wait for an older read", load)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Spawns a load of `id` whose store read is held until released.
+async fn held_load(cached: &Arc<CachedStore<Probe>>, id: SessionId) -> Load {
+    cached.inner().hold_next_load.store(true, Ordering::SeqCst);
+    let load = {
+        let cached = cached.clone();
+        tokio::spawn(async move { cached.load(&id).await })
+    };
+    within(
+        "the held load's store read",
+        cached.inner().loaded.notified(),
+    )
+    .await;
+    load
+}
+
+/// Spawns `n` loads of `id` and returns once each has missed (on this
+/// one-thread runtime a load joins a read, or starts one, in the same poll
+/// that counts its miss).
+async fn more_loads(cached: &Arc<CachedStore<Probe>>, id: SessionId, n: u64) -> Vec<Load> {
+    let misses = cached.stats().misses();
+    let loads = (0..n)
+        .map(|_| {
+            let cached = cached.clone();
+            tokio::spawn(async move { cached.load(&id).await })
+        })
+        .collect();
+    within("the loads' misses", async {
+        while cached.stats().misses() < misses + n {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    loads
+}
+
+/// Loads of one session that miss together (a page's requests just after
+/// its entry aged out) make one store read, and all get its answer.
+#[tokio::test]
+async fn concurrent_misses_of_one_session_share_one_store_read() {
+    let (cached, _sessions, id) = probed_session().await;
+    let reads = || cached.inner().loads.load(Ordering::SeqCst);
+    let before = reads();
+    let first = held_load(&cached, id).await;
+    let others = more_loads(&cached, id, 20).await;
+    assert_eq!(cached.reads_in_flight(), 1);
+    cached.inner().release.notify_one();
+    let session = answer(first).await.unwrap().unwrap();
+    for other in others {
+        assert_eq!(answer(other).await.unwrap().as_ref(), Some(&session));
+    }
+    assert_eq!(reads(), before + 1, "one store read for 21 loads");
+    assert_eq!(cached.stats().shared(), 20);
+    assert_eq!(cached.reads_in_flight(), 0);
+    // The read filled the cache as a load of its own would.
+    cached.load(&id).await.unwrap().unwrap();
+    assert_eq!(reads(), before + 1);
+}
+
+/// A load that starts after a logout never takes the answer of a read
+/// that started before it: it reads the store itself and is refused, while
+/// the older read (concurrent with the logout) neither shares nor caches
+/// what it found.
+#[tokio::test]
+async fn a_load_after_a_logout_does_not_take_an_older_read() {
+    let (cached, _sessions, id) = probed_session().await;
+    let reads = || cached.inner().loads.load(Ordering::SeqCst);
+    let before = reads();
+    let older = held_load(&cached, id).await;
+    // Ended here (`remove` invalidates), as a logout or an end-all does.
+    cached.remove(&id).await.unwrap().unwrap();
+    let later = more_loads(&cached, id, 3).await;
+    for load in later {
+        assert_eq!(not_waiting(load).await, None);
+    }
+    // Each read the store itself (the memory store answers at once, so
+    // their reads did not overlap): none took the older read's answer.
+    assert_eq!(reads(), before + 4);
+    assert_eq!(cached.stats().shared(), 0);
+    cached.inner().release.notify_one();
+    assert!(
+        answer(older).await.unwrap().is_some(),
+        "read before the end"
+    );
+    assert!(cached.is_empty());
+    assert_eq!(cached.load(&id).await.unwrap(), None);
+    assert_eq!(cached.reads_in_flight(), 0);
+
+    // The same for an end announced by the bus (`invalidate`), with the
+    // record gone behind the cache's back.
+    let (cached, _sessions, id) = probed_session().await;
+    let older = held_load(&cached, id).await;
+    cached.inner().inner.remove(&id).await.unwrap().unwrap();
+    cached.invalidate(&id);
+    let later = more_loads(&cached, id, 1).await;
+    for load in later {
+        assert_eq!(not_waiting(load).await, None);
+    }
+    cached.inner().release.notify_one();
+    assert!(answer(older).await.unwrap().is_some());
+    assert!(cached.is_empty());
+}
+
+/// Without any announcement (no bus, or one that has not arrived), a
+/// session ended on another node is refused here once the cache's bound
+/// has passed. A read still under way after that bound is not joined:
+/// its answer could be older than anything the cache may serve.
+#[tokio::test]
+async fn a_shared_read_older_than_the_staleness_bound_is_not_joined() {
+    let clock = ManualClock::starting_now();
+    let (cached, _sessions, id) = probed_session_on(Arc::new(clock.clone())).await;
+    let older = held_load(&cached, id).await;
+    // A load within the bound joins.
+    let within_bound = more_loads(&cached, id, 1).await;
+    // Ended on another node, unannounced; the bound (an hour here) passes.
+    cached.inner().inner.remove(&id).await.unwrap().unwrap();
+    clock.advance(Duration::from_secs(3600));
+    let later = more_loads(&cached, id, 1).await;
+    for load in later {
+        assert_eq!(not_waiting(load).await, None);
+    }
+    cached.inner().release.notify_one();
+    assert!(answer(older).await.unwrap().is_some());
+    for load in within_bound {
+        assert!(answer(load).await.unwrap().is_some());
+    }
+    assert_eq!(cached.stats().shared(), 1);
+}
+
+/// A load that starts after the shared read answered reads the store
+/// itself, even while a load that joined in time is still to take its
+/// answer. (A digest never comes back in real use; putting the record back
+/// is only the plainest way to tell a fresh read from the old answer.)
+#[tokio::test]
+async fn a_load_after_the_shared_read_answered_reads_the_store_itself() {
+    let (cached, _sessions, id) = probed_session().await;
+    let record = cached.inner().inner.remove(&id).await.unwrap().unwrap();
+    let older = held_load(&cached, id).await;
+    // Joined in time, then not polled again until the end.
+    let mut slow = Box::pin(cached.load(&id));
+    std::future::poll_fn(|cx| {
+        assert!(std::future::Future::poll(slow.as_mut(), cx).is_pending());
+        std::task::Poll::Ready(())
+    })
+    .await;
+    cached.inner().release.notify_one();
+    assert_eq!(answer(older).await.unwrap(), None);
+    assert_eq!(cached.reads_in_flight(), 1, "the slow load is still seated");
+    cached.inner().inner.insert(&record).await.unwrap();
+    let fresh = within("a load after the answer", cached.load(&id)).await;
+    assert_eq!(fresh.unwrap(), Some(record));
+    assert_eq!(within("the slow load", slow).await.unwrap(), None);
+    assert_eq!(cached.stats().shared(), 1);
+    assert_eq!(cached.reads_in_flight(), 0);
+}
+
+/// When the load doing the shared read is dropped (its client went away),
+/// a waiting load reads instead, and nothing is left behind.
+#[tokio::test]
+async fn a_dropped_read_is_taken_over_by_a_waiting_load() {
+    let (cached, _sessions, id) = probed_session().await;
+    let reads = || cached.inner().loads.load(Ordering::SeqCst);
+    let before = reads();
+    let first = held_load(&cached, id).await;
+    let mut others = more_loads(&cached, id, 2).await;
+    first.abort();
+    assert!(within("the dropped load", first)
+        .await
+        .unwrap_err()
+        .is_cancelled());
+    let b = answer(others.pop().unwrap()).await.unwrap();
+    let a = answer(others.pop().unwrap()).await.unwrap();
+    assert!(a.is_some() && a == b);
+    assert_eq!(
+        reads(),
+        before + 2,
+        "the dropped read and the one that took over"
+    );
+    assert_eq!(cached.stats().shared(), 1);
+    assert_eq!(cached.reads_in_flight(), 0);
+}
+
+/// A shared read that fails fails every load that waited for it, at once
+/// and alike (each fails closed), and caches nothing.
+#[tokio::test]
+async fn a_failed_shared_read_fails_each_waiting_load() {
+    let (cached, _sessions, id) = probed_session().await;
+    let reads = || cached.inner().loads.load(Ordering::SeqCst);
+    let before = reads();
+    cached.inner().fail_loads.store(true, Ordering::SeqCst);
+    let first = held_load(&cached, id).await;
+    let others = more_loads(&cached, id, 5).await;
+    cached.inner().release.notify_one();
+    for (i, load) in std::iter::once(first).chain(others).enumerate() {
+        let err = answer(load).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        let cause = std::error::Error::source(&err).unwrap();
+        assert_eq!(cause.to_string(), "the probe is down");
+        // The load that read has the store's own error; the others a copy.
+        assert_eq!(cause.is::<ProbeDown>(), i == 0, "load {i}: {err:?}");
+    }
+    assert_eq!(reads(), before + 1);
+    assert!(cached.is_empty());
+    assert_eq!(cached.reads_in_flight(), 0);
+    // The store is back: the next load reads it.
+    cached.inner().fail_loads.store(false, Ordering::SeqCst);
+    assert!(cached.load(&id).await.unwrap().is_some());
+}
+
+/// With no staleness allowed (`--cache-staleness 0s` builds no cache at
+/// all; a library user may still ask for 0), every load reads the store:
+/// nothing is shared either.
+#[tokio::test]
+async fn with_no_staleness_allowed_no_read_is_shared() {
+    let (cached, _sessions, id) =
+        probed_session_with(Arc::new(signoff::SystemClock), Duration::ZERO).await;
+    let reads = || cached.inner().loads.load(Ordering::SeqCst);
+    let before = reads();
+    let older = held_load(&cached, id).await;
+    let later = more_loads(&cached, id, 2).await;
+    for load in later {
+        assert!(not_waiting(load).await.is_some());
+    }
+    cached.inner().release.notify_one();
+    assert!(answer(older).await.unwrap().is_some());
+    assert_eq!(reads(), before + 3);
+    assert_eq!(cached.stats().shared(), 0);
 }

@@ -125,7 +125,7 @@ impl Agents {
     /// user agents still in use (the entry then keeps a copy of its own).
     fn share(&self, agent: &str) -> Option<SharedAgent> {
         // Only shared strings: a panic elsewhere cannot leave it wrong.
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut table = lock(&self.table);
         if let Some(shared) = table.set.get(agent) {
             return Some(Arc::clone(&shared.0));
         }
@@ -306,7 +306,7 @@ impl<S: SessionStore> CachedStore<S> {
     fn epochs(&self) -> std::sync::MutexGuard<'_, [u64; SHARDS]> {
         // The guarded value is plain counters: a panic elsewhere cannot
         // leave them inconsistent.
-        self.epochs.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.epochs)
     }
 
     /// Forgets one session: the next load reads the store.
@@ -398,7 +398,7 @@ impl<S: SessionStore> CachedStore<S> {
     }
 
     /// Shared store reads ([`Flight`]) that loads are still part of: a
-    /// gauge, for tests and metrics. One is gone once its last load has
+    /// gauge, for tests and monitoring. One is gone once its last load has
     /// its answer or was dropped.
     pub fn reads_in_flight(&self) -> usize {
         lock(&self.flights).len()
@@ -713,9 +713,11 @@ impl Drop for Seat<'_> {
     }
 }
 
+/// Locks `mutex`, also after a panic elsewhere while it was held: every
+/// value the cache guards this way (the epochs, the shared user agents,
+/// the flights) is changed in single steps (a counter, one insert or one
+/// remove), so a panic cannot leave it half-changed.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding it cannot leave the table half-changed: each
-    // change is one insert or one remove.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

@@ -40,6 +40,13 @@ impl std::fmt::Display for ProbeDown {
 
 impl std::error::Error for ProbeDown {}
 
+impl Probe {
+    /// Store reads so far.
+    fn reads(&self) -> usize {
+        self.loads.load(Ordering::SeqCst)
+    }
+}
+
 #[async_trait]
 impl SessionStore for Probe {
     async fn insert(&self, s: &Session) -> Result<(), StoreError> {
@@ -791,19 +798,12 @@ async fn application_data_cannot_touch_signoffs_own_entries() {
     );
 }
 
-/// A cached store whose entries stay an hour (on `clock`), in front of a
-/// [`Probe`], and a session signed in on it, not cached yet
-/// ([`probed_session_with`] for another bound).
-async fn probed_session_on(
-    clock: Arc<dyn signoff::Clock>,
-) -> (Arc<CachedStore<Probe>>, Sessions, SessionId) {
-    probed_session_with(clock, Duration::from_secs(3600)).await
-}
-
+/// A cached store whose entries stay `max_staleness` (on `clock`), in
+/// front of a [`Probe`], and a session signed in on it, not cached yet.
 async fn probed_session_with(
     clock: Arc<dyn signoff::Clock>,
     max_staleness: Duration,
-) -> (Arc<CachedStore<Probe>>, Sessions, SessionId) {
+) -> (Arc<CachedStore<Probe>>, SessionId) {
     let cached = Arc::new(CachedStore::with_options(
         Probe::default(),
         cache_options(max_staleness),
@@ -816,11 +816,12 @@ async fn probed_session_with(
         .unwrap();
     let id = issued.token.id();
     cached.invalidate(&id);
-    (cached, sessions, id)
+    (cached, id)
 }
 
-async fn probed_session() -> (Arc<CachedStore<Probe>>, Sessions, SessionId) {
-    probed_session_on(Arc::new(signoff::SystemClock)).await
+/// [`probed_session_with`] an hour's staleness on the system clock.
+async fn probed_session() -> (Arc<CachedStore<Probe>>, SessionId) {
+    probed_session_with(Arc::new(signoff::SystemClock), Duration::from_secs(3600)).await
 }
 
 type Load = tokio::task::JoinHandle<Result<Option<Session>, StoreError>>;
@@ -885,9 +886,8 @@ async fn more_loads(cached: &Arc<CachedStore<Probe>>, id: SessionId, n: u64) -> 
 /// its entry aged out) make one store read, and all get its answer.
 #[tokio::test]
 async fn concurrent_misses_of_one_session_share_one_store_read() {
-    let (cached, _sessions, id) = probed_session().await;
-    let reads = || cached.inner().loads.load(Ordering::SeqCst);
-    let before = reads();
+    let (cached, id) = probed_session().await;
+    let before = cached.inner().reads();
     let first = held_load(&cached, id).await;
     let others = more_loads(&cached, id, 20).await;
     assert_eq!(cached.reads_in_flight(), 1);
@@ -896,12 +896,16 @@ async fn concurrent_misses_of_one_session_share_one_store_read() {
     for other in others {
         assert_eq!(answer(other).await.unwrap().as_ref(), Some(&session));
     }
-    assert_eq!(reads(), before + 1, "one store read for 21 loads");
+    assert_eq!(
+        cached.inner().reads(),
+        before + 1,
+        "one store read for 21 loads"
+    );
     assert_eq!(cached.stats().shared(), 20);
     assert_eq!(cached.reads_in_flight(), 0);
     // The read filled the cache as a load of its own would.
     cached.load(&id).await.unwrap().unwrap();
-    assert_eq!(reads(), before + 1);
+    assert_eq!(cached.inner().reads(), before + 1);
 }
 
 /// A load that starts after a logout never takes the answer of a read
@@ -910,9 +914,8 @@ async fn concurrent_misses_of_one_session_share_one_store_read() {
 /// what it found.
 #[tokio::test]
 async fn a_load_after_a_logout_does_not_take_an_older_read() {
-    let (cached, _sessions, id) = probed_session().await;
-    let reads = || cached.inner().loads.load(Ordering::SeqCst);
-    let before = reads();
+    let (cached, id) = probed_session().await;
+    let before = cached.inner().reads();
     let older = held_load(&cached, id).await;
     // Ended here (`remove` invalidates), as a logout or an end-all does.
     cached.remove(&id).await.unwrap().unwrap();
@@ -922,7 +925,7 @@ async fn a_load_after_a_logout_does_not_take_an_older_read() {
     }
     // Each read the store itself (the memory store answers at once, so
     // their reads did not overlap): none took the older read's answer.
-    assert_eq!(reads(), before + 4);
+    assert_eq!(cached.inner().reads(), before + 4);
     assert_eq!(cached.stats().shared(), 0);
     cached.inner().release.notify_one();
     assert!(
@@ -935,7 +938,7 @@ async fn a_load_after_a_logout_does_not_take_an_older_read() {
 
     // The same for an end announced by the bus (`invalidate`), with the
     // record gone behind the cache's back.
-    let (cached, _sessions, id) = probed_session().await;
+    let (cached, id) = probed_session().await;
     let older = held_load(&cached, id).await;
     cached.inner().inner.remove(&id).await.unwrap().unwrap();
     cached.invalidate(&id);
@@ -955,7 +958,8 @@ async fn a_load_after_a_logout_does_not_take_an_older_read() {
 #[tokio::test]
 async fn a_shared_read_older_than_the_staleness_bound_is_not_joined() {
     let clock = ManualClock::starting_now();
-    let (cached, _sessions, id) = probed_session_on(Arc::new(clock.clone())).await;
+    let (cached, id) =
+        probed_session_with(Arc::new(clock.clone()), Duration::from_secs(3600)).await;
     let older = held_load(&cached, id).await;
     // A load within the bound joins.
     let within_bound = more_loads(&cached, id, 1).await;
@@ -980,7 +984,7 @@ async fn a_shared_read_older_than_the_staleness_bound_is_not_joined() {
 /// is only the plainest way to tell a fresh read from the old answer.)
 #[tokio::test]
 async fn a_load_after_the_shared_read_answered_reads_the_store_itself() {
-    let (cached, _sessions, id) = probed_session().await;
+    let (cached, id) = probed_session().await;
     let record = cached.inner().inner.remove(&id).await.unwrap().unwrap();
     let older = held_load(&cached, id).await;
     // Joined in time, then not polled again until the end.
@@ -1005,9 +1009,8 @@ async fn a_load_after_the_shared_read_answered_reads_the_store_itself() {
 /// a waiting load reads instead, and nothing is left behind.
 #[tokio::test]
 async fn a_dropped_read_is_taken_over_by_a_waiting_load() {
-    let (cached, _sessions, id) = probed_session().await;
-    let reads = || cached.inner().loads.load(Ordering::SeqCst);
-    let before = reads();
+    let (cached, id) = probed_session().await;
+    let before = cached.inner().reads();
     let first = held_load(&cached, id).await;
     let mut others = more_loads(&cached, id, 2).await;
     first.abort();
@@ -1019,7 +1022,7 @@ async fn a_dropped_read_is_taken_over_by_a_waiting_load() {
     let a = answer(others.pop().unwrap()).await.unwrap();
     assert!(a.is_some() && a == b);
     assert_eq!(
-        reads(),
+        cached.inner().reads(),
         before + 2,
         "the dropped read and the one that took over"
     );
@@ -1031,9 +1034,8 @@ async fn a_dropped_read_is_taken_over_by_a_waiting_load() {
 /// and alike (each fails closed), and caches nothing.
 #[tokio::test]
 async fn a_failed_shared_read_fails_each_waiting_load() {
-    let (cached, _sessions, id) = probed_session().await;
-    let reads = || cached.inner().loads.load(Ordering::SeqCst);
-    let before = reads();
+    let (cached, id) = probed_session().await;
+    let before = cached.inner().reads();
     cached.inner().fail_loads.store(true, Ordering::SeqCst);
     let first = held_load(&cached, id).await;
     let others = more_loads(&cached, id, 5).await;
@@ -1046,7 +1048,7 @@ async fn a_failed_shared_read_fails_each_waiting_load() {
         // The load that read has the store's own error; the others a copy.
         assert_eq!(cause.is::<ProbeDown>(), i == 0, "load {i}: {err:?}");
     }
-    assert_eq!(reads(), before + 1);
+    assert_eq!(cached.inner().reads(), before + 1);
     assert!(cached.is_empty());
     assert_eq!(cached.reads_in_flight(), 0);
     // The store is back: the next load reads it.
@@ -1059,10 +1061,8 @@ async fn a_failed_shared_read_fails_each_waiting_load() {
 /// nothing is shared either.
 #[tokio::test]
 async fn with_no_staleness_allowed_no_read_is_shared() {
-    let (cached, _sessions, id) =
-        probed_session_with(Arc::new(signoff::SystemClock), Duration::ZERO).await;
-    let reads = || cached.inner().loads.load(Ordering::SeqCst);
-    let before = reads();
+    let (cached, id) = probed_session_with(Arc::new(signoff::SystemClock), Duration::ZERO).await;
+    let before = cached.inner().reads();
     let older = held_load(&cached, id).await;
     let later = more_loads(&cached, id, 2).await;
     for load in later {
@@ -1070,6 +1070,6 @@ async fn with_no_staleness_allowed_no_read_is_shared() {
     }
     cached.inner().release.notify_one();
     assert!(answer(older).await.unwrap().is_some());
-    assert_eq!(reads(), before + 3);
+    assert_eq!(cached.inner().reads(), before + 3);
     assert_eq!(cached.stats().shared(), 0);
 }

@@ -12,7 +12,8 @@
 # databases, raw wrk output), PARTS (which parts to run, default
 # "throughput flood rss"), REL (where the release binaries are, default
 # $CARGO_TARGET_DIR/release or target/release), BUILD=0 to use them as they
-# are.
+# are, SMAPS=FILE to keep the memory part's /proc/PID/smaps of the gateway
+# with all sessions cached.
 #
 # Everything runs on this machine: wrk, the upstream, the proxies share the
 # CPUs, so compare ratios, not absolute figures, across machines. Other
@@ -185,6 +186,11 @@ if ((fills > 0)); then
     RSS_ROWS+="| after first requests of $seen sessions (each a cache miss) | $(mb "$(rss_kb "$PID_gw_rss")") | $(rss_split "$PID_gw_rss") | $(printf %.0f "$(mean rss_fill 2)") req/s, p99 $(mean rss_fill 4) ms |"$'\n'
 fi
 RSS_HWM=$(hwm_kb "$PID_gw_rss")
+# SMAPS=FILE: keep the gateway's memory map at this point, to see where
+# the memory is (docs/benchmarks.md reads it by mapping).
+if [[ -n ${SMAPS:-} ]]; then
+    cp "/proc/$PID_gw_rss/smaps" "$SMAPS"
+fi
 RSS_ROWS+="| peak (VmHWM) | $(mb "$RSS_HWM") | | |"$'\n'
 CACHED=$(curl -s "http://127.0.0.1:$GW_RSS/.signoff/metrics" | awk '$1 == "signoff_session_cache_entries" { print $2 }')
 RSS_ROWS+="| sessions in the cache at the end | ${CACHED:-?} | | |"

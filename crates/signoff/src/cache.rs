@@ -23,15 +23,17 @@
 //!   after a logout here, or after an announcement, never takes the answer
 //!   of a read asked for before it ([`Flight`]).
 //!
-//! An entry is the session packed into one shared allocation (no
-//! per-field `String`s, no `BTreeMap` node, numbers as variable-length
-//! integers: about 200 bytes per gateway session with the cache's own
-//! bookkeeping, against 1.2 KB for a cloned `Session`; docs/benchmarks.md,
-//! "Issue 19, 2026-12-07 (midday): a smaller cached session"), with its
-//! user agent kept once for all entries that share it, and the cache is
-//! bounded both in entries and in bytes ([`CacheOptions`]). A hit copies
-//! the packed bytes out into the `Session` the caller gets; nothing it does
-//! to that copy reaches the cache.
+//! An entry is the session packed into one byte string (no per-field
+//! `String`s, no `BTreeMap` node, numbers as variable-length integers),
+//! kept inside the entry itself when it is short, as a gateway session's
+//! is, and found by the first 128 bits of the digest ([`Key`]): about 135
+//! bytes per gateway session with the cache's own bookkeeping, against
+//! 1.2 KB for a cloned `Session` (docs/benchmarks.md, "Issue 19,
+//! 2026-12-07 (evening): a record inside its entry"). Its user agent is
+//! kept once for all entries that share it, and the cache is bounded both
+//! in entries and in bytes ([`CacheOptions`]). A hit copies the packed
+//! bytes out into the `Session` the caller gets; nothing it does to that
+//! copy reaches the cache.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,6 +56,21 @@ fn shard(id: &SessionId) -> usize {
 }
 use crate::session_token::{SessionHandle, SessionId, HANDLE_BYTES};
 
+/// What a cached session is found by: the first 128 bits of its digest,
+/// half the bytes of the whole one in each of the cache's slots. Two
+/// sessions share a key only by chance, at odds of one in 2^128 per pair
+/// (about 10^-25 for ten million sessions), and no one can aim at
+/// another's key: it is part of a SHA-256 digest of a token only its
+/// holder and the store know, and a token must carry the server's MAC
+/// before it reaches the cache (docs/security.md, invariant 2).
+type Key = [u8; 16];
+
+fn key(id: &SessionId) -> Key {
+    let mut key = [0; 16];
+    key.copy_from_slice(&id.as_bytes()[..16]);
+    key
+}
+
 /// A user agent shared by every entry that has the same one ([`Agents`]):
 /// a thin pointer, so that an [`Entry`] is 32 bytes.
 type SharedAgent = Arc<Box<str>>;
@@ -61,20 +78,59 @@ type SharedAgent = Arc<Box<str>>;
 /// A cached session: when it was read, the record packed by [`pack`], and
 /// its user agent when that is shared with other entries ([`Agents`]; one
 /// that could not be shared is in the record, [`OWN_AGENT`]). Cloning it
-/// (what a cache hit does) bumps reference counts.
+/// (what a cache hit does) copies an inline record and bumps reference
+/// counts.
 #[derive(Clone)]
 struct Entry {
     cached_at: Timestamp,
-    packed: Arc<[u8]>,
+    packed: Packed,
     agent: Option<SharedAgent>,
 }
 
-/// Bytes an entry costs beyond its packed record: the key, the entry
-/// itself, the allocation's reference counts and the cache's bookkeeping
-/// (an estimate; `bench/load.sh` measures the real figure). A shared user
-/// agent is not counted ([`Agents`] bounds the distinct ones); one of the
-/// entry's own is in its record, so it is.
-const ENTRY_OVERHEAD: u64 = 128;
+/// Longest record kept inside its [`Entry`]. A gateway session's record
+/// (a user id, an address, the user name; the user agent kept apart) is
+/// 60 to 90 bytes (53 plus its address and user name), so most live in
+/// the cache's own slots, with no allocation of their own: one fewer
+/// block per session, and none left between the short-lived blocks of
+/// the miss path, where freed space could not be given back
+/// (docs/benchmarks.md, "a record inside its entry"). 86 makes an
+/// [`Entry`] 104 bytes.
+const INLINE: usize = 86;
+
+/// A packed record: inside the entry when it is at most [`INLINE`] bytes,
+/// in one shared allocation when longer (a session with much data).
+#[derive(Clone)]
+enum Packed {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Shared(Arc<[u8]>),
+}
+
+impl Packed {
+    fn new(record: Vec<u8>) -> Self {
+        match u8::try_from(record.len()) {
+            Ok(len) if record.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..record.len()].copy_from_slice(&record);
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Shared(record.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Shared(record) => record,
+        }
+    }
+}
+
+/// Bytes an entry costs: the key, the entry itself and the cache's
+/// bookkeeping (an estimate; `bench/load.sh` measures the real figure),
+/// plus a record too long to be inline, with its reference counts. A
+/// shared user agent is not counted ([`Agents`] bounds the distinct ones);
+/// one of the entry's own is in its record, so it is.
+const ENTRY_OVERHEAD: u64 = 136;
 
 /// Most distinct user agents kept for sharing: at most
 /// [`crate::session::MAX_USER_AGENT_BYTES`] each, so about 2 MiB.
@@ -159,16 +215,19 @@ struct Weight {
     floor: u64,
 }
 
-impl quick_cache::Weighter<SessionId, Entry> for Weight {
-    fn weight(&self, _: &SessionId, entry: &Entry) -> u64 {
+impl quick_cache::Weighter<Key, Entry> for Weight {
+    fn weight(&self, _: &Key, entry: &Entry) -> u64 {
         entry_bytes(entry).max(self.floor)
     }
 }
 
 fn entry_bytes(entry: &Entry) -> u64 {
-    u64::try_from(entry.packed.len())
-        .unwrap_or(u64::MAX)
-        .saturating_add(ENTRY_OVERHEAD)
+    match &entry.packed {
+        Packed::Inline { .. } => ENTRY_OVERHEAD,
+        Packed::Shared(record) => u64::try_from(record.len())
+            .unwrap_or(u64::MAX)
+            .saturating_add(ENTRY_OVERHEAD + 16),
+    }
 }
 
 /// Options for [`CachedStore`].
@@ -212,7 +271,7 @@ impl Default for CacheOptions {
 /// ```
 pub struct CachedStore<S> {
     inner: S,
-    cache: Cache<SessionId, Entry, Weight>,
+    cache: Cache<Key, Entry, Weight>,
     /// Which digest a handle was last seen under: a hint only, for
     /// [`SessionStore::load_by_handle`]; the session itself is read through
     /// `cache` (and its invalidations) by that digest.
@@ -313,7 +372,7 @@ impl<S: SessionStore> CachedStore<S> {
     pub fn invalidate(&self, id: &SessionId) {
         let mut epochs = self.epochs();
         epochs[shard(id)] += 1;
-        self.cache.remove(id);
+        self.cache.remove(&key(id));
     }
 
     /// Forgets everything (for example when a revocation bus was lost and
@@ -341,8 +400,9 @@ impl<S: SessionStore> CachedStore<S> {
                 *epoch += 1;
             }
         }
-        self.cache
-            .retain(|_, entry| packed_user(&entry.packed) != Some(user.as_str().as_bytes()));
+        self.cache.retain(|_, entry| {
+            packed_user(entry.packed.as_bytes()) != Some(user.as_str().as_bytes())
+        });
     }
 
     /// Serve from memory (`true`, the default) or read the store on every
@@ -472,7 +532,7 @@ impl<S: SessionStore> CachedStore<S> {
                 Some(_) => None,
                 None => session.user_agent.as_deref(),
             };
-            let packed: Arc<[u8]> = pack(session, own_agent).into();
+            let packed = Packed::new(pack(session, own_agent));
             let epochs = self.epochs();
             // Trust withdrawn meanwhile bumped every epoch, so this also
             // keeps an untrusted cache empty.
@@ -483,7 +543,7 @@ impl<S: SessionStore> CachedStore<S> {
                     packed,
                     agent,
                 };
-                self.cache.insert(*id, entry);
+                self.cache.insert(key(id), entry);
             }
         }
         Ok(loaded)
@@ -500,11 +560,15 @@ impl<S: SessionStore> SessionStore for CachedStore<S> {
         if !self.trusted.load(Ordering::SeqCst) {
             return None;
         }
-        let entry = self.cache.get(id)?;
+        let entry = self.cache.get(&key(id))?;
         if self.clock.now().since(entry.cached_at) >= self.max_staleness {
             return None;
         }
-        let session = unpack(id, &entry.packed, entry.agent.as_deref().map(|a| &**a))?;
+        let session = unpack(
+            id,
+            entry.packed.as_bytes(),
+            entry.agent.as_deref().map(|a| &**a),
+        )?;
         self.stats.hits.fetch_add(1, Ordering::Relaxed);
         Some(session)
     }
@@ -1270,8 +1334,8 @@ mod tests {
 
     /// A gateway session (16-character user id, IPv4 address, the user
     /// name under a reserved key, a shared user agent) packs into about 70
-    /// bytes: with the reference counts and malloc's header, one 96-byte
-    /// block (docs/benchmarks.md).
+    /// bytes, so it is kept inside its entry, with no allocation of its own
+    /// (docs/benchmarks.md).
     #[test]
     fn a_gateway_session_packs_small() {
         let mut s = session(1, 0);
@@ -1287,6 +1351,61 @@ mod tests {
         s.data.insert("signoff.user".to_owned(), "alice".to_owned());
         let packed = pack(&s, None);
         assert!(packed.len() <= 72, "{} bytes", packed.len());
+        assert!(matches!(Packed::new(packed), Packed::Inline { .. }));
+    }
+
+    /// What one cached session costs in the cache's slots: its entry and
+    /// its key (quick_cache adds about 16 bytes of its own). A field added
+    /// to `Entry` or a longer `INLINE` shows here before it shows in
+    /// `bench/load.sh`'s memory figure.
+    #[test]
+    fn an_entry_and_its_key_stay_small() {
+        assert_eq!(std::mem::size_of::<Entry>(), 104);
+        assert_eq!(std::mem::size_of::<Key>(), 16);
+    }
+
+    /// A record is kept inside its entry up to `INLINE` bytes and in an
+    /// allocation of its own beyond; either way the bytes read back are
+    /// the bytes packed, at every length around the boundary.
+    #[test]
+    fn records_inline_and_shared_read_back_whole() {
+        for len in [0, 1, INLINE - 1, INLINE, INLINE + 1, 255, 256, 5_000] {
+            let record: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let packed = Packed::new(record.clone());
+            assert_eq!(packed.as_bytes(), &record[..], "{len} bytes");
+            assert_eq!(
+                matches!(packed, Packed::Inline { .. }),
+                len <= INLINE,
+                "{len} bytes"
+            );
+        }
+    }
+
+    /// Through the cache: sessions whose records are just inside and just
+    /// past `INLINE` are served whole from memory, and each is kept the
+    /// way its length says.
+    #[tokio::test]
+    async fn sessions_at_the_inline_boundary_are_served_whole() {
+        let cache = cached(CacheOptions::default());
+        for (n, len) in [(1001, INLINE - 1), (1002, INLINE), (1003, INLINE + 1)] {
+            let mut s = session(n, 1);
+            let base = pack(&s, None).len();
+            assert!(base < INLINE);
+            s.data.insert("cart".to_owned(), "x".repeat(1 + len - base));
+            assert_eq!(pack(&s, None).len(), len);
+            cache.inner().insert(&s).await.unwrap();
+            assert_eq!(cache.load(&s.id).await.unwrap().as_ref(), Some(&s));
+            let entry = cache.cache.get(&key(&s.id)).unwrap();
+            assert_eq!(entry.packed.as_bytes().len(), len);
+            assert_eq!(
+                matches!(entry.packed, Packed::Inline { .. }),
+                len <= INLINE,
+                "{len} bytes"
+            );
+            let hits = cache.stats().hits();
+            assert_eq!(cache.load(&s.id).await.unwrap(), Some(s));
+            assert_eq!(cache.stats().hits(), hits + 1);
+        }
     }
 
     #[tokio::test]
@@ -1301,7 +1420,7 @@ mod tests {
             cache.inner().insert(s).await.unwrap();
             cache.load(&s.id).await.unwrap().unwrap();
         }
-        let agent = |s: &Session| cache.cache.get(&s.id).unwrap().agent;
+        let agent = |s: &Session| cache.cache.get(&key(&s.id)).unwrap().agent;
         assert!(Arc::ptr_eq(&agent(&a).unwrap(), &agent(&b).unwrap()));
         assert_eq!(agent(&c).as_deref().map(|a| &**a), Some("curl/8.0"));
         assert!(agent(&d).is_none());
@@ -1355,7 +1474,7 @@ mod tests {
             cache.inner().insert(s).await.unwrap();
             cache.load(&s.id).await.unwrap().unwrap();
         }
-        let entry = |s: &Session| cache.cache.get(&s.id).unwrap();
+        let entry = |s: &Session| cache.cache.get(&key(&s.id)).unwrap();
         assert!(entry(&own).agent.is_none(), "{} held", held.len());
         assert!(entry_bytes(&entry(&own)) >= entry_bytes(&entry(&plain)) + 300);
         assert_eq!(cache.load(&own.id).await.unwrap(), Some(own));

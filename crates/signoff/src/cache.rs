@@ -58,11 +58,14 @@ use crate::session_token::{SessionHandle, SessionId, HANDLE_BYTES};
 
 /// What a cached session is found by: the first 128 bits of its digest,
 /// half the bytes of the whole one in each of the cache's slots. Two
-/// sessions share a key only by chance, at odds of one in 2^128 per pair
-/// (about 10^-25 for ten million sessions), and no one can aim at
-/// another's key: it is part of a SHA-256 digest of a token only its
-/// holder and the store know, and a token must carry the server's MAC
-/// before it reaches the cache (docs/security.md, invariant 2).
+/// sessions that shared a key would be served each other's record under
+/// the digest asked for, so it matters that they cannot: by chance the
+/// odds are one in 2^128 per pair (about 10^-25 among ten million
+/// sessions), and no one can aim at a key, even knowing the digest (the
+/// revocation bus announces digests): a token reaches the cache only with
+/// the server's seal over its random part, so the random part is one the
+/// server drew, never one an attacker chose (docs/security.md,
+/// invariant 2's notes).
 type Key = [u8; 16];
 
 fn key(id: &SessionId) -> Key {
@@ -72,7 +75,7 @@ fn key(id: &SessionId) -> Key {
 }
 
 /// A user agent shared by every entry that has the same one ([`Agents`]):
-/// a thin pointer, so that an [`Entry`] is 32 bytes.
+/// a thin pointer, 8 bytes of an [`Entry`].
 type SharedAgent = Arc<Box<str>>;
 
 /// A cached session: when it was read, the record packed by [`pack`], and
@@ -870,8 +873,9 @@ const OWN_AGENT: u8 = 4;
 ///    one, the low bit set when [`RESERVED_PREFIX`] was taken off it, then
 ///    its bytes) and value (length, bytes).
 ///
-/// Every number is a [`put_varint`]. The digest is the cache key and is
-/// not repeated; a shared user agent is kept beside the record.
+/// Every number is a [`put_varint`]. The digest is not in the record (its
+/// first half is the cache's [`Key`]); a shared user agent is kept beside
+/// the record.
 fn pack(session: &Session, own_agent: Option<&str>) -> Vec<u8> {
     fn text(out: &mut Vec<u8>, value: &str) {
         put_varint(out, value.len() as u64);
@@ -1359,9 +1363,51 @@ mod tests {
     /// to `Entry` or a longer `INLINE` shows here before it shows in
     /// `bench/load.sh`'s memory figure.
     #[test]
+    #[cfg(target_pointer_width = "64")]
     fn an_entry_and_its_key_stay_small() {
         assert_eq!(std::mem::size_of::<Entry>(), 104);
         assert_eq!(std::mem::size_of::<Key>(), 16);
+    }
+
+    /// An entry held inline weighs what its slot costs, a longer record
+    /// that plus its own allocation: the byte bound counts both.
+    #[test]
+    fn an_entry_weighs_its_slot_and_its_own_allocation() {
+        let entry = |record: Vec<u8>| Entry {
+            cached_at: Timestamp::from_millis(0),
+            packed: Packed::new(record),
+            agent: None,
+        };
+        assert_eq!(entry_bytes(&entry(vec![1; INLINE])), ENTRY_OVERHEAD);
+        assert_eq!(
+            entry_bytes(&entry(vec![1; 1_000])),
+            ENTRY_OVERHEAD + 16 + 1_000
+        );
+    }
+
+    /// The key is all of the digest's first 128 bits: sessions whose
+    /// digests differ in only one of those bytes (the first, the eighth,
+    /// the last) are cached apart, each served as itself.
+    #[tokio::test]
+    async fn digests_that_differ_in_one_byte_of_the_key_are_cached_apart() {
+        let cache = cached(CacheOptions::default());
+        let base = session(1, 0);
+        let mut sessions = vec![base.clone()];
+        for (at, n) in [(0, 2), (7, 3), (8, 4), (15, 5)] {
+            let mut digest = *base.id.as_bytes();
+            digest[at] ^= 0x01;
+            let mut s = session(n, 0);
+            s.id = SessionId::from_digest(digest);
+            sessions.push(s);
+        }
+        for s in &sessions {
+            cache.inner().insert(s).await.unwrap();
+            cache.load(&s.id).await.unwrap();
+        }
+        assert_eq!(cache.len(), sessions.len());
+        for s in &sessions {
+            assert_eq!(cache.load_now(&s.id).as_ref(), Some(s));
+        }
     }
 
     /// A record is kept inside its entry up to `INLINE` bytes and in an

@@ -73,9 +73,9 @@ pub struct SqliteOptions {
     /// Default 256, against SQLite's 2 000: the operating system caches
     /// the file as well, and a session check reads a few pages of it, so
     /// a larger cache per connection costs memory on every node for
-    /// little (docs/benchmarks.md: 1 MB less with 100 000 sessions cached
-    /// than at 512, for the same cost of a miss at 10 000 and at
-    /// 1 000 000 sessions).
+    /// little (docs/benchmarks.md: at most 1 MiB less over the default
+    /// four connections than at 512; a miss at 1 000 000 sessions cost
+    /// about what it did, within the benchmark's noise).
     pub cache_kib: u32,
     /// How long to wait for a lock or a free connection before reporting
     /// the store unavailable. Default 5 s.

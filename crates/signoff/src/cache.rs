@@ -130,10 +130,14 @@ impl Packed {
 
 /// Bytes an entry costs: the key, the entry itself and the cache's
 /// bookkeeping (an estimate; `bench/load.sh` measures the real figure),
-/// plus a record too long to be inline, with its reference counts. A
-/// shared user agent is not counted ([`Agents`] bounds the distinct ones);
-/// one of the entry's own is in its record, so it is.
+/// plus a record too long to be inline, with its reference counts
+/// ([`SHARED_COUNTS`]). A shared user agent is not counted ([`Agents`]
+/// bounds the distinct ones); one of the entry's own is in its record, so
+/// it is.
 const ENTRY_OVERHEAD: u64 = 136;
+
+/// The reference counts in front of a [`Packed::Shared`] record.
+const SHARED_COUNTS: u64 = 16;
 
 /// Most distinct user agents kept for sharing: at most
 /// [`crate::session::MAX_USER_AGENT_BYTES`] each, so about 2 MiB.
@@ -229,7 +233,7 @@ fn entry_bytes(entry: &Entry) -> u64 {
         Packed::Inline { .. } => ENTRY_OVERHEAD,
         Packed::Shared(record) => u64::try_from(record.len())
             .unwrap_or(u64::MAX)
-            .saturating_add(ENTRY_OVERHEAD + 16),
+            .saturating_add(ENTRY_OVERHEAD + SHARED_COUNTS),
     }
 }
 
@@ -1381,7 +1385,7 @@ mod tests {
         assert_eq!(entry_bytes(&entry(vec![1; INLINE])), ENTRY_OVERHEAD);
         assert_eq!(
             entry_bytes(&entry(vec![1; 1_000])),
-            ENTRY_OVERHEAD + 16 + 1_000
+            ENTRY_OVERHEAD + SHARED_COUNTS + 1_000
         );
     }
 

@@ -6,10 +6,14 @@
 # `signoff serve`, and for a GET of a small HTML page through `signoff
 # serve` (signed in, guard injected, access log on) beside the same GET
 # through the bare hyper proxy of bench/load.sh, both in front of
-# examples/bench_upstream.rs. Under valgrind SHA-256 runs in software (no SHA
-# extensions), so its share is printed apart.
+# examples/bench_upstream.rs. Two floors, with no session work: the bare
+# hyper endpoint (bench/forward_auth.sh's baseline) beside signoff's
+# GET /.signoff/healthz, and the same page through `signoff serve` on a
+# public path (no session looked up, no guard, no info line). Under
+# valgrind SHA-256 runs in software (no SHA extensions), so its share is
+# printed apart.
 #
-#   bench/instructions.sh      # about 2 minutes, once built
+#   bench/instructions.sh      # about 3 minutes, once built
 #
 # bench/axum-login-app builds stripped (release): its allocations print as
 # 0 (they are counted through the allocator's symbols).
@@ -94,6 +98,15 @@ SIGNOFF_LOG=info count signoff-serve-auth /.signoff/auth /.signoff/healthz /.sig
     "$REL/signoff" serve --listen "127.0.0.1:$PORT" \
     --public-url "http://127.0.0.1:$PORT" --db "sqlite://$TMP/app.db"
 
+# The floor of /auth: the bare hyper endpoint forward_auth.sh measures
+# against, and signoff's do-nothing /.signoff/healthz (no session work).
+PORT=$(free_port)
+count bare-hyper-endpoint / / "" "$REL/examples/bench_upstream" "127.0.0.1:$PORT" text/html
+PORT=$(free_port)
+SIGNOFF_LOG=warn count signoff-serve-healthz /.signoff/healthz /.signoff/healthz "" \
+    "$REL/signoff" serve --listen "127.0.0.1:$PORT" \
+    --public-url "http://127.0.0.1:$PORT" --db "sqlite://$TMP/app.db"
+
 # The proxied GET: the same small HTML page from examples/bench_upstream.rs,
 # through the bare hyper proxy (no auth) and through `signoff serve`.
 UPSTREAM=$(free_port)
@@ -105,3 +118,9 @@ PORT=$(free_port)
 SIGNOFF_LOG=info count signoff-serve-proxy / /.signoff/healthz /.signoff/login \
     "$REL/signoff" serve --listen "127.0.0.1:$PORT" --upstream "http://127.0.0.1:$UPSTREAM" \
     --public-url "http://127.0.0.1:$PORT" --db "sqlite://$TMP/app.db"
+# Its floor: the same page through `signoff serve` on a public path (no
+# session looked up, so no guard; no info line).
+PORT=$(free_port)
+SIGNOFF_LOG=warn count signoff-serve-public / /.signoff/healthz "" \
+    "$REL/signoff" serve --listen "127.0.0.1:$PORT" --upstream "http://127.0.0.1:$UPSTREAM" \
+    --public-url "http://127.0.0.1:$PORT" --db "sqlite://$TMP/app.db" --public-path /

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark of the gateway's hot path, against a bare hyper reverse
-# proxy measured in the same run (see the table it prints).
+# proxy measured in the same run (see the table it prints). Its last row,
+# the floor, is the gateway proxying a public path (no session looked up,
+# no guard, no info line): what its HTTP stack and proxy cost alone.
 #
 #   bench/load.sh            # about 6 minutes on 2 cores
 #
@@ -52,10 +54,12 @@ GW_NOGUARD=$((BASE_PORT + 12))
 GW_PLAIN=$((BASE_PORT + 13))
 GW_FLOOD=$((BASE_PORT + 14))
 GW_RSS=$((BASE_PORT + 15))
+GW_FLOOR=$((BASE_PORT + 16))
 PORT_gw_info=$GW_INFO
 PORT_gw_warn=$GW_WARN
 PORT_gw_noguard=$GW_NOGUARD
 PORT_gw_plain=$GW_PLAIN
+PORT_gw_floor=$GW_FLOOR
 
 # gateway NAME PORT UPSTREAM_PORT DB [FLAGS...]; env SIGNOFF_LOG passes through.
 gateway() {
@@ -85,6 +89,10 @@ SIGNOFF_LOG=warn gateway gw_warn "$GW_WARN" "$UP_HTML" "$DB"
 SIGNOFF_LOG=warn gateway gw_noguard "$GW_NOGUARD" "$UP_HTML" "$DB" --inject-guard false
 SIGNOFF_LOG=warn gateway gw_plain "$GW_PLAIN" "$UP_PLAIN" "$DB"
 gateway gw_flood "$GW_FLOOD" "$UP_HTML" "$DB" --trusted-proxy 127.0.0.1
+# The floor: signoff's HTTP stack and proxy with none of the work a signed-in
+# request adds (a public path: no session looked up, so no guard; no info
+# line), in front of the bare proxy's upstream.
+SIGNOFF_LOG=warn gateway gw_floor "$GW_FLOOR" "$UP_HTML" "$DB" --public-path /
 
 log "logging in"
 login "http://127.0.0.1:$GW_INFO" bench "$PASSWORD"
@@ -106,14 +114,14 @@ WRK=(-t2 "-c$CONNS" "-d$DURATION" --latency)
 if part throughput; then
 wait_quiet "${QUIET_WAIT:-60}"
 log "warm-up (2 s each)"
-for port in "$BARE" "$GW_INFO" "$GW_WARN" "$GW_NOGUARD" "$GW_PLAIN"; do
+for port in "$BARE" "$GW_INFO" "$GW_WARN" "$GW_NOGUARD" "$GW_PLAIN" "$GW_FLOOR"; do
     wrk -t2 "-c$CONNS" -d2s -H "$COOKIE" "http://127.0.0.1:$port/" >/dev/null
 done
 
 log "throughput: $ROUNDS rounds, each gateway run right after a bare proxy run, $DURATION each, $CONNS connections"
 for round in $(seq 1 "$ROUNDS"); do
     echo "-- round $round" >&2
-    for gw in gw_info gw_warn gw_noguard gw_plain; do
+    for gw in gw_info gw_warn gw_noguard gw_plain gw_floor; do
         wrk_run bare "$PID_bare" bare "${WRK[@]}" "http://127.0.0.1:$BARE/"
         port_var="PORT_$gw"
         pid_var="PID_$gw"
@@ -220,6 +228,7 @@ row() {
         row gw_warn "signoff, SIGNOFF_LOG=warn, guard injected"
         row gw_noguard "signoff, SIGNOFF_LOG=warn, --inject-guard false"
         row gw_plain "signoff, SIGNOFF_LOG=warn, upstream text/plain"
+        row gw_floor "floor: signoff, SIGNOFF_LOG=warn, public path (no session, no guard)"
         echo
     fi
     if part flood; then

@@ -18,7 +18,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::Router;
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -34,6 +33,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::config::TlsFiles;
+use crate::gateway::App;
 
 /// Loads a certificate chain and key into a TLS acceptor (ALPN h2, http/1.1).
 pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor> {
@@ -180,8 +180,8 @@ tokio::task_local! {
 /// many as the cap allows client connections: one HTTP/2 connection can
 /// carry many requests, so counting connections alone does not bound them.
 /// Requests without a live session may take at most half, so anonymous
-/// requests (public paths) cannot take them all. Put in each request's
-/// extensions by [`serve`].
+/// requests (public paths) cannot take them all. Each connection holds
+/// them, and a request finds them with [`upstream_slots`].
 #[derive(Clone, Debug)]
 pub struct UpstreamSlots {
     any: Arc<tokio::sync::Semaphore>,
@@ -220,6 +220,15 @@ impl UpstreamSlots {
         .ok()
         .flatten()
     }
+}
+
+/// The upstream slots of the connection the current request arrived on;
+/// `None` outside [`serve`] (a router driven by a test), where nothing is
+/// counted. Kept with the connection, not in the request's extensions:
+/// one more extension costs every request an allocation, and the fourth
+/// a rehash of the extension map.
+pub fn upstream_slots() -> Option<UpstreamSlots> {
+    CONNECTION.try_with(|c| c.upstream.clone()).ok()
 }
 
 /// Marks the connection of the request being handled as one that carried a
@@ -266,6 +275,8 @@ struct Conn {
     shed: AtomicBool,
     /// Wakes its task to close it.
     close: Notify,
+    /// The registry's upstream slots, for its requests.
+    upstream: UpstreamSlots,
 }
 
 #[derive(Default)]
@@ -404,6 +415,7 @@ impl Registry {
             activity: Mutex::new(Activity::default()),
             shed: AtomicBool::new(false),
             close: Notify::new(),
+            upstream: self.upstream.clone(),
         });
         t.open.insert(id, conn.clone());
         self.stats.open.fetch_add(1, Ordering::Relaxed);
@@ -520,7 +532,7 @@ impl hyper::body::Body for Tracked {
 /// Serves `app` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     tls: Option<TlsAcceptor>,
     limits: Limits,
     stats: Arc<ConnectionStats>,
@@ -602,22 +614,15 @@ pub async fn serve(
 
 /// Serves HTTP/1 or HTTP/2 on one connection until the client closes it,
 /// it stays idle past its deadline, or the registry sheds it.
-async fn serve_http<I>(
-    io: TokioIo<I>,
-    peer: SocketAddr,
-    app: Router,
-    limits: Limits,
-    slot: &Arc<Slot>,
-) where
+async fn serve_http<I>(io: TokioIo<I>, peer: SocketAddr, app: App, limits: Limits, slot: &Arc<Slot>)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = &slot.conn;
     let on_request = conn.clone();
-    let upstream = slot.registry.upstream.clone();
     let held = OpenConnection(slot.clone());
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-        req.extensions_mut().insert(upstream.clone());
         if req.headers().contains_key(hyper::header::UPGRADE) {
             req.extensions_mut().insert(held.clone());
         }

@@ -547,3 +547,44 @@ async fn http2_streams_cannot_run_the_gateway_out_of_descriptors() {
     assert!(!log.to_lowercase().contains("too many open files"), "{log}");
     drop(attackers);
 }
+
+/// Invariant 9: requests without a live session hold at most half of the
+/// upstream slots (as many slots as `--max-connections`), wherever the
+/// proxy finds them. Sixteen anonymous HTTP/2 streams for a large public
+/// body that is never read, with `--max-connections 8`: four get a slot
+/// and keep it, the other twelve are answered 503 once the wait for a slot
+/// runs out, and a signed-in page still gets through. With no slots
+/// counted, all sixteen would reach the upstream and no 503 would come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_requests_hold_at_most_half_the_upstream_slots() {
+    let Some(upstream) = Upstream::start() else {
+        return;
+    };
+    let server = Server::start(
+        &upstream,
+        None,
+        false,
+        &["--max-connections", "8", "--public-path", "/public/"],
+    );
+    let host = server.addr.to_string();
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut frames = [PREFACE, SETTINGS].concat();
+    for stream in (1..32u32).step_by(2) {
+        frames.extend(h2_get_on(stream, &host, "/public/big"));
+    }
+    tcp.write_all(&frames).await.unwrap();
+    // Never read: the four answers that got a slot stay stuck in flow
+    // control, and keep it.
+    let refused = |log: &str| log.matches("no upstream slot free").count();
+    // Twice the gateway's wait for a slot (UPSTREAM_SLOT_WAIT, 5 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refused(&server.proc.log_text()) < 12 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let alice = support::login_at(&server.origin, USER, PASSWORD).await;
+    let page = get(&server.url("/private"), &[("cookie", &cookie(&alice))]).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let log = server.proc.log_text();
+    assert_eq!(refused(&log), 12, "{log}");
+    drop(tcp);
+}

@@ -96,8 +96,10 @@ where
 /// when on (it replaces the upstream's own), then the access log line:
 /// method, path (never the query, which may hold secrets), status,
 /// latency; at `info`, except granted forward-auth checks ([`QuietLog`]),
-/// which are `debug`. A plain tower service, so that a request costs no
-/// boxed future of its own here.
+/// which are `debug`. A plain tower service around the whole router
+/// ([`App`](super::App)), not a `Router::layer`: axum wraps each route
+/// of a layered router in one more boxed service, which costs a clone
+/// and a boxed future per request.
 #[derive(Clone)]
 pub(super) struct Outermost {
     pub(super) hsts: Option<HeaderValue>,
@@ -114,15 +116,16 @@ impl<S> Layer<S> for Outermost {
     }
 }
 
+/// The service of [`Outermost`].
 #[derive(Clone)]
-pub(super) struct OutermostService<S> {
+pub struct OutermostService<S> {
     inner: S,
     hsts: Option<HeaderValue>,
 }
 
-impl<S> Service<Request> for OutermostService<S>
+impl<S, B> Service<axum::http::Request<B>> for OutermostService<S>
 where
-    S: Service<Request, Response = Response>,
+    S: Service<axum::http::Request<B>, Response = Response>,
     S::Future: Unpin,
 {
     type Response = Response;
@@ -133,7 +136,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Logged<S::Future> {
+    fn call(&mut self, req: axum::http::Request<B>) -> Logged<S::Future> {
         Logged {
             start: Instant::now(),
             method: req.method().clone(),
@@ -146,7 +149,7 @@ where
 }
 
 /// The answer on its way out of [`OutermostService`].
-pub(super) struct Logged<F> {
+pub struct Logged<F> {
     inner: F,
     start: Instant,
     method: Method,

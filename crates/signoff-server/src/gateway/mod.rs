@@ -53,6 +53,10 @@ use signoff::web::{body as own_body, client_addr, csrf_form, origin};
 pub use apps::RuleBook;
 pub use state::Gateway;
 
+/// What [`Gateway::router`] gives the listener: the router, with the
+/// access log and HSTS around it.
+pub type App = layers::OutermostService<axum::Router>;
+
 /// Builds the upstream client without connecting (its TLS roots: the
 /// `--upstream-ca` file or the system's), so `serve --check` finds what
 /// would stop the start.

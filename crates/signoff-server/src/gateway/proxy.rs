@@ -26,7 +26,7 @@ use super::identity_headers::is_spoofable;
 use super::signed_in::{self, bearer, wants_html, Identity, Who};
 use super::tunnel::{self, Upgrade};
 use super::{long_response, origin, token_mode, upstream_client, AppState, Gateway};
-use crate::listener::{UpstreamSlots, UPSTREAM_SLOT_WAIT};
+use crate::listener::{self, UPSTREAM_SLOT_WAIT};
 
 /// The fallback: everything not under the prefix.
 pub(super) fn routes(_gw: &Gateway) -> Router<Arc<Gateway>> {
@@ -393,7 +393,7 @@ pub(super) async fn forward(
     }
 
     // A slot towards the upstream, held until the response body is done.
-    let slot = match parts.extensions.get::<UpstreamSlots>() {
+    let slot = match listener::upstream_slots() {
         Some(slots) => match slots.acquire(auth.is_some()).await {
             Some(slot) => Some(slot),
             None => {

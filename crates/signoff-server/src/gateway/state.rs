@@ -11,6 +11,7 @@ use axum::{Extension, Router};
 use signoff::token_mode::Tokens;
 use signoff::web::{Gate, GateRef};
 use signoff::{Accounts, CookiePolicy, SessionWatch, Sessions, SystemClock, WatchOptions};
+use tower::Layer;
 
 use super::apps::{Routes, RuleBook};
 use super::guard::Guard;
@@ -18,6 +19,7 @@ use super::throttle::Throttle;
 use super::upstream_client::{self, UpstreamClient};
 use super::{
     account, admin, assets, forward_auth, layers, ops, proxy, sign_in, single_sign_on, token_mode,
+    App,
 };
 use crate::config::Settings;
 
@@ -184,10 +186,10 @@ impl Gateway {
         }
     }
 
-    /// The axum app: the families' own routes under the prefix (each
-    /// body with a deadline, each answer no-store and nosniff), then the
-    /// proxy for everything else; HSTS and the access log on all of it.
-    pub fn router(self: Arc<Self>) -> Router {
+    /// The app: the families' own routes under the prefix (each body with
+    /// a deadline, each answer no-store and nosniff), then the proxy for
+    /// everything else; HSTS and the access log around all of it.
+    pub fn router(self: Arc<Self>) -> App {
         let within = self.settings.connections.client_timeout;
         // The families whose handlers take the library's extractors find
         // the gateway in their requests; the others (forward-auth's
@@ -228,6 +230,6 @@ impl Gateway {
         if self.routes.has_apps() {
             all = all.layer(middleware::map_request(layers::host_from_authority));
         }
-        all.layer(layers::Outermost { hsts }).with_state(self)
+        layers::Outermost { hsts }.layer(all.with_state(self))
     }
 }

@@ -476,7 +476,7 @@ pub(super) async fn forward(
         });
     }
     if let Some(page) = page {
-        response = match gw.guard.inject(response, &page).map_err(|u| *u) {
+        response = match gw.guard.inject_page(response, &page).await.map_err(|u| *u) {
             Ok(response) => response,
             Err(Unreadable { response, coding }) if gw.settings.allow_unguarded_html => {
                 tracing::warn!(

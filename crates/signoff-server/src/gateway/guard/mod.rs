@@ -42,8 +42,9 @@ use std::sync::Arc;
 use askama::Template;
 use axum::body::{Body, HttpBody as _};
 use base64::Engine as _;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
+use http_body_util::BodyExt as _;
 use lol_html::Selector;
 use sha2::{Digest as _, Sha256};
 
@@ -236,14 +237,7 @@ impl Guard {
                 headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
             }
         }
-        super::proxy::remove_each(headers, &STALE_BODY_HEADERS);
-        let status_url = request.status_url.as_deref();
-        for name in [
-            header::CONTENT_SECURITY_POLICY,
-            header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
-        ] {
-            csp::extend_headers(headers, name, &self.csp_source, status_url);
-        }
+        self.mark_rewritten(headers, request);
 
         let rewritten = rewrite::body(input, selector, &self.tag, sniff);
         Ok(Response::from_parts(
@@ -252,6 +246,95 @@ impl Guard {
         ))
     }
 }
+
+impl Guard {
+    /// [`Guard::inject`], for a page that may arrive whole: a page of
+    /// declared HTML in no content coding whose first bytes, there within
+    /// [`FIRST_BYTES_WITHIN`], are all of it and hold a plain `<head …>`
+    /// gets the guard spliced in (the bytes [`Guard::inject`] would give)
+    /// and goes out whole with its `Content-Length`: no chunked coding, no
+    /// stream to run, nothing to watch (long_response.rs). Any other page
+    /// is [`Guard::inject`]ed, its first bytes put back in front.
+    pub async fn inject_page(
+        &self,
+        response: Response<Body>,
+        request: &PageRequest,
+    ) -> Result<Response<Body>, Box<Unreadable>> {
+        let Some(content_type) = self.may_arrive_whole(&response, request) else {
+            return self.inject(response, request);
+        };
+        let (mut parts, mut body) = response.into_parts();
+        let first = match tokio::time::timeout(FIRST_BYTES_WITHIN, body.frame()).await {
+            Ok(Some(first)) => first,
+            // Over at once, or not there yet: it streams.
+            Ok(None) | Err(_) => return self.inject(Response::from_parts(parts, body), request),
+        };
+        let whole = match &first {
+            Ok(frame) if body.is_end_stream() => frame
+                .data_ref()
+                .and_then(|page| rewrite::splice_whole(page, &self.tag)),
+            _ => None,
+        };
+        let Some(page) = whole else {
+            let body = Body::new(rewrite::Resumed {
+                first: Some(first),
+                rest: body,
+            });
+            return self.inject(Response::from_parts(parts, body), request);
+        };
+        let headers = &mut parts.headers;
+        // One value, the one the browser would pick among several.
+        headers.insert(header::CONTENT_TYPE, content_type);
+        self.mark_rewritten(headers, request);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(page.len()));
+        Ok(Response::from_parts(parts, Body::from(page)))
+    }
+
+    /// The declared type of a page [`Guard::inject_page`] may find whole:
+    /// one with a body, declared HTML, in no content coding.
+    fn may_arrive_whole(
+        &self,
+        response: &Response<Body>,
+        request: &PageRequest,
+    ) -> Option<HeaderValue> {
+        self.any_element.as_ref()?;
+        if request.is_head
+            || !status_has_body(response.status())
+            || response.headers().contains_key(header::CONTENT_RANGE)
+            || response.body().size_hint().exact() == Some(0)
+        {
+            return None;
+        }
+        let Document::Html(value) = document::classify(response.headers()) else {
+            return None;
+        };
+        matches!(
+            encoding::content_coding(response.headers()),
+            Ok(Coding::Identity)
+        )
+        .then_some(value)
+    }
+
+    /// The headers a rewritten page can no longer keep (digests, ranges
+    /// and the like of the old bytes) gone, and every CSP extended for the
+    /// guard's script and its status request.
+    fn mark_rewritten(&self, headers: &mut HeaderMap, request: &PageRequest) {
+        super::proxy::remove_each(headers, &STALE_BODY_HEADERS);
+        let status_url = request.status_url.as_deref();
+        for name in [
+            header::CONTENT_SECURITY_POLICY,
+            header::CONTENT_SECURITY_POLICY_REPORT_ONLY,
+        ] {
+            csp::extend_headers(headers, name, &self.csp_source, status_url);
+        }
+    }
+}
+
+/// How long [`Guard::inject_page`] waits for a page's first bytes before
+/// the page streams as [`Guard::inject`] makes it: the time a response may
+/// stream before it is watched (long_response.rs), so a page that is whole
+/// by then goes out as it would have gone unwatched.
+const FIRST_BYTES_WITHIN: std::time::Duration = super::long_response::LONG_AFTER;
 
 fn status_has_body(status: StatusCode) -> bool {
     !(status.is_informational()
@@ -1132,5 +1215,153 @@ mod tests {
         assert!(!script.contains('<') && !script.contains('&'));
         assert!(Guard::new("auth").script().contains("\"/auth/status\""));
         assert!(Guard::new("/x/").script().contains("\"/x/status\""));
+    }
+
+    /// `inject_page` for a GET whose client takes no compression.
+    async fn inject_page(guard: &Guard, response: Response<Body>) -> Response<Body> {
+        guard
+            .inject_page(response, &PageRequest::default())
+            .await
+            .unwrap_or_else(|u| panic!("unreadable: {:?}", u.coding))
+    }
+
+    /// A page that arrives whole gets the very bytes `inject` gives it, and
+    /// keeps a `Content-Length` (its own plus the tag's) where the byte scan
+    /// places the tag; where it does not (no plain `<head>`, a UTF-16
+    /// byte-order mark) the page streams as `inject` makes it. Headers other
+    /// than the length are the same either way.
+    #[tokio::test]
+    async fn a_page_that_arrives_whole_gets_the_bytes_inject_gives_and_a_length() {
+        let guard = guard();
+        let csp = "default-src 'self'; script-src 'self'";
+        let pages: [(&[u8], bool); 8] = [
+            (
+                b"<!doctype html><html><head><meta charset=utf-8></head><body>x</body></html>",
+                true,
+            ),
+            // A comment before `<head>`: the parser's to place.
+            (PAGE.as_bytes(), false),
+            (
+                b"<HTML><HEAD>\n<title>x</title></HEAD><body>y</body></HTML>",
+                true,
+            ),
+            (b"<head >", true),
+            (b"<!doctype html><p>no head at all</p>", false),
+            (
+                b"<!-- c --><html><head><title>t</title></head></html>",
+                false,
+            ),
+            (b"\xff\xfe<\x00h\x00", false),
+            (b"x", false),
+        ];
+        for (page, whole) in pages {
+            let with_headers = || {
+                let mut r = html(Body::from(page.to_vec()));
+                let h = r.headers_mut();
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(page.len()));
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(csp),
+                );
+                h.insert("digest", HeaderValue::from_static("sha-256=x"));
+                r
+            };
+            let streamed = guard.inject_plain(with_headers(), false);
+            let sent = inject_page(&guard, with_headers()).await;
+            let (mut streamed_head, streamed_body) = streamed.into_parts();
+            let (mut sent_head, sent_body) = sent.into_parts();
+            let streamed_body = axum::body::to_bytes(streamed_body, usize::MAX)
+                .await
+                .unwrap();
+            let sent_body = axum::body::to_bytes(sent_body, usize::MAX).await.unwrap();
+            assert_eq!(
+                sent_body,
+                streamed_body,
+                "{:?}",
+                String::from_utf8_lossy(page)
+            );
+            let length = sent_head.headers.remove(header::CONTENT_LENGTH);
+            if whole {
+                assert_eq!(
+                    length,
+                    Some(HeaderValue::from(page.len() + tag(&guard).len())),
+                    "{:?}",
+                    String::from_utf8_lossy(page)
+                );
+                assert_eq!(sent_body.len(), page.len() + tag(&guard).len());
+            } else {
+                assert_eq!(length, None, "{:?}", String::from_utf8_lossy(page));
+            }
+            assert!(streamed_head
+                .headers
+                .remove(header::CONTENT_LENGTH)
+                .is_none());
+            assert_eq!(sent_head.headers, streamed_head.headers);
+        }
+    }
+
+    /// A page that comes in pieces, or later than `FIRST_BYTES_WITHIN`,
+    /// streams as `inject` makes it (no length, the tag in place); a body
+    /// that fails fails the page, also when its first frame is the error.
+    #[tokio::test(start_paused = true)]
+    async fn a_page_in_pieces_late_or_failing_streams_as_inject_makes_it() {
+        let guard = guard();
+        let pieces = inject_page(&guard, html(tiny_chunks(PAGE.as_bytes(), 7))).await;
+        assert!(pieces.headers().get(header::CONTENT_LENGTH).is_none());
+        assert_eq!(text(pieces).await, expected_page(&guard));
+
+        let late = stream::once(async {
+            tokio::time::sleep(FIRST_BYTES_WITHIN * 2).await;
+            Ok::<_, io::Error>(Bytes::from_static(PAGE.as_bytes()))
+        });
+        let late = inject_page(&guard, html(Body::from_stream(late))).await;
+        assert!(late.headers().get(header::CONTENT_LENGTH).is_none());
+        assert_eq!(text(late).await, expected_page(&guard));
+
+        // `<head>` in the first piece, and more to come: all of it goes.
+        let two = stream::iter([
+            Ok::<_, io::Error>(Bytes::from_static(b"<html><head>")),
+            Ok(Bytes::from_static(b"<title>x</title></head><p>y")),
+        ]);
+        let two = inject_page(&guard, html(Body::from_stream(two))).await;
+        assert!(two.headers().get(header::CONTENT_LENGTH).is_none());
+        assert_eq!(
+            text(two).await,
+            format!("<html><head>{}<title>x</title></head><p>y", tag(&guard))
+        );
+
+        for failing in [
+            stream::iter([Err(io::Error::other("upstream reset"))]).boxed(),
+            stream::iter([
+                Ok(Bytes::from_static(b"<head>")),
+                Err(io::Error::other("upstream reset")),
+            ])
+            .boxed(),
+        ] {
+            let out = inject_page(&guard, html(Body::from_stream(failing))).await;
+            assert!(out.headers().get(header::CONTENT_LENGTH).is_none());
+            assert!(axum::body::to_bytes(out.into_body(), usize::MAX)
+                .await
+                .is_err());
+        }
+
+        // HEAD, and a page in a content coding, are `inject`'s to handle.
+        let head = guard
+            .inject_page(
+                html(PAGE),
+                &PageRequest {
+                    is_head: true,
+                    ..PageRequest::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(text(head).await, PAGE);
+        let gzip = compress("gzip", PAGE.as_bytes()).await;
+        let length = gzip.len();
+        let gzipped = inject_page(&guard, encoded(Body::from(gzip), "gzip", length)).await;
+        assert!(gzipped.headers().get(header::CONTENT_LENGTH).is_none());
+        assert!(gzipped.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(text(gzipped).await, expected_page(&guard));
     }
 }

@@ -230,6 +230,49 @@ fn feed(state: &mut Rewrite, parser: Box<Parser>, chunk: Option<&[u8]>) -> io::R
     Ok(output)
 }
 
+/// A whole page (declared HTML) with `tag` spliced in after a plainly
+/// found `<head …>`, exactly as [`body`] makes it; `None` when the byte
+/// scan does not place the tag (a UTF-16 byte-order mark, no plain
+/// `<head>` in the first [`SCAN_LIMIT`] bytes): then [`body`] must.
+pub(super) fn splice_whole(page: &[u8], tag: &str) -> Option<Bytes> {
+    if page.len() < 2 || starts_with_utf16_bom(page) {
+        return None;
+    }
+    let at = head_tag::after_head(&page[..page.len().min(SCAN_LIMIT)])?;
+    let mut output = Vec::with_capacity(page.len() + tag.len());
+    output.extend_from_slice(&page[..at]);
+    output.extend_from_slice(tag.as_bytes());
+    output.extend_from_slice(&page[at..]);
+    Some(Bytes::from(output))
+}
+
+/// A body whose first frame was taken to look at: that frame, then the
+/// rest of the body, as if it had never been taken.
+pub(super) struct Resumed {
+    pub(super) first: Option<Result<hyper::body::Frame<Bytes>, axum::Error>>,
+    pub(super) rest: axum::body::Body,
+}
+
+impl hyper::body::Body for Resumed {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        match this.first.take() {
+            Some(first) => std::task::Poll::Ready(Some(first)),
+            None => std::pin::Pin::new(&mut this.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+}
+
 /// The first bytes of an HTML page (all of them if `ended`): the guard
 /// spliced in after a plainly found `<head …>`, or else the full parser's
 /// output for them.

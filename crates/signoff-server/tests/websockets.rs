@@ -555,9 +555,11 @@ async fn an_event_stream_arrives_as_sent_and_ends_at_logout() {
     // Logout ends the stream.
     logout(&gw, &token).await;
     let ended_at = Instant::now();
+    // One deadline for the whole drain: a body that keeps coming fails.
+    let deadline = ended_at + CLOSE_BOUND + Duration::from_secs(1);
     loop {
-        match tokio::time::timeout(CLOSE_BOUND + Duration::from_secs(1), stream.next_chunk()).await
-        {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.next_chunk()).await {
             Ok(Some(_)) => continue,
             Ok(None) => break,
             Err(_) => panic!("the stream went on after logout"),
@@ -568,6 +570,48 @@ async fn an_event_stream_arrives_as_sent_and_ends_at_logout() {
         took <= CLOSE_BOUND,
         "the stream ended {took:?} after logout"
     );
+    assert!(stream.broken(), "cut off, not ended as if complete");
+}
+
+/// Invariant 10 for a page that streams (not an event stream): it gets the
+/// guard, its lines arrive as sent, and logout cuts it off within the
+/// bound, counted from the logout (the gateway's wait for a page's first
+/// bytes does not put the watch off).
+#[tokio::test]
+async fn a_streaming_private_page_gets_the_guard_and_ends_at_logout() {
+    let (_up, gw) = start(&[]).await;
+    let token = gw.login(USER, PASSWORD).await;
+    let mut stream =
+        support::stream(&gw.url("/streaming-page"), &[("cookie", &cookie(&token))]).await;
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.header("cache-control"), Some("no-store"));
+    let mut seen = String::new();
+    while !seen.contains("line 3") {
+        let chunk = tokio::time::timeout(Duration::from_secs(2), stream.next_chunk())
+            .await
+            .expect("a line within 2 s")
+            .expect("the page goes on");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(seen.matches("pageshow").count(), 1, "{seen}");
+    assert!(
+        seen.starts_with("<!doctype html><html><head><script>"),
+        "{seen}"
+    );
+    logout(&gw, &token).await;
+    let ended_at = Instant::now();
+    // One deadline for the whole drain: a body that keeps coming fails.
+    let deadline = ended_at + CLOSE_BOUND + Duration::from_secs(1);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.next_chunk()).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(_) => panic!("the page went on after logout"),
+        }
+    }
+    let took = ended_at.elapsed();
+    assert!(took <= CLOSE_BOUND, "the page ended {took:?} after logout");
     assert!(stream.broken(), "cut off, not ended as if complete");
 }
 

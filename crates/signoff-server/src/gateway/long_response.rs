@@ -1,7 +1,8 @@
 //! Responses that last: event streams, long polls, large downloads. A
-//! response to a signed-in request that is still streaming after
-//! [`LONG_AFTER`] (an event stream at once) is watched under its session,
-//! and is cut off when the session ends (docs/security.md, invariant 10).
+//! response to a signed-in request that is still streaming
+//! [`LONG_AFTER`] after the request went upstream (an event stream at
+//! once) is watched under its session, and is cut off when the session
+//! ends (docs/security.md, invariant 10).
 //!
 //! Cut off means the body ends with an error: the connection is reset (an
 //! HTTP/2 stream gets `RST_STREAM`), so the client sees a broken transfer,
@@ -19,9 +20,9 @@ use hyper::body::{Body as _, Frame, SizeHint};
 use signoff::{EndReason, Session, SessionWatch};
 use tokio::time::{Instant, Sleep};
 
-/// How long a response may stream before it is watched. Short, so a cut
-/// comes within the close bound; long enough that a plain page never
-/// costs a watch.
+/// How long after its request went upstream a response may stream before
+/// it is watched. Short, so a cut comes within the close bound; long
+/// enough that a plain page never costs a watch.
 pub(super) const LONG_AFTER: Duration = Duration::from_millis(250);
 
 /// The session of a cut response ended.
@@ -43,11 +44,14 @@ impl std::error::Error for SessionEnded {}
 /// `response`, cut off when `session` ends if it streams for long. A
 /// response known here to be short (a switch of protocols, or a body whose
 /// size hint is exact and small) is returned as it is; any other is
-/// wrapped, which costs nothing until it has lasted [`LONG_AFTER`].
+/// wrapped, which costs nothing until [`LONG_AFTER`] has passed since
+/// `asked`, when its request went upstream (time spent before the answer
+/// goes out, as the guard waits for a page's first bytes, counts).
 pub(super) fn ends_with_session(
     watch: &SessionWatch,
     response: Response<Body>,
     session: Session,
+    asked: Instant,
 ) -> Response<Body> {
     let hint = response.body().size_hint();
     let short = response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -70,7 +74,7 @@ pub(super) fn ends_with_session(
             stage: Stage::Waiting {
                 watch: watch.clone(),
                 session: Box::new(session),
-                started: None,
+                started: asked,
                 timer: None,
                 at_once: stream,
             },
@@ -93,8 +97,8 @@ enum Stage {
     Waiting {
         watch: SessionWatch,
         session: Box<Session>,
-        /// When the body was first polled.
-        started: Option<Instant>,
+        /// When its request went upstream.
+        started: Instant,
         /// Wakes the body when it becomes long while the upstream is quiet.
         timer: Option<Pin<Box<Sleep>>>,
         at_once: bool,
@@ -176,8 +180,7 @@ impl Cut {
             ..
         } = &mut self.stage
         {
-            let since = *started.get_or_insert_with(Instant::now);
-            if !*at_once && since.elapsed() < LONG_AFTER {
+            if !*at_once && started.elapsed() < LONG_AFTER {
                 return Check::Going;
             }
             let ended = watch.watch(session).into_ended();
@@ -199,7 +202,7 @@ impl Cut {
         let Stage::Waiting { started, timer, .. } = &mut self.stage else {
             return None;
         };
-        let since = *started.get_or_insert_with(Instant::now);
+        let since = *started;
         let timer =
             timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(since + LONG_AFTER)));
         if timer.as_mut().poll(cx).is_pending() {

@@ -94,8 +94,9 @@ async fn proxy(State(gw): AppState, req: Request<Body>) -> Response<Body> {
             }
             drop(needs);
             drop(access);
+            let asked = tokio::time::Instant::now();
             let response = forward(&gw, app, site, req, peer, Some(&identity)).await;
-            long_response::ends_with_session(&gw.watch, response, identity.session)
+            long_response::ends_with_session(&gw.watch, response, identity.session, asked)
         }
         Who::Unavailable => unavailable(&gw),
         Who::BadBearer(why) => token_mode::invalid_token(&why),

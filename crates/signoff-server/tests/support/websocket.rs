@@ -176,6 +176,23 @@ fn answer(mut req: Request<Incoming>, seen: Arc<Mutex<Seen>>) -> Response<BoxBod
                 .body(BodyExt::boxed(StreamBody::new(stream)))
                 .unwrap()
         }
+        // A private page that streams for ever: its head at once, then a
+        // line every 100 ms (a build log, a live report).
+        "/streaming-page" => {
+            let stream = futures_util::stream::unfold(0u64, |n| async move {
+                let part = if n == 0 {
+                    "<!doctype html><html><head><title>live</title></head><body>".to_owned()
+                } else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    format!("<p>line {n}</p>")
+                };
+                Some((Ok::<_, Infallible>(Frame::data(Bytes::from(part))), n + 1))
+            });
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+                .body(BodyExt::boxed(StreamBody::new(stream)))
+                .unwrap()
+        }
         "/page" => Response::builder()
             .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
             .body(full(PAGE))

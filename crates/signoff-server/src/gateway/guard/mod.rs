@@ -1254,6 +1254,57 @@ mod tests {
             (b"\xff\xfe<\x00h\x00", false),
             (b"x", false),
         ];
+        // Whatever `inject` decides from the headers, `inject_page` decides
+        // the same: sniffed, UTF-16, downloads and XHTML included.
+        let variants: [(&[(&str, &str)], bool); 6] = [
+            (&[], false),
+            (&[("content-type", "text/html; charset=utf-16")], false),
+            (
+                &[
+                    ("content-type", "text/html"),
+                    ("content-disposition", "attachment"),
+                ],
+                false,
+            ),
+            (&[("content-type", "application/xhtml+xml")], true),
+            (&[("content-type", "text/plain")], false),
+            (
+                &[
+                    ("content-type", "text/html"),
+                    ("content-disposition", "inline"),
+                ],
+                true,
+            ),
+        ];
+        let simple: &[u8] = b"<!doctype html><html><head><title>t</title></head><p>x</p>";
+        for (headers, whole) in variants {
+            let with_headers = || {
+                let mut r = Response::new(Body::from(simple.to_vec()));
+                for (name, value) in headers {
+                    r.headers_mut().insert(
+                        HeaderName::from_static(name),
+                        HeaderValue::from_static(value),
+                    );
+                }
+                r
+            };
+            let streamed = guard.inject_plain(with_headers(), false);
+            let sent = inject_page(&guard, with_headers()).await;
+            assert_eq!(
+                sent.headers().get(header::CONTENT_LENGTH).is_some(),
+                whole,
+                "{headers:?}"
+            );
+            let (mut sent_head, sent_body) = sent.into_parts();
+            let (streamed_head, streamed_body) = streamed.into_parts();
+            sent_head.headers.remove(header::CONTENT_LENGTH);
+            assert_eq!(sent_head.headers, streamed_head.headers, "{headers:?}");
+            assert_eq!(
+                read_body_of(sent_body).await,
+                read_body_of(streamed_body).await,
+                "{headers:?}"
+            );
+        }
         for (page, whole) in pages {
             let with_headers = || {
                 let mut r = html(Body::from(page.to_vec()));
@@ -1310,13 +1361,17 @@ mod tests {
         assert!(pieces.headers().get(header::CONTENT_LENGTH).is_none());
         assert_eq!(text(pieces).await, expected_page(&guard));
 
-        let late = stream::once(async {
-            tokio::time::sleep(FIRST_BYTES_WITHIN * 2).await;
-            Ok::<_, io::Error>(Bytes::from_static(PAGE.as_bytes()))
-        });
-        let late = inject_page(&guard, html(Body::from_stream(late))).await;
+        // Whole, but later than `FIRST_BYTES_WITHIN`: not waited for.
+        let simple = "<html><head><title>t</title></head>";
+        let late = inject_page(&guard, html(Body::new(Late::new(simple)))).await;
         assert!(late.headers().get(header::CONTENT_LENGTH).is_none());
-        assert_eq!(text(late).await, expected_page(&guard));
+        assert_eq!(
+            text(late).await,
+            simple.replacen("<head>", &format!("<head>{}", tag(&guard)), 1)
+        );
+        // The same page on time keeps its length.
+        let on_time = inject_page(&guard, html(simple)).await;
+        assert!(on_time.headers().get(header::CONTENT_LENGTH).is_some());
 
         // `<head>` in the first piece, and more to come: all of it goes.
         let two = stream::iter([
@@ -1363,5 +1418,42 @@ mod tests {
         assert!(gzipped.headers().get(header::CONTENT_LENGTH).is_none());
         assert!(gzipped.headers().get(header::CONTENT_ENCODING).is_none());
         assert_eq!(text(gzipped).await, expected_page(&guard));
+    }
+
+    async fn read_body_of(body: Body) -> Bytes {
+        axum::body::to_bytes(body, usize::MAX).await.unwrap()
+    }
+
+    /// A whole page that comes `2 × FIRST_BYTES_WITHIN` late and says when
+    /// it has ended, as an upstream body of known length does.
+    struct Late {
+        wait: std::pin::Pin<Box<tokio::time::Sleep>>,
+        page: Option<Bytes>,
+    }
+
+    impl Late {
+        fn new(page: &'static str) -> Late {
+            Late {
+                wait: Box::pin(tokio::time::sleep(FIRST_BYTES_WITHIN * 2)),
+                page: Some(Bytes::from_static(page.as_bytes())),
+            }
+        }
+    }
+
+    impl hyper::body::Body for Late {
+        type Data = Bytes;
+        type Error = io::Error;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, io::Error>>> {
+            std::task::ready!(std::future::Future::poll(self.wait.as_mut(), cx));
+            std::task::Poll::Ready(self.page.take().map(|p| Ok(hyper::body::Frame::data(p))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.page.is_none()
+        }
     }
 }

@@ -10,7 +10,7 @@
 #      session work, against the bare endpoint: what signoff's HTTP stack
 #      (hyper-util's server, axum's routing, its layers) costs alone.
 #
-#   bench/forward_auth.sh      # about 4 minutes on 2 cores
+#   bench/forward_auth.sh      # about 6 minutes on 2 cores
 #
 # Environment: DURATION (per wrk run, default 10s), CONNS (32), ROUNDS (3),
 # BASE_PORT (18500), FOREIGN_MAX (10), RETRIES (2), QUIET_WAIT (60), KEEP=1

@@ -4,7 +4,7 @@
 # the floor, is the gateway proxying a public path (no session looked up,
 # no guard, no info line): what its HTTP stack and proxy cost alone.
 #
-#   bench/load.sh            # about 6 minutes on 2 cores
+#   bench/load.sh            # about 7 minutes on 2 cores
 #
 # Environment: DURATION (per wrk run, default 10s), CONNS (32), ROUNDS (2),
 # SESSIONS (100000), FLOOD_CONNS (64), FLOOD_SECS (length of the login

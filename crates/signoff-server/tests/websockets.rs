@@ -553,22 +553,28 @@ async fn an_event_stream_arrives_as_sent_and_ends_at_logout() {
         "events came in a burst, not as sent: {arrivals:?}"
     );
     // Logout ends the stream.
-    logout(&gw, &token).await;
+    logout_cuts(&gw, &token, &mut stream, "stream").await;
+}
+
+/// Signs `token` out and checks that `stream` (the `what` the message names)
+/// is cut off within [`CLOSE_BOUND`], not ended as if complete. One
+/// deadline for the whole drain: a body that keeps coming fails.
+async fn logout_cuts(gw: &Gateway, token: &str, stream: &mut support::Streaming, what: &str) {
+    logout(gw, token).await;
     let ended_at = Instant::now();
-    // One deadline for the whole drain: a body that keeps coming fails.
     let deadline = ended_at + CLOSE_BOUND + Duration::from_secs(1);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, stream.next_chunk()).await {
             Ok(Some(_)) => continue,
             Ok(None) => break,
-            Err(_) => panic!("the stream went on after logout"),
+            Err(_) => panic!("the {what} went on after logout"),
         }
     }
     let took = ended_at.elapsed();
     assert!(
         took <= CLOSE_BOUND,
-        "the stream ended {took:?} after logout"
+        "the {what} ended {took:?} after logout"
     );
     assert!(stream.broken(), "cut off, not ended as if complete");
 }
@@ -598,21 +604,7 @@ async fn a_streaming_private_page_gets_the_guard_and_ends_at_logout() {
         seen.starts_with("<!doctype html><html><head><script>"),
         "{seen}"
     );
-    logout(&gw, &token).await;
-    let ended_at = Instant::now();
-    // One deadline for the whole drain: a body that keeps coming fails.
-    let deadline = ended_at + CLOSE_BOUND + Duration::from_secs(1);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, stream.next_chunk()).await {
-            Ok(Some(_)) => continue,
-            Ok(None) => break,
-            Err(_) => panic!("the page went on after logout"),
-        }
-    }
-    let took = ended_at.elapsed();
-    assert!(took <= CLOSE_BOUND, "the page ended {took:?} after logout");
-    assert!(stream.broken(), "cut off, not ended as if complete");
+    logout_cuts(&gw, &token, &mut stream, "page").await;
 }
 
 /// In Chromium: a page's WebSocket through the gateway works, and signing

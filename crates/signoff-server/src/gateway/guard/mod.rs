@@ -183,11 +183,7 @@ impl Guard {
         let Some(selector) = self.any_element.as_ref() else {
             return Ok(response);
         };
-        if request.is_head
-            || !status_has_body(response.status())
-            || response.headers().contains_key(header::CONTENT_RANGE)
-            || response.body().size_hint().exact() == Some(0)
-        {
+        if no_body_to_guard(&response, request) {
             return Ok(response);
         }
         // `Some(type)`: declared HTML; `None`: to be sniffed.
@@ -298,11 +294,7 @@ impl Guard {
         request: &PageRequest,
     ) -> Option<HeaderValue> {
         self.any_element.as_ref()?;
-        if request.is_head
-            || !status_has_body(response.status())
-            || response.headers().contains_key(header::CONTENT_RANGE)
-            || response.body().size_hint().exact() == Some(0)
-        {
+        if no_body_to_guard(response, request) {
             return None;
         }
         let Document::Html(value) = document::classify(response.headers()) else {
@@ -335,6 +327,15 @@ impl Guard {
 /// stream before it is watched (long_response.rs), so a page that is whole
 /// by then goes out as it would have gone unwatched.
 const FIRST_BYTES_WITHIN: std::time::Duration = super::long_response::LONG_AFTER;
+
+/// A HEAD request, a status without a body, a part of a body, or a body
+/// known to be empty: nothing the guard could go into.
+fn no_body_to_guard(response: &Response<Body>, request: &PageRequest) -> bool {
+    request.is_head
+        || !status_has_body(response.status())
+        || response.headers().contains_key(header::CONTENT_RANGE)
+        || response.body().size_hint().exact() == Some(0)
+}
 
 fn status_has_body(status: StatusCode) -> bool {
     !(status.is_informational()
@@ -1300,8 +1301,8 @@ mod tests {
             sent_head.headers.remove(header::CONTENT_LENGTH);
             assert_eq!(sent_head.headers, streamed_head.headers, "{headers:?}");
             assert_eq!(
-                read_body_of(sent_body).await,
-                read_body_of(streamed_body).await,
+                read_body(Response::new(sent_body)).await.unwrap(),
+                read_body(Response::new(streamed_body)).await.unwrap(),
                 "{headers:?}"
             );
         }
@@ -1321,10 +1322,8 @@ mod tests {
             let sent = inject_page(&guard, with_headers()).await;
             let (mut streamed_head, streamed_body) = streamed.into_parts();
             let (mut sent_head, sent_body) = sent.into_parts();
-            let streamed_body = axum::body::to_bytes(streamed_body, usize::MAX)
-                .await
-                .unwrap();
-            let sent_body = axum::body::to_bytes(sent_body, usize::MAX).await.unwrap();
+            let streamed_body = read_body(Response::new(streamed_body)).await.unwrap();
+            let sent_body = read_body(Response::new(sent_body)).await.unwrap();
             assert_eq!(
                 sent_body,
                 streamed_body,
@@ -1395,9 +1394,7 @@ mod tests {
         ] {
             let out = inject_page(&guard, html(Body::from_stream(failing))).await;
             assert!(out.headers().get(header::CONTENT_LENGTH).is_none());
-            assert!(axum::body::to_bytes(out.into_body(), usize::MAX)
-                .await
-                .is_err());
+            assert!(read_body(out).await.is_err());
         }
 
         // HEAD, and a page in a content coding, are `inject`'s to handle.
@@ -1418,10 +1415,6 @@ mod tests {
         assert!(gzipped.headers().get(header::CONTENT_LENGTH).is_none());
         assert!(gzipped.headers().get(header::CONTENT_ENCODING).is_none());
         assert_eq!(text(gzipped).await, expected_page(&guard));
-    }
-
-    async fn read_body_of(body: Body) -> Bytes {
-        axum::body::to_bytes(body, usize::MAX).await.unwrap()
     }
 
     /// A whole page that comes `2 × FIRST_BYTES_WITHIN` late and says when
